@@ -1,0 +1,13 @@
+//! The battery data layer (DESIGN.md §1): canonical schema, vendor readers, derived columns,
+//! the synthetic-cell generator, windows and splits.
+
+pub mod canonical;
+pub mod cells;
+pub mod derive;
+pub mod formats;
+pub mod ingest;
+pub mod inspect;
+pub mod raw;
+pub mod schema;
+pub mod synth;
+pub mod windows;

@@ -1,0 +1,13 @@
+//! VoltLens: open up battery foundation models.
+//!
+//! Stages, one module each, data flowing one way (see DESIGN.md §0):
+//! `data` (ingest, derive, synth, windows) → `model` (the LBLM) → transcoders → record → mine →
+//! label → report → circuits, all driven by `pipeline`.
+
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod pipeline;
+pub mod progress;
+
+pub use error::{Error, Result};

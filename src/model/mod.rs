@@ -1,0 +1,1 @@
+//! The LBLM battery model (DESIGN.md §2).

@@ -1,0 +1,1 @@
+//! The staged pipeline runner (DESIGN.md §8).
