@@ -4,10 +4,12 @@
 //! `data` (ingest, derive, synth, windows) → `model` (the LBLM) → transcoders → record → mine →
 //! label → report → circuits, all driven by `pipeline`.
 
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod model;
 pub mod pipeline;
+pub mod plot_style;
 pub mod progress;
 
 pub use error::{Error, Result};

@@ -1,1 +1,400 @@
-//! TODO
+//! Canonical Parquet files: one time-series file per cell under `DIR/timeseries/`, plus
+//! `DIR/cells.parquet`. Writes go to a temporary path and are renamed into place, so a killed
+//! run never leaves a half-written file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, DictionaryArray, Float32Array, Float64Array, Int32Array, RecordBatch, StringArray,
+    UInt64Array,
+};
+use arrow::datatypes::{Int32Type, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::data::cells::{AnchorMethod, CellInfo};
+use crate::data::schema::{self, Method, State, CELL_METADATA_KEY};
+use crate::{Error, Result};
+
+/// Rows per Parquet row group in files we write.
+pub const ROW_GROUP_ROWS: usize = 65_536;
+
+/// Full canonical rows of one cell (or a run of them), column by column.
+#[derive(Debug, Clone, Default)]
+pub struct CellData {
+    pub cell_id: String,
+    pub test_time: Vec<f64>,
+    pub current: Vec<f32>,
+    pub voltage: Vec<f32>,
+    pub temperature: Vec<Option<f32>>,
+    pub cycle_number: Vec<i32>,
+    pub step_index: Vec<i32>,
+    pub dt: Vec<f32>,
+    pub step_time: Vec<f32>,
+    pub state: Vec<State>,
+    pub method: Vec<Method>,
+    pub c_rate: Vec<f32>,
+    pub soc: Vec<f32>,
+    pub soh: Vec<Option<f32>>,
+    /// `gt_*` ground-truth columns carried through untouched.
+    pub gt: Vec<(String, ArrayRef)>,
+}
+
+impl CellData {
+    pub fn len(&self) -> usize {
+        self.test_time.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.test_time.is_empty()
+    }
+
+    /// A ground-truth column as f32, if present and numeric.
+    pub fn gt_f32(&self, name: &str) -> Option<Vec<f32>> {
+        let (_, array) = self.gt.iter().find(|(n, _)| n == name)?;
+        let array = arrow::compute::cast(array, &arrow::datatypes::DataType::Float32).ok()?;
+        let array = array.as_any().downcast_ref::<Float32Array>()?;
+        Some(array.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+    }
+
+    /// Temperature with missing values as NaN.
+    pub fn temperature_or_nan(&self) -> Vec<f32> {
+        self.temperature.iter().map(|t| t.unwrap_or(f32::NAN)).collect()
+    }
+
+    /// The rows as an Arrow batch in the canonical column order (gt_* last).
+    pub fn to_record_batch(&self) -> RecordBatch {
+        let n = self.len();
+        let dict = |values: Vec<&str>| -> ArrayRef {
+            Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>())
+        };
+        let mut columns: Vec<ArrayRef> = vec![
+            dict(vec![self.cell_id.as_str(); n]),
+            Arc::new(Float64Array::from(self.test_time.clone())),
+            Arc::new(Float32Array::from(self.current.clone())),
+            Arc::new(Float32Array::from(self.voltage.clone())),
+            Arc::new(Float32Array::from(self.temperature.clone())),
+            Arc::new(Int32Array::from(self.cycle_number.clone())),
+            Arc::new(Int32Array::from(self.step_index.clone())),
+            Arc::new(Float32Array::from(self.dt.clone())),
+            Arc::new(Float32Array::from(self.step_time.clone())),
+            dict(self.state.iter().map(|s| s.as_str()).collect()),
+            dict(self.method.iter().map(|m| m.as_str()).collect()),
+            Arc::new(Float32Array::from(self.c_rate.clone())),
+            Arc::new(Float32Array::from(self.soc.clone())),
+            Arc::new(Float32Array::from(self.soh.clone())),
+        ];
+        let mut fields: Vec<arrow::datatypes::Field> =
+            schema::timeseries_schema().fields().iter().map(|f| (**f).clone()).collect();
+        for (name, array) in &self.gt {
+            fields.push(arrow::datatypes::Field::new(name, array.data_type().clone(), true));
+            columns.push(array.clone());
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("canonical columns have equal lengths")
+    }
+
+    /// Reads a batch of canonical rows (already validated against the schema).
+    pub fn from_record_batch(batch: &RecordBatch, file: &Path) -> Result<CellData> {
+        let col = |name: &str| batch.column_by_name(name).expect("validated schema");
+        let strings = |name: &str| -> Result<Vec<String>> {
+            let array = arrow::compute::cast(col(name), &arrow::datatypes::DataType::Utf8).map_err(|e| Error::arrow(file, e))?;
+            let array = array.as_any().downcast_ref::<StringArray>().expect("cast to utf8");
+            Ok(array.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
+        };
+        let parse_all = |name: &str, parse: &dyn Fn(&str) -> bool| -> Result<()> {
+            for (row, v) in strings(name)?.iter().enumerate() {
+                if !parse(v) {
+                    return Err(Error::at_row(file, row as u64 + 1, Some(name), format!("unknown value '{v}'")));
+                }
+            }
+            Ok(())
+        };
+        parse_all("state", &|v| State::parse(v).is_some())?;
+        parse_all("method", &|v| Method::parse(v).is_some())?;
+        let cell_id = strings("cell_id")?.into_iter().next().unwrap_or_default();
+        Ok(CellData {
+            cell_id,
+            test_time: f64s(col("test_time")),
+            current: f32s(col("current")),
+            voltage: f32s(col("voltage")),
+            temperature: opt_f32s(col("temperature")),
+            cycle_number: i32s(col("cycle_number")),
+            step_index: i32s(col("step_index")),
+            dt: f32s(col("dt")),
+            step_time: f32s(col("step_time")),
+            state: strings("state")?.iter().map(|v| State::parse(v).expect("checked")).collect(),
+            method: strings("method")?.iter().map(|v| Method::parse(v).expect("checked")).collect(),
+            c_rate: f32s(col("c_rate")),
+            soc: f32s(col("soc")),
+            soh: opt_f32s(col("soh")),
+            gt: batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .filter(|(f, _)| f.name().starts_with("gt_"))
+                .map(|(f, c)| (f.name().clone(), c.clone()))
+                .collect(),
+        })
+    }
+
+    /// Appends another run of rows of the same cell.
+    pub fn extend(&mut self, other: CellData) -> Result<()> {
+        if self.is_empty() && self.gt.is_empty() {
+            *self = other;
+            return Ok(());
+        }
+        self.test_time.extend(other.test_time);
+        self.current.extend(other.current);
+        self.voltage.extend(other.voltage);
+        self.temperature.extend(other.temperature);
+        self.cycle_number.extend(other.cycle_number);
+        self.step_index.extend(other.step_index);
+        self.dt.extend(other.dt);
+        self.step_time.extend(other.step_time);
+        self.state.extend(other.state);
+        self.method.extend(other.method);
+        self.c_rate.extend(other.c_rate);
+        self.soc.extend(other.soc);
+        self.soh.extend(other.soh);
+        for ((name, mine), (_, theirs)) in self.gt.iter_mut().zip(other.gt) {
+            *mine = arrow::compute::concat(&[mine.as_ref(), theirs.as_ref()])
+                .map_err(|e| Error::Other(format!("joining column {name}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn f64s(a: &ArrayRef) -> Vec<f64> {
+    a.as_any().downcast_ref::<Float64Array>().expect("validated f64").values().to_vec()
+}
+fn f32s(a: &ArrayRef) -> Vec<f32> {
+    a.as_any().downcast_ref::<Float32Array>().expect("validated f32").values().to_vec()
+}
+fn opt_f32s(a: &ArrayRef) -> Vec<Option<f32>> {
+    a.as_any().downcast_ref::<Float32Array>().expect("validated f32").iter().collect()
+}
+fn i32s(a: &ArrayRef) -> Vec<i32> {
+    a.as_any().downcast_ref::<Int32Array>().expect("validated i32").values().to_vec()
+}
+
+/// Where a dataset directory keeps its files.
+pub struct DatasetPaths {
+    pub root: PathBuf,
+}
+
+impl DatasetPaths {
+    pub fn new(root: &Path) -> Self {
+        DatasetPaths { root: root.to_path_buf() }
+    }
+    pub fn cells_table(&self) -> PathBuf {
+        self.root.join("cells.parquet")
+    }
+    pub fn timeseries_dir(&self) -> PathBuf {
+        self.root.join("timeseries")
+    }
+    pub fn cell_file(&self, cell_id: &str) -> PathBuf {
+        self.timeseries_dir().join(format!("{cell_id}.parquet"))
+    }
+}
+
+/// The temporary sibling a file is written to before the rename.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+/// Writes bytes to `path` atomically (temp file + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
+/// Streams canonical rows of one cell into a Parquet file, row group by row group; the file
+/// appears under its final name only on `finish`. Dropping the writer removes the temp file.
+pub struct CellWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    rows: u64,
+}
+
+impl CellWriter {
+    pub fn create(path: &Path) -> Result<CellWriter> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let tmp = temp_path(path);
+        let _ = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(CellWriter { path: path.to_path_buf(), tmp, writer: None, rows: 0 })
+    }
+
+    pub fn write(&mut self, rows: &CellData) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let batch = rows.to_record_batch();
+        if self.writer.is_none() {
+            let file = File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
+            let writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
+                .map_err(|e| Error::parquet(&self.path, e))?;
+            self.writer = Some(writer);
+        }
+        let writer = self.writer.as_mut().expect("created above");
+        writer.write(&batch).map_err(|e| Error::parquet(&self.path, e))?;
+        self.rows += rows.len() as u64;
+        Ok(())
+    }
+
+    /// Stores the cell's metadata in the file, closes it and renames it into place.
+    pub fn finish(mut self, info: &CellInfo) -> Result<u64> {
+        let mut writer = self.writer.take().ok_or_else(|| Error::Other(format!("{}: no rows to write", self.path.display())))?;
+        let json = serde_json::to_string(info).expect("cell info is serialisable");
+        writer.append_key_value_metadata(KeyValue::new(CELL_METADATA_KEY.to_owned(), json));
+        writer.close().map_err(|e| Error::parquet(&self.path, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.rows)
+    }
+}
+
+impl Drop for CellWriter {
+    fn drop(&mut self) {
+        // Only reached with the temp file still present when `finish` was not called.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Reads a whole canonical cell file, validating its schema.
+pub fn read_cell(path: &Path) -> Result<(CellInfo, CellData)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    schema::validate(path, builder.schema(), &schema::timeseries_columns(), true)?;
+    let info = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == CELL_METADATA_KEY).and_then(|k| k.value.clone()))
+        .ok_or_else(|| Error::in_file(path, format!("no '{CELL_METADATA_KEY}' metadata: not written by voltlens ingest")))?;
+    let info: CellInfo = serde_json::from_str(&info).map_err(|e| Error::in_file(path, format!("bad cell metadata: {e}")))?;
+    let reader = builder.build().map_err(|e| Error::parquet(path, e))?;
+    let mut data = CellData::default();
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::arrow(path, e))?;
+        data.extend(CellData::from_record_batch(&batch, path)?)?;
+    }
+    data.cell_id = info.cell_id.clone();
+    Ok((info, data))
+}
+
+/// Writes the cells table atomically.
+pub fn write_cells_table(path: &Path, cells: &[CellInfo]) -> Result<()> {
+    let strings = |f: &dyn Fn(&CellInfo) -> Option<String>| -> ArrayRef {
+        Arc::new(cells.iter().map(f).collect::<StringArray>())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        strings(&|c| Some(c.cell_id.clone())),
+        strings(&|c| Some(c.source_file.clone())),
+        strings(&|c| Some(c.format.clone())),
+        Arc::new(Float64Array::from(cells.iter().map(|c| c.nominal_capacity_ah).collect::<Vec<_>>())),
+        Arc::new(BooleanArray::from(cells.iter().map(|c| c.capacity_estimated).collect::<Vec<_>>())),
+        strings(&|c| c.chemistry.clone()),
+        strings(&|c| c.protocol.clone()),
+        Arc::new(Float64Array::from(cells.iter().map(|c| c.ambient_temperature_c).collect::<Vec<_>>())),
+        Arc::new(UInt64Array::from(cells.iter().map(|c| c.rows).collect::<Vec<_>>())),
+        strings(&|c| Some(c.anchor_method.as_str().to_owned())),
+        strings(&|c| Some(c.metadata.clone())),
+    ];
+    let batch = RecordBatch::try_new(Arc::new(schema::cells_schema()), columns).expect("cells columns agree");
+    let tmp = temp_path(path);
+    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties())).map_err(|e| Error::parquet(path, e))?;
+    writer.write(&batch).map_err(|e| Error::parquet(path, e))?;
+    writer.close().map_err(|e| Error::parquet(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads and validates the cells table.
+pub fn read_cells_table(path: &Path) -> Result<Vec<CellInfo>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    schema::validate(path, builder.schema(), &schema::cells_columns(), false)?;
+    let mut cells = Vec::new();
+    for batch in builder.build().map_err(|e| Error::parquet(path, e))? {
+        let batch = batch.map_err(|e| Error::arrow(path, e))?;
+        let s = |name: &str| -> Vec<Option<String>> {
+            let a = arrow::compute::cast(batch.column_by_name(name).expect("validated"), &arrow::datatypes::DataType::Utf8)
+                .expect("utf8");
+            a.as_any().downcast_ref::<StringArray>().expect("utf8").iter().map(|v| v.map(str::to_owned)).collect()
+        };
+        let f = |name: &str| -> Vec<Option<f64>> {
+            batch.column_by_name(name).expect("validated").as_any().downcast_ref::<Float64Array>().expect("f64").iter().collect()
+        };
+        let (ids, sources, formats, chem, protocol, anchors, meta) =
+            (s("cell_id"), s("source_file"), s("format"), s("chemistry"), s("protocol"), s("anchor_method"), s("metadata"));
+        let (cap, ambient) = (f("nominal_capacity_ah"), f("ambient_temperature_c"));
+        let estimated = batch.column_by_name("capacity_estimated").expect("validated").as_any().downcast_ref::<BooleanArray>().expect("bool").clone();
+        let rows = batch.column_by_name("rows").expect("validated").as_any().downcast_ref::<UInt64Array>().expect("u64").clone();
+        for i in 0..batch.num_rows() {
+            let anchor = anchors[i].as_deref().unwrap_or_default();
+            cells.push(CellInfo {
+                cell_id: ids[i].clone().unwrap_or_default(),
+                source_file: sources[i].clone().unwrap_or_default(),
+                format: formats[i].clone().unwrap_or_default(),
+                nominal_capacity_ah: cap[i].unwrap_or(f64::NAN),
+                capacity_estimated: estimated.value(i),
+                chemistry: chem[i].clone(),
+                protocol: protocol[i].clone(),
+                ambient_temperature_c: ambient[i],
+                rows: rows.value(i),
+                anchor_method: AnchorMethod::parse(anchor)
+                    .ok_or_else(|| Error::at_row(path, i as u64 + 1, Some("anchor_method"), format!("unknown value '{anchor}'")))?,
+                metadata: meta[i].clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(cells)
+}
+
+/// A canonical dataset loaded in memory: the cells table and every cell's rows, same order.
+pub struct Dataset {
+    pub cells: Vec<CellInfo>,
+    pub data: Vec<CellData>,
+}
+
+impl Dataset {
+    /// Loads `DIR/cells.parquet` and every cell's time series (in parallel).
+    pub fn load(dir: &Path) -> Result<Dataset> {
+        use rayon::prelude::*;
+        let paths = DatasetPaths::new(dir);
+        let table = paths.cells_table();
+        if !table.exists() {
+            return Err(Error::Config(format!(
+                "{} has no cells.parquet: not a canonical dataset (make one with `voltlens ingest` or `voltlens synth`)",
+                dir.display()
+            )));
+        }
+        let cells = read_cells_table(&table)?;
+        let data = cells
+            .par_iter()
+            .map(|c| read_cell(&paths.cell_file(&c.cell_id)).map(|(_, d)| d))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Dataset { cells, data })
+    }
+
+    pub fn index_of(&self, cell_id: &str) -> Option<usize> {
+        self.cells.iter().position(|c| c.cell_id == cell_id)
+    }
+}

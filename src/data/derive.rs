@@ -1,1 +1,524 @@
-//! TODO
+//! Derived columns (DESIGN.md §1.3), computed in two streaming passes so memory grows with the
+//! number of steps, never with the number of rows:
+//! 1. `StepTracker` sees every cleaned row once and keeps per-step sums (duration, charge, current
+//!    and voltage moments);
+//! 2. `Derivation` (built from the steps) turns each row into dt, step_time, state, method, c_rate,
+//!    soc and soh.
+
+use crate::data::cells::AnchorMethod;
+use crate::data::schema::{Method, State};
+
+/// Steps shorter than this with current flowing are pulses (s).
+pub const PULSE_MAX_S: f64 = 30.0;
+/// CV detection: relative current spread above this …
+pub const CV_CURRENT_SPREAD: f64 = 0.1;
+/// … while the voltage spread stays below this (V).
+pub const CV_VOLTAGE_SPREAD: f64 = 0.005;
+/// Voltage window around the cell's extreme voltages that counts as "at the cut-off" (V).
+pub const CUTOFF_WINDOW_V: f64 = 0.05;
+/// Discharges at or below this C-rate anchor SOC = 0 at the lower cut-off.
+pub const LOW_RATE_C: f64 = 0.25;
+/// A cycle whose discharge removes at least this share of nominal capacity counts as full (for soh).
+pub const FULL_CYCLE_SHARE: f64 = 0.6;
+
+/// The resting threshold on |I| (A): max(1e-4 A, 0.002·C_nom).
+pub fn rest_threshold_a(nominal_capacity_ah: Option<f64>) -> f64 {
+    nominal_capacity_ah.map_or(1e-4, |c| (0.002 * c).max(1e-4))
+}
+
+/// Row-level state from the current.
+pub fn state_of(current: f32, rest_threshold_a: f64) -> State {
+    let i = current as f64;
+    if i.abs() <= rest_threshold_a {
+        State::Resting
+    } else if i > 0.0 {
+        State::Charging
+    } else {
+        State::Discharging
+    }
+}
+
+/// Running sums over one step.
+#[derive(Debug, Clone)]
+pub struct StepSummary {
+    pub first_row: u64,
+    /// One past the last row.
+    pub end_row: u64,
+    pub start_time: f64,
+    pub end_time: f64,
+    pub cycle_key: i64,
+    pub start_voltage: f64,
+    pub end_voltage: f64,
+    n: f64,
+    sum_i: f64,
+    sum_i2: f64,
+    sum_abs_i: f64,
+    sum_v: f64,
+    sum_v2: f64,
+    /// Charge moved in the step (Ah, signed: + = charged).
+    pub charge_ah: f64,
+    /// Cumulative charge (Ah) at the step's last row.
+    pub end_charge_ah: f64,
+    /// Rows per state, to name the step by its majority.
+    state_rows: [u64; 3],
+}
+
+impl StepSummary {
+    pub fn duration_s(&self) -> f64 {
+        self.end_time - self.start_time
+    }
+    pub fn mean_abs_current(&self) -> f64 {
+        self.sum_abs_i / self.n
+    }
+    fn std(sum: f64, sum_sq: f64, n: f64) -> f64 {
+        (sum_sq / n - (sum / n).powi(2)).max(0.0).sqrt()
+    }
+    pub fn state(&self) -> State {
+        let i = (0..3).max_by_key(|&i| (self.state_rows[i], std::cmp::Reverse(i))).expect("three states");
+        State::ALL[i]
+    }
+    /// The step's control method (DESIGN §1.3).
+    pub fn method(&self) -> Method {
+        let state = self.state();
+        if state == State::Resting {
+            return Method::Rest;
+        }
+        if self.duration_s() < PULSE_MAX_S {
+            return Method::Pulse;
+        }
+        let current_spread = Self::std(self.sum_i, self.sum_i2, self.n) / self.mean_abs_current().max(1e-12);
+        let voltage_spread = Self::std(self.sum_v, self.sum_v2, self.n);
+        if current_spread > CV_CURRENT_SPREAD && voltage_spread < CV_VOLTAGE_SPREAD {
+            Method::ConstantVoltage
+        } else if current_spread <= CV_CURRENT_SPREAD {
+            Method::ConstantCurrent
+        } else {
+            Method::Other
+        }
+    }
+}
+
+/// Pass 1: splits cleaned rows into steps and integrates charge (trapezoid).
+pub struct StepTracker {
+    rest_threshold_a: f64,
+    has_step_index: Option<bool>,
+    steps: Vec<StepSummary>,
+    last: Option<(f64, f32, Option<i32>, i64, State)>,
+    cumulative_ah: f64,
+    rows: u64,
+    pub min_voltage: f64,
+    pub max_voltage: f64,
+    pub max_abs_current: f64,
+    min_cycle: Option<i32>,
+}
+
+impl StepTracker {
+    /// `nominal_capacity_ah` (when known up front) sets the resting threshold.
+    pub fn new(nominal_capacity_ah: Option<f64>) -> Self {
+        StepTracker {
+            rest_threshold_a: rest_threshold_a(nominal_capacity_ah),
+            has_step_index: None,
+            steps: Vec::new(),
+            last: None,
+            cumulative_ah: 0.0,
+            rows: 0,
+            min_voltage: f64::INFINITY,
+            max_voltage: f64::NEG_INFINITY,
+            max_abs_current: 0.0,
+            min_cycle: None,
+        }
+    }
+
+    /// Feeds one cleaned row. Steps change where the cycler's step or cycle index changes, or
+    /// (files without a step index) where the state changes.
+    pub fn push(&mut self, t: f64, current: f32, voltage: f32, cycle: Option<i32>, step: Option<i32>) {
+        let state = state_of(current, self.rest_threshold_a);
+        let has_step = *self.has_step_index.get_or_insert(step.is_some());
+        let cycle_key = cycle.map_or(-1, i64::from);
+        if let Some(c) = cycle {
+            self.min_cycle = Some(self.min_cycle.map_or(c, |m| m.min(c)));
+        }
+        let new_step = match &self.last {
+            None => true,
+            Some((_, _, last_step, last_cycle, last_state)) => {
+                if has_step {
+                    step != *last_step || cycle_key != *last_cycle
+                } else {
+                    state != *last_state || cycle_key != *last_cycle
+                }
+            }
+        };
+        if let Some((last_t, last_i, ..)) = self.last {
+            self.cumulative_ah += 0.5 * (current as f64 + last_i as f64) * (t - last_t) / 3600.0;
+        }
+        if new_step {
+            self.steps.push(StepSummary {
+                first_row: self.rows,
+                end_row: self.rows,
+                start_time: t,
+                end_time: t,
+                cycle_key,
+                start_voltage: voltage as f64,
+                end_voltage: voltage as f64,
+                n: 0.0,
+                sum_i: 0.0,
+                sum_i2: 0.0,
+                sum_abs_i: 0.0,
+                sum_v: 0.0,
+                sum_v2: 0.0,
+                charge_ah: 0.0,
+                end_charge_ah: self.cumulative_ah,
+                state_rows: [0; 3],
+            });
+        } else if let Some(step) = self.steps.last_mut() {
+            // Charge moved between the previous row and this one belongs to the running step.
+            step.charge_ah += self.cumulative_ah - step.end_charge_ah;
+        }
+        let step = self.steps.last_mut().expect("a step exists");
+        let (i, v) = (current as f64, voltage as f64);
+        step.end_row = self.rows + 1;
+        step.end_time = t;
+        step.end_voltage = v;
+        step.n += 1.0;
+        step.sum_i += i;
+        step.sum_i2 += i * i;
+        step.sum_abs_i += i.abs();
+        step.sum_v += v;
+        step.sum_v2 += v * v;
+        step.end_charge_ah = self.cumulative_ah;
+        step.state_rows[State::ALL.iter().position(|s| *s == state).expect("known state")] += 1;
+        self.min_voltage = self.min_voltage.min(v);
+        self.max_voltage = self.max_voltage.max(v);
+        self.max_abs_current = self.max_abs_current.max(i.abs());
+        self.rows += 1;
+        self.last = Some((t, current, if has_step { step } else { None }, cycle_key, state));
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn steps(&self) -> &[StepSummary] {
+        &self.steps
+    }
+
+    /// The file's lowest cycle number; `None` when it has no cycle column (cycles are then derived).
+    pub fn min_cycle(&self) -> Option<i32> {
+        self.min_cycle
+    }
+}
+
+/// Per-cycle discharge bookkeeping used for capacity and soh.
+fn discharge_by_cycle(steps: &[StepSummary], cycle_of_step: &[i32]) -> Vec<(i32, f64)> {
+    let mut out: Vec<(i32, f64)> = Vec::new();
+    for (s, &c) in steps.iter().zip(cycle_of_step) {
+        if s.state() != State::Discharging {
+            continue;
+        }
+        match out.last_mut() {
+            Some((cycle, ah)) if *cycle == c => *ah += -s.charge_ah,
+            _ => out.push((c, -s.charge_ah)),
+        }
+    }
+    out
+}
+
+/// Cycle numbers from 0: the file's own (shifted to start at 0), or a new cycle at the first
+/// charging step after a discharging one.
+fn cycles_of_steps(steps: &[StepSummary], min_cycle: Option<i32>) -> Vec<i32> {
+    if let Some(min) = min_cycle {
+        return steps.iter().map(|s| (s.cycle_key as i32) - min).collect();
+    }
+    let mut cycle = 0;
+    let mut seen_discharge = false;
+    steps
+        .iter()
+        .map(|s| {
+            match s.state() {
+                State::Discharging => seen_discharge = true,
+                State::Charging if seen_discharge => {
+                    cycle += 1;
+                    seen_discharge = false;
+                }
+                _ => {}
+            }
+            cycle
+        })
+        .collect()
+}
+
+/// An SOC anchor: at `row` (where cumulative charge was `charge_ah`) SOC is `soc`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Anchor {
+    pub row: u64,
+    pub charge_ah: f64,
+    pub soc: f64,
+}
+
+/// The cell-level results of pass 1.
+#[derive(Debug, Clone)]
+pub struct CellDerivation {
+    pub nominal_capacity_ah: f64,
+    pub capacity_estimated: bool,
+    pub anchor_method: AnchorMethod,
+    pub anchors: Vec<Anchor>,
+    /// Per step: cycle number (from 0), method, soh of its cycle.
+    pub step_cycle: Vec<i32>,
+    pub step_method: Vec<Method>,
+    pub step_soh: Vec<Option<f32>>,
+    pub warnings: Vec<String>,
+}
+
+/// Largest per-cycle discharge capacity, the estimate of nominal capacity (DESIGN §1.3).
+pub fn estimate_capacity_ah(steps: &[StepSummary], min_cycle: Option<i32>) -> Option<f64> {
+    let cycles = cycles_of_steps(steps, min_cycle);
+    let best = discharge_by_cycle(steps, &cycles).into_iter().map(|(_, ah)| ah).fold(0.0, f64::max);
+    let best_charge = steps.iter().filter(|s| s.state() == State::Charging).map(|s| s.charge_ah).fold(0.0, f64::max);
+    let cap = if best > 0.0 { best } else { best_charge };
+    (cap > 0.0).then_some(cap)
+}
+
+impl CellDerivation {
+    /// Resolves capacity, cycles, methods, soh and SOC anchors from the steps of pass 1.
+    pub fn from_steps(tracker: &StepTracker, given_capacity_ah: Option<f64>) -> CellDerivation {
+        let steps = tracker.steps();
+        let mut warnings = Vec::new();
+        let (nominal_capacity_ah, capacity_estimated) = match given_capacity_ah {
+            Some(c) => (c, false),
+            None => match estimate_capacity_ah(steps, tracker.min_cycle()) {
+                Some(c) => {
+                    warnings.push(format!("nominal capacity estimated from the data: {c:.4} Ah"));
+                    (c, true)
+                }
+                None => {
+                    warnings.push("no charge or discharge found: nominal capacity set to 1 Ah".to_owned());
+                    (1.0, true)
+                }
+            },
+        };
+        let step_cycle = cycles_of_steps(steps, tracker.min_cycle());
+        let step_method: Vec<Method> = steps.iter().map(StepSummary::method).collect();
+        let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &step_cycle);
+        let step_soh = step_cycle
+            .iter()
+            .map(|c| {
+                full.iter()
+                    .find(|(cycle, _)| cycle == c)
+                    .filter(|(_, ah)| *ah >= FULL_CYCLE_SHARE * nominal_capacity_ah)
+                    .map(|(_, ah)| (ah / nominal_capacity_ah) as f32)
+            })
+            .collect();
+        let (anchor_method, anchors) = find_anchors(tracker, &step_method, nominal_capacity_ah);
+        if anchor_method == AnchorMethod::Unanchored {
+            warnings.push("no SOC anchor (CV hold at the top or low-rate discharge to the bottom): soc is relative, starting at 0.5".to_owned());
+        }
+        CellDerivation { nominal_capacity_ah, capacity_estimated, anchor_method, anchors, step_cycle, step_method, step_soh, warnings }
+    }
+}
+
+/// SOC anchors in order of preference: CV holds at the top (SOC = 1 at their end), then low-rate
+/// discharges to the bottom (SOC = 0), then a first discharge from rest near the top (SOC = 1
+/// at the start), else unanchored (0.5 at the start).
+fn find_anchors(tracker: &StepTracker, methods: &[Method], capacity_ah: f64) -> (AnchorMethod, Vec<Anchor>) {
+    let steps = tracker.steps();
+    let at_top = |v: f64| v >= tracker.max_voltage - CUTOFF_WINDOW_V;
+    let at_bottom = |v: f64| v <= tracker.min_voltage + CUTOFF_WINDOW_V;
+    let end_anchor = |s: &StepSummary, soc: f64| Anchor { row: s.end_row - 1, charge_ah: s.end_charge_ah, soc };
+    let cv: Vec<Anchor> = steps
+        .iter()
+        .zip(methods)
+        .filter(|(s, m)| **m == Method::ConstantVoltage && s.state() == State::Charging && at_top(s.end_voltage))
+        .map(|(s, _)| end_anchor(s, 1.0))
+        .collect();
+    if !cv.is_empty() {
+        return (AnchorMethod::CvHold, cv);
+    }
+    let low_rate: Vec<Anchor> = steps
+        .iter()
+        .filter(|s| {
+            s.state() == State::Discharging && s.mean_abs_current() <= LOW_RATE_C * capacity_ah && at_bottom(s.end_voltage)
+        })
+        .map(|s| end_anchor(s, 0.0))
+        .collect();
+    if !low_rate.is_empty() {
+        return (AnchorMethod::LowRateDischarge, low_rate);
+    }
+    let start = Anchor { row: 0, charge_ah: 0.0, soc: 1.0 };
+    let first_active = steps.iter().find(|s| s.state() != State::Resting);
+    if let Some(first) = first_active {
+        if first.state() == State::Discharging && at_top(steps[0].start_voltage.max(first.start_voltage)) {
+            return (AnchorMethod::StartFull, vec![start]);
+        }
+    }
+    (AnchorMethod::Unanchored, vec![Anchor { soc: 0.5, ..start }])
+}
+
+/// Pass 2: derives each row's columns from the cell-level results, row by row in file order.
+pub struct RowDeriver<'a> {
+    cell: &'a CellDerivation,
+    steps: &'a [StepSummary],
+    rest_threshold_a: f64,
+    row: u64,
+    step: usize,
+    anchor: usize,
+    last: Option<(f64, f32)>,
+    cumulative_ah: f64,
+}
+
+/// The derived columns of one row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DerivedRow {
+    pub dt: f32,
+    pub step_time: f32,
+    pub state: State,
+    pub method: Method,
+    pub c_rate: f32,
+    pub soc: f32,
+    pub soh: Option<f32>,
+    pub cycle_number: i32,
+    pub step_index: i32,
+}
+
+impl<'a> RowDeriver<'a> {
+    pub fn new(cell: &'a CellDerivation, steps: &'a [StepSummary]) -> Self {
+        RowDeriver {
+            cell,
+            steps,
+            rest_threshold_a: rest_threshold_a(Some(cell.nominal_capacity_ah)),
+            row: 0,
+            step: 0,
+            anchor: 0,
+            last: None,
+            cumulative_ah: 0.0,
+        }
+    }
+
+    /// The next row's derived columns; rows must be the same cleaned rows, in the same order,
+    /// that pass 1 saw. `step_index` is the file's own when it has one.
+    pub fn next(&mut self, t: f64, current: f32, step_index: Option<i32>) -> DerivedRow {
+        while self.row >= self.steps[self.step].end_row {
+            self.step += 1;
+        }
+        let step = &self.steps[self.step];
+        let dt = self.last.map_or(0.0, |(last_t, _)| t - last_t);
+        if let Some((_, last_i)) = self.last {
+            self.cumulative_ah += 0.5 * (current as f64 + last_i as f64) * dt / 3600.0;
+        }
+        let anchors = &self.cell.anchors;
+        while self.anchor + 1 < anchors.len() && anchors[self.anchor + 1].row <= self.row {
+            self.anchor += 1;
+        }
+        let a = anchors[self.anchor];
+        let soc = a.soc + (self.cumulative_ah - a.charge_ah) / self.cell.nominal_capacity_ah;
+        let out = DerivedRow {
+            dt: dt as f32,
+            step_time: (t - step.start_time) as f32,
+            state: state_of(current, self.rest_threshold_a),
+            method: self.cell.step_method[self.step],
+            c_rate: (current as f64 / self.cell.nominal_capacity_ah) as f32,
+            soc: soc as f32,
+            soh: self.cell.step_soh[self.step],
+            cycle_number: self.cell.step_cycle[self.step],
+            step_index: step_index.unwrap_or(self.step as i32),
+        };
+        self.last = Some((t, current));
+        self.row += 1;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cell charged at 1 A for 1 h then held at the top, rested, discharged at 0.5 A.
+    fn tracker() -> StepTracker {
+        let mut tr = StepTracker::new(Some(2.0));
+        let mut t = 0.0;
+        let mut push = |tr: &mut StepTracker, n: usize, dt: f64, i: f32, v: &dyn Fn(usize) -> f32, step: i32| {
+            for k in 0..n {
+                tr.push(t, i, v(k), Some(1), Some(step));
+                t += dt;
+            }
+        };
+        push(&mut tr, 61, 60.0, 1.0, &|k| 3.5 + 0.01 * k as f32, 1);
+        let mut t2 = t;
+        for k in 0..20 {
+            tr.push(t2, 1.0 / (1.0 + k as f32), 4.2, Some(1), Some(2));
+            t2 += 60.0;
+        }
+        for k in 0..10 {
+            tr.push(t2, 0.0, 4.15 - 0.001 * k as f32, Some(1), Some(3));
+            t2 += 60.0;
+        }
+        for k in 0..240 {
+            tr.push(t2, -0.5, 4.1 - 0.005 * k as f32, Some(2), Some(4));
+            t2 += 60.0;
+        }
+        tr
+    }
+
+    #[test]
+    fn steps_methods_and_cycles() {
+        let tr = tracker();
+        let d = CellDerivation::from_steps(&tr, Some(2.0));
+        assert_eq!(tr.steps().len(), 4);
+        assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent]);
+        assert_eq!(d.step_cycle, vec![0, 0, 0, 1], "file cycles shifted to start at 0");
+        assert_eq!(d.anchor_method, AnchorMethod::CvHold);
+    }
+
+    #[test]
+    fn soc_is_one_at_the_end_of_the_cv_hold_and_falls_on_discharge() {
+        let tr = tracker();
+        let d = CellDerivation::from_steps(&tr, Some(2.0));
+        let cv_end = tr.steps()[1].end_row - 1;
+        // Replay the same rows.
+        let mut rows = Vec::new();
+        let mut t = 0.0;
+        for k in 0..61 {
+            rows.push((t, 1.0f32, 1));
+            t += 60.0;
+            let _ = k;
+        }
+        for k in 0..20 {
+            rows.push((t, 1.0 / (1.0 + k as f32), 2));
+            t += 60.0;
+        }
+        for _ in 0..10 {
+            rows.push((t, 0.0, 3));
+            t += 60.0;
+        }
+        for _ in 0..240 {
+            rows.push((t, -0.5, 4));
+            t += 60.0;
+        }
+        let mut deriver = RowDeriver::new(&d, tr.steps());
+        let derived: Vec<DerivedRow> = rows.iter().map(|&(t, i, s)| deriver.next(t, i, Some(s))).collect();
+        assert!((derived[cv_end as usize].soc - 1.0).abs() < 1e-6);
+        let last = derived.last().unwrap();
+        // 0.5 A for 239 min = 1.99 Ah of a 2 Ah cell.
+        assert!((last.soc - (1.0 - 0.5 * 239.0 / 60.0 / 2.0)).abs() < 1e-3, "{}", last.soc);
+        assert!((last.c_rate + 0.25).abs() < 1e-6);
+        assert_eq!(last.state, State::Discharging);
+        assert!(derived.windows(2).skip(91).all(|w| w[1].soc < w[0].soc), "soc falls while discharging");
+        assert_eq!(derived[1].dt, 60.0);
+        assert_eq!(derived[0].dt, 0.0);
+        assert_eq!(derived[62].step_time, 60.0);
+    }
+
+    #[test]
+    fn capacity_is_estimated_from_the_largest_discharge() {
+        let tr = tracker();
+        let d = CellDerivation::from_steps(&tr, None);
+        assert!(d.capacity_estimated);
+        assert!((d.nominal_capacity_ah - 0.5 * 239.0 / 60.0).abs() < 1e-6, "{}", d.nominal_capacity_ah);
+    }
+
+    #[test]
+    fn state_uses_the_rest_threshold() {
+        assert_eq!(state_of(0.005, rest_threshold_a(Some(5.0))), State::Resting);
+        assert_eq!(state_of(0.05, rest_threshold_a(Some(5.0))), State::Charging);
+        assert_eq!(state_of(-0.05, rest_threshold_a(Some(5.0))), State::Discharging);
+    }
+}

@@ -1,1 +1,406 @@
-//! TODO
+//! `voltlens ingest`: cycler files → canonical Parquet (DESIGN.md §1).
+//!
+//! Per source: pass 1 cleans the time axis, checks values and spills the rows to a temporary
+//! Parquet file while `StepTracker` summarises the steps; pass 2 streams the spill back and
+//! writes the canonical file with the derived columns. The output directory is assembled beside
+//! its final place and renamed in one step, so a failed or killed ingest leaves what was there.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::canonical::{self, CellData, CellWriter, DatasetPaths};
+use crate::data::cells::CellInfo;
+use crate::data::derive::{CellDerivation, RowDeriver, StepTracker};
+use crate::data::formats::{self, ColumnMap, CyclerReader, Format};
+use crate::data::raw::RawChunk;
+use crate::{Error, Result};
+
+/// Settings of an ingest; the defaults suit the shipped data.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestOptions {
+    /// Force a format instead of detecting it from each file's header.
+    pub format: Option<Format>,
+    /// Column map for `format = "mapped"` (any CSV).
+    pub column_map: Option<PathBuf>,
+    /// Nominal capacity (Ah) for every input, overriding metadata and estimation.
+    pub nominal_capacity_ah: Option<f64>,
+    /// Time may step back by up to this much (s) and the row is dropped with a warning; beyond it
+    /// the file is refused.
+    pub time_tolerance_s: f64,
+    /// |current| / nominal capacity above this means the current unit is wrong (mA read as A).
+    pub max_c_rate: f64,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions { format: None, column_map: None, nominal_capacity_ah: None, time_tolerance_s: 1.0, max_c_rate: 40.0 }
+    }
+}
+
+/// Files in a directory that belong to another file (metadata, ground truth, licences) and are
+/// read by that file's reader, not ingested on their own.
+fn is_sidecar(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    name.ends_with("_metadata.csv")
+        || name.ends_with("_truth.csv")
+        || name == "cells.json"
+        || name.starts_with("license")
+        || name.starts_with("readme")
+        || name.starts_with('.')
+}
+
+/// Expands directories (one level, sorted) into the files to ingest.
+pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| Error::io(input, e))?;
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| Error::io(input, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && !is_sidecar(p))
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Config("no input files found".to_owned()));
+    }
+    Ok(files)
+}
+
+/// Ingests every input into `out` (cells.parquet + timeseries/). Returns the cells table.
+pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Vec<CellInfo>> {
+    let files = collect_inputs(inputs)?;
+    let column_map = match &opts.column_map {
+        Some(p) => Some(ColumnMap::from_file(p)?),
+        None => None,
+    };
+    // Detect every format first, so an unknown file fails the ingest before anything is written.
+    let sources: Vec<(PathBuf, Format)> = files
+        .iter()
+        .map(|f| Ok((f.clone(), match opts.format { Some(fmt) => fmt, None => formats::detect(f)? })))
+        .collect::<Result<_>>()?;
+    let staging = DatasetStaging::new(out)?;
+    let bar = crate::progress::bar(sources.len() as u64, "ingest", "files");
+    let cells: Vec<CellInfo> = sources
+        .par_iter()
+        .map(|(file, format)| {
+            let reader = formats::open(file, *format, column_map.as_ref())?;
+            let info = ingest_source(reader, file, &format.to_string(), staging.paths(), opts);
+            bar.inc(1);
+            info
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    staging.commit(cells)
+}
+
+/// An output dataset directory built beside its final place and swapped in on success.
+pub struct DatasetStaging {
+    out: PathBuf,
+    paths: DatasetPaths,
+}
+
+impl DatasetStaging {
+    pub fn new(out: &Path) -> Result<Self> {
+        let tmp = canonical::temp_path(out);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(DatasetStaging { out: out.to_path_buf(), paths: DatasetPaths::new(&tmp) })
+    }
+
+    pub fn paths(&self) -> &DatasetPaths {
+        &self.paths
+    }
+
+    /// Writes the cells table and moves the directory into place (replacing an older one).
+    pub fn commit(self, mut cells: Vec<CellInfo>) -> Result<Vec<CellInfo>> {
+        cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
+        if let Some(w) = cells.windows(2).find(|w| w[0].cell_id == w[1].cell_id) {
+            return Err(Error::Config(format!(
+                "two inputs give the same cell id '{}' ({} and {})",
+                w[0].cell_id, w[0].source_file, w[1].source_file
+            )));
+        }
+        canonical::write_cells_table(&self.paths.cells_table(), &cells)?;
+        if self.out.exists() {
+            let old = self.out.with_extension(format!("old-{}", std::process::id()));
+            std::fs::rename(&self.out, &old).map_err(|e| Error::io(&self.out, e))?;
+            std::fs::rename(&self.paths.root, &self.out).map_err(|e| Error::io(&self.out, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        } else {
+            if let Some(parent) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            std::fs::rename(&self.paths.root, &self.out).map_err(|e| Error::io(&self.out, e))?;
+        }
+        Ok(cells)
+    }
+}
+
+impl Drop for DatasetStaging {
+    fn drop(&mut self) {
+        // Still there only when commit did not happen.
+        let _ = std::fs::remove_dir_all(&self.paths.root);
+    }
+}
+
+/// A usable cell id from a file name or metadata: letters, digits, '.', '_' and '-'.
+pub fn cell_id_for(source: &Path, metadata_id: Option<&str>) -> String {
+    let raw = metadata_id.map(str::to_owned).unwrap_or_else(|| {
+        let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "cell".to_owned());
+        stem.trim_end_matches("_timeseries").to_owned()
+    });
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}
+
+/// Ingests one source (a vendor file or a generated cell) into `paths`. `source` names it in
+/// messages and in the cells table.
+pub fn ingest_source(
+    mut reader: Box<dyn CyclerReader>,
+    source: &Path,
+    format: &str,
+    paths: &DatasetPaths,
+    opts: &IngestOptions,
+) -> Result<CellInfo> {
+    let meta = reader.metadata().clone();
+    let cell_id = cell_id_for(source, meta.extra.get("cell_id").and_then(|v| v.as_str()));
+    let given_capacity = opts.nominal_capacity_ah.or(meta.nominal_capacity_ah);
+    if let Some(c) = given_capacity.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        return Err(Error::Config(format!("{}: nominal capacity must be a positive number of Ah, got {c}", source.display())));
+    }
+    let spill_path = paths.root.join(format!(".{cell_id}.pass1.parquet"));
+    let _spill_guard = RemoveOnDrop(spill_path.clone());
+
+    // Pass 1: clean, check, summarise steps, spill.
+    let mut tracker = StepTracker::new(given_capacity);
+    let mut cleaner = TimeCleaner::new(source, opts.time_tolerance_s);
+    let mut spill: Option<ArrowWriter<File>> = None;
+    while let Some(chunk) = reader.next_chunk()? {
+        let chunk = cleaner.clean(chunk)?;
+        if chunk.is_empty() {
+            continue;
+        }
+        for r in 0..chunk.len() {
+            tracker.push(chunk.test_time[r], chunk.current[r], chunk.voltage[r], chunk.cycle_number[r], chunk.step_index[r]);
+        }
+        let batch = chunk.to_record_batch();
+        if spill.is_none() {
+            let f = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
+            spill = Some(ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| Error::parquet(&spill_path, e))?);
+        }
+        spill.as_mut().expect("created").write(&batch).map_err(|e| Error::parquet(&spill_path, e))?;
+    }
+    let Some(spill) = spill else {
+        return Err(Error::in_file(source, "no data rows"));
+    };
+    spill.close().map_err(|e| Error::parquet(&spill_path, e))?;
+
+    let derivation = CellDerivation::from_steps(&tracker, given_capacity);
+    check_units(source, &tracker, &derivation, opts)?;
+
+    // Pass 2: derive and write the canonical file.
+    let out_path = paths.cell_file(&cell_id);
+    let mut writer = CellWriter::create(&out_path)?;
+    let mut deriver = RowDeriver::new(&derivation, tracker.steps());
+    let f = File::open(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
+    let batches = ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.with_batch_size(crate::data::raw::CHUNK_ROWS).build())
+        .map_err(|e| Error::parquet(&spill_path, e))?;
+    for batch in batches {
+        let raw = RawChunk::from_record_batch(&batch.map_err(|e| Error::arrow(&spill_path, e))?);
+        writer.write(&derive_rows(&cell_id, raw, &mut deriver))?;
+    }
+    let mut warnings = meta.warnings.clone();
+    warnings.extend(cleaner.warnings());
+    warnings.extend(derivation.warnings.iter().cloned());
+    for w in &warnings {
+        tracing::warn!("{}: {w}", source.display());
+    }
+    let mut extra = meta.extra.clone();
+    extra.insert("warnings".to_owned(), serde_json::json!(warnings));
+    let mut info = CellInfo {
+        cell_id,
+        source_file: source.display().to_string(),
+        format: format.to_owned(),
+        nominal_capacity_ah: derivation.nominal_capacity_ah,
+        capacity_estimated: derivation.capacity_estimated,
+        chemistry: meta.chemistry.clone(),
+        protocol: meta.protocol.clone(),
+        ambient_temperature_c: meta.ambient_temperature_c,
+        rows: tracker.rows(),
+        anchor_method: derivation.anchor_method,
+        metadata: serde_json::Value::Object(extra).to_string(),
+    };
+    info.rows = writer.finish(&info)?;
+    Ok(info)
+}
+
+/// Canonical rows from cleaned raw rows.
+fn derive_rows(cell_id: &str, raw: RawChunk, deriver: &mut RowDeriver) -> CellData {
+    let n = raw.len();
+    let mut out = CellData { cell_id: cell_id.to_owned(), ..Default::default() };
+    for r in 0..n {
+        let d = deriver.next(raw.test_time[r], raw.current[r], raw.step_index[r]);
+        out.dt.push(d.dt);
+        out.step_time.push(d.step_time);
+        out.state.push(d.state);
+        out.method.push(d.method);
+        out.c_rate.push(d.c_rate);
+        out.soc.push(d.soc);
+        out.soh.push(d.soh);
+        out.cycle_number.push(d.cycle_number);
+        out.step_index.push(d.step_index);
+    }
+    out.test_time = raw.test_time;
+    out.current = raw.current;
+    out.voltage = raw.voltage;
+    out.temperature = raw.temperature;
+    out.gt = raw.passthrough.into_iter().filter(|(name, _)| name.starts_with("gt_")).collect();
+    out
+}
+
+/// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2).
+fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, opts: &IngestOptions) -> Result<()> {
+    let max_c = tracker.max_abs_current / d.nominal_capacity_ah;
+    if !d.capacity_estimated && max_c > opts.max_c_rate {
+        return Err(Error::Input {
+            file: source.to_path_buf(),
+            row: None,
+            field: Some("current".to_owned()),
+            message: format!(
+                "peak current {:.1} A is {max_c:.0}C for a {:.3} Ah cell, which is implausible: is the current in mA labelled as A?",
+                tracker.max_abs_current, d.nominal_capacity_ah
+            ),
+        });
+    }
+    if d.capacity_estimated && d.nominal_capacity_ah > 1000.0 {
+        return Err(Error::Input {
+            file: source.to_path_buf(),
+            row: None,
+            field: Some("current".to_owned()),
+            message: format!(
+                "estimated capacity {:.0} Ah is implausible for a cell: is the current in mA labelled as A? (give --nominal-capacity to override)",
+                d.nominal_capacity_ah
+            ),
+        });
+    }
+    if tracker.max_voltage > 10.0 || tracker.min_voltage < -1.0 {
+        return Err(Error::Input {
+            file: source.to_path_buf(),
+            row: None,
+            field: Some("voltage".to_owned()),
+            message: format!(
+                "voltage spans {:.2}..{:.2} V, implausible for a cell: is it in mV labelled as V?",
+                tracker.min_voltage, tracker.max_voltage
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Enforces strictly increasing time: repeated timestamps and small steps back are dropped with
+/// a warning; a step back beyond the tolerance is an error naming the row. Also rejects NaN/inf.
+struct TimeCleaner<'a> {
+    file: &'a Path,
+    tolerance_s: f64,
+    last_time: Option<f64>,
+    dropped_duplicates: u64,
+    dropped_backwards: u64,
+}
+
+impl<'a> TimeCleaner<'a> {
+    fn new(file: &'a Path, tolerance_s: f64) -> Self {
+        TimeCleaner { file, tolerance_s, last_time: None, dropped_duplicates: 0, dropped_backwards: 0 }
+    }
+
+    fn clean(&mut self, chunk: RawChunk) -> Result<RawChunk> {
+        let mut keep = vec![true; chunk.len()];
+        for r in 0..chunk.len() {
+            let row = chunk.source_row[r];
+            for (field, value) in
+                [("test_time", chunk.test_time[r]), ("current", chunk.current[r] as f64), ("voltage", chunk.voltage[r] as f64)]
+            {
+                if !value.is_finite() {
+                    return Err(Error::at_row(self.file, row, Some(field), format!("value is {value}, not a finite number")));
+                }
+            }
+            let t = chunk.test_time[r];
+            if let Some(last) = self.last_time {
+                if t == last {
+                    self.dropped_duplicates += 1;
+                    keep[r] = false;
+                    continue;
+                }
+                if t < last {
+                    if last - t > self.tolerance_s {
+                        return Err(Error::at_row(
+                            self.file,
+                            row,
+                            Some("test_time"),
+                            format!("time goes backwards by {:.3} s (from {last} to {t}); tolerance is {} s", last - t, self.tolerance_s),
+                        ));
+                    }
+                    self.dropped_backwards += 1;
+                    keep[r] = false;
+                    continue;
+                }
+            }
+            self.last_time = Some(t);
+        }
+        Ok(if keep.iter().all(|k| *k) { chunk } else { chunk.filter(&keep) })
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.dropped_duplicates > 0 {
+            w.push(format!("dropped {} rows repeating the previous timestamp", self.dropped_duplicates));
+        }
+        if self.dropped_backwards > 0 {
+            w.push(format!("dropped {} rows whose time stepped back within the tolerance", self.dropped_backwards));
+        }
+        w
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `voltlens synth`: generates cells with the equivalent-circuit simulator and writes them as a
+/// canonical dataset, through the same derivation as ingested files.
+pub fn synthesize(cfg: &crate::data::synth::SynthConfig, out: &Path) -> Result<Vec<CellInfo>> {
+    use crate::data::synth::{cell_plan, SynthCell};
+    let plan = cell_plan(cfg);
+    let staging = DatasetStaging::new(out)?;
+    let bar = crate::progress::bar(plan.len() as u64, "synth", "cells");
+    let opts = IngestOptions::default();
+    let cells: Vec<CellInfo> = plan
+        .par_iter()
+        .map(|spec| {
+            let reader: Box<dyn CyclerReader> = Box::new(SynthCell::new(cfg, spec));
+            let source = PathBuf::from(format!("synth/{}", spec.cell_id));
+            let info = ingest_source(reader, &source, "synth", staging.paths(), &opts);
+            bar.inc(1);
+            info
+        })
+        .collect::<Result<_>>()?;
+    bar.finish_and_clear();
+    staging.commit(cells)
+}

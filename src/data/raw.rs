@@ -74,3 +74,82 @@ pub struct SourceMetadata {
     /// Notes the reader wants the user to see (e.g. "current sign flipped to + = charge").
     pub warnings: Vec<String>,
 }
+
+impl RawChunk {
+    /// The rows as an Arrow batch (for spilling between the two ingest passes).
+    pub fn to_record_batch(&self) -> arrow::array::RecordBatch {
+        use arrow::array::{Float32Array, Float64Array, Int32Array, UInt64Array};
+        use arrow::datatypes::{DataType, Field, Schema};
+        use std::sync::Arc;
+        let mut fields = vec![
+            Field::new("test_time", DataType::Float64, false),
+            Field::new("current", DataType::Float32, false),
+            Field::new("voltage", DataType::Float32, false),
+            Field::new("temperature", DataType::Float32, true),
+            Field::new("cycle_number", DataType::Int32, true),
+            Field::new("step_index", DataType::Int32, true),
+            Field::new("source_row", DataType::UInt64, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Float64Array::from(self.test_time.clone())),
+            Arc::new(Float32Array::from(self.current.clone())),
+            Arc::new(Float32Array::from(self.voltage.clone())),
+            Arc::new(Float32Array::from(self.temperature.clone())),
+            Arc::new(Int32Array::from(self.cycle_number.clone())),
+            Arc::new(Int32Array::from(self.step_index.clone())),
+            Arc::new(UInt64Array::from(self.source_row.clone())),
+        ];
+        for (name, array) in &self.passthrough {
+            fields.push(Field::new(name, array.data_type().clone(), true));
+            columns.push(array.clone());
+        }
+        arrow::array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("raw columns have equal lengths")
+    }
+
+    /// Inverse of `to_record_batch`.
+    pub fn from_record_batch(batch: &arrow::array::RecordBatch) -> RawChunk {
+        use arrow::array::{Array, Float32Array, Float64Array, Int32Array, UInt64Array};
+        fn get<'b, T: 'static>(batch: &'b arrow::array::RecordBatch, name: &str) -> &'b T {
+            batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<T>()).expect("spilled by to_record_batch")
+        }
+        let schema = batch.schema();
+        RawChunk {
+            test_time: get::<Float64Array>(batch, "test_time").values().to_vec(),
+            current: get::<Float32Array>(batch, "current").values().to_vec(),
+            voltage: get::<Float32Array>(batch, "voltage").values().to_vec(),
+            temperature: get::<Float32Array>(batch, "temperature").iter().collect(),
+            cycle_number: get::<Int32Array>(batch, "cycle_number").iter().collect(),
+            step_index: get::<Int32Array>(batch, "step_index").iter().collect(),
+            source_row: get::<UInt64Array>(batch, "source_row").values().to_vec(),
+            passthrough: schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .skip(7)
+                .map(|(f, c)| (f.name().clone(), c.clone()))
+                .collect(),
+        }
+    }
+
+    /// Keeps the rows whose `keep` flag is set (pass-through columns included).
+    pub fn filter(&self, keep: &[bool]) -> RawChunk {
+        fn pick<T: Clone>(v: &[T], keep: &[bool]) -> Vec<T> {
+            v.iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x.clone()).collect()
+        }
+        let mask = arrow::array::BooleanArray::from(keep.to_vec());
+        RawChunk {
+            test_time: pick(&self.test_time, keep),
+            current: pick(&self.current, keep),
+            voltage: pick(&self.voltage, keep),
+            temperature: pick(&self.temperature, keep),
+            cycle_number: pick(&self.cycle_number, keep),
+            step_index: pick(&self.step_index, keep),
+            source_row: pick(&self.source_row, keep),
+            passthrough: self
+                .passthrough
+                .iter()
+                .map(|(n, a)| (n.clone(), arrow::compute::filter(a, &mask).expect("mask has the chunk's length")))
+                .collect(),
+        }
+    }
+}

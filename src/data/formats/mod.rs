@@ -1,7 +1,30 @@
 //! Vendor readers: detect a file's format from its header and stream it as `RawChunk`s.
+//!
+//! Every delimited vendor format is a [`csv_stream::Layout`] (column aliases with units, header
+//! position, sign rule) read by one generic reader; Parquet has its own reader.
+
+mod arbin;
+mod battery_archive;
+mod biologic;
+mod cells_json;
+mod column_map;
+mod csv_stream;
+mod detect;
+mod maccor;
+mod novonix;
+mod parquet_source;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 use crate::data::raw::{RawChunk, SourceMetadata};
-use crate::Result;
+use crate::{Error, Result};
+
+pub use column_map::{ColumnMap, CurrentUnit, MappedColumns, MappedUnits, Sign, TemperatureUnit, TimeUnit, VoltageUnit};
+pub use detect::detect;
 
 /// A source of one cell's rows, read chunk by chunk so memory does not grow with file length.
 /// Vendor files, canonical/PyBaMM Parquet and the synthetic generator all implement it.
@@ -10,4 +33,87 @@ pub trait CyclerReader: Send {
     fn metadata(&self) -> &SourceMetadata;
     /// The next run of rows, or `None` at the end. Rows are in file order.
     fn next_chunk(&mut self) -> Result<Option<RawChunk>>;
+}
+
+/// The file formats VoltLens reads (DESIGN.md §1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Arbin,
+    Maccor,
+    Biologic,
+    Novonix,
+    BatteryArchive,
+    /// Canonical or PyBaMM-generated Parquet.
+    Parquet,
+    /// Any delimited text file, read through a [`ColumnMap`].
+    Mapped,
+}
+
+impl Format {
+    pub const ALL: [Format; 7] =
+        [Format::Arbin, Format::Maccor, Format::Biologic, Format::Novonix, Format::BatteryArchive, Format::Parquet, Format::Mapped];
+
+    /// The name used in config files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Arbin => "arbin",
+            Format::Maccor => "maccor",
+            Format::Biologic => "biologic",
+            Format::Novonix => "novonix",
+            Format::BatteryArchive => "battery_archive",
+            Format::Parquet => "parquet",
+            Format::Mapped => "mapped",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = Error;
+
+    /// Accepts the names `Display` writes, in any case, with `-` for `_`.
+    fn from_str(s: &str) -> Result<Self> {
+        let wanted = s.trim().to_ascii_lowercase().replace('-', "_");
+        Format::ALL.into_iter().find(|f| f.name() == wanted).ok_or_else(|| {
+            let names: Vec<_> = Format::ALL.iter().map(|f| f.name()).collect();
+            Error::Config(format!("unknown format '{s}'; expected one of: {}", names.join(", ")))
+        })
+    }
+}
+
+/// Opens `path` as `format`. `column_map` is required for `Format::Mapped` and refused otherwise.
+pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Result<Box<dyn CyclerReader>> {
+    if column_map.is_some() && format != Format::Mapped {
+        return Err(Error::Config(format!("a column map applies to format 'mapped' only, not '{format}'")));
+    }
+    match format {
+        Format::Arbin => arbin::open(path),
+        Format::Maccor => maccor::open(path),
+        Format::Biologic => biologic::open(path),
+        Format::Novonix => novonix::open(path),
+        Format::BatteryArchive => battery_archive::open(path),
+        Format::Parquet => parquet_source::open(path),
+        Format::Mapped => {
+            let map = column_map.ok_or_else(|| Error::Config("format 'mapped' needs a column map (a TOML file)".into()))?;
+            column_map::open(path, map)
+        }
+    }
+}
+
+/// The layout of a vendor's delimited format (`None` for Parquet and column-mapped files).
+fn delimited_layout(format: Format) -> Option<csv_stream::Layout> {
+    match format {
+        Format::Arbin => Some(arbin::layout()),
+        Format::Maccor => Some(maccor::layout()),
+        Format::Biologic => Some(biologic::layout()),
+        Format::Novonix => Some(novonix::layout()),
+        Format::BatteryArchive => Some(battery_archive::layout()),
+        Format::Parquet | Format::Mapped => None,
+    }
 }

@@ -1,0 +1,252 @@
+//! The `voltlens` command line: a thin layer over the library's stage functions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::formats::Format;
+use crate::data::ingest::IngestOptions;
+use crate::data::synth::SynthConfig;
+use crate::pipeline::{RunOptions, StageOutcome};
+use crate::{Error, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "voltlens",
+    version,
+    about = "Open up battery foundation models: ingest cycler data, train a battery language model, \
+             train sparse transcoders on it and label their features.",
+    after_help = "Start with:  voltlens run pipelines/quickstart.toml\nLogs: set RUST_LOG=debug for more detail."
+)]
+struct Cli {
+    /// No progress bars; warnings and errors only.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read cycler exports into a canonical dataset (cells.parquet + timeseries/*.parquet).
+    ///
+    /// Formats are detected from each file's header: Arbin CSV, Maccor text export, BioLogic text
+    /// export, Novonix CSV, BatteryArchive CSV, canonical or PyBaMM Parquet. Any other CSV reads
+    /// through a TOML column map (--format mapped --column-map map.toml). Directories are read one
+    /// level deep; metadata side files (*_Metadata.csv, *_truth.csv, cells.json) are used by the file
+    /// they belong to. Current is stored + = charge; a flipped sign is detected and reported.
+    ///
+    /// Example: voltlens ingest data/cyclers data/pybamm --out runs/my-data
+    Ingest {
+        /// Files or directories to read.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output dataset directory (replaced atomically if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip detection: arbin, maccor, biologic, novonix, battery_archive, parquet or mapped.
+        #[arg(long)]
+        format: Option<Format>,
+        /// TOML column map for --format mapped (column names, units, sign convention).
+        #[arg(long)]
+        column_map: Option<PathBuf>,
+        /// Nominal capacity in Ah for every input (else from metadata, else estimated and flagged).
+        #[arg(long)]
+        nominal_capacity: Option<f64>,
+        /// Time may step back this many seconds (rows dropped with a warning) before a file is refused.
+        #[arg(long, default_value_t = 1.0)]
+        time_tolerance: f64,
+    },
+    /// Generate synthetic cells (equivalent-circuit model, five protocol families) as a dataset.
+    ///
+    /// Example: voltlens synth --cells 20 --out runs/synth --seed 3
+    Synth {
+        /// Number of cells.
+        #[arg(long, default_value_t = 10)]
+        cells: usize,
+        /// Output dataset directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed: the same seed gives the same cells, bit for bit.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// A TOML file with further generator settings (see SynthConfig in the docs).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Summarise a canonical dataset per cell, and optionally plot one cell.
+    ///
+    /// Example: voltlens inspect runs/quickstart/data/dataset --plot chen2020-11-00-cccv
+    Inspect {
+        /// Dataset directory (with cells.parquet).
+        dir: PathBuf,
+        /// Draw voltage, current, SOC and temperature against time for this cell (default: the first).
+        #[arg(long, num_args = 0..=1, default_missing_value = "")]
+        plot: Option<String>,
+        /// Where to write the plot.
+        #[arg(long, default_value = "cell.png")]
+        plot_out: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the canonical schemas, or write them as JSON files.
+    Schema {
+        /// Write timeseries.schema.json and cells.schema.json into this directory.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Run a pipeline: its stages in order into runs/<name>/<stage>/, skipping stages that are up to date.
+    ///
+    /// Example: voltlens run pipelines/quickstart.toml --from model
+    Run {
+        /// The pipeline TOML file.
+        file: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run several pipelines one after another on one device; carries on past failures and
+    /// ends with a summary table. Exits non-zero if any failed.
+    ///
+    /// Example: voltlens batch pipelines/quickstart.toml pipelines/pybamm-dev.toml
+    Batch {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Redo this stage and everything after it.
+    #[arg(long)]
+    from: Option<String>,
+    /// Redo every stage.
+    #[arg(long)]
+    force: bool,
+    /// Where runs go (default: the pipeline's runs_dir, normally runs/).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn options(self) -> RunOptions {
+        RunOptions { from: self.from, force: self.force, runs_dir: self.runs_dir }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.quiet);
+    crate::progress::set_quiet(cli.quiet);
+    match execute(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
+}
+
+fn execute(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Ingest { paths, out, format, column_map, nominal_capacity, time_tolerance } => {
+            let opts = IngestOptions {
+                format,
+                column_map,
+                nominal_capacity_ah: nominal_capacity,
+                time_tolerance_s: time_tolerance,
+                ..IngestOptions::default()
+            };
+            let cells = crate::data::ingest::ingest(&paths, &out, &opts)?;
+            let rows: u64 = cells.iter().map(|c| c.rows).sum();
+            println!("ingested {} cells, {rows} rows into {}", cells.len(), out.display());
+        }
+        Command::Synth { cells, out, seed, config } => {
+            let mut cfg = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                    toml::from_str::<SynthConfig>(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+                }
+                None => SynthConfig::default(),
+            };
+            cfg.cells = cells;
+            cfg.seed = seed;
+            let infos = crate::data::ingest::synthesize(&cfg, &out)?;
+            let rows: u64 = infos.iter().map(|c| c.rows).sum();
+            println!("generated {} cells, {rows} rows into {}", infos.len(), out.display());
+        }
+        Command::Inspect { dir, plot, plot_out, json } => inspect(&dir, plot, &plot_out, json)?,
+        Command::Schema { write } => match write {
+            Some(dir) => {
+                crate::data::schema::write_schema_files(&dir)?;
+                println!("wrote {}/timeseries.schema.json and cells.schema.json", dir.display());
+            }
+            None => {
+                use crate::data::schema::{cells_columns, describe, timeseries_columns};
+                let both = serde_json::json!([describe("timeseries", &timeseries_columns()), describe("cells", &cells_columns())]);
+                println!("{}", serde_json::to_string_pretty(&both).expect("serialisable"));
+            }
+        },
+        Command::Run { file, run } => {
+            let outcomes = crate::pipeline::run_file(&file, &run.options())?;
+            for (stage, outcome) in outcomes {
+                match outcome {
+                    StageOutcome::Ran { seconds } => println!("{stage:<12} ran ({seconds} s)"),
+                    StageOutcome::Skipped => println!("{stage:<12} up to date, skipped"),
+                }
+            }
+        }
+        Command::Batch { files, run } => {
+            let results = crate::pipeline::batch(&files, &run.options());
+            println!("{:<40} {:<8} {:>8}  detail", "pipeline", "result", "seconds");
+            let mut failed = 0;
+            for (file, result, seconds) in &results {
+                let (status, detail) = match result {
+                    Ok(outcomes) => {
+                        let ran = outcomes.iter().filter(|(_, o)| matches!(o, StageOutcome::Ran { .. })).count();
+                        ("ok", format!("{ran} stages ran, {} skipped", outcomes.len() - ran))
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        ("FAILED", e.to_string())
+                    }
+                };
+                println!("{:<40} {status:<8} {seconds:>8.1}  {detail}", file.display());
+            }
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(dir: &std::path::Path, plot: Option<String>, plot_out: &std::path::Path, json: bool) -> Result<()> {
+    let summaries = crate::data::inspect::inspect(dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries).expect("serialisable"));
+    } else {
+        println!("{}", crate::data::inspect::format_table(&summaries));
+    }
+    if let Some(cell) = plot {
+        let cell = if cell.is_empty() { summaries.first().map(|s| s.cell_id.clone()).unwrap_or_default() } else { cell };
+        let paths = crate::data::canonical::DatasetPaths::new(dir);
+        let file = paths.cell_file(&cell);
+        if !file.exists() {
+            return Err(Error::Config(format!("no cell '{cell}' in {}", dir.display())));
+        }
+        let (_, data) = crate::data::canonical::read_cell(&file)?;
+        crate::data::inspect::plot_cell(&data, plot_out)?;
+        println!("wrote {}", plot_out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Which format a file is in, from its first bytes: the Parquet magic, else the first header
+//! line that one of the delimited layouts recognises.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::csv_stream::{Fields, TextLines, HEADER_SEARCH_LINES};
+use super::{delimited_layout, Format};
+use crate::{Error, Result};
+
+/// Formats tried in this order: BatteryArchive before Arbin, whose names it extends.
+const DELIMITED: [Format; 5] = [Format::BatteryArchive, Format::Arbin, Format::Maccor, Format::Biologic, Format::Novonix];
+
+pub fn detect(path: &Path) -> Result<Format> {
+    let head = read_head(path)?;
+    if head.is_empty() {
+        return Err(Error::in_file(path, "empty file"));
+    }
+    if head.starts_with(b"PAR1") {
+        return Ok(Format::Parquet);
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+        return Err(Error::in_file(path, "named .parquet but does not start with the Parquet magic bytes 'PAR1'"));
+    }
+    if looks_binary(&head) {
+        return Err(Error::in_file(path, format!("binary content, neither text nor Parquet; {}", supported())));
+    }
+    detect_delimited(path)?.ok_or_else(|| {
+        Error::in_file(path, format!("no known column header in the first {HEADER_SEARCH_LINES} lines; {}", supported()))
+    })
+}
+
+fn read_head(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = Vec::new();
+    file.take(4096).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
+    Ok(head)
+}
+
+/// NUL bytes or many control characters: no cycler writes those into a text export.
+fn looks_binary(head: &[u8]) -> bool {
+    let control = head.iter().filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')).count();
+    head.contains(&0) || control * 20 > head.len()
+}
+
+/// The first format whose layout finds time and current or voltage in one of the first lines.
+fn detect_delimited(path: &Path) -> Result<Option<Format>> {
+    let layouts: Vec<_> = DELIMITED.iter().filter_map(|&f| Some((f, delimited_layout(f)?))).collect();
+    let mut lines = TextLines::open(path)?;
+    let mut fields = Fields::default();
+    while let Some((number, text)) = lines.next_line()? {
+        if let Some(&(format, _)) = layouts.iter().find(|(_, layout)| layout.header_score(text, &mut fields).0 >= 2) {
+            return Ok(Some(format));
+        }
+        if number >= HEADER_SEARCH_LINES {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+fn supported() -> String {
+    let names: Vec<_> = Format::ALL.iter().filter(|&&f| f != Format::Mapped).map(|f| f.to_string()).collect();
+    format!("supported formats: {}; any other delimited file can be read with --format mapped and a column map", names.join(", "))
+}

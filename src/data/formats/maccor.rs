@@ -1,0 +1,43 @@
+//! Maccor text exports (`.022`, `.034`…): a free-text first line, then a tab-separated header
+//! (`Rec#`, `Cyc#`, `Step`, `Test (Sec)`, `Amps`, `Volts`, `State`…). `State` C/D/R gives the
+//! direction, since some exports write `Amps` unsigned.
+
+use std::path::Path;
+
+use super::column_map::Conversion as U;
+use super::csv_stream::{ColumnSpec, DelimitedReader, HeaderAt, Layout, SignRule};
+use super::{CyclerReader, Format};
+use crate::Result;
+
+pub(super) fn layout() -> Layout {
+    Layout {
+        format: Format::Maccor,
+        delimiters: vec![b'\t'],
+        header: HeaderAt::Search,
+        time: ColumnSpec::new("time", &[("Test (Sec)", U::IDENTITY), ("Test Time (Sec)", U::IDENTITY), ("Test (Min)", U::MINUTES), ("Test (Hr)", U::HOURS)]),
+        time_may_be_clock: false,
+        current: ColumnSpec::new("current", &[("Amps", U::IDENTITY), ("Current", U::IDENTITY), ("Current (A)", U::IDENTITY)]),
+        voltage: ColumnSpec::new("voltage", &[("Volts", U::IDENTITY), ("Voltage", U::IDENTITY), ("Voltage (V)", U::IDENTITY)]),
+        temperature: Some(ColumnSpec::new("temperature", &[("Temp 1", U::IDENTITY), ("Temperature", U::IDENTITY)])),
+        cycle: Some(ColumnSpec::unitless("cycle", &["Cyc#", "Cycle"])),
+        step: Some(ColumnSpec::unitless("step", &["Step"])),
+        sign: SignRule::State { column: ColumnSpec::unitless("state", &["State", "MD"]), charge: "C", discharge: "D" },
+    }
+}
+
+pub(super) fn open(path: &Path) -> Result<Box<dyn CyclerReader>> {
+    let mut reader = DelimitedReader::open(path, &layout())?;
+    if let Some(first) = reader.preamble().first().cloned() {
+        let metadata = reader.metadata_mut();
+        metadata.protocol = procedure(&first);
+        metadata.extra.insert("maccor_header".into(), serde_json::Value::String(first.trim().to_owned()));
+    }
+    Ok(Box::new(reader))
+}
+
+/// The procedure (Maccor's protocol file) named in the free-text first line.
+fn procedure(header: &str) -> Option<String> {
+    let rest = header.split_once("Procedure:")?.1.trim_start();
+    let name = rest.split(['\t', ' ']).next()?.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}

@@ -1,0 +1,139 @@
+//! Parquet in the canonical layout (our own files) or as PyBaMM runs write it: columns
+//! `test_time`, `current`, `voltage`, optional `temperature`, `cycle_number`, `step_index`, and
+//! `gt_*` ground truth passed through untouched. Read record batch by record batch.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int32Type};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use serde_json::{Map, Value};
+
+use super::cells_json::{fill_from_cells_json, fill_from_object};
+use super::CyclerReader;
+use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
+use crate::{Error, Result};
+
+/// Key-value metadata keys holding the cell's metadata as a JSON object.
+const METADATA_KEYS: [&str; 2] = ["battery_metadata", "voltlens_metadata"];
+const REQUIRED: [&str; 3] = ["test_time", "current", "voltage"];
+const OPTIONAL: [&str; 3] = ["temperature", "cycle_number", "step_index"];
+
+pub(crate) struct ParquetSource {
+    path: PathBuf,
+    batches: ParquetRecordBatchReader,
+    metadata: SourceMetadata,
+    /// 1-based number of the next record, for error messages.
+    next_record: u64,
+}
+
+pub(super) fn open(path: &Path) -> Result<Box<dyn CyclerReader>> {
+    Ok(Box::new(ParquetSource::open(path)?))
+}
+
+impl ParquetSource {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+        if builder.metadata().file_metadata().num_rows() == 0 {
+            return Err(Error::in_file(path, "no data rows"));
+        }
+        let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let missing: Vec<_> = REQUIRED.iter().filter(|r| !names.iter().any(|n| n == *r)).collect();
+        if !missing.is_empty() {
+            let msg = format!("missing column {missing:?}; the file has: {}", names.join(", "));
+            return Err(Error::in_file(path, msg));
+        }
+        let wanted = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| REQUIRED.contains(&n.as_str()) || OPTIONAL.contains(&n.as_str()) || n.starts_with("gt_"))
+            .map(|(i, _)| i);
+        let projection = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let metadata = read_metadata(path, builder.metadata().file_metadata().key_value_metadata())?;
+        let batches = builder.with_projection(projection).with_batch_size(CHUNK_ROWS).build().map_err(|e| Error::parquet(path, e))?;
+        Ok(ParquetSource { path: path.to_path_buf(), batches, metadata, next_record: 1 })
+    }
+
+    fn to_chunk(&self, batch: &RecordBatch) -> Result<RawChunk> {
+        let column = |name: &str| batch.column_by_name(name);
+        let cast = |name: &str, array: &ArrayRef, to: &DataType| {
+            arrow::compute::cast(array, to).map_err(|e| Error::in_file(&self.path, format!("column '{name}': {e}")))
+        };
+        let floats = |name: &str| -> Result<Option<ArrayRef>> { column(name).map(|a| cast(name, a, &DataType::Float64)).transpose() };
+        let ints = |name: &str| -> Result<Option<ArrayRef>> { column(name).map(|a| cast(name, a, &DataType::Int32)).transpose() };
+
+        let required: Vec<ArrayRef> = REQUIRED.iter().map(|n| floats(n).map(Option::unwrap)).collect::<Result<_>>()?;
+        let [time, current, voltage] = [0, 1, 2].map(|i| required[i].as_primitive::<Float64Type>());
+        let temperature = floats("temperature")?;
+        let temperature = temperature.as_ref().map(|a| a.as_primitive::<Float64Type>());
+        let (cycle, step) = (ints("cycle_number")?, ints("step_index")?);
+        let (cycle, step) = (cycle.as_ref().map(|a| a.as_primitive::<Int32Type>()), step.as_ref().map(|a| a.as_primitive::<Int32Type>()));
+
+        let mut chunk = RawChunk::default();
+        for i in 0..batch.num_rows() {
+            let record = self.next_record + i as u64;
+            let value = |name: &str, array: &arrow::array::Float64Array| -> Result<f64> {
+                match array.is_valid(i).then(|| array.value(i)) {
+                    Some(v) if v.is_finite() => Ok(v),
+                    Some(v) => Err(Error::at_row(&self.path, record, Some(name), format!("not a finite number: {v}"))),
+                    None => Err(Error::at_row(&self.path, record, Some(name), "missing value")),
+                }
+            };
+            let present = |array: Option<&arrow::array::Int32Array>| array.filter(|a| a.is_valid(i)).map(|a| a.value(i));
+            chunk.push(
+                value("test_time", time)?,
+                value("current", current)? as f32,
+                value("voltage", voltage)? as f32,
+                temperature.filter(|a| a.is_valid(i)).map(|a| a.value(i)).filter(|t| t.is_finite()).map(|t| t as f32),
+                present(cycle),
+                present(step),
+                record,
+            );
+        }
+        chunk.passthrough = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(field, _)| field.name().starts_with("gt_"))
+            .map(|(field, array)| (field.name().clone(), array.clone()))
+            .collect();
+        Ok(chunk)
+    }
+}
+
+/// The cell's metadata from the key-value metadata, gaps filled from a `cells.json` beside it.
+fn read_metadata(path: &Path, key_values: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Result<SourceMetadata> {
+    let mut metadata = SourceMetadata::default();
+    let stored = key_values
+        .into_iter()
+        .flatten()
+        .find(|kv| METADATA_KEYS.contains(&kv.key.as_str()))
+        .and_then(|kv| kv.value.as_deref());
+    if let Some(json) = stored {
+        let object: Map<String, Value> =
+            serde_json::from_str(json).map_err(|e| Error::in_file(path, format!("key-value metadata is not a JSON object: {e}")))?;
+        fill_from_object(object, &mut metadata);
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let cell_id = metadata.extra.get("cell_id").and_then(Value::as_str).unwrap_or(stem).to_owned();
+    fill_from_cells_json(path, &cell_id, &mut metadata)?;
+    Ok(metadata)
+}
+
+impl CyclerReader for ParquetSource {
+    fn metadata(&self) -> &SourceMetadata {
+        &self.metadata
+    }
+
+    fn next_chunk(&mut self) -> Result<Option<RawChunk>> {
+        let Some(batch) = self.batches.next() else { return Ok(None) };
+        let batch = batch.map_err(|e| Error::arrow(&self.path, e))?;
+        let chunk = self.to_chunk(&batch)?;
+        self.next_record += batch.num_rows() as u64;
+        Ok(Some(chunk))
+    }
+}

@@ -1,0 +1,253 @@
+//! Settings of the LBLM stages: the model's shape, its training and its evaluation. Plain data
+//! with defaults, read from pipeline TOML or the command line and stored beside the model.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How the model knows where a step sits in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Positional {
+    /// Rotary embeddings on queries and keys (relative positions; RoFormer, Su et al. 2021).
+    Rotary,
+    /// A learned vector per window position, added to the input embedding.
+    Learned,
+}
+
+/// Where tensors live: burn's Flex CPU backend, or one NVIDIA GPU through burn's CUDA backend
+/// (only in builds with the `cuda` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            other => Err(Error::Config(format!("unknown device '{other}' (expected cpu or cuda)"))),
+        }
+    }
+}
+
+/// The transformer's shape (DESIGN.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Decoder blocks.
+    pub layers: usize,
+    /// Residual stream width.
+    pub d_model: usize,
+    /// Attention heads; `d_model / heads` must be even for rotary positions.
+    pub heads: usize,
+    /// Hidden width of each MLP (4·d_model in DESIGN §2).
+    pub d_mlp: usize,
+    /// Steps per window: the longest history the model sees.
+    pub context: usize,
+    pub positional: Positional,
+    /// Dropout on the attention and MLP outputs during training (0 = off).
+    pub dropout: f64,
+    /// Base of the rotary frequencies.
+    pub rope_theta: f32,
+}
+
+impl Default for ModelConfig {
+    /// The quickstart size: trains in minutes on two CPU cores.
+    fn default() -> Self {
+        ModelConfig {
+            layers: 2,
+            d_model: 64,
+            heads: 4,
+            d_mlp: 256,
+            context: 128,
+            positional: Positional::Rotary,
+            dropout: 0.0,
+            rope_theta: 10_000.0,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The dev size used on the PyBaMM dev set.
+    pub fn dev() -> Self {
+        ModelConfig { layers: 4, d_model: 128, heads: 8, d_mlp: 512, context: 128, ..ModelConfig::default() }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.heads.max(1)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("model config: {m}")));
+        if self.layers == 0 || self.d_model == 0 || self.heads == 0 || self.d_mlp == 0 || self.context < 2 {
+            return bad("layers, d_model, heads and d_mlp must be positive and context at least 2".into());
+        }
+        if self.d_model % self.heads != 0 {
+            return bad(format!("d_model {} is not divisible by heads {}", self.d_model, self.heads));
+        }
+        if self.positional == Positional::Rotary && self.head_dim() % 2 != 0 {
+            return bad(format!("rotary positions need an even head size, got d_model/heads = {}", self.head_dim()));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+}
+
+/// The training loss on scaled ΔV.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    Mse,
+    /// Quadratic within `delta` (scaled units), linear beyond: softens the pull of the few large
+    /// jumps at step changes.
+    Huber { delta: f32 },
+}
+
+/// How to train (DESIGN.md §2, Training).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Optimiser steps in all.
+    pub steps: usize,
+    /// Windows per step.
+    pub batch: usize,
+    /// Peak learning rate (after warm-up).
+    pub lr: f64,
+    /// The cosine decay ends at `lr · min_lr_fraction`.
+    pub min_lr_fraction: f64,
+    /// Steps of linear warm-up from 0 to `lr`.
+    pub warmup: usize,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Largest global L2 norm of the gradient (0 = no clipping).
+    pub grad_clip: f64,
+    pub loss: Loss,
+    /// Validate every this many steps (0 = only at the end).
+    pub val_every: usize,
+    /// Validation windows (a fixed, evenly spaced subset of the validation cells' windows).
+    pub val_windows: usize,
+    /// Write a resumable checkpoint every this many steps (and always at the end).
+    pub checkpoint_every: usize,
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// Steps between the starts of consecutive training windows.
+    pub stride: usize,
+    /// Shares of cells held out for validation and testing (split by cell, DESIGN §1.5).
+    pub val_fraction: f64,
+    pub test_fraction: f64,
+    /// Stop after this step as if killed (no final model is written): for tests and time-boxed
+    /// runs. Not part of the run's identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_after: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 1500,
+            batch: 32,
+            lr: 2e-3,
+            min_lr_fraction: 0.05,
+            warmup: 100,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            loss: Loss::Mse,
+            val_every: 250,
+            val_windows: 256,
+            checkpoint_every: 250,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            stride: 16,
+            val_fraction: 0.1,
+            test_fraction: 0.2,
+            stop_after: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(format!("train config: {m}")));
+        if self.steps == 0 || self.batch == 0 || self.stride == 0 {
+            return bad("steps, batch and stride must be positive".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("lr {} must be a positive number", self.lr));
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_fraction) {
+            return bad(format!("min_lr_fraction {} is not in [0, 1]", self.min_lr_fraction));
+        }
+        if self.val_fraction < 0.0 || self.test_fraction < 0.0 || self.val_fraction + self.test_fraction >= 1.0 {
+            return bad("val_fraction and test_fraction must be ≥ 0 and sum to less than 1".into());
+        }
+        Ok(())
+    }
+
+    /// The settings that make a run what it is: two configs with the same identity produce the
+    /// same weights, so a checkpoint of one may be resumed by the other.
+    pub fn identity(&self) -> TrainConfig {
+        TrainConfig { device: DeviceChoice::Cpu, stop_after: None, ..self.clone() }
+    }
+}
+
+/// Which cells an evaluation scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalCells {
+    /// The run's test split.
+    #[default]
+    Test,
+    /// The run's validation split.
+    Val,
+    /// Validation and test cells together.
+    Heldout,
+}
+
+/// How to evaluate (DESIGN.md §2, Metrics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    pub cells: EvalCells,
+    pub device: DeviceChoice,
+    /// Windows per forward pass.
+    pub batch: usize,
+    /// Ridge penalty, relative to the number of training rows.
+    pub ridge_lambda: f64,
+    /// Steps of history (the current one included) the ridge baseline sees.
+    pub ridge_lags: usize,
+    /// Discharge steps rolled out per cell (evenly spaced through the cell).
+    pub rollouts_per_cell: usize,
+    /// Shortest discharge step worth a rollout, in rows.
+    pub min_rollout_rows: usize,
+    /// A cycle rollout stops after this many rows.
+    pub max_cycle_rows: usize,
+    /// Cells drawn per protocol in the PNGs.
+    pub plot_cells_per_protocol: usize,
+    /// Rows shown in the teacher-forced panel.
+    pub plot_rows: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            cells: EvalCells::Test,
+            device: DeviceChoice::Cpu,
+            batch: 64,
+            ridge_lambda: 1e-4,
+            ridge_lags: 8,
+            rollouts_per_cell: 3,
+            min_rollout_rows: 10,
+            max_cycle_rows: 2000,
+            plot_cells_per_protocol: 1,
+            plot_rows: 1500,
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The LBLM transformer (DESIGN.md §2): linear embedding of the per-step channels → L pre-norm
+//! decoder blocks (causal multi-head attention, GELU MLP) → final norm → one number per step,
+//! the scaled ΔV. Generic over burn's `Backend`, so the same code trains on CPU and GPU.
+//!
+//! Hook points per block, all [batch, seq, d_model]:
+//! `resid_pre` → + attention → `resid_mid` → norm → `mlp_in` → MLP → `mlp_out` → + → `resid_post`.
+//! The transcoders of DESIGN §3 read `resid_mid` and reconstruct `mlp_out`.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{ModelConfig, Positional};
+use super::inputs::N_CHANNELS;
+
+/// Activations of one block for one forward pass, each [batch, seq, d_model].
+#[derive(Debug, Clone)]
+pub struct LayerActivations<B: Backend> {
+    /// The residual stream entering the block.
+    pub resid_pre: Tensor<B, 3>,
+    /// After the attention output is added, before the MLP: the transcoders' input x_l.
+    pub resid_mid: Tensor<B, 3>,
+    /// `resid_mid` after the MLP's layer norm: what the MLP actually reads.
+    pub mlp_in: Tensor<B, 3>,
+    /// The MLP output (or its replacement): the transcoders' target y_l.
+    pub mlp_out: Tensor<B, 3>,
+    /// `resid_mid + mlp_out`: the residual stream leaving the block.
+    pub resid_post: Tensor<B, 3>,
+}
+
+/// Supplies MLP outputs in place of the model's own (a transcoder, an ablation, a patch).
+///
+/// Within one forward pass `mlp_out` is called once per layer, in layer order 0, 1, …, L−1, so a
+/// cross-layer transcoder can keep the encodings of earlier layers (in a `RefCell`) for later
+/// layers' decoders.
+pub trait MlpReplacement<B: Backend> {
+    /// `resid_mid` [batch, seq, d_model] at `layer` → the MLP output to use [batch, seq, d_model].
+    fn mlp_out(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3>;
+
+    /// Whether `layer` is replaced; a layer that is not keeps the model's own MLP (one layer
+    /// replaced at a time, DESIGN §3 fidelity).
+    fn replaces(&self, _layer: usize) -> bool {
+        true
+    }
+}
+
+impl<B: Backend, F: Fn(usize, Tensor<B, 3>) -> Tensor<B, 3>> MlpReplacement<B> for F {
+    fn mlp_out(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3> {
+        self(layer, resid_mid)
+    }
+}
+
+/// Weights drawn from the model's own seeded stream rather than the backend's global RNG, so a
+/// model is the same for a seed on every backend and whatever else runs in the process.
+struct Init {
+    rng: ChaCha8Rng,
+}
+
+impl Init {
+    /// Uniform(−a, a) weights of a Linear [d_in, d_out], zero bias.
+    fn linear<B: Backend>(&mut self, d_in: usize, d_out: usize, a: f32, device: &B::Device) -> Linear<B> {
+        let weight: Vec<f32> = (0..d_in * d_out).map(|_| self.rng.random_range(-a..a)).collect();
+        Linear {
+            weight: Param::from_tensor(Tensor::from_data(TensorData::new(weight, [d_in, d_out]), device)),
+            bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+        }
+    }
+
+    /// PyTorch's default for Linear: U(±1/√d_in).
+    fn default_linear<B: Backend>(&mut self, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+        self.linear(d_in, d_out, 1.0 / (d_in as f32).sqrt(), device)
+    }
+
+    fn normal_matrix<B: Backend>(&mut self, rows: usize, cols: usize, std: f32, device: &B::Device) -> Tensor<B, 2> {
+        // Sum of 12 uniforms − 6: a unit normal close enough for an initialisation.
+        let values: Vec<f32> =
+            (0..rows * cols).map(|_| std * ((0..12).map(|_| self.rng.random::<f32>()).sum::<f32>() - 6.0)).collect();
+        Tensor::from_data(TensorData::new(values, [rows, cols]), device)
+    }
+}
+
+/// Rotary position tables, precomputed for the whole context: cos and sin [context, head_dim],
+/// in the "rotate half" layout (frequency i sits at columns i and i + head_dim/2).
+#[derive(Module, Debug)]
+pub struct Rotary<B: Backend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rotary<B> {
+    pub fn new(context: usize, head_dim: usize, theta: f32, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(context * head_dim);
+        let mut sin = Vec::with_capacity(context * head_dim);
+        for pos in 0..context {
+            let angles: Vec<f32> =
+                (0..half).map(|i| pos as f32 * theta.powf(-2.0 * i as f32 / head_dim as f32)).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [context, head_dim]), device);
+        Rotary { cos: table(cos), sin: table(sin) }
+    }
+
+    /// Rotates queries or keys [batch, heads, seq, head_dim] by their positions 0 … seq−1.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, seq, head_dim] = x.dims();
+        let half = head_dim / 2;
+        let cos = self.cos.clone().narrow(0, 0, seq).unsqueeze::<4>(); // [1, 1, seq, head_dim]
+        let sin = self.sin.clone().narrow(0, 0, seq).unsqueeze::<4>();
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // (−x2, x1)
+        x * cos + rotated * sin
+    }
+}
+
+/// Causal multi-head self-attention with one fused query/key/value projection.
+#[derive(Module, Debug)]
+pub struct CausalSelfAttention<B: Backend> {
+    /// d_model → 3·d_model: queries, keys, values side by side.
+    pub qkv: Linear<B>,
+    /// d_model → d_model: heads back into the residual stream.
+    pub out: Linear<B>,
+    pub heads: usize,
+}
+
+impl<B: Backend> CausalSelfAttention<B> {
+    fn new(cfg: &ModelConfig, init: &mut Init, device: &B::Device) -> Self {
+        let d = cfg.d_model;
+        // GPT-2: residual-branch outputs scaled by 1/√(2L) so the stream's variance does not grow with depth.
+        let out_scale = 1.0 / ((d as f32).sqrt() * (2.0 * cfg.layers as f32).sqrt());
+        CausalSelfAttention { qkv: init.default_linear(d, 3 * d, device), out: init.linear(d, d, out_scale, device), heads: cfg.heads }
+    }
+
+    /// x [batch, seq, d_model] (already normalised) → [batch, seq, d_model].
+    pub fn forward(&self, x: Tensor<B, 3>, rotary: Option<&Rotary<B>>) -> Tensor<B, 3> {
+        let [batch, seq, d_model] = x.dims();
+        let head_dim = d_model / self.heads;
+        // [batch, seq, 3·d] → [batch, seq, 3, heads, head_dim] → three [batch, heads, seq, head_dim]
+        let qkv = self.qkv.forward(x).reshape([batch, seq, 3, self.heads, head_dim]);
+        let take = |i: usize| qkv.clone().narrow(2, i, 1).reshape([batch, seq, self.heads, head_dim]).swap_dims(1, 2);
+        let (mut q, mut k, v) = (take(0), take(1), take(2));
+        if let Some(rotary) = rotary {
+            q = rotary.apply(q);
+            k = rotary.apply(k);
+        }
+        let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let heads = attention(q, k, v, None, None, options); // [batch, heads, seq, head_dim]
+        let merged = heads.swap_dims(1, 2).reshape([batch, seq, d_model]);
+        self.out.forward(merged)
+    }
+}
+
+/// The MLP of a block: d_model → d_mlp → GELU → d_model.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub up: Linear<B>,
+    pub down: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    fn new(cfg: &ModelConfig, init: &mut Init, device: &B::Device) -> Self {
+        let down_scale = 1.0 / ((cfg.d_mlp as f32).sqrt() * (2.0 * cfg.layers as f32).sqrt());
+        Mlp { up: init.default_linear(cfg.d_model, cfg.d_mlp, device), down: init.linear(cfg.d_mlp, cfg.d_model, down_scale, device) }
+    }
+
+    /// mlp_in [batch, seq, d_model] → mlp_out [batch, seq, d_model].
+    pub fn forward(&self, mlp_in: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down.forward(gelu(self.up.forward(mlp_in)))
+    }
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub ln_attn: LayerNorm<B>,
+    pub attn: CausalSelfAttention<B>,
+    pub ln_mlp: LayerNorm<B>,
+    pub mlp: Mlp<B>,
+    dropout: Dropout,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(cfg: &ModelConfig, init: &mut Init, device: &B::Device) -> Self {
+        Block {
+            ln_attn: LayerNormConfig::new(cfg.d_model).init(device),
+            attn: CausalSelfAttention::new(cfg, init, device),
+            ln_mlp: LayerNormConfig::new(cfg.d_model).init(device),
+            mlp: Mlp::new(cfg, init, device),
+            dropout: DropoutConfig::new(cfg.dropout).init(),
+        }
+    }
+
+    /// resid_pre [batch, seq, d_model] → the block's activations; `replacement`, when given,
+    /// supplies `mlp_out` from `resid_mid` instead of the block's MLP.
+    fn forward(
+        &self,
+        resid_pre: Tensor<B, 3>,
+        rotary: Option<&Rotary<B>>,
+        layer: usize,
+        replacement: Option<&dyn MlpReplacement<B>>,
+    ) -> LayerActivations<B> {
+        let attn_out = self.attn.forward(self.ln_attn.forward(resid_pre.clone()), rotary);
+        let resid_mid = resid_pre.clone() + self.dropout.forward(attn_out);
+        let mlp_in = self.ln_mlp.forward(resid_mid.clone());
+        let mlp_out = match replacement {
+            Some(r) if r.replaces(layer) => r.mlp_out(layer, resid_mid.clone()),
+            _ => self.mlp.forward(mlp_in.clone()),
+        };
+        let resid_post = resid_mid.clone() + self.dropout.forward(mlp_out.clone());
+        LayerActivations { resid_pre, resid_mid, mlp_in, mlp_out, resid_post }
+    }
+}
+
+/// The battery model.
+#[derive(Module, Debug)]
+pub struct Lblm<B: Backend> {
+    /// N_CHANNELS → d_model: each step's normalised channels into the residual stream.
+    pub embed: Linear<B>,
+    /// Learned positions [context, d_model] (with `Positional::Learned`).
+    pub positions: Option<Param<Tensor<B, 2>>>,
+    /// Rotary tables (with `Positional::Rotary`); not trained, rebuilt from the config.
+    pub rotary: Option<Rotary<B>>,
+    pub blocks: Vec<Block<B>>,
+    pub ln_final: LayerNorm<B>,
+    /// d_model → 1: the scaled ΔV.
+    pub head: Linear<B>,
+    pub context: usize,
+}
+
+impl<B: Backend> Lblm<B> {
+    /// A freshly initialised model; the same `seed` gives the same weights on every backend.
+    pub fn new(cfg: &ModelConfig, seed: u64, device: &B::Device) -> Self {
+        let mut init = Init { rng: ChaCha8Rng::seed_from_u64(seed) };
+        let d = cfg.d_model;
+        let embed = init.default_linear(N_CHANNELS, d, device);
+        let blocks = (0..cfg.layers).map(|_| Block::new(cfg, &mut init, device)).collect();
+        let (positions, rotary) = match cfg.positional {
+            Positional::Learned => (Some(Param::from_tensor(init.normal_matrix(cfg.context, d, 0.02, device))), None),
+            Positional::Rotary => (None, Some(Rotary::new(cfg.context, cfg.head_dim(), cfg.rope_theta, device))),
+        };
+        Lblm {
+            embed,
+            positions,
+            rotary,
+            blocks,
+            ln_final: LayerNormConfig::new(d).init(device),
+            // Small head: the untrained model starts near the persistence baseline (ΔV ≈ 0).
+            head: init.linear(d, 1, 0.01, device),
+            context: cfg.context,
+        }
+    }
+
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Inputs [batch, seq, N_CHANNELS] (normalised, seq ≤ context) → scaled ΔV [batch, seq].
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        self.run(x, None, false).0
+    }
+
+    /// The prediction [batch, seq] and every block's activations.
+    pub fn forward_hooked(&self, x: Tensor<B, 3>) -> (Tensor<B, 2>, Vec<LayerActivations<B>>) {
+        self.run(x, None, true)
+    }
+
+    /// Runs with the MLP outputs supplied by `replacement` (computed from the replacement
+    /// model's own `resid_mid`); returns the prediction [batch, seq] and the activations.
+    pub fn forward_with_replacement(
+        &self,
+        x: Tensor<B, 3>,
+        replacement: &dyn MlpReplacement<B>,
+    ) -> (Tensor<B, 2>, Vec<LayerActivations<B>>) {
+        self.run(x, Some(replacement), true)
+    }
+
+    /// Inputs [batch, seq, N_CHANNELS] → resid_pre of block 0 [batch, seq, d_model].
+    pub fn embed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [_, seq, channels] = x.dims();
+        assert_eq!(channels, N_CHANNELS, "the model reads {N_CHANNELS} channels per step, got {channels}");
+        assert!(seq <= self.context, "a window of {seq} steps is longer than the model's context of {}", self.context);
+        let h = self.embed.forward(x);
+        match &self.positions {
+            Some(p) => h + p.val().narrow(0, 0, seq).unsqueeze::<3>(),
+            None => h,
+        }
+    }
+
+    /// The residual stream after the last block [batch, seq, d_model] → scaled ΔV [batch, seq].
+    pub fn unembed(&self, resid: Tensor<B, 3>) -> Tensor<B, 2> {
+        self.head.forward(self.ln_final.forward(resid)).squeeze_dim::<2>(2)
+    }
+
+    /// `keep`: return the activations (else they are dropped block by block, which lets burn
+    /// reuse their buffers).
+    fn run(
+        &self,
+        x: Tensor<B, 3>,
+        replacement: Option<&dyn MlpReplacement<B>>,
+        keep: bool,
+    ) -> (Tensor<B, 2>, Vec<LayerActivations<B>>) {
+        let mut resid = self.embed(x);
+        let mut acts = Vec::with_capacity(if keep { self.blocks.len() } else { 0 });
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let a = block.forward(resid, self.rotary.as_ref(), layer, replacement);
+            resid = a.resid_post.clone();
+            if keep {
+                acts.push(a);
+            }
+        }
+        (self.unembed(resid), acts)
+    }
+}

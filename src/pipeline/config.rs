@@ -1,0 +1,58 @@
+//! Pipeline files (`pipelines/*.toml`): a name, a seed, and one table per stage.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+use crate::data::ingest::IngestOptions;
+use crate::data::synth::SynthConfig;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Names the run: outputs go to `<runs_dir>/<name>/`.
+    pub name: String,
+    /// Seeds every stage (splits, initialisation, sampling).
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_runs_dir")]
+    pub runs_dir: PathBuf,
+    pub data: DataStageConfig,
+}
+
+fn default_runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+/// The `data` stage: ingest files, or generate synthetic cells.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "source")]
+pub enum DataStageConfig {
+    /// Ingest cycler exports or Parquet files (paths relative to the working directory).
+    Ingest {
+        inputs: Vec<PathBuf>,
+        #[serde(default)]
+        options: IngestOptions,
+    },
+    /// Generate synthetic cells.
+    Synth {
+        #[serde(default)]
+        synth: SynthConfig,
+    },
+}
+
+impl PipelineConfig {
+    pub fn load(path: &Path) -> Result<PipelineConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config: PipelineConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        if config.name.is_empty() || !config.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(Error::Config(format!(
+                "{}: name '{}' must be non-empty letters, digits, '.', '_' or '-'",
+                path.display(),
+                config.name
+            )));
+        }
+        Ok(config)
+    }
+}
