@@ -116,6 +116,29 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Measure throughput and memory (benchmarks print figures; they assert nothing).
+    ///
+    /// Example: voltlens bench data --maccor ../shared/datasets/cyclers/PreDiag_000412_00008Fshort.022
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ingest rows/s on a real Maccor file and a large synthetic CSV, its peak memory, synth rows/s.
+    Data {
+        /// A Maccor export to time (e.g. the largest shared one).
+        #[arg(long)]
+        maccor: Option<PathBuf>,
+        /// Rows of the generated CSV.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        /// Scratch directory (removed afterwards).
+        #[arg(long, default_value = "runs/bench-scratch")]
+        work_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -204,6 +227,11 @@ fn execute(command: Command) -> Result<ExitCode> {
                     StageOutcome::Skipped => println!("{stage:<12} up to date, skipped"),
                 }
             }
+        }
+        Command::Bench { what: BenchCommand::Data { maccor, rows, work_dir } } => {
+            let figures = crate::bench::bench_data(maccor.as_deref(), rows, &work_dir);
+            let _ = std::fs::remove_dir_all(&work_dir);
+            crate::bench::print(&figures?);
         }
         Command::Batch { files, run } => {
             let results = crate::pipeline::batch(&files, &run.options());

@@ -4,6 +4,7 @@
 //! `data` (ingest, derive, synth, windows) → `model` (the LBLM) → transcoders → record → mine →
 //! label → report → circuits, all driven by `pipeline`.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod error;

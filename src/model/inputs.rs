@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::data::canonical::CellData;
+use crate::data::canonical::{CellData, Dataset, DatasetPaths};
 use crate::data::cells::CellInfo;
 use crate::data::schema::State;
 use crate::data::windows::{NormStats, Window};
@@ -202,4 +202,19 @@ pub fn batch<B: Backend>(
     let x = Tensor::from_data(TensorData::new(x, [windows.len(), len, N_CHANNELS]), device);
     let y = Tensor::from_data(TensorData::new(y, [windows.len(), len]), device);
     (x, y)
+}
+
+/// The steps of the named cells of a dataset loaded from `dataset_dir`, in the order given.
+pub fn dataset_steps(dataset: &Dataset, dataset_dir: &Path, cell_ids: &[String]) -> Result<Vec<CellSteps>> {
+    use rayon::prelude::*;
+    let paths = DatasetPaths::new(dataset_dir);
+    cell_ids
+        .par_iter()
+        .map(|id| {
+            let i = dataset.index_of(id).ok_or_else(|| {
+                Error::Config(format!("cell {id} of the model's split is not in {}", dataset_dir.display()))
+            })?;
+            CellSteps::from_cell(&dataset.cells[i], &dataset.data[i], &paths.cell_file(id))
+        })
+        .collect()
 }

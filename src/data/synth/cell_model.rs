@@ -134,8 +134,8 @@ impl CellModel {
         };
         let voltage = line.v_open + current * line.r;
         self.soc += current * self.dt_s / self.capacity_as;
-        for k in 0..2 {
-            self.v_rc[k] = self.arrhenius.rc_decay[k] * self.v_rc[k] + line.rc_gain[k] * current;
+        for ((v, decay), gain) in self.v_rc.iter_mut().zip(self.arrhenius.rc_decay).zip(line.rc_gain) {
+            *v = decay * *v + gain * current;
         }
         // Irreversible heat I·(V − OCV): Joule heat in R0 plus polarisation heat in the RC pairs.
         let heat_w = current * (current * line.r0 + self.v_rc[0] + self.v_rc[1]);

@@ -94,19 +94,20 @@ impl Default for SynthConfig {
 impl SynthConfig {
     /// Rejects settings the generator cannot run with, naming the setting.
     pub fn validate(&self) -> Result<()> {
-        let fail = |what: &str| Err(Error::Config(format!("[data.synth] {what}")));
-        let is_range = |r: [f64; 2]| r[0].is_finite() && r[1].is_finite() && r[0] <= r[1];
+        let fail = |what: &str| -> Result<()> { Err(Error::Config(format!("[data.synth] {what}"))) };
         if self.chemistries.is_empty() || self.protocols.is_empty() || self.ambient_temperatures_c.is_empty() {
             return fail("chemistries, protocols and ambient_temperatures_c must not be empty");
         }
-        for (name, range, min) in [
-            ("capacity_ah", self.capacity_ah, f64::MIN_POSITIVE),
-            ("charge_c_rate", self.charge_c_rate, f64::MIN_POSITIVE),
-            ("discharge_c_rate", self.discharge_c_rate, f64::MIN_POSITIVE),
-            ("initial_age_cycles", self.initial_age_cycles, 0.0),
+        for (name, [low, high], zero_allowed) in [
+            ("capacity_ah", self.capacity_ah, false),
+            ("charge_c_rate", self.charge_c_rate, false),
+            ("discharge_c_rate", self.discharge_c_rate, false),
+            ("initial_age_cycles", self.initial_age_cycles, true),
         ] {
-            if !is_range(range) || range[0] < min {
-                return fail(&format!("{name} must be [low, high] with {min} <= low <= high, got {range:?}"));
+            let low_ok = low > 0.0 || (zero_allowed && low == 0.0);
+            if !(low_ok && low <= high && high.is_finite()) {
+                let bound = if zero_allowed { "0 <=" } else { "0 <" };
+                return fail(&format!("{name} must be [low, high] with {bound} low <= high, got [{low}, {high}]"));
             }
         }
         let positive = [
