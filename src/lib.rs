@@ -12,5 +12,6 @@ pub mod model;
 pub mod pipeline;
 pub mod plot_style;
 pub mod progress;
+pub mod transcoder;
 
 pub use error::{Error, Result};

@@ -147,15 +147,21 @@ fn every_shared_cycler_file_ingests_with_charge_positive() {
         assert!(data.len() > 100, "{}", info.cell_id);
         let (lo, hi) = data.voltage.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         assert!(lo >= -0.1 && hi <= 5.0, "{}: voltage {lo}..{hi}", info.cell_id);
-        // Charging raises SOC: over rows with charge current, soc rises.
-        let rising = data.state.iter().zip(data.soc.windows(2)).filter(|(s, w)| **s == State::Charging && w[1] > w[0]).count();
-        let charging = data.state.iter().skip(1).filter(|s| **s == State::Charging).count();
-        assert!(charging == 0 || rising as f64 >= 0.9 * charging as f64, "{}: soc rises while charging", info.cell_id);
+        // Charging raises SOC (sub-millisecond rows move it by less than f32 resolves, hence >=).
+        let pairs = || {
+            data.state.windows(2).zip(data.soc.windows(2)).filter(|(s, _)| s.iter().all(|s| *s == State::Charging))
+        };
+        assert!(pairs().all(|(_, w)| w[1] >= w[0]), "{}: soc never falls while charging", info.cell_id);
+        let risen: f32 = pairs().map(|(_, w)| w[1] - w[0]).sum();
+        assert!(pairs().count() == 0 || risen > 0.0, "{}: soc rises over the charge", info.cell_id);
         assert!(info.nominal_capacity_ah > 0.05 && info.nominal_capacity_ah < 20.0, "{}: {}", info.cell_id, info.nominal_capacity_ah);
     }
 }
 
-/// Median and 95th percentile of |soc − gt_soc| per protocol on the PyBaMM development set.
+/// Derived soc against gt_soc per protocol on the PyBaMM development set. SOC = 1 at the end of
+/// a CV hold (DESIGN §1.3) sits about 2 % above the simulator's gt_soc (which counts from its own
+/// initial state), so the test bounds both the absolute error and the tracking error (error minus
+/// the cell's median offset), which is what coulomb counting controls.
 #[test]
 fn derived_soc_tracks_ground_truth_on_the_pybamm_set() {
     let Some(dir) = shared("pybamm-chen2020") else { return };
@@ -164,19 +170,34 @@ fn derived_soc_tracks_ground_truth_on_the_pybamm_set() {
     ingest(&[dir], &out, &IngestOptions::default()).unwrap();
     let ds = Dataset::load(&out).unwrap();
     assert_eq!(ds.cells.len(), 72);
-    let mut by_protocol: std::collections::BTreeMap<String, Vec<f32>> = Default::default();
+    let mut absolute: std::collections::BTreeMap<String, Vec<f32>> = Default::default();
+    let mut tracking: std::collections::BTreeMap<String, Vec<f32>> = Default::default();
     for (info, data) in ds.cells.iter().zip(&ds.data) {
         assert!(!info.capacity_estimated, "capacity comes from the PyBaMM metadata");
-        assert_ne!(info.anchor_method, AnchorMethod::Unanchored, "{}", info.cell_id);
+        let protocol = info.protocol.clone().unwrap_or_default();
+        // Partial cycling around mid SOC never reaches either cut-off: no anchor exists.
+        assert_eq!(info.anchor_method == AnchorMethod::Unanchored, protocol == "partial", "{}", info.cell_id);
         let gt = data.gt_f32("gt_soc").expect("gt_soc passes through");
-        let errors = by_protocol.entry(info.protocol.clone().unwrap_or_default()).or_default();
-        errors.extend(data.soc.iter().zip(&gt).map(|(a, b)| (a - b).abs()));
+        let mut signed: Vec<f32> = data.soc.iter().zip(&gt).map(|(a, b)| a - b).collect();
+        if protocol != "partial" {
+            absolute.entry(protocol.clone()).or_default().extend(signed.iter().map(|e| e.abs()));
+        }
+        signed.sort_by(f32::total_cmp);
+        let offset = signed[signed.len() / 2];
+        tracking.entry(protocol).or_default().extend(signed.iter().map(|e| (e - offset).abs()));
     }
-    for (protocol, mut errors) in by_protocol {
-        errors.sort_by(f32::total_cmp);
-        let q = |p: f64| errors[((errors.len() - 1) as f64 * p) as usize];
-        let (median, p95) = (q(0.5), q(0.95));
+    let quantiles = |mut v: Vec<f32>| {
+        v.sort_by(f32::total_cmp);
+        (v[v.len() / 2], v[(v.len() - 1) * 95 / 100])
+    };
+    for (protocol, errors) in absolute {
+        let (median, p95) = quantiles(errors);
         println!("soc vs gt_soc, {protocol}: median |error| {median:.4}, p95 {p95:.4}");
-        assert!(median < 0.02 && p95 < 0.05, "{protocol}: median {median}, p95 {p95}");
+        assert!(median < 0.03 && p95 < 0.04, "{protocol}: median {median}, p95 {p95}");
+    }
+    for (protocol, errors) in tracking {
+        let (median, p95) = quantiles(errors);
+        println!("soc tracking (offset removed), {protocol}: median {median:.4}, p95 {p95:.4}");
+        assert!(median < 0.005 && p95 < 0.015, "{protocol}: median {median}, p95 {p95}");
     }
 }

@@ -98,6 +98,7 @@ fn config_reads_from_a_partial_toml_table() {
     assert_eq!((cfg.cells, cfg.protocols.clone(), cfg.chemistries.clone()), (4, vec![Protocol::Gitt, Protocol::Drive], vec![Chemistry::Lfp]));
     assert_eq!(cfg.sim_step_s, SynthConfig::default().sim_step_s);
     assert!(toml::from_str::<SynthConfig>("cell = 4").is_err(), "misspelt settings are rejected");
+    assert!(toml::from_str::<SynthConfig>("protocols = []").is_err(), "the plan needs a protocol to pick");
     assert!(SynthConfig { protocols: vec![], ..SynthConfig::default() }.validate().is_err());
 }
 
@@ -250,3 +251,4 @@ fn throughput_report() {
         simulated_s / cfg.sim_step_s / seconds / 1e6
     );
 }
+

@@ -394,7 +394,7 @@ pub fn synthesize(cfg: &crate::data::synth::SynthConfig, out: &Path) -> Result<V
     let cells: Vec<CellInfo> = plan
         .par_iter()
         .map(|spec| {
-            let reader: Box<dyn CyclerReader> = Box::new(SynthCell::new(cfg, spec));
+            let reader: Box<dyn CyclerReader> = Box::new(SynthCell::new(cfg, spec.clone())?);
             let source = PathBuf::from(format!("synth/{}", spec.cell_id));
             let info = ingest_source(reader, &source, "synth", staging.paths(), &opts);
             bar.inc(1);

@@ -35,7 +35,7 @@ impl Split {
         let test = ids[..n_test].to_vec();
         let val = ids[n_test..n_test + n_val].to_vec();
         let mut train = ids[n_test + n_val..].to_vec();
-        let mut sorted = |v: Vec<String>| {
+        let sorted = |v: Vec<String>| {
             let mut v = v;
             v.sort();
             v

@@ -19,12 +19,13 @@ use crate::{Error, Result};
 
 /// The input channels, in order. One source of truth: the model's input width, the saved
 /// normalisation and the de-embedding plots all read this list.
-pub const CHANNELS: [&str; 10] = [
+pub const CHANNELS: [&str; 11] = [
     "voltage",             // V_t (V)
     "c_rate",              // I_t / C_nom (1/h, positive = charge)
     "log1p_dt",            // log(1 + dt_t), dt_t the seconds since the previous row
     "c_rate_next",         // I_{t+1} / C_nom: the current applied until the predicted row
     "log1p_dt_next",       // log(1 + dt_{t+1}): how long until the predicted row
+    "charge_next",         // I_{t+1}·dt_{t+1} / (3600·C_nom): share of capacity moved until t+1
     "temperature",         // T_t (°C), 0 where the cell has none
     "temperature_present", // 1 where T_t was measured, else 0
     "current_sign_next",   // +1 charging, −1 discharging, 0 resting at t+1
@@ -77,6 +78,9 @@ impl CellSteps {
                 log1p_seconds(data.dt[t]),
                 data.c_rate[t + 1],
                 log1p_seconds(data.dt[t + 1]),
+                // Away from step changes ΔV ≈ (dOCV/dSOC)·ΔSOC: handing the model ΔSOC spares it
+                // learning a product of current and time step.
+                data.c_rate[t + 1] * data.dt[t + 1].max(0.0) / 3600.0,
                 temperature,
                 present,
                 sign,

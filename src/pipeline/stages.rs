@@ -21,7 +21,7 @@ pub trait Stage {
     }
     /// Produces the stage's output in `out` (a fresh or resumed `.partial` directory) and returns a
     /// summary for the manifest.
-    fn run(&self, _ctx: &StageContext, out: &Path) -> Result<serde_json::Value>;
+    fn run(&self, ctx: &StageContext, out: &Path) -> Result<serde_json::Value>;
 }
 
 /// The stages of a pipeline, in run order.
@@ -54,7 +54,7 @@ impl Stage for DataStage {
         " (set [data] inputs in the pipeline file to where the data lives)".to_owned()
     }
 
-    fn run(&self, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    fn run(&self, _ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
         let dataset = out.join(DATASET_DIR);
         let cells = match &self.0 {
             DataStageConfig::Ingest { inputs, options } => crate::data::ingest::ingest(inputs, &dataset, options)?,

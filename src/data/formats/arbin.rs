@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use super::column_map::Conversion as U;
-use super::csv_stream::{ColumnSpec, DelimitedReader, Fields, HeaderAt, Layout, SignRule, TextLines};
+use super::csv_stream::DelimitedReader;
+use super::layout::{ColumnSpec, HeaderAt, Layout, SignRule};
+use super::text::{Fields, TextLines};
 use super::{CyclerReader, Format};
 use crate::Result;
 

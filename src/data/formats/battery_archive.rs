@@ -9,7 +9,9 @@ use arrow::array::{ArrayRef, Float64Builder, StringBuilder};
 
 use super::cells_json::fill_from_cells_json;
 use super::column_map::Conversion as U;
-use super::csv_stream::{ColumnSpec, DelimitedReader, Fields, HeaderAt, Layout, Passthrough, SignRule, TextLines};
+use super::csv_stream::{DelimitedReader, Passthrough};
+use super::layout::{ColumnSpec, HeaderAt, Layout, SignRule};
+use super::text::{Fields, TextLines};
 use super::{CyclerReader, Format};
 use crate::{Error, Result};
 

@@ -10,7 +10,7 @@ use crate::{Error, Result};
 
 /// Fills what `metadata` lacks from the `cells.json` entry whose `cell_id` is `cell_id`, if a
 /// `cells.json` sits in the same folder as `data_file`.
-pub(crate) fn fill_from_cells_json(data_file: &Path, cell_id: &str, metadata: &mut SourceMetadata) -> Result<()> {
+pub(super) fn fill_from_cells_json(data_file: &Path, cell_id: &str, metadata: &mut SourceMetadata) -> Result<()> {
     let cells_json = data_file.with_file_name("cells.json");
     if !cells_json.is_file() {
         return Ok(());
@@ -26,7 +26,7 @@ pub(crate) fn fill_from_cells_json(data_file: &Path, cell_id: &str, metadata: &m
 
 /// Takes the named fields the metadata has slots for, where still empty, and keeps the rest
 /// (cell_id, C-rates, step list…) in `extra` without overwriting what is there.
-pub(crate) fn fill_from_object(object: Map<String, Value>, metadata: &mut SourceMetadata) {
+pub(super) fn fill_from_object(object: Map<String, Value>, metadata: &mut SourceMetadata) {
     for (key, value) in object {
         match key.as_str() {
             "nominal_capacity_ah" if metadata.nominal_capacity_ah.is_none() => metadata.nominal_capacity_ah = value.as_f64(),

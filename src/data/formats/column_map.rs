@@ -23,13 +23,14 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::csv_stream::{ColumnSpec, DelimitedReader, HeaderAt, Layout, SignRule};
+use super::csv_stream::DelimitedReader;
+use super::layout::{ColumnSpec, HeaderAt, Layout, SignRule};
 use super::{CyclerReader, Format};
 use crate::{Error, Result};
 
 /// A linear map from a file's unit to the canonical one: canonical = value · scale + offset.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Conversion {
+pub(super) struct Conversion {
     pub scale: f64,
     pub offset: f64,
 }
@@ -189,7 +190,7 @@ impl ColumnMap {
     }
 
     /// Reads a column map from a TOML file.
-    pub fn from_toml_file(path: &Path) -> Result<Self> {
+    pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_toml_str(&text, path)
     }
@@ -212,7 +213,7 @@ impl ColumnMap {
 
 impl ColumnMap {
     /// The generic reader's description of a mapped file.
-    pub(crate) fn layout(&self) -> Layout {
+    pub(super) fn layout(&self) -> Layout {
         let column = |role, name: &str, unit: Conversion| ColumnSpec::new(role, &[(name, unit)]);
         let counter = |role, name: &Option<String>| name.as_deref().map(|n| ColumnSpec::unitless(role, &[n]));
         let columns = &self.columns;

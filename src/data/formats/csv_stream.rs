@@ -1,6 +1,6 @@
 //! The one delimited-text reader every CSV/TSV vendor format goes through.
 //!
-//! A vendor is described by a [`Layout`]: which delimiters it uses, how to find its header line,
+//! A vendor is described by a [`Layout`] (layout.rs): which delimiters it uses, how to find its header line,
 //! the header names (aliases, each with its unit) of time, current, voltage, temperature, cycle
 //! and step, and how to decide its current sign. [`DelimitedReader`] turns a file plus a layout
 //! into `RawChunk`s of at most `CHUNK_ROWS` rows, holding one line in memory at a time.
@@ -12,296 +12,37 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 
-use super::column_map::{Conversion, Sign};
-use super::{CyclerReader, Format};
+use super::column_map::Sign;
+use super::layout::{ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
+use super::text::{decode_into, Fields, TextLines};
+use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
 use crate::{Error, Result};
 
 /// How many lines from the top may precede the column header (Novonix summaries, EC-Lab headers).
-pub(crate) const HEADER_SEARCH_LINES: u64 = 256;
-/// Longer lines mean the file is not a text export; the cap keeps memory bounded on such files.
-const MAX_LINE_BYTES: u64 = 1 << 20;
+pub(super) const HEADER_SEARCH_LINES: u64 = 256;
 /// Rows of sign evidence after which the prescan stops (enough to outvote noise).
 const SIGN_EVIDENCE_ROWS: u64 = 500;
 
 // ---------------------------------------------------------------------------------------------
-// Lines and fields
-
-/// A text file read line by line, with 1-based line numbers and byte offsets.
-pub(crate) struct TextLines {
-    reader: BufReader<File>,
-    path: PathBuf,
-    /// Number of the line last returned.
-    number: u64,
-    /// Byte offset just past the line last returned.
-    offset: u64,
-    bytes: Vec<u8>,
-    text: String,
-}
-
-impl TextLines {
-    pub fn open(path: &Path) -> Result<Self> {
-        Self::open_at(path, 0, 0)
-    }
-
-    /// Opens `path` positioned at byte `offset`, which starts line `after_line + 1`.
-    fn open_at(path: &Path, offset: u64, after_line: u64) -> Result<Self> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
-        Ok(TextLines {
-            reader: BufReader::with_capacity(1 << 16, file),
-            path: path.to_path_buf(),
-            number: after_line,
-            offset,
-            bytes: Vec::new(),
-            text: String::new(),
-        })
-    }
-
-    /// The next line without its line end, and its number; `None` at the end of the file.
-    pub fn next_line(&mut self) -> Result<Option<(u64, &str)>> {
-        self.bytes.clear();
-        let read = (&mut self.reader)
-            .take(MAX_LINE_BYTES)
-            .read_until(b'\n', &mut self.bytes)
-            .map_err(|e| Error::io(&self.path, e))?;
-        if read == 0 {
-            return Ok(None);
-        }
-        self.number += 1;
-        self.offset += read as u64;
-        if read as u64 == MAX_LINE_BYTES && self.bytes.last() != Some(&b'\n') {
-            let msg = format!("line longer than {MAX_LINE_BYTES} bytes; this does not look like a text export");
-            return Err(Error::at_row(&self.path, self.number, None, msg));
-        }
-        while matches!(self.bytes.last(), Some(b'\n' | b'\r')) {
-            self.bytes.pop();
-        }
-        decode_into(&self.bytes, &mut self.text);
-        if self.number == 1 && self.text.starts_with('\u{feff}') {
-            self.text.remove(0);
-        }
-        Ok(Some((self.number, &self.text)))
-    }
-}
-
-/// UTF-8, or Windows-1252/Latin-1 as older cycler software writes it ("°C" as byte 0xB0).
-fn decode_into(bytes: &[u8], out: &mut String) {
-    out.clear();
-    match std::str::from_utf8(bytes) {
-        Ok(text) => out.push_str(text),
-        Err(_) => out.extend(bytes.iter().map(|&b| b as char)),
-    }
-}
-
-/// The fields of one line, unquoted, reusing their buffers from line to line.
-#[derive(Default)]
-pub(crate) struct Fields {
-    buf: String,
-    spans: Vec<Range<usize>>,
-}
-
-impl Fields {
-    pub fn split(&mut self, line: &str, delimiter: u8) {
-        self.buf.clear();
-        self.spans.clear();
-        let line = unwrap_quoted_line(line, delimiter);
-        if line.contains('"') {
-            self.split_quoted(line, delimiter as char);
-        } else {
-            self.buf.push_str(line);
-            let mut start = 0;
-            for (i, &b) in line.as_bytes().iter().enumerate() {
-                if b == delimiter {
-                    self.spans.push(start..i);
-                    start = i + 1;
-                }
-            }
-            self.spans.push(start..line.len());
-        }
-    }
-
-    /// RFC 4180 quoting: `"a,b"` is one field, `""` inside quotes is a quote.
-    fn split_quoted(&mut self, line: &str, delimiter: char) {
-        let mut in_quotes = false;
-        let mut start = 0;
-        let mut chars = line.chars().peekable();
-        while let Some(c) = chars.next() {
-            match (in_quotes, c) {
-                (true, '"') if chars.peek() == Some(&'"') => {
-                    self.buf.push('"');
-                    chars.next();
-                }
-                (_, '"') => in_quotes = !in_quotes,
-                (false, c) if c == delimiter => {
-                    self.spans.push(start..self.buf.len());
-                    start = self.buf.len();
-                }
-                (_, c) => self.buf.push(c),
-            }
-        }
-        self.spans.push(start..self.buf.len());
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// Field `i`, trimmed of surrounding spaces.
-    pub fn get(&self, i: usize) -> Option<&str> {
-        self.spans.get(i).map(|span| self.buf[span.clone()].trim())
-    }
-
-    pub fn to_strings(&self) -> Vec<String> {
-        (0..self.len()).filter_map(|i| self.get(i)).map(str::to_owned).collect()
-    }
-}
-
-/// Some exporters (Novonix) quote each whole line: `"a,b,c"`. Such a line is one quoted field
-/// holding delimiters, which no real column is; read it as the fields inside.
-fn unwrap_quoted_line(line: &str, delimiter: u8) -> &str {
-    let trimmed = line.trim();
-    match trimmed.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        Some(inner) if !inner.contains('"') && inner.as_bytes().contains(&delimiter) => inner,
-        _ => line,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Layouts: what a vendor's columns are called and in which units
-
-/// One header name a column may have, and the unit its values are in.
-#[derive(Debug, Clone)]
-pub(crate) struct Alias {
-    pub name: String,
-    pub unit: Conversion,
-}
-
-/// A quantity (time, current…) and the header names it goes by in one format.
-#[derive(Debug, Clone)]
-pub(crate) struct ColumnSpec {
-    /// The quantity, for messages ("time", "current").
-    pub role: &'static str,
-    pub aliases: Vec<Alias>,
-}
-
-impl ColumnSpec {
-    pub fn new(role: &'static str, aliases: &[(&str, Conversion)]) -> Self {
-        let aliases = aliases.iter().map(|&(name, unit)| Alias { name: name.to_owned(), unit }).collect();
-        ColumnSpec { role, aliases }
-    }
-
-    /// A column whose values carry no unit (counters, states, capacities used only for their trend).
-    pub fn unitless(role: &'static str, names: &[&str]) -> Self {
-        let aliases: Vec<_> = names.iter().map(|&name| (name, Conversion::IDENTITY)).collect();
-        Self::new(role, &aliases)
-    }
-
-    /// The first alias found in a header (case-insensitive, ignoring surrounding spaces).
-    fn find(&self, header: &[String]) -> Option<Resolved> {
-        self.aliases.iter().find_map(|alias| {
-            let index = header.iter().position(|h| h.trim().eq_ignore_ascii_case(alias.name.trim()))?;
-            Some(Resolved { index, unit: alias.unit, name: header[index].clone() })
-        })
-    }
-
-    fn expected(&self) -> String {
-        self.aliases.iter().map(|a| format!("'{}'", a.name)).collect::<Vec<_>>().join(", ")
-    }
-}
-
-/// Where the column header is.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum HeaderAt {
-    /// The first line, among the first `HEADER_SEARCH_LINES`, naming time, current and voltage.
-    Search,
-    /// This 1-based line (column maps say where it is).
-    Line(u64),
-}
-
-/// How the reader settles which current sign the file uses.
-#[derive(Debug, Clone)]
-pub(crate) enum SignRule {
-    /// The format (or the user) states it.
-    Fixed(Sign),
-    /// Charge capacity rises while charging and discharge capacity while discharging; the data
-    /// decides, and a file that writes charge as negative current is flipped.
-    Capacity { charge: ColumnSpec, discharge: ColumnSpec },
-    /// A state column says charging or discharging on every row; the current's magnitude is
-    /// given that sign (Maccor writes `Amps` unsigned in some exports).
-    State { column: ColumnSpec, charge: &'static str, discharge: &'static str },
-}
-
-/// Everything the generic reader needs to know about one delimited format.
-#[derive(Debug, Clone)]
-pub(crate) struct Layout {
-    pub format: Format,
-    /// Candidate field separators, tried in order on the header line.
-    pub delimiters: Vec<u8>,
-    pub header: HeaderAt,
-    pub time: ColumnSpec,
-    /// Whether the time column may hold date-times instead of elapsed time (BioLogic tools).
-    pub time_may_be_clock: bool,
-    pub current: ColumnSpec,
-    pub voltage: ColumnSpec,
-    pub temperature: Option<ColumnSpec>,
-    pub cycle: Option<ColumnSpec>,
-    pub step: Option<ColumnSpec>,
-    pub sign: SignRule,
-}
-
-impl Layout {
-    fn required(&self) -> [&ColumnSpec; 3] {
-        [&self.time, &self.current, &self.voltage]
-    }
-
-    /// How many of time, current and voltage a header line names, and with which delimiter.
-    /// A line scores only if it names the time column, so free text does not match by chance.
-    pub fn header_score(&self, line: &str, fields: &mut Fields) -> (usize, u8) {
-        let mut best = (0, self.delimiters[0]);
-        for &delimiter in &self.delimiters {
-            fields.split(line, delimiter);
-            let names = fields.to_strings();
-            if self.time.find(&names).is_none() {
-                continue;
-            }
-            let score = self.required().iter().filter(|spec| spec.find(&names).is_some()).count();
-            if score > best.0 {
-                best = (score, delimiter);
-            }
-        }
-        best
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Header
 
-/// A column found in the header: its position, unit and name as the file spells it.
-#[derive(Debug, Clone)]
-struct Resolved {
-    index: usize,
-    unit: Conversion,
-    name: String,
-}
-
 /// The header line of a file, and the lines above it (vendor summaries, kept for metadata).
-pub(crate) struct Header {
-    pub line: u64,
-    pub delimiter: u8,
-    pub names: Vec<String>,
-    pub preamble: Vec<String>,
+struct Header {
+    line: u64,
+    delimiter: u8,
+    names: Vec<String>,
+    preamble: Vec<String>,
     /// Byte offset where the first data line starts.
     data_offset: u64,
 }
 
 fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
-    let path = lines.path.clone();
+    let path = lines.path().to_path_buf();
     let mut fields = Fields::default();
     let mut preamble = Vec::new();
     // (score, line, delimiter, names) of the best candidate so far, for the error message.
@@ -316,7 +57,7 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
             fields.split(text, delimiter);
             let names = fields.to_strings();
             if score == 3 || matches!(layout.header, HeaderAt::Line(_)) {
-                return Ok(Header { line: number, delimiter, names, preamble, data_offset: lines.offset });
+                return Ok(Header { line: number, delimiter, names, preamble, data_offset: lines.offset() });
             }
             if best.as_ref().is_none_or(|b| score > b.0) {
                 best = Some((score, number, delimiter, names));
@@ -327,7 +68,7 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
             break;
         }
     }
-    Err(match (best, lines.number) {
+    Err(match (best, lines.line_number()) {
         (_, 0) => Error::in_file(&path, "empty file"),
         (Some((_, number, _, names)), _) => missing_columns(&path, number, &names, &layout.required()),
         (None, _) => no_header(&path, layout),
@@ -621,10 +362,23 @@ fn incomplete_last_line(path: &Path, header: &Header) -> Result<Option<u64>> {
     file.seek(SeekFrom::Start(start)).map_err(|e| Error::io(path, e))?;
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).map_err(|e| Error::io(path, e))?;
-    let end = tail.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
-    let line_start = tail[..end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if line_start == 0 && start > header.data_offset || end == 0 {
-        return Ok(None); // the last line is longer than the tail, or there are no data lines
+    // The last non-blank line; only line ends are stripped, as an empty last field is a tab.
+    let mut end = tail.len();
+    let line_start = loop {
+        while end > 0 && matches!(tail[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        let line_start = tail[..end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if !tail[line_start..end].iter().all(u8::is_ascii_whitespace) {
+            break line_start;
+        }
+        if line_start == 0 {
+            return Ok(None); // no data lines
+        }
+        end = line_start;
+    };
+    if line_start == 0 && start > header.data_offset {
+        return Ok(None); // the last line is longer than the tail: not a cut-off row
     }
     let mut text = String::new();
     decode_into(&tail[line_start..end], &mut text);
@@ -656,13 +410,13 @@ fn count_newlines(path: &Path, up_to: u64) -> Result<u64> {
 // The reader
 
 /// Columns carried beside the rows (BatteryArchive ground truth), produced chunk by chunk.
-pub(crate) trait Passthrough: Send {
+pub(super) trait Passthrough: Send {
     /// The pass-through arrays for a chunk with these (canonical, seconds) times.
     fn columns_for(&mut self, test_time: &[f64]) -> Result<Vec<(String, arrow::array::ArrayRef)>>;
 }
 
 /// Streams a delimited text file described by a [`Layout`].
-pub(crate) struct DelimitedReader {
+pub(super) struct DelimitedReader {
     path: PathBuf,
     lines: TextLines,
     fields: Fields,

@@ -4,7 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::csv_stream::{Fields, TextLines, HEADER_SEARCH_LINES};
+use super::csv_stream::HEADER_SEARCH_LINES;
+use super::text::{Fields, TextLines};
 use super::{delimited_layout, Format};
 use crate::{Error, Result};
 

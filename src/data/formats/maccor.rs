@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use super::column_map::Conversion as U;
-use super::csv_stream::{ColumnSpec, DelimitedReader, HeaderAt, Layout, SignRule};
+use super::csv_stream::DelimitedReader;
+use super::layout::{ColumnSpec, HeaderAt, Layout, SignRule};
 use super::{CyclerReader, Format};
 use crate::Result;
 

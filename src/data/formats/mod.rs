@@ -1,6 +1,6 @@
 //! Vendor readers: detect a file's format from its header and stream it as `RawChunk`s.
 //!
-//! Every delimited vendor format is a [`csv_stream::Layout`] (column aliases with units, header
+//! Every delimited vendor format is a `layout::Layout` (column aliases with units, header
 //! position, sign rule) read by one generic reader; Parquet has its own reader.
 
 mod arbin;
@@ -10,9 +10,11 @@ mod cells_json;
 mod column_map;
 mod csv_stream;
 mod detect;
+mod layout;
 mod maccor;
 mod novonix;
 mod parquet_source;
+mod text;
 
 use std::fmt;
 use std::path::Path;
@@ -107,7 +109,7 @@ pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Resu
 }
 
 /// The layout of a vendor's delimited format (`None` for Parquet and column-mapped files).
-fn delimited_layout(format: Format) -> Option<csv_stream::Layout> {
+fn delimited_layout(format: Format) -> Option<layout::Layout> {
     match format {
         Format::Arbin => Some(arbin::layout()),
         Format::Maccor => Some(maccor::layout()),

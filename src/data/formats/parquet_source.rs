@@ -5,7 +5,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::record_batch::RecordBatch;
 use arrow::datatypes::{DataType, Float64Type, Int32Type};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
@@ -21,7 +22,7 @@ const METADATA_KEYS: [&str; 2] = ["battery_metadata", "voltlens_metadata"];
 const REQUIRED: [&str; 3] = ["test_time", "current", "voltage"];
 const OPTIONAL: [&str; 3] = ["temperature", "cycle_number", "step_index"];
 
-pub(crate) struct ParquetSource {
+pub(super) struct ParquetSource {
     path: PathBuf,
     batches: ParquetRecordBatchReader,
     metadata: SourceMetadata,

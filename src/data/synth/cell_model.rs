@@ -143,11 +143,6 @@ impl CellModel {
         Sample { current, voltage, at_voltage_limit }
     }
 
-    /// Present capacity (Ah), after fade.
-    pub fn capacity_ah(&self) -> f64 {
-        self.capacity_as / 3600.0
-    }
-
     /// Clips a requested current to the cell's limits, then cuts it back where it would take
     /// the voltage past a cut-off (what a cycler's voltage clamp does).
     fn limit_current(&self, requested: f64, line: &Linearised) -> (f64, bool) {

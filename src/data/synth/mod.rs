@@ -12,7 +12,7 @@ mod protocol;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{Error, Result};
 
@@ -29,12 +29,15 @@ pub struct SynthConfig {
     /// Seeds the plan and, through it, every cell's simulation.
     pub seed: u64,
     /// Chemistries, alternated in blocks of one protocol round so every pairing appears.
+    #[serde(deserialize_with = "non_empty")]
     pub chemistries: Vec<Chemistry>,
     /// Nominal capacity range (Ah), drawn uniformly per cell.
     pub capacity_ah: [f64; 2],
     /// Ambient (chamber) temperatures (°C); each cell gets one at random.
+    #[serde(deserialize_with = "non_empty")]
     pub ambient_temperatures_c: Vec<f64>,
     /// Protocol families, cycled through by cell index so every family appears.
+    #[serde(deserialize_with = "non_empty")]
     pub protocols: Vec<Protocol>,
     /// Protocol cycles per cell.
     pub cycles: u32,
@@ -177,4 +180,13 @@ fn draw_cell(cfg: &SynthConfig, index: usize, rng: &mut ChaCha8Rng) -> SynthCell
 
 fn uniform(rng: &mut ChaCha8Rng, [low, high]: [f64; 2]) -> f64 {
     low + (high - low) * rng.random::<f64>()
+}
+
+/// A list the plan picks from by index, so it needs at least one entry.
+fn non_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+    let list = Vec::<T>::deserialize(deserializer)?;
+    if list.is_empty() {
+        return Err(serde::de::Error::custom("must list at least one entry"));
+    }
+    Ok(list)
 }

@@ -1,0 +1,92 @@
+//! Training and inference throughput of an LBLM shape, in tokens (window steps) per second, on
+//! random inputs: what `voltlens bench` reports for the model.
+
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::backend::{run_on, BackendTask};
+use super::config::{DeviceChoice, ModelConfig};
+use super::inputs::N_CHANNELS;
+use super::transformer::Lblm;
+use crate::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelBench {
+    pub parameters: usize,
+    pub batch: usize,
+    pub context: usize,
+    /// Forward + backward + AdamW step.
+    pub train_tokens_per_s: f64,
+    /// Forward only, no autodiff.
+    pub infer_tokens_per_s: f64,
+}
+
+/// Times `steps` training steps and `steps` inference passes of `batch` full windows (after one
+/// untimed warm-up of each).
+pub fn bench(model: &ModelConfig, batch: usize, steps: usize, device: DeviceChoice) -> Result<ModelBench> {
+    model.validate()?;
+    run_on(device, BenchTask { model, batch: batch.max(1), steps: steps.max(1) })
+}
+
+struct BenchTask<'a> {
+    model: &'a ModelConfig,
+    batch: usize,
+    steps: usize,
+}
+
+impl BackendTask for BenchTask<'_> {
+    type Output = ModelBench;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ModelBench> {
+        let (batch, context) = (self.batch, self.model.context);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut random = |shape: Vec<usize>| -> TensorData {
+            let n = shape.iter().product();
+            TensorData::new((0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), shape)
+        };
+        let x_data = random(vec![batch, context, N_CHANNELS]);
+        let y_data = random(vec![batch, context]);
+        let tokens = (batch * context * self.steps) as f64;
+
+        let mut model = Lblm::<B>::new(self.model, 0, &device);
+        let mut optim = AdamWConfig::new().init::<B, Lblm<B>>();
+        let mut train_step = |model: Lblm<B>| -> Lblm<B> {
+            let x = Tensor::<B, 3>::from_data(x_data.clone(), &device);
+            let y = Tensor::<B, 2>::from_data(y_data.clone(), &device);
+            let loss = (model.forward(x) - y).square().mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            optim.step(1e-4, model, grads)
+        };
+        model = train_step(model);
+        let t0 = Instant::now();
+        for _ in 0..self.steps {
+            model = train_step(model);
+        }
+        sync(&model.valid());
+        let train_tokens_per_s = tokens / t0.elapsed().as_secs_f64();
+
+        let inner = model.valid();
+        let infer = || {
+            let x = Tensor::<B::InnerBackend, 3>::from_data(x_data.clone(), &device);
+            inner.forward(x).sum().into_scalar().elem::<f32>()
+        };
+        infer();
+        let t0 = Instant::now();
+        for _ in 0..self.steps {
+            infer();
+        }
+        let infer_tokens_per_s = tokens / t0.elapsed().as_secs_f64();
+        Ok(ModelBench { parameters: inner.num_params(), batch, context, train_tokens_per_s, infer_tokens_per_s })
+    }
+}
+
+/// Waits for queued work (GPU backends run asynchronously).
+fn sync<B: Backend>(model: &Lblm<B>) {
+    let _ = model.head.weight.val().sum().into_scalar().elem::<f32>();
+}

@@ -1,0 +1,480 @@
+//! `eval-model` (DESIGN §2, Metrics): on held-out cells, next-step RMSE in mV, skill against the
+//! persistence baseline (1 − MSE/MSE_persistence, persistence being ΔV = 0), a ridge baseline on
+//! the same inputs, and rollouts that feed the model's own voltages back over whole discharge
+//! steps and over one cycle, given the true current. Overall and per protocol; writes
+//! `metrics.json` and PNGs of predicted against true voltage.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::backend::{run_on, BackendTask};
+use super::checkpoint::{load_model, write_json, LoadedModel};
+use super::config::{EvalCells, EvalConfig};
+use super::inputs::{dataset_steps, CellSteps, InputNorm, ModelSteps, N_CHANNELS, VOLTAGE_CHANNEL};
+use super::plot::{plot_cell, CellPlot};
+use super::ridge::Ridge;
+use super::transformer::Lblm;
+use crate::data::canonical::{CellData, Dataset};
+use crate::data::schema::{Method, State};
+use crate::data::windows::windows;
+use crate::{Error, Result};
+
+/// Next-step prediction errors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NextStepMetrics {
+    pub steps: usize,
+    /// RMSE of the predicted V_{t+1}, in mV.
+    pub rmse_mv: f64,
+    /// RMSE of persistence (V_{t+1} = V_t), in mV.
+    pub persistence_rmse_mv: f64,
+    /// 1 − MSE_model / MSE_persistence.
+    pub skill: f64,
+    pub ridge_rmse_mv: f64,
+    pub ridge_skill: f64,
+}
+
+/// Errors of voltages fed back over a stretch of steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RolloutMetrics {
+    pub rollouts: usize,
+    /// Predicted rows over all rollouts.
+    pub rows: usize,
+    /// RMSE over every predicted row, in mV.
+    pub rmse_mv: f64,
+    /// Largest absolute error, in mV.
+    pub max_abs_mv: f64,
+    /// RMSE of holding the starting voltage over the whole stretch, in mV: what a rollout
+    /// that learned nothing would score.
+    pub persistence_rmse_mv: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GroupMetrics {
+    pub cells: usize,
+    pub next_step: NextStepMetrics,
+    /// Rollouts over whole constant-current discharge steps.
+    pub discharge_rollout: RolloutMetrics,
+    /// Rollouts over one cycle per cell.
+    pub cycle_rollout: RolloutMetrics,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellMetrics {
+    pub cell_id: String,
+    pub protocol: String,
+    pub next_step: NextStepMetrics,
+}
+
+/// What `eval-model` reports (also `metrics.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    pub cells: EvalCells,
+    pub overall: GroupMetrics,
+    pub by_protocol: BTreeMap<String, GroupMetrics>,
+    pub per_cell: Vec<CellMetrics>,
+    /// PNG files written, relative to the output directory.
+    pub plots: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Evaluates the model in `model_dir` on the held-out cells of the dataset at `dataset_dir`,
+/// writing `metrics.json` and PNGs into `out_dir`.
+pub fn eval_model(dataset_dir: &Path, model_dir: &Path, out_dir: &Path, cfg: &EvalConfig) -> Result<EvalMetrics> {
+    let dataset = Dataset::load(dataset_dir)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    run_on(cfg.device, EvalTask { dataset_dir, dataset: &dataset, model_dir, out_dir, cfg })
+}
+
+struct EvalTask<'a> {
+    dataset_dir: &'a Path,
+    dataset: &'a Dataset,
+    model_dir: &'a Path,
+    out_dir: &'a Path,
+    cfg: &'a EvalConfig,
+}
+
+impl BackendTask for EvalTask<'_> {
+    type Output = EvalMetrics;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalMetrics> {
+        evaluate::<B::InnerBackend>(&self, &device)
+    }
+}
+
+/// One held-out cell with everything the metrics need.
+struct HeldOut<'a> {
+    raw: CellSteps,
+    steps: ModelSteps,
+    data: &'a CellData,
+    protocol: String,
+}
+
+fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetrics> {
+    let t0 = Instant::now();
+    let (cfg, dataset) = (task.cfg, task.dataset);
+    let LoadedModel { model, norm, split, .. } = load_model::<B>(task.model_dir, device)?;
+    let ids: Vec<String> = match cfg.cells {
+        EvalCells::Test => split.test.clone(),
+        EvalCells::Val => split.val.clone(),
+        EvalCells::Heldout => split.val.iter().chain(&split.test).cloned().collect(),
+    };
+    if ids.is_empty() {
+        return Err(Error::Config(format!("the model's split has no {:?} cells to evaluate on", cfg.cells)));
+    }
+    let held: Vec<HeldOut> = dataset_steps(dataset, task.dataset_dir, &ids)?
+        .into_iter()
+        .map(|raw| {
+            let i = dataset.index_of(&raw.cell_id).expect("found by dataset_steps");
+            let protocol = dataset.cells[i].protocol.clone().unwrap_or_else(|| "unknown".to_owned());
+            HeldOut { steps: norm.apply(&raw), raw, data: &dataset.data[i], protocol }
+        })
+        .collect();
+    let train: Vec<ModelSteps> = dataset_steps(dataset, task.dataset_dir, &split.train)?.iter().map(|c| norm.apply(c)).collect();
+    let ridge = Ridge::fit(&train, cfg.ridge_lags, cfg.ridge_lambda);
+    let bar = crate::progress::bar(held.len() as u64, "eval", "cells");
+    let results = on_workers(&held, &model, |model, cell| {
+        let result = eval_cell(model, &norm, &ridge, cell, cfg, device);
+        bar.inc(1);
+        result
+    });
+
+    let mut groups: BTreeMap<String, Accumulators> = BTreeMap::new();
+    let mut overall = Accumulators::default();
+    let mut per_cell = Vec::new();
+    let mut plotted: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut plots = Vec::new();
+    for (cell, result) in held.iter().zip(&results) {
+        let count = plotted.entry(&cell.protocol).or_default();
+        if *count < cfg.plot_cells_per_protocol {
+            *count += 1;
+            let name = format!("pred_vs_true_{}_{}.png", cell.protocol, cell.raw.cell_id);
+            let rows = cfg.plot_rows.min(cell.raw.steps());
+            let teacher: Vec<f32> = (0..rows).map(|t| cell.raw.voltage[t] + result.model_dv[t]).collect();
+            let plot = CellPlot {
+                cell_id: &cell.raw.cell_id,
+                protocol: &cell.protocol,
+                time_s: &cell.data.test_time,
+                voltage: &cell.raw.voltage,
+                teacher: &teacher,
+                rollout: result.cycle.as_ref().map(|(seg, v)| (seg.start, v.as_slice())),
+            };
+            plot_cell(&task.out_dir.join(&name), &plot)?;
+            plots.push(name);
+        }
+        per_cell.push(CellMetrics {
+            cell_id: cell.raw.cell_id.clone(),
+            protocol: cell.protocol.clone(),
+            next_step: result.acc.next_step.finish(),
+        });
+        groups.entry(cell.protocol.clone()).or_default().merge(&result.acc);
+        overall.merge(&result.acc);
+    }
+    bar.finish_and_clear();
+    let metrics = EvalMetrics {
+        cells: cfg.cells,
+        overall: overall.finish(),
+        by_protocol: groups.into_iter().map(|(k, v)| (k, v.finish())).collect(),
+        per_cell,
+        plots,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    write_json(&task.out_dir.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
+
+/// What one held-out cell contributes.
+struct CellResult {
+    acc: Accumulators,
+    /// Teacher-forced ΔV (V) per step.
+    model_dv: Vec<f32>,
+    /// The cycle rollout, for the figure.
+    cycle: Option<(Segment, Vec<f32>)>,
+}
+
+fn eval_cell<B: Backend>(
+    model: &Lblm<B>,
+    norm: &InputNorm,
+    ridge: &Ridge,
+    cell: &HeldOut,
+    cfg: &EvalConfig,
+    device: &B::Device,
+) -> CellResult {
+    let scale = norm.target_scale;
+    let model_dv: Vec<f32> = predict_cell(model, &cell.steps, cfg.batch, device).iter().map(|p| p * scale).collect();
+    let ridge_dv: Vec<f32> = ridge.predict(&cell.steps).iter().map(|p| p * scale).collect();
+    let mut acc = Accumulators { cells: 1, ..Accumulators::default() };
+    acc.next_step.add(&cell.raw.delta_v, &model_dv, &ridge_dv);
+
+    let discharges = discharge_segments(cell.data, cfg.min_rollout_rows, cfg.rollouts_per_cell);
+    let cycle = cycle_segment(cell.data, cfg.max_cycle_rows);
+    let mut segments = discharges.clone();
+    segments.extend(cycle);
+    let mut rolled = rollout(model, norm, &cell.raw, &segments, cfg.batch, device);
+    for (i, (seg, v)) in segments.iter().zip(&rolled).enumerate() {
+        let target = if i < discharges.len() { &mut acc.discharge } else { &mut acc.cycle };
+        target.add(&cell.raw.voltage[seg.start..=seg.end], v);
+    }
+    // The cycle, when there is one, was rolled out last.
+    let cycle = cycle.map(|seg| (seg, rolled.pop().expect("cycle rolled out")));
+    CellResult { acc, model_dv, cycle }
+}
+
+/// Maps `f` over `items` on one worker thread per core, each with its own copy of the model
+/// (burn modules are `Send`, not `Sync`); results come back in the order of `items`.
+fn on_workers<T: Sync, M: Clone + Send, R: Send>(items: &[T], model: &M, f: impl Fn(&M, &T) -> R + Sync) -> Vec<R> {
+    let workers = rayon::current_num_threads().clamp(1, items.len().max(1));
+    let mut slots: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (model, f) = (model.clone(), &f);
+                // Round-robin, so that long and short cells spread over the workers.
+                scope.spawn(move || (w..items.len()).step_by(workers).map(|i| (i, f(&model, &items[i]))).collect::<Vec<_>>())
+            })
+            .collect();
+        for handle in handles {
+            for (i, r) in handle.join().expect("evaluation worker panicked") {
+                slots[i] = Some(r);
+            }
+        }
+    });
+    slots.into_iter().map(|r| r.expect("every item evaluated")).collect()
+}
+
+/// Teacher-forced scaled ΔV for every step of a cell. Windows overlap by half; each step takes
+/// its prediction from the window that gives it the longest history.
+fn predict_cell<B: Backend>(model: &Lblm<B>, cell: &ModelSteps, batch: usize, device: &B::Device) -> Vec<f32> {
+    let n = cell.steps();
+    let len = model.context.min(n);
+    if len == 0 {
+        return Vec::new();
+    }
+    let all = windows(&[n], len, (len / 2).max(1));
+    let mut pred = vec![0f32; n];
+    let mut history = vec![usize::MAX; n];
+    for chunk in all.chunks(batch.max(1)) {
+        let (x, _) = super::inputs::batch::<B>(std::slice::from_ref(cell), chunk, len, device);
+        let out: Vec<f32> = model.forward(x).into_data().convert::<f32>().into_vec().expect("f32 output");
+        for (w, row) in chunk.iter().zip(out.chunks_exact(len)) {
+            for (p, &v) in row.iter().enumerate() {
+                let t = w.start + p;
+                if history[t] == usize::MAX || p > history[t] {
+                    history[t] = p;
+                    pred[t] = v;
+                }
+            }
+        }
+    }
+    pred
+}
+
+/// A stretch of rows to roll out: V_start is given, V_{start+1} … V_end are predicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    start: usize,
+    end: usize,
+}
+
+/// Runs of rows sharing a step index, as (first row, last row).
+fn step_runs(data: &CellData) -> Vec<(usize, usize)> {
+    let mut runs = Vec::new();
+    let mut first = 0;
+    for r in 1..=data.len() {
+        if r == data.len() || data.step_index[r] != data.step_index[first] {
+            runs.push((first, r - 1));
+            first = r;
+        }
+    }
+    runs
+}
+
+/// Up to `count` constant-current discharge steps of at least `min_rows` rows, evenly spread
+/// through the cell. Each starts from the last row before the step.
+fn discharge_segments(data: &CellData, min_rows: usize, count: usize) -> Vec<Segment> {
+    let candidates: Vec<Segment> = step_runs(data)
+        .into_iter()
+        .filter(|&(a, b)| {
+            b + 1 - a >= min_rows.max(2)
+                && (a..=b).all(|r| data.state[r] == State::Discharging && data.method[r] == Method::ConstantCurrent)
+        })
+        .map(|(a, b)| Segment { start: a.saturating_sub(1), end: b })
+        .collect();
+    if candidates.len() <= count {
+        return candidates;
+    }
+    (0..count).map(|i| candidates[i * (candidates.len() - 1) / (count - 1).max(1)]).collect()
+}
+
+/// One cycle of the cell: the second cycle when there are three or more (the first may start
+/// part-way and the last may be cut short), else the first; at most `max_rows` rows.
+fn cycle_segment(data: &CellData, max_rows: usize) -> Option<Segment> {
+    let mut cycles: Vec<(usize, usize)> = Vec::new();
+    for r in 0..data.len() {
+        match cycles.last_mut() {
+            Some((first, last)) if data.cycle_number[*first] == data.cycle_number[r] => *last = r,
+            _ => cycles.push((r, r)),
+        }
+    }
+    let (a, b) = *cycles.get(if cycles.len() >= 3 { 1 } else { 0 })?;
+    let start = a.saturating_sub(1);
+    let end = b.min(start + max_rows);
+    (end > start).then_some(Segment { start, end })
+}
+
+/// Feeds the model its own voltages over each segment, given the true current, time steps and
+/// temperature. Returns the voltages V_start … V_end per segment (V_start true).
+///
+/// Each prediction reruns the window that ends at the current step (same windows as in
+/// training); all segments advance together, one batched forward pass per step.
+fn rollout<B: Backend>(
+    model: &Lblm<B>,
+    norm: &InputNorm,
+    cell: &CellSteps,
+    segments: &[Segment],
+    batch: usize,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let n = cell.steps();
+    let len = model.context.min(n);
+    let mut volts: Vec<Vec<f32>> = segments.iter().map(|s| vec![cell.voltage[s.start]]).collect();
+    let longest = segments.iter().map(|s| s.end - s.start).max().unwrap_or(0);
+    let mut x = Vec::new();
+    for k in 0..longest {
+        let active: Vec<usize> = (0..segments.len()).filter(|&i| segments[i].start + k < segments[i].end).collect();
+        for chunk in active.chunks(batch.max(1)) {
+            x.clear();
+            let mut positions = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let seg = segments[i];
+                let t = seg.start + k; // V_t is known (true or predicted); predict V_{t+1}
+                let w0 = (t + 1).saturating_sub(len).min(n - len);
+                for r in w0..w0 + len {
+                    let mut row = [0f32; N_CHANNELS];
+                    row.copy_from_slice(cell.row(r));
+                    if r >= seg.start && r <= t {
+                        row[VOLTAGE_CHANNEL] = volts[i][r - seg.start];
+                    }
+                    norm.apply_row(&mut row);
+                    x.extend_from_slice(&row);
+                }
+                positions.push(t - w0);
+            }
+            let input = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [chunk.len(), len, N_CHANNELS]), device);
+            let out: Vec<f32> = model.forward(input).into_data().convert::<f32>().into_vec().expect("f32 output");
+            for ((&i, &p), row) in chunk.iter().zip(&positions).zip(out.chunks_exact(len)) {
+                let last = *volts[i].last().expect("starts with V_start");
+                volts[i].push(last + row[p] * norm.target_scale);
+            }
+        }
+    }
+    volts
+}
+
+/// Sums of squared errors, turned into metrics at the end.
+#[derive(Debug, Clone, Default)]
+struct NextStepAcc {
+    n: usize,
+    model: f64,
+    persistence: f64,
+    ridge: f64,
+}
+
+impl NextStepAcc {
+    /// `truth`, `model`, `ridge`: ΔV in volts, one per step.
+    fn add(&mut self, truth: &[f32], model: &[f32], ridge: &[f32]) {
+        for ((&t, &m), &r) in truth.iter().zip(model).zip(ridge) {
+            self.n += 1;
+            self.model += ((m - t) as f64).powi(2);
+            self.persistence += (t as f64).powi(2);
+            self.ridge += ((r - t) as f64).powi(2);
+        }
+    }
+
+    fn finish(&self) -> NextStepMetrics {
+        let n = self.n.max(1) as f64;
+        let skill = |sse: f64| if self.persistence > 0.0 { 1.0 - sse / self.persistence } else { f64::NAN };
+        NextStepMetrics {
+            steps: self.n,
+            rmse_mv: 1e3 * (self.model / n).sqrt(),
+            persistence_rmse_mv: 1e3 * (self.persistence / n).sqrt(),
+            skill: skill(self.model),
+            ridge_rmse_mv: 1e3 * (self.ridge / n).sqrt(),
+            ridge_skill: skill(self.ridge),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct RolloutAcc {
+    rollouts: usize,
+    n: usize,
+    model: f64,
+    persistence: f64,
+    max_abs: f64,
+}
+
+impl RolloutAcc {
+    /// `truth` and `predicted`: V_start … V_end (the first is given, not scored).
+    fn add(&mut self, truth: &[f32], predicted: &[f32]) {
+        self.rollouts += 1;
+        for (&t, &p) in truth.iter().zip(predicted).skip(1) {
+            let err = (p - t) as f64;
+            self.n += 1;
+            self.model += err * err;
+            self.persistence += ((truth[0] - t) as f64).powi(2);
+            self.max_abs = self.max_abs.max(err.abs());
+        }
+    }
+
+    fn merge(&mut self, other: &RolloutAcc) {
+        self.rollouts += other.rollouts;
+        self.n += other.n;
+        self.model += other.model;
+        self.persistence += other.persistence;
+        self.max_abs = self.max_abs.max(other.max_abs);
+    }
+
+    fn finish(&self) -> RolloutMetrics {
+        let n = self.n.max(1) as f64;
+        RolloutMetrics {
+            rollouts: self.rollouts,
+            rows: self.n,
+            rmse_mv: 1e3 * (self.model / n).sqrt(),
+            max_abs_mv: 1e3 * self.max_abs,
+            persistence_rmse_mv: 1e3 * (self.persistence / n).sqrt(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Accumulators {
+    cells: usize,
+    next_step: NextStepAcc,
+    discharge: RolloutAcc,
+    cycle: RolloutAcc,
+}
+
+impl Accumulators {
+    fn merge(&mut self, other: &Accumulators) {
+        self.cells += other.cells;
+        self.next_step.n += other.next_step.n;
+        self.next_step.model += other.next_step.model;
+        self.next_step.persistence += other.next_step.persistence;
+        self.next_step.ridge += other.next_step.ridge;
+        self.discharge.merge(&other.discharge);
+        self.cycle.merge(&other.cycle);
+    }
+
+    fn finish(&self) -> GroupMetrics {
+        GroupMetrics {
+            cells: self.cells,
+            next_step: self.next_step.finish(),
+            discharge_rollout: self.discharge.finish(),
+            cycle_rollout: self.cycle.finish(),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The PNG of `eval-model`: predicted against true voltage for one held-out cell, teacher-forced
+//! (top) and rolled out over one cycle from its own predictions (bottom).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::plot_style::{self, FONT};
+use crate::{Error, Result};
+
+/// What one cell's figure shows.
+pub struct CellPlot<'a> {
+    pub cell_id: &'a str,
+    pub protocol: &'a str,
+    /// Test time of every row (s).
+    pub time_s: &'a [f64],
+    /// True voltage of every row.
+    pub voltage: &'a [f32],
+    /// Teacher-forced predictions of V_{t+1} for t = 0 … len−1.
+    pub teacher: &'a [f32],
+    /// A rollout: its first row and the voltages from there on (the first one given).
+    pub rollout: Option<(usize, &'a [f32])>,
+}
+
+pub fn plot_cell(path: &Path, p: &CellPlot) -> Result<()> {
+    plot_style::ensure_fonts();
+    let tmp = crate::data::canonical::temp_path(path).with_extension("png");
+    let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", path.display()));
+    {
+        let root = BitMapBackend::new(&tmp, (1200, 900)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let (title, body) = root.split_vertically(40);
+        title
+            .titled(&format!("{} ({}): predicted vs true voltage", p.cell_id, p.protocol), (FONT, 22).into_font())
+            .map_err(|e| fail(&e))?;
+        let panels = body.split_evenly((2, 1));
+        let rows = p.teacher.len();
+        let hours = |r: usize| (p.time_s[r] - p.time_s[0]) / 3600.0;
+        // Prediction of V_{t+1} is drawn at row t+1, where it can be compared with the truth.
+        let teacher: Vec<(f64, f32)> = (0..rows).map(|t| (hours(t + 1), p.teacher[t])).collect();
+        let truth: Vec<(f64, f32)> = (1..=rows).map(|r| (hours(r), p.voltage[r])).collect();
+        panel(&panels[0], "teacher-forced", &truth, &teacher).map_err(|e| fail(&e))?;
+        if let Some((start, volts)) = p.rollout {
+            let truth: Vec<(f64, f32)> = (0..volts.len()).map(|k| (hours(start + k), p.voltage[start + k])).collect();
+            let rolled: Vec<(f64, f32)> = (0..volts.len()).map(|k| (hours(start + k), volts[k])).collect();
+            panel(&panels[1], "rollout over one cycle", &truth, &rolled).map_err(|e| fail(&e))?;
+        }
+        root.present().map_err(|e| fail(&e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+/// One panel: truth and prediction against time (h).
+fn panel(area: &Area, name: &str, truth: &[(f64, f32)], predicted: &[(f64, f32)]) -> std::result::Result<(), String> {
+    let x0 = truth.first().map_or(0.0, |p| p.0);
+    let x1 = truth.last().map_or(1.0, |p| p.0).max(x0 + 1e-6);
+    let finite = truth.iter().chain(predicted).map(|p| p.1).filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo as f64, hi as f64) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .margin(10)
+        .caption(name, (FONT, 16))
+        .x_label_area_size(34)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x0..x1, lo - pad..hi + pad)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .light_line_style(plot_style::GRID)
+        .x_desc("Time (h)")
+        .y_desc("Voltage (V)")
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    let series = [("true", truth, plot_style::VOLTAGE), ("model", predicted, plot_style::PREDICTION)];
+    for (label, points, colour) in series {
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().filter(|p| p.1.is_finite()).map(|&(x, v)| (x, v as f64)),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,408 @@
+//! `train-model`: AdamW with warm-up and cosine decay, global-norm gradient clipping, batches of
+//! windows from the training cells, periodic validation and resumable checkpoints (DESIGN §2).
+//!
+//! A run is a pure function of its settings: the batch of step k is drawn from a generator seeded
+//! by (seed, k) and the learning rate is a function of k, so a run resumed from a checkpoint
+//! reaches the same weights as one that was never interrupted.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::backend::{run_on, BackendTask};
+use super::checkpoint::{read_json, write_json, ModelDir, RunConfig, TrainState};
+use super::config::{Loss, ModelConfig, TrainConfig};
+use super::inputs::{self, dataset_steps, InputNorm, ModelSteps};
+use super::transformer::Lblm;
+use crate::data::canonical::Dataset;
+use crate::data::windows::{windows, Split, Window};
+use crate::{Error, Result};
+
+/// What a training run reports (also saved as `summary.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Optimiser steps done.
+    pub steps: usize,
+    /// False when the run stopped early (`stop_after`); the model directory then holds only a
+    /// checkpoint to resume from.
+    pub finished: bool,
+    /// The step this invocation resumed from, if it did.
+    pub resumed_from: Option<usize>,
+    /// Mean training loss over the last logging interval (scaled ΔV units).
+    pub train_loss: f32,
+    /// Last validation loss and skill (1 − MSE/MSE_persistence on the validation windows).
+    pub val_loss: Option<f32>,
+    pub val_skill: Option<f32>,
+    /// Training tokens (window steps) per second in this invocation.
+    pub tokens_per_s: f64,
+    /// Seconds of training over all invocations.
+    pub seconds: f64,
+    pub parameters: usize,
+    pub train_cells: usize,
+    pub val_cells: usize,
+    pub test_cells: usize,
+}
+
+/// Trains an LBLM on the canonical dataset at `dataset_dir` into `out_dir`; resumes from the
+/// newest checkpoint there, and returns the saved summary at once if the run already finished.
+pub fn train_model(dataset_dir: &Path, model: &ModelConfig, train: &TrainConfig, out_dir: &Path) -> Result<TrainSummary> {
+    model.validate()?;
+    train.validate()?;
+    let dataset = Dataset::load(dataset_dir)?;
+    run_on(train.device, TrainTask { dataset_dir, dataset: &dataset, model, train, out_dir })
+}
+
+struct TrainTask<'a> {
+    dataset_dir: &'a Path,
+    dataset: &'a Dataset,
+    model: &'a ModelConfig,
+    train: &'a TrainConfig,
+    out_dir: &'a Path,
+}
+
+impl BackendTask for TrainTask<'_> {
+    type Output = TrainSummary;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainSummary> {
+        let dir = ModelDir::new(self.out_dir);
+        let run_config = RunConfig {
+            model: self.model.clone(),
+            train: self.train.identity(),
+            dataset: self.dataset_dir.display().to_string(),
+            voltlens_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let Some(data) = prepare_run(&dir, &run_config, self.dataset, self.dataset_dir)? else {
+            return read_json(&dir.summary());
+        };
+        Trainer::<B>::new(dir, run_config, data, device)?.run(self.train.stop_after)
+    }
+}
+
+/// The cells of a run, ready for the model.
+struct RunData {
+    split: Split,
+    train: Vec<ModelSteps>,
+    val: Vec<ModelSteps>,
+}
+
+/// Creates the model directory (config, split, norm) or checks the one there against the
+/// settings. `None` when the run there has already finished.
+fn prepare_run(dir: &ModelDir, run: &RunConfig, dataset: &Dataset, dataset_dir: &Path) -> Result<Option<RunData>> {
+    let (split, norm) = if dir.config().exists() {
+        let saved: RunConfig = read_json(&dir.config())?;
+        if saved.model != run.model || saved.train != run.train {
+            return Err(Error::Config(format!(
+                "{} holds a run with other settings (model {:?}, train {:?}); train into another directory or delete it",
+                dir.root.display(),
+                saved.model,
+                saved.train
+            )));
+        }
+        if dir.summary().exists() && dir.weights().exists() {
+            tracing::info!("{}: training already finished", dir.root.display());
+            return Ok(None);
+        }
+        let norm: InputNorm = read_json(&dir.norm())?;
+        norm.check_channels()?;
+        (read_json::<Split>(&dir.split())?, norm)
+    } else {
+        let ids: Vec<String> = dataset.cells.iter().map(|c| c.cell_id.clone()).collect();
+        let split = Split::by_cell(&ids, run.train.val_fraction, run.train.test_fraction, run.train.seed);
+        let norm = InputNorm::fit(&dataset_steps(dataset, dataset_dir, &split.train)?);
+        dir.create()?;
+        write_json(&dir.split(), &split)?;
+        write_json(&dir.norm(), &norm)?;
+        // Written last: its presence says the other two are complete.
+        write_json(&dir.config(), run)?;
+        (split, norm)
+    };
+    let steps = |ids: &[String]| -> Result<Vec<ModelSteps>> {
+        Ok(dataset_steps(dataset, dataset_dir, ids)?.iter().map(|c| norm.apply(c)).collect())
+    };
+    Ok(Some(RunData { train: steps(&split.train)?, val: steps(&split.val)?, split }))
+}
+
+/// Learning rate at `step`: linear warm-up to `lr`, then cosine decay to `lr · min_lr_fraction`.
+pub fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
+    if step < cfg.warmup {
+        return cfg.lr * (step + 1) as f64 / cfg.warmup as f64;
+    }
+    let decay_steps = cfg.steps.saturating_sub(cfg.warmup).max(1);
+    let progress = ((step - cfg.warmup) as f64 / decay_steps as f64).min(1.0);
+    let floor = cfg.lr * cfg.min_lr_fraction;
+    floor + (cfg.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// The training windows of step `step`: uniform draws from a generator seeded by (seed, step).
+fn batch_windows(all: &[Window], batch: usize, seed: u64, step: usize) -> Vec<Window> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    (0..batch).map(|_| all[rng.random_range(0..all.len())]).collect()
+}
+
+/// `count` windows spread evenly over all validation windows (fixed for the whole run).
+fn evenly_spaced(all: Vec<Window>, count: usize) -> Vec<Window> {
+    if all.len() <= count {
+        return all;
+    }
+    (0..count).map(|i| all[i * all.len() / count]).collect()
+}
+
+/// Loss on scaled ΔV, averaged over every step of every window.
+fn loss<B: Backend>(pred: Tensor<B, 2>, target: Tensor<B, 2>, kind: Loss) -> Tensor<B, 1> {
+    let err = pred - target;
+    match kind {
+        Loss::Mse => err.square().mean(),
+        Loss::Huber { delta } => {
+            // With q = min(|e|, δ): q·(|e| − q/2) is ½e² inside δ and δ(|e| − ½δ) beyond.
+            let abs = err.abs();
+            let q = abs.clone().clamp_max(delta);
+            (q.clone() * (abs - q * 0.5)).mean()
+        }
+    }
+}
+
+/// Sum of squares of the gradients of a module's parameters.
+struct GradSquares<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradSquares<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            let s = g.square().sum();
+            self.total = Some(match self.total.take() {
+                Some(t) => t + s,
+                None => s,
+            });
+        }
+    }
+}
+
+/// Multiplies every gradient by a factor.
+struct GradScale<'a> {
+    grads: &'a mut GradientsParams,
+    factor: f32,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
+        }
+    }
+}
+
+/// Scales the gradients so that their global L2 norm is at most `max_norm` (burn's own clipping
+/// works per parameter tensor; the transformer recipe clips the whole gradient). Returns the
+/// norm before clipping.
+fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f32 {
+    let mut squares = GradSquares::<B> { grads, total: None };
+    module.visit(&mut squares);
+    let norm = squares.total.map_or(0.0, |t| t.into_scalar().elem::<f32>().sqrt());
+    if max_norm > 0.0 && norm.is_finite() && norm as f64 > max_norm {
+        module.visit(&mut GradScale { grads, factor: (max_norm / norm as f64) as f32 });
+    }
+    norm
+}
+
+/// Sum of squares of all weights: finite exactly when every weight is.
+struct WeightSquares<B: Backend> {
+    total: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for WeightSquares<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.total += param.val().square().sum().into_scalar().elem::<f64>();
+    }
+}
+
+fn weights_finite<B: Backend>(model: &Lblm<B>) -> bool {
+    let mut v = WeightSquares::<B> { total: 0.0, _b: std::marker::PhantomData };
+    model.visit(&mut v);
+    v.total.is_finite()
+}
+
+/// Mean loss and skill (1 − MSE/MSE_persistence) of `model` on fixed windows.
+pub(crate) fn validate<B: Backend>(
+    model: &Lblm<B>,
+    cells: &[ModelSteps],
+    windows: &[Window],
+    context: usize,
+    batch: usize,
+    device: &B::Device,
+) -> (f32, f32) {
+    let (mut sse, mut persistence, mut n) = (0f64, 0f64, 0usize);
+    for chunk in windows.chunks(batch.max(1)) {
+        let (x, y) = inputs::batch::<B>(cells, chunk, context, device);
+        let pred = model.forward(x);
+        sse += (pred - y.clone()).square().sum().into_scalar().elem::<f64>();
+        persistence += y.square().sum().into_scalar().elem::<f64>();
+        n += chunk.len() * context;
+    }
+    let mse = sse / n.max(1) as f64;
+    let skill = if persistence > 0.0 { 1.0 - sse / persistence } else { f64::NAN };
+    (mse as f32, skill as f32)
+}
+
+/// One training run on one backend.
+struct Trainer<B: AutodiffBackend> {
+    dir: ModelDir,
+    run: RunConfig,
+    data: RunData,
+    train_windows: Vec<Window>,
+    val_windows: Vec<Window>,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    fn new(dir: ModelDir, run: RunConfig, data: RunData, device: B::Device) -> Result<Self> {
+        let context = run.model.context;
+        let lengths = |cells: &[ModelSteps]| cells.iter().map(ModelSteps::steps).collect::<Vec<_>>();
+        let train_windows = windows(&lengths(&data.train), context, run.train.stride);
+        if train_windows.is_empty() {
+            return Err(Error::Config(format!(
+                "no training cell has {} steps (the context): use a shorter context or more data",
+                context
+            )));
+        }
+        let val_windows = evenly_spaced(windows(&lengths(&data.val), context, context / 2), run.train.val_windows);
+        Ok(Trainer { dir, run, data, train_windows, val_windows, device })
+    }
+
+    fn run(self, stop_after: Option<usize>) -> Result<TrainSummary> {
+        let cfg = &self.run.train;
+        let context = self.run.model.context;
+        let mut model = Lblm::<B>::new(&self.run.model, cfg.seed, &self.device);
+        let mut optim = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32).init::<B, Lblm<B>>();
+        let mut state = TrainState::default();
+        let mut resumed_from = None;
+        if let Some((m, record, s)) = self.dir.load_checkpoint::<B, _>(&self.run.model, &self.device)? {
+            tracing::info!("{}: resuming from step {}", self.dir.root.display(), s.step);
+            model = m;
+            optim = optim.load_record(record);
+            resumed_from = Some(s.step);
+            state = s;
+        }
+        let start_step = state.step;
+        let mut last_checkpoint = resumed_from;
+        let end_step = stop_after.map_or(cfg.steps, |s| s.min(cfg.steps));
+        let log_every = (cfg.steps / 200).max(1);
+        let tokens_per_step = cfg.batch * context;
+        let bar = crate::progress::bar(cfg.steps as u64, "train", "steps");
+        bar.set_position(start_step as u64);
+        let t0 = Instant::now();
+        let seconds_before = state.seconds;
+        let (mut interval_sum, mut interval_n, mut last_loss) = (0f64, 0usize, f32::NAN);
+        let mut last_val = state.val.last().map(|&(_, l, s)| (l, s));
+
+        for step in start_step..end_step {
+            let batch = batch_windows(&self.train_windows, cfg.batch, cfg.seed, step);
+            let (x, y) = inputs::batch::<B>(&self.data.train, &batch, context, &self.device);
+            let loss = loss(model.forward(x), y, cfg.loss);
+            let value = loss.clone().into_scalar().elem::<f32>();
+            if !value.is_finite() {
+                return Err(self.diverged(step, value, last_checkpoint));
+            }
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            clip_global_norm(&model, &mut grads, cfg.grad_clip);
+            model = optim.step(learning_rate(cfg, step), model, grads);
+            state.step = step + 1;
+            state.seconds = seconds_before + t0.elapsed().as_secs_f64();
+            interval_sum += value as f64;
+            interval_n += 1;
+            if state.step % log_every == 0 || state.step == end_step {
+                last_loss = (interval_sum / interval_n as f64) as f32;
+                state.train_loss.push((state.step, last_loss));
+                (interval_sum, interval_n) = (0.0, 0);
+                let tokens_per_s = ((state.step - start_step) * tokens_per_step) as f64 / t0.elapsed().as_secs_f64();
+                let val = last_val.map_or(String::new(), |(l, _)| format!(" val {l:.4}"));
+                bar.set_message(format!("loss {last_loss:.4}{val} {tokens_per_s:.0} tok/s"));
+            }
+            let done = state.step == cfg.steps;
+            if !self.val_windows.is_empty() && ((cfg.val_every > 0 && state.step % cfg.val_every == 0) || done) {
+                let (l, s) = validate(&model.valid(), &self.data.val, &self.val_windows, context, cfg.batch, &self.device);
+                tracing::info!("step {}: train loss {last_loss:.4}, val loss {l:.4}, val skill {s:.4}", state.step);
+                state.val.push((state.step, l, s));
+                last_val = Some((l, s));
+            }
+            if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0) || done {
+                if !weights_finite(&model) {
+                    return Err(self.diverged(step, f32::NAN, last_checkpoint));
+                }
+                self.dir.save_checkpoint::<B, B, _>(&model, optim.to_record(), &state)?;
+                last_checkpoint = Some(state.step);
+            }
+            bar.set_position(state.step as u64);
+        }
+        bar.finish_and_clear();
+
+        let finished = state.step >= cfg.steps;
+        let summary = TrainSummary {
+            steps: state.step,
+            finished,
+            resumed_from,
+            train_loss: last_loss,
+            val_loss: last_val.map(|v| v.0),
+            val_skill: last_val.map(|v| v.1),
+            tokens_per_s: ((state.step - start_step) * tokens_per_step) as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            seconds: state.seconds,
+            parameters: model.num_params(),
+            train_cells: self.data.split.train.len(),
+            val_cells: self.data.split.val.len(),
+            test_cells: self.data.split.test.len(),
+        };
+        if finished {
+            self.dir.save_weights(&model.valid())?;
+            write_json(&self.dir.summary(), &summary)?;
+        }
+        Ok(summary)
+    }
+
+    /// The error for a loss or weights that stopped being finite; the last checkpoint is kept.
+    fn diverged(&self, step: usize, value: f32, last_checkpoint: Option<usize>) -> Error {
+        let kept = match last_checkpoint {
+            None => "no checkpoint was written yet".to_owned(),
+            Some(s) => format!("the last good checkpoint (step {s}) in {} is kept", self.dir.root.display()),
+        };
+        Error::Other(format!(
+            "training diverged at step {}: the loss is {value}; {kept}. Lower lr (now {}) or grad_clip, or check the data",
+            step + 1,
+            self.run.train.lr
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_warms_up_then_decays_to_the_floor() {
+        let cfg = TrainConfig { steps: 1000, warmup: 100, lr: 1e-3, min_lr_fraction: 0.1, ..TrainConfig::default() };
+        assert!((learning_rate(&cfg, 0) - 1e-5).abs() < 1e-12, "first step at lr/warmup");
+        assert!((learning_rate(&cfg, 99) - 1e-3).abs() < 1e-12, "peak at the end of warm-up");
+        assert!((learning_rate(&cfg, 550) - 0.55e-3).abs() < 1e-9, "half-way down the cosine");
+        assert!((learning_rate(&cfg, 999) - 1e-4).abs() < 1e-7, "ends at the floor");
+        let lrs: Vec<f64> = (100..1000).map(|s| learning_rate(&cfg, s)).collect();
+        assert!(lrs.windows(2).all(|w| w[1] <= w[0]), "monotone decay after warm-up");
+    }
+
+    #[test]
+    fn huber_is_quadratic_inside_delta_and_linear_beyond() {
+        type B = burn::backend::Flex;
+        let device = Default::default();
+        let pred = Tensor::<B, 2>::from_floats([[0.5, 3.0]], &device);
+        let zero = Tensor::<B, 2>::zeros([1, 2], &device);
+        let value = loss(pred, zero, Loss::Huber { delta: 1.0 }).into_scalar().elem::<f32>();
+        // (½·0.25 + 1·(3 − ½)) / 2
+        assert!((value - (0.125 + 2.5) / 2.0).abs() < 1e-6, "{value}");
+    }
+}

@@ -1,0 +1,47 @@
+//! Adam (Kingma & Ba 2015), dense: every parameter moves every step, as in the PyTorch reference.
+//! A lazy variant that touches only the rows of active features was not needed: the moments hold
+//! about a million floats, and one pass over them costs a fraction of the encoder product.
+
+use rayon::prelude::*;
+
+use super::clt::Transcoder;
+
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPS: f32 = 1e-8;
+/// JumpReLU thresholds stay positive, or the feature stops being a jump.
+const MIN_THRESHOLD: f32 = 1e-4;
+
+pub struct Adam {
+    pub lr: f32,
+    /// Steps taken, for the bias correction.
+    pub step: u64,
+    /// First and second moments, shaped like the parameters.
+    pub m: Transcoder,
+    pub v: Transcoder,
+}
+
+impl Adam {
+    pub fn new(params: &Transcoder, lr: f32) -> Self {
+        let mut m = params.clone();
+        m.tensors_mut().into_iter().for_each(|t| t.fill(0.0));
+        Self { lr, step: 0, v: m.clone(), m }
+    }
+
+    pub fn update(&mut self, params: &mut Transcoder, grad: &Transcoder) {
+        self.step += 1;
+        let t = self.step as i32;
+        let lr_t = self.lr * (1.0 - BETA2.powi(t)).sqrt() / (1.0 - BETA1.powi(t));
+        let (ms, vs, gs) = (self.m.tensors_mut(), self.v.tensors_mut(), grad.tensors());
+        for (((p, m), v), (_, g)) in params.tensors_mut().into_iter().zip(ms).zip(vs).zip(gs) {
+            p.par_chunks_mut(4096).zip(m.par_chunks_mut(4096)).zip(v.par_chunks_mut(4096)).zip(g.par_chunks(4096)).for_each(|(((p, m), v), g)| {
+                for i in 0..p.len() {
+                    m[i] = BETA1 * m[i] + (1.0 - BETA1) * g[i];
+                    v[i] = BETA2 * v[i] + (1.0 - BETA2) * g[i] * g[i];
+                    p[i] -= lr_t * m[i] / (v[i].sqrt() + EPS);
+                }
+            });
+        }
+        params.threshold.iter_mut().for_each(|t| *t = t.max(MIN_THRESHOLD));
+    }
+}

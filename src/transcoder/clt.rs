@@ -1,0 +1,254 @@
+//! The transcoder itself: CLT, PLT and MLSAE are one model whose encoders and decoder targets differ.
+//!
+//! Parameters in circuit-tracer's layout, per encoder e (E = L for CLT/PLT, 1 for the MLSAE):
+//!   W_enc [E, d_in, F], b_enc [E, F], W_dec[e] [F, n_out(e), d], b_dec [L, d],
+//!   threshold [E, F] (JumpReLU), W_skip [L, d, d] (optional).
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::activation::{self, Codes};
+use super::config::{Activation, TranscoderConfig, Variant};
+use super::dense;
+
+/// Sizes of a transcoder and where its encoders read and its decoders write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    pub variant: Variant,
+    pub layers: usize,
+    pub d_model: usize,
+    pub features: usize,
+}
+
+impl Shape {
+    pub fn encoders(&self) -> usize {
+        if self.variant == Variant::Mlsae { 1 } else { self.layers }
+    }
+    /// Width of an encoder's input: one layer's resid_mid, or all of them concatenated.
+    pub fn d_in(&self) -> usize {
+        if self.variant == Variant::Mlsae { self.layers * self.d_model } else { self.d_model }
+    }
+    /// Offset of encoder e's input inside one token's [L, d] resid_mid.
+    pub fn input_offset(&self, e: usize) -> usize {
+        if self.variant == Variant::Mlsae { 0 } else { e * self.d_model }
+    }
+    /// The layers encoder e's decoder writes to; the CLT's reach only forward, which is its causality.
+    pub fn out_layers(&self, e: usize) -> std::ops::Range<usize> {
+        match self.variant {
+            Variant::Clt => e..self.layers,
+            Variant::Plt => e..e + 1,
+            Variant::Mlsae => 0..self.layers,
+        }
+    }
+    /// Length of one feature's concatenated decoder rows, n_out(e)·d.
+    pub fn dec_row(&self, e: usize) -> usize {
+        self.out_layers(e).len() * self.d_model
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcoder {
+    pub shape: Shape,
+    pub activation: Activation,
+    /// [E, d_in, F]
+    pub w_enc: Vec<f32>,
+    /// [E, F]
+    pub b_enc: Vec<f32>,
+    /// Per encoder e: [F, n_out(e), d].
+    pub w_dec: Vec<Vec<f32>>,
+    /// [L, d]
+    pub b_dec: Vec<f32>,
+    /// [E, F] JumpReLU thresholds; empty for other activations.
+    pub threshold: Vec<f32>,
+    /// [L, d, d] skip path, y_m += x_m·W_skip[m].
+    pub w_skip: Option<Vec<f32>>,
+}
+
+/// What one forward pass gives back.
+pub struct ForwardOutput {
+    /// Active features per (token, encoder).
+    pub codes: Codes,
+    /// Reconstructed mlp_out [n, L, d].
+    pub mlp_out: Vec<f32>,
+}
+
+/// Tokens handled by one rayon task: enough to amortise the kernel's tiles, few enough to balance.
+pub(crate) const CHUNK: usize = 64;
+
+impl Transcoder {
+    /// All-zero parameters of the right shapes (the trainer initialises them).
+    pub fn zeros(cfg: &TranscoderConfig, layers: usize, d_model: usize) -> Self {
+        let shape = Shape { variant: cfg.variant, layers, d_model, features: cfg.features };
+        let (e, f, d) = (shape.encoders(), shape.features, d_model);
+        Self {
+            shape,
+            activation: cfg.activation,
+            w_enc: vec![0.0; e * shape.d_in() * f],
+            b_enc: vec![0.0; e * f],
+            w_dec: (0..e).map(|i| vec![0.0; f * shape.dec_row(i)]).collect(),
+            b_dec: vec![0.0; layers * d],
+            threshold: match cfg.activation {
+                Activation::JumpRelu { threshold, .. } => vec![threshold; e * f],
+                _ => Vec::new(),
+            },
+            w_skip: cfg.skip.then(|| vec![0.0; layers * d * d]),
+        }
+    }
+
+    /// W_enc[e] as [d_in, F].
+    pub fn w_enc_of(&self, e: usize) -> &[f32] {
+        let n = self.shape.d_in() * self.shape.features;
+        &self.w_enc[e * n..(e + 1) * n]
+    }
+
+    fn threshold_of(&self, e: usize) -> &[f32] {
+        let f = self.shape.features;
+        if self.threshold.is_empty() { &[] } else { &self.threshold[e * f..(e + 1) * f] }
+    }
+
+    /// Sparse codes of `n` tokens of resid_mid x [n, L, d]. With `window`, JumpReLU entries near the
+    /// threshold are kept at value 0 for training. BatchTopK cuts across the tokens of this call.
+    pub(crate) fn encode_with(&self, x: &[f32], window: bool) -> Codes {
+        let per_token = self.shape.layers * self.shape.d_model;
+        let chunks: Vec<Codes> = x.par_chunks(CHUNK * per_token).map(|xc| self.encode_chunk(xc, window)).collect();
+        let mut codes = Codes::new();
+        for c in &chunks {
+            codes.extend(c);
+        }
+        match self.activation {
+            Activation::BatchTopK { k } => activation::batch_top_k(&codes, self.shape.encoders(), k),
+            _ => codes,
+        }
+    }
+
+    fn encode_chunk(&self, x: &[f32], window: bool) -> Codes {
+        let s = self.shape;
+        let per_token = s.layers * s.d_model;
+        let n = x.len() / per_token;
+        let mut pre = vec![0.0; n * s.features]; // [n, F] for one encoder at a time
+        let mut per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
+        let mut scratch = Vec::new();
+        for e in 0..s.encoders() {
+            let off = s.input_offset(e);
+            let rows: Vec<&[f32]> = (0..n).map(|t| &x[t * per_token + off..t * per_token + off + s.d_in()]).collect();
+            dense::affine_rows(&rows, self.w_enc_of(e), &self.b_enc[e * s.features..(e + 1) * s.features], &mut pre);
+            let mut c = Codes::new();
+            for row in pre.chunks(s.features) {
+                activation::select_row(&self.activation, row, self.threshold_of(e), window, &mut scratch, &mut c);
+            }
+            per_enc.push(c);
+        }
+        interleave(&per_enc, n)
+    }
+
+    /// Sparse codes of resid_mid x [n, L, d].
+    pub fn encode(&self, x: &[f32]) -> Codes {
+        self.encode_with(x, false)
+    }
+
+    /// Reconstructed mlp_out [n, L, d] from codes, plus the skip path when x is given.
+    pub fn decode(&self, codes: &Codes, x: Option<&[f32]>) -> Vec<f32> {
+        let per_token = self.shape.layers * self.shape.d_model;
+        let n = codes.rows() / self.shape.encoders();
+        let mut y = vec![0.0; n * per_token];
+        y.par_chunks_mut(per_token).enumerate().for_each(|(t, yt)| {
+            self.decode_token(codes, t, x.map(|x| &x[t * per_token..(t + 1) * per_token]), yt);
+        });
+        y
+    }
+
+    /// ŷ_t [L, d] = b_dec + Σ_e Σ_active z·W_dec[e][f] (+ skip).
+    pub(crate) fn decode_token(&self, codes: &Codes, t: usize, x: Option<&[f32]>, y: &mut [f32]) {
+        let s = self.shape;
+        y.copy_from_slice(&self.b_dec);
+        for e in 0..s.encoders() {
+            let (row, first) = (s.dec_row(e), s.out_layers(e).start * s.d_model);
+            for i in codes.row(t * s.encoders() + e) {
+                let f = codes.index[i] as usize;
+                dense::axpy(codes.value[i], &self.w_dec[e][f * row..(f + 1) * row], &mut y[first..first + row]);
+            }
+        }
+        if let (Some(w), Some(x)) = (&self.w_skip, x) {
+            let d = s.d_model;
+            for m in 0..s.layers {
+                for k in 0..d {
+                    dense::axpy(x[m * d + k], &w[(m * d + k) * d..(m * d + k + 1) * d], &mut y[m * d..(m + 1) * d]);
+                }
+            }
+        }
+    }
+
+    /// encode then decode: resid_mid x [n, L, d] → codes and reconstructed mlp_out [n, L, d].
+    pub fn forward(&self, x: &[f32]) -> ForwardOutput {
+        let codes = self.encode(x);
+        let mlp_out = self.decode(&codes, Some(x));
+        ForwardOutput { codes, mlp_out }
+    }
+
+    /// ‖W_dec,f‖ over each feature's concatenated decoder rows, [E, F].
+    pub fn decoder_norms(&self) -> Vec<f32> {
+        (0..self.shape.encoders())
+            .flat_map(|e| {
+                let row = self.shape.dec_row(e);
+                self.w_dec[e].par_chunks(row).map(|r| dense::dot(r, r).sqrt()).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Every parameter tensor with its checkpoint name, in a fixed order (see `tensors_mut`).
+    pub(crate) fn tensors(&self) -> Vec<(String, &[f32])> {
+        let mut t: Vec<(String, &[f32])> = vec![("w_enc".into(), &self.w_enc), ("b_enc".into(), &self.b_enc)];
+        t.extend(self.w_dec.iter().enumerate().map(|(e, w)| (format!("w_dec_{e}"), w.as_slice())));
+        t.push(("b_dec".into(), &self.b_dec));
+        t.push(("threshold".into(), &self.threshold));
+        if let Some(w) = &self.w_skip {
+            t.push(("w_skip".into(), w));
+        }
+        t
+    }
+
+    /// The same tensors as `tensors`, in the same order, mutable.
+    pub(crate) fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut t = vec![&mut self.w_enc, &mut self.b_enc];
+        t.extend(self.w_dec.iter_mut());
+        t.push(&mut self.b_dec);
+        t.push(&mut self.threshold);
+        if let Some(w) = &mut self.w_skip {
+            t.push(w);
+        }
+        t
+    }
+
+    /// Multiply the input by per-layer constants inside the weights, so that the model reads
+    /// unscaled resid_mid: pre = (s·x)·W = x·(s·W). scale: [L].
+    pub fn fold_input_scale(&mut self, scale: &[f32]) {
+        let (s, d, f) = (self.shape, self.shape.d_model, self.shape.features);
+        for e in 0..s.encoders() {
+            for k in 0..s.d_in() {
+                let layer = (s.input_offset(e) + k) / d;
+                let base = (e * s.d_in() + k) * f;
+                self.w_enc[base..base + f].iter_mut().for_each(|w| *w *= scale[layer]);
+            }
+        }
+        if let Some(w) = &mut self.w_skip {
+            for (m, block) in w.chunks_mut(d * d).enumerate() {
+                block.iter_mut().for_each(|v| *v *= scale[m]);
+            }
+        }
+    }
+}
+
+/// Per-encoder codes of the same n tokens → token-major rows (token, encoder).
+fn interleave(per_enc: &[Codes], n: usize) -> Codes {
+    let mut out = Codes::new();
+    for t in 0..n {
+        for c in per_enc {
+            let r = c.row(t);
+            out.index.extend_from_slice(&c.index[r.clone()]);
+            out.value.extend_from_slice(&c.value[r.clone()]);
+            out.pre.extend_from_slice(&c.pre[r]);
+            out.offsets.push(out.index.len());
+        }
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! Transcoder configuration: plain serde data, one field per knob of DESIGN.md §3.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Which family of transcoder: how encoders read and where decoders write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// Cross-layer: an encoder per layer l, decoders from l to every layer m ≥ l.
+    Clt,
+    /// Per-layer: an encoder per layer l, decoding to layer l only.
+    Plt,
+    /// Multi-layer SAE: one encoder over all layers' concatenated resid_mid, decoding to all layers.
+    Mlsae,
+}
+
+/// The nonlinearity σ that turns pre-activations into sparse codes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Activation {
+    Relu,
+    /// z = pre · H(pre − θ_f); θ is learned per feature through a straight-through estimator with a
+    /// rectangle kernel of width `bandwidth` (Rajamanoharan et al. 2024, "Jumping ahead").
+    JumpRelu { threshold: f32, bandwidth: f32 },
+    /// Keep the k largest positive pre-activations of each token and encoder.
+    TopK { k: usize },
+    /// Keep the batch·k largest positive pre-activations of each encoder across the batch.
+    BatchTopK { k: usize },
+}
+
+/// The sparsity penalty S(z); both weight a feature by the norm of its concatenated decoder rows so
+/// that shrinking decoders cannot buy sparsity (Anthropic, "Circuit tracing" 2025).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Sparsity {
+    /// Σ_f z_f · ‖W_dec,f‖ (what the PyTorch reference trains with).
+    L1,
+    /// Σ_f tanh(c · z_f · ‖W_dec,f‖).
+    Tanh { c: f32 },
+}
+
+/// How λ moves over training; `t` is the step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LambdaSchedule {
+    Constant,
+    /// λ rises linearly from 0 to its final value over the first `ramp_steps`.
+    LinearRamp { ramp_steps: u64 },
+    /// λ is 0 for `delay_steps`, then ramps linearly over `ramp_steps`.
+    DelayedRamp { delay_steps: u64, ramp_steps: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TranscoderConfig {
+    pub variant: Variant,
+    /// Features per encoder (per layer for CLT/PLT, in total for the MLSAE).
+    pub features: usize,
+    pub activation: Activation,
+    pub sparsity: Sparsity,
+    /// Final sparsity coefficient λ.
+    pub lambda: f32,
+    pub schedule: LambdaSchedule,
+    pub lr: f32,
+    pub batch: usize,
+    pub steps: u64,
+    pub seed: u64,
+    /// Add a dense linear skip path x_m·W_skip[m] to each reconstruction.
+    pub skip: bool,
+    /// Encoder biases start so that about this share of features fires on the first batch.
+    pub target_firing_rate: f32,
+    /// Dead features used by the AuxK loss (TopK/BatchTopK only); 0 turns AuxK off.
+    pub aux_k: usize,
+    /// Weight of the AuxK loss (Gao et al. 2024 use 1/32).
+    pub aux_coef: f32,
+    /// A feature is dead when it has not fired for this many tokens.
+    pub dead_tokens: u64,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Tokens held by the shuffle buffer between the source and the batches.
+    pub shuffle_buffer: usize,
+}
+
+impl Default for TranscoderConfig {
+    fn default() -> Self {
+        Self {
+            variant: Variant::Clt,
+            features: 1024,
+            activation: Activation::Relu,
+            sparsity: Sparsity::L1,
+            lambda: 1e-3,
+            schedule: LambdaSchedule::Constant,
+            lr: 1e-3,
+            batch: 1024,
+            steps: 1000,
+            seed: 0,
+            skip: false,
+            target_firing_rate: 0.02,
+            aux_k: 0,
+            aux_coef: 1.0 / 32.0,
+            dead_tokens: 10_000_000,
+            checkpoint_every: 0,
+            shuffle_buffer: 1 << 16,
+        }
+    }
+}
+
+impl TranscoderConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Config(format!("transcoder config: {m}")));
+        if self.features == 0 || self.batch == 0 {
+            return bad("features and batch must be positive");
+        }
+        if !(self.lr > 0.0) || !(self.lambda >= 0.0) {
+            return bad("lr must be positive and lambda non-negative");
+        }
+        if self.variant == Variant::Mlsae && !matches!(self.activation, Activation::TopK { .. } | Activation::BatchTopK { .. }) {
+            return bad("the MLSAE is trained with TopK or BatchTopK");
+        }
+        match self.activation {
+            Activation::TopK { k } | Activation::BatchTopK { k } if k == 0 || k > self.features => bad("k must be in 1..=features"),
+            Activation::JumpRelu { threshold, bandwidth } if !(threshold > 0.0 && bandwidth > 0.0) => bad("jumprelu threshold and bandwidth must be positive"),
+            _ => Ok(()),
+        }
+    }
+
+    /// λ(t).
+    pub fn lambda_at(&self, step: u64) -> f32 {
+        let ramp = |t: u64, len: u64| if len == 0 { 1.0 } else { (t as f32 / len as f32).min(1.0) };
+        self.lambda
+            * match self.schedule {
+                LambdaSchedule::Constant => 1.0,
+                LambdaSchedule::LinearRamp { ramp_steps } => ramp(step, ramp_steps),
+                LambdaSchedule::DelayedRamp { delay_steps, ramp_steps } => ramp(step.saturating_sub(delay_steps), ramp_steps),
+            }
+    }
+
+    /// Whether the sparsity penalty is trained at all (TopK variants get sparsity from k).
+    pub fn penalised(&self) -> bool {
+        matches!(self.activation, Activation::Relu | Activation::JumpRelu { .. })
+    }
+}

@@ -1,0 +1,263 @@
+//! The training loop: initialise from the first batch, then step through the source with the
+//! hand-written gradient and Adam, with a progress bar and resumable checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::adam::Adam;
+use super::cache::{ActivationSource, Batch};
+use super::clt::Transcoder;
+use super::config::{Activation, TranscoderConfig};
+use super::grad::{self, LossTerms, StepStats};
+use super::{dense, tensors};
+use crate::{Error, Result};
+
+/// What a training run did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// The trained transcoder, input scaling folded in: it reads raw resid_mid.
+    pub transcoder: Transcoder,
+    pub steps: u64,
+    /// Tokens/s over the steps of this run (after initialisation and any resume).
+    pub tokens_per_s: f64,
+    /// Last step's FVU per layer and L0 per encoder.
+    pub fvu: Vec<f32>,
+    pub l0: Vec<f32>,
+    /// Share of features that have not fired for `dead_tokens` tokens (or never, if fewer seen).
+    pub dead_fraction: f32,
+    pub checkpoint: PathBuf,
+}
+
+/// Everything that moves during training; a checkpoint holds exactly this.
+struct State {
+    model: Transcoder,
+    adam: Adam,
+    /// Per layer: resid_mid is multiplied by this while training (folded into W_enc at the end).
+    input_scale: Vec<f32>,
+    /// Var(y_m) summed over d, the FVU's denominator, [L].
+    target_var: Vec<f32>,
+    /// Tokens since each feature last fired, [E, F].
+    since_fired: Vec<f32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    step: u64,
+    layers: usize,
+    d_model: usize,
+    config: TranscoderConfig,
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+const CHECKPOINT_META: &str = "checkpoint.json";
+
+/// Train a transcoder on `source`, writing checkpoints to `out_dir`; resumes from a checkpoint
+/// already there when its configuration matches.
+pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir: &Path) -> Result<TrainReport> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let (layers, d) = source.dims();
+    let (mut state, start) = match load_checkpoint(cfg, out_dir, layers, d)? {
+        Some((state, step)) => {
+            // The first batch went into initialisation; then one batch per step.
+            source.skip_batches(step + 1, cfg.batch)?;
+            (state, step)
+        }
+        None => (init(cfg, &source.next_batch(cfg.batch)?, layers, d), 0),
+    };
+    let pb = crate::progress::bar(cfg.steps, "transcoder", "steps");
+    pb.set_position(start);
+    let mut grad = state.model.clone();
+    let mut last: Option<StepStats> = None;
+    let t0 = Instant::now();
+    for step in start..cfg.steps {
+        let mut batch = source.next_batch(cfg.batch)?;
+        scale_input(&mut batch.resid_mid, &state.input_scale, d);
+        let stats = train_step(cfg, &mut state, &batch, step, &mut grad);
+        if step % 10 == 0 || step + 1 == cfg.steps {
+            let tps = ((step - start + 1) as u64 * cfg.batch as u64) as f64 / t0.elapsed().as_secs_f64();
+            pb.set_message(format!(
+                "FVU {:.3} L0 {:.1} dead {:.1}% {:.0} tok/s",
+                mean(&stats.fvu),
+                mean(&stats.l0),
+                100.0 * dead_fraction(&state.since_fired, cfg),
+                tps
+            ));
+        }
+        pb.inc(1);
+        last = Some(stats);
+        if cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0 && step + 1 < cfg.steps {
+            save_checkpoint(cfg, &state, step + 1, out_dir)?;
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    pb.finish_and_clear();
+    save_checkpoint(cfg, &state, cfg.steps, out_dir)?;
+    let mut transcoder = state.model.clone();
+    transcoder.fold_input_scale(&state.input_scale);
+    let (fvu, l0) = last.map(|s| (s.fvu, s.l0)).unwrap_or_default();
+    Ok(TrainReport {
+        transcoder,
+        steps: cfg.steps,
+        tokens_per_s: (cfg.steps - start) as f64 * cfg.batch as f64 / seconds.max(1e-9),
+        fvu,
+        l0,
+        dead_fraction: dead_fraction(&state.since_fired, cfg),
+        checkpoint: out_dir.join(CHECKPOINT),
+    })
+}
+
+/// One optimiser step on a batch whose resid_mid is already scaled.
+fn train_step(cfg: &TranscoderConfig, state: &mut State, batch: &Batch, step: u64, grad: &mut Transcoder) -> StepStats {
+    let norms = state.model.decoder_norms();
+    let terms = LossTerms { var: &state.target_var, lambda: cfg.lambda_at(step), sparsity: cfg.sparsity, norms: &norms };
+    let stats = grad::loss_and_grad(&state.model, &batch.resid_mid, &batch.mlp_out, &terms, grad);
+    state.adam.update(&mut state.model, grad);
+    for (s, &n) in state.since_fired.iter_mut().zip(&stats.fired) {
+        // Capped so that the count stays exact in f32 (2^24) and in checkpoints.
+        *s = if n > 0 { 0.0 } else { (*s + batch.tokens as f32).min(16_777_216.0) };
+    }
+    stats
+}
+
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len().max(1) as f32
+}
+
+fn dead_fraction(since_fired: &[f32], cfg: &TranscoderConfig) -> f32 {
+    let limit = (cfg.dead_tokens as f32).min(16_777_216.0);
+    since_fired.iter().filter(|&&s| s >= limit).count() as f32 / since_fired.len() as f32
+}
+
+/// x [n, L, d] *= scale[l].
+fn scale_input(x: &mut [f32], scale: &[f32], d: usize) {
+    for (i, v) in x.iter_mut().enumerate() {
+        *v *= scale[(i / d) % scale.len()];
+    }
+}
+
+/// Standard normal draws by Box–Muller (rand 0.9 ships no normal distribution without rand_distr).
+pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f32 {
+    let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
+    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+}
+
+/// Initialise from the first batch (DESIGN.md §3): resid_mid scaled to norm √d per layer, b_dec =
+/// the mean mlp_out, W_enc ~ N(0, 1/d_in), small decoders, and b_enc set so that each feature
+/// fires on about `target_firing_rate` of the batch.
+fn init(cfg: &TranscoderConfig, batch: &Batch, layers: usize, d: usize) -> State {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut model = Transcoder::zeros(cfg, layers, d);
+    let s = model.shape;
+    let n = batch.tokens as f32;
+    let input_scale: Vec<f32> = (0..layers)
+        .map(|l| {
+            let mean_norm = batch.resid_mid.chunks(d).skip(l).step_by(layers).map(|r| dense::dot(r, r).sqrt()).sum::<f32>() / n;
+            if mean_norm > 0.0 { (d as f32).sqrt() / mean_norm } else { 1.0 }
+        })
+        .collect();
+    let (mean_y, target_var) = moments(&batch.mlp_out, layers, d);
+    model.b_dec = mean_y;
+    let enc_std = 1.0 / (s.d_in() as f32).sqrt();
+    model.w_enc.iter_mut().for_each(|w| *w = enc_std * normal(&mut rng));
+    // Small decoders, as the reference: N(0, (0.1/√(F·L))²).
+    let dec_std = 0.1 / ((s.features * layers) as f32).sqrt();
+    for w in &mut model.w_dec {
+        w.iter_mut().for_each(|v| *v = dec_std * normal(&mut rng));
+    }
+    set_encoder_bias(cfg, &mut model, batch, &input_scale);
+    let adam = Adam::new(&model, cfg.lr);
+    let since_fired = vec![0.0; s.encoders() * s.features];
+    State { model, adam, input_scale, target_var, since_fired }
+}
+
+/// Mean [L, d] and total variance per layer [L] of y [n, L, d].
+fn moments(y: &[f32], layers: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = (y.len() / (layers * d)) as f64;
+    let mut sum = vec![0.0f64; layers * d];
+    let mut sq = vec![0.0f64; layers * d];
+    for row in y.chunks(layers * d) {
+        for (i, &v) in row.iter().enumerate() {
+            sum[i] += v as f64;
+            sq[i] += (v as f64) * (v as f64);
+        }
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let var = (0..layers)
+        .map(|l| ((l * d..(l + 1) * d).map(|i| sq[i] / n - (sum[i] / n).powi(2)).sum::<f64>().max(1e-12)) as f32)
+        .collect();
+    (mean, var)
+}
+
+/// b_enc[f] = −(the (1 − rate) quantile of feature f's pre-activation on the first batch), shifted by
+/// the JumpReLU threshold where there is one.
+fn set_encoder_bias(cfg: &TranscoderConfig, model: &mut Transcoder, batch: &Batch, input_scale: &[f32]) {
+    let s = model.shape;
+    let mut x = batch.resid_mid.clone();
+    scale_input(&mut x, input_scale, s.d_model);
+    let per_token = s.layers * s.d_model;
+    let f_n = s.features;
+    let rank = ((1.0 - cfg.target_firing_rate.clamp(0.0, 1.0)) * (batch.tokens - 1) as f32) as usize;
+    for e in 0..s.encoders() {
+        let off = s.input_offset(e);
+        let rows: Vec<&[f32]> = x.chunks(per_token).map(|t| &t[off..off + s.d_in()]).collect();
+        let mut pre = vec![0.0; batch.tokens * f_n];
+        dense::affine_rows(&rows, model.w_enc_of(e), &vec![0.0; f_n], &mut pre);
+        for f in 0..f_n {
+            let mut col: Vec<f32> = pre.iter().skip(f).step_by(f_n).copied().collect();
+            let (_, q, _) = col.select_nth_unstable_by(rank, f32::total_cmp);
+            let shift = match cfg.activation {
+                Activation::JumpRelu { threshold, .. } => threshold,
+                _ => 0.0,
+            };
+            model.b_enc[e * f_n + f] = shift - *q;
+        }
+    }
+}
+
+fn save_checkpoint(cfg: &TranscoderConfig, state: &State, step: u64, dir: &Path) -> Result<()> {
+    let mut named: Vec<tensors::Named> = Vec::new();
+    for (prefix, t) in [("", &state.model), ("adam_m.", &state.adam.m), ("adam_v.", &state.adam.v)] {
+        named.extend(t.tensors().into_iter().map(|(n, d)| (format!("{prefix}{n}"), vec![d.len()], d)));
+    }
+    named.push(("input_scale".into(), vec![state.input_scale.len()], &state.input_scale));
+    named.push(("target_var".into(), vec![state.target_var.len()], &state.target_var));
+    named.push(("since_fired".into(), vec![state.since_fired.len()], &state.since_fired));
+    tensors::write(&dir.join(CHECKPOINT), &named, None)?;
+    let meta = CheckpointMeta { step, layers: state.model.shape.layers, d_model: state.model.shape.d_model, config: cfg.clone() };
+    let path = dir.join(CHECKPOINT_META);
+    std::fs::write(&path, serde_json::to_string_pretty(&meta).expect("plain data")).map_err(|e| Error::io(&path, e))
+}
+
+/// The state and step of a checkpoint in `dir`, if there is one for this configuration (the step
+/// count may differ, so that a finished run can be extended).
+fn load_checkpoint(cfg: &TranscoderConfig, dir: &Path, layers: usize, d: usize) -> Result<Option<(State, u64)>> {
+    let meta_path = dir.join(CHECKPOINT_META);
+    let Ok(text) = std::fs::read_to_string(&meta_path) else { return Ok(None) };
+    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| Error::in_file(&meta_path, e.to_string()))?;
+    let same = TranscoderConfig { steps: cfg.steps, checkpoint_every: cfg.checkpoint_every, ..meta.config.clone() };
+    if same != *cfg || meta.layers != layers || meta.d_model != d {
+        return Err(Error::in_file(&meta_path, "checkpoint was written for another configuration; use a fresh output directory"));
+    }
+    let path = dir.join(CHECKPOINT);
+    let mut map = tensors::read(&path)?;
+    let mut model = Transcoder::zeros(cfg, layers, d);
+    let mut adam = Adam::new(&model, cfg.lr);
+    adam.step = meta.step;
+    for (prefix, t) in [("", &mut model), ("adam_m.", &mut adam.m), ("adam_v.", &mut adam.v)] {
+        let names: Vec<String> = t.tensors().into_iter().map(|(n, _)| n).collect();
+        for (name, dst) in names.into_iter().zip(t.tensors_mut()) {
+            let len = dst.len();
+            *dst = tensors::take(&mut map, &path, &format!("{prefix}{name}"), &[len])?;
+        }
+    }
+    let e_f = model.shape.encoders() * model.shape.features;
+    let input_scale = tensors::take(&mut map, &path, "input_scale", &[layers])?;
+    let target_var = tensors::take(&mut map, &path, "target_var", &[layers])?;
+    let since_fired = tensors::take(&mut map, &path, "since_fired", &[e_f])?;
+    Ok(Some((State { model, adam, input_scale, target_var, since_fired }, meta.step)))
+}

@@ -1,0 +1,562 @@
+//! Vendor readers against the real sample files in `../shared/datasets` (skipped when absent),
+//! small hand-written fixtures in `tests/fixtures/formats`, and broken inputs written to a
+//! temporary folder: every row read, in canonical units and sign, and every bad file refused
+//! with an error that names the file (and the row and field where there is one).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type};
+use voltlens::data::formats::{self, ColumnMap, Format};
+use voltlens::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Everything a reader produced for one file, its chunks joined.
+struct Cell {
+    metadata: SourceMetadata,
+    rows: RawChunk,
+    /// Pass-through arrays per column name, one per chunk.
+    passthrough: HashMap<String, Vec<ArrayRef>>,
+    chunk_sizes: Vec<usize>,
+}
+
+impl Cell {
+    fn row_of_line(&self) -> HashMap<u64, usize> {
+        self.rows.source_row.iter().enumerate().map(|(i, &line)| (line, i)).collect()
+    }
+
+    /// A pass-through column as f64 (files store gt_soc as float32 or float64).
+    fn passthrough_f64(&self, name: &str) -> Vec<Option<f64>> {
+        let arrays = self.passthrough[name].iter().map(|a| cast(a, &DataType::Float64).unwrap());
+        arrays.flat_map(|a| a.as_primitive::<Float64Type>().iter().collect::<Vec<_>>()).collect()
+    }
+
+    /// A pass-through column as text (plain or dictionary-encoded strings).
+    fn passthrough_str(&self, name: &str) -> Vec<Option<String>> {
+        let arrays = self.passthrough[name].iter().map(|a| cast(a, &DataType::Utf8).unwrap());
+        arrays.flat_map(|a| a.as_string::<i32>().iter().map(|s| s.map(str::to_owned)).collect::<Vec<_>>()).collect()
+    }
+}
+
+fn read(path: &Path, format: Format, map: Option<&ColumnMap>) -> voltlens::Result<Cell> {
+    let mut reader = formats::open(path, format, map)?;
+    let mut cell = Cell { metadata: SourceMetadata::default(), rows: RawChunk::default(), passthrough: HashMap::new(), chunk_sizes: Vec::new() };
+    while let Some(chunk) = reader.next_chunk()? {
+        for (name, array) in &chunk.passthrough {
+            assert_eq!(array.len(), chunk.len(), "pass-through column {name} has as many rows as its chunk");
+            cell.passthrough.entry(name.clone()).or_default().push(array.clone());
+        }
+        cell.chunk_sizes.push(chunk.len());
+        let r = &mut cell.rows;
+        r.test_time.extend(chunk.test_time);
+        r.current.extend(chunk.current);
+        r.voltage.extend(chunk.voltage);
+        r.temperature.extend(chunk.temperature);
+        r.cycle_number.extend(chunk.cycle_number);
+        r.step_index.extend(chunk.step_index);
+        r.source_row.extend(chunk.source_row);
+    }
+    cell.metadata = reader.metadata().clone();
+    Ok(cell)
+}
+
+/// Detects the format, checks it is the expected one, and reads the file.
+fn detect_and_read(path: &Path, expected: Format) -> Cell {
+    let format = formats::detect(path).unwrap_or_else(|e| panic!("detect {}: {e}", path.display()));
+    assert_eq!(format, expected, "format of {}", path.display());
+    read(path, format, None).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats").join(name)
+}
+
+/// `../shared/datasets/<dir>`, or `None` (with a message) in a clone that has no shared folder.
+fn shared(dir: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets").join(dir);
+    if path.is_dir() {
+        Some(path)
+    } else {
+        eprintln!("skipping: {} is absent (shared datasets are not part of the repository)", path.display());
+        None
+    }
+}
+
+/// The file's lines as text (the samples are small), Latin-1 where not UTF-8.
+fn lines(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap_or_else(|_| bytes.iter().map(|&b| b as char).collect());
+    text.lines().map(|l| l.trim_end_matches('\r').to_owned()).collect()
+}
+
+/// Non-blank lines after the 1-based header line: the rows a reader must return.
+fn data_line_count(path: &Path, header_line: usize) -> usize {
+    lines(path).iter().skip(header_line).filter(|l| !l.trim().is_empty()).count()
+}
+
+/// One column of a delimited file as written, keyed by 1-based line number (independent of the
+/// reader under test; whole-line quotes as Novonix writes them are removed).
+fn raw_column(path: &Path, header_line: usize, delimiter: char, name: &str) -> Vec<(u64, String)> {
+    let all = lines(path);
+    let split = |line: &str| -> Vec<String> { line.trim_matches('"').split(delimiter).map(|f| f.trim().to_owned()).collect() };
+    let header = split(&all[header_line - 1]);
+    let index = header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{name} not in {header:?}"));
+    all.iter()
+        .enumerate()
+        .skip(header_line)
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i as u64 + 1, split(l)[index].clone()))
+        .collect()
+}
+
+/// Lines on which a capacity counter rose since the previous row (and `state` holds, if given).
+fn lines_where_rising(capacity: &[(u64, String)], state: Option<(&[(u64, String)], &str)>) -> Vec<u64> {
+    let value = |s: &str| s.parse::<f64>().unwrap_or(f64::NAN);
+    capacity
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| value(&w[1].1) > value(&w[0].1) + 1e-9)
+        .filter(|&(i, _)| state.is_none_or(|(states, wanted)| states[i + 1].1 == wanted))
+        .map(|(_, w)| w[1].0)
+        .collect()
+}
+
+/// The domain's sign rule: while the charge counter rises, the (canonical) current is positive.
+/// A counter can still rise on the first sample of a rest (it integrates the interval before
+/// it), so zero is allowed there, but never a negative current, and zero only rarely.
+fn assert_current_positive_where(cell: &Cell, charging_lines: &[u64], what: &str) {
+    assert!(charging_lines.len() >= 3, "{what}: too few charging rows ({}) to check the sign", charging_lines.len());
+    let index = cell.row_of_line();
+    let currents: Vec<f32> = charging_lines.iter().map(|line| cell.rows.current[index[line]]).collect();
+    for (line, current) in charging_lines.iter().zip(&currents) {
+        assert!(*current >= 0.0, "{what}: line {line} charges but current is {current} A");
+    }
+    let positive = currents.iter().filter(|&&c| c > 0.0).count();
+    assert!(positive * 100 >= currents.len() * 99, "{what}: only {positive} of {} charging rows have current > 0", currents.len());
+}
+
+fn assert_voltage_within(cell: &Cell, low: f32, high: f32) {
+    let (min, max) = cell.rows.voltage.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(min >= low && max <= high, "voltage {min}..{max} V outside {low}..{high} V");
+}
+
+fn assert_source_rows_increase(cell: &Cell) {
+    assert!(cell.rows.source_row.windows(2).all(|w| w[0] < w[1]), "rows come in file order");
+}
+
+/// The message of an error expected from detecting or reading `path`, checked to name the file.
+fn error_of(path: &Path, format: Option<Format>) -> String {
+    let result = match format {
+        Some(format) => read(path, format, None).map(|_| ()),
+        None => formats::detect(path).and_then(|format| read(path, format, None).map(|_| ())),
+    };
+    let message = result.err().unwrap_or_else(|| panic!("{} was accepted", path.display())).to_string();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    assert!(message.contains(name), "error names the file: {message}");
+    message
+}
+
+fn write(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+const ARBIN_HEADER: &str = "Data_Point,Test_Time,Step_Index,Cycle_Index,Current,Voltage,Charge_Capacity,Discharge_Capacity\n";
+
+// ---------------------------------------------------------------------------------------------
+// Real exports (../shared/datasets/cyclers)
+
+#[test]
+fn arbin_fast_charge_reads_every_row_with_metadata_sidecar() {
+    let Some(dir) = shared("cyclers") else { return };
+    let path = dir.join("FastCharge_000025_CH8.csv");
+    let cell = detect_and_read(&path, Format::Arbin);
+    assert_eq!(cell.rows.len(), data_line_count(&path, 1));
+    assert_voltage_within(&cell, 2.0, 3.65);
+    assert!(cell.rows.temperature.iter().all(|t| t.is_some_and(|t| (20.0..40.0).contains(&t))));
+    assert!(cell.rows.step_index.iter().all(|s| *s == Some(0)), "Step_Index 0.0 reads as step 0");
+    let sidecar = cell.metadata.extra["arbin_metadata"].as_object().unwrap();
+    assert_eq!(sidecar["test_id"], "153");
+    assert_eq!(cell.metadata.protocol.as_deref(), Some("20170512-4_4C-80PER_4_4C.SDU"));
+    assert_source_rows_increase(&cell);
+}
+
+#[test]
+fn arbin_contact_test_charges_with_positive_current_and_has_no_steps() {
+    let Some(dir) = shared("cyclers") else { return };
+    let path = dir.join("2017-05-09_test-TC-contact_CH33.csv");
+    let cell = detect_and_read(&path, Format::Arbin);
+    assert_eq!(cell.rows.len(), data_line_count(&path, 1));
+    assert_voltage_within(&cell, 2.0, 3.8);
+    assert!(cell.rows.step_index.iter().all(Option::is_none), "empty Step_Index cells read as None");
+    assert!(cell.rows.cycle_number.iter().all(Option::is_none), "empty Cycle_Index cells read as None");
+    let charging = lines_where_rising(&raw_column(&path, 1, ',', "Charge_Capacity"), None);
+    assert_current_positive_where(&cell, &charging, "Arbin Charge_Capacity");
+    assert!(cell.metadata.warnings.is_empty(), "Arbin writes + = charge already: {:?}", cell.metadata.warnings);
+}
+
+#[test]
+fn maccor_exports_take_their_sign_from_state() {
+    let Some(dir) = shared("cyclers") else { return };
+    for name in ["PreDiag_000412_00008Fshort.022", "PreDiag_000229_000229_truncated.034"] {
+        let path = dir.join(name);
+        let cell = detect_and_read(&path, Format::Maccor);
+        assert_eq!(cell.rows.len(), data_line_count(&path, 2), "{name}");
+        assert_voltage_within(&cell, 2.0, 4.5);
+        let states = raw_column(&path, 2, '\t', "State");
+        let charging = lines_where_rising(&raw_column(&path, 2, '\t', "Amp-hr"), Some((&states, "C")));
+        assert_current_positive_where(&cell, &charging, name);
+        let index = cell.row_of_line();
+        for (line, state) in &states {
+            let current = cell.rows.current[index[line]];
+            assert!(state != "D" || current <= 0.0, "{name} line {line}: discharge row has current {current}");
+        }
+        assert!(cell.rows.cycle_number.iter().all(Option::is_some) && cell.rows.step_index.iter().all(Option::is_some));
+        assert!(cell.metadata.protocol.as_deref().is_some_and(|p| p.starts_with("PreDiag_")), "{:?}", cell.metadata.protocol);
+    }
+}
+
+#[test]
+fn biologic_export_with_clock_times_reads_seconds_and_amperes() {
+    let Some(dir) = shared("cyclers") else { return };
+    let path = dir.join("test_loopsnewoutput_MB_CE1_short10k.csv");
+    let cell = detect_and_read(&path, Format::Biologic);
+    assert_eq!(cell.rows.len(), data_line_count(&path, 1));
+    assert_voltage_within(&cell, 2.0, 4.5);
+    // 05/05/2021 15:36:22.757 → 15:36:45.513: 22.756 s later; 2493.26 mA → 2.49 A.
+    assert_eq!(cell.rows.test_time[0], 0.0);
+    assert!((cell.rows.test_time[1] - 22.756).abs() < 1e-6, "{}", cell.rows.test_time[1]);
+    assert!((cell.rows.current[1] - 2.49326).abs() < 1e-4, "{}", cell.rows.current[1]);
+    assert!(cell.rows.temperature.iter().all(Option::is_none), "T/°C is empty in this export");
+    let charging = lines_where_rising(&raw_column(&path, 1, ';', "Q charge/mA.h"), None);
+    assert_current_positive_where(&cell, &charging, "BioLogic Q charge");
+}
+
+#[test]
+fn novonix_formation_reads_hours_as_seconds_and_the_summary_capacity() {
+    let Some(dir) = shared("cyclers") else { return };
+    let path = dir.join("test_Nova_Form-CH01-01_short.csv");
+    let cell = detect_and_read(&path, Format::Novonix);
+    let header_line = lines(&path).iter().position(|l| l == "[Data]").unwrap() + 2;
+    assert_eq!(cell.rows.len(), data_line_count(&path, header_line));
+    // A formation test starts from an uncharged cell at about 0.1 V.
+    assert_voltage_within(&cell, 0.05, 4.5);
+    assert!((cell.rows.test_time[1] - 0.0003111 * 3600.0).abs() < 1e-9);
+    assert_eq!(cell.metadata.nominal_capacity_ah, Some(0.24));
+    assert_eq!(cell.metadata.protocol.as_deref(), Some("XC_Formation_Entree_Test.pro1"));
+    assert!(cell.rows.temperature.iter().all(Option::is_some));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulated cells (PyBaMM Parquet and BatteryArchive CSV)
+
+#[test]
+fn battery_archive_cells_carry_their_ground_truth_and_cells_json() {
+    let Some(dir) = shared("pybamm-chen2020-batteryarchive") else { return };
+    for stem in ["chen2020-22-00-cccv", "chen2020-22-01-cccv"] {
+        let path = dir.join(format!("{stem}_timeseries.csv"));
+        let cell = detect_and_read(&path, Format::BatteryArchive);
+        assert_eq!(cell.rows.len(), data_line_count(&path, 1), "{stem}");
+        assert_voltage_within(&cell, 2.0, 4.5);
+        let charging = lines_where_rising(&raw_column(&path, 1, ',', "Charge_Capacity (Ah)"), None);
+        assert_current_positive_where(&cell, &charging, stem);
+        assert_eq!(cell.metadata.nominal_capacity_ah, Some(5.0));
+        assert_eq!(cell.metadata.protocol.as_deref(), Some("cccv"));
+        assert!(cell.metadata.ambient_temperature_c.is_some());
+        // Ground truth is matched by Test_Time: every row of these files has its truth row.
+        let truth = dir.join(format!("{stem}_truth.csv"));
+        let soc: Vec<_> = raw_column(&truth, 1, ',', "gt_soc").into_iter().map(|(_, v)| v.parse::<f64>().unwrap()).collect();
+        let kind: Vec<_> = raw_column(&truth, 1, ',', "gt_step_kind").into_iter().map(|(_, v)| Some(v)).collect();
+        assert_eq!(cell.passthrough_f64("gt_soc"), soc.into_iter().map(Some).collect::<Vec<_>>());
+        assert_eq!(cell.passthrough_str("gt_step_kind"), kind);
+    }
+}
+
+#[test]
+fn pybamm_parquet_cells_read_fully_with_ground_truth_and_metadata() {
+    let Some(dir) = shared("pybamm-chen2020") else { return };
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    files.sort();
+    assert!(files.len() >= 70, "found {} PyBaMM files", files.len());
+    for path in &files {
+        let cell = detect_and_read(path, Format::Parquet);
+        let file = std::fs::File::open(path).unwrap();
+        let expected_rows = parquet::file::reader::FileReader::metadata(&parquet::file::reader::SerializedFileReader::new(file).unwrap())
+            .file_metadata()
+            .num_rows();
+        assert_eq!(cell.rows.len() as i64, expected_rows, "{}", path.display());
+        assert_voltage_within(&cell, 2.0, 4.5);
+        assert_eq!(cell.metadata.nominal_capacity_ah, Some(5.0));
+        assert!(cell.metadata.protocol.is_some() && cell.metadata.ambient_temperature_c.is_some());
+        // State of charge rises exactly while charge current flows.
+        let soc = cell.passthrough_f64("gt_soc");
+        let rising: Vec<_> = (1..soc.len()).filter(|&i| soc[i].unwrap() > soc[i - 1].unwrap() + 1e-6).collect();
+        assert!(rising.iter().all(|&i| cell.rows.current[i] > 0.0), "{}: gt_soc rises while current ≤ 0", path.display());
+        assert_eq!(cell.passthrough_str("gt_step_kind").len(), cell.rows.len());
+        assert!(cell.rows.cycle_number.iter().all(Option::is_some));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures in the repository (run everywhere)
+
+#[test]
+fn fixtures_are_detected_as_their_formats() {
+    for (name, format) in [
+        ("arbin_small.csv", Format::Arbin),
+        ("maccor_small.022", Format::Maccor),
+        ("biologic_small.csv", Format::Biologic),
+        ("novonix_small.csv", Format::Novonix),
+        ("tiny-00-cccv_timeseries.csv", Format::BatteryArchive),
+    ] {
+        assert_eq!(formats::detect(&fixture(name)).unwrap(), format, "{name}");
+    }
+}
+
+#[test]
+fn arbin_fixture_reads_canonical_rows() {
+    let cell = read(&fixture("arbin_small.csv"), Format::Arbin, None).unwrap();
+    assert_eq!(cell.rows.test_time, [0.0, 10.0, 20.0, 30.0, 40.0]);
+    assert_eq!(cell.rows.current, [0.0, 1.1, 1.1, -1.1, -1.1]);
+    assert_eq!(cell.rows.step_index, [Some(1), Some(2), Some(2), Some(3), Some(3)]);
+    assert_eq!(cell.rows.source_row, [2, 3, 4, 5, 6]);
+    assert!(cell.metadata.warnings.is_empty());
+}
+
+#[test]
+fn unsigned_maccor_amps_get_the_sign_of_the_state() {
+    let cell = read(&fixture("maccor_small.022"), Format::Maccor, None).unwrap();
+    assert_eq!(cell.rows.current, [0.0, 2.4, 2.4, -2.4, -2.4]);
+    assert_eq!(cell.rows.cycle_number, [Some(0), Some(0), Some(0), Some(1), Some(1)]);
+    assert_eq!(cell.metadata.protocol.as_deref(), Some("Tiny_000001.000"));
+    assert!(cell.metadata.warnings.iter().any(|w| w.contains("State")), "{:?}", cell.metadata.warnings);
+}
+
+#[test]
+fn biologic_fixture_converts_milliamperes_and_clock_time() {
+    let cell = read(&fixture("biologic_small.csv"), Format::Biologic, None).unwrap();
+    assert_eq!(cell.rows.test_time[0], 0.0);
+    assert!((cell.rows.test_time[3] - 142.756).abs() < 1e-6);
+    assert!((cell.rows.current[1] - 2.49326).abs() < 1e-6 && cell.rows.current[3] < 0.0);
+    assert_eq!(cell.rows.step_index, [Some(0), Some(1), Some(1), Some(2)]);
+    assert!(cell.rows.temperature.iter().all(Option::is_none));
+}
+
+#[test]
+fn novonix_fixture_unquotes_whole_lines() {
+    let cell = read(&fixture("novonix_small.csv"), Format::Novonix, None).unwrap();
+    assert_eq!(cell.rows.test_time, [0.0, 1800.0, 3600.0]);
+    assert_eq!(cell.rows.source_row, [14, 15, 16]);
+    assert_eq!(cell.rows.step_index, [Some(1), Some(2), Some(2)]);
+    assert_eq!(cell.metadata.nominal_capacity_ah, Some(0.24));
+    assert_eq!(cell.metadata.extra["novonix_summary"]["Channel"], "01");
+}
+
+#[test]
+fn battery_archive_truth_is_joined_by_test_time_with_nulls_for_gaps() {
+    let cell = read(&fixture("tiny-00-cccv_timeseries.csv"), Format::BatteryArchive, None).unwrap();
+    assert_eq!(cell.passthrough_f64("gt_soc"), [Some(1.0), Some(0.99861), None, Some(0.99861)]);
+    assert_eq!(cell.passthrough_str("gt_step_kind")[3].as_deref(), Some("charge"));
+    assert_eq!(cell.metadata.nominal_capacity_ah, Some(5.0));
+    assert_eq!(cell.metadata.extra["parameter_set"], "Chen2020");
+}
+
+#[test]
+fn column_map_converts_units_and_sign() {
+    let map = ColumnMap::from_file(&fixture("mapped_small.toml")).unwrap();
+    let cell = read(&fixture("mapped_small.csv"), Format::Mapped, Some(&map)).unwrap();
+    assert_eq!(cell.rows.test_time, [0.0, 1800.0, 3600.0]);
+    assert_eq!(cell.rows.current, [-0.0, 1.0, -0.5], "mA → A, discharge-positive → + = charge");
+    assert_eq!(cell.rows.voltage, [3.6, 3.9, 3.5]);
+    let temperature: Vec<_> = cell.rows.temperature.iter().map(|t| t.unwrap()).collect();
+    assert!(temperature.iter().zip([25.0, 26.0, 27.0]).all(|(t, e)| (t - e).abs() < 1e-4), "K → °C: {temperature:?}");
+    assert_eq!(cell.metadata.nominal_capacity_ah, Some(2.0));
+    assert!(cell.metadata.warnings.iter().any(|w| w.contains("negated")));
+}
+
+#[test]
+fn mapped_format_needs_a_column_map_and_others_refuse_one() {
+    let map = ColumnMap::from_file(&fixture("mapped_small.toml")).unwrap();
+    assert!(formats::open(&fixture("mapped_small.csv"), Format::Mapped, None).is_err());
+    assert!(formats::open(&fixture("arbin_small.csv"), Format::Arbin, Some(&map)).is_err());
+}
+
+#[test]
+fn bad_column_map_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "map.toml", b"delimiter = \";\"\n[columns]\ntime = \"t\"\n");
+    let message = ColumnMap::from_file(&path).unwrap_err().to_string();
+    assert!(message.contains("map.toml") && message.contains("current"), "{message}");
+    let path = write(dir.path(), "units.toml", b"[columns]\ntime=\"t\"\ncurrent=\"i\"\nvoltage=\"v\"\n[units]\ncurrent=\"kA\"\n");
+    assert!(ColumnMap::from_file(&path).unwrap_err().to_string().contains("units.toml"));
+}
+
+#[test]
+fn format_names_round_trip_through_text_and_serde() {
+    for format in Format::ALL {
+        assert_eq!(format.to_string().parse::<Format>().unwrap(), format);
+        let json = serde_json::to_string(&format).unwrap();
+        assert_eq!(json, format!("\"{format}\""));
+        assert_eq!(serde_json::from_str::<Format>(&json).unwrap(), format);
+    }
+    assert_eq!(Format::BatteryArchive.to_string(), "battery_archive");
+    assert_eq!("Battery-Archive".parse::<Format>().unwrap(), Format::BatteryArchive);
+    let message = "excel".parse::<Format>().unwrap_err().to_string();
+    assert!(message.contains("arbin") && message.contains("parquet"), "{message}");
+}
+
+#[test]
+fn canonical_parquet_streams_gt_columns_and_key_value_metadata() {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cell-a.parquet");
+    let rows = 10usize;
+    let batch = RecordBatch::try_from_iter([
+        ("cell_id", Arc::new(StringArray::from(vec!["cell-a"; rows])) as ArrayRef),
+        ("test_time", Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64)))),
+        ("current", Arc::new(Float32Array::from_iter_values((0..rows).map(|i| if i < 5 { 1.0 } else { -1.0 })))),
+        ("voltage", Arc::new(Float32Array::from(vec![3.7f32; rows]))),
+        ("temperature", Arc::new(Float32Array::from(vec![None, Some(25.0f32), None, None, None, None, None, None, None, None]))),
+        ("cycle_number", Arc::new(Int32Array::from(vec![0; rows]))),
+        ("gt_soc", Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64 / 10.0)))),
+    ])
+    .unwrap();
+    let metadata = r#"{"cell_id": "cell-a", "nominal_capacity_ah": 2.5, "protocol": "cccv", "seed": 7}"#;
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(4))
+        .set_key_value_metadata(Some(vec![KeyValue::new("battery_metadata".into(), metadata.to_string())]))
+        .build();
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+
+    let cell = detect_and_read(&path, Format::Parquet);
+    assert_eq!(cell.rows.len(), rows);
+    assert_eq!(cell.rows.source_row, (1..=rows as u64).collect::<Vec<_>>());
+    assert_eq!(cell.rows.temperature[1], Some(25.0));
+    assert_eq!(cell.rows.step_index, vec![None; rows], "no step_index column");
+    assert_eq!(cell.passthrough_f64("gt_soc")[9], Some(0.9));
+    assert_eq!(cell.metadata.nominal_capacity_ah, Some(2.5));
+    assert_eq!(cell.metadata.extra["seed"], 7);
+}
+
+#[test]
+fn long_files_stream_in_bounded_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = 2 * CHUNK_ROWS + 17;
+    let mut text = String::from(ARBIN_HEADER);
+    for i in 0..rows {
+        text.push_str(&format!("{i},{i}.0,1,0,1.0,3.5,{:.4},0\n", i as f64 * 1e-3));
+    }
+    let path = write(dir.path(), "long.csv", text.as_bytes());
+    let cell = read(&path, Format::Arbin, None).unwrap();
+    assert_eq!(cell.chunk_sizes, [CHUNK_ROWS, CHUNK_ROWS, 17]);
+    assert_eq!(*cell.rows.source_row.last().unwrap(), rows as u64 + 1);
+}
+
+#[test]
+fn current_written_negative_while_charging_is_flipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{ARBIN_HEADER}0,0,1,0,0,3.3,0,0\n1,10,1,0,-1,3.4,0.01,0\n2,20,1,0,-1,3.5,0.02,0\n3,30,2,0,1,3.2,0.02,0.01\n");
+    let path = write(dir.path(), "flipped.csv", text.as_bytes());
+    let cell = read(&path, Format::Arbin, None).unwrap();
+    assert_eq!(cell.rows.current, [-0.0, 1.0, 1.0, -1.0]);
+    assert!(cell.metadata.warnings.iter().any(|w| w.contains("flipped")), "{:?}", cell.metadata.warnings);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken inputs: an error naming the file (and row and field), never a panic
+
+#[test]
+fn empty_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "empty.csv", b"");
+    assert!(error_of(&path, None).contains("empty"));
+    assert!(error_of(&path, Some(Format::Arbin)).contains("empty"));
+}
+
+#[test]
+fn header_only_file_has_no_data_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "header.csv", ARBIN_HEADER.as_bytes());
+    assert!(error_of(&path, None).contains("no data rows"));
+}
+
+#[test]
+fn truncated_last_line_is_dropped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{ARBIN_HEADER}0,0,1,0,0,3.3,0,0\n1,10,1,0,1,3.4,0.01,0\n2,20,1,0,1,3.");
+    let path = write(dir.path(), "cut.csv", text.as_bytes());
+    let cell = read(&path, Format::Arbin, None).unwrap();
+    assert_eq!(cell.rows.len(), 2);
+    assert!(cell.metadata.warnings.iter().any(|w| w.contains("row 4")), "{:?}", cell.metadata.warnings);
+}
+
+#[test]
+fn short_line_before_the_end_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{ARBIN_HEADER}0,0,1,0,0,3.3,0,0\n1,10,1,0,1\n2,20,1,0,1,3.5,0.02,0\n");
+    let path = write(dir.path(), "ragged.csv", text.as_bytes());
+    assert!(error_of(&path, Some(Format::Arbin)).contains("row 3"));
+}
+
+#[test]
+fn non_numeric_cell_names_row_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{ARBIN_HEADER}0,0,1,0,0,3.3,0,0\n1,10,1,0,1,abc,0.01,0\n");
+    let path = write(dir.path(), "text.csv", text.as_bytes());
+    let message = error_of(&path, None);
+    assert!(message.contains("row 3") && message.contains("'Voltage'") && message.contains("abc"), "{message}");
+}
+
+#[test]
+fn nan_or_infinite_time_current_or_voltage_names_row_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (field, row) in [("Test_Time", "1,NaN,1,0,1,3.4,0.01,0"), ("Current", "1,10,1,0,inf,3.4,0.01,0"), ("Voltage", "1,10,1,0,1,NaN,0.01,0")] {
+        let text = format!("{ARBIN_HEADER}0,0,1,0,0,3.3,0,0\n{row}\n");
+        let path = write(dir.path(), &format!("nan_{field}.csv"), text.as_bytes());
+        let message = error_of(&path, None);
+        assert!(message.contains("row 3") && message.contains(&format!("'{field}'")), "{message}");
+    }
+}
+
+#[test]
+fn missing_column_is_named_with_the_columns_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "novolt.csv", b"Data_Point,Test_Time,Current,Charge_Capacity\n0,0,1,0\n");
+    let message = error_of(&path, Some(Format::Arbin));
+    assert!(message.contains("voltage") && message.contains("Charge_Capacity"), "{message}");
+    let message = error_of(&path, None);
+    assert!(message.contains("voltage"), "detected as Arbin, then the missing column named: {message}");
+}
+
+#[test]
+fn unknown_format_lists_the_supported_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "other.csv", b"a,b,c\n1,2,3\n");
+    let message = error_of(&path, None);
+    assert!(message.contains("arbin") && message.contains("battery_archive") && message.contains("mapped"), "{message}");
+}
+
+#[test]
+fn binary_garbage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let path = write(dir.path(), "garbage.bin", &garbage);
+    assert!(error_of(&path, None).contains("binary"));
+    for format in [Format::Arbin, Format::Maccor, Format::Biologic, Format::Novonix, Format::BatteryArchive, Format::Parquet] {
+        error_of(&path, Some(format));
+    }
+    let path = write(dir.path(), "garbage.parquet", &garbage);
+    assert!(error_of(&path, None).contains("PAR1"));
+}
+

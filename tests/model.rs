@@ -1,0 +1,257 @@
+//! The LBLM: hooks, replacement, training, resumption and evaluation, on a tiny simulated cell
+//! (open-circuit voltage + series resistance + one RC pair) so every test runs in seconds.
+
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::{Tensor, TensorData};
+use voltlens::data::canonical::{write_cells_table, CellData, CellWriter, DatasetPaths};
+use voltlens::data::cells::{AnchorMethod, CellInfo};
+use voltlens::data::schema::{Method, State};
+use voltlens::model::{
+    eval_model, load_model, train_model, EvalConfig, Lblm, ModelConfig, Positional, TrainConfig, N_CHANNELS,
+};
+
+type B = Flex;
+
+fn tiny_model(positional: Positional) -> ModelConfig {
+    ModelConfig { layers: 2, d_model: 16, heads: 2, d_mlp: 32, context: 24, positional, ..ModelConfig::default() }
+}
+
+fn tiny_training() -> TrainConfig {
+    TrainConfig {
+        steps: 40,
+        batch: 8,
+        lr: 3e-3,
+        warmup: 5,
+        val_every: 20,
+        val_windows: 16,
+        checkpoint_every: 10,
+        stride: 4,
+        val_fraction: 0.2,
+        test_fraction: 0.2,
+        ..TrainConfig::default()
+    }
+}
+
+/// Inputs [batch, seq, N_CHANNELS] with values in [−1, 1).
+fn random_inputs(batch: usize, seq: usize, seed: u64) -> Tensor<B, 3> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let values: Vec<f32> = (0..batch * seq * N_CHANNELS)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [batch, seq, N_CHANNELS]), &Default::default())
+}
+
+fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+fn max_abs_diff<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
+    values(a).iter().zip(values(b)).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn hooked_forward_equals_plain_forward_and_hooks_chain() {
+    for positional in [Positional::Rotary, Positional::Learned] {
+        let cfg = tiny_model(positional);
+        let model = Lblm::<B>::new(&cfg, 3, &Default::default());
+        let x = random_inputs(3, 20, 1);
+        let plain = model.forward(x.clone());
+        let (hooked, acts) = model.forward_hooked(x);
+        assert_eq!(plain.dims(), [3, 20]);
+        assert_eq!(max_abs_diff(plain, hooked), 0.0, "{positional:?}");
+        assert_eq!(acts.len(), cfg.layers);
+        for (l, a) in acts.iter().enumerate() {
+            assert_eq!(a.resid_mid.dims(), [3, 20, cfg.d_model]);
+            let sum = a.resid_mid.clone() + a.mlp_out.clone();
+            assert!(max_abs_diff(sum, a.resid_post.clone()) < 1e-6, "resid_post = resid_mid + mlp_out");
+            if l > 0 {
+                assert_eq!(max_abs_diff(acts[l - 1].resid_post.clone(), a.resid_pre.clone()), 0.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn identity_replacement_changes_nothing_and_zeros_change_the_prediction() {
+    let model = Lblm::<B>::new(&tiny_model(Positional::Rotary), 4, &Default::default());
+    let x = random_inputs(2, 24, 2);
+    let plain = model.forward(x.clone());
+    let own_mlp = |layer: usize, resid_mid: Tensor<B, 3>| {
+        let block = &model.blocks[layer];
+        block.mlp.forward(block.ln_mlp.forward(resid_mid))
+    };
+    let (replaced, _) = model.forward_with_replacement(x.clone(), &own_mlp);
+    assert_eq!(max_abs_diff(plain.clone(), replaced), 0.0);
+
+    let zeros = |_: usize, resid_mid: Tensor<B, 3>| resid_mid.zeros_like();
+    let (ablated, acts) = model.forward_with_replacement(x, &zeros);
+    assert!(max_abs_diff(plain, ablated) > 1e-4, "zeroing every MLP must move the prediction");
+    assert_eq!(values(acts[0].mlp_out.clone()).iter().map(|v| v.abs()).sum::<f32>(), 0.0, "hooks report the replacement");
+}
+
+#[test]
+fn a_step_sees_only_its_past() {
+    let model = Lblm::<B>::new(&tiny_model(Positional::Rotary), 5, &Default::default());
+    let x = random_inputs(1, 16, 3);
+    let changed = x.clone().slice_assign([0..1, 15..16, 0..N_CHANNELS], Tensor::ones([1, 1, N_CHANNELS], &Default::default()));
+    let before = values(model.forward(x));
+    let after = values(model.forward(changed));
+    assert_eq!(before[..15], after[..15], "changing the last step must not change earlier predictions");
+    assert_ne!(before[15], after[15]);
+}
+
+/// One simulated cell: CC discharge, rest, CC charge, rest, repeated, logged every 10 s.
+/// Positive current charges; V = OCV(soc) + R0·I + V_rc with dV_rc/dt = I/C1 − V_rc/τ.
+fn rc_cell(id: &str, c_rate: f32, cycles: usize) -> (CellInfo, CellData) {
+    let capacity_ah = 1.0f32;
+    let (r0, r1, tau) = (0.05f32, 0.03f32, 300.0f32);
+    let ocv = |soc: f32| 3.0 + 1.1 * soc - 0.15 * (-12.0 * soc).exp() + 0.05 * (6.0 * soc).sin();
+    let dt = 10.0f32;
+    let mut d = CellData { cell_id: id.to_owned(), ..CellData::default() };
+    let (mut soc, mut v_rc, mut t, mut step) = (0.95f32, 0.0f32, 0.0f64, 0i32);
+    let current = c_rate * capacity_ah;
+    let push = |d: &mut CellData, i: f32, step: i32, step_time: f32, cycle: i32, soc: f32, v_rc: f32, t: f64| {
+        let state = if i > 0.0 { State::Charging } else if i < 0.0 { State::Discharging } else { State::Resting };
+        d.dt.push(if d.test_time.is_empty() { 0.0 } else { (t - d.test_time.last().unwrap()) as f32 });
+        d.test_time.push(t);
+        d.current.push(i);
+        d.voltage.push(ocv(soc) + r0 * i + v_rc);
+        d.temperature.push(Some(25.0));
+        d.cycle_number.push(cycle);
+        d.step_index.push(step);
+        d.step_time.push(step_time);
+        d.state.push(state);
+        d.method.push(if i == 0.0 { Method::Rest } else { Method::ConstantCurrent });
+        d.c_rate.push(i / capacity_ah);
+        d.soc.push(soc);
+        d.soh.push(None);
+    };
+    for cycle in 0..cycles as i32 {
+        for (i, stop) in [(-current, 0.1f32), (0.0, 0.0), (current, 0.9), (0.0, 0.0)] {
+            let mut step_time = 0.0f32;
+            loop {
+                push(&mut d, i, step, step_time, cycle, soc, v_rc, t);
+                let done = if i < 0.0 { soc <= stop } else if i > 0.0 { soc >= stop } else { step_time >= 600.0 };
+                if done {
+                    break;
+                }
+                soc += i * dt / 3600.0 / capacity_ah;
+                v_rc += dt * (i * r1 / tau - v_rc / tau);
+                t += dt as f64;
+                step_time += dt;
+            }
+            step += 1;
+            t += dt as f64;
+        }
+    }
+    let info = CellInfo {
+        cell_id: id.to_owned(),
+        source_file: "simulated".to_owned(),
+        format: "test".to_owned(),
+        nominal_capacity_ah: capacity_ah as f64,
+        capacity_estimated: false,
+        chemistry: None,
+        protocol: Some("cccv".to_owned()),
+        ambient_temperature_c: Some(25.0),
+        rows: d.len() as u64,
+        anchor_method: AnchorMethod::StartFull,
+        metadata: "{}".to_owned(),
+    };
+    (info, d)
+}
+
+/// Writes a canonical dataset of `cells` simulated cells at different C-rates.
+fn write_dataset(dir: &Path, cells: usize, poison: Option<(usize, usize)>) {
+    let paths = DatasetPaths::new(dir);
+    let mut infos = Vec::new();
+    for k in 0..cells {
+        let (info, mut data) = rc_cell(&format!("rc-{k:02}"), 1.0 + 0.5 * (k % 3) as f32, 2);
+        if let Some((cell, row)) = poison {
+            if cell == k {
+                data.voltage[row] = f32::NAN;
+            }
+        }
+        let mut w = CellWriter::create(&paths.cell_file(&info.cell_id)).unwrap();
+        w.write(&data).unwrap();
+        w.finish(&info).unwrap();
+        infos.push(info);
+    }
+    write_cells_table(&paths.cells_table(), &infos).unwrap();
+}
+
+#[test]
+fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, model_dir, eval_dir) = (tmp.path().join("data"), tmp.path().join("model"), tmp.path().join("eval"));
+    write_dataset(&data, 6, None);
+    let train = TrainConfig { steps: 300, ..tiny_training() };
+    let summary = train_model(&data, &tiny_model(Positional::Rotary), &train, &model_dir).unwrap();
+    assert!(summary.finished && summary.steps == 300);
+    let skill = summary.val_skill.unwrap();
+    assert!(skill > 0.5, "validation skill {skill} after 300 steps on an RC cell");
+
+    let again = train_model(&data, &tiny_model(Positional::Rotary), &train, &model_dir).unwrap();
+    assert_eq!(again.steps, 300, "a finished run is not trained again");
+
+    let cfg = EvalConfig { rollouts_per_cell: 1, max_cycle_rows: 200, ..EvalConfig::default() };
+    let metrics = eval_model(&data, &model_dir, &eval_dir, &cfg).unwrap();
+    assert!(metrics.overall.next_step.skill > 0.5, "{:?}", metrics.overall);
+    assert!(metrics.overall.discharge_rollout.rows > 0 && metrics.overall.cycle_rollout.rows > 0);
+    assert!(metrics.overall.discharge_rollout.rmse_mv.is_finite());
+    assert!(eval_dir.join("metrics.json").exists());
+    assert!(!metrics.plots.is_empty() && metrics.plots.iter().all(|p| eval_dir.join(p).exists()));
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 4, None);
+    let model = tiny_model(Positional::Learned);
+    let straight = train_model(&data, &model, &tiny_training(), &tmp.path().join("straight")).unwrap();
+
+    // Killed after step 23: the checkpoint of step 20 survives, steps 21–23 are lost.
+    let resumed_dir = tmp.path().join("resumed");
+    let killed = TrainConfig { stop_after: Some(23), ..tiny_training() };
+    let first = train_model(&data, &model, &killed, &resumed_dir).unwrap();
+    assert!(!first.finished);
+    let resumed = train_model(&data, &model, &tiny_training(), &resumed_dir).unwrap();
+    assert_eq!(resumed.resumed_from, Some(20));
+    assert_eq!(resumed.train_loss, straight.train_loss);
+    assert_eq!(resumed.val_loss, straight.val_loss);
+
+    let device = Default::default();
+    let a = load_model::<B>(&tmp.path().join("straight"), &device).unwrap().model;
+    let b = load_model::<B>(&resumed_dir, &device).unwrap().model;
+    let x = random_inputs(2, 24, 9);
+    assert_eq!(max_abs_diff(a.forward(x.clone()), b.forward(x)), 0.0);
+}
+
+#[test]
+fn a_nan_voltage_is_reported_with_its_cell_and_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 3, Some((1, 41)));
+    let err = train_model(&data, &tiny_model(Positional::Rotary), &tiny_training(), &tmp.path().join("m")).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("rc-01") && message.contains("row 42") && message.contains("voltage"), "{message}");
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_dataset(&data, 3, None);
+    // AdamW moves each weight by about lr per step and decay multiplies it by (1 − lr·wd):
+    // with lr = 1e6 the weights overflow f32 within a few steps.
+    let train = TrainConfig { lr: 1e6, warmup: 0, grad_clip: 0.0, checkpoint_every: 1, ..tiny_training() };
+    let out = tmp.path().join("m");
+    let err = train_model(&data, &tiny_model(Positional::Rotary), &train, &out).unwrap_err();
+    assert!(err.to_string().contains("diverged"), "{err}");
+    assert!(!out.join("model.mpk").exists(), "no final model from a diverged run");
+}
