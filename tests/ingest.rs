@@ -151,7 +151,10 @@ fn every_shared_cycler_file_ingests_with_charge_positive() {
         let pairs = || {
             data.state.windows(2).zip(data.soc.windows(2)).filter(|(s, _)| s.iter().all(|s| *s == State::Charging))
         };
-        assert!(pairs().all(|(_, w)| w[1] >= w[0]), "{}: soc never falls while charging", info.cell_id);
+        // It may step down only where a CV hold re-anchors SOC at 1: at most once per cycle.
+        let falls = pairs().filter(|(_, w)| w[1] < w[0]).count();
+        let cycles = data.cycle_number.iter().max().map_or(0, |c| c + 1) as usize;
+        assert!(falls <= cycles, "{}: soc falls {falls} times while charging ({cycles} cycles)", info.cell_id);
         let risen: f32 = pairs().map(|(_, w)| w[1] - w[0]).sum();
         assert!(pairs().count() == 0 || risen > 0.0, "{}: soc rises over the charge", info.cell_id);
         assert!(info.nominal_capacity_ah > 0.05 && info.nominal_capacity_ah < 20.0, "{}: {}", info.cell_id, info.nominal_capacity_ah);
@@ -200,4 +203,27 @@ fn derived_soc_tracks_ground_truth_on_the_pybamm_set() {
         println!("soc tracking (offset removed), {protocol}: median {median:.4}, p95 {p95:.4}");
         assert!(median < 0.005 && p95 < 0.015, "{protocol}: median {median}, p95 {p95}");
     }
+}
+
+#[test]
+fn the_shipped_mixed_format_directory_ingests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let cells = ingest(&[repo().join("data/cyclers"), repo().join("data/pybamm-chen2020")], &out, &IngestOptions::default()).unwrap();
+    let formats: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.format.as_str()).collect();
+    assert!(formats.len() >= 3, "Arbin, Maccor and Parquet in one ingest: {formats:?}");
+    assert_eq!(cells.len(), 14);
+}
+
+#[test]
+fn an_unknown_file_in_a_directory_stops_the_ingest_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    write_csv(&input, "good.csv", &cycle_rows());
+    std::fs::write(input.join("garbage.bin"), [0u8, 159, 146, 150, 255, 0, 1, 2]).unwrap();
+    let out = tmp.path().join("out");
+    let err = ingest(&[input], &out, &opts()).unwrap_err().to_string();
+    assert!(err.contains("garbage.bin"), "{err}");
+    assert!(!out.exists());
 }

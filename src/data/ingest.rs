@@ -387,6 +387,7 @@ impl Drop for RemoveOnDrop {
 /// canonical dataset, through the same derivation as ingested files.
 pub fn synthesize(cfg: &crate::data::synth::SynthConfig, out: &Path) -> Result<Vec<CellInfo>> {
     use crate::data::synth::{cell_plan, SynthCell};
+    cfg.validate()?;
     let plan = cell_plan(cfg);
     let staging = DatasetStaging::new(out)?;
     let bar = crate::progress::bar(plan.len() as u64, "synth", "cells");

@@ -122,7 +122,8 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
             .titled(&format!("Cell {}: {} rows", data.cell_id, data.len()), (FONT, 22).into_font())
             .map_err(|e| fail(&e))?;
         let x_max = hours.last().copied().unwrap_or(1.0).max(1e-6);
-        for (area, (label, values, colour)) in body.split_evenly((4, 1)).iter().zip(panels) {
+        let areas = body.split_evenly((4, 1));
+        for (k, (area, (label, values, colour))) in areas.iter().zip(panels).enumerate() {
             let finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
             let (lo, hi) = if finite.is_empty() { (0.0, 1.0) } else { range(&finite) };
             let pad = ((hi - lo) * 0.05).max(1e-3);
@@ -134,9 +135,10 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
                 .map_err(|e| fail(&e))?;
             chart
                 .configure_mesh()
+                .max_light_lines(1)
                 .light_line_style(plot_style::GRID)
                 .y_desc(label)
-                .x_desc("Time (h)")
+                .x_desc(if k == 3 { "Time (h)" } else { "" })
                 .label_style((FONT, 14))
                 .axis_desc_style((FONT, 15))
                 .draw()

@@ -1,8 +1,8 @@
 //! The one delimited-text reader every CSV/TSV vendor format goes through.
 //!
-//! A vendor is described by a [`Layout`] (layout.rs): which delimiters it uses, how to find its header line,
-//! the header names (aliases, each with its unit) of time, current, voltage, temperature, cycle
-//! and step, and how to decide its current sign. [`DelimitedReader`] turns a file plus a layout
+//! A vendor is described by a [`Layout`] (layout.rs): which delimiters it uses, how to find its
+//! header line, the header names (aliases, each with its unit) of time, current, voltage,
+//! temperature, cycle and step, and how to decide its current sign. [`DelimitedReader`] turns a file plus a layout
 //! into `RawChunk`s of at most `CHUNK_ROWS` rows, holding one line in memory at a time.
 //!
 //! Why not polars: polars-io 0.55 no longer has a batched CSV reader (the eager `CsvReader`
@@ -48,15 +48,16 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     // (score, line, delimiter, names) of the best candidate so far, for the error message.
     let mut best: Option<(usize, u64, u8, Vec<String>)> = None;
     while let Some((number, text)) = lines.next_line()? {
-        let found = match layout.header {
-            HeaderAt::Line(line) if number == line => Some((3, layout.delimiters[0])),
+        let candidate = match layout.header {
+            HeaderAt::Line(line) if number == line => Some((layout.required().len(), layout.delimiters[0])),
             HeaderAt::Line(_) => None,
             HeaderAt::Search => Some(layout.header_score(text, &mut fields)).filter(|&(score, _)| score > 0),
         };
-        if let Some((score, delimiter)) = found {
+        if let Some((score, delimiter)) = candidate {
             fields.split(text, delimiter);
             let names = fields.to_strings();
-            if score == 3 || matches!(layout.header, HeaderAt::Line(_)) {
+            // A fixed header line is taken as it is; its missing columns are named when resolved.
+            if score == layout.required().len() {
                 return Ok(Header { line: number, delimiter, names, preamble, data_offset: lines.offset() });
             }
             if best.as_ref().is_none_or(|b| score > b.0) {
@@ -335,7 +336,8 @@ fn decide_sign(rule: &SignRule, columns: &RowColumns, votes: SignVotes) -> (f64,
                 votes.total()
             )),
         ),
-        (_, SignColumns::State { column, .. }) if votes.disagree > 0 => (
+        // A stray sample at a step edge is noise; unsigned or reversed current disagrees often.
+        (_, SignColumns::State { column, .. }) if votes.disagree * 100 > votes.total() => (
             1.0,
             Some(format!(
                 "current sign taken from the '{}' column (charge +, discharge −): the file's current disagreed \

@@ -63,6 +63,7 @@ struct MeasurementNoise {
 }
 
 impl SynthCell {
+    /// The cell `spec` of `cfg`'s plan, ready to read; fails on an invalid config.
     pub fn new(cfg: &SynthConfig, spec: SynthCellSpec) -> Result<Self> {
         cfg.validate()?;
         let params = cell_params(cfg, &spec, &mut cell_rng(spec.seed, PARAMS_STREAM));
