@@ -412,13 +412,11 @@ fn format_names_round_trip_through_text_and_serde() {
     assert!(message.contains("arbin") && message.contains("parquet"), "{message}");
 }
 
-#[test]
-fn canonical_parquet_streams_gt_columns_and_key_value_metadata() {
+/// A 10-row cell in Parquet, in row groups of 4, with `metadata` under key-value `key`.
+fn write_parquet_cell(path: &Path, key: &str, metadata: &str) {
     use parquet::arrow::ArrowWriter;
     use parquet::file::metadata::KeyValue;
     use parquet::file::properties::WriterProperties;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cell-a.parquet");
     let rows = 10usize;
     let batch = RecordBatch::try_from_iter([
         ("cell_id", Arc::new(StringArray::from(vec!["cell-a"; rows])) as ArrayRef),
@@ -430,23 +428,41 @@ fn canonical_parquet_streams_gt_columns_and_key_value_metadata() {
         ("gt_soc", Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64 / 10.0)))),
     ])
     .unwrap();
-    let metadata = r#"{"cell_id": "cell-a", "nominal_capacity_ah": 2.5, "protocol": "cccv", "seed": 7}"#;
     let props = WriterProperties::builder()
         .set_max_row_group_row_count(Some(4))
-        .set_key_value_metadata(Some(vec![KeyValue::new("battery_metadata".into(), metadata.to_string())]))
+        .set_key_value_metadata(Some(vec![KeyValue::new(key.to_owned(), metadata.to_owned())]))
         .build();
-    let mut writer = ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), Some(props)).unwrap();
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), Some(props)).unwrap();
     writer.write(&batch).unwrap();
     writer.close().unwrap();
+}
 
+#[test]
+fn pybamm_style_parquet_streams_gt_columns_and_key_value_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cell-a.parquet");
+    write_parquet_cell(&path, "battery_metadata", r#"{"cell_id": "cell-a", "nominal_capacity_ah": 2.5, "protocol": "cccv", "seed": 7}"#);
     let cell = detect_and_read(&path, Format::Parquet);
-    assert_eq!(cell.rows.len(), rows);
-    assert_eq!(cell.rows.source_row, (1..=rows as u64).collect::<Vec<_>>());
+    assert_eq!(cell.rows.len(), 10);
+    assert_eq!(cell.chunk_sizes.iter().sum::<usize>(), 10);
+    assert_eq!(cell.rows.source_row, (1..=10).collect::<Vec<u64>>());
     assert_eq!(cell.rows.temperature[1], Some(25.0));
-    assert_eq!(cell.rows.step_index, vec![None; rows], "no step_index column");
+    assert_eq!(cell.rows.step_index, vec![None; 10], "no step_index column");
     assert_eq!(cell.passthrough_f64("gt_soc")[9], Some(0.9));
     assert_eq!(cell.metadata.nominal_capacity_ah, Some(2.5));
     assert_eq!(cell.metadata.extra["seed"], 7);
+}
+
+#[test]
+fn canonical_parquet_keeps_an_estimated_capacity_out_of_the_stated_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cell-a.parquet");
+    let info = r#"{"cell_id": "cell-a", "nominal_capacity_ah": 1.07, "capacity_estimated": true, "protocol": "drive"}"#;
+    write_parquet_cell(&path, "voltlens_cell", info);
+    let cell = read(&path, Format::Parquet, None).unwrap();
+    assert_eq!(cell.metadata.nominal_capacity_ah, None);
+    assert_eq!(cell.metadata.extra["estimated_capacity_ah"], 1.07);
+    assert_eq!(cell.metadata.protocol.as_deref(), Some("drive"));
 }
 
 #[test]

@@ -32,3 +32,219 @@ fn bench_against_reference() {
     let r = bench_vs_reference(&cache, &cfg, threads, work).unwrap();
     println!("VOLTLENS_BENCH {}", serde_json::to_string(&r).unwrap());
 }
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use voltlens::transcoder::cache::write_cache;
+use voltlens::transcoder::grad::{loss_and_grad, LossTerms};
+use voltlens::transcoder::{
+    evaluate, export_circuit_tracer, import_circuit_tracer, train, CacheSource, Sparsity, Transcoder, Variant,
+};
+
+fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| scale * (rng.random::<f32>() * 2.0 - 1.0)).collect()
+}
+
+/// A transcoder with every parameter drawn at random, decoders large enough to matter.
+fn random_model(cfg: &TranscoderConfig, layers: usize, d: usize, seed: u64) -> Transcoder {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tc = Transcoder::zeros(cfg, layers, d);
+    tc.w_enc = uniform(&mut rng, tc.w_enc.len(), 0.8);
+    tc.b_enc = uniform(&mut rng, tc.b_enc.len(), 0.3);
+    for w in &mut tc.w_dec {
+        *w = uniform(&mut rng, w.len(), 0.5);
+    }
+    tc.b_dec = uniform(&mut rng, tc.b_dec.len(), 0.2);
+    if let Some(w) = &mut tc.w_skip {
+        *w = uniform(&mut rng, w.len(), 0.3);
+    }
+    tc
+}
+
+/// Every parameter of the model, mutable, in a fixed order.
+fn params(tc: &mut Transcoder) -> Vec<(&'static str, &mut Vec<f32>)> {
+    let mut p: Vec<(&'static str, &mut Vec<f32>)> = vec![("w_enc", &mut tc.w_enc), ("b_enc", &mut tc.b_enc), ("b_dec", &mut tc.b_dec)];
+    p.extend(tc.w_dec.iter_mut().map(|w| ("w_dec", w)));
+    if let Some(w) = &mut tc.w_skip {
+        p.push(("w_skip", w));
+    }
+    p
+}
+
+/// Loss and gradient of a fixed batch.
+fn loss(tc: &Transcoder, x: &[f32], y: &[f32], var: &[f32], sparsity: Sparsity, grad: &mut Transcoder) -> f64 {
+    let norms = tc.decoder_norms();
+    let terms = LossTerms { var, lambda: 0.1, sparsity, norms: &norms };
+    let stats = loss_and_grad(tc, x, y, &terms, grad);
+    stats.fvu.iter().map(|&v| v as f64).sum::<f64>() / stats.fvu.len() as f64 + stats.sparsity_loss as f64
+}
+
+fn check_gradients(cfg: TranscoderConfig, sparsity: Sparsity) {
+    let (layers, d, b) = (3, 4, 6);
+    let model = random_model(&cfg, layers, d, 7);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let x = uniform(&mut rng, b * layers * d, 1.0);
+    let y = uniform(&mut rng, b * layers * d, 1.0);
+    let var = vec![0.7, 1.1, 0.9];
+    let mut grad = model.clone();
+    loss(&model, &x, &y, &var, sparsity, &mut grad);
+    let mut analytic = grad.clone();
+    let mut scratch = model.clone();
+    let eps = 1e-3f32;
+    let mut checked = 0;
+    let n_tensors = params(&mut model.clone()).len();
+    for ti in 0..n_tensors {
+        let len = params(&mut model.clone())[ti].1.len();
+        for i in 0..len {
+            let mut plus = model.clone();
+            params(&mut plus)[ti].1[i] += eps;
+            let mut minus = model.clone();
+            params(&mut minus)[ti].1[i] -= eps;
+            let fd = (loss(&plus, &x, &y, &var, sparsity, &mut scratch) - loss(&minus, &x, &y, &var, sparsity, &mut scratch)) / (2.0 * eps as f64);
+            let (name, g) = { let p = params(&mut analytic); (p[ti].0, p[ti].1[i] as f64) };
+            assert!((fd - g).abs() <= 2e-3 + 2e-2 * g.abs(), "{:?}: d loss/d {name}[{i}]: finite difference {fd}, analytic {g}", cfg.activation);
+            checked += 1;
+        }
+    }
+    assert!(checked > 200);
+}
+
+#[test]
+fn relu_gradients_match_finite_differences() {
+    let cfg = TranscoderConfig { features: 6, skip: true, ..Default::default() };
+    check_gradients(cfg, Sparsity::Tanh { c: 2.0 });
+}
+
+#[test]
+fn jumprelu_gradients_match_finite_differences_away_from_the_threshold() {
+    let cfg = TranscoderConfig { features: 6, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.1 }, ..Default::default() };
+    check_gradients(cfg, Sparsity::L1);
+}
+
+#[test]
+fn jumprelu_threshold_gets_the_straight_through_gradient() {
+    let cfg = TranscoderConfig { features: 6, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 2.0 }, ..Default::default() };
+    let model = random_model(&cfg, 3, 4, 3);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let x = uniform(&mut rng, 6 * 12, 1.0);
+    let y = uniform(&mut rng, 6 * 12, 1.0);
+    let mut grad = model.clone();
+    loss(&model, &x, &y, &[1.0, 1.0, 1.0], Sparsity::L1, &mut grad);
+    assert!(grad.threshold.iter().all(|g| g.is_finite()));
+    assert!(grad.threshold.iter().any(|&g| g != 0.0), "a wide window must pass gradient to some threshold");
+}
+
+#[test]
+fn topk_gradients_match_finite_differences() {
+    let cfg = TranscoderConfig { features: 6, activation: Activation::TopK { k: 2 }, ..Default::default() };
+    check_gradients(cfg, Sparsity::L1);
+}
+
+/// A planted problem a CLT can solve: 32 true features, ~3 active per token, each writing a fixed
+/// direction into resid_mid and (linearly) into mlp_out of its own and later layers.
+fn planted_cache(path: &Path, tokens: usize, layers: usize, d: usize) {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let nf = 32;
+    let dx = uniform(&mut rng, layers * nf * d, 1.0);
+    let dy = uniform(&mut rng, layers * nf * d, 1.0);
+    let w = layers * d;
+    let (mut x, mut y) = (vec![0.0; tokens * w], vec![0.0; tokens * w]);
+    for t in 0..tokens {
+        for f in 0..nf {
+            if rng.random::<f32>() < 3.0 / nf as f32 {
+                let c = 0.5 + rng.random::<f32>();
+                for i in 0..w {
+                    let (l, k) = (i / d, i % d);
+                    x[t * w + i] += c * dx[(l * nf + f) * d + k];
+                    y[t * w + i] += c * dy[(l * nf + f) * d + k];
+                }
+            }
+        }
+    }
+    write_cache(path, &x, &y, [tokens, layers, d]).unwrap();
+}
+
+#[test]
+fn training_on_a_planted_dictionary_lowers_fvu_with_sane_l0() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("acts.safetensors");
+    planted_cache(&cache, 8192, 2, 16);
+    let cfg = TranscoderConfig { features: 64, batch: 256, steps: 400, lr: 3e-3, lambda: 1e-4, target_firing_rate: 0.05, shuffle_buffer: 4096, ..Default::default() };
+    let mut source = CacheSource::open(&cache, cfg.shuffle_buffer, 1).unwrap();
+    let report = train(&cfg, &mut source, &dir.path().join("run")).unwrap();
+    let m = evaluate(&report.transcoder, &mut CacheSource::open(&cache, 0, 0).unwrap(), 4096, 1024).unwrap();
+    m.write_json(&dir.path().join("metrics.json")).unwrap();
+    assert!(m.fvu_per_layer.iter().all(|&f| f < 0.25), "FVU per layer {:?}", m.fvu_per_layer);
+    assert!(m.l0_per_layer.iter().all(|&l| l > 0.5 && l < 20.0), "L0 per layer {:?}", m.l0_per_layer);
+}
+
+/// ŷ of tokens x with resid_mid of layer `layer` changed.
+fn perturbed(tc: &Transcoder, x: &[f32], layer: usize) -> Vec<f32> {
+    let (l, d) = (tc.shape.layers, tc.shape.d_model);
+    let mut x2 = x.to_vec();
+    for t in 0..x.len() / (l * d) {
+        x2[(t * l + layer) * d..(t * l + layer + 1) * d].iter_mut().for_each(|v| *v += 3.0);
+    }
+    tc.forward(&x2).mlp_out
+}
+
+/// Which layers of ŷ differ between two reconstructions [n, L, d].
+fn changed_layers(a: &[f32], b: &[f32], layers: usize, d: usize) -> Vec<usize> {
+    (0..layers).filter(|&m| a.chunks(d).skip(m).step_by(layers).zip(b.chunks(d).skip(m).step_by(layers)).any(|(p, q)| p != q)).collect()
+}
+
+#[test]
+fn clt_reconstruction_of_layer_m_reads_only_layers_up_to_m() {
+    let (layers, d) = (4, 8);
+    let cfg = TranscoderConfig { features: 16, skip: true, ..Default::default() };
+    let tc = random_model(&cfg, layers, d, 5);
+    let x = uniform(&mut ChaCha8Rng::seed_from_u64(6), 10 * layers * d, 1.0);
+    let base = tc.forward(&x).mlp_out;
+    for j in 0..layers {
+        assert_eq!(changed_layers(&base, &perturbed(&tc, &x, j), layers, d), (j..layers).collect::<Vec<_>>(), "perturbing layer {j}");
+    }
+}
+
+#[test]
+fn plt_has_no_cross_layer_decoders() {
+    let (layers, d) = (3, 8);
+    let cfg = TranscoderConfig { variant: Variant::Plt, features: 16, ..Default::default() };
+    let tc = random_model(&cfg, layers, d, 5);
+    assert!(tc.w_dec.iter().all(|w| w.len() == 16 * d), "each PLT decoder writes one layer");
+    let x = uniform(&mut ChaCha8Rng::seed_from_u64(6), 10 * layers * d, 1.0);
+    let base = tc.forward(&x).mlp_out;
+    for j in 0..layers {
+        assert_eq!(changed_layers(&base, &perturbed(&tc, &x, j), layers, d), vec![j]);
+    }
+}
+
+#[test]
+fn export_then_import_gives_the_same_transcoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = uniform(&mut ChaCha8Rng::seed_from_u64(2), 20 * 3 * 8, 1.0);
+    for cfg in [
+        TranscoderConfig { features: 16, activation: Activation::JumpRelu { threshold: 0.1, bandwidth: 0.05 }, skip: true, ..Default::default() },
+        TranscoderConfig { variant: Variant::Mlsae, features: 16, activation: Activation::TopK { k: 4 }, ..Default::default() },
+    ] {
+        let tc = random_model(&cfg, 3, 8, 1);
+        let out = dir.path().join(format!("{:?}", cfg.variant));
+        export_circuit_tracer(&tc, &out).unwrap();
+        assert!(out.join("W_enc_0.safetensors").exists() && out.join("W_dec_0.safetensors").exists());
+        let back = import_circuit_tracer(&out).unwrap();
+        assert_eq!(back, tc);
+        assert_eq!(back.forward(&x).mlp_out, tc.forward(&x).mlp_out);
+    }
+}
+
+#[test]
+fn resuming_from_a_checkpoint_matches_uninterrupted_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("acts.safetensors");
+    planted_cache(&cache, 2048, 2, 16);
+    let cfg = TranscoderConfig { features: 32, batch: 128, steps: 20, shuffle_buffer: 1024, activation: Activation::BatchTopK { k: 4 }, ..Default::default() };
+    let whole = train(&cfg, &mut CacheSource::open(&cache, 1024, 3).unwrap(), &dir.path().join("whole")).unwrap();
+    let split = dir.path().join("split");
+    train(&TranscoderConfig { steps: 9, ..cfg.clone() }, &mut CacheSource::open(&cache, 1024, 3).unwrap(), &split).unwrap();
+    let resumed = train(&cfg, &mut CacheSource::open(&cache, 1024, 3).unwrap(), &split).unwrap();
+    assert_eq!(resumed.transcoder, whole.transcoder);
+}

@@ -3,7 +3,7 @@
 //! Everything after the encoder is sparse, so this product is where the time goes. The kernel keeps
 //! a tile of TOKENS × LANES accumulators in registers and streams W_enc rows through them; on CPUs
 //! with AVX2+FMA a copy compiled for those features is picked at run time (the crate is built for
-//! baseline x86-64, which has neither).
+//! baseline x86-64, which has neither). Everything else falls back to a portable row loop.
 
 const TOKENS: usize = 4;
 const LANES: usize = 16;
@@ -11,74 +11,65 @@ const LANES: usize = 16;
 /// out[t, f] = b[f] + Σ_k x_rows[t][k] · w[k, f].   x_rows: T rows of d_in; w: [d_in, F]; out: [T, F].
 pub(crate) fn affine_rows(x_rows: &[&[f32]], w: &[f32], b: &[f32], out: &mut [f32]) {
     let f = b.len();
-    debug_assert_eq!(out.len(), x_rows.len() * f);
+    assert!(out.len() == x_rows.len() * f && x_rows.iter().all(|r| r.len() * f == w.len()));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features this copy is compiled for were detected just above.
-        unsafe { affine_rows_avx2(x_rows, w, b, out) };
+        let full = f / LANES * LANES;
+        for (rows, o) in x_rows.chunks(TOKENS).zip(out.chunks_mut(TOKENS * f)) {
+            if rows.len() == TOKENS {
+                for f0 in (0..full).step_by(LANES) {
+                    // SAFETY: AVX2 and FMA were detected above; the shapes were asserted above.
+                    unsafe { avx2::tile(rows, w, &b[f0..f0 + LANES], f, f0, o) };
+                }
+                rows.iter().zip(o.chunks_mut(f)).for_each(|(r, o)| portable_row(r, w, b, f, full, o));
+            } else {
+                rows.iter().zip(o.chunks_mut(f)).for_each(|(r, o)| portable_row(r, w, b, f, 0, o));
+            }
+        }
         return;
     }
-    affine_rows_body::<false>(x_rows, w, b, out, f);
+    x_rows.iter().zip(out.chunks_mut(f)).for_each(|(r, o)| portable_row(r, w, b, f, 0, o));
+}
+
+/// Features f0..F of one token, one W_enc row at a time.
+fn portable_row(row: &[f32], w: &[f32], b: &[f32], f: usize, f0: usize, out: &mut [f32]) {
+    out[f0..].copy_from_slice(&b[f0..]);
+    for (&xv, wk) in row.iter().zip(w.chunks_exact(f)) {
+        axpy(xv, &wk[f0..], &mut out[f0..]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn affine_rows_avx2(x_rows: &[&[f32]], w: &[f32], b: &[f32], out: &mut [f32]) {
-    affine_rows_body::<true>(x_rows, w, b, out, b.len());
-}
+mod avx2 {
+    use std::arch::x86_64::*;
 
-#[inline(always)]
-fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
-    // mul_add is one instruction with FMA and a slow libm call without it.
-    if FUSED { a.mul_add(b, c) } else { a * b + c }
-}
+    use super::{LANES, TOKENS};
 
-#[inline(always)]
-fn affine_rows_body<const FUSED: bool>(x_rows: &[&[f32]], w: &[f32], b: &[f32], out: &mut [f32], f: usize) {
-    let full = f / LANES * LANES;
-    let mut t0 = 0;
-    while t0 + TOKENS <= x_rows.len() {
-        let rows: [&[f32]; TOKENS] = std::array::from_fn(|i| x_rows[t0 + i]);
-        for f0 in (0..full).step_by(LANES) {
-            tile::<FUSED>(&rows, w, b, f, f0, &mut out[t0 * f..(t0 + TOKENS) * f]);
-        }
-        for (i, row) in rows.iter().enumerate() {
-            tail::<FUSED>(row, w, b, f, full, &mut out[(t0 + i) * f..(t0 + i + 1) * f]);
-        }
-        t0 += TOKENS;
-    }
-    for t in t0..x_rows.len() {
-        tail::<FUSED>(x_rows[t], w, b, f, 0, &mut out[t * f..(t + 1) * f]);
-    }
-}
-
-/// One TOKENS × LANES tile starting at feature f0; out holds TOKENS full rows of F.
-#[inline(always)]
-fn tile<const FUSED: bool>(rows: &[&[f32]; TOKENS], w: &[f32], b: &[f32], f: usize, f0: usize, out: &mut [f32]) {
-    let bias: &[f32; LANES] = b[f0..f0 + LANES].try_into().unwrap();
-    let mut acc = [*bias; TOKENS];
-    for k in 0..rows[0].len() {
-        let wk: &[f32; LANES] = w[k * f + f0..k * f + f0 + LANES].try_into().unwrap();
-        for t in 0..TOKENS {
-            let xv = rows[t][k];
-            for j in 0..LANES {
-                acc[t][j] = madd::<FUSED>(xv, wk[j], acc[t][j]);
+    /// One TOKENS × LANES tile at feature f0: the 8 accumulators stay in registers while the
+    /// W_enc rows stream past. out holds TOKENS full rows of F.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile(rows: &[&[f32]], w: &[f32], bias: &[f32], f: usize, f0: usize, out: &mut [f32]) {
+        let b0 = _mm256_loadu_ps(bias.as_ptr());
+        let b1 = _mm256_loadu_ps(bias.as_ptr().add(8));
+        let mut acc = [[b0, b1]; TOKENS];
+        let xs: [*const f32; TOKENS] = std::array::from_fn(|t| rows[t].as_ptr());
+        let mut wp = w.as_ptr().add(f0);
+        for k in 0..rows[0].len() {
+            let w0 = _mm256_loadu_ps(wp);
+            let w1 = _mm256_loadu_ps(wp.add(8));
+            for t in 0..TOKENS {
+                let xv = _mm256_set1_ps(*xs[t].add(k));
+                acc[t][0] = _mm256_fmadd_ps(xv, w0, acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(xv, w1, acc[t][1]);
             }
+            wp = wp.add(f);
         }
-    }
-    for t in 0..TOKENS {
-        out[t * f + f0..t * f + f0 + LANES].copy_from_slice(&acc[t]);
-    }
-}
-
-/// Features from f0 to F of one token, row by row (the part that does not fill a tile).
-#[inline(always)]
-fn tail<const FUSED: bool>(row: &[f32], w: &[f32], b: &[f32], f: usize, f0: usize, out: &mut [f32]) {
-    out[f0..].copy_from_slice(&b[f0..]);
-    for (k, &xv) in row.iter().enumerate() {
-        for (o, &wv) in out[f0..].iter_mut().zip(&w[k * f + f0..(k + 1) * f]) {
-            *o = madd::<FUSED>(xv, wv, *o);
+        for (t, a) in acc.iter().enumerate() {
+            let o = out.as_mut_ptr().add(t * f + f0);
+            _mm256_storeu_ps(o, a[0]);
+            _mm256_storeu_ps(o.add(8), a[1]);
         }
+        debug_assert_eq!(LANES, 16);
     }
 }
 

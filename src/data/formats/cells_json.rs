@@ -26,9 +26,15 @@ pub(super) fn fill_from_cells_json(data_file: &Path, cell_id: &str, metadata: &m
 
 /// Takes the named fields the metadata has slots for, where still empty, and keeps the rest
 /// (cell_id, C-rates, step list…) in `extra` without overwriting what is there.
+/// A capacity flagged `capacity_estimated` (a canonical file's own estimate) is not taken as
+/// stated, so ingest estimates it afresh and flags it again.
 pub(super) fn fill_from_object(object: Map<String, Value>, metadata: &mut SourceMetadata) {
+    let estimated = object.get("capacity_estimated").and_then(Value::as_bool) == Some(true);
     for (key, value) in object {
         match key.as_str() {
+            "nominal_capacity_ah" if estimated => {
+                metadata.extra.entry("estimated_capacity_ah").or_insert(value);
+            }
             "nominal_capacity_ah" if metadata.nominal_capacity_ah.is_none() => metadata.nominal_capacity_ah = value.as_f64(),
             "ambient_temperature_c" if metadata.ambient_temperature_c.is_none() => metadata.ambient_temperature_c = value.as_f64(),
             "chemistry" if metadata.chemistry.is_none() => metadata.chemistry = value.as_str().map(str::to_owned),

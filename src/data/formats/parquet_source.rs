@@ -5,9 +5,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::record_batch::RecordBatch;
-use arrow::datatypes::{DataType, Float64Type, Int32Type};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int32Type};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use serde_json::{Map, Value};
@@ -15,10 +15,12 @@ use serde_json::{Map, Value};
 use super::cells_json::{fill_from_cells_json, fill_from_object};
 use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
+use crate::data::schema::{CELL_METADATA_KEY, PYBAMM_METADATA_KEY};
 use crate::{Error, Result};
 
-/// Key-value metadata keys holding the cell's metadata as a JSON object.
-const METADATA_KEYS: [&str; 2] = ["battery_metadata", "voltlens_metadata"];
+/// Key-value metadata keys holding the cell's metadata as a JSON object: our canonical files'
+/// cells-table row, and the PyBaMM generator's settings.
+const METADATA_KEYS: [&str; 2] = [CELL_METADATA_KEY, PYBAMM_METADATA_KEY];
 const REQUIRED: [&str; 3] = ["test_time", "current", "voltage"];
 const OPTIONAL: [&str; 3] = ["temperature", "cycle_number", "step_index"];
 
@@ -58,44 +60,31 @@ impl ParquetSource {
         Ok(ParquetSource { path: path.to_path_buf(), batches, metadata, next_record: 1 })
     }
 
+    /// One record batch as canonical rows; `gt_*` arrays are passed on as they are.
     fn to_chunk(&self, batch: &RecordBatch) -> Result<RawChunk> {
-        let column = |name: &str| batch.column_by_name(name);
-        let cast = |name: &str, array: &ArrayRef, to: &DataType| {
-            arrow::compute::cast(array, to).map_err(|e| Error::in_file(&self.path, format!("column '{name}': {e}")))
-        };
-        let floats = |name: &str| -> Result<Option<ArrayRef>> { column(name).map(|a| cast(name, a, &DataType::Float64)).transpose() };
-        let ints = |name: &str| -> Result<Option<ArrayRef>> { column(name).map(|a| cast(name, a, &DataType::Int32)).transpose() };
-
-        let required: Vec<ArrayRef> = REQUIRED.iter().map(|n| floats(n).map(Option::unwrap)).collect::<Result<_>>()?;
-        let [time, current, voltage] = [0, 1, 2].map(|i| required[i].as_primitive::<Float64Type>());
-        let temperature = floats("temperature")?;
-        let temperature = temperature.as_ref().map(|a| a.as_primitive::<Float64Type>());
-        let (cycle, step) = (ints("cycle_number")?, ints("step_index")?);
-        let (cycle, step) = (cycle.as_ref().map(|a| a.as_primitive::<Int32Type>()), step.as_ref().map(|a| a.as_primitive::<Int32Type>()));
+        let path = &self.path;
+        let required = |name| column_as(path, batch, name, &DataType::Float64)?.ok_or_else(|| Error::in_file(path, format!("no column '{name}'")));
+        let (time, current, voltage) = (required("test_time")?, required("current")?, required("voltage")?);
+        let temperature = column_as(path, batch, "temperature", &DataType::Float64)?;
+        let cycle = column_as(path, batch, "cycle_number", &DataType::Int32)?;
+        let step = column_as(path, batch, "step_index", &DataType::Int32)?;
 
         let mut chunk = RawChunk::default();
         for i in 0..batch.num_rows() {
             let record = self.next_record + i as u64;
-            let value = |name: &str, array: &arrow::array::Float64Array| -> Result<f64> {
-                match array.is_valid(i).then(|| array.value(i)) {
-                    Some(v) if v.is_finite() => Ok(v),
-                    Some(v) => Err(Error::at_row(&self.path, record, Some(name), format!("not a finite number: {v}"))),
-                    None => Err(Error::at_row(&self.path, record, Some(name), "missing value")),
-                }
-            };
-            let present = |array: Option<&arrow::array::Int32Array>| array.filter(|a| a.is_valid(i)).map(|a| a.value(i));
+            let finite = |name: &str, array: &ArrayRef| finite_value(path, record, name, array.as_primitive::<Float64Type>(), i);
             chunk.push(
-                value("test_time", time)?,
-                value("current", current)? as f32,
-                value("voltage", voltage)? as f32,
-                temperature.filter(|a| a.is_valid(i)).map(|a| a.value(i)).filter(|t| t.is_finite()).map(|t| t as f32),
-                present(cycle),
-                present(step),
+                finite("test_time", &time)?,
+                finite("current", &current)? as f32,
+                finite("voltage", &voltage)? as f32,
+                value_at::<Float64Type>(temperature.as_ref(), i).filter(|t| t.is_finite()).map(|t| t as f32),
+                value_at::<Int32Type>(cycle.as_ref(), i),
+                value_at::<Int32Type>(step.as_ref(), i),
                 record,
             );
         }
-        chunk.passthrough = batch
-            .schema()
+        let schema = batch.schema();
+        chunk.passthrough = schema
             .fields()
             .iter()
             .zip(batch.columns())
@@ -104,6 +93,28 @@ impl ParquetSource {
             .collect();
         Ok(chunk)
     }
+}
+
+/// Column `name` cast to `to` (files may store float32 or int64), if the batch has it.
+fn column_as(path: &Path, batch: &RecordBatch, name: &str, to: &DataType) -> Result<Option<ArrayRef>> {
+    let Some(array) = batch.column_by_name(name) else { return Ok(None) };
+    let cast = arrow::compute::cast(array, to).map_err(|e| Error::in_file(path, format!("column '{name}': {e}")))?;
+    Ok(Some(cast))
+}
+
+/// A value that must be present and finite (time, current, voltage).
+fn finite_value(path: &Path, record: u64, name: &str, array: &Float64Array, i: usize) -> Result<f64> {
+    match array.is_valid(i).then(|| array.value(i)) {
+        Some(v) if v.is_finite() => Ok(v),
+        Some(v) => Err(Error::at_row(path, record, Some(name), format!("not a finite number: {v}"))),
+        None => Err(Error::at_row(path, record, Some(name), "missing value")),
+    }
+}
+
+/// An optional column's value at row `i`; `None` where the column or the value is missing.
+fn value_at<T: ArrowPrimitiveType>(array: Option<&ArrayRef>, i: usize) -> Option<T::Native> {
+    let array = array?.as_primitive::<T>();
+    array.is_valid(i).then(|| array.value(i))
 }
 
 /// The cell's metadata from the key-value metadata, gaps filled from a `cells.json` beside it.
