@@ -116,6 +116,46 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Train the battery model (LBLM) on a canonical dataset; resumes from a checkpoint in --out.
+    ///
+    /// Settings come from a TOML file with [arch] and [train] tables (the same keys as a pipeline's
+    /// [model.arch] and [model.train]); flags override them.
+    ///
+    /// Example: voltlens train-model --data runs/quickstart/data/dataset --out runs/my-model --steps 2000
+    TrainModel {
+        /// Dataset directory (cells.parquet + timeseries/).
+        #[arg(long)]
+        data: PathBuf,
+        /// Model directory: checkpoints, config, normalisation statistics and split.
+        #[arg(long)]
+        out: PathBuf,
+        /// TOML file with [arch] and [train] tables.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Optimiser steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// cpu, or cuda (needs a build with --features cuda).
+        #[arg(long)]
+        device: Option<crate::model::DeviceChoice>,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Evaluate a trained model on its held-out cells: next-step RMSE, skill against persistence
+    /// and a ridge baseline, rollout RMSE; writes metrics.json and PNGs per protocol.
+    ///
+    /// Example: voltlens eval-model --data runs/quickstart/data/dataset --model runs/my-model --out runs/my-eval
+    EvalModel {
+        #[arg(long)]
+        data: PathBuf,
+        /// The directory train-model wrote.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        device: Option<crate::model::DeviceChoice>,
+    },
     /// Measure throughput and memory (benchmarks print figures; they assert nothing).
     ///
     /// Example: voltlens bench data --maccor ../shared/datasets/cyclers/PreDiag_000412_00008Fshort.022
@@ -139,6 +179,23 @@ enum BenchCommand {
         #[arg(long, default_value = "runs/bench-scratch")]
         work_dir: PathBuf,
     },
+    /// Training and inference tokens/s of the battery model at the quickstart and dev sizes.
+    Model {
+        /// cpu, or cuda (needs a build with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        device: crate::model::DeviceChoice,
+        /// Timed optimiser steps per size.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+    },
+}
+
+/// The [arch] and [train] tables of a train-model settings file.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct TrainModelFile {
+    arch: crate::model::ModelConfig,
+    train: crate::model::TrainConfig,
 }
 
 #[derive(Args)]
@@ -232,6 +289,33 @@ fn execute(command: Command) -> Result<ExitCode> {
             let figures = crate::bench::bench_data(maccor.as_deref(), rows, &work_dir);
             let _ = std::fs::remove_dir_all(&work_dir);
             crate::bench::print(&figures?);
+        }
+        Command::TrainModel { data, out, config, steps, device, seed } => {
+            let mut settings: TrainModelFile = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+                }
+                None => TrainModelFile::default(),
+            };
+            settings.train.steps = steps.unwrap_or(settings.train.steps);
+            settings.train.device = device.unwrap_or(settings.train.device);
+            settings.train.seed = seed.unwrap_or(settings.train.seed);
+            let summary = crate::model::train_model(&data, &settings.arch, &settings.train, &out)?;
+            println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+        }
+        Command::EvalModel { data, model, out, device } => {
+            let mut cfg = crate::model::EvalConfig::default();
+            cfg.device = device.unwrap_or(cfg.device);
+            let metrics = crate::model::eval_model(&data, &model, &out, &cfg)?;
+            println!("{}", serde_json::to_string_pretty(&metrics.overall).expect("serialisable"));
+            println!("wrote {}/metrics.json", out.display());
+        }
+        Command::Bench { what: BenchCommand::Model { device, steps } } => {
+            for (name, cfg) in [("quickstart", crate::model::ModelConfig::default()), ("dev", crate::model::ModelConfig::dev())] {
+                let b = crate::model::bench(&cfg, 32, steps, device)?;
+                println!("{name:<12} {}", serde_json::to_string(&b).expect("serialisable"));
+            }
         }
         Command::Batch { files, run } => {
             let results = crate::pipeline::batch(&files, &run.options());

@@ -169,12 +169,12 @@ fn training_on_a_planted_dictionary_lowers_fvu_with_sane_l0() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("acts.safetensors");
     planted_cache(&cache, 8192, 2, 16);
-    let cfg = TranscoderConfig { features: 64, batch: 256, steps: 400, lr: 3e-3, lambda: 1e-4, target_firing_rate: 0.05, shuffle_buffer: 4096, ..Default::default() };
+    let cfg = TranscoderConfig { features: 64, batch: 256, steps: 400, lr: 3e-3, lambda: 1e-2, target_firing_rate: 0.05, shuffle_buffer: 4096, ..Default::default() };
     let mut source = CacheSource::open(&cache, cfg.shuffle_buffer, 1).unwrap();
     let report = train(&cfg, &mut source, &dir.path().join("run")).unwrap();
     let m = evaluate(&report.transcoder, &mut CacheSource::open(&cache, 0, 0).unwrap(), 4096, 1024).unwrap();
     m.write_json(&dir.path().join("metrics.json")).unwrap();
-    assert!(m.fvu_per_layer.iter().all(|&f| f < 0.25), "FVU per layer {:?}", m.fvu_per_layer);
+    assert!(m.fvu_per_layer.iter().all(|&f| f < 0.25), "FVU per layer {:?} L0 {:?}", m.fvu_per_layer, m.l0_per_layer);
     assert!(m.l0_per_layer.iter().all(|&l| l > 0.5 && l < 20.0), "L0 per layer {:?}", m.l0_per_layer);
 }
 

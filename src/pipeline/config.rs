@@ -18,6 +18,18 @@ pub struct PipelineConfig {
     #[serde(default = "default_runs_dir")]
     pub runs_dir: PathBuf,
     pub data: DataStageConfig,
+    /// Train and evaluate the battery model (omit to stop after the data).
+    pub model: Option<ModelStageConfig>,
+}
+
+/// The `model` stage: train the LBLM on the data stage's dataset, then evaluate it on held-out
+/// cells. The pipeline's `seed` seeds training (it overrides `[model.train] seed`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelStageConfig {
+    pub arch: crate::model::ModelConfig,
+    pub train: crate::model::TrainConfig,
+    pub eval: crate::model::EvalConfig,
 }
 
 fn default_runs_dir() -> PathBuf {

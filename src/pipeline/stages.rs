@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::{DataStageConfig, PipelineConfig};
+use super::config::{DataStageConfig, ModelStageConfig, PipelineConfig};
 use super::StageContext;
 use crate::Result;
 
@@ -26,8 +26,18 @@ pub trait Stage {
 
 /// The stages of a pipeline, in run order.
 pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
-    Ok(vec![Box::new(DataStage(config.data.clone()))])
+    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(DataStage(config.data.clone()))];
+    if let Some(model) = &config.model {
+        let mut model = model.clone();
+        model.train.seed = config.seed;
+        stages.push(Box::new(ModelStage(model)));
+    }
+    Ok(stages)
 }
+
+/// Where the model stage keeps the trained model and the evaluation, inside its directory.
+pub const MODEL_DIR: &str = "model";
+pub const EVAL_DIR: &str = "eval";
 
 /// Directory, inside the data stage's output, that holds the canonical dataset.
 pub const DATASET_DIR: &str = "dataset";
@@ -62,5 +72,25 @@ impl Stage for DataStage {
         };
         let rows: u64 = cells.iter().map(|c| c.rows).sum();
         Ok(serde_json::json!({ "cells": cells.len(), "rows": rows }))
+    }
+}
+
+struct ModelStage(ModelStageConfig);
+
+impl Stage for ModelStage {
+    fn name(&self) -> &'static str {
+        "model"
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).expect("serialisable")
+    }
+
+    fn run(&self, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+        let dataset = ctx.stage_dir("data").join(DATASET_DIR);
+        let model_dir = out.join(MODEL_DIR);
+        let trained = crate::model::train_model(&dataset, &self.0.arch, &self.0.train, &model_dir)?;
+        let metrics = crate::model::eval_model(&dataset, &model_dir, &out.join(EVAL_DIR), &self.0.eval)?;
+        Ok(serde_json::json!({ "train": trained, "eval": metrics.overall }))
     }
 }
