@@ -8,6 +8,8 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod label;
+pub mod mine;
 pub mod model;
 pub mod pipeline;
 pub mod plot_style;

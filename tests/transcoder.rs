@@ -74,7 +74,7 @@ fn params(tc: &mut Transcoder) -> Vec<(&'static str, &mut Vec<f32>)> {
 /// Loss and gradient of a fixed batch.
 fn loss(tc: &Transcoder, x: &[f32], y: &[f32], var: &[f32], sparsity: Sparsity, grad: &mut Transcoder) -> f64 {
     let norms = tc.decoder_norms();
-    let terms = LossTerms { var, lambda: 0.1, sparsity, norms: &norms };
+    let terms = LossTerms { var, lambda: 0.1, sparsity, norms: &norms, aux: None };
     let stats = loss_and_grad(tc, x, y, &terms, grad);
     stats.fvu.iter().map(|&v| v as f64).sum::<f64>() / stats.fvu.len() as f64 + stats.sparsity_loss as f64
 }
@@ -106,7 +106,7 @@ fn check_gradients(cfg: TranscoderConfig, sparsity: Sparsity) {
             checked += 1;
         }
     }
-    assert!(checked > 200);
+    assert!(checked > 150);
 }
 
 #[test]
@@ -132,6 +132,14 @@ fn jumprelu_threshold_gets_the_straight_through_gradient() {
     loss(&model, &x, &y, &[1.0, 1.0, 1.0], Sparsity::L1, &mut grad);
     assert!(grad.threshold.iter().all(|g| g.is_finite()));
     assert!(grad.threshold.iter().any(|&g| g != 0.0), "a wide window must pass gradient to some threshold");
+}
+
+#[test]
+fn mlsae_and_batchtopk_gradients_match_finite_differences() {
+    let mlsae = TranscoderConfig { variant: Variant::Mlsae, features: 8, activation: Activation::TopK { k: 3 }, ..Default::default() };
+    check_gradients(mlsae, Sparsity::L1);
+    let plt = TranscoderConfig { variant: Variant::Plt, features: 6, activation: Activation::BatchTopK { k: 2 }, ..Default::default() };
+    check_gradients(plt, Sparsity::L1);
 }
 
 #[test]
@@ -169,13 +177,14 @@ fn training_on_a_planted_dictionary_lowers_fvu_with_sane_l0() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("acts.safetensors");
     planted_cache(&cache, 8192, 2, 16);
-    let cfg = TranscoderConfig { features: 64, batch: 256, steps: 400, lr: 3e-3, lambda: 1e-2, target_firing_rate: 0.05, shuffle_buffer: 4096, ..Default::default() };
+    let cfg = TranscoderConfig { features: 64, batch: 256, steps: 600, lr: 3e-3, lambda: 2e-2, target_firing_rate: 0.05, shuffle_buffer: 4096, ..Default::default() };
     let mut source = CacheSource::open(&cache, cfg.shuffle_buffer, 1).unwrap();
     let report = train(&cfg, &mut source, &dir.path().join("run")).unwrap();
     let m = evaluate(&report.transcoder, &mut CacheSource::open(&cache, 0, 0).unwrap(), 4096, 1024).unwrap();
     m.write_json(&dir.path().join("metrics.json")).unwrap();
-    assert!(m.fvu_per_layer.iter().all(|&f| f < 0.25), "FVU per layer {:?} L0 {:?}", m.fvu_per_layer, m.l0_per_layer);
-    assert!(m.l0_per_layer.iter().all(|&l| l > 0.5 && l < 20.0), "L0 per layer {:?}", m.l0_per_layer);
+    println!("planted: {m:?}");
+    assert!(m.fvu_per_layer.iter().all(|&f| f < 0.35), "FVU per layer {:?} L0 {:?}", m.fvu_per_layer, m.l0_per_layer);
+    assert!(m.l0_per_layer.iter().all(|&l| l > 1.0 && l < 12.0), "L0 per layer {:?}", m.l0_per_layer);
 }
 
 /// ŷ of tokens x with resid_mid of layer `layer` changed.
@@ -247,4 +256,83 @@ fn resuming_from_a_checkpoint_matches_uninterrupted_training() {
     train(&TranscoderConfig { steps: 9, ..cfg.clone() }, &mut CacheSource::open(&cache, 1024, 3).unwrap(), &split).unwrap();
     let resumed = train(&cfg, &mut CacheSource::open(&cache, 1024, 3).unwrap(), &split).unwrap();
     assert_eq!(resumed.transcoder, whole.transcoder);
+}
+
+#[test]
+fn auxk_gradients_of_dead_features_match_finite_differences() {
+    let (layers, d, b, f_n) = (3, 4, 6, 8);
+    let cfg = TranscoderConfig { features: f_n, activation: Activation::TopK { k: 2 }, ..Default::default() };
+    let model = random_model(&cfg, layers, d, 9);
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let x = uniform(&mut rng, b * layers * d, 1.0);
+    let y = uniform(&mut rng, b * layers * d, 1.0);
+    let var = vec![0.7, 1.1, 0.9];
+    // Dead = never in the main codes of this batch, so that the main error does not move with them.
+    let codes = model.encode(&x);
+    let dead: Vec<Vec<u32>> = (0..layers)
+        .map(|e| (0..f_n as u32).filter(|&f| (0..b).all(|t| !codes.row(t * layers + e).any(|j| codes.index[j] == f))).collect())
+        .collect();
+    assert!(dead.iter().map(Vec::len).sum::<usize>() >= 4, "the test needs dead features: {dead:?}");
+    let total = |tc: &Transcoder, grad: &mut Transcoder| {
+        let norms = tc.decoder_norms();
+        let aux = Some(voltlens::transcoder::grad::AuxK { dead: &dead, k: 2, coef: 0.5 });
+        let s = loss_and_grad(tc, &x, &y, &LossTerms { var: &var, lambda: 0.0, sparsity: Sparsity::L1, norms: &norms, aux }, grad);
+        s.fvu.iter().map(|&v| v as f64).sum::<f64>() / layers as f64 + s.aux_loss as f64
+    };
+    let mut grad = model.clone();
+    total(&model, &mut grad);
+    assert!(grad.w_dec.iter().flatten().any(|&g| g != 0.0));
+    let mut scratch = model.clone();
+    let eps = 1e-3f32;
+    for (e, feats) in dead.iter().enumerate() {
+        let row = d * (layers - e);
+        for &f in feats {
+            for i in 0..row {
+                let idx = f as usize * row + i;
+                let (mut plus, mut minus) = (model.clone(), model.clone());
+                plus.w_dec[e][idx] += eps;
+                minus.w_dec[e][idx] -= eps;
+                let fd = (total(&plus, &mut scratch) - total(&minus, &mut scratch)) / (2.0 * eps as f64);
+                let g = grad.w_dec[e][idx] as f64;
+                assert!((fd - g).abs() <= 2e-3 + 2e-2 * g.abs(), "AuxK d loss/d W_dec[{e}][{f}][{i}]: {fd} vs {g}");
+            }
+            let (mut plus, mut minus) = (model.clone(), model.clone());
+            plus.b_enc[e * f_n + f as usize] += eps;
+            minus.b_enc[e * f_n + f as usize] -= eps;
+            let fd = (total(&plus, &mut scratch) - total(&minus, &mut scratch)) / (2.0 * eps as f64);
+            let g = grad.b_enc[e * f_n + f as usize] as f64;
+            assert!((fd - g).abs() <= 2e-3 + 2e-2 * g.abs(), "AuxK d loss/d b_enc[{e}][{f}]: {fd} vs {g}");
+        }
+    }
+}
+
+#[test]
+fn cache_source_streams_shards_in_order_and_shuffles_every_token() {
+    use voltlens::transcoder::ActivationSource;
+    let dir = tempfile::tempdir().unwrap();
+    // Two shards of tokens numbered 0..5 and 5..8 (L = 1, d = 2; value = token number).
+    let shard = |range: std::ops::Range<usize>| range.flat_map(|t| [t as f32; 2]).collect::<Vec<f32>>();
+    write_cache(&dir.path().join("a.safetensors"), &shard(0..5), &shard(0..5), [5, 1, 2]).unwrap();
+    write_cache(&dir.path().join("b.safetensors"), &shard(5..8), &shard(5..8), [3, 1, 2]).unwrap();
+    let mut ordered = CacheSource::open(dir.path(), 0, 0).unwrap();
+    assert_eq!(ordered.dims(), (1, 2));
+    let b = ordered.next_batch(10).unwrap();
+    let tokens: Vec<f32> = b.resid_mid.chunks(2).map(|c| c[0]).collect();
+    assert_eq!(tokens, vec![0., 1., 2., 3., 4., 5., 6., 7., 0., 1.], "in order, wrapping around");
+    let mut shuffled = CacheSource::open(dir.path(), 4, 1).unwrap();
+    let mut seen: Vec<f32> = shuffled.next_batch(64).unwrap().mlp_out.chunks(2).map(|c| c[0]).collect();
+    seen.sort_by(f32::total_cmp);
+    seen.dedup();
+    assert_eq!(seen, (0..8).map(|t| t as f32).collect::<Vec<_>>(), "every token comes out of the buffer");
+}
+
+#[test]
+fn lambda_schedules_ramp_as_configured() {
+    use voltlens::transcoder::LambdaSchedule;
+    let cfg = |schedule| TranscoderConfig { lambda: 2.0, schedule, ..Default::default() };
+    assert_eq!(cfg(LambdaSchedule::Constant).lambda_at(0), 2.0);
+    let linear = cfg(LambdaSchedule::LinearRamp { ramp_steps: 10 });
+    assert_eq!((linear.lambda_at(0), linear.lambda_at(5), linear.lambda_at(50)), (0.0, 1.0, 2.0));
+    let delayed = cfg(LambdaSchedule::DelayedRamp { delay_steps: 10, ramp_steps: 10 });
+    assert_eq!((delayed.lambda_at(5), delayed.lambda_at(15), delayed.lambda_at(25)), (0.0, 1.0, 2.0));
 }

@@ -74,9 +74,28 @@ pub fn select_row(act: &Activation, pre: &[f32], threshold: &[f32], window: bool
 
 /// The k largest positive entries, in feature order (so results do not depend on the selection).
 fn top_k(pre: &[f32], k: usize, scratch: &mut Vec<u32>, out: &mut Codes) {
+    // Only positive entries can be kept, and after the bias init most are negative: selecting
+    // among the positive ones alone skips a selection over all F.
     scratch.clear();
-    scratch.extend(0..pre.len() as u32);
-    if k < pre.len() {
+    scratch.extend((0..pre.len() as u32).filter(|&f| pre[f as usize] > 0.0));
+    keep_top(pre, k, scratch, out);
+}
+
+/// AuxK's selection: one row of the k largest positive pre-activations among `candidates` (the
+/// dead features), in feature order.
+pub fn top_k_among(pre: &[f32], candidates: &[u32], k: usize, scratch: &mut Vec<u32>, out: &mut Codes) {
+    scratch.clear();
+    scratch.extend_from_slice(candidates);
+    keep_top(pre, k, scratch, out);
+    out.end_row();
+}
+
+/// Appends the k largest positive pre[f] for f in `scratch` (which it reorders).
+fn keep_top(pre: &[f32], k: usize, scratch: &mut Vec<u32>, out: &mut Codes) {
+    if k == 0 {
+        return;
+    }
+    if k < scratch.len() {
         // total_cmp keeps the order deterministic even with NaNs; ties break by feature number.
         scratch.select_nth_unstable_by(k - 1, |&a, &b| pre[b as usize].total_cmp(&pre[a as usize]).then(a.cmp(&b)));
         scratch.truncate(k);

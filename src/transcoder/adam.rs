@@ -1,6 +1,7 @@
 //! Adam (Kingma & Ba 2015), dense: every parameter moves every step, as in the PyTorch reference.
-//! A lazy variant that touches only the rows of active features was not needed: the moments hold
-//! about a million floats, and one pass over them costs a fraction of the encoder product.
+//! A lazy variant that touches only the rows of active features was not needed: at L=4, d=64,
+//! F=1024 the moments hold about a million floats each, and perf puts the whole update at a few
+//! per cent of a step, far below the dense encoder product.
 
 use rayon::prelude::*;
 

@@ -64,6 +64,12 @@ pub struct Transcoder {
     pub w_skip: Option<Vec<f32>>,
 }
 
+/// AuxK's candidates: per encoder the dead features, and how many of them each token may use.
+pub(crate) struct AuxSelect<'a> {
+    pub dead: &'a [Vec<u32>],
+    pub k: usize,
+}
+
 /// What one forward pass gives back.
 pub struct ForwardOutput {
     /// Active features per (token, encoder).
@@ -108,42 +114,51 @@ impl Transcoder {
 
     /// Sparse codes of `n` tokens of resid_mid x [n, L, d]. With `window`, JumpReLU entries near the
     /// threshold are kept at value 0 for training. BatchTopK cuts across the tokens of this call.
-    pub(crate) fn encode_with(&self, x: &[f32], window: bool) -> Codes {
+    /// With `aux`, also returns AuxK's codes: per (token, encoder) the top k dead features.
+    pub(crate) fn encode_with(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let per_token = self.shape.layers * self.shape.d_model;
-        let chunks: Vec<Codes> = x.par_chunks(CHUNK * per_token).map(|xc| self.encode_chunk(xc, window)).collect();
-        let mut codes = Codes::new();
-        for c in &chunks {
+        let chunks: Vec<(Codes, Codes)> = x.par_chunks(CHUNK * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
+        let (mut codes, mut aux_codes) = (Codes::new(), Codes::new());
+        for (c, a) in &chunks {
             codes.extend(c);
+            aux_codes.extend(a);
         }
-        match self.activation {
+        let codes = match self.activation {
             Activation::BatchTopK { k } => activation::batch_top_k(&codes, self.shape.encoders(), k),
             _ => codes,
-        }
+        };
+        (codes, aux_codes)
     }
 
-    fn encode_chunk(&self, x: &[f32], window: bool) -> Codes {
+    fn encode_chunk(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let s = self.shape;
         let per_token = s.layers * s.d_model;
         let n = x.len() / per_token;
         let mut pre = vec![0.0; n * s.features]; // [n, F] for one encoder at a time
         let mut per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
+        let mut aux_per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
         let mut scratch = Vec::new();
         for e in 0..s.encoders() {
             let off = s.input_offset(e);
             let rows: Vec<&[f32]> = (0..n).map(|t| &x[t * per_token + off..t * per_token + off + s.d_in()]).collect();
             dense::affine_rows(&rows, self.w_enc_of(e), &self.b_enc[e * s.features..(e + 1) * s.features], &mut pre);
-            let mut c = Codes::new();
+            let (mut c, mut a) = (Codes::new(), Codes::new());
             for row in pre.chunks(s.features) {
                 activation::select_row(&self.activation, row, self.threshold_of(e), window, &mut scratch, &mut c);
+                match aux {
+                    Some(aux) => activation::top_k_among(row, &aux.dead[e], aux.k, &mut scratch, &mut a),
+                    None => a.offsets.push(0),
+                }
             }
             per_enc.push(c);
+            aux_per_enc.push(a);
         }
-        interleave(&per_enc, n)
+        (interleave(&per_enc, n), interleave(&aux_per_enc, n))
     }
 
     /// Sparse codes of resid_mid x [n, L, d].
     pub fn encode(&self, x: &[f32]) -> Codes {
-        self.encode_with(x, false)
+        self.encode_with(x, false, None).0
     }
 
     /// Reconstructed mlp_out [n, L, d] from codes, plus the skip path when x is given.

@@ -30,6 +30,13 @@ pub enum Activation {
     BatchTopK { k: usize },
 }
 
+impl Activation {
+    /// Whether training adds the sparsity penalty (TopK variants get their sparsity from k).
+    pub fn penalised(&self) -> bool {
+        matches!(self, Activation::Relu | Activation::JumpRelu { .. })
+    }
+}
+
 /// The sparsity penalty S(z); both weight a feature by the norm of its concatenated decoder rows so
 /// that shrinking decoders cannot buy sparsity (Anthropic, "Circuit tracing" 2025).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -113,7 +120,8 @@ impl TranscoderConfig {
         if self.features == 0 || self.batch == 0 {
             return bad("features and batch must be positive");
         }
-        if !(self.lr > 0.0) || !(self.lambda >= 0.0) {
+        // Written so that NaN fails too.
+        if self.lr.is_nan() || self.lr <= 0.0 || self.lambda.is_nan() || self.lambda < 0.0 {
             return bad("lr must be positive and lambda non-negative");
         }
         if self.variant == Variant::Mlsae && !matches!(self.activation, Activation::TopK { .. } | Activation::BatchTopK { .. }) {
@@ -135,10 +143,5 @@ impl TranscoderConfig {
                 LambdaSchedule::LinearRamp { ramp_steps } => ramp(step, ramp_steps),
                 LambdaSchedule::DelayedRamp { delay_steps, ramp_steps } => ramp(step.saturating_sub(delay_steps), ramp_steps),
             }
-    }
-
-    /// Whether the sparsity penalty is trained at all (TopK variants get sparsity from k).
-    pub fn penalised(&self) -> bool {
-        matches!(self.activation, Activation::Relu | Activation::JumpRelu { .. })
     }
 }

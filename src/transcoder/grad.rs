@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::activation::{self, Codes};
-use super::clt::{Transcoder, CHUNK};
+use super::clt::{AuxSelect, Transcoder, CHUNK};
 use super::config::Sparsity;
 use super::dense;
 
@@ -20,6 +20,8 @@ pub struct StepStats {
     pub l0: Vec<f32>,
     /// λ·S(z), mean over tokens.
     pub sparsity_loss: f32,
+    /// The AuxK loss (0 without AuxK).
+    pub aux_loss: f32,
     /// Times each feature fired in the batch, [E, F].
     pub fired: Vec<u32>,
 }
@@ -32,6 +34,17 @@ pub struct LossTerms<'a> {
     pub sparsity: Sparsity,
     /// ‖W_dec,f‖, [E, F].
     pub norms: &'a [f32],
+    pub aux: Option<AuxK<'a>>,
+}
+
+/// AuxK (Gao et al. 2024, "Scaling and evaluating sparse autoencoders", §A.2): the top `k` dead
+/// features of each token reconstruct the main model's error e = y − ŷ, with loss
+/// coef · (1/L) Σ_m ‖ê_m − e_m‖²/Var(y_m) (normalised like the main loss; e is a constant).
+pub struct AuxK<'a> {
+    /// Per encoder, the dead features.
+    pub dead: &'a [Vec<u32>],
+    pub k: usize,
+    pub coef: f32,
 }
 
 /// s(z, n) and its partial derivatives ∂s/∂z, ∂s/∂n.
@@ -57,12 +70,21 @@ struct EntryGrads {
     d_norm: Vec<f32>,
 }
 
+impl EntryGrads {
+    fn append(&mut self, other: EntryGrads) {
+        self.d_pre.extend(other.d_pre);
+        self.d_theta.extend(other.d_theta);
+        self.d_norm.extend(other.d_norm);
+    }
+}
+
 /// Fills `grad` (same shapes as `model`) with ∂loss/∂params for x, y [B, L, d].
 pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms, grad: &mut Transcoder) -> StepStats {
     let s = model.shape;
     let (l, per_token, enc) = (s.layers, s.layers * s.d_model, s.encoders());
     let b = x.len() / per_token;
-    let codes = model.encode_with(x, !model.threshold.is_empty());
+    let aux_select = terms.aux.as_ref().map(|a| AuxSelect { dead: a.dead, k: a.k });
+    let (mut codes, aux_codes) = model.encode_with(x, !model.threshold.is_empty(), aux_select.as_ref());
     // ∂loss/∂ŷ [B, L, d], and per chunk the squared error per layer and the entries' gradients.
     let mut dy = vec![0.0; b * per_token];
     let parts: Vec<(Vec<f64>, f64, EntryGrads)> = dy
@@ -76,20 +98,29 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
     for (sqc, sp, g) in parts {
         sq.iter_mut().zip(&sqc).for_each(|(a, v)| *a += v);
         sparsity_loss += sp;
-        eg.d_pre.extend(g.d_pre);
-        eg.d_theta.extend(g.d_theta);
-        eg.d_norm.extend(g.d_norm);
+        eg.append(g);
+    }
+    let fired = fired(&codes, enc, s.features);
+    // b_dec and W_skip see the main reconstruction only (AuxK's ê has no bias or skip path).
+    dense_grads(model, x, &dy, grad);
+    let mut aux_loss = 0.0;
+    if let Some(aux) = &terms.aux {
+        // AuxK entries join the main ones as tokens B..2B, whose ∂loss/∂ŷ is ∂aux/∂ê.
+        let (dy_aux, eg_aux, loss) = aux_backward(model, &aux_codes, &dy, terms.var, aux.coef);
+        codes.extend(&aux_codes);
+        eg.append(eg_aux);
+        dy.extend(dy_aux);
+        aux_loss = loss;
     }
     let groups = FeatureGroups::new(&codes, enc, s.features);
     encoder_grads(model, &groups, &eg, x, grad);
     decoder_grads(model, &codes, &groups, &eg, &dy, terms.norms, grad);
-    dense_grads(model, x, &dy, grad);
-    let fired: Vec<u32> = groups.fired(&codes);
     let l0 = (0..enc).map(|e| fired[e * s.features..(e + 1) * s.features].iter().sum::<u32>() as f32 / b as f32).collect();
     StepStats {
         fvu: sq.iter().zip(terms.var).map(|(v, var)| (*v / (b as f64 * *var as f64)) as f32).collect(),
         l0,
         sparsity_loss: sparsity_loss as f32,
+        aux_loss,
         fired,
     }
 }
@@ -102,7 +133,7 @@ fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms
     let mut sq = vec![0.0f64; s.layers];
     let mut sparsity_loss = 0.0f64;
     let mut g = EntryGrads::default();
-    let penalised = !matches!(model.activation, super::Activation::TopK { .. } | super::Activation::BatchTopK { .. });
+    let penalised = model.activation.penalised();
     for (i, dyt) in dyc.chunks_mut(per_token).enumerate() {
         let t = t0 + i;
         let (xt, yt) = (&x[t * per_token..(t + 1) * per_token], &y[t * per_token..(t + 1) * per_token]);
@@ -137,6 +168,56 @@ fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms
         }
     }
     (sq, sparsity_loss, g)
+}
+
+/// Entries with z > 0 per feature, [E, F].
+fn fired(codes: &Codes, enc: usize, features: usize) -> Vec<u32> {
+    let mut n = vec![0u32; enc * features];
+    for r in 0..codes.rows() {
+        for j in codes.row(r).filter(|&j| codes.value[j] > 0.0) {
+            n[(r % enc) * features + codes.index[j] as usize] += 1;
+        }
+    }
+    n
+}
+
+/// ∂aux/∂ê [B, L, d] and the AuxK entries' gradients, from the main ∂loss/∂ŷ (which is
+/// 2(ŷ − y)/(L·Var·B), so it gives back the error e). Returns the AuxK loss too.
+fn aux_backward(model: &Transcoder, aux: &Codes, dy: &[f32], var: &[f32], coef: f32) -> (Vec<f32>, EntryGrads, f32) {
+    let s = model.shape;
+    let (d, l, per_token, enc) = (s.d_model, s.layers, s.layers * s.d_model, s.encoders());
+    let b = dy.len() / per_token;
+    let mut dy_aux = vec![0.0; dy.len()];
+    let mut loss = 0.0f64;
+    let mut g = EntryGrads::default();
+    for (t, (dat, dyt)) in dy_aux.chunks_mut(per_token).zip(dy.chunks(per_token)).enumerate() {
+        dat.fill(0.0);
+        for e in 0..enc {
+            let (row, first) = (s.dec_row(e), s.out_layers(e).start * d);
+            for j in aux.row(t * enc + e) {
+                let f = aux.index[j] as usize;
+                dense::axpy(aux.value[j], &model.w_dec[e][f * row..(f + 1) * row], &mut dat[first..first + row]);
+            }
+        }
+        for m in 0..l {
+            let main_coef = 2.0 / (l as f32 * var[m] * b as f32);
+            for (o, &dm) in dat[m * d..(m + 1) * d].iter_mut().zip(&dyt[m * d..(m + 1) * d]) {
+                let diff = *o + dm / main_coef; // ê − e, with e = y − ŷ = −dm/main_coef
+                loss += (coef * diff * diff / (l as f32 * var[m] * b as f32)) as f64;
+                *o = coef * main_coef * diff;
+            }
+        }
+        for e in 0..enc {
+            let (row, first) = (s.dec_row(e), s.out_layers(e).start * d);
+            for j in aux.row(t * enc + e) {
+                let f = aux.index[j] as usize;
+                g.d_pre.push(dense::dot(&model.w_dec[e][f * row..(f + 1) * row], &dat[first..first + row]));
+                g.d_theta.push(0.0);
+                g.d_norm.push(0.0);
+            }
+        }
+    }
+    (dy_aux, g, loss as f32)
 }
 
 /// The entries of each feature, in token order: a counting sort of the codes by (encoder, feature).
@@ -177,11 +258,6 @@ impl FeatureGroups {
     fn of(&self, key: usize) -> &[u32] {
         &self.order[self.start[key]..self.start[key + 1]]
     }
-
-    /// Entries with z > 0 per feature.
-    fn fired(&self, codes: &Codes) -> Vec<u32> {
-        (0..self.start.len() - 1).map(|k| self.of(k).iter().filter(|&&j| codes.value[j as usize] > 0.0).count() as u32).collect()
-    }
 }
 
 /// W_enc, b_enc and threshold gradients: one row of d_in per active feature, then transposed into
@@ -189,12 +265,13 @@ impl FeatureGroups {
 fn encoder_grads(model: &Transcoder, groups: &FeatureGroups, eg: &EntryGrads, x: &[f32], grad: &mut Transcoder) {
     let s = model.shape;
     let (d_in, f_n, per_token) = (s.d_in(), s.features, s.layers * s.d_model);
+    let b = x.len() / per_token; // AuxK entries sit at tokens B..2B
     let mut rows = vec![0.0f32; s.encoders() * f_n * d_in]; // [E, F, d_in]
     rows.par_chunks_mut(d_in).enumerate().for_each(|(key, row)| {
         let off = s.input_offset(key / f_n);
         row.fill(0.0);
         for &j in groups.of(key) {
-            let t = groups.token[j as usize] as usize;
+            let t = groups.token[j as usize] as usize % b;
             dense::axpy(eg.d_pre[j as usize], &x[t * per_token + off..t * per_token + off + d_in], row);
         }
     });

@@ -106,3 +106,30 @@ pub fn replacement_fidelity(layers: usize, mut next_step_mse: impl FnMut(Replace
     let per_layer = (0..layers).map(|l| next_step_mse(Replacement::LayerReplaced(l)).map(score)).collect::<Result<_>>()?;
     Ok(Fidelity { all_layers, per_layer })
 }
+
+/// Where one MLSAE feature lives: the layer its encoder weights and its decoder rows concentrate in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Band {
+    pub encoder_layer: usize,
+    pub decoder_layer: usize,
+}
+
+/// Banding of every feature of encoder 0 (the MLSAE's only one; DESIGN.md §3): for each, the layer
+/// with the largest share of ‖W_enc,f‖² and of ‖W_dec,f‖².
+pub fn banding(tc: &Transcoder) -> Vec<Band> {
+    let s = tc.shape;
+    let (d, f_n) = (s.d_model, s.features);
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+    let w_enc = tc.w_enc_of(0);
+    (0..f_n)
+        .map(|f| {
+            let mut enc = vec![0.0f32; s.layers];
+            for k in 0..s.d_in() {
+                enc[(s.input_offset(0) + k) / d] += w_enc[k * f_n + f].powi(2);
+            }
+            let row = &tc.w_dec[0][f * s.dec_row(0)..(f + 1) * s.dec_row(0)];
+            let dec: Vec<f32> = row.chunks(d).map(|r| r.iter().map(|v| v * v).sum()).collect();
+            Band { encoder_layer: argmax(&enc), decoder_layer: s.out_layers(0).start + argmax(&dec) }
+        })
+        .collect()
+}

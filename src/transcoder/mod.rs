@@ -1,5 +1,19 @@
-//! Transcoders on the battery model's MLPs (DESIGN.md §3): CLT, PLT and MLSAE, trained with
-//! hand-written sparse gradients on CPU, evaluated, and exported in circuit-tracer's layout.
+//! Transcoders on the battery model's MLPs (DESIGN.md §3): CLT, PLT and MLSAE in one model whose
+//! variant is configuration, trained on CPU with hand-written gradients, evaluated, and exported in
+//! circuit-tracer's layout.
+//!
+//! Why hand-written: only the encoder product x·W_enc is dense. The decoder forward, every
+//! gradient after it, and the encoder's weight gradient run over the active features alone
+//! (`grad`), so a step costs the dense encoder plus O(L0), where a dense autograd trainer pays for
+//! every feature in both directions (`scripts/bench_clt.sh` measures the difference).
+//!
+//! - `config`: `TranscoderConfig` (variant, σ, sparsity, λ schedule, optimiser, AuxK).
+//! - `clt`: `Transcoder` with `encode`, `decode`, `forward`; `activation`: σ and sparse `Codes`.
+//! - `grad`: loss and gradient of one batch; `adam`: the optimiser; `train`: the loop, init,
+//!   checkpoints and resume.
+//! - `cache`: `ActivationSource` (what the trainer reads) and `CacheSource` (sharded safetensors).
+//! - `metrics`: FVU, L0, dead/live features, MLSAE banding, replacement fidelity.
+//! - `export`: circuit-tracer layout out and in; `bench`: the run against the PyTorch reference.
 
 pub mod activation;
 pub mod adam;
@@ -11,14 +25,14 @@ mod dense;
 pub mod export;
 pub mod grad;
 pub mod metrics;
-pub mod train;
 mod tensors;
+pub mod train;
 
 pub use activation::Codes;
+pub use bench::bench_vs_reference;
+pub use cache::{write_cache, ActivationSource, Batch, CacheSource};
 pub use clt::{ForwardOutput, Shape, Transcoder};
 pub use config::{Activation, LambdaSchedule, Sparsity, TranscoderConfig, Variant};
-pub use train::{train, TrainReport};
-pub use cache::{ActivationSource, Batch, CacheSource};
-pub use metrics::{evaluate, replacement_fidelity, Metrics};
-pub use bench::bench_vs_reference;
 pub use export::{export_circuit_tracer, import_circuit_tracer};
+pub use metrics::{banding, evaluate, replacement_fidelity, Band, Fidelity, Metrics, Replacement};
+pub use train::{train, TrainReport};

@@ -10,6 +10,9 @@ use crate::{Error, Result};
 /// A named f32 tensor: (name, shape, data).
 pub type Named<'a> = (String, Vec<usize>, &'a [f32]);
 
+/// The tensors of a file by name: (shape, data).
+pub type TensorMap = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 pub fn write(path: &Path, tensors: &[Named], metadata: Option<HashMap<String, String>>) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
         tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
@@ -21,7 +24,7 @@ pub fn write(path: &Path, tensors: &[Named], metadata: Option<HashMap<String, St
 }
 
 /// All tensors of a file, by name: (shape, data). Non-f32 tensors are an error.
-pub fn read(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read(path: &Path) -> Result<TensorMap> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&raw).map_err(|e| Error::in_file(path, e.to_string()))?;
     st.tensors()
@@ -37,7 +40,7 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
 }
 
 /// Takes a tensor out of a map read by `read`, checking its shape.
-pub fn take(map: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+pub fn take(map: &mut TensorMap, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let (s, d) = map.remove(name).ok_or_else(|| Error::in_file(path, format!("no tensor '{name}'")))?;
     if s != shape {
         return Err(Error::in_file(path, format!("tensor '{name}' has shape {s:?}, expected {shape:?}")));

@@ -12,7 +12,7 @@ use super::adam::Adam;
 use super::cache::{ActivationSource, Batch};
 use super::clt::Transcoder;
 use super::config::{Activation, TranscoderConfig};
-use super::grad::{self, LossTerms, StepStats};
+use super::grad::{self, AuxK, LossTerms, StepStats};
 use super::{dense, tensors};
 use crate::{Error, Result};
 
@@ -79,7 +79,7 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
         scale_input(&mut batch.resid_mid, &state.input_scale, d);
         let stats = train_step(cfg, &mut state, &batch, step, &mut grad);
         if step % 10 == 0 || step + 1 == cfg.steps {
-            let tps = ((step - start + 1) as u64 * cfg.batch as u64) as f64 / t0.elapsed().as_secs_f64();
+            let tps = ((step - start + 1) * cfg.batch as u64) as f64 / t0.elapsed().as_secs_f64();
             pb.set_message(format!(
                 "FVU {:.3} L0 {:.1} dead {:.1}% {:.0} tok/s",
                 mean(&stats.fvu),
@@ -114,7 +114,9 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
 /// One optimiser step on a batch whose resid_mid is already scaled.
 fn train_step(cfg: &TranscoderConfig, state: &mut State, batch: &Batch, step: u64, grad: &mut Transcoder) -> StepStats {
     let norms = state.model.decoder_norms();
-    let terms = LossTerms { var: &state.target_var, lambda: cfg.lambda_at(step), sparsity: cfg.sparsity, norms: &norms };
+    let dead = dead_features(cfg, state);
+    let aux = dead.as_ref().map(|dead| AuxK { dead, k: cfg.aux_k, coef: cfg.aux_coef });
+    let terms = LossTerms { var: &state.target_var, lambda: cfg.lambda_at(step), sparsity: cfg.sparsity, norms: &norms, aux };
     let stats = grad::loss_and_grad(&state.model, &batch.resid_mid, &batch.mlp_out, &terms, grad);
     state.adam.update(&mut state.model, grad);
     for (s, &n) in state.since_fired.iter_mut().zip(&stats.fired) {
@@ -122,6 +124,17 @@ fn train_step(cfg: &TranscoderConfig, state: &mut State, batch: &Batch, step: u6
         *s = if n > 0 { 0.0 } else { (*s + batch.tokens as f32).min(16_777_216.0) };
     }
     stats
+}
+
+/// Per encoder, the features AuxK may revive; None when AuxK is off or nothing is dead.
+fn dead_features(cfg: &TranscoderConfig, state: &State) -> Option<Vec<Vec<u32>>> {
+    if cfg.aux_k == 0 || cfg.activation.penalised() {
+        return None;
+    }
+    let limit = (cfg.dead_tokens as f32).min(16_777_216.0);
+    let f_n = state.model.shape.features;
+    let dead: Vec<Vec<u32>> = state.since_fired.chunks(f_n).map(|e| (0..f_n as u32).filter(|&f| e[f as usize] >= limit).collect()).collect();
+    dead.iter().any(|d| !d.is_empty()).then_some(dead)
 }
 
 fn mean(v: &[f32]) -> f32 {

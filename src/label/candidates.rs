@@ -1,0 +1,536 @@
+//! Candidate predicates (DESIGN §5 step 2) over coded covariates.
+//!
+//! Every covariate is coded per step into at most `MAX_CODES` codes: continuous ones into
+//! quantile bins of the explain cells, categorical ones into their values. An [`Atom`] is a set of
+//! allowed codes of one covariate (an interval of bins, a category, or its complement), so every
+//! predicate test is one byte lookup and every interval score is a difference of prefix sums.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::schema::{Method, State};
+use crate::label::covariates::{Covariate, Covariates};
+use crate::label::scoring::{bin_stats, detector, isotonic, r_squared, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked};
+
+/// Codes per covariate, the last one reserved for missing values (NaN temperature, null soh).
+pub const MAX_CODES: usize = 24;
+pub const MISSING: usize = MAX_CODES - 1;
+pub const N_COV: usize = Covariate::ALL.len();
+
+/// Bin edges as quantiles: deciles, with finer tails, because the regimes a feature picks out
+/// (top of charge, high-rate pulses) are often the extreme few percent of steps.
+const BIN_QUANTILES: [f64; 15] = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99];
+
+/// How one covariate's values become codes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Coding {
+    pub covariate: Covariate,
+    /// Continuous: bin `b` holds values in `[edges[b-1], edges[b])` (open at both ends).
+    pub edges: Vec<f32>,
+    /// Categorical: the name of each code.
+    pub categories: Vec<String>,
+}
+
+impl Coding {
+    /// Quantile bins of the explain cells' values at `BIN_QUANTILES`, deduplicated, so
+    /// few-valued covariates (cycle number, ambient temperature) get one bin per value.
+    fn quantiles(covariate: Covariate, mut values: Vec<f32>) -> Coding {
+        values.retain(|v| v.is_finite());
+        values.sort_by(f32::total_cmp);
+        let mut edges: Vec<f32> = Vec::new();
+        for q in BIN_QUANTILES {
+            if values.is_empty() {
+                break;
+            }
+            let e = values[((q * values.len() as f64) as usize).min(values.len() - 1)];
+            // An edge equal to the minimum would leave the first bin empty.
+            if e > values[0] && edges.last().is_none_or(|&last| e > last) {
+                edges.push(e);
+            }
+        }
+        Coding { covariate, edges, categories: Vec::new() }
+    }
+
+    pub fn n_codes(&self) -> usize {
+        if self.covariate.is_categorical() { self.categories.len() } else { self.edges.len() + 1 }
+    }
+
+    /// Code of a continuous value (or of a categorical index).
+    pub fn code(&self, x: f32) -> u8 {
+        if self.covariate.is_categorical() {
+            return x as u8;
+        }
+        if !x.is_finite() {
+            return MISSING as u8;
+        }
+        self.edges.partition_point(|&e| e <= x) as u8
+    }
+
+    /// Value range of bins `lo..=hi`: (None for open below, None for open above).
+    pub fn range(&self, lo: usize, hi: usize) -> (Option<f32>, Option<f32>) {
+        let low = (lo > 0).then(|| self.edges[lo - 1]);
+        let high = (hi + 1 < self.n_codes()).then(|| self.edges[hi]);
+        (low, high)
+    }
+}
+
+/// A set of allowed codes of one covariate: a quantile interval, a category, or its complement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Atom {
+    pub covariate: Covariate,
+    pub allowed: u32,
+}
+
+impl Atom {
+    pub fn interval(covariate: Covariate, lo: usize, hi: usize) -> Atom {
+        let allowed = ((1u64 << (hi + 1)) - (1u64 << lo)) as u32;
+        Atom { covariate, allowed }
+    }
+
+    pub fn contains(&self, code: u8) -> bool {
+        self.allowed >> code & 1 == 1
+    }
+
+    pub fn codes(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..MAX_CODES).filter(|&c| self.contains(c as u8))
+    }
+
+    /// Lowest and highest allowed code (an interval's bins).
+    pub fn span(&self) -> (usize, usize) {
+        (self.allowed.trailing_zeros() as usize, 31 - self.allowed.leading_zeros() as usize)
+    }
+
+    /// Jaccard overlap of two atoms' code sets.
+    pub fn overlap(&self, other: &Atom) -> f64 {
+        let union = (self.allowed | other.allowed).count_ones();
+        if union == 0 { 0.0 } else { (self.allowed & other.allowed).count_ones() as f64 / union as f64 }
+    }
+}
+
+/// A candidate explanation of a feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Candidate {
+    /// "Fires when all atoms hold" (one atom, or a conjunction of two).
+    Detector { atoms: Vec<Atom> },
+    /// "Activation ≈ monotone g(covariate)".
+    Tracker { covariate: Covariate, increasing: bool },
+}
+
+/// Two labels count as the same (for stability and for distinct runners-up) when they are the
+/// same kind over the same covariates and their code sets overlap by half or more (Jaccard), so
+/// a bootstrap that moves an interval edge by one bin still agrees.
+pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
+    match (a, b) {
+        (Candidate::Tracker { covariate: c1, increasing: i1 }, Candidate::Tracker { covariate: c2, increasing: i2 }) => {
+            c1 == c2 && i1 == i2
+        }
+        (Candidate::Detector { atoms: a1 }, Candidate::Detector { atoms: a2 }) => {
+            a1.len() == a2.len()
+                && a1.iter().all(|x| a2.iter().any(|y| x.covariate == y.covariate && x.overlap(y) >= 0.5))
+        }
+        _ => false,
+    }
+}
+
+impl Candidate {
+    pub fn covariates(&self) -> Vec<Covariate> {
+        match self {
+            Candidate::Detector { atoms } => atoms.iter().map(|a| a.covariate).collect(),
+            Candidate::Tracker { covariate, .. } => vec![*covariate],
+        }
+    }
+
+    /// True when it uses only raw V and I: the baseline of DESIGN §5 step 5.
+    pub fn is_raw_signal(&self) -> bool {
+        self.covariates().iter().all(|c| c.is_raw_signal())
+    }
+}
+
+/// Every step of a dataset coded, plus per-cell code counts for the weighted totals.
+pub struct CodedSteps {
+    pub codings: Vec<Coding>,
+    /// `codes[step * N_COV + k]`, steps numbered cell after cell.
+    pub codes: Vec<u8>,
+    /// First global step of each cell (length cells + 1).
+    pub cell_offsets: Vec<usize>,
+    /// Per cell: `[k][code]` counts.
+    cell_counts: Vec<Vec<[u32; MAX_CODES]>>,
+    /// Per cell: joint counts of covariate pairs k < l, `[pair][code_k * MAX_CODES + code_l]`.
+    cell_joint: Vec<Vec<Vec<u32>>>,
+}
+
+/// Index of the unordered pair (k, l), k ≠ l, in the upper triangle.
+pub fn pair_index(k: usize, l: usize) -> usize {
+    let (a, b) = if k < l { (k, l) } else { (l, k) };
+    a * N_COV - a * (a + 1) / 2 + (b - a - 1)
+}
+const N_PAIRS: usize = N_COV * (N_COV - 1) / 2;
+
+impl CodedSteps {
+    /// Codes every cell's covariates with bins fitted on the explain cells only (so bin edges
+    /// carry no information from the test cells).
+    pub fn new(cells: &[Covariates], explain: &[bool]) -> CodedSteps {
+        let codings = Covariate::ALL.iter().map(|&c| fit_coding(c, cells, explain)).collect::<Vec<_>>();
+        let mut cell_offsets = vec![0];
+        let mut codes = Vec::new();
+        for cell in cells {
+            let protocol = protocol_code(&codings[Covariate::Protocol.index()], cell);
+            for row in 0..cell.len() {
+                for (k, coding) in codings.iter().enumerate() {
+                    let code = if coding.covariate == Covariate::Protocol { protocol } else { coding.code(cell.columns[k][row]) };
+                    codes.push(code);
+                }
+            }
+            cell_offsets.push(codes.len() / N_COV);
+        }
+        let mut coded = CodedSteps { codings, codes, cell_offsets, cell_counts: Vec::new(), cell_joint: Vec::new() };
+        coded.count_cells();
+        coded
+    }
+
+    fn count_cells(&mut self) {
+        use rayon::prelude::*;
+        let n_cells = self.cell_offsets.len() - 1;
+        let (counts, joints): (Vec<_>, Vec<_>) = (0..n_cells)
+            .into_par_iter()
+            .map(|c| {
+                let mut counts = vec![[0u32; MAX_CODES]; N_COV];
+                let mut joint = vec![vec![0u32; MAX_CODES * MAX_CODES]; N_PAIRS];
+                for step in self.cell_offsets[c]..self.cell_offsets[c + 1] {
+                    let row = self.step(step);
+                    for k in 0..N_COV {
+                        counts[k][row[k] as usize] += 1;
+                        for l in k + 1..N_COV {
+                            joint[pair_index(k, l)][row[k] as usize * MAX_CODES + row[l] as usize] += 1;
+                        }
+                    }
+                }
+                (counts, joint)
+            })
+            .unzip();
+        self.cell_counts = counts;
+        self.cell_joint = joints;
+    }
+
+    /// Two detectors on different covariates that pick out the same steps (rest ∧ t < 80 s and
+    /// C-rate ≈ 0 ∧ t < 80 s) are one label in different words: Jaccard ≥ 0.8 over the steps
+    /// of the weighted cells. One scan of those steps; only called when `same_label` says no.
+    pub fn same_steps(&self, a: &Candidate, b: &Candidate, w: &Weighting) -> bool {
+        let (Candidate::Detector { atoms: a }, Candidate::Detector { atoms: b }) = (a, b) else { return false };
+        let holds = |atoms: &[Atom], codes: &[u8]| atoms.iter().all(|x| x.contains(codes[x.covariate.index()]));
+        let (mut both, mut either) = (0.0, 0.0);
+        for c in (0..self.n_cells()).filter(|&c| w.cell_weight[c] > 0.0) {
+            for step in self.cell_offsets[c]..self.cell_offsets[c + 1] {
+                let codes = self.step(step);
+                let (x, y) = (holds(a, codes), holds(b, codes));
+                both += w.cell_weight[c] * (x && y) as u8 as f64;
+                either += w.cell_weight[c] * (x || y) as u8 as f64;
+            }
+        }
+        either > 0.0 && both / either >= 0.8
+    }
+
+    /// Step counts per code of covariate `k` in cell `c`.
+    pub fn cell_counts(&self, c: usize, k: usize) -> &[u32; MAX_CODES] {
+        &self.cell_counts[c][k]
+    }
+
+    /// The codes of every covariate at one global step.
+    pub fn step(&self, step: usize) -> &[u8] {
+        &self.codes[step * N_COV..(step + 1) * N_COV]
+    }
+
+    pub fn n_cells(&self) -> usize {
+        self.cell_offsets.len() - 1
+    }
+
+    pub fn cell_len(&self, c: usize) -> usize {
+        self.cell_offsets[c + 1] - self.cell_offsets[c]
+    }
+
+    /// Totals of all steps weighted by cell (explain, test, or a bootstrap resample).
+    pub fn weighting(&self, cell_weight: Vec<f64>) -> Weighting {
+        let mut bins = vec![[0.0f64; MAX_CODES]; N_COV];
+        let mut joint = vec![vec![0.0f64; MAX_CODES * MAX_CODES]; N_PAIRS];
+        for (c, &w) in cell_weight.iter().enumerate().filter(|(_, w)| **w > 0.0) {
+            for k in 0..N_COV {
+                for code in 0..MAX_CODES {
+                    bins[k][code] += w * self.cell_counts[c][k][code] as f64;
+                }
+            }
+            for (p, counts) in self.cell_joint[c].iter().enumerate() {
+                for (slot, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    joint[p][slot] += w * n as f64;
+                }
+            }
+        }
+        let total = (0..self.n_cells()).map(|c| cell_weight[c] * self.cell_len(c) as f64).sum();
+        Weighting { cell_weight, total, bins, joint }
+    }
+}
+
+/// Cells weighted for one scoring pass: 1/0 for the explain or test half, multiplicities for a
+/// bootstrap resample. Steps carry their cell's weight.
+pub struct Weighting {
+    pub cell_weight: Vec<f64>,
+    /// Σ weight over all steps.
+    pub total: f64,
+    /// `[k][code]` weighted step counts.
+    pub bins: Vec<[f64; MAX_CODES]>,
+    /// `[pair][code_k * MAX_CODES + code_l]` weighted joint counts (k < l).
+    joint: Vec<Vec<f64>>,
+}
+
+impl Weighting {
+    /// Weighted number of steps where every atom holds (one atom or a pair on two covariates).
+    pub fn count(&self, atoms: &[Atom]) -> f64 {
+        match atoms {
+            [a] => a.codes().map(|c| self.bins[a.covariate.index()][c]).sum(),
+            [a, b] => {
+                let (k, l) = (a.covariate.index(), b.covariate.index());
+                let table = &self.joint[pair_index(k, l)];
+                let (first, second) = if k < l { (a, b) } else { (b, a) };
+                first.codes().flat_map(|x| second.codes().map(move |y| table[x * MAX_CODES + y])).sum()
+            }
+            _ => unreachable!("candidates have one or two atoms"),
+        }
+    }
+
+    /// Weighted counts per code of covariate `l` among steps where `a` holds.
+    pub fn conditional_bins(&self, a: &Atom, l: usize) -> [f64; MAX_CODES] {
+        let k = a.covariate.index();
+        let table = &self.joint[pair_index(k, l)];
+        let mut out = [0.0; MAX_CODES];
+        for x in a.codes() {
+            for (y, slot) in out.iter_mut().enumerate() {
+                *slot += if k < l { table[x * MAX_CODES + y] } else { table[y * MAX_CODES + x] };
+            }
+        }
+        out
+    }
+}
+
+fn fit_coding(covariate: Covariate, cells: &[Covariates], explain: &[bool]) -> Coding {
+    let categories = |names: Vec<String>| Coding { covariate, edges: Vec::new(), categories: names };
+    match covariate {
+        Covariate::State => categories(State::ALL.iter().map(|s| s.as_str().to_owned()).collect()),
+        Covariate::Method => categories(Method::ALL.iter().map(|m| m.as_str().to_owned()).collect()),
+        Covariate::Protocol => {
+            let mut names: Vec<String> = cells.iter().map(|c| c.protocol.clone().unwrap_or_else(|| "unknown".into())).collect();
+            names.sort();
+            names.dedup();
+            // Beyond the code budget, rare protocols share the last code.
+            names.truncate(MISSING);
+            categories(names)
+        }
+        _ => {
+            // A stride keeps the quantile sort bounded on large datasets.
+            let total: usize = cells.iter().zip(explain).filter(|(_, e)| **e).map(|(c, _)| c.len()).sum();
+            let stride = (total / 200_000).max(1);
+            let values = cells
+                .iter()
+                .zip(explain)
+                .filter(|(_, e)| **e)
+                .flat_map(|(c, _)| c.column(covariate).iter().step_by(stride).copied())
+                .collect();
+            Coding::quantiles(covariate, values)
+        }
+    }
+}
+
+fn protocol_code(coding: &Coding, cell: &Covariates) -> u8 {
+    let name = cell.protocol.clone().unwrap_or_else(|| "unknown".into());
+    coding.categories.iter().position(|c| *c == name).unwrap_or(coding.categories.len().saturating_sub(1)) as u8
+}
+
+/// Every atom of one covariate: intervals of contiguous bins (not the whole range) for
+/// continuous covariates; each category and its complement for categorical ones.
+pub fn atoms_of(coding: &Coding) -> Vec<Atom> {
+    let n = coding.n_codes();
+    let c = coding.covariate;
+    if c.is_categorical() {
+        // Method "rest" is state "resting" by definition (DESIGN §1.3); offering both would
+        // split one label into two that bootstrap resamples flip between.
+        let rest = Method::ALL.iter().position(|m| *m == Method::Rest).expect("listed");
+        let all = (1u32 << n) - 1;
+        (0..n)
+            .filter(|&code| !(c == Covariate::Method && code == rest))
+            .flat_map(|code| {
+                let one = Atom { covariate: c, allowed: 1 << code };
+                let rest = Atom { covariate: c, allowed: all & !(1 << code) };
+                if n > 2 { vec![one, rest] } else { vec![one] }
+            })
+            .collect()
+    } else {
+        (0..n).flat_map(|lo| (lo..n).map(move |hi| (lo, hi))).filter(|&(lo, hi)| !(lo == 0 && hi + 1 == n)).map(|(lo, hi)| Atom::interval(c, lo, hi)).collect()
+    }
+}
+
+/// Scores of one candidate on one half of the cells (NaN where the kind has no such score).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Score {
+    pub auroc: f64,
+    pub f1: f64,
+    /// Spearman in the tracker's direction (positive = agrees with it).
+    pub spearman: f64,
+    pub r2: f64,
+}
+
+impl Score {
+    fn detector(d: DetectorScore) -> Score {
+        Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN }
+    }
+}
+
+/// A candidate with its explain-half scores (and, for a tracker, its fitted g per code).
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub candidate: Candidate,
+    pub score: Score,
+    pub g: Vec<f64>,
+}
+
+/// Thresholds and search widths used when ranking candidates.
+pub struct SearchSettings {
+    pub min_auroc: f64,
+    pub min_spearman: f64,
+    /// How many top single atoms seed the two-term conjunction search.
+    pub conjunction_seeds: usize,
+    /// A conjunction must raise F1 by this much over its seed atom (simpler labels win ties).
+    pub min_conjunction_gain: f64,
+    pub keep: usize,
+}
+
+impl SearchSettings {
+    /// Detectors and trackers on one scale: the score over its acceptance threshold
+    /// (AUROC ≥ 0.85 and |Spearman| ≥ 0.6 both map to 1).
+    pub fn strength(&self, candidate: &Candidate, s: &Score) -> f64 {
+        let v = match candidate {
+            Candidate::Detector { .. } => (s.auroc - 0.5) / (self.min_auroc - 0.5),
+            Candidate::Tracker { .. } => s.spearman / self.min_spearman,
+        };
+        if v.is_nan() { f64::NEG_INFINITY } else { v }
+    }
+}
+
+/// The search on one weighting (DESIGN §5 step 2): every atom and tracker, then conjunctions
+/// seeded by the best atoms. Detectors are ranked by F1 (the predicate that matches where the
+/// feature fires), trackers by Spearman; the best few of each kind are then ordered by strength.
+/// Returns the distinct top `keep` and the best raw-V/I candidate (the baseline).
+pub fn search(firing: &Firing, ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, set: &SearchSettings) -> (Vec<Scored>, Option<Scored>) {
+    let stats = bin_stats(firing, &firing.steps, ranked, coded, weighting, None);
+    let mut detectors: Vec<Scored> = Vec::new();
+    for (k, coding) in coded.codings.iter().enumerate() {
+        for atom in atoms_of(coding) {
+            if !covers_some_but_not_all(&atom, &stats[k], weighting.total) {
+                continue;
+            }
+            if let Some(d) = atom_score(&atom, &stats[k], ranked, weighting.total) {
+                detectors.push(Scored { candidate: Candidate::Detector { atoms: vec![atom] }, score: Score::detector(d), g: Vec::new() });
+            }
+        }
+    }
+    by_f1(&mut detectors);
+    let conjunctions = conjunctions(&detectors, firing, ranked, coded, weighting, set);
+    detectors.extend(conjunctions);
+    by_f1(&mut detectors);
+    let mut trackers: Vec<Scored> = coded
+        .codings
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.covariate.is_categorical())
+        .map(|(k, c)| tracker(c, &stats[k], within_cell_spearman(firing, &firing.steps, coded, weighting, k)))
+        .collect();
+    trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
+    let baseline = best_raw_signal(&detectors, &trackers, set);
+    let mut top = distinct(detectors, set.keep);
+    top.extend(distinct(trackers, set.keep));
+    top.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
+    (distinct(top, set.keep), baseline)
+}
+
+fn by_f1(list: &mut [Scored]) {
+    list.sort_by(|a, b| b.score.f1.total_cmp(&a.score.f1));
+}
+
+/// The first `keep` candidates of a ranked list that are not the same label as an earlier one.
+fn distinct(list: Vec<Scored>, keep: usize) -> Vec<Scored> {
+    let mut out: Vec<Scored> = Vec::new();
+    for s in list {
+        if out.len() == keep {
+            break;
+        }
+        if !out.iter().any(|o| same_label(&o.candidate, &s.candidate)) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn best_raw_signal(detectors: &[Scored], trackers: &[Scored], set: &SearchSettings) -> Option<Scored> {
+    let d = detectors.iter().find(|s| s.candidate.is_raw_signal());
+    let t = trackers.iter().find(|s| s.candidate.is_raw_signal());
+    [d, t].into_iter().flatten().max_by(|a, b| set.strength(&a.candidate, &a.score).total_cmp(&set.strength(&b.candidate, &b.score))).cloned()
+}
+
+/// A predicate true on nearly every step ("SOC above −2 %") says nothing and has no held-out
+/// negatives; one true on a handful of steps cannot be scored. Keep 0.1 %–98 % coverage.
+fn covers_some_but_not_all(atom: &Atom, s: &BinStats, total: f64) -> bool {
+    let share = atom.codes().map(|c| s.weight[c]).sum::<f64>() / total.max(1.0);
+    (0.001..=0.98).contains(&share)
+}
+
+/// Detector score of an atom from its covariate's bin statistics.
+fn atom_score(atom: &Atom, s: &BinStats, ranked: &Ranked, total: f64) -> Option<DetectorScore> {
+    let (mut w, mut r, mut f) = (0.0, 0.0, 0.0);
+    for c in atom.codes() {
+        w += s.weight[c];
+        r += s.rank_sum[c];
+        f += s.fire_weight[c];
+    }
+    detector(w, r, f, ranked, total)
+}
+
+/// Two-term conjunctions (rest ∧ step_time < 120 s): for each seed atom, every atom of another
+/// covariate scored on the steps where the seed holds.
+fn conjunctions(atoms: &[Scored], firing: &Firing, ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, set: &SearchSettings) -> Vec<Scored> {
+    let mut out = Vec::new();
+    let mut seeds: Vec<&Scored> = Vec::new();
+    for a in atoms {
+        if seeds.len() == set.conjunction_seeds {
+            break;
+        }
+        if !seeds.iter().any(|s| s.candidate.covariates() == a.candidate.covariates()) {
+            seeds.push(a);
+        }
+    }
+    for seed in seeds {
+        let Candidate::Detector { atoms: seed_atoms } = &seed.candidate else { continue };
+        let given = seed_atoms[0];
+        let stats = bin_stats(firing, &firing.steps, ranked, coded, weighting, Some(&given));
+        let best = coded
+            .codings
+            .iter()
+            .enumerate()
+            .filter(|(l, _)| *l != given.covariate.index())
+            .flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)))
+            .filter_map(|(l, b)| atom_score(&b, &stats[l], ranked, weighting.total).map(|d| (b, d)))
+            .max_by(|x, y| x.1.f1.total_cmp(&y.1.f1));
+        if let Some((b, d)) = best {
+            if d.f1 > seed.score.f1 + set.min_conjunction_gain {
+                out.push(Scored { candidate: Candidate::Detector { atoms: vec![given, b] }, score: Score::detector(d), g: Vec::new() });
+            }
+        }
+    }
+    out
+}
+
+/// A monotone tracker of a continuous covariate: direction from the sign of Spearman,
+/// g by isotonic regression of the bin means.
+fn tracker(coding: &Coding, s: &BinStats, rho: f64) -> Scored {
+    let n = coding.n_codes();
+    let increasing = rho >= 0.0;
+    let g = isotonic(s, n, increasing);
+    let score = Score { auroc: f64::NAN, f1: f64::NAN, spearman: rho.abs(), r2: r_squared(s, n, &g) };
+    Scored { candidate: Candidate::Tracker { covariate: coding.covariate, increasing }, score, g }
+}

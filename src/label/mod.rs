@@ -1,0 +1,328 @@
+//! Label stage (DESIGN §5): explain each transcoder feature by a statistic of the covariates,
+//! scored on held-out cells, tested against a circular-shift null, corrected for multiple
+//! testing, and checked for stability; otherwise call it "unexplained".
+//!
+//! Flow: [`covariates`] per step → coded into bins fitted on the explain cells
+//! ([`candidates::CodedSteps`]) → per feature, in parallel: search on explain cells, score the
+//! top three and the raw-V/I baseline on test cells, null by shifting, bootstrap stability →
+//! Benjamini–Hochberg across all features × tested candidates → acceptance and sentence.
+
+pub mod candidates;
+pub mod covariates;
+pub mod fdr;
+pub mod metadata;
+pub mod null;
+pub mod scoring;
+pub mod sentence;
+pub mod stability;
+pub mod tables;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::data::cells::CellInfo;
+use crate::mine::{FeatureActivations, SparseActivations};
+use crate::{Error, Result};
+use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Weighting};
+use covariates::Covariates;
+use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked};
+
+/// Settings of the label stage; defaults are DESIGN §5's thresholds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelConfig {
+    pub seed: u64,
+    /// Share of cells (per protocol) used to search candidates; the rest score them (step 1).
+    pub explain_fraction: f64,
+    /// Circular shifts per tested candidate (step 4).
+    pub n_shifts: usize,
+    /// Bootstrap resamples of the explain cells for stability (step 4).
+    pub n_bootstrap: usize,
+    /// Acceptance (step 5): held-out AUROC of a detector…
+    pub min_auroc: f64,
+    /// …or held-out |Spearman| of a tracker…
+    pub min_spearman: f64,
+    /// …with BH q below this…
+    pub max_q: f64,
+    /// …stability at least this…
+    pub min_stability: f64,
+    /// Candidates reported per feature (the label and its runners-up).
+    pub n_candidates: usize,
+    /// Seed atoms of the conjunction search.
+    pub conjunction_seeds: usize,
+    /// F1 gain a conjunction needs over its seed atom.
+    pub min_conjunction_gain: f64,
+}
+
+impl Default for LabelConfig {
+    fn default() -> Self {
+        LabelConfig {
+            seed: 0,
+            explain_fraction: 0.6,
+            n_shifts: 100,
+            n_bootstrap: 20,
+            min_auroc: 0.85,
+            min_spearman: 0.6,
+            max_q: 0.01,
+            min_stability: 0.8,
+            n_candidates: 3,
+            conjunction_seeds: 3,
+            min_conjunction_gain: 0.02,
+        }
+    }
+}
+
+impl LabelConfig {
+    fn search_settings(&self) -> SearchSettings {
+        SearchSettings {
+            min_auroc: self.min_auroc,
+            min_spearman: self.min_spearman,
+            conjunction_seeds: self.conjunction_seeds,
+            min_conjunction_gain: self.min_conjunction_gain,
+            keep: self.n_candidates,
+        }
+    }
+}
+
+/// One candidate of a feature with every score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CandidateResult {
+    pub candidate: Candidate,
+    pub sentence: String,
+    /// Scores on the explain cells, where it was found.
+    pub explain: Score,
+    /// Scores on the held-out test cells.
+    pub test: Score,
+    /// Explain minus test strength (large = overfitted to the explain cells).
+    pub gap: f64,
+    /// Held-out strength: AUROC or Spearman over its acceptance threshold (≥ 1 passes).
+    pub strength: f64,
+    /// p of the held-out score against the circular-shift null (normal tail).
+    pub p_value: f64,
+    /// Empirical p, (1 + #null ≥ observed) / (1 + shifts).
+    pub p_empirical: f64,
+    /// Benjamini–Hochberg q across all features × tested candidates.
+    pub q_value: f64,
+}
+
+/// The outcome for one feature.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FeatureLabel {
+    pub layer: u32,
+    pub feature: u32,
+    /// Share of steps where the feature fires.
+    pub density: f64,
+    pub accepted: bool,
+    /// The sentence when accepted, else "unexplained (closest: …)".
+    pub label: String,
+    /// Best candidates on the explain cells, best first (the first is the label when accepted).
+    pub candidates: Vec<CandidateResult>,
+    /// Best candidate built only on raw voltage and current, scored the same way.
+    pub baseline: Option<CandidateResult>,
+    /// Share of bootstrap resamples whose winner is the same label as the first candidate.
+    pub stability: f64,
+    pub beats_baseline: bool,
+}
+
+/// Labels every feature. `covariates` and `cells` follow the cells of `acts` in order.
+pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<Vec<FeatureLabel>> {
+    check_inputs(acts, covariates, cells)?;
+    let explain = split_cells(cells, cfg.explain_fraction, cfg.seed);
+    let coded = CodedSteps::new(covariates, &explain);
+    let halves = Halves::new(&coded, &explain, cfg);
+    let bar = crate::progress::bar(acts.features.len() as u64, "label", "features");
+    let mut labels: Vec<FeatureLabel> = acts
+        .features
+        .par_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let label = label_one(f, &coded, &halves, cfg, cfg.seed.wrapping_add(i as u64));
+            bar.inc(1);
+            label
+        })
+        .collect();
+    bar.finish_and_clear();
+    apply_fdr(&mut labels);
+    for l in &mut labels {
+        decide(l, cfg);
+    }
+    Ok(labels)
+}
+
+fn check_inputs(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo]) -> Result<()> {
+    if covariates.len() != acts.cell_rows.len() || cells.len() != acts.cell_rows.len() {
+        return Err(Error::Config(format!(
+            "label: {} cells of activations but {} of covariates and {} in the cells table",
+            acts.cell_rows.len(),
+            covariates.len(),
+            cells.len()
+        )));
+    }
+    for (c, cov) in covariates.iter().enumerate() {
+        if cov.len() != acts.cell_rows[c] {
+            return Err(Error::Config(format!("label: cell {} has {} steps of covariates but {} of activations", cov.cell_id, cov.len(), acts.cell_rows[c])));
+        }
+    }
+    Ok(())
+}
+
+/// Explain/test split by cell (step 1), stratified by protocol so each protocol with two or
+/// more cells lands in both halves; deterministic from the seed.
+pub fn split_cells(cells: &[CellInfo], explain_fraction: f64, seed: u64) -> Vec<bool> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut protocols: Vec<Option<String>> = cells.iter().map(|c| c.protocol.clone()).collect();
+    protocols.sort();
+    protocols.dedup();
+    let mut explain = vec![false; cells.len()];
+    for p in protocols {
+        let mut members: Vec<usize> = (0..cells.len()).filter(|&c| cells[c].protocol == p).collect();
+        members.shuffle(&mut rng);
+        let n = members.len();
+        let n_explain = if n < 2 { n } else { ((explain_fraction * n as f64).round() as usize).clamp(1, n - 1) };
+        for &c in &members[..n_explain] {
+            explain[c] = true;
+        }
+    }
+    explain
+}
+
+/// Weighted code totals shared by every feature.
+struct Halves {
+    explain: Weighting,
+    test: Weighting,
+    bootstrap: Vec<Weighting>,
+}
+
+impl Halves {
+    fn new(coded: &CodedSteps, explain: &[bool], cfg: &LabelConfig) -> Halves {
+        let weights = |pick: bool| explain.iter().map(|&e| if e == pick { 1.0 } else { 0.0 }).collect();
+        Halves {
+            explain: coded.weighting(weights(true)),
+            test: coded.weighting(weights(false)),
+            bootstrap: stability::bootstrap_weights(explain, cfg.n_bootstrap, cfg.seed).into_iter().map(|w| coded.weighting(w)).collect(),
+        }
+    }
+}
+
+/// A feature's firing steps in global numbering, sorted by activation.
+fn firing_of(f: &FeatureActivations, coded: &CodedSteps) -> Firing {
+    Firing::new(f.entries().map(|(c, r, v)| (c as u32, r, v)).collect(), &coded.cell_offsets)
+}
+
+fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig, seed: u64) -> FeatureLabel {
+    let set = cfg.search_settings();
+    let firing = firing_of(f, coded);
+    let total_steps = *coded.cell_offsets.last().expect("offsets") as f64;
+    let explain_ranked = rank(&firing, &halves.explain);
+    let (top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set);
+    let test_ranked = rank(&firing, &halves.test);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let null_shifts: Vec<Vec<u32>> = (0..cfg.n_shifts).map(|_| null::shifted_steps(&firing, &coded.cell_offsets, &mut rng)).collect();
+    let held_out = |s: &Scored| held_out(s, &firing, &test_ranked, coded, &halves.test, &null_shifts, &set);
+    let candidates: Vec<CandidateResult> = top.iter().map(held_out).collect();
+    let baseline = baseline.as_ref().map(held_out);
+    let stability = top.first().map_or(0.0, |chosen| stability_of(&chosen.candidate, &firing, coded, halves, &set));
+    FeatureLabel {
+        layer: f.layer,
+        feature: f.feature,
+        density: f.nnz() as f64 / total_steps.max(1.0),
+        accepted: false,
+        label: String::new(),
+        candidates,
+        baseline,
+        stability,
+        beats_baseline: false,
+    }
+}
+
+/// Test-half scores, explain→test gap and null p-values of one candidate (step 3–4).
+fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, test: &Weighting, null_shifts: &[Vec<u32>], set: &SearchSettings) -> CandidateResult {
+    let test_score = score_on(s, firing, &firing.steps, ranked, coded, test);
+    let statistic = |score: &Score| match s.candidate {
+        Candidate::Detector { .. } => score.auroc,
+        Candidate::Tracker { .. } => score.spearman,
+    };
+    let observed = statistic(&test_score);
+    let null: Vec<f64> = null_shifts.iter().map(|steps| statistic(&score_on(s, firing, steps, ranked, coded, test))).filter(|x| x.is_finite()).collect();
+    let (p_value, p_empirical) = if observed.is_finite() && null.len() > 1 { null::p_values(observed, &null) } else { (1.0, 1.0) };
+    let strength = set.strength(&s.candidate, &test_score);
+    CandidateResult {
+        sentence: sentence::sentence(&s.candidate, &coded.codings),
+        candidate: s.candidate.clone(),
+        explain: s.score,
+        test: test_score,
+        gap: set.strength(&s.candidate, &s.score) - strength,
+        strength,
+        p_value,
+        p_empirical,
+        q_value: 1.0,
+    }
+}
+
+/// Scores a fixed candidate (tracker g from the explain fit) with firing placed at `steps`.
+fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
+    match &s.candidate {
+        Candidate::Detector { atoms } => match score_detector(atoms, steps, ranked, coded, w) {
+            Some(d) => Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN },
+            None => Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN },
+        },
+        Candidate::Tracker { covariate, increasing } => {
+            let k = covariate.index();
+            let n = coded.codings[k].n_codes();
+            let stats = bin_stats_one(firing, steps, ranked, coded, w, k);
+            let sign = if *increasing { 1.0 } else { -1.0 };
+            let rho = within_cell_spearman(firing, steps, coded, w, k);
+            Score { auroc: f64::NAN, f1: f64::NAN, spearman: sign * rho, r2: r_squared(&stats, n, &s.g) }
+        }
+    }
+}
+
+/// Share of bootstrap resamples of the explain cells whose winning candidate is the same label.
+/// Resamples that drew none of the cells where the feature fires carry no evidence either way
+/// (a feature of one drive cycle is silent in a third of them) and are left out.
+fn stability_of(chosen: &Candidate, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings) -> f64 {
+    let one = SearchSettings { keep: 1, ..*set };
+    let (mut informative, mut agree) = (0usize, 0usize);
+    for w in &halves.bootstrap {
+        let ranked = rank(firing, w);
+        if ranked.fire_weight == 0.0 {
+            continue;
+        }
+        informative += 1;
+        let (top, _) = search(firing, &ranked, coded, w, &one);
+        agree += top.first().is_some_and(|t| candidates::same_label(&t.candidate, chosen) || coded.same_steps(&t.candidate, chosen, w)) as usize;
+    }
+    if informative == 0 { 0.0 } else { agree as f64 / informative as f64 }
+}
+
+/// Benjamini–Hochberg across every feature's tested candidates (not the baselines).
+fn apply_fdr(labels: &mut [FeatureLabel]) {
+    let p: Vec<f64> = labels.iter().flat_map(|l| l.candidates.iter().map(|c| c.p_value)).collect();
+    let q = fdr::benjamini_hochberg(&p);
+    let mut q = q.into_iter();
+    for l in labels.iter_mut() {
+        for c in &mut l.candidates {
+            c.q_value = q.next().expect("one q per p");
+        }
+    }
+}
+
+/// The acceptance rule (step 5) and the label text (step 6).
+fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
+    let Some(best) = l.candidates.first() else {
+        l.label = "unexplained (never fires)".into();
+        return;
+    };
+    // Raw V/I is the floor: a label on derived covariates must do at least as well held out.
+    l.beats_baseline = l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength);
+    l.accepted = best.strength >= 1.0 && best.q_value < cfg.max_q && l.stability >= cfg.min_stability && l.beats_baseline;
+    l.label = if l.accepted {
+        best.sentence.clone()
+    } else {
+        let closest: Vec<&str> = l.candidates.iter().map(|c| c.sentence.as_str()).collect();
+        format!("unexplained (closest: {})", closest.join("; "))
+    };
+}

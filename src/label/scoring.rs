@@ -1,0 +1,318 @@
+//! Held-out scores (DESIGN §5 step 3): AUROC and F1 of a detector predicate for "feature fires",
+//! Spearman and R² of a monotone (isotonic) tracker — all weighted by cell so the same code
+//! scores the explain half, the test half and bootstrap resamples.
+//!
+//! Everything is computed from sums over the firing steps only. Non-firing steps all have
+//! activation 0, one tie group with a known mid-rank, so their contribution comes from the
+//! weighted code counts of [`Weighting`].
+
+use crate::label::candidates::{Atom, CodedSteps, Weighting, MAX_CODES, MISSING, N_COV};
+
+/// One feature's firing steps sorted by activation, ascending. Circular shifts move the steps
+/// but not the values, so this order (and the ranks) serve every null draw.
+pub struct Firing {
+    /// Global step (cell offset + row).
+    pub steps: Vec<u32>,
+    pub cells: Vec<u32>,
+    pub rows: Vec<u32>,
+    pub values: Vec<f32>,
+    /// Mid-rank of each entry among all steps of its own cell (for within-cell Spearman).
+    pub cell_rank: Vec<f64>,
+    /// Mid-rank of the non-firing steps of each cell.
+    pub cell_zero_rank: Vec<f64>,
+}
+
+impl Firing {
+    /// Sorts a feature's (cell, row, value) entries by activation and ranks them within cells.
+    pub fn new(mut entries: Vec<(u32, u32, f32)>, cell_offsets: &[usize]) -> Firing {
+        entries.sort_by(|a, b| a.2.total_cmp(&b.2));
+        let n_cells = cell_offsets.len() - 1;
+        let mut fires = vec![0usize; n_cells];
+        for e in &entries {
+            fires[e.0 as usize] += 1;
+        }
+        let zeros: Vec<f64> = (0..n_cells).map(|c| (cell_offsets[c + 1] - cell_offsets[c] - fires[c]) as f64).collect();
+        let mut below = zeros.clone();
+        let mut tied = vec![0.0f64; n_cells];
+        let mut cell_rank = vec![0.0; entries.len()];
+        let mut i = 0;
+        while i < entries.len() {
+            let j = i + entries[i..].iter().take_while(|e| e.2 == entries[i].2).count();
+            for e in &entries[i..j] {
+                tied[e.0 as usize] += 1.0;
+            }
+            for (slot, e) in cell_rank[i..j].iter_mut().zip(&entries[i..j]) {
+                let c = e.0 as usize;
+                *slot = below[c] + 0.5 * tied[c];
+            }
+            for e in &entries[i..j] {
+                let c = e.0 as usize;
+                below[c] += tied[c];
+                tied[c] = 0.0;
+            }
+            i = j;
+        }
+        Firing {
+            steps: entries.iter().map(|&(c, r, _)| (cell_offsets[c as usize] + r as usize) as u32).collect(),
+            cells: entries.iter().map(|e| e.0).collect(),
+            rows: entries.iter().map(|e| e.1).collect(),
+            values: entries.iter().map(|e| e.2).collect(),
+            cell_rank,
+            cell_zero_rank: zeros.iter().map(|z| 0.5 * z).collect(),
+        }
+    }
+}
+
+/// Weighted mid-ranks of a feature's activations under one weighting.
+pub struct Ranked {
+    /// Weight (the cell's) and mid-rank of each firing entry, aligned with `Firing`.
+    pub weight: Vec<f64>,
+    pub rank: Vec<f64>,
+    /// Mid-rank of the non-firing steps (activation 0).
+    pub zero_rank: f64,
+    /// Σ weight over firing steps.
+    pub fire_weight: f64,
+}
+
+/// Weighted mid-ranks: rank = weight strictly below + half the weight tied with it, so that
+/// AUROC = (Σ_P w·rank − W_P²/2) / (W_P·W_N) holds exactly with ties and weights.
+pub fn rank(firing: &Firing, weighting: &Weighting) -> Ranked {
+    let weight: Vec<f64> = firing.cells.iter().map(|&c| weighting.cell_weight[c as usize]).collect();
+    let fire_weight: f64 = weight.iter().sum();
+    let zero_weight = weighting.total - fire_weight;
+    let mut rank = vec![0.0; weight.len()];
+    let mut below = zero_weight;
+    let mut i = 0;
+    while i < weight.len() {
+        let mut j = i;
+        let mut tied = 0.0;
+        while j < weight.len() && firing.values[j] == firing.values[i] {
+            tied += weight[j];
+            j += 1;
+        }
+        rank[i..j].fill(below + 0.5 * tied);
+        below += tied;
+        i = j;
+    }
+    Ranked { weight, rank, zero_rank: 0.5 * zero_weight, fire_weight }
+}
+
+/// Per-code sums of one covariate (all steps; zeros included through the code counts).
+#[derive(Clone)]
+pub struct BinStats {
+    pub weight: [f64; MAX_CODES],
+    pub fire_weight: [f64; MAX_CODES],
+    pub rank_sum: [f64; MAX_CODES],
+    pub rank_sq_sum: [f64; MAX_CODES],
+    pub act_sum: [f64; MAX_CODES],
+    pub act_sq_sum: [f64; MAX_CODES],
+}
+
+impl BinStats {
+    fn empty(weight: [f64; MAX_CODES]) -> BinStats {
+        let z = [0.0; MAX_CODES];
+        BinStats { weight, fire_weight: z, rank_sum: z, rank_sq_sum: z, act_sum: z, act_sq_sum: z }
+    }
+
+    fn add(&mut self, code: usize, w: f64, r: f64, a: f64) {
+        self.fire_weight[code] += w;
+        self.rank_sum[code] += w * r;
+        self.rank_sq_sum[code] += w * r * r;
+        self.act_sum[code] += w * a;
+        self.act_sq_sum[code] += w * a * a;
+    }
+
+    /// Adds the non-firing steps of each code, all at the zero mid-rank.
+    fn close(mut self, zero_rank: f64) -> BinStats {
+        for b in 0..MAX_CODES {
+            let zeros = (self.weight[b] - self.fire_weight[b]).max(0.0);
+            self.rank_sum[b] += zeros * zero_rank;
+            self.rank_sq_sum[b] += zeros * zero_rank * zero_rank;
+        }
+        self
+    }
+}
+
+/// Bin statistics of every covariate in one pass over the firing steps, optionally only over
+/// steps where `given` holds (the conditional tables of a conjunction search).
+pub fn bin_stats(
+    firing: &Firing,
+    steps: &[u32],
+    ranked: &Ranked,
+    coded: &CodedSteps,
+    weighting: &Weighting,
+    given: Option<&Atom>,
+) -> Vec<BinStats> {
+    let mut stats: Vec<BinStats> = (0..N_COV)
+        .map(|l| match given {
+            None => BinStats::empty(weighting.bins[l]),
+            Some(a) if a.covariate.index() == l => BinStats::empty([0.0; MAX_CODES]),
+            Some(a) => BinStats::empty(weighting.conditional_bins(a, l)),
+        })
+        .collect();
+    for i in 0..steps.len() {
+        let w = ranked.weight[i];
+        if w == 0.0 {
+            continue;
+        }
+        let codes = coded.step(steps[i] as usize);
+        if given.is_some_and(|a| !a.contains(codes[a.covariate.index()])) {
+            continue;
+        }
+        let (r, a) = (ranked.rank[i], firing.values[i] as f64);
+        for (k, s) in stats.iter_mut().enumerate() {
+            s.add(codes[k] as usize, w, r, a);
+        }
+    }
+    stats.into_iter().map(|s| s.close(ranked.zero_rank)).collect()
+}
+
+/// Detector scores of a predicate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DetectorScore {
+    /// P(activation in the predicate > activation outside), ties counted half.
+    pub auroc: f64,
+    /// F1 of "fires" against the predicate.
+    pub f1: f64,
+}
+
+/// AUROC and F1 from the predicate's weighted step count, rank sum and firing weight.
+pub fn detector(in_weight: f64, in_rank_sum: f64, in_fire_weight: f64, ranked: &Ranked, total: f64) -> Option<DetectorScore> {
+    let out_weight = total - in_weight;
+    if in_weight <= 0.0 || out_weight <= 0.0 {
+        return None;
+    }
+    let auroc = (in_rank_sum - 0.5 * in_weight * in_weight) / (in_weight * out_weight);
+    let f1 = 2.0 * in_fire_weight / (ranked.fire_weight + in_weight);
+    Some(DetectorScore { auroc, f1 })
+}
+
+/// Scores a one- or two-atom predicate directly (steps may be circularly shifted).
+pub fn score_detector(atoms: &[Atom], steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
+    let (mut fire, mut rank_sum) = (0.0, 0.0);
+    for (i, &step) in steps.iter().enumerate() {
+        let codes = coded.step(step as usize);
+        if ranked.weight[i] > 0.0 && atoms.iter().all(|a| a.contains(codes[a.covariate.index()])) {
+            fire += ranked.weight[i];
+            rank_sum += ranked.weight[i] * ranked.rank[i];
+        }
+    }
+    let in_weight = weighting.count(atoms);
+    rank_sum += (in_weight - fire).max(0.0) * ranked.zero_rank;
+    detector(in_weight, rank_sum, fire, ranked, weighting.total)
+}
+
+/// Spearman of a tracker: rank correlation of activation with the binned covariate inside each
+/// cell, averaged over cells weighted by weight × steps. A tracker should follow its covariate
+/// within a cell; pooled ranks would also reward differences between cells (one cell sits at
+/// high SOC throughout), which no circular shift can break, and the null would lose its power.
+pub fn within_cell_spearman(firing: &Firing, steps: &[u32], coded: &CodedSteps, weighting: &Weighting, k: usize) -> f64 {
+    let n_cells = coded.n_cells();
+    let z = [0.0; MAX_CODES];
+    let (mut fire, mut rank_sum, mut rank_sq) = (vec![z; n_cells], vec![z; n_cells], vec![z; n_cells]);
+    for (i, &step) in steps.iter().enumerate() {
+        let c = firing.cells[i] as usize;
+        if weighting.cell_weight[c] > 0.0 {
+            let b = coded.step(step as usize)[k] as usize;
+            let r = firing.cell_rank[i];
+            fire[c][b] += 1.0;
+            rank_sum[c][b] += r;
+            rank_sq[c][b] += r * r;
+        }
+    }
+    let n_codes = coded.codings[k].n_codes();
+    let (mut total, mut weight) = (0.0, 0.0);
+    for c in (0..n_cells).filter(|&c| weighting.cell_weight[c] > 0.0) {
+        let counts = coded.cell_counts(c, k);
+        let r0 = firing.cell_zero_rank[c];
+        let mut s = BinStats::empty(z);
+        for b in 0..MAX_CODES {
+            s.weight[b] = counts[b] as f64;
+            let zeros = counts[b] as f64 - fire[c][b];
+            s.rank_sum[b] = rank_sum[c][b] + zeros * r0;
+            s.rank_sq_sum[b] = rank_sq[c][b] + zeros * r0 * r0;
+        }
+        let rho = spearman(&s, n_codes);
+        let w = weighting.cell_weight[c] * coded.cell_len(c) as f64;
+        total += w * rho;
+        weight += w;
+    }
+    if weight > 0.0 { total / weight } else { 0.0 }
+}
+
+/// Weighted Spearman correlation between activation and a binned covariate (bins take their
+/// mid-rank; missing values are left out); 0 where either side is constant.
+fn spearman(s: &BinStats, n_codes: usize) -> f64 {
+    let (mut w, mut sx, mut sxx, mut sy, mut syy, mut sxy, mut below) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for b in (0..n_codes).filter(|&b| b != MISSING) {
+        let ry = below + 0.5 * s.weight[b];
+        below += s.weight[b];
+        w += s.weight[b];
+        sx += s.rank_sum[b];
+        sxx += s.rank_sq_sum[b];
+        sy += ry * s.weight[b];
+        syy += ry * ry * s.weight[b];
+        sxy += ry * s.rank_sum[b];
+    }
+    if w <= 0.0 {
+        return 0.0;
+    }
+    let cov = sxy / w - (sx / w) * (sy / w);
+    let (vx, vy) = (sxx / w - (sx / w).powi(2), syy / w - (sy / w).powi(2));
+    if vx <= 1e-12 || vy <= 1e-12 { 0.0 } else { cov / (vx * vy).sqrt() }
+}
+
+/// Isotonic regression (pool-adjacent-violators) of bin means on bin order: the monotone g of a
+/// tracker, fitted on the explain cells. Empty bins take the value of their left neighbour.
+pub fn isotonic(s: &BinStats, n_codes: usize, increasing: bool) -> Vec<f64> {
+    let sign = if increasing { 1.0 } else { -1.0 };
+    // Blocks of (sum of w·a, weight, number of bins).
+    let mut blocks: Vec<(f64, f64, usize)> = Vec::new();
+    for b in 0..n_codes.min(MISSING) {
+        blocks.push((sign * s.act_sum[b], s.weight[b], 1));
+        while blocks.len() > 1 {
+            let (a2, w2, n2) = blocks[blocks.len() - 1];
+            let (a1, w1, n1) = blocks[blocks.len() - 2];
+            let violates = w1 > 0.0 && w2 > 0.0 && a1 / w1 > a2 / w2;
+            if !violates {
+                break;
+            }
+            blocks.pop();
+            *blocks.last_mut().expect("two blocks") = (a1 + a2, w1 + w2, n1 + n2);
+        }
+    }
+    let mut g = Vec::with_capacity(MAX_CODES);
+    let mut last = 0.0;
+    for (a, w, n) in blocks {
+        if w > 0.0 {
+            last = sign * a / w;
+        }
+        g.extend(std::iter::repeat_n(last, n));
+    }
+    g.resize(MAX_CODES, last);
+    g
+}
+
+/// R² of a fitted g on (other) bin statistics, over non-missing steps.
+pub fn r_squared(s: &BinStats, n_codes: usize, g: &[f64]) -> f64 {
+    let (mut w, mut sa, mut saa, mut sse) = (0.0, 0.0, 0.0, 0.0);
+    for b in (0..n_codes).filter(|&b| b != MISSING) {
+        w += s.weight[b];
+        sa += s.act_sum[b];
+        saa += s.act_sq_sum[b];
+        sse += s.act_sq_sum[b] - 2.0 * g[b] * s.act_sum[b] + g[b] * g[b] * s.weight[b];
+    }
+    let sst = saa - sa * sa / w.max(1e-12);
+    if sst <= 1e-12 { 0.0 } else { 1.0 - sse / sst }
+}
+
+/// Bin statistics of one covariate only (tracker scoring on the test half and under shifts).
+pub fn bin_stats_one(firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, k: usize) -> BinStats {
+    let mut s = BinStats::empty(weighting.bins[k]);
+    for (i, &step) in steps.iter().enumerate() {
+        if ranked.weight[i] > 0.0 {
+            s.add(coded.step(step as usize)[k] as usize, ranked.weight[i], ranked.rank[i], firing.values[i] as f64);
+        }
+    }
+    s.close(ranked.zero_rank)
+}

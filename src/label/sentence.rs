@@ -1,0 +1,123 @@
+//! Labels as sentences a battery engineer reads at once (DESIGN §5 step 6): "fires during
+//! discharge above 1.5C", "tracks SOC (rises with it)", with units and the fitted numbers.
+
+use crate::label::candidates::{Atom, Candidate, Coding};
+use crate::label::covariates::Covariate;
+
+/// The sentence for a candidate, given the codings its bins came from.
+pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
+    match candidate {
+        Candidate::Detector { atoms } => {
+            let phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
+            format!("fires {}", phrases.join(" "))
+        }
+        Candidate::Tracker { covariate, increasing } => {
+            format!("tracks {} ({})", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
+        }
+    }
+}
+
+fn noun(c: Covariate) -> &'static str {
+    match c {
+        Covariate::Soc => "SOC",
+        Covariate::CRate => "C-rate (signed, + = charge)",
+        Covariate::AbsCRate => "|C-rate|",
+        Covariate::StepTime => "time into the step",
+        Covariate::TimeSinceCurrentChange => "time since the current last changed",
+        Covariate::DvDt => "dV/dt",
+        Covariate::Temperature => "cell temperature",
+        Covariate::CycleNumber => "cycle number",
+        Covariate::Soh => "SOH",
+        Covariate::AmbientTemperature => "ambient temperature",
+        Covariate::Voltage => "voltage",
+        Covariate::Current => "current (+ = charge)",
+        Covariate::State => "state",
+        Covariate::Method => "control method",
+        Covariate::Protocol => "protocol",
+    }
+}
+
+/// A value in the covariate's unit, rounded to what an engineer would quote.
+fn value(c: Covariate, x: f32) -> String {
+    match c {
+        Covariate::Soc | Covariate::Soh => format!("{:.0} %", 100.0 * x),
+        Covariate::CRate | Covariate::AbsCRate => format!("{}C", round_sig(x)),
+        Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
+        Covariate::DvDt => format!("{} mV/s", round_sig(x)),
+        Covariate::Temperature | Covariate::AmbientTemperature => format!("{:.1} °C", x),
+        Covariate::CycleNumber => format!("{}", x.round() as i64),
+        Covariate::Voltage => format!("{:.3} V", x),
+        Covariate::Current => format!("{} A", round_sig(x)),
+        Covariate::State | Covariate::Method | Covariate::Protocol => String::new(),
+    }
+}
+
+fn round_sig(x: f32) -> String {
+    let digits = if x.abs() >= 10.0 { 0 } else if x.abs() >= 1.0 { 2 } else { 3 };
+    format!("{:.*}", digits, x)
+}
+
+fn duration(seconds: f32) -> String {
+    if seconds >= 3600.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else if seconds >= 120.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.0} s", seconds)
+    }
+}
+
+fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
+    let c = atom.covariate;
+    if c.is_categorical() {
+        return category_phrase(atom, coding);
+    }
+    let (lo, hi) = atom.span();
+    let what = match c {
+        Covariate::Soc => "SOC",
+        Covariate::Soh => "SOH",
+        Covariate::CRate => "C-rate",
+        Covariate::AbsCRate => "|C-rate|",
+        Covariate::StepTime => "time into the step",
+        Covariate::TimeSinceCurrentChange => "time since the current last changed",
+        Covariate::DvDt => "dV/dt",
+        Covariate::Temperature => "cell temperature",
+        Covariate::CycleNumber => "cycle",
+        Covariate::AmbientTemperature => "ambient temperature",
+        Covariate::Voltage => "voltage",
+        Covariate::Current => "current",
+        _ => unreachable!("categorical handled above"),
+    };
+    match coding.range(lo, hi) {
+        (Some(a), None) => format!("when {what} is above {}", value(c, a)),
+        (None, Some(b)) => format!("when {what} is below {}", value(c, b)),
+        (Some(a), Some(b)) => format!("when {what} is between {} and {}", value(c, a), value(c, b)),
+        (None, None) => String::from("at every step"),
+    }
+}
+
+fn category_phrase(atom: &Atom, coding: &Coding) -> String {
+    let names: Vec<&str> = atom.codes().filter_map(|code| coding.categories.get(code).map(String::as_str)).collect();
+    let all = coding.categories.len();
+    // A complement reads better as "outside X" than as a list of the others.
+    if names.len() + 1 == all && all > 2 {
+        let missing = coding.categories.iter().find(|n| !names.contains(&n.as_str())).map(String::as_str).unwrap_or("");
+        return format!("outside {}", category_name(atom.covariate, missing));
+    }
+    names.iter().map(|n| category_name(atom.covariate, n)).collect::<Vec<_>>().join(" or ")
+}
+
+fn category_name(c: Covariate, name: &str) -> String {
+    match (c, name) {
+        (Covariate::State, "charging") => "during charge".into(),
+        (Covariate::State, "discharging") => "during discharge".into(),
+        (Covariate::State, "resting") => "at rest".into(),
+        (Covariate::Method, "constant_voltage") => "in CV holds".into(),
+        (Covariate::Method, "constant_current") => "in CC steps".into(),
+        (Covariate::Method, "rest") => "in rest steps".into(),
+        (Covariate::Method, "pulse") => "in pulses".into(),
+        (Covariate::Method, other) => format!("in {other} steps"),
+        (Covariate::Protocol, p) => format!("in {p} cells"),
+        (_, other) => other.to_owned(),
+    }
+}

@@ -1,0 +1,165 @@
+//! The labeller validated on planted features (DESIGN §5 step 8): activations built as known
+//! functions of the shipped PyBaMM cells' covariates must get a label on the right covariate;
+//! pure noise and circularly shifted activations must get almost none.
+
+use std::path::PathBuf;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use voltlens::data::canonical::Dataset;
+use voltlens::data::ingest::{ingest, IngestOptions};
+use voltlens::data::schema::{Method as StepMethod, State as StepState};
+use voltlens::label::covariates::{Covariate, Covariates};
+use voltlens::label::{label_features, FeatureLabel, LabelConfig};
+use voltlens::mine::{FeatureActivations, SparseActivations};
+
+fn shipped_dataset() -> (tempfile::TempDir, Dataset) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/pybamm-chen2020");
+    let out = tmp.path().join("chen2020");
+    ingest(&[src], &out, &IngestOptions::default()).unwrap();
+    let ds = Dataset::load(&out).unwrap();
+    (tmp, ds)
+}
+
+fn covariates_of(ds: &Dataset) -> Vec<Covariates> {
+    ds.cells.iter().zip(&ds.data).map(|(info, data)| Covariates::from_cell(info, data)).collect()
+}
+
+/// A planted feature: its activation per step, and the covariates a right label may name.
+struct Planted {
+    name: String,
+    truth: Vec<Covariate>,
+    per_cell: Vec<Vec<f32>>,
+}
+
+/// Multiplicative jitter (a real feature is never exactly a function of one covariate).
+fn jitter(rng: &mut ChaCha8Rng, sd: f32) -> f32 {
+    1.0 + sd * (rng.random::<f32>() * 2.0 - 1.0) * 1.732
+}
+
+fn plant(covs: &[Covariates], name: &str, truth: &[Covariate], noise: f32, seed: u64, f: impl Fn(&Covariates, usize) -> f32) -> Planted {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let per_cell = covs.iter().map(|c| (0..c.len()).map(|i| (f(c, i) * jitter(&mut rng, noise)).max(0.0)).collect()).collect();
+    Planted { name: name.to_owned(), truth: truth.to_vec(), per_cell }
+}
+
+fn planted_features(covs: &[Covariates]) -> Vec<Planted> {
+    use Covariate::*;
+    let mut out = Vec::new();
+    let cv = StepMethod::ALL.iter().position(|m| *m == StepMethod::ConstantVoltage).unwrap() as f32;
+    let resting = StepState::ALL.iter().position(|s| *s == StepState::Resting).unwrap() as f32;
+    for (v, noise) in [0.05f32, 0.2, 0.4].into_iter().enumerate() {
+        let seed = 100 * v as u64;
+        for theta in [0.7f32, 0.8, 0.9] {
+            out.push(plant(covs, &format!("relu(soc-{theta})"), &[Soc], noise, seed + 1, move |c, i| (c.column(Soc)[i] - theta).max(0.0)));
+        }
+        out.push(plant(covs, "cv hold", &[Method], noise, seed + 2, move |c, i| if c.column(Method)[i] == cv { 1.0 } else { 0.0 }));
+        out.push(plant(covs, "discharge above 1.5C", &[CRate, AbsCRate, Current], noise, seed + 3, |c, i| {
+            let rate = c.column(CRate)[i];
+            if rate < -1.5 { -rate } else { 0.0 }
+        }));
+        for tau in [60.0f32, 180.0] {
+            out.push(plant(covs, &format!("relaxation tau={tau}"), &[TimeSinceCurrentChange, StepTime], noise, seed + 4, move |c, i| {
+                let bump = (-c.column(TimeSinceCurrentChange)[i] / tau).exp();
+                if c.column(State)[i] == resting && bump > 0.05 { bump } else { 0.0 }
+            }));
+        }
+        out.push(plant(covs, "tracks soc", &[Soc], noise, seed + 5, |c, i| 0.05 + c.column(Soc)[i]));
+    }
+    out
+}
+
+/// Bursty noise: on/off runs per cell with a given duty cycle and mean burst length, so the
+/// noise is autocorrelated like a real feature's.
+fn noise_feature(covs: &[Covariates], density: f64, burst: f64, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let p_stop = 1.0 / burst;
+    let p_start = density * p_stop / (1.0 - density);
+    covs.iter()
+        .map(|c| {
+            let mut on = false;
+            (0..c.len())
+                .map(|_| {
+                    on = if on { rng.random::<f64>() > p_stop } else { rng.random::<f64>() < p_start };
+                    if on { rng.random::<f32>() * 2.0 + 0.1 } else { 0.0 }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn activations(covs: &[Covariates], per_feature: Vec<Vec<Vec<f32>>>) -> SparseActivations {
+    SparseActivations {
+        cell_ids: covs.iter().map(|c| c.cell_id.clone()).collect(),
+        cell_rows: covs.iter().map(|c| c.len()).collect(),
+        features: per_feature.iter().enumerate().map(|(i, cells)| FeatureActivations::from_dense(0, i as u32, cells)).collect(),
+    }
+}
+
+fn names_right_covariate(label: &FeatureLabel, truth: &[Covariate]) -> bool {
+    label.accepted && label.candidates[0].candidate.covariates().iter().any(|c| truth.contains(c))
+}
+
+/// Rotates each cell's activations by a random offset: the shuffled control of DESIGN §5 step 8.
+fn circularly_shifted(per_cell: &[Vec<f32>], rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
+    per_cell
+        .iter()
+        .map(|cell| {
+            let mut cell = cell.clone();
+            let n = cell.len();
+            cell.rotate_right(rng.random_range(n / 10..n - n / 10));
+            cell
+        })
+        .collect()
+}
+
+#[test]
+fn planted_features_get_the_right_covariate_and_noise_gets_no_label() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let planted = planted_features(&covs);
+    let noise: Vec<Vec<Vec<f32>>> = (0..60)
+        .map(|i| noise_feature(&covs, [0.01, 0.05, 0.2][i % 3], [1.0, 10.0, 60.0][(i / 3) % 3], 7_000 + i as u64))
+        .collect();
+    let mut per_feature: Vec<Vec<Vec<f32>>> = planted.iter().map(|p| p.per_cell.clone()).collect();
+    per_feature.extend(noise);
+    let acts = activations(&covs, per_feature);
+    let started = std::time::Instant::now();
+    let labels = label_features(&acts, &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("labelled {} features in {elapsed:.2} s ({:.1} s per 1,000)", labels.len(), 1000.0 * elapsed / labels.len() as f64);
+
+    let mut right = 0;
+    for (p, l) in planted.iter().zip(&labels) {
+        let c = &l.candidates[0];
+        eprintln!(
+            "{:<22} accepted={} right={} '{}' auroc={:.3} f1={:.3} rho={:.3} q={:.1e} stab={:.2} base={}",
+            p.name, l.accepted, names_right_covariate(l, &p.truth), l.label, c.test.auroc, c.test.f1, c.test.spearman, c.q_value, l.stability, l.beats_baseline
+        );
+        right += names_right_covariate(l, &p.truth) as usize;
+    }
+    let noise_labels = &labels[planted.len()..];
+    let noise_accepted = noise_labels.iter().filter(|l| l.accepted).count();
+    for l in noise_labels.iter().filter(|l| l.accepted) {
+        eprintln!("noise accepted: {}", l.label);
+    }
+    let accuracy = right as f64 / planted.len() as f64;
+    let noise_rate = noise_accepted as f64 / noise_labels.len() as f64;
+    eprintln!("planted accuracy {:.1} % ({right}/{}), noise accepted {:.1} %", 100.0 * accuracy, planted.len(), 100.0 * noise_rate);
+    assert!(accuracy >= 0.95, "planted features with the right covariate: {:.1} %", 100.0 * accuracy);
+    assert!(noise_rate <= 0.02, "noise features accepted: {:.1} %", 100.0 * noise_rate);
+}
+
+#[test]
+fn circularly_shifted_activations_get_almost_no_labels() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let shuffled: Vec<Vec<Vec<f32>>> = planted_features(&covs).iter().map(|p| circularly_shifted(&p.per_cell, &mut rng)).collect();
+    let n = shuffled.len();
+    let labels = label_features(&activations(&covs, shuffled), &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    let accepted: Vec<&str> = labels.iter().filter(|l| l.accepted).map(|l| l.label.as_str()).collect();
+    eprintln!("shuffled: {} of {n} accepted: {accepted:?}", accepted.len());
+    assert!(accepted.len() as f64 <= 0.05 * n as f64 + 1.0, "shuffled activations accepted: {accepted:?}");
+}
