@@ -23,7 +23,7 @@ fn shipped_dataset() -> (tempfile::TempDir, Dataset) {
 }
 
 fn covariates_of(ds: &Dataset) -> Vec<Covariates> {
-    ds.cells.iter().zip(&ds.data).map(|(info, data)| Covariates::from_cell(info, data)).collect()
+    Covariates::for_dataset(ds)
 }
 
 /// A planted feature: its activation per step, and the covariates a right label may name.
@@ -162,4 +162,48 @@ fn circularly_shifted_activations_get_almost_no_labels() {
     let accepted: Vec<&str> = labels.iter().filter(|l| l.accepted).map(|l| l.label.as_str()).collect();
     eprintln!("shuffled: {} of {n} accepted: {accepted:?}", accepted.len());
     assert!(accepted.len() as f64 <= 0.05 * n as f64 + 1.0, "shuffled activations accepted: {accepted:?}");
+}
+
+#[test]
+fn protocol_metadata_flags_single_cell_features_and_protocol_effects() {
+    let (tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let only_first_cell: Vec<Vec<f32>> = covs.iter().enumerate().map(|(c, cov)| vec![if c == 0 { 1.0 } else { 0.0 }; cov.len()]).collect();
+    let hppc_only: Vec<Vec<f32>> = ds.cells.iter().zip(&covs).map(|(info, cov)| vec![if info.protocol.as_deref() == Some("hppc") { 1.0 } else { 0.0 }; cov.len()]).collect();
+    let everywhere: Vec<Vec<f32>> = covs.iter().map(|cov| vec![0.5; cov.len()]).collect();
+    let acts = activations(&covs, vec![only_first_cell, hppc_only, everywhere]);
+    let meta = voltlens::label::metadata::protocol_effects(&acts, &covs, &ds.cells).unwrap();
+    eprintln!("{meta}");
+    let flag = |name: &str| (0..3).map(|i| meta.column(name).unwrap().bool().unwrap().get(i).unwrap()).collect::<Vec<_>>();
+    let eta = (0..3).map(|i| meta.column("eta2_protocol").unwrap().f64().unwrap().get(i).unwrap()).collect::<Vec<_>>();
+    assert_eq!(flag("fires_in_one_cell"), vec![true, false, false]);
+    assert!((eta[1] - 1.0).abs() < 1e-9, "a protocol-only feature has η² = 1 across protocols, got {}", eta[1]);
+    assert_eq!(eta[2], 0.0, "a feature firing everywhere has no protocol effect");
+
+    let labels = label_features(&acts, &covs, &ds.cells, &LabelConfig { n_shifts: 20, n_bootstrap: 4, ..LabelConfig::default() }).unwrap();
+    voltlens::label::tables::write_labels(tmp.path(), &labels).unwrap();
+    assert!(tmp.path().join("labels.parquet").exists());
+    let csv = std::fs::read_to_string(tmp.path().join("labels.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "header + one row per feature");
+    assert!(csv.lines().next().unwrap().contains("best_q_value"));
+}
+
+/// Timing, not behaviour: `cargo test --test label -- --ignored --nocapture` prints labelling
+/// time per 1,000 features of transcoder-like sparsity (0.3–5 % density) on the shipped cells.
+#[test]
+#[ignore]
+fn labelling_time_per_1000_features() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let features: Vec<Vec<Vec<f32>>> = (0..1000).map(|i| noise_feature(&covs, [0.003, 0.01, 0.05][i % 3], [1.0, 10.0, 60.0][(i / 3) % 3], i as u64)).collect();
+    let acts = activations(&covs, features);
+    let started = std::time::Instant::now();
+    let labels = label_features(&acts, &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    eprintln!(
+        "{} features × {} steps labelled in {:.1} s on {} threads",
+        labels.len(),
+        acts.cell_rows.iter().sum::<usize>(),
+        started.elapsed().as_secs_f64(),
+        rayon::current_num_threads()
+    );
 }

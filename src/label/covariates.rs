@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::canonical::CellData;
+use crate::data::canonical::{CellData, Dataset};
 use crate::data::cells::CellInfo;
 use crate::data::schema::{Method, State};
 
@@ -118,6 +118,11 @@ impl Covariates {
         set(Covariate::Voltage, data.voltage.clone());
         set(Covariate::Current, data.current.clone());
         Covariates { cell_id: data.cell_id.clone(), protocol: info.protocol.clone(), columns }
+    }
+
+    /// Covariates of every cell of a dataset, in its order.
+    pub fn for_dataset(ds: &Dataset) -> Vec<Covariates> {
+        ds.cells.iter().zip(&ds.data).map(|(info, data)| Covariates::from_cell(info, data)).collect()
     }
 
     pub fn len(&self) -> usize {

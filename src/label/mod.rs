@@ -170,7 +170,8 @@ fn check_inputs(acts: &SparseActivations, covariates: &[Covariates], cells: &[Ce
 }
 
 /// Explain/test split by cell (step 1), stratified by protocol so each protocol with two or
-/// more cells lands in both halves; deterministic from the seed.
+/// more cells lands in both halves; when that leaves a half empty (every protocol has one
+/// cell), a plain split of all cells. Deterministic from the seed.
 pub fn split_cells(cells: &[CellInfo], explain_fraction: f64, seed: u64) -> Vec<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut protocols: Vec<Option<String>> = cells.iter().map(|c| c.protocol.clone()).collect();
@@ -178,15 +179,24 @@ pub fn split_cells(cells: &[CellInfo], explain_fraction: f64, seed: u64) -> Vec<
     protocols.dedup();
     let mut explain = vec![false; cells.len()];
     for p in protocols {
-        let mut members: Vec<usize> = (0..cells.len()).filter(|&c| cells[c].protocol == p).collect();
-        members.shuffle(&mut rng);
-        let n = members.len();
-        let n_explain = if n < 2 { n } else { ((explain_fraction * n as f64).round() as usize).clamp(1, n - 1) };
-        for &c in &members[..n_explain] {
-            explain[c] = true;
-        }
+        let members: Vec<usize> = (0..cells.len()).filter(|&c| cells[c].protocol == p).collect();
+        assign_explain(&mut explain, members, explain_fraction, &mut rng);
+    }
+    if explain.iter().all(|&e| e) || explain.iter().all(|&e| !e) {
+        explain.fill(false);
+        assign_explain(&mut explain, (0..cells.len()).collect(), explain_fraction, &mut rng);
     }
     explain
+}
+
+/// Marks a shuffled `explain_fraction` of `members` (at least one, and one left out of two or more).
+fn assign_explain(explain: &mut [bool], mut members: Vec<usize>, explain_fraction: f64, rng: &mut ChaCha8Rng) {
+    members.shuffle(rng);
+    let n = members.len();
+    let n_explain = if n < 2 { n } else { ((explain_fraction * n as f64).round() as usize).clamp(1, n - 1) };
+    for &c in &members[..n_explain] {
+        explain[c] = true;
+    }
 }
 
 /// Weighted code totals shared by every feature.
@@ -223,7 +233,8 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let null_shifts: Vec<Vec<u32>> = (0..cfg.n_shifts).map(|_| null::shifted_steps(&firing, &coded.cell_offsets, &mut rng)).collect();
     let held_out = |s: &Scored| held_out(s, &firing, &test_ranked, coded, &halves.test, &null_shifts, &set);
     let candidates: Vec<CandidateResult> = top.iter().map(held_out).collect();
-    let baseline = baseline.as_ref().map(held_out);
+    // The baseline is a yardstick, not a tested hypothesis: it stays out of BH (q = NaN).
+    let baseline = baseline.as_ref().map(|b| CandidateResult { q_value: f64::NAN, ..held_out(b) });
     let stability = top.first().map_or(0.0, |chosen| stability_of(&chosen.candidate, &firing, coded, halves, &set));
     FeatureLabel {
         layer: f.layer,

@@ -150,12 +150,12 @@ pub fn bin_stats(
             Some(a) => BinStats::empty(weighting.conditional_bins(a, l)),
         })
         .collect();
-    for i in 0..steps.len() {
+    for (i, &step) in steps.iter().enumerate() {
         let w = ranked.weight[i];
         if w == 0.0 {
             continue;
         }
-        let codes = coded.step(steps[i] as usize);
+        let codes = coded.step(step as usize);
         if given.is_some_and(|a| !a.contains(codes[a.covariate.index()])) {
             continue;
         }

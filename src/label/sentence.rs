@@ -54,7 +54,9 @@ fn value(c: Covariate, x: f32) -> String {
 
 fn round_sig(x: f32) -> String {
     let digits = if x.abs() >= 10.0 { 0 } else if x.abs() >= 1.0 { 2 } else { 3 };
-    format!("{:.*}", digits, x)
+    let text = format!("{:.*}", digits, x);
+    // "-0.000" reads as a sign error.
+    if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') { "0".into() } else { text }
 }
 
 fn duration(seconds: f32) -> String {
@@ -88,7 +90,16 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
         Covariate::Current => "current",
         _ => unreachable!("categorical handled above"),
     };
-    match coding.range(lo, hi) {
+    match (c, coding.range(lo, hi)) {
+        // Signed C-rate bounded away from zero reads as a direction and a rate.
+        (Covariate::CRate, (Some(a), None)) if a >= 0.0 => format!("during charge above {}", value(c, a)),
+        (Covariate::CRate, (None, Some(b))) if b <= 0.0 => format!("during discharge above {}", value(c, -b)),
+        (_, range) => interval_phrase(c, what, range),
+    }
+}
+
+fn interval_phrase(c: Covariate, what: &str, range: (Option<f32>, Option<f32>)) -> String {
+    match range {
         (Some(a), None) => format!("when {what} is above {}", value(c, a)),
         (None, Some(b)) => format!("when {what} is below {}", value(c, b)),
         (Some(a), Some(b)) => format!("when {what} is between {} and {}", value(c, a), value(c, b)),

@@ -9,8 +9,6 @@ pub mod stats;
 pub mod tables;
 pub mod topk;
 
-use serde::{Deserialize, Serialize};
-
 pub use stats::{mine, MineConfig, MinedFeature, MinedFeatures, Window};
 
 /// The firing steps of one transcoder feature over a whole dataset.
@@ -69,17 +67,4 @@ pub struct SparseActivations {
     /// Steps per cell.
     pub cell_rows: Vec<usize>,
     pub features: Vec<FeatureActivations>,
-}
-
-impl SparseActivations {
-    pub fn total_steps(&self) -> usize {
-        self.cell_rows.iter().sum()
-    }
-}
-
-/// Identifies a feature in output tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FeatureId {
-    pub layer: u32,
-    pub feature: u32,
 }

@@ -25,7 +25,9 @@ mod dense;
 pub mod export;
 pub mod grad;
 pub mod metrics;
+pub mod online;
 mod tensors;
+pub mod stage;
 pub mod train;
 
 pub use activation::Codes;

@@ -1,0 +1,149 @@
+//! The `transcoder` stage (DESIGN.md §3): train a transcoder on activations generated online from
+//! a trained model, evaluate it on the held-out cells, export it for circuit-tracer.
+//!
+//! ```text
+//! out_dir/
+//!   checkpoint.safetensors, checkpoint.json   the trainer's (a rerun resumes from them)
+//!   metrics.json                              StageMetrics
+//!   circuit-tracer/                           export_circuit_tracer
+//! ```
+
+use std::path::Path;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use serde::{Deserialize, Serialize};
+
+use super::config::{TranscoderConfig, Variant};
+use super::export::export_circuit_tracer;
+use super::metrics::{evaluate, Metrics};
+use super::online::{fidelity, mean_mlp_out, Cells, FidelityReport, ModelActivations, ModelWindows};
+use super::train::train;
+use crate::data::canonical::Dataset;
+use crate::model::backend::{run_on, BackendTask};
+use crate::model::checkpoint::{load_model, write_json};
+use crate::model::DeviceChoice;
+use crate::{Error, Result};
+
+/// The `[transcoder]` table of a pipeline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TranscoderStageConfig {
+    /// The transcoder and its training (`[transcoder.config]`).
+    pub config: TranscoderConfig,
+    /// Held-out tokens for FVU, L0 and dead/live features; also the most steps each fidelity run
+    /// scores, and the training tokens the ablation mean is taken over.
+    pub eval_tokens: usize,
+    /// Where the model runs to make activations; the transcoder itself trains on the CPU.
+    pub device: DeviceChoice,
+}
+
+impl Default for TranscoderStageConfig {
+    fn default() -> Self {
+        TranscoderStageConfig { config: TranscoderConfig::default(), eval_tokens: 1 << 16, device: DeviceChoice::Cpu }
+    }
+}
+
+/// What the stage measured (`metrics.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageMetrics {
+    pub variant: Variant,
+    pub features: usize,
+    pub train_steps: u64,
+    /// Training throughput of this run (after any resume).
+    pub train_tokens_per_s: f64,
+    /// FVU, L0, dead and live features on the held-out (test) cells.
+    pub heldout: Metrics,
+    /// Replacement fidelity on the held-out cells; None for the MLSAE, which cannot replace an
+    /// MLP during a forward pass.
+    pub fidelity: Option<FidelityReport>,
+}
+
+/// Trains, evaluates and exports a transcoder of the model in `model_dir` on the dataset at
+/// `dataset_dir` into `out_dir`; `seed` drives the activation streams. Returns a summary.
+pub fn run_transcoder_stage(
+    dataset_dir: &Path,
+    model_dir: &Path,
+    cfg: &TranscoderStageConfig,
+    seed: u64,
+    out_dir: &Path,
+) -> Result<serde_json::Value> {
+    cfg.config.validate()?;
+    if cfg.eval_tokens == 0 {
+        return Err(Error::Config("transcoder stage: eval_tokens must be positive".to_owned()));
+    }
+    let dataset = Dataset::load(dataset_dir)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let metrics = run_on(cfg.device, StageTask { dataset_dir, dataset: &dataset, model_dir, cfg, seed, out_dir })?;
+    Ok(summary(&metrics, out_dir))
+}
+
+/// The few numbers a pipeline log or a sweep table wants, and where the rest is.
+fn summary(m: &StageMetrics, out_dir: &Path) -> serde_json::Value {
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+    serde_json::json!({
+        "out_dir": out_dir,
+        "variant": m.variant,
+        "features": m.features,
+        "steps": m.train_steps,
+        "fvu": mean(&m.heldout.fvu_per_layer),
+        "l0": mean(&m.heldout.l0_per_layer),
+        "dead_fraction": m.heldout.dead_fraction,
+        "live_fraction": m.heldout.live_fraction,
+        "fidelity": m.fidelity.as_ref().map(|f| f.fidelity.all_layers),
+        "metrics": out_dir.join("metrics.json"),
+        "circuit_tracer": out_dir.join("circuit-tracer"),
+    })
+}
+
+struct StageTask<'a> {
+    dataset_dir: &'a Path,
+    dataset: &'a Dataset,
+    model_dir: &'a Path,
+    cfg: &'a TranscoderStageConfig,
+    seed: u64,
+    out_dir: &'a Path,
+}
+
+impl BackendTask for StageTask<'_> {
+    type Output = StageMetrics;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<StageMetrics> {
+        train_and_evaluate::<B::InnerBackend>(&self, device)
+    }
+}
+
+fn train_and_evaluate<B: Backend>(task: &StageTask, device: B::Device) -> Result<StageMetrics> {
+    let (cfg, tc_cfg) = (task.cfg, &task.cfg.config);
+    let loaded = load_model::<B>(task.model_dir, &device)?;
+    let open = |which, seed| {
+        ModelActivations::open(task.dataset, task.dataset_dir, &loaded, which, tc_cfg.shuffle_buffer, seed, device.clone())
+    };
+    let mut train_source = open(Cells::Train, task.seed)?;
+    let report = train(tc_cfg, &mut train_source, task.out_dir)?;
+    let tc = report.transcoder;
+    export_circuit_tracer(&tc, &task.out_dir.join("circuit-tracer"))?;
+
+    // Held-out tokens come from a stream of their own, so that they do not depend on training.
+    let mut heldout_source = open(Cells::Test, task.seed.wrapping_add(1))?;
+    let heldout = evaluate(&tc, &mut heldout_source, cfg.eval_tokens, tc_cfg.batch)?;
+    eprintln!("DEBUG train fvu {:?} l0 {:?}; on train {:?}", report.fvu, report.l0, evaluate(&tc, &mut train_source, cfg.eval_tokens, tc_cfg.batch)?);
+    let fidelity = match tc.shape.variant {
+        Variant::Mlsae => None,
+        Variant::Clt | Variant::Plt => {
+            let mean = mean_mlp_out(&mut train_source, cfg.eval_tokens, tc_cfg.batch)?;
+            // Windows tiling the test cells: every held-out step scored once.
+            let windows = ModelWindows::load(task.dataset, task.dataset_dir, &loaded, Cells::Test, loaded.model.context)?
+                .at_most(cfg.eval_tokens);
+            Some(fidelity(&loaded.model, &tc, &mean, &windows, &device)?)
+        }
+    };
+    let metrics = StageMetrics {
+        variant: tc.shape.variant,
+        features: tc.shape.features,
+        train_steps: report.steps,
+        train_tokens_per_s: report.tokens_per_s,
+        heldout,
+        fidelity,
+    };
+    write_json(&task.out_dir.join("metrics.json"), &metrics)?;
+    Ok(metrics)
+}
