@@ -14,6 +14,8 @@ pub mod model;
 pub mod pipeline;
 pub mod plot_style;
 pub mod progress;
+pub mod report;
+pub mod record;
 pub mod transcoder;
 
 pub use error::{Error, Result};

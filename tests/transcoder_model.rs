@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use burn::backend::Flex;
 use voltlens::data::ingest::synthesize;
-use voltlens::data::synth::SynthConfig;
+use voltlens::data::synth::{Chemistry, Protocol, SynthConfig};
 use voltlens::data::canonical::Dataset;
 use voltlens::model::{load_model, train_model, LoadedModel, ModelConfig, TrainConfig};
 use voltlens::transcoder::online::{cache_activations, next_step_mse, Cells, ModelActivations, ModelWindows};
@@ -20,9 +20,21 @@ type B = Flex;
 const LAYERS: usize = 2;
 const D_MODEL: usize = 16;
 
-/// A dataset of four synthetic cells and a model trained on it, shared by every test.
+/// Cells of one chemistry, protocol and temperature, so that the held-out cell looks like the
+/// training cells and a transcoder trained on the latter can be judged on the former.
+fn homogeneous_cells() -> SynthConfig {
+    SynthConfig {
+        cells: 5,
+        cycles: 1,
+        chemistries: vec![Chemistry::Nmc],
+        protocols: vec![Protocol::Cccv],
+        ambient_temperatures_c: vec![25.0],
+        ..SynthConfig::default()
+    }
+}
+
+/// A dataset of five synthetic cells and a model trained on it, shared by every test.
 struct Fixture {
-    _tmp: tempfile::TempDir,
     data: PathBuf,
     model: PathBuf,
 }
@@ -30,13 +42,18 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let (data, model) = (tmp.path().join("data"), tmp.path().join("model"));
-        synthesize(&SynthConfig { cells: 4, cycles: 1, ..SynthConfig::default() }, &data).unwrap();
+        // A static is never dropped, so a TempDir here would outlive the run on disk; this
+        // directory is instead rebuilt by every run.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("transcoder_model");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).unwrap();
+        }
+        let (data, model) = (root.join("data"), root.join("model"));
+        synthesize(&homogeneous_cells(), &data).unwrap();
         let shape = ModelConfig { layers: LAYERS, d_model: D_MODEL, heads: 2, d_mlp: 32, context: 24, ..ModelConfig::default() };
         let training = TrainConfig { steps: 300, batch: 8, lr: 3e-3, warmup: 5, val_every: 30, val_windows: 8, stride: 8, ..TrainConfig::default() };
         train_model(&data, &shape, &training, &model).unwrap();
-        Fixture { _tmp: tmp, data, model }
+        Fixture { data, model }
     })
 }
 
@@ -135,7 +152,6 @@ fn a_trained_clt_replaces_the_mlps_better_than_their_means() {
     let fidelity = summary["fidelity"].as_f64().unwrap();
     let fvu = summary["fvu"].as_f64().unwrap();
     assert!(fidelity > 0.0, "fidelity {fidelity} is no better than mean ablation: {summary}");
-    eprintln!("{}", std::fs::read_to_string(out.path().join("metrics.json")).unwrap());
     assert!(fvu < 1.0, "held-out FVU {fvu}: {summary}");
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["heldout"]["fvu_per_layer"].as_array().unwrap().len(), LAYERS);

@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod null;
 pub mod scoring;
 pub mod sentence;
+pub mod stage;
 pub mod stability;
 pub mod tables;
 

@@ -5,6 +5,7 @@
 //! features are sparse (L0 ≪ F), so every statistic here and in `label` costs O(firing steps)
 //! per feature, not O(steps); a dense `Vec<f32>` per cell would cost 500k reads per feature.
 
+pub mod stage;
 pub mod stats;
 pub mod tables;
 pub mod topk;

@@ -122,14 +122,14 @@ fn train_and_evaluate<B: Backend>(task: &StageTask, device: B::Device) -> Result
     let tc = report.transcoder;
     export_circuit_tracer(&tc, &task.out_dir.join("circuit-tracer"))?;
 
-    // Held-out tokens come from a stream of their own, so that they do not depend on training.
+    // Held-out tokens and the ablation mean come from streams of their own, so that they are the
+    // same whether training ran here or was resumed.
     let mut heldout_source = open(Cells::Test, task.seed.wrapping_add(1))?;
     let heldout = evaluate(&tc, &mut heldout_source, cfg.eval_tokens, tc_cfg.batch)?;
-    eprintln!("DEBUG train fvu {:?} l0 {:?}; on train {:?}", report.fvu, report.l0, evaluate(&tc, &mut train_source, cfg.eval_tokens, tc_cfg.batch)?);
     let fidelity = match tc.shape.variant {
         Variant::Mlsae => None,
         Variant::Clt | Variant::Plt => {
-            let mean = mean_mlp_out(&mut train_source, cfg.eval_tokens, tc_cfg.batch)?;
+            let mean = mean_mlp_out(&mut open(Cells::Train, task.seed.wrapping_add(2))?, cfg.eval_tokens, tc_cfg.batch)?;
             // Windows tiling the test cells: every held-out step scored once.
             let windows = ModelWindows::load(task.dataset, task.dataset_dir, &loaded, Cells::Test, loaded.model.context)?
                 .at_most(cfg.eval_tokens);

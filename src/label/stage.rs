@@ -1,0 +1,81 @@
+//! The `label` stage: labels for the recorded features, and their firing across protocols.
+//!
+//! ```text
+//! out_dir/
+//!   labels.parquet (+ csv)   `tables::write_labels`
+//!   protocol_effects.csv     `metadata::protocol_effects`
+//! ```
+
+use std::path::Path;
+
+use polars::prelude::{CsvWriter, SerWriter};
+
+use super::covariates::Covariates;
+use super::metadata::protocol_effects;
+use super::tables::write_labels;
+use super::{label_features, FeatureLabel, LabelConfig};
+use crate::data::canonical::{temp_path, Dataset};
+use crate::record::read_sparse;
+use crate::{Error, Result};
+
+/// Labels the features recorded in `record_dir` over the dataset at `dataset_dir` into
+/// `out_dir`; returns live features, the accepted share and the held-out scores of accepted
+/// labels (median and quartiles).
+pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
+    let dataset = Dataset::load(dataset_dir)?;
+    let acts = read_sparse(record_dir)?;
+    if acts.cell_ids.iter().ne(dataset.cells.iter().map(|c| &c.cell_id)) {
+        return Err(Error::Config(format!(
+            "label: the record in {} was made over other cells than {}",
+            record_dir.display(),
+            dataset_dir.display()
+        )));
+    }
+    let covariates = Covariates::for_dataset(&dataset);
+    let labels = label_features(&acts, &covariates, &dataset.cells, cfg)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    write_labels(out_dir, &labels)?;
+    let mut effects = protocol_effects(&acts, &covariates, &dataset.cells)?;
+    write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
+    Ok(summary(&labels, out_dir))
+}
+
+fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Result<()> {
+    let tmp = temp_path(path);
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    CsvWriter::new(&mut file).finish(df).map_err(|e| Error::in_file(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
+    let accepted: Vec<&FeatureLabel> = labels.iter().filter(|l| l.accepted).collect();
+    // Held-out scores of each accepted label: AUROC for detectors, Spearman for trackers.
+    let held_out = |get: &dyn Fn(&FeatureLabel) -> f64| {
+        let values: Vec<f64> = accepted.iter().map(|l| get(l)).filter(|v| v.is_finite()).collect();
+        quartiles(values)
+    };
+    serde_json::json!({
+        "out_dir": out_dir,
+        "live_features": labels.len(),
+        "accepted": accepted.len(),
+        "accepted_share": accepted.len() as f64 / labels.len().max(1) as f64,
+        "test_auroc": held_out(&|l| l.candidates.first().map_or(f64::NAN, |c| c.test.auroc)),
+        "test_spearman": held_out(&|l| l.candidates.first().map_or(f64::NAN, |c| c.test.spearman)),
+        "labels": out_dir.join("labels.parquet"),
+        "protocol_effects": out_dir.join("protocol_effects.csv"),
+    })
+}
+
+/// Count, first quartile, median and third quartile (linear interpolation); null when empty.
+fn quartiles(mut values: Vec<f64>) -> serde_json::Value {
+    if values.is_empty() {
+        return serde_json::json!({ "n": 0, "q25": null, "median": null, "q75": null });
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let pos = q * (values.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        values[lo] + (values[hi] - values[lo]) * (pos - lo as f64)
+    };
+    serde_json::json!({ "n": values.len(), "q25": at(0.25), "median": at(0.5), "q75": at(0.75) })
+}

@@ -1,0 +1,24 @@
+//! Record stage (DESIGN §4): run the model and a transcoder over a whole dataset once, streaming,
+//! and store the sparse codes every step gets, with the step's covariates beside them.
+//!
+//! ```text
+//! out_dir/
+//!   activations.parquet   (cell_id, row, layer, feature, value), value > 0, one row per firing
+//!   covariates.parquet    (cell_id, row, soc, c_rate, …): `label::covariates` per step
+//!   record.json           RecordSummary: cells in order, steps per cell, features per layer
+//! ```
+//!
+//! Both Parquet files are written a row group at a time from a buffer of at most
+//! `RecordConfig::max_buffer_rows` rows, so memory depends on that setting and on one cell's
+//! steps, not on the dataset. [`read_sparse`] turns the activations back into the mine input.
+
+pub mod run;
+pub mod tables;
+
+pub use run::{record, step_windows, RecordConfig, RecordSummary, StepWindow, TranscoderInput};
+pub use tables::read_sparse;
+
+/// File names inside a record directory.
+pub const ACTIVATIONS_FILE: &str = "activations.parquet";
+pub const COVARIATES_FILE: &str = "covariates.parquet";
+pub const SUMMARY_FILE: &str = "record.json";

@@ -1,0 +1,253 @@
+//! The record run: every step of every cell through the model and the transcoder's encoder, one
+//! cell at a time, in batches of windows, into the buffered Parquet writers of `tables`.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::tables::{ActivationWriter, CovariateWriter};
+use super::{ACTIVATIONS_FILE, COVARIATES_FILE, SUMMARY_FILE};
+use crate::data::canonical::{Dataset, DatasetPaths};
+use crate::data::windows::{windows, Window};
+use crate::label::covariates::Covariates;
+use crate::model::backend::{run_on, BackendTask};
+use crate::model::checkpoint::{load_model, write_json, LoadedModel};
+use crate::model::inputs::{self, CellSteps, ModelSteps};
+use crate::model::{DeviceChoice, Lblm};
+use crate::transcoder::{import_circuit_tracer, Transcoder, Variant};
+use crate::{Error, Result};
+
+/// Settings of the record stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Activation (and covariate) rows held before a Parquet row group is written: the memory
+    /// bound of the run, about 15 bytes a row.
+    pub max_buffer_rows: usize,
+    /// Windows per forward pass of the model.
+    pub windows_per_batch: usize,
+    /// Where the model runs; the transcoder's encoder runs on the CPU.
+    pub device: DeviceChoice,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig { max_buffer_rows: 1 << 20, windows_per_batch: 16, device: DeviceChoice::Cpu }
+    }
+}
+
+/// What a record run wrote (`record.json`); `read_sparse` takes the cells from here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordSummary {
+    /// Cells in dataset order, and their rows (the covariates' length; the model has a step for
+    /// every row but the last, whose next voltage is unknown).
+    pub cell_ids: Vec<String>,
+    pub cell_rows: Vec<usize>,
+    /// Model steps recorded (rows − 1 per cell).
+    pub steps: u64,
+    /// Firing (step, feature) pairs written.
+    pub activation_rows: u64,
+    pub activation_row_groups: usize,
+    pub covariate_row_groups: usize,
+    pub variant: Variant,
+    /// Encoders of the transcoder: `layer` in the activations runs over 0..encoders (the MLSAE
+    /// has one encoder, layer 0).
+    pub encoders: usize,
+    /// Features per encoder: with `read_sparse`, what "dead" is counted against.
+    pub features_per_layer: usize,
+    pub seconds: f64,
+}
+
+/// The transcoder to record: a `transcoder` stage directory (its `circuit-tracer/` export) or
+/// one already in memory.
+pub enum TranscoderInput<'a> {
+    Dir(&'a Path),
+    Loaded(&'a Transcoder),
+}
+
+impl TranscoderInput<'_> {
+    fn load(&self) -> Result<Cow<'_, Transcoder>> {
+        match self {
+            TranscoderInput::Dir(dir) => Ok(Cow::Owned(import_circuit_tracer(&dir.join("circuit-tracer"))?)),
+            TranscoderInput::Loaded(tc) => Ok(Cow::Borrowed(*tc)),
+        }
+    }
+}
+
+/// A window of one cell and the positions of it whose activations are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepWindow {
+    pub start: usize,
+    /// Steps in the window: the model's context, or the whole cell when it is shorter.
+    pub len: usize,
+    /// Positions `first..len` are kept: the steps no earlier window holds.
+    pub first: usize,
+}
+
+/// Windows over a cell of `steps` steps, every context/2 steps (the last aligned to the end), and
+/// for each step the window in which it has the most left context: the earliest that holds it.
+/// The first window keeps all its positions; every step is kept exactly once.
+pub fn step_windows(steps: usize, context: usize) -> Vec<StepWindow> {
+    if steps == 0 {
+        return Vec::new();
+    }
+    if steps < context {
+        return vec![StepWindow { start: 0, len: steps, first: 0 }];
+    }
+    let mut covered = 0;
+    windows(&[steps], context, (context / 2).max(1))
+        .into_iter()
+        .map(|w| {
+            let first = covered - w.start;
+            covered = w.start + context;
+            StepWindow { start: w.start, len: context, first }
+        })
+        .collect()
+}
+
+/// Runs the model in `model_dir` and `transcoder` over every cell of the dataset at
+/// `dataset_dir`, writing `out_dir/{activations,covariates}.parquet` and `record.json`.
+pub fn record(
+    dataset_dir: &Path,
+    model_dir: &Path,
+    transcoder: TranscoderInput,
+    cfg: &RecordConfig,
+    out_dir: &Path,
+) -> Result<RecordSummary> {
+    if cfg.max_buffer_rows == 0 || cfg.windows_per_batch == 0 {
+        return Err(Error::Config("record: max_buffer_rows and windows_per_batch must be positive".to_owned()));
+    }
+    let transcoder = transcoder.load()?;
+    let dataset = Dataset::load(dataset_dir)?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let summary = run_on(cfg.device, RecordTask { dataset_dir, dataset: &dataset, model_dir, transcoder: &transcoder, cfg, out_dir })?;
+    write_json(&out_dir.join(SUMMARY_FILE), &summary)?;
+    Ok(summary)
+}
+
+struct RecordTask<'a> {
+    dataset_dir: &'a Path,
+    dataset: &'a Dataset,
+    model_dir: &'a Path,
+    transcoder: &'a Transcoder,
+    cfg: &'a RecordConfig,
+    out_dir: &'a Path,
+}
+
+impl BackendTask for RecordTask<'_> {
+    type Output = RecordSummary;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<RecordSummary> {
+        record_dataset::<B::InnerBackend>(&self, device)
+    }
+}
+
+fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<RecordSummary> {
+    let started = Instant::now();
+    let loaded = load_model::<B>(task.model_dir, &device)?;
+    let tc = task.transcoder;
+    check_shapes(&loaded.model, tc)?;
+    let ds = task.dataset;
+    let cell_ids: Vec<String> = ds.cells.iter().map(|c| c.cell_id.clone()).collect();
+    let cell_rows: Vec<usize> = ds.data.iter().map(|d| d.len()).collect();
+    let max_rows = task.cfg.max_buffer_rows;
+    let mut activations = ActivationWriter::create(&task.out_dir.join(ACTIVATIONS_FILE), &cell_ids, max_rows)?;
+    let mut covariates = CovariateWriter::create(&task.out_dir.join(COVARIATES_FILE), &cell_ids, max_rows)?;
+    let steps: u64 = cell_rows.iter().map(|&r| r.saturating_sub(1) as u64).sum();
+    let bar = crate::progress::bar(steps, "record", "steps");
+    let paths = DatasetPaths::new(task.dataset_dir);
+    for (c, (info, data)) in ds.cells.iter().zip(&ds.data).enumerate() {
+        covariates.push_cell(c as u32, &Covariates::from_cell(info, data))?;
+        let cell = loaded.norm.apply(&CellSteps::from_cell(info, data, &paths.cell_file(&info.cell_id))?);
+        let sink = &mut |row, layer, feature, value| activations.push(c as u32, row, layer, feature, value);
+        record_cell(&loaded, tc, &cell, task.cfg.windows_per_batch, &device, sink, &|n| bar.inc(n as u64))?;
+    }
+    bar.finish_and_clear();
+    let activation_rows = activations.rows;
+    Ok(RecordSummary {
+        cell_ids,
+        cell_rows,
+        steps,
+        activation_rows,
+        activation_row_groups: activations.finish()?,
+        covariate_row_groups: covariates.finish()?,
+        variant: tc.shape.variant,
+        encoders: tc.shape.encoders(),
+        features_per_layer: tc.shape.features,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn check_shapes<B: Backend>(model: &Lblm<B>, tc: &Transcoder) -> Result<()> {
+    let d_model = model.embed.weight.dims()[1];
+    if (tc.shape.layers, tc.shape.d_model) != (model.layers(), d_model) {
+        return Err(Error::Config(format!(
+            "record: the transcoder reads {} layers of width {}, the model has {} of width {d_model}",
+            tc.shape.layers,
+            tc.shape.d_model,
+            model.layers()
+        )));
+    }
+    Ok(())
+}
+
+/// Receives one firing (row, layer, feature, value) of the current cell.
+type Sink<'a> = &'a mut dyn FnMut(u32, u16, u32, f32) -> Result<()>;
+
+/// Every step of one cell, in row order, through model and encoder into `sink`; `progress`
+/// hears the steps done.
+fn record_cell<B: Backend>(
+    loaded: &LoadedModel<B>,
+    tc: &Transcoder,
+    cell: &ModelSteps,
+    windows_per_batch: usize,
+    device: &B::Device,
+    sink: Sink,
+    progress: &dyn Fn(usize),
+) -> Result<()> {
+    let encoders = tc.shape.encoders();
+    for chunk in step_windows(cell.steps(), loaded.model.context).chunks(windows_per_batch) {
+        let (x, rows) = kept_resid_mid(&loaded.model, cell, chunk, device);
+        let codes = tc.encode(&x);
+        for (t, &row) in rows.iter().enumerate() {
+            for e in 0..encoders {
+                for i in codes.row(t * encoders + e) {
+                    if codes.value[i] > 0.0 {
+                        sink(row, e as u16, codes.index[i], codes.value[i])?;
+                    }
+                }
+            }
+        }
+        progress(rows.len());
+    }
+    Ok(())
+}
+
+/// resid_mid of the kept positions of `chunk` (windows of one length), [n, L, d] flattened,
+/// and the row of each of the n positions.
+fn kept_resid_mid<B: Backend>(model: &Lblm<B>, cell: &ModelSteps, chunk: &[StepWindow], device: &B::Device) -> (Vec<f32>, Vec<u32>) {
+    let len = chunk[0].len;
+    let windows: Vec<Window> = chunk.iter().map(|w| Window { cell: 0, start: w.start }).collect();
+    let (x, _) = inputs::batch::<B>(std::slice::from_ref(cell), &windows, len, device);
+    let all = resid_mid(model, x);
+    let width = all.len() / (chunk.len() * len);
+    let mut kept = Vec::new();
+    let mut rows = Vec::new();
+    for (b, w) in chunk.iter().enumerate() {
+        let at = |p: usize| (b * len + p) * width;
+        kept.extend_from_slice(&all[at(w.first)..at(len)]);
+        rows.extend((w.first..len).map(|p| (w.start + p) as u32));
+    }
+    (kept, rows)
+}
+
+/// Model inputs [batch, seq, N_CHANNELS] → resid_mid of every layer [batch, seq, L, d], flat:
+/// token-major, as the transcoder reads it.
+pub fn resid_mid<B: Backend>(model: &Lblm<B>, x: Tensor<B, 3>) -> Vec<f32> {
+    let (_, acts) = model.forward_hooked(x);
+    let stacked = Tensor::<B, 3>::stack::<4>(acts.into_iter().map(|a| a.resid_mid).collect(), 2);
+    stacked.into_data().convert::<f32>().into_vec().expect("f32 activations")
+}

@@ -1,0 +1,291 @@
+//! The record's Parquet files: buffered writers that emit one row group per full buffer, and
+//! the reader that turns `activations.parquet` back into [`SparseActivations`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, DictionaryArray, Float32Array, Int32Array, StringArray, UInt16Array, UInt32Array};
+use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use super::run::RecordSummary;
+use super::{ACTIVATIONS_FILE, SUMMARY_FILE};
+use crate::data::canonical::temp_path;
+use crate::label::covariates::{Covariate, Covariates};
+use crate::mine::{FeatureActivations, SparseActivations};
+use crate::model::checkpoint::read_json;
+use crate::{Error, Result};
+
+/// The covariates stored per step: all but `Protocol`, which is per cell (in the cells table).
+fn stored_covariates() -> impl Iterator<Item = Covariate> {
+    Covariate::ALL.into_iter().filter(|c| *c != Covariate::Protocol)
+}
+
+fn cell_id_field() -> Field {
+    Field::new("cell_id", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false)
+}
+
+/// Schema of `activations.parquet`.
+pub fn activations_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        cell_id_field(),
+        Field::new("row", DataType::UInt32, false),
+        Field::new("layer", DataType::UInt16, false),
+        Field::new("feature", DataType::UInt32, false),
+        Field::new("value", DataType::Float32, false),
+    ]))
+}
+
+/// Schema of `covariates.parquet`: cell_id, row, then one f32 column per stored covariate.
+pub fn covariates_schema() -> SchemaRef {
+    let mut fields = vec![cell_id_field(), Field::new("row", DataType::UInt32, false)];
+    fields.extend(stored_covariates().map(|c| Field::new(c.name(), DataType::Float32, true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// A Parquet file written one row group per `write`, under a temporary name until `finish`.
+struct RowGroupFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    schema: SchemaRef,
+    writer: ArrowWriter<File>,
+    row_groups: usize,
+}
+
+impl RowGroupFile {
+    fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
+        let tmp = temp_path(path);
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| Error::parquet(&tmp, e))?;
+        Ok(RowGroupFile { path: path.to_path_buf(), tmp, schema, writer, row_groups: 0 })
+    }
+
+    /// Writes `columns` as one row group (flushed at once, so the buffer is the only memory).
+    fn write(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| Error::arrow(&self.tmp, e))?;
+        self.writer.write(&batch).map_err(|e| Error::parquet(&self.tmp, e))?;
+        self.writer.flush().map_err(|e| Error::parquet(&self.tmp, e))?;
+        self.row_groups += 1;
+        Ok(())
+    }
+
+    /// Closes the file and moves it to its final name; returns the number of row groups.
+    fn finish(self) -> Result<usize> {
+        self.writer.close().map_err(|e| Error::parquet(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.row_groups)
+    }
+}
+
+/// `keys` (cell indices) against the dataset's cell ids, as the dictionary column.
+fn cell_id_column(keys: Vec<u32>, cell_ids: &Arc<StringArray>) -> ArrayRef {
+    let keys = Int32Array::from(keys.into_iter().map(|k| k as i32).collect::<Vec<_>>());
+    let values: ArrayRef = cell_ids.clone();
+    Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("keys index the cell ids"))
+}
+
+/// Streams (cell, row, layer, feature, value) rows into `activations.parquet`.
+pub struct ActivationWriter {
+    file: RowGroupFile,
+    cell_ids: Arc<StringArray>,
+    max_rows: usize,
+    cell: Vec<u32>,
+    row: Vec<u32>,
+    layer: Vec<u16>,
+    feature: Vec<u32>,
+    value: Vec<f32>,
+    /// Rows written so far.
+    pub rows: u64,
+}
+
+impl ActivationWriter {
+    pub fn create(path: &Path, cell_ids: &[String], max_rows: usize) -> Result<Self> {
+        Ok(ActivationWriter {
+            file: RowGroupFile::create(path, activations_schema())?,
+            cell_ids: Arc::new(StringArray::from(cell_ids.to_vec())),
+            max_rows,
+            cell: Vec::with_capacity(max_rows),
+            row: Vec::with_capacity(max_rows),
+            layer: Vec::with_capacity(max_rows),
+            feature: Vec::with_capacity(max_rows),
+            value: Vec::with_capacity(max_rows),
+            rows: 0,
+        })
+    }
+
+    pub fn push(&mut self, cell: u32, row: u32, layer: u16, feature: u32, value: f32) -> Result<()> {
+        self.cell.push(cell);
+        self.row.push(row);
+        self.layer.push(layer);
+        self.feature.push(feature);
+        self.value.push(value);
+        self.rows += 1;
+        if self.cell.len() == self.max_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.cell.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<ArrayRef> = vec![
+            cell_id_column(std::mem::take(&mut self.cell), &self.cell_ids),
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.row))),
+            Arc::new(UInt16Array::from(std::mem::take(&mut self.layer))),
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.feature))),
+            Arc::new(Float32Array::from(std::mem::take(&mut self.value))),
+        ];
+        self.file.write(columns)
+    }
+
+    /// Writes what is buffered and closes the file; returns the number of row groups.
+    pub fn finish(mut self) -> Result<usize> {
+        self.flush()?;
+        self.file.finish()
+    }
+}
+
+/// Streams each step's covariates into `covariates.parquet`.
+pub struct CovariateWriter {
+    file: RowGroupFile,
+    cell_ids: Arc<StringArray>,
+    max_rows: usize,
+    cell: Vec<u32>,
+    row: Vec<u32>,
+    /// One buffer per stored covariate, in `stored_covariates` order.
+    columns: Vec<Vec<f32>>,
+}
+
+impl CovariateWriter {
+    pub fn create(path: &Path, cell_ids: &[String], max_rows: usize) -> Result<Self> {
+        Ok(CovariateWriter {
+            file: RowGroupFile::create(path, covariates_schema())?,
+            cell_ids: Arc::new(StringArray::from(cell_ids.to_vec())),
+            max_rows,
+            cell: Vec::new(),
+            row: Vec::new(),
+            columns: vec![Vec::new(); stored_covariates().count()],
+        })
+    }
+
+    /// Appends every step of one cell (`cell` indexes the dataset's cells).
+    pub fn push_cell(&mut self, cell: u32, covariates: &Covariates) -> Result<()> {
+        let sources: Vec<&[f32]> = stored_covariates().map(|c| covariates.column(c)).collect();
+        for row in 0..covariates.len() {
+            self.cell.push(cell);
+            self.row.push(row as u32);
+            for (buffer, source) in self.columns.iter_mut().zip(&sources) {
+                buffer.push(source[row]);
+            }
+            if self.cell.len() == self.max_rows {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.cell.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            cell_id_column(std::mem::take(&mut self.cell), &self.cell_ids),
+            Arc::new(UInt32Array::from(std::mem::take(&mut self.row))),
+        ];
+        columns.extend(self.columns.iter_mut().map(|c| Arc::new(Float32Array::from(std::mem::take(c))) as ArrayRef));
+        self.file.write(columns)
+    }
+
+    pub fn finish(mut self) -> Result<usize> {
+        self.flush()?;
+        self.file.finish()
+    }
+}
+
+/// The mine input from a record directory: one [`FeatureActivations`] per feature that fires
+/// anywhere, sorted by (layer, feature), entries grouped by cell in dataset order. Features that
+/// never fire are left out; `record.json` holds the features per layer to count them.
+pub fn read_sparse(record_dir: &Path) -> Result<SparseActivations> {
+    let summary: RecordSummary = read_json(&record_dir.join(SUMMARY_FILE))?;
+    let path = record_dir.join(ACTIVATIONS_FILE);
+    let by_feature = read_entries(&path, &summary.cell_ids)?;
+    let cells = summary.cell_ids.len();
+    let features = by_feature
+        .into_iter()
+        .map(|((layer, feature), entries)| feature_activations(layer, feature, entries, cells, &path))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(SparseActivations { cell_ids: summary.cell_ids, cell_rows: summary.cell_rows, features })
+}
+
+/// (cell, row, value) per (layer, feature), in file order.
+type Entries = BTreeMap<(u32, u32), Vec<(u32, u32, f32)>>;
+
+fn read_entries(path: &Path, cell_ids: &[String]) -> Result<Entries> {
+    let index: HashMap<&str, u32> = cell_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| Error::parquet(path, e))?;
+    let mut out = Entries::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::arrow(path, e))?;
+        let cells = cell_indices(&batch, &index, path)?;
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| Error::in_file(path, format!("no column {name}")));
+        let (rows, layers, features, values) = (column("row")?, column("layer")?, column("feature")?, column("value")?);
+        let (rows, layers, features, values) = (
+            downcast::<UInt32Array>(rows, path)?,
+            downcast::<UInt16Array>(layers, path)?,
+            downcast::<UInt32Array>(features, path)?,
+            downcast::<Float32Array>(values, path)?,
+        );
+        for (i, &cell) in cells.iter().enumerate() {
+            let key = (layers.value(i) as u32, features.value(i));
+            out.entry(key).or_default().push((cell, rows.value(i), values.value(i)));
+        }
+    }
+    Ok(out)
+}
+
+fn downcast<'a, T: 'static>(array: &'a ArrayRef, path: &Path) -> Result<&'a T> {
+    array.as_any().downcast_ref::<T>().ok_or_else(|| Error::in_file(path, format!("unexpected column type {}", array.data_type())))
+}
+
+/// The dataset index of each row's cell_id.
+fn cell_indices(batch: &RecordBatch, index: &HashMap<&str, u32>, path: &Path) -> Result<Vec<u32>> {
+    let column = batch.column_by_name("cell_id").ok_or_else(|| Error::in_file(path, "no column cell_id"))?;
+    let dict = downcast::<DictionaryArray<Int32Type>>(column, path)?;
+    let values = dict.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| Error::in_file(path, "cell_id is not a utf8 dictionary"))?;
+    // Resolve each dictionary value once, then index by key.
+    let resolved = (0..values.len())
+        .map(|v| {
+            let id = values.value(v);
+            index.get(id).copied().ok_or_else(|| Error::in_file(path, format!("cell {id} is not in record.json")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(dict.keys().values().iter().map(|&k| resolved[k as usize]).collect())
+}
+
+/// CSR layout of one feature's entries; the writer emits cells in order and rows ascending.
+fn feature_activations(layer: u32, feature: u32, entries: Vec<(u32, u32, f32)>, cells: usize, path: &Path) -> Result<FeatureActivations> {
+    if entries.windows(2).any(|w| (w[0].0, w[0].1) >= (w[1].0, w[1].1)) {
+        return Err(Error::in_file(path, format!("feature {layer}/{feature}: steps out of order or repeated")));
+    }
+    let mut out = FeatureActivations { layer, feature, cell_offsets: Vec::with_capacity(cells + 1), ..Default::default() };
+    out.cell_offsets.push(0);
+    let mut next = entries.iter().peekable();
+    for c in 0..cells as u32 {
+        while let Some(&(_, row, value)) = next.next_if(|e| e.0 == c) {
+            out.rows.push(row);
+            out.values.push(value);
+        }
+        out.cell_offsets.push(out.rows.len());
+    }
+    Ok(out)
+}

@@ -1,0 +1,688 @@
+//! One feature card (DESIGN §6): header with the label and its scores, then panels from "how
+//! strongly and how often" (histogram, covariates) through "where" (top windows, one example per
+//! quantile) to "what it connects to" (ROC, decoder norms, inputs, co-firing, protocols).
+
+use std::ops::Range;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::data::canonical::CellData;
+use crate::label::covariates::Covariate;
+use crate::label::FeatureLabel;
+use crate::mine::stats::{Window, WindowKind};
+use crate::mine::FeatureActivations;
+use crate::plot_style::{self, FONT};
+use crate::report::{Context, FeatureFacts, CARD_SIZE};
+use crate::{Error, Result};
+
+pub(crate) type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
+
+/// Top windows drawn as small multiples (columns).
+const TOP_WINDOWS: usize = 4;
+/// Firing steps drawn per activation-vs-covariate scatter.
+const SCATTER_POINTS: usize = 1500;
+/// Bins of the mean-activation line of those scatters.
+const COVARIATE_BINS: usize = 24;
+/// Colour of everything that is the feature itself (bars, points, the ROC curve).
+pub(crate) const FEATURE: RGBColor = RGBColor(94, 60, 153);
+pub(crate) const MUTED: RGBColor = RGBColor(150, 150, 150);
+
+pub(crate) fn draw_err(e: impl std::fmt::Display) -> Error {
+    Error::Other(format!("drawing report figure: {e}"))
+}
+
+pub(crate) fn bold(size: u32) -> FontDesc<'static> {
+    FontDesc::new(FontFamily::Name(FONT), size as f64, FontStyle::Bold)
+}
+
+/// Viridis, by linear interpolation between five of its stops; silent steps are light grey.
+pub(crate) fn viridis(x: f64) -> RGBColor {
+    const STOPS: [(f64, f64, f64); 5] = [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
+    let x = x.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
+    let (i, t) = ((x.floor() as usize).min(STOPS.len() - 2), x - x.floor().min((STOPS.len() - 2) as f64));
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    let mix = |p: f64, q: f64| (p + (q - p) * t).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+fn activation_colour(v: f32, max: f32) -> RGBColor {
+    if v > 0.0 { viridis((v / max.max(1e-12)) as f64) } else { RGBColor(200, 200, 200) }
+}
+
+/// Short number: 3 significant figures, scientific below 1e-3.
+pub(crate) fn num(x: f64) -> String {
+    if !x.is_finite() {
+        "–".into()
+    } else if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
+        format!("{x:.1e}")
+    } else if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// Axis tick: at most three decimals, trailing zeros dropped ("0", "0.25", "20", "1e-4").
+pub(crate) fn tick(x: f64) -> String {
+    if x != 0.0 && x.abs() < 1e-3 {
+        return format!("{x:.0e}");
+    }
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_owned() }
+}
+
+pub(crate) fn percent_tick(x: f64) -> String {
+    format!("{}%", tick(100.0 * x))
+}
+
+pub(crate) fn percent(x: f64) -> String {
+    if x > 0.0 && x < 0.001 { format!("{:.3}%", 100.0 * x) } else { format!("{:.1}%", 100.0 * x) }
+}
+
+/// Greedy word wrap at `width` characters.
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line");
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(word.to_owned());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
+}
+
+pub(crate) fn text(area: &Area, s: &str, at: (i32, i32), style: impl Into<TextStyle<'static>>) -> Result<()> {
+    area.draw(&Text::new(s.to_owned(), at, style.into())).map_err(draw_err)
+}
+
+/// A centred note in an empty panel ("not logged", "no transcoder given").
+pub(crate) fn empty_panel(area: &Area, caption: &str, note: &str) -> Result<()> {
+    let (w, h) = area.dim_in_pixel();
+    text(area, caption, (12, 8), (FONT, 17))?;
+    text(area, note, (w as i32 / 2 - 4 * note.len() as i32, h as i32 / 2), (FONT, 15).into_font().color(&MUTED))
+}
+
+/// Horizontal bars, first row on top; negative values grow left of a zero line.
+pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: &str, fmt: fn(f64) -> String) -> Result<()> {
+    let rows: Vec<&(String, f64)> = rows.iter().filter(|r| r.1.is_finite()).collect();
+    if rows.is_empty() {
+        return empty_panel(area, caption, "nothing to show");
+    }
+    let n = rows.len();
+    let lo = rows.iter().map(|r| r.1).fold(0.0f64, f64::min);
+    let hi = rows.iter().map(|r| r.1).fold(0.0f64, f64::max);
+    let pad = ((hi - lo) * 0.06).max(1e-9);
+    let (lo, hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, if hi > 0.0 { hi + pad } else { pad });
+    let names: Vec<String> = rows.iter().map(|r| r.0.chars().take(22).collect()).collect();
+    let label_width = names.iter().map(|s| s.chars().count()).max().unwrap_or(4) as u32 * 8 + 16;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 17))
+        .margin(10)
+        .margin_right(24)
+        .x_label_area_size(44)
+        .y_label_area_size(label_width)
+        .build_cartesian_2d(lo..hi, (0..n).into_segmented())
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .max_light_lines(1)
+        .light_line_style(plot_style::GRID)
+        .x_labels(5)
+        .y_labels(n)
+        .x_label_formatter(&|v| fmt(*v))
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(j) if *j < n => names[n - 1 - j].clone(),
+            _ => String::new(),
+        })
+        .x_desc(x_desc)
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(draw_err)?;
+    let bar = |j: usize, v: f64| {
+        let colour = if v < 0.0 { plot_style::VOLTAGE } else { FEATURE };
+        let y = n - 1 - j;
+        Rectangle::new([(0.0, SegmentValue::Exact(y)), (v, SegmentValue::Exact(y + 1))], colour.mix(0.85).filled())
+    };
+    chart.draw_series(rows.iter().enumerate().map(|(j, r)| bar(j, r.1))).map_err(draw_err)?;
+    // Thin white gaps between bars read better than touching blocks.
+    chart
+        .draw_series((1..n).map(|y| PathElement::new(vec![(lo, SegmentValue::Exact(y)), (hi, SegmentValue::Exact(y))], WHITE.stroke_width(4))))
+        .map_err(draw_err)?;
+    if lo < 0.0 {
+        chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, SegmentValue::Exact(0)), (0.0, SegmentValue::Exact(n))], BLACK.stroke_width(1)))).map_err(draw_err)?;
+    }
+    Ok(())
+}
+
+/// Region of the card the index thumbnail shows (the top windows: x, y, width, height) and the
+/// factor it is shrunk by; a whole card shrunk to thumbnail size would be unreadable.
+const THUMB_CROP: (u32, u32, u32, u32) = (0, 506, 1490, 784);
+const THUMB_SHRINK: u32 = 5;
+
+/// Thumbnail of a card, beside it in `thumbs/`.
+pub fn thumb_path(card: &Path) -> std::path::PathBuf {
+    let dir = card.parent().unwrap_or(Path::new("."));
+    dir.join("thumbs").join(card.file_name().unwrap_or_default())
+}
+
+/// Draws one card to `path` and its thumbnail to [`thumb_path`]. Drawn in memory, then each PNG
+/// is written through a temporary file, so a reader never sees half a PNG.
+pub fn draw_card(ctx: &Context, facts: &FeatureFacts, path: &Path) -> Result<()> {
+    plot_style::ensure_fonts();
+    let (w, h) = CARD_SIZE;
+    let mut pixels = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, CARD_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let (header, rest) = root.split_vertically(130);
+        let (row_a, rest) = rest.split_vertically(340);
+        let (windows, rest) = rest.split_vertically(820);
+        let (quantiles, rest) = rest.split_vertically(330);
+        let (row_b, row_c) = rest.split_vertically(320);
+        let acts = ctx.acts(facts.index);
+        draw_header(&header, ctx, facts)?;
+        draw_row_a(&row_a, ctx, facts, acts)?;
+        draw_top_windows(&windows, ctx, facts, acts)?;
+        draw_quantiles(&quantiles, ctx, facts, acts)?;
+        draw_row_b(&row_b, facts)?;
+        draw_row_c(&row_c, ctx, facts)?;
+        root.present().map_err(draw_err)?;
+    }
+    write_png(path, CARD_SIZE, &pixels)?;
+    let (thumb_size, thumb) = shrink(&pixels, w, THUMB_CROP, THUMB_SHRINK);
+    write_png(&thumb_path(path), thumb_size, &thumb)
+}
+
+/// Box-filters a crop of an RGB image down by an integer factor.
+fn shrink(rgb: &[u8], width: u32, (x0, y0, cw, ch): (u32, u32, u32, u32), k: u32) -> ((u32, u32), Vec<u8>) {
+    let (tw, th) = (cw / k, ch / k);
+    let mut out = Vec::with_capacity((tw * th * 3) as usize);
+    for ty in 0..th {
+        for tx in 0..tw {
+            let mut sum = [0u32; 3];
+            for dy in 0..k {
+                for dx in 0..k {
+                    let p = (((y0 + ty * k + dy) * width + x0 + tx * k + dx) * 3) as usize;
+                    (0..3).for_each(|c| sum[c] += rgb[p + c] as u32);
+                }
+            }
+            out.extend(sum.iter().map(|s| (s / (k * k)) as u8));
+        }
+    }
+    ((tw, th), out)
+}
+
+/// Encodes RGB pixels as a PNG at `path` (temporary sibling, then rename).
+fn write_png(path: &Path, size: (u32, u32), rgb: &[u8]) -> Result<()> {
+    let tmp = crate::data::canonical::temp_path(path).with_extension("png");
+    {
+        let mut backend = BitMapBackend::new(&tmp, size);
+        backend.blit_bitmap((0, 0), size, rgb).map_err(draw_err)?;
+        backend.present().map_err(draw_err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The scores line of a label's best candidate, held out.
+pub(crate) fn scores_line(label: &FeatureLabel) -> String {
+    let Some(c) = label.candidates.first() else { return "no candidate".into() };
+    format!(
+        "held out: AUROC {} · F1 {} · Spearman {} · R² {} · q {} · stability {} · explain→test gap {} · beats raw V/I baseline: {}",
+        num(c.test.auroc),
+        num(c.test.f1),
+        num(c.test.spearman),
+        num(c.test.r2),
+        num(c.q_value),
+        num(label.stability),
+        num(c.gap),
+        if label.beats_baseline { "yes" } else { "no" }
+    )
+}
+
+fn draw_header(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
+    let m = ctx.mined(facts.index);
+    text(area, &format!("Layer {} · feature {}", facts.layer, facts.feature), (24, 14), bold(30))?;
+    let stats = format!("density {} · mean when firing {} · max {}", percent(facts.density), num(m.mean_firing), num(m.max as f64));
+    text(area, &stats, (760, 22), (FONT, 20).into_font().color(&RGBColor(60, 60, 60)))?;
+    let (verdict, sentence, colour) = match ctx.label(facts.index) {
+        Some(l) if l.accepted => ("Label:", l.label.clone(), RGBColor(20, 110, 40)),
+        Some(l) => ("Unexplained:", l.label.trim_start_matches("unexplained ").to_owned(), RGBColor(150, 60, 30)),
+        None => ("Unlabelled:", "no label was computed for this feature".into(), MUTED),
+    };
+    text(area, verdict, (24, 60), bold(19).color(&colour))?;
+    let lines = wrap(&sentence, 120);
+    text(area, &lines[0], (24 + 14 * verdict.len() as i32, 60), (FONT, 19))?;
+    if let Some(more) = lines.get(1) {
+        text(area, &format!("{more}{}", if lines.len() > 2 { " …" } else { "" }), (24 + 14 * verdict.len() as i32, 84), (FONT, 17))?;
+    }
+    if let Some(l) = ctx.label(facts.index) {
+        text(area, &scores_line(l), (24, 108), (FONT, 15).into_font().color(&RGBColor(70, 70, 70)))?;
+    }
+    area.draw(&PathElement::new(vec![(0, 129), (CARD_SIZE.0 as i32, 129)], plot_style::GRID.stroke_width(2))).map_err(draw_err)
+}
+
+fn draw_row_a(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
+    let panels = area.split_evenly((1, 4));
+    draw_histogram(&panels[0], ctx, facts)?;
+    let specs = [(Covariate::Soc, "SOC (%)", 100.0), (Covariate::CRate, "C-rate (1/h, + = charge)", 1.0), (Covariate::Temperature, "Temperature (°C)", 1.0)];
+    for (k, (panel, (cov, desc, scale))) in panels[1..].iter().zip(specs).enumerate() {
+        draw_covariate(panel, ctx, facts, acts, cov, desc, scale, k == 0)?;
+    }
+    Ok(())
+}
+
+fn draw_histogram(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
+    let m = ctx.mined(facts.index);
+    let (edges, counts) = (&m.histogram_edges, &m.histogram_counts);
+    if counts.is_empty() {
+        return empty_panel(area, "Activation histogram", "never fires");
+    }
+    let (lo, hi) = (edges[0] as f64 * 0.9, *edges.last().expect("edges") as f64 * 1.1);
+    let ymax = counts.iter().copied().max().unwrap_or(1) as f64 * 2.0;
+    let mut chart = ChartBuilder::on(area)
+        .caption("Activation histogram (firing steps)", (FONT, 17))
+        .margin(10)
+        .x_label_area_size(44)
+        .y_label_area_size(62)
+        .build_cartesian_2d((lo..hi).log_scale(), (0.7f64..ymax.max(2.0)).log_scale())
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .light_line_style(plot_style::GRID)
+        .x_labels(5)
+        .y_labels(5)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .x_desc("Activation (log)")
+        .y_desc("Steps (log)")
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(draw_err)?;
+    chart
+        .draw_series(counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(b, &c)| {
+            Rectangle::new([(edges[b] as f64, 0.7), (edges[b + 1] as f64, c as f64)], FEATURE.mix(0.8).filled())
+        }))
+        .map_err(draw_err)?;
+    Ok(())
+}
+
+/// Activation of firing steps against one covariate, with the mean over all steps (zeros
+/// included) per covariate bin: the dots show how strongly, the line how often × how strongly.
+#[allow(clippy::too_many_arguments)]
+fn draw_covariate(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations, cov: Covariate, desc: &str, scale: f64, legend: bool) -> Result<()> {
+    let caption = format!("Activation vs {}", desc.split(" (").next().unwrap_or(desc));
+    let covs = ctx.inputs.covariates;
+    let (lo, hi) = covs.iter().flat_map(|c| c.column(cov)).filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v as f64 * scale), hi.max(v as f64 * scale)));
+    if !lo.is_finite() {
+        return empty_panel(area, &caption, "not logged in this dataset");
+    }
+    let hi = if hi > lo { hi } else { lo + 1.0 };
+    let bin = |x: f64| (((x - lo) / (hi - lo) * COVARIATE_BINS as f64) as usize).min(COVARIATE_BINS - 1);
+    let (mut steps, mut sum) = (vec![0u64; COVARIATE_BINS], vec![0.0f64; COVARIATE_BINS]);
+    for x in covs.iter().flat_map(|c| c.column(cov)).filter(|v| v.is_finite()) {
+        steps[bin(*x as f64 * scale)] += 1;
+    }
+    let stride = (acts.nnz() / SCATTER_POINTS).max(1);
+    let mut points = Vec::new();
+    for (j, (cell, row, v)) in acts.entries().enumerate() {
+        let x = covs[cell].column(cov)[row as usize] as f64 * scale;
+        if x.is_finite() {
+            sum[bin(x)] += v as f64;
+            if j % stride == 0 {
+                points.push((x, v as f64));
+            }
+        }
+    }
+    let ymax = (facts.max as f64 * 1.08).max(1e-6);
+    let pad = (hi - lo) * 0.03;
+    let mut chart = ChartBuilder::on(area)
+        .caption(&caption, (FONT, 17))
+        .margin(10)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(lo - pad..hi + pad, 0.0..ymax)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .light_line_style(plot_style::GRID)
+        .x_labels(6)
+        .y_labels(5)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .x_desc(desc)
+        .y_desc("Activation")
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(draw_err)?;
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 2, FEATURE.mix(0.25).filled())))
+        .map_err(draw_err)?
+        .label("firing step")
+        .legend(|(x, y)| Circle::new((x + 8, y), 4, FEATURE.filled()));
+    let width = (hi - lo) / COVARIATE_BINS as f64;
+    let line: Vec<(f64, f64)> = (0..COVARIATE_BINS).filter(|&b| steps[b] > 0).map(|b| (lo + (b as f64 + 0.5) * width, sum[b] / steps[b] as f64)).collect();
+    chart
+        .draw_series(LineSeries::new(line, BLACK.stroke_width(2)))
+        .map_err(draw_err)?
+        .label("mean, all steps")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(2)));
+    if legend {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(plot_style::GRID)
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(draw_err)?;
+    }
+    Ok(())
+}
+
+/// Activation at each row of a window (0 where silent).
+fn window_activation(acts: &FeatureActivations, w: &Window) -> Vec<f32> {
+    let (rows, values) = acts.cell(w.cell);
+    (w.start_row..w.end_row).map(|r| rows.binary_search(&r).map_or(0.0, |j| values[j])).collect()
+}
+
+/// One physical channel of the small multiples.
+struct Channel {
+    name: &'static str,
+    unit: &'static str,
+    values: fn(&CellData, usize) -> f64,
+}
+
+const CHANNELS: [Channel; 4] = [
+    Channel { name: "Voltage", unit: "V", values: |d, i| d.voltage[i] as f64 },
+    Channel { name: "Current", unit: "A", values: |d, i| d.current[i] as f64 },
+    Channel { name: "Temperature", unit: "°C", values: |d, i| d.temperature[i].map_or(f64::NAN, |t| t as f64) },
+    Channel { name: "SOC", unit: "%", values: |d, i| 100.0 * d.soc[i] as f64 },
+];
+
+/// Time axis of a set of windows: seconds from the peak, or minutes when they span longer.
+fn time_scale(ctx: &Context, windows: &[&Window]) -> (f64, &'static str) {
+    let span = windows
+        .iter()
+        .map(|w| {
+            let t = &ctx.inputs.dataset.data[w.cell].test_time;
+            t[w.end_row as usize - 1] - t[w.start_row as usize]
+        })
+        .fold(0.0f64, f64::max);
+    if span > 1800.0 { (60.0, "Time from peak (min)") } else { (1.0, "Time from peak (s)") }
+}
+
+fn finite_range(values: impl Iterator<Item = f64>) -> Option<Range<f64>> {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return None;
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-3 * hi.abs().max(1.0));
+    Some(lo - pad..hi + pad)
+}
+
+struct Trace<'w> {
+    window: &'w Window,
+    x_scale: f64,
+    x_desc: &'static str,
+    max: f32,
+}
+
+/// One small panel: a channel against time, each segment coloured by the activation at its
+/// end, the peak marked by a ring and a faint vertical line.
+#[allow(clippy::too_many_arguments)]
+fn draw_trace(area: &Area, ctx: &Context, acts: &FeatureActivations, tr: &Trace, ch: &Channel, y: Range<f64>, caption: Option<&str>, x_desc: bool, y_desc: bool) -> Result<()> {
+    let w = tr.window;
+    let data = &ctx.inputs.dataset.data[w.cell];
+    let t0 = data.test_time[w.peak_row as usize];
+    let rows = w.start_row as usize..w.end_row as usize;
+    let xs: Vec<f64> = rows.clone().map(|i| (data.test_time[i] - t0) / tr.x_scale).collect();
+    let ys: Vec<f64> = rows.clone().map(|i| (ch.values)(data, i)).collect();
+    let a = window_activation(acts, w);
+    let x = finite_range(xs.iter().copied()).unwrap_or(-1.0..1.0);
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(4).margin_right(10).x_label_area_size(if x_desc { 40 } else { 22 }).y_label_area_size(if y_desc { 70 } else { 50 });
+    if let Some(c) = caption {
+        builder.caption(c, (FONT, 14));
+    }
+    let mut chart = builder.build_cartesian_2d(x, y.clone()).map_err(draw_err)?;
+    let y_name = format!("{} ({})", ch.name, ch.unit);
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .light_line_style(plot_style::GRID)
+        .x_labels(5)
+        .y_labels(4)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .x_desc(if x_desc { tr.x_desc } else { "" })
+        .y_desc(if y_desc { y_name.as_str() } else { "" })
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(draw_err)?;
+    if ys.iter().all(|v| !v.is_finite()) {
+        let mid = (y.start + y.end) / 2.0;
+        return chart.draw_series(std::iter::once(Text::new("not logged", (0.0, mid), (FONT, 14).into_font().color(&MUTED)))).map(|_| ()).map_err(draw_err);
+    }
+    chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, y.start), (0.0, y.end)], BLACK.mix(0.25).stroke_width(1)))).map_err(draw_err)?;
+    let segments = (1..xs.len()).filter(|&i| ys[i].is_finite() && ys[i - 1].is_finite()).map(|i| {
+        PathElement::new(vec![(xs[i - 1], ys[i - 1]), (xs[i], ys[i])], activation_colour(a[i], tr.max).stroke_width(3))
+    });
+    chart.draw_series(segments).map_err(draw_err)?;
+    let peak = w.peak_row as usize - w.start_row as usize;
+    if ys[peak].is_finite() {
+        chart.draw_series(std::iter::once(Circle::new((0.0, ys[peak]), 6, BLACK.stroke_width(2)))).map_err(draw_err)?;
+    }
+    Ok(())
+}
+
+fn draw_top_windows(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
+    let (title, body) = area.split_vertically(36);
+    text(&title, "Top activating windows", (24, 8), bold(19))?;
+    text(&title, "trace colour = activation (grey = silent) · ring = peak step · one column per window", (290, 11), (FONT, 15).into_font().color(&RGBColor(90, 90, 90)))?;
+    let (grid, bar) = body.split_horizontally(CARD_SIZE.0 - 110);
+    let m = ctx.mined(facts.index);
+    let windows: Vec<&Window> = m.windows.iter().filter(|w| w.kind == WindowKind::Top).take(TOP_WINDOWS).collect();
+    if windows.is_empty() {
+        return empty_panel(&grid, "", "never fires");
+    }
+    let (x_scale, x_desc) = time_scale(ctx, &windows);
+    let rows = split_rows(&grid, CHANNELS.len(), 40);
+    for (r, (row, ch)) in rows.iter().zip(&CHANNELS).enumerate() {
+        let values = windows.iter().flat_map(|w| {
+            let data = &ctx.inputs.dataset.data[w.cell];
+            (w.start_row as usize..w.end_row as usize).map(move |i| (ch.values)(data, i))
+        });
+        let y = finite_range(values).unwrap_or(0.0..1.0);
+        let cols = row.split_evenly((1, TOP_WINDOWS));
+        for (c, (panel, w)) in cols.iter().zip(&windows).enumerate() {
+            let cell_id = &ctx.inputs.dataset.cells[w.cell].cell_id;
+            let caption = format!("#{} · {} · peak {}", w.rank + 1, cell_id, num(w.value as f64));
+            let tr = Trace { window: w, x_scale, x_desc, max: facts.max };
+            draw_trace(panel, ctx, acts, &tr, ch, y.clone(), (r == 0).then_some(caption.as_str()), r + 1 == CHANNELS.len(), c == 0)?;
+        }
+    }
+    draw_colour_bar(&bar, facts.max)
+}
+
+/// Splits an area into `n` rows, the last `extra` pixels taller (it carries the x-axis title).
+fn split_rows<'b>(area: &Area<'b>, n: usize, extra: u32) -> Vec<Area<'b>> {
+    let (_, h) = area.dim_in_pixel();
+    let base = (h - extra) / n as u32;
+    let mut rest = area.clone();
+    let mut out = Vec::new();
+    for _ in 0..n - 1 {
+        let (top, bottom) = rest.split_vertically(base);
+        out.push(top);
+        rest = bottom;
+    }
+    out.push(rest);
+    out
+}
+
+fn draw_colour_bar(area: &Area, max: f32) -> Result<()> {
+    let max = (max as f64).max(1e-9);
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(30)
+        .margin_bottom(60)
+        .margin_right(50)
+        .y_label_area_size(0)
+        .right_y_label_area_size(50)
+        .build_cartesian_2d(0.0..1.0, 0.0..max)
+        .map_err(draw_err)?
+        .set_secondary_coord(0.0..1.0, 0.0..max);
+    chart.configure_mesh().disable_mesh().disable_axes().draw().map_err(draw_err)?;
+    chart
+        .configure_secondary_axes()
+        .y_labels(6)
+        .y_label_formatter(&|v| tick(*v))
+        .y_desc("Activation")
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(draw_err)?;
+    let steps = 100;
+    chart
+        .draw_series((0..steps).map(|k| {
+            let (a, b) = (max * k as f64 / steps as f64, max * (k + 1) as f64 / steps as f64);
+            Rectangle::new([(0.0, a), (1.0, b)], viridis(k as f64 / (steps - 1) as f64).filled())
+        }))
+        .map_err(draw_err)?;
+    Ok(())
+}
+
+fn draw_quantiles(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
+    let (title, body) = area.split_vertically(36);
+    text(&title, "One example per activation decile", (24, 8), bold(19))?;
+    text(&title, "voltage around a random firing step from each tenth of the firing activations, weakest first", (380, 11), (FONT, 15).into_font().color(&RGBColor(90, 90, 90)))?;
+    let m = ctx.mined(facts.index);
+    let mut examples: Vec<&Window> = Vec::new();
+    for w in m.windows.iter().filter(|w| w.kind == WindowKind::Quantile) {
+        if examples.last().is_none_or(|last| last.rank != w.rank) {
+            examples.push(w);
+        }
+    }
+    if examples.is_empty() {
+        return empty_panel(&body, "", "never fires");
+    }
+    let (body, _) = body.split_horizontally(CARD_SIZE.0 - 110);
+    let (x_scale, x_desc) = time_scale(ctx, &examples);
+    let ch = &CHANNELS[0];
+    let values = examples.iter().flat_map(|w| {
+        let data = &ctx.inputs.dataset.data[w.cell];
+        (w.start_row as usize..w.end_row as usize).map(move |i| (ch.values)(data, i))
+    });
+    let y = finite_range(values).unwrap_or(0.0..1.0);
+    let per_row = examples.len().div_ceil(2).max(1);
+    let rows = split_rows(&body, 2, 40);
+    for (r, row) in rows.iter().enumerate() {
+        let cols = row.split_evenly((1, per_row));
+        for (c, panel) in cols.iter().enumerate() {
+            let Some(w) = examples.get(r * per_row + c) else { continue };
+            let caption = format!("decile {} · a = {}", w.rank + 1, num(w.value as f64));
+            let tr = Trace { window: w, x_scale, x_desc, max: facts.max };
+            draw_trace(panel, ctx, acts, &tr, ch, y.clone(), Some(caption.as_str()), r == 1, c == 0)?;
+        }
+    }
+    Ok(())
+}
+
+fn draw_row_b(area: &Area, facts: &FeatureFacts) -> Result<()> {
+    let panels = area.split_evenly((1, 4));
+    let step_types: Vec<(String, f64)> = facts.step_types.iter().map(|(n, rate, _)| (n.clone(), *rate)).collect();
+    hbars(&panels[0], "Firing rate by step type", &step_types, "Share of steps firing", percent_tick)?;
+    draw_roc(&panels[1], facts)?;
+    if facts.decoder_norms.is_empty() {
+        empty_panel(&panels[2], "Decoder norm per target layer", "no transcoder given")?;
+    } else {
+        hbars(&panels[2], "Decoder norm per target layer", &facts.decoder_norms, "‖W_dec‖ (model units)", tick)?;
+    }
+    let inputs = [(Covariate::Voltage, "voltage"), (Covariate::Current, "current"), (Covariate::Temperature, "temperature"), (Covariate::Soc, "SOC"), (Covariate::DvDt, "dV/dt")];
+    let z: Vec<(String, f64)> = inputs.iter().map(|(c, n)| (n.to_string(), facts.covariate_z[c.index()])).collect();
+    hbars(&panels[3], "Input channels while firing", &z, "Shift from mean (SD, activation-weighted)", tick)
+}
+
+fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
+    let Some(roc) = &facts.roc else { return empty_panel(area, "ROC of the label", "no candidate label") };
+    let mut chart = ChartBuilder::on(area)
+        .caption("ROC of the label vs shifted null", (FONT, 17))
+        .margin(10)
+        .margin_right(20)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .light_line_style(plot_style::GRID)
+        .x_labels(6)
+        .y_labels(6)
+        .x_label_formatter(&|v| format!("{v:.1}"))
+        .y_label_formatter(&|v| format!("{v:.1}"))
+        .x_desc("False-positive rate")
+        .y_desc("True-positive rate")
+        .label_style((FONT, 13))
+        .axis_desc_style((FONT, 14))
+        .draw()
+        .map_err(draw_err)?;
+    chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], MUTED.stroke_width(1))).map_err(draw_err)?;
+    for null in &roc.null_curves {
+        chart.draw_series(LineSeries::new(null.iter().copied(), MUTED.mix(0.5).stroke_width(1))).map_err(draw_err)?;
+    }
+    chart.draw_series(LineSeries::new(roc.curve.iter().copied(), FEATURE.stroke_width(3))).map_err(draw_err)?;
+    let null: Vec<f64> = roc.null_auroc.iter().copied().filter(|a| a.is_finite()).collect();
+    let null_mean = null.iter().sum::<f64>() / null.len().max(1) as f64;
+    let null_sd = (null.iter().map(|a| (a - null_mean).powi(2)).sum::<f64>() / null.len().max(1) as f64).sqrt();
+    let lines = [format!("AUROC {} (purple)", num(roc.auroc)), format!("null {} ± {} (grey)", num(null_mean), num(null_sd)), format!("positive: {}", roc.positive)];
+    for (k, line) in lines.iter().enumerate() {
+        chart.draw_series(std::iter::once(Text::new(line.clone(), (0.4, 0.3 - 0.09 * k as f64), (FONT, 13)))).map_err(draw_err)?;
+    }
+    Ok(())
+}
+
+fn draw_row_c(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
+    let panels = area.split_evenly((1, 3));
+    hbars(&panels[0], "Top co-firing features", &facts.co_firing, "P(other fires | this fires)", percent_tick)?;
+    hbars(&panels[1], "Firing rate by protocol", &facts.protocols, "Share of steps firing", percent_tick)?;
+    draw_candidates(&panels[2], ctx, facts)
+}
+
+/// The label's runners-up and the raw-V/I baseline, as text.
+fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
+    text(area, "Candidate labels (held-out scores)", (12, 8), (FONT, 17))?;
+    let Some(label) = ctx.label(facts.index) else { return text(area, "no label computed", (12, 40), (FONT, 14)) };
+    let mut y = 40;
+    let baseline = label.baseline.iter().map(|b| ("baseline (raw V/I)".to_owned(), b));
+    let entries = label.candidates.iter().enumerate().map(|(k, c)| (format!("{}.", k + 1), c)).chain(baseline);
+    for (tag, c) in entries {
+        let (_, h) = area.dim_in_pixel();
+        if y > h as i32 - 40 {
+            break;
+        }
+        for line in wrap(&format!("{tag} {}", c.sentence), 62).iter().take(2) {
+            text(area, line, (12, y), (FONT, 14))?;
+            y += 18;
+        }
+        let scores = format!("AUROC {} · F1 {} · ρ {} · q {} · gap {}", num(c.test.auroc), num(c.test.f1), num(c.test.spearman), num(c.q_value), num(c.gap));
+        text(area, &scores, (28, y), (FONT, 13).into_font().color(&RGBColor(90, 90, 90)))?;
+        y += 26;
+    }
+    Ok(())
+}

@@ -1,0 +1,476 @@
+//! Report stage (DESIGN §6): a folder someone can open and understand without reading code.
+//!
+//! `reports/<run>/` holds `index.html` (static, offline, sortable and filterable), one card per
+//! live feature in `features/L{layer}_F{feature}.png`, overview PNGs, `summary.md`, and the
+//! features / examples / labels tables. Everything is drawn from in-memory [`ReportInputs`], so a
+//! report can be regenerated from a run's tables without recomputing anything upstream.
+//!
+//! Flow: [`Context`] (dataset-wide lookups, built once) → [`FeatureFacts`] per live feature (the
+//! numbers a card shows, computed in parallel) → cards in parallel, overview figures, HTML and
+//! Markdown → written into a temporary sibling folder and renamed into place.
+
+pub mod card;
+pub mod html;
+pub mod overview;
+pub mod stage;
+pub mod summary;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::data::canonical::Dataset;
+use crate::data::schema::{Method, State};
+use crate::label::candidates::{Candidate, CodedSteps};
+use crate::label::covariates::{Covariate, Covariates};
+use crate::label::{split_cells, FeatureLabel, LabelConfig};
+use crate::mine::{FeatureActivations, MinedFeature, MinedFeatures, SparseActivations};
+use crate::transcoder::clt::Transcoder;
+use crate::{Error, Result};
+
+/// Pixel size of every feature card.
+pub const CARD_SIZE: (u32, u32) = (1600, 2200);
+/// Co-firing partners listed per card.
+const CO_FIRING_SHOWN: usize = 8;
+/// Circular shifts drawn as the ROC null.
+const ROC_NULL_SHIFTS: usize = 20;
+
+/// Everything a report is drawn from; the lead's loader fills it from a run directory.
+pub struct ReportInputs<'a> {
+    pub dataset: &'a Dataset,
+    /// The sparse activations the features were mined from (co-firing, per-step activation).
+    pub acts: &'a SparseActivations,
+    pub mined: &'a MinedFeatures,
+    pub labels: &'a [FeatureLabel],
+    /// Per cell, in dataset order (`Covariates::for_dataset`).
+    pub covariates: &'a [Covariates],
+    /// For decoder norms per target layer; cards say "no transcoder" without it.
+    pub transcoder: Option<&'a Transcoder>,
+    pub model_metrics: Option<Value>,
+    pub transcoder_metrics: Option<Value>,
+    /// The run's configuration; a `label` object in it sets the explain/test split the ROC uses.
+    pub run_config: Value,
+}
+
+/// What a report run wrote, and how long the cards took.
+#[derive(Debug, Clone)]
+pub struct ReportSummary {
+    pub dir: PathBuf,
+    /// Card files drawn, in feature order.
+    pub cards: Vec<PathBuf>,
+    /// Features that fire at least once.
+    pub live_features: usize,
+    /// Live features with an accepted label.
+    pub labelled: usize,
+    /// Wall-clock seconds spent drawing cards (parallel).
+    pub card_wall_s: f64,
+    /// Mean single-thread milliseconds per card (facts + drawing), for extrapolation.
+    pub card_ms_mean: f64,
+}
+
+/// File name of a feature's card.
+pub fn card_file(layer: u32, feature: u32) -> String {
+    format!("L{layer}_F{feature}.png")
+}
+
+/// Writes a full report into `out_dir` (built in a temporary sibling, then renamed over it).
+/// With `only`, draws just those (layer, feature) cards into `out_dir/features/` and leaves the
+/// rest of an existing report as it is.
+pub fn write_report(inputs: &ReportInputs, out_dir: &Path, only: Option<&[(u32, u32)]>) -> Result<ReportSummary> {
+    let ctx = Context::new(inputs)?;
+    let live: Vec<usize> = (0..inputs.mined.features.len()).filter(|&i| inputs.mined.features[i].density > 0.0).collect();
+    let chosen: Vec<usize> = match only {
+        Some(ids) => ids.iter().map(|&(l, f)| ctx.index_of(l, f)).collect::<Result<_>>()?,
+        None => live.clone(),
+    };
+    let build_dir = if only.is_some() { out_dir.to_path_buf() } else { temp_dir(out_dir) };
+    if only.is_none() && build_dir.exists() {
+        std::fs::remove_dir_all(&build_dir).map_err(|e| Error::io(&build_dir, e))?;
+    }
+    let features_dir = build_dir.join("features");
+    let thumbs_dir = features_dir.join("thumbs");
+    std::fs::create_dir_all(&thumbs_dir).map_err(|e| Error::io(&thumbs_dir, e))?;
+
+    let started = Instant::now();
+    let drawn: Vec<(PathBuf, FeatureFacts, f64)> = chosen
+        .par_iter()
+        .map(|&i| {
+            let t = Instant::now();
+            let facts = FeatureFacts::compute(&ctx, i);
+            let path = features_dir.join(card_file(facts.layer, facts.feature));
+            card::draw_card(&ctx, &facts, &path)?;
+            Ok((path, facts, t.elapsed().as_secs_f64() * 1e3))
+        })
+        .collect::<Result<_>>()?;
+    let card_wall_s = started.elapsed().as_secs_f64();
+    let card_ms_mean = drawn.iter().map(|d| d.2).sum::<f64>() / drawn.len().max(1) as f64;
+    let labelled = live.iter().filter(|&&i| ctx.label(i).is_some_and(|l| l.accepted)).count();
+    let summary = ReportSummary {
+        dir: out_dir.to_path_buf(),
+        cards: drawn.iter().map(|d| out_dir.join("features").join(d.0.file_name().expect("card name"))).collect(),
+        live_features: live.len(),
+        labelled,
+        card_wall_s,
+        card_ms_mean,
+    };
+    if only.is_some() {
+        return Ok(summary);
+    }
+
+    let facts: Vec<FeatureFacts> = drawn.into_iter().map(|d| d.1).collect();
+    let figures = overview::draw_overview(&ctx, &facts, &build_dir)?;
+    html::write_index(&ctx, &facts, &figures, &build_dir.join("index.html"))?;
+    summary::write_summary(&ctx, &facts, &figures, &build_dir.join("summary.md"))?;
+    let tables = build_dir.join("tables");
+    crate::mine::tables::write_mined(&tables, inputs.mined)?;
+    crate::label::tables::write_labels(&tables, inputs.labels)?;
+    replace_dir(&build_dir, out_dir)?;
+    Ok(summary)
+}
+
+fn temp_dir(out_dir: &Path) -> PathBuf {
+    let name = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
+    out_dir.with_file_name(format!(".{name}.partial"))
+}
+
+/// Moves the finished report over any older one; the old one is removed only after the new one
+/// is complete, so a failed run never leaves a half-written report behind.
+fn replace_dir(build: &Path, out_dir: &Path) -> Result<()> {
+    if out_dir.exists() {
+        std::fs::remove_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    }
+    if let Some(parent) = out_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    std::fs::rename(build, out_dir).map_err(|e| Error::io(out_dir, e))
+}
+
+/// Kinds of step a battery engineer names: CC/CV charge, CC discharge, pulse, rest.
+fn step_type_name(state: State, method: Method) -> &'static str {
+    match (method, state) {
+        (Method::Rest, _) | (_, State::Resting) => "rest",
+        (Method::Pulse, State::Charging) => "charge pulse",
+        (Method::Pulse, _) => "discharge pulse",
+        (Method::ConstantVoltage, State::Charging) => "CV charge",
+        (Method::ConstantVoltage, _) => "CV discharge",
+        (Method::ConstantCurrent, State::Charging) => "CC charge",
+        (Method::ConstantCurrent, _) => "CC discharge",
+        (Method::Other, State::Charging) => "other charge",
+        (Method::Other, _) => "other discharge",
+    }
+}
+
+/// Dataset-wide lookups shared by every card: built once, read in parallel.
+pub struct Context<'a> {
+    pub inputs: &'a ReportInputs<'a>,
+    /// Covariates coded with the labeller's bins, to evaluate a label's predicate per step.
+    coded: CodedSteps,
+    by_id: HashMap<(u32, u32), usize>,
+    label_of: HashMap<(u32, u32), usize>,
+    /// Step-type index per global step, and the names.
+    step_type: Vec<u8>,
+    pub step_type_names: Vec<&'static str>,
+    step_type_counts: Vec<u64>,
+    /// Protocol of each cell ("–" when unknown), and the distinct protocols.
+    cell_protocol: Vec<usize>,
+    pub protocols: Vec<String>,
+    /// Mean and standard deviation of every covariate over all steps (NaN for categorical).
+    cov_mean_sd: Vec<(f64, f64)>,
+}
+
+impl<'a> Context<'a> {
+    fn new(inputs: &'a ReportInputs<'a>) -> Result<Context<'a>> {
+        let ds = inputs.dataset;
+        if inputs.covariates.len() != ds.data.len() || inputs.acts.cell_rows.len() != ds.data.len() {
+            return Err(Error::Config(format!(
+                "report: dataset has {} cells, covariates {}, activations {}",
+                ds.data.len(),
+                inputs.covariates.len(),
+                inputs.acts.cell_rows.len()
+            )));
+        }
+        let label_cfg: LabelConfig = inputs.run_config.get("label").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+        let explain = split_cells(&ds.cells, label_cfg.explain_fraction, label_cfg.seed);
+        let coded = CodedSteps::new(inputs.covariates, &explain);
+        let by_id = inputs.mined.features.iter().enumerate().map(|(i, f)| ((f.layer, f.feature), i)).collect();
+        let label_of = inputs.labels.iter().enumerate().map(|(i, l)| ((l.layer, l.feature), i)).collect();
+        let mut step_type_names: Vec<&'static str> = Vec::new();
+        let mut step_type = Vec::new();
+        for cell in &ds.data {
+            for (&s, &m) in cell.state.iter().zip(&cell.method) {
+                let name = step_type_name(s, m);
+                let k = step_type_names.iter().position(|n| *n == name).unwrap_or_else(|| {
+                    step_type_names.push(name);
+                    step_type_names.len() - 1
+                });
+                step_type.push(k as u8);
+            }
+        }
+        let mut step_type_counts = vec![0u64; step_type_names.len()];
+        step_type.iter().for_each(|&k| step_type_counts[k as usize] += 1);
+        let names: Vec<String> = ds.cells.iter().map(|c| c.protocol.clone().unwrap_or_else(|| "–".into())).collect();
+        let mut protocols = names.clone();
+        protocols.sort();
+        protocols.dedup();
+        let cell_protocol = names.iter().map(|n| protocols.iter().position(|p| p == n).expect("listed")).collect();
+        let cov_mean_sd = Covariate::ALL.iter().map(|&c| mean_sd(inputs.covariates, c)).collect();
+        Ok(Context { inputs, coded, by_id, label_of, step_type, step_type_names, step_type_counts, cell_protocol, protocols, cov_mean_sd })
+    }
+
+    fn index_of(&self, layer: u32, feature: u32) -> Result<usize> {
+        self.by_id.get(&(layer, feature)).copied().ok_or_else(|| Error::Config(format!("report: no feature L{layer}_F{feature} in this run")))
+    }
+
+    pub fn mined(&self, i: usize) -> &MinedFeature {
+        &self.inputs.mined.features[i]
+    }
+
+    pub fn label(&self, i: usize) -> Option<&FeatureLabel> {
+        let m = self.mined(i);
+        self.label_of.get(&(m.layer, m.feature)).map(|&j| &self.inputs.labels[j])
+    }
+
+    /// The sparse activations of mined feature `i`.
+    pub fn acts(&self, i: usize) -> &FeatureActivations {
+        let m = self.mined(i);
+        let acts = &self.inputs.acts.features;
+        if acts.get(i).is_some_and(|a| a.layer == m.layer && a.feature == m.feature) {
+            return &acts[i];
+        }
+        acts.iter().find(|a| a.layer == m.layer && a.feature == m.feature).expect("every mined feature has activations")
+    }
+
+    fn total_steps(&self) -> usize {
+        *self.coded.cell_offsets.last().expect("offsets")
+    }
+}
+
+fn mean_sd(covs: &[Covariates], c: Covariate) -> (f64, f64) {
+    if c.is_categorical() {
+        return (f64::NAN, f64::NAN);
+    }
+    let (mut n, mut s, mut s2) = (0.0f64, 0.0f64, 0.0f64);
+    for v in covs.iter().flat_map(|cell| cell.column(c)).filter(|v| v.is_finite()) {
+        n += 1.0;
+        s += *v as f64;
+        s2 += (*v as f64).powi(2);
+    }
+    let mean = s / n.max(1.0);
+    (mean, (s2 / n.max(1.0) - mean * mean).max(0.0).sqrt())
+}
+
+/// The ROC of a label's predicate as a detector of firing, on every step, against the same
+/// predicate with the activations circularly shifted within each cell (the labeller's null).
+#[derive(Debug, Clone)]
+pub struct Roc {
+    /// What the positive class is ("label holds", or "SOC in its upper half" for a tracker).
+    pub positive: String,
+    pub curve: Vec<(f64, f64)>,
+    pub auroc: f64,
+    pub null_curves: Vec<Vec<(f64, f64)>>,
+    pub null_auroc: Vec<f64>,
+}
+
+/// The numbers one card shows, computed from the inputs once per feature.
+#[derive(Debug, Clone)]
+pub struct FeatureFacts {
+    pub index: usize,
+    pub layer: u32,
+    pub feature: u32,
+    pub density: f64,
+    pub max: f32,
+    /// Activation-weighted mean of each covariate while firing, in SDs from its mean over all
+    /// steps (NaN for categorical covariates): where in the operating space the feature lives.
+    pub covariate_z: Vec<f64>,
+    /// Per step type: (name, firing rate, mean activation while firing).
+    pub step_types: Vec<(String, f64, f64)>,
+    /// Per protocol: (name, firing rate).
+    pub protocols: Vec<(String, f64)>,
+    /// Other features by P(other fires | this fires), highest first.
+    pub co_firing: Vec<(String, f64)>,
+    pub roc: Option<Roc>,
+    /// ‖W_dec‖ of this feature per target layer ("L2→L3", norm).
+    pub decoder_norms: Vec<(String, f64)>,
+}
+
+impl FeatureFacts {
+    pub fn compute(ctx: &Context, i: usize) -> FeatureFacts {
+        let m = ctx.mined(i);
+        let acts = ctx.acts(i);
+        FeatureFacts {
+            index: i,
+            layer: m.layer,
+            feature: m.feature,
+            density: m.density,
+            max: m.max,
+            covariate_z: covariate_z(ctx, acts),
+            step_types: step_types(ctx, acts),
+            protocols: protocol_rates(ctx, acts),
+            co_firing: co_firing(ctx, i),
+            roc: ctx.label(i).and_then(|l| l.candidates.first()).map(|c| roc(ctx, acts, &c.candidate)),
+            decoder_norms: ctx.inputs.transcoder.map(|t| decoder_norms(t, m.layer, m.feature)).unwrap_or_default(),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        format!("L{}_F{}", self.layer, self.feature)
+    }
+}
+
+fn covariate_z(ctx: &Context, acts: &FeatureActivations) -> Vec<f64> {
+    Covariate::ALL
+        .iter()
+        .enumerate()
+        .map(|(k, &c)| {
+            let (mean, sd) = ctx.cov_mean_sd[k];
+            if c.is_categorical() || !(sd > 0.0) {
+                return f64::NAN;
+            }
+            let (mut w, mut s) = (0.0f64, 0.0f64);
+            for (cell, row, v) in acts.entries() {
+                let x = ctx.inputs.covariates[cell].column(c)[row as usize];
+                if x.is_finite() {
+                    w += v as f64;
+                    s += v as f64 * x as f64;
+                }
+            }
+            if w > 0.0 { (s / w - mean) / sd } else { f64::NAN }
+        })
+        .collect()
+}
+
+fn step_types(ctx: &Context, acts: &FeatureActivations) -> Vec<(String, f64, f64)> {
+    let n = ctx.step_type_names.len();
+    let (mut fires, mut sum) = (vec![0u64; n], vec![0.0f64; n]);
+    for (cell, row, v) in acts.entries() {
+        let k = ctx.step_type[ctx.coded.cell_offsets[cell] + row as usize] as usize;
+        fires[k] += 1;
+        sum[k] += v as f64;
+    }
+    (0..n)
+        .map(|k| {
+            let rate = fires[k] as f64 / ctx.step_type_counts[k].max(1) as f64;
+            let mean = if fires[k] > 0 { sum[k] / fires[k] as f64 } else { 0.0 };
+            (ctx.step_type_names[k].to_owned(), rate, mean)
+        })
+        .collect()
+}
+
+fn protocol_rates(ctx: &Context, acts: &FeatureActivations) -> Vec<(String, f64)> {
+    let n = ctx.protocols.len();
+    let (mut fires, mut steps) = (vec![0usize; n], vec![0usize; n]);
+    for (cell, &p) in ctx.cell_protocol.iter().enumerate() {
+        fires[p] += acts.cell(cell).0.len();
+        steps[p] += ctx.coded.cell_len(cell);
+    }
+    (0..n).map(|p| (ctx.protocols[p].clone(), fires[p] as f64 / steps[p].max(1) as f64)).collect()
+}
+
+/// P(g fires | this fires) for every other feature g: one pass over the firing steps of all
+/// features (O(total nnz) per card), against a bitmap of this feature's steps.
+fn co_firing(ctx: &Context, i: usize) -> Vec<(String, f64)> {
+    let acts = ctx.acts(i);
+    if acts.nnz() == 0 {
+        return Vec::new();
+    }
+    let offsets = &ctx.coded.cell_offsets;
+    let mut fires = vec![false; ctx.total_steps()];
+    for (cell, row, _) in acts.entries() {
+        fires[offsets[cell] + row as usize] = true;
+    }
+    let mut shared: Vec<(String, f64)> = ctx
+        .inputs
+        .acts
+        .features
+        .iter()
+        .filter(|g| (g.layer, g.feature) != (acts.layer, acts.feature))
+        .map(|g| {
+            let both = g.entries().filter(|&(cell, row, _)| fires[offsets[cell] + row as usize]).count();
+            (format!("L{}_F{}", g.layer, g.feature), both as f64 / acts.nnz() as f64)
+        })
+        .filter(|(_, p)| *p > 0.0)
+        .collect();
+    shared.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    shared.truncate(CO_FIRING_SHOWN);
+    shared
+}
+
+/// Whether the label (or, for a tracker, the covariate's upper/lower half) holds at each step.
+fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
+    let n = ctx.total_steps();
+    match candidate {
+        Candidate::Detector { atoms } => {
+            let holds = (0..n).map(|s| atoms.iter().all(|a| a.contains(ctx.coded.step(s)[a.covariate.index()]))).collect();
+            (holds, "label holds".into())
+        }
+        Candidate::Tracker { covariate, increasing } => {
+            let k = covariate.index();
+            let median = ctx.coded.codings[k].n_codes() as u8 / 2;
+            let holds = (0..n).map(|s| (ctx.coded.step(s)[k] >= median) == *increasing).collect();
+            let half = if *increasing { "upper" } else { "lower" };
+            (holds, format!("{} in its {half} half", covariate.name()))
+        }
+    }
+}
+
+fn roc(ctx: &Context, acts: &FeatureActivations, candidate: &Candidate) -> Roc {
+    let (holds, positive) = predicate(ctx, candidate);
+    let offsets = &ctx.coded.cell_offsets;
+    let at = |shift: &dyn Fn(usize, u32) -> u32| -> Vec<(f32, bool)> {
+        acts.entries().map(|(cell, row, v)| (v, holds[offsets[cell] + shift(cell, row) as usize])).collect()
+    };
+    let (curve, auroc) = roc_curve(at(&|_, r| r), &holds);
+    let mut rng = ChaCha8Rng::seed_from_u64(((acts.layer as u64) << 32) | acts.feature as u64);
+    let (mut null_curves, mut null_auroc) = (Vec::new(), Vec::new());
+    for _ in 0..ROC_NULL_SHIFTS {
+        let shifts: Vec<u32> = (0..offsets.len() - 1).map(|c| rng.random_range(0..ctx.coded.cell_len(c).max(1)) as u32).collect();
+        let shifted = at(&|c, r| (r + shifts[c]) % ctx.coded.cell_len(c) as u32);
+        let (curve, a) = roc_curve(shifted, &holds);
+        null_curves.push(curve);
+        null_auroc.push(a);
+    }
+    Roc { positive, curve, auroc, null_curves, null_auroc }
+}
+
+/// ROC of activation as the score for "predicate holds": firing steps sorted by activation,
+/// then every silent step tied at zero (one straight segment to (1, 1)).
+fn roc_curve(mut firing: Vec<(f32, bool)>, holds: &[bool]) -> (Vec<(f64, f64)>, f64) {
+    let pos = holds.iter().filter(|&&h| h).count() as f64;
+    let neg = holds.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
+    }
+    firing.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut fp, mut area) = (0.0f64, 0.0f64, 0.0f64);
+    let mut curve = vec![(0.0, 0.0)];
+    for (j, &(v, h)) in firing.iter().enumerate() {
+        if h { tp += 1.0 } else { fp += 1.0 }
+        if firing.get(j + 1).is_none_or(|next| next.0 != v) {
+            let (x, y) = (fp / neg, tp / pos);
+            let &(x0, y0) = curve.last().expect("starts at origin");
+            area += (x - x0) * (y + y0) / 2.0;
+            curve.push((x, y));
+        }
+    }
+    let &(x0, y0) = curve.last().expect("starts at origin");
+    area += (1.0 - x0) * (1.0 + y0) / 2.0;
+    curve.push((1.0, 1.0));
+    (curve, area)
+}
+
+/// ‖W_dec‖ of one feature per layer it writes to (the CLT's decoders reach every later layer).
+fn decoder_norms(t: &Transcoder, layer: u32, feature: u32) -> Vec<(String, f64)> {
+    let e = if t.shape.encoders() == 1 { 0 } else { layer as usize };
+    let (row, d, f) = (t.shape.dec_row(e), t.shape.d_model, feature as usize);
+    let Some(rows) = t.w_dec.get(e).and_then(|w| w.get(f * row..(f + 1) * row)) else { return Vec::new() };
+    t.shape
+        .out_layers(e)
+        .zip(rows.chunks(d))
+        .map(|(target, w)| (format!("L{layer}→L{target}"), w.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()))
+        .collect()
+}

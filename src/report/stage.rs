@@ -1,0 +1,50 @@
+//! `voltlens report` (stage `report`): redraws a report from a run's tables without recomputing
+//! anything upstream; `--features L2_F17,L0_F3` redraws only those cards.
+
+use std::path::{Path, PathBuf};
+
+use crate::report::{write_report, ReportInputs, ReportSummary};
+use crate::{Error, Result};
+
+/// Parses `L2_F17,L0_F3` into (layer, feature) pairs.
+pub fn parse_feature_ids(list: &str) -> Result<Vec<(u32, u32)>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|id| {
+            let parsed = id.strip_prefix('L').and_then(|rest| rest.split_once("_F")).and_then(|(l, f)| Some((l.parse().ok()?, f.parse().ok()?)));
+            parsed.ok_or_else(|| Error::Config(format!("report: '{id}' is not a feature id like L2_F17")))
+        })
+        .collect()
+}
+
+/// The report folder of a run: `<reports_root>/<run name>`.
+pub fn report_dir(reports_root: &Path, run_name: &str) -> PathBuf {
+    reports_root.join(run_name)
+}
+
+/// Runs the stage: the whole report, or only the cards named in `features` (as on the command line).
+pub fn run(inputs: &ReportInputs, out_dir: &Path, features: Option<&str>) -> Result<ReportSummary> {
+    let only = features.map(parse_feature_ids).transpose()?;
+    let summary = write_report(inputs, out_dir, only.as_deref())?;
+    tracing::info!(
+        "report: {} cards in {:.1} s ({:.0} ms per card on one core) → {}",
+        summary.cards.len(),
+        summary.card_wall_s,
+        summary.card_ms_mean,
+        out_dir.join("index.html").display()
+    );
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_ids_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_feature_ids("L2_F17, L0_F3").unwrap(), vec![(2, 17), (0, 3)]);
+        let err = parse_feature_ids("L2_F17,F3").unwrap_err().to_string();
+        assert!(err.contains("'F3'"), "{err}");
+    }
+}
