@@ -156,6 +156,83 @@ enum Command {
         #[arg(long)]
         device: Option<crate::model::DeviceChoice>,
     },
+    /// Train a sparse transcoder (CLT, PLT or MLSAE) on a trained model's MLPs, with activations
+    /// made online from the model; evaluates FVU, L0, dead features and replacement fidelity on
+    /// held-out cells and exports circuit-tracer safetensors.
+    ///
+    /// Settings: a TOML file in the form of a pipeline's [transcoder] table (`eval_tokens`, `device`,
+    /// and a [config] table: variant, features, activation, sparsity, lambda, schedule, steps…).
+    ///
+    /// Example: voltlens train-transcoder --data runs/quickstart/data/dataset --model runs/quickstart/model/model --out runs/my-clt
+    TrainTranscoder {
+        #[arg(long)]
+        data: PathBuf,
+        /// The directory train-model wrote.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Write a model's activations (resid_mid, mlp_out per layer) on training cells to a
+    /// safetensors cache, the format the PyTorch reference benchmark reads.
+    ///
+    /// Example: voltlens cache-activations --data DIR --model DIR --out acts.safetensors --tokens 100000
+    CacheActivations {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        tokens: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Record every step's feature activations (model + transcoder, streamed) as Parquet.
+    ///
+    /// Example: voltlens record --data DIR --model DIR --transcoder runs/my-clt --out runs/my-record
+    Record {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        /// A train-transcoder output directory.
+        #[arg(long)]
+        transcoder: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Activation rows held in memory before a Parquet row group is written.
+        #[arg(long)]
+        max_buffer_rows: Option<usize>,
+    },
+    /// Mine recorded activations: density, histograms, exact top-k windows, quantile examples.
+    ///
+    /// Example: voltlens mine --record runs/my-record --out runs/my-mine
+    Mine {
+        #[arg(long)]
+        record: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Label features automatically against physical covariates, scored on held-out cells.
+    ///
+    /// Example: voltlens label --data DIR --record runs/my-record --out runs/my-labels
+    Label {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        record: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// A TOML file of labeller settings (explain_fraction, n_shifts, n_bootstrap, thresholds…).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Measure throughput and memory (benchmarks print figures; they assert nothing).
     ///
     /// Example: voltlens bench data --maccor ../shared/datasets/cyclers/PreDiag_000412_00008Fshort.022
@@ -251,13 +328,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("ingested {} cells, {rows} rows into {}", cells.len(), out.display());
         }
         Command::Synth { cells, out, seed, config } => {
-            let mut cfg = match config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-                    toml::from_str::<SynthConfig>(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
-                }
-                None => SynthConfig::default(),
-            };
+            let mut cfg: SynthConfig = read_settings(config.as_deref())?;
             cfg.cells = cells;
             cfg.seed = seed;
             let infos = crate::data::ingest::synthesize(&cfg, &out)?;
@@ -291,13 +362,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             crate::bench::print(&figures?);
         }
         Command::TrainModel { data, out, config, steps, device, seed } => {
-            let mut settings: TrainModelFile = match config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-                    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
-                }
-                None => TrainModelFile::default(),
-            };
+            let mut settings: TrainModelFile = read_settings(config.as_deref())?;
             settings.train.steps = steps.unwrap_or(settings.train.steps);
             settings.train.device = device.unwrap_or(settings.train.device);
             settings.train.seed = seed.unwrap_or(settings.train.seed);
@@ -316,6 +381,30 @@ fn execute(command: Command) -> Result<ExitCode> {
                 let b = crate::model::bench(&cfg, 32, steps, device)?;
                 println!("{name:<12} {}", serde_json::to_string(&b).expect("serialisable"));
             }
+        }
+        Command::TrainTranscoder { data, model, out, config, seed } => {
+            let cfg: crate::transcoder::stage::TranscoderStageConfig = read_settings(config.as_deref())?;
+            let summary = crate::transcoder::stage::run_transcoder_stage(&data, &model, &cfg, seed, &out)?;
+            println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+        }
+        Command::CacheActivations { data, model, out, tokens, seed } => {
+            let [n, layers, d] = crate::transcoder::online::cache_activations(&data, &model, &out, tokens, seed)?;
+            println!("wrote {} ({n} tokens × {layers} layers × {d})", out.display());
+        }
+        Command::Record { data, model, transcoder, out, max_buffer_rows } => {
+            let mut cfg = crate::record::RecordConfig::default();
+            cfg.max_buffer_rows = max_buffer_rows.unwrap_or(cfg.max_buffer_rows);
+            let summary = crate::record::record(&data, &model, crate::record::TranscoderInput::Dir(&transcoder), &cfg, &out)?;
+            println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+        }
+        Command::Mine { record, out } => {
+            let summary = crate::mine::stage::run_mine_stage(&record, &crate::mine::MineConfig::default(), &out)?;
+            println!("{summary}");
+        }
+        Command::Label { data, record, out, config } => {
+            let cfg: crate::label::LabelConfig = read_settings(config.as_deref())?;
+            let summary = crate::label::stage::run_label_stage(&data, &record, &cfg, &out)?;
+            println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
         Command::Batch { files, run } => {
             let results = crate::pipeline::batch(&files, &run.options());
@@ -340,6 +429,13 @@ fn execute(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Settings from an optional TOML file; defaults when none is given.
+fn read_settings<T: serde::de::DeserializeOwned + Default>(path: Option<&std::path::Path>) -> Result<T> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))
 }
 
 fn inspect(dir: &std::path::Path, plot: Option<String>, plot_out: &std::path::Path, json: bool) -> Result<()> {

@@ -20,6 +20,14 @@ pub struct PipelineConfig {
     pub data: DataStageConfig,
     /// Train and evaluate the battery model (omit to stop after the data).
     pub model: Option<ModelStageConfig>,
+    /// Train a transcoder on the model's MLPs (needs `[model]`).
+    pub transcoder: Option<crate::transcoder::stage::TranscoderStageConfig>,
+    /// Record feature activations over every step (needs `[transcoder]`).
+    pub record: Option<crate::record::RecordConfig>,
+    /// Per-feature statistics and example windows (needs `[record]`).
+    pub mine: Option<crate::mine::MineConfig>,
+    /// Automatic labels against physical covariates (needs `[record]`).
+    pub label: Option<crate::label::LabelConfig>,
 }
 
 /// The `model` stage: train the LBLM on the data stage's dataset, then evaluate it on held-out

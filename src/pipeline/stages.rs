@@ -2,9 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use super::config::{DataStageConfig, ModelStageConfig, PipelineConfig};
 use super::StageContext;
-use crate::Result;
+use crate::label::LabelConfig;
+use crate::mine::MineConfig;
+use crate::record::RecordConfig;
+use crate::transcoder::stage::TranscoderStageConfig;
+use crate::{Error, Result};
 
 /// One stage of a pipeline.
 pub trait Stage {
@@ -24,15 +30,105 @@ pub trait Stage {
     fn run(&self, ctx: &StageContext, out: &Path) -> Result<serde_json::Value>;
 }
 
-/// The stages of a pipeline, in run order.
+/// The stages of a pipeline, in run order. Each later stage needs the one before it.
 pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(DataStage(config.data.clone()))];
-    if let Some(model) = &config.model {
-        let mut model = model.clone();
-        model.train.seed = config.seed;
-        stages.push(Box::new(ModelStage(model)));
+    let mut model = config.model.clone();
+    if let Some(m) = &mut model {
+        m.train.seed = config.seed;
     }
+    push(&mut stages, "model", model, run_model)?;
+    push(&mut stages, "transcoder", config.transcoder.clone(), run_transcoder)?;
+    push(&mut stages, "record", config.record.clone(), run_record)?;
+    push(&mut stages, "mine", config.mine.clone(), run_mine)?;
+    if config.label.is_some() && config.record.is_none() {
+        return Err(Error::Config("[label] needs a [record] stage in the pipeline".to_owned()));
+    }
+    push(&mut stages, "label", config.label.clone(), run_label)?;
     Ok(stages)
+}
+
+/// The upstream stage each stage reads from.
+fn needs(name: &str) -> &'static str {
+    match name {
+        "model" => "data",
+        "transcoder" => "model",
+        "record" => "transcoder",
+        _ => "record",
+    }
+}
+
+fn push<C: Serialize + 'static>(
+    stages: &mut Vec<Box<dyn Stage>>,
+    name: &'static str,
+    config: Option<C>,
+    run: RunFn<C>,
+) -> Result<()> {
+    let Some(config) = config else { return Ok(()) };
+    let upstream = needs(name);
+    if !stages.iter().any(|s| s.name() == upstream) {
+        return Err(Error::Config(format!("[{name}] needs a [{upstream}] stage in the pipeline")));
+    }
+    stages.push(Box::new(ConfiguredStage { name, config, run }));
+    Ok(())
+}
+
+type RunFn<C> = fn(&C, &StageContext, &Path) -> Result<serde_json::Value>;
+
+/// A stage defined by its settings and the library call that runs it.
+struct ConfiguredStage<C> {
+    name: &'static str,
+    config: C,
+    run: RunFn<C>,
+}
+
+impl<C: Serialize> Stage for ConfiguredStage<C> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).expect("serialisable")
+    }
+
+    fn run(&self, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+        (self.run)(&self.config, ctx, out)
+    }
+}
+
+fn dataset_dir(ctx: &StageContext) -> PathBuf {
+    ctx.stage_dir("data").join(DATASET_DIR)
+}
+
+fn model_dir(ctx: &StageContext) -> PathBuf {
+    ctx.stage_dir("model").join(MODEL_DIR)
+}
+
+fn run_model(cfg: &ModelStageConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    let dataset = dataset_dir(ctx);
+    let model_dir = out.join(MODEL_DIR);
+    let trained = crate::model::train_model(&dataset, &cfg.arch, &cfg.train, &model_dir)?;
+    let metrics = crate::model::eval_model(&dataset, &model_dir, &out.join(EVAL_DIR), &cfg.eval)?;
+    Ok(serde_json::json!({ "train": trained, "eval": metrics.overall }))
+}
+
+fn run_transcoder(cfg: &TranscoderStageConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    crate::transcoder::stage::run_transcoder_stage(&dataset_dir(ctx), &model_dir(ctx), cfg, ctx.seed, out)
+}
+
+fn run_record(cfg: &RecordConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    let transcoder_dir = ctx.stage_dir("transcoder");
+    let transcoder = crate::record::TranscoderInput::Dir(&transcoder_dir);
+    let summary = crate::record::record(&dataset_dir(ctx), &model_dir(ctx), transcoder, cfg, out)?;
+    Ok(serde_json::to_value(summary).expect("serialisable"))
+}
+
+fn run_mine(cfg: &MineConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    crate::mine::stage::run_mine_stage(&ctx.stage_dir("record"), cfg, out)
+}
+
+fn run_label(cfg: &LabelConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    crate::label::stage::run_label_stage(&dataset_dir(ctx), &ctx.stage_dir("record"), cfg, out)
 }
 
 /// Where the model stage keeps the trained model and the evaluation, inside its directory.
@@ -72,25 +168,5 @@ impl Stage for DataStage {
         };
         let rows: u64 = cells.iter().map(|c| c.rows).sum();
         Ok(serde_json::json!({ "cells": cells.len(), "rows": rows }))
-    }
-}
-
-struct ModelStage(ModelStageConfig);
-
-impl Stage for ModelStage {
-    fn name(&self) -> &'static str {
-        "model"
-    }
-
-    fn config(&self) -> serde_json::Value {
-        serde_json::to_value(&self.0).expect("serialisable")
-    }
-
-    fn run(&self, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
-        let dataset = ctx.stage_dir("data").join(DATASET_DIR);
-        let model_dir = out.join(MODEL_DIR);
-        let trained = crate::model::train_model(&dataset, &self.0.arch, &self.0.train, &model_dir)?;
-        let metrics = crate::model::eval_model(&dataset, &model_dir, &out.join(EVAL_DIR), &self.0.eval)?;
-        Ok(serde_json::json!({ "train": trained, "eval": metrics.overall }))
     }
 }

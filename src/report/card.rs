@@ -51,19 +51,19 @@ fn activation_colour(v: f32, max: f32) -> RGBColor {
     if v > 0.0 { viridis((v / max.max(1e-12)) as f64) } else { RGBColor(200, 200, 200) }
 }
 
-/// Short number: 3 significant figures, scientific below 1e-3.
+/// Short number: about 3 significant figures, scientific below 1e-3 and from 1e5.
 pub(crate) fn num(x: f64) -> String {
     if !x.is_finite() {
-        "–".into()
-    } else if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
-        format!("{x:.1e}")
-    } else if x.abs() >= 100.0 {
-        format!("{x:.0}")
-    } else if x.abs() >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
+        return "–".into();
     }
+    if x == 0.0 {
+        return "0".into();
+    }
+    if x.abs() < 1e-3 || x.abs() >= 1e5 {
+        return format!("{x:.1e}");
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+    format!("{x:.decimals$}")
 }
 
 /// Axis tick: at most three decimals, trailing zeros dropped ("0", "0.25", "20", "1e-4").
@@ -131,7 +131,7 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
         .margin_right(24)
         .x_label_area_size(44)
         .y_label_area_size(label_width)
-        .build_cartesian_2d(lo..hi, (0..n).into_segmented())
+        .build_cartesian_2d(lo..hi, (0..n - 1).into_segmented())
         .map_err(draw_err)?;
     chart
         .configure_mesh()

@@ -126,15 +126,14 @@ const SCRIPT: &str = r#"
 "#;
 
 /// Writes `index.html` for the live features in `facts`.
-pub fn write_index(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], path: &Path) -> Result<()> {
+pub fn write_index(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], run_name: &str, path: &Path) -> Result<()> {
     let mut html = String::new();
-    let run_name = path.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let _ = write!(
         html,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>VoltLens report {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        escape(&run_name)
+        escape(run_name)
     );
-    let _ = writeln!(html, "<h1>VoltLens report: {}</h1>", escape(&run_name));
+    let _ = writeln!(html, "<h1>VoltLens report: {}</h1>", escape(run_name));
     let _ = writeln!(
         html,
         "<div class=\"sub\">{} cells · {} features, {} live · {} with an accepted label</div>",

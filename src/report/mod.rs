@@ -124,7 +124,8 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, only: Option<&[(u32, 
 
     let facts: Vec<FeatureFacts> = drawn.into_iter().map(|d| d.1).collect();
     let figures = overview::draw_overview(&ctx, &facts, &build_dir)?;
-    html::write_index(&ctx, &facts, &figures, &build_dir.join("index.html"))?;
+    let run_name = out_dir.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    html::write_index(&ctx, &facts, &figures, &run_name, &build_dir.join("index.html"))?;
     summary::write_summary(&ctx, &facts, &figures, &build_dir.join("summary.md"))?;
     let tables = build_dir.join("tables");
     crate::mine::tables::write_mined(&tables, inputs.mined)?;

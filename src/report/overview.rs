@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::label::covariates::Covariate;
 use crate::plot_style::{self, FONT};
-use crate::report::card::{bold, draw_err, empty_panel, hbars, percent, percent_tick, text, tick, FEATURE, MUTED};
+use crate::report::card::{bold, draw_err, empty_panel, hbars, percent_tick, text, tick, FEATURE, MUTED};
 use crate::report::{Context, FeatureFacts};
 use crate::Result;
 
@@ -121,8 +121,12 @@ pub(crate) fn family(c: Covariate) -> &'static str {
 /// Share of live features whose accepted label uses each family (a conjunction counts for
 /// both of its families), and the unexplained share.
 pub(crate) fn coverage(ctx: &Context, facts: &[FeatureFacts]) -> Vec<(String, f64)> {
-    let mut families: Vec<&'static str> = Covariate::ALL.iter().map(|&c| family(c)).collect();
-    families.dedup();
+    let mut families: Vec<&'static str> = Vec::new();
+    for c in Covariate::ALL {
+        if !families.contains(&family(c)) {
+            families.push(family(c));
+        }
+    }
     let n = facts.len().max(1) as f64;
     let accepted: Vec<Vec<&'static str>> = facts
         .iter()
@@ -171,7 +175,7 @@ fn draw_density_histogram(area: &DrawingArea<BitMapBackend, plotters::coord::Shi
         .light_line_style(plot_style::GRID)
         .x_labels((hi - lo) as usize + 1)
         .x_label_formatter(&|v| percent_tick(10f64.powf(*v)))
-        .y_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { String::new() })
         .x_desc("Share of steps firing (log scale)")
         .y_desc("Features")
         .label_style((FONT, 13))
@@ -236,7 +240,7 @@ fn draw_heatmap(ctx: &Context, facts: &[FeatureFacts], path: &Path) -> Result<()
         .margin_right(30)
         .x_label_area_size(60)
         .y_label_area_size(110)
-        .build_cartesian_2d((0..m).into_segmented(), (0..n).into_segmented())
+        .build_cartesian_2d((0..m - 1).into_segmented(), (0..n - 1).into_segmented())
         .map_err(draw_err)?;
     chart
         .configure_mesh()
