@@ -28,6 +28,9 @@ const COVARIATE_BINS: usize = 24;
 /// Colour of everything that is the feature itself (bars, points, the ROC curve).
 pub(crate) const FEATURE: RGBColor = RGBColor(94, 60, 153);
 pub(crate) const MUTED: RGBColor = RGBColor(150, 150, 150);
+/// Signed effects (input shifts, the heat map): red above average, blue below.
+pub(crate) const POSITIVE: RGBColor = RGBColor(178, 24, 43);
+pub(crate) const NEGATIVE: RGBColor = RGBColor(33, 102, 172);
 
 pub(crate) fn draw_err(e: impl std::fmt::Display) -> Error {
     Error::Other(format!("drawing report figure: {e}"))
@@ -101,7 +104,7 @@ pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
-pub(crate) fn text(area: &Area, s: &str, at: (i32, i32), style: impl Into<TextStyle<'static>>) -> Result<()> {
+pub(crate) fn text<'s>(area: &Area, s: &str, at: (i32, i32), style: impl Into<TextStyle<'s>>) -> Result<()> {
     area.draw(&Text::new(s.to_owned(), at, style.into())).map_err(draw_err)
 }
 
@@ -131,7 +134,8 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
         .margin_right(24)
         .x_label_area_size(44)
         .y_label_area_size(label_width)
-        .build_cartesian_2d(lo..hi, (0..n - 1).into_segmented())
+        // A usize range is inclusive in plotters (0..n has n + 1 segments); 0..0 would be empty.
+        .build_cartesian_2d(lo..hi, (0..n.max(2) - 1).into_segmented())
         .map_err(draw_err)?;
     chart
         .configure_mesh()
@@ -150,8 +154,9 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
+    let signed = lo < 0.0;
     let bar = |j: usize, v: f64| {
-        let colour = if v < 0.0 { plot_style::VOLTAGE } else { FEATURE };
+        let colour = if !signed { FEATURE } else if v < 0.0 { NEGATIVE } else { POSITIVE };
         let y = n - 1 - j;
         Rectangle::new([(0.0, SegmentValue::Exact(y)), (v, SegmentValue::Exact(y + 1))], colour.mix(0.85).filled())
     };
@@ -258,14 +263,19 @@ fn draw_header(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
     text(area, &stats, (760, 22), (FONT, 20).into_font().color(&RGBColor(60, 60, 60)))?;
     let (verdict, sentence, colour) = match ctx.label(facts.index) {
         Some(l) if l.accepted => ("Label:", l.label.clone(), RGBColor(20, 110, 40)),
-        Some(l) => ("Unexplained:", l.label.trim_start_matches("unexplained ").to_owned(), RGBColor(150, 60, 30)),
+        Some(l) => {
+            let closest = l.label.trim_start_matches("unexplained (closest: ").trim_start_matches("unexplained ").trim_end_matches(')');
+            ("Unexplained; closest candidates:", closest.to_owned(), RGBColor(150, 60, 30))
+        }
         None => ("Unlabelled:", "no label was computed for this feature".into(), MUTED),
     };
-    text(area, verdict, (24, 60), bold(19).color(&colour))?;
-    let lines = wrap(&sentence, 120);
-    text(area, &lines[0], (24 + 14 * verdict.len() as i32, 60), (FONT, 19))?;
+    let verdict_style = TextStyle::from(bold(19)).color(&colour);
+    text(area, verdict, (24, 60), verdict_style.clone())?;
+    let indent = 24 + 10 + area.estimate_text_size(verdict, &verdict_style).map_err(draw_err)?.0 as i32;
+    let lines = wrap(&sentence, (CARD_SIZE.0 as usize - indent as usize) / 10);
+    text(area, &lines[0], (indent, 60), (FONT, 19))?;
     if let Some(more) = lines.get(1) {
-        text(area, &format!("{more}{}", if lines.len() > 2 { " …" } else { "" }), (24 + 14 * verdict.len() as i32, 84), (FONT, 17))?;
+        text(area, &format!("{more}{}", if lines.len() > 2 { " …" } else { "" }), (indent, 84), (FONT, 19))?;
     }
     if let Some(l) = ctx.label(facts.index) {
         text(area, &scores_line(l), (24, 108), (FONT, 15).into_font().color(&RGBColor(70, 70, 70)))?;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::label::covariates::Covariate;
 use crate::plot_style::{self, FONT};
-use crate::report::card::{bold, draw_err, empty_panel, hbars, percent_tick, text, tick, FEATURE, MUTED};
+use crate::report::card::{bold, draw_err, empty_panel, hbars, percent_tick, text, tick, FEATURE, MUTED, NEGATIVE, POSITIVE};
 use crate::report::{Context, FeatureFacts};
 use crate::Result;
 
@@ -197,8 +197,8 @@ fn diverging(z: f64) -> RGBColor {
         return RGBColor(235, 235, 235);
     }
     let t = (z / HEATMAP_CLIP).clamp(-1.0, 1.0);
-    let (far, w) = if t < 0.0 { ((33.0, 102.0, 172.0), -t) } else { ((178.0, 24.0, 43.0), t) };
-    let mix = |a: f64| (255.0 + (a - 255.0) * w).round() as u8;
+    let (far, w) = if t < 0.0 { (NEGATIVE, -t) } else { (POSITIVE, t) };
+    let mix = |a: u8| (255.0 + (a as f64 - 255.0) * w).round() as u8;
     RGBColor(mix(far.0), mix(far.1), mix(far.2))
 }
 
@@ -240,7 +240,7 @@ fn draw_heatmap(ctx: &Context, facts: &[FeatureFacts], path: &Path) -> Result<()
         .margin_right(30)
         .x_label_area_size(60)
         .y_label_area_size(110)
-        .build_cartesian_2d((0..m - 1).into_segmented(), (0..n - 1).into_segmented())
+        .build_cartesian_2d((0..m - 1).into_segmented(), (0..n.max(2) - 1).into_segmented())
         .map_err(draw_err)?;
     chart
         .configure_mesh()
