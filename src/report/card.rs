@@ -71,7 +71,11 @@ pub(crate) fn num(x: f64) -> String {
 
 /// Axis tick: at most three decimals, trailing zeros dropped ("0", "0.25", "20", "1e-4").
 pub(crate) fn tick(x: f64) -> String {
-    if x != 0.0 && x.abs() < 1e-3 {
+    // Ticks computed as lo + k·step land a rounding error off zero (-3e-17).
+    if x.abs() < 1e-12 {
+        return "0".into();
+    }
+    if x.abs() < 1e-3 {
         return format!("{x:.0e}");
     }
     let s = format!("{x:.3}");

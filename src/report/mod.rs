@@ -329,7 +329,8 @@ fn covariate_z(ctx: &Context, acts: &FeatureActivations) -> Vec<f64> {
         .enumerate()
         .map(|(k, &c)| {
             let (mean, sd) = ctx.cov_mean_sd[k];
-            if c.is_categorical() || !(sd > 0.0) {
+            // sd is NaN for categorical covariates and 0 for constant ones: no scale to measure in.
+            if c.is_categorical() || sd.is_nan() || sd <= 0.0 {
                 return f64::NAN;
             }
             let (mut w, mut s) = (0.0f64, 0.0f64);
