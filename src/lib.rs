@@ -5,6 +5,7 @@
 //! label → report → circuits, all driven by `pipeline`.
 
 pub mod bench;
+pub mod circuits;
 pub mod cli;
 pub mod data;
 pub mod error;

@@ -175,10 +175,11 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
     Ok(())
 }
 
-/// Region of the card the index thumbnail shows (the top windows: x, y, width, height) and the
-/// factor it is shrunk by; a whole card shrunk to thumbnail size would be unreadable.
-const THUMB_CROP: (u32, u32, u32, u32) = (0, 506, 1490, 784);
-const THUMB_SHRINK: u32 = 5;
+/// Region of the card the index thumbnail shows (x, y, width, height: voltage and current of the
+/// two strongest windows) and the factor it is shrunk by; a whole card shrunk to thumbnail size
+/// would be unreadable.
+const THUMB_CROP: (u32, u32, u32, u32) = (0, 506, 744, 372);
+const THUMB_SHRINK: u32 = 3;
 
 /// Thumbnail of a card, beside it in `thumbs/`.
 pub fn thumb_path(card: &Path) -> std::path::PathBuf {
@@ -635,7 +636,7 @@ fn draw_row_b(area: &Area, facts: &FeatureFacts) -> Result<()> {
 fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
     let Some(roc) = &facts.roc else { return empty_panel(area, "ROC of the label", "no candidate label") };
     let mut chart = ChartBuilder::on(area)
-        .caption("ROC of the label vs shifted null", (FONT, 17))
+        .caption("ROC on held-out cells vs shifted null", (FONT, 17))
         .margin(10)
         .margin_right(20)
         .x_label_area_size(44)

@@ -55,7 +55,7 @@ table.features th.sorted-desc::after { content: " \25BC"; }
 table.features td { border-top: 1px solid #eee; padding: 4px 8px; vertical-align: middle; }
 table.features td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.features tr:hover td { background: #f4f0fa; }
-td.thumb img { width: 298px; height: 156px; display: block; border: 1px solid #ddd; }
+td.thumb img { width: 248px; height: 124px; display: block; border: 1px solid #ddd; }
 .yes { color: #146e28; font-weight: bold; }
 .no { color: #963c1e; }
 "#;

@@ -173,6 +173,10 @@ pub struct Context<'a> {
     coded: CodedSteps,
     by_id: HashMap<(u32, u32), usize>,
     label_of: HashMap<(u32, u32), usize>,
+    /// Index into `inputs.acts.features` of each mined feature.
+    acts_of: Vec<usize>,
+    /// Cells the labeller held out; the ROC is drawn on these, like the scores in the header.
+    test_cell: Vec<bool>,
     /// Step-type index per global step, and the names.
     step_type: Vec<u8>,
     pub step_type_names: Vec<&'static str>,
@@ -199,6 +203,13 @@ impl<'a> Context<'a> {
         let explain = split_cells(&ds.cells, label_cfg.explain_fraction, label_cfg.seed);
         let coded = CodedSteps::new(inputs.covariates, &explain);
         let by_id = inputs.mined.features.iter().enumerate().map(|(i, f)| ((f.layer, f.feature), i)).collect();
+        let acts_by_id: HashMap<(u32, u32), usize> = inputs.acts.features.iter().enumerate().map(|(i, f)| ((f.layer, f.feature), i)).collect();
+        let acts_of = inputs
+            .mined
+            .features
+            .iter()
+            .map(|f| acts_by_id.get(&(f.layer, f.feature)).copied().ok_or_else(|| Error::Config(format!("report: mined feature L{}_F{} has no activations", f.layer, f.feature))))
+            .collect::<Result<_>>()?;
         let label_of = inputs.labels.iter().enumerate().map(|(i, l)| ((l.layer, l.feature), i)).collect();
         let mut step_type_names: Vec<&'static str> = Vec::new();
         let mut step_type = Vec::new();
@@ -220,7 +231,8 @@ impl<'a> Context<'a> {
         protocols.dedup();
         let cell_protocol = names.iter().map(|n| protocols.iter().position(|p| p == n).expect("listed")).collect();
         let cov_mean_sd = Covariate::ALL.iter().map(|&c| mean_sd(inputs.covariates, c)).collect();
-        Ok(Context { inputs, coded, by_id, label_of, step_type, step_type_names, step_type_counts, cell_protocol, protocols, cov_mean_sd })
+        let test_cell = explain.iter().map(|&e| !e).collect();
+        Ok(Context { inputs, coded, by_id, label_of, acts_of, test_cell, step_type, step_type_names, step_type_counts, cell_protocol, protocols, cov_mean_sd })
     }
 
     fn index_of(&self, layer: u32, feature: u32) -> Result<usize> {
@@ -238,12 +250,7 @@ impl<'a> Context<'a> {
 
     /// The sparse activations of mined feature `i`.
     pub fn acts(&self, i: usize) -> &FeatureActivations {
-        let m = self.mined(i);
-        let acts = &self.inputs.acts.features;
-        if acts.get(i).is_some_and(|a| a.layer == m.layer && a.feature == m.feature) {
-            return &acts[i];
-        }
-        acts.iter().find(|a| a.layer == m.layer && a.feature == m.feature).expect("every mined feature has activations")
+        &self.inputs.acts.features[self.acts_of[i]]
     }
 
     fn total_steps(&self) -> usize {
@@ -265,7 +272,7 @@ fn mean_sd(covs: &[Covariates], c: Covariate) -> (f64, f64) {
     (mean, (s2 / n.max(1.0) - mean * mean).max(0.0).sqrt())
 }
 
-/// The ROC of a label's predicate as a detector of firing, on every step, against the same
+/// The ROC of a label's predicate as a detector of firing, on the held-out cells, against the same
 /// predicate with the activations circularly shifted within each cell (the labeller's null).
 #[derive(Debug, Clone)]
 pub struct Roc {
@@ -423,27 +430,29 @@ fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
 fn roc(ctx: &Context, acts: &FeatureActivations, candidate: &Candidate) -> Roc {
     let (holds, positive) = predicate(ctx, candidate);
     let offsets = &ctx.coded.cell_offsets;
+    let test_steps = || (0..offsets.len() - 1).filter(|&c| ctx.test_cell[c]).flat_map(|c| offsets[c]..offsets[c + 1]);
+    let pos = test_steps().filter(|&s| holds[s]).count();
+    let counts = (pos as f64, (test_steps().count() - pos) as f64);
     let at = |shift: &dyn Fn(usize, u32) -> u32| -> Vec<(f32, bool)> {
-        acts.entries().map(|(cell, row, v)| (v, holds[offsets[cell] + shift(cell, row) as usize])).collect()
+        acts.entries().filter(|&(cell, _, _)| ctx.test_cell[cell]).map(|(cell, row, v)| (v, holds[offsets[cell] + shift(cell, row) as usize])).collect()
     };
-    let (curve, auroc) = roc_curve(at(&|_, r| r), &holds);
+    let (curve, auroc) = roc_curve(at(&|_, r| r), counts);
     let mut rng = ChaCha8Rng::seed_from_u64(((acts.layer as u64) << 32) | acts.feature as u64);
     let (mut null_curves, mut null_auroc) = (Vec::new(), Vec::new());
     for _ in 0..ROC_NULL_SHIFTS {
         let shifts: Vec<u32> = (0..offsets.len() - 1).map(|c| rng.random_range(0..ctx.coded.cell_len(c).max(1)) as u32).collect();
         let shifted = at(&|c, r| (r + shifts[c]) % ctx.coded.cell_len(c) as u32);
-        let (curve, a) = roc_curve(shifted, &holds);
+        let (curve, a) = roc_curve(shifted, counts);
         null_curves.push(curve);
         null_auroc.push(a);
     }
     Roc { positive, curve, auroc, null_curves, null_auroc }
 }
 
-/// ROC of activation as the score for "predicate holds": firing steps sorted by activation,
-/// then every silent step tied at zero (one straight segment to (1, 1)).
-fn roc_curve(mut firing: Vec<(f32, bool)>, holds: &[bool]) -> (Vec<(f64, f64)>, f64) {
-    let pos = holds.iter().filter(|&&h| h).count() as f64;
-    let neg = holds.len() as f64 - pos;
+/// ROC of activation as the score for "predicate holds", given the (positive, negative) step
+/// counts: firing steps sorted by activation, then every silent step tied at zero (one straight
+/// segment to (1, 1)).
+fn roc_curve(mut firing: Vec<(f32, bool)>, (pos, neg): (f64, f64)) -> (Vec<(f64, f64)>, f64) {
     if pos == 0.0 || neg == 0.0 {
         return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
     }

@@ -1,0 +1,287 @@
+//! Interventions (DESIGN.md §7): run the replacement model (every MLP replaced by the transcoder)
+//! over one cell with one feature's activation multiplied by a scale (0 ablates it, 2 doubles it),
+//! and compare the predicted next voltages with the unmodified replacement run (scale 1).
+
+use std::cell::RefCell;
+use std::fmt::Write;
+use std::path::Path;
+
+use burn::backend::Flex;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use plotters::prelude::*;
+
+use super::check_feature;
+use crate::data::canonical::{temp_path, Dataset};
+use crate::model::inputs::{dataset_steps, ModelSteps};
+use crate::model::{load_model, Lblm, MlpReplacement, N_CHANNELS};
+use crate::plot_style::{self, FONT};
+use crate::transcoder::{import_circuit_tracer, Codes, Transcoder};
+use crate::{Error, Result};
+
+/// Windows per forward pass: keeps the matmuls busy without holding a long cell's activations.
+const WINDOWS_PER_PASS: usize = 16;
+
+/// Every MLP replaced by a causal transcoder (CLT or PLT) whose feature (`layer`, `feature`) is
+/// multiplied by `scale` before decoding; it also records what fired.
+///
+/// As in `transcoder::online::TranscoderMlps`, the pass's resid_mid is kept and re-encoded at each
+/// layer, so the codes of layer l come from the replacement run's own resid_mid_l and the scaled
+/// feature changes every later layer's input.
+pub struct SteeredMlps<'a> {
+    transcoder: &'a Transcoder,
+    layer: usize,
+    feature: usize,
+    scale: f32,
+    /// This pass's resid_mid so far, [tokens, L, d] (layers not reached yet are 0).
+    resid_mid: RefCell<Vec<f32>>,
+    /// The steered feature's activation before scaling, one per token of the last pass.
+    activation: RefCell<Vec<f32>>,
+    /// Tokens on which each feature fired, over every pass, [L, F].
+    firing: RefCell<Vec<usize>>,
+}
+
+impl<'a> SteeredMlps<'a> {
+    pub fn new(transcoder: &'a Transcoder, layer: usize, feature: usize, scale: f32) -> Result<Self> {
+        check_feature(transcoder, layer, feature)?;
+        let s = transcoder.shape;
+        Ok(SteeredMlps {
+            transcoder,
+            layer,
+            feature,
+            scale,
+            resid_mid: RefCell::new(Vec::new()),
+            activation: RefCell::new(Vec::new()),
+            firing: RefCell::new(vec![0; s.layers * s.features]),
+        })
+    }
+
+    /// Counts the features of encoder `layer` that fire on each of `tokens` tokens and keeps the
+    /// steered feature's activations; encoder l's codes are final once resid_mid_l is in.
+    fn record(&self, codes: &Codes, layer: usize, tokens: usize) {
+        let (e, f) = (self.transcoder.shape.encoders(), self.transcoder.shape.features);
+        let mut firing = self.firing.borrow_mut();
+        let mut activation = self.activation.borrow_mut();
+        if layer == self.layer {
+            *activation = vec![0.0; tokens];
+        }
+        for t in 0..tokens {
+            for i in codes.row(t * e + layer).filter(|&i| codes.value[i] > 0.0) {
+                let g = codes.index[i] as usize;
+                firing[layer * f + g] += 1;
+                if layer == self.layer && g == self.feature {
+                    activation[t] = codes.value[i];
+                }
+            }
+        }
+    }
+
+    /// Multiplies the steered feature's activation by `scale` on every token.
+    fn steer(&self, codes: &mut Codes, tokens: usize) {
+        let e = self.transcoder.shape.encoders();
+        for t in 0..tokens {
+            for i in codes.row(t * e + self.layer) {
+                if codes.index[i] as usize == self.feature {
+                    codes.value[i] *= self.scale;
+                }
+            }
+        }
+    }
+}
+
+impl<B: Backend> MlpReplacement<B> for SteeredMlps<'_> {
+    fn mlp_out(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, seq, d] = resid_mid.dims();
+        let (layers, tokens) = (self.transcoder.shape.layers, batch * seq);
+        let mut seen = self.resid_mid.borrow_mut();
+        if layer == 0 {
+            *seen = vec![0.0; tokens * layers * d];
+        }
+        for (t, row) in to_vec(resid_mid.clone()).chunks(d).enumerate() {
+            seen[(t * layers + layer) * d..(t * layers + layer + 1) * d].copy_from_slice(row);
+        }
+        let mut codes = self.transcoder.encode(&seen);
+        self.record(&codes, layer, tokens);
+        self.steer(&mut codes, tokens);
+        let y = self.transcoder.decode(&codes, Some(&seen)); // [tokens, L, d]
+        let y_layer: Vec<f32> = y.chunks(layers * d).flat_map(|t| &t[layer * d..(layer + 1) * d]).copied().collect();
+        Tensor::from_data(TensorData::new(y_layer, [batch, seq, d]), &resid_mid.device())
+    }
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().expect("f32 activations")
+}
+
+/// One replacement run over a cell.
+struct CellRun {
+    /// Scaled ΔV per step.
+    prediction: Vec<f32>,
+    /// The steered feature's activation before scaling, per step.
+    activation: Vec<f32>,
+    /// Steps on which each feature fired, [L, F].
+    firing: Vec<usize>,
+}
+
+/// Runs `model` with `mlps` over every step of `cell`, in consecutive windows of the model's
+/// context (the last one shorter) so that each step is predicted exactly once.
+fn run_cell<B: Backend>(model: &Lblm<B>, cell: &ModelSteps, mlps: &SteeredMlps, device: &B::Device) -> CellRun {
+    let (len, steps) = (model.context, cell.steps());
+    let full = steps / len;
+    // (first window, windows, steps each): the full windows a pass at a time, then the tail.
+    let mut passes: Vec<(usize, usize, usize)> =
+        (0..full).step_by(WINDOWS_PER_PASS).map(|w| (w, WINDOWS_PER_PASS.min(full - w), len)).collect();
+    if steps % len > 0 {
+        passes.push((full, 1, steps % len));
+    }
+    let (mut prediction, mut activation) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
+    for (first, windows, seq) in passes {
+        let start = first * len * N_CHANNELS;
+        let x = cell.inputs[start..start + windows * seq * N_CHANNELS].to_vec();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x, [windows, seq, N_CHANNELS]), device);
+        prediction.extend(to_vec(model.forward_with_replacement(x, mlps).0));
+        activation.extend(mlps.activation.borrow().iter().copied());
+    }
+    CellRun { prediction, activation, firing: mlps.firing.borrow().clone() }
+}
+
+/// What scaling one feature did to one cell's predictions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InterventionReport {
+    pub cell_id: String,
+    pub layer: usize,
+    pub feature: usize,
+    /// The factor the feature's activation was multiplied by (0: ablated).
+    pub scale: f32,
+    /// Step t predicts V_{t+1}.
+    pub steps: Vec<usize>,
+    /// The feature's activation at each step in the unmodified replacement run.
+    pub activation: Vec<f32>,
+    /// Predicted V_{t+1} (V) of the replacement run with the feature unmodified (scale 1).
+    pub baseline_v: Vec<f32>,
+    /// Predicted V_{t+1} (V) with the feature scaled.
+    pub intervened_v: Vec<f32>,
+    /// intervened − baseline, in mV.
+    pub delta_mv: Vec<f32>,
+    pub max_abs_delta_mv: f32,
+    /// Steps on which each feature fires in the unmodified run, [L, F]: where to look for
+    /// features worth intervening on.
+    pub firing_steps: Vec<usize>,
+}
+
+/// `voltlens intervene`: scale feature `feature` of `layer` of the transcoder in `transcoder_dir`
+/// (circuit-tracer layout) by `scale` while the model in `model_dir` predicts every step of cell
+/// `cell_id` of the dataset in `dataset_dir`, all MLPs replaced by the transcoder. Runs on the CPU.
+pub fn ablate_or_steer(
+    dataset_dir: &Path,
+    model_dir: &Path,
+    transcoder_dir: &Path,
+    layer: usize,
+    feature: usize,
+    cell_id: &str,
+    scale: f32,
+) -> Result<InterventionReport> {
+    let device = Default::default();
+    let loaded = load_model::<Flex>(model_dir, &device)?;
+    let tc = import_circuit_tracer(transcoder_dir)?;
+    let d_model = loaded.model.embed.weight.dims()[1];
+    if (tc.shape.layers, tc.shape.d_model) != (loaded.model.layers(), d_model) {
+        return Err(Error::Config(format!(
+            "the transcoder in {} is for {} layers of width {}, the model in {} has {} of width {d_model}",
+            transcoder_dir.display(), tc.shape.layers, tc.shape.d_model, model_dir.display(), loaded.model.layers()
+        )));
+    }
+    let dataset = Dataset::load(dataset_dir)?;
+    let raw = dataset_steps(&dataset, dataset_dir, &[cell_id.to_owned()])?.remove(0);
+    if raw.steps() == 0 {
+        return Err(Error::Config(format!("cell {cell_id} has fewer than two rows: nothing to predict")));
+    }
+    let cell = loaded.norm.apply(&raw);
+    let run = |scale| Ok::<_, Error>(run_cell(&loaded.model, &cell, &SteeredMlps::new(&tc, layer, feature, scale)?, &device));
+    let (baseline, intervened) = (run(1.0)?, run(scale)?);
+    // V_{t+1} = V_t + scaled ΔV · target_scale, as eval-model scores next-step predictions.
+    let volts = |r: &CellRun| -> Vec<f32> {
+        r.prediction.iter().zip(&raw.voltage).map(|(p, v)| v + p * loaded.norm.target_scale).collect()
+    };
+    let (baseline_v, intervened_v) = (volts(&baseline), volts(&intervened));
+    let delta_mv: Vec<f32> = intervened_v.iter().zip(&baseline_v).map(|(i, b)| (i - b) * 1000.0).collect();
+    Ok(InterventionReport {
+        cell_id: cell_id.to_owned(),
+        layer,
+        feature,
+        scale,
+        steps: (0..raw.steps()).collect(),
+        activation: baseline.activation,
+        max_abs_delta_mv: delta_mv.iter().fold(0.0, |m, d| m.max(d.abs())),
+        baseline_v,
+        intervened_v,
+        delta_mv,
+        firing_steps: baseline.firing,
+    })
+}
+
+/// A few lines on what the intervention did.
+pub fn format_intervention(r: &InterventionReport) -> String {
+    let fired = r.activation.iter().filter(|&&a| a > 0.0).count();
+    let n = r.steps.len().max(1) as f32;
+    let mean_abs = r.delta_mv.iter().map(|d| d.abs()).sum::<f32>() / n;
+    let mut out = String::new();
+    let _ = writeln!(out, "cell {}: feature {} of layer {} scaled by {}", r.cell_id, r.feature, r.layer, r.scale);
+    let _ = writeln!(out, "fires on {fired} of {} steps (max activation {:.4})", r.steps.len(), r.activation.iter().fold(0f32, |m, &a| m.max(a)));
+    let _ = writeln!(out, "predicted V change: max |Δ| {:.4} mV, mean |Δ| {mean_abs:.4} mV", r.max_abs_delta_mv);
+    out
+}
+
+/// Two panels against step: the baseline and intervened voltage predictions, and their
+/// difference in mV.
+pub fn draw_intervention(r: &InterventionReport, png_path: &Path) -> Result<()> {
+    plot_style::ensure_fonts();
+    let tmp = temp_path(png_path).with_extension("png");
+    {
+        let root = BitMapBackend::new(&tmp, (1200, 800)).into_drawing_area();
+        let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", png_path.display()));
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let (title, body) = root.split_vertically(40);
+        let heading = format!("Cell {}: layer {} feature {} × {}", r.cell_id, r.layer, r.feature, r.scale);
+        title.titled(&heading, (FONT, 22).into_font()).map_err(|e| fail(&e))?;
+        let (top, bottom) = body.split_vertically(body.dim_in_pixel().1 / 2);
+        let both: Vec<f32> = r.baseline_v.iter().chain(&r.intervened_v).copied().collect();
+        let series = [("replacement", &r.baseline_v, plot_style::VOLTAGE), ("intervened", &r.intervened_v, plot_style::PREDICTION)];
+        draw_panel(&top, "Predicted V (V)", "", &both, &series).map_err(|e| fail(&e))?;
+        draw_panel(&bottom, "Δ (mV)", "Step", &r.delta_mv, &[("intervened − replacement", &r.delta_mv, plot_style::CURRENT)])
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    std::fs::rename(&tmp, png_path).map_err(|e| Error::io(png_path, e))
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type DrawResult<'a> = std::result::Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
+
+/// One panel: lines of (label, values per step, colour) on a y range spanning `all`.
+fn draw_panel<'a>(area: &Area<'a>, y_label: &str, x_label: &str, all: &[f32], series: &[(&str, &Vec<f32>, RGBColor)]) -> DrawResult<'a> {
+    let (lo, hi) = all.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    let x_max = all.len().max(2) as f64;
+    let mut chart = ChartBuilder::on(area)
+        .margin(8)
+        .x_label_area_size(32)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_max, (lo - pad) as f64..(hi + pad) as f64)?;
+    chart
+        .configure_mesh()
+        .max_light_lines(1)
+        .light_line_style(plot_style::GRID)
+        .y_desc(y_label)
+        .x_desc(x_label)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    for &(label, values, colour) in series {
+        chart
+            .draw_series(LineSeries::new(values.iter().enumerate().map(|(t, &v)| (t as f64, v as f64)), colour.stroke_width(1)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font((FONT, 14)).draw()
+}

@@ -1,0 +1,46 @@
+//! Circuits (DESIGN.md §7): how a transcoder's features connect, read from the weights alone and
+//! tested by intervening on the replacement model.
+//!
+//! Every weight-based quantity here is a *direct path* with *norms frozen as identity*: it follows
+//! one write into the residual stream to one encoder's read of it, ignoring attention (which mixes
+//! positions) and the MLP layer norm (which the transcoders do not read: they encode resid_mid).
+//!
+//! - `pullback`: a later feature's encoder pulled back onto every earlier feature's decoder;
+//! - `deembed`: a feature's encoder pulled back onto the input channels through the embedding;
+//! - `intervene`: ablate or scale one feature in the replacement model and measure the predicted
+//!   voltage.
+//!
+//! Each returns rows the CLI prints with the matching `format_*` function.
+
+pub mod deembed;
+pub mod intervene;
+pub mod pullback;
+
+pub use deembed::{deembed, deembed_weights, format_deembed, ChannelRow};
+pub use intervene::{ablate_or_steer, draw_intervention, format_intervention, InterventionReport, SteeredMlps};
+pub use pullback::{format_pullback, pullback, PullbackRow};
+
+use crate::transcoder::{Transcoder, Variant};
+use crate::{Error, Result};
+
+/// Refuses a (layer, feature) outside a causal transcoder (CLT or PLT): the MLSAE's one encoder
+/// reads every layer at once, so it has no per-layer feature to pull back or steer.
+pub(crate) fn check_feature(tc: &Transcoder, layer: usize, feature: usize) -> Result<()> {
+    let s = tc.shape;
+    if s.variant == Variant::Mlsae {
+        return Err(Error::Config("circuits need a CLT or PLT; the MLSAE's encoder reads every layer at once".to_owned()));
+    }
+    if layer >= s.layers || feature >= s.features {
+        return Err(Error::Config(format!(
+            "feature {feature} at layer {layer} is outside the transcoder ({} layers × {} features)",
+            s.layers, s.features
+        )));
+    }
+    Ok(())
+}
+
+/// Column `feature` of W_enc[layer] [d, F]: the direction in resid_mid that the feature reads, [d].
+pub(crate) fn encoder_column(tc: &Transcoder, layer: usize, feature: usize) -> Vec<f32> {
+    let f = tc.shape.features;
+    tc.w_enc_of(layer).chunks(f).map(|row| row[feature]).collect()
+}

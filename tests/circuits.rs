@@ -1,0 +1,197 @@
+//! Circuits on a tiny model and a hand-made CLT: pullbacks and de-embeddings match the direct-path
+//! calculations they stand for, and interventions change predictions only through features that fire.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::backend::Flex;
+use burn::tensor::{Tensor, TensorData};
+use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, pullback};
+use voltlens::data::ingest::synthesize;
+use voltlens::data::synth::{Chemistry, Protocol, SynthConfig};
+use voltlens::model::{load_model, train_model, LoadedModel, ModelConfig, TrainConfig, N_CHANNELS};
+use voltlens::transcoder::{export_circuit_tracer, Codes, Transcoder, TranscoderConfig, Variant};
+
+type B = Flex;
+
+const LAYERS: usize = 3;
+const D_MODEL: usize = 16;
+const FEATURES: usize = 24;
+/// Layer-0 feature whose bias keeps it off on every token.
+const SILENT: usize = 0;
+/// Layer-0 feature whose bias keeps it on on every token.
+const ALWAYS: usize = 1;
+
+struct Fixture {
+    data: PathBuf,
+    model: PathBuf,
+    transcoder_dir: PathBuf,
+    transcoder: Transcoder,
+}
+
+/// A deterministic value in (−1, 1) for index i and a salt: weights without a random generator.
+fn noise(i: usize, salt: usize) -> f32 {
+    ((i * 7919 + salt * 104_729) as f32 * 0.618_034).sin()
+}
+
+/// A CLT with weights of ordinary size, one feature that never fires and one that always does.
+fn hand_made_clt() -> Transcoder {
+    let cfg = TranscoderConfig { variant: Variant::Clt, features: FEATURES, ..TranscoderConfig::default() };
+    let mut tc = Transcoder::zeros(&cfg, LAYERS, D_MODEL);
+    let enc_scale = 1.0 / (D_MODEL as f32).sqrt();
+    tc.w_enc.iter_mut().enumerate().for_each(|(i, w)| *w = enc_scale * noise(i, 1));
+    for (e, dec) in tc.w_dec.iter_mut().enumerate() {
+        dec.iter_mut().enumerate().for_each(|(i, w)| *w = 0.1 * noise(i, 2 + e));
+    }
+    tc.b_enc[SILENT] = -1e6;
+    tc.b_enc[ALWAYS] = 5.0;
+    tc
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("circuits");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).unwrap();
+        }
+        let (data, model, transcoder_dir) = (root.join("data"), root.join("model"), root.join("clt"));
+        let cells = SynthConfig {
+            cells: 5,
+            cycles: 1,
+            chemistries: vec![Chemistry::Nmc],
+            protocols: vec![Protocol::Cccv],
+            ambient_temperatures_c: vec![25.0],
+            ..SynthConfig::default()
+        };
+        synthesize(&cells, &data).unwrap();
+        let shape = ModelConfig { layers: LAYERS, d_model: D_MODEL, heads: 2, d_mlp: 32, context: 24, ..ModelConfig::default() };
+        let training = TrainConfig { steps: 20, batch: 8, warmup: 2, val_every: 10, val_windows: 4, stride: 8, ..TrainConfig::default() };
+        train_model(&data, &shape, &training, &model).unwrap();
+        let transcoder = hand_made_clt();
+        export_circuit_tracer(&transcoder, &transcoder_dir).unwrap();
+        Fixture { data, model, transcoder_dir, transcoder }
+    })
+}
+
+fn loaded(f: &Fixture) -> LoadedModel<B> {
+    load_model::<B>(&f.model, &Default::default()).unwrap()
+}
+
+/// Column g of W_enc[m]: what feature g of layer m reads from resid_mid.
+fn encoder_column(tc: &Transcoder, m: usize, g: usize) -> Vec<f32> {
+    (0..D_MODEL).map(|k| tc.w_enc_of(m)[k * FEATURES + g]).collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn close(a: f32, b: f32, tol: f32) -> bool {
+    (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
+}
+
+#[test]
+fn nothing_pulls_back_onto_a_layer_0_feature() {
+    let tc = &fixture().transcoder;
+    assert!(pullback(tc, 0, 5, 100).unwrap().is_empty());
+}
+
+/// Codes of one token in which only feature f of encoder l is active, at value z.
+fn one_feature(l: usize, f: usize, z: f32) -> Codes {
+    let mut offsets = vec![0; l + 1];
+    offsets.extend(std::iter::repeat_n(1, LAYERS - l));
+    Codes { offsets, index: vec![f as u32], value: vec![z], pre: vec![z] }
+}
+
+#[test]
+fn pullback_is_the_change_of_a_later_pre_activation_per_unit_of_an_earlier_feature() {
+    let tc = &fixture().transcoder;
+    let (m, g, eps) = (2, 7, 0.5);
+    let rows = pullback(tc, m, g, usize::MAX).unwrap();
+    assert_eq!(rows.len(), m * FEATURES, "every feature of layers 0 and 1");
+    assert!(rows.windows(2).all(|w| w[0].weight.abs() >= w[1].weight.abs()), "largest first");
+    let quiet = tc.decode(&Codes { offsets: vec![0; LAYERS + 1], ..Codes::default() }, None); // b_dec [L, d]
+    let read = encoder_column(tc, m, g);
+    for row in &rows {
+        // f's writes to mlp_out of layers k < m all reach resid_mid_m through the residual stream.
+        let written = tc.decode(&one_feature(row.layer, row.feature, eps), None);
+        let resid_mid: Vec<f32> = (0..D_MODEL)
+            .map(|j| (0..m).map(|k| written[k * D_MODEL + j] - quiet[k * D_MODEL + j]).sum())
+            .collect();
+        let expected = dot(&resid_mid, &read) / eps;
+        assert!(close(row.weight, expected, 1e-4), "{row:?}: brute force gives {expected}");
+    }
+    assert_eq!(pullback(tc, m, g, 5).unwrap(), rows[..5], "top keeps the largest");
+}
+
+/// The embedding's output at one step for one input row [N_CHANNELS] (positions cancel in differences).
+fn embed_row(loaded: &LoadedModel<B>, row: &[f32]) -> Vec<f32> {
+    let x = Tensor::<B, 3>::from_data(TensorData::new(row.to_vec(), [1, 1, N_CHANNELS]), &Default::default());
+    loaded.model.embed(x).into_data().convert::<f32>().into_vec().unwrap()
+}
+
+#[test]
+fn deembedding_is_the_derivative_of_a_pre_activation_through_the_embedding() {
+    let f = fixture();
+    let loaded = loaded(f);
+    let (m, g) = (1, 3);
+    let rows = deembed(&f.model, &f.transcoder, m, g).unwrap();
+    assert_eq!(rows.len(), N_CHANNELS);
+    let read = encoder_column(&f.transcoder, m, g);
+    let slope = |from: &[f32], to: &[f32], step: f32| {
+        let (a, b) = (embed_row(&loaded, from), embed_row(&loaded, to));
+        let diff: Vec<f32> = b.iter().zip(&a).map(|(b, a)| b - a).collect();
+        dot(&diff, &read) / step
+    };
+    let stats = &loaded.norm.stats;
+    for (c, row) in rows.iter().enumerate() {
+        assert_eq!(row.channel, voltlens::model::CHANNELS[c]);
+        let mut moved = vec![0.0; N_CHANNELS];
+        moved[c] = 1.0;
+        assert!(close(row.weight, slope(&vec![0.0; N_CHANNELS], &moved, 1.0), 1e-3), "{row:?} per normalised unit");
+        // In raw units: one tenth of a standard deviation away from the mean, normalised as the model does.
+        let (mut raw, step) = (stats.mean.clone(), 0.1 * stats.std[c]);
+        let mut raw_moved = raw.clone();
+        raw_moved[c] += step;
+        loaded.norm.apply_row(&mut raw);
+        loaded.norm.apply_row(&mut raw_moved);
+        assert!(close(row.weight_per_unit, slope(&raw, &raw_moved, step), 1e-2), "{row:?} per raw unit");
+    }
+}
+
+fn test_cell(f: &Fixture) -> String {
+    loaded(f).split.test[0].clone()
+}
+
+#[test]
+fn scaling_a_feature_by_one_changes_nothing() {
+    let f = fixture();
+    let r = ablate_or_steer(&f.data, &f.model, &f.transcoder_dir, 1, 4, &test_cell(f), 1.0).unwrap();
+    assert!(!r.steps.is_empty());
+    assert_eq!(r.baseline_v, r.intervened_v);
+    assert_eq!(r.max_abs_delta_mv, 0.0);
+}
+
+#[test]
+fn ablating_a_feature_that_never_fires_changes_nothing() {
+    let f = fixture();
+    let r = ablate_or_steer(&f.data, &f.model, &f.transcoder_dir, 0, SILENT, &test_cell(f), 0.0).unwrap();
+    assert_eq!(r.firing_steps[SILENT], 0);
+    assert!(r.activation.iter().all(|&a| a == 0.0));
+    assert!(r.delta_mv.iter().all(|&d| d == 0.0), "max |Δ| {} mV", r.max_abs_delta_mv);
+}
+
+#[test]
+fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
+    let f = fixture();
+    let r = ablate_or_steer(&f.data, &f.model, &f.transcoder_dir, 0, ALWAYS, &test_cell(f), 0.0).unwrap();
+    assert_eq!(r.firing_steps[ALWAYS], r.steps.len(), "fires on every step");
+    assert!(r.activation.iter().all(|&a| a > 0.0));
+    assert!(r.max_abs_delta_mv > 0.0, "ablating it moved no prediction");
+    assert!(r.baseline_v.iter().chain(&r.intervened_v).all(|v| v.is_finite()));
+    let png = tempfile::tempdir().unwrap();
+    let path = png.path().join("intervention.png");
+    draw_intervention(&r, &path).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+}
