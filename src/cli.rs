@@ -233,6 +233,19 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Redraw a finished run's report (PNG cards, overview figures, index.html) from its tables.
+    ///
+    /// Example: voltlens report runs/quickstart --features L0_F12,L1_F3
+    Report {
+        /// The run directory (runs/<pipeline name>).
+        run: PathBuf,
+        /// Output folder (default: reports/<run name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only these cards, e.g. L2_F17,L0_F3.
+        #[arg(long)]
+        features: Option<String>,
+    },
     /// Measure throughput and memory (benchmarks print figures; they assert nothing).
     ///
     /// Example: voltlens bench data --maccor ../shared/datasets/cyclers/PreDiag_000412_00008Fshort.022
@@ -405,6 +418,12 @@ fn execute(command: Command) -> Result<ExitCode> {
             let cfg: crate::label::LabelConfig = read_settings(config.as_deref())?;
             let summary = crate::label::stage::run_label_stage(&data, &record, &cfg, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+        }
+        Command::Report { run, out, features } => {
+            let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".to_owned());
+            let out = out.unwrap_or_else(|| crate::report::stage::report_dir(std::path::Path::new("reports"), &name));
+            let summary = crate::pipeline::stages::report_from_run(&run, &out, features.as_deref())?;
+            println!("wrote {} cards; open {}", summary.cards.len(), summary.dir.join("index.html").display());
         }
         Command::Batch { files, run } => {
             let results = crate::pipeline::batch(&files, &run.options());

@@ -245,10 +245,10 @@ pub fn draw_intervention(r: &InterventionReport, png_path: &Path) -> Result<()> 
         let heading = format!("Cell {}: layer {} feature {} × {}", r.cell_id, r.layer, r.feature, r.scale);
         title.titled(&heading, (FONT, 22).into_font()).map_err(|e| fail(&e))?;
         let (top, bottom) = body.split_vertically(body.dim_in_pixel().1 / 2);
-        let both: Vec<f32> = r.baseline_v.iter().chain(&r.intervened_v).copied().collect();
-        let series = [("replacement", &r.baseline_v, plot_style::VOLTAGE), ("intervened", &r.intervened_v, plot_style::PREDICTION)];
-        draw_panel(&top, "Predicted V (V)", "", &both, &series).map_err(|e| fail(&e))?;
-        draw_panel(&bottom, "Δ (mV)", "Step", &r.delta_mv, &[("intervened − replacement", &r.delta_mv, plot_style::CURRENT)])
+        let voltages: [Series; 2] =
+            [("replacement", &r.baseline_v, plot_style::VOLTAGE), ("intervened", &r.intervened_v, plot_style::PREDICTION)];
+        draw_panel(&top, "Predicted V (V)", "", &voltages).map_err(|e| fail(&e))?;
+        draw_panel(&bottom, "Δ (mV)", "Step", &[("intervened − replacement", &r.delta_mv, plot_style::CURRENT)])
             .map_err(|e| fail(&e))?;
         root.present().map_err(|e| fail(&e))?;
     }
@@ -256,13 +256,16 @@ pub fn draw_intervention(r: &InterventionReport, png_path: &Path) -> Result<()> 
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+/// (legend label, value per step, colour)
+type Series<'s> = (&'s str, &'s [f32], RGBColor);
 type DrawResult<'a> = std::result::Result<(), DrawingAreaErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
 
-/// One panel: lines of (label, values per step, colour) on a y range spanning `all`.
-fn draw_panel<'a>(area: &Area<'a>, y_label: &str, x_label: &str, all: &[f32], series: &[(&str, &Vec<f32>, RGBColor)]) -> DrawResult<'a> {
-    let (lo, hi) = all.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+/// One panel: lines of (label, values per step, colour) over the steps, on a y range spanning them all.
+fn draw_panel<'a>(area: &Area<'a>, y_label: &str, x_label: &str, series: &[Series]) -> DrawResult<'a> {
+    let all = series.iter().flat_map(|s| s.1.iter());
+    let (lo, hi) = all.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let pad = ((hi - lo) * 0.05).max(1e-3);
-    let x_max = all.len().max(2) as f64;
+    let x_max = series[0].1.len().max(2) as f64;
     let mut chart = ChartBuilder::on(area)
         .margin(8)
         .x_label_area_size(32)
@@ -274,6 +277,7 @@ fn draw_panel<'a>(area: &Area<'a>, y_label: &str, x_label: &str, all: &[f32], se
         .light_line_style(plot_style::GRID)
         .y_desc(y_label)
         .x_desc(x_label)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()?;

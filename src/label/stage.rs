@@ -4,6 +4,7 @@
 //! out_dir/
 //!   labels.parquet (+ csv)   `tables::write_labels`
 //!   protocol_effects.csv     `metadata::protocol_effects`
+//!   labels.json              every label with all its candidates, for the report stage
 //! ```
 
 use std::path::Path;
@@ -17,6 +18,9 @@ use super::{label_features, FeatureLabel, LabelConfig};
 use crate::data::canonical::{temp_path, Dataset};
 use crate::record::read_sparse;
 use crate::{Error, Result};
+
+/// The label stage's full result, reloaded by the report stage.
+pub const LABELS_FILE: &str = "labels.json";
 
 /// Labels the features recorded in `record_dir` over the dataset at `dataset_dir` into
 /// `out_dir`; returns live features, the accepted share and the held-out scores of accepted
@@ -35,6 +39,7 @@ pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig,
     let labels = label_features(&acts, &covariates, &dataset.cells, cfg)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     write_labels(out_dir, &labels)?;
+    crate::model::checkpoint::write_json(&out_dir.join(LABELS_FILE), &labels)?;
     let mut effects = protocol_effects(&acts, &covariates, &dataset.cells)?;
     write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
     Ok(summary(&labels, out_dir))

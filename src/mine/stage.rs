@@ -4,14 +4,18 @@
 //! out_dir/
 //!   features.parquet (+ csv)   one row per firing feature: density, mean, max, histogram
 //!   examples.parquet (+ csv)   top-k, per-quantile and non-firing windows
+//!   mined.json                 all of it, for the report stage to reload without recomputing
 //! ```
 
 use std::path::Path;
 
 use super::{mine, tables::write_mined, MineConfig};
-use crate::model::checkpoint::read_json;
+use crate::model::checkpoint::{read_json, write_json};
 use crate::record::{read_sparse, RecordSummary, SUMMARY_FILE};
 use crate::Result;
+
+/// The mine stage's full result, reloaded by the report stage.
+pub const MINED_FILE: &str = "mined.json";
 
 /// Mines the record in `record_dir` into `out_dir`; returns a summary for the pipeline log.
 pub fn run_mine_stage(record_dir: &Path, cfg: &MineConfig, out_dir: &Path) -> Result<serde_json::Value> {
@@ -19,6 +23,7 @@ pub fn run_mine_stage(record_dir: &Path, cfg: &MineConfig, out_dir: &Path) -> Re
     let acts = read_sparse(record_dir)?;
     let mined = mine(&acts, cfg);
     write_mined(out_dir, &mined)?;
+    write_json(&out_dir.join(MINED_FILE), &mined)?;
     // read_sparse keeps only features that fire, so the rest of the dictionary is dead.
     let total = summary.encoders * summary.features_per_layer;
     let live = acts.features.len();

@@ -75,6 +75,7 @@ pub struct MinedFeature {
     pub windows: Vec<Window>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MinedFeatures {
     pub cell_ids: Vec<String>,
     pub features: Vec<MinedFeature>,

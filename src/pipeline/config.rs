@@ -28,6 +28,21 @@ pub struct PipelineConfig {
     pub mine: Option<crate::mine::MineConfig>,
     /// Automatic labels against physical covariates (needs `[record]`).
     pub label: Option<crate::label::LabelConfig>,
+    /// A report folder of PNG cards and an HTML index (needs `[mine]` and `[label]`).
+    pub report: Option<ReportStageConfig>,
+}
+
+/// The `report` stage: writes `<dir>/<pipeline name>/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportStageConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for ReportStageConfig {
+    fn default() -> Self {
+        ReportStageConfig { dir: PathBuf::from("reports") }
+    }
 }
 
 /// The `model` stage: train the LBLM on the data stage's dataset, then evaluate it on held-out

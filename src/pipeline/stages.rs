@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::config::{DataStageConfig, ModelStageConfig, PipelineConfig};
+use super::config::{DataStageConfig, ModelStageConfig, PipelineConfig, ReportStageConfig};
 use super::StageContext;
 use crate::label::LabelConfig;
 use crate::mine::MineConfig;
@@ -45,6 +45,10 @@ pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
         return Err(Error::Config("[label] needs a [record] stage in the pipeline".to_owned()));
     }
     push(&mut stages, "label", config.label.clone(), run_label)?;
+    if config.report.is_some() && (config.mine.is_none() || config.label.is_none()) {
+        return Err(Error::Config("[report] needs [mine] and [label] stages in the pipeline".to_owned()));
+    }
+    push(&mut stages, "report", config.report.clone(), run_report)?;
     Ok(stages)
 }
 
@@ -54,6 +58,7 @@ fn needs(name: &str) -> &'static str {
         "model" => "data",
         "transcoder" => "model",
         "record" => "transcoder",
+        "report" => "label",
         _ => "record",
     }
 }
@@ -129,6 +134,53 @@ fn run_mine(cfg: &MineConfig, ctx: &StageContext, out: &Path) -> Result<serde_js
 
 fn run_label(cfg: &LabelConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
     crate::label::stage::run_label_stage(&dataset_dir(ctx), &ctx.stage_dir("record"), cfg, out)
+}
+
+fn run_report(cfg: &ReportStageConfig, ctx: &StageContext, _out: &Path) -> Result<serde_json::Value> {
+    let out = crate::report::stage::report_dir(&cfg.dir, &ctx.name);
+    let summary = report_from_run(&ctx.run_dir, &out, None)?;
+    Ok(serde_json::json!({ "dir": summary.dir, "cards": summary.cards.len(), "card_ms_mean": summary.card_ms_mean }))
+}
+
+/// Draws the report of a finished run from its stage outputs, recomputing nothing upstream
+/// (`voltlens report`). `features` ("L0_F3,L1_F7") redraws only those cards.
+pub fn report_from_run(run_dir: &Path, out: &Path, features: Option<&str>) -> Result<crate::report::ReportSummary> {
+    use crate::model::checkpoint::read_json;
+    let stage = |name: &str| run_dir.join(name);
+    for needed in ["data", "record", "mine", "label"] {
+        if crate::pipeline::manifest::Manifest::read(&stage(needed)).is_none() {
+            return Err(Error::Config(format!(
+                "{}: stage '{needed}' has not finished; run the pipeline first",
+                run_dir.display()
+            )));
+        }
+    }
+    let dataset = crate::data::canonical::Dataset::load(&stage("data").join(DATASET_DIR))?;
+    let acts = crate::record::read_sparse(&stage("record"))?;
+    let mined: crate::mine::MinedFeatures = read_json(&stage("mine").join(crate::mine::stage::MINED_FILE))?;
+    let labels: Vec<crate::label::FeatureLabel> = read_json(&stage("label").join(crate::label::stage::LABELS_FILE))?;
+    let covariates = crate::label::covariates::Covariates::for_dataset(&dataset);
+    let export = stage("transcoder").join("circuit-tracer");
+    let transcoder = if export.exists() { Some(crate::transcoder::import_circuit_tracer(&export)?) } else { None };
+    let metrics = |path: PathBuf| read_json::<serde_json::Value>(&path).ok();
+    let mut run_config = serde_json::Map::new();
+    for name in ["data", "model", "transcoder", "record", "mine", "label"] {
+        if let Some(m) = crate::pipeline::manifest::Manifest::read(&stage(name)) {
+            run_config.insert(name.to_owned(), m.config);
+        }
+    }
+    let inputs = crate::report::ReportInputs {
+        dataset: &dataset,
+        acts: &acts,
+        mined: &mined,
+        labels: &labels,
+        covariates: &covariates,
+        transcoder: transcoder.as_ref(),
+        model_metrics: metrics(stage("model").join(EVAL_DIR).join("metrics.json")).and_then(|m| m.get("overall").cloned()),
+        transcoder_metrics: metrics(stage("transcoder").join("metrics.json")),
+        run_config: serde_json::Value::Object(run_config),
+    };
+    crate::report::stage::run(&inputs, out, features)
 }
 
 /// Where the model stage keeps the trained model and the evaluation, inside its directory.
