@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, pullback};
+use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, format_pullback, pullback};
 use voltlens::data::ingest::synthesize;
 use voltlens::data::synth::{Chemistry, Protocol, SynthConfig};
 use voltlens::model::{load_model, train_model, LoadedModel, ModelConfig, TrainConfig, N_CHANNELS};
@@ -95,6 +95,7 @@ fn close(a: f32, b: f32, tol: f32) -> bool {
 fn nothing_pulls_back_onto_a_layer_0_feature() {
     let tc = &fixture().transcoder;
     assert!(pullback(tc, 0, 5, 100).unwrap().is_empty());
+    assert!(pullback(tc, LAYERS, 0, 100).is_err(), "no such layer");
 }
 
 /// Codes of one token in which only feature f of encoder l is active, at value z.
@@ -123,6 +124,7 @@ fn pullback_is_the_change_of_a_later_pre_activation_per_unit_of_an_earlier_featu
         assert!(close(row.weight, expected, 1e-4), "{row:?}: brute force gives {expected}");
     }
     assert_eq!(pullback(tc, m, g, 5).unwrap(), rows[..5], "top keeps the largest");
+    assert_eq!(format_pullback(&rows[..5]).lines().count(), 6, "a header and a line per row");
 }
 
 /// The embedding's output at one step for one input row [N_CHANNELS] (positions cancel in differences).
@@ -191,7 +193,7 @@ fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
     assert!(r.max_abs_delta_mv > 0.0, "ablating it moved no prediction");
     assert!(r.baseline_v.iter().chain(&r.intervened_v).all(|v| v.is_finite()));
     let png = tempfile::tempdir().unwrap();
-    let path = png.path().join("intervention.png"); let path = std::path::PathBuf::from("/tmp/circ_intervention.png");
+    let path = png.path().join("intervention.png");
     draw_intervention(&r, &path).unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() > 1000);
 }

@@ -27,7 +27,8 @@ const WINDOWS_PER_PASS: usize = 16;
 ///
 /// As in `transcoder::online::TranscoderMlps`, the pass's resid_mid is kept and re-encoded at each
 /// layer, so the codes of layer l come from the replacement run's own resid_mid_l and the scaled
-/// feature changes every later layer's input.
+/// feature changes every later layer's input. With scale 1 it replaces the MLPs exactly as
+/// `TranscoderMlps` with every layer replaced does.
 pub struct SteeredMlps<'a> {
     transcoder: &'a Transcoder,
     layer: usize,
@@ -192,6 +193,9 @@ pub fn ablate_or_steer(
         )));
     }
     let dataset = Dataset::load(dataset_dir)?;
+    if dataset.index_of(cell_id).is_none() {
+        return Err(Error::Config(format!("{}: no cell {cell_id} in this dataset", dataset_dir.display())));
+    }
     let raw = dataset_steps(&dataset, dataset_dir, &[cell_id.to_owned()])?.remove(0);
     if raw.steps() == 0 {
         return Err(Error::Config(format!("cell {cell_id} has fewer than two rows: nothing to predict")));

@@ -111,6 +111,8 @@ pub fn run(config: &PipelineConfig, opts: &RunOptions) -> Result<Vec<(String, St
         let t0 = Instant::now();
         tracing::info!("stage {}: running", stage.name());
         let summary = stage.run(&ctx, &partial).map_err(|e| Error::Other(format!("stage '{}': {e}", stage.name())))?;
+        // Stages name their files by where they wrote them; point those names at the final place.
+        let summary = retarget(summary, &partial, &out);
         let manifest = Manifest {
             stage: stage.name().to_owned(),
             fingerprint: fp.clone(),
@@ -129,6 +131,11 @@ pub fn run(config: &PipelineConfig, opts: &RunOptions) -> Result<Vec<(String, St
         upstream = fp;
     }
     Ok(outcomes)
+}
+
+fn retarget(summary: serde_json::Value, partial: &Path, out: &Path) -> serde_json::Value {
+    let text = summary.to_string().replace(&*partial.to_string_lossy(), &out.to_string_lossy());
+    serde_json::from_str(&text).expect("replacing a path inside JSON strings keeps it valid")
 }
 
 /// Marks a `.partial` directory with the fingerprint it was started for.
