@@ -9,6 +9,7 @@ pub mod circuits;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod json;
 pub mod label;
 pub mod mine;
 pub mod model;

@@ -371,10 +371,14 @@ pub fn atoms_of(coding: &Coding) -> Vec<Atom> {
 /// Scores of one candidate on one half of the cells (NaN where the kind has no such score).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Score {
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub auroc: f64,
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub f1: f64,
     /// Spearman in the tracker's direction (positive = agrees with it).
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub spearman: f64,
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub r2: f64,
 }
 

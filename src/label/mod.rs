@@ -98,14 +98,19 @@ pub struct CandidateResult {
     /// Scores on the held-out test cells.
     pub test: Score,
     /// Explain minus test strength (large = overfitted to the explain cells).
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub gap: f64,
     /// Held-out strength: AUROC or Spearman over its acceptance threshold (≥ 1 passes).
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub strength: f64,
     /// p of the held-out score against the circular-shift null (normal tail).
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub p_value: f64,
     /// Empirical p, (1 + #null ≥ observed) / (1 + shifts).
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub p_empirical: f64,
     /// Benjamini–Hochberg q across all features × tested candidates.
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub q_value: f64,
 }
 
@@ -115,6 +120,7 @@ pub struct FeatureLabel {
     pub layer: u32,
     pub feature: u32,
     /// Share of steps where the feature fires.
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub density: f64,
     pub accepted: bool,
     /// The sentence when accepted, else "unexplained (closest: …)".
@@ -124,6 +130,7 @@ pub struct FeatureLabel {
     /// Best candidate built only on raw voltage and current, scored the same way.
     pub baseline: Option<CandidateResult>,
     /// Share of bootstrap resamples whose winner is the same label as the first candidate.
+    #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub stability: f64,
     pub beats_baseline: bool,
 }
