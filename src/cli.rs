@@ -242,9 +242,12 @@ enum Command {
         /// Output folder (default: reports/<run name>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Only these cards, e.g. L2_F17,L0_F3.
-        #[arg(long)]
+        /// Redraw only these cards of an existing report, e.g. L2_F17,L0_F3.
+        #[arg(long, conflicts_with = "subset")]
         features: Option<String>,
+        /// Write a whole report over only these features (a small example report).
+        #[arg(long)]
+        subset: Option<String>,
     },
     /// Measure throughput and memory (benchmarks print figures; they assert nothing).
     ///
@@ -419,10 +422,16 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::label::stage::run_label_stage(&data, &record, &cfg, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
-        Command::Report { run, out, features } => {
+        Command::Report { run, out, features, subset } => {
             let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".to_owned());
             let out = out.unwrap_or_else(|| crate::report::stage::report_dir(std::path::Path::new("reports"), &name));
-            let summary = crate::pipeline::stages::report_from_run(&run, &out, features.as_deref())?;
+            use crate::pipeline::stages::ReportScope;
+            let scope = match (&features, &subset) {
+                (Some(list), _) => ReportScope::Redraw(list),
+                (None, Some(list)) => ReportScope::Subset(list),
+                (None, None) => ReportScope::All,
+            };
+            let summary = crate::pipeline::stages::report_from_run(&run, &out, scope)?;
             println!("wrote {} cards; open {}", summary.cards.len(), summary.dir.join("index.html").display());
         }
         Command::Batch { files, run } => {

@@ -138,13 +138,23 @@ fn run_label(cfg: &LabelConfig, ctx: &StageContext, out: &Path) -> Result<serde_
 
 fn run_report(cfg: &ReportStageConfig, ctx: &StageContext, _out: &Path) -> Result<serde_json::Value> {
     let out = crate::report::stage::report_dir(&cfg.dir, &ctx.name);
-    let summary = report_from_run(&ctx.run_dir, &out, None)?;
+    let summary = report_from_run(&ctx.run_dir, &out, ReportScope::All)?;
     Ok(serde_json::json!({ "dir": summary.dir, "cards": summary.cards.len(), "card_ms_mean": summary.card_ms_mean }))
 }
 
+/// Which features a report covers.
+pub enum ReportScope<'a> {
+    /// Every live feature.
+    All,
+    /// Redraw only these cards ("L0_F3,L1_F7") in an existing report.
+    Redraw(&'a str),
+    /// A whole report (index, overview, cards) over only these features: small example reports.
+    Subset(&'a str),
+}
+
 /// Draws the report of a finished run from its stage outputs, recomputing nothing upstream
-/// (`voltlens report`). `features` ("L0_F3,L1_F7") redraws only those cards.
-pub fn report_from_run(run_dir: &Path, out: &Path, features: Option<&str>) -> Result<crate::report::ReportSummary> {
+/// (`voltlens report`).
+pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope) -> Result<crate::report::ReportSummary> {
     use crate::model::checkpoint::read_json;
     let stage = |name: &str| run_dir.join(name);
     for needed in ["data", "record", "mine", "label"] {
@@ -157,8 +167,13 @@ pub fn report_from_run(run_dir: &Path, out: &Path, features: Option<&str>) -> Re
     }
     let dataset = crate::data::canonical::Dataset::load(&stage("data").join(DATASET_DIR))?;
     let acts = crate::record::read_sparse(&stage("record"))?;
-    let mined: crate::mine::MinedFeatures = read_json(&stage("mine").join(crate::mine::stage::MINED_FILE))?;
-    let labels: Vec<crate::label::FeatureLabel> = read_json(&stage("label").join(crate::label::stage::LABELS_FILE))?;
+    let mut mined: crate::mine::MinedFeatures = read_json(&stage("mine").join(crate::mine::stage::MINED_FILE))?;
+    let mut labels: Vec<crate::label::FeatureLabel> = read_json(&stage("label").join(crate::label::stage::LABELS_FILE))?;
+    if let ReportScope::Subset(list) = scope {
+        let keep = crate::report::stage::parse_feature_ids(list)?;
+        mined.features.retain(|f| keep.contains(&(f.layer, f.feature)));
+        labels.retain(|l| keep.contains(&(l.layer, l.feature)));
+    }
     let covariates = crate::label::covariates::Covariates::for_dataset(&dataset);
     let export = stage("transcoder").join("circuit-tracer");
     let transcoder = if export.exists() { Some(crate::transcoder::import_circuit_tracer(&export)?) } else { None };
@@ -180,7 +195,11 @@ pub fn report_from_run(run_dir: &Path, out: &Path, features: Option<&str>) -> Re
         transcoder_metrics: metrics(stage("transcoder").join("metrics.json")),
         run_config: serde_json::Value::Object(run_config),
     };
-    crate::report::stage::run(&inputs, out, features)
+    let redraw = match scope {
+        ReportScope::Redraw(list) => Some(list),
+        _ => None,
+    };
+    crate::report::stage::run(&inputs, out, redraw)
 }
 
 /// Where the model stage keeps the trained model and the evaluation, inside its directory.

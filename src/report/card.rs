@@ -129,7 +129,8 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
     let lo = rows.iter().map(|r| r.1).fold(0.0f64, f64::min);
     let hi = rows.iter().map(|r| r.1).fold(0.0f64, f64::max);
     let pad = ((hi - lo) * 0.06).max(1e-9);
-    let (lo, hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, if hi > 0.0 { hi + pad } else { pad });
+    // All-zero bars get a unit axis rather than a microscopic one.
+    let (lo, hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, if hi > 0.0 { hi + pad } else if lo < 0.0 { pad } else { 1.0 });
     let names: Vec<String> = rows.iter().map(|r| r.0.chars().take(22).collect()).collect();
     let label_width = names.iter().map(|s| s.chars().count()).max().unwrap_or(4) as u32 * 8 + 16;
     let mut chart = ChartBuilder::on(area)

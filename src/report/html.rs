@@ -138,7 +138,8 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], ru
         html,
         "<div class=\"sub\">{} cells · {} features, {} live · {} with an accepted label</div>",
         ctx.inputs.dataset.cells.len(),
-        ctx.inputs.mined.features.len(),
+        // The mined table lists only features that fired; the dictionary size is the transcoder's.
+        ctx.inputs.transcoder.map_or(ctx.inputs.mined.features.len(), |tc| tc.shape.features * tc.shape.encoders()),
         facts.len(),
         facts.iter().filter(|f| ctx.label(f.index).is_some_and(|l| l.accepted)).count()
     );

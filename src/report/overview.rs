@@ -76,15 +76,17 @@ fn per_layer(values: &[f64]) -> Vec<(String, f64)> {
     values.iter().enumerate().map(|(l, &v)| (format!("layer {l}"), v)).collect()
 }
 
-/// Dead share per layer: features of that layer that never fire on the dataset.
+/// Dead share per layer: features of that layer that never fire on the dataset. The mined
+/// table holds only features that fired, so the dictionary size comes from the transcoder.
 pub(crate) fn dead_by_layer(ctx: &Context) -> Vec<(String, f64)> {
     let features = &ctx.inputs.mined.features;
     let layers = features.iter().map(|f| f.layer).max().map_or(0, |l| l + 1);
     (0..layers)
         .map(|l| {
             let of_layer: Vec<_> = features.iter().filter(|f| f.layer == l).collect();
-            let dead = of_layer.iter().filter(|f| f.density == 0.0).count();
-            (format!("layer {l}"), dead as f64 / of_layer.len().max(1) as f64)
+            let live = of_layer.iter().filter(|f| f.density > 0.0).count();
+            let size = ctx.inputs.transcoder.map_or(of_layer.len(), |tc| tc.shape.features);
+            (format!("layer {l}"), 1.0 - live as f64 / size.max(1) as f64)
         })
         .collect()
 }
