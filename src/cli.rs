@@ -249,6 +249,11 @@ enum Command {
         #[arg(long)]
         subset: Option<String>,
     },
+    /// Circuit analysis on a trained model + transcoder: pullbacks, de-embeddings, interventions.
+    Circuits {
+        #[command(subcommand)]
+        what: CircuitsCommand,
+    },
     /// Measure throughput and memory (benchmarks print figures; they assert nothing).
     ///
     /// Example: voltlens bench data --maccor ../shared/datasets/cyclers/PreDiag_000412_00008Fshort.022
@@ -280,6 +285,67 @@ enum BenchCommand {
         /// Timed optimiser steps per size.
         #[arg(long, default_value_t = 10)]
         steps: usize,
+    },
+}
+
+#[derive(Args)]
+struct FeatureArg {
+    /// The feature, as L{layer}_F{feature} (e.g. L1_F17).
+    #[arg(long)]
+    feature: String,
+    /// A train-transcoder output directory (or a pipeline's runs/<name>/transcoder).
+    #[arg(long)]
+    transcoder: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum CircuitsCommand {
+    /// Which earlier features drive this one through the residual stream (direct path, norms
+    /// frozen), and which input channels drive it through the embedding.
+    ///
+    /// Example: voltlens circuits pullback --feature L1_F17 --transcoder runs/quickstart/transcoder --model runs/quickstart/model/model
+    Pullback {
+        #[command(flatten)]
+        feature: FeatureArg,
+        /// The model directory (for the de-embedding).
+        #[arg(long)]
+        model: PathBuf,
+        /// Rows of the pullback table.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Run the replacement model on a cell with the feature scaled (0 = ablated) and report the
+    /// change in predicted voltage; draws it with --plot.
+    ///
+    /// Example: voltlens circuits steer --feature L0_F116 --scale 2 --cell chen2020-11-05-drive --data runs/quickstart/data/dataset --model runs/quickstart/model/model --transcoder runs/quickstart/transcoder
+    Steer {
+        #[command(flatten)]
+        feature: FeatureArg,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        cell: String,
+        /// Multiplier of the feature's activation.
+        #[arg(long, default_value_t = 0.0)]
+        scale: f32,
+        /// Write a PNG of baseline vs intervened voltage and the difference.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// `steer` with scale 0.
+    Ablate {
+        #[command(flatten)]
+        feature: FeatureArg,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        cell: String,
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
 }
 
@@ -434,6 +500,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::pipeline::stages::report_from_run(&run, &out, scope)?;
             println!("wrote {} cards; open {}", summary.cards.len(), summary.dir.join("index.html").display());
         }
+        Command::Circuits { what } => circuits(what)?,
         Command::Batch { files, run } => {
             let results = crate::pipeline::batch(&files, &run.options());
             println!("{:<40} {:<8} {:>8}  detail", "pipeline", "result", "seconds");
@@ -457,6 +524,40 @@ fn execute(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn feature_id(arg: &FeatureArg) -> Result<(usize, usize)> {
+    match crate::report::stage::parse_feature_ids(&arg.feature)?.as_slice() {
+        [(layer, feature)] => Ok((*layer as usize, *feature as usize)),
+        _ => Err(Error::Config(format!("--feature {}: give one feature like L1_F17", arg.feature))),
+    }
+}
+
+fn circuits(what: CircuitsCommand) -> Result<()> {
+    use crate::circuits;
+    let load = |arg: &FeatureArg| crate::transcoder::import_circuit_tracer(&arg.transcoder.join("circuit-tracer"));
+    match what {
+        CircuitsCommand::Pullback { feature, model, top } => {
+            let (layer, index) = feature_id(&feature)?;
+            let tc = load(&feature)?;
+            println!("Pullback of {} onto earlier features:\n{}", feature.feature, circuits::format_pullback(&circuits::pullback(&tc, layer, index, top)?));
+            println!("De-embedding onto the input channels:\n{}", circuits::format_deembed(&circuits::deembed(&model, &tc, layer, index)?));
+        }
+        CircuitsCommand::Steer { feature, data, model, cell, scale, plot } => intervene(&feature, &data, &model, &cell, scale, plot.as_deref())?,
+        CircuitsCommand::Ablate { feature, data, model, cell, plot } => intervene(&feature, &data, &model, &cell, 0.0, plot.as_deref())?,
+    }
+    Ok(())
+}
+
+fn intervene(feature: &FeatureArg, data: &std::path::Path, model: &std::path::Path, cell: &str, scale: f32, plot: Option<&std::path::Path>) -> Result<()> {
+    let (layer, index) = feature_id(feature)?;
+    let report = crate::circuits::ablate_or_steer(data, model, &feature.transcoder.join("circuit-tracer"), layer, index, cell, scale)?;
+    println!("{}", crate::circuits::format_intervention(&report));
+    if let Some(png) = plot {
+        crate::circuits::draw_intervention(&report, png)?;
+        println!("wrote {}", png.display());
+    }
+    Ok(())
 }
 
 /// Settings from an optional TOML file; defaults when none is given.
