@@ -298,6 +298,25 @@ struct FeatureArg {
     transcoder: PathBuf,
 }
 
+/// What an intervention acts on.
+#[derive(Args)]
+struct InterventionArgs {
+    #[command(flatten)]
+    feature: FeatureArg,
+    /// The dataset directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// The model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The cell to run.
+    #[arg(long)]
+    cell: String,
+    /// Write a PNG of baseline vs intervened voltage and the difference.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum CircuitsCommand {
     /// Which earlier features drive this one through the residual stream (direct path, norms
@@ -320,32 +339,15 @@ enum CircuitsCommand {
     /// Example: voltlens circuits steer --feature L0_F116 --scale 2 --cell chen2020-11-05-drive --data runs/quickstart/data/dataset --model runs/quickstart/model/model --transcoder runs/quickstart/transcoder
     Steer {
         #[command(flatten)]
-        feature: FeatureArg,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        cell: String,
+        on: InterventionArgs,
         /// Multiplier of the feature's activation.
         #[arg(long, default_value_t = 0.0)]
         scale: f32,
-        /// Write a PNG of baseline vs intervened voltage and the difference.
-        #[arg(long)]
-        plot: Option<PathBuf>,
     },
     /// `steer` with scale 0.
     Ablate {
         #[command(flatten)]
-        feature: FeatureArg,
-        #[arg(long)]
-        data: PathBuf,
-        #[arg(long)]
-        model: PathBuf,
-        #[arg(long)]
-        cell: String,
-        #[arg(long)]
-        plot: Option<PathBuf>,
+        on: InterventionArgs,
     },
 }
 
@@ -543,17 +545,18 @@ fn circuits(what: CircuitsCommand) -> Result<()> {
             println!("Pullback of {} onto earlier features:\n{}", feature.feature, circuits::format_pullback(&circuits::pullback(&tc, layer, index, top)?));
             println!("De-embedding onto the input channels:\n{}", circuits::format_deembed(&circuits::deembed(&model, &tc, layer, index)?));
         }
-        CircuitsCommand::Steer { feature, data, model, cell, scale, plot } => intervene(&feature, &data, &model, &cell, scale, plot.as_deref())?,
-        CircuitsCommand::Ablate { feature, data, model, cell, plot } => intervene(&feature, &data, &model, &cell, 0.0, plot.as_deref())?,
+        CircuitsCommand::Steer { on, scale } => intervene(&on, scale)?,
+        CircuitsCommand::Ablate { on } => intervene(&on, 0.0)?,
     }
     Ok(())
 }
 
-fn intervene(feature: &FeatureArg, data: &std::path::Path, model: &std::path::Path, cell: &str, scale: f32, plot: Option<&std::path::Path>) -> Result<()> {
-    let (layer, index) = feature_id(feature)?;
-    let report = crate::circuits::ablate_or_steer(data, model, &feature.transcoder.join("circuit-tracer"), layer, index, cell, scale)?;
+fn intervene(on: &InterventionArgs, scale: f32) -> Result<()> {
+    let (layer, index) = feature_id(&on.feature)?;
+    let tc_dir = on.feature.transcoder.join("circuit-tracer");
+    let report = crate::circuits::ablate_or_steer(&on.data, &on.model, &tc_dir, layer, index, &on.cell, scale)?;
     println!("{}", crate::circuits::format_intervention(&report));
-    if let Some(png) = plot {
+    if let Some(png) = &on.plot {
         crate::circuits::draw_intervention(&report, png)?;
         println!("wrote {}", png.display());
     }
