@@ -177,7 +177,7 @@ fn write_dataset(dir: &Path, cells: usize, poison: Option<(usize, usize)>) {
             }
         }
         let mut w = CellWriter::create(&paths.cell_file(&info.cell_id)).unwrap();
-        w.write(&data).unwrap();
+        w.write(data).unwrap();
         w.finish(&info).unwrap();
         infos.push(info);
     }

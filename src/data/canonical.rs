@@ -10,7 +10,7 @@ use arrow::array::{
     Array, ArrayRef, BooleanArray, DictionaryArray, Float32Array, Float64Array, Int32Array, RecordBatch, StringArray,
     UInt64Array,
 };
-use arrow::datatypes::{Int32Type, Schema};
+use arrow::datatypes::Int32Type;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -67,35 +67,31 @@ impl CellData {
         self.temperature.iter().map(|t| t.unwrap_or(f32::NAN)).collect()
     }
 
-    /// The rows as an Arrow batch in the canonical column order (gt_* last).
-    pub fn to_record_batch(&self) -> RecordBatch {
+    /// The rows as an Arrow batch in the canonical column order (gt_* last); consumes the rows
+    /// so the columns move into the batch instead of being copied.
+    pub fn into_record_batch(self) -> RecordBatch {
         let n = self.len();
         let dict = |values: Vec<&str>| -> ArrayRef {
             Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>())
         };
-        let mut columns: Vec<ArrayRef> = vec![
+        let columns: Vec<ArrayRef> = vec![
             dict(vec![self.cell_id.as_str(); n]),
-            Arc::new(Float64Array::from(self.test_time.clone())),
-            Arc::new(Float32Array::from(self.current.clone())),
-            Arc::new(Float32Array::from(self.voltage.clone())),
-            Arc::new(Float32Array::from(self.temperature.clone())),
-            Arc::new(Int32Array::from(self.cycle_number.clone())),
-            Arc::new(Int32Array::from(self.step_index.clone())),
-            Arc::new(Float32Array::from(self.dt.clone())),
-            Arc::new(Float32Array::from(self.step_time.clone())),
+            Arc::new(Float64Array::from(self.test_time)),
+            Arc::new(Float32Array::from(self.current)),
+            Arc::new(Float32Array::from(self.voltage)),
+            Arc::new(Float32Array::from(self.temperature)),
+            Arc::new(Int32Array::from(self.cycle_number)),
+            Arc::new(Int32Array::from(self.step_index)),
+            Arc::new(Float32Array::from(self.dt)),
+            Arc::new(Float32Array::from(self.step_time)),
             dict(self.state.iter().map(|s| s.as_str()).collect()),
             dict(self.method.iter().map(|m| m.as_str()).collect()),
-            Arc::new(Float32Array::from(self.c_rate.clone())),
-            Arc::new(Float32Array::from(self.soc.clone())),
-            Arc::new(Float32Array::from(self.soh.clone())),
+            Arc::new(Float32Array::from(self.c_rate)),
+            Arc::new(Float32Array::from(self.soc)),
+            Arc::new(Float32Array::from(self.soh)),
         ];
-        let mut fields: Vec<arrow::datatypes::Field> =
-            schema::timeseries_schema().fields().iter().map(|f| (**f).clone()).collect();
-        for (name, array) in &self.gt {
-            fields.push(arrow::datatypes::Field::new(name, array.data_type().clone(), true));
-            columns.push(array.clone());
-        }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("canonical columns have equal lengths")
+        let fields = schema::timeseries_schema().fields().iter().map(|f| (**f).clone()).collect();
+        crate::data::raw::batch_with_extra(fields, columns, self.gt)
     }
 
     /// Reads a batch of canonical rows (already validated against the schema).
@@ -242,11 +238,12 @@ impl CellWriter {
         Ok(CellWriter { path: path.to_path_buf(), tmp, writer: None, rows: 0 })
     }
 
-    pub fn write(&mut self, rows: &CellData) -> Result<()> {
+    pub fn write(&mut self, rows: CellData) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let batch = rows.to_record_batch();
+        let n = rows.len() as u64;
+        let batch = rows.into_record_batch();
         if self.writer.is_none() {
             let file = File::create(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
             let writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
@@ -255,7 +252,7 @@ impl CellWriter {
         }
         let writer = self.writer.as_mut().expect("created above");
         writer.write(&batch).map_err(|e| Error::parquet(&self.path, e))?;
-        self.rows += rows.len() as u64;
+        self.rows += n;
         Ok(())
     }
 

@@ -196,7 +196,7 @@ pub fn ingest_source(
         for r in 0..chunk.len() {
             tracker.push(chunk.test_time[r], chunk.current[r], chunk.voltage[r], chunk.cycle_number[r], chunk.step_index[r]);
         }
-        let batch = chunk.to_record_batch();
+        let batch = chunk.into_record_batch();
         if spill.is_none() {
             let f = File::create(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
             spill = Some(ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| Error::parquet(&spill_path, e))?);
@@ -221,7 +221,7 @@ pub fn ingest_source(
         .map_err(|e| Error::parquet(&spill_path, e))?;
     for batch in batches {
         let raw = RawChunk::from_record_batch(&batch.map_err(|e| Error::arrow(&spill_path, e))?);
-        writer.write(&derive_rows(&cell_id, raw, &mut deriver))?;
+        writer.write(derive_rows(&cell_id, raw, &mut deriver))?;
     }
     let mut warnings = meta.warnings.clone();
     warnings.extend(cleaner.warnings());

@@ -76,12 +76,13 @@ pub struct SourceMetadata {
 }
 
 impl RawChunk {
-    /// The rows as an Arrow batch (for spilling between the two ingest passes).
-    pub fn to_record_batch(&self) -> arrow::array::RecordBatch {
+    /// The rows as an Arrow batch (for spilling between the two ingest passes); consumes the
+    /// chunk so its columns move into the batch instead of being copied.
+    pub fn into_record_batch(self) -> arrow::array::RecordBatch {
         use arrow::array::{Float32Array, Float64Array, Int32Array, UInt64Array};
-        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::datatypes::{DataType, Field};
         use std::sync::Arc;
-        let mut fields = vec![
+        let fields = vec![
             Field::new("test_time", DataType::Float64, false),
             Field::new("current", DataType::Float32, false),
             Field::new("voltage", DataType::Float32, false),
@@ -90,20 +91,16 @@ impl RawChunk {
             Field::new("step_index", DataType::Int32, true),
             Field::new("source_row", DataType::UInt64, false),
         ];
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(Float64Array::from(self.test_time.clone())),
-            Arc::new(Float32Array::from(self.current.clone())),
-            Arc::new(Float32Array::from(self.voltage.clone())),
-            Arc::new(Float32Array::from(self.temperature.clone())),
-            Arc::new(Int32Array::from(self.cycle_number.clone())),
-            Arc::new(Int32Array::from(self.step_index.clone())),
-            Arc::new(UInt64Array::from(self.source_row.clone())),
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Float64Array::from(self.test_time)),
+            Arc::new(Float32Array::from(self.current)),
+            Arc::new(Float32Array::from(self.voltage)),
+            Arc::new(Float32Array::from(self.temperature)),
+            Arc::new(Int32Array::from(self.cycle_number)),
+            Arc::new(Int32Array::from(self.step_index)),
+            Arc::new(UInt64Array::from(self.source_row)),
         ];
-        for (name, array) in &self.passthrough {
-            fields.push(Field::new(name, array.data_type().clone(), true));
-            columns.push(array.clone());
-        }
-        arrow::array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("raw columns have equal lengths")
+        batch_with_extra(fields, columns, self.passthrough)
     }
 
     /// Inverse of `to_record_batch`.
@@ -152,4 +149,19 @@ impl RawChunk {
                 .collect(),
         }
     }
+}
+
+/// A batch of `fields`/`columns` followed by named extra columns (gt_* and other pass-through
+/// columns, nullable, typed as they come).
+pub fn batch_with_extra(
+    mut fields: Vec<arrow::datatypes::Field>,
+    mut columns: Vec<ArrayRef>,
+    extra: Vec<(String, ArrayRef)>,
+) -> arrow::array::RecordBatch {
+    for (name, array) in extra {
+        fields.push(arrow::datatypes::Field::new(name, array.data_type().clone(), true));
+        columns.push(array);
+    }
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+    arrow::array::RecordBatch::try_new(schema, columns).expect("columns have the rows' length")
 }
