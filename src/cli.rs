@@ -193,6 +193,29 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Train many transcoders over a grid (variant, σ, features, λ) on one activation cache that
+    /// every run reads in the same order; judge each as train-transcoder does (FVU, L0, dead
+    /// features, replacement fidelity) and write pareto.csv, pareto.json and Pareto PNGs. A rerun
+    /// skips finished runs.
+    ///
+    /// Settings: a TOML file in the form of a pipeline's [sweep] table: tokens, eval_tokens, a
+    /// [base] table of transcoder settings, and [[grid]] tables of lists (variants, activations,
+    /// features, lambdas). See pipelines/sweep-dev.toml.
+    ///
+    /// Example: voltlens sweep --data runs/quickstart/data/dataset --model runs/quickstart/model/model --config sweep.toml --out runs/my-sweep
+    Sweep {
+        #[arg(long)]
+        data: PathBuf,
+        /// The directory train-model wrote.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Record every step's feature activations (model + transcoder, streamed) as Parquet.
     ///
     /// Example: voltlens record --data DIR --model DIR --transcoder runs/my-clt --out runs/my-record
@@ -249,7 +272,8 @@ enum Command {
         #[arg(long)]
         subset: Option<String>,
     },
-    /// Circuit analysis on a trained model + transcoder: pullbacks, de-embeddings, interventions.
+    /// Circuit analysis on a trained model + transcoder: pullbacks, de-embeddings, interventions,
+    /// MLSAE banding and alignment.
     Circuits {
         #[command(subcommand)]
         what: CircuitsCommand,
@@ -282,10 +306,58 @@ enum BenchCommand {
         /// cpu, or cuda (needs a build with --features cuda).
         #[arg(long, default_value = "cpu")]
         device: crate::model::DeviceChoice,
+        /// The burn CPU backend: flex (what every stage uses), ndarray or candle (these need a
+        /// build with --features ndarray / candle).
+        #[arg(long, default_value = "flex")]
+        backend: crate::model::backend::CpuBackend,
         /// Timed optimiser steps per size.
         #[arg(long, default_value_t = 10)]
         steps: usize,
     },
+    /// Seconds and peak memory of an attribution graph on the dev model shape (random weights,
+    /// context 512) with a random CLT, over window lengths and feature counts.
+    Graph {
+        /// Window lengths (steps).
+        #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
+        windows: Vec<usize>,
+        /// Features per layer for the window sweep.
+        #[arg(long, default_value_t = 512)]
+        features: usize,
+        /// Further feature counts, timed at the longest window.
+        #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+        feature_counts: Vec<usize>,
+        /// Active features per layer and step.
+        #[arg(long, default_value_t = 20)]
+        l0: usize,
+    },
+}
+
+/// One prediction to explain: a step of a cell, run through model and transcoder.
+#[derive(Args)]
+struct StepArgs {
+    /// The dataset directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// The model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// A train-transcoder output directory (or a pipeline's runs/<name>/transcoder).
+    #[arg(long)]
+    transcoder: PathBuf,
+    #[arg(long)]
+    cell: String,
+    /// The step whose next-voltage prediction is explained (0-based within the cell).
+    #[arg(long)]
+    step: usize,
+    /// Steps of history ending at --step (at most the model's context).
+    #[arg(long, default_value_t = 128)]
+    window: usize,
+}
+
+impl StepArgs {
+    fn sources(&self) -> crate::circuits::GraphSources {
+        crate::circuits::GraphSources { dataset: self.data.clone(), model: self.model.clone(), transcoder: self.transcoder.clone() }
+    }
 }
 
 #[derive(Args)]
@@ -348,6 +420,65 @@ enum CircuitsCommand {
     Ablate {
         #[command(flatten)]
         on: InterventionArgs,
+    },
+    /// Attribution graph of one prediction: active features at every step of the window, error
+    /// and input nodes, edges through the replacement model with attention patterns and norm
+    /// scales frozen, pruned by influence. Writes circuit-tracer JSON, graph-metadata.json, a
+    /// summary and a PNG into --out.
+    ///
+    /// Example: voltlens circuits graph --cell chen2020-11-05-drive --step 400 --data runs/quickstart/data/dataset --model runs/quickstart/model/model --transcoder runs/quickstart/transcoder --labels runs/quickstart/label/labels.json --out runs/quickstart/graphs
+    Graph {
+        #[command(flatten)]
+        at: StepArgs,
+        /// Keep nodes holding this share of influence on the output.
+        #[arg(long, default_value_t = 0.8)]
+        node_threshold: f64,
+        /// Keep edges holding this share of edge influence.
+        #[arg(long, default_value_t = 0.98)]
+        edge_threshold: f64,
+        /// A label stage's labels.json: feature nodes carry their labels.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// What drives one feature's pre-activation at one step: every active feature at this and
+    /// earlier steps (activation × pullback, plus what reaches it through attention), error and
+    /// input nodes, with attention patterns and norm scales frozen; the largest first.
+    ///
+    /// Example: voltlens circuits attribute --feature L1_F17 --cell chen2020-11-05-drive --step 400 --data runs/quickstart/data/dataset --model runs/quickstart/model/model --transcoder runs/quickstart/transcoder
+    Attribute {
+        #[command(flatten)]
+        at: StepArgs,
+        /// The feature, as L{layer}_F{feature} (e.g. L1_F17).
+        #[arg(long)]
+        feature: String,
+        /// Rows of the table.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Multi-layer SAE: the layer each feature reads from and writes to (banding), and whether the
+    /// model carries a feature's decoder write at layer l onto its decoder at later layers (causal
+    /// alignment: cosine and strength of the model's Jacobian-vector product, per trigger layer).
+    /// Writes mlsae_banding.png, mlsae_alignment.png, mlsae.json and two CSV tables.
+    ///
+    /// Example: voltlens circuits mlsae --transcoder runs/my-mlsae --model runs/quickstart/model/model --data runs/quickstart/data/dataset --out runs/my-mlsae/analysis
+    Mlsae {
+        /// A train-transcoder output directory of an MLSAE (variant mlsae).
+        #[arg(long)]
+        transcoder: PathBuf,
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// The dataset directory whose windows the features are measured on.
+        #[arg(long)]
+        data: PathBuf,
+        /// Causal alignment for this many of the most active features.
+        #[arg(long, default_value_t = 16)]
+        top: usize,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -460,9 +591,15 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&metrics.overall).expect("serialisable"));
             println!("wrote {}/metrics.json", out.display());
         }
-        Command::Bench { what: BenchCommand::Model { device, steps } } => {
+        Command::Bench { what: BenchCommand::Graph { windows, features, feature_counts, l0 } } => {
+            let longest = windows.iter().copied().max().unwrap_or(512);
+            let runs = windows.iter().map(|&w| (w, features)).chain(feature_counts.iter().map(|&f| (longest, f)));
+            let rows = runs.map(|(window, f)| crate::circuits::bench::bench_graph(window, f, l0)).collect::<Result<Vec<_>>>()?;
+            print!("{}", crate::circuits::bench::format_graph_bench(&rows));
+        }
+        Command::Bench { what: BenchCommand::Model { device, backend, steps } } => {
             for (name, cfg) in [("quickstart", crate::model::ModelConfig::default()), ("dev", crate::model::ModelConfig::dev())] {
-                let b = crate::model::bench(&cfg, 32, steps, device)?;
+                let b = crate::model::bench(&cfg, 32, steps, device, backend)?;
                 println!("{name:<12} {}", serde_json::to_string(&b).expect("serialisable"));
             }
         }
@@ -474,6 +611,12 @@ fn execute(command: Command) -> Result<ExitCode> {
         Command::CacheActivations { data, model, out, tokens, seed } => {
             let [n, layers, d] = crate::transcoder::online::cache_activations(&data, &model, &out, tokens, seed)?;
             println!("wrote {} ({n} tokens × {layers} layers × {d})", out.display());
+        }
+        Command::Sweep { data, model, out, config, seed } => {
+            let cfg: crate::transcoder::sweep::SweepConfig = read_settings(Some(&config))?;
+            let summary = crate::transcoder::sweep::run_sweep(&data, &model, &cfg, seed, &out)?;
+            print!("{}", crate::transcoder::sweep::format_table(&summary.rows));
+            println!("{} runs trained, {} already done; wrote {}/pareto.csv and {}", summary.trained, summary.skipped, out.display(), summary.figures.join(", "));
         }
         Command::Record { data, model, transcoder, out, max_buffer_rows } => {
             let mut cfg = crate::record::RecordConfig::default();
@@ -547,6 +690,30 @@ fn circuits(what: CircuitsCommand) -> Result<()> {
         }
         CircuitsCommand::Steer { on, scale } => intervene(&on, scale)?,
         CircuitsCommand::Ablate { on } => intervene(&on, 0.0)?,
+        CircuitsCommand::Graph { at, node_threshold, edge_threshold, labels, out } => {
+            let options = circuits::GraphOptions { node_threshold, edge_threshold };
+            let graph = circuits::graph_for_cell(&at.sources(), &at.cell, at.step, at.window, &options)?;
+            let files = circuits::write_graph(&graph, &out, labels.as_deref())?;
+            let s = graph.scores;
+            println!(
+                "{} nodes ({} active features) → {} kept, {} edges; replacement {:.3} (pruned {:.3}), completeness {:.3} (pruned {:.3})",
+                graph.total_nodes, graph.active_features, graph.nodes.len(), graph.edges.len(), s.replacement, s.pruned_replacement, s.completeness, s.pruned_completeness
+            );
+            println!("wrote {}, {} and {}", files.json.display(), files.summary.display(), files.png.display());
+        }
+        CircuitsCommand::Attribute { at, feature, top } => {
+            let (layer, index) = feature_id(&FeatureArg { feature, transcoder: at.transcoder.clone() })?;
+            let (loaded, tc, window) = circuits::graph::load_window(&at.sources(), &at.cell, at.step, at.window)?;
+            let frozen = circuits::FrozenReplacement::new(&loaded.model, &tc, &window.inputs)?;
+            let target = circuits::Target::Feature { layer, pos: frozen.seq() - 1, feature: index };
+            let attribution = circuits::attribute(&frozen, target)?;
+            print!("{}", circuits::format_attribution(&attribution, window.first_step, top));
+        }
+        CircuitsCommand::Mlsae { transcoder, model, data, top, out } => {
+            let analysis = circuits::analyse_mlsae(&data, &model, &transcoder.join("circuit-tracer"), top, &out)?;
+            print!("{}", circuits::format_mlsae(&analysis));
+            println!("wrote {}", out.display());
+        }
     }
     Ok(())
 }

@@ -28,3 +28,8 @@ pub const SOC: RGBColor = RGBColor(44, 160, 44);
 pub const TEMPERATURE: RGBColor = RGBColor(255, 127, 14);
 pub const PREDICTION: RGBColor = RGBColor(148, 103, 189);
 pub const GRID: RGBColor = RGBColor(225, 225, 225);
+
+/// Colours by transcoder family (sweep figures).
+pub const CLT: RGBColor = RGBColor(31, 119, 180);
+pub const PLT: RGBColor = RGBColor(230, 120, 20);
+pub const MLSAE: RGBColor = RGBColor(44, 160, 44);

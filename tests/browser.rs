@@ -66,7 +66,14 @@ fn index_renders_loads_every_image_and_sorts_by_hash() {
     let images = images.expect("the page's load handler ran");
     let (ok, total) = images.split_once('/').unwrap();
     assert_eq!(ok, total, "images loaded: {images}");
-    assert_eq!(total.parse::<usize>().unwrap(), fx.summary.live_features + 3, "one thumbnail per live feature and three overview figures: {images}");
+    // Overview figures are the PNGs at the top of the report folder (cards live in features/).
+    let overview = std::fs::read_dir(&fx.report)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".png") && name != "screenshot.png")
+        .count();
+    assert!(overview >= 3, "at least the three standard overview figures, found {overview}");
+    assert_eq!(total.parse::<usize>().unwrap(), fx.summary.live_features + overview, "one thumbnail per live feature and one image per overview figure: {images}");
 
     let unsorted = first_row(&dom);
     let densest = fx.mined.features.iter().max_by(|a, b| a.density.total_cmp(&b.density)).map(|f| format!("L{}_F{}", f.layer, f.feature)).unwrap();

@@ -66,6 +66,10 @@ fn planted_features(covs: &[Covariates]) -> Vec<Planted> {
             }));
         }
         out.push(plant(covs, "tracks soc", &[Soc], noise, seed + 5, |c, i| 0.05 + c.column(Soc)[i]));
+        // A next-voltage model has to see a current step coming: the input tells it.
+        out.push(plant(covs, "current steps up next", &[CRateChangeNext], noise, seed + 6, |c, i| {
+            c.column(CRateChangeNext)[i].max(0.0)
+        }));
     }
     out
 }

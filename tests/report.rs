@@ -20,6 +20,8 @@ pub mod fixture {
     use voltlens::label::{label_features, FeatureLabel, LabelConfig};
     use voltlens::mine::{mine, FeatureActivations, MineConfig, MinedFeatures, SparseActivations};
     use voltlens::report::ReportInputs;
+    use voltlens::circuits::Embedding;
+    use voltlens::model::N_CHANNELS;
     use voltlens::transcoder::{Transcoder, TranscoderConfig};
 
     pub struct Fixture {
@@ -30,6 +32,7 @@ pub mod fixture {
         pub mined: MinedFeatures,
         pub labels: Vec<FeatureLabel>,
         pub transcoder: Transcoder,
+        pub embedding: Embedding,
         /// The full report, written once.
         pub report: PathBuf,
         pub summary: ReportSummary,
@@ -44,6 +47,7 @@ pub mod fixture {
                 labels: &self.labels,
                 covariates: &self.covariates,
                 transcoder: Some(&self.transcoder),
+                embedding: Some(&self.embedding),
                 model_metrics: Some(serde_json::json!({ "val_loss": 0.0123, "voltage_rmse_mv": 4.2 })),
                 transcoder_metrics: Some(serde_json::json!({ "fvu": [0.08, 0.12], "l0": [11.5, 14.0], "dead_fraction": 0.1 })),
                 run_config: serde_json::json!({ "run": "report-test", "label": { "n_shifts": 30, "n_bootstrap": 10 } }),
@@ -95,9 +99,12 @@ pub mod fixture {
         let mut transcoder = Transcoder::zeros(&TranscoderConfig { features: 5, ..TranscoderConfig::default() }, 2, 8);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         transcoder.w_dec.iter_mut().flatten().for_each(|w| *w = rng.random::<f32>() - 0.5);
+        transcoder.w_enc.iter_mut().for_each(|w| *w = rng.random::<f32>() - 0.5);
+        let w_embed = (0..N_CHANNELS * 8).map(|_| rng.random::<f32>() - 0.5).collect();
+        let embedding = Embedding { w_embed, std: vec![2.0; N_CHANNELS] };
         // VOLTLENS_REPORT_DIR keeps the report for a human to look at.
         let report = std::env::var_os("VOLTLENS_REPORT_DIR").map_or_else(|| tmp.path().join("reports").join("report-test"), PathBuf::from);
-        let mut fixture = Fixture { _tmp: tmp, dataset, covariates, acts, mined, labels, transcoder, summary: dummy_summary(), report };
+        let mut fixture = Fixture { _tmp: tmp, dataset, covariates, acts, mined, labels, transcoder, embedding, summary: dummy_summary(), report };
         fixture.summary = write_report(&fixture.inputs(), &fixture.report, None).unwrap();
         fixture
     }
@@ -205,4 +212,15 @@ fn only_draws_the_chosen_cards() {
     assert!(!out.join("index.html").exists(), "`only` leaves the rest of the report alone");
     let err = write_report(&fx.inputs(), &out, Some(&[(7, 7)])).unwrap_err().to_string();
     assert!(err.contains("L7_F7"), "{err}");
+}
+
+#[test]
+fn a_clt_report_draws_its_banding_and_decoder_cosine() {
+    let fx = fixture::get();
+    let html = std::fs::read_to_string(fx.report.join("index.html")).unwrap();
+    for figure in ["overview_clt_banding.png", "overview_decoder_cosine.png"] {
+        let (w, h) = png_size(&fx.report.join(figure));
+        assert!(w >= 900 && h >= 400, "{figure}: {w}×{h}");
+        assert!(html.contains(figure), "{figure} is not on the page");
+    }
 }

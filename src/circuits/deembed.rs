@@ -8,7 +8,8 @@
 //!   deembed(c → g) = W_embed[c, :] · W_enc[m][:, g]
 //!
 //! per unit of normalised channel c. The model normalises raw inputs as (raw − mean_c) / std_c, so
-//! per raw unit (volts, 1/h, …) the weight is deembed / std_c.
+//! per raw unit (volts, 1/h, …) the weight is deembed / std_c. The MLSAE reads the embedding in
+//! every layer's slice of its input, so its W_enc column is summed over the slices.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -17,8 +18,8 @@ use burn::backend::Flex;
 
 use super::{check_feature, encoder_column};
 use crate::model::{load_model, CHANNELS, N_CHANNELS};
-use crate::transcoder::Transcoder;
-use crate::Result;
+use crate::transcoder::{Transcoder, Variant};
+use crate::{Error, Result};
 
 /// One input channel's direct effect on a feature's pre-activation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -31,30 +32,68 @@ pub struct ChannelRow {
     pub weight_per_unit: f32,
 }
 
+/// What the de-embedding reads from a model: the embedding weight and the channels' spread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// W_embed [N_CHANNELS, d] (burn's Linear stores [d_in, d_out]).
+    pub w_embed: Vec<f32>,
+    /// Std of each channel over the training cells [N_CHANNELS], from the model's normalisation.
+    pub std: Vec<f32>,
+}
+
+impl Embedding {
+    /// Reads W_embed and the channel std of the model in `model_dir` (once: a report de-embeds
+    /// every card's feature from one load).
+    pub fn load(model_dir: &Path) -> Result<Embedding> {
+        let loaded = load_model::<Flex>(model_dir, &Default::default())?;
+        let w_embed = loaded.model.embed.weight.val().into_data().convert::<f32>().into_vec().expect("f32 weights");
+        Ok(Embedding { w_embed, std: loaded.norm.stats.std })
+    }
+
+    /// Refuses an embedding of another width than the transcoder's `d_model`.
+    pub fn check_width(&self, d_model: usize) -> Result<()> {
+        if self.w_embed.len() == N_CHANNELS * d_model {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "de-embedding: the model's embedding is {} wide, the transcoder reads width {d_model}",
+            self.w_embed.len() / N_CHANNELS
+        )))
+    }
+
+    /// De-embedding of feature `feature` of `layer`, one row per channel in `CHANNELS` order.
+    /// The MLSAE (layer 0, its one encoder) finds the embedding in every layer's slice of its
+    /// input, so it reads the sum of its encoder's slices.
+    pub fn deembed(&self, tc: &Transcoder, layer: usize, feature: usize) -> Result<Vec<ChannelRow>> {
+        let d = tc.shape.d_model;
+        self.check_width(d)?;
+        let target = if tc.shape.variant == Variant::Mlsae && layer == 0 && feature < tc.shape.features {
+            let mut read = vec![0.0f32; d];
+            for (k, row) in tc.w_enc_of(0).chunks(tc.shape.features).enumerate() {
+                read[k % d] += row[feature];
+            }
+            read
+        } else {
+            check_feature(tc, layer, feature)?;
+            encoder_column(tc, layer, feature)
+        }; // [d]
+        Ok(self
+            .w_embed
+            .chunks(d)
+            .zip(CHANNELS)
+            .zip(&self.std)
+            .map(|((row, channel), s)| {
+                let weight: f32 = row.iter().zip(&target).map(|(w, t)| w * t).sum();
+                ChannelRow { channel: channel.to_owned(), weight, weight_per_unit: weight / s }
+            })
+            .collect())
+    }
+}
+
 /// De-embedding of feature `feature` of `layer` for the model in `model_dir`, one row per channel
 /// in `CHANNELS` order.
 pub fn deembed(model_dir: &Path, tc: &Transcoder, layer: usize, feature: usize) -> Result<Vec<ChannelRow>> {
-    let loaded = load_model::<Flex>(model_dir, &Default::default())?;
-    // burn's Linear stores [d_in, d_out]: here [N_CHANNELS, d].
-    let w_embed: Vec<f32> = loaded.model.embed.weight.val().into_data().convert::<f32>().into_vec().expect("f32 weights");
-    deembed_weights(&w_embed, &loaded.norm.stats.std, tc, layer, feature)
-}
-
-/// De-embedding from the embedding weight W_embed [N_CHANNELS, d] and the channels' std [N_CHANNELS].
-pub fn deembed_weights(w_embed: &[f32], std: &[f32], tc: &Transcoder, layer: usize, feature: usize) -> Result<Vec<ChannelRow>> {
-    check_feature(tc, layer, feature)?;
-    let d = tc.shape.d_model;
-    assert_eq!(w_embed.len(), N_CHANNELS * d, "W_embed must be [{N_CHANNELS}, {d}] to match the transcoder");
-    let target = encoder_column(tc, layer, feature); // [d]
-    Ok(w_embed
-        .chunks(d)
-        .zip(CHANNELS)
-        .zip(std)
-        .map(|((row, channel), s)| {
-            let weight: f32 = row.iter().zip(&target).map(|(w, t)| w * t).sum();
-            ChannelRow { channel: channel.to_owned(), weight, weight_per_unit: weight / s }
-        })
-        .collect())
+    Embedding::load(model_dir)?.deembed(tc, layer, feature)
 }
 
 /// The rows as a text table.

@@ -12,8 +12,8 @@ use burn::tensor::{Tensor, TensorData};
 use plotters::prelude::*;
 
 use super::check_feature;
-use crate::data::canonical::{temp_path, Dataset};
-use crate::model::inputs::{dataset_steps, ModelSteps};
+use crate::data::canonical::temp_path;
+use crate::model::inputs::{cell_steps, ModelSteps};
 use crate::model::{load_model, Lblm, MlpReplacement, N_CHANNELS};
 use crate::plot_style::{self, FONT};
 use crate::transcoder::{import_circuit_tracer, Codes, Transcoder};
@@ -192,11 +192,7 @@ pub fn ablate_or_steer(
             transcoder_dir.display(), tc.shape.layers, tc.shape.d_model, model_dir.display(), loaded.model.layers()
         )));
     }
-    let dataset = Dataset::load(dataset_dir)?;
-    if dataset.index_of(cell_id).is_none() {
-        return Err(Error::Config(format!("{}: no cell {cell_id} in this dataset", dataset_dir.display())));
-    }
-    let raw = dataset_steps(&dataset, dataset_dir, &[cell_id.to_owned()])?.remove(0);
+    let raw = cell_steps(dataset_dir, cell_id)?;
     if raw.steps() == 0 {
         return Err(Error::Config(format!("cell {cell_id} has fewer than two rows: nothing to predict")));
     }

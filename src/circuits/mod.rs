@@ -8,15 +8,32 @@
 //! - `pullback`: a later feature's encoder pulled back onto every earlier feature's decoder;
 //! - `deembed`: a feature's encoder pulled back onto the input channels through the embedding;
 //! - `intervene`: ablate or scale one feature in the replacement model and measure the predicted
-//!   voltage.
+//!   voltage;
+//! - `mlsae` (figures in `mlsae_plot`): the MLSAE's banding and causal alignment, which unlike the
+//!   rest follow the full model (its Jacobian) rather than the direct path.
+//!
+//! - `attribution`: input-dependent attribution of one prediction through the replacement model
+//!   with attention patterns and norm scales frozen, attention paths included;
+//! - `graph` (drawn by `graph_plot`): attribution graphs pruned by influence, as circuit-tracer
+//!   JSON and PNG.
 //!
 //! Each returns rows the CLI prints with the matching `format_*` function.
 
+pub mod attribution;
+pub mod bench;
 pub mod deembed;
+pub mod graph;
+mod graph_plot;
 pub mod intervene;
+pub mod mlsae;
+pub mod mlsae_plot;
 pub mod pullback;
+pub mod stage;
 
-pub use deembed::{deembed, deembed_weights, format_deembed, ChannelRow};
+pub use attribution::{attribute, format_attribution, node_name, Attribution, Contribution, FrozenReplacement, NodeKind, Target};
+pub use graph::{attribution_graph, graph_for_cell, write_graph, Graph, GraphFile, GraphOptions, GraphScores, GraphSources, GraphWindow};
+pub use deembed::{deembed, format_deembed, ChannelRow, Embedding};
+pub use mlsae::{analyse_mlsae, format_mlsae, MlsaeAnalysis};
 pub use intervene::{ablate_or_steer, draw_intervention, format_intervention, InterventionReport, SteeredMlps};
 pub use pullback::{format_pullback, pullback, PullbackRow};
 

@@ -324,6 +324,13 @@ pub fn write_cells_table(path: &Path, cells: &[CellInfo]) -> Result<()> {
 }
 
 /// Reads and validates the cells table.
+/// Rows of a cell's time-series file, from its Parquet footer (no data read).
+pub fn cell_row_count(path: &Path) -> Result<usize> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
+    Ok(builder.metadata().file_metadata().num_rows().max(0) as usize)
+}
+
 pub fn read_cells_table(path: &Path) -> Result<Vec<CellInfo>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
@@ -376,19 +383,24 @@ impl Dataset {
     pub fn load(dir: &Path) -> Result<Dataset> {
         use rayon::prelude::*;
         let paths = DatasetPaths::new(dir);
-        let table = paths.cells_table();
+        let cells = Dataset::load_cells(dir)?;
+        let data = cells
+            .par_iter()
+            .map(|c| read_cell(&paths.cell_file(&c.cell_id)).map(|(_, d)| d))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Dataset { cells, data })
+    }
+
+    /// Only `DIR/cells.parquet`: for stages that stream the cells one at a time.
+    pub fn load_cells(dir: &Path) -> Result<Vec<CellInfo>> {
+        let table = DatasetPaths::new(dir).cells_table();
         if !table.exists() {
             return Err(Error::Config(format!(
                 "{} has no cells.parquet: not a canonical dataset (make one with `voltlens ingest` or `voltlens synth`)",
                 dir.display()
             )));
         }
-        let cells = read_cells_table(&table)?;
-        let data = cells
-            .par_iter()
-            .map(|c| read_cell(&paths.cell_file(&c.cell_id)).map(|(_, d)| d))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Dataset { cells, data })
+        read_cells_table(&table)
     }
 
     pub fn index_of(&self, cell_id: &str) -> Option<usize> {

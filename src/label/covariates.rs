@@ -9,7 +9,9 @@ use crate::data::cells::CellInfo;
 use crate::data::schema::{Method, State};
 
 /// One covariate a label can be built on. Derived covariates come before raw V and I so that,
-/// on a tie (current = c_rate × capacity), the normalised quantity names the label.
+/// on a tie (current = c_rate × capacity), the normalised quantity names the label. The logging
+/// interval dt is left out on purpose: cyclers log densely after current changes, so it would
+/// name relaxation features after a logging artefact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Covariate {
@@ -21,6 +23,10 @@ pub enum Covariate {
     StepTime,
     TimeSinceCurrentChange,
     DvDt,
+    /// V_{t+1} − V_t (mV): the change the model predicts at this step.
+    DvNext,
+    /// C-rate_{t+1} − C-rate_t: the current step the model is told is coming.
+    CRateChangeNext,
     Temperature,
     CycleNumber,
     Soh,
@@ -31,7 +37,7 @@ pub enum Covariate {
 }
 
 impl Covariate {
-    pub const ALL: [Covariate; 15] = [
+    pub const ALL: [Covariate; 17] = [
         Covariate::Soc,
         Covariate::CRate,
         Covariate::AbsCRate,
@@ -40,6 +46,8 @@ impl Covariate {
         Covariate::StepTime,
         Covariate::TimeSinceCurrentChange,
         Covariate::DvDt,
+        Covariate::DvNext,
+        Covariate::CRateChangeNext,
         Covariate::Temperature,
         Covariate::CycleNumber,
         Covariate::Soh,
@@ -63,6 +71,8 @@ impl Covariate {
             Covariate::StepTime => "step_time",
             Covariate::TimeSinceCurrentChange => "time_since_current_change",
             Covariate::DvDt => "dv_dt",
+            Covariate::DvNext => "dv_next",
+            Covariate::CRateChangeNext => "c_rate_change_next",
             Covariate::Temperature => "temperature",
             Covariate::CycleNumber => "cycle_number",
             Covariate::Soh => "soh",
@@ -111,6 +121,8 @@ impl Covariates {
         set(Covariate::StepTime, data.step_time.clone());
         set(Covariate::TimeSinceCurrentChange, time_since_current_change(data, info.nominal_capacity_ah as f32));
         set(Covariate::DvDt, dv_dt_mv_per_s(data));
+        set(Covariate::DvNext, change_to_next(&data.voltage, 1000.0));
+        set(Covariate::CRateChangeNext, change_to_next(&data.c_rate, 1.0));
         set(Covariate::Temperature, data.temperature_or_nan());
         set(Covariate::CycleNumber, data.cycle_number.iter().map(|&c| c as f32).collect());
         set(Covariate::Soh, data.soh.iter().map(|s| s.unwrap_or(f32::NAN)).collect());
@@ -152,6 +164,11 @@ fn time_since_current_change(data: &CellData, nominal_capacity_ah: f32) -> Vec<f
         out.push(since);
     }
     out
+}
+
+/// `scale`·(x_{t+1} − x_t) per row; 0 on the last row, which has no next one.
+fn change_to_next(x: &[f32], scale: f32) -> Vec<f32> {
+    (0..x.len()).map(|t| x.get(t + 1).map_or(0.0, |next| scale * (next - x[t]))).collect()
 }
 
 /// dV/dt in mV/s from the previous row (0 on the first row and where dt is 0).

@@ -50,6 +50,14 @@ pub struct LabelConfig {
     pub max_q: f64,
     /// …stability at least this…
     pub min_stability: f64,
+    /// A resample still backs the label when its strength there is within this of the resample's
+    /// winner (strength units: 1 = the acceptance threshold); near-equivalent wordings
+    /// (c_rate vs current, soc vs voltage) otherwise swap the win at random.
+    pub stability_tie: f64,
+    /// Take the soc covariate from this ground-truth column (e.g. `gt_soc` of simulated cells)
+    /// instead of the SOC derived by coulomb counting: labelling twice shows how far labels
+    /// built on derived SOC hold up.
+    pub soc_column: Option<String>,
     /// Candidates reported per feature (the label and its runners-up).
     pub n_candidates: usize,
     /// Seed atoms of the conjunction search.
@@ -69,6 +77,8 @@ impl Default for LabelConfig {
             min_spearman: 0.6,
             max_q: 0.01,
             min_stability: 0.8,
+            stability_tie: 0.05,
+            soc_column: None,
             n_candidates: 3,
             conjunction_seeds: 3,
             min_conjunction_gain: 0.02,
@@ -243,7 +253,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let candidates: Vec<CandidateResult> = top.iter().map(held_out).collect();
     // The baseline is a yardstick, not a tested hypothesis: it stays out of BH (q = NaN).
     let baseline = baseline.as_ref().map(|b| CandidateResult { q_value: f64::NAN, ..held_out(b) });
-    let stability = top.first().map_or(0.0, |chosen| stability_of(&chosen.candidate, &firing, coded, halves, &set));
+    let stability = top.first().map_or(0.0, |chosen| stability_of(chosen, &firing, coded, halves, &set, cfg.stability_tie));
     FeatureLabel {
         layer: f.layer,
         feature: f.feature,
@@ -299,10 +309,11 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
     }
 }
 
-/// Share of bootstrap resamples of the explain cells whose winning candidate is the same label.
+/// Share of bootstrap resamples of the explain cells whose winning candidate is the same label,
+/// or scores no more than `tie` (strength) above it there: a tie is not a different answer.
 /// Resamples that drew none of the cells where the feature fires carry no evidence either way
 /// (a feature of one drive cycle is silent in a third of them) and are left out.
-fn stability_of(chosen: &Candidate, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings) -> f64 {
+fn stability_of(chosen: &Scored, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, tie: f64) -> f64 {
     let one = SearchSettings { keep: 1, ..*set };
     let (mut informative, mut agree) = (0usize, 0usize);
     for w in &halves.bootstrap {
@@ -312,7 +323,11 @@ fn stability_of(chosen: &Candidate, firing: &Firing, coded: &CodedSteps, halves:
         }
         informative += 1;
         let (top, _) = search(firing, &ranked, coded, w, &one);
-        agree += top.first().is_some_and(|t| candidates::same_label(&t.candidate, chosen) || coded.same_steps(&t.candidate, chosen, w)) as usize;
+        agree += top.first().is_some_and(|t| {
+            candidates::same_label(&t.candidate, &chosen.candidate)
+                || coded.same_steps(&t.candidate, &chosen.candidate, w)
+                || set.strength(&chosen.candidate, &score_on(chosen, firing, &firing.steps, &ranked, coded, w)) >= set.strength(&t.candidate, &t.score) - tie
+        }) as usize;
     }
     if informative == 0 { 0.0 } else { agree as f64 / informative as f64 }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use polars::prelude::{CsvWriter, SerWriter};
 
-use super::covariates::Covariates;
+use super::covariates::{Covariate, Covariates};
 use super::metadata::protocol_effects;
 use super::tables::write_labels;
 use super::{label_features, FeatureLabel, LabelConfig};
@@ -35,7 +35,15 @@ pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig,
             dataset_dir.display()
         )));
     }
-    let covariates = Covariates::for_dataset(&dataset);
+    let mut covariates = Covariates::for_dataset(&dataset);
+    if let Some(column) = &cfg.soc_column {
+        for (cov, data) in covariates.iter_mut().zip(&dataset.data) {
+            let gt = data.gt_f32(column).ok_or_else(|| {
+                Error::Config(format!("label: soc_column {column:?} is not a column of cell {} in {}", data.cell_id, dataset_dir.display()))
+            })?;
+            cov.columns[Covariate::Soc.index()] = gt;
+        }
+    }
     let labels = label_features(&acts, &covariates, &dataset.cells, cfg)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     write_labels(out_dir, &labels)?;

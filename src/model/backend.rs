@@ -3,9 +3,10 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
 
 use super::config::DeviceChoice;
-use crate::Result;
+use crate::{Error, Result};
 
 /// The CPU training backend: burn's Flex with autodiff.
 pub type CpuTrain = Autodiff<Flex>;
@@ -23,8 +24,64 @@ pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda => task.run::<Autodiff<burn::backend::Cuda>>(Default::default()),
         #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda => Err(crate::Error::Config(
+        DeviceChoice::Cuda => Err(Error::Config(
             "--device cuda: this build has no GPU support; rebuild with --features cuda".to_owned(),
         )),
+    }
+}
+
+/// A burn CPU backend to compare (`voltlens bench model --backend`). Flex is the one every stage
+/// uses; burn-ndarray and Candle exist only in builds with the `ndarray` / `candle` features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuBackend {
+    #[default]
+    Flex,
+    Ndarray,
+    Candle,
+}
+
+impl CpuBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuBackend::Flex => "flex",
+            CpuBackend::Ndarray => "ndarray",
+            CpuBackend::Candle => "candle",
+        }
+    }
+}
+
+impl std::fmt::Display for CpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for CpuBackend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "flex" => Ok(CpuBackend::Flex),
+            "ndarray" => Ok(CpuBackend::Ndarray),
+            "candle" => Ok(CpuBackend::Candle),
+            other => Err(Error::Config(format!("unknown backend '{other}' (expected flex, ndarray or candle)"))),
+        }
+    }
+}
+
+/// Runs `task` on the CPU with `backend` (with autodiff), or says which cargo feature it needs.
+pub fn run_on_cpu<T: BackendTask>(backend: CpuBackend, task: T) -> Result<T::Output> {
+    match backend {
+        CpuBackend::Flex => task.run::<CpuTrain>(Default::default()),
+        #[cfg(feature = "ndarray")]
+        CpuBackend::Ndarray => task.run::<Autodiff<burn::backend::NdArray>>(Default::default()),
+        // burn 0.21 marks burn-candle deprecated; it is here only to be measured against Flex.
+        #[cfg(feature = "candle")]
+        #[allow(deprecated)]
+        CpuBackend::Candle => task.run::<Autodiff<burn::backend::Candle>>(Default::default()),
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Config(format!(
+            "--backend {other}: this build has no {other} backend; rebuild with --features {other}"
+        ))),
     }
 }

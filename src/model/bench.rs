@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::backend::{run_on, BackendTask};
+use super::backend::{run_on, run_on_cpu, BackendTask, CpuBackend};
 use super::config::{DeviceChoice, ModelConfig};
 use super::inputs::N_CHANNELS;
 use super::transformer::Lblm;
@@ -19,6 +19,8 @@ use crate::Result;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelBench {
+    /// The burn backend measured: `flex`, `ndarray`, `candle` (CPU) or `cuda`.
+    pub backend: String,
     pub parameters: usize,
     pub batch: usize,
     pub context: usize,
@@ -29,10 +31,23 @@ pub struct ModelBench {
 }
 
 /// Times `steps` training steps and `steps` inference passes of `batch` full windows (after one
-/// untimed warm-up of each).
-pub fn bench(model: &ModelConfig, batch: usize, steps: usize, device: DeviceChoice) -> Result<ModelBench> {
+/// untimed warm-up of each) on `device`; on the CPU, with the burn backend `backend` (anything but
+/// Flex needs its cargo feature).
+pub fn bench(model: &ModelConfig, batch: usize, steps: usize, device: DeviceChoice, backend: CpuBackend) -> Result<ModelBench> {
     model.validate()?;
-    run_on(device, BenchTask { model, batch: batch.max(1), steps: steps.max(1) })
+    let task = BenchTask { model, batch: batch.max(1), steps: steps.max(1) };
+    let mut figures = match (device, backend) {
+        (DeviceChoice::Cpu, _) => run_on_cpu(backend, task)?,
+        (DeviceChoice::Cuda, CpuBackend::Flex) => run_on(device, task)?,
+        (DeviceChoice::Cuda, _) => {
+            return Err(crate::Error::Config(format!("--backend {backend} is a CPU backend; use it with --device cpu")))
+        }
+    };
+    figures.backend = match device {
+        DeviceChoice::Cpu => backend.name().to_owned(),
+        DeviceChoice::Cuda => "cuda".to_owned(),
+    };
+    Ok(figures)
 }
 
 struct BenchTask<'a> {
@@ -82,7 +97,7 @@ impl BackendTask for BenchTask<'_> {
             infer();
         }
         let infer_tokens_per_s = tokens / t0.elapsed().as_secs_f64();
-        Ok(ModelBench { parameters: inner.num_params(), batch, context, train_tokens_per_s, infer_tokens_per_s })
+        Ok(ModelBench { backend: String::new(), parameters: inner.num_params(), batch, context, train_tokens_per_s, infer_tokens_per_s })
     }
 }
 

@@ -208,6 +208,16 @@ pub fn batch<B: Backend>(
     (x, y)
 }
 
+/// The steps of one cell of the dataset at `dataset_dir`, reading only that cell's file.
+pub fn cell_steps(dataset_dir: &Path, cell_id: &str) -> Result<CellSteps> {
+    let file = DatasetPaths::new(dataset_dir).cell_file(cell_id);
+    if !file.exists() {
+        return Err(Error::Config(format!("{}: no cell {cell_id} in this dataset", dataset_dir.display())));
+    }
+    let (info, data) = crate::data::canonical::read_cell(&file)?;
+    CellSteps::from_cell(&info, &data, &file)
+}
+
 /// The steps of the named cells of a dataset loaded from `dataset_dir`, in the order given.
 pub fn dataset_steps(dataset: &Dataset, dataset_dir: &Path, cell_ids: &[String]) -> Result<Vec<CellSteps>> {
     use rayon::prelude::*;

@@ -1,5 +1,6 @@
 //! The PNG of `eval-model`: predicted against true voltage for one held-out cell, teacher-forced
-//! (top) and rolled out over one cycle from its own predictions (bottom).
+//! (top), its error in mV (middle: too small to see on a volt scale) and rolled out over one
+//! cycle from its own predictions (bottom).
 
 use std::path::Path;
 
@@ -27,23 +28,29 @@ pub fn plot_cell(path: &Path, p: &CellPlot) -> Result<()> {
     let tmp = crate::data::canonical::temp_path(path).with_extension("png");
     let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", path.display()));
     {
-        let root = BitMapBackend::new(&tmp, (1200, 900)).into_drawing_area();
+        let root = BitMapBackend::new(&tmp, (1200, 1100)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(&e))?;
         let (title, body) = root.split_vertically(40);
         title
             .titled(&format!("{} ({}): predicted vs true voltage", p.cell_id, p.protocol), (FONT, 22).into_font())
             .map_err(|e| fail(&e))?;
-        let panels = body.split_evenly((2, 1));
+        let (top, rest) = body.split_vertically(410);
+        let (middle, bottom) = rest.split_vertically(240);
+        let panels = [top, middle, bottom];
         let rows = p.teacher.len();
         let hours = |r: usize| (p.time_s[r] - p.time_s[0]) / 3600.0;
         // Prediction of V_{t+1} is drawn at row t+1, where it can be compared with the truth.
         let teacher: Vec<(f64, f32)> = (0..rows).map(|t| (hours(t + 1), p.teacher[t])).collect();
         let truth: Vec<(f64, f32)> = (1..=rows).map(|r| (hours(r), p.voltage[r])).collect();
-        panel(&panels[0], "teacher-forced", &truth, &teacher).map_err(|e| fail(&e))?;
+        panel(&panels[0], "teacher-forced", "Voltage (V)", &[("true", &truth, plot_style::VOLTAGE), ("model", &teacher, plot_style::PREDICTION)])
+            .map_err(|e| fail(&e))?;
+        let error: Vec<(f64, f32)> = teacher.iter().zip(&truth).map(|(&(x, m), &(_, t))| (x, (m - t) * 1000.0)).collect();
+        panel(&panels[1], "teacher-forced error (model − true)", "Error (mV)", &[("error", &error, plot_style::PREDICTION)]).map_err(|e| fail(&e))?;
         if let Some((start, volts)) = p.rollout {
             let truth: Vec<(f64, f32)> = (0..volts.len()).map(|k| (hours(start + k), p.voltage[start + k])).collect();
             let rolled: Vec<(f64, f32)> = (0..volts.len()).map(|k| (hours(start + k), volts[k])).collect();
-            panel(&panels[1], "rollout over one cycle", &truth, &rolled).map_err(|e| fail(&e))?;
+            let series = [("true", truth.as_slice(), plot_style::VOLTAGE), ("model", rolled.as_slice(), plot_style::PREDICTION)];
+            panel(&panels[2], "rollout over one cycle", "Voltage (V)", &series).map_err(|e| fail(&e))?;
         }
         root.present().map_err(|e| fail(&e))?;
     }
@@ -52,11 +59,16 @@ pub fn plot_cell(path: &Path, p: &CellPlot) -> Result<()> {
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-/// One panel: truth and prediction against time (h).
-fn panel(area: &Area, name: &str, truth: &[(f64, f32)], predicted: &[(f64, f32)]) -> std::result::Result<(), String> {
-    let x0 = truth.first().map_or(0.0, |p| p.0);
-    let x1 = truth.last().map_or(1.0, |p| p.0).max(x0 + 1e-6);
-    let finite = truth.iter().chain(predicted).map(|p| p.1).filter(|v| v.is_finite());
+/// One line per labelled series: its points (time in h, value) and colour.
+type Series<'a> = (&'a str, &'a [(f64, f32)], RGBColor);
+
+/// One panel of series against time (h); the first is drawn widest so the others stay visible
+/// on top of it where they agree.
+fn panel(area: &Area, name: &str, y_desc: &str, series: &[Series]) -> std::result::Result<(), String> {
+    let first = series.first().map_or(&[][..], |s| s.1);
+    let x0 = first.first().map_or(0.0, |p| p.0);
+    let x1 = first.last().map_or(1.0, |p| p.0).max(x0 + 1e-6);
+    let finite = series.iter().flat_map(|s| s.1).map(|p| p.1).filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = if lo.is_finite() { (lo as f64, hi as f64) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.05).max(1e-3);
@@ -69,23 +81,24 @@ fn panel(area: &Area, name: &str, truth: &[(f64, f32)], predicted: &[(f64, f32)]
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
+        .max_light_lines(1)
         .light_line_style(plot_style::GRID)
         .x_desc("Time (h)")
-        .y_desc("Voltage (V)")
+        .y_desc(y_desc)
         .label_style((FONT, 13))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(|e| e.to_string())?;
-    let series = [("true", truth, plot_style::VOLTAGE), ("model", predicted, plot_style::PREDICTION)];
-    for (label, points, colour) in series {
+    for (i, &(label, points, colour)) in series.iter().enumerate() {
+        let width = if i == 0 && series.len() > 1 { 4 } else { 1 };
         chart
             .draw_series(LineSeries::new(
                 points.iter().filter(|p| p.1.is_finite()).map(|&(x, v)| (x, v as f64)),
-                colour.stroke_width(2),
+                colour.stroke_width(width),
             ))
             .map_err(|e| e.to_string())?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(width)));
     }
     chart
         .configure_series_labels()

@@ -22,12 +22,18 @@ pub struct PipelineConfig {
     pub model: Option<ModelStageConfig>,
     /// Train a transcoder on the model's MLPs (needs `[model]`).
     pub transcoder: Option<crate::transcoder::stage::TranscoderStageConfig>,
+    /// Train many transcoders over a grid on one activation cache and draw the Pareto front
+    /// (needs `[model]`; runs after `[label]`, so that changing it redoes only itself and the report).
+    pub sweep: Option<crate::transcoder::sweep::SweepConfig>,
     /// Record feature activations over every step (needs `[transcoder]`).
     pub record: Option<crate::record::RecordConfig>,
     /// Per-feature statistics and example windows (needs `[record]`).
     pub mine: Option<crate::mine::MineConfig>,
     /// Automatic labels against physical covariates (needs `[record]`).
     pub label: Option<crate::label::LabelConfig>,
+    /// Pullback tables of the most active features and one attribution graph (needs `[label]`,
+    /// which needs `[mine]`'s peaks; the report shows them).
+    pub circuits: Option<crate::circuits::stage::CircuitsConfig>,
     /// A report folder of PNG cards and an HTML index (needs `[mine]` and `[label]`).
     pub report: Option<ReportStageConfig>,
 }

@@ -6,10 +6,12 @@ use serde::Serialize;
 
 use super::config::{DataStageConfig, ModelStageConfig, PipelineConfig, ReportStageConfig};
 use super::StageContext;
+use crate::circuits::stage::CircuitsConfig;
 use crate::label::LabelConfig;
 use crate::mine::MineConfig;
 use crate::record::RecordConfig;
 use crate::transcoder::stage::TranscoderStageConfig;
+use crate::transcoder::sweep::SweepConfig;
 use crate::{Error, Result};
 
 /// One stage of a pipeline.
@@ -45,6 +47,11 @@ pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
         return Err(Error::Config("[label] needs a [record] stage in the pipeline".to_owned()));
     }
     push(&mut stages, "label", config.label.clone(), run_label)?;
+    push(&mut stages, "sweep", config.sweep.clone(), run_sweep)?;
+    if config.circuits.is_some() && config.mine.is_none() {
+        return Err(Error::Config("[circuits] needs a [mine] stage in the pipeline".to_owned()));
+    }
+    push(&mut stages, "circuits", config.circuits.clone(), run_circuits)?;
     if config.report.is_some() && (config.mine.is_none() || config.label.is_none()) {
         return Err(Error::Config("[report] needs [mine] and [label] stages in the pipeline".to_owned()));
     }
@@ -56,9 +63,9 @@ pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
 fn needs(name: &str) -> &'static str {
     match name {
         "model" => "data",
-        "transcoder" => "model",
+        "transcoder" | "sweep" => "model",
         "record" => "transcoder",
-        "report" => "label",
+        "report" | "circuits" => "label",
         _ => "record",
     }
 }
@@ -121,6 +128,16 @@ fn run_transcoder(cfg: &TranscoderStageConfig, ctx: &StageContext, out: &Path) -
     crate::transcoder::stage::run_transcoder_stage(&dataset_dir(ctx), &model_dir(ctx), cfg, ctx.seed, out)
 }
 
+fn run_sweep(cfg: &SweepConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    use crate::transcoder::sweep;
+    let summary = sweep::run_sweep(&dataset_dir(ctx), &model_dir(ctx), cfg, ctx.seed, out)?;
+    // A finished stage is never extended (changed settings start a fresh one), so its cache,
+    // the largest thing in it, has served its purpose.
+    let cache = out.join(sweep::CACHE_DIR);
+    std::fs::remove_dir_all(&cache).map_err(|e| Error::io(&cache, e))?;
+    Ok(summary.to_json(out))
+}
+
 fn run_record(cfg: &RecordConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
     let transcoder_dir = ctx.stage_dir("transcoder");
     let transcoder = crate::record::TranscoderInput::Dir(&transcoder_dir);
@@ -134,6 +151,19 @@ fn run_mine(cfg: &MineConfig, ctx: &StageContext, out: &Path) -> Result<serde_js
 
 fn run_label(cfg: &LabelConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
     crate::label::stage::run_label_stage(&dataset_dir(ctx), &ctx.stage_dir("record"), cfg, out)
+}
+
+fn run_circuits(cfg: &CircuitsConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
+    let inputs = crate::circuits::stage::CircuitsInputs {
+        sources: crate::circuits::GraphSources {
+            dataset: dataset_dir(ctx),
+            model: model_dir(ctx),
+            transcoder: ctx.stage_dir("transcoder"),
+        },
+        mined: ctx.stage_dir("mine").join(crate::mine::stage::MINED_FILE),
+        labels: Some(ctx.stage_dir("label").join(crate::label::stage::LABELS_FILE)),
+    };
+    crate::circuits::stage::run_circuits_stage(&inputs, cfg, out)
 }
 
 fn run_report(cfg: &ReportStageConfig, ctx: &StageContext, _out: &Path) -> Result<serde_json::Value> {
@@ -177,11 +207,19 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope) -> Result
     let covariates = crate::label::covariates::Covariates::for_dataset(&dataset);
     let export = stage("transcoder").join("circuit-tracer");
     let transcoder = if export.exists() { Some(crate::transcoder::import_circuit_tracer(&export)?) } else { None };
+    let model_dir = stage("model").join(MODEL_DIR);
+    let embedding = if model_dir.exists() { Some(crate::circuits::Embedding::load(&model_dir)?) } else { None };
     let metrics = |path: PathBuf| read_json::<serde_json::Value>(&path).ok();
     let mut run_config = serde_json::Map::new();
     for name in ["data", "model", "transcoder", "record", "mine", "label"] {
         if let Some(m) = crate::pipeline::manifest::Manifest::read(&stage(name)) {
             run_config.insert(name.to_owned(), m.config);
+        }
+    }
+    // Where the sweep's figures and the circuits stage's graph are, for the report to show them.
+    for name in ["sweep", "circuits"] {
+        if let Some(m) = crate::pipeline::manifest::Manifest::read(&stage(name)) {
+            run_config.insert(name.to_owned(), serde_json::json!({ "dir": stage(name), "config": m.config }));
         }
     }
     let inputs = crate::report::ReportInputs {
@@ -191,6 +229,7 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope) -> Result
         labels: &labels,
         covariates: &covariates,
         transcoder: transcoder.as_ref(),
+        embedding: embedding.as_ref(),
         model_metrics: metrics(stage("model").join(EVAL_DIR).join("metrics.json")).and_then(|m| m.get("overall").cloned()),
         transcoder_metrics: metrics(stage("transcoder").join("metrics.json")),
         run_config: serde_json::Value::Object(run_config),

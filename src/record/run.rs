@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::tables::{ActivationWriter, CovariateWriter};
 use super::{ACTIVATIONS_FILE, COVARIATES_FILE, SUMMARY_FILE};
-use crate::data::canonical::{Dataset, DatasetPaths};
+use crate::data::canonical::{cell_row_count, read_cell, Dataset, DatasetPaths};
+use crate::data::cells::CellInfo;
 use crate::data::windows::{windows, Window};
 use crate::label::covariates::Covariates;
 use crate::model::backend::{run_on, BackendTask};
@@ -122,16 +123,17 @@ pub fn record(
         return Err(Error::Config("record: max_buffer_rows and windows_per_batch must be positive".to_owned()));
     }
     let transcoder = transcoder.load()?;
-    let dataset = Dataset::load(dataset_dir)?;
+    let cells = Dataset::load_cells(dataset_dir)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let summary = run_on(cfg.device, RecordTask { dataset_dir, dataset: &dataset, model_dir, transcoder: &transcoder, cfg, out_dir })?;
+    let summary = run_on(cfg.device, RecordTask { dataset_dir, cells: &cells, model_dir, transcoder: &transcoder, cfg, out_dir })?;
     write_json(&out_dir.join(SUMMARY_FILE), &summary)?;
     Ok(summary)
 }
 
 struct RecordTask<'a> {
     dataset_dir: &'a Path,
-    dataset: &'a Dataset,
+    /// Read one at a time: memory is bounded by one cell and the writers' buffers.
+    cells: &'a [CellInfo],
     model_dir: &'a Path,
     transcoder: &'a Transcoder,
     cfg: &'a RecordConfig,
@@ -150,18 +152,19 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
     let loaded = load_model::<B>(task.model_dir, &device)?;
     let tc = task.transcoder;
     check_shapes(&loaded.model, tc)?;
-    let ds = task.dataset;
-    let cell_ids: Vec<String> = ds.cells.iter().map(|c| c.cell_id.clone()).collect();
-    let cell_rows: Vec<usize> = ds.data.iter().map(|d| d.len()).collect();
+    let paths = DatasetPaths::new(task.dataset_dir);
+    let cell_ids: Vec<String> = task.cells.iter().map(|c| c.cell_id.clone()).collect();
+    let cell_rows = cell_ids.iter().map(|id| cell_row_count(&paths.cell_file(id))).collect::<Result<Vec<usize>>>()?;
     let max_rows = task.cfg.max_buffer_rows;
     let mut activations = ActivationWriter::create(&task.out_dir.join(ACTIVATIONS_FILE), &cell_ids, max_rows)?;
     let mut covariates = CovariateWriter::create(&task.out_dir.join(COVARIATES_FILE), &cell_ids, max_rows)?;
     let steps: u64 = cell_rows.iter().map(|&r| r.saturating_sub(1) as u64).sum();
     let bar = crate::progress::bar(steps, "record", "steps");
-    let paths = DatasetPaths::new(task.dataset_dir);
-    for (c, (info, data)) in ds.cells.iter().zip(&ds.data).enumerate() {
-        covariates.push_cell(c as u32, &Covariates::from_cell(info, data))?;
-        let cell = loaded.norm.apply(&CellSteps::from_cell(info, data, &paths.cell_file(&info.cell_id))?);
+    for (c, info) in task.cells.iter().enumerate() {
+        let file = paths.cell_file(&info.cell_id);
+        let (_, data) = read_cell(&file)?;
+        covariates.push_cell(c as u32, &Covariates::from_cell(info, &data))?;
+        let cell = loaded.norm.apply(&CellSteps::from_cell(info, &data, &file)?);
         let sink = &mut |row, layer, feature, value| activations.push(c as u32, row, layer, feature, value);
         record_cell(&loaded, tc, &cell, task.cfg.windows_per_batch, &device, sink, &|n| bar.inc(n as u64))?;
     }

@@ -534,7 +534,7 @@ fn draw_top_windows(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Fea
             draw_trace(panel, ctx, acts, &tr, ch, y.clone(), (r == 0).then_some(caption.as_str()), r + 1 == CHANNELS.len(), c == 0)?;
         }
     }
-    draw_colour_bar(&bar, facts.max)
+    colour_bar(&bar, (0.0, (facts.max as f64).max(1e-9)), "Activation", viridis, tick)
 }
 
 /// Splits an area into `n` rows, the last `extra` pixels taller (it carries the x-axis title).
@@ -552,23 +552,23 @@ fn split_rows<'b>(area: &Area<'b>, n: usize, extra: u32) -> Vec<Area<'b>> {
     out
 }
 
-fn draw_colour_bar(area: &Area, max: f32) -> Result<()> {
-    let max = (max as f64).max(1e-9);
+/// A vertical colour bar from `lo` (bottom) to `hi`, labelled on its right.
+pub(crate) fn colour_bar(area: &Area, (lo, hi): (f64, f64), label: &str, colour: impl Fn(f64) -> RGBColor, fmt: fn(f64) -> String) -> Result<()> {
     let mut chart = ChartBuilder::on(area)
         .margin_top(30)
         .margin_bottom(60)
         .margin_right(50)
         .y_label_area_size(0)
         .right_y_label_area_size(50)
-        .build_cartesian_2d(0.0..1.0, 0.0..max)
+        .build_cartesian_2d(0.0..1.0, lo..hi)
         .map_err(draw_err)?
-        .set_secondary_coord(0.0..1.0, 0.0..max);
+        .set_secondary_coord(0.0..1.0, lo..hi);
     chart.configure_mesh().disable_mesh().disable_axes().draw().map_err(draw_err)?;
     chart
         .configure_secondary_axes()
         .y_labels(6)
-        .y_label_formatter(&|v| tick(*v))
-        .y_desc("Activation")
+        .y_label_formatter(&|v| fmt(*v))
+        .y_desc(label)
         .label_style((FONT, 12))
         .axis_desc_style((FONT, 14))
         .draw()
@@ -576,8 +576,8 @@ fn draw_colour_bar(area: &Area, max: f32) -> Result<()> {
     let steps = 100;
     chart
         .draw_series((0..steps).map(|k| {
-            let (a, b) = (max * k as f64 / steps as f64, max * (k + 1) as f64 / steps as f64);
-            Rectangle::new([(0.0, a), (1.0, b)], viridis(k as f64 / (steps - 1) as f64).filled())
+            let (a, b) = (lo + (hi - lo) * k as f64 / steps as f64, lo + (hi - lo) * (k + 1) as f64 / steps as f64);
+            Rectangle::new([(0.0, a), (1.0, b)], colour(k as f64 / (steps - 1) as f64).filled())
         }))
         .map_err(draw_err)?;
     Ok(())
@@ -629,9 +629,31 @@ fn draw_row_b(area: &Area, facts: &FeatureFacts) -> Result<()> {
     } else {
         hbars(&panels[2], "Decoder norm per target layer", &facts.decoder_norms, "‖W_dec‖ (model units)", tick)?;
     }
-    let inputs = [(Covariate::Voltage, "voltage"), (Covariate::Current, "current"), (Covariate::Temperature, "temperature"), (Covariate::Soc, "SOC"), (Covariate::DvDt, "dV/dt")];
-    let z: Vec<(String, f64)> = inputs.iter().map(|(c, n)| (n.to_string(), facts.covariate_z[c.index()])).collect();
-    hbars(&panels[3], "Input channels while firing", &z, "Shift from mean (SD, activation-weighted)", tick)
+    let caption = "Input-channel sensitivity (de-embedding)";
+    if facts.deembedding.is_empty() {
+        return empty_panel(&panels[3], caption, "no model given");
+    }
+    let rows: Vec<(String, f64)> = facts.deembedding.iter().map(|(c, w)| (channel_name(c).to_owned(), *w)).collect();
+    hbars(&panels[3], caption, &rows, "Pre-activation change per input SD", tick)
+}
+
+/// A model input channel (`model::CHANNELS`) as a battery engineer reads it; "next" is the step
+/// being predicted.
+fn channel_name(channel: &str) -> &str {
+    match channel {
+        "voltage" => "voltage V_t",
+        "c_rate" => "C-rate now",
+        "log1p_dt" => "log(1+Δt) now",
+        "c_rate_next" => "C-rate next",
+        "log1p_dt_next" => "log(1+Δt) next",
+        "charge_next" => "charge moved next",
+        "temperature" => "temperature",
+        "temperature_present" => "T measured (flag)",
+        "current_sign_next" => "current sign next",
+        "step_change_next" => "new step next (flag)",
+        "log1p_step_time" => "log(1+time in step)",
+        other => other,
+    }
 }
 
 fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {

@@ -10,8 +10,10 @@
 //! Markdown → written into a temporary sibling folder and renamed into place.
 
 pub mod card;
+pub(crate) mod charts;
 pub mod html;
 pub mod overview;
+mod overview_weights;
 pub mod stage;
 pub mod summary;
 
@@ -51,6 +53,8 @@ pub struct ReportInputs<'a> {
     pub covariates: &'a [Covariates],
     /// For decoder norms per target layer; cards say "no transcoder" without it.
     pub transcoder: Option<&'a Transcoder>,
+    /// The model's embedding, loaded once, for each card's input-channel sensitivity.
+    pub embedding: Option<&'a crate::circuits::Embedding>,
     pub model_metrics: Option<Value>,
     pub transcoder_metrics: Option<Value>,
     /// The run's configuration; a `label` object in it sets the explain/test split the ROC uses.
@@ -199,6 +203,9 @@ impl<'a> Context<'a> {
                 inputs.acts.cell_rows.len()
             )));
         }
+        if let (Some(e), Some(tc)) = (inputs.embedding, inputs.transcoder) {
+            e.check_width(tc.shape.d_model)?;
+        }
         let label_cfg: LabelConfig = inputs.run_config.get("label").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
         let explain = split_cells(&ds.cells, label_cfg.explain_fraction, label_cfg.seed);
         let coded = CodedSteps::new(inputs.covariates, &explain);
@@ -304,6 +311,9 @@ pub struct FeatureFacts {
     pub roc: Option<Roc>,
     /// ‖W_dec‖ of this feature per target layer ("L2→L3", norm).
     pub decoder_norms: Vec<(String, f64)>,
+    /// De-embedding per input channel (`model::CHANNELS` order): the change of the feature's
+    /// pre-activation per standard deviation of the channel, along the embedding's direct path.
+    pub deembedding: Vec<(String, f64)>,
 }
 
 impl FeatureFacts {
@@ -322,6 +332,7 @@ impl FeatureFacts {
             co_firing: co_firing(ctx, i),
             roc: ctx.label(i).and_then(|l| l.candidates.first()).map(|c| roc(ctx, acts, &c.candidate)),
             decoder_norms: ctx.inputs.transcoder.map(|t| decoder_norms(t, m.layer, m.feature)).unwrap_or_default(),
+            deembedding: deembedding(ctx, m.layer, m.feature),
         }
     }
 
@@ -484,4 +495,12 @@ fn decoder_norms(t: &Transcoder, layer: u32, feature: u32) -> Vec<(String, f64)>
         .zip(rows.chunks(d))
         .map(|(target, w)| (format!("L{layer}→L{target}"), w.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()))
         .collect()
+}
+
+/// The card's input-channel sensitivity; empty without a model or a transcoder. The widths were
+/// checked when the context was built, so only a feature outside the transcoder can fail here.
+fn deembedding(ctx: &Context, layer: u32, feature: u32) -> Vec<(String, f64)> {
+    let (Some(embedding), Some(tc)) = (ctx.inputs.embedding, ctx.inputs.transcoder) else { return Vec::new() };
+    let rows = embedding.deembed(tc, layer as usize, feature as usize).unwrap_or_default();
+    rows.into_iter().map(|r| (r.channel, r.weight as f64)).collect()
 }

@@ -30,7 +30,7 @@ const HEATMAP_CLIP: f64 = 2.0;
 /// Draws every overview figure into `dir` and says what each shows.
 pub fn draw_overview(ctx: &Context, facts: &[FeatureFacts], dir: &Path) -> Result<Vec<Figure>> {
     crate::plot_style::ensure_fonts();
-    let figures = vec![
+    let mut figures = vec![
         Figure {
             file: "overview_layers.png".into(),
             title: "Transcoder quality per layer".into(),
@@ -50,6 +50,9 @@ pub fn draw_overview(ctx: &Context, facts: &[FeatureFacts], dir: &Path) -> Resul
     draw_layers(ctx, &dir.join(&figures[0].file))?;
     draw_features(ctx, facts, &dir.join(&figures[1].file))?;
     draw_heatmap(ctx, facts, &dir.join(&figures[2].file))?;
+    figures.extend(super::overview_weights::draw_weight_figures(ctx, dir)?);
+    figures.extend(sweep_figures(ctx, dir)?);
+    figures.extend(circuits_figures(ctx, dir)?);
     Ok(figures)
 }
 
@@ -110,10 +113,10 @@ fn draw_layers(ctx: &Context, path: &Path) -> Result<()> {
 pub(crate) fn family(c: Covariate) -> &'static str {
     match c {
         Covariate::Soc => "SOC",
-        Covariate::CRate | Covariate::AbsCRate | Covariate::Current => "current / C-rate",
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::Current => "current / C-rate",
         Covariate::State | Covariate::Method => "step type",
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => "time in step",
-        Covariate::DvDt | Covariate::Voltage => "voltage / dV/dt",
+        Covariate::DvDt | Covariate::DvNext | Covariate::Voltage => "voltage / dV/dt",
         Covariate::Temperature | Covariate::AmbientTemperature => "temperature",
         Covariate::CycleNumber | Covariate::Soh => "ageing",
         Covariate::Protocol => "protocol",
@@ -285,4 +288,44 @@ fn draw_scale(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Resu
         text(area, &label, (x, y0 + height + 4), (FONT, 13))?;
     }
     Ok(())
+}
+
+/// The Pareto figures of a sweep in the same run (`[sweep]`; `run_config.sweep.dir` says where),
+/// copied into the report as they are.
+fn sweep_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
+    let Some(sweep) = ctx.inputs.run_config.pointer("/sweep/dir").and_then(Value::as_str).map(Path::new) else { return Ok(Vec::new()) };
+    if !sweep.join("pareto.json").exists() {
+        return Ok(Vec::new());
+    }
+    let mut figures = Vec::new();
+    for (file, title, caption) in crate::transcoder::sweep::FIGURES {
+        if sweep.join(file).exists() {
+            std::fs::copy(sweep.join(file), dir.join(file)).map_err(|e| crate::Error::io(&sweep.join(file), e))?;
+            figures.push(Figure { file: file.into(), title: title.into(), caption: caption.into() });
+        }
+    }
+    Ok(figures)
+}
+
+/// The circuits stage's attribution graph (and its pullback tables, copied beside it), when the
+/// run has one.
+fn circuits_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
+    use crate::circuits::stage::{GRAPH_DIR, PULLBACKS_FILE, SUMMARY_FILE};
+    let Some(stage) = ctx.inputs.run_config.pointer("/circuits/dir").and_then(Value::as_str).map(Path::new) else { return Ok(Vec::new()) };
+    let summary: Value = crate::model::checkpoint::read_json(&stage.join(SUMMARY_FILE))?;
+    let Some(png) = summary.pointer("/graph/png").and_then(Value::as_str) else { return Ok(Vec::new()) };
+    let copy = |from: &Path, to: &str| std::fs::copy(from, dir.join(to)).map_err(|e| crate::Error::io(from, e));
+    copy(&stage.join(GRAPH_DIR).join(png), "circuits_graph.png")?;
+    copy(&stage.join(PULLBACKS_FILE), PULLBACKS_FILE)?;
+    let graph = &summary["graph"];
+    let score = |key: &str| graph.pointer(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    Ok(vec![Figure {
+        file: "circuits_graph.png".into(),
+        title: format!("Attribution graph: cell {}, step {}", graph["cell_id"].as_str().unwrap_or("?"), graph["step"]),
+        caption: format!(
+            "What drives this one prediction of the next voltage: features (rows = layers, columns = steps), input channels and error nodes, with edges from backward passes through the replacement model (attention patterns and norms frozen), pruned by influence. Replacement score {:.3}, completeness {:.3}. The circuit-tracer JSON is in the run's circuits/graph folder; pullback tables of the most active features are in {PULLBACKS_FILE}.",
+            score("/scores/pruned_replacement"),
+            score("/scores/pruned_completeness"),
+        ),
+    }])
 }

@@ -42,6 +42,59 @@ pub fn write_cache(path: &Path, resid_mid: &[f32], mlp_out: &[f32], shape: [usiz
     tensors::write(path, &[("resid_mid".into(), shape.to_vec(), resid_mid), ("mlp_out".into(), shape.to_vec(), mlp_out)], None)
 }
 
+/// Writes the next `tokens` tokens of `source` into the directory `dir` as shards of at most
+/// `shard_tokens` tokens (`00000.safetensors`, …; what `CacheSource` reads), so that no more than
+/// a shard is ever in memory. Each shard appears under its name only when complete.
+pub fn write_cache_shards(source: &mut dyn ActivationSource, dir: &Path, tokens: usize, shard_tokens: usize) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let (layers, d) = source.dims();
+    let shard = shard_tokens.max(1);
+    for (i, start) in (0..tokens).step_by(shard).enumerate() {
+        let n = shard.min(tokens - start);
+        let b = source.next_batch(n)?;
+        let path = dir.join(format!("{i:05}.safetensors"));
+        // Not named *.safetensors until renamed, so a killed write is never read as a shard.
+        let tmp = path.with_extension("partial");
+        write_cache(&tmp, &b.resid_mid, &b.mlp_out, [n, layers, d])?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Tokens held in memory, handed out in order and cycled: every reader gets the same tokens.
+pub struct MemorySource {
+    batch: Batch,
+    dims: (usize, usize),
+    pos: usize,
+}
+
+impl MemorySource {
+    pub fn new(batch: Batch, dims: (usize, usize)) -> Self {
+        MemorySource { batch, dims, pos: 0 }
+    }
+}
+
+impl ActivationSource for MemorySource {
+    fn dims(&self) -> (usize, usize) {
+        self.dims
+    }
+
+    fn next_batch(&mut self, tokens: usize) -> Result<Batch> {
+        let w = self.dims.0 * self.dims.1;
+        if self.batch.tokens == 0 {
+            return Err(Error::Config("an empty activation source has no tokens to give".to_owned()));
+        }
+        let mut out = Batch { tokens, resid_mid: Vec::with_capacity(tokens * w), mlp_out: Vec::with_capacity(tokens * w) };
+        for _ in 0..tokens {
+            let r = self.pos * w..(self.pos + 1) * w;
+            out.resid_mid.extend_from_slice(&self.batch.resid_mid[r.clone()]);
+            out.mlp_out.extend_from_slice(&self.batch.mlp_out[r]);
+            self.pos = (self.pos + 1) % self.batch.tokens;
+        }
+        Ok(out)
+    }
+}
+
 /// A cache on disk: one .safetensors file or a directory of shards, read shard by shard in name order.
 pub struct CacheSource {
     shards: Vec<PathBuf>,

@@ -114,12 +114,11 @@ pub struct Band {
     pub decoder_layer: usize,
 }
 
-/// Banding of every feature of encoder 0 (the MLSAE's only one; DESIGN.md §3): for each, the layer
-/// with the largest share of ‖W_enc,f‖² and of ‖W_dec,f‖².
-pub fn banding(tc: &Transcoder) -> Vec<Band> {
+/// Per feature of encoder 0, ‖W_enc,f‖² and ‖W_dec,f‖² split by the layer each part reads or
+/// writes, ([L], [L]): what `circuits::mlsae::banding_table` bands the MLSAE's features by.
+pub fn layer_sq_norms(tc: &Transcoder) -> Vec<(Vec<f32>, Vec<f32>)> {
     let s = tc.shape;
     let (d, f_n) = (s.d_model, s.features);
-    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
     let w_enc = tc.w_enc_of(0);
     (0..f_n)
         .map(|f| {
@@ -127,9 +126,13 @@ pub fn banding(tc: &Transcoder) -> Vec<Band> {
             for k in 0..s.d_in() {
                 enc[(s.input_offset(0) + k) / d] += w_enc[k * f_n + f].powi(2);
             }
+            let mut dec = vec![0.0f32; s.layers];
             let row = &tc.w_dec[0][f * s.dec_row(0)..(f + 1) * s.dec_row(0)];
-            let dec: Vec<f32> = row.chunks(d).map(|r| r.iter().map(|v| v * v).sum()).collect();
-            Band { encoder_layer: argmax(&enc), decoder_layer: s.out_layers(0).start + argmax(&dec) }
+            for (m, r) in s.out_layers(0).zip(row.chunks(d)) {
+                dec[m] = r.iter().map(|v| v * v).sum();
+            }
+            (enc, dec)
         })
         .collect()
 }
+

@@ -14,6 +14,8 @@
 //! - `cache`: `ActivationSource` (what the trainer reads) and `CacheSource` (sharded safetensors).
 //! - `metrics`: FVU, L0, dead/live features, MLSAE banding, replacement fidelity.
 //! - `export`: circuit-tracer layout out and in; `bench`: the run against the PyTorch reference.
+//! - `stage`: the pipeline's `transcoder` stage; `sweep`: many runs over a grid, the Pareto table
+//!   and figures.
 
 pub mod activation;
 pub mod adam;
@@ -28,13 +30,14 @@ pub mod metrics;
 pub mod online;
 mod tensors;
 pub mod stage;
+pub mod sweep;
 pub mod train;
 
 pub use activation::Codes;
 pub use bench::bench_vs_reference;
-pub use cache::{write_cache, ActivationSource, Batch, CacheSource};
+pub use cache::{write_cache, write_cache_shards, ActivationSource, Batch, CacheSource, MemorySource};
 pub use clt::{ForwardOutput, Shape, Transcoder};
 pub use config::{Activation, LambdaSchedule, Sparsity, TranscoderConfig, Variant};
 pub use export::{export_circuit_tracer, import_circuit_tracer};
-pub use metrics::{banding, evaluate, replacement_fidelity, Band, Fidelity, Metrics, Replacement};
-pub use train::{train, TrainReport};
+pub use metrics::{evaluate, layer_sq_norms, replacement_fidelity, Band, Fidelity, Metrics, Replacement};
+pub use train::{train, CurvePoint, TrainReport};

@@ -13,6 +13,8 @@ use std::path::Path;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
+use super::cache::{ActivationSource, Batch, MemorySource};
+use super::clt::Transcoder;
 use super::config::{TranscoderConfig, Variant};
 use super::export::export_circuit_tracer;
 use super::metrics::{evaluate, Metrics};
@@ -20,7 +22,7 @@ use super::online::{fidelity, mean_mlp_out, Cells, FidelityReport, ModelActivati
 use super::train::train;
 use crate::data::canonical::Dataset;
 use crate::model::backend::{run_on, BackendTask};
-use crate::model::checkpoint::{load_model, write_json};
+use crate::model::checkpoint::{load_model, write_json, LoadedModel};
 use crate::model::DeviceChoice;
 use crate::{Error, Result};
 
@@ -114,28 +116,13 @@ impl BackendTask for StageTask<'_> {
 fn train_and_evaluate<B: Backend>(task: &StageTask, device: B::Device) -> Result<StageMetrics> {
     let (cfg, tc_cfg) = (task.cfg, &task.cfg.config);
     let loaded = load_model::<B>(task.model_dir, &device)?;
-    let open = |which, seed| {
-        ModelActivations::open(task.dataset, task.dataset_dir, &loaded, which, tc_cfg.shuffle_buffer, seed, device.clone())
-    };
-    let mut train_source = open(Cells::Train, task.seed)?;
+    let mut train_source =
+        ModelActivations::open(task.dataset, task.dataset_dir, &loaded, Cells::Train, tc_cfg.shuffle_buffer, task.seed, device.clone())?;
     let report = train(tc_cfg, &mut train_source, task.out_dir)?;
     let tc = report.transcoder;
     export_circuit_tracer(&tc, &task.out_dir.join("circuit-tracer"))?;
-
-    // Held-out tokens and the ablation mean come from streams of their own, so that they are the
-    // same whether training ran here or was resumed.
-    let mut heldout_source = open(Cells::Test, task.seed.wrapping_add(1))?;
-    let heldout = evaluate(&tc, &mut heldout_source, cfg.eval_tokens, tc_cfg.batch)?;
-    let fidelity = match tc.shape.variant {
-        Variant::Mlsae => None,
-        Variant::Clt | Variant::Plt => {
-            let mean = mean_mlp_out(&mut open(Cells::Train, task.seed.wrapping_add(2))?, cfg.eval_tokens, tc_cfg.batch)?;
-            // Windows tiling the test cells: every held-out step scored once.
-            let windows = ModelWindows::load(task.dataset, task.dataset_dir, &loaded, Cells::Test, loaded.model.context)?
-                .at_most(cfg.eval_tokens);
-            Some(fidelity(&loaded.model, &tc, &mean, &windows, &device)?)
-        }
-    };
+    let judge = Judge::new(task.dataset, task.dataset_dir, &loaded, cfg.eval_tokens, tc_cfg, task.seed, device)?;
+    let (heldout, fidelity) = judge.judge(&tc)?;
     let metrics = StageMetrics {
         variant: tc.shape.variant,
         features: tc.shape.features,
@@ -146,4 +133,56 @@ fn train_and_evaluate<B: Backend>(task: &StageTask, device: B::Device) -> Result
     };
     write_json(&task.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
+}
+
+/// What a transcoder is judged on, drawn once so that a sweep judges every run on the same data:
+/// held-out tokens, the ablation mean, and the held-out windows replacement fidelity runs over.
+pub(crate) struct Judge<'a, B: Backend> {
+    loaded: &'a LoadedModel<B>,
+    /// The first `eval_tokens` tokens of the test cells' stream.
+    heldout: Batch,
+    dims: (usize, usize),
+    /// Mean mlp_out [L, d] over training tokens.
+    mean: Vec<f32>,
+    /// Windows tiling the test cells: every held-out step scored once.
+    windows: ModelWindows,
+    batch: usize,
+    device: B::Device,
+}
+
+impl<'a, B: Backend> Judge<'a, B> {
+    /// `seed` is the stage's: held-out tokens and the ablation mean come from streams of their
+    /// own, so that they are the same whether training ran here, was resumed, or read a cache.
+    pub(crate) fn new(
+        dataset: &Dataset,
+        dataset_dir: &Path,
+        loaded: &'a LoadedModel<B>,
+        eval_tokens: usize,
+        tc_cfg: &TranscoderConfig,
+        seed: u64,
+        device: B::Device,
+    ) -> Result<Self> {
+        let open = |which, seed| {
+            ModelActivations::open(dataset, dataset_dir, loaded, which, tc_cfg.shuffle_buffer, seed, device.clone())
+        };
+        let mut test = open(Cells::Test, seed.wrapping_add(1))?;
+        let dims = test.dims();
+        let heldout = test.next_batch(eval_tokens)?;
+        let mean = mean_mlp_out(&mut open(Cells::Train, seed.wrapping_add(2))?, eval_tokens, tc_cfg.batch)?;
+        let windows =
+            ModelWindows::load(dataset, dataset_dir, loaded, Cells::Test, loaded.model.context)?.at_most(eval_tokens);
+        Ok(Judge { loaded, heldout, dims, mean, windows, batch: tc_cfg.batch, device })
+    }
+
+    /// FVU, L0 and dead/live features on the held-out tokens, and replacement fidelity (None for
+    /// the MLSAE, which cannot replace an MLP during a forward pass).
+    pub(crate) fn judge(&self, tc: &Transcoder) -> Result<(Metrics, Option<FidelityReport>)> {
+        let mut heldout = MemorySource::new(self.heldout.clone(), self.dims);
+        let metrics = evaluate(tc, &mut heldout, self.heldout.tokens, self.batch)?;
+        let fidelity = match tc.shape.variant {
+            Variant::Mlsae => None,
+            Variant::Clt | Variant::Plt => Some(fidelity(&self.loaded.model, tc, &self.mean, &self.windows, &self.device)?),
+        };
+        Ok((metrics, fidelity))
+    }
 }

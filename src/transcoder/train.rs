@@ -30,7 +30,22 @@ pub struct TrainReport {
     /// Share of features that have not fired for `dead_tokens` tokens (or never, if fewer seen).
     pub dead_fraction: f32,
     pub checkpoint: PathBuf,
+    /// The run's path in (L0, FVU) over training, about `CURVE_POINTS` points.
+    pub curve: Vec<CurvePoint>,
 }
+
+/// Mean training-batch FVU and L0 over the steps since the previous point (averaged, because one
+/// batch is noisy); what a sweep draws as the run's training path.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Steps done when the point was taken.
+    pub step: u64,
+    pub l0: f32,
+    pub fvu: f32,
+}
+
+/// Points of the training curve per run.
+const CURVE_POINTS: u64 = 50;
 
 /// Everything that moves during training; a checkpoint holds exactly this.
 struct State {
@@ -42,6 +57,7 @@ struct State {
     target_var: Vec<f32>,
     /// Tokens since each feature last fired, [E, F].
     since_fired: Vec<f32>,
+    curve: Vec<CurvePoint>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -50,6 +66,9 @@ struct CheckpointMeta {
     layers: usize,
     d_model: usize,
     config: TranscoderConfig,
+    /// Absent in checkpoints written before curves were recorded.
+    #[serde(default)]
+    curve: Vec<CurvePoint>,
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -73,6 +92,8 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
     pb.set_position(start);
     let mut grad = state.model.clone();
     let mut last: Option<StepStats> = None;
+    let curve_every = cfg.steps.div_ceil(CURVE_POINTS).max(1);
+    let mut since_point = (0u64, 0.0f32, 0.0f32);
     let t0 = Instant::now();
     for step in start..cfg.steps {
         let mut batch = source.next_batch(cfg.batch)?;
@@ -89,6 +110,12 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
             ));
         }
         pb.inc(1);
+        since_point = (since_point.0 + 1, since_point.1 + mean(&stats.l0), since_point.2 + mean(&stats.fvu));
+        if (step + 1) % curve_every == 0 || step + 1 == cfg.steps {
+            let (n, l0, fvu) = since_point;
+            state.curve.push(CurvePoint { step: step + 1, l0: l0 / n as f32, fvu: fvu / n as f32 });
+            since_point = (0, 0.0, 0.0);
+        }
         last = Some(stats);
         if cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0 && step + 1 < cfg.steps {
             save_checkpoint(cfg, &state, step + 1, out_dir)?;
@@ -108,6 +135,7 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
         l0,
         dead_fraction: dead_fraction(&state.since_fired, cfg),
         checkpoint: out_dir.join(CHECKPOINT),
+        curve: state.curve,
     })
 }
 
@@ -185,7 +213,7 @@ fn init(cfg: &TranscoderConfig, batch: &Batch, layers: usize, d: usize) -> State
     set_encoder_bias(cfg, &mut model, batch, &input_scale);
     let adam = Adam::new(&model, cfg.lr);
     let since_fired = vec![0.0; s.encoders() * s.features];
-    State { model, adam, input_scale, target_var, since_fired }
+    State { model, adam, input_scale, target_var, since_fired, curve: Vec::new() }
 }
 
 /// Mean [L, d] and total variance per layer [L] of y [n, L, d].
@@ -241,7 +269,13 @@ fn save_checkpoint(cfg: &TranscoderConfig, state: &State, step: u64, dir: &Path)
     named.push(("target_var".into(), vec![state.target_var.len()], &state.target_var));
     named.push(("since_fired".into(), vec![state.since_fired.len()], &state.since_fired));
     tensors::write(&dir.join(CHECKPOINT), &named, None)?;
-    let meta = CheckpointMeta { step, layers: state.model.shape.layers, d_model: state.model.shape.d_model, config: cfg.clone() };
+    let meta = CheckpointMeta {
+        step,
+        layers: state.model.shape.layers,
+        d_model: state.model.shape.d_model,
+        config: cfg.clone(),
+        curve: state.curve.clone(),
+    };
     let path = dir.join(CHECKPOINT_META);
     std::fs::write(&path, serde_json::to_string_pretty(&meta).expect("plain data")).map_err(|e| Error::io(&path, e))
 }
@@ -272,5 +306,6 @@ fn load_checkpoint(cfg: &TranscoderConfig, dir: &Path, layers: usize, d: usize) 
     let input_scale = tensors::take(&mut map, &path, "input_scale", &[layers])?;
     let target_var = tensors::take(&mut map, &path, "target_var", &[layers])?;
     let since_fired = tensors::take(&mut map, &path, "since_fired", &[e_f])?;
-    Ok(Some((State { model, adam, input_scale, target_var, since_fired }, meta.step)))
+    let curve = meta.curve;
+    Ok(Some((State { model, adam, input_scale, target_var, since_fired, curve }, meta.step)))
 }

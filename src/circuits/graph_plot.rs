@@ -1,0 +1,161 @@
+//! The attribution graph as a PNG: layers as rows (inputs at the bottom, the output on top),
+//! window steps as columns (only steps with kept nodes), edges coloured by sign and drawn wider
+//! and darker the larger their weight.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::attribution::NodeKind;
+use super::graph::Graph;
+use crate::data::canonical::temp_path;
+use crate::plot_style::{self, FONT};
+use crate::{Error, Result};
+
+/// Beyond these, the least influential steps and the weakest edges are left out of the drawing
+/// (the JSON keeps them all).
+const MAX_COLUMNS: usize = 40;
+const MAX_EDGES: usize = 400;
+const MAX_LABEL: usize = 26;
+const COLUMN_W: i32 = 150;
+const NODE_H: i32 = 26;
+const LEFT: i32 = 110;
+const TOP: i32 = 70;
+const BOTTOM: i32 = 50;
+
+const POSITIVE: RGBColor = plot_style::VOLTAGE;
+const NEGATIVE: RGBColor = plot_style::CURRENT;
+
+/// Row of a node, 0 at the top: the output, then layers from the last down, then the inputs.
+fn row_of(node: NodeKind, layers: usize) -> usize {
+    match node {
+        NodeKind::Output { .. } => 0,
+        NodeKind::Feature { layer, .. } | NodeKind::Error { layer, .. } => layers - layer,
+        NodeKind::Input { .. } => layers + 1,
+    }
+}
+
+fn pos_of(node: NodeKind) -> usize {
+    match node {
+        NodeKind::Feature { pos, .. } | NodeKind::Error { pos, .. } | NodeKind::Input { pos, .. } | NodeKind::Output { pos } => pos,
+    }
+}
+
+fn colour_of(node: NodeKind) -> RGBColor {
+    match node {
+        NodeKind::Feature { .. } => plot_style::PREDICTION,
+        NodeKind::Error { .. } => RGBColor(150, 150, 150),
+        NodeKind::Input { .. } => plot_style::SOC,
+        NodeKind::Output { .. } => plot_style::TEMPERATURE,
+    }
+}
+
+fn shorten(text: &str) -> String {
+    if text.chars().count() <= MAX_LABEL {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(MAX_LABEL - 1).collect::<String>())
+    }
+}
+
+/// Draws `graph` to `png_path` (written atomically); features carry their `labels` where given.
+pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_path: &Path) -> Result<()> {
+    plot_style::ensure_fonts();
+    // Columns: the steps holding the most influence, in step order.
+    let mut weight_of_pos: BTreeMap<usize, f32> = BTreeMap::new();
+    for n in &graph.nodes {
+        *weight_of_pos.entry(pos_of(n.node)).or_default() += n.influence + if matches!(n.node, NodeKind::Output { .. }) { 1e9 } else { 0.0 };
+    }
+    let mut columns: Vec<(usize, f32)> = weight_of_pos.into_iter().collect();
+    columns.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let hidden_steps = columns.len().saturating_sub(MAX_COLUMNS);
+    columns.truncate(MAX_COLUMNS);
+    let mut steps: Vec<usize> = columns.into_iter().map(|(p, _)| p).collect();
+    steps.sort_unstable();
+
+    // Nodes per (row, column), most influential first; rows as tall as their fullest cell.
+    let rows = graph.layers + 2;
+    let mut cells: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for (i, n) in graph.nodes.iter().enumerate() {
+        if let Ok(c) = steps.binary_search(&pos_of(n.node)) {
+            cells.entry((row_of(n.node, graph.layers), c)).or_default().push(i);
+        }
+    }
+    cells.values_mut().for_each(|v| v.sort_by(|&a, &b| graph.nodes[b].influence.total_cmp(&graph.nodes[a].influence)));
+    let row_h: Vec<i32> = (0..rows).map(|r| cells.iter().filter(|((row, _), _)| *row == r).map(|(_, v)| v.len() as i32).max().unwrap_or(1) * NODE_H + 30).collect();
+    let row_top: Vec<i32> = row_h.iter().scan(TOP, |y, h| { let top = *y; *y += h; Some(top) }).collect();
+    let width = (LEFT + steps.len() as i32 * COLUMN_W + 40).max(900);
+    let height = row_top[rows - 1] + row_h[rows - 1] + BOTTOM;
+    let mut at: Vec<Option<(i32, i32)>> = vec![None; graph.nodes.len()];
+    for (&(r, c), nodes) in &cells {
+        for (k, &i) in nodes.iter().enumerate() {
+            at[i] = Some((LEFT + c as i32 * COLUMN_W + 14, row_top[r] + 18 + k as i32 * NODE_H));
+        }
+    }
+
+    let tmp = temp_path(png_path).with_extension("png");
+    {
+        let root = BitMapBackend::new(&tmp, (width as u32, height as u32)).into_drawing_area();
+        let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", png_path.display()));
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let s = &graph.scores;
+        let title = format!(
+            "Cell {} step {}: predicted V {:.4} V ({} nodes, {} edges kept of {} nodes)",
+            graph.cell_id, graph.step(), graph.predicted_voltage(), graph.nodes.len(), graph.edges.len(), graph.total_nodes
+        );
+        root.draw(&Text::new(title, (10, 8), (FONT, 20).into_font())).map_err(|e| fail(&e))?;
+        let subtitle = format!(
+            "replacement {:.3} (pruned {:.3}), completeness {:.3} (pruned {:.3}); blue: positive, red: negative{}",
+            s.replacement, s.pruned_replacement, s.completeness, s.pruned_completeness,
+            if hidden_steps > 0 { format!("; {hidden_steps} less influential steps not drawn") } else { String::new() }
+        );
+        root.draw(&Text::new(subtitle, (10, 36), (FONT, 14).into_font())).map_err(|e| fail(&e))?;
+
+        // Row bands and names, column step numbers.
+        for r in 0..rows {
+            let name = match r {
+                0 => "output".to_owned(),
+                r if r == rows - 1 => "inputs".to_owned(),
+                r => format!("layer {}", graph.layers - r),
+            };
+            if r % 2 == 1 {
+                root.draw(&Rectangle::new([(0, row_top[r]), (width, row_top[r] + row_h[r])], RGBColor(246, 246, 250).filled())).map_err(|e| fail(&e))?;
+            }
+            root.draw(&Text::new(name, (10, row_top[r] + 10), (FONT, 15).into_font())).map_err(|e| fail(&e))?;
+        }
+        for (c, &p) in steps.iter().enumerate() {
+            let label = format!("step {}", graph.first_step + p);
+            root.draw(&Text::new(label, (LEFT + c as i32 * COLUMN_W + 4, height - BOTTOM + 16), (FONT, 13).into_font())).map_err(|e| fail(&e))?;
+        }
+
+        // Edges, weakest first so that strong ones stay visible on top.
+        let mut edges: Vec<_> = graph.edges.iter().filter(|e| at[e.source].is_some() && at[e.target].is_some()).collect();
+        edges.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
+        edges.truncate(MAX_EDGES);
+        edges.reverse();
+        let max = edges.iter().map(|e| e.weight.abs()).fold(f32::MIN_POSITIVE, f32::max);
+        for e in edges {
+            let strength = (e.weight.abs() / max).sqrt() as f64;
+            let colour = if e.weight >= 0.0 { POSITIVE } else { NEGATIVE };
+            let style = colour.mix(0.15 + 0.75 * strength).stroke_width(1 + (5.0 * strength) as u32);
+            let (a, b) = (at[e.source].expect("drawn"), at[e.target].expect("drawn"));
+            // Within one step's column a straight edge would run over the nodes between: bow it left.
+            let path = if a.0 == b.0 { vec![a, (a.0 - 10 - (a.1 - b.1).abs() / 12, (a.1 + b.1) / 2), b] } else { vec![a, b] };
+            root.draw(&PathElement::new(path, style)).map_err(|e| fail(&e))?;
+        }
+
+        // Nodes, sized by influence, with labels.
+        let top_influence = graph.nodes.iter().map(|n| n.influence).fold(f32::MIN_POSITIVE, f32::max);
+        for (i, n) in graph.nodes.iter().enumerate() {
+            let Some((x, y)) = at[i] else { continue };
+            let radius = if matches!(n.node, NodeKind::Output { .. }) { 9 } else { 4 + (5.0 * (n.influence / top_influence).sqrt()) as i32 };
+            root.draw(&Circle::new((x, y), radius, colour_of(n.node).filled())).map_err(|e| fail(&e))?;
+            root.draw(&Circle::new((x, y), radius, BLACK.stroke_width(1))).map_err(|e| fail(&e))?;
+            let label = shorten(&graph.label(n.node, labels));
+            root.draw(&Text::new(label, (x + radius + 3, y - 7), (FONT, 12).into_font())).map_err(|e| fail(&e))?;
+        }
+        root.present().map_err(|e| fail(&e))?;
+    }
+    std::fs::rename(&tmp, png_path).map_err(|e| Error::io(png_path, e))
+}

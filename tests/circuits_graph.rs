@@ -1,0 +1,260 @@
+//! Attribution through the frozen replacement model and attribution graphs, on a tiny random model
+//! and transcoder: the frozen model reproduces the real one, contributions add up to each node's
+//! value, the direct part is activation × pullback, and the graph prunes and exports as
+//! circuit-tracer's front end reads it.
+
+use std::collections::BTreeMap;
+
+use burn::backend::Flex;
+use burn::module::Param;
+use burn::tensor::{Tensor, TensorData};
+use voltlens::circuits::{attribute, attribution_graph, pullback, write_graph, FrozenReplacement, GraphFile, GraphOptions, GraphWindow, NodeKind, Target};
+use voltlens::model::{Lblm, ModelConfig, Positional, N_CHANNELS};
+use voltlens::transcoder::{Transcoder, TranscoderConfig, Variant};
+
+type B = Flex;
+
+const LAYERS: usize = 3;
+const D: usize = 16;
+const SEQ: usize = 12;
+const FEATURES: usize = 32;
+
+/// A deterministic value in (−1, 1) for index i and a salt.
+fn noise(i: usize, salt: usize) -> f32 {
+    ((i * 7919 + salt * 104_729) as f32 * 0.618_034).sin()
+}
+
+fn param<const N: usize>(values: Vec<f32>, shape: [usize; N]) -> Param<Tensor<B, N>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), &Default::default()))
+}
+
+/// A random model whose biases, norm gains and norm offsets are all non-zero, so that the
+/// constants the attribution leaves out are exercised too.
+fn model(positional: Positional) -> Lblm<B> {
+    let cfg = ModelConfig { layers: LAYERS, d_model: D, heads: 2, d_mlp: 32, context: 16, positional, ..ModelConfig::default() };
+    let mut m = Lblm::<B>::new(&cfg, 3, &Default::default());
+    let vec = |n: usize, salt: usize, base: f32, scale: f32| (0..n).map(|i| base + scale * noise(i, salt)).collect::<Vec<_>>();
+    m.embed.bias = Some(param(vec(D, 1, 0.0, 0.3), [D]));
+    for (l, block) in m.blocks.iter_mut().enumerate() {
+        block.attn.qkv.bias = Some(param(vec(3 * D, 10 + l, 0.0, 0.2), [3 * D]));
+        block.attn.out.bias = Some(param(vec(D, 20 + l, 0.0, 0.1), [D]));
+        block.ln_attn.gamma = param(vec(D, 30 + l, 1.0, 0.3), [D]);
+        block.ln_attn.beta = Some(param(vec(D, 40 + l, 0.0, 0.2), [D]));
+    }
+    m.ln_final.gamma = param(vec(D, 50, 1.0, 0.3), [D]);
+    m.ln_final.beta = Some(param(vec(D, 51, 0.0, 0.2), [D]));
+    m.head.weight = param(vec(D, 52, 0.0, 0.5), [D, 1]);
+    m.head.bias = Some(param(vec![0.05], [1]));
+    m
+}
+
+fn transcoder(variant: Variant, skip: bool) -> Transcoder {
+    let cfg = TranscoderConfig { variant, features: FEATURES, skip, ..TranscoderConfig::default() };
+    let mut tc = Transcoder::zeros(&cfg, LAYERS, D);
+    tc.w_enc.iter_mut().enumerate().for_each(|(i, w)| *w = 0.6 * noise(i, 60));
+    tc.b_enc.iter_mut().enumerate().for_each(|(i, b)| *b = -0.4 + 0.3 * noise(i, 61));
+    for (e, dec) in tc.w_dec.iter_mut().enumerate() {
+        dec.iter_mut().enumerate().for_each(|(i, w)| *w = 0.2 * noise(i, 62 + e));
+    }
+    tc.b_dec.iter_mut().enumerate().for_each(|(i, b)| *b = 0.05 * noise(i, 70));
+    if let Some(w) = &mut tc.w_skip {
+        w.iter_mut().enumerate().for_each(|(i, v)| *v = 0.05 * noise(i, 71));
+    }
+    tc
+}
+
+fn inputs() -> Vec<f32> {
+    (0..SEQ * N_CHANNELS).map(|i| 1.5 * noise(i, 80)).collect()
+}
+
+fn close(a: f32, b: f32, scale: f32) -> bool {
+    (a - b).abs() <= 1e-4 * (1.0 + scale)
+}
+
+/// The three set-ups: CLT with learned positions and a skip path, PLT and CLT with rotary.
+fn setups() -> Vec<(Lblm<B>, Transcoder)> {
+    vec![
+        (model(Positional::Learned), transcoder(Variant::Clt, true)),
+        (model(Positional::Rotary), transcoder(Variant::Plt, false)),
+        (model(Positional::Rotary), transcoder(Variant::Clt, false)),
+    ]
+}
+
+#[test]
+fn frozen_model_reproduces_the_real_one() {
+    for (m, tc) in setups() {
+        let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap();
+        let run = frozen.run(false);
+        for l in 0..LAYERS {
+            for t in 0..SEQ {
+                for k in 0..D {
+                    let real = frozen.resid_mid[(t * LAYERS + l) * D + k];
+                    assert!(close(run.resid_mid[l][t * D + k], real, real.abs()), "resid_mid L{l} t{t}: {} vs {real}", run.resid_mid[l][t * D + k]);
+                }
+            }
+        }
+        for (a, b) in run.output.iter().zip(&frozen.prediction) {
+            assert!(close(*a, *b, b.abs()), "output {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn contributions_add_up_to_every_node_value() {
+    for (m, tc) in setups() {
+        let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap();
+        assert!(frozen.features.len() > 3 * SEQ, "too few active features to test: {}", frozen.features.len());
+        let mut targets: Vec<Target> = (0..frozen.features.len()).map(|i| frozen.feature_target(i)).collect();
+        targets.push(Target::Output { pos: SEQ - 1 });
+        // An inactive feature's pre-activation adds up just as well.
+        targets.push(Target::Feature { layer: 2, pos: 5, feature: 0 });
+        for target in targets {
+            let a = attribute(&frozen, target).unwrap();
+            let scale: f32 = a.contributions.iter().map(|c| c.weight.abs()).sum::<f32>() + a.constant.abs();
+            assert!(close(a.total(), a.value, scale), "{}: constant + contributions = {} but the value is {}", a.target, a.total(), a.value);
+            // Nothing from later steps, nor from the target's own or later layers.
+            for c in &a.contributions {
+                match (c.node, target) {
+                    (NodeKind::Feature { layer, pos, .. }, Target::Feature { layer: m, pos: t, .. }) => assert!(layer < m && pos <= t),
+                    (NodeKind::Error { layer, pos }, Target::Feature { layer: m, pos: t, .. }) => assert!(layer < m && pos <= t),
+                    (NodeKind::Input { pos, .. }, _) => assert!(pos <= target.pos()),
+                    _ => {}
+                }
+            }
+            // The errors matter: without them the sum is off.
+            let errors: f32 = a.contributions.iter().filter(|c| matches!(c.node, NodeKind::Error { .. })).map(|c| c.weight).sum();
+            if let Target::Output { .. } = target {
+                assert!(errors.abs() > 1e-3, "error nodes carry nothing into the output");
+            }
+        }
+    }
+}
+
+#[test]
+fn direct_part_is_activation_times_pullback() {
+    let m = model(Positional::Rotary);
+    let tc = transcoder(Variant::Clt, false);
+    let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap();
+    let target_node = (0..frozen.features.len()).rev().find(|&i| frozen.features[i].layer == 2).expect("a layer-2 feature fires");
+    let target = frozen.feature_target(target_node);
+    let Target::Feature { layer, pos, feature } = target else { unreachable!() };
+    let weights: BTreeMap<(usize, usize), f32> =
+        pullback(&tc, layer, feature, usize::MAX).unwrap().into_iter().map(|r| ((r.layer, r.feature), r.weight)).collect();
+    let a = attribute(&frozen, target).unwrap();
+    let mut checked = 0;
+    for c in &a.contributions {
+        if let NodeKind::Feature { layer: l, pos: p, feature: f } = c.node {
+            if p == pos {
+                let expected = c.value * weights[&(l, f)];
+                assert!(close(c.direct, expected, expected.abs()), "L{l}_F{f}: direct {} vs z·pullback {expected}", c.direct);
+                checked += 1;
+            } else {
+                assert_eq!(c.direct, 0.0);
+            }
+        }
+    }
+    assert!(checked > 0, "no earlier feature fires at the target's step");
+}
+
+#[test]
+fn mlsae_is_refused() {
+    let m = model(Positional::Rotary);
+    let cfg = TranscoderConfig {
+        variant: Variant::Mlsae,
+        features: FEATURES,
+        activation: voltlens::transcoder::Activation::TopK { k: 4 },
+        ..TranscoderConfig::default()
+    };
+    let tc = Transcoder::zeros(&cfg, LAYERS, D);
+    let err = FrozenReplacement::new(&m, &tc, &inputs()).err().expect("refused").to_string();
+    assert!(err.contains("MLSAE") && err.contains("CLT or PLT"), "{err}");
+}
+
+fn window() -> GraphWindow {
+    GraphWindow { cell_id: "cell/1".into(), first_step: 100, inputs: inputs(), raw: inputs(), target_scale: 0.01 }
+}
+
+#[test]
+fn unpruned_graph_keeps_the_scores_and_pruning_keeps_the_output() {
+    let m = model(Positional::Rotary);
+    let tc = transcoder(Variant::Clt, false);
+    let everything = attribution_graph(&m, &tc, &window(), &GraphOptions { node_threshold: 1.0, edge_threshold: 1.0 }).unwrap();
+    let s = everything.scores;
+    assert!((0.0..=1.0).contains(&s.replacement) && (0.0..=1.0).contains(&s.completeness), "{s:?}");
+    assert!((s.replacement - s.pruned_replacement).abs() < 1e-4 && (s.completeness - s.pruned_completeness).abs() < 1e-4, "{s:?}");
+
+    let pruned = attribution_graph(&m, &tc, &window(), &GraphOptions { node_threshold: 0.5, edge_threshold: 0.8 }).unwrap();
+    assert!(pruned.nodes.len() < everything.nodes.len(), "{} vs {}", pruned.nodes.len(), everything.nodes.len());
+    assert!(pruned.nodes.iter().any(|n| n.node == NodeKind::Output { pos: SEQ - 1 }), "the output was pruned");
+    let output = pruned.nodes.iter().position(|n| matches!(n.node, NodeKind::Output { .. })).unwrap();
+    assert!(pruned.edges.iter().any(|e| e.target == output), "no edge into the output");
+    // Every kept feature has an edge in and out, every kept edge joins kept nodes.
+    for (i, n) in pruned.nodes.iter().enumerate() {
+        if let NodeKind::Feature { .. } = n.node {
+            assert!(pruned.edges.iter().any(|e| e.source == i) && pruned.edges.iter().any(|e| e.target == i));
+        }
+    }
+    // The edges into the output are the output's attributions.
+    let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap();
+    let row = attribute(&frozen, Target::Output { pos: SEQ - 1 }).unwrap();
+    for e in pruned.edges.iter().filter(|e| e.target == output) {
+        let source = pruned.nodes[e.source].node;
+        let expected = row.contributions.iter().find(|c| c.node == source).unwrap().weight;
+        assert_eq!(e.weight, expected);
+    }
+}
+
+#[test]
+fn graph_json_round_trips_with_circuit_tracer_field_names() {
+    let m = model(Positional::Learned);
+    let tc = transcoder(Variant::Clt, true);
+    let graph = attribution_graph(&m, &tc, &window(), &GraphOptions::default()).unwrap();
+    let feature = graph.nodes.iter().find_map(|n| match n.node {
+        NodeKind::Feature { layer, feature, .. } => Some((layer, feature)),
+        _ => None,
+    });
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("circuits_graph");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let labels = dir.join("labels.json");
+    let (layer, index) = feature.expect("a feature survives pruning");
+    let entry = serde_json::json!([{ "layer": layer, "feature": index, "accepted": true, "label": "fires in CV holds", "density": 0.1 }]);
+    std::fs::write(&labels, entry.to_string()).unwrap();
+
+    let files = write_graph(&graph, &dir, Some(&labels)).unwrap();
+    assert!(std::fs::metadata(&files.png).unwrap().len() > 1000);
+    let text = std::fs::read_to_string(&files.json).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in ["metadata", "qParams", "nodes", "links"] {
+        assert!(value.get(key).is_some(), "no {key}");
+    }
+    for key in ["slug", "scan", "transcoder_list", "prompt_tokens", "prompt", "node_threshold", "schema_version"] {
+        assert!(value["metadata"].get(key).is_some(), "no metadata.{key}");
+    }
+    for key in ["pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"] {
+        assert!(value["qParams"].get(key).is_some(), "no qParams.{key}");
+    }
+    let node = &value["nodes"][0];
+    for key in ["node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp", "influence", "activation", "is_target_logit", "token_prob"] {
+        assert!(node.get(key).is_some(), "no node.{key}");
+    }
+    assert!(node["layer"].is_string(), "circuit-tracer layers are strings");
+    for key in ["source", "target", "weight"] {
+        assert!(value["links"][0].get(key).is_some(), "no link.{key}");
+    }
+    let file: GraphFile = serde_json::from_str(&text).unwrap();
+    let again: serde_json::Value = serde_json::from_str(&serde_json::to_string(&file).unwrap()).unwrap();
+    assert!(again == value, "not the same after a round trip");
+    assert_eq!(file.metadata.prompt_tokens.len(), SEQ);
+    assert_eq!(file.nodes.len(), graph.nodes.len());
+    assert_eq!(file.links.len(), graph.edges.len());
+    let ids: std::collections::BTreeSet<&str> = file.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert!(file.links.iter().all(|l| ids.contains(l.source.as_str()) && ids.contains(l.target.as_str())));
+    let output: Vec<_> = file.nodes.iter().filter(|n| n.is_target_logit).collect();
+    assert_eq!(output.len(), 1);
+    assert_eq!((output[0].feature_type.as_str(), output[0].layer.as_str()), ("logit", "4"));
+    let labelled = file.nodes.iter().find(|n| n.node_id.starts_with(&format!("{layer}_{index}_"))).unwrap();
+    assert_eq!(labelled.clerp, "fires in CV holds");
+    let index_file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files.metadata).unwrap()).unwrap();
+    assert_eq!(index_file["graphs"][0]["slug"], file.metadata.slug);
+}
