@@ -197,3 +197,75 @@ fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
     draw_intervention(&r, &path).unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() > 1000);
 }
+
+#[test]
+fn the_circuits_stage_writes_pullbacks_and_a_graph_of_the_most_active_features_peak() {
+    use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs, GRAPH_DIR, PULLBACKS_FILE};
+    use voltlens::circuits::GraphSources;
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let (record_dir, mine_dir, out) = (dir.path().join("record"), dir.path().join("mine"), dir.path().join("circuits"));
+    // Laid out as the transcoder stage leaves it: the export inside circuit-tracer/.
+    let stage_dir = dir.path().join("transcoder");
+    export_circuit_tracer(&f.transcoder, &stage_dir.join("circuit-tracer")).unwrap();
+    let transcoder = voltlens::record::TranscoderInput::Dir(&stage_dir);
+    voltlens::record::record(&f.data, &f.model, transcoder, &voltlens::record::RecordConfig::default(), &record_dir).unwrap();
+    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), &mine_dir).unwrap();
+    let inputs = CircuitsInputs {
+        sources: GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: stage_dir.clone() },
+        mined: mine_dir.join(voltlens::mine::stage::MINED_FILE),
+        labels: None,
+    };
+    let cfg = CircuitsConfig { top_features: 3, window: 16, ..CircuitsConfig::default() };
+    let summary = run_circuits_stage(&inputs, &cfg, &out).unwrap();
+
+    // The always-on feature has by far the largest mean activation; the silent one never shows.
+    let features: Vec<&str> = summary["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(features.len(), 3);
+    assert_eq!(features[0], format!("L0_F{ALWAYS}"));
+    let tables = std::fs::read_to_string(out.join(PULLBACKS_FILE)).unwrap();
+    assert!(features.iter().all(|f| tables.contains(&format!("## {f} "))), "{tables}");
+    assert!(!tables.contains(&format!("## L0_F{SILENT} ")));
+
+    // The graph explains the peak of that feature's strongest window.
+    let mined: voltlens::mine::MinedFeatures = serde_json::from_str(&std::fs::read_to_string(&inputs.mined).unwrap()).unwrap();
+    let top = mined.features.iter().find(|m| (m.layer, m.feature as usize) == (0, ALWAYS)).unwrap();
+    let peak = top.windows.iter().find(|w| w.kind == voltlens::mine::stats::WindowKind::Top).unwrap();
+    assert_eq!(summary["graph"]["cell_id"], mined.cell_ids[peak.cell]);
+    assert_eq!(summary["graph"]["step"], peak.peak_row as u64);
+    for key in ["png", "json"] {
+        assert!(out.join(GRAPH_DIR).join(summary["graph"][key].as_str().unwrap()).is_file(), "graph {key} missing");
+    }
+
+    let half = CircuitsConfig { cell: Some("x".into()), ..cfg };
+    let err = run_circuits_stage(&inputs, &half, &dir.path().join("again")).unwrap_err().to_string();
+    assert!(err.contains("set both cell and step"), "{err}");
+}
+
+#[test]
+fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
+    use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs, MLSAE_FIGURES};
+    use voltlens::transcoder::Activation;
+    let f = fixture();
+    let cfg = TranscoderConfig { variant: Variant::Mlsae, features: FEATURES, activation: Activation::TopK { k: 3 }, ..TranscoderConfig::default() };
+    let mut mlsae = Transcoder::zeros(&cfg, LAYERS, D_MODEL);
+    mlsae.w_enc.iter_mut().enumerate().for_each(|(i, w)| *w = noise(i, 5) / (D_MODEL as f32).sqrt());
+    mlsae.w_dec[0].iter_mut().enumerate().for_each(|(i, w)| *w = 0.1 * noise(i, 6));
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("transcoder");
+    export_circuit_tracer(&mlsae, &stage_dir.join("circuit-tracer")).unwrap();
+    let inputs = CircuitsInputs {
+        sources: voltlens::circuits::GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: stage_dir },
+        // An MLSAE needs no mined peaks: nothing is read from here.
+        mined: dir.path().join("absent.json"),
+        labels: None,
+    };
+    let out = dir.path().join("circuits");
+    let summary = run_circuits_stage(&inputs, &CircuitsConfig { top_features: 4, ..CircuitsConfig::default() }, &out).unwrap();
+    // TopK 3 fires three features on every token, so some are live.
+    assert!(summary["mlsae"]["live"].as_u64().unwrap() >= 3, "{summary}");
+    assert_eq!(summary["mlsae"]["features"], FEATURES as u64);
+    for file in MLSAE_FIGURES {
+        assert!(std::fs::metadata(out.join(file)).unwrap().len() > 1000, "{file} missing or empty");
+    }
+}

@@ -15,10 +15,10 @@ use crate::{Error, Result};
 
 /// Beyond these, the least influential steps and the weakest edges are left out of the drawing
 /// (the JSON keeps them all).
-const MAX_COLUMNS: usize = 40;
-const MAX_EDGES: usize = 400;
-const MAX_LABEL: usize = 26;
-const COLUMN_W: i32 = 150;
+const MAX_COLUMNS: usize = 20;
+const MAX_EDGES: usize = 250;
+const MAX_LABEL: usize = 30;
+const COLUMN_W: i32 = 170;
 const NODE_H: i32 = 26;
 const LEFT: i32 = 110;
 const TOP: i32 = 70;
@@ -85,7 +85,7 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
     cells.values_mut().for_each(|v| v.sort_by(|&a, &b| graph.nodes[b].influence.total_cmp(&graph.nodes[a].influence)));
     let row_h: Vec<i32> = (0..rows).map(|r| cells.iter().filter(|((row, _), _)| *row == r).map(|(_, v)| v.len() as i32).max().unwrap_or(1) * NODE_H + 30).collect();
     let row_top: Vec<i32> = row_h.iter().scan(TOP, |y, h| { let top = *y; *y += h; Some(top) }).collect();
-    let width = (LEFT + steps.len() as i32 * COLUMN_W + 40).max(900);
+    let width = (LEFT + steps.len() as i32 * COLUMN_W + 120).max(900);
     let height = row_top[rows - 1] + row_h[rows - 1] + BOTTOM;
     let mut at: Vec<Option<(i32, i32)>> = vec![None; graph.nodes.len()];
     for (&(r, c), nodes) in &cells {

@@ -328,8 +328,8 @@ pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path
         analysis.tokens,
         dataset_dir.display()
     );
-    super::mlsae_plot::draw_banding(&analysis.banding, tc.shape.layers, &note, &out_dir.join("mlsae_banding.png"))?;
-    super::mlsae_plot::draw_alignment(&analysis.alignment, tc.shape.layers, &out_dir.join("mlsae_alignment.png"))?;
+    super::mlsae_plot::draw_banding(&analysis.banding, tc.shape.layers, &note, &out_dir.join(super::stage::MLSAE_FIGURES[0]))?;
+    super::mlsae_plot::draw_alignment(&analysis.alignment, tc.shape.layers, &out_dir.join(super::stage::MLSAE_FIGURES[1]))?;
     write_atomic(&out_dir.join("mlsae.json"), serde_json::to_string_pretty(&analysis).expect("plain data").as_bytes())?;
     write_atomic(&out_dir.join("mlsae_banding.csv"), banding_csv(&analysis.banding).as_bytes())?;
     write_atomic(&out_dir.join("mlsae_alignment.csv"), alignment_csv(&analysis.alignment).as_bytes())?;

@@ -1,5 +1,6 @@
 //! The `circuits` pipeline stage (DESIGN §7): pullback and de-embedding tables for the most
-//! active features, and one attribution graph of a prediction, for the report to show.
+//! active features, and one attribution graph of a prediction, for the report to show. For a
+//! multi-layer SAE, whose one encoder reads every layer, its banding and causal alignment instead.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::graph::{graph_for_cell, write_graph, GraphOptions, GraphSources};
-use super::{format_deembed, format_pullback, pullback, Embedding};
+use super::{analyse_mlsae, format_deembed, format_pullback, pullback, Embedding};
 use crate::data::canonical::write_atomic;
 use crate::mine::{MinedFeature, MinedFeatures};
 use crate::mine::stats::WindowKind;
@@ -19,6 +20,8 @@ pub const PULLBACKS_FILE: &str = "pullbacks.md";
 /// The attribution graph's folder (circuit-tracer JSON, PNG, summary).
 pub const GRAPH_DIR: &str = "graph";
 pub const SUMMARY_FILE: &str = "circuits.json";
+/// What `analyse_mlsae` draws, in the stage directory.
+pub const MLSAE_FIGURES: [&str; 2] = ["mlsae_banding.png", "mlsae_alignment.png"];
 
 /// Settings of the circuits stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,9 +70,11 @@ pub struct CircuitsInputs {
 pub fn run_circuits_stage(inputs: &CircuitsInputs, cfg: &CircuitsConfig, out_dir: &Path) -> Result<serde_json::Value> {
     let tc = import_circuit_tracer(&inputs.sources.transcoder.join("circuit-tracer"))?;
     if tc.shape.variant == Variant::Mlsae {
-        return Err(Error::Config(
-            "[circuits] needs a CLT or PLT transcoder; for an MLSAE use `voltlens circuits mlsae`".to_owned(),
-        ));
+        let export = inputs.sources.transcoder.join("circuit-tracer");
+        let analysis = analyse_mlsae(&inputs.sources.dataset, &inputs.sources.model, &export, cfg.top_features, out_dir)?;
+        let summary = serde_json::json!({ "mlsae": { "live": analysis.live, "features": analysis.features, "figures": MLSAE_FIGURES } });
+        write_atomic(&out_dir.join(SUMMARY_FILE), serde_json::to_string_pretty(&summary).expect("plain data").as_bytes())?;
+        return Ok(summary);
     }
     let text = std::fs::read_to_string(&inputs.mined).map_err(|e| Error::io(&inputs.mined, e))?;
     let mined: MinedFeatures = serde_json::from_str(&text).map_err(|e| Error::in_file(&inputs.mined, e.to_string()))?;

@@ -307,14 +307,32 @@ fn sweep_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
-/// The circuits stage's attribution graph (and its pullback tables, copied beside it), when the
-/// run has one.
+/// The circuits stage's attribution graph (and its pullback tables, copied beside it), or its
+/// MLSAE banding and alignment figures, when the run has the stage.
 fn circuits_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
-    use crate::circuits::stage::{GRAPH_DIR, PULLBACKS_FILE, SUMMARY_FILE};
+    use crate::circuits::stage::{GRAPH_DIR, MLSAE_FIGURES, PULLBACKS_FILE, SUMMARY_FILE};
     let Some(stage) = ctx.inputs.run_config.pointer("/circuits/dir").and_then(Value::as_str).map(Path::new) else { return Ok(Vec::new()) };
     let summary: Value = crate::model::checkpoint::read_json(&stage.join(SUMMARY_FILE))?;
+    let copy = |from: &Path, to: &str| std::fs::copy(from, dir.join(to)).map(|_| ()).map_err(|e| crate::Error::io(from, e));
+    if summary.get("mlsae").is_some() {
+        for file in MLSAE_FIGURES {
+            copy(&stage.join(file), file)?;
+        }
+        let [banding, alignment] = MLSAE_FIGURES.map(String::from);
+        return Ok(vec![
+            Figure {
+                file: banding,
+                title: "MLSAE banding".into(),
+                caption: "Which layer each multi-layer SAE feature reads (encoder) and writes (decoder) most, features sorted by activity; the band is the layer holding the largest share.".into(),
+            },
+            Figure {
+                file: alignment,
+                title: "MLSAE causal alignment".into(),
+                caption: "A feature's decoder pushed into the residual stream at its trigger layer and carried forward by the model, compared with the feature's own decoder at each later layer (cosine and norm ratio), averaged over tokens where it fires.".into(),
+            },
+        ]);
+    }
     let Some(png) = summary.pointer("/graph/png").and_then(Value::as_str) else { return Ok(Vec::new()) };
-    let copy = |from: &Path, to: &str| std::fs::copy(from, dir.join(to)).map_err(|e| crate::Error::io(from, e));
     copy(&stage.join(GRAPH_DIR).join(png), "circuits_graph.png")?;
     copy(&stage.join(PULLBACKS_FILE), PULLBACKS_FILE)?;
     let graph = &summary["graph"];
