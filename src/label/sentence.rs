@@ -9,7 +9,16 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
     match candidate {
         Candidate::Detector { atoms } => {
             let phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
-            format!("fires {}", phrases.join(" "))
+            // "when A when B" reads as a stutter: the second condition is joined by "while".
+            let joined: Vec<String> = phrases
+                .iter()
+                .enumerate()
+                .map(|(i, p)| match p.strip_prefix("when ") {
+                    Some(rest) if i > 0 => format!("while {rest}"),
+                    _ => p.clone(),
+                })
+                .collect();
+            format!("fires {}", joined.join(" "))
         }
         Candidate::Tracker { covariate, increasing } => {
             format!("tracks {} ({})", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
@@ -116,10 +125,10 @@ fn interval_phrase(c: Covariate, what: &str, range: (Option<f32>, Option<f32>)) 
 fn category_phrase(atom: &Atom, coding: &Coding) -> String {
     let names: Vec<&str> = atom.codes().filter_map(|code| coding.categories.get(code).map(String::as_str)).collect();
     let all = coding.categories.len();
-    // A complement reads better as "outside X" than as a list of the others.
+    // A complement reads better as "except in X" than as a list of the others.
     if names.len() + 1 == all && all > 2 {
         let missing = coding.categories.iter().find(|n| !names.contains(&n.as_str())).map(String::as_str).unwrap_or("");
-        return format!("outside {}", category_name(atom.covariate, missing));
+        return format!("except {}", category_name(atom.covariate, missing));
     }
     names.iter().map(|n| category_name(atom.covariate, n)).collect::<Vec<_>>().join(" or ")
 }
@@ -136,5 +145,25 @@ fn category_name(c: Covariate, name: &str) -> String {
         (Covariate::Method, other) => format!("in {other} steps"),
         (Covariate::Protocol, p) => format!("in {p} cells"),
         (_, other) => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coding(covariate: Covariate, edges: &[f32]) -> Coding {
+        Coding { covariate, edges: edges.to_vec(), categories: Vec::new() }
+    }
+
+    #[test]
+    fn a_second_when_condition_is_joined_by_while() {
+        let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
+        codings[Covariate::DvDt.index()] = coding(Covariate::DvDt, &[-0.5, 0.0, 0.5]);
+        codings[Covariate::Voltage.index()] = coding(Covariate::Voltage, &[3.5, 3.9]);
+        // dV/dt in bins 1..=2 = [-0.5, 0.5); voltage in bin 2 = above 3.9 V.
+        let atoms = vec![Atom::interval(Covariate::DvDt, 1, 2), Atom::interval(Covariate::Voltage, 2, 2)];
+        let text = sentence(&Candidate::Detector { atoms }, &codings);
+        assert_eq!(text, "fires when dV/dt is between -0.500 mV/s and 0.500 mV/s while voltage is above 3.900 V");
     }
 }
