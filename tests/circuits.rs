@@ -215,6 +215,7 @@ fn the_circuits_stage_writes_pullbacks_and_a_graph_of_the_most_active_features_p
         sources: GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: stage_dir.clone() },
         mined: mine_dir.join(voltlens::mine::stage::MINED_FILE),
         labels: None,
+        sweep: None,
     };
     let cfg = CircuitsConfig { top_features: 3, window: 16, ..CircuitsConfig::default() };
     let summary = run_circuits_stage(&inputs, &cfg, &out).unwrap();
@@ -244,7 +245,7 @@ fn the_circuits_stage_writes_pullbacks_and_a_graph_of_the_most_active_features_p
 
 #[test]
 fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
-    use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs, MLSAE_FIGURES};
+    use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs, MLSAE_DIR, MLSAE_FIGURES};
     use voltlens::transcoder::Activation;
     let f = fixture();
     let cfg = TranscoderConfig { variant: Variant::Mlsae, features: FEATURES, activation: Activation::TopK { k: 3 }, ..TranscoderConfig::default() };
@@ -259,6 +260,7 @@ fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
         // An MLSAE needs no mined peaks: nothing is read from here.
         mined: dir.path().join("absent.json"),
         labels: None,
+        sweep: None,
     };
     let out = dir.path().join("circuits");
     let summary = run_circuits_stage(&inputs, &CircuitsConfig { top_features: 4, ..CircuitsConfig::default() }, &out).unwrap();
@@ -266,6 +268,34 @@ fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
     assert!(summary["mlsae"]["live"].as_u64().unwrap() >= 3, "{summary}");
     assert_eq!(summary["mlsae"]["features"], FEATURES as u64);
     for file in MLSAE_FIGURES {
-        assert!(std::fs::metadata(out.join(file)).unwrap().len() > 1000, "{file} missing or empty");
+        assert!(std::fs::metadata(out.join(MLSAE_DIR).join(file)).unwrap().len() > 1000, "{file} missing or empty");
     }
+
+    // Beside a CLT, the stage analyses the lowest-FVU MLSAE of a sweep and still draws the graph.
+    let sweep = dir.path().join("sweep");
+    let row = |id: &str, variant, fvu| voltlens::transcoder::sweep::pareto::SweepRow {
+        id: id.into(), variant, activation: "topk".into(), features: FEATURES, lambda: 0.0, l0: 3.0, l0_pct: 12.5,
+        fvu, fidelity: None, dead_pct: 0.0, train_seconds: 1.0, front_fvu: true, front_fidelity: false,
+    };
+    let rows = vec![row("clt-a", Variant::Clt, 0.01), row("mlsae-worse", Variant::Mlsae, 0.5), row("mlsae-best", Variant::Mlsae, 0.2)];
+    std::fs::create_dir_all(&sweep).unwrap();
+    std::fs::write(sweep.join("pareto.json"), serde_json::to_string(&rows).unwrap()).unwrap();
+    export_circuit_tracer(&mlsae, &sweep.join("runs/mlsae-best/circuit-tracer")).unwrap();
+    let clt_dir = dir.path().join("clt");
+    export_circuit_tracer(&f.transcoder, &clt_dir.join("circuit-tracer")).unwrap();
+    let record_dir = dir.path().join("record");
+    voltlens::record::record(&f.data, &f.model, voltlens::record::TranscoderInput::Dir(&clt_dir), &Default::default(), &record_dir).unwrap();
+    let mined = dir.path().join("mine");
+    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), &mined).unwrap();
+    let inputs = CircuitsInputs {
+        sources: voltlens::circuits::GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: clt_dir },
+        mined: mined.join(voltlens::mine::stage::MINED_FILE),
+        labels: None,
+        sweep: Some(sweep),
+    };
+    let both = dir.path().join("both");
+    let summary = run_circuits_stage(&inputs, &CircuitsConfig { top_features: 2, window: 16, ..CircuitsConfig::default() }, &both).unwrap();
+    assert_eq!(summary["mlsae"]["source"], "sweep run mlsae-best");
+    assert!(summary["graph"]["png"].is_string(), "{summary}");
+    assert!(both.join(MLSAE_DIR).join(MLSAE_FIGURES[0]).is_file());
 }

@@ -1,6 +1,7 @@
 //! The `circuits` pipeline stage (DESIGN §7): pullback and de-embedding tables for the most
-//! active features, and one attribution graph of a prediction, for the report to show. For a
-//! multi-layer SAE, whose one encoder reads every layer, its banding and causal alignment instead.
+//! active features, and one attribution graph of a prediction, for the report to show. A
+//! multi-layer SAE, whose one encoder reads every layer, gets its banding and causal alignment
+//! instead: the pipeline's own transcoder when it is one, else the best MLSAE of a `[sweep]`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use super::{analyse_mlsae, format_deembed, format_pullback, pullback, Embedding}
 use crate::data::canonical::write_atomic;
 use crate::mine::{MinedFeature, MinedFeatures};
 use crate::mine::stats::WindowKind;
-use crate::transcoder::{import_circuit_tracer, Variant};
+use crate::transcoder::sweep::pareto::SweepRow;
+use crate::transcoder::{import_circuit_tracer, Transcoder, Variant};
 use crate::{Error, Result};
 
 /// The stage's tables, in the stage directory.
@@ -20,7 +22,8 @@ pub const PULLBACKS_FILE: &str = "pullbacks.md";
 /// The attribution graph's folder (circuit-tracer JSON, PNG, summary).
 pub const GRAPH_DIR: &str = "graph";
 pub const SUMMARY_FILE: &str = "circuits.json";
-/// What `analyse_mlsae` draws, in the stage directory.
+/// Where the MLSAE analyses go in the stage directory, and what `analyse_mlsae` draws there.
+pub const MLSAE_DIR: &str = "mlsae";
 pub const MLSAE_FIGURES: [&str; 2] = ["mlsae_banding.png", "mlsae_alignment.png"];
 
 /// Settings of the circuits stage.
@@ -64,18 +67,49 @@ pub struct CircuitsInputs {
     pub mined: PathBuf,
     /// The label stage's labels.json, for node names.
     pub labels: Option<PathBuf>,
+    /// A sweep stage's directory: its lowest-FVU MLSAE run is analysed beside the graph.
+    pub sweep: Option<PathBuf>,
 }
 
 /// Runs the stage into `out_dir` and returns its summary (also written as circuits.json).
 pub fn run_circuits_stage(inputs: &CircuitsInputs, cfg: &CircuitsConfig, out_dir: &Path) -> Result<serde_json::Value> {
-    let tc = import_circuit_tracer(&inputs.sources.transcoder.join("circuit-tracer"))?;
+    let export = inputs.sources.transcoder.join("circuit-tracer");
+    let tc = import_circuit_tracer(&export)?;
+    let mut summary = serde_json::Map::new();
     if tc.shape.variant == Variant::Mlsae {
-        let export = inputs.sources.transcoder.join("circuit-tracer");
-        let analysis = analyse_mlsae(&inputs.sources.dataset, &inputs.sources.model, &export, cfg.top_features, out_dir)?;
-        let summary = serde_json::json!({ "mlsae": { "live": analysis.live, "features": analysis.features, "figures": MLSAE_FIGURES } });
-        write_atomic(&out_dir.join(SUMMARY_FILE), serde_json::to_string_pretty(&summary).expect("plain data").as_bytes())?;
-        return Ok(summary);
+        summary.insert("mlsae".into(), mlsae_analyses(inputs, &export, "transcoder", cfg, out_dir)?);
+    } else {
+        summary.extend(pullbacks_and_graph(inputs, &tc, cfg, out_dir)?);
+        if let Some((id, export)) = best_sweep_mlsae(inputs.sweep.as_deref())? {
+            summary.insert("mlsae".into(), mlsae_analyses(inputs, &export, &format!("sweep run {id}"), cfg, out_dir)?);
+        }
     }
+    let summary = serde_json::Value::Object(summary);
+    write_atomic(&out_dir.join(SUMMARY_FILE), serde_json::to_string_pretty(&summary).expect("plain data").as_bytes())?;
+    Ok(summary)
+}
+
+/// Banding and causal alignment of the MLSAE exported at `export`, into `out_dir/mlsae/`.
+fn mlsae_analyses(inputs: &CircuitsInputs, export: &Path, source: &str, cfg: &CircuitsConfig, out_dir: &Path) -> Result<serde_json::Value> {
+    let analysis = analyse_mlsae(&inputs.sources.dataset, &inputs.sources.model, export, cfg.top_features, &out_dir.join(MLSAE_DIR))?;
+    Ok(serde_json::json!({ "source": source, "live": analysis.live, "features": analysis.features, "figures": MLSAE_FIGURES }))
+}
+
+/// The sweep's MLSAE run with the lowest held-out FVU, and its export, if the sweep has one.
+fn best_sweep_mlsae(sweep: Option<&Path>) -> Result<Option<(String, PathBuf)>> {
+    let Some(dir) = sweep else { return Ok(None) };
+    let pareto = dir.join("pareto.json");
+    let text = std::fs::read_to_string(&pareto).map_err(|e| Error::io(&pareto, e))?;
+    let rows: Vec<SweepRow> = serde_json::from_str(&text).map_err(|e| Error::in_file(&pareto, e.to_string()))?;
+    let best = rows.into_iter().filter(|r| r.variant == Variant::Mlsae).min_by(|a, b| a.fvu.total_cmp(&b.fvu));
+    Ok(best.map(|r| {
+        let export = dir.join("runs").join(&r.id).join("circuit-tracer");
+        (r.id, export)
+    }))
+}
+
+/// Pullback tables of the most active features and the graph of one prediction (CLT or PLT).
+fn pullbacks_and_graph(inputs: &CircuitsInputs, tc: &Transcoder, cfg: &CircuitsConfig, out_dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
     let text = std::fs::read_to_string(&inputs.mined).map_err(|e| Error::io(&inputs.mined, e))?;
     let mined: MinedFeatures = serde_json::from_str(&text).map_err(|e| Error::in_file(&inputs.mined, e.to_string()))?;
     let active = most_active(&mined, cfg.top_features);
@@ -85,8 +119,8 @@ pub fn run_circuits_stage(inputs: &CircuitsInputs, cfg: &CircuitsConfig, out_dir
     let mut tables = String::from("# Pullbacks and de-embeddings of the most active features\n\n");
     for f in &active {
         let (layer, feature) = (f.layer as usize, f.feature as usize);
-        let rows = pullback(&tc, layer, feature, cfg.pullback_rows)?;
-        let channels = embedding.deembed(&tc, layer, feature)?;
+        let rows = pullback(tc, layer, feature, cfg.pullback_rows)?;
+        let channels = embedding.deembed(tc, layer, feature)?;
         let _ = write!(
             tables,
             "## L{layer}_F{feature} (mean activation {:.3}, density {:.1} %)\n\nEarlier features (direct path, norms frozen):\n\n```\n{}\n```\n\nInput channels:\n\n```\n{}\n```\n\n",
@@ -115,8 +149,7 @@ pub fn run_circuits_stage(inputs: &CircuitsInputs, cfg: &CircuitsConfig, out_dir
             "kept_edges": graph.edges.len(),
         },
     });
-    write_atomic(&out_dir.join(SUMMARY_FILE), serde_json::to_string_pretty(&summary).expect("plain data").as_bytes())?;
-    Ok(summary)
+    Ok(summary.as_object().expect("an object").clone())
 }
 
 /// The `n` features with the highest mean activation (ties: lower layer, then index).

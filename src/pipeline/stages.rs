@@ -162,6 +162,7 @@ fn run_circuits(cfg: &CircuitsConfig, ctx: &StageContext, out: &Path) -> Result<
         },
         mined: ctx.stage_dir("mine").join(crate::mine::stage::MINED_FILE),
         labels: Some(ctx.stage_dir("label").join(crate::label::stage::LABELS_FILE)),
+        sweep: Some(ctx.stage_dir("sweep")).filter(|dir| dir.join("pareto.json").exists()),
     };
     crate::circuits::stage::run_circuits_stage(&inputs, cfg, out)
 }

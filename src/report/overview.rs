@@ -307,43 +307,45 @@ fn sweep_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
-/// The circuits stage's attribution graph (and its pullback tables, copied beside it), or its
-/// MLSAE banding and alignment figures, when the run has the stage.
+/// The circuits stage's attribution graph (its pullback tables copied beside it) and its MLSAE
+/// banding and alignment figures, whichever the run has.
 fn circuits_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
-    use crate::circuits::stage::{GRAPH_DIR, MLSAE_FIGURES, PULLBACKS_FILE, SUMMARY_FILE};
+    use crate::circuits::stage::{GRAPH_DIR, MLSAE_DIR, MLSAE_FIGURES, PULLBACKS_FILE, SUMMARY_FILE};
     let Some(stage) = ctx.inputs.run_config.pointer("/circuits/dir").and_then(Value::as_str).map(Path::new) else { return Ok(Vec::new()) };
     let summary: Value = crate::model::checkpoint::read_json(&stage.join(SUMMARY_FILE))?;
     let copy = |from: &Path, to: &str| std::fs::copy(from, dir.join(to)).map(|_| ()).map_err(|e| crate::Error::io(from, e));
-    if summary.get("mlsae").is_some() {
-        for file in MLSAE_FIGURES {
-            copy(&stage.join(file), file)?;
-        }
-        let [banding, alignment] = MLSAE_FIGURES.map(String::from);
-        return Ok(vec![
-            Figure {
-                file: banding,
-                title: "MLSAE banding".into(),
-                caption: "Which layer each multi-layer SAE feature reads (encoder) and writes (decoder) most, features sorted by activity; the band is the layer holding the largest share.".into(),
-            },
-            Figure {
-                file: alignment,
-                title: "MLSAE causal alignment".into(),
-                caption: "A feature's decoder pushed into the residual stream at its trigger layer and carried forward by the model, compared with the feature's own decoder at each later layer (cosine and norm ratio), averaged over tokens where it fires.".into(),
-            },
-        ]);
+    let mut figures = Vec::new();
+    if let Some(png) = summary.pointer("/graph/png").and_then(Value::as_str) {
+        copy(&stage.join(GRAPH_DIR).join(png), "circuits_graph.png")?;
+        copy(&stage.join(PULLBACKS_FILE), PULLBACKS_FILE)?;
+        let graph = &summary["graph"];
+        let score = |key: &str| graph.pointer(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        figures.push(Figure {
+            file: "circuits_graph.png".into(),
+            title: format!("Attribution graph: cell {}, step {}", graph["cell_id"].as_str().unwrap_or("?"), graph["step"]),
+            caption: format!(
+                "What drives this one prediction of the next voltage: features (rows = layers, columns = steps), input channels and error nodes, with edges from backward passes through the replacement model (attention patterns and norms frozen), pruned by influence. Replacement score {:.3}, completeness {:.3}. The circuit-tracer JSON is in the run's circuits/graph folder; pullback tables of the most active features are in {PULLBACKS_FILE}.",
+                score("/scores/pruned_replacement"),
+                score("/scores/pruned_completeness"),
+            ),
+        });
     }
-    let Some(png) = summary.pointer("/graph/png").and_then(Value::as_str) else { return Ok(Vec::new()) };
-    copy(&stage.join(GRAPH_DIR).join(png), "circuits_graph.png")?;
-    copy(&stage.join(PULLBACKS_FILE), PULLBACKS_FILE)?;
-    let graph = &summary["graph"];
-    let score = |key: &str| graph.pointer(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
-    Ok(vec![Figure {
-        file: "circuits_graph.png".into(),
-        title: format!("Attribution graph: cell {}, step {}", graph["cell_id"].as_str().unwrap_or("?"), graph["step"]),
-        caption: format!(
-            "What drives this one prediction of the next voltage: features (rows = layers, columns = steps), input channels and error nodes, with edges from backward passes through the replacement model (attention patterns and norms frozen), pruned by influence. Replacement score {:.3}, completeness {:.3}. The circuit-tracer JSON is in the run's circuits/graph folder; pullback tables of the most active features are in {PULLBACKS_FILE}.",
-            score("/scores/pruned_replacement"),
-            score("/scores/pruned_completeness"),
-        ),
-    }])
+    if let Some(mlsae) = summary.get("mlsae") {
+        for file in MLSAE_FIGURES {
+            copy(&stage.join(MLSAE_DIR).join(file), file)?;
+        }
+        let source = mlsae["source"].as_str().unwrap_or("MLSAE");
+        let [banding, alignment] = MLSAE_FIGURES.map(String::from);
+        figures.push(Figure {
+            file: banding,
+            title: format!("MLSAE banding ({source})"),
+            caption: "Which layer each multi-layer SAE feature reads (encoder) and writes (decoder) most, features sorted by activity; the band is the layer holding the largest share.".into(),
+        });
+        figures.push(Figure {
+            file: alignment,
+            title: format!("MLSAE causal alignment ({source})"),
+            caption: "A feature's decoder pushed into the residual stream at its trigger layer and carried forward by the model, compared with the feature's own decoder at each later layer (cosine and norm ratio), averaged over tokens where it fires.".into(),
+        });
+    }
+    Ok(figures)
 }
