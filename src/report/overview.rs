@@ -207,13 +207,15 @@ fn diverging(z: f64) -> RGBColor {
     RGBColor(mix(far.0), mix(far.1), mix(far.2))
 }
 
-const HEATMAP_COVARIATES: [(Covariate, &str); 12] = [
+const HEATMAP_COVARIATES: [(Covariate, &str); 14] = [
     (Covariate::Soc, "SOC"),
     (Covariate::CRate, "C-rate"),
     (Covariate::AbsCRate, "|C-rate|"),
     (Covariate::StepTime, "step time"),
     (Covariate::TimeSinceCurrentChange, "t since ΔI"),
     (Covariate::DvDt, "dV/dt"),
+    (Covariate::DvNext, "ΔV next"),
+    (Covariate::CRateChangeNext, "ΔC-rate next"),
     (Covariate::Temperature, "temp."),
     (Covariate::AmbientTemperature, "ambient T"),
     (Covariate::CycleNumber, "cycle"),
