@@ -51,7 +51,8 @@ fn noun(c: Covariate) -> &'static str {
 /// A value in the covariate's unit, rounded to what an engineer would quote.
 fn value(c: Covariate, x: f32) -> String {
     match c {
-        Covariate::Soc | Covariate::Soh => format!("{:.0} %", 100.0 * x),
+        // + 0.0 turns −0 (a bound just below zero) into 0: "-0 %" reads as a sign error.
+        Covariate::Soc | Covariate::Soh => format!("{:.0} %", (100.0 * x).round() + 0.0),
         Covariate::CRate | Covariate::AbsCRate => format!("{}C", round_sig(x)),
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
         Covariate::DvDt => format!("{} mV/s", round_sig(x)),
@@ -165,5 +166,11 @@ mod tests {
         let atoms = vec![Atom::interval(Covariate::DvDt, 1, 2), Atom::interval(Covariate::Voltage, 2, 2)];
         let text = sentence(&Candidate::Detector { atoms }, &codings);
         assert_eq!(text, "fires when dV/dt is between -0.500 mV/s and 0.500 mV/s while voltage is above 3.900 V");
+    }
+
+    #[test]
+    fn a_bound_just_below_zero_soc_reads_0_percent() {
+        assert_eq!(value(Covariate::Soc, -0.001), "0 %");
+        assert_eq!(value(Covariate::Soc, 0.524), "52 %");
     }
 }

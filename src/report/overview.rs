@@ -309,6 +309,9 @@ fn sweep_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// The attribution graph in circuit-tracer's JSON format, as the report keeps it.
+const CIRCUITS_GRAPH_JSON: &str = "circuits_graph.json";
+
 /// The circuits stage's attribution graph (its pullback tables copied beside it) and its MLSAE
 /// banding and alignment figures, whichever the run has.
 fn circuits_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
@@ -319,6 +322,9 @@ fn circuits_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     if let Some(png) = summary.pointer("/graph/png").and_then(Value::as_str) {
         copy(&stage.join(GRAPH_DIR).join(png), "circuits_graph.png")?;
+        if let Some(json) = summary.pointer("/graph/json").and_then(Value::as_str) {
+            copy(&stage.join(GRAPH_DIR).join(json), CIRCUITS_GRAPH_JSON)?;
+        }
         copy(&stage.join(PULLBACKS_FILE), PULLBACKS_FILE)?;
         let graph = &summary["graph"];
         let score = |key: &str| graph.pointer(key).and_then(Value::as_f64).unwrap_or(f64::NAN);
@@ -326,7 +332,7 @@ fn circuits_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
             file: "circuits_graph.png".into(),
             title: format!("Attribution graph: cell {}, step {}", graph["cell_id"].as_str().unwrap_or("?"), graph["step"]),
             caption: format!(
-                "What drives this one prediction of the next voltage: features (rows = layers, columns = steps), input channels and error nodes, with edges from backward passes through the replacement model (attention patterns and norms frozen), pruned by influence. Replacement score {:.3}, completeness {:.3}. The circuit-tracer JSON is in the run's circuits/graph folder; pullback tables of the most active features are in {PULLBACKS_FILE}.",
+                "What drives this one prediction of the next voltage: features (rows = layers, columns = steps), input channels and error nodes, with edges from backward passes through the replacement model (attention patterns and norms frozen), pruned by influence. Replacement score {:.3}, completeness {:.3}. The graph in circuit-tracer's file format is {CIRCUITS_GRAPH_JSON}; pullback tables of the most active features are in {PULLBACKS_FILE}.",
                 score("/scores/pruned_replacement"),
                 score("/scores/pruned_completeness"),
             ),
