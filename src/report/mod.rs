@@ -482,7 +482,20 @@ fn roc_curve(mut firing: Vec<(f32, bool)>, (pos, neg): (f64, f64)) -> (Vec<(f64,
     let &(x0, y0) = curve.last().expect("starts at origin");
     area += (1.0 - x0) * (1.0 + y0) / 2.0;
     curve.push((1.0, 1.0));
-    (curve, area)
+    (thin(curve, ROC_POINTS), area)
+}
+
+/// Points kept per drawn ROC curve: a card panel shows no more, and every feature's curves are
+/// kept until the overview is drawn (a dense feature has one point per distinct activation).
+const ROC_POINTS: usize = 256;
+
+/// At most `max` points of a curve, evenly spaced along it, first and last kept.
+fn thin(curve: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    if curve.len() <= max {
+        return curve;
+    }
+    let last = curve.len() - 1;
+    (0..max).map(|k| curve[k * last / (max - 1)]).collect()
 }
 
 /// ‖W_dec‖ of one feature per layer it writes to (the CLT's decoders reach every later layer).
@@ -503,4 +516,19 @@ fn deembedding(ctx: &Context, layer: u32, feature: u32) -> Vec<(String, f64)> {
     let (Some(embedding), Some(tc)) = (ctx.inputs.embedding, ctx.inputs.transcoder) else { return Vec::new() };
     let rows = embedding.deembed(tc, layer as usize, feature as usize).unwrap_or_default();
     rows.into_iter().map(|r| (r.channel, r.weight as f64)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thin;
+
+    #[test]
+    fn thinning_a_curve_keeps_its_ends_and_order() {
+        let curve: Vec<(f64, f64)> = (0..=1000).map(|i| (i as f64 / 1000.0, (i as f64 / 1000.0).sqrt())).collect();
+        let thinned = thin(curve.clone(), 256);
+        assert_eq!(thinned.len(), 256);
+        assert_eq!((thinned[0], thinned[255]), (curve[0], curve[1000]));
+        assert!(thinned.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(thin(curve[..10].to_vec(), 256).len(), 10, "short curves stay whole");
+    }
 }
