@@ -193,7 +193,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Train many transcoders over a grid (variant, σ, features, λ) on one activation cache that
+    /// Train many transcoders over a grid (variant, activation function, features, λ) on one activation cache that
     /// every run reads in the same order; judge each as train-transcoder does (FVU, L0, dead
     /// features, replacement fidelity) and write pareto.csv, pareto.json and Pareto PNGs. A rerun
     /// skips finished runs.
@@ -272,8 +272,8 @@ enum Command {
         #[arg(long)]
         subset: Option<String>,
     },
-    /// Circuit analysis on a trained model + transcoder: pullbacks, de-embeddings, interventions,
-    /// MLSAE banding and alignment.
+    /// Circuit analysis on a trained model + transcoder: pullbacks, de-embeddings, attributions,
+    /// attribution graphs, interventions, MLSAE banding and alignment.
     Circuits {
         #[command(subcommand)]
         what: CircuitsCommand,
@@ -459,7 +459,8 @@ enum CircuitsCommand {
     },
     /// Multi-layer SAE: the layer each feature reads from and writes to (banding), and whether the
     /// model carries a feature's decoder write at layer l onto its decoder at later layers (causal
-    /// alignment: cosine and strength of the model's Jacobian-vector product, per trigger layer).
+    /// alignment: cosine and strength of the model's Jacobian-vector product, by central finite
+    /// differences, per trigger layer).
     /// Writes mlsae_banding.png, mlsae_alignment.png, mlsae.json and two CSV tables.
     ///
     /// Example: voltlens circuits mlsae --transcoder runs/my-mlsae --model runs/quickstart/model/model --data runs/quickstart/data/dataset --out runs/my-mlsae/analysis
