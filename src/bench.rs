@@ -58,8 +58,15 @@ fn time_ingest(name: &str, inputs: &[PathBuf], rows_hint: Option<u64>, out: &Pat
 
 /// Data-layer figures: ingest throughput on a real Maccor file and on a large synthetic CSV,
 /// peak memory of the latter, and synth throughput.
+/// `work_dir` is scratch, removed afterwards; a non-empty folder VoltLens did not write is refused.
 pub fn bench_data(maccor: Option<&Path>, csv_rows: usize, work_dir: &Path) -> Result<Vec<Figure>> {
-    std::fs::create_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
+    crate::io::fresh_owned_dir(work_dir)?;
+    let figures = data_figures(maccor, csv_rows, work_dir);
+    std::fs::remove_dir_all(work_dir).map_err(|e| Error::io(work_dir, e))?;
+    figures
+}
+
+fn data_figures(maccor: Option<&Path>, csv_rows: usize, work_dir: &Path) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     let csv = work_dir.join("bench-cell_timeseries.csv");
     write_synthetic_csv(&csv, csv_rows)?;

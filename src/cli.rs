@@ -62,16 +62,17 @@ enum Command {
     ///
     /// Example: voltlens synth --cells 20 --out runs/synth --seed 3
     Synth {
-        /// Number of cells.
-        #[arg(long, default_value_t = 10)]
-        cells: usize,
+        /// Number of cells [default: the config file's, else 10].
+        #[arg(long)]
+        cells: Option<usize>,
         /// Output dataset directory.
         #[arg(long)]
         out: PathBuf,
-        /// Seed: the same seed gives the same cells, bit for bit.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// A TOML file with further generator settings (see SynthConfig in the docs).
+        /// Seed: the same seed gives the same cells, bit for bit [default: the config file's, else 0].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// A TOML file with further generator settings (see SynthConfig in the docs); flags given
+        /// on the command line win over it.
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -262,7 +263,8 @@ enum Command {
     Report {
         /// The run directory (runs/<pipeline name>).
         run: PathBuf,
-        /// Output folder (default: reports/<run name>).
+        /// Output folder [default: reports/<run name> beside the runs folder]. An existing
+        /// folder is replaced only if VoltLens wrote it.
         #[arg(long)]
         out: Option<PathBuf>,
         /// Redraw only these cards of an existing report, e.g. L2_F17,L0_F3.
@@ -297,7 +299,7 @@ enum BenchCommand {
         /// Rows of the generated CSV.
         #[arg(long, default_value_t = 10_000_000)]
         rows: usize,
-        /// Scratch directory (removed afterwards).
+        /// Scratch directory, removed afterwards; a non-empty one VoltLens did not write is refused.
         #[arg(long, default_value = "runs/bench-scratch")]
         work_dir: PathBuf,
     },
@@ -545,8 +547,8 @@ fn execute(command: Command) -> Result<ExitCode> {
         }
         Command::Synth { cells, out, seed, config } => {
             let mut cfg: SynthConfig = read_settings(config.as_deref())?;
-            cfg.cells = cells;
-            cfg.seed = seed;
+            cfg.cells = cells.unwrap_or(cfg.cells);
+            cfg.seed = seed.unwrap_or(cfg.seed);
             let infos = crate::data::ingest::synthesize(&cfg, &out)?;
             let rows: u64 = infos.iter().map(|c| c.rows).sum();
             println!("generated {} cells, {rows} rows into {}", infos.len(), out.display());
@@ -573,9 +575,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             }
         }
         Command::Bench { what: BenchCommand::Data { maccor, rows, work_dir } } => {
-            let figures = crate::bench::bench_data(maccor.as_deref(), rows, &work_dir);
-            let _ = std::fs::remove_dir_all(&work_dir);
-            crate::bench::print(&figures?);
+            crate::bench::print(&crate::bench::bench_data(maccor.as_deref(), rows, &work_dir)?);
         }
         Command::TrainModel { data, out, config, steps, device, seed } => {
             let mut settings: TrainModelFile = read_settings(config.as_deref())?;
@@ -635,15 +635,14 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
         Command::Report { run, out, features, subset } => {
-            let name = run.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".to_owned());
-            let out = out.unwrap_or_else(|| crate::report::stage::report_dir(std::path::Path::new("reports"), &name));
+            let out = out.unwrap_or_else(|| crate::report::stage::report_dir(std::path::Path::new("reports"), &run));
             use crate::pipeline::stages::ReportScope;
             let scope = match (&features, &subset) {
                 (Some(list), _) => ReportScope::Redraw(list),
                 (None, Some(list)) => ReportScope::Subset(list),
                 (None, None) => ReportScope::All,
             };
-            let summary = crate::pipeline::stages::report_from_run(&run, &out, scope)?;
+            let summary = crate::pipeline::stages::report_from_run(&run, &out, scope, &["sweep", "circuits"])?;
             println!("wrote {} cards; open {}", summary.cards.len(), summary.dir.join("index.html").display());
         }
         Command::Circuits { what } => circuits(what)?,

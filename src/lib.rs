@@ -9,6 +9,7 @@ pub mod circuits;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod io;
 pub mod json;
 pub mod label;
 pub mod mine;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod plot_style;
 pub mod progress;
 pub mod report;
+pub mod stats;
 pub mod record;
 pub mod transcoder;
 

@@ -1,6 +1,8 @@
 //! Circuits on a tiny model and a hand-made CLT: pullbacks and de-embeddings match the direct-path
 //! calculations they stand for, and interventions change predictions only through features that fire.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -195,7 +197,7 @@ fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
     let png = tempfile::tempdir().unwrap();
     let path = png.path().join("intervention.png");
     draw_intervention(&r, &path).unwrap();
-    assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+    common::assert_drawn(&path, Some((1200, 800)), 8);
 }
 
 #[test]
@@ -268,7 +270,7 @@ fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
     assert!(summary["mlsae"]["live"].as_u64().unwrap() >= 3, "{summary}");
     assert_eq!(summary["mlsae"]["features"], FEATURES as u64);
     for file in MLSAE_FIGURES {
-        assert!(std::fs::metadata(out.join(MLSAE_DIR).join(file)).unwrap().len() > 1000, "{file} missing or empty");
+        common::assert_drawn(&out.join(MLSAE_DIR).join(file), None, 8);
     }
 
     // Beside a CLT, the stage analyses the lowest-FVU MLSAE of a sweep and still draws the graph.

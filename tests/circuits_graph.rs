@@ -3,6 +3,8 @@
 //! value, the direct part is activation × pullback, and the graph prunes and exports as
 //! circuit-tracer's front end reads it.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use burn::backend::Flex;
@@ -180,7 +182,31 @@ fn unpruned_graph_keeps_the_scores_and_pruning_keeps_the_output() {
     let tc = transcoder(Variant::Clt, false);
     let everything = attribution_graph(&m, &tc, &window(), &GraphOptions { node_threshold: 1.0, edge_threshold: 1.0 }).unwrap();
     let s = everything.scores;
-    assert!((0.0..=1.0).contains(&s.replacement) && (0.0..=1.0).contains(&s.completeness), "{s:?}");
+    // Influence, recomputed from the kept edges: each target passes its influence (1 for the
+    // output) to its sources in proportion to |weight| over its row; then the replacement score is
+    // the inputs' share of what reaches inputs and errors.
+    let n = everything.nodes.len();
+    let output = everything.nodes.iter().position(|n| matches!(n.node, NodeKind::Output { .. })).unwrap();
+    let mut row_sum = vec![0.0f64; n];
+    everything.edges.iter().for_each(|e| row_sum[e.target] += e.weight.abs() as f64);
+    let mut influence = vec![0.0f64; n];
+    for _ in 0..=2 * LAYERS + 2 {
+        let mut next = vec![0.0f64; n];
+        for e in &everything.edges {
+            let carried = influence[e.target] + if e.target == output { 1.0 } else { 0.0 };
+            next[e.source] += e.weight.abs() as f64 / row_sum[e.target] * carried;
+        }
+        influence = next;
+    }
+    for (node, &expected) in everything.nodes.iter().zip(&influence) {
+        assert!((node.influence as f64 - expected).abs() < 1e-4 * (1.0 + expected), "{:?}: influence {} vs {expected}", node.node, node.influence);
+    }
+    let share = |kind: fn(&NodeKind) -> bool| everything.nodes.iter().zip(&influence).filter(|(n, _)| kind(&n.node)).map(|(_, i)| i).sum::<f64>();
+    let (from_inputs, from_errors) = (share(|k| matches!(k, NodeKind::Input { .. })), share(|k| matches!(k, NodeKind::Error { .. })));
+    assert!(from_inputs > 0.0 && from_errors > 0.0, "{from_inputs} {from_errors}");
+    let expected = from_inputs / (from_inputs + from_errors);
+    assert!((s.replacement as f64 - expected).abs() < 1e-4, "{s:?} vs {expected}");
+    assert!((0.0..=1.0).contains(&s.completeness), "{s:?}");
     assert!((s.replacement - s.pruned_replacement).abs() < 1e-4 && (s.completeness - s.pruned_completeness).abs() < 1e-4, "{s:?}");
 
     let pruned = attribution_graph(&m, &tc, &window(), &GraphOptions { node_threshold: 0.5, edge_threshold: 0.8 }).unwrap();
@@ -222,7 +248,7 @@ fn graph_json_round_trips_with_circuit_tracer_field_names() {
     std::fs::write(&labels, entry.to_string()).unwrap();
 
     let files = write_graph(&graph, &dir, Some(&labels)).unwrap();
-    assert!(std::fs::metadata(&files.png).unwrap().len() > 1000);
+    common::assert_drawn(&files.png, None, 8);
     let text = std::fs::read_to_string(&files.json).unwrap();
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     for key in ["metadata", "qParams", "nodes", "links"] {
@@ -257,4 +283,20 @@ fn graph_json_round_trips_with_circuit_tracer_field_names() {
     assert_eq!(labelled.clerp, "fires in CV holds");
     let index_file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files.metadata).unwrap()).unwrap();
     assert_eq!(index_file["graphs"][0]["slug"], file.metadata.slug);
+}
+
+#[test]
+fn graphs_are_the_same_for_any_thread_count() {
+    let graph_json = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (m, tc) = (model(Positional::Learned), transcoder(Variant::Clt, true));
+            let graph = attribution_graph(&m, &tc, &window(), &GraphOptions { node_threshold: 0.9, edge_threshold: 0.95 }).unwrap();
+            serde_json::to_string(&graph.to_file(&BTreeMap::new())).unwrap()
+        })
+    };
+    let one = graph_json(1);
+    for threads in [2, 3, 8] {
+        assert!(graph_json(threads) == one, "the graph changes with {threads} threads");
+    }
 }

@@ -3,6 +3,8 @@
 //! temporary folder: every row read, in canonical units and sign, and every bad file refused
 //! with an error that names the file (and the row and field where there is one).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,16 +79,7 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats").join(name)
 }
 
-/// `../shared/datasets/<dir>`, or `None` (with a message) in a clone that has no shared folder.
-fn shared(dir: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets").join(dir);
-    if path.is_dir() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} is absent (shared datasets are not part of the repository)", path.display());
-        None
-    }
-}
+use common::shared;
 
 /// The file's lines as text (the samples are small), Latin-1 where not UTF-8.
 fn lines(path: &Path) -> Vec<String> {

@@ -1,6 +1,8 @@
 //! Ingest end to end: real cycler files and the PyBaMM set into canonical Parquet, derived
 //! columns against ground truth, and bad input refused without partial output.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use voltlens::data::canonical::{read_cell, Dataset};
@@ -12,15 +14,17 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The team's shared datasets, or `None` (with a note) where this checkout has none.
-fn shared(sub: &str) -> Option<PathBuf> {
-    let p = repo().join("../shared/datasets").join(sub);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} not found (tests that need ../shared run in CI)", p.display());
-        None
-    }
+use common::shared;
+
+#[test]
+#[should_panic(expected = "CI=true")]
+fn missing_shared_data_fails_under_ci() {
+    common::shared_in(Path::new("/nonexistent-voltlens-shared"), "cyclers", true);
+}
+
+#[test]
+fn missing_shared_data_is_skipped_outside_ci() {
+    assert!(common::shared_in(Path::new("/nonexistent-voltlens-shared"), "cyclers", false).is_none());
 }
 
 /// A BatteryArchive-style CSV with the given rows (time s, current A, voltage V).

@@ -199,8 +199,12 @@ fn recorded_features_are_mined_and_labelled_end_to_end() {
     let cfg = LabelConfig { n_shifts: 10, n_bootstrap: 3, ..LabelConfig::default() };
     let labelled = run_label_stage(&f.data, &record_dir, &cfg, &label_dir).unwrap();
     assert_eq!(labelled["live_features"].as_u64().unwrap(), live);
-    let share = labelled["accepted_share"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&share));
+    // The share is accepted labels over live features, counted in the labels the stage wrote.
+    let labels: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(label_dir.join("labels.json")).unwrap()).unwrap();
+    assert_eq!(labels.len() as u64, live);
+    let accepted = labels.iter().filter(|l| l["accepted"] == true).count();
+    assert_eq!(labelled["accepted"].as_u64().unwrap(), accepted as u64);
+    assert_eq!(labelled["accepted_share"].as_f64().unwrap(), accepted as f64 / live as f64);
     assert!(label_dir.join("labels.parquet").exists());
     let effects = std::fs::read_to_string(label_dir.join("protocol_effects.csv")).unwrap();
     assert!(effects.starts_with("layer,feature"), "{}", &effects[..effects.len().min(200)]);

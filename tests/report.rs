@@ -2,6 +2,8 @@
 //! feature gets a card of the card size, the index lists them all and points only at local files
 //! that exist, and `only` redraws just the chosen cards.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -139,7 +141,7 @@ fn every_live_feature_gets_a_card_and_a_thumbnail_and_dead_ones_none() {
     assert_eq!(fx.summary.live_features, live.len());
     for &(l, f) in &live {
         let card = fx.report.join("features").join(card_file(l, f));
-        assert_eq!(png_size(&card), CARD_SIZE, "{}", card.display());
+        common::assert_drawn(&card, Some(CARD_SIZE), 8);
         let (w, h) = png_size(&fx.report.join("features/thumbs").join(card_file(l, f)));
         assert!(w > 100 && h > 50, "thumbnail {w}×{h}");
     }
@@ -221,6 +223,19 @@ fn a_clt_report_draws_its_banding_and_decoder_cosine() {
     for figure in ["overview_clt_banding.png", "overview_decoder_cosine.png"] {
         let (w, h) = png_size(&fx.report.join(figure));
         assert!(w >= 900 && h >= 400, "{figure}: {w}×{h}");
+        common::assert_drawn(&fx.report.join(figure), None, 8);
         assert!(html.contains(figure), "{figure} is not on the page");
     }
+}
+
+#[test]
+fn a_report_never_replaces_a_folder_it_did_not_write() {
+    let fx = fixture::get();
+    let user = fx._tmp.path().join("reports").join("mine");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::write(user.join("paper.md"), "draft").unwrap();
+    let err = write_report(&fx.inputs(), &user, None).unwrap_err().to_string();
+    assert!(err.contains("not written by VoltLens"), "{err}");
+    assert_eq!(std::fs::read_to_string(user.join("paper.md")).unwrap(), "draft");
+    assert!(!fx._tmp.path().join("reports/.mine.partial").exists(), "refused before drawing anything");
 }

@@ -1,6 +1,8 @@
 //! Sweeps: grid expansion and its errors, the Pareto front, and a tiny sweep on a tiny model of a
 //! few synthetic cells (one row per run, figures, a rerun that trains nothing).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -178,7 +180,7 @@ fn a_tiny_sweep_writes_one_row_per_run_and_a_rerun_skips_them() {
     assert_eq!(csv.lines().count(), 6, "{csv}");
     assert!(csv.lines().next().unwrap().starts_with("id,variant,activation,features,lambda,l0,l0_pct,fvu,fidelity"), "{csv}");
     for png in ["pareto_fvu.png", "pareto_fidelity.png", "pareto_curves.png"] {
-        assert!(std::fs::metadata(out.join(png)).unwrap().len() > 1000, "{png}");
+        common::assert_drawn(&out.join(png), None, 8);
     }
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("runs/clt-relu-f24-l0.0001/metrics.json")).unwrap()).unwrap();
     let curve = metrics["curve"].as_array().unwrap();

@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::attribution::{node_name, FrozenReplacement, NodeKind, Target};
-use crate::data::canonical::write_atomic;
+use crate::io::write_atomic;
 use crate::model::inputs::cell_steps;
 use burn::backend::Flex;
 
@@ -166,9 +166,13 @@ fn target_of(frozen: &FrozenReplacement, node: usize) -> Target {
     }
 }
 
+/// At most this many accumulators per layer of targets: the work is cut into this many parts
+/// whatever the thread count, so that float sums, and so graphs, do not depend on it.
+const MAX_PARTS: usize = 64;
+
 /// Rows of `targets` (one layer's features, or the output) in parallel, folded into one
-/// accumulator per rayon task. Targets of one feature share its virtual weights; targets of
-/// one step share its path coefficients.
+/// accumulator per part, parts in a fixed order. Targets of one feature share its virtual
+/// weights; targets of one step share its path coefficients.
 fn fold_rows<R: Send>(
     frozen: &FrozenReplacement,
     targets: &[usize],
@@ -196,10 +200,10 @@ fn fold_rows<R: Send>(
     });
     let groups: Vec<&[usize]> = sorted.chunk_by(|&a, &b| same_read(target_of(frozen, a), target_of(frozen, b))).collect();
     groups
-        .par_iter()
-        .fold(
-            || (init(), Vec::new()),
-            |(mut acc, mut row), group| {
+        .par_chunks(groups.len().div_ceil(MAX_PARTS).max(1))
+        .map(|part| {
+            let (mut acc, mut row) = (init(), Vec::new());
+            for group in part {
                 let last = group.iter().map(|&i| target_of(frozen, i).pos()).max().expect("non-empty group");
                 let reads = frozen.read_tables(target_of(frozen, group[0]), last);
                 for &node in group.iter() {
@@ -208,10 +212,9 @@ fn fold_rows<R: Send>(
                     frozen.row(target, &reads, s, &mut row);
                     fold(&mut acc, node, &row);
                 }
-                (acc, row)
-            },
-        )
-        .map(|(acc, _)| acc)
+            }
+            acc
+        })
         .collect()
 }
 
@@ -511,8 +514,7 @@ pub struct FileLink {
 impl Graph {
     /// File name stem of this graph: cell and step.
     pub fn slug(&self) -> String {
-        let safe: String = self.cell_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-        format!("{safe}-step{}", self.step())
+        format!("{}-step{}", crate::io::safe_name(&self.cell_id), self.step())
     }
 
     /// Per window step, a short description for the front end's token row.
@@ -604,16 +606,16 @@ pub struct GraphFiles {
     pub metadata: PathBuf,
     /// Scores and counts, `{slug}.summary.json`.
     pub summary: PathBuf,
+    /// Where `graph_plot` draws the figure, `{slug}.png`.
     pub png: PathBuf,
 }
 
 /// Writes `graph` into `dir` (created if needed): its circuit-tracer JSON, an entry in the
-/// directory's graph-metadata.json, a summary and a PNG. `labels`: a label stage's labels.json.
-pub fn write_graph(graph: &Graph, dir: &Path, labels: Option<&Path>) -> Result<GraphFiles> {
+/// directory's graph-metadata.json and a summary; `labels` from [`read_labels`].
+pub fn write_graph_files(graph: &Graph, dir: &Path, labels: &std::collections::BTreeMap<(usize, usize), String>) -> Result<GraphFiles> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let labels = labels.map(read_labels).transpose()?.unwrap_or_default();
     let slug = graph.slug();
-    let file = graph.to_file(&labels);
+    let file = graph.to_file(labels);
     let json = dir.join(format!("{slug}.json"));
     write_atomic(&json, serde_json::to_string(&file).expect("plain data").as_bytes())?;
 
@@ -640,12 +642,10 @@ pub fn write_graph(graph: &Graph, dir: &Path, labels: Option<&Path>) -> Result<G
         "active_features": graph.active_features,
         "kept_nodes": graph.nodes.len(),
         "kept_edges": graph.edges.len(),
-        "top_nodes": top_nodes(graph, &labels),
+        "top_nodes": top_nodes(graph, labels),
     });
     write_atomic(&summary, serde_json::to_string_pretty(&text).expect("plain data").as_bytes())?;
-    let png = dir.join(format!("{slug}.png"));
-    super::graph_plot::draw_graph(graph, &labels, &png)?;
-    Ok(GraphFiles { json, metadata, summary, png })
+    Ok(GraphFiles { json, metadata, summary, png: dir.join(format!("{slug}.png")) })
 }
 
 /// The ten most influential kept nodes, by name.

@@ -9,7 +9,6 @@ use plotters::prelude::*;
 
 use super::attribution::NodeKind;
 use super::graph::Graph;
-use crate::data::canonical::temp_path;
 use crate::plot_style::{self, FONT};
 use crate::{Error, Result};
 
@@ -94,9 +93,8 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
         }
     }
 
-    let tmp = temp_path(png_path).with_extension("png");
-    {
-        let root = BitMapBackend::new(&tmp, (width as u32, height as u32)).into_drawing_area();
+    crate::io::write_via_temp(png_path, |tmp| {
+        let root = BitMapBackend::new(tmp, (width as u32, height as u32)).into_drawing_area();
         let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", png_path.display()));
         root.fill(&WHITE).map_err(|e| fail(&e))?;
         let s = &graph.scores;
@@ -155,7 +153,6 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
             let label = shorten(&graph.label(n.node, labels));
             root.draw(&Text::new(label, (x + radius + 3, y - 7), (FONT, 12).into_font())).map_err(|e| fail(&e))?;
         }
-        root.present().map_err(|e| fail(&e))?;
-    }
-    std::fs::rename(&tmp, png_path).map_err(|e| Error::io(png_path, e))
+        root.present().map_err(|e| fail(&e))
+    })
 }

@@ -12,7 +12,6 @@ use burn::tensor::{Tensor, TensorData};
 use plotters::prelude::*;
 
 use super::check_feature;
-use crate::data::canonical::temp_path;
 use crate::model::inputs::{cell_steps, ModelSteps};
 use crate::model::{load_model, Lblm, MlpReplacement, N_CHANNELS};
 use crate::plot_style::{self, FONT};
@@ -236,9 +235,8 @@ pub fn format_intervention(r: &InterventionReport) -> String {
 /// difference in mV.
 pub fn draw_intervention(r: &InterventionReport, png_path: &Path) -> Result<()> {
     plot_style::ensure_fonts();
-    let tmp = temp_path(png_path).with_extension("png");
-    {
-        let root = BitMapBackend::new(&tmp, (1200, 800)).into_drawing_area();
+    crate::io::write_via_temp(png_path, |tmp| {
+        let root = BitMapBackend::new(tmp, (1200, 800)).into_drawing_area();
         let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", png_path.display()));
         root.fill(&WHITE).map_err(|e| fail(&e))?;
         let (title, body) = root.split_vertically(40);
@@ -250,9 +248,8 @@ pub fn draw_intervention(r: &InterventionReport, png_path: &Path) -> Result<()> 
         draw_panel(&top, "Predicted V (V)", "", &voltages).map_err(|e| fail(&e))?;
         draw_panel(&bottom, "Δ (mV)", "Step", &[("intervened − replacement", &r.delta_mv, plot_style::CURRENT)])
             .map_err(|e| fail(&e))?;
-        root.present().map_err(|e| fail(&e))?;
-    }
-    std::fs::rename(&tmp, png_path).map_err(|e| Error::io(png_path, e))
+        root.present().map_err(|e| fail(&e))
+    })
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;

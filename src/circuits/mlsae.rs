@@ -24,7 +24,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
-use crate::data::canonical::{write_atomic, Dataset};
+use crate::data::canonical::Dataset;
+use crate::io::write_atomic;
 use crate::model::inputs::dataset_steps;
 use crate::model::{load_model, Lblm, N_CHANNELS};
 use crate::transcoder::{import_circuit_tracer, layer_sq_norms, Band, Transcoder, Variant};
@@ -278,6 +279,7 @@ fn spread<T: Copy>(items: &[T], k: usize) -> Vec<T> {
 /// Everything `voltlens circuits mlsae` computes.
 #[derive(Debug, Clone, Serialize)]
 pub struct MlsaeAnalysis {
+    pub layers: usize,
     pub windows: usize,
     pub tokens: usize,
     pub features: usize,
@@ -290,10 +292,10 @@ pub struct MlsaeAnalysis {
     pub alignment: Vec<AlignmentRow>,
 }
 
-/// `voltlens circuits mlsae`: banding of every feature of the MLSAE in `transcoder_dir`
-/// (circuit-tracer layout) and the causal alignment of its `top` most active features on windows
-/// of the dataset, written to `out_dir` as `mlsae_banding.png`, `mlsae_alignment.png`,
-/// `mlsae.json` and `mlsae_{banding,alignment}.csv`. Runs on the CPU.
+/// Banding of every feature of the MLSAE in `transcoder_dir` (circuit-tracer layout) and the
+/// causal alignment of its `top` most active features on windows of the dataset, written to
+/// `out_dir` as `mlsae.json` and `mlsae_{banding,alignment}.csv` (the figures are drawn by the
+/// caller, with `mlsae_plot`). Runs on the CPU.
 pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path, top: usize, out_dir: &Path) -> Result<MlsaeAnalysis> {
     let tc = import_circuit_tracer(transcoder_dir)?;
     check_mlsae(&tc)?;
@@ -315,6 +317,7 @@ pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path
         alignment.extend(align_feature(&loaded.model, &tc, row.feature, x, &at, &sweep.rms)?);
     }
     let analysis = MlsaeAnalysis {
+        layers: tc.shape.layers,
         windows: sweep.windows(),
         tokens: sweep.windows() * sweep.seq,
         features: tc.shape.features,
@@ -323,13 +326,6 @@ pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path
         alignment,
     };
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    let note = format!(
-        "activity = firing tokens in {} tokens of {} · encoder parts weighed by each layer's mean ‖resid_mid‖",
-        analysis.tokens,
-        dataset_dir.display()
-    );
-    super::mlsae_plot::draw_banding(&analysis.banding, tc.shape.layers, &note, &out_dir.join(super::stage::MLSAE_FIGURES[0]))?;
-    super::mlsae_plot::draw_alignment(&analysis.alignment, tc.shape.layers, &out_dir.join(super::stage::MLSAE_FIGURES[1]))?;
     write_atomic(&out_dir.join("mlsae.json"), serde_json::to_string_pretty(&analysis).expect("plain data").as_bytes())?;
     write_atomic(&out_dir.join("mlsae_banding.csv"), banding_csv(&analysis.banding).as_bytes())?;
     write_atomic(&out_dir.join("mlsae_alignment.csv"), alignment_csv(&analysis.alignment).as_bytes())?;

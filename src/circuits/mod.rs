@@ -31,14 +31,39 @@ pub mod pullback;
 pub mod stage;
 
 pub use attribution::{attribute, format_attribution, node_name, Attribution, Contribution, FrozenReplacement, NodeKind, Target};
-pub use graph::{attribution_graph, graph_for_cell, write_graph, Graph, GraphFile, GraphOptions, GraphScores, GraphSources, GraphWindow};
+pub use graph::{attribution_graph, graph_for_cell, Graph, GraphFiles, GraphFile, GraphOptions, GraphScores, GraphSources, GraphWindow};
 pub use deembed::{deembed, format_deembed, ChannelRow, Embedding};
-pub use mlsae::{analyse_mlsae, format_mlsae, MlsaeAnalysis};
+pub use mlsae::{format_mlsae, MlsaeAnalysis};
 pub use intervene::{ablate_or_steer, draw_intervention, format_intervention, InterventionReport, SteeredMlps};
 pub use pullback::{format_pullback, pullback, PullbackRow};
 
+use std::path::Path;
+
 use crate::transcoder::{Transcoder, Variant};
 use crate::{Error, Result};
+
+/// Writes an attribution graph's files (`graph`) and draws its figure (`graph_plot`) into `dir`;
+/// `labels`: a label stage's labels.json. The analysis and its drawing never call each other.
+pub fn write_graph(graph: &Graph, dir: &Path, labels: Option<&Path>) -> Result<GraphFiles> {
+    let labels = labels.map(graph::read_labels).transpose()?.unwrap_or_default();
+    let files = graph::write_graph_files(graph, dir, &labels)?;
+    graph_plot::draw_graph(graph, &labels, &files.png)?;
+    Ok(files)
+}
+
+/// `voltlens circuits mlsae`: the MLSAE analysis (`mlsae`) and its two figures (`mlsae_plot`),
+/// into `out_dir`.
+pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path, top: usize, out_dir: &Path) -> Result<MlsaeAnalysis> {
+    let analysis = mlsae::analyse_mlsae(dataset_dir, model_dir, transcoder_dir, top, out_dir)?;
+    let note = format!(
+        "activity = firing tokens in {} tokens of {} · encoder parts weighed by each layer's mean ‖resid_mid‖",
+        analysis.tokens,
+        dataset_dir.display()
+    );
+    mlsae_plot::draw_banding(&analysis.banding, analysis.layers, &note, &out_dir.join(stage::MLSAE_FIGURES[0]))?;
+    mlsae_plot::draw_alignment(&analysis.alignment, analysis.layers, &out_dir.join(stage::MLSAE_FIGURES[1]))?;
+    Ok(analysis)
+}
 
 /// Refuses a (layer, feature) outside a causal transcoder (CLT or PLT): the MLSAE's one encoder
 /// reads every layer at once, so it has no per-layer feature to pull back or steer.

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::graph::{graph_for_cell, write_graph, GraphOptions, GraphSources};
-use super::{analyse_mlsae, format_deembed, format_pullback, pullback, Embedding};
-use crate::data::canonical::write_atomic;
-use crate::mine::{MinedFeature, MinedFeatures};
+use super::graph::{graph_for_cell, GraphOptions, GraphSources};
+use super::{analyse_mlsae, format_deembed, format_pullback, pullback, write_graph, Embedding};
+use crate::io::write_atomic;
 use crate::mine::stats::WindowKind;
+use crate::mine::{MinedFeature, MinedFeatures};
 use crate::transcoder::sweep::pareto::SweepRow;
 use crate::transcoder::{import_circuit_tracer, Transcoder, Variant};
 use crate::{Error, Result};

@@ -195,21 +195,8 @@ impl DatasetPaths {
         self.root.join("timeseries")
     }
     pub fn cell_file(&self, cell_id: &str) -> PathBuf {
-        self.timeseries_dir().join(format!("{cell_id}.parquet"))
+        self.timeseries_dir().join(format!("{}.parquet", crate::io::safe_name(cell_id)))
     }
-}
-
-/// The temporary sibling a file is written to before the rename.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
-/// Writes bytes to `path` atomically (temp file + rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn writer_properties() -> WriterProperties {
@@ -233,7 +220,7 @@ impl CellWriter {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let tmp = temp_path(path);
+        let tmp = crate::io::temp_path(path);
         let _ = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok(CellWriter { path: path.to_path_buf(), tmp, writer: None, rows: 0 })
     }
@@ -290,6 +277,7 @@ pub fn read_cell(path: &Path) -> Result<(CellInfo, CellData)> {
     let mut data = CellData::default();
     for batch in reader {
         let batch = batch.map_err(|e| Error::arrow(path, e))?;
+        schema::check_nulls(path, &batch, &schema::timeseries_columns(), data.len() as u64)?;
         data.extend(CellData::from_record_batch(&batch, path)?)?;
     }
     data.cell_id = info.cell_id.clone();
@@ -315,15 +303,14 @@ pub fn write_cells_table(path: &Path, cells: &[CellInfo]) -> Result<()> {
         strings(&|c| Some(c.metadata.clone())),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema::cells_schema()), columns).expect("cells columns agree");
-    let tmp = temp_path(path);
-    let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties())).map_err(|e| Error::parquet(path, e))?;
-    writer.write(&batch).map_err(|e| Error::parquet(path, e))?;
-    writer.close().map_err(|e| Error::parquet(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::io::write_via_temp(path, |tmp| {
+        let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties())).map_err(|e| Error::parquet(path, e))?;
+        writer.write(&batch).map_err(|e| Error::parquet(path, e))?;
+        writer.close().map(drop).map_err(|e| Error::parquet(path, e))
+    })
 }
 
-/// Reads and validates the cells table.
 /// Rows of a cell's time-series file, from its Parquet footer (no data read).
 pub fn cell_row_count(path: &Path) -> Result<usize> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -331,6 +318,7 @@ pub fn cell_row_count(path: &Path) -> Result<usize> {
     Ok(builder.metadata().file_metadata().num_rows().max(0) as usize)
 }
 
+/// Reads and validates the cells table.
 pub fn read_cells_table(path: &Path) -> Result<Vec<CellInfo>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
@@ -338,6 +326,7 @@ pub fn read_cells_table(path: &Path) -> Result<Vec<CellInfo>> {
     let mut cells = Vec::new();
     for batch in builder.build().map_err(|e| Error::parquet(path, e))? {
         let batch = batch.map_err(|e| Error::arrow(path, e))?;
+        schema::check_nulls(path, &batch, &schema::cells_columns(), cells.len() as u64)?;
         let s = |name: &str| -> Vec<Option<String>> {
             let a = arrow::compute::cast(batch.column_by_name(name).expect("validated"), &arrow::datatypes::DataType::Utf8)
                 .expect("utf8");

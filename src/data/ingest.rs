@@ -90,13 +90,17 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
         .iter()
         .map(|f| Ok((f.clone(), match opts.format { Some(fmt) => fmt, None => formats::detect(f)? })))
         .collect::<Result<_>>()?;
+    let readers: Vec<(PathBuf, Format, Box<dyn CyclerReader>)> = sources
+        .into_iter()
+        .map(|(file, format)| Ok((file.clone(), format, formats::open(&file, format, column_map.as_ref())?)))
+        .collect::<Result<_>>()?;
+    refuse_duplicate_ids(readers.iter().map(|(f, _, r)| (source_cell_id(r.as_ref(), f), f.display().to_string())).collect())?;
     let staging = DatasetStaging::new(out)?;
-    let bar = crate::progress::bar(sources.len() as u64, "ingest", "files");
-    let cells: Vec<CellInfo> = sources
-        .par_iter()
-        .map(|(file, format)| {
-            let reader = formats::open(file, *format, column_map.as_ref())?;
-            let info = ingest_source(reader, file, &format.to_string(), staging.paths(), opts);
+    let bar = crate::progress::bar(readers.len() as u64, "ingest", "files");
+    let cells: Vec<CellInfo> = readers
+        .into_par_iter()
+        .map(|(file, format, reader)| {
+            let info = ingest_source(reader, &file, &format.to_string(), staging.paths(), opts);
             bar.inc(1);
             info
         })
@@ -112,12 +116,10 @@ pub struct DatasetStaging {
 }
 
 impl DatasetStaging {
+    /// Refuses, before anything is written, an `out` that VoltLens may not replace.
     pub fn new(out: &Path) -> Result<Self> {
-        let tmp = canonical::temp_path(out);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        crate::io::check_replaceable(out)?;
+        let tmp = crate::io::fresh_temp_dir(out)?;
         Ok(DatasetStaging { out: out.to_path_buf(), paths: DatasetPaths::new(&tmp) })
     }
 
@@ -128,24 +130,8 @@ impl DatasetStaging {
     /// Writes the cells table and moves the directory into place (replacing an older one).
     pub fn commit(self, mut cells: Vec<CellInfo>) -> Result<Vec<CellInfo>> {
         cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
-        if let Some(w) = cells.windows(2).find(|w| w[0].cell_id == w[1].cell_id) {
-            return Err(Error::Config(format!(
-                "two inputs give the same cell id '{}' ({} and {})",
-                w[0].cell_id, w[0].source_file, w[1].source_file
-            )));
-        }
         canonical::write_cells_table(&self.paths.cells_table(), &cells)?;
-        if self.out.exists() {
-            let old = self.out.with_extension(format!("old-{}", std::process::id()));
-            std::fs::rename(&self.out, &old).map_err(|e| Error::io(&self.out, e))?;
-            std::fs::rename(&self.paths.root, &self.out).map_err(|e| Error::io(&self.out, e))?;
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        } else {
-            if let Some(parent) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            std::fs::rename(&self.paths.root, &self.out).map_err(|e| Error::io(&self.out, e))?;
-        }
+        crate::io::replace_dir(&self.paths.root, &self.out)?;
         Ok(cells)
     }
 }
@@ -157,13 +143,28 @@ impl Drop for DatasetStaging {
     }
 }
 
+/// Two sources with one cell id would write the same files: refused before anything is written.
+/// `ids`: (cell id, source) pairs.
+fn refuse_duplicate_ids(mut ids: Vec<(String, String)>) -> Result<()> {
+    ids.sort();
+    match ids.windows(2).find(|w| w[0].0 == w[1].0) {
+        Some(w) => Err(Error::Config(format!("two inputs give the same cell id '{}' ({} and {})", w[0].0, w[0].1, w[1].1))),
+        None => Ok(()),
+    }
+}
+
+/// The cell id of a source: from its metadata, else its file name.
+fn source_cell_id(reader: &dyn CyclerReader, source: &Path) -> String {
+    cell_id_for(source, reader.metadata().extra.get("cell_id").and_then(|v| v.as_str()))
+}
+
 /// A usable cell id from a file name or metadata: letters, digits, '.', '_' and '-'.
 pub fn cell_id_for(source: &Path, metadata_id: Option<&str>) -> String {
     let raw = metadata_id.map(str::to_owned).unwrap_or_else(|| {
         let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "cell".to_owned());
         stem.trim_end_matches("_timeseries").to_owned()
     });
-    raw.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+    crate::io::safe_name(&raw)
 }
 
 /// Ingests one source (a vendor file or a generated cell) into `paths`. `source` names it in
@@ -176,7 +177,7 @@ pub fn ingest_source(
     opts: &IngestOptions,
 ) -> Result<CellInfo> {
     let meta = reader.metadata().clone();
-    let cell_id = cell_id_for(source, meta.extra.get("cell_id").and_then(|v| v.as_str()));
+    let cell_id = source_cell_id(reader.as_ref(), source);
     let given_capacity = opts.nominal_capacity_ah.or(meta.nominal_capacity_ah);
     if let Some(c) = given_capacity.filter(|c| !(c.is_finite() && *c > 0.0)) {
         return Err(Error::Config(format!("{}: nominal capacity must be a positive number of Ah, got {c}", source.display())));
@@ -389,6 +390,7 @@ pub fn synthesize(cfg: &crate::data::synth::SynthConfig, out: &Path) -> Result<V
     use crate::data::synth::{cell_plan, SynthCell};
     cfg.validate()?;
     let plan = cell_plan(cfg);
+    refuse_duplicate_ids(plan.iter().map(|s| (s.cell_id.clone(), format!("synth cell {}", s.cell_id))).collect())?;
     let staging = DatasetStaging::new(out)?;
     let bar = crate::progress::bar(plan.len() as u64, "synth", "cells");
     let opts = IngestOptions::default();

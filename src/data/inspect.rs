@@ -112,9 +112,8 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
         ("SOC (–)", &data.soc, plot_style::SOC),
         ("Temperature (°C)", &temperature, plot_style::TEMPERATURE),
     ];
-    let tmp = crate::data::canonical::temp_path(path).with_extension("png");
-    {
-        let root = BitMapBackend::new(&tmp, (1200, 1000)).into_drawing_area();
+    crate::io::write_via_temp(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (1200, 1000)).into_drawing_area();
         let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", path.display()));
         root.fill(&WHITE).map_err(|e| fail(&e))?;
         let (title, body) = root.split_vertically(40);
@@ -156,7 +155,6 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
                 ))
                 .map_err(|e| fail(&e))?;
         }
-        root.present().map_err(|e| fail(&e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        root.present().map_err(|e| fail(&e))
+    })
 }

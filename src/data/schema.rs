@@ -159,6 +159,17 @@ pub fn validate(file: &Path, found: &Schema, columns: &[Column], allow_gt: bool)
     Ok(())
 }
 
+/// Refuses a null in a column the schema requires; `first_row`: rows of the file before `batch`.
+pub fn check_nulls(file: &Path, batch: &arrow::record_batch::RecordBatch, columns: &[Column], first_row: u64) -> Result<()> {
+    for c in columns.iter().filter(|c| !c.nullable) {
+        if let Some(array) = batch.column_by_name(c.name).filter(|a| a.null_count() > 0) {
+            let row = (0..array.len()).find(|&i| array.is_null(i)).expect("null_count > 0");
+            return Err(Error::at_row(file, first_row + row as u64 + 1, Some(c.name), "empty (null) in a required column"));
+        }
+    }
+    Ok(())
+}
+
 fn same_type(a: &DataType, b: &DataType) -> bool {
     let strip = |t: &DataType| match t {
         DataType::Dictionary(_, v) => (**v).clone(),
@@ -191,7 +202,7 @@ pub fn write_schema_files(dir: &Path) -> Result<()> {
     for (name, columns) in [("timeseries", timeseries_columns()), ("cells", cells_columns())] {
         let path = dir.join(format!("{name}.schema.json"));
         let text = serde_json::to_string_pretty(&describe(name, &columns)).expect("schema is serialisable") + "\n";
-        crate::data::canonical::write_atomic(&path, text.as_bytes())?;
+        crate::io::write_atomic(&path, text.as_bytes())?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::covariates::{Covariate, Covariates};
 use super::metadata::protocol_effects;
 use super::tables::write_labels;
 use super::{label_features, FeatureLabel, LabelConfig};
-use crate::data::canonical::{temp_path, Dataset};
+use crate::data::canonical::Dataset;
 use crate::record::read_sparse;
 use crate::{Error, Result};
 
@@ -47,17 +47,17 @@ pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig,
     let labels = label_features(&acts, &covariates, &dataset.cells, cfg)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     write_labels(out_dir, &labels)?;
-    crate::model::checkpoint::write_json(&out_dir.join(LABELS_FILE), &labels)?;
+    crate::io::write_json(&out_dir.join(LABELS_FILE), &labels)?;
     let mut effects = protocol_effects(&acts, &covariates, &dataset.cells)?;
     write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
     Ok(summary(&labels, out_dir))
 }
 
 fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Result<()> {
-    let tmp = temp_path(path);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    CsvWriter::new(&mut file).finish(df).map_err(|e| Error::in_file(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::io::write_via_temp(path, |tmp| {
+        let mut file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        CsvWriter::new(&mut file).finish(df).map_err(|e| Error::in_file(path, e.to_string()))
+    })
 }
 
 fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {

@@ -10,9 +10,9 @@
 use std::path::Path;
 
 use super::{mine, tables::write_mined, MineConfig};
-use crate::model::checkpoint::{read_json, write_json};
-use crate::record::{read_sparse, RecordSummary, SUMMARY_FILE};
 use crate::Result;
+use crate::io::{read_json, write_json};
+use crate::record::{read_sparse, RecordSummary, SUMMARY_FILE};
 
 /// The mine stage's full result, reloaded by the report stage.
 pub const MINED_FILE: &str = "mined.json";

@@ -13,7 +13,6 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use polars::prelude::{Column, CsvWriter, DataFrame, SerWriter};
 
-use crate::data::canonical::temp_path;
 use crate::mine::stats::{MinedFeatures, WindowKind};
 use crate::{Error, Result};
 
@@ -69,23 +68,23 @@ impl Table {
 
     /// Writes `path` (Parquet) and the same rows as CSV beside it, each atomically.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = temp_path(path);
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-        let batch = self.record_batch();
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| Error::parquet(path, e))?;
-        writer.write(&batch).map_err(|e| Error::parquet(path, e))?;
-        writer.close().map_err(|e| Error::parquet(path, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        crate::io::write_via_temp(path, |tmp| {
+            let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+            let props = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+            let batch = self.record_batch();
+            let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| Error::parquet(path, e))?;
+            writer.write(&batch).map_err(|e| Error::parquet(path, e))?;
+            writer.close().map(drop).map_err(|e| Error::parquet(path, e))
+        })?;
         self.write_csv(&path.with_extension("csv"))
     }
 
     fn write_csv(&self, path: &Path) -> Result<()> {
-        let tmp = temp_path(path);
-        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut df = self.data_frame()?;
-        CsvWriter::new(&mut file).finish(&mut df).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::io::write_via_temp(path, |tmp| {
+            let mut file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+            CsvWriter::new(&mut file).finish(&mut df).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+        })
     }
 }
 

@@ -19,14 +19,13 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use burn::tensor::backend::Backend;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::config::{ModelConfig, TrainConfig};
 use super::inputs::InputNorm;
 use super::transformer::Lblm;
-use crate::data::canonical::write_atomic;
 use crate::data::windows::Split;
+use crate::io::{read_json, write_atomic, write_json};
 use crate::{Error, Result};
 
 /// What `config.json` holds.
@@ -99,18 +98,11 @@ impl ModelDir {
     ) -> Result<()> {
         let name = format!("step-{:08}", state.step);
         let dir = self.checkpoints().join(&name);
-        let partial = self.checkpoints().join(format!(".{name}.partial"));
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-        }
-        std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        let partial = crate::io::fresh_temp_dir(&dir)?;
         write_record::<B, _>(&partial.join("model.mpk"), model.clone().into_record())?;
         write_record::<BO, _>(&partial.join("optim.mpk"), optim)?;
         write_json(&partial.join("state.json"), state)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        }
-        std::fs::rename(&partial, &dir).map_err(|e| Error::io(&dir, e))?;
+        crate::io::replace_dir(&partial, &dir)?;
         write_atomic(&self.checkpoints().join("latest"), name.as_bytes())?;
         self.remove_checkpoints_except(&name)
     }
@@ -159,16 +151,6 @@ fn read_record<B: Backend, R: Record<B>>(path: &Path, device: &B::Device) -> Res
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Recorder::<B>::load(&recorder(), bytes, device)
         .map_err(|e| Error::in_file(path, format!("not a VoltLens checkpoint of this model: {e}")))
-}
-
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).expect("serialisable");
-    write_atomic(path, text.as_bytes())
-}
-
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::in_file(path, format!("bad JSON: {e}")))
 }
 
 /// A trained model with everything needed to feed it.

@@ -13,7 +13,8 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::backend::{run_on, BackendTask};
-use super::checkpoint::{load_model, write_json, LoadedModel};
+use super::checkpoint::{load_model, LoadedModel};
+use crate::io::write_json;
 use super::config::{EvalCells, EvalConfig};
 use super::inputs::{dataset_steps, CellSteps, InputNorm, ModelSteps, N_CHANNELS, VOLTAGE_CHANNEL};
 use super::plot::{plot_cell, CellPlot};
@@ -151,7 +152,7 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
         let count = plotted.entry(&cell.protocol).or_default();
         if *count < cfg.plot_cells_per_protocol {
             *count += 1;
-            let name = format!("pred_vs_true_{}_{}.png", cell.protocol, cell.raw.cell_id);
+            let name = format!("pred_vs_true_{}_{}.png", crate::io::safe_name(&cell.protocol), crate::io::safe_name(&cell.raw.cell_id));
             let rows = cfg.plot_rows.min(cell.raw.steps());
             let teacher: Vec<f32> = (0..rows).map(|t| cell.raw.voltage[t] + result.model_dv[t]).collect();
             let plot = CellPlot {

@@ -25,10 +25,9 @@ pub struct CellPlot<'a> {
 
 pub fn plot_cell(path: &Path, p: &CellPlot) -> Result<()> {
     plot_style::ensure_fonts();
-    let tmp = crate::data::canonical::temp_path(path).with_extension("png");
     let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing {}: {e}", path.display()));
-    {
-        let root = BitMapBackend::new(&tmp, (1200, 1100)).into_drawing_area();
+    crate::io::write_via_temp(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (1200, 1100)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(&e))?;
         let (title, body) = root.split_vertically(40);
         title
@@ -52,9 +51,8 @@ pub fn plot_cell(path: &Path, p: &CellPlot) -> Result<()> {
             let series = [("true", truth.as_slice(), plot_style::VOLTAGE), ("model", rolled.as_slice(), plot_style::PREDICTION)];
             panel(&panels[2], "rollout over one cycle", "Voltage (V)", &series).map_err(|e| fail(&e))?;
         }
-        root.present().map_err(|e| fail(&e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        root.present().map_err(|e| fail(&e))
+    })
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;

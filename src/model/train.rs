@@ -17,7 +17,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{run_on, BackendTask};
-use super::checkpoint::{read_json, write_json, ModelDir, RunConfig, TrainState};
+use super::checkpoint::{ModelDir, RunConfig, TrainState};
+use crate::io::{read_json, write_json};
 use super::config::{Loss, ModelConfig, TrainConfig};
 use super::inputs::{self, dataset_steps, InputNorm, ModelSteps};
 use super::transformer::Lblm;

@@ -15,6 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 
 use super::config::{ModelConfig, Positional};
 use super::inputs::N_CHANNELS;
@@ -78,9 +79,7 @@ impl Init {
     }
 
     fn normal_matrix<B: Backend>(&mut self, rows: usize, cols: usize, std: f32, device: &B::Device) -> Tensor<B, 2> {
-        // Sum of 12 uniforms − 6: a unit normal close enough for an initialisation.
-        let values: Vec<f32> =
-            (0..rows * cols).map(|_| std * ((0..12).map(|_| self.rng.random::<f32>()).sum::<f32>() - 6.0)).collect();
+        let values: Vec<f32> = (0..rows * cols).map(|_| std * self.rng.sample::<f32, _>(StandardNormal)).collect();
         Tensor::from_data(TensorData::new(values, [rows, cols]), device)
     }
 }

@@ -38,7 +38,8 @@ pub struct PipelineConfig {
     pub report: Option<ReportStageConfig>,
 }
 
-/// The `report` stage: writes `<dir>/<pipeline name>/`.
+/// The `report` stage: writes `<dir>/<pipeline name>/`; a relative `dir` sits beside the runs
+/// folder (so `--runs-dir elsewhere/runs` writes `elsewhere/reports/<name>`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReportStageConfig {

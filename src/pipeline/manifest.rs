@@ -34,7 +34,7 @@ impl Manifest {
 
     pub fn write(&self, stage_dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("manifest is serialisable") + "\n";
-        crate::data::canonical::write_atomic(&stage_dir.join(MANIFEST_FILE), text.as_bytes())
+        crate::io::write_atomic(&stage_dir.join(MANIFEST_FILE), text.as_bytes())
     }
 }
 

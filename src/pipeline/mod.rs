@@ -43,12 +43,19 @@ pub struct StageContext {
     pub run_dir: PathBuf,
     pub seed: u64,
     pub name: String,
+    /// The stages of this pipeline: a folder of a stage not among them is stale, never read.
+    pub stages: Vec<&'static str>,
 }
 
 impl StageContext {
     /// The final output directory of an (earlier) stage.
     pub fn stage_dir(&self, stage: &str) -> PathBuf {
         self.run_dir.join(stage)
+    }
+
+    /// The output directory of `stage` if this pipeline has that stage.
+    pub fn optional_stage_dir(&self, stage: &str) -> Option<PathBuf> {
+        self.stages.contains(&stage).then(|| self.stage_dir(stage))
     }
 }
 
@@ -67,7 +74,12 @@ pub fn run(config: &PipelineConfig, opts: &RunOptions) -> Result<Vec<(String, St
         }
     }
     let runs_dir = opts.runs_dir.clone().unwrap_or_else(|| config.runs_dir.clone());
-    let ctx = StageContext { run_dir: runs_dir.join(&config.name), seed: config.seed, name: config.name.clone() };
+    let ctx = StageContext {
+        run_dir: runs_dir.join(&config.name),
+        seed: config.seed,
+        name: config.name.clone(),
+        stages: stages.iter().map(|s| s.name()).collect(),
+    };
     std::fs::create_dir_all(&ctx.run_dir).map_err(|e| Error::io(&ctx.run_dir, e))?;
     let mut upstream = String::new();
     let mut redo = opts.force;
@@ -104,9 +116,11 @@ pub fn run(config: &PipelineConfig, opts: &RunOptions) -> Result<Vec<(String, St
             upstream = fp;
             continue;
         }
+        // A stage redone on request (or after an upstream rerun) starts clean; only a killed run
+        // resumes from its `.partial`.
+        let partial = prepare_partial(&out, &fp, redo)?;
         // Everything after a stage that runs again must run again too.
         redo = true;
-        let partial = prepare_partial(&out, &fp)?;
         let started_at = chrono_now();
         let t0 = Instant::now();
         tracing::info!("stage {}: running", stage.name());
@@ -126,7 +140,10 @@ pub fn run(config: &PipelineConfig, opts: &RunOptions) -> Result<Vec<(String, St
         };
         manifest.write(&partial)?;
         std::fs::remove_file(partial.join(PARTIAL_MARK)).map_err(|e| Error::io(&partial, e))?;
-        replace_dir(&partial, &out)?;
+        if Manifest::read(&out).is_some() {
+            crate::io::mark_owned(&out)?; // a stage folder from before outputs were marked
+        }
+        crate::io::replace_dir(&partial, &out)?;
         outcomes.push((stage.name().to_owned(), StageOutcome::Ran { seconds: t0.elapsed().as_secs() }));
         upstream = fp;
     }
@@ -142,32 +159,17 @@ fn retarget(summary: serde_json::Value, partial: &Path, out: &Path) -> serde_jso
 const PARTIAL_MARK: &str = "partial.fingerprint";
 
 /// The `.partial` directory for a stage: kept when it belongs to the same fingerprint (so a killed
-/// training resumes from its checkpoints), emptied otherwise.
-fn prepare_partial(out: &Path, fp: &str) -> Result<PathBuf> {
+/// training resumes from its checkpoints), emptied otherwise or when `fresh`.
+fn prepare_partial(out: &Path, fp: &str, fresh: bool) -> Result<PathBuf> {
     let partial = out.with_file_name(format!("{}.partial", out.file_name().expect("stage dir").to_string_lossy()));
     let mark = partial.join(PARTIAL_MARK);
     let same = std::fs::read_to_string(&mark).is_ok_and(|m| m == fp);
-    if !same && partial.exists() {
+    if (fresh || !same) && partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    std::fs::write(&mark, fp).map_err(|e| Error::io(&mark, e))?;
+    crate::io::write_atomic(&mark, fp.as_bytes())?;
     Ok(partial)
-}
-
-/// Moves `from` to `to`, replacing what was at `to` only after the move can happen.
-fn replace_dir(from: &Path, to: &Path) -> Result<()> {
-    if to.exists() {
-        let old = to.with_file_name(format!("{}.old", to.file_name().expect("dir").to_string_lossy()));
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        }
-        std::fs::rename(to, &old).map_err(|e| Error::io(to, e))?;
-        std::fs::rename(from, to).map_err(|e| Error::io(to, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
-    } else {
-        std::fs::rename(from, to).map_err(|e| Error::io(to, e))
-    }
 }
 
 fn chrono_now() -> String {

@@ -34,12 +34,9 @@ pub trait Stage {
 
 /// The stages of a pipeline, in run order. Each later stage needs the one before it.
 pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
+    let config = &seeded(config);
     let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(DataStage(config.data.clone()))];
-    let mut model = config.model.clone();
-    if let Some(m) = &mut model {
-        m.train.seed = config.seed;
-    }
-    push(&mut stages, "model", model, run_model)?;
+    push(&mut stages, "model", config.model.clone(), run_model)?;
     push(&mut stages, "transcoder", config.transcoder.clone(), run_transcoder)?;
     push(&mut stages, "record", config.record.clone(), run_record)?;
     push(&mut stages, "mine", config.mine.clone(), run_mine)?;
@@ -57,6 +54,23 @@ pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
     }
     push(&mut stages, "report", config.report.clone(), run_report)?;
     Ok(stages)
+}
+
+/// `config` with the pipeline's seed in every stage that draws random numbers (synthetic cells,
+/// model weights and batches, transcoder initialisation and shuffles, mining samples, label
+/// splits); it overrides a seed a stage table sets.
+fn seeded(config: &PipelineConfig) -> PipelineConfig {
+    let mut c = config.clone();
+    let seed = c.seed;
+    if let DataStageConfig::Synth { synth } = &mut c.data {
+        synth.seed = seed;
+    }
+    c.model.iter_mut().for_each(|m| m.train.seed = seed);
+    c.transcoder.iter_mut().for_each(|t| t.config.seed = seed);
+    c.sweep.iter_mut().for_each(|s| s.base.seed = seed);
+    c.mine.iter_mut().for_each(|m| m.seed = seed);
+    c.label.iter_mut().for_each(|l| l.seed = seed);
+    c
 }
 
 /// The upstream stage each stage reads from.
@@ -162,14 +176,15 @@ fn run_circuits(cfg: &CircuitsConfig, ctx: &StageContext, out: &Path) -> Result<
         },
         mined: ctx.stage_dir("mine").join(crate::mine::stage::MINED_FILE),
         labels: Some(ctx.stage_dir("label").join(crate::label::stage::LABELS_FILE)),
-        sweep: Some(ctx.stage_dir("sweep")).filter(|dir| dir.join("pareto.json").exists()),
+        sweep: ctx.optional_stage_dir("sweep"),
     };
     crate::circuits::stage::run_circuits_stage(&inputs, cfg, out)
 }
 
 fn run_report(cfg: &ReportStageConfig, ctx: &StageContext, _out: &Path) -> Result<serde_json::Value> {
-    let out = crate::report::stage::report_dir(&cfg.dir, &ctx.name);
-    let summary = report_from_run(&ctx.run_dir, &out, ReportScope::All)?;
+    let out = crate::report::stage::report_dir(&cfg.dir, &ctx.run_dir);
+    let extras: Vec<&str> = ["sweep", "circuits"].into_iter().filter(|s| ctx.stages.contains(s)).collect();
+    let summary = report_from_run(&ctx.run_dir, &out, ReportScope::All, &extras)?;
     Ok(serde_json::json!({ "dir": summary.dir, "cards": summary.cards.len(), "card_ms_mean": summary.card_ms_mean }))
 }
 
@@ -184,9 +199,10 @@ pub enum ReportScope<'a> {
 }
 
 /// Draws the report of a finished run from its stage outputs, recomputing nothing upstream
-/// (`voltlens report`).
-pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope) -> Result<crate::report::ReportSummary> {
-    use crate::model::checkpoint::read_json;
+/// (`voltlens report`). `extras`: which of the optional stages "sweep" and "circuits" to show
+/// (a pipeline passes those it has, so a stale folder of a removed stage is never read).
+pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &[&str]) -> Result<crate::report::ReportSummary> {
+    use crate::io::read_json;
     let stage = |name: &str| run_dir.join(name);
     for needed in ["data", "record", "mine", "label"] {
         if crate::pipeline::manifest::Manifest::read(&stage(needed)).is_none() {
@@ -218,7 +234,7 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope) -> Result
         }
     }
     // Where the sweep's figures and the circuits stage's graph are, for the report to show them.
-    for name in ["sweep", "circuits"] {
+    for &name in extras {
         if let Some(m) = crate::pipeline::manifest::Manifest::read(&stage(name)) {
             run_config.insert(name.to_owned(), serde_json::json!({ "dir": stage(name), "config": m.config }));
         }

@@ -16,10 +16,10 @@ use parquet::file::properties::WriterProperties;
 
 use super::run::RecordSummary;
 use super::{ACTIVATIONS_FILE, SUMMARY_FILE};
-use crate::data::canonical::temp_path;
+use crate::io::read_json;
+use crate::io::temp_path;
 use crate::label::covariates::{Covariate, Covariates};
 use crate::mine::{FeatureActivations, SparseActivations};
-use crate::model::checkpoint::read_json;
 use crate::{Error, Result};
 
 /// The covariates stored per step: all but `Protocol`, which is per cell (in the cells table).

@@ -237,13 +237,11 @@ fn shrink(rgb: &[u8], width: u32, (x0, y0, cw, ch): (u32, u32, u32, u32), k: u32
 
 /// Encodes RGB pixels as a PNG at `path` (temporary sibling, then rename).
 fn write_png(path: &Path, size: (u32, u32), rgb: &[u8]) -> Result<()> {
-    let tmp = crate::data::canonical::temp_path(path).with_extension("png");
-    {
-        let mut backend = BitMapBackend::new(&tmp, size);
+    crate::io::write_via_temp(path, |tmp| {
+        let mut backend = BitMapBackend::new(tmp, size);
         backend.blit_bitmap((0, 0), size, rgb).map_err(draw_err)?;
-        backend.present().map_err(draw_err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        backend.present().map_err(draw_err)
+    })
 }
 
 /// The scores line of a label's best candidate, held out.
@@ -685,9 +683,8 @@ fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
         chart.draw_series(LineSeries::new(null.iter().copied(), MUTED.mix(0.5).stroke_width(1))).map_err(draw_err)?;
     }
     chart.draw_series(LineSeries::new(roc.curve.iter().copied(), FEATURE.stroke_width(3))).map_err(draw_err)?;
-    let null: Vec<f64> = roc.null_auroc.iter().copied().filter(|a| a.is_finite()).collect();
-    let null_mean = null.iter().sum::<f64>() / null.len().max(1) as f64;
-    let null_sd = (null.iter().map(|a| (a - null_mean).powi(2)).sum::<f64>() / null.len().max(1) as f64).sqrt();
+    let (null_mean, null_var) = crate::stats::mean_var(roc.null_auroc.iter().copied().filter(|a| a.is_finite()));
+    let null_sd = null_var.sqrt();
     let lines = [format!("AUROC {} (purple)", num(roc.auroc)), format!("null {} ± {} (grey)", num(null_mean), num(null_sd)), format!("positive: {}", roc.positive)];
     for (k, line) in lines.iter().enumerate() {
         chart.draw_series(std::iter::once(Text::new(line.clone(), (0.4, 0.3 - 0.09 * k as f64), (FONT, 13)))).map_err(draw_err)?;

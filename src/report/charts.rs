@@ -7,22 +7,19 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::data::canonical::temp_path;
 use crate::plot_style::{self, FONT};
 use crate::report::card::{colour_bar, draw_err, viridis, Area, FEATURE, MUTED};
-use crate::{Error, Result};
+use crate::Result;
 
 /// Draws into a temporary PNG and renames it over `path`, so no reader sees half a figure.
 pub(crate) fn draw_png(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
     plot_style::ensure_fonts();
-    let tmp = temp_path(path).with_extension("png");
-    {
-        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+    crate::io::write_via_temp(path, |tmp| {
+        let root = BitMapBackend::new(tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         draw(&root)?;
-        root.present().map_err(draw_err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        root.present().map_err(draw_err)
+    })
 }
 
 fn centred(size: u32, colour: &'static RGBColor) -> TextStyle<'static> {

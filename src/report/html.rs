@@ -157,7 +157,7 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], ru
     }
     write_table(&mut html, ctx, facts);
     let _ = write!(html, "<script>{SCRIPT}</script>\n</body>\n</html>\n");
-    crate::data::canonical::write_atomic(path, html.as_bytes())
+    crate::io::write_atomic(path, html.as_bytes())
 }
 
 /// Flattens a JSON value into (dotted key, short text) pairs, arrays of numbers on one line.

@@ -82,7 +82,8 @@ pub fn card_file(layer: u32, feature: u32) -> String {
     format!("L{layer}_F{feature}.png")
 }
 
-/// Writes a full report into `out_dir` (built in a temporary sibling, then renamed over it).
+/// Writes a full report into `out_dir` (built in a temporary sibling, then swapped in; a
+/// non-empty `out_dir` VoltLens did not write is refused).
 /// With `only`, draws just those (layer, feature) cards into `out_dir/features/` and leaves the
 /// rest of an existing report as it is.
 pub fn write_report(inputs: &ReportInputs, out_dir: &Path, only: Option<&[(u32, u32)]>) -> Result<ReportSummary> {
@@ -92,10 +93,13 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, only: Option<&[(u32, 
         Some(ids) => ids.iter().map(|&(l, f)| ctx.index_of(l, f)).collect::<Result<_>>()?,
         None => live.clone(),
     };
-    let build_dir = if only.is_some() { out_dir.to_path_buf() } else { temp_dir(out_dir) };
-    if only.is_none() && build_dir.exists() {
-        std::fs::remove_dir_all(&build_dir).map_err(|e| Error::io(&build_dir, e))?;
-    }
+    let build_dir = match only {
+        Some(_) => out_dir.to_path_buf(),
+        None => {
+            crate::io::check_replaceable(out_dir)?; // before drawing anything
+            crate::io::fresh_temp_dir(out_dir)?
+        }
+    };
     let features_dir = build_dir.join("features");
     let thumbs_dir = features_dir.join("thumbs");
     std::fs::create_dir_all(&thumbs_dir).map_err(|e| Error::io(&thumbs_dir, e))?;
@@ -134,25 +138,8 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, only: Option<&[(u32, 
     let tables = build_dir.join("tables");
     crate::mine::tables::write_mined(&tables, inputs.mined)?;
     crate::label::tables::write_labels(&tables, inputs.labels)?;
-    replace_dir(&build_dir, out_dir)?;
+    crate::io::replace_dir(&build_dir, out_dir)?;
     Ok(summary)
-}
-
-fn temp_dir(out_dir: &Path) -> PathBuf {
-    let name = out_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
-    out_dir.with_file_name(format!(".{name}.partial"))
-}
-
-/// Moves the finished report over any older one; the old one is removed only after the new one
-/// is complete, so a failed run never leaves a half-written report behind.
-fn replace_dir(build: &Path, out_dir: &Path) -> Result<()> {
-    if out_dir.exists() {
-        std::fs::remove_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    }
-    if let Some(parent) = out_dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    std::fs::rename(build, out_dir).map_err(|e| Error::io(out_dir, e))
 }
 
 /// Kinds of step a battery engineer names: CC/CV charge, CC discharge, pulse, rest.
@@ -269,14 +256,8 @@ fn mean_sd(covs: &[Covariates], c: Covariate) -> (f64, f64) {
     if c.is_categorical() {
         return (f64::NAN, f64::NAN);
     }
-    let (mut n, mut s, mut s2) = (0.0f64, 0.0f64, 0.0f64);
-    for v in covs.iter().flat_map(|cell| cell.column(c)).filter(|v| v.is_finite()) {
-        n += 1.0;
-        s += *v as f64;
-        s2 += (*v as f64).powi(2);
-    }
-    let mean = s / n.max(1.0);
-    (mean, (s2 / n.max(1.0) - mean * mean).max(0.0).sqrt())
+    let (mean, var) = crate::stats::mean_var(covs.iter().flat_map(|cell| cell.column(c)).filter(|v| v.is_finite()).map(|&v| v as f64));
+    (mean, var.sqrt())
 }
 
 /// The ROC of a label's predicate as a detector of firing, on the held-out cells, against the same

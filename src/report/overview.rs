@@ -317,7 +317,7 @@ const CIRCUITS_GRAPH_JSON: &str = "circuits_graph.json";
 fn circuits_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
     use crate::circuits::stage::{GRAPH_DIR, MLSAE_DIR, MLSAE_FIGURES, PULLBACKS_FILE, SUMMARY_FILE};
     let Some(stage) = ctx.inputs.run_config.pointer("/circuits/dir").and_then(Value::as_str).map(Path::new) else { return Ok(Vec::new()) };
-    let summary: Value = crate::model::checkpoint::read_json(&stage.join(SUMMARY_FILE))?;
+    let summary: Value = crate::io::read_json(&stage.join(SUMMARY_FILE))?;
     let copy = |from: &Path, to: &str| std::fs::copy(from, dir.join(to)).map(|_| ()).map_err(|e| crate::Error::io(from, e));
     let mut figures = Vec::new();
     if let Some(png) = summary.pointer("/graph/png").and_then(Value::as_str) {

@@ -18,9 +18,13 @@ pub fn parse_feature_ids(list: &str) -> Result<Vec<(u32, u32)>> {
         .collect()
 }
 
-/// The report folder of a run: `<reports_root>/<run name>`.
-pub fn report_dir(reports_root: &Path, run_name: &str) -> PathBuf {
-    reports_root.join(run_name)
+/// The report folder of the run in `run_dir` (`<runs>/<name>`): `<reports>/<name>`, where a
+/// relative `reports` sits beside the runs folder (`runs/x` → `reports/x`), so that a report
+/// follows `--runs-dir`.
+pub fn report_dir(reports: &Path, run_dir: &Path) -> PathBuf {
+    let name = run_dir.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    let beside_runs = run_dir.parent().and_then(Path::parent).unwrap_or(Path::new(""));
+    beside_runs.join(reports).join(name)
 }
 
 /// Runs the stage: the whole report, or only the cards named in `features` (as on the command line).

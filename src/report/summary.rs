@@ -73,5 +73,5 @@ pub fn write_summary(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], 
         );
     }
     md.push_str("\nEvery feature, sortable and with its card: [index.html](index.html).\n");
-    crate::data::canonical::write_atomic(path, md.as_bytes())
+    crate::io::write_atomic(path, md.as_bytes())
 }

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{write_cache, CacheSource};
 use super::config::TranscoderConfig;
 use super::metrics::{evaluate, Metrics};
-use super::train::{normal, train};
+use super::train::train;
 use crate::{Error, Result};
 
 /// The reference's `--synthetic` recipe: 4·F true features, about 16 active per token with
@@ -21,8 +22,8 @@ pub fn synthetic_cache(path: &Path, tokens: usize, layers: usize, d: usize, feat
     let nf = 4 * features;
     let p = 16.0 / nf as f32;
     let scale = 1.0 / (d as f32).sqrt();
-    let dx: Vec<f32> = (0..layers * nf * d).map(|_| scale * normal(&mut rng)).collect(); // [L, nf, d]
-    let dy: Vec<f32> = (0..layers * nf * d).map(|_| scale * normal(&mut rng)).collect();
+    let dx: Vec<f32> = (0..layers * nf * d).map(|_| scale * rng.sample::<f32, _>(StandardNormal)).collect(); // [L, nf, d]
+    let dy: Vec<f32> = (0..layers * nf * d).map(|_| scale * rng.sample::<f32, _>(StandardNormal)).collect();
     let w = layers * d;
     let mut x = vec![0.0f32; tokens * w];
     let mut y = vec![0.0f32; tokens * w];
@@ -42,7 +43,7 @@ pub fn synthetic_cache(path: &Path, tokens: usize, layers: usize, d: usize, feat
             }
         }
         for v in &mut x[t * w..(t + 1) * w] {
-            *v += 0.01 * normal(&mut rng);
+            *v += 0.01 * rng.sample::<f32, _>(StandardNormal);
         }
     }
     write_cache(path, &x, &y, [tokens, layers, d])
@@ -63,7 +64,7 @@ pub fn bench_vs_reference(cache: &Path, cfg: &TranscoderConfig, threads: usize, 
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Error::Other(e.to_string()))?;
     pool.install(|| {
         let out = work_dir.join("bench-transcoder");
-        let _ = std::fs::remove_dir_all(&out); // a fresh run, never a resume
+        crate::io::fresh_owned_dir(&out)?; // a fresh run, never a resume
         let mut source = CacheSource::open(cache, cfg.shuffle_buffer, cfg.seed)?;
         let report = train(cfg, &mut source, &out)?;
         let mut eval = CacheSource::open(cache, 0, 0)?;

@@ -1,12 +1,10 @@
 //! Evaluation (DESIGN.md §3): FVU and L0 per layer, dead and live features, replacement fidelity.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::cache::ActivationSource;
 use super::clt::Transcoder;
-use crate::{Error, Result};
+use crate::Result;
 
 /// A feature is live when it fires at least once per this many evaluation tokens.
 pub const LIVE_PER_TOKENS: u64 = 10_000;
@@ -15,19 +13,17 @@ pub const LIVE_PER_TOKENS: u64 = 10_000;
 pub struct Metrics {
     pub tokens: u64,
     /// ‖ŷ_m − y_m‖² / ‖y_m − mean(y_m)‖² over the evaluation tokens, per layer.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub fvu_per_layer: Vec<f32>,
     /// Mean active features per token, per encoder (per layer for CLT/PLT).
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub l0_per_layer: Vec<f32>,
     /// Share of features that never fired on the evaluation tokens.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub dead_fraction: f32,
     /// Share of features firing at least once per LIVE_PER_TOKENS tokens.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub live_fraction: f32,
-}
-
-impl Metrics {
-    pub fn write_json(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, serde_json::to_string_pretty(self).expect("plain data")).map_err(|e| Error::io(path, e))
-    }
 }
 
 /// Metrics of `tc` on the next `tokens` tokens of `source`, read in batches of `batch`.
@@ -91,8 +87,10 @@ pub enum Replacement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fidelity {
     /// (MSE_ablate − MSE_replaced) / (MSE_ablate − MSE_original) with every MLP replaced.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub all_layers: f32,
     /// The same with one layer replaced at a time.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub per_layer: Vec<f32>,
 }
 

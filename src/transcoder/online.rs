@@ -396,6 +396,7 @@ pub struct FidelityReport {
     #[serde(flatten)]
     pub fidelity: Fidelity,
     /// Next-step MSE (scaled ΔV) per run: original, mean_ablated, all_replaced, layer_{l}.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub mse: BTreeMap<String, f32>,
 }
 

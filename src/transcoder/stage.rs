@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! out_dir/
-//!   checkpoint.safetensors, checkpoint.json   the trainer's (a rerun resumes from them)
+//!   checkpoint/                               the trainer's (a rerun resumes from it)
 //!   metrics.json                              StageMetrics
 //!   circuit-tracer/                           export_circuit_tracer
 //! ```
@@ -21,9 +21,10 @@ use super::metrics::{evaluate, Metrics};
 use super::online::{fidelity, mean_mlp_out, Cells, FidelityReport, ModelActivations, ModelWindows};
 use super::train::train;
 use crate::data::canonical::Dataset;
-use crate::model::backend::{run_on, BackendTask};
-use crate::model::checkpoint::{load_model, write_json, LoadedModel};
+use crate::io::write_json;
 use crate::model::DeviceChoice;
+use crate::model::backend::{run_on, BackendTask};
+use crate::model::checkpoint::{load_model, LoadedModel};
 use crate::{Error, Result};
 
 /// The `[transcoder]` table of a pipeline file.
@@ -52,6 +53,7 @@ pub struct StageMetrics {
     pub features: usize,
     pub train_steps: u64,
     /// Training throughput of this run (after any resume).
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub train_tokens_per_s: f64,
     /// FVU, L0, dead and live features on the held-out (test) cells.
     pub heldout: Metrics,
@@ -119,6 +121,9 @@ fn train_and_evaluate<B: Backend>(task: &StageTask, device: B::Device) -> Result
     let mut train_source =
         ModelActivations::open(task.dataset, task.dataset_dir, &loaded, Cells::Train, tc_cfg.shuffle_buffer, task.seed, device.clone())?;
     let report = train(tc_cfg, &mut train_source, task.out_dir)?;
+    if let Some(step) = report.diverged_at {
+        return Err(Error::Other(format!("transcoder training diverged (non-finite loss) at step {step}: lower lr or lambda")));
+    }
     let tc = report.transcoder;
     export_circuit_tracer(&tc, &task.out_dir.join("circuit-tracer"))?;
     let judge = Judge::new(task.dataset, task.dataset_dir, &loaded, cfg.eval_tokens, tc_cfg, task.seed, device)?;

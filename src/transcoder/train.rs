@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
 use super::adam::Adam;
@@ -29,7 +30,11 @@ pub struct TrainReport {
     pub l0: Vec<f32>,
     /// Share of features that have not fired for `dead_tokens` tokens (or never, if fewer seen).
     pub dead_fraction: f32,
+    /// The checkpoint folder.
     pub checkpoint: PathBuf,
+    /// The step at which the loss stopped being finite; training stopped there and the state
+    /// was not checkpointed.
+    pub diverged_at: Option<u64>,
     /// The run's path in (L0, FVU) over training, about `CURVE_POINTS` points.
     pub curve: Vec<CurvePoint>,
 }
@@ -40,7 +45,9 @@ pub struct TrainReport {
 pub struct CurvePoint {
     /// Steps done when the point was taken.
     pub step: u64,
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub l0: f32,
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub fvu: f32,
 }
 
@@ -71,8 +78,11 @@ struct CheckpointMeta {
     curve: Vec<CurvePoint>,
 }
 
-pub const CHECKPOINT: &str = "checkpoint.safetensors";
-const CHECKPOINT_META: &str = "checkpoint.json";
+/// The checkpoint folder in a training directory: the state and its description, committed
+/// together by one folder rename, so a kill never pairs one step's weights with another's step.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+const CHECKPOINT_STATE: &str = "state.safetensors";
+const CHECKPOINT_META: &str = "meta.json";
 
 /// Train a transcoder on `source`, writing checkpoints to `out_dir`; resumes from a checkpoint
 /// already there when its configuration matches.
@@ -94,11 +104,18 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
     let mut last: Option<StepStats> = None;
     let curve_every = cfg.steps.div_ceil(CURVE_POINTS).max(1);
     let mut since_point = (0u64, 0.0f32, 0.0f32);
+    let mut diverged_at = None;
     let t0 = Instant::now();
     for step in start..cfg.steps {
         let mut batch = source.next_batch(cfg.batch)?;
         scale_input(&mut batch.resid_mid, &state.input_scale, d);
         let stats = train_step(cfg, &mut state, &batch, step, &mut grad);
+        if stats.fvu.iter().any(|f| !f.is_finite()) {
+            tracing::warn!("transcoder training diverged at step {step} (FVU {:?}); stopped there", stats.fvu);
+            diverged_at = Some(step);
+            last = Some(stats);
+            break;
+        }
         if step % 10 == 0 || step + 1 == cfg.steps {
             let tps = ((step - start + 1) * cfg.batch as u64) as f64 / t0.elapsed().as_secs_f64();
             pb.set_message(format!(
@@ -123,7 +140,9 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
     }
     let seconds = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    save_checkpoint(cfg, &state, cfg.steps, out_dir)?;
+    if diverged_at.is_none() {
+        save_checkpoint(cfg, &state, cfg.steps, out_dir)?;
+    }
     let mut transcoder = state.model.clone();
     transcoder.fold_input_scale(&state.input_scale);
     let (fvu, l0) = last.map(|s| (s.fvu, s.l0)).unwrap_or_default();
@@ -134,7 +153,8 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
         fvu,
         l0,
         dead_fraction: dead_fraction(&state.since_fired, cfg),
-        checkpoint: out_dir.join(CHECKPOINT),
+        checkpoint: out_dir.join(CHECKPOINT_DIR),
+        diverged_at,
         curve: state.curve,
     })
 }
@@ -181,12 +201,6 @@ fn scale_input(x: &mut [f32], scale: &[f32], d: usize) {
     }
 }
 
-/// Standard normal draws by Box–Muller (rand 0.9 ships no normal distribution without rand_distr).
-pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f32 {
-    let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
-    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
-}
-
 /// Initialise from the first batch (DESIGN.md §3): resid_mid scaled to norm √d per layer, b_dec =
 /// the mean mlp_out, W_enc ~ N(0, 1/d_in), small decoders, and b_enc set so that each feature
 /// fires on about `target_firing_rate` of the batch.
@@ -204,11 +218,11 @@ fn init(cfg: &TranscoderConfig, batch: &Batch, layers: usize, d: usize) -> State
     let (mean_y, target_var) = moments(&batch.mlp_out, layers, d);
     model.b_dec = mean_y;
     let enc_std = 1.0 / (s.d_in() as f32).sqrt();
-    model.w_enc.iter_mut().for_each(|w| *w = enc_std * normal(&mut rng));
+    model.w_enc.iter_mut().for_each(|w| *w = enc_std * rng.sample::<f32, _>(StandardNormal));
     // Small decoders, as the reference: N(0, (0.1/√(F·L))²).
     let dec_std = 0.1 / ((s.features * layers) as f32).sqrt();
     for w in &mut model.w_dec {
-        w.iter_mut().for_each(|v| *v = dec_std * normal(&mut rng));
+        w.iter_mut().for_each(|v| *v = dec_std * rng.sample::<f32, _>(StandardNormal));
     }
     set_encoder_bias(cfg, &mut model, batch, &input_scale);
     let adam = Adam::new(&model, cfg.lr);
@@ -218,19 +232,10 @@ fn init(cfg: &TranscoderConfig, batch: &Batch, layers: usize, d: usize) -> State
 
 /// Mean [L, d] and total variance per layer [L] of y [n, L, d].
 fn moments(y: &[f32], layers: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = (y.len() / (layers * d)) as f64;
-    let mut sum = vec![0.0f64; layers * d];
-    let mut sq = vec![0.0f64; layers * d];
-    for row in y.chunks(layers * d) {
-        for (i, &v) in row.iter().enumerate() {
-            sum[i] += v as f64;
-            sq[i] += (v as f64) * (v as f64);
-        }
-    }
-    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    let var = (0..layers)
-        .map(|l| ((l * d..(l + 1) * d).map(|i| sq[i] / n - (sum[i] / n).powi(2)).sum::<f64>().max(1e-12)) as f32)
-        .collect();
+    let per_dim: Vec<(f64, f64)> =
+        (0..layers * d).map(|i| crate::stats::mean_var(y.iter().skip(i).step_by(layers * d).map(|&v| v as f64))).collect();
+    let mean = per_dim.iter().map(|m| m.0 as f32).collect();
+    let var = per_dim.chunks(d).map(|layer| layer.iter().map(|m| m.1).sum::<f64>().max(1e-12) as f32).collect();
     (mean, var)
 }
 
@@ -268,7 +273,8 @@ fn save_checkpoint(cfg: &TranscoderConfig, state: &State, step: u64, dir: &Path)
     named.push(("input_scale".into(), vec![state.input_scale.len()], &state.input_scale));
     named.push(("target_var".into(), vec![state.target_var.len()], &state.target_var));
     named.push(("since_fired".into(), vec![state.since_fired.len()], &state.since_fired));
-    tensors::write(&dir.join(CHECKPOINT), &named, None)?;
+    let build = crate::io::fresh_temp_dir(&dir.join(CHECKPOINT_DIR))?;
+    tensors::write(&build.join(CHECKPOINT_STATE), &named, None)?;
     let meta = CheckpointMeta {
         step,
         layers: state.model.shape.layers,
@@ -276,21 +282,23 @@ fn save_checkpoint(cfg: &TranscoderConfig, state: &State, step: u64, dir: &Path)
         config: cfg.clone(),
         curve: state.curve.clone(),
     };
-    let path = dir.join(CHECKPOINT_META);
-    std::fs::write(&path, serde_json::to_string_pretty(&meta).expect("plain data")).map_err(|e| Error::io(&path, e))
+    crate::io::write_json(&build.join(CHECKPOINT_META), &meta)?;
+    crate::io::replace_dir(&build, &dir.join(CHECKPOINT_DIR))
 }
 
 /// The state and step of a checkpoint in `dir`, if there is one for this configuration (the step
 /// count may differ, so that a finished run can be extended).
 fn load_checkpoint(cfg: &TranscoderConfig, dir: &Path, layers: usize, d: usize) -> Result<Option<(State, u64)>> {
-    let meta_path = dir.join(CHECKPOINT_META);
-    let Ok(text) = std::fs::read_to_string(&meta_path) else { return Ok(None) };
-    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| Error::in_file(&meta_path, e.to_string()))?;
+    let meta_path = dir.join(CHECKPOINT_DIR).join(CHECKPOINT_META);
+    if !meta_path.exists() {
+        return Ok(None);
+    }
+    let meta: CheckpointMeta = crate::io::read_json(&meta_path)?;
     let same = TranscoderConfig { steps: cfg.steps, checkpoint_every: cfg.checkpoint_every, ..meta.config.clone() };
     if same != *cfg || meta.layers != layers || meta.d_model != d {
         return Err(Error::in_file(&meta_path, "checkpoint was written for another configuration; use a fresh output directory"));
     }
-    let path = dir.join(CHECKPOINT);
+    let path = dir.join(CHECKPOINT_DIR).join(CHECKPOINT_STATE);
     let mut map = tensors::read(&path)?;
     let mut model = Transcoder::zeros(cfg, layers, d);
     let mut adam = Adam::new(&model, cfg.lr);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, StringArray};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde_json::{json, Map, Value};
 
 use super::cell_model::{CellModel, CellParams, Sample};
@@ -148,8 +149,8 @@ impl SynthCell {
 
     fn log_row(&mut self, chunk: &mut ChunkBuilder, sample: &Sample, kind: StepKind, cycle: i32) {
         let noise = &mut self.noise;
-        let voltage = sample.voltage + noise.voltage_v * gaussian(&mut noise.rng);
-        let temperature = self.model.temperature_c + noise.temperature_c * gaussian(&mut noise.rng);
+        let voltage = sample.voltage + noise.voltage_v * noise.rng.sample::<f64, _>(StandardNormal);
+        let temperature = self.model.temperature_c + noise.temperature_c * noise.rng.sample::<f64, _>(StandardNormal);
         self.rows_logged += 1;
         chunk.raw.push(
             self.tick as f64 * self.dt_s,
@@ -297,8 +298,3 @@ fn metadata(cfg: &SynthConfig, spec: &SynthCellSpec, params: &CellParams, schedu
     }
 }
 
-/// A standard normal draw (Box–Muller; `1 − u` keeps the logarithm finite).
-fn gaussian(rng: &mut ChaCha8Rng) -> f64 {
-    let (u, v): (f64, f64) = (rng.random(), rng.random());
-    (-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-}

@@ -35,8 +35,9 @@ use super::online::{Cells, FidelityReport, ModelActivations};
 use super::stage::Judge;
 use super::train::{train, CurvePoint};
 use crate::data::canonical::Dataset;
+use crate::io::{read_json, write_json};
 use crate::model::backend::{run_on, BackendTask};
-use crate::model::checkpoint::{load_model, read_json, write_json, LoadedModel};
+use crate::model::checkpoint::{load_model, LoadedModel};
 use crate::{Error, Result};
 
 /// Tokens per cache shard: what the cache writer and reader hold in memory at once.
@@ -54,10 +55,15 @@ pub struct RunMetrics {
     pub heldout: Metrics,
     pub fidelity: Option<FidelityReport>,
     /// Wall time of training (of its last resume, if it was killed and resumed).
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub train_seconds: f64,
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub train_tokens_per_s: f64,
     /// The training path in (L0, FVU).
     pub curve: Vec<CurvePoint>,
+    /// The step where training diverged and stopped (its metrics are NaN, written as null).
+    #[serde(default)]
+    pub diverged_at: Option<u64>,
 }
 
 /// What the cache was made from; a cache that does not match is refused rather than reused.
@@ -178,6 +184,7 @@ fn train_runs<B: Backend>(task: &SweepTask, device: B::Device) -> Result<()> {
             train_seconds,
             train_tokens_per_s: report.tokens_per_s,
             curve: report.curve,
+            diverged_at: report.diverged_at,
         };
         write_json(&dir.join(METRICS_FILE), &metrics)?;
     }

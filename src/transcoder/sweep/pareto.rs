@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::grid::{activation_name, variant_name};
 use super::RunMetrics;
-use crate::mine::tables::{Table, TableColumn};
-use crate::model::checkpoint::write_json;
-use crate::transcoder::config::Variant;
 use crate::Result;
+use crate::io::write_json;
+use crate::mine::tables::{Table, TableColumn};
+use crate::transcoder::config::Variant;
 
 /// One run as the Pareto figures and tables show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,16 +20,22 @@ pub struct SweepRow {
     pub activation: String,
     pub features: usize,
     /// 0 for TopK/BatchTopK, which are not penalised.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub lambda: f64,
     /// Active features per token, mean over encoders (the MLSAE's one encoder spans all layers).
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub l0: f64,
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub l0_pct: f64,
     /// Mean over layers of the held-out FVU.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub fvu: f64,
     /// Replacement fidelity with every MLP replaced; None for the MLSAE.
     pub fidelity: Option<f64>,
     /// Share of features never firing on the held-out tokens, in %.
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub dead_pct: f64,
+    #[serde(deserialize_with = "crate::json::or_nan")]
     pub train_seconds: f64,
     /// On its variant's front of (L0 ↓, FVU ↓).
     pub front_fvu: bool,

@@ -1,0 +1,168 @@
+//! The command line, run as a user runs it: every command's happy path on a tiny run, and one
+//! error each that names what is wrong.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+fn voltlens(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("voltlens").unwrap();
+    cmd.current_dir(dir).arg("--quiet");
+    cmd
+}
+
+/// Runs `args` in `dir`, asserts success, returns stdout.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = voltlens(dir).args(args).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "voltlens {}\nstdout: {stdout}\nstderr: {stderr}", args.join(" "));
+    stdout.into_owned()
+}
+
+/// Runs `args` in `dir`, asserts failure with an error that contains `expected`.
+fn fails(dir: &Path, args: &[&str], expected: &str) {
+    let out = voltlens(dir).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "voltlens {} succeeded", args.join(" "));
+    assert!(stderr.contains(expected), "voltlens {}: expected '{expected}' in\n{stderr}", args.join(" "));
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    std::fs::write(dir.join(name), text).unwrap();
+    name.to_owned()
+}
+
+const MODEL_TOML: &str = "[arch]\nlayers = 2\nd_model = 16\nheads = 2\nd_mlp = 32\ncontext = 24\n\
+                          [train]\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n";
+const TRANSCODER_TOML: &str = "eval_tokens = 512\n[config]\nvariant = \"clt\"\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n";
+
+/// A pipeline with every stage, sized to run in seconds.
+fn tiny_pipeline(dir: &Path) -> String {
+    let text = format!(
+        "name = \"tiny\"\nseed = 5\nruns_dir = \"runs\"\n\
+         [data]\nsource = \"synth\"\n[data.synth]\ncells = 3\ncycles = 1\nprotocols = [\"cccv\", \"drive\"]\n\
+         [model.arch]\nlayers = 2\nd_model = 16\nheads = 2\nd_mlp = 32\ncontext = 24\n\
+         [model.train]\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n\
+         [transcoder]\neval_tokens = 512\n[transcoder.config]\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n\
+         [record]\n[mine]\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
+         [report]\ndir = \"{}\"\n",
+        dir.join("reports").display()
+    );
+    write(dir, "tiny.toml", &text)
+}
+
+#[test]
+fn every_command_runs_on_a_tiny_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let repo = common::repo();
+
+    // Data.
+    assert!(ok(dir, &["schema"]).contains("\"timeseries\""));
+    ok(dir, &["schema", "--write", "schemas"]);
+    assert!(dir.join("schemas/cells.schema.json").exists());
+    // The config file's cells and seed hold when the flags are not given.
+    let synth = write(dir, "synth.toml", "cells = 2\nseed = 7\ncycles = 1\n");
+    ok(dir, &["synth", "--config", &synth, "--out", "synth"]);
+    let cells = voltlens::data::canonical::Dataset::load_cells(&dir.join("synth")).unwrap();
+    assert_eq!(cells.len(), 2, "synth --config ignored the file's cells");
+    ok(dir, &["synth", "--config", &synth, "--out", "synth3", "--cells", "3"]);
+    assert_eq!(voltlens::data::canonical::Dataset::load_cells(&dir.join("synth3")).unwrap().len(), 3, "a flag wins over the file");
+    let csv = repo.join("data/cyclers/FastCharge_000025_CH8.csv");
+    assert!(ok(dir, &["ingest", csv.to_str().unwrap(), "--out", "ingested"]).contains("1 cells") || dir.join("ingested/cells.parquet").exists());
+    let inspect = ok(dir, &["inspect", "ingested", "--json"]);
+    assert!(inspect.contains("FastCharge_000025_CH8"), "{inspect}");
+
+    // The whole pipeline, then again (all skipped), then the report redrawn.
+    let pipeline = tiny_pipeline(dir);
+    ok(dir, &["run", &pipeline]);
+    assert!(dir.join("reports/tiny/index.html").exists());
+    let again = ok(dir, &["batch", &pipeline]);
+    assert!(again.contains("tiny"), "{again}");
+    ok(dir, &["report", "runs/tiny", "--out", "report2"]);
+    common::assert_drawn(&first_png(&dir.join("report2/features")), None, 8);
+
+    // Each stage on its own, from the pipeline's outputs.
+    let (data, model, tc) = ("runs/tiny/data/dataset", "runs/tiny/model/model", "runs/tiny/transcoder");
+    write(dir, "model.toml", MODEL_TOML);
+    ok(dir, &["train-model", "--data", data, "--out", "m2", "--config", "model.toml", "--steps", "5"]);
+    ok(dir, &["eval-model", "--data", data, "--model", model, "--out", "eval2"]);
+    write(dir, "tc.toml", TRANSCODER_TOML);
+    ok(dir, &["train-transcoder", "--data", data, "--model", model, "--out", "tc2", "--config", "tc.toml"]);
+    ok(dir, &["cache-activations", "--data", data, "--model", model, "--out", "acts.safetensors", "--tokens", "300"]);
+    let sweep = "tokens = 1000\neval_tokens = 256\n[base]\nfeatures = 16\nsteps = 10\nbatch = 64\nshuffle_buffer = 256\n\
+                 [[grid]]\nvariants = [\"mlsae\"]\nactivations = [{ kind = \"topk\", k = 3 }]\n";
+    write(dir, "sweep.toml", sweep);
+    ok(dir, &["sweep", "--data", data, "--model", model, "--out", "sweep2", "--config", "sweep.toml"]);
+    ok(dir, &["record", "--data", data, "--model", model, "--transcoder", tc, "--out", "rec2"]);
+    ok(dir, &["mine", "--record", "rec2", "--out", "mine2"]);
+    write(dir, "label.toml", "n_shifts = 20\nn_bootstrap = 5\n");
+    ok(dir, &["label", "--data", data, "--record", "rec2", "--out", "label2", "--config", "label.toml"]);
+
+    // Circuits.
+    let cell = cells_of(&dir.join(data))[0].clone();
+    ok(dir, &["circuits", "pullback", "--feature", "L1_F0", "--transcoder", tc, "--model", model]);
+    let on = ["--feature", "L0_F0", "--transcoder", tc, "--data", data, "--model", model, "--cell", &cell];
+    ok(dir, &[&["circuits", "steer", "--scale", "2", "--plot", "steer.png"][..], &on].concat());
+    common::assert_drawn(&dir.join("steer.png"), None, 8);
+    ok(dir, &[&["circuits", "ablate"][..], &on].concat());
+    let at = ["--data", data, "--model", model, "--transcoder", tc, "--cell", &cell, "--step", "20", "--window", "16"];
+    ok(dir, &[&["circuits", "graph", "--out", "graph2"][..], &at].concat());
+    ok(dir, &[&["circuits", "attribute", "--feature", "L1_F0"][..], &at].concat());
+    let mlsae = std::fs::read_dir(dir.join("sweep2/runs")).unwrap().next().unwrap().unwrap().path();
+    ok(dir, &["circuits", "mlsae", "--transcoder", mlsae.to_str().unwrap(), "--model", model, "--data", data, "--out", "mlsae2", "--top", "2"]);
+
+    // Benchmarks, tiny.
+    ok(dir, &["bench", "data", "--rows", "2000", "--work-dir", "bench-scratch"]);
+    assert!(!dir.join("bench-scratch").exists(), "bench data removes its own scratch folder");
+    ok(dir, &["bench", "graph", "--windows", "8", "--features", "16", "--feature-counts", "16", "--l0", "2"]);
+    ok(dir, &["bench", "model", "--steps", "1"]);
+}
+
+fn first_png(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "png")).expect("a card")
+}
+
+fn cells_of(dataset: &Path) -> Vec<String> {
+    voltlens::data::canonical::Dataset::load_cells(dataset).unwrap().into_iter().map(|c| c.cell_id).collect()
+}
+
+#[test]
+fn every_command_names_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let missing = "no-such-dir";
+    std::fs::write(dir.join("a-file"), "x").unwrap();
+    fails(dir, &["ingest", missing, "--out", "o"], missing);
+    fails(dir, &["synth", "--config", "no-such.toml", "--out", "o"], "no-such.toml");
+    fails(dir, &["inspect", missing], missing);
+    fails(dir, &["schema", "--write", "a-file/sub"], "a-file");
+    fails(dir, &["run", "no-such.toml"], "no-such.toml");
+    fails(dir, &["batch", "no-such.toml"], "no-such.toml");
+    fails(dir, &["train-model", "--data", missing, "--out", "m"], missing);
+    fails(dir, &["eval-model", "--data", missing, "--model", missing, "--out", "e"], missing);
+    fails(dir, &["train-transcoder", "--data", missing, "--model", missing, "--out", "t"], missing);
+    fails(dir, &["cache-activations", "--data", missing, "--model", missing, "--out", "a"], missing);
+    fails(dir, &["sweep", "--data", missing, "--model", missing, "--out", "s", "--config", "no-such.toml"], "no-such.toml");
+    fails(dir, &["record", "--data", missing, "--model", missing, "--transcoder", missing, "--out", "r"], missing);
+    fails(dir, &["mine", "--record", missing, "--out", "m"], missing);
+    fails(dir, &["label", "--data", missing, "--record", missing, "--out", "l"], missing);
+    fails(dir, &["report", missing], missing);
+    fails(dir, &["circuits", "pullback", "--feature", "F7", "--transcoder", missing, "--model", missing], missing);
+    let on = ["--feature", "L0_F0", "--transcoder", missing, "--data", missing, "--model", missing, "--cell", "c"];
+    fails(dir, &[&["circuits", "steer", "--scale", "2"][..], &on].concat(), missing);
+    fails(dir, &[&["circuits", "ablate"][..], &on].concat(), missing);
+    let at = ["--data", missing, "--model", missing, "--transcoder", missing, "--cell", "c", "--step", "3"];
+    fails(dir, &[&["circuits", "graph", "--out", "g"][..], &at].concat(), missing);
+    fails(dir, &[&["circuits", "attribute", "--feature", "L0_F0"][..], &at].concat(), missing);
+    fails(dir, &["circuits", "mlsae", "--transcoder", missing, "--model", missing, "--data", missing, "--out", "o"], missing);
+    // A scratch folder holding the user's files is refused, and kept.
+    std::fs::create_dir_all(dir.join("work")).unwrap();
+    std::fs::write(dir.join("work/notes.txt"), "keep").unwrap();
+    fails(dir, &["bench", "data", "--rows", "100", "--work-dir", "work"], "not written by VoltLens");
+    assert!(dir.join("work/notes.txt").exists());
+    fails(dir, &["bench", "graph", "--windows", "0"], "window");
+    fails(dir, &["bench", "model", "--backend", "no-such-backend"], "no-such-backend");
+}

@@ -1,0 +1,223 @@
+//! The labeller's statistics against slow, obvious implementations on random activations and
+//! random cell weights: weighted AUROC and F1 of a detector, within-cell Spearman, the isotonic
+//! fit and its R². The fast versions work from per-bin sums; these work step by step.
+
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use voltlens::data::canonical::Dataset;
+use voltlens::data::ingest::{ingest, IngestOptions};
+use voltlens::label::candidates::{Atom, CodedSteps, MISSING};
+use voltlens::label::covariates::{Covariate, Covariates};
+use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, score_detector, within_cell_spearman, Firing};
+
+/// Steps kept per cell: enough for every bin, few enough for O(n²) checks.
+const ROWS: usize = 240;
+
+/// Covariates of three PyBaMM cells (three protocols), each cut to `ROWS` steps.
+fn covariates() -> &'static Vec<Covariates> {
+    static COVS: OnceLock<Vec<Covariates>> = OnceLock::new();
+    COVS.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pybamm-chen2020");
+        let files: Vec<_> = ["chen2020-11-00-cccv.parquet", "chen2020-11-02-hppc.parquet", "chen2020-11-05-drive.parquet"].iter().map(|f| src.join(f)).collect();
+        ingest(&files, &tmp.path().join("ds"), &IngestOptions::default()).unwrap();
+        let dataset = Dataset::load(&tmp.path().join("ds")).unwrap();
+        let mut covs = Covariates::for_dataset(&dataset);
+        for c in &mut covs {
+            // Start part-way in, where the cells are busy.
+            c.columns.iter_mut().filter(|col| !col.is_empty()).for_each(|col| *col = col[col.len() / 3..][..ROWS].to_vec());
+        }
+        covs
+    })
+}
+
+/// A random sparse feature: (cell, row, value) of firing steps, values from a small set so that
+/// ties occur, and the dense activation of every global step.
+fn random_feature(rng: &mut ChaCha8Rng, coded: &CodedSteps) -> (Vec<(u32, u32, f32)>, Vec<f64>) {
+    let n_cells = coded.n_cells();
+    let mut entries = Vec::new();
+    let mut dense = vec![0.0; coded.cell_offsets[n_cells]];
+    let rate = rng.random_range(0.05..0.6);
+    for c in 0..n_cells {
+        for r in 0..coded.cell_len(c) {
+            if rng.random::<f64>() < rate {
+                let v = rng.random_range(1..8) as f32 * 0.25;
+                entries.push((c as u32, r as u32, v));
+                dense[coded.cell_offsets[c] + r] = v as f64;
+            }
+        }
+    }
+    (entries, dense)
+}
+
+/// Cell of every global step.
+fn cell_of(coded: &CodedSteps) -> Vec<usize> {
+    (0..coded.n_cells()).flat_map(|c| std::iter::repeat_n(c, coded.cell_len(c))).collect()
+}
+
+fn continuous() -> Vec<Covariate> {
+    Covariate::ALL.into_iter().filter(|c| !c.is_categorical()).collect()
+}
+
+/// Mid-ranks (1-based average ranks of ties) of `values`.
+fn mid_ranks(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|v| values.iter().filter(|u| *u < v).count() as f64 + 0.5 * values.iter().filter(|u| *u == v).count() as f64).collect()
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>() / n;
+    let (vx, vy) = (x.iter().map(|a| (a - mx).powi(2)).sum::<f64>() / n, y.iter().map(|b| (b - my).powi(2)).sum::<f64>() / n);
+    if vx <= 1e-12 || vy <= 1e-12 { 0.0 } else { cov / (vx * vy).sqrt() }
+}
+
+#[test]
+fn weighted_auroc_and_f1_match_counting_every_pair() {
+    let covs = covariates();
+    let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
+    let cells = cell_of(&coded);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut checked = 0;
+    for _ in 0..6 {
+        let (entries, dense) = random_feature(&mut rng, &coded);
+        let cell_weight: Vec<f64> = (0..coded.n_cells()).map(|_| rng.random_range(0..4) as f64).collect();
+        let firing = Firing::new(entries, &coded.cell_offsets);
+        let weighting = coded.weighting(cell_weight.clone());
+        let ranked = rank(&firing, &weighting);
+        for cov in continuous() {
+            let k = cov.index();
+            let n_codes = coded.codings[k].n_codes().min(MISSING);
+            let lo = rng.random_range(0..n_codes);
+            let atom = Atom::interval(cov, lo, rng.random_range(lo..n_codes));
+            let got = score_detector(&[atom], &firing.steps, &ranked, &coded, &weighting);
+            // Every (inside, outside) pair: 1 when the inside step fires more, ½ on a tie.
+            let inside = |s: usize| atom.contains(coded.step(s)[k]);
+            let w = |s: usize| cell_weight[cells[s]];
+            let (mut pairs, mut wins) = (0.0, 0.0);
+            for p in (0..dense.len()).filter(|&s| inside(s) && w(s) > 0.0) {
+                for q in (0..dense.len()).filter(|&s| !inside(s) && w(s) > 0.0) {
+                    pairs += w(p) * w(q);
+                    wins += w(p) * w(q) * if dense[p] > dense[q] { 1.0 } else if dense[p] == dense[q] { 0.5 } else { 0.0 };
+                }
+            }
+            let Some(got) = got else {
+                assert_eq!(pairs, 0.0, "{cov:?}: no score though both sides have weight");
+                continue;
+            };
+            assert!((got.auroc - wins / pairs).abs() < 1e-9, "{cov:?}: AUROC {} vs {}", got.auroc, wins / pairs);
+            let fire_in: f64 = (0..dense.len()).filter(|&s| inside(s) && dense[s] > 0.0).map(w).sum();
+            let fire: f64 = (0..dense.len()).filter(|&s| dense[s] > 0.0).map(w).sum();
+            let in_all: f64 = (0..dense.len()).filter(|&s| inside(s)).map(w).sum();
+            assert!((got.f1 - 2.0 * fire_in / (fire + in_all)).abs() < 1e-9, "{cov:?}: F1");
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} predicates scored");
+}
+
+#[test]
+fn within_cell_spearman_matches_ranking_each_cell() {
+    let covs = covariates();
+    let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    for _ in 0..6 {
+        let (entries, dense) = random_feature(&mut rng, &coded);
+        let cell_weight: Vec<f64> = (0..coded.n_cells()).map(|_| rng.random_range(0..4) as f64).collect();
+        let firing = Firing::new(entries, &coded.cell_offsets);
+        let weighting = coded.weighting(cell_weight.clone());
+        for cov in continuous() {
+            let k = cov.index();
+            let got = within_cell_spearman(&firing, &firing.steps, &coded, &weighting, k);
+            let (mut total, mut weight) = (0.0, 0.0);
+            for c in (0..coded.n_cells()).filter(|&c| cell_weight[c] > 0.0) {
+                let steps: Vec<usize> = (coded.cell_offsets[c]..coded.cell_offsets[c + 1]).collect();
+                // Activation ranks among all the cell's steps; covariate ranks among its non-missing ones.
+                let act_rank = mid_ranks(&steps.iter().map(|&s| dense[s]).collect::<Vec<_>>());
+                let kept: Vec<usize> = (0..steps.len()).filter(|&i| coded.step(steps[i])[k] as usize != MISSING).collect();
+                let codes: Vec<f64> = kept.iter().map(|&i| coded.step(steps[i])[k] as f64).collect();
+                let rho = if kept.is_empty() { 0.0 } else { pearson(&kept.iter().map(|&i| act_rank[i]).collect::<Vec<_>>(), &mid_ranks(&codes)) };
+                let w = cell_weight[c] * steps.len() as f64;
+                total += w * rho;
+                weight += w;
+            }
+            let expected = if weight > 0.0 { total / weight } else { 0.0 };
+            assert!((got - expected).abs() < 1e-9, "{cov:?}: Spearman {got} vs {expected}");
+        }
+    }
+}
+
+/// Pool-adjacent-violators done the slow way: merge any adjacent pair of blocks that breaks the
+/// order until none does. `bins`: (weight, weighted activation sum) per bin; empty bins are left
+/// out of the pooling and take their left neighbour's value.
+fn slow_isotonic(bins: &[(f64, f64)], increasing: bool) -> Vec<f64> {
+    let sign = if increasing { 1.0 } else { -1.0 };
+    let filled: Vec<usize> = (0..bins.len()).filter(|&b| bins[b].0 > 0.0).collect();
+    let mut blocks: Vec<(Vec<usize>, f64, f64)> = filled.iter().map(|&b| (vec![b], bins[b].0, sign * bins[b].1)).collect();
+    while let Some(i) = (0..blocks.len().saturating_sub(1)).find(|&i| blocks[i].2 / blocks[i].1 > blocks[i + 1].2 / blocks[i + 1].1) {
+        let next = blocks.remove(i + 1);
+        blocks[i].0.extend(next.0);
+        blocks[i].1 += next.1;
+        blocks[i].2 += next.2;
+    }
+    let mut g = vec![f64::NAN; bins.len()];
+    for (members, w, a) in &blocks {
+        members.iter().for_each(|&b| g[b] = sign * a / w);
+    }
+    let mut last = 0.0;
+    for v in &mut g {
+        if v.is_nan() { *v = last } else { last = *v }
+    }
+    g
+}
+
+#[test]
+fn isotonic_fit_and_r_squared_match_step_by_step_sums() {
+    let covs = covariates();
+    let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
+    let cells = cell_of(&coded);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut fitted = 0;
+    for trial in 0..8 {
+        let (entries, dense) = random_feature(&mut rng, &coded);
+        // Half the trials leave a cell out, which can empty bins.
+        let cell_weight: Vec<f64> = (0..coded.n_cells()).map(|c| if trial % 2 == 1 && c == 0 { 0.0 } else { rng.random_range(1..4) as f64 }).collect();
+        let firing = Firing::new(entries, &coded.cell_offsets);
+        let weighting = coded.weighting(cell_weight.clone());
+        let ranked = rank(&firing, &weighting);
+        for cov in continuous() {
+            let k = cov.index();
+            let n_codes = coded.codings[k].n_codes();
+            let stats = bin_stats_one(&firing, &firing.steps, &ranked, &coded, &weighting, k);
+            let mut bins = vec![(0.0, 0.0); n_codes.min(MISSING)];
+            for s in 0..dense.len() {
+                let b = coded.step(s)[k] as usize;
+                if b < bins.len() {
+                    bins[b].0 += cell_weight[cells[s]];
+                    bins[b].1 += cell_weight[cells[s]] * dense[s];
+                }
+            }
+            for increasing in [true, false] {
+                let g = isotonic(&stats, n_codes, increasing);
+                let expected = slow_isotonic(&bins, increasing);
+                for (b, e) in expected.iter().enumerate() {
+                    assert!((g[b] - e).abs() < 1e-9, "{cov:?} increasing={increasing} bin {b}: {} vs {e}\n{g:?}\n{expected:?}", g[b]);
+                }
+                // R² of g, over the non-missing steps one by one.
+                let steps: Vec<usize> = (0..dense.len()).filter(|&s| (coded.step(s)[k] as usize) != MISSING).collect();
+                let w = |s: usize| cell_weight[cells[s]];
+                let total: f64 = steps.iter().map(|&s| w(s)).sum();
+                let mean = steps.iter().map(|&s| w(s) * dense[s]).sum::<f64>() / total.max(1e-12);
+                let sst: f64 = steps.iter().map(|&s| w(s) * (dense[s] - mean).powi(2)).sum();
+                let sse: f64 = steps.iter().map(|&s| w(s) * (dense[s] - g[coded.step(s)[k] as usize]).powi(2)).sum();
+                let expected_r2 = if sst <= 1e-12 { 0.0 } else { 1.0 - sse / sst };
+                let got = r_squared(&stats, n_codes, &g);
+                assert!((got - expected_r2).abs() < 1e-6 * (1.0 + expected_r2.abs()), "{cov:?}: R² {got} vs {expected_r2}");
+                fitted += 1;
+            }
+        }
+    }
+    assert!(fitted > 50);
+}
