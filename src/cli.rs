@@ -27,12 +27,20 @@ struct Cli {
     command: Command,
 }
 
+/// Layouts `voltlens export` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// battery-data-toolkit's Parquet layout.
+    Battdat,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Read cycler exports into a canonical dataset (cells.parquet + timeseries/*.parquet).
     ///
     /// Formats are detected from each file's header: Arbin CSV, Maccor text export, BioLogic text
-    /// export, Novonix CSV, BatteryArchive CSV, canonical or PyBaMM Parquet. Any other CSV reads
+    /// export, Novonix CSV, BatteryArchive CSV, canonical or PyBaMM Parquet, battdat folders
+    /// (<battery>/raw_data.parquet, as `voltlens export --format battdat` writes). Any other CSV reads
     /// through a TOML column map (--format mapped --column-map map.toml). Directories are read one
     /// level deep; metadata side files (*_Metadata.csv, *_truth.csv, cells.json) are used by the file
     /// they belong to. Current is stored + = charge; a flipped sign is detected and reported.
@@ -45,7 +53,7 @@ enum Command {
         /// Output dataset directory (replaced atomically if it exists).
         #[arg(long)]
         out: PathBuf,
-        /// Skip detection: arbin, maccor, biologic, novonix, battery_archive, parquet or mapped.
+        /// Skip detection: arbin, maccor, biologic, novonix, battery_archive, parquet, battdat or mapped.
         #[arg(long)]
         format: Option<Format>,
         /// TOML column map for --format mapped (column names, units, sign convention).
@@ -193,6 +201,42 @@ enum Command {
         tokens: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Import a transcoder in circuit-tracer's layout, trained by another tool or exported by
+    /// VoltLens, as a transcoder folder that record, circuits and report take (OUT/circuit-tracer/).
+    ///
+    /// Reads a CLT (W_enc_{l}.safetensors with W_enc_{l} [F, d], b_enc_{l}, b_dec_{l}, threshold_{l}
+    /// for JumpReLU, W_skip_{l}; W_dec_{l}.safetensors with W_dec_{l} [F, L-l, d]) or a transcoder
+    /// set (layer_{l}.safetensors), with or without circuit-tracer's config.yaml; f16 and bf16 are
+    /// widened to f32. The transcoder must read resid_mid and write mlp_out. With --eval, also
+    /// reports FVU and L0 per layer on a cache-activations file, in file order (OUT/eval.json).
+    ///
+    /// Example: voltlens import-clt --from my-clt/ --out runs/imported-clt --eval acts.safetensors
+    ImportClt {
+        /// The folder in circuit-tracer's layout.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// A `voltlens cache-activations` file to score the transcoder on.
+        #[arg(long)]
+        eval: Option<PathBuf>,
+    },
+    /// Write a canonical dataset in another tool's layout.
+    ///
+    /// battdat: battery-data-toolkit's Parquet layout, OUT/<cell_id>/raw_data.parquet with battdat's
+    /// battery_metadata and table_metadata (its RawData columns, ours as extra_columns), state
+    /// `resting` written as battdat's `hold`. `voltlens ingest OUT` reads it back.
+    ///
+    /// Example: voltlens export --format battdat --data runs/quickstart/data/dataset --out exports/battdat
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The canonical dataset directory (cells.parquet + timeseries/).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Train many transcoders over a grid (variant, activation function, features, λ) on one activation cache that
     /// every run reads in the same order; judge each as train-transcoder does (FVU, L0, dead
@@ -612,6 +656,14 @@ fn execute(command: Command) -> Result<ExitCode> {
         Command::CacheActivations { data, model, out, tokens, seed } => {
             let [n, layers, d] = crate::transcoder::online::cache_activations(&data, &model, &out, tokens, seed)?;
             println!("wrote {} ({n} tokens × {layers} layers × {d})", out.display());
+        }
+        Command::ImportClt { from, out, eval } => {
+            let summary = crate::transcoder::import::import_transcoder(&from, &out, eval.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+        }
+        Command::Export { format: ExportFormat::Battdat, data, out } => {
+            let files = crate::data::formats::export_battdat(&data, &out)?;
+            println!("wrote {} battdat cells into {}", files.len(), out.display());
         }
         Command::Sweep { data, model, out, config, seed } => {
             let cfg: crate::transcoder::sweep::SweepConfig = read_settings(Some(&config))?;

@@ -156,7 +156,7 @@ fn a_trained_clt_replaces_the_mlps_better_than_their_means() {
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["heldout"]["fvu_per_layer"].as_array().unwrap().len(), LAYERS);
     assert_eq!(metrics["fidelity"]["per_layer"].as_array().unwrap().len(), LAYERS);
-    assert!(out.path().join("circuit-tracer/config.json").exists());
+    assert!(out.path().join("circuit-tracer/config.yaml").exists());
     // A finished run is resumed, not retrained, and measures the same.
     assert_eq!(run_stage(f, &stage_config(Variant::Clt), out.path()), summary);
 }

@@ -55,15 +55,20 @@ fn is_sidecar(path: &Path) -> bool {
         || name.starts_with('.')
 }
 
-/// Expands directories (one level, sorted) into the files to ingest.
+/// Expands directories (one level, sorted) into the files to ingest; a battdat battery folder
+/// (`<battery>/raw_data.parquet`) counts as its file, whether given or found in a directory.
 pub fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let battdat_file = |dir: &Path| Some(dir.join(formats::RAW_DATA_FILE)).filter(|f| f.is_file());
     let mut files = Vec::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| Error::io(input, e))?;
-        if meta.is_dir() {
+        if let Some(file) = meta.is_dir().then(|| battdat_file(input)).flatten() {
+            files.push(file);
+        } else if meta.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
                 .map_err(|e| Error::io(input, e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter_map(|p| if p.is_dir() { battdat_file(&p) } else { Some(p) })
                 .filter(|p| p.is_file() && !is_sidecar(p))
                 .collect();
             entries.sort();

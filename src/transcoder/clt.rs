@@ -1,6 +1,7 @@
 //! The transcoder itself: CLT, PLT and MLSAE are one model whose encoders and decoder targets differ.
 //!
-//! Parameters in circuit-tracer's layout, per encoder e (E = L for CLT/PLT, 1 for the MLSAE):
+//! Parameters in the trainer's layout (`export` writes circuit-tracer's), per encoder e (E = L for
+//! CLT/PLT, 1 for the MLSAE):
 //!   W_enc [E, d_in, F], b_enc [E, F], W_dec[e] [F, n_out(e), d], b_dec [L, d],
 //!   threshold [E, F] (JumpReLU), W_skip [L, d, d] (optional).
 

@@ -13,7 +13,9 @@
 //!   checkpoints and resume.
 //! - `cache`: `ActivationSource` (what the trainer reads) and `CacheSource` (sharded safetensors).
 //! - `metrics`: FVU, L0, dead/live features, MLSAE banding, replacement fidelity.
-//! - `export`: circuit-tracer layout out and in; `bench`: the run against the PyTorch reference.
+//! - `export`: circuit-tracer layouts out and in; `import`: `voltlens import-clt` (a foreign or
+//!   exported transcoder made a transcoder folder, scored on cached activations); `bench`: the run
+//!   against the PyTorch reference.
 //! - `stage`: the pipeline's `transcoder` stage; `sweep`: many runs over a grid, the Pareto table
 //!   and figures.
 
@@ -25,6 +27,7 @@ pub mod clt;
 pub mod config;
 mod dense;
 pub mod export;
+pub mod import;
 pub mod grad;
 pub mod metrics;
 pub mod online;

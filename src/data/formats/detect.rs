@@ -1,5 +1,6 @@
-//! Which format a file is in, from its first bytes: the Parquet magic, else the first header
-//! line that one of the delimited layouts recognises.
+//! Which format a file is in, from its first bytes: the Parquet magic (battdat's layout when its
+//! footer carries battdat's column schema), else the first header line that one of the delimited
+//! layouts recognises.
 
 use std::io::Read;
 use std::path::Path;
@@ -18,7 +19,7 @@ pub fn detect(path: &Path) -> Result<Format> {
         return Err(Error::in_file(path, "empty file"));
     }
     if head.starts_with(b"PAR1") {
-        return Ok(Format::Parquet);
+        return Ok(if super::battdat::is_battdat(path)? { Format::Battdat } else { Format::Parquet });
     }
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
         return Err(Error::in_file(path, "named .parquet but does not start with the Parquet magic bytes 'PAR1'"));

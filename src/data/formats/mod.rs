@@ -4,6 +4,7 @@
 //! position, sign rule) read by one generic reader; Parquet has its own reader.
 
 mod arbin;
+mod battdat;
 mod battery_archive;
 mod biologic;
 mod cells_json;
@@ -26,6 +27,7 @@ use crate::data::raw::{RawChunk, SourceMetadata};
 use crate::{Error, Result};
 
 pub use column_map::{ColumnMap, CurrentUnit, MappedColumns, MappedUnits, Sign, TemperatureUnit, TimeUnit, VoltageUnit};
+pub use battdat::{export_battdat, RAW_DATA_FILE};
 pub use detect::detect;
 
 /// A source of one cell's rows, read chunk by chunk so memory does not grow with file length.
@@ -50,11 +52,21 @@ pub enum Format {
     Parquet,
     /// Any delimited text file, read through a [`ColumnMap`].
     Mapped,
+    /// battery-data-toolkit's layout: `<battery>/raw_data.parquet` with battdat's metadata.
+    Battdat,
 }
 
 impl Format {
-    pub const ALL: [Format; 7] =
-        [Format::Arbin, Format::Maccor, Format::Biologic, Format::Novonix, Format::BatteryArchive, Format::Parquet, Format::Mapped];
+    pub const ALL: [Format; 8] = [
+        Format::Arbin,
+        Format::Maccor,
+        Format::Biologic,
+        Format::Novonix,
+        Format::BatteryArchive,
+        Format::Parquet,
+        Format::Mapped,
+        Format::Battdat,
+    ];
 
     /// The name used in config files and on the command line.
     pub fn name(self) -> &'static str {
@@ -66,6 +78,7 @@ impl Format {
             Format::BatteryArchive => "battery_archive",
             Format::Parquet => "parquet",
             Format::Mapped => "mapped",
+            Format::Battdat => "battdat",
         }
     }
 }
@@ -101,6 +114,7 @@ pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Resu
         Format::Novonix => novonix::open(path),
         Format::BatteryArchive => battery_archive::open(path),
         Format::Parquet => parquet_source::open(path),
+        Format::Battdat => battdat::open(path),
         Format::Mapped => {
             let map = column_map.ok_or_else(|| Error::Config("format 'mapped' needs a column map (a TOML file)".into()))?;
             column_map::open(path, map)
@@ -116,6 +130,6 @@ fn delimited_layout(format: Format) -> Option<layout::Layout> {
         Format::Biologic => Some(biologic::layout()),
         Format::Novonix => Some(novonix::layout()),
         Format::BatteryArchive => Some(battery_archive::layout()),
-        Format::Parquet | Format::Mapped => None,
+        Format::Parquet | Format::Mapped | Format::Battdat => None,
     }
 }

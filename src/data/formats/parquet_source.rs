@@ -33,11 +33,16 @@ pub(super) struct ParquetSource {
 }
 
 pub(super) fn open(path: &Path) -> Result<Box<dyn CyclerReader>> {
-    Ok(Box::new(ParquetSource::open(path)?))
+    Ok(Box::new(ParquetSource::open_with(path, read_metadata)?))
 }
 
+/// Reads a cell's metadata from a file's key-value metadata.
+pub(super) type MetadataReader = fn(&Path, Option<&Vec<parquet::file::metadata::KeyValue>>) -> Result<SourceMetadata>;
+
 impl ParquetSource {
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens `path`, taking the cell's metadata from the file through `read_metadata` (the
+    /// canonical and PyBaMM keys, or battdat's).
+    pub fn open_with(path: &Path, read_metadata: MetadataReader) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::parquet(path, e))?;
         if builder.metadata().file_metadata().num_rows() == 0 {

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# circuit-tracer (PyPI) loads VoltLens's transcoder exports with its own loaders and reconstructs
+# mlp_out from cached resid_mid as VoltLens does: per-layer FVU within 0.01 of ours is the target.
+# Then the other way: a JumpReLU CLT saved by circuit-tracer's own `to_safetensors` (bf16, no
+# config.yaml) is imported with `voltlens import-clt`, scored the same, and recorded.
+#
+# Usage: scripts/interop_circuit_tracer.sh
+#   Trains a small model and three transcoders (ReLU CLT, JumpReLU CLT, PLT) on synthetic cells
+#   (a few minutes on 2 cores), caches activations, compares.
+# Environment: VENV (default ~/.cache/voltlens/venv-ct, made and filled when it lacks
+#   circuit-tracer), TORCH_VENV (a venv whose torch to reuse instead of downloading one),
+#   CIRCUIT_TRACER_VERSION (default 0.5.0), WORK (scratch folder, default a new temporary one),
+#   VOLTLENS (a built binary; default `cargo run`).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$HOME/.cache/voltlens/venv-ct}
+version=${CIRCUIT_TRACER_VERSION:-0.5.0}
+work=${WORK:-$(mktemp -d)}
+mkdir -p "$work"
+
+source "$root/scripts/interop_common.sh"
+ensure_venv "$venv" circuit_tracer "circuit-tracer==$version"
+python="$venv/bin/python"
+check="$root/scripts/interop_circuit_tracer.py"
+
+voltlens -q synth --cells 8 --seed 3 --out "$work/data"
+cat > "$work/model.toml" <<TOML
+[arch]
+layers = 3
+d_model = 32
+d_mlp = 128
+context = 64
+[train]
+steps = 200
+warmup = 20
+val_every = 100
+val_windows = 16
+TOML
+voltlens -q train-model --data "$work/data" --config "$work/model.toml" --out "$work/model" --seed 3 > /dev/null
+voltlens -q cache-activations --data "$work/data" --model "$work/model" --out "$work/acts.safetensors" --tokens 8192 --seed 11
+
+status=0
+for spec in "clt relu clt" "clt-jump jumprelu clt" "plt relu plt"; do
+    read -r name activation variant <<< "$spec"
+    case $activation in
+        relu) act='activation = { kind = "relu" }' ;;
+        jumprelu) act='activation = { kind = "jumprelu", threshold = 0.03, bandwidth = 0.05 }' ;;
+    esac
+    cat > "$work/$name.toml" <<TOML
+eval_tokens = 2048
+[config]
+variant = "$variant"
+features = 128
+$act
+lambda = 0.0003
+batch = 256
+steps = 300
+TOML
+    voltlens -q train-transcoder --data "$work/data" --model "$work/model" --config "$work/$name.toml" --out "$work/$name" --seed 3 > /dev/null
+    # Ours: the export read back and scored on the cache, in file order.
+    voltlens -q import-clt --from "$work/$name/circuit-tracer" --out "$work/$name-ours" --eval "$work/acts.safetensors" > /dev/null
+    "$python" "$check" compare "$work/$name/circuit-tracer" "$work/$name-ours/eval.json" "$work/acts.safetensors" || status=1
+done
+
+# The other way: circuit-tracer writes a CLT, VoltLens imports it, scores it and records with it.
+"$python" "$check" write "$work/clt/circuit-tracer" "$work/foreign" "$work/acts.safetensors"
+voltlens -q import-clt --from "$work/foreign" --out "$work/foreign-ours" --eval "$work/acts.safetensors" > /dev/null
+"$python" "$check" compare "$work/foreign" "$work/foreign-ours/eval.json" "$work/acts.safetensors" || status=1
+voltlens -q record --data "$work/data" --model "$work/model" --transcoder "$work/foreign-ours" --out "$work/foreign-record"
+echo "record with the imported CLT: $(ls "$work/foreign-record" | tr '\n' ' ')"
+exit $status
