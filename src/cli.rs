@@ -157,13 +157,62 @@ enum Command {
     EvalModel {
         #[arg(long)]
         data: PathBuf,
-        /// The directory train-model wrote.
+        /// The directory train-model (or import-model) wrote.
         #[arg(long)]
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
         device: Option<crate::model::DeviceChoice>,
+        /// Cells to score (comma-separated ids) instead of the model's test split. When the split's
+        /// cells are not in the dataset (a model imported or trained elsewhere), every cell is scored.
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+    },
+    /// Import a decoder-only battery transformer trained elsewhere (f32 safetensors) as an
+    /// ordinary VoltLens model directory. The architecture TOML gives the shape ([model]: norm
+    /// layer_norm|rms_norm, mlp gelu|gelu_tanh|swiglu, positional learned|rotary|none…), the head
+    /// ([head] target delta_v|next_voltage, scale, offset), the input channels in order with their
+    /// normalisation ([[inputs]] name + mean/std or scale/offset; an unknown name lists them all)
+    /// and how tensors are named ([weights] rename = ordered [regex, name] pairs, conv1d,
+    /// rope_pairing half|interleaved). See examples/pytorch/ for GPT-2 and Llama style files.
+    ///
+    /// Example: voltlens import-model --weights runs/ref/weights.safetensors --config runs/ref/arch.toml --out runs/imported --check runs/ref/check.safetensors
+    ImportModel {
+        #[arg(long)]
+        weights: PathBuf,
+        /// Architecture TOML.
+        #[arg(long)]
+        config: PathBuf,
+        /// New model directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// safetensors with `inputs` [N, T, C] (raw channel values) and the source's `outputs`
+        /// [N, T] (volts, in the head's units): the import is kept only if it reproduces them.
+        #[arg(long)]
+        check: Option<PathBuf>,
+        /// Largest tolerated |VoltLens − source| in volts for --check.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+        /// A dataset whose cells are split into train / val / test for the transcoder stages
+        /// (without it the model has no split, and eval-model scores every cell).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Seed of that split.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Export a VoltLens model for PyTorch: model.safetensors (nn.Linear [out, in] weights),
+    /// arch.toml (the import-model format) and check.safetensors (8 windows of inputs and this
+    /// model's predictions). examples/pytorch/reference.py --layout voltlens rebuilds it.
+    ///
+    /// Example: voltlens export-model runs/quickstart/model/model --out runs/exported
+    ExportModel {
+        /// The model directory.
+        model: PathBuf,
+        /// New directory for the export.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Train a sparse transcoder (CLT, PLT or MLSAE) on a trained model's MLPs, with activations
     /// made online from the model; evaluates FVU, L0, dead features and replacement fidelity on
@@ -356,9 +405,14 @@ enum BenchCommand {
         /// build with --features ndarray / candle).
         #[arg(long, default_value = "flex")]
         backend: crate::model::backend::CpuBackend,
-        /// Timed optimiser steps per size.
+        /// Timed optimiser steps per size (with --forward: timed passes per shape, at most 3).
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Instead: forward passes of one window on the CPU, tokens/s and peak memory, for each
+        /// LAYERSxD_MODELxCONTEXT shape (heads of 64 dimensions, MLP 4·d_model).
+        /// Example: --forward 3x64x128,12x256x2048,24x512x8192
+        #[arg(long, value_delimiter = ',')]
+        forward: Vec<String>,
     },
     /// Seconds and peak memory of an attribution graph on the dev model shape (random weights,
     /// context 512) with a random CLT, over window lengths and feature counts.
@@ -629,9 +683,10 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::model::train_model(&data, &settings.arch, &settings.train, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
-        Command::EvalModel { data, model, out, device } => {
+        Command::EvalModel { data, model, out, device, cells } => {
             let mut cfg = crate::model::EvalConfig::default();
             cfg.device = device.unwrap_or(cfg.device);
+            cfg.cell_ids = cells;
             let metrics = crate::model::eval_model(&data, &model, &out, &cfg)?;
             println!("{}", serde_json::to_string_pretty(&metrics.overall).expect("serialisable"));
             println!("wrote {}/metrics.json", out.display());
@@ -642,11 +697,40 @@ fn execute(command: Command) -> Result<ExitCode> {
             let rows = runs.map(|(window, f)| crate::circuits::bench::bench_graph(window, f, l0)).collect::<Result<Vec<_>>>()?;
             print!("{}", crate::circuits::bench::format_graph_bench(&rows));
         }
-        Command::Bench { what: BenchCommand::Model { device, backend, steps } } => {
+        Command::Bench { what: BenchCommand::Model { forward, steps, .. } } if !forward.is_empty() => {
+            println!("{:>6} {:>7} {:>7} {:>12} {:>10} {:>10} {:>9}", "layers", "d_model", "context", "parameters", "tokens/s", "s/pass", "peak MB");
+            for shape in &forward {
+                let dims: Vec<usize> = shape.split('x').map(|v| v.trim().parse()).collect::<std::result::Result<_, _>>()
+                    .map_err(|_| Error::Config(format!("--forward {shape}: expected LAYERSxD_MODELxCONTEXT, e.g. 24x512x8192")))?;
+                let [layers, d_model, context] = dims[..] else {
+                    return Err(Error::Config(format!("--forward {shape}: expected LAYERSxD_MODELxCONTEXT, e.g. 24x512x8192")));
+                };
+                let b = crate::model::bench::bench_forward(&crate::model::bench::scale_config(layers, d_model, context), steps.min(3))?;
+                println!("{:>6} {:>7} {:>7} {:>12} {:>10.0} {:>10.2} {:>9.0}", b.layers, b.d_model, b.context, b.parameters, b.tokens_per_s, b.seconds_per_pass, b.peak_rss_mb);
+            }
+        }
+        Command::Bench { what: BenchCommand::Model { device, backend, steps, .. } } => {
             for (name, cfg) in [("quickstart", crate::model::ModelConfig::default()), ("dev", crate::model::ModelConfig::dev())] {
                 let b = crate::model::bench(&cfg, 32, steps, device, backend)?;
                 println!("{name:<12} {}", serde_json::to_string(&b).expect("serialisable"));
             }
+        }
+        Command::ImportModel { weights, config, out, check, tolerance, data, seed } => {
+            let request = crate::model::ImportRequest {
+                weights: &weights,
+                arch: &config,
+                out: &out,
+                check: check.as_deref(),
+                tolerance,
+                dataset: data.as_deref(),
+                seed,
+            };
+            let summary = crate::model::import_model(&request)?;
+            println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
+        }
+        Command::ExportModel { model, out } => {
+            let summary = crate::model::export_model(&model, &out)?;
+            println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
         Command::TrainTranscoder { data, model, out, config, seed } => {
             let cfg: crate::transcoder::stage::TranscoderStageConfig = read_settings(config.as_deref())?;

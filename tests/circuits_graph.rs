@@ -43,8 +43,9 @@ fn model(positional: Positional) -> Lblm<B> {
         block.ln_attn.gamma = param(vec(D, 30 + l, 1.0, 0.3), [D]);
         block.ln_attn.beta = Some(param(vec(D, 40 + l, 0.0, 0.2), [D]));
     }
-    m.ln_final.gamma = param(vec(D, 50, 1.0, 0.3), [D]);
-    m.ln_final.beta = Some(param(vec(D, 51, 0.0, 0.2), [D]));
+    let ln_final = m.ln_final.as_mut().expect("a final norm");
+    ln_final.gamma = param(vec(D, 50, 1.0, 0.3), [D]);
+    ln_final.beta = Some(param(vec(D, 51, 0.0, 0.2), [D]));
     m.head.weight = param(vec(D, 52, 0.0, 0.5), [D, 1]);
     m.head.bias = Some(param(vec![0.05], [1]));
     m

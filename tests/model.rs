@@ -255,3 +255,36 @@ fn a_diverging_run_stops_with_a_clear_message() {
     assert!(err.to_string().contains("diverged"), "{err}");
     assert!(!out.join("model.mpk").exists(), "no final model from a diverged run");
 }
+
+#[test]
+fn an_imported_model_evaluates_like_the_original_on_any_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, model_dir) = (tmp.path().join("data"), tmp.path().join("model"));
+    write_dataset(&data, 5, None);
+    train_model(&data, &tiny_model(Positional::Rotary), &tiny_training(), &model_dir).unwrap();
+    let test_cells = load_model::<B>(&model_dir, &Default::default()).unwrap().split.test;
+    let cfg = EvalConfig { rollouts_per_cell: 1, max_cycle_rows: 100, plot_cells_per_protocol: 0, ..EvalConfig::default() };
+    let original = eval_model(&data, &model_dir, &tmp.path().join("eval-original"), &cfg).unwrap();
+
+    let export = tmp.path().join("export");
+    voltlens::model::export_model(&model_dir, &export).unwrap();
+    let imported = tmp.path().join("imported");
+    let arch = export.join("arch.toml");
+    let weights = export.join("model.safetensors");
+    let check = export.join("check.safetensors");
+    let request = voltlens::model::ImportRequest { weights: &weights, arch: &arch, out: &imported, check: Some(&check), tolerance: 1e-6, dataset: None, seed: 0 };
+    voltlens::model::import_model(&request).unwrap();
+
+    // The imported model has no split: it is scored on every cell, or on the cells asked for.
+    let all = eval_model(&data, &imported, &tmp.path().join("eval-all"), &cfg).unwrap();
+    assert_eq!(all.per_cell.len(), 5);
+    let chosen = EvalConfig { cell_ids: test_cells.clone(), ..cfg.clone() };
+    let same = eval_model(&data, &imported, &tmp.path().join("eval-same"), &chosen).unwrap();
+    for (a, b) in original.per_cell.iter().zip(&same.per_cell) {
+        assert_eq!(a.cell_id, b.cell_id);
+        assert!((a.next_step.rmse_mv - b.next_step.rmse_mv).abs() < 1e-3, "{a:?} vs {b:?}");
+    }
+    let unknown = EvalConfig { cell_ids: vec!["no-such-cell".into()], ..cfg };
+    let err = eval_model(&data, &imported, &tmp.path().join("eval-unknown"), &unknown).unwrap_err().to_string();
+    assert!(err.contains("no cell no-such-cell"), "{err}");
+}

@@ -148,7 +148,7 @@ fn a_recorded_step_matches_the_model_and_transcoder_on_its_window() {
     let mut compared = 0;
     for c in 0..dataset.cells.len() {
         let (info, data) = (&dataset.cells[c], &dataset.data[c]);
-        let cell = loaded.norm.apply(&CellSteps::from_cell(info, data, &paths.cell_file(&info.cell_id)).unwrap());
+        let cell = loaded.norm.apply(&CellSteps::from_cell(info, data, &paths.cell_file(&info.cell_id), &loaded.norm.channels).unwrap());
         let n = cell.steps();
         for step in [0, CONTEXT / 2, CONTEXT + 3, n / 2, n - 1] {
             let w = *step_windows(n, CONTEXT).iter().find(|w| w.start + w.first <= step && step < w.start + w.len).unwrap();

@@ -2,7 +2,7 @@
 //!
 //! The replacement model runs one window with every MLP replaced by the transcoder plus an error
 //! term (mlp_out − reconstruction) added as a constant, so that it reproduces the real model
-//! exactly. Freezing the attention patterns A and the layer-norm scales σ at their values in that
+//! exactly. Freezing the attention patterns A and the norm scales σ (LayerNorm or RMSNorm) at their values in that
 //! pass makes it affine in its nodes: the active features' activations z, the error vectors, and
 //! the input channels. Any read — a feature's pre-activation, or the output — is then the sum of
 //! one contribution per node plus a constant (biases, LN offsets, learned positions), and the
@@ -11,7 +11,7 @@
 //! How contributions are computed: between a write into the residual stream (slot b = before
 //! attention b: the embedding at b = 0, a write into mlp_out_{b−1} at b ≥ 1) and a read, the
 //! frozen stream applies, per block, the identity or one attention head h, each a position mix
-//! Ã_h[t, s] = A_h[t, s] / σ_s times a fixed d×d map M_h = C·diag(γ)·W_v,h·W_o,h (C centres), and
+//! Ã_h[t, s] = A_h[t, s] / σ_s times a fixed d×d map M_h = C·diag(γ)·W_v,h·W_o,h (C centres for LayerNorm, is the identity for RMSNorm), and
 //! the transcoder's skip path (I + W_skip). Expanding the product over blocks gives one term per
 //! path of head choices, and each term factors into a *position* coefficient c[s] (a product of
 //! patterns, fixed by the read's step) times a *direction* q (a product of d×d maps applied to the
@@ -31,13 +31,10 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::check_feature;
-use crate::model::transformer::{Block, Rotary};
+use crate::model::transformer::{Block, Norm, Rotary};
 use crate::model::{Lblm, CHANNELS, N_CHANNELS};
 use crate::transcoder::{Transcoder, Variant};
 use crate::{Error, Result};
-
-/// The epsilon of burn's LayerNorm default, which every norm of `Lblm` uses.
-const LN_EPS: f32 = 1e-5;
 
 /// One feature that fires at one step of the window.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,6 +150,16 @@ pub(crate) fn check_pair<B: Backend>(model: &Lblm<B>, tc: &Transcoder) -> Result
         ));
     }
     let d = model.embed.weight.dims()[1];
+    if model.channels() != N_CHANNELS {
+        return Err(Error::Config(format!(
+            "circuit analyses read VoltLens's {N_CHANNELS} input channels; this model reads {}", model.channels()
+        )));
+    }
+    if model.input_skip.is_some() {
+        return Err(Error::Config(
+            "attribution needs a head that predicts ΔV; this model's head predicts the next voltage (import it with target = \"delta_v\")".to_owned(),
+        ));
+    }
     if (tc.shape.layers, tc.shape.d_model) != (model.layers(), d) {
         return Err(Error::Config(format!(
             "the transcoder is for {} layers of width {}, the model has {} of width {d}",
@@ -162,14 +169,27 @@ pub(crate) fn check_pair<B: Backend>(model: &Lblm<B>, tc: &Transcoder) -> Result
     Ok(())
 }
 
-/// Per-step norm scale sqrt(var + ε) of rows [T, d], as burn's LayerNorm computes it.
-fn norm_scale(rows: &[f32], d: usize) -> Vec<f32> {
+/// Per-step scale of `norm` on rows [T, d]: √(var + ε) for LayerNorm, √(mean(x²) + ε) for
+/// RMSNorm, which does not centre.
+fn norm_scale<B: Backend>(norm: &Norm<B>, rows: &[f32], d: usize) -> Vec<f32> {
     rows.chunks(d)
         .map(|r| {
-            let mean = r.iter().sum::<f32>() / d as f32;
-            (r.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / d as f32 + LN_EPS).sqrt()
+            let mean = if norm.rms { 0.0 } else { r.iter().sum::<f32>() / d as f32 };
+            (r.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / d as f32 + norm.epsilon as f32).sqrt()
         })
         .collect()
+}
+
+/// Removes each column's mean over rows from M [d, d] when `norm` centres its input:
+/// (r − mean r)·M = r·(M − mean_i M).
+fn centre_columns<B: Backend>(norm: &Norm<B>, m: &mut [f32], d: usize) {
+    if norm.rms {
+        return;
+    }
+    for j in 0..d {
+        let mean = (0..d).map(|i| m[i * d + j]).sum::<f32>() / d as f32;
+        (0..d).for_each(|i| m[i * d + j] -= mean);
+    }
 }
 
 /// Causal softmax patterns [H, T, T] of one block on resid_pre [1, T, d], as `CausalSelfAttention` computes them.
@@ -208,7 +228,7 @@ fn freeze_attention<B: Backend>(block: &Block<B>, rotary: Option<&Rotary<B>>, re
     let [_, seq, d] = resid_pre.dims();
     let h = block.attn.heads;
     let hd = d / h;
-    let sigma = norm_scale(&to_vec(resid_pre.clone()), d);
+    let sigma = norm_scale(&block.ln_attn, &to_vec(resid_pre.clone()), d);
     let mut scaled = patterns(block, rotary, resid_pre);
     for row in scaled.chunks_mut(seq) {
         row.iter_mut().zip(&sigma).for_each(|(a, s)| *a /= s);
@@ -221,7 +241,7 @@ fn freeze_attention<B: Backend>(block: &Block<B>, rotary: Option<&Rotary<B>>, re
     let beta = block.ln_attn.beta.as_ref().map(|b| to_vec(b.val())).unwrap_or_else(|| vec![0.0; d]);
     let mix = (0..h)
         .map(|head| {
-            // γ_i · (W_v,h W_o,h)[i, j], then centred over i: (r − mean r)·X = r·(X − mean_i X).
+            // γ_i · (W_v,h W_o,h)[i, j], then centred over i for LayerNorm.
             let mut m = vec![0f32; d * d];
             for i in 0..d {
                 for k in 0..hd {
@@ -229,10 +249,7 @@ fn freeze_attention<B: Backend>(block: &Block<B>, rotary: Option<&Rotary<B>>, re
                     axpy(v, &w_o[(head * hd + k) * d..][..d], &mut m[i * d..(i + 1) * d]);
                 }
             }
-            for j in 0..d {
-                let mean = (0..d).map(|i| m[i * d + j]).sum::<f32>() / d as f32;
-                (0..d).for_each(|i| m[i * d + j] -= mean);
-            }
+            centre_columns(&block.ln_attn, &mut m, d);
             m
         })
         .collect();
@@ -308,12 +325,22 @@ impl<'a> FrozenReplacement<'a> {
         if let Some(p) = &model.positions {
             embed_const.iter_mut().zip(to_vec(p.val())).for_each(|(e, p)| *e += p);
         }
-        let gamma = to_vec(model.ln_final.gamma.val());
-        let beta = model.ln_final.beta.as_ref().map(|b| to_vec(b.val())).unwrap_or_else(|| vec![0.0; d]);
         let w_head = to_vec(model.head.weight.val());
         let b_head = model.head.bias.as_ref().map(|b| to_vec(b.val())[0]).unwrap_or(0.0);
-        let gw: Vec<f32> = gamma.iter().zip(&w_head).map(|(g, w)| g * w).collect();
-        let mean = gw.iter().sum::<f32>() / d as f32;
+        // Without a final norm the head reads the stream directly: γ = 1, β = 0, σ = 1.
+        let (gamma, beta, final_sigma) = match &model.ln_final {
+            Some(norm) => (
+                to_vec(norm.gamma.val()),
+                norm.beta.as_ref().map(|b| to_vec(b.val())).unwrap_or_else(|| vec![0.0; d]),
+                norm_scale(norm, &resid_final, d),
+            ),
+            None => (vec![1.0; d], vec![0.0; d], vec![1.0; seq]),
+        };
+        let mut out_read: Vec<f32> = gamma.iter().zip(&w_head).map(|(g, w)| g * w).collect();
+        if model.ln_final.as_ref().is_some_and(|n| !n.rms) {
+            let mean = out_read.iter().sum::<f32>() / d as f32;
+            out_read.iter_mut().for_each(|v| *v -= mean);
+        }
         Ok(FrozenReplacement {
             tc,
             layers,
@@ -324,8 +351,8 @@ impl<'a> FrozenReplacement<'a> {
             w_embed,
             embed_const,
             attention,
-            out_read: gw.iter().map(|v| v - mean).collect(),
-            final_sigma: norm_scale(&resid_final, d),
+            out_read,
+            final_sigma,
             out_const: dot(&beta, &w_head) + b_head,
             resid_mid,
             prediction: to_vec(prediction),

@@ -412,7 +412,8 @@ pub struct GraphSources {
 pub fn load_window(sources: &GraphSources, cell_id: &str, step: usize, window: usize) -> Result<(LoadedModel<Flex>, Transcoder, GraphWindow)> {
     let loaded = load_model::<Flex>(&sources.model, &Default::default())?;
     let tc = import_circuit_tracer(&sources.transcoder.join("circuit-tracer"))?;
-    let raw = cell_steps(&sources.dataset, cell_id)?;
+    super::attribution::check_pair(&loaded.model, &tc)?;
+    let raw = cell_steps(&sources.dataset, cell_id, &loaded.norm.channels)?;
     if step >= raw.steps() {
         return Err(Error::Config(format!("cell {cell_id} has steps 0..{}, no step {step}", raw.steps())));
     }

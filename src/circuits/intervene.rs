@@ -13,7 +13,7 @@ use plotters::prelude::*;
 
 use super::check_feature;
 use crate::model::inputs::{cell_steps, ModelSteps};
-use crate::model::{load_model, Lblm, MlpReplacement, N_CHANNELS};
+use crate::model::{load_model, Lblm, MlpReplacement};
 use crate::plot_style::{self, FONT};
 use crate::transcoder::{import_circuit_tracer, Codes, Transcoder};
 use crate::{Error, Result};
@@ -136,9 +136,9 @@ fn run_cell<B: Backend>(model: &Lblm<B>, cell: &ModelSteps, mlps: &SteeredMlps, 
     }
     let (mut prediction, mut activation) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for (first, windows, seq) in passes {
-        let start = first * len * N_CHANNELS;
-        let x = cell.inputs[start..start + windows * seq * N_CHANNELS].to_vec();
-        let x = Tensor::<B, 3>::from_data(TensorData::new(x, [windows, seq, N_CHANNELS]), device);
+        let start = first * len * cell.width;
+        let x = cell.inputs[start..start + windows * seq * cell.width].to_vec();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(x, [windows, seq, cell.width]), device);
         prediction.extend(to_vec(model.forward_with_replacement(x, mlps).0));
         activation.extend(mlps.activation.borrow().iter().copied());
     }
@@ -191,7 +191,7 @@ pub fn ablate_or_steer(
             transcoder_dir.display(), tc.shape.layers, tc.shape.d_model, model_dir.display(), loaded.model.layers()
         )));
     }
-    let raw = cell_steps(dataset_dir, cell_id)?;
+    let raw = cell_steps(dataset_dir, cell_id, &loaded.norm.channels)?;
     if raw.steps() == 0 {
         return Err(Error::Config(format!("cell {cell_id} has fewer than two rows: nothing to predict")));
     }

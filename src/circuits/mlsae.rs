@@ -231,7 +231,7 @@ impl Sweep {
 fn sweep(dataset_dir: &Path, model: &Lblm<Flex>, norm: &crate::model::InputNorm, tc: &Transcoder) -> Result<Sweep> {
     let dataset = Dataset::load(dataset_dir)?;
     let ids: Vec<String> = dataset.cells.iter().map(|c| c.cell_id.clone()).collect();
-    let cells: Vec<_> = dataset_steps(&dataset, dataset_dir, &ids)?.iter().map(|c| norm.apply(c)).collect();
+    let cells: Vec<_> = dataset_steps(&dataset, dataset_dir, &ids, &norm.channels)?.iter().map(|c| norm.apply(c)).collect();
     let seq = model.context;
     let all: Vec<(usize, usize)> = cells.iter().enumerate().flat_map(|(c, cell)| (0..cell.steps() / seq).map(move |w| (c, w * seq))).collect();
     if all.is_empty() {

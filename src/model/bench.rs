@@ -105,3 +105,58 @@ impl BackendTask for BenchTask<'_> {
 fn sync<B: Backend>(model: &Lblm<B>) {
     let _ = model.head.weight.val().sum().into_scalar().elem::<f32>();
 }
+
+/// Forward-only throughput and peak memory of one LBLM shape on one window (batch 1), on the
+/// CPU: the LBLM-scale table of `voltlens bench model --forward`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardBench {
+    pub layers: usize,
+    pub d_model: usize,
+    pub context: usize,
+    pub parameters: usize,
+    /// Window steps per second over the timed passes.
+    pub tokens_per_s: f64,
+    /// Seconds per full-context forward pass.
+    pub seconds_per_pass: f64,
+    /// Peak resident memory while building the model and running it, MB (the process's peak
+    /// where the kernel cannot reset it).
+    pub peak_rss_mb: f64,
+}
+
+/// The shape of an LBLM-scale model: heads of 64 dimensions (at least 2), MLP 4·d_model.
+pub fn scale_config(layers: usize, d_model: usize, context: usize) -> ModelConfig {
+    ModelConfig { layers, d_model, heads: (d_model / 64).max(2), d_mlp: 4 * d_model, context, ..ModelConfig::default() }
+}
+
+/// Times `passes` forward passes of one full window after a short untimed one; attention runs
+/// in Flex's tiled kernel beyond 512 steps, so no [T, T] score matrix per head is held.
+pub fn bench_forward(cfg: &ModelConfig, passes: usize) -> Result<ForwardBench> {
+    cfg.validate()?;
+    // Linux resets the peak (VmHWM) on writing 5 to clear_refs; elsewhere the process peak is kept.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    let model = Lblm::<B>::new(cfg, 0, &device);
+    let c = cfg.channels.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut window = |len: usize| {
+        let x: Vec<f32> = (0..len * c).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::<B, 3>::from_data(TensorData::new(x, [1, len, c]), &device)
+    };
+    let _ = model.forward(window(cfg.context.min(64))).sum().into_scalar().elem::<f32>();
+    let passes = passes.max(1);
+    let t0 = Instant::now();
+    for _ in 0..passes {
+        let _ = model.forward(window(cfg.context)).sum().into_scalar().elem::<f32>();
+    }
+    let seconds = t0.elapsed().as_secs_f64() / passes as f64;
+    Ok(ForwardBench {
+        layers: cfg.layers,
+        d_model: cfg.d_model,
+        context: cfg.context,
+        parameters: model.num_params(),
+        tokens_per_s: cfg.context as f64 / seconds,
+        seconds_per_pass: seconds,
+        peak_rss_mb: crate::bench::peak_rss_mb().unwrap_or(f64::NAN),
+    })
+}

@@ -170,7 +170,7 @@ pub fn load_model<B: Backend>(model_dir: &Path, device: &B::Device) -> Result<Lo
     }
     let config: RunConfig = read_json(&dir.config())?;
     let norm: InputNorm = read_json(&dir.norm())?;
-    norm.check_channels()?;
+    norm.check_channels(&config.model.channels)?;
     let split = read_json(&dir.split())?;
     let model = Lblm::new(&config.model, 0, device).load_record(read_record(&dir.weights(), device)?);
     Ok(LoadedModel { model, norm, split, config })

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::inputs::CHANNELS;
 use crate::{Error, Result};
 
 /// How the model knows where a step sits in its window.
@@ -13,6 +14,45 @@ pub enum Positional {
     Rotary,
     /// A learned vector per window position, added to the input embedding.
     Learned,
+    /// No position signal besides the causal mask (some imported models).
+    None,
+}
+
+/// The normalisation before attention, before the MLP and (optionally) before the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// (x − mean) / √(var + ε) · γ + β (GPT-2).
+    #[default]
+    LayerNorm,
+    /// x / √(mean(x²) + ε) · γ, no offset (Llama; Zhang & Sennrich 2019).
+    RmsNorm,
+}
+
+/// The MLP of each block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpKind {
+    /// down(GELU(up(x))), GELU with the exact erf.
+    #[default]
+    Gelu,
+    /// down(GELU(up(x))), GELU with the tanh approximation (GPT-2's `gelu_new`).
+    GeluTanh,
+    /// down(SiLU(gate(x)) ⊙ up(x)) (Llama; Shazeer 2020).
+    #[serde(rename = "swiglu")]
+    SwiGlu,
+}
+
+/// What the head's one output per step means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadTarget {
+    /// The scaled voltage change ΔV_t / target_scale (VoltLens's own models).
+    #[default]
+    DeltaV,
+    /// The next voltage V_{t+1}, turned into scaled ΔV inside the model by subtracting the
+    /// normalised voltage input (`Lblm::input_skip`): everything downstream reads ΔV.
+    NextVoltage,
 }
 
 /// Where tensors live: burn's Flex CPU backend, or one NVIDIA GPU through burn's CUDA backend
@@ -55,6 +95,15 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Base of the rotary frequencies.
     pub rope_theta: f32,
+    pub norm: NormKind,
+    /// The ε of every norm (burn's and PyTorch's LayerNorm default: 1e-5).
+    pub norm_eps: f64,
+    pub mlp: MlpKind,
+    /// Whether a norm sits between the last block and the head.
+    pub final_norm: bool,
+    pub head: HeadTarget,
+    /// The per-step input channels by name, in order (`inputs::CATALOGUE`).
+    pub channels: Vec<String>,
 }
 
 impl Default for ModelConfig {
@@ -71,6 +120,12 @@ impl Default for ModelConfig {
             positional: Positional::Rotary,
             dropout: 0.0,
             rope_theta: 10_000.0,
+            norm: NormKind::LayerNorm,
+            norm_eps: 1e-5,
+            mlp: MlpKind::Gelu,
+            final_norm: true,
+            head: HeadTarget::DeltaV,
+            channels: CHANNELS.iter().map(|c| c.to_string()).collect(),
         }
     }
 }
@@ -95,6 +150,13 @@ impl ModelConfig {
         }
         if self.positional == Positional::Rotary && self.head_dim() % 2 != 0 {
             return bad(format!("rotary positions need an even head size, got d_model/heads = {}", self.head_dim()));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return bad(format!("norm_eps {} must be a positive number", self.norm_eps));
+        }
+        super::inputs::channel_indices(&self.channels)?;
+        if self.head == HeadTarget::NextVoltage && !self.channels.iter().any(|c| c == "voltage") {
+            return bad("a head predicting the next voltage needs the `voltage` input channel".into());
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout {} is not in [0, 1)", self.dropout));
@@ -218,6 +280,9 @@ pub enum EvalCells {
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     pub cells: EvalCells,
+    /// Cells to score instead of the split's (`eval-model --cells`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cell_ids: Vec<String>,
     pub device: DeviceChoice,
     /// Windows per forward pass.
     pub batch: usize,
@@ -241,6 +306,7 @@ impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
             cells: EvalCells::Test,
+            cell_ids: Vec::new(),
             device: DeviceChoice::Cpu,
             batch: 64,
             ridge_lambda: 1e-4,

@@ -16,7 +16,7 @@ use super::backend::{run_on, BackendTask};
 use super::checkpoint::{load_model, LoadedModel};
 use crate::io::write_json;
 use super::config::{EvalCells, EvalConfig};
-use super::inputs::{dataset_steps, CellSteps, InputNorm, ModelSteps, N_CHANNELS, VOLTAGE_CHANNEL};
+use super::inputs::{dataset_steps, CellSteps, InputNorm, ModelSteps};
 use super::plot::{plot_cell, CellPlot};
 use super::ridge::Ridge;
 use super::transformer::Lblm;
@@ -80,6 +80,10 @@ pub struct EvalMetrics {
     pub per_cell: Vec<CellMetrics>,
     /// PNG files written, relative to the output directory.
     pub plots: Vec<String>,
+    /// Plain-words warnings for the report: every rollout that does worse than holding the
+    /// starting voltage.
+    #[serde(default)]
+    pub flags: Vec<String>,
     pub seconds: f64,
 }
 
@@ -112,33 +116,74 @@ struct HeldOut<'a> {
     steps: ModelSteps,
     data: &'a CellData,
     protocol: String,
+    /// Which ridge baseline scores it (see `plan_cells`).
+    fold: usize,
+}
+
+/// The cells scored and the cells the ridge baseline is fitted on.
+struct CellPlan {
+    scored: Vec<String>,
+    /// Empty: the baseline is fitted two-fold on the scored cells themselves.
+    ridge_train: Vec<String>,
+}
+
+/// `cfg.cell_ids` when given, else the split's `cfg.cells`; when those are not all in the dataset
+/// (a model trained or imported from elsewhere) every cell of the dataset. The ridge baseline
+/// fits on the split's training cells present here and not scored.
+fn plan_cells(split: &crate::data::windows::Split, dataset: &Dataset, cfg: &EvalConfig) -> Result<CellPlan> {
+    let present = |id: &String| dataset.index_of(id).is_some();
+    let from_split: Vec<String> = match cfg.cells {
+        EvalCells::Test => split.test.clone(),
+        EvalCells::Val => split.val.clone(),
+        EvalCells::Heldout => split.val.iter().chain(&split.test).cloned().collect(),
+    };
+    let scored = if !cfg.cell_ids.is_empty() {
+        if let Some(missing) = cfg.cell_ids.iter().find(|id| !present(id)) {
+            let known: Vec<&str> = dataset.cells.iter().map(|c| c.cell_id.as_str()).take(20).collect();
+            return Err(Error::Config(format!("--cells: no cell {missing} in this dataset (its cells include {})", known.join(", "))));
+        }
+        cfg.cell_ids.clone()
+    } else if !from_split.is_empty() && from_split.iter().all(present) {
+        from_split
+    } else {
+        tracing::warn!("the model's {:?} cells are not in this dataset: scoring all {} of its cells", cfg.cells, dataset.cells.len());
+        dataset.cells.iter().map(|c| c.cell_id.clone()).collect()
+    };
+    if scored.is_empty() {
+        return Err(Error::Config("no cells to evaluate on".into()));
+    }
+    let ridge_train = split.train.iter().filter(|id| present(id) && !scored.contains(id)).cloned().collect();
+    Ok(CellPlan { scored, ridge_train })
 }
 
 fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetrics> {
     let t0 = Instant::now();
     let (cfg, dataset) = (task.cfg, task.dataset);
     let LoadedModel { model, norm, split, .. } = load_model::<B>(task.model_dir, device)?;
-    let ids: Vec<String> = match cfg.cells {
-        EvalCells::Test => split.test.clone(),
-        EvalCells::Val => split.val.clone(),
-        EvalCells::Heldout => split.val.iter().chain(&split.test).cloned().collect(),
-    };
-    if ids.is_empty() {
-        return Err(Error::Config(format!("the model's split has no {:?} cells to evaluate on", cfg.cells)));
-    }
-    let held: Vec<HeldOut> = dataset_steps(dataset, task.dataset_dir, &ids)?
+    let plan = plan_cells(&split, dataset, cfg)?;
+    let held: Vec<HeldOut> = dataset_steps(dataset, task.dataset_dir, &plan.scored, &norm.channels)?
         .into_iter()
-        .map(|raw| {
+        .enumerate()
+        .map(|(k, raw)| {
             let i = dataset.index_of(&raw.cell_id).expect("found by dataset_steps");
             let protocol = dataset.cells[i].protocol.clone().unwrap_or_else(|| "unknown".to_owned());
-            HeldOut { steps: norm.apply(&raw), raw, data: &dataset.data[i], protocol }
+            let fold = if plan.ridge_train.is_empty() { k % 2 } else { 0 };
+            HeldOut { steps: norm.apply(&raw), raw, data: &dataset.data[i], protocol, fold }
         })
         .collect();
-    let train: Vec<ModelSteps> = dataset_steps(dataset, task.dataset_dir, &split.train)?.iter().map(|c| norm.apply(c)).collect();
-    let ridge = Ridge::fit(&train, cfg.ridge_lags, cfg.ridge_lambda);
+    let ridges: Vec<Ridge> = if plan.ridge_train.is_empty() {
+        // No training cells here: two-fold by cell, each half's baseline fitted on the other half.
+        (0..2)
+            .map(|f| Ridge::fit(&held.iter().filter(|c| c.fold != f).map(|c| c.steps.clone()).collect::<Vec<_>>(), cfg.ridge_lags, cfg.ridge_lambda))
+            .collect()
+    } else {
+        let train: Vec<ModelSteps> =
+            dataset_steps(dataset, task.dataset_dir, &plan.ridge_train, &norm.channels)?.iter().map(|c| norm.apply(c)).collect();
+        vec![Ridge::fit(&train, cfg.ridge_lags, cfg.ridge_lambda)]
+    };
     let bar = crate::progress::bar(held.len() as u64, "eval", "cells");
     let results = on_workers(&held, &model, |model, cell| {
-        let result = eval_cell(model, &norm, &ridge, cell, cfg, device);
+        let result = eval_cell(model, &norm, &ridges[cell.fold], cell, cfg, device);
         bar.inc(1);
         result
     });
@@ -175,16 +220,26 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
         overall.merge(&result.acc);
     }
     bar.finish_and_clear();
-    let metrics = EvalMetrics {
-        cells: cfg.cells,
-        overall: overall.finish(),
-        by_protocol: groups.into_iter().map(|(k, v)| (k, v.finish())).collect(),
-        per_cell,
-        plots,
-        seconds: t0.elapsed().as_secs_f64(),
-    };
+    let overall = overall.finish();
+    let by_protocol: BTreeMap<String, GroupMetrics> = groups.into_iter().map(|(k, v)| (k, v.finish())).collect();
+    let flags = std::iter::once(("all cells", &overall)).chain(by_protocol.iter().map(|(k, v)| (k.as_str(), v))).flat_map(|(g, m)| rollout_flags(g, m)).collect();
+    let metrics = EvalMetrics { cells: cfg.cells, overall, by_protocol, per_cell, plots, flags, seconds: t0.elapsed().as_secs_f64() };
     write_json(&task.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
+}
+
+/// A warning per rollout kind of `group` whose RMSE is worse than persistence's.
+fn rollout_flags(group: &str, m: &GroupMetrics) -> Vec<String> {
+    [("discharge-step", &m.discharge_rollout), ("full-cycle", &m.cycle_rollout)]
+        .into_iter()
+        .filter(|(_, r)| r.rows > 0 && r.rmse_mv > r.persistence_rmse_mv)
+        .map(|(kind, r)| {
+            format!(
+                "{group}: the model's {kind} rollouts ({:.0} mV RMSE) are worse than holding the starting voltage ({:.0} mV)",
+                r.rmse_mv, r.persistence_rmse_mv
+            )
+        })
+        .collect()
 }
 
 /// What one held-out cell contributes.
@@ -343,6 +398,9 @@ fn rollout<B: Backend>(
     let len = model.context.min(n);
     let mut volts: Vec<Vec<f32>> = segments.iter().map(|s| vec![cell.voltage[s.start]]).collect();
     let longest = segments.iter().map(|s| s.end - s.start).max().unwrap_or(0);
+    // A model that does not read V_t (an imported one may not) rolls out on the true inputs alone.
+    let voltage_channel = norm.channels.iter().position(|c| c == "voltage");
+    let width = cell.width;
     let mut x = Vec::new();
     for k in 0..longest {
         let active: Vec<usize> = (0..segments.len()).filter(|&i| segments[i].start + k < segments[i].end).collect();
@@ -354,17 +412,16 @@ fn rollout<B: Backend>(
                 let t = seg.start + k; // V_t is known (true or predicted); predict V_{t+1}
                 let w0 = (t + 1).saturating_sub(len).min(n - len);
                 for r in w0..w0 + len {
-                    let mut row = [0f32; N_CHANNELS];
-                    row.copy_from_slice(cell.row(r));
-                    if r >= seg.start && r <= t {
-                        row[VOLTAGE_CHANNEL] = volts[i][r - seg.start];
+                    let mut row = cell.row(r).to_vec();
+                    if let Some(v) = voltage_channel.filter(|_| r >= seg.start && r <= t) {
+                        row[v] = volts[i][r - seg.start];
                     }
                     norm.apply_row(&mut row);
                     x.extend_from_slice(&row);
                 }
                 positions.push(t - w0);
             }
-            let input = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [chunk.len(), len, N_CHANNELS]), device);
+            let input = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [chunk.len(), len, width]), device);
             let out: Vec<f32> = model.forward(input).into_data().convert::<f32>().into_vec().expect("f32 output");
             for ((&i, &p), row) in chunk.iter().zip(&positions).zip(out.chunks_exact(len)) {
                 let last = *volts[i].last().expect("starts with V_start");

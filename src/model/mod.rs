@@ -6,6 +6,7 @@
 //! - `transformer`: the model, its hook points and MLP replacement;
 //! - `train` / `eval`: the `train-model` and `eval-model` stages;
 //! - `checkpoint`: the model directory, checkpoints and `load_model`;
+//! - `import` / `export`: models trained elsewhere in, VoltLens models out (safetensors + TOML);
 //! - `ridge`, `plot`: the linear baseline and the figures of `eval-model`;
 //! - `bench`: training and inference throughput;
 //! - `backend`: the one place a burn backend (CPU or CUDA) is chosen.
@@ -15,6 +16,8 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod eval;
+pub mod export;
+pub mod import;
 pub mod inputs;
 pub mod plot;
 pub mod ridge;
@@ -24,7 +27,9 @@ pub mod transformer;
 pub use bench::{bench, ModelBench};
 pub use checkpoint::{load_model, LoadedModel};
 pub use eval::{eval_model, EvalMetrics};
-pub use config::{DeviceChoice, EvalCells, EvalConfig, Loss, ModelConfig, Positional, TrainConfig};
+pub use config::{DeviceChoice, EvalCells, EvalConfig, HeadTarget, Loss, MlpKind, ModelConfig, NormKind, Positional, TrainConfig};
+pub use export::export_model;
+pub use import::{import_model, ImportRequest};
 pub use inputs::{InputNorm, CHANNELS, N_CHANNELS};
 pub use train::{train_model, TrainSummary};
 pub use transformer::{LayerActivations, Lblm, MlpReplacement};

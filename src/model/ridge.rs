@@ -1,14 +1,14 @@
 //! The linear baseline of `eval-model`: ridge regression of the scaled ΔV on the same normalised
 //! channels the transformer reads, over the last `lags` steps (the current one included).
 
-use super::inputs::{ModelSteps, N_CHANNELS};
+use super::inputs::ModelSteps;
 
 /// Rows used to fit at most; beyond that the training steps are thinned evenly.
 const MAX_FIT_ROWS: usize = 400_000;
 
 pub struct Ridge {
     lags: usize,
-    /// lags·N_CHANNELS weights, then the bias.
+    /// lags·channels weights, then the bias.
     weights: Vec<f64>,
 }
 
@@ -17,7 +17,7 @@ impl Ridge {
     /// penalised).
     pub fn fit(cells: &[ModelSteps], lags: usize, lambda: f64) -> Ridge {
         let lags = lags.max(1);
-        let p = lags * N_CHANNELS + 1;
+        let p = lags * cells.first().map_or(0, |c| c.width) + 1;
         let total: usize = cells.iter().map(ModelSteps::steps).sum();
         let every = total.div_ceil(MAX_FIT_ROWS).max(1);
         let mut xtx = vec![0f64; p * p];
@@ -67,12 +67,13 @@ impl Ridge {
 fn fill_features(cell: &ModelSteps, t: usize, lags: usize, out: &mut [f64]) {
     for lag in 0..lags {
         let s = t.saturating_sub(lag);
-        let row = &cell.inputs[s * N_CHANNELS..(s + 1) * N_CHANNELS];
-        for (o, &v) in out[lag * N_CHANNELS..(lag + 1) * N_CHANNELS].iter_mut().zip(row) {
+        let w = cell.width;
+        let row = &cell.inputs[s * w..(s + 1) * w];
+        for (o, &v) in out[lag * w..(lag + 1) * w].iter_mut().zip(row) {
             *o = v as f64;
         }
     }
-    out[lags * N_CHANNELS] = 1.0;
+    out[lags * cell.width] = 1.0;
 }
 
 /// Solves A x = b for a symmetric positive-definite A [p, p] by Cholesky decomposition.
@@ -111,6 +112,7 @@ fn solve_spd(mut a: Vec<f64>, mut b: Vec<f64>, p: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::N_CHANNELS;
 
     #[test]
     fn ridge_recovers_a_linear_rule() {
@@ -118,7 +120,7 @@ mod tests {
         let steps = 500;
         let inputs: Vec<f32> = (0..steps * N_CHANNELS).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
         let target = (0..steps).map(|t| 2.0 * inputs[t * N_CHANNELS] - inputs[t * N_CHANNELS + 3] + 0.5).collect();
-        let cell = ModelSteps { cell_id: "c".into(), inputs, target };
+        let cell = ModelSteps { cell_id: "c".into(), inputs, width: N_CHANNELS, target };
         let ridge = Ridge::fit(std::slice::from_ref(&cell), 1, 1e-9);
         let pred = ridge.predict(&cell);
         let max_err = pred.iter().zip(&cell.target).map(|(p, t)| (p - t).abs()).fold(0f32, f32::max);

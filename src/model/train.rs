@@ -110,12 +110,13 @@ fn prepare_run(dir: &ModelDir, run: &RunConfig, dataset: &Dataset, dataset_dir: 
             return Ok(None);
         }
         let norm: InputNorm = read_json(&dir.norm())?;
-        norm.check_channels()?;
+        norm.check_channels(&run.model.channels)?;
         (read_json::<Split>(&dir.split())?, norm)
     } else {
         let ids: Vec<String> = dataset.cells.iter().map(|c| c.cell_id.clone()).collect();
         let split = Split::by_cell(&ids, run.train.val_fraction, run.train.test_fraction, run.train.seed);
-        let norm = InputNorm::fit(&dataset_steps(dataset, dataset_dir, &split.train)?);
+        let channels = &run.model.channels;
+        let norm = InputNorm::fit(&dataset_steps(dataset, dataset_dir, &split.train, channels)?, channels);
         dir.create()?;
         write_json(&dir.split(), &split)?;
         write_json(&dir.norm(), &norm)?;
@@ -124,7 +125,7 @@ fn prepare_run(dir: &ModelDir, run: &RunConfig, dataset: &Dataset, dataset_dir: 
         (split, norm)
     };
     let steps = |ids: &[String]| -> Result<Vec<ModelSteps>> {
-        Ok(dataset_steps(dataset, dataset_dir, ids)?.iter().map(|c| norm.apply(c)).collect())
+        Ok(dataset_steps(dataset, dataset_dir, ids, &norm.channels)?.iter().map(|c| norm.apply(c)).collect())
     };
     Ok(Some(RunData { train: steps(&split.train)?, val: steps(&split.val)?, split }))
 }

@@ -1,24 +1,28 @@
 //! The LBLM transformer (DESIGN.md §2): linear embedding of the per-step channels → L pre-norm
-//! decoder blocks (causal multi-head attention, GELU MLP) → final norm → one number per step,
-//! the scaled ΔV. Generic over burn's `Backend`, so the same code trains on CPU and GPU.
+//! decoder blocks (causal multi-head attention, MLP) → final norm → one number per step, the
+//! scaled ΔV. Generic over burn's `Backend`, so the same code trains on CPU and GPU.
+//!
+//! One model, its parts chosen by `ModelConfig` (the way candle's models take a `Config`): norm
+//! LayerNorm | RMSNorm, MLP GELU | tanh-GELU | SwiGLU, positions rotary | learned | none, final
+//! norm or not, a head predicting ΔV or V_{t+1}. The default is VoltLens's own architecture;
+//! imported models (`import.rs`) pick the rest.
 //!
 //! Hook points per block, all [batch, seq, d_model]:
 //! `resid_pre` → + attention → `resid_mid` → norm → `mlp_in` → MLP → `mlp_out` → + → `resid_post`.
 //! The transcoders of DESIGN §3 read `resid_mid` and reconstruct `mlp_out`.
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::gelu;
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::activation::{gelu, gelu_approximate, silu};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
-use super::config::{ModelConfig, Positional};
-use super::inputs::N_CHANNELS;
+use super::config::{HeadTarget, MlpKind, ModelConfig, NormKind, Positional};
 
 /// Activations of one block for one forward pass, each [batch, seq, d_model].
 #[derive(Debug, Clone)]
@@ -27,7 +31,7 @@ pub struct LayerActivations<B: Backend> {
     pub resid_pre: Tensor<B, 3>,
     /// After the attention output is added, before the MLP: the transcoders' input x_l.
     pub resid_mid: Tensor<B, 3>,
-    /// `resid_mid` after the MLP's layer norm: what the MLP actually reads.
+    /// `resid_mid` after the MLP's norm: what the MLP actually reads.
     pub mlp_in: Tensor<B, 3>,
     /// The MLP output (or its replacement): the transcoders' target y_l.
     pub mlp_out: Tensor<B, 3>,
@@ -169,31 +173,79 @@ impl<B: Backend> CausalSelfAttention<B> {
     }
 }
 
-/// The MLP of a block: d_model → d_mlp → GELU → d_model.
+/// LayerNorm or RMSNorm over the last dimension (`NormKind`). The fields are named as in burn's
+/// `LayerNorm`, so checkpoints written before RMSNorm existed still load.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    pub gamma: Param<Tensor<B, 1>>,
+    /// LayerNorm's offset; RMSNorm has none.
+    pub beta: Option<Param<Tensor<B, 1>>>,
+    pub epsilon: f64,
+    /// x / √(mean(x²) + ε) · γ, without centring.
+    pub rms: bool,
+}
+
+impl<B: Backend> Norm<B> {
+    fn new(cfg: &ModelConfig, device: &B::Device) -> Self {
+        let rms = cfg.norm == NormKind::RmsNorm;
+        Norm {
+            gamma: Param::from_tensor(Tensor::ones([cfg.d_model], device)),
+            beta: (!rms).then(|| Param::from_tensor(Tensor::zeros([cfg.d_model], device))),
+            epsilon: cfg.norm_eps,
+            rms,
+        }
+    }
+
+    /// x [..., d_model] → the same shape, normalised per row.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        if self.rms {
+            let scale = (x.clone().square().mean_dim(D - 1) + self.epsilon).sqrt();
+            return x / scale * self.gamma.val().unsqueeze();
+        }
+        let gamma = self.gamma.val().into_primitive().tensor();
+        let beta = self.beta.as_ref().map(|b| b.val().into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(B::layer_norm(x.into_primitive().tensor(), gamma, beta, self.epsilon)))
+    }
+}
+
+/// The MLP of a block: d_model → d_mlp → activation → d_model (`MlpKind`).
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     pub up: Linear<B>,
+    /// SwiGLU's gate d_model → d_mlp; None for the GELU MLPs.
+    pub gate: Option<Linear<B>>,
     pub down: Linear<B>,
+    /// GELU's tanh approximation (GPT-2's `gelu_new`) instead of the exact erf.
+    pub tanh_gelu: bool,
 }
 
 impl<B: Backend> Mlp<B> {
     fn new(cfg: &ModelConfig, init: &mut Init, device: &B::Device) -> Self {
         let down_scale = 1.0 / ((cfg.d_mlp as f32).sqrt() * (2.0 * cfg.layers as f32).sqrt());
-        Mlp { up: init.default_linear(cfg.d_model, cfg.d_mlp, device), down: init.linear(cfg.d_mlp, cfg.d_model, down_scale, device) }
+        let up = init.default_linear(cfg.d_model, cfg.d_mlp, device);
+        let gate = (cfg.mlp == MlpKind::SwiGlu).then(|| init.default_linear(cfg.d_model, cfg.d_mlp, device));
+        let down = init.linear(cfg.d_mlp, cfg.d_model, down_scale, device);
+        Mlp { up, gate, down, tanh_gelu: cfg.mlp == MlpKind::GeluTanh }
     }
 
     /// mlp_in [batch, seq, d_model] → mlp_out [batch, seq, d_model].
     pub fn forward(&self, mlp_in: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down.forward(gelu(self.up.forward(mlp_in)))
+        let up = self.up.forward(mlp_in.clone()); // [batch, seq, d_mlp]
+        let hidden = match &self.gate {
+            Some(gate) => silu(gate.forward(mlp_in)) * up,
+            None if self.tanh_gelu => gelu_approximate(up),
+            None => gelu(up),
+        };
+        self.down.forward(hidden)
     }
 }
 
 /// One pre-norm decoder block.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
-    pub ln_attn: LayerNorm<B>,
+    pub ln_attn: Norm<B>,
     pub attn: CausalSelfAttention<B>,
-    pub ln_mlp: LayerNorm<B>,
+    pub ln_mlp: Norm<B>,
     pub mlp: Mlp<B>,
     dropout: Dropout,
 }
@@ -201,9 +253,9 @@ pub struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     fn new(cfg: &ModelConfig, init: &mut Init, device: &B::Device) -> Self {
         Block {
-            ln_attn: LayerNormConfig::new(cfg.d_model).init(device),
+            ln_attn: Norm::new(cfg, device),
             attn: CausalSelfAttention::new(cfg, init, device),
-            ln_mlp: LayerNormConfig::new(cfg.d_model).init(device),
+            ln_mlp: Norm::new(cfg, device),
             mlp: Mlp::new(cfg, init, device),
             dropout: DropoutConfig::new(cfg.dropout).init(),
         }
@@ -233,16 +285,21 @@ impl<B: Backend> Block<B> {
 /// The battery model.
 #[derive(Module, Debug)]
 pub struct Lblm<B: Backend> {
-    /// N_CHANNELS → d_model: each step's normalised channels into the residual stream.
+    /// channels → d_model: each step's normalised channels into the residual stream.
     pub embed: Linear<B>,
     /// Learned positions [context, d_model] (with `Positional::Learned`).
     pub positions: Option<Param<Tensor<B, 2>>>,
     /// Rotary tables (with `Positional::Rotary`); not trained, rebuilt from the config.
     pub rotary: Option<Rotary<B>>,
     pub blocks: Vec<Block<B>>,
-    pub ln_final: LayerNorm<B>,
-    /// d_model → 1: the scaled ΔV.
+    /// The norm before the head (absent in models built without one).
+    pub ln_final: Option<Norm<B>>,
+    /// d_model → 1: the scaled ΔV (or V_{t+1}, see `input_skip`).
     pub head: Linear<B>,
+    /// With `HeadTarget::NextVoltage`: weights [channels] of a direct path from the normalised
+    /// inputs to the output, −σ_V / target_scale on the voltage channel and 0 elsewhere, so that
+    /// head(…) + x·w = (V_{t+1} − V_t) / target_scale (the head's bias holds the means).
+    pub input_skip: Option<Param<Tensor<B, 1>>>,
     pub context: usize,
 }
 
@@ -251,20 +308,23 @@ impl<B: Backend> Lblm<B> {
     pub fn new(cfg: &ModelConfig, seed: u64, device: &B::Device) -> Self {
         let mut init = Init { rng: ChaCha8Rng::seed_from_u64(seed) };
         let d = cfg.d_model;
-        let embed = init.default_linear(N_CHANNELS, d, device);
+        let embed = init.default_linear(cfg.channels.len(), d, device);
         let blocks = (0..cfg.layers).map(|_| Block::new(cfg, &mut init, device)).collect();
         let (positions, rotary) = match cfg.positional {
             Positional::Learned => (Some(Param::from_tensor(init.normal_matrix(cfg.context, d, 0.02, device))), None),
             Positional::Rotary => (None, Some(Rotary::new(cfg.context, cfg.head_dim(), cfg.rope_theta, device))),
+            Positional::None => (None, None),
         };
         Lblm {
             embed,
             positions,
             rotary,
             blocks,
-            ln_final: LayerNormConfig::new(d).init(device),
+            ln_final: cfg.final_norm.then(|| Norm::new(cfg, device)),
             // Small head: the untrained model starts near the persistence baseline (ΔV ≈ 0).
             head: init.linear(d, 1, 0.01, device),
+            input_skip: (cfg.head == HeadTarget::NextVoltage)
+                .then(|| Param::from_tensor(Tensor::zeros([cfg.channels.len()], device))),
             context: cfg.context,
         }
     }
@@ -273,7 +333,12 @@ impl<B: Backend> Lblm<B> {
         self.blocks.len()
     }
 
-    /// Inputs [batch, seq, N_CHANNELS] (normalised, seq ≤ context) → scaled ΔV [batch, seq].
+    /// Input channels per step.
+    pub fn channels(&self) -> usize {
+        self.embed.weight.dims()[0]
+    }
+
+    /// Inputs [batch, seq, channels] (normalised, seq ≤ context) → scaled ΔV [batch, seq].
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
         self.run(x, None, false).0
     }
@@ -293,10 +358,10 @@ impl<B: Backend> Lblm<B> {
         self.run(x, Some(replacement), true)
     }
 
-    /// Inputs [batch, seq, N_CHANNELS] → resid_pre of block 0 [batch, seq, d_model].
+    /// Inputs [batch, seq, channels] → resid_pre of block 0 [batch, seq, d_model].
     pub fn embed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [_, seq, channels] = x.dims();
-        assert_eq!(channels, N_CHANNELS, "the model reads {N_CHANNELS} channels per step, got {channels}");
+        assert_eq!(channels, self.channels(), "the model reads {} channels per step, got {channels}", self.channels());
         assert!(seq <= self.context, "a window of {seq} steps is longer than the model's context of {}", self.context);
         let h = self.embed.forward(x);
         match &self.positions {
@@ -305,9 +370,14 @@ impl<B: Backend> Lblm<B> {
         }
     }
 
-    /// The residual stream after the last block [batch, seq, d_model] → scaled ΔV [batch, seq].
+    /// The residual stream after the last block [batch, seq, d_model] → the head's output
+    /// [batch, seq] (the scaled ΔV, except for `input_skip`'s share).
     pub fn unembed(&self, resid: Tensor<B, 3>) -> Tensor<B, 2> {
-        self.head.forward(self.ln_final.forward(resid)).squeeze_dim::<2>(2)
+        let resid = match &self.ln_final {
+            Some(norm) => norm.forward(resid),
+            None => resid,
+        };
+        self.head.forward(resid).squeeze_dim::<2>(2)
     }
 
     /// `keep`: return the activations (else they are dropped block by block, which lets burn
@@ -318,6 +388,8 @@ impl<B: Backend> Lblm<B> {
         replacement: Option<&dyn MlpReplacement<B>>,
         keep: bool,
     ) -> (Tensor<B, 2>, Vec<LayerActivations<B>>) {
+        // [batch, seq, channels]·[channels, 1] → [batch, seq]
+        let skip = self.input_skip.as_ref().map(|w| x.clone().matmul(w.val().unsqueeze_dim::<2>(1).unsqueeze::<3>()).squeeze_dim::<2>(2));
         let mut resid = self.embed(x);
         let mut acts = Vec::with_capacity(if keep { self.blocks.len() } else { 0 });
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -327,6 +399,11 @@ impl<B: Backend> Lblm<B> {
                 acts.push(a);
             }
         }
-        (self.unembed(resid), acts)
+        let out = self.unembed(resid);
+        let out = match skip {
+            Some(skip) => out + skip,
+            None => out,
+        };
+        (out, acts)
     }
 }

@@ -52,14 +52,53 @@ impl Default for ReportStageConfig {
     }
 }
 
-/// The `model` stage: train the LBLM on the data stage's dataset, then evaluate it on held-out
-/// cells. The pipeline's `seed` seeds training (it overrides `[model.train] seed`).
+/// The `model` stage: train the LBLM on the data stage's dataset (or import one trained
+/// elsewhere, `source = "import"`), then evaluate it on held-out cells (an imported model: on
+/// every cell). The pipeline's `seed` seeds training (it overrides `[model.train] seed`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelStageConfig {
+    #[serde(skip_serializing_if = "is_train")]
+    pub source: ModelSource,
     pub arch: crate::model::ModelConfig,
     pub train: crate::model::TrainConfig,
     pub eval: crate::model::EvalConfig,
+    /// What `source = "import"` reads (`voltlens import-model`'s arguments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportSource>,
+}
+
+/// Where the `model` stage's model comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelSource {
+    #[default]
+    Train,
+    Import,
+}
+
+fn is_train(source: &ModelSource) -> bool {
+    *source == ModelSource::Train
+}
+
+/// `[model.import]`: a model trained elsewhere (paths relative to the working directory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSource {
+    /// f32 safetensors weights.
+    pub weights: PathBuf,
+    /// The architecture TOML (see `voltlens import-model --help`).
+    pub config: PathBuf,
+    /// Inputs and the source's outputs to check the import against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<PathBuf>,
+    /// Largest tolerated difference in volts.
+    #[serde(default = "default_import_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_import_tolerance() -> f64 {
+    1e-4
 }
 
 fn default_runs_dir() -> PathBuf {

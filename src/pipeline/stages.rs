@@ -133,9 +133,32 @@ fn model_dir(ctx: &StageContext) -> PathBuf {
 fn run_model(cfg: &ModelStageConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
     let dataset = dataset_dir(ctx);
     let model_dir = out.join(MODEL_DIR);
-    let trained = crate::model::train_model(&dataset, &cfg.arch, &cfg.train, &model_dir)?;
+    let model = match (cfg.source, &cfg.import) {
+        (super::config::ModelSource::Train, _) => serde_json::json!({ "train": crate::model::train_model(&dataset, &cfg.arch, &cfg.train, &model_dir)? }),
+        // A resumed stage keeps a finished import (import-model writes its directory atomically).
+        (super::config::ModelSource::Import, Some(_)) if model_dir.exists() => {
+            serde_json::json!({ "import": crate::model::checkpoint::read_json::<serde_json::Value>(&model_dir.join("import.json"))? })
+        }
+        (super::config::ModelSource::Import, Some(i)) => {
+            let request = crate::model::ImportRequest {
+                weights: &i.weights,
+                arch: &i.config,
+                out: &model_dir,
+                check: i.check.as_deref(),
+                tolerance: i.tolerance,
+                dataset: Some(&dataset),
+                seed: cfg.train.seed,
+            };
+            serde_json::json!({ "import": crate::model::import_model(&request)? })
+        }
+        (super::config::ModelSource::Import, None) => {
+            return Err(Error::Config("[model] source = \"import\" needs a [model.import] table (weights, config)".into()))
+        }
+    };
     let metrics = crate::model::eval_model(&dataset, &model_dir, &out.join(EVAL_DIR), &cfg.eval)?;
-    Ok(serde_json::json!({ "train": trained, "eval": metrics.overall }))
+    let mut summary = model;
+    summary["eval"] = serde_json::to_value(&metrics.overall).expect("serialisable");
+    Ok(summary)
 }
 
 fn run_transcoder(cfg: &TranscoderStageConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {

@@ -165,7 +165,7 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
         let file = paths.cell_file(&info.cell_id);
         let (_, data) = read_cell(&file)?;
         covariates.push_cell(c as u32, &Covariates::from_cell(info, &data))?;
-        let cell = loaded.norm.apply(&CellSteps::from_cell(info, &data, &file)?);
+        let cell = loaded.norm.apply(&CellSteps::from_cell(info, &data, &file, &loaded.norm.channels)?);
         let sink = &mut |row, layer, feature, value| activations.push(c as u32, row, layer, feature, value);
         record_cell(&loaded, tc, &cell, task.cfg.windows_per_batch, &device, sink, &|n| bar.inc(n as u64))?;
     }

@@ -31,7 +31,7 @@ pub mod import;
 pub mod grad;
 pub mod metrics;
 pub mod online;
-mod tensors;
+pub(crate) mod tensors;
 pub mod stage;
 pub mod sweep;
 pub mod train;

@@ -66,7 +66,7 @@ impl ModelWindows {
             Cells::Train => &loaded.split.train,
             Cells::Test => &loaded.split.test,
         };
-        let cells: Vec<ModelSteps> = dataset_steps(dataset, dataset_dir, ids)?.iter().map(|c| loaded.norm.apply(c)).collect();
+        let cells: Vec<ModelSteps> = dataset_steps(dataset, dataset_dir, ids, &loaded.norm.channels)?.iter().map(|c| loaded.norm.apply(c)).collect();
         let len = loaded.model.context;
         let lengths: Vec<usize> = cells.iter().map(ModelSteps::steps).collect();
         let windows = windows(&lengths, len, stride.max(1));

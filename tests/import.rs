@@ -1,0 +1,255 @@
+//! Bring your own model: `import-model` reads a transformer stored in another layout exactly,
+//! names every tensor it cannot place, and `export-model` writes what PyTorch rebuilds.
+//!
+//! The PyTorch round trips run examples/pytorch/reference.py with $VOLTLENS_PYTHON (else
+//! python3); they skip, saying so, when torch cannot be imported, except under CI=true.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::backend::Flex;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use voltlens::data::windows::{NormStats, Split};
+use voltlens::model::checkpoint::{write_json, ModelDir, RunConfig};
+use voltlens::model::import::ImportSummary;
+use voltlens::model::{
+    export_model, load_model, HeadTarget, ImportRequest, InputNorm, Lblm, MlpKind, ModelConfig, NormKind, Positional,
+    TrainConfig,
+};
+
+fn import_model(weights: &Path, arch: &Path, out: &Path, check: Option<&Path>, tolerance: f64) -> voltlens::Result<ImportSummary> {
+    voltlens::model::import_model(&ImportRequest { weights, arch, out, check, tolerance, dataset: None, seed: 0 })
+}
+
+fn small(cfg: ModelConfig) -> ModelConfig {
+    ModelConfig { layers: 2, d_model: 16, heads: 2, d_mlp: 40, context: 32, ..cfg }
+}
+
+/// A model directory holding a randomly initialised `cfg` (no training needed to test layouts).
+fn random_model_dir(dir: &Path, cfg: &ModelConfig, seed: u64) {
+    let mut model = Lblm::<Flex>::new(cfg, seed, &Default::default());
+    let c = cfg.channels.len();
+    let stats = NormStats { mean: (0..c).map(|i| 0.5 * i as f32).collect(), std: (0..c).map(|i| 1.0 + 0.25 * i as f32).collect() };
+    let norm = InputNorm { channels: cfg.channels.clone(), stats, target_scale: 0.05 };
+    if cfg.head == HeadTarget::NextVoltage {
+        // What import-model sets: the head's V_{t+1} minus V_t = x_V·σ_V + mean_V.
+        let v = cfg.channels.iter().position(|n| n == "voltage").unwrap();
+        let skip: Vec<f32> = (0..c).map(|i| if i == v { -norm.stats.std[v] / norm.target_scale } else { 0.0 }).collect();
+        model.input_skip = Some(burn::module::Param::from_tensor(burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(skip, [c]), &Default::default())));
+    }
+    let md = ModelDir::new(dir);
+    md.create().unwrap();
+    write_json(&md.split(), &Split { seed: 0, train: vec![], val: vec![], test: vec![] }).unwrap();
+    write_json(&md.norm(), &norm).unwrap();
+    let run = RunConfig { model: cfg.clone(), train: TrainConfig::default(), dataset: "random".into(), voltlens_version: "test".into() };
+    write_json(&md.config(), &run).unwrap();
+    md.save_weights(&model).unwrap();
+}
+
+type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn read_tensors(path: &Path) -> Tensors {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.shape().to_vec(), v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())))
+        .collect()
+}
+
+fn write_tensors(path: &Path, tensors: &Tensors) {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, (s, d))| (n.clone(), s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
+    let views: Vec<(String, TensorView)> =
+        bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    safetensors::tensor::serialize_to_file(views, None, path).unwrap();
+}
+
+/// Export → import with the export's own check file: every architecture choice survives.
+#[test]
+fn every_architecture_survives_export_and_import() {
+    let raw_channels: Vec<String> = ["voltage", "current_a", "dt_next_s", "soc", "charge_ah"].map(String::from).to_vec();
+    let configs = [
+        small(ModelConfig::default()),
+        small(ModelConfig { norm: NormKind::RmsNorm, norm_eps: 1e-6, mlp: MlpKind::SwiGlu, final_norm: false, ..ModelConfig::default() }),
+        small(ModelConfig { positional: Positional::Learned, mlp: MlpKind::GeluTanh, channels: raw_channels.clone(), ..ModelConfig::default() }),
+        small(ModelConfig { positional: Positional::None, head: HeadTarget::NextVoltage, channels: raw_channels, ..ModelConfig::default() }),
+    ];
+    for (i, cfg) in configs.iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (model, export, imported) = (tmp.path().join("model"), tmp.path().join("export"), tmp.path().join("imported"));
+        random_model_dir(&model, cfg, i as u64);
+        export_model(&model, &export).unwrap();
+        let summary =
+            import_model(&export.join("model.safetensors"), &export.join("arch.toml"), &imported, Some(&export.join("check.safetensors")), 1e-6)
+                .unwrap();
+        let check = summary.check.unwrap();
+        assert!(check.passed && check.max_rel_error < 1e-5, "config {i}: {check:?}");
+        let loaded = load_model::<Flex>(&imported, &Default::default()).unwrap();
+        assert_eq!(loaded.config.model.channels, cfg.channels);
+        assert!(export_model(&imported, &export).unwrap_err().to_string().contains("exists"), "an export never overwrites");
+    }
+}
+
+/// Splits fused qkv into q/k/v, moves rotary pairs from the half split to interleaved and stores
+/// the MLP's up projection [in, out]: the layout of a Meta-style Llama with a Conv1D MLP.
+fn to_foreign_layout(canonical: Tensors, cfg: &ModelConfig) -> Tensors {
+    let (d, hd) = (cfg.d_model, cfg.head_dim());
+    let mut out = Tensors::new();
+    for (name, (shape, data)) in canonical {
+        if let Some(rest) = name.strip_prefix("blocks.") {
+            let (layer, part) = rest.split_once('.').unwrap();
+            if let Some(kind) = part.strip_prefix("attn.qkv.") {
+                let width = if kind == "weight" { d } else { 1 };
+                for (k, p) in ["q", "k", "v"].iter().enumerate() {
+                    let mut rows: Vec<f32> = data[k * d * width..(k + 1) * d * width].to_vec();
+                    if *p != "v" {
+                        // Interleaved row 2i is half-split row i, row 2i+1 is row i + hd/2.
+                        let old = rows.clone();
+                        for row in 0..d {
+                            let (head, j) = (row / hd, row % hd);
+                            let from = head * hd + if j % 2 == 0 { j / 2 } else { j / 2 + hd / 2 };
+                            rows[row * width..(row + 1) * width].copy_from_slice(&old[from * width..(from + 1) * width]);
+                        }
+                    }
+                    let s = if kind == "weight" { vec![d, d] } else { vec![d] };
+                    out.insert(format!("layers.{layer}.w{p}.{kind}"), (s, rows));
+                }
+                continue;
+            }
+            if part == "mlp.up.weight" {
+                let (o, i) = (shape[0], shape[1]);
+                let t = (0..i).flat_map(|c| (0..o).map(move |r| (r, c))).map(|(r, c)| data[r * i + c]).collect();
+                out.insert(format!("layers.{layer}.fc_in.kernel"), (vec![i, o], t));
+                continue;
+            }
+            out.insert(format!("layers.{layer}.{part}"), (shape, data));
+        } else {
+            out.insert(format!("model.{name}"), (shape, data));
+        }
+    }
+    out
+}
+
+const FOREIGN_RULES: &str = r#"rope_pairing = "interleaved"
+conv1d = ['\.kernel$']
+rename = [
+  ['^layers\.(\d+)\.w([qkv])\.(weight|bias)$', 'blocks.$1.attn.$2.$3'],
+  ['^layers\.(\d+)\.fc_in\.kernel$', 'blocks.$1.mlp.up.weight'],
+  ['^layers\.(\d+)\.(.+)$', 'blocks.$1.$2'],
+  ['^model\.(.+)$', '$1'],
+]
+"#;
+
+/// The export's arch.toml with its [weights] table replaced by `rules`.
+fn arch_with_rules(export: &Path, rules: &str) -> String {
+    let text = std::fs::read_to_string(export.join("arch.toml")).unwrap();
+    let start = text.find("[weights]").unwrap();
+    let end = text[start + 1..].find("\n[").map_or(text.len(), |e| start + 1 + e);
+    format!("{}[weights]\n{rules}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn separate_qkv_interleaved_rotary_and_conv1d_weights_import_exactly() {
+    let cfg = small(ModelConfig { norm: NormKind::RmsNorm, mlp: MlpKind::SwiGlu, ..ModelConfig::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, export) = (tmp.path().join("model"), tmp.path().join("export"));
+    random_model_dir(&model, &cfg, 3);
+    export_model(&model, &export).unwrap();
+    let foreign = to_foreign_layout(read_tensors(&export.join("model.safetensors")), &cfg);
+    let weights = tmp.path().join("foreign.safetensors");
+    write_tensors(&weights, &foreign);
+    let arch = tmp.path().join("foreign.toml");
+    std::fs::write(&arch, arch_with_rules(&export, FOREIGN_RULES)).unwrap();
+    let summary = import_model(&weights, &arch, &tmp.path().join("imported"), Some(&export.join("check.safetensors")), 1e-6).unwrap();
+    let check = summary.check.unwrap();
+    assert!(check.max_rel_error < 1e-5, "{check:?}");
+
+    // Read as the half split, the interleaved weights give other predictions: the check notices,
+    // and no model directory is left behind.
+    std::fs::write(&arch, arch_with_rules(&export, &FOREIGN_RULES.replace("interleaved", "half"))).unwrap();
+    let wrong = tmp.path().join("wrong");
+    let err = import_model(&weights, &arch, &wrong, Some(&export.join("check.safetensors")), 1e-6).unwrap_err().to_string();
+    assert!(err.contains("differ from the source's"), "{err}");
+    assert!(!wrong.exists());
+}
+
+#[test]
+fn every_unmatched_missing_or_misshapen_tensor_is_named() {
+    let cfg = small(ModelConfig::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, export) = (tmp.path().join("model"), tmp.path().join("export"));
+    random_model_dir(&model, &cfg, 5);
+    export_model(&model, &export).unwrap();
+    let mut tensors = read_tensors(&export.join("model.safetensors"));
+    tensors.remove("blocks.1.mlp.down.weight");
+    tensors.get_mut("blocks.0.attn.out.weight").unwrap().0 = vec![8, 32];
+    tensors.insert("rotary.inv_freq".into(), (vec![4], vec![1.0; 4]));
+    let weights = tmp.path().join("broken.safetensors");
+    write_tensors(&weights, &tensors);
+    let rules = "rename = [['^(blocks|embed|head|ln_final)(.*)$', '$1$2']]\n";
+    let arch = tmp.path().join("arch.toml");
+    std::fs::write(&arch, arch_with_rules(&export, rules)).unwrap();
+    let err = import_model(&weights, &arch, &tmp.path().join("out"), None, 1e-4).unwrap_err().to_string();
+    for name in ["'rotary.inv_freq' matches no rename rule", "'blocks.1.mlp.down.weight' [16, 40] is missing", "'blocks.0.attn.out.weight' has shape [8, 32]"] {
+        assert!(err.contains(name), "{name} not in: {err}");
+    }
+}
+
+#[test]
+fn an_unknown_input_channel_lists_the_catalogue() {
+    let cfg = small(ModelConfig::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, export) = (tmp.path().join("model"), tmp.path().join("export"));
+    random_model_dir(&model, &cfg, 6);
+    export_model(&model, &export).unwrap();
+    let arch = tmp.path().join("arch.toml");
+    let text = std::fs::read_to_string(export.join("arch.toml")).unwrap().replace("name = \"c_rate\"", "name = \"amps\"");
+    std::fs::write(&arch, text.replace("\"c_rate\",", "\"amps\",")).unwrap();
+    let err = import_model(&export.join("model.safetensors"), &arch, &tmp.path().join("out"), None, 1e-4).unwrap_err().to_string();
+    assert!(err.contains("unknown input channel 'amps'") && err.contains("current_a") && err.contains("cycle_number"), "{err}");
+}
+
+/// The interpreter for reference.py, or None (with the reason printed) when torch is missing.
+fn python_with_torch() -> Option<PathBuf> {
+    let python = PathBuf::from(std::env::var("VOLTLENS_PYTHON").unwrap_or_else(|_| "python3".into()));
+    let ok = Command::new(&python).args(["-c", "import torch, safetensors"]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {} cannot import torch and safetensors", python.display());
+    eprintln!("SKIPPED: {} cannot import torch and safetensors (set VOLTLENS_PYTHON to a Python that can)", python.display());
+    None
+}
+
+fn reference(python: &Path, args: &[&str]) -> String {
+    let out = Command::new(python).arg("examples/pytorch/reference.py").args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "reference.py {args:?}: {text}");
+    text
+}
+
+/// GPT-2 and Llama style PyTorch models import within 1e-4 V on 8 windows of 512 steps, and their
+/// exports rebuild in PyTorch within 1e-5 V.
+#[test]
+fn pytorch_models_import_and_export_exactly() {
+    let Some(python) = python_with_torch() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for layout in ["gpt2", "llama"] {
+        let src = tmp.path().join(layout);
+        reference(&python, &["make", "--layout", layout, "--out", src.to_str().unwrap()]);
+        let imported = tmp.path().join(format!("{layout}-imported"));
+        let summary =
+            import_model(&src.join("weights.safetensors"), &src.join("arch.toml"), &imported, Some(&src.join("check.safetensors")), 1e-4).unwrap();
+        let check = summary.check.unwrap();
+        eprintln!("{layout} import: {check:?}");
+        assert!(check.windows == 8 && check.steps == 512 && check.max_abs_error_v <= 1e-4, "{check:?}");
+
+        let export = tmp.path().join(format!("{layout}-export"));
+        export_model(&imported, &export).unwrap();
+        let e = |f: &str| export.join(f).to_str().unwrap().to_owned();
+        let text = reference(&python, &["check", "--layout", "voltlens", "--arch", &e("arch.toml"), "--weights", &e("model.safetensors"), "--check", &e("check.safetensors"), "--tolerance", "1e-5"]);
+        eprintln!("{layout} export → PyTorch: {text}");
+    }
+}
