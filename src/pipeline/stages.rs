@@ -146,7 +146,8 @@ fn run_record(cfg: &RecordConfig, ctx: &StageContext, out: &Path) -> Result<serd
 }
 
 fn run_mine(cfg: &MineConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
-    crate::mine::stage::run_mine_stage(&ctx.stage_dir("record"), cfg, out)
+    let effect = crate::mine::effect::EffectSources { dataset: dataset_dir(ctx), model: model_dir(ctx), transcoder: ctx.stage_dir("transcoder") };
+    crate::mine::stage::run_mine_stage(&ctx.stage_dir("record"), cfg, Some(&effect), out)
 }
 
 fn run_label(cfg: &LabelConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
