@@ -327,14 +327,27 @@ enum Command {
         #[arg(long)]
         max_buffer_rows: Option<usize>,
     },
-    /// Mine recorded activations: density, histograms, exact top-k windows, quantile examples.
+    /// Mine recorded activations: density, histograms, exact top-k windows (at most one per cycle
+    /// and two per cell), quantile examples, and with --data/--model/--transcoder each feature's
+    /// output effect (output_effect_mv: predicted-voltage change in mV when it is ablated, mean
+    /// over its top 4 windows' peak steps). Reads the record a cell at a time.
     ///
     /// Example: voltlens mine --record runs/my-record --out runs/my-mine
+    ///          --data DIR --model runs/my-model --transcoder runs/my-clt
     Mine {
         #[arg(long)]
         record: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// The dataset the record was made over (for the output effect).
+        #[arg(long, requires_all = ["model", "transcoder"])]
+        data: Option<PathBuf>,
+        /// The model the record was made with.
+        #[arg(long, requires = "data")]
+        model: Option<PathBuf>,
+        /// The train-transcoder output directory the record was made with.
+        #[arg(long, requires = "data")]
+        transcoder: Option<PathBuf>,
     },
     /// Label features automatically against physical covariates, scored on held-out cells.
     ///
@@ -761,8 +774,9 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::record::record(&data, &model, crate::record::TranscoderInput::Dir(&transcoder), &cfg, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
-        Command::Mine { record, out } => {
-            let summary = crate::mine::stage::run_mine_stage(&record, &crate::mine::MineConfig::default(), &out)?;
+        Command::Mine { record, out, data, model, transcoder } => {
+            let effect = data.zip(model).zip(transcoder).map(|((dataset, model), transcoder)| crate::mine::effect::EffectSources { dataset, model, transcoder });
+            let summary = crate::mine::stage::run_mine_stage(&record, &crate::mine::MineConfig::default(), effect.as_ref(), &out)?;
             println!("{summary}");
         }
         Command::Label { data, record, out, config } => {

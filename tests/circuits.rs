@@ -212,7 +212,7 @@ fn the_circuits_stage_writes_pullbacks_and_a_graph_of_the_most_active_features_p
     export_circuit_tracer(&f.transcoder, &stage_dir.join("circuit-tracer")).unwrap();
     let transcoder = voltlens::record::TranscoderInput::Dir(&stage_dir);
     voltlens::record::record(&f.data, &f.model, transcoder, &voltlens::record::RecordConfig::default(), &record_dir).unwrap();
-    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), &mine_dir).unwrap();
+    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), None, &mine_dir).unwrap();
     let inputs = CircuitsInputs {
         sources: GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: stage_dir.clone() },
         mined: mine_dir.join(voltlens::mine::stage::MINED_FILE),
@@ -288,7 +288,7 @@ fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
     let record_dir = dir.path().join("record");
     voltlens::record::record(&f.data, &f.model, voltlens::record::TranscoderInput::Dir(&clt_dir), &Default::default(), &record_dir).unwrap();
     let mined = dir.path().join("mine");
-    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), &mined).unwrap();
+    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), None, &mined).unwrap();
     let inputs = CircuitsInputs {
         sources: voltlens::circuits::GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: clt_dir },
         mined: mined.join(voltlens::mine::stage::MINED_FILE),

@@ -1,6 +1,7 @@
 //! The record stage on a tiny model and transcoder of three synthetic cells: every step recorded
 //! once, memory bounded by the buffer without changing what is read back, agreement with a
-//! direct forward pass, and record → mine → label end to end.
+//! direct forward pass, the cell-at-a-time reader, streamed mining with output effects, and
+//! record → mine → label end to end.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,11 +17,17 @@ use voltlens::data::windows::Window;
 use voltlens::label::stage::run_label_stage;
 use voltlens::label::LabelConfig;
 use voltlens::mine::stage::run_mine_stage;
-use voltlens::mine::{MineConfig, SparseActivations};
+use voltlens::circuits::intervene::{ablate_or_steer, ablation_effect_mv, load_replacement, ProbeWindow};
+use voltlens::label::covariates::{Covariate, Covariates};
+use voltlens::mine::effect::EffectSources;
+use voltlens::mine::stats::WindowKind;
+use voltlens::mine::{mine_cells, CellSource, MineConfig, SparseActivations};
+use voltlens::record::CellActivations;
 use voltlens::model::inputs::{self, CellSteps};
 use voltlens::model::{load_model, train_model, ModelConfig, TrainConfig};
 use voltlens::record::run::resid_mid;
-use voltlens::record::{read_sparse, record, step_windows, RecordConfig, RecordSummary, TranscoderInput};
+use voltlens::record::tables::ActivationWriter;
+use voltlens::record::{read_sparse, record, step_windows, RecordConfig, RecordDir, RecordSummary, TranscoderInput};
 use voltlens::transcoder::export_circuit_tracer;
 use voltlens::transcoder::online::{Cells, ModelActivations};
 use voltlens::transcoder::{train, Transcoder, TranscoderConfig};
@@ -189,7 +196,7 @@ fn recorded_features_are_mined_and_labelled_end_to_end() {
     assert_eq!(summary.steps, f.summary.steps);
 
     let mine_dir = f.tmp.path().join("mine");
-    let mined = run_mine_stage(&record_dir, &MineConfig::default(), &mine_dir).unwrap();
+    let mined = run_mine_stage(&record_dir, &MineConfig::default(), None, &mine_dir).unwrap();
     let live = mined["live_features"].as_u64().unwrap();
     assert_eq!(live + mined["dead_features"].as_u64().unwrap(), 64);
     assert!(live > 0);
@@ -209,4 +216,102 @@ fn recorded_features_are_mined_and_labelled_end_to_end() {
     let effects = std::fs::read_to_string(label_dir.join("protocol_effects.csv")).unwrap();
     assert!(effects.starts_with("layer,feature"), "{}", &effects[..effects.len().min(200)]);
     assert_eq!(effects.lines().count() as u64, live + 1, "one row per live feature");
+}
+
+#[test]
+fn the_cell_at_a_time_reader_gives_what_read_sparse_and_the_dataset_give() {
+    let f = fixture();
+    let dataset = Dataset::load(&f.data).unwrap();
+    let all = entries(&read_sparse(&f.record).unwrap());
+    let record = RecordDir::open(&f.record).unwrap();
+    let mut streamed = Entries::new();
+    let mut cells = 0;
+    for cell in record.cells(&[Covariate::Soc, Covariate::CycleNumber]).unwrap() {
+        let cell = cell.unwrap();
+        let c = cell.activations.cell;
+        assert_eq!(cell.activations.cell_id, dataset.cells[c].cell_id);
+        let expected = Covariates::from_cell(&dataset.cells[c], &dataset.data[c]);
+        for cov in [Covariate::Soc, Covariate::CycleNumber] {
+            assert_eq!(cell.covariates.column(cov).unwrap(), expected.column(cov), "cell {c} {}", cov.name());
+        }
+        assert!(cell.covariates.column(Covariate::Voltage).is_none(), "only the columns asked for");
+        for ((layer, feature), firing) in cell.activations.features() {
+            streamed.entry((layer, feature)).or_default().extend(firing.iter().map(|e| (c, e.row, e.value)));
+        }
+        cells += 1;
+    }
+    assert_eq!(cells, dataset.cells.len());
+    assert_eq!(streamed, all);
+}
+
+#[test]
+fn a_record_whose_rows_are_not_grouped_by_cell_is_refused_naming_the_row() {
+    let f = fixture();
+    let dir = f.tmp.path().join("record-shuffled");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["record.json", "covariates.parquet"] {
+        std::fs::copy(f.record.join(name), dir.join(name)).unwrap();
+    }
+    let mut writer = ActivationWriter::create(&dir.join("activations.parquet"), &f.summary.cell_ids, 1000).unwrap();
+    for (cell, row) in [(0, 3), (1, 0), (0, 4)] {
+        writer.push(cell, row, 0, 1, 0.5).unwrap();
+    }
+    writer.finish().unwrap();
+    let record = RecordDir::open(&dir).unwrap();
+    let err = record.cells(&[]).unwrap().map(|c| c.map(|_| ())).collect::<Result<Vec<_>, _>>().unwrap_err().to_string();
+    assert!(err.contains("activations.parquet, row 3, field 'cell_id'") && err.contains("not grouped by cell"), "{err}");
+}
+
+/// The record's activations in memory, with the dataset's cycle numbers.
+struct InMemory {
+    acts: SparseActivations,
+    cycles: Vec<Vec<f32>>,
+}
+
+impl CellSource for InMemory {
+    fn cell_ids(&self) -> &[String] {
+        &self.acts.cell_ids
+    }
+    fn cell_rows(&self) -> &[usize] {
+        &self.acts.cell_rows
+    }
+    fn for_each_cell(&self, visit: &mut dyn FnMut(&CellActivations, Option<&[f32]>) -> voltlens::Result<()>) -> voltlens::Result<()> {
+        self.acts.for_each_cell(&mut |cell, _| visit(cell, Some(&self.cycles[cell.cell])))
+    }
+}
+
+#[test]
+fn streamed_mining_matches_mining_in_memory_and_ablation_effects_match_the_intervention() {
+    let f = fixture();
+    let dataset = Dataset::load(&f.data).unwrap();
+    let cycles = Covariates::for_dataset(&dataset).iter().map(|c| c.column(Covariate::CycleNumber).to_vec()).collect();
+    let cfg = MineConfig::default();
+    let in_memory = mine_cells(&InMemory { acts: read_sparse(&f.record).unwrap(), cycles }, &cfg).unwrap();
+    let streamed = mine_cells(&RecordDir::open(&f.record).unwrap(), &cfg).unwrap();
+    assert_eq!(format!("{:?}", streamed.features), format!("{:?}", in_memory.features));
+
+    // The stage with effects: every feature with top windows gets one, and some are not zero.
+    let tc_dir = f.tmp.path().join("tc-effect");
+    export_circuit_tracer(&f.transcoder, &tc_dir.join("circuit-tracer")).unwrap();
+    let sources = EffectSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: tc_dir.clone() };
+    let out = f.tmp.path().join("mine-effect");
+    run_mine_stage(&f.record, &cfg, Some(&sources), &out).unwrap();
+    let mined: voltlens::mine::MinedFeatures = serde_json::from_str(&std::fs::read_to_string(out.join("mined.json")).unwrap()).unwrap();
+    assert!(mined.features.iter().all(|m| m.output_effect_mv.is_some_and(f64::is_finite)));
+    assert!(mined.features.iter().any(|m| m.output_effect_mv.unwrap().abs() > 1e-3), "ablating some feature moves the prediction");
+
+    // A window that starts at step 0 sees what `intervene` sees on the cell's first window, so the
+    // two agree at every step of it.
+    let (loaded, tc) = load_replacement(&f.model, &tc_dir.join("circuit-tracer")).unwrap();
+    let m = mined.features.iter().max_by(|a, b| a.output_effect_mv.unwrap().abs().total_cmp(&b.output_effect_mv.unwrap().abs())).unwrap();
+    let cell_id = &dataset.cells[0].cell_id;
+    let whole = ablate_or_steer(&f.data, &f.model, &tc_dir.join("circuit-tracer"), m.layer as usize, m.feature as usize, cell_id, 0.0).unwrap();
+    let steps = loaded.norm.apply(&voltlens::model::inputs::cell_steps(&f.data, cell_id).unwrap());
+    let probes: Vec<ProbeWindow> = (0..CONTEXT).map(|s| ProbeWindow::around(&steps, s, CONTEXT)).collect();
+    let feature = (m.layer as usize, m.feature as usize);
+    let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, feature, &probes, &Default::default()).unwrap();
+    for (s, d) in deltas.iter().enumerate() {
+        assert!((d - whole.delta_mv[s]).abs() <= 1e-3 * (1.0 + d.abs()), "step {s}: {d} mV against {} mV", whole.delta_mv[s]);
+    }
+    assert!(m.windows.iter().any(|w| w.kind == WindowKind::Top));
 }

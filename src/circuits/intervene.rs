@@ -13,7 +13,7 @@ use plotters::prelude::*;
 
 use super::check_feature;
 use crate::model::inputs::{cell_steps, ModelSteps};
-use crate::model::{load_model, Lblm, MlpReplacement};
+use crate::model::{load_model, LoadedModel, Lblm, MlpReplacement};
 use crate::plot_style::{self, FONT};
 use crate::transcoder::{import_circuit_tracer, Codes, Transcoder};
 use crate::{Error, Result};
@@ -182,15 +182,7 @@ pub fn ablate_or_steer(
     scale: f32,
 ) -> Result<InterventionReport> {
     let device = Default::default();
-    let loaded = load_model::<Flex>(model_dir, &device)?;
-    let tc = import_circuit_tracer(transcoder_dir)?;
-    let d_model = loaded.model.embed.weight.dims()[1];
-    if (tc.shape.layers, tc.shape.d_model) != (loaded.model.layers(), d_model) {
-        return Err(Error::Config(format!(
-            "the transcoder in {} is for {} layers of width {}, the model in {} has {} of width {d_model}",
-            transcoder_dir.display(), tc.shape.layers, tc.shape.d_model, model_dir.display(), loaded.model.layers()
-        )));
-    }
+    let (loaded, tc) = load_replacement(model_dir, transcoder_dir)?;
     let raw = cell_steps(dataset_dir, cell_id, &loaded.norm.channels)?;
     if raw.steps() == 0 {
         return Err(Error::Config(format!("cell {cell_id} has fewer than two rows: nothing to predict")));
@@ -217,6 +209,75 @@ pub fn ablate_or_steer(
         delta_mv,
         firing_steps: baseline.firing,
     })
+}
+
+/// The model in `model_dir` (on the CPU) and the transcoder in `transcoder_dir` (circuit-tracer
+/// layout), checked to fit each other.
+pub fn load_replacement(model_dir: &Path, transcoder_dir: &Path) -> Result<(LoadedModel<Flex>, Transcoder)> {
+    let loaded = load_model::<Flex>(model_dir, &Default::default())?;
+    let tc = import_circuit_tracer(transcoder_dir)?;
+    let d_model = loaded.model.embed.weight.dims()[1];
+    if (tc.shape.layers, tc.shape.d_model) != (loaded.model.layers(), d_model) {
+        return Err(Error::Config(format!(
+            "the transcoder in {} is for {} layers of width {}, the model in {} has {} of width {d_model}",
+            transcoder_dir.display(), tc.shape.layers, tc.shape.d_model, model_dir.display(), loaded.model.layers()
+        )));
+    }
+    Ok((loaded, tc))
+}
+
+/// Normalised model inputs of consecutive steps of one cell, [len, width] row-major, and
+/// the position in them whose prediction is read.
+#[derive(Debug, Clone)]
+pub struct ProbeWindow {
+    pub inputs: Vec<f32>,
+    /// Channels per step (the model's input width).
+    pub width: usize,
+    pub position: usize,
+}
+
+impl ProbeWindow {
+    /// The `len` steps of `cell` (or all, if fewer) that hold `step` with the most context
+    /// before it: the model is causal, so the steps after it change nothing.
+    pub fn around(cell: &ModelSteps, step: usize, len: usize) -> ProbeWindow {
+        let len = len.min(cell.steps());
+        let start = (step + 1).saturating_sub(len);
+        let width = cell.width;
+        ProbeWindow { inputs: cell.inputs[start * width..(start + len) * width].to_vec(), width, position: step - start }
+    }
+}
+
+/// The change in predicted V_{t+1} (mV, ablated − replacement run) at each window's position when
+/// feature (`layer`, `feature`) is ablated on every step of the window, all MLPs replaced by `tc`.
+/// Windows of one length run as one batch.
+pub fn ablation_effect_mv<B: Backend>(
+    model: &Lblm<B>,
+    target_scale: f32,
+    tc: &Transcoder,
+    (layer, feature): (usize, usize),
+    windows: &[ProbeWindow],
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let mut out = vec![0.0; windows.len()];
+    let mut shapes: Vec<(usize, usize)> = windows.iter().map(|w| (w.inputs.len() / w.width, w.width)).collect();
+    shapes.sort_unstable();
+    shapes.dedup();
+    for (len, width) in shapes {
+        let batch: Vec<usize> =
+            (0..windows.len()).filter(|&i| (windows[i].inputs.len() / windows[i].width, windows[i].width) == (len, width)).collect();
+        let x: Vec<f32> = batch.iter().flat_map(|&i| windows[i].inputs.iter().copied()).collect();
+        let predict = |scale| -> Result<Vec<f32>> {
+            let x = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [batch.len(), len, width]), device);
+            Ok(to_vec(model.forward_with_replacement(x, &SteeredMlps::new(tc, layer, feature, scale)?).0))
+        };
+        let (intact, ablated) = (predict(1.0)?, predict(0.0)?);
+        for (b, &i) in batch.iter().enumerate() {
+            let at = b * len + windows[i].position;
+            // Scaled ΔV back to volts, as `ablate_or_steer` does, then mV.
+            out[i] = (ablated[at] - intact[at]) * target_scale * 1000.0;
+        }
+    }
+    Ok(out)
 }
 
 /// A few lines on what the intervention did.

@@ -1,16 +1,18 @@
 //! Mine stage (DESIGN §4): per-feature statistics and example windows from sparse activations.
 //!
-//! Input layout, shared with `label`: one [`FeatureActivations`] per feature, holding only the
+//! The stage streams the record a cell at a time (`stats::mine_cells`). The in-memory layout,
+//! shared with `label`: one [`FeatureActivations`] per feature, holding only the
 //! steps where it fires (value > 0), grouped by cell and sorted by row, CSR-style. Transcoder
 //! features are sparse (L0 ≪ F), so every statistic here and in `label` costs O(firing steps)
 //! per feature, not O(steps); a dense `Vec<f32>` per cell would cost 500k reads per feature.
 
+pub mod effect;
 pub mod stage;
 pub mod stats;
 pub mod tables;
 pub mod topk;
 
-pub use stats::{mine, MineConfig, MinedFeature, MinedFeatures, Window};
+pub use stats::{mine, mine_cells, CellSource, MineConfig, MinedFeature, MinedFeatures, Window};
 
 /// The firing steps of one transcoder feature over a whole dataset.
 #[derive(Debug, Clone, Default)]

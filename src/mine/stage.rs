@@ -2,31 +2,36 @@
 //!
 //! ```text
 //! out_dir/
-//!   features.parquet (+ csv)   one row per firing feature: density, mean, max, histogram
+//!   features.parquet (+ csv)   one row per firing feature: density, mean, max, output effect, histogram
 //!   examples.parquet (+ csv)   top-k, per-quantile and non-firing windows
 //!   mined.json                 all of it, for the report stage to reload without recomputing
 //! ```
 
 use std::path::Path;
 
-use super::{mine, tables::write_mined, MineConfig};
+use super::effect::{output_effects, EffectSources};
+use super::{mine_cells, tables::write_mined, MineConfig};
+use crate::record::RecordDir;
 use crate::Result;
-use crate::io::{read_json, write_json};
-use crate::record::{read_sparse, RecordSummary, SUMMARY_FILE};
+use crate::io::write_json;
 
 /// The mine stage's full result, reloaded by the report stage.
 pub const MINED_FILE: &str = "mined.json";
 
-/// Mines the record in `record_dir` into `out_dir`; returns a summary for the pipeline log.
-pub fn run_mine_stage(record_dir: &Path, cfg: &MineConfig, out_dir: &Path) -> Result<serde_json::Value> {
-    let summary: RecordSummary = read_json(&record_dir.join(SUMMARY_FILE))?;
-    let acts = read_sparse(record_dir)?;
-    let mined = mine(&acts, cfg);
+/// Mines the record in `record_dir` into `out_dir`, streaming it a cell at a time; with
+/// `effect`, also each feature's output effect. Returns a summary for the pipeline log.
+pub fn run_mine_stage(record_dir: &Path, cfg: &MineConfig, effect: Option<&EffectSources>, out_dir: &Path) -> Result<serde_json::Value> {
+    let record = RecordDir::open(record_dir)?;
+    let mut mined = mine_cells(&record, cfg)?;
+    if let Some(sources) = effect {
+        output_effects(&mut mined, sources, cfg.effect_windows)?;
+    }
     write_mined(out_dir, &mined)?;
     write_json(&out_dir.join(MINED_FILE), &mined)?;
-    // read_sparse keeps only features that fire, so the rest of the dictionary is dead.
+    // Only features that fire are mined, so the rest of the dictionary is dead.
+    let summary = &record.summary;
     let total = summary.encoders * summary.features_per_layer;
-    let live = acts.features.len();
+    let live = mined.features.len();
     Ok(serde_json::json!({
         "out_dir": out_dir,
         "features": total,

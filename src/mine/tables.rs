@@ -106,6 +106,7 @@ pub fn features_table(mined: &MinedFeatures) -> Table {
     t.push("mean", TableColumn::F64(f.iter().map(|m| m.mean).collect()));
     t.push("mean_firing", TableColumn::F64(f.iter().map(|m| m.mean_firing).collect()));
     t.push("max", TableColumn::F64(f.iter().map(|m| m.max as f64).collect()));
+    t.push("output_effect_mv", TableColumn::F64(f.iter().map(|m| m.output_effect_mv.unwrap_or(f64::NAN)).collect()));
     t.push("histogram_edges", TableColumn::Str(f.iter().map(|m| serde_json::to_string(&m.histogram_edges).expect("floats")).collect()));
     t.push("histogram_counts", TableColumn::Str(f.iter().map(|m| serde_json::to_string(&m.histogram_counts).expect("ints")).collect()));
     t

@@ -1,5 +1,10 @@
-//! Exact top-k windows: the k highest activations whose windows (peak ± radius steps, same cell)
-//! do not overlap a higher one.
+//! Exact top-k windows: the k highest activations whose windows (peak ± radius steps) show
+//! distinct events — at most one window per (cell, cycle), at most `per_cell` per cell, none
+//! overlapping a higher one.
+//!
+//! Every rule is within one cell, so the greedy pick over all cells equals each cell's own greedy
+//! picks merged by activation: [`TopK`] finds them a cell at a time, which is how the streaming
+//! miner reads the record.
 
 use crate::mine::FeatureActivations;
 
@@ -11,42 +16,67 @@ pub struct Peak {
     pub value: f32,
 }
 
+/// What the top windows may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct TopLimits {
+    pub k: usize,
+    pub radius: u32,
+    /// Windows per cell, at least 1.
+    pub per_cell: usize,
+}
+
 /// Highest first; ties by (cell, row) so the result is deterministic.
-fn order(a: &Peak, b: &Peak) -> std::cmp::Ordering {
+pub fn order(a: &Peak, b: &Peak) -> std::cmp::Ordering {
     b.value.total_cmp(&a.value).then(a.cell.cmp(&b.cell)).then(a.row.cmp(&b.row))
 }
 
-/// Greedy non-maximum suppression over peaks already in `order`.
-fn suppress(sorted: impl Iterator<Item = Peak>, k: usize, radius: u32) -> Vec<Peak> {
-    let mut picked: Vec<Peak> = Vec::with_capacity(k);
+/// Greedy picks over peaks already in `order`: a peak is skipped when its cell already holds
+/// `per_cell` picks, one from its cycle, or one whose window overlaps its own (peaks within
+/// 2·radius). `cycle` gives a peak's cycle number (NaN: unknown, never equal).
+fn pick(sorted: impl Iterator<Item = Peak>, cycle: impl Fn(&Peak) -> f32, lim: TopLimits) -> Vec<Peak> {
+    let mut picked: Vec<Peak> = Vec::with_capacity(lim.k);
     for p in sorted {
-        if picked.len() == k {
+        if picked.len() == lim.k {
             break;
         }
-        // Two windows overlap when their peaks are within 2·radius of each other.
-        if !picked.iter().any(|q| q.cell == p.cell && q.row.abs_diff(p.row) <= 2 * radius) {
+        let full = picked.iter().filter(|q| q.cell == p.cell).count() >= lim.per_cell;
+        let clash = picked.iter().any(|q| q.cell == p.cell && (cycle(q) == cycle(&p) || q.row.abs_diff(p.row) <= 2 * lim.radius));
+        if !full && !clash {
             picked.push(p);
         }
     }
     picked
 }
 
-/// Top-k windows in O(nnz): each pick suppresses at most 4·radius + 1 entries, so the greedy
-/// pass never looks beyond the k·(4·radius + 1) highest entries, found by selection, not a sort.
-pub fn top_k(f: &FeatureActivations, k: usize, radius: u32) -> Vec<Peak> {
-    let mut peaks: Vec<Peak> = f.entries().map(|(cell, row, value)| Peak { cell, row, value }).collect();
-    let needed = k.saturating_mul(4 * radius as usize + 1);
-    if needed < peaks.len() {
-        peaks.select_nth_unstable_by(needed, order);
-        peaks.truncate(needed);
-    }
-    peaks.sort_by(order);
-    suppress(peaks.into_iter(), k, radius)
+/// The running top-k of one feature, fed one cell at a time.
+#[derive(Debug, Clone, Default)]
+pub struct TopK {
+    /// Highest first, at most k.
+    pub peaks: Vec<Peak>,
 }
 
-/// The same by a full sort: the reference the tests hold `top_k` to.
-pub fn top_k_brute_force(f: &FeatureActivations, k: usize, radius: u32) -> Vec<Peak> {
+impl TopK {
+    /// Adds the firing steps (`rows`, `values`) of cell `cell`, whose cycle number per row is
+    /// `cycles` (None: unknown). Costs a sort of the cell's entries above the current k-th.
+    pub fn add_cell(&mut self, cell: usize, rows: &[u32], values: &[f32], cycles: Option<&[f32]>, lim: TopLimits) {
+        // An entry below the current k-th can neither enter nor, coming later in the greedy
+        // order, block one that does.
+        let floor = if self.peaks.len() == lim.k { self.peaks.last().map_or(f32::INFINITY, |p| p.value) } else { f32::NEG_INFINITY };
+        let mut peaks: Vec<Peak> =
+            rows.iter().zip(values).filter(|(_, &v)| v >= floor).map(|(&row, &value)| Peak { cell, row, value }).collect();
+        peaks.sort_by(order);
+        let cell_limits = TopLimits { k: lim.k.min(lim.per_cell), ..lim };
+        let cycle = |p: &Peak| cycles.map_or(f32::NAN, |c| c[p.row as usize]);
+        self.peaks.extend(pick(peaks.into_iter(), cycle, cell_limits));
+        self.peaks.sort_by(order);
+        self.peaks.truncate(lim.k);
+    }
+}
+
+/// The same by one greedy pass over every entry in order: the reference the tests hold
+/// [`TopK`] to. `cycles[c][row]` is the cycle number of each row of cell c.
+pub fn top_k_brute_force(f: &FeatureActivations, cycles: &[Vec<f32>], lim: TopLimits) -> Vec<Peak> {
     let mut peaks: Vec<Peak> = f.entries().map(|(cell, row, value)| Peak { cell, row, value }).collect();
     peaks.sort_by(order);
-    suppress(peaks.into_iter(), k, radius)
+    pick(peaks.into_iter(), |p| cycles[p.cell][p.row as usize], lim)
 }

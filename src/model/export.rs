@@ -73,14 +73,14 @@ pub fn export_model(model_dir: &Path, out: &Path) -> Result<ExportSummary> {
         (0..n * t * c).map(|i| norm.stats.mean[i % c] + norm.stats.std[i % c] * rng.random_range(-2.0f32..2.0)).collect();
     let outputs: Vec<f32> = predict_volts(&loaded.model, cfg.head, norm, &raw, [n, t, c], &device).iter().map(|&v| v as f32).collect();
 
-    let tmp = crate::data::canonical::temp_path(out);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    crate::io::check_replaceable(out)?;
+    let tmp = crate::io::fresh_temp_dir(out)?;
     let list: Vec<tensors::Named> = named.iter().map(|(k, (s, d))| (k.clone(), s.clone(), d.as_slice())).collect();
     tensors::write(&tmp.join("model.safetensors"), &list, None)?;
     let check = [("inputs".to_owned(), vec![n, t, c], raw.as_slice()), ("outputs".to_owned(), vec![n, t], outputs.as_slice())];
     tensors::write(&tmp.join("check.safetensors"), &check, None)?;
-    crate::data::canonical::write_atomic(&tmp.join("arch.toml"), arch_text.as_bytes())?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+    crate::io::write_atomic(&tmp.join("arch.toml"), arch_text.as_bytes())?;
+    crate::io::replace_dir(&tmp, out)?;
     Ok(ExportSummary {
         tensors: named.len(),
         parameters: burn::module::Module::num_params(&loaded.model),

@@ -38,7 +38,8 @@ use burn::tensor::{Tensor, TensorData};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{write_json, ModelDir, RunConfig};
+use super::checkpoint::{ModelDir, RunConfig};
+use crate::io::write_json;
 use super::config::{HeadTarget, MlpKind, ModelConfig, NormKind, Positional, TrainConfig};
 use super::inputs::InputNorm;
 use super::transformer::Lblm;
@@ -514,7 +515,8 @@ fn write_model_dir<B: Backend>(
     dataset: &str,
     summary: &ImportSummary,
 ) -> Result<()> {
-    let tmp = crate::data::canonical::temp_path(out);
+    crate::io::check_replaceable(out)?;
+    let tmp = crate::io::fresh_temp_dir(out)?;
     let dir = ModelDir::new(&tmp);
     dir.create()?;
     let run = RunConfig { model: cfg.clone(), train: TrainConfig::default(), dataset: dataset.to_owned(), voltlens_version: env!("CARGO_PKG_VERSION").to_owned() };
@@ -523,7 +525,7 @@ fn write_model_dir<B: Backend>(
     write_json(&dir.config(), &run)?;
     write_json(&tmp.join("import.json"), summary)?;
     dir.save_weights(model)?;
-    std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+    crate::io::replace_dir(&tmp, out)
 }
 
 /// Reads tensors by VoltLens name from `model` in [out, in] orientation: what `export-model` writes.

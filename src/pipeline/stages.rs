@@ -137,7 +137,7 @@ fn run_model(cfg: &ModelStageConfig, ctx: &StageContext, out: &Path) -> Result<s
         (super::config::ModelSource::Train, _) => serde_json::json!({ "train": crate::model::train_model(&dataset, &cfg.arch, &cfg.train, &model_dir)? }),
         // A resumed stage keeps a finished import (import-model writes its directory atomically).
         (super::config::ModelSource::Import, Some(_)) if model_dir.exists() => {
-            serde_json::json!({ "import": crate::model::checkpoint::read_json::<serde_json::Value>(&model_dir.join("import.json"))? })
+            serde_json::json!({ "import": crate::io::read_json::<serde_json::Value>(&model_dir.join("import.json"))? })
         }
         (super::config::ModelSource::Import, Some(i)) => {
             let request = crate::model::ImportRequest {
@@ -183,7 +183,8 @@ fn run_record(cfg: &RecordConfig, ctx: &StageContext, out: &Path) -> Result<serd
 }
 
 fn run_mine(cfg: &MineConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {
-    crate::mine::stage::run_mine_stage(&ctx.stage_dir("record"), cfg, out)
+    let effect = crate::mine::effect::EffectSources { dataset: dataset_dir(ctx), model: model_dir(ctx), transcoder: ctx.stage_dir("transcoder") };
+    crate::mine::stage::run_mine_stage(&ctx.stage_dir("record"), cfg, Some(&effect), out)
 }
 
 fn run_label(cfg: &LabelConfig, ctx: &StageContext, out: &Path) -> Result<serde_json::Value> {

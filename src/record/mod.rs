@@ -10,12 +10,15 @@
 //!
 //! Both Parquet files are written a row group at a time from a buffer of at most
 //! `RecordConfig::max_buffer_rows` rows, so memory depends on that setting and on one cell's
-//! steps, not on the dataset. [`read_sparse`] turns the activations back into the mine input.
+//! steps, not on the dataset. [`RecordDir::cells`] reads them back a cell at a time (memory: one
+//! cell); [`read_sparse`] reads every feature's activations into memory at once.
 
 pub mod run;
+pub mod stream;
 pub mod tables;
 
 pub use run::{record, step_windows, RecordConfig, RecordSummary, StepWindow, TranscoderInput};
+pub use stream::{CellActivations, CellCovariates, Firing, RecordCell, RecordDir};
 pub use tables::read_sparse;
 
 /// File names inside a record directory.

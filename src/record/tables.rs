@@ -1,5 +1,5 @@
 //! The record's Parquet files: buffered writers that emit one row group per full buffer, and
-//! the reader that turns `activations.parquet` back into [`SparseActivations`].
+//! [`read_sparse`], which reads them back (through `stream`) into [`SparseActivations`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -9,14 +9,12 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, DictionaryArray, Float32Array, Int32Array, StringArray, UInt16Array, UInt32Array};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use super::run::RecordSummary;
-use super::{ACTIVATIONS_FILE, SUMMARY_FILE};
-use crate::io::read_json;
+use super::stream::RecordDir;
 use crate::io::temp_path;
 use crate::label::covariates::{Covariate, Covariates};
 use crate::mine::{FeatureActivations, SparseActivations};
@@ -211,54 +209,36 @@ impl CovariateWriter {
     }
 }
 
-/// The mine input from a record directory: one [`FeatureActivations`] per feature that fires
-/// anywhere, sorted by (layer, feature), entries grouped by cell in dataset order. Features that
+/// Every feature's activations in memory at once, for what needs them all together (the
+/// report); sorted by (layer, feature), entries grouped by cell in dataset order. Features that
 /// never fire are left out; `record.json` holds the features per layer to count them.
 pub fn read_sparse(record_dir: &Path) -> Result<SparseActivations> {
-    let summary: RecordSummary = read_json(&record_dir.join(SUMMARY_FILE))?;
-    let path = record_dir.join(ACTIVATIONS_FILE);
-    let by_feature = read_entries(&path, &summary.cell_ids)?;
-    let cells = summary.cell_ids.len();
-    let features = by_feature
-        .into_iter()
-        .map(|((layer, feature), entries)| feature_activations(layer, feature, entries, cells, &path))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(SparseActivations { cell_ids: summary.cell_ids, cell_rows: summary.cell_rows, features })
-}
-
-/// (cell, row, value) per (layer, feature), in file order.
-type Entries = BTreeMap<(u32, u32), Vec<(u32, u32, f32)>>;
-
-fn read_entries(path: &Path, cell_ids: &[String]) -> Result<Entries> {
-    let index: HashMap<&str, u32> = cell_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as u32)).collect();
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| Error::parquet(path, e))?;
-    let mut out = Entries::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| Error::arrow(path, e))?;
-        let cells = cell_indices(&batch, &index, path)?;
-        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| Error::in_file(path, format!("no column {name}")));
-        let (rows, layers, features, values) = (column("row")?, column("layer")?, column("feature")?, column("value")?);
-        let (rows, layers, features, values) = (
-            downcast::<UInt32Array>(rows, path)?,
-            downcast::<UInt16Array>(layers, path)?,
-            downcast::<UInt32Array>(features, path)?,
-            downcast::<Float32Array>(values, path)?,
-        );
-        for (i, &cell) in cells.iter().enumerate() {
-            let key = (layers.value(i) as u32, features.value(i));
-            out.entry(key).or_default().push((cell, rows.value(i), values.value(i)));
+    let record = RecordDir::open(record_dir)?;
+    let mut features: BTreeMap<(u32, u32), FeatureActivations> = BTreeMap::new();
+    for cell in record.cells(&[])? {
+        let cell = cell?.activations;
+        for ((layer, feature), firing) in cell.features() {
+            let f = features.entry((layer, feature)).or_insert_with(|| FeatureActivations { layer, feature, ..Default::default() });
+            // Cells since the feature last fired hold none of its entries.
+            f.cell_offsets.resize(cell.cell + 1, f.rows.len());
+            f.rows.extend(firing.iter().map(|e| e.row));
+            f.values.extend(firing.iter().map(|e| e.value));
+            f.cell_offsets.push(f.rows.len());
         }
     }
-    Ok(out)
+    let RecordSummary { cell_ids, cell_rows, .. } = record.summary;
+    for f in features.values_mut() {
+        f.cell_offsets.resize(cell_ids.len() + 1, f.rows.len());
+    }
+    Ok(SparseActivations { cell_ids, cell_rows, features: features.into_values().collect() })
 }
 
-fn downcast<'a, T: 'static>(array: &'a ArrayRef, path: &Path) -> Result<&'a T> {
+pub(super) fn downcast<'a, T: 'static>(array: &'a ArrayRef, path: &Path) -> Result<&'a T> {
     array.as_any().downcast_ref::<T>().ok_or_else(|| Error::in_file(path, format!("unexpected column type {}", array.data_type())))
 }
 
 /// The dataset index of each row's cell_id.
-fn cell_indices(batch: &RecordBatch, index: &HashMap<&str, u32>, path: &Path) -> Result<Vec<u32>> {
+pub(super) fn cell_indices(batch: &RecordBatch, index: &HashMap<String, u32>, path: &Path) -> Result<Vec<u32>> {
     let column = batch.column_by_name("cell_id").ok_or_else(|| Error::in_file(path, "no column cell_id"))?;
     let dict = downcast::<DictionaryArray<Int32Type>>(column, path)?;
     let values = dict.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| Error::in_file(path, "cell_id is not a utf8 dictionary"))?;
@@ -270,22 +250,4 @@ fn cell_indices(batch: &RecordBatch, index: &HashMap<&str, u32>, path: &Path) ->
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(dict.keys().values().iter().map(|&k| resolved[k as usize]).collect())
-}
-
-/// CSR layout of one feature's entries; the writer emits cells in order and rows ascending.
-fn feature_activations(layer: u32, feature: u32, entries: Vec<(u32, u32, f32)>, cells: usize, path: &Path) -> Result<FeatureActivations> {
-    if entries.windows(2).any(|w| (w[0].0, w[0].1) >= (w[1].0, w[1].1)) {
-        return Err(Error::in_file(path, format!("feature {layer}/{feature}: steps out of order or repeated")));
-    }
-    let mut out = FeatureActivations { layer, feature, cell_offsets: Vec::with_capacity(cells + 1), ..Default::default() };
-    out.cell_offsets.push(0);
-    let mut next = entries.iter().peekable();
-    for c in 0..cells as u32 {
-        while let Some(&(_, row, value)) = next.next_if(|e| e.0 == c) {
-            out.rows.push(row);
-            out.values.push(value);
-        }
-        out.cell_offsets.push(out.rows.len());
-    }
-    Ok(out)
 }

@@ -263,7 +263,8 @@ pub(crate) fn scores_line(label: &FeatureLabel) -> String {
 fn draw_header(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
     let m = ctx.mined(facts.index);
     text(area, &format!("Layer {} · feature {}", facts.layer, facts.feature), (24, 14), bold(30))?;
-    let stats = format!("density {} · mean when firing {} · max {}", percent(facts.density), num(m.mean_firing), num(m.max as f64));
+    let effect = m.output_effect_mv.map_or(String::new(), |e| format!(" · ablated: ΔV {} mV", num(e)));
+    let stats = format!("density {} · mean when firing {} · max {}{effect}", percent(facts.density), num(m.mean_firing), num(m.max as f64));
     text(area, &stats, (760, 22), (FONT, 20).into_font().color(&RGBColor(60, 60, 60)))?;
     let (verdict, sentence, colour) = match ctx.label(facts.index) {
         Some(l) if l.accepted => ("Label:", l.label.clone(), RGBColor(20, 110, 40)),

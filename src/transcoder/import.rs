@@ -15,7 +15,7 @@ use super::clt::Transcoder;
 use super::export::{export_circuit_tracer, import_circuit_tracer};
 use super::metrics::{evaluate, Metrics};
 use super::tensors;
-use crate::model::checkpoint::write_json;
+use crate::io::write_json;
 use crate::{Error, Result};
 
 /// Tokens per forward pass while scoring.

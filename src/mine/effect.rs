@@ -1,0 +1,72 @@
+//! Each feature's output effect (DESIGN §6): what it does to the model's prediction where it
+//! fires. For each of a feature's first `effect_windows` top windows, the replacement model
+//! (every MLP replaced by the transcoder, `circuits::intervene`) predicts the next voltage over
+//! the context window that ends at the window's peak step, once intact and once with the feature
+//! ablated (scaled by 0) on every step; the effect is the change at the peak step, ablated −
+//! intact in mV, averaged over those windows. Negative: the feature raises the predicted voltage.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::circuits::intervene::{ablation_effect_mv, load_replacement, ProbeWindow};
+use crate::mine::stats::WindowKind;
+use crate::mine::MinedFeatures;
+use crate::model::inputs::cell_steps;
+use crate::transcoder::Variant;
+use crate::Result;
+
+/// The dataset, model and transcoder stage directory a record was made from.
+#[derive(Debug, Clone)]
+pub struct EffectSources {
+    pub dataset: PathBuf,
+    pub model: PathBuf,
+    /// A transcoder stage (or train-transcoder) directory, holding `circuit-tracer/`.
+    pub transcoder: PathBuf,
+}
+
+/// Sets `output_effect_mv` of every feature from its first `windows` top windows. Leaves it
+/// unset for an MLSAE, whose single encoder reads every layer and has no place to ablate.
+pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize) -> Result<()> {
+    if windows == 0 {
+        return Ok(());
+    }
+    let (loaded, tc) = load_replacement(&sources.model, &sources.transcoder.join("circuit-tracer"))?;
+    if tc.shape.variant == Variant::Mlsae {
+        return Ok(());
+    }
+    // (feature, cell, peak step) of every window to ablate on.
+    let jobs: Vec<(usize, usize, usize)> = mined
+        .features
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| m.windows.iter().filter(|w| w.kind == WindowKind::Top).take(windows).map(move |w| (i, w.cell, w.peak_row as usize)))
+        .collect();
+    // Each cell is read once, and only its windows' inputs kept.
+    let mut by_cell: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (j, &(_, cell, _)) in jobs.iter().enumerate() {
+        by_cell.entry(cell).or_default().push(j);
+    }
+    let mut probes: Vec<Option<ProbeWindow>> = vec![None; jobs.len()];
+    for (cell, js) in by_cell {
+        let steps = loaded.norm.apply(&cell_steps(&sources.dataset, &mined.cell_ids[cell], &loaded.norm.channels)?);
+        for j in js {
+            probes[j] = Some(ProbeWindow::around(&steps, jobs[j].2, loaded.model.context));
+        }
+    }
+    let device = Default::default();
+    let bar = crate::progress::bar(mined.features.len() as u64, "effect", "features");
+    let mut next = 0;
+    for (i, m) in mined.features.iter_mut().enumerate() {
+        let count = jobs[next..].iter().take_while(|j| j.0 == i).count();
+        let mine: Vec<ProbeWindow> = probes[next..next + count].iter_mut().map(|p| p.take().expect("every job has a probe")).collect();
+        next += count;
+        if !mine.is_empty() {
+            let feature = (m.layer as usize, m.feature as usize);
+            let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, feature, &mine, &device)?;
+            m.output_effect_mv = Some(deltas.iter().map(|&d| d as f64).sum::<f64>() / deltas.len() as f64);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
