@@ -9,6 +9,11 @@ pub fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
+/// `#[serde(default = "crate::json::nan")]` for an f64 field older files lack.
+pub fn nan() -> f64 {
+    f64::NAN
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(serde::Serialize, serde::Deserialize)]
