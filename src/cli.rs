@@ -349,9 +349,16 @@ enum Command {
         #[arg(long, requires = "data")]
         transcoder: Option<PathBuf>,
     },
-    /// Label features automatically against physical covariates, scored on held-out cells.
+    /// Label features automatically against physical covariates, scored on held-out cells;
+    /// or, with --check, re-score an existing run's accepted labels on another dataset.
     ///
     /// Example: voltlens label --data DIR --record runs/my-record --out runs/my-labels
+    ///
+    /// Labels that travel: record the same model + transcoder over new cells, then
+    ///   voltlens label --check runs/my-labels --data NEW_DATA --record runs/new-record --out runs/new-check
+    /// writes check.parquet/.csv: each accepted label's AUROC (detectors) or Spearman (trackers)
+    /// on every new cell, its shift-null p (fitted and empirical), BH q, and `still_holds` when
+    /// the acceptance thresholds (strength, q) pass there too.
     Label {
         #[arg(long)]
         data: PathBuf,
@@ -362,6 +369,10 @@ enum Command {
         /// A TOML file of labeller settings (explain_fraction, n_shifts, n_bootstrap, thresholds…).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A label run's folder (or its labels.json, with codings.json beside it) whose accepted
+        /// labels are re-scored on --data/--record instead of labelling.
+        #[arg(long, value_name = "LABELS")]
+        check: Option<PathBuf>,
     },
     /// Redraw a finished run's report (PNG cards, overview figures, index.html) from its tables.
     ///
@@ -779,9 +790,12 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::mine::stage::run_mine_stage(&record, &crate::mine::MineConfig::default(), effect.as_ref(), &out)?;
             println!("{summary}");
         }
-        Command::Label { data, record, out, config } => {
+        Command::Label { data, record, out, config, check } => {
             let cfg: crate::label::LabelConfig = read_settings(config.as_deref())?;
-            let summary = crate::label::stage::run_label_stage(&data, &record, &cfg, &out)?;
+            let summary = match check {
+                Some(labels) => crate::label::check::check_labels(&labels, &data, &record, &cfg, &out)?,
+                None => crate::label::stage::run_label_stage(&data, &record, &cfg, &out)?,
+            };
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
         Command::Report { run, out, features, subset } => {

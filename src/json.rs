@@ -55,6 +55,11 @@ impl<'de, T: OrNan> Deserialize<'de> for Item<T> {
     }
 }
 
+/// `#[serde(default = "crate::json::nan")]` for an f64 field older files lack.
+pub fn nan() -> f64 {
+    f64::NAN
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -11,7 +11,8 @@ use std::process::Command;
 use burn::backend::Flex;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use voltlens::data::windows::{NormStats, Split};
-use voltlens::model::checkpoint::{write_json, ModelDir, RunConfig};
+use voltlens::io::write_json;
+use voltlens::model::checkpoint::{ModelDir, RunConfig};
 use voltlens::model::import::ImportSummary;
 use voltlens::model::{
     export_model, load_model, HeadTarget, ImportRequest, InputNorm, Lblm, MlpKind, ModelConfig, NormKind, Positional,

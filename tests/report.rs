@@ -17,7 +17,7 @@ pub mod fixture {
     use rand_chacha::ChaCha8Rng;
     use voltlens::data::canonical::Dataset;
     use voltlens::data::ingest::{ingest, IngestOptions};
-    use voltlens::data::schema::Method as StepMethod;
+    use voltlens::label::covariates::StepKind;
     use voltlens::label::covariates::{Covariate, Covariates};
     use voltlens::label::{label_features, FeatureLabel, LabelConfig};
     use voltlens::mine::{mine, FeatureActivations, MineConfig, MinedFeatures, SparseActivations};
@@ -61,10 +61,10 @@ pub mod fixture {
     type Plant = (u32, u32, Box<dyn Fn(&Covariates, usize) -> f32 + Sync>);
 
     fn planted() -> Vec<Plant> {
-        let cv = StepMethod::ALL.iter().position(|m| *m == StepMethod::ConstantVoltage).unwrap() as f32;
+        let cv = StepKind::ALL.iter().position(|k| *k == StepKind::CvHold).unwrap() as f32;
         vec![
             (0, 0, Box::new(|c, i| 3.0 * (c.column(Covariate::Soc)[i] - 0.8).max(0.0))),
-            (0, 1, Box::new(move |c, i| if c.column(Covariate::Method)[i] == cv { 1.0 } else { 0.0 })),
+            (0, 1, Box::new(move |c, i| if c.column(Covariate::StepKind)[i] == cv { 1.0 } else { 0.0 })),
             (0, 2, Box::new(|c, i| (-c.column(Covariate::CRate)[i] - 1.5).max(0.0))),
             (0, 4, Box::new(|_, _| 0.0)),
             (1, 0, Box::new(|c, i| 0.05 + c.column(Covariate::Soc)[i])),

@@ -7,9 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::schema::{Method, State};
-use crate::label::covariates::{Covariate, Covariates};
-use crate::label::scoring::{bin_stats, detector, isotonic, r_squared, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked};
+use crate::data::schema::State;
+use crate::label::covariates::{Covariate, Covariates, StepKind};
+use crate::label::sentence::round_bound;
+use crate::label::scoring::{bin_stats, detector, isotonic, r_squared, score_detector, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked};
 
 /// Codes per covariate, the last one reserved for missing values (NaN temperature, null soh).
 pub const MAX_CODES: usize = 24;
@@ -18,7 +19,11 @@ pub const N_COV: usize = Covariate::ALL.len();
 
 /// Bin edges as quantiles: deciles, with finer tails, because the regimes a feature picks out
 /// (top of charge, high-rate pulses) are often the extreme few percent of steps.
-const BIN_QUANTILES: [f64; 15] = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99];
+const BIN_QUANTILES: [f64; 13] = [0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975];
+
+/// A bound must leave at least this share of steps beyond it on the explain cells: a bound at
+/// the data's edge ("below 43.1 °C" where 43.1 °C is the maximum) says nothing (DESIGN §5 step 2).
+const BOUND_RANGE: (f64, f64) = (0.01, 0.99);
 
 /// How one covariate's values become codes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,19 +36,23 @@ pub struct Coding {
 }
 
 impl Coding {
-    /// Quantile bins of the explain cells' values at `BIN_QUANTILES`, deduplicated, so
-    /// few-valued covariates (cycle number, ambient temperature) get one bin per value.
+    /// Quantile bins of the explain cells' values at `BIN_QUANTILES`, each edge rounded to a
+    /// number an engineer would write ([`round_bound`]) and kept only strictly inside the
+    /// 1–99 % range, deduplicated, so few-valued covariates (cycle number, ambient temperature)
+    /// get one bin per value.
     fn quantiles(covariate: Covariate, mut values: Vec<f32>) -> Coding {
         values.retain(|v| v.is_finite());
         values.sort_by(f32::total_cmp);
         let mut edges: Vec<f32> = Vec::new();
+        if values.is_empty() {
+            return Coding { covariate, edges, categories: Vec::new() };
+        }
+        let at = |q: f64| values[((q * values.len() as f64) as usize).min(values.len() - 1)];
+        let (low, high) = (at(BOUND_RANGE.0), at(BOUND_RANGE.1));
         for q in BIN_QUANTILES {
-            if values.is_empty() {
-                break;
-            }
-            let e = values[((q * values.len() as f64) as usize).min(values.len() - 1)];
-            // An edge equal to the minimum would leave the first bin empty.
-            if e > values[0] && edges.last().is_none_or(|&last| e > last) {
+            let e = round_bound(covariate, at(q));
+            // An edge at or beyond the 1 % / 99 % values would leave a near-empty side.
+            if e > low && e < high && edges.last().is_none_or(|&last| e > last) {
                 edges.push(e);
             }
         }
@@ -172,11 +181,15 @@ impl CodedSteps {
     /// Codes every cell's covariates with bins fitted on the explain cells only (so bin edges
     /// carry no information from the test cells).
     pub fn new(cells: &[Covariates], explain: &[bool]) -> CodedSteps {
-        let codings = Covariate::ALL.iter().map(|&c| fit_coding(c, cells, explain)).collect::<Vec<_>>();
+        CodedSteps::with_codings(cells, fit_codings(cells, explain))
+    }
+
+    /// Codes every cell with given codings (fitted on another dataset: `label --check`).
+    pub fn with_codings(cells: &[Covariates], codings: Vec<Coding>) -> CodedSteps {
         let mut cell_offsets = vec![0];
         let mut codes = Vec::new();
         for cell in cells {
-            let protocol = protocol_code(&codings[Covariate::Protocol.index()], cell);
+            let protocol = protocol_code(&codings[Covariate::Protocol.index()], cell.protocol.as_deref());
             for row in 0..cell.len() {
                 for (k, coding) in codings.iter().enumerate() {
                     let code = if coding.covariate == Covariate::Protocol { protocol } else { coding.code(cell.columns[k][row]) };
@@ -230,6 +243,26 @@ impl CodedSteps {
             }
         }
         either > 0.0 && both / either >= 0.8
+    }
+
+    /// The cell a global step belongs to.
+    pub fn cell_of(&self, step: usize) -> usize {
+        self.cell_offsets.partition_point(|&o| o <= step) - 1
+    }
+
+    /// Weighted number of steps where every atom holds: from the count tables for one or two
+    /// atoms, by a scan of the weighted cells for three.
+    pub fn count(&self, atoms: &[Atom], w: &Weighting) -> f64 {
+        if atoms.len() <= 2 {
+            return w.count(atoms);
+        }
+        (0..self.n_cells())
+            .filter(|&c| w.cell_weight[c] > 0.0)
+            .map(|c| {
+                let holds = (self.cell_offsets[c]..self.cell_offsets[c + 1]).filter(|&s| atoms.iter().all(|a| a.contains(self.step(s)[a.covariate.index()]))).count();
+                w.cell_weight[c] * holds as f64
+            })
+            .sum()
     }
 
     /// Step counts per code of covariate `k` in cell `c`.
@@ -312,19 +345,21 @@ impl Weighting {
     }
 }
 
+/// The name of the code that gathers what a label may not name: protocols of a single cell
+/// (often just a file name) and cells without protocol metadata.
+pub const OTHER_PROTOCOL: &str = "(other)";
+
+/// Every covariate's coding, fitted on the explain cells.
+pub fn fit_codings(cells: &[Covariates], explain: &[bool]) -> Vec<Coding> {
+    Covariate::ALL.iter().map(|&c| fit_coding(c, cells, explain)).collect()
+}
+
 fn fit_coding(covariate: Covariate, cells: &[Covariates], explain: &[bool]) -> Coding {
     let categories = |names: Vec<String>| Coding { covariate, edges: Vec::new(), categories: names };
     match covariate {
         Covariate::State => categories(State::ALL.iter().map(|s| s.as_str().to_owned()).collect()),
-        Covariate::Method => categories(Method::ALL.iter().map(|m| m.as_str().to_owned()).collect()),
-        Covariate::Protocol => {
-            let mut names: Vec<String> = cells.iter().map(|c| c.protocol.clone().unwrap_or_else(|| "unknown".into())).collect();
-            names.sort();
-            names.dedup();
-            // Beyond the code budget, rare protocols share the last code.
-            names.truncate(MISSING);
-            categories(names)
-        }
+        Covariate::StepKind => categories(StepKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()),
+        Covariate::Protocol => categories(shared_protocols(cells)),
         _ => {
             // A stride keeps the quantile sort bounded on large datasets.
             let total: usize = cells.iter().zip(explain).filter(|(_, e)| **e).map(|(c, _)| c.len()).sum();
@@ -340,9 +375,22 @@ fn fit_coding(covariate: Covariate, cells: &[Covariates], explain: &[bool]) -> C
     }
 }
 
-fn protocol_code(coding: &Coding, cell: &Covariates) -> u8 {
-    let name = cell.protocol.clone().unwrap_or_else(|| "unknown".into());
-    coding.categories.iter().position(|c| *c == name).unwrap_or(coding.categories.len().saturating_sub(1)) as u8
+/// Protocol names shared by at least two cells (DESIGN §5 step 2: no term names a single cell
+/// or file), sorted, then `OTHER_PROTOCOL`. Beyond the code budget, rare ones join the other.
+fn shared_protocols(cells: &[Covariates]) -> Vec<String> {
+    let mut names: Vec<&str> = cells.iter().filter_map(|c| c.protocol.as_deref()).collect();
+    names.sort();
+    let mut shared: Vec<String> = names.chunk_by(|a, b| a == b).filter(|run| run.len() >= 2).map(|run| run[0].to_owned()).collect();
+    shared.truncate(MISSING - 1);
+    shared.push(OTHER_PROTOCOL.to_owned());
+    shared
+}
+
+/// A protocol's code under a coding (fitted here or on another dataset); unknown or unshared
+/// protocols take `OTHER_PROTOCOL`'s.
+pub fn protocol_code(coding: &Coding, protocol: Option<&str>) -> u8 {
+    let other = coding.categories.len().saturating_sub(1);
+    protocol.and_then(|p| coding.categories.iter().position(|c| c == p)).unwrap_or(other) as u8
 }
 
 /// Every atom of one covariate: intervals of contiguous bins (not the whole range) for
@@ -351,16 +399,16 @@ pub fn atoms_of(coding: &Coding) -> Vec<Atom> {
     let n = coding.n_codes();
     let c = coding.covariate;
     if c.is_categorical() {
-        // Method "rest" is state "resting" by definition (DESIGN §1.3); offering both would
-        // split one label into two that bootstrap resamples flip between.
-        let rest = Method::ALL.iter().position(|m| *m == Method::Rest).expect("listed");
+        // The catch-all code (other step kinds, unshared protocols) is never named on its
+        // own; it still sits inside the complements ("except in gitt cells").
+        let catch_all = |code: usize| matches!(c, Covariate::StepKind | Covariate::Protocol) && code + 1 == n;
         let all = (1u32 << n) - 1;
         (0..n)
-            .filter(|&code| !(c == Covariate::Method && code == rest))
+            .filter(|&code| !catch_all(code))
             .flat_map(|code| {
                 let one = Atom { covariate: c, allowed: 1 << code };
-                let rest = Atom { covariate: c, allowed: all & !(1 << code) };
-                if n > 2 { vec![one, rest] } else { vec![one] }
+                let others = Atom { covariate: c, allowed: all & !(1 << code) };
+                if n > 2 { vec![one, others] } else { vec![one] }
             })
             .collect()
     } else {
@@ -419,11 +467,28 @@ impl SearchSettings {
     }
 }
 
+/// The explain cells split once more (DESIGN §5 step 2): a conjunction's second term is chosen
+/// on `fit` and kept only if it raises F1 on `check`, cells the choice never saw.
+pub struct Validation<'a> {
+    pub fit: &'a Weighting,
+    pub fit_ranked: &'a Ranked,
+    pub check: &'a Weighting,
+    pub check_ranked: &'a Ranked,
+}
+
 /// The search on one weighting (DESIGN §5 step 2): every atom and tracker, then conjunctions
-/// seeded by the best atoms. Detectors are ranked by F1 (the predicate that matches where the
-/// feature fires), trackers by Spearman; the best few of each kind are then ordered by strength.
+/// seeded by the best atoms (terms confirmed on `validation` when given, else on the same cells).
+/// Detectors are ranked both by F1 (the predicate that matches where the feature fires) and by
+/// strength, trackers by Spearman; the best few of each are then ordered by strength.
 /// Returns the distinct top `keep` and the best raw-V/I candidate (the baseline).
-pub fn search(firing: &Firing, ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, set: &SearchSettings) -> (Vec<Scored>, Option<Scored>) {
+pub fn search(
+    firing: &Firing,
+    ranked: &Ranked,
+    coded: &CodedSteps,
+    weighting: &Weighting,
+    set: &SearchSettings,
+    validation: Option<&Validation>,
+) -> (Vec<Scored>, Option<Scored>) {
     let stats = bin_stats(firing, &firing.steps, ranked, coded, weighting, None);
     let mut detectors: Vec<Scored> = Vec::new();
     for (k, coding) in coded.codings.iter().enumerate() {
@@ -437,7 +502,7 @@ pub fn search(firing: &Firing, ranked: &Ranked, coded: &CodedSteps, weighting: &
         }
     }
     by_f1(&mut detectors);
-    let conjunctions = conjunctions(&detectors, firing, ranked, coded, weighting, set);
+    let conjunctions = conjunctions(&detectors, firing, ranked, coded, weighting, set, validation);
     detectors.extend(conjunctions);
     by_f1(&mut detectors);
     let mut trackers: Vec<Scored> = coded
@@ -449,9 +514,12 @@ pub fn search(firing: &Firing, ranked: &Ranked, coded: &CodedSteps, weighting: &
         .collect();
     trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
     let baseline = best_raw_signal(&detectors, &trackers, set);
-    let mut top = distinct(detectors, set.keep);
+    let by_strength = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
+    let mut top = distinct(detectors.clone(), set.keep);
+    by_strength(&mut detectors);
+    top.extend(distinct(detectors, set.keep));
     top.extend(distinct(trackers, set.keep));
-    top.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
+    by_strength(&mut top);
     (distinct(top, set.keep), baseline)
 }
 
@@ -497,9 +565,19 @@ fn atom_score(atom: &Atom, s: &BinStats, ranked: &Ranked, total: f64) -> Option<
     detector(w, r, f, ranked, total)
 }
 
-/// Two-term conjunctions (rest ∧ step_time < 120 s): for each seed atom, every atom of another
-/// covariate scored on the steps where the seed holds.
-fn conjunctions(atoms: &[Scored], firing: &Firing, ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, set: &SearchSettings) -> Vec<Scored> {
+/// Two-term conjunctions (rest ∧ step_time < 120 s): for each seed atom, the atom of another
+/// covariate with the best F1 on the steps where the seed holds, kept when it raises F1 by
+/// `min_conjunction_gain` on the validation cells (a term that only fits the cells it was
+/// chosen on lowers held-out F1), then scored on `weighting`.
+fn conjunctions(
+    atoms: &[Scored],
+    firing: &Firing,
+    ranked: &Ranked,
+    coded: &CodedSteps,
+    weighting: &Weighting,
+    set: &SearchSettings,
+    validation: Option<&Validation>,
+) -> Vec<Scored> {
     let mut out = Vec::new();
     let mut seeds: Vec<&Scored> = Vec::new();
     for a in atoms {
@@ -510,22 +588,28 @@ fn conjunctions(atoms: &[Scored], firing: &Firing, ranked: &Ranked, coded: &Code
             seeds.push(a);
         }
     }
+    let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
+    let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
+    let f1_on = |atoms: &[Atom], w: &Weighting, r: &Ranked| score_detector(atoms, &firing.steps, r, coded, w).map_or(0.0, |d| d.f1);
     for seed in seeds {
         let Candidate::Detector { atoms: seed_atoms } = &seed.candidate else { continue };
         let given = seed_atoms[0];
-        let stats = bin_stats(firing, &firing.steps, ranked, coded, weighting, Some(&given));
+        let stats = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&given));
         let best = coded
             .codings
             .iter()
             .enumerate()
             .filter(|(l, _)| *l != given.covariate.index())
             .flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)))
-            .filter_map(|(l, b)| atom_score(&b, &stats[l], ranked, weighting.total).map(|d| (b, d)))
+            .filter_map(|(l, b)| atom_score(&b, &stats[l], fit_ranked, fit.total).map(|d| (b, d)))
             .max_by(|x, y| x.1.f1.total_cmp(&y.1.f1));
-        if let Some((b, d)) = best {
-            if d.f1 > seed.score.f1 + set.min_conjunction_gain {
-                out.push(Scored { candidate: Candidate::Detector { atoms: vec![given, b] }, score: Score::detector(d), g: Vec::new() });
-            }
+        let Some((b, _)) = best else { continue };
+        let pair = [given, b];
+        if f1_on(&pair, check, check_ranked) <= f1_on(&[given], check, check_ranked) + set.min_conjunction_gain {
+            continue;
+        }
+        if let Some(d) = score_detector(&pair, &firing.steps, ranked, coded, weighting) {
+            out.push(Scored { candidate: Candidate::Detector { atoms: pair.to_vec() }, score: Score::detector(d), g: Vec::new() });
         }
     }
     out

@@ -1,11 +1,13 @@
 //! Covariates per step (DESIGN §5): what a label may talk about. Each is a column of f32 per
-//! step of one cell; categorical ones (state, method) hold the index into `State::ALL` /
-//! `Method::ALL`, and per-cell metadata (protocol, ambient temperature) is repeated or coded later.
+//! step of one cell; categorical ones hold an index (state into `State::ALL`, step kind into
+//! `StepKind::ALL`), and per-cell metadata (protocol, ambient temperature) is repeated or coded
+//! later. Missing values (no temperature, no trustworthy SOC anchor) are NaN and never match a
+//! bound.
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::canonical::{CellData, Dataset};
-use crate::data::cells::CellInfo;
+use crate::data::cells::{AnchorMethod, CellInfo};
 use crate::data::schema::{Method, State};
 
 /// One covariate a label can be built on. Derived covariates come before raw V and I so that,
@@ -19,9 +21,12 @@ pub enum Covariate {
     CRate,
     AbsCRate,
     State,
-    Method,
+    /// The step in engineering words ([`StepKind`]): CC charge, CV hold, rest after discharge…
+    StepKind,
     StepTime,
     TimeSinceCurrentChange,
+    /// Signed C-rate jump of the last current step (+ = up), held until the next one.
+    LastCurrentStep,
     DvDt,
     /// V_{t+1} − V_t (mV): the change the model predicts at this step.
     DvNext,
@@ -32,19 +37,24 @@ pub enum Covariate {
     Soh,
     Protocol,
     AmbientTemperature,
+    /// mV above the lowest voltage the cell reaches (its lower cut-off when it is cycled fully).
+    AboveLowestVoltage,
+    /// mV below the highest voltage the cell reaches (its upper cut-off when charged fully).
+    BelowHighestVoltage,
     Voltage,
     Current,
 }
 
 impl Covariate {
-    pub const ALL: [Covariate; 17] = [
+    pub const ALL: [Covariate; 20] = [
         Covariate::Soc,
         Covariate::CRate,
         Covariate::AbsCRate,
         Covariate::State,
-        Covariate::Method,
+        Covariate::StepKind,
         Covariate::StepTime,
         Covariate::TimeSinceCurrentChange,
+        Covariate::LastCurrentStep,
         Covariate::DvDt,
         Covariate::DvNext,
         Covariate::CRateChangeNext,
@@ -53,6 +63,8 @@ impl Covariate {
         Covariate::Soh,
         Covariate::Protocol,
         Covariate::AmbientTemperature,
+        Covariate::AboveLowestVoltage,
+        Covariate::BelowHighestVoltage,
         Covariate::Voltage,
         Covariate::Current,
     ];
@@ -67,9 +79,10 @@ impl Covariate {
             Covariate::CRate => "c_rate",
             Covariate::AbsCRate => "abs_c_rate",
             Covariate::State => "state",
-            Covariate::Method => "method",
+            Covariate::StepKind => "step_kind",
             Covariate::StepTime => "step_time",
             Covariate::TimeSinceCurrentChange => "time_since_current_change",
+            Covariate::LastCurrentStep => "last_current_step",
             Covariate::DvDt => "dv_dt",
             Covariate::DvNext => "dv_next",
             Covariate::CRateChangeNext => "c_rate_change_next",
@@ -78,6 +91,8 @@ impl Covariate {
             Covariate::Soh => "soh",
             Covariate::Protocol => "protocol",
             Covariate::AmbientTemperature => "ambient_temperature",
+            Covariate::AboveLowestVoltage => "above_lowest_voltage",
+            Covariate::BelowHighestVoltage => "below_highest_voltage",
             Covariate::Voltage => "voltage",
             Covariate::Current => "current",
         }
@@ -85,12 +100,79 @@ impl Covariate {
 
     /// Categorical covariates get equality predicates; the others get intervals and trackers.
     pub fn is_categorical(self) -> bool {
-        matches!(self, Covariate::State | Covariate::Method | Covariate::Protocol)
+        matches!(self, Covariate::State | Covariate::StepKind | Covariate::Protocol)
     }
 
     /// The raw V and I a label must beat (DESIGN §5 step 5).
     pub fn is_raw_signal(self) -> bool {
         matches!(self, Covariate::Voltage | Covariate::Current)
+    }
+}
+
+/// A step as a battery engineer names it: control method and direction, and for a rest, the
+/// direction of the current before it (relaxation after charge differs from after discharge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    CcCharge,
+    CcDischarge,
+    CvHold,
+    RestAfterCharge,
+    RestAfterDischarge,
+    ChargePulse,
+    DischargePulse,
+    /// Anything else: varying-current steps, a rest before any current flowed.
+    Other,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 8] = [
+        StepKind::CcCharge,
+        StepKind::CcDischarge,
+        StepKind::CvHold,
+        StepKind::RestAfterCharge,
+        StepKind::RestAfterDischarge,
+        StepKind::ChargePulse,
+        StepKind::DischargePulse,
+        StepKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::CcCharge => "cc_charge",
+            StepKind::CcDischarge => "cc_discharge",
+            StepKind::CvHold => "cv_hold",
+            StepKind::RestAfterCharge => "rest_after_charge",
+            StepKind::RestAfterDischarge => "rest_after_discharge",
+            StepKind::ChargePulse => "charge_pulse",
+            StepKind::DischargePulse => "discharge_pulse",
+            StepKind::Other => "other",
+        }
+    }
+
+    /// Step kind of every row: `previous` remembers the direction of the last current flow.
+    fn of_cell(data: &CellData) -> Vec<StepKind> {
+        let mut previous: Option<State> = None;
+        data.state
+            .iter()
+            .zip(&data.method)
+            .map(|(&state, &method)| {
+                let kind = match (state, method, previous) {
+                    (State::Resting, _, Some(State::Charging)) => StepKind::RestAfterCharge,
+                    (State::Resting, _, Some(State::Discharging)) => StepKind::RestAfterDischarge,
+                    (State::Resting, _, _) => StepKind::Other,
+                    (_, Method::ConstantVoltage, _) => StepKind::CvHold,
+                    (State::Charging, Method::ConstantCurrent, _) => StepKind::CcCharge,
+                    (State::Discharging, Method::ConstantCurrent, _) => StepKind::CcDischarge,
+                    (State::Charging, Method::Pulse, _) => StepKind::ChargePulse,
+                    (State::Discharging, Method::Pulse, _) => StepKind::DischargePulse,
+                    _ => StepKind::Other,
+                };
+                if state != State::Resting {
+                    previous = Some(state);
+                }
+                kind
+            })
+            .collect()
     }
 }
 
@@ -113,13 +195,17 @@ impl Covariates {
         let n = data.len();
         let mut columns = vec![Vec::new(); Covariate::ALL.len()];
         let mut set = |c: Covariate, v: Vec<f32>| columns[c.index()] = v;
-        set(Covariate::Soc, data.soc.clone());
+        // Relative SOC of an unanchored cell (DESIGN §1.3) must not back an absolute-SOC label.
+        let anchored = info.anchor_method != AnchorMethod::Unanchored;
+        set(Covariate::Soc, data.soc.iter().map(|&s| if anchored { s } else { f32::NAN }).collect());
         set(Covariate::CRate, data.c_rate.clone());
         set(Covariate::AbsCRate, data.c_rate.iter().map(|c| c.abs()).collect());
         set(Covariate::State, data.state.iter().map(|s| State::ALL.iter().position(|a| a == s).unwrap_or(0) as f32).collect());
-        set(Covariate::Method, data.method.iter().map(|m| Method::ALL.iter().position(|a| a == m).unwrap_or(0) as f32).collect());
+        set(Covariate::StepKind, StepKind::of_cell(data).iter().map(|k| StepKind::ALL.iter().position(|a| a == k).unwrap_or(0) as f32).collect());
         set(Covariate::StepTime, data.step_time.clone());
-        set(Covariate::TimeSinceCurrentChange, time_since_current_change(data, info.nominal_capacity_ah as f32));
+        let (since, last_step) = current_steps(data, info.nominal_capacity_ah as f32);
+        set(Covariate::TimeSinceCurrentChange, since);
+        set(Covariate::LastCurrentStep, last_step);
         set(Covariate::DvDt, dv_dt_mv_per_s(data));
         set(Covariate::DvNext, change_to_next(&data.voltage, 1000.0));
         set(Covariate::CRateChangeNext, change_to_next(&data.c_rate, 1.0));
@@ -127,6 +213,9 @@ impl Covariates {
         set(Covariate::CycleNumber, data.cycle_number.iter().map(|&c| c as f32).collect());
         set(Covariate::Soh, data.soh.iter().map(|s| s.unwrap_or(f32::NAN)).collect());
         set(Covariate::AmbientTemperature, vec![info.ambient_temperature_c.map_or(f32::NAN, |t| t as f32); n]);
+        let (lowest, highest) = voltage_range(&data.voltage);
+        set(Covariate::AboveLowestVoltage, data.voltage.iter().map(|v| 1000.0 * (v - lowest)).collect());
+        set(Covariate::BelowHighestVoltage, data.voltage.iter().map(|v| 1000.0 * (highest - v)).collect());
         set(Covariate::Voltage, data.voltage.clone());
         set(Covariate::Current, data.current.clone());
         Covariates { cell_id: data.cell_id.clone(), protocol: info.protocol.clone(), columns }
@@ -150,20 +239,33 @@ impl Covariates {
     }
 }
 
-/// Seconds since the current last jumped by more than `CURRENT_STEP_C`·C_nom between rows:
-/// the relaxation clock after a pulse or step change.
-fn time_since_current_change(data: &CellData, nominal_capacity_ah: f32) -> Vec<f32> {
+/// Per row: seconds since the current last jumped by more than `CURRENT_STEP_C`·C_nom between
+/// rows (the relaxation clock after a pulse or step change), and that jump in C-rate (NaN before
+/// the cell's first jump).
+fn current_steps(data: &CellData, nominal_capacity_ah: f32) -> (Vec<f32>, Vec<f32>) {
     let threshold = CURRENT_STEP_C * nominal_capacity_ah.max(1e-3);
-    let mut since = 0.0f32;
-    let mut out = Vec::with_capacity(data.len());
+    let (mut since, mut last_step) = (0.0f32, f32::NAN);
+    let mut out = (Vec::with_capacity(data.len()), Vec::with_capacity(data.len()));
     for i in 0..data.len() {
         if i > 0 {
             let jumped = (data.current[i] - data.current[i - 1]).abs() > threshold;
             since = if jumped { 0.0 } else { since + data.dt[i] };
+            if jumped {
+                last_step = data.c_rate[i] - data.c_rate[i - 1];
+            }
         }
-        out.push(since);
+        out.0.push(since);
+        out.1.push(last_step);
     }
     out
+}
+
+/// Lowest and highest finite voltage of a cell (0 for a cell without any).
+fn voltage_range(voltage: &[f32]) -> (f32, f32) {
+    let finite = voltage.iter().copied().filter(|v| v.is_finite());
+    let lowest = finite.clone().fold(f32::INFINITY, f32::min);
+    let highest = finite.fold(f32::NEG_INFINITY, f32::max);
+    if lowest.is_finite() { (lowest, highest) } else { (0.0, 0.0) }
 }
 
 /// `scale`·(x_{t+1} − x_t) per row; 0 on the last row, which has no next one.

@@ -8,12 +8,14 @@
 //! Benjamini–Hochberg across all features × tested candidates → acceptance and sentence.
 
 pub mod candidates;
+pub mod check;
 pub mod covariates;
 pub mod fdr;
 pub mod metadata;
 pub mod null;
 pub mod scoring;
 pub mod sentence;
+pub mod siblings;
 pub mod stage;
 pub mod stability;
 pub mod tables;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::cells::CellInfo;
 use crate::mine::{FeatureActivations, SparseActivations};
 use crate::{Error, Result};
-use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Weighting};
+use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Validation, Weighting};
 use covariates::Covariates;
 use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked};
 
@@ -113,7 +115,8 @@ pub struct CandidateResult {
     /// Held-out strength: AUROC or Spearman over its acceptance threshold (≥ 1 passes).
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub strength: f64,
-    /// p of the held-out score against the circular-shift null (normal tail).
+    /// p of the held-out score against the circular-shift null: empirical where ten or more
+    /// shifts reach it, else from a generalized Pareto tail fit (`null::p_values`).
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub p_value: f64,
     /// Empirical p, (1 + #null ≥ observed) / (1 + shifts).
@@ -122,6 +125,10 @@ pub struct CandidateResult {
     /// Benjamini–Hochberg q across all features × tested candidates.
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub q_value: f64,
+    /// A tracker's fitted activation per code of its covariate (empty for detectors), so
+    /// `label --check` can score its R² on other cells.
+    #[serde(default)]
+    pub g: Vec<f64>,
 }
 
 /// The outcome for one feature.
@@ -143,6 +150,13 @@ pub struct FeatureLabel {
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub stability: f64,
     pub beats_baseline: bool,
+    /// How well the label ranks this feature's firing above that of the other accepted features
+    /// that ended with the same sentence, on the test cells (NaN without such siblings).
+    #[serde(default = "crate::json::nan", deserialize_with = "crate::json::f64_or_nan")]
+    pub sibling_auroc: f64,
+    /// Other accepted features with the same sentence.
+    #[serde(default)]
+    pub siblings: u32,
 }
 
 /// Labels every feature. `covariates` and `cells` follow the cells of `acts` in order.
@@ -150,7 +164,7 @@ pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells
     check_inputs(acts, covariates, cells)?;
     let explain = split_cells(cells, cfg.explain_fraction, cfg.seed);
     let coded = CodedSteps::new(covariates, &explain);
-    let halves = Halves::new(&coded, &explain, cfg);
+    let halves = Halves::new(&coded, &explain, cells, cfg);
     let bar = crate::progress::bar(acts.features.len() as u64, "label", "features");
     let mut labels: Vec<FeatureLabel> = acts
         .features
@@ -167,6 +181,13 @@ pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells
     for l in &mut labels {
         decide(l, cfg);
     }
+    // Refined labels are new tests: BH and the acceptance rule run again over every candidate.
+    separate_siblings(&mut labels, acts, &coded, &halves, cfg);
+    apply_fdr(&mut labels);
+    for l in &mut labels {
+        decide(l, cfg);
+    }
+    count_siblings(&mut labels);
     Ok(labels)
 }
 
@@ -217,19 +238,34 @@ fn assign_explain(explain: &mut [bool], mut members: Vec<usize>, explain_fractio
     }
 }
 
+/// Share of the explain cells a conjunction's terms are chosen on; the rest confirm them.
+const FIT_FRACTION: f64 = 2.0 / 3.0;
+
 /// Weighted code totals shared by every feature.
 struct Halves {
     explain: Weighting,
     test: Weighting,
+    /// The explain cells split into `fit` and `check` for the conjunction search.
+    fit: Weighting,
+    check: Weighting,
     bootstrap: Vec<Weighting>,
 }
 
 impl Halves {
-    fn new(coded: &CodedSteps, explain: &[bool], cfg: &LabelConfig) -> Halves {
-        let weights = |pick: bool| explain.iter().map(|&e| if e == pick { 1.0 } else { 0.0 }).collect();
+    fn new(coded: &CodedSteps, explain: &[bool], cells: &[CellInfo], cfg: &LabelConfig) -> Halves {
+        let weights = |pick: &dyn Fn(usize) -> bool| -> Vec<f64> { (0..explain.len()).map(|c| if pick(c) { 1.0 } else { 0.0 }).collect() };
+        let members: Vec<usize> = (0..explain.len()).filter(|&c| explain[c]).collect();
+        let member_cells: Vec<CellInfo> = members.iter().map(|&c| cells[c].clone()).collect();
+        let fit_members = split_cells(&member_cells, FIT_FRACTION, cfg.seed ^ 0xF17);
+        let mut fit = vec![false; explain.len()];
+        for (&c, &f) in members.iter().zip(&fit_members) {
+            fit[c] = f;
+        }
         Halves {
-            explain: coded.weighting(weights(true)),
-            test: coded.weighting(weights(false)),
+            explain: coded.weighting(weights(&|c| explain[c])),
+            test: coded.weighting(weights(&|c| !explain[c])),
+            fit: coded.weighting(weights(&|c| fit[c])),
+            check: coded.weighting(weights(&|c| explain[c] && !fit[c])),
             bootstrap: stability::bootstrap_weights(explain, cfg.n_bootstrap, cfg.seed).into_iter().map(|w| coded.weighting(w)).collect(),
         }
     }
@@ -245,7 +281,9 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let firing = firing_of(f, coded);
     let total_steps = *coded.cell_offsets.last().expect("offsets") as f64;
     let explain_ranked = rank(&firing, &halves.explain);
-    let (top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set);
+    let (fit_ranked, check_ranked) = (rank(&firing, &halves.fit), rank(&firing, &halves.check));
+    let validation = Validation { fit: &halves.fit, fit_ranked: &fit_ranked, check: &halves.check, check_ranked: &check_ranked };
+    let (top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set, Some(&validation));
     let test_ranked = rank(&firing, &halves.test);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let null_shifts: Vec<Vec<u32>> = (0..cfg.n_shifts).map(|_| null::shifted_steps(&firing, &coded.cell_offsets, &mut rng)).collect();
@@ -264,19 +302,15 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
         baseline,
         stability,
         beats_baseline: false,
+        sibling_auroc: f64::NAN,
+        siblings: 0,
     }
 }
 
 /// Test-half scores, explain→test gap and null p-values of one candidate (step 3–4).
 fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, test: &Weighting, null_shifts: &[Vec<u32>], set: &SearchSettings) -> CandidateResult {
     let test_score = score_on(s, firing, &firing.steps, ranked, coded, test);
-    let statistic = |score: &Score| match s.candidate {
-        Candidate::Detector { .. } => score.auroc,
-        Candidate::Tracker { .. } => score.spearman,
-    };
-    let observed = statistic(&test_score);
-    let null: Vec<f64> = null_shifts.iter().map(|steps| statistic(&score_on(s, firing, steps, ranked, coded, test))).filter(|x| x.is_finite()).collect();
-    let (p_value, p_empirical) = if observed.is_finite() && null.len() > 1 { null::p_values(observed, &null) } else { (1.0, 1.0) };
+    let (p_value, p_empirical) = shift_p_values(&s.candidate, &s.g, &test_score, firing, null_shifts, ranked, coded, test);
     let strength = set.strength(&s.candidate, &test_score);
     CandidateResult {
         sentence: sentence::sentence(&s.candidate, &coded.codings),
@@ -288,12 +322,40 @@ fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, te
         p_value,
         p_empirical,
         q_value: 1.0,
+        g: s.g.clone(),
     }
+}
+
+/// p-values (fitted tail, empirical) of a candidate's score — AUROC for a detector, Spearman
+/// for a tracker — against the same candidate scored with the firing circularly shifted.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn shift_p_values(
+    candidate: &Candidate,
+    g: &[f64],
+    observed: &Score,
+    firing: &Firing,
+    null_shifts: &[Vec<u32>],
+    ranked: &Ranked,
+    coded: &CodedSteps,
+    w: &Weighting,
+) -> (f64, f64) {
+    let statistic = |score: &Score| match candidate {
+        Candidate::Detector { .. } => score.auroc,
+        Candidate::Tracker { .. } => score.spearman,
+    };
+    let observed = statistic(observed);
+    let null: Vec<f64> = null_shifts.iter().map(|steps| statistic(&score_candidate(candidate, g, firing, steps, ranked, coded, w))).filter(|x| x.is_finite()).collect();
+    if observed.is_finite() && null.len() > 1 { null::p_values(observed, &null) } else { (1.0, 1.0) }
 }
 
 /// Scores a fixed candidate (tracker g from the explain fit) with firing placed at `steps`.
 fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
-    match &s.candidate {
+    score_candidate(&s.candidate, &s.g, firing, steps, ranked, coded, w)
+}
+
+/// Held-out scores of a candidate; `g` is a tracker's fitted value per code (unused by detectors).
+pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
+    match candidate {
         Candidate::Detector { atoms } => match score_detector(atoms, steps, ranked, coded, w) {
             Some(d) => Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN },
             None => Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN },
@@ -304,7 +366,8 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
             let stats = bin_stats_one(firing, steps, ranked, coded, w, k);
             let sign = if *increasing { 1.0 } else { -1.0 };
             let rho = within_cell_spearman(firing, steps, coded, w, k);
-            Score { auroc: f64::NAN, f1: f64::NAN, spearman: sign * rho, r2: r_squared(&stats, n, &s.g) }
+            let r2 = if g.len() >= n { r_squared(&stats, n, g) } else { f64::NAN };
+            Score { auroc: f64::NAN, f1: f64::NAN, spearman: sign * rho, r2 }
         }
     }
 }
@@ -322,7 +385,7 @@ fn stability_of(chosen: &Scored, firing: &Firing, coded: &CodedSteps, halves: &H
             continue;
         }
         informative += 1;
-        let (top, _) = search(firing, &ranked, coded, w, &one);
+        let (top, _) = search(firing, &ranked, coded, w, &one, None);
         agree += top.first().is_some_and(|t| {
             candidates::same_label(&t.candidate, &chosen.candidate)
                 || coded.same_steps(&t.candidate, &chosen.candidate, w)
@@ -330,6 +393,62 @@ fn stability_of(chosen: &Scored, firing: &Firing, coded: &CodedSteps, halves: &H
         }) as usize;
     }
     if informative == 0 { 0.0 } else { agree as f64 / informative as f64 }
+}
+
+/// Indices of accepted detectors grouped by sentence (groups of two or more).
+fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
+    let detectors = labels.iter().enumerate().filter(|(_, l)| l.accepted && matches!(l.candidates[0].candidate, Candidate::Detector { .. }));
+    siblings::groups(detectors.map(|(i, l)| (i, l.candidates[0].sentence.as_str())))
+}
+
+/// The contrastive search (DESIGN §5 step 2): each sibling's label gets the extra term that best
+/// separates its firing from its siblings' on the explain cells, kept when it adds
+/// `MIN_SIBLING_GAIN` sibling AUROC there and on the test cells and the label still passes its
+/// held-out strength; the refined label goes first among the candidates. The label's stability
+/// stays that of the label it refines.
+fn separate_siblings(labels: &mut [FeatureLabel], acts: &SparseActivations, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) {
+    let set = cfg.search_settings();
+    for group in sibling_groups(labels) {
+        let firings: Vec<Firing> = group.iter().map(|&i| firing_of(&acts.features[i], coded)).collect();
+        let steps: Vec<&[u32]> = firings.iter().map(|f| f.steps.as_slice()).collect();
+        for (m, &i) in group.iter().enumerate() {
+            let contrast = siblings::Contrast::new(&steps, m);
+            let Candidate::Detector { atoms } = labels[i].candidates[0].candidate.clone() else { continue };
+            let before = contrast.auroc(&atoms, coded, &halves.test);
+            labels[i].sibling_auroc = before;
+            if atoms.len() >= siblings::MAX_TERMS {
+                continue;
+            }
+            let Some((extra, explain_gain)) = contrast.best_extra_term(&atoms, coded, &halves.explain) else { continue };
+            let refined: Vec<_> = atoms.iter().copied().chain([extra]).collect();
+            let after = contrast.auroc(&refined, coded, &halves.test);
+            if explain_gain < contrast.auroc(&atoms, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
+                continue;
+            }
+            let firing = &firings[m];
+            let explain_ranked = rank(firing, &halves.explain);
+            let Some(d) = score_detector(&refined, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
+            let scored = Scored { candidate: Candidate::Detector { atoms: refined }, score: Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN }, g: Vec::new() };
+            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9));
+            let null_shifts: Vec<Vec<u32>> = (0..cfg.n_shifts).map(|_| null::shifted_steps(firing, &coded.cell_offsets, &mut rng)).collect();
+            let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, &set);
+            if result.strength >= 1.0 {
+                labels[i].candidates.insert(0, result);
+                labels[i].sibling_auroc = after;
+            }
+        }
+    }
+}
+
+/// Sets each accepted label's count of other accepted labels with the same sentence.
+fn count_siblings(labels: &mut [FeatureLabel]) {
+    let mut counts: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    for l in labels.iter().filter(|l| l.accepted) {
+        *counts.entry(l.label.clone()).or_default() += 1;
+    }
+    for l in labels.iter_mut().filter(|l| l.accepted) {
+        l.siblings = counts[&l.label] - 1;
+    }
 }
 
 /// Benjamini–Hochberg across every feature's tested candidates (not the baselines).

@@ -187,7 +187,7 @@ pub fn detector(in_weight: f64, in_rank_sum: f64, in_fire_weight: f64, ranked: &
     Some(DetectorScore { auroc, f1 })
 }
 
-/// Scores a one- or two-atom predicate directly (steps may be circularly shifted).
+/// Scores a predicate directly (steps may be circularly shifted).
 pub fn score_detector(atoms: &[Atom], steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
     let (mut fire, mut rank_sum) = (0.0, 0.0);
     for (i, &step) in steps.iter().enumerate() {
@@ -197,7 +197,7 @@ pub fn score_detector(atoms: &[Atom], steps: &[u32], ranked: &Ranked, coded: &Co
             rank_sum += ranked.weight[i] * ranked.rank[i];
         }
     }
-    let in_weight = weighting.count(atoms);
+    let in_weight = coded.count(atoms, weighting);
     rank_sum += (in_weight - fire).max(0.0) * ranked.zero_rank;
     detector(in_weight, rank_sum, fire, ranked, weighting.total)
 }

@@ -8,13 +8,15 @@ use crate::label::covariates::Covariate;
 pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
     match candidate {
         Candidate::Detector { atoms } => {
-            let phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
-            // "when A when B" reads as a stutter: the second condition is joined by "while".
+            let mut phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
+            merge_step_phrases(&mut phrases);
+            // "when A when B" reads as a stutter: a later condition is joined by "while", others by "and".
             let joined: Vec<String> = phrases
                 .iter()
                 .enumerate()
                 .map(|(i, p)| match p.strip_prefix("when ") {
                     Some(rest) if i > 0 => format!("while {rest}"),
+                    _ if i > 0 => format!("and {p}"),
                     _ => p.clone(),
                 })
                 .collect();
@@ -26,13 +28,27 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
     }
 }
 
+/// "in the first 60 s after a current step" and "after a current step up of more than 0.5C"
+/// are one event: "in the first 60 s after a current step up of more than 0.5C".
+fn merge_step_phrases(phrases: &mut Vec<String>) {
+    const EVENT: &str = "after a current step";
+    let timed = phrases.iter().position(|p| p.ends_with(EVENT));
+    let sized = phrases.iter().position(|p| p.starts_with(EVENT) && p.len() > EVENT.len());
+    if let (Some(t), Some(s)) = (timed, sized) {
+        let merged = format!("{}{}", phrases[t].strip_suffix(EVENT).expect("checked"), phrases[s]);
+        phrases[t] = merged;
+        phrases.remove(s);
+    }
+}
+
 fn noun(c: Covariate) -> &'static str {
     match c {
         Covariate::Soc => "SOC",
         Covariate::CRate => "C-rate (signed, + = charge)",
         Covariate::AbsCRate => "|C-rate|",
         Covariate::StepTime => "time into the step",
-        Covariate::TimeSinceCurrentChange => "time since the current last changed",
+        Covariate::TimeSinceCurrentChange => "time since the last current step",
+        Covariate::LastCurrentStep => "the size of the last current step",
         Covariate::DvDt => "dV/dt",
         Covariate::DvNext => "the coming voltage change (next row)",
         Covariate::CRateChangeNext => "the coming C-rate change (next row)",
@@ -40,46 +56,71 @@ fn noun(c: Covariate) -> &'static str {
         Covariate::CycleNumber => "cycle number",
         Covariate::Soh => "SOH",
         Covariate::AmbientTemperature => "ambient temperature",
+        Covariate::AboveLowestVoltage => "the voltage above the cell's lowest",
+        Covariate::BelowHighestVoltage => "the voltage below the cell's highest",
         Covariate::Voltage => "voltage",
         Covariate::Current => "current (+ = charge)",
         Covariate::State => "state",
-        Covariate::Method => "control method",
+        Covariate::StepKind => "step kind",
         Covariate::Protocol => "protocol",
     }
 }
 
-/// A value in the covariate's unit, rounded to what an engineer would quote.
-fn value(c: Covariate, x: f32) -> String {
+/// A bin edge rounded to what an engineer would write: SOC to 1 %, voltage to 10 mV,
+/// temperatures to 1 °C, cycles to whole ones, durations and the rest to 1–1.5–2–2.5–3–4–5–6–8
+/// steps of their decade (in s, min or h, whichever the sentence prints).
+pub fn round_bound(c: Covariate, x: f32) -> f32 {
     match c {
-        // + 0.0 turns −0 (a bound just below zero) into 0: "-0 %" reads as a sign error.
-        Covariate::Soc | Covariate::Soh => format!("{:.0} %", (100.0 * x).round() + 0.0),
-        Covariate::CRate | Covariate::AbsCRate => format!("{}C", round_sig(x)),
-        Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
-        Covariate::DvDt => format!("{} mV/s", round_sig(x)),
-        Covariate::DvNext => format!("{} mV", round_sig(x)),
-        Covariate::CRateChangeNext => format!("{}C", round_sig(x)),
-        Covariate::Temperature | Covariate::AmbientTemperature => format!("{:.1} °C", x),
-        Covariate::CycleNumber => format!("{}", x.round() as i64),
-        Covariate::Voltage => format!("{:.3} V", x),
-        Covariate::Current => format!("{} A", round_sig(x)),
-        Covariate::State | Covariate::Method | Covariate::Protocol => String::new(),
+        Covariate::Soc | Covariate::Soh => (100.0 * x).round() / 100.0,
+        Covariate::Voltage => (100.0 * x).round() / 100.0,
+        Covariate::Temperature | Covariate::AmbientTemperature | Covariate::CycleNumber => x.round(),
+        Covariate::StepTime | Covariate::TimeSinceCurrentChange => {
+            let unit = if x >= 3600.0 { 3600.0 } else if x >= 120.0 { 60.0 } else { 1.0 };
+            unit * nice(x / unit)
+        }
+        _ => nice(x),
     }
 }
 
-fn round_sig(x: f32) -> String {
-    let digits = if x.abs() >= 10.0 { 0 } else if x.abs() >= 1.0 { 2 } else { 3 };
-    let text = format!("{:.*}", digits, x);
-    // "-0.000" reads as a sign error.
-    if text.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') { "0".into() } else { text }
+/// The nearest of 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 (× a power of ten), keeping the sign.
+fn nice(x: f32) -> f32 {
+    const STEPS: [f32; 10] = [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0];
+    if x.abs() < 1e-6 {
+        return 0.0;
+    }
+    let decade = 10f32.powf(x.abs().log10().floor());
+    let m = x.abs() / decade;
+    let best = STEPS.iter().copied().min_by(|a, b| (a - m).abs().total_cmp(&(b - m).abs())).expect("steps");
+    // Round-trip through text so 0.3 prints as "0.3", not "0.30000001".
+    let rounded: f32 = format!("{:.6e}", x.signum() * best * decade).parse().expect("a number");
+    rounded
+}
+
+/// A (rounded) value in the covariate's unit.
+fn value(c: Covariate, x: f32) -> String {
+    // + 0.0 turns −0 (a bound just below zero) into 0: "-0 %" reads as a sign error.
+    let x = x + 0.0;
+    match c {
+        Covariate::Soc | Covariate::Soh => format!("{:.0} %", (100.0 * x).round() + 0.0),
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::LastCurrentStep => format!("{x}C"),
+        Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
+        Covariate::DvDt => format!("{x} mV/s"),
+        Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => format!("{x} mV"),
+        Covariate::Temperature | Covariate::AmbientTemperature => format!("{x} °C"),
+        Covariate::CycleNumber => format!("{}", x.round() as i64),
+        Covariate::Voltage => format!("{x} V"),
+        Covariate::Current => format!("{x} A"),
+        Covariate::State | Covariate::StepKind | Covariate::Protocol => String::new(),
+    }
 }
 
 fn duration(seconds: f32) -> String {
     if seconds >= 3600.0 {
-        format!("{:.1} h", seconds / 3600.0)
+        format!("{} h", nice(seconds / 3600.0))
     } else if seconds >= 120.0 {
-        format!("{:.0} min", seconds / 60.0)
+        format!("{} min", (seconds / 60.0).round())
     } else {
-        format!("{:.0} s", seconds)
+        format!("{} s", seconds.round())
     }
 }
 
@@ -89,29 +130,52 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
         return category_phrase(atom, coding);
     }
     let (lo, hi) = atom.span();
+    let range = coding.range(lo, hi);
+    if let Some(phrase) = event_phrase(c, range) {
+        return phrase;
+    }
     let what = match c {
         Covariate::Soc => "SOC",
         Covariate::Soh => "SOH",
         Covariate::CRate => "C-rate",
         Covariate::AbsCRate => "|C-rate|",
         Covariate::StepTime => "time into the step",
-        Covariate::TimeSinceCurrentChange => "time since the current last changed",
+        Covariate::TimeSinceCurrentChange => "time since the last current step",
+        Covariate::LastCurrentStep => "the last current step",
         Covariate::DvDt => "dV/dt",
         Covariate::DvNext => "the coming voltage change",
         Covariate::CRateChangeNext => "the coming C-rate change",
         Covariate::Temperature => "cell temperature",
         Covariate::CycleNumber => "cycle",
         Covariate::AmbientTemperature => "ambient temperature",
+        Covariate::AboveLowestVoltage => "the voltage above the cell's lowest",
+        Covariate::BelowHighestVoltage => "the voltage below the cell's highest",
         Covariate::Voltage => "voltage",
         Covariate::Current => "current",
         _ => unreachable!("categorical handled above"),
     };
-    match (c, coding.range(lo, hi)) {
+    interval_phrase(c, what, range)
+}
+
+/// Phrases for bounds that read as events or directions rather than numbers on a scale.
+fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<String> {
+    let v = |x: f32| value(c, x);
+    Some(match (c, range) {
         // Signed C-rate bounded away from zero reads as a direction and a rate.
-        (Covariate::CRate, (Some(a), None)) if a >= 0.0 => format!("during charge above {}", value(c, a)),
-        (Covariate::CRate, (None, Some(b))) if b <= 0.0 => format!("during discharge above {}", value(c, -b)),
-        (_, range) => interval_phrase(c, what, range),
-    }
+        (Covariate::CRate, (Some(a), None)) if a >= 0.0 => format!("during charge above {}", v(a)),
+        (Covariate::CRate, (None, Some(b))) if b <= 0.0 => format!("during discharge above {}", v(-b)),
+        (Covariate::CRateChangeNext, (Some(a), None)) if a >= 0.0 => format!("when the current steps up by more than {} next", v(a)),
+        (Covariate::CRateChangeNext, (None, Some(b))) if b <= 0.0 => format!("when the current steps down by more than {} next", v(-b)),
+        (Covariate::LastCurrentStep, (Some(a), None)) if a >= 0.0 => format!("after a current step up of more than {}", v(a)),
+        (Covariate::LastCurrentStep, (None, Some(b))) if b <= 0.0 => format!("after a current step down of more than {}", v(-b)),
+        (Covariate::StepTime, (None, Some(b))) => format!("in the first {} of a step", v(b)),
+        (Covariate::StepTime, (Some(a), None)) => format!("more than {} into a step", v(a)),
+        (Covariate::TimeSinceCurrentChange, (None, Some(b))) => format!("in the first {} after a current step", v(b)),
+        (Covariate::TimeSinceCurrentChange, (Some(a), None)) => format!("more than {} after the last current step", v(a)),
+        (Covariate::AboveLowestVoltage, (None, Some(b))) => format!("within {} of the cell's lowest voltage", v(b)),
+        (Covariate::BelowHighestVoltage, (None, Some(b))) => format!("within {} of the cell's highest voltage", v(b)),
+        _ => return None,
+    })
 }
 
 fn interval_phrase(c: Covariate, what: &str, range: (Option<f32>, Option<f32>)) -> String {
@@ -139,11 +203,14 @@ fn category_name(c: Covariate, name: &str) -> String {
         (Covariate::State, "charging") => "during charge".into(),
         (Covariate::State, "discharging") => "during discharge".into(),
         (Covariate::State, "resting") => "at rest".into(),
-        (Covariate::Method, "constant_voltage") => "in CV holds".into(),
-        (Covariate::Method, "constant_current") => "in CC steps".into(),
-        (Covariate::Method, "rest") => "in rest steps".into(),
-        (Covariate::Method, "pulse") => "in pulses".into(),
-        (Covariate::Method, other) => format!("in {other} steps"),
+        (Covariate::StepKind, "cc_charge") => "in CC charge".into(),
+        (Covariate::StepKind, "cc_discharge") => "in CC discharge".into(),
+        (Covariate::StepKind, "cv_hold") => "in CV holds".into(),
+        (Covariate::StepKind, "rest_after_charge") => "in relaxation after charge".into(),
+        (Covariate::StepKind, "rest_after_discharge") => "in relaxation after discharge".into(),
+        (Covariate::StepKind, "charge_pulse") => "in charge pulses".into(),
+        (Covariate::StepKind, "discharge_pulse") => "in discharge pulses".into(),
+        (Covariate::StepKind, other) => format!("in {other} steps"),
         (Covariate::Protocol, p) => format!("in {p} cells"),
         (_, other) => other.to_owned(),
     }
@@ -165,12 +232,32 @@ mod tests {
         // dV/dt in bins 1..=2 = [-0.5, 0.5); voltage in bin 2 = above 3.9 V.
         let atoms = vec![Atom::interval(Covariate::DvDt, 1, 2), Atom::interval(Covariate::Voltage, 2, 2)];
         let text = sentence(&Candidate::Detector { atoms }, &codings);
-        assert_eq!(text, "fires when dV/dt is between -0.500 mV/s and 0.500 mV/s while voltage is above 3.900 V");
+        assert_eq!(text, "fires when dV/dt is between -0.5 mV/s and 0.5 mV/s while voltage is above 3.9 V");
     }
 
     #[test]
     fn a_bound_just_below_zero_soc_reads_0_percent() {
         assert_eq!(value(Covariate::Soc, -0.001), "0 %");
         assert_eq!(value(Covariate::Soc, 0.524), "52 %");
+    }
+
+    #[test]
+    fn bounds_are_rounded_as_an_engineer_writes_them() {
+        assert_eq!(value(Covariate::AbsCRate, round_bound(Covariate::AbsCRate, 0.3127)), "0.3C");
+        assert_eq!(value(Covariate::CRate, round_bound(Covariate::CRate, -1.43)), "-1.5C");
+        assert_eq!(value(Covariate::Voltage, round_bound(Covariate::Voltage, 4.1837)), "4.18 V");
+        assert_eq!(value(Covariate::Temperature, round_bound(Covariate::Temperature, 41.37)), "41 °C");
+        assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 57.0)), "60 s");
+        assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 13_700.0)), "4 h");
+    }
+
+    #[test]
+    fn time_after_a_current_step_reads_as_an_event() {
+        let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
+        codings[Covariate::TimeSinceCurrentChange.index()] = coding(Covariate::TimeSinceCurrentChange, &[60.0, 600.0]);
+        codings[Covariate::LastCurrentStep.index()] = coding(Covariate::LastCurrentStep, &[-1.0, 0.0, 0.5]);
+        let atoms = vec![Atom::interval(Covariate::TimeSinceCurrentChange, 0, 0), Atom::interval(Covariate::LastCurrentStep, 3, 3)];
+        let text = sentence(&Candidate::Detector { atoms }, &codings);
+        assert_eq!(text, "fires in the first 60 s after a current step up of more than 0.5C");
     }
 }

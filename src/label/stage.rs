@@ -5,6 +5,7 @@
 //!   labels.parquet (+ csv)   `tables::write_labels`
 //!   protocol_effects.csv     `metadata::protocol_effects`
 //!   labels.json              every label with all its candidates, for the report stage
+//!   codings.json             the bins and categories the labels' bounds refer to (`label --check`)
 //! ```
 
 use std::path::Path;
@@ -14,18 +15,37 @@ use polars::prelude::{CsvWriter, SerWriter};
 use super::covariates::{Covariate, Covariates};
 use super::metadata::protocol_effects;
 use super::tables::write_labels;
-use super::{label_features, FeatureLabel, LabelConfig};
+use super::candidates::fit_codings;
+use super::{label_features, split_cells, FeatureLabel, LabelConfig};
 use crate::data::canonical::Dataset;
+use crate::mine::SparseActivations;
 use crate::record::read_sparse;
 use crate::{Error, Result};
 
 /// The label stage's full result, reloaded by the report stage.
 pub const LABELS_FILE: &str = "labels.json";
+/// The codings (bin edges, category names) the labels were searched on.
+pub const CODINGS_FILE: &str = "codings.json";
 
 /// Labels the features recorded in `record_dir` over the dataset at `dataset_dir` into
 /// `out_dir`; returns live features, the accepted share and the held-out scores of accepted
 /// labels (median and quartiles).
 pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
+    let (dataset, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
+    let labels = label_features(&acts, &covariates, &dataset.cells, cfg)?;
+    let codings = fit_codings(&covariates, &split_cells(&dataset.cells, cfg.explain_fraction, cfg.seed));
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    write_labels(out_dir, &labels)?;
+    crate::io::write_json(&out_dir.join(LABELS_FILE), &labels)?;
+    crate::io::write_json(&out_dir.join(CODINGS_FILE), &codings)?;
+    let mut effects = protocol_effects(&acts, &covariates, &dataset.cells)?;
+    write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
+    Ok(summary(&labels, out_dir))
+}
+
+/// The dataset, the activations recorded over it (checked to be over the same cells) and the
+/// covariates, with SOC from `cfg.soc_column` when set.
+pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig) -> Result<(Dataset, SparseActivations, Vec<Covariates>)> {
     let dataset = Dataset::load(dataset_dir)?;
     let acts = read_sparse(record_dir)?;
     if acts.cell_ids.iter().ne(dataset.cells.iter().map(|c| &c.cell_id)) {
@@ -44,16 +64,10 @@ pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig,
             cov.columns[Covariate::Soc.index()] = gt;
         }
     }
-    let labels = label_features(&acts, &covariates, &dataset.cells, cfg)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    write_labels(out_dir, &labels)?;
-    crate::io::write_json(&out_dir.join(LABELS_FILE), &labels)?;
-    let mut effects = protocol_effects(&acts, &covariates, &dataset.cells)?;
-    write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
-    Ok(summary(&labels, out_dir))
+    Ok((dataset, acts, covariates))
 }
 
-fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Result<()> {
+pub(crate) fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Result<()> {
     crate::io::write_via_temp(path, |tmp| {
         let mut file = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
         CsvWriter::new(&mut file).finish(df).map_err(|e| Error::in_file(path, e.to_string()))
@@ -80,7 +94,7 @@ fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
 }
 
 /// Count, first quartile, median and third quartile (linear interpolation); null when empty.
-fn quartiles(mut values: Vec<f64>) -> serde_json::Value {
+pub(crate) fn quartiles(mut values: Vec<f64>) -> serde_json::Value {
     if values.is_empty() {
         return serde_json::json!({ "n": 0, "q25": null, "median": null, "q75": null });
     }

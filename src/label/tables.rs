@@ -40,6 +40,8 @@ pub fn labels_table(labels: &[FeatureLabel]) -> Table {
     t.push("label", TableColumn::Str(labels.iter().map(|l| l.label.clone()).collect()));
     t.push("stability", TableColumn::F64(labels.iter().map(|l| l.stability).collect()));
     t.push("beats_baseline", TableColumn::Bool(labels.iter().map(|l| l.beats_baseline).collect()));
+    t.push("sibling_auroc", TableColumn::F64(labels.iter().map(|l| l.sibling_auroc).collect()));
+    t.push("siblings", TableColumn::U32(labels.iter().map(|l| l.siblings).collect()));
     for slot in 0..3 {
         let picks: Vec<Option<&CandidateResult>> = labels.iter().map(|l| l.candidates.get(slot)).collect();
         let prefix = if slot == 0 { "best".to_owned() } else { format!("runner_up_{slot}") };

@@ -113,10 +113,10 @@ fn draw_layers(ctx: &Context, path: &Path) -> Result<()> {
 pub(crate) fn family(c: Covariate) -> &'static str {
     match c {
         Covariate::Soc => "SOC",
-        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::Current => "current / C-rate",
-        Covariate::State | Covariate::Method => "step type",
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::LastCurrentStep | Covariate::Current => "current / C-rate",
+        Covariate::State | Covariate::StepKind => "step type",
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => "time in step",
-        Covariate::DvDt | Covariate::DvNext | Covariate::Voltage => "voltage / dV/dt",
+        Covariate::DvDt | Covariate::DvNext | Covariate::Voltage | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => "voltage / dV/dt",
         Covariate::Temperature | Covariate::AmbientTemperature => "temperature",
         Covariate::CycleNumber | Covariate::Soh => "ageing",
         Covariate::Protocol => "protocol",

@@ -1,0 +1,103 @@
+//! Specific labels (DESIGN §5 step 2): accepted features left with the same sentence are
+//! siblings. Each gets a contrastive search for one more term that separates where it fires
+//! from where its siblings fire, and a sibling AUROC: how well its label ranks its own firing
+//! steps above its siblings' (0.5 = the label cannot tell them apart).
+//!
+//! Sibling AUROC of a predicate P for feature f, over steps where f or a sibling fires:
+//! ½·(share of f's firing steps inside P + share of sibling-only steps outside P).
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::label::candidates::{atoms_of, Atom, Candidate, CodedSteps, Weighting, MAX_CODES, N_COV};
+
+/// The most terms a label may have (DESIGN §5 step 2).
+pub const MAX_TERMS: usize = 3;
+/// Sibling AUROC a contrastive term must add, on the explain cells and again held out.
+pub const MIN_SIBLING_GAIN: f64 = 0.05;
+
+/// Where one feature fires and where only its siblings do.
+pub struct Contrast {
+    pub own: Vec<u32>,
+    pub siblings_only: Vec<u32>,
+}
+
+impl Contrast {
+    /// `group[i]` are the firing steps of the i-th sibling; the contrast of `member`.
+    pub fn new(group: &[&[u32]], member: usize) -> Contrast {
+        let own: HashSet<u32> = group[member].iter().copied().collect();
+        let mut siblings_only: Vec<u32> = group.iter().enumerate().filter(|(i, _)| *i != member).flat_map(|(_, s)| s.iter().copied()).filter(|s| !own.contains(s)).collect();
+        siblings_only.sort_unstable();
+        siblings_only.dedup();
+        Contrast { own: group[member].to_vec(), siblings_only }
+    }
+
+    /// Sibling AUROC of "all `atoms` hold" on the cells `w` weighs; NaN without both kinds of step.
+    pub fn auroc(&self, atoms: &[Atom], coded: &CodedSteps, w: &Weighting) -> f64 {
+        let share_inside = |steps: &[u32]| {
+            let (mut inside, mut total) = (0.0, 0.0);
+            for &step in steps {
+                let weight = w.cell_weight[coded.cell_of(step as usize)];
+                total += weight;
+                if atoms.iter().all(|a| a.contains(coded.step(step as usize)[a.covariate.index()])) {
+                    inside += weight;
+                }
+            }
+            if total > 0.0 { inside / total } else { f64::NAN }
+        };
+        0.5 * (share_inside(&self.own) + 1.0 - share_inside(&self.siblings_only))
+    }
+
+    /// The atom of a covariate not yet in `atoms` that, added to them, best separates own from
+    /// sibling firing on `w`, with that sibling AUROC.
+    pub fn best_extra_term(&self, atoms: &[Atom], coded: &CodedSteps, w: &Weighting) -> Option<(Atom, f64)> {
+        // Per covariate and code, the weight of own / sibling-only steps where `atoms` hold.
+        let counts = |steps: &[u32]| {
+            let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
+            let mut total = 0.0;
+            for &step in steps {
+                let weight = w.cell_weight[coded.cell_of(step as usize)];
+                total += weight;
+                let codes = coded.step(step as usize);
+                if weight > 0.0 && atoms.iter().all(|a| a.contains(codes[a.covariate.index()])) {
+                    for (k, &code) in codes.iter().enumerate() {
+                        out[k][code as usize] += weight;
+                    }
+                }
+            }
+            (out, total)
+        };
+        let ((own, own_total), (sib, sib_total)) = (counts(&self.own), counts(&self.siblings_only));
+        if own_total <= 0.0 || sib_total <= 0.0 {
+            return None;
+        }
+        let used: Vec<usize> = atoms.iter().map(|a| a.covariate.index()).collect();
+        coded
+            .codings
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| !used.contains(k))
+            .flat_map(|(k, coding)| atoms_of(coding).into_iter().map(move |b| (k, b)))
+            .map(|(k, b)| {
+                let inside = |c: &[[f64; MAX_CODES]]| b.codes().map(|code| c[k][code]).sum::<f64>();
+                (b, 0.5 * (inside(&own) / own_total + 1.0 - inside(&sib) / sib_total))
+            })
+            .max_by(|x, y| x.1.total_cmp(&y.1))
+    }
+}
+
+/// Indices of accepted detector labels grouped by sentence, groups of two or more only.
+pub fn groups<'a>(sentences: impl Iterator<Item = (usize, &'a str)>) -> Vec<Vec<usize>> {
+    let mut by_sentence: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, s) in sentences {
+        by_sentence.entry(s).or_default().push(i);
+    }
+    by_sentence.into_values().filter(|g| g.len() >= 2).collect()
+}
+
+/// The atoms of a detector; None for a tracker or a label already at `MAX_TERMS`.
+pub fn extendable(candidate: &Candidate) -> Option<&[Atom]> {
+    match candidate {
+        Candidate::Detector { atoms } if atoms.len() < MAX_TERMS => Some(atoms),
+        _ => None,
+    }
+}
