@@ -387,12 +387,38 @@ enum Command {
         /// Redraw only these cards of an existing report, e.g. L2_F17,L0_F3.
         #[arg(long, conflicts_with = "subset")]
         features: Option<String>,
-        /// Write a whole report over only these features (a small example report).
+        /// Draw cards and pages for only these features; the index and overview still cover
+        /// every live feature (a small example report).
         #[arg(long)]
         subset: Option<String>,
     },
+    /// Which features are most active on a stretch of one cell, with their labels: a table
+    /// (explain.parquet and .csv), a page (index.html) and a PNG of the stretch with the top
+    /// features' activations stacked under voltage and current. Ranked by the mean activation
+    /// over the stretch as a share of the feature's largest activation in the run.
+    ///
+    /// Example: voltlens explain --run runs/quickstart --cell chen2020-11-05-drive --from 3600 --to 2h
+    Explain {
+        /// The run directory (runs/<pipeline name>), with its record and label stages done.
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        cell: String,
+        /// Start of the stretch in the cell's test time: seconds, or with a unit (90s, 45min, 1.5h).
+        #[arg(long)]
+        from: String,
+        /// End of the stretch, as --from.
+        #[arg(long)]
+        to: String,
+        /// Rows of the table.
+        #[arg(long, default_value_t = 100)]
+        top: usize,
+        /// Output folder (default: <run>/explain/<cell>_<from>-<to>s).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Circuit analysis on a trained model + transcoder: pullbacks, de-embeddings, attributions,
-    /// attribution graphs, interventions, MLSAE banding and alignment.
+    /// computational paths, attribution graphs, interventions, MLSAE banding and alignment.
     Circuits {
         #[command(subcommand)]
         what: CircuitsCommand,
@@ -579,6 +605,24 @@ enum CircuitsCommand {
         feature: String,
         /// Rows of the table.
         #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// The strongest computational paths of two and three nodes into one feature's pre-activation
+    /// at one step (Dunefsky et al.'s greedy search): earlier features or input channels, at any
+    /// step of the window, → (a feature →) the feature, each with its contribution.
+    ///
+    /// Example: voltlens circuits paths --feature L1_F17 --cell chen2020-11-05-drive --step 400 --data runs/quickstart/data/dataset --model runs/quickstart/model/model --transcoder runs/quickstart/transcoder
+    Paths {
+        #[command(flatten)]
+        at: StepArgs,
+        /// The feature, as L{layer}_F{feature} (e.g. L1_F17).
+        #[arg(long)]
+        feature: String,
+        /// Sources kept at each step of the search.
+        #[arg(long, default_value_t = 5)]
+        width: usize,
+        /// Paths listed.
+        #[arg(long, default_value_t = 15)]
         top: usize,
     },
     /// Multi-layer SAE: the layer each feature reads from and writes to (banding), and whether the
@@ -809,6 +853,16 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::pipeline::stages::report_from_run(&run, &out, scope, &["sweep", "circuits"])?;
             println!("wrote {} cards; open {}", summary.cards.len(), summary.dir.join("index.html").display());
         }
+        Command::Explain { run, cell, from, to, top, out } => {
+            use crate::report::explain::{explain_run, parse_seconds, ExplainWindow};
+            let window = ExplainWindow { cell, from: parse_seconds(&from)?, to: parse_seconds(&to)?, top };
+            let out = out.unwrap_or_else(|| run.join("explain").join(window.slug()));
+            let (explanation, files) = explain_run(&run, &window, &out)?;
+            for (k, f) in explanation.features.iter().take(10).enumerate() {
+                println!("{:>3}. L{}_F{}  firing {:>5.1} %  mean/run max {:>5.1} %  {}", k + 1, f.layer, f.feature, 100.0 * f.firing, 100.0 * f.relative, f.label);
+            }
+            println!("{} features active on {} steps; wrote {}, {} and {}", explanation.features.len(), explanation.rows.len(), files.table.display(), files.page.display(), files.png.display());
+        }
         Command::Circuits { what } => circuits(what)?,
         Command::Batch { files, run } => {
             let results = crate::pipeline::batch(&files, &run.options());
@@ -872,6 +926,15 @@ fn circuits(what: CircuitsCommand) -> Result<()> {
             let target = circuits::Target::Feature { layer, pos: frozen.seq() - 1, feature: index };
             let attribution = circuits::attribute(&frozen, target)?;
             print!("{}", circuits::format_attribution(&attribution, window.first_step, top));
+        }
+        CircuitsCommand::Paths { at, feature, width, top } => {
+            let (layer, index) = feature_id(&FeatureArg { feature, transcoder: at.transcoder.clone() })?;
+            let (loaded, tc, window) = circuits::graph::load_window(&at.sources(), &at.cell, at.step, at.window)?;
+            let frozen = circuits::FrozenReplacement::new(&loaded.model, &tc, &window.inputs)?;
+            let target = circuits::Target::Feature { layer, pos: frozen.seq() - 1, feature: index };
+            let paths = circuits::greedy_paths(&frozen, target, width, top)?;
+            println!("Paths into L{layer}_F{index} at step {} of cell {}:", at.step, at.cell);
+            print!("{}", circuits::format_paths(&paths, window.first_step));
         }
         CircuitsCommand::Mlsae { transcoder, model, data, top, out } => {
             let analysis = circuits::analyse_mlsae(&data, &model, &transcoder.join("circuit-tracer"), top, &out)?;

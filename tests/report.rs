@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use voltlens::report::{card_file, write_report, ReportSummary, CARD_SIZE};
+use voltlens::report::{card_file, write_report, CardScope, ReportSummary, CARD_SIZE};
 
 /// Planted features and the report drawn from them, built once per test binary (the browser
 /// test includes this file for the same fixture).
@@ -35,6 +35,8 @@ pub mod fixture {
         pub labels: Vec<FeatureLabel>,
         pub transcoder: Transcoder,
         pub embedding: Embedding,
+        /// A circuits stage folder holding a small hand-made attribution graph ([`graph`]).
+        pub circuits: PathBuf,
         /// The full report, written once.
         pub report: PathBuf,
         pub summary: ReportSummary,
@@ -52,7 +54,8 @@ pub mod fixture {
                 embedding: Some(&self.embedding),
                 model_metrics: Some(serde_json::json!({ "val_loss": 0.0123, "voltage_rmse_mv": 4.2 })),
                 transcoder_metrics: Some(serde_json::json!({ "fvu": [0.08, 0.12], "l0": [11.5, 14.0], "dead_fraction": 0.1 })),
-                run_config: serde_json::json!({ "run": "report-test", "label": { "n_shifts": 30, "n_bootstrap": 10 } }),
+                run_config: serde_json::json!({ "run": "report-test", "label": { "n_shifts": 30, "n_bootstrap": 10 }, "circuits": { "dir": self.circuits } }),
+                paths: &[],
             }
         }
     }
@@ -106,9 +109,64 @@ pub mod fixture {
         let embedding = Embedding { w_embed, std: vec![2.0; N_CHANNELS] };
         // VOLTLENS_REPORT_DIR keeps the report for a human to look at.
         let report = std::env::var_os("VOLTLENS_REPORT_DIR").map_or_else(|| tmp.path().join("reports").join("report-test"), PathBuf::from);
-        let mut fixture = Fixture { _tmp: tmp, dataset, covariates, acts, mined, labels, transcoder, embedding, summary: dummy_summary(), report };
-        fixture.summary = write_report(&fixture.inputs(), &fixture.report, None).unwrap();
+        let circuits = tmp.path().join("circuits");
+        write_circuits_stage(&circuits);
+        let mut fixture = Fixture { _tmp: tmp, dataset, covariates, acts, mined, labels, transcoder, embedding, circuits, summary: dummy_summary(), report };
+        fixture.summary = write_report(&fixture.inputs(), &fixture.report, CardScope::All).unwrap();
         fixture
+    }
+
+    fn node(id: &str, layer: &str, pos: usize, kind: &str, clerp: &str) -> serde_json::Value {
+        serde_json::json!({
+            "node_id": id, "feature": 0, "layer": layer, "ctx_idx": pos, "feature_type": kind, "token_prob": 0.0,
+            "is_target_logit": kind == "logit", "run_idx": 0, "reverse_ctx_idx": 0, "jsNodeId": id, "clerp": clerp,
+            "influence": 0.5, "activation": if kind == "cross layer transcoder" { Some(1.0) } else { None },
+        })
+    }
+
+    /// A two-layer graph over the planted features: inputs feed L0_F0 and L0_F1, which feed L1_F0
+    /// (L0_F1 from an earlier step), which feeds the prediction; one error node; one input with
+    /// no edge, which the viewer must not draw.
+    pub fn graph() -> serde_json::Value {
+        let f = "cross layer transcoder";
+        let nodes = vec![
+            node("E_0_3", "E", 3, "embedding", "voltage V_t = 3.912 V"),
+            node("E_1_2", "E", 2, "embedding", "C-rate now = -0.50 C"),
+            node("E_2_3", "E", 3, "embedding", "Δt now = 10 s"),
+            node("0_0_3", "0", 3, f, "L0_F0"),
+            node("0_1_2", "0", 2, f, "L0_F1"),
+            node("0_-1_3", "0", 3, "mlp reconstruction error", "error L0 @3"),
+            node("1_0_3", "1", 3, f, "L1_F0"),
+            node("3_0_3", "3", 3, "logit", "predicted V 3.913 V"),
+        ];
+        let link = |s: &str, t: &str, w: f64| serde_json::json!({ "source": s, "target": t, "weight": w });
+        let links = vec![
+            link("E_0_3", "0_0_3", 0.5),
+            link("E_1_2", "0_1_2", -0.3),
+            link("0_0_3", "1_0_3", 0.8),
+            link("0_1_2", "1_0_3", 0.2),
+            link("0_-1_3", "1_0_3", 0.1),
+            link("1_0_3", "3_0_3", 1.0),
+            link("0_0_3", "3_0_3", -0.4),
+        ];
+        serde_json::json!({
+            "metadata": { "slug": "fixture-step3", "scan": "voltlens", "transcoder_list": [], "prompt_tokens": ["a", "b", "c", "d"], "prompt": "cell fixture, steps 0–3", "node_threshold": 0.8, "schema_version": 1 },
+            "qParams": { "pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": "" },
+            "nodes": nodes,
+            "links": links,
+        })
+    }
+
+    /// What the circuits stage leaves for the report: its summary, the graph (JSON and PNG) and
+    /// the pullback tables.
+    fn write_circuits_stage(dir: &Path) {
+        use plotters::prelude::*;
+        std::fs::create_dir_all(dir.join("graph")).unwrap();
+        std::fs::write(dir.join("graph/fixture.json"), serde_json::to_string(&graph()).unwrap()).unwrap();
+        BitMapBackend::new(&dir.join("graph/fixture.png"), (40, 30)).into_drawing_area().fill(&WHITE).unwrap();
+        std::fs::write(dir.join("pullbacks.md"), "# Pullbacks\n").unwrap();
+        let summary = serde_json::json!({ "features": ["L0_F0"], "graph": { "cell_id": "fixture", "step": 3, "png": "fixture.png", "json": "fixture.json", "scores": { "pruned_replacement": 0.9, "pruned_completeness": 0.95 } } });
+        std::fs::write(dir.join("circuits.json"), summary.to_string()).unwrap();
     }
 
     fn dummy_summary() -> ReportSummary {
@@ -206,13 +264,13 @@ fn label_sentences_reach_the_page_escaped() {
 fn only_draws_the_chosen_cards() {
     let fx = fixture::get();
     let out = fx._tmp.path().join("reports").join("only");
-    let summary = write_report(&fx.inputs(), &out, Some(&[(0, 1), (1, 0)])).unwrap();
+    let summary = write_report(&fx.inputs(), &out, CardScope::Redraw(&[(0, 1), (1, 0)])).unwrap();
     let mut drawn: Vec<String> = std::fs::read_dir(out.join("features")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".png")).collect();
     drawn.sort();
     assert_eq!(drawn, vec!["L0_F1.png", "L1_F0.png"]);
     assert_eq!(summary.cards.len(), 2);
     assert!(!out.join("index.html").exists(), "`only` leaves the rest of the report alone");
-    let err = write_report(&fx.inputs(), &out, Some(&[(7, 7)])).unwrap_err().to_string();
+    let err = write_report(&fx.inputs(), &out, CardScope::Redraw(&[(7, 7)])).unwrap_err().to_string();
     assert!(err.contains("L7_F7"), "{err}");
 }
 
@@ -234,8 +292,147 @@ fn a_report_never_replaces_a_folder_it_did_not_write() {
     let user = fx._tmp.path().join("reports").join("mine");
     std::fs::create_dir_all(&user).unwrap();
     std::fs::write(user.join("paper.md"), "draft").unwrap();
-    let err = write_report(&fx.inputs(), &user, None).unwrap_err().to_string();
+    let err = write_report(&fx.inputs(), &user, CardScope::All).unwrap_err().to_string();
     assert!(err.contains("not written by VoltLens"), "{err}");
     assert_eq!(std::fs::read_to_string(user.join("paper.md")).unwrap(), "draft");
     assert!(!fx._tmp.path().join("reports/.mine.partial").exists(), "refused before drawing anything");
+/// Every `src="…"` and `href="…"` of a page, without its `#…` part, must name a file that exists
+/// relative to the page.
+fn assert_links_resolve(page: &Path) {
+    let html = std::fs::read_to_string(page).unwrap();
+    let dir = page.parent().unwrap();
+    for r in references(&html) {
+        let file = r.split('#').next().unwrap();
+        if file.is_empty() {
+            continue;
+        }
+        assert!(!r.contains("://"), "{}: not a local link {r}", page.display());
+        assert!(dir.join(file).is_file(), "{} links to a missing file {r}", page.display());
+    }
+}
+
+#[test]
+fn every_live_feature_gets_a_page_whose_links_resolve() {
+    let fx = fixture::get();
+    let live = live_ids();
+    for (k, &(l, f)) in live.iter().enumerate() {
+        let page = fx.report.join("features").join(format!("L{l}_F{f}.html"));
+        assert_links_resolve(&page);
+        let html = std::fs::read_to_string(&page).unwrap();
+        assert!(html.contains("id=\"feature-data\""), "L{l}_F{f}: the example windows' data is embedded");
+        assert!(html.contains("href=\"../index.html\""), "back to the index");
+        // Pages chain in index order: the first has no previous, the last no next.
+        assert_eq!(html.contains("id=\"previous\""), k > 0, "L{l}_F{f}");
+        assert_eq!(html.contains("id=\"next\""), k + 1 < live.len(), "L{l}_F{f}");
+    }
+    assert!(!fx.report.join("features/L0_F4.html").exists(), "no page for a dead feature");
+    for page in ["index.html", "graph.html"] {
+        assert_links_resolve(&fx.report.join(page));
+    }
+}
+
+#[test]
+fn a_feature_page_shows_why_its_label_was_accepted_or_rejected() {
+    let fx = fixture::get();
+    for l in fx.labels.iter().filter(|l| l.density > 0.0) {
+        let html = std::fs::read_to_string(fx.report.join("features").join(format!("L{}_F{}.html", l.layer, l.feature))).unwrap();
+        let Some(best) = l.candidates.first() else { continue };
+        assert!(html.contains(&voltlens::report::html::escape(&best.sentence)), "best candidate of L{}_F{}", l.layer, l.feature);
+        let fails = html.matches("class=\"fail\"").count();
+        // An accepted label passes every check; a rejected one fails at least one, and says which.
+        assert_eq!(fails == 0, l.accepted, "L{}_F{}: accepted {} but {fails} failed checks", l.layer, l.feature, l.accepted);
+        if let Some(b) = &l.baseline {
+            assert!(html.contains("baseline (raw V/I)") && html.contains(&voltlens::report::html::escape(&b.sentence)), "baseline of L{}_F{}", l.layer, l.feature);
+        }
+    }
+}
+
+#[test]
+fn co_firing_is_ranked_by_lift_so_an_always_on_feature_does_not_lead() {
+    let fx = fixture::get();
+    // L1_F0 (0.05 + SOC) fires on every step: P(it | anything) = 1, but its lift is exactly 1.
+    let html = std::fs::read_to_string(fx.report.join("features/L0_F1.html")).unwrap();
+    let section = &html[html.find("Co-firing by lift").unwrap()..];
+    let section = &section[..section.find("</table>").unwrap()];
+    let rows: Vec<&str> = section.split("<tr>").skip(2).collect();
+    assert!(rows.len() >= 2, "CV-hold feature co-fires with others: {section}");
+    let lifts: Vec<f64> = rows.iter().map(|r| r.split("<td class=\"num\">").nth(1).unwrap().split('<').next().unwrap().parse().unwrap()).collect();
+    assert!(lifts.windows(2).all(|w| w[0] >= w[1]), "sorted by lift: {lifts:?}");
+    let dense = rows.iter().position(|r| r.contains("L1_F0")).expect("the always-on feature shares steps");
+    assert!((lifts[dense] - 1.0).abs() < 0.05, "always-on feature has lift ≈ 1, got {}", lifts[dense]);
+    assert!(dense > 0 && lifts[0] > 1.5, "a feature that really co-fires comes first: {lifts:?}");
+}
+
+#[test]
+fn graph_viewer_embeds_the_graph_and_pages_list_graph_neighbours() {
+    let fx = fixture::get();
+    let html = std::fs::read_to_string(fx.report.join("graph.html")).unwrap();
+    assert!(html.contains("id=\"graph-data\"") && html.contains("\"0_1_2\""), "the graph is embedded");
+    assert!(html.contains("src=\"assets/graph.js\""));
+    let page = std::fs::read_to_string(fx.report.join("features/L1_F0.html")).unwrap();
+    let feeds = &page[page.find("Graph: what feeds it").unwrap()..];
+    let feeds = &feeds[..feeds.find("</table>").unwrap()];
+    // L0_F0 (0.8) before L0_F1 (0.2), each a link to its page; the error node by name.
+    let (a, b) = (feeds.find("href=\"L0_F0.html\"").expect("L0_F0 linked"), feeds.find("href=\"L0_F1.html\"").expect("L0_F1 linked"));
+    assert!(a < b, "strongest edge first: {feeds}");
+    assert!(feeds.contains("0.800") && feeds.contains("error L0"), "{feeds}");
+}
+
+#[test]
+fn explain_ranks_the_features_active_on_a_stretch() {
+    use voltlens::data::schema::Method;
+    use voltlens::report::explain::{explain, write_explanation, ExplainWindow};
+    let fx = fixture::get();
+    // The longest constant-voltage hold of any cell: the planted CV feature L0_F1 fires on every
+    // step of it, the rest-only feature L1_F1 on none.
+    let (cell, start, end) = (0..fx.dataset.data.len())
+        .flat_map(|c| {
+            let m = &fx.dataset.data[c].method;
+            let mut runs = Vec::new();
+            let mut i = 0;
+            while i < m.len() {
+                let j = (i..m.len()).find(|&j| m[j] != m[i]).unwrap_or(m.len());
+                if m[i] == Method::ConstantVoltage {
+                    runs.push((c, i, j));
+                }
+                i = j;
+            }
+            runs
+        })
+        .max_by_key(|&(_, a, b)| b - a)
+        .expect("the chen2020 cells have CV holds");
+    let data = &fx.dataset.data[cell];
+    let window = ExplainWindow { cell: data.cell_id.clone(), from: data.test_time[start + 1], to: data.test_time[end - 2], top: 100 };
+    let e = explain(&fx.dataset, &fx.acts, &fx.labels, &window).unwrap();
+    let cv = e.features.iter().find(|f| (f.layer, f.feature) == (0, 1)).expect("the CV feature is active");
+    assert_eq!(cv.firing, 1.0, "fires on every step of the hold");
+    assert!(e.features.iter().all(|f| (f.layer, f.feature) != (1, 1)), "the rest feature is silent in a CV hold");
+    assert!(e.features.windows(2).all(|w| w[0].relative >= w[1].relative), "most active first");
+    let out = fx._tmp.path().join("explain");
+    let files = write_explanation(&e, &fx.dataset, &fx.acts, &out).unwrap();
+    let csv = std::fs::read_to_string(out.join("explain.csv")).unwrap();
+    assert_eq!(csv.lines().count(), e.features.len() + 1, "one row per active feature");
+    assert!(files.page.is_file() && png_size(&files.png).1 > 400);
+    let missing = ExplainWindow { cell: "no-such-cell".into(), ..window.clone() };
+    assert!(explain(&fx.dataset, &fx.acts, &fx.labels, &missing).unwrap_err().to_string().contains("no-such-cell"));
+    let empty = ExplainWindow { from: -20.0, to: -10.0, ..window };
+    assert!(explain(&fx.dataset, &fx.acts, &fx.labels, &empty).unwrap_err().to_string().contains("no steps between"));
+}
+
+#[test]
+fn a_report_with_some_cards_still_indexes_every_live_feature() {
+    let fx = fixture::get();
+    let out = fx._tmp.path().join("reports").join("some");
+    let summary = write_report(&fx.inputs(), &out, CardScope::Subset(&[(0, 1), (1, 0)])).unwrap();
+    assert_eq!(summary.cards.len(), 2);
+    assert_eq!(summary.live_features, live_ids().len(), "the overview speaks for the whole run");
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for (l, f) in live_ids() {
+        assert!(html.contains(&format!("data-id=\"L{l}_F{f}\"")), "L{l}_F{f} is listed");
+        let carded = [(0, 1), (1, 0)].contains(&(l, f));
+        assert_eq!(out.join(format!("features/L{l}_F{f}.html")).exists(), carded, "L{l}_F{f}");
+        assert_eq!(html.contains(&format!("href=\"features/L{l}_F{f}.html\"")), carded, "L{l}_F{f}");
+    }
+    assert_links_resolve(&out.join("index.html"));
+    assert_links_resolve(&out.join("features/L0_F1.html"));
 }

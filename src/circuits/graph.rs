@@ -527,9 +527,9 @@ impl Graph {
     pub fn label(&self, node: NodeKind, labels: &std::collections::BTreeMap<(usize, usize), String>) -> String {
         match node {
             NodeKind::Feature { layer, feature, .. } => labels.get(&(layer, feature)).cloned().unwrap_or_else(|| format!("L{layer}_F{feature}")),
-            NodeKind::Error { layer, .. } => format!("error L{layer}"),
-            NodeKind::Input { pos, channel } => format!("{} = {:.4}", CHANNELS[channel], self.raw[pos * N_CHANNELS + channel]),
-            NodeKind::Output { .. } => format!("predicted ΔV {:+.3} mV", self.prediction * self.target_scale * 1000.0),
+            NodeKind::Error { layer, pos } => format!("error L{layer} @{}", self.first_step + pos),
+            NodeKind::Input { pos, channel } => input_text(channel, self.raw[pos * N_CHANNELS + channel]),
+            NodeKind::Output { .. } => format!("predicted V {:.4} V (ΔV {:+.3} mV)", self.predicted_voltage(), self.prediction * self.target_scale * 1000.0),
         }
     }
 
@@ -584,6 +584,22 @@ impl Graph {
             nodes,
             links,
         }
+    }
+}
+
+/// An input channel's value in physical units (the model reads log1p of times; people read seconds).
+fn input_text(channel: usize, raw: f32) -> String {
+    let seconds = |x: f32| x.exp_m1();
+    match CHANNELS[channel] {
+        "voltage" => format!("V now = {raw:.4} V"),
+        "c_rate" => format!("C-rate now = {raw:+.2} C"),
+        "log1p_dt" => format!("Δt now = {:.3} s", seconds(raw)),
+        "c_rate_next" => format!("C-rate next = {raw:+.2} C"),
+        "log1p_dt_next" => format!("Δt next = {:.3} s", seconds(raw)),
+        "charge_next" => format!("charge next = {:+.4} % of capacity", 100.0 * raw),
+        "temperature" => format!("T = {raw:.1} °C"),
+        "log1p_step_time" => format!("time in step = {:.0} s", seconds(raw)),
+        name => format!("{name} = {raw}"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The attribution graph as a PNG: layers as rows (inputs at the bottom, the output on top),
 //! window steps as columns (only steps with kept nodes), edges coloured by sign and drawn wider
-//! and darker the larger their weight.
+//! and darker the larger their weight, a legend at the bottom. Nodes left without an edge by the
+//! pruning are not drawn (the JSON keeps them).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,12 +17,14 @@ use crate::{Error, Result};
 /// (the JSON keeps them all).
 const MAX_COLUMNS: usize = 20;
 const MAX_EDGES: usize = 250;
-const MAX_LABEL: usize = 30;
-const COLUMN_W: i32 = 170;
-const NODE_H: i32 = 26;
+const MAX_LABEL: usize = 34;
+const COLUMN_W: i32 = 260;
+const NODE_H: i32 = 30;
 const LEFT: i32 = 110;
 const TOP: i32 = 70;
-const BOTTOM: i32 = 50;
+const BOTTOM: i32 = 90;
+/// Text size of node labels and step numbers.
+const LABEL_SIZE: u32 = 16;
 
 const POSITIVE: RGBColor = plot_style::VOLTAGE;
 const NEGATIVE: RGBColor = plot_style::CURRENT;
@@ -63,7 +66,14 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
     plot_style::ensure_fonts();
     // Columns: the steps holding the most influence, in step order.
     let mut weight_of_pos: BTreeMap<usize, f32> = BTreeMap::new();
-    for n in &graph.nodes {
+    // Only nodes with an edge (and the output) are drawn.
+    let mut linked = vec![false; graph.nodes.len()];
+    for e in &graph.edges {
+        linked[e.source] = true;
+        linked[e.target] = true;
+    }
+    let drawn = |i: usize| linked[i] || matches!(graph.nodes[i].node, NodeKind::Output { .. });
+    for n in graph.nodes.iter().enumerate().filter(|&(i, _)| drawn(i)).map(|(_, n)| n) {
         *weight_of_pos.entry(pos_of(n.node)).or_default() += n.influence + if matches!(n.node, NodeKind::Output { .. }) { 1e9 } else { 0.0 };
     }
     let mut columns: Vec<(usize, f32)> = weight_of_pos.into_iter().collect();
@@ -76,7 +86,7 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
     // Nodes per (row, column), most influential first; rows as tall as their fullest cell.
     let rows = graph.layers + 2;
     let mut cells: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
-    for (i, n) in graph.nodes.iter().enumerate() {
+    for (i, n) in graph.nodes.iter().enumerate().filter(|&(i, _)| drawn(i)) {
         if let Ok(c) = steps.binary_search(&pos_of(n.node)) {
             cells.entry((row_of(n.node, graph.layers), c)).or_default().push(i);
         }
@@ -104,7 +114,7 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
         );
         root.draw(&Text::new(title, (10, 8), (FONT, 20).into_font())).map_err(|e| fail(&e))?;
         let subtitle = format!(
-            "replacement {:.3} (pruned {:.3}), completeness {:.3} (pruned {:.3}); blue: positive, red: negative{}",
+            "replacement {:.3} (pruned {:.3}), completeness {:.3} (pruned {:.3}){}",
             s.replacement, s.pruned_replacement, s.completeness, s.pruned_completeness,
             if hidden_steps > 0 { format!("; {hidden_steps} less influential steps not drawn") } else { String::new() }
         );
@@ -124,8 +134,9 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
         }
         for (c, &p) in steps.iter().enumerate() {
             let label = format!("step {}", graph.first_step + p);
-            root.draw(&Text::new(label, (LEFT + c as i32 * COLUMN_W + 4, height - BOTTOM + 16), (FONT, 13).into_font())).map_err(|e| fail(&e))?;
+            root.draw(&Text::new(label, (LEFT + c as i32 * COLUMN_W + 4, height - BOTTOM + 12), (FONT, LABEL_SIZE).into_font())).map_err(|e| fail(&e))?;
         }
+        draw_legend(&root, height - 40)?;
 
         // Edges, weakest first so that strong ones stay visible on top.
         let mut edges: Vec<_> = graph.edges.iter().filter(|e| at[e.source].is_some() && at[e.target].is_some()).collect();
@@ -151,8 +162,31 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
             root.draw(&Circle::new((x, y), radius, colour_of(n.node).filled())).map_err(|e| fail(&e))?;
             root.draw(&Circle::new((x, y), radius, BLACK.stroke_width(1))).map_err(|e| fail(&e))?;
             let label = shorten(&graph.label(n.node, labels));
-            root.draw(&Text::new(label, (x + radius + 3, y - 7), (FONT, 12).into_font())).map_err(|e| fail(&e))?;
+            root.draw(&Text::new(label, (x + radius + 3, y - 9), (FONT, LABEL_SIZE).into_font())).map_err(|e| fail(&e))?;
         }
         root.present().map_err(|e| fail(&e))
     })
+}
+
+/// Node kinds by colour and edge signs, in one line at `y`.
+fn draw_legend(root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, y: i32) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::Other(format!("drawing the graph's legend: {e}"));
+    let mut x = 10;
+    let nodes = [
+        (NodeKind::Feature { layer: 0, pos: 0, feature: 0 }, "feature"),
+        (NodeKind::Error { layer: 0, pos: 0 }, "MLP error"),
+        (NodeKind::Input { pos: 0, channel: 0 }, "input channel"),
+        (NodeKind::Output { pos: 0 }, "prediction"),
+    ];
+    for (node, name) in nodes {
+        root.draw(&Circle::new((x + 7, y + 9), 7, colour_of(node).filled())).map_err(|e| fail(&e))?;
+        root.draw(&Text::new(name, (x + 20, y), (FONT, LABEL_SIZE).into_font())).map_err(|e| fail(&e))?;
+        x += 40 + 10 * name.len() as i32;
+    }
+    for (colour, name) in [(POSITIVE, "edge raises the target"), (NEGATIVE, "edge lowers the target")] {
+        root.draw(&PathElement::new(vec![(x, y + 9), (x + 30, y + 9)], colour.stroke_width(4))).map_err(|e| fail(&e))?;
+        root.draw(&Text::new(name, (x + 38, y), (FONT, LABEL_SIZE).into_font())).map_err(|e| fail(&e))?;
+        x += 60 + 10 * name.len() as i32;
+    }
+    Ok(())
 }

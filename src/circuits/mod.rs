@@ -15,7 +15,8 @@
 //! - `attribution`: input-dependent attribution of one prediction through the replacement model
 //!   with attention patterns and norm scales frozen, attention paths included;
 //! - `graph` (drawn by `graph_plot`): attribution graphs pruned by influence, as circuit-tracer
-//!   JSON and PNG.
+//!   JSON and PNG;
+//! - `paths`: the strongest computational paths of two and three nodes into one feature.
 //!
 //! Each returns rows the CLI prints with the matching `format_*` function.
 
@@ -27,6 +28,7 @@ mod graph_plot;
 pub mod intervene;
 pub mod mlsae;
 pub mod mlsae_plot;
+pub mod paths;
 pub mod pullback;
 pub mod stage;
 
@@ -36,6 +38,7 @@ pub use deembed::{deembed, format_deembed, ChannelRow, Embedding};
 pub use mlsae::{format_mlsae, MlsaeAnalysis};
 pub use intervene::{ablate_or_steer, draw_intervention, format_intervention, InterventionReport, SteeredMlps};
 pub use pullback::{format_pullback, pullback, PullbackRow};
+pub use paths::{format_paths, greedy_paths, ComputationalPath};
 
 use std::path::Path;
 

@@ -44,11 +44,15 @@ pub struct PipelineConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct ReportStageConfig {
     pub dir: PathBuf,
+    /// Stretches of cells to explain (`[[report.explain]]` with cell, from, to in seconds, top):
+    /// each gets an `explain/<cell>_<from>-<to>s/` page in the report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explain: Vec<crate::report::explain::ExplainWindow>,
 }
 
 impl Default for ReportStageConfig {
     fn default() -> Self {
-        ReportStageConfig { dir: PathBuf::from("reports") }
+        ReportStageConfig { dir: PathBuf::from("reports"), explain: Vec::new() }
     }
 }
 

@@ -209,18 +209,13 @@ fn run_report(cfg: &ReportStageConfig, ctx: &StageContext, _out: &Path) -> Resul
     let out = crate::report::stage::report_dir(&cfg.dir, &ctx.run_dir);
     let extras: Vec<&str> = ["sweep", "circuits"].into_iter().filter(|s| ctx.stages.contains(s)).collect();
     let summary = report_from_run(&ctx.run_dir, &out, ReportScope::All, &extras)?;
-    Ok(serde_json::json!({ "dir": summary.dir, "cards": summary.cards.len(), "card_ms_mean": summary.card_ms_mean }))
+    for window in &cfg.explain {
+        crate::report::explain::explain_run(&ctx.run_dir, window, &out.join("explain").join(window.slug()))?;
+    }
+    Ok(serde_json::json!({ "dir": summary.dir, "cards": summary.cards.len(), "card_ms_mean": summary.card_ms_mean, "explained": cfg.explain.len() }))
 }
 
-/// Which features a report covers.
-pub enum ReportScope<'a> {
-    /// Every live feature.
-    All,
-    /// Redraw only these cards ("L0_F3,L1_F7") in an existing report.
-    Redraw(&'a str),
-    /// A whole report (index, overview, cards) over only these features: small example reports.
-    Subset(&'a str),
-}
+pub use crate::report::stage::Scope as ReportScope;
 
 /// Draws the report of a finished run from its stage outputs, recomputing nothing upstream
 /// (`voltlens report`). `extras`: which of the optional stages "sweep" and "circuits" to show
@@ -238,13 +233,8 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
     }
     let dataset = crate::data::canonical::Dataset::load(&stage("data").join(DATASET_DIR))?;
     let acts = crate::record::read_sparse(&stage("record"))?;
-    let mut mined: crate::mine::MinedFeatures = read_json(&stage("mine").join(crate::mine::stage::MINED_FILE))?;
-    let mut labels: Vec<crate::label::FeatureLabel> = read_json(&stage("label").join(crate::label::stage::LABELS_FILE))?;
-    if let ReportScope::Subset(list) = scope {
-        let keep = crate::report::stage::parse_feature_ids(list)?;
-        mined.features.retain(|f| keep.contains(&(f.layer, f.feature)));
-        labels.retain(|l| keep.contains(&(l.layer, l.feature)));
-    }
+    let mined: crate::mine::MinedFeatures = read_json(&stage("mine").join(crate::mine::stage::MINED_FILE))?;
+    let labels: Vec<crate::label::FeatureLabel> = read_json(&stage("label").join(crate::label::stage::LABELS_FILE))?;
     let covariates = crate::label::covariates::Covariates::for_dataset(&dataset);
     let export = stage("transcoder").join("circuit-tracer");
     let transcoder = if export.exists() { Some(crate::transcoder::import_circuit_tracer(&export)?) } else { None };
@@ -263,6 +253,7 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
             run_config.insert(name.to_owned(), serde_json::json!({ "dir": stage(name), "config": m.config }));
         }
     }
+    let paths = report_paths(run_dir, &mined)?;
     let inputs = crate::report::ReportInputs {
         dataset: &dataset,
         acts: &acts,
@@ -271,15 +262,32 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
         covariates: &covariates,
         transcoder: transcoder.as_ref(),
         embedding: embedding.as_ref(),
-        model_metrics: metrics(stage("model").join(EVAL_DIR).join("metrics.json")).and_then(|m| m.get("overall").cloned()),
+        model_metrics: metrics(stage("model").join(EVAL_DIR).join("metrics.json")).and_then(|m| {
+            // The overall figures, with any flags the evaluation raised about them.
+            let mut overall = m.get("overall").cloned()?;
+            if let (Some(flags), Some(o)) = (m.get("flags"), overall.as_object_mut()) {
+                o.insert("flags".into(), flags.clone());
+            }
+            Some(overall)
+        }),
         transcoder_metrics: metrics(stage("transcoder").join("metrics.json")),
         run_config: serde_json::Value::Object(run_config),
+        paths: &paths,
     };
-    let redraw = match scope {
-        ReportScope::Redraw(list) => Some(list),
-        _ => None,
-    };
-    crate::report::stage::run(&inputs, out, redraw)
+    crate::report::stage::run(&inputs, out, scope)
+}
+
+/// Computational paths into the features the circuits stage analysed (its `features` list), at
+/// each one's strongest peak; none when the run has no circuits stage.
+fn report_paths(run_dir: &Path, mined: &crate::mine::MinedFeatures) -> Result<Vec<crate::circuits::paths::FeaturePaths>> {
+    let circuits = run_dir.join("circuits");
+    let Some(manifest) = crate::pipeline::manifest::Manifest::read(&circuits) else { return Ok(Vec::new()) };
+    let summary: serde_json::Value = crate::model::checkpoint::read_json(&circuits.join(crate::circuits::stage::SUMMARY_FILE))?;
+    let ids: Vec<String> = summary.get("features").and_then(|f| serde_json::from_value(f.clone()).ok()).unwrap_or_default();
+    let features = crate::report::stage::parse_feature_ids(&ids.join(","))?;
+    let window = manifest.config.get("window").and_then(serde_json::Value::as_u64).map_or(crate::circuits::stage::CircuitsConfig::default().window, |w| w as usize);
+    let sources = crate::circuits::GraphSources { dataset: run_dir.join("data").join(DATASET_DIR), model: run_dir.join("model").join(MODEL_DIR), transcoder: run_dir.join("transcoder") };
+    crate::circuits::paths::paths_at_peaks(&sources, mined, &features, window)
 }
 
 /// Where the model stage keeps the trained model and the evaluation, inside its directory.

@@ -91,6 +91,17 @@ pub(crate) fn percent(x: f64) -> String {
     if x > 0.0 && x < 0.001 { format!("{:.3}%", 100.0 * x) } else { format!("{:.1}%", 100.0 * x) }
 }
 
+/// `text` cut to `max` characters with "…" in the middle, so both ends stay readable.
+pub(crate) fn middle_ellipsis(text: &str, max: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= max {
+        return text.to_owned();
+    }
+    let head = (max - 1) / 2;
+    let tail = max - 1 - head;
+    format!("{}…{}", chars[..head].iter().collect::<String>(), chars[chars.len() - tail..].iter().collect::<String>())
+}
+
 /// Greedy word wrap at `width` characters.
 pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = vec![String::new()];
@@ -131,7 +142,8 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
     let pad = ((hi - lo) * 0.06).max(1e-9);
     // All-zero bars get a unit axis rather than a microscopic one.
     let (lo, hi) = (if lo < 0.0 { lo - pad } else { 0.0 }, if hi > 0.0 { hi + pad } else if lo < 0.0 { pad } else { 1.0 });
-    let names: Vec<String> = rows.iter().map(|r| r.0.chars().take(22).collect()).collect();
+    // Long names (protocols of real cycler files) keep their start and end around an ellipsis.
+    let names: Vec<String> = rows.iter().map(|r| middle_ellipsis(&r.0, 28)).collect();
     let label_width = names.iter().map(|s| s.chars().count()).max().unwrap_or(4) as u32 * 8 + 16;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 17))
@@ -411,7 +423,7 @@ fn draw_covariate(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Featu
 }
 
 /// Activation at each row of a window (0 where silent).
-fn window_activation(acts: &FeatureActivations, w: &Window) -> Vec<f32> {
+pub(crate) fn window_activation(acts: &FeatureActivations, w: &Window) -> Vec<f32> {
     let (rows, values) = acts.cell(w.cell);
     (w.start_row..w.end_row).map(|r| rows.binary_search(&r).map_or(0.0, |j| values[j])).collect()
 }
@@ -430,8 +442,21 @@ const CHANNELS: [Channel; 4] = [
     Channel { name: "SOC", unit: "%", values: |d, i| 100.0 * d.soc[i] as f64 },
 ];
 
-/// Time axis of a set of windows: seconds from the peak, or minutes when they span longer.
-fn time_scale(ctx: &Context, windows: &[&Window]) -> (f64, &'static str) {
+/// The windows a card and a feature page show: the top windows, then the first example of each
+/// activation decile, weakest first.
+pub(crate) fn shown_windows(m: &crate::mine::MinedFeature) -> Vec<&Window> {
+    let mut shown: Vec<&Window> = m.windows.iter().filter(|w| w.kind == WindowKind::Top).take(TOP_WINDOWS).collect();
+    for w in m.windows.iter().filter(|w| w.kind == WindowKind::Quantile) {
+        if shown.last().is_none_or(|last| last.kind != WindowKind::Quantile || last.rank != w.rank) {
+            shown.push(w);
+        }
+    }
+    shown
+}
+
+/// One time unit for every window of a feature (card and page alike): seconds from the peak, or
+/// minutes when the longest window spans more than half an hour. Returns (seconds per unit, unit).
+pub(crate) fn feature_time_scale(ctx: &Context, windows: &[&Window]) -> (f64, &'static str) {
     let span = windows
         .iter()
         .map(|w| {
@@ -439,7 +464,7 @@ fn time_scale(ctx: &Context, windows: &[&Window]) -> (f64, &'static str) {
             t[w.end_row as usize - 1] - t[w.start_row as usize]
         })
         .fold(0.0f64, f64::max);
-    if span > 1800.0 { (60.0, "Time from peak (min)") } else { (1.0, "Time from peak (s)") }
+    if span > 1800.0 { (60.0, "min") } else { (1.0, "s") }
 }
 
 fn finite_range(values: impl Iterator<Item = f64>) -> Option<Range<f64>> {
@@ -454,7 +479,7 @@ fn finite_range(values: impl Iterator<Item = f64>) -> Option<Range<f64>> {
 struct Trace<'w> {
     window: &'w Window,
     x_scale: f64,
-    x_desc: &'static str,
+    x_desc: &'w str,
     max: f32,
 }
 
@@ -512,12 +537,14 @@ fn draw_top_windows(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Fea
     text(&title, "Top activating windows", (24, 8), bold(19))?;
     text(&title, "trace colour = activation (grey = silent) · ring = peak step · one column per window", (290, 11), (FONT, 15).into_font().color(&RGBColor(90, 90, 90)))?;
     let (grid, bar) = body.split_horizontally(CARD_SIZE.0 - 110);
-    let m = ctx.mined(facts.index);
-    let windows: Vec<&Window> = m.windows.iter().filter(|w| w.kind == WindowKind::Top).take(TOP_WINDOWS).collect();
+    let shown = shown_windows(ctx.mined(facts.index));
+    let windows: Vec<&Window> = shown.iter().copied().filter(|w| w.kind == WindowKind::Top).collect();
     if windows.is_empty() {
         return empty_panel(&grid, "", "never fires");
     }
-    let (x_scale, x_desc) = time_scale(ctx, &windows);
+    let (x_scale, unit) = feature_time_scale(ctx, &shown);
+    let x_desc = format!("Time from peak ({unit})");
+    let x_desc = x_desc.as_str();
     let rows = split_rows(&grid, CHANNELS.len(), 40);
     for (r, (row, ch)) in rows.iter().zip(&CHANNELS).enumerate() {
         let values = windows.iter().flat_map(|w| {
@@ -568,8 +595,8 @@ pub(crate) fn colour_bar(area: &Area, (lo, hi): (f64, f64), label: &str, colour:
         .y_labels(6)
         .y_label_formatter(&|v| fmt(*v))
         .y_desc(label)
-        .label_style((FONT, 12))
-        .axis_desc_style((FONT, 14))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
         .draw()
         .map_err(draw_err)?;
     let steps = 100;
@@ -585,34 +612,26 @@ pub(crate) fn colour_bar(area: &Area, (lo, hi): (f64, f64), label: &str, colour:
 fn draw_quantiles(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
     let (title, body) = area.split_vertically(36);
     text(&title, "One example per activation decile", (24, 8), bold(19))?;
-    text(&title, "voltage around a random firing step from each tenth of the firing activations, weakest first", (380, 11), (FONT, 15).into_font().color(&RGBColor(90, 90, 90)))?;
-    let m = ctx.mined(facts.index);
-    let mut examples: Vec<&Window> = Vec::new();
-    for w in m.windows.iter().filter(|w| w.kind == WindowKind::Quantile) {
-        if examples.last().is_none_or(|last| last.rank != w.rank) {
-            examples.push(w);
-        }
-    }
+    text(&title, "voltage and current around a random firing step from each tenth of the firing activations, weakest first", (380, 11), (FONT, 15).into_font().color(&RGBColor(90, 90, 90)))?;
+    let shown = shown_windows(ctx.mined(facts.index));
+    let examples: Vec<&Window> = shown.iter().copied().filter(|w| w.kind == WindowKind::Quantile).collect();
     if examples.is_empty() {
         return empty_panel(&body, "", "never fires");
     }
     let (body, _) = body.split_horizontally(CARD_SIZE.0 - 110);
-    let (x_scale, x_desc) = time_scale(ctx, &examples);
-    let ch = &CHANNELS[0];
-    let values = examples.iter().flat_map(|w| {
-        let data = &ctx.inputs.dataset.data[w.cell];
-        (w.start_row as usize..w.end_row as usize).map(move |i| (ch.values)(data, i))
-    });
-    let y = finite_range(values).unwrap_or(0.0..1.0);
-    let per_row = examples.len().div_ceil(2).max(1);
+    let (x_scale, unit) = feature_time_scale(ctx, &shown);
+    let x_desc = format!("Time from peak ({unit})");
     let rows = split_rows(&body, 2, 40);
-    for (r, row) in rows.iter().enumerate() {
-        let cols = row.split_evenly((1, per_row));
-        for (c, panel) in cols.iter().enumerate() {
-            let Some(w) = examples.get(r * per_row + c) else { continue };
-            let caption = format!("decile {} · a = {}", w.rank + 1, num(w.value as f64));
-            let tr = Trace { window: w, x_scale, x_desc, max: facts.max };
-            draw_trace(panel, ctx, acts, &tr, ch, y.clone(), Some(caption.as_str()), r == 1, c == 0)?;
+    for (r, (row, ch)) in rows.iter().zip(&CHANNELS[..2]).enumerate() {
+        let values = examples.iter().flat_map(|w| {
+            let data = &ctx.inputs.dataset.data[w.cell];
+            (w.start_row as usize..w.end_row as usize).map(move |i| (ch.values)(data, i))
+        });
+        let y = finite_range(values).unwrap_or(0.0..1.0);
+        for (c, (panel, w)) in row.split_evenly((1, examples.len())).iter().zip(&examples).enumerate() {
+            let caption = format!("d{} · a = {}", w.rank + 1, num(w.value as f64));
+            let tr = Trace { window: w, x_scale, x_desc: &x_desc, max: facts.max };
+            draw_trace(panel, ctx, acts, &tr, ch, y.clone(), (r == 0).then_some(caption.as_str()), r == 1, c == 0)?;
         }
     }
     Ok(())
@@ -638,7 +657,7 @@ fn draw_row_b(area: &Area, facts: &FeatureFacts) -> Result<()> {
 
 /// A model input channel (`model::CHANNELS`) as a battery engineer reads it; "next" is the step
 /// being predicted.
-fn channel_name(channel: &str) -> &str {
+pub(crate) fn channel_name(channel: &str) -> &str {
     match channel {
         "voltage" => "voltage V_t",
         "c_rate" => "C-rate now",
@@ -695,7 +714,8 @@ fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
 
 fn draw_row_c(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
     let panels = area.split_evenly((1, 3));
-    hbars(&panels[0], "Top co-firing features", &facts.co_firing, "P(other fires | this fires)", percent_tick)?;
+    let lift: Vec<(String, f64)> = facts.co_firing.iter().map(|c| (c.id.clone(), c.lift)).collect();
+    hbars(&panels[0], "Co-firing features by lift", &lift, "Lift: P(other | this) / P(other)", tick)?;
     hbars(&panels[1], "Firing rate by protocol", &facts.protocols, "Share of steps firing", percent_tick)?;
     draw_candidates(&panels[2], ctx, facts)
 }
@@ -705,6 +725,14 @@ fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<(
     text(area, "Candidate labels (held-out scores)", (12, 8), (FONT, 17))?;
     let Some(label) = ctx.label(facts.index) else { return text(area, "no label computed", (12, 40), (FONT, 14)) };
     let mut y = 40;
+    let failed: Vec<String> = crate::report::acceptance_checks(label, &ctx.label_cfg).into_iter().filter(|c| !c.pass).map(|c| format!("{} {} (needs {})", c.name, num(c.value), c.threshold)).collect();
+    if !label.accepted && !failed.is_empty() {
+        for line in wrap(&format!("Rejected: {}", failed.join("; ")), 62) {
+            text(area, &line, (12, y), (FONT, 14).into_font().color(&RGBColor(150, 60, 30)))?;
+            y += 18;
+        }
+        y += 8;
+    }
     let baseline = label.baseline.iter().map(|b| ("baseline (raw V/I)".to_owned(), b));
     let entries = label.candidates.iter().enumerate().map(|(k, c)| (format!("{}.", k + 1), c)).chain(baseline);
     for (tag, c) in entries {

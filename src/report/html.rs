@@ -1,9 +1,13 @@
 //! `index.html`: one static page that works offline (no network, no external scripts or fonts).
-//! A summary on top (run config, model and transcoder metrics, label coverage, overview
-//! figures), then every live feature in a table sortable by any column (click a header, or open
-//! `index.html#sort=density`, `#sort=-density` for descending) and filterable by text, layer and
-//! accepted labels; each row links to the feature's card.
+//! A summary on top (model and transcoder metrics in plain words with units and flags, label
+//! coverage, links to every file of the report, overview figures that open full size, the run
+//! configuration without machine paths), then every live feature in a table sortable by any
+//! column and filterable by text (labels and runners-up), layer, covariate family,
+//! accepted/unexplained, AUROC and density ranges (`assets/index.js`; the state is kept in the
+//! URL, e.g. `index.html#layer=1&status=accepted&sort=-density`); each row links to the
+//! feature's page.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -11,7 +15,9 @@ use serde_json::Value;
 
 use crate::label::FeatureLabel;
 use crate::report::card::{num, percent};
-use crate::report::overview::{coverage, Figure};
+use crate::label::covariates::Covariate;
+use crate::report::feature_page::page_file;
+use crate::report::overview::{coverage, family, Figure};
 use crate::report::{card_file, Context, FeatureFacts};
 use crate::Result;
 
@@ -31,108 +37,11 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
-body { font-family: "DejaVu Sans", "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px 32px; color: #222; background: #fafafa; }
-h1 { margin: 0 0 4px 0; font-size: 26px; }
-h2 { font-size: 19px; margin: 28px 0 10px 0; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.sub { color: #666; margin-bottom: 16px; }
-.cards { display: flex; flex-wrap: wrap; gap: 16px; }
-.box { background: #fff; border: 1px solid #e2e2e2; border-radius: 6px; padding: 10px 14px; min-width: 220px; }
-.box h3 { margin: 0 0 6px 0; font-size: 15px; color: #444; }
-.kv { border-collapse: collapse; font-size: 13px; }
-.kv td { padding: 1px 10px 1px 0; vertical-align: top; }
-.kv td:first-child { color: #666; }
-pre { font-size: 12px; max-height: 320px; overflow: auto; background: #fff; border: 1px solid #e2e2e2; padding: 8px; }
-figure { margin: 0 0 18px 0; background: #fff; border: 1px solid #e2e2e2; padding: 8px; }
-figure img { max-width: 100%; }
-figcaption { font-size: 13px; color: #555; margin-top: 4px; }
-.controls { display: flex; gap: 14px; align-items: center; margin: 8px 0 10px 0; font-size: 14px; }
-.controls input[type=search] { width: 320px; padding: 4px 6px; }
-table.features { border-collapse: collapse; background: #fff; font-size: 13px; width: 100%; }
-table.features th { position: sticky; top: 0; background: #eee; cursor: pointer; text-align: left; padding: 6px 8px; user-select: none; white-space: nowrap; }
-table.features th.sorted-asc::after { content: " \25B2"; }
-table.features th.sorted-desc::after { content: " \25BC"; }
-table.features td { border-top: 1px solid #eee; padding: 4px 8px; vertical-align: middle; }
-table.features td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.features tr:hover td { background: #f4f0fa; }
-td.thumb img { width: 248px; height: 124px; display: block; border: 1px solid #ddd; }
-.yes { color: #146e28; font-weight: bold; }
-.no { color: #963c1e; }
-"#;
-
-/// Sorting and filtering; sort keys are the rows' data attributes. On load it also records how
-/// many images loaded (`body[data-images-loaded="ok/total"]`) for the browser test.
-const SCRIPT: &str = r#"
-(function () {
-  var table = document.getElementById('features');
-  var body = table.tBodies[0];
-  var numeric = { layer: 1, feature: 1, density: 1, auroc: 1, f1: 1, spearman: 1, q: 1, stability: 1, strength: 1 };
-  function key(row, col) {
-    var v = row.dataset[col];
-    if (numeric[col]) { var x = parseFloat(v); return isNaN(x) ? -Infinity : x; }
-    return (v || '').toLowerCase();
-  }
-  function sortBy(col, desc) {
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = key(a, col), y = key(b, col);
-      var c = x < y ? -1 : x > y ? 1 : 0;
-      if (c === 0) { c = key(a, 'layer') - key(b, 'layer') || key(a, 'feature') - key(b, 'feature'); return c; }
-      return desc ? -c : c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
-      th.classList.remove('sorted-asc', 'sorted-desc');
-      if (th.dataset.col === col) th.classList.add(desc ? 'sorted-desc' : 'sorted-asc');
-    });
-    document.body.dataset.sortedBy = (desc ? '-' : '') + col;
-  }
-  function fromHash() {
-    var m = /sort=(-?)([a-z0-9_]+)/.exec(location.hash);
-    if (m) sortBy(m[2], m[1] === '-');
-  }
-  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
-    if (!th.dataset.col) return;
-    th.addEventListener('click', function () {
-      var desc = th.classList.contains('sorted-asc');
-      history.replaceState(null, '', '#sort=' + (desc ? '-' : '') + th.dataset.col);
-      sortBy(th.dataset.col, desc);
-    });
-  });
-  var search = document.getElementById('filter-text');
-  var layer = document.getElementById('filter-layer');
-  var accepted = document.getElementById('filter-accepted');
-  function filter() {
-    var q = search.value.toLowerCase(), l = layer.value, shown = 0;
-    Array.prototype.forEach.call(body.rows, function (r) {
-      var ok = (!q || (r.dataset.id + ' ' + r.dataset.label).toLowerCase().indexOf(q) >= 0)
-        && (l === '' || r.dataset.layer === l)
-        && (!accepted.checked || r.dataset.accepted === '1');
-      r.style.display = ok ? '' : 'none';
-      shown += ok ? 1 : 0;
-    });
-    document.getElementById('shown').textContent = shown + ' of ' + body.rows.length + ' features shown';
-  }
-  [search, layer, accepted].forEach(function (el) { el.addEventListener('input', filter); el.addEventListener('change', filter); });
-  window.addEventListener('hashchange', fromHash);
-  fromHash();
-  filter();
-  window.addEventListener('load', function () {
-    var imgs = document.images, ok = 0;
-    for (var i = 0; i < imgs.length; i++) if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++;
-    document.body.dataset.imagesLoaded = ok + '/' + imgs.length;
-  });
-})();
-"#;
-
 /// Writes `index.html` for the live features in `facts`.
-pub fn write_index(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], run_name: &str, path: &Path) -> Result<()> {
-    let mut html = String::new();
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>VoltLens report {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        escape(run_name)
-    );
+/// `pages` are the features with a page and a card (every live one, unless the report was
+/// limited to some).
+pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, u32)>, figures: &[Figure], run_name: &str, path: &Path) -> Result<()> {
+    let mut html = crate::report::assets::head(&format!("VoltLens report {run_name}"), 0);
     let _ = writeln!(html, "<h1>VoltLens report: {}</h1>", escape(run_name));
     let _ = writeln!(
         html,
@@ -144,37 +53,130 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], ru
         facts.iter().filter(|f| ctx.label(f.index).is_some_and(|l| l.accepted)).count()
     );
     write_summary_boxes(&mut html, ctx, facts);
+    write_file_links(&mut html, figures, path.parent().unwrap_or(Path::new(".")));
     html.push_str("<h2>Overview</h2>\n");
     for fig in figures {
         let _ = writeln!(
             html,
-            "<figure><img src=\"{}\" alt=\"{}\"><figcaption><b>{}.</b> {}</figcaption></figure>",
+            "<figure><a href=\"{0}\"><img src=\"{0}\" alt=\"{1}\"></a><figcaption><b>{1}.</b> {2} <a href=\"{0}\">Full size</a>.</figcaption></figure>",
             escape(&fig.file),
-            escape(&fig.title),
             escape(&fig.title),
             escape(&fig.caption)
         );
     }
-    write_table(&mut html, ctx, facts);
-    let _ = write!(html, "<script>{SCRIPT}</script>\n</body>\n</html>\n");
+    write_table(&mut html, ctx, facts, pages);
+    let _ = write!(html, "<script src=\"{}/index.js\"></script>\n</body>\n</html>\n", crate::report::assets::ASSETS_DIR);
     crate::io::write_atomic(path, html.as_bytes())
 }
 
-/// Flattens a JSON value into (dotted key, short text) pairs, arrays of numbers on one line.
+/// Every file of the report a reader may want besides the feature pages: the viewer, the
+/// Markdown summaries and the tables (those present in `dir`).
+fn write_file_links(html: &mut String, figures: &[Figure], dir: &Path) {
+    let files = [
+        (crate::report::graph_page::GRAPH_PAGE, "attribution-graph viewer (interactive)"),
+        ("summary.md", "summary (Markdown)"),
+        (crate::circuits::stage::PULLBACKS_FILE, "pullback tables of the most active features (Markdown)"),
+        (crate::report::overview::CIRCUITS_GRAPH_JSON, "attribution graph (circuit-tracer JSON)"),
+        ("tables/features.parquet", "features table (Parquet)"),
+        ("tables/features.csv", "features table (CSV)"),
+        ("tables/labels.parquet", "labels table (Parquet)"),
+        ("tables/labels.csv", "labels table (CSV)"),
+        ("tables/examples.parquet", "example windows table (Parquet)"),
+        ("tables/examples.csv", "example windows table (CSV)"),
+    ];
+    html.push_str("<h2>Files</h2>\n<div class=\"links\">");
+    for (file, what) in files.iter().filter(|(f, _)| dir.join(f).exists()) {
+        let _ = write!(html, "<a href=\"{}\">{}</a> · ", escape(file), escape(what));
+    }
+    for fig in figures {
+        let _ = write!(html, "<a href=\"{}\">{}</a> · ", escape(&fig.file), escape(&fig.title));
+    }
+    html.push_str("</div>\n");
+}
+
+/// Flattens a JSON value into (key in plain words, value) pairs, arrays of numbers on one line,
+/// counts as integers. A `flags` list is left out: [`metric_flags`] shows it.
 pub(crate) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    let value = |x: &Value| match x.as_u64().map(|n| n.to_string()).or_else(|| x.as_i64().map(|n| n.to_string())) {
+        Some(count) => count,
+        None => x.as_f64().map_or("–".into(), num),
+    };
     match v {
-        Value::Object(map) => map.iter().for_each(|(k, x)| flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, x, out)),
-        Value::Array(a) if a.iter().all(Value::is_number) => {
-            out.push((prefix.to_owned(), a.iter().map(|x| x.as_f64().map_or("–".into(), num)).collect::<Vec<_>>().join(", ")))
-        }
-        Value::Number(n) => out.push((prefix.to_owned(), n.as_f64().map_or(n.to_string(), num))),
+        Value::Object(map) => map.iter().filter(|(k, _)| k.as_str() != "flags").for_each(|(k, x)| {
+            let name = metric_words(k);
+            flatten(&if prefix.is_empty() { name } else { format!("{prefix} · {name}") }, x, out)
+        }),
+        Value::Array(a) if a.iter().all(Value::is_number) => out.push((prefix.to_owned(), a.iter().map(value).collect::<Vec<_>>().join(", "))),
+        Value::Number(_) => out.push((prefix.to_owned(), value(v))),
         Value::String(s) => out.push((prefix.to_owned(), s.clone())),
         other => out.push((prefix.to_owned(), other.to_string())),
     }
 }
 
-fn kv_box(html: &mut String, title: &str, rows: &[(String, String)]) {
-    let _ = write!(html, "<div class=\"box\"><h3>{}</h3><table class=\"kv\">", escape(title));
+/// A metrics key as a reader says it, with its unit.
+fn metric_words(key: &str) -> String {
+    let words = match key {
+        "cells" => "held-out cells",
+        "next_step" => "next step",
+        "steps" => "predictions",
+        "rmse_mv" => "RMSE (mV)",
+        "persistence_rmse_mv" => "persistence RMSE (mV)",
+        "skill" => "skill vs persistence",
+        "ridge_rmse_mv" => "ridge baseline RMSE (mV)",
+        "ridge_skill" => "ridge baseline skill",
+        "rollouts" => "rollouts",
+        "rows" => "predicted rows",
+        "max_abs_mv" => "largest error (mV)",
+        "fvu" => "FVU (unexplained variance)",
+        "l0" => "L0 (active features per step)",
+        "dead_fraction" => "share of dead features",
+        "train_tokens_per_s" => "training tokens/s",
+        "train_steps" => "training steps",
+        "heldout" => "held out",
+        "fidelity" => "replacement fidelity",
+        other => return other.replace('_', " "),
+    };
+    words.to_owned()
+}
+
+/// Warnings about a model's metrics: the `flags` its evaluation wrote, and any rollout that does
+/// worse than holding the starting voltage, or a next-step skill below persistence.
+pub(crate) fn metric_flags(m: &Value) -> Vec<String> {
+    let mut flags: Vec<String> = m.get("flags").and_then(Value::as_array).into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned)).collect();
+    for (key, name) in [("discharge_rollout", "discharge rollout"), ("cycle_rollout", "cycle rollout")] {
+        let (rmse, persistence) = (m.pointer(&format!("/{key}/rmse_mv")).and_then(Value::as_f64), m.pointer(&format!("/{key}/persistence_rmse_mv")).and_then(Value::as_f64));
+        if let (Some(r), Some(p)) = (rmse, persistence) {
+            if r > p {
+                flags.push(format!("{name} RMSE {} mV is worse than holding the starting voltage ({} mV)", num(r), num(p)));
+            }
+        }
+    }
+    if m.pointer("/next_step/skill").and_then(Value::as_f64).is_some_and(|s| s < 0.0) {
+        flags.push("next-step predictions are worse than persistence (skill below 0)".into());
+    }
+    flags
+}
+
+/// The run configuration as shown: absolute paths of the machine it ran on cut to their last two
+/// components.
+pub(crate) fn without_machine_paths(v: &Value) -> Value {
+    match v {
+        Value::String(s) if Path::new(s).is_absolute() => {
+            let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
+            Value::String(format!("…/{}", parts[parts.len().saturating_sub(2)..].join("/")))
+        }
+        Value::Array(a) => Value::Array(a.iter().map(without_machine_paths).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), without_machine_paths(x))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn kv_box(html: &mut String, title: &str, rows: &[(String, String)], flags: &[String]) {
+    let _ = write!(html, "<div class=\"box\"><h3>{}</h3>", escape(title));
+    for flag in flags {
+        let _ = write!(html, "<p class=\"flag\">⚠ {}</p>", escape(flag));
+    }
+    html.push_str("<table class=\"kv\">");
     if rows.is_empty() {
         html.push_str("<tr><td>not given</td></tr>");
     }
@@ -186,17 +188,18 @@ fn kv_box(html: &mut String, title: &str, rows: &[(String, String)]) {
 
 fn write_summary_boxes(html: &mut String, ctx: &Context, facts: &[FeatureFacts]) {
     html.push_str("<h2>Summary</h2>\n<div class=\"cards\">\n");
-    for (title, metrics) in [("Model metrics", &ctx.inputs.model_metrics), ("Transcoder metrics", &ctx.inputs.transcoder_metrics)] {
+    for (title, metrics) in [("Model metrics (held-out cells)", &ctx.inputs.model_metrics), ("Transcoder metrics", &ctx.inputs.transcoder_metrics)] {
         let mut rows = Vec::new();
+        let flags = metrics.as_ref().map(metric_flags).unwrap_or_default();
         if let Some(m) = metrics {
             flatten("", m, &mut rows);
         }
-        kv_box(html, title, &rows);
+        kv_box(html, title, &rows, &flags);
     }
     let coverage: Vec<(String, String)> = coverage(ctx, facts).into_iter().map(|(k, v)| (k, percent(v))).collect();
-    kv_box(html, "Label coverage (share of live features)", &coverage);
+    kv_box(html, "Label coverage (share of live features)", &coverage, &[]);
     html.push_str("</div>\n");
-    let config = serde_json::to_string_pretty(&ctx.inputs.run_config).unwrap_or_default();
+    let config = serde_json::to_string_pretty(&without_machine_paths(&ctx.inputs.run_config)).unwrap_or_default();
     let _ = writeln!(html, "<details><summary>Run configuration</summary><pre>{}</pre></details>", escape(&config));
 }
 
@@ -208,12 +211,42 @@ pub(crate) fn best_scores(label: Option<&FeatureLabel>) -> [f64; 5] {
     }
 }
 
-fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts]) {
+/// Covariate families of a label's best candidate, as filter keys ("time_in_step").
+fn families(label: Option<&FeatureLabel>) -> Vec<String> {
+    let Some(best) = label.and_then(|l| l.candidates.first()) else { return Vec::new() };
+    let mut out: Vec<String> = best.candidate.covariates().into_iter().map(|c| family_key(family(c))).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn family_key(name: &str) -> String {
+    name.replace(' ', "_")
+}
+
+fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, u32)>) {
     let mut layers: Vec<u32> = facts.iter().map(|f| f.layer).collect();
     layers.sort();
     layers.dedup();
-    let _ = writeln!(html, "<h2>Features</h2>\n<div class=\"controls\"><input type=\"search\" id=\"filter-text\" placeholder=\"filter by id or label text\"><label>layer <select id=\"filter-layer\"><option value=\"\">all</option>{}</select></label><label><input type=\"checkbox\" id=\"filter-accepted\"> accepted labels only</label><span id=\"shown\"></span></div>",
-        layers.iter().map(|l| format!("<option value=\"{l}\">{l}</option>")).collect::<String>());
+    let mut family_names: Vec<&str> = Vec::new();
+    for c in Covariate::ALL {
+        if !family_names.contains(&family(c)) {
+            family_names.push(family(c));
+        }
+    }
+    let options = |values: Vec<(String, String)>| values.into_iter().map(|(v, t)| format!("<option value=\"{}\">{}</option>", escape(&v), escape(&t))).collect::<String>();
+    let _ = writeln!(
+        html,
+        "<h2>Features</h2>\n<div class=\"controls\"><input type=\"search\" id=\"filter-text\" placeholder=\"search ids, labels and runners-up\">\
+<label>layer <select id=\"filter-layer\"><option value=\"\">all</option>{}</select></label>\
+<label>covariate family <select id=\"filter-family\"><option value=\"\">all</option>{}</select></label>\
+<label>label <select id=\"filter-status\"><option value=\"\">all</option><option value=\"accepted\">accepted</option><option value=\"unexplained\">unexplained</option></select></label>\
+<label>AUROC <input type=\"number\" id=\"filter-auroc-min\" step=\"0.05\" min=\"0\" max=\"1\" placeholder=\"min\"> – <input type=\"number\" id=\"filter-auroc-max\" step=\"0.05\" min=\"0\" max=\"1\" placeholder=\"max\"></label>\
+<label>density (%) <input type=\"number\" id=\"filter-density-min\" step=\"any\" min=\"0\" placeholder=\"min\"> – <input type=\"number\" id=\"filter-density-max\" step=\"any\" min=\"0\" placeholder=\"max\"></label>\
+<button id=\"filter-reset\">clear</button><span id=\"shown\"></span></div>",
+        options(layers.iter().map(|l| (l.to_string(), l.to_string())).collect()),
+        options(family_names.iter().map(|f| (family_key(f), f.to_string())).collect()),
+    );
     let columns = [
         ("", "Card"),
         ("id", "Feature"),
@@ -237,18 +270,33 @@ fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts]) {
         let [auroc, f1, rho, q, strength] = best_scores(label);
         let stability = label.map_or(f64::NAN, |l| l.stability);
         let accepted = label.is_some_and(|l| l.accepted);
-        let text = label.map_or("not labelled".to_owned(), |l| l.label.clone());
-        let card = format!("features/{}", card_file(f.layer, f.feature));
-        let thumb = format!("features/thumbs/{}", card_file(f.layer, f.feature));
+        let sentence = match label {
+            Some(l) if l.accepted => l.label.clone(),
+            Some(l) => l.candidates.first().map_or("never fires".into(), |c| format!("closest: {}", c.sentence)),
+            None => "not labelled".into(),
+        };
+        let runners: Vec<&str> = label.into_iter().flat_map(|l| l.candidates.iter().skip(usize::from(l.accepted))).map(|c| c.sentence.as_str()).collect();
+        let search = format!("{sentence} {}", runners.join(" "));
+        let id = escape(&f.id());
+        let (thumb, link) = if pages.contains(&(f.layer, f.feature)) {
+            let page = format!("features/{}", page_file(f.layer, f.feature));
+            let img = format!("<a href=\"{page}\"><img src=\"features/thumbs/{}\" alt=\"card of {id}\"></a>", card_file(f.layer, f.feature));
+            (img, format!("<a href=\"{page}\">{id}</a>"))
+        } else {
+            ("<span class=\"hint\">no card in this report</span>".to_owned(), id.clone())
+        };
         let data = |x: f64| if x.is_finite() { format!("{x}") } else { String::new() };
+        let runners_html = if runners.is_empty() { String::new() } else { format!("<div class=\"runners\">runners-up: {}</div>", escape(&runners.join("; "))) };
         let _ = writeln!(
             html,
-            "<tr data-id=\"{id}\" data-layer=\"{}\" data-feature=\"{}\" data-density=\"{}\" data-label=\"{lab}\" data-accepted=\"{}\" data-auroc=\"{}\" data-f1=\"{}\" data-spearman=\"{}\" data-q=\"{}\" data-stability=\"{}\" data-strength=\"{}\">\
-<td class=\"thumb\"><a href=\"{card}\"><img src=\"{thumb}\" alt=\"card of {id}\"></a></td><td><a href=\"{card}\">{id}</a></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><span class=\"{}\">{}</span> {lab}</td>\
+            "<tr data-id=\"{id}\" data-layer=\"{}\" data-feature=\"{}\" data-density=\"{}\" data-label=\"{lab}\" data-search=\"{}\" data-family=\"{}\" data-accepted=\"{}\" data-auroc=\"{}\" data-f1=\"{}\" data-spearman=\"{}\" data-q=\"{}\" data-stability=\"{}\" data-strength=\"{}\">\
+<td class=\"thumb\">{thumb}</td><td>{link}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><span class=\"{}\">{}</span> {lab}{runners_html}</td>\
 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             f.layer,
             f.feature,
             f.density,
+            escape(&search),
+            families(label).join(" "),
             accepted as u8,
             data(auroc),
             data(f1),
@@ -266,9 +314,43 @@ fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts]) {
             num(q),
             num(stability),
             num(strength),
-            id = escape(&f.id()),
-            lab = escape(&text),
+            lab = escape(&sentence),
         );
     }
     html.push_str("</tbody></table>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metrics_read_in_words_with_counts_as_integers() {
+        let mut rows = Vec::new();
+        flatten("", &json!({ "cells": 3, "next_step": { "rmse_mv": 4.21, "steps": 12000 }, "flags": ["x"] }), &mut rows);
+        assert_eq!(
+            rows,
+            vec![
+                ("held-out cells".to_owned(), "3".to_owned()),
+                ("next step · RMSE (mV)".to_owned(), "4.21".to_owned()),
+                ("next step · predictions".to_owned(), "12000".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rollout_worse_than_holding_the_voltage_is_flagged() {
+        let m = json!({ "flags": ["imported: check units"], "cycle_rollout": { "rmse_mv": 45.0, "persistence_rmse_mv": 15.0 }, "discharge_rollout": { "rmse_mv": 5.0, "persistence_rmse_mv": 15.0 } });
+        let flags = metric_flags(&m);
+        assert_eq!(flags.len(), 2, "{flags:?}");
+        assert_eq!(flags[0], "imported: check units");
+        assert!(flags[1].starts_with("cycle rollout RMSE 45.0 mV"), "{}", flags[1]);
+    }
+
+    #[test]
+    fn machine_paths_are_cut_from_the_run_configuration() {
+        let shown = without_machine_paths(&json!({ "dir": "/home/me/voltlens/runs/quickstart/sweep", "inputs": ["data/cyclers"], "steps": 4 }));
+        assert_eq!(shown, json!({ "dir": "…/quickstart/sweep", "inputs": ["data/cyclers"], "steps": 4 }));
+    }
 }

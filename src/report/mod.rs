@@ -1,16 +1,22 @@
 //! Report stage (DESIGN §6): a folder someone can open and understand without reading code.
 //!
-//! `reports/<run>/` holds `index.html` (static, offline, sortable and filterable), one card per
-//! live feature in `features/L{layer}_F{feature}.png`, overview PNGs, `summary.md`, and the
-//! features / examples / labels tables. Everything is drawn from in-memory [`ReportInputs`], so a
+//! `reports/<run>/` holds `index.html` (static, offline, sortable and filterable), one page and
+//! one card per live feature in `features/L{layer}_F{feature}.html|png`, the attribution-graph
+//! viewer `graph.html`, overview PNGs, `summary.md`, the features / examples / labels tables, and
+//! `assets/` (the pages' own CSS and scripts). Everything is drawn from in-memory [`ReportInputs`], so a
 //! report can be regenerated from a run's tables without recomputing anything upstream.
 //!
 //! Flow: [`Context`] (dataset-wide lookups, built once) → [`FeatureFacts`] per live feature (the
-//! numbers a card shows, computed in parallel) → cards in parallel, overview figures, HTML and
-//! Markdown → written into a temporary sibling folder and renamed into place.
+//! numbers a card shows, computed in parallel) → cards in parallel, overview figures, feature
+//! pages and the graph viewer, index and Markdown → written into a temporary sibling folder and
+//! renamed into place.
 
+pub mod assets;
 pub mod card;
+pub mod explain;
 pub(crate) mod charts;
+pub mod feature_page;
+pub mod graph_page;
 pub mod html;
 pub mod overview;
 mod overview_weights;
@@ -39,6 +45,9 @@ use crate::{Error, Result};
 pub const CARD_SIZE: (u32, u32) = (1600, 2200);
 /// Co-firing partners listed per card.
 const CO_FIRING_SHOWN: usize = 8;
+/// Steps two features must share before their lift is listed: lift between rare features rests
+/// on a handful of steps otherwise.
+const CO_FIRING_MIN_SHARED: usize = 10;
 /// Circular shifts drawn as the ROC null.
 const ROC_NULL_SHIFTS: usize = 20;
 
@@ -59,6 +68,8 @@ pub struct ReportInputs<'a> {
     pub transcoder_metrics: Option<Value>,
     /// The run's configuration; a `label` object in it sets the explain/test split the ROC uses.
     pub run_config: Value,
+    /// Computational paths into some features (those the circuits stage analysed), for their pages.
+    pub paths: &'a [crate::circuits::paths::FeaturePaths],
 }
 
 /// What a report run wrote, and how long the cards took.
@@ -82,62 +93,89 @@ pub fn card_file(layer: u32, feature: u32) -> String {
     format!("L{layer}_F{feature}.png")
 }
 
-/// Writes a full report into `out_dir` (built in a temporary sibling, then swapped in; a
-/// non-empty `out_dir` VoltLens did not write is refused).
-/// With `only`, draws just those (layer, feature) cards into `out_dir/features/` and leaves the
-/// rest of an existing report as it is.
-pub fn write_report(inputs: &ReportInputs, out_dir: &Path, only: Option<&[(u32, u32)]>) -> Result<ReportSummary> {
+/// Which live features get a card and a page.
+#[derive(Debug, Clone, Copy)]
+pub enum CardScope<'s> {
+    /// Every live feature.
+    All,
+    /// These only, in a whole report whose index and overview still cover every live feature
+    /// (a small example report that says what the run says).
+    Subset(&'s [(u32, u32)]),
+    /// Redraw these cards in an existing report and leave the rest of it as it is.
+    Redraw(&'s [(u32, u32)]),
+}
+
+/// Writes a report into `out_dir` (built in a temporary sibling, then swapped in; a non-empty
+/// `out_dir` VoltLens did not write is refused), with cards and pages for the features `scope` names.
+pub fn write_report(inputs: &ReportInputs, out_dir: &Path, scope: CardScope) -> Result<ReportSummary> {
     let ctx = Context::new(inputs)?;
     let live: Vec<usize> = (0..inputs.mined.features.len()).filter(|&i| inputs.mined.features[i].density > 0.0).collect();
-    let chosen: Vec<usize> = match only {
-        Some(ids) => ids.iter().map(|&(l, f)| ctx.index_of(l, f)).collect::<Result<_>>()?,
-        None => live.clone(),
+    let indices = |ids: &[(u32, u32)]| ids.iter().map(|&(l, f)| ctx.index_of(l, f)).collect::<Result<Vec<usize>>>();
+    let (described, carded) = match scope {
+        CardScope::All => (live.clone(), live.clone()),
+        CardScope::Subset(ids) => (live.clone(), indices(ids)?),
+        CardScope::Redraw(ids) => (indices(ids)?, indices(ids)?),
     };
-    let build_dir = match only {
-        Some(_) => out_dir.to_path_buf(),
-        None => {
-            crate::io::check_replaceable(out_dir)?; // before drawing anything
-            crate::io::fresh_temp_dir(out_dir)?
-        }
+    let redraw = matches!(scope, CardScope::Redraw(_));
+    let build_dir = if redraw {
+        out_dir.to_path_buf()
+    } else {
+        crate::io::check_replaceable(out_dir)?; // before drawing anything
+        crate::io::fresh_temp_dir(out_dir)?
     };
     let features_dir = build_dir.join("features");
     let thumbs_dir = features_dir.join("thumbs");
     std::fs::create_dir_all(&thumbs_dir).map_err(|e| Error::io(&thumbs_dir, e))?;
 
     let started = Instant::now();
-    let drawn: Vec<(PathBuf, FeatureFacts, f64)> = chosen
+    let drawn: Vec<(Option<PathBuf>, FeatureFacts, f64)> = described
         .par_iter()
         .map(|&i| {
             let t = Instant::now();
             let facts = FeatureFacts::compute(&ctx, i);
-            let path = features_dir.join(card_file(facts.layer, facts.feature));
-            card::draw_card(&ctx, &facts, &path)?;
-            Ok((path, facts, t.elapsed().as_secs_f64() * 1e3))
+            let card = carded.contains(&i).then(|| features_dir.join(card_file(facts.layer, facts.feature)));
+            if let Some(path) = &card {
+                card::draw_card(&ctx, &facts, path)?;
+            }
+            Ok((card, facts, t.elapsed().as_secs_f64() * 1e3))
         })
         .collect::<Result<_>>()?;
     let card_wall_s = started.elapsed().as_secs_f64();
-    let card_ms_mean = drawn.iter().map(|d| d.2).sum::<f64>() / drawn.len().max(1) as f64;
+    let card_ms_mean = drawn.iter().filter(|d| d.0.is_some()).map(|d| d.2).sum::<f64>() / carded.len().max(1) as f64;
     let labelled = live.iter().filter(|&&i| ctx.label(i).is_some_and(|l| l.accepted)).count();
     let summary = ReportSummary {
         dir: out_dir.to_path_buf(),
-        cards: drawn.iter().map(|d| out_dir.join("features").join(d.0.file_name().expect("card name"))).collect(),
+        cards: drawn.iter().filter_map(|d| d.0.as_ref()).map(|p| out_dir.join("features").join(p.file_name().expect("card name"))).collect(),
         live_features: live.len(),
         labelled,
         card_wall_s,
         card_ms_mean,
     };
-    if only.is_some() {
+    if redraw {
         return Ok(summary);
     }
 
+    let with_card: Vec<bool> = drawn.iter().map(|d| d.0.is_some()).collect();
     let facts: Vec<FeatureFacts> = drawn.into_iter().map(|d| d.1).collect();
     let figures = overview::draw_overview(&ctx, &facts, &build_dir)?;
     let run_name = out_dir.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
-    html::write_index(&ctx, &facts, &figures, &run_name, &build_dir.join("index.html"))?;
-    summary::write_summary(&ctx, &facts, &figures, &build_dir.join("summary.md"))?;
+    assets::write_assets(&build_dir)?;
+    let graph = graph_page::read_graph(&build_dir)?;
+    let paged: Vec<&FeatureFacts> = facts.iter().zip(&with_card).filter(|(_, &c)| c).map(|(f, _)| f).collect();
+    let links = feature_page::PageLinks {
+        order: paged.iter().map(|f| (f.layer, f.feature)).collect(),
+        pages: paged.iter().map(|f| (f.layer, f.feature)).collect(),
+        graph: graph.as_ref().map(feature_page::GraphNeighbours::from_graph).unwrap_or_default(),
+    };
+    paged.par_iter().try_for_each(|f| feature_page::write_feature_page(&ctx, f, &links, &features_dir))?;
+    if let Some(graph) = &graph {
+        graph_page::write_graph_page(graph, &links.pages, &build_dir)?;
+    }
     let tables = build_dir.join("tables");
     crate::mine::tables::write_mined(&tables, inputs.mined)?;
     crate::label::tables::write_labels(&tables, inputs.labels)?;
+    summary::write_summary(&ctx, &facts, &figures, &build_dir.join("summary.md"))?;
+    html::write_index(&ctx, &facts, &links.pages, &figures, &run_name, &build_dir.join("index.html"))?;
     crate::io::replace_dir(&build_dir, out_dir)?;
     Ok(summary)
 }
@@ -177,6 +215,8 @@ pub struct Context<'a> {
     pub protocols: Vec<String>,
     /// Mean and standard deviation of every covariate over all steps (NaN for categorical).
     cov_mean_sd: Vec<(f64, f64)>,
+    /// The labeller's settings: the acceptance thresholds pages show beside the scores.
+    pub label_cfg: LabelConfig,
 }
 
 impl<'a> Context<'a> {
@@ -226,7 +266,7 @@ impl<'a> Context<'a> {
         let cell_protocol = names.iter().map(|n| protocols.iter().position(|p| p == n).expect("listed")).collect();
         let cov_mean_sd = Covariate::ALL.iter().map(|&c| mean_sd(inputs.covariates, c)).collect();
         let test_cell = explain.iter().map(|&e| !e).collect();
-        Ok(Context { inputs, coded, by_id, label_of, acts_of, test_cell, step_type, step_type_names, step_type_counts, cell_protocol, protocols, cov_mean_sd })
+        Ok(Context { inputs, coded, by_id, label_of, acts_of, test_cell, step_type, step_type_names, step_type_counts, cell_protocol, protocols, cov_mean_sd, label_cfg })
     }
 
     fn index_of(&self, layer: u32, feature: u32) -> Result<usize> {
@@ -287,8 +327,8 @@ pub struct FeatureFacts {
     pub step_types: Vec<(String, f64, f64)>,
     /// Per protocol: (name, firing rate).
     pub protocols: Vec<(String, f64)>,
-    /// Other features by P(other fires | this fires), highest first.
-    pub co_firing: Vec<(String, f64)>,
+    /// Other features that fire with this one, highest lift first.
+    pub co_firing: Vec<CoFiring>,
     pub roc: Option<Roc>,
     /// ‖W_dec‖ of this feature per target layer ("L2→L3", norm).
     pub decoder_norms: Vec<(String, f64)>,
@@ -372,9 +412,23 @@ fn protocol_rates(ctx: &Context, acts: &FeatureActivations) -> Vec<(String, f64)
     (0..n).map(|p| (ctx.protocols[p].clone(), fires[p] as f64 / steps[p].max(1) as f64)).collect()
 }
 
-/// P(g fires | this fires) for every other feature g: one pass over the firing steps of all
-/// features (O(total nnz) per card), against a bitmap of this feature's steps.
-fn co_firing(ctx: &Context, i: usize) -> Vec<(String, f64)> {
+/// Another feature that fires on the same steps as this one.
+#[derive(Debug, Clone)]
+pub struct CoFiring {
+    pub id: String,
+    /// Steps where both fire.
+    pub shared: usize,
+    /// P(other fires | this fires).
+    pub p_given: f64,
+    /// P(other | this) / P(other): above 1 when they fire together more than chance; dense
+    /// features have a high P(other | this) with everything, but a lift near 1.
+    pub lift: f64,
+}
+
+/// Lift of every other feature g that shares at least [`CO_FIRING_MIN_SHARED`] firing steps:
+/// one pass over the firing steps of all features (O(total nnz) per card), against a bitmap of
+/// this feature's steps.
+fn co_firing(ctx: &Context, i: usize) -> Vec<CoFiring> {
     let acts = ctx.acts(i);
     if acts.nnz() == 0 {
         return Vec::new();
@@ -384,21 +438,49 @@ fn co_firing(ctx: &Context, i: usize) -> Vec<(String, f64)> {
     for (cell, row, _) in acts.entries() {
         fires[offsets[cell] + row as usize] = true;
     }
-    let mut shared: Vec<(String, f64)> = ctx
+    let total = ctx.total_steps() as f64;
+    let mut shared: Vec<CoFiring> = ctx
         .inputs
         .acts
         .features
         .iter()
-        .filter(|g| (g.layer, g.feature) != (acts.layer, acts.feature))
-        .map(|g| {
+        .filter(|g| (g.layer, g.feature) != (acts.layer, acts.feature) && g.nnz() > 0)
+        .filter_map(|g| {
             let both = g.entries().filter(|&(cell, row, _)| fires[offsets[cell] + row as usize]).count();
-            (format!("L{}_F{}", g.layer, g.feature), both as f64 / acts.nnz() as f64)
+            let p_given = both as f64 / acts.nnz() as f64;
+            let lift = p_given / (g.nnz() as f64 / total);
+            (both >= CO_FIRING_MIN_SHARED).then(|| CoFiring { id: format!("L{}_F{}", g.layer, g.feature), shared: both, p_given, lift })
         })
-        .filter(|(_, p)| *p > 0.0)
         .collect();
-    shared.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    shared.sort_by(|a, b| b.lift.total_cmp(&a.lift).then_with(|| a.id.cmp(&b.id)));
     shared.truncate(CO_FIRING_SHOWN);
     shared
+}
+
+/// One test of the labeller's acceptance rule (DESIGN §5 step 5) on a feature's best candidate.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub value: f64,
+    pub threshold: String,
+    pub pass: bool,
+}
+
+/// The acceptance rule's tests, in the order the labeller applies them; empty without candidates.
+pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
+    let Some(best) = l.candidates.first() else { return Vec::new() };
+    let baseline = l.baseline.as_ref().map_or(f64::NAN, |b| b.strength);
+    vec![
+        Check {
+            name: "held-out strength",
+            value: best.strength,
+            threshold: format!("≥ 1 (AUROC ≥ {}, |Spearman| ≥ {})", card::num(cfg.min_auroc), card::num(cfg.min_spearman)),
+            pass: best.strength >= 1.0,
+        },
+        Check { name: "q", value: best.q_value, threshold: format!("< {}", card::num(cfg.max_q)), pass: best.q_value < cfg.max_q },
+        Check { name: "stability", value: l.stability, threshold: format!("≥ {}", card::num(cfg.min_stability)), pass: l.stability >= cfg.min_stability },
+        Check { name: "strength vs raw V/I baseline", value: best.strength, threshold: format!("≥ {}", card::num(baseline)), pass: l.beats_baseline },
+    ]
 }
 
 /// Whether the label (or, for a tracker, the covariate's upper/lower half) holds at each step.

@@ -44,7 +44,7 @@ pub fn draw_overview(ctx: &Context, facts: &[FeatureFacts], dir: &Path) -> Resul
         Figure {
             file: "overview_heatmap.png".into(),
             title: "Feature × covariate heat map".into(),
-            caption: "Where each feature fires: the activation-weighted mean of each covariate while it fires, in SDs from that covariate's mean over all steps (red = higher, blue = lower).".into(),
+            caption: "Where each feature fires: the activation-weighted mean of each covariate while it fires, in SDs from that covariate's mean over all steps (red = higher, blue = lower; a crossed grey cell = the covariate is constant or not logged).".into(),
         },
     ];
     draw_layers(ctx, &dir.join(&figures[0].file))?;
@@ -274,6 +274,15 @@ fn draw_heatmap(ctx: &Context, facts: &[FeatureFacts], path: &Path) -> Result<()
         })
     });
     chart.draw_series(cells).map_err(draw_err)?;
+    // Missing cells (a constant or unlogged covariate) are crossed out, so none reads as 0 SD.
+    let missing = rows.iter().enumerate().flat_map(|(r, f)| {
+        HEATMAP_COVARIATES.iter().enumerate().filter(move |(_, (c, _))| !f.covariate_z[c.index()].is_finite()).flat_map(move |(k, _)| {
+            let y = n - 1 - r;
+            let (x0, x1, y0, y1) = (SegmentValue::Exact(k), SegmentValue::Exact(k + 1), SegmentValue::Exact(y), SegmentValue::Exact(y + 1));
+            [PathElement::new(vec![(x0.clone(), y0.clone()), (x1.clone(), y1.clone())], MUTED.stroke_width(1)), PathElement::new(vec![(x0, y1), (x1, y0)], MUTED.stroke_width(1))]
+        })
+    });
+    chart.draw_series(missing).map_err(draw_err)?;
     root.present().map_err(draw_err)
 }
 
@@ -287,7 +296,7 @@ fn draw_scale(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Resu
     area.draw(&Rectangle::new([(x0, y0), (x0 + width, y0 + height)], MUTED.stroke_width(1))).map_err(draw_err)?;
     for (k, label) in [(0, format!("≤ −{HEATMAP_CLIP}")), (1, "0".into()), (2, format!("≥ +{HEATMAP_CLIP} SD"))] {
         let x = x0 + k * width / 2 - if k == 2 { 30 } else { 12 };
-        text(area, &label, (x, y0 + height + 4), (FONT, 13))?;
+        text(area, &label, (x, y0 + height + 4), (FONT, 15))?;
     }
     Ok(())
 }
@@ -310,7 +319,7 @@ fn sweep_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figure>> {
 }
 
 /// The attribution graph in circuit-tracer's JSON format, as the report keeps it.
-const CIRCUITS_GRAPH_JSON: &str = "circuits_graph.json";
+pub(crate) const CIRCUITS_GRAPH_JSON: &str = "circuits_graph.json";
 
 /// The circuits stage's attribution graph (its pullback tables copied beside it) and its MLSAE
 /// banding and alignment figures, whichever the run has.

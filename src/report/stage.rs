@@ -1,9 +1,21 @@
 //! `voltlens report` (stage `report`): redraws a report from a run's tables without recomputing
-//! anything upstream; `--features L2_F17,L0_F3` redraws only those cards.
+//! anything upstream; `--features L2_F17,L0_F3` redraws only those cards, `--subset` draws cards
+//! and pages for only those in an otherwise whole report.
 
 use std::path::{Path, PathBuf};
 
-use crate::report::{write_report, ReportInputs, ReportSummary};
+use crate::report::{write_report, CardScope, ReportInputs, ReportSummary};
+
+/// Which features a report draws cards and pages for, as listed on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every live feature.
+    All,
+    /// These ("L0_F3,L1_F7") only; the index and overview still cover every live feature.
+    Subset(&'a str),
+    /// Redraw only these cards in an existing report.
+    Redraw(&'a str),
+}
 use crate::{Error, Result};
 
 /// Parses `L2_F17,L0_F3` into (layer, feature) pairs.
@@ -27,10 +39,19 @@ pub fn report_dir(reports: &Path, run_dir: &Path) -> PathBuf {
     beside_runs.join(reports).join(name)
 }
 
-/// Runs the stage: the whole report, or only the cards named in `features` (as on the command line).
-pub fn run(inputs: &ReportInputs, out_dir: &Path, features: Option<&str>) -> Result<ReportSummary> {
-    let only = features.map(parse_feature_ids).transpose()?;
-    let summary = write_report(inputs, out_dir, only.as_deref())?;
+/// Runs the stage: the whole report, a whole report with cards for some features only
+/// (`Some`), or a redraw of some cards (`Redraw`), the features listed as on the command line.
+pub fn run(inputs: &ReportInputs, out_dir: &Path, scope: Scope) -> Result<ReportSummary> {
+    let ids = match scope {
+        Scope::All => Vec::new(),
+        Scope::Subset(list) | Scope::Redraw(list) => parse_feature_ids(list)?,
+    };
+    let cards = match scope {
+        Scope::All => CardScope::All,
+        Scope::Subset(_) => CardScope::Subset(&ids),
+        Scope::Redraw(_) => CardScope::Redraw(&ids),
+    };
+    let summary = write_report(inputs, out_dir, cards)?;
     tracing::info!(
         "report: {} cards in {:.1} s ({:.0} ms per card on one core) → {}",
         summary.cards.len(),

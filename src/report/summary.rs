@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::report::card::{num, percent};
-use crate::report::html::{best_scores, flatten};
+use crate::report::html::{best_scores, flatten, metric_flags};
 use crate::report::overview::{coverage, Figure};
 use crate::report::{card_file, Context, FeatureFacts};
 use crate::Result;
@@ -32,6 +32,9 @@ pub fn write_summary(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], 
     );
     for (title, metrics) in [("Model metrics", &ctx.inputs.model_metrics), ("Transcoder metrics", &ctx.inputs.transcoder_metrics)] {
         let _ = writeln!(md, "## {title}\n");
+        for flag in metrics.as_ref().map(metric_flags).unwrap_or_default() {
+            let _ = writeln!(md, "**Warning:** {flag}\n");
+        }
         let mut rows = Vec::new();
         if let Some(m) = metrics {
             flatten("", m, &mut rows);
