@@ -306,7 +306,7 @@ fn streamed_mining_matches_mining_in_memory_and_ablation_effects_match_the_inter
     let m = mined.features.iter().max_by(|a, b| a.output_effect_mv.unwrap().abs().total_cmp(&b.output_effect_mv.unwrap().abs())).unwrap();
     let cell_id = &dataset.cells[0].cell_id;
     let whole = ablate_or_steer(&f.data, &f.model, &tc_dir.join("circuit-tracer"), m.layer as usize, m.feature as usize, cell_id, 0.0).unwrap();
-    let steps = loaded.norm.apply(&voltlens::model::inputs::cell_steps(&f.data, cell_id).unwrap());
+    let steps = loaded.norm.apply(&voltlens::model::inputs::cell_steps(&f.data, cell_id, &loaded.norm.channels).unwrap());
     let probes: Vec<ProbeWindow> = (0..CONTEXT).map(|s| ProbeWindow::around(&steps, s, CONTEXT)).collect();
     let feature = (m.layer as usize, m.feature as usize);
     let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, feature, &probes, &Default::default()).unwrap();

@@ -296,6 +296,8 @@ fn a_report_never_replaces_a_folder_it_did_not_write() {
     assert!(err.contains("not written by VoltLens"), "{err}");
     assert_eq!(std::fs::read_to_string(user.join("paper.md")).unwrap(), "draft");
     assert!(!fx._tmp.path().join("reports/.mine.partial").exists(), "refused before drawing anything");
+}
+
 /// Every `src="…"` and `href="…"` of a page, without its `#…` part, must name a file that exists
 /// relative to the page.
 fn assert_links_resolve(page: &Path) {

@@ -282,7 +282,7 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
 fn report_paths(run_dir: &Path, mined: &crate::mine::MinedFeatures) -> Result<Vec<crate::circuits::paths::FeaturePaths>> {
     let circuits = run_dir.join("circuits");
     let Some(manifest) = crate::pipeline::manifest::Manifest::read(&circuits) else { return Ok(Vec::new()) };
-    let summary: serde_json::Value = crate::model::checkpoint::read_json(&circuits.join(crate::circuits::stage::SUMMARY_FILE))?;
+    let summary: serde_json::Value = crate::io::read_json(&circuits.join(crate::circuits::stage::SUMMARY_FILE))?;
     let ids: Vec<String> = summary.get("features").and_then(|f| serde_json::from_value(f.clone()).ok()).unwrap_or_default();
     let features = crate::report::stage::parse_feature_ids(&ids.join(","))?;
     let window = manifest.config.get("window").and_then(serde_json::Value::as_u64).map_or(crate::circuits::stage::CircuitsConfig::default().window, |w| w as usize);

@@ -22,7 +22,7 @@ pub fn write_assets(report_dir: &Path) -> Result<()> {
     let dir = report_dir.join(ASSETS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     for (name, text) in FILES {
-        crate::data::canonical::write_atomic(&dir.join(name), text.as_bytes())?;
+        crate::io::write_atomic(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }

@@ -186,7 +186,7 @@ fn write_page(e: &Explanation, out_dir: &Path, path: &Path) -> Result<()> {
         );
     }
     html.push_str("</table>\n</body>\n</html>\n");
-    crate::data::canonical::write_atomic(path, html.as_bytes())
+    crate::io::write_atomic(path, html.as_bytes())
 }
 
 /// Voltage and current over the stretch, then one activation row per top feature.
@@ -253,7 +253,7 @@ fn trace(area: &crate::report::card::Area, xs: &[f64], ys: &[f64], x: std::ops::
 pub fn explain_run(run_dir: &Path, window: &ExplainWindow, out_dir: &Path) -> Result<(Explanation, ExplainFiles)> {
     let dataset = Dataset::load(&run_dir.join("data").join(crate::pipeline::stages::DATASET_DIR))?;
     let acts = crate::record::read_sparse(&run_dir.join("record"))?;
-    let labels: Vec<FeatureLabel> = crate::model::checkpoint::read_json(&run_dir.join("label").join(crate::label::stage::LABELS_FILE))?;
+    let labels: Vec<FeatureLabel> = crate::io::read_json(&run_dir.join("label").join(crate::label::stage::LABELS_FILE))?;
     let explanation = explain(&dataset, &acts, &labels, window)?;
     let files = write_explanation(&explanation, &dataset, &acts, out_dir)?;
     Ok((explanation, files))

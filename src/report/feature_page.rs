@@ -135,7 +135,7 @@ pub fn write_feature_page(ctx: &Context, facts: &FeatureFacts, links: &PageLinks
     let _ = writeln!(html, "<h2>Card</h2>\n<a href=\"{0}\"><img src=\"{0}\" alt=\"card of {id}\" style=\"max-width:100%\"></a>", card_file(facts.layer, facts.feature));
     html.push_str(&json_block("feature-data", &window_data(ctx, facts)));
     let _ = write!(html, "<script src=\"../{ASSETS_DIR}/feature.js\"></script>\n</body>\n</html>\n");
-    crate::data::canonical::write_atomic(&dir.join(page_file(facts.layer, facts.feature)), html.as_bytes())
+    crate::io::write_atomic(&dir.join(page_file(facts.layer, facts.feature)), html.as_bytes())
 }
 
 /// A feature id as a link to its page when it has one; any other name as plain text.

@@ -40,7 +40,7 @@ pub fn write_graph_page(graph: &GraphFile, pages: &HashSet<(u32, u32)>, report_d
     ids.sort();
     html.push_str(&json_block("graph-pages", &serde_json::json!(ids)));
     let _ = write!(html, "<script src=\"{ASSETS_DIR}/graph.js\"></script>\n</body>\n</html>\n");
-    crate::data::canonical::write_atomic(&report_dir.join(GRAPH_PAGE), html.as_bytes())
+    crate::io::write_atomic(&report_dir.join(GRAPH_PAGE), html.as_bytes())
 }
 
 const LEGEND: &str = "<p class=\"legend\"><svg width=\"560\" height=\"22\" aria-label=\"legend\">\
