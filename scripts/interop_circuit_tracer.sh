@@ -66,6 +66,6 @@ done
 "$python" "$check" write "$work/clt/circuit-tracer" "$work/foreign" "$work/acts.safetensors"
 voltlens -q import-clt --from "$work/foreign" --out "$work/foreign-ours" --eval "$work/acts.safetensors" > /dev/null
 "$python" "$check" compare "$work/foreign" "$work/foreign-ours/eval.json" "$work/acts.safetensors" || status=1
-voltlens -q record --data "$work/data" --model "$work/model" --transcoder "$work/foreign-ours" --out "$work/foreign-record"
+voltlens -q record --data "$work/data" --model "$work/model" --transcoder "$work/foreign-ours" --out "$work/foreign-record" > /dev/null
 echo "record with the imported CLT: $(ls "$work/foreign-record" | tr '\n' ' ')"
 exit $status
