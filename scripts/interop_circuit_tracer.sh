@@ -13,14 +13,8 @@
 #   VOLTLENS (a built binary; default `cargo run`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${VENV:-$HOME/.cache/voltlens/venv-ct}
-version=${CIRCUIT_TRACER_VERSION:-0.5.0}
-work=${WORK:-$(mktemp -d)}
-mkdir -p "$work"
-
 source "$root/scripts/interop_common.sh"
-ensure_venv "$venv" circuit_tracer "circuit-tracer==$version"
-python="$venv/bin/python"
+ensure_venv "${VENV:-$HOME/.cache/voltlens/venv-ct}" circuit_tracer "circuit-tracer==${CIRCUIT_TRACER_VERSION:-0.5.0}"
 check="$root/scripts/interop_circuit_tracer.py"
 
 voltlens -q synth --cells 8 --seed 3 --out "$work/data"
