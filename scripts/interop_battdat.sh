@@ -11,13 +11,8 @@
 #   VOLTLENS (a built binary; default `cargo run`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${VENV:-$HOME/.cache/voltlens/venv-battdat}
-version=${BATTDAT_VERSION:-0.4.6}
-work=${WORK:-$(mktemp -d)}
-mkdir -p "$work"
-
 source "$root/scripts/interop_common.sh"
-ensure_venv "$venv" battdat "battery-data-toolkit==$version"
+ensure_venv "${VENV:-$HOME/.cache/voltlens/venv-battdat}" battdat "battery-data-toolkit==${BATTDAT_VERSION:-0.4.6}"
 
 datasets=("$@")
 if [ ${#datasets[@]} -eq 0 ]; then
@@ -34,6 +29,6 @@ status=0
 for dataset in "${datasets[@]}"; do
     out="$work/battdat-$(basename "$dataset")"
     voltlens -q export --format battdat --data "$dataset" --out "$out"
-    "$venv/bin/python" "$root/scripts/interop_battdat.py" "$out" || status=1
+    "$python" "$root/scripts/interop_battdat.py" "$out" || status=1
 done
 exit $status

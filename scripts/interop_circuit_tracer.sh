@@ -13,14 +13,8 @@
 #   VOLTLENS (a built binary; default `cargo run`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-venv=${VENV:-$HOME/.cache/voltlens/venv-ct}
-version=${CIRCUIT_TRACER_VERSION:-0.5.0}
-work=${WORK:-$(mktemp -d)}
-mkdir -p "$work"
-
 source "$root/scripts/interop_common.sh"
-ensure_venv "$venv" circuit_tracer "circuit-tracer==$version"
-python="$venv/bin/python"
+ensure_venv "${VENV:-$HOME/.cache/voltlens/venv-ct}" circuit_tracer "circuit-tracer==${CIRCUIT_TRACER_VERSION:-0.5.0}"
 check="$root/scripts/interop_circuit_tracer.py"
 
 voltlens -q synth --cells 8 --seed 3 --out "$work/data"
@@ -66,6 +60,6 @@ done
 "$python" "$check" write "$work/clt/circuit-tracer" "$work/foreign" "$work/acts.safetensors"
 voltlens -q import-clt --from "$work/foreign" --out "$work/foreign-ours" --eval "$work/acts.safetensors" > /dev/null
 "$python" "$check" compare "$work/foreign" "$work/foreign-ours/eval.json" "$work/acts.safetensors" || status=1
-voltlens -q record --data "$work/data" --model "$work/model" --transcoder "$work/foreign-ours" --out "$work/foreign-record"
+voltlens -q record --data "$work/data" --model "$work/model" --transcoder "$work/foreign-ours" --out "$work/foreign-record" > /dev/null
 echo "record with the imported CLT: $(ls "$work/foreign-record" | tr '\n' ' ')"
 exit $status

@@ -1,19 +1,24 @@
-# Shared by the interop_*.sh scripts (sourced, not run): a venv holding a PyPI package, and the
-# voltlens command.
+# Shared by the interop_*.sh scripts (sourced, not run): their scratch folder, a venv holding a
+# PyPI package, and the voltlens command.
+
+# Scratch folder: $WORK, else a new temporary one.
+work=${WORK:-$(mktemp -d)}
+mkdir -p "$work"
 
 # ensure_venv VENV MODULE REQUIREMENT: makes VENV and pip-installs REQUIREMENT into it unless MODULE
-# already imports there; says how long the install took. With TORCH_VENV set, the new venv sees
-# that venv's packages (torch), so pip does not fetch them again.
+# already imports there; says how long the install took; sets $python. With TORCH_VENV set, the
+# new venv sees that venv's packages (torch), so pip does not fetch them again.
 ensure_venv() {
     local venv=$1 module=$2 requirement=$3
-    if "$venv/bin/python" -c "import $module" 2>/dev/null; then
+    python="$venv/bin/python"
+    if "$python" -c "import $module" 2>/dev/null; then
         return
     fi
     local start site
     start=$(date +%s)
     python3 -m venv "$venv"
     if [ -n "${TORCH_VENV:-}" ]; then
-        site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+        site=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
         "$TORCH_VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > "$site/voltlens-torch.pth"
     fi
     "$venv/bin/pip" install -q "$requirement"

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, DictionaryArray, RecordBatch};
 use arrow::datatypes::{DataType, Int32Type};
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -150,14 +151,22 @@ pub fn export_battdat(dataset_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Writes one battery's file. Without the encoded Arrow schema, which would hide the footer's
+/// metadata from pyarrow (battdat reads through it); the Parquet types say the same.
 fn write_raw_data(path: &Path, cell: &CellInfo, batch: RecordBatch) -> Result<()> {
+    let metadata = [
+        (BATTERY_METADATA_KEY, battery_metadata(cell).to_string()),
+        (TABLE_METADATA_KEY, table_metadata(&batch).to_string()),
+    ];
     crate::io::write_via_temp(path, |tmp| {
         let file = File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let options = ArrowWriterOptions::new().with_properties(canonical::writer_properties()).with_skip_arrow_metadata(true);
         let written = (|| {
-            let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(canonical::writer_properties()))?;
+            let mut writer = ArrowWriter::try_new_with_options(file, batch.schema(), options)?;
             writer.write(&batch)?;
-            writer.append_key_value_metadata(KeyValue::new(BATTERY_METADATA_KEY.into(), battery_metadata(cell).to_string()));
-            writer.append_key_value_metadata(KeyValue::new(TABLE_METADATA_KEY.into(), table_metadata(&batch).to_string()));
+            for (key, value) in metadata {
+                writer.append_key_value_metadata(KeyValue::new(key.to_owned(), value));
+            }
             writer.close().map(|_| ())
         })();
         written.map_err(|e| Error::parquet(path, e))
