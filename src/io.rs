@@ -58,6 +58,27 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| Error::in_file(path, format!("bad JSON: {e}")))
 }
 
+/// Whether `name` is one of ours: a [`temp_path`] file or a [`temp_dir`] folder.
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".partial")
+}
+
+/// Removes what killed writes left under `dir` (temporary files and build folders, by their
+/// names), so that a folder resumed after a kill holds only finished files.
+pub fn remove_temp_leftovers(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let temp = path.file_name().is_some_and(|n| is_temp_name(&n.to_string_lossy()));
+        match (path.is_dir(), temp) {
+            (true, true) => std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?,
+            (true, false) => remove_temp_leftovers(&path)?,
+            (false, true) => std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?,
+            (false, false) => {}
+        }
+    }
+    Ok(())
+}
+
 /// The hidden sibling a folder is built in before [`replace_dir`] swaps it in.
 pub fn temp_dir(dir: &Path) -> PathBuf {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
@@ -155,6 +176,37 @@ mod tests {
             assert!(!name.contains('/') && !name.contains('\\') && name != ".." && name != ".", "{evil} → {name}");
         }
         assert_eq!(safe_name("cccv_1C-25.0"), "cccv_1C-25.0");
+    }
+
+    #[test]
+    fn leftovers_of_killed_writes_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("dataset/timeseries");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::create_dir_all(temp_dir(&dir.path().join("checkpoint"))).unwrap();
+        for file in [temp_path(&sub.join("a.parquet")), temp_path(&dir.path().join("features.csv"))] {
+            std::fs::write(file, b"half").unwrap();
+        }
+        for keep in [sub.join("b.parquet"), dir.path().join(".hidden"), dir.path().join("notes.partial.txt")] {
+            std::fs::write(keep, b"whole").unwrap();
+        }
+        remove_temp_leftovers(dir.path()).unwrap();
+        let mut left: Vec<String> = walk(dir.path());
+        left.sort();
+        assert_eq!(left, [".hidden", "dataset", "dataset/timeseries", "dataset/timeseries/b.parquet", "notes.partial.txt"]);
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                out.extend(walk(&p).into_iter().map(|n| format!("{name}/{n}")));
+            }
+            out.push(name);
+        }
+        out
     }
 
     #[test]

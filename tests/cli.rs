@@ -150,7 +150,7 @@ fn every_command_names_what_is_wrong() {
     fails(dir, &["mine", "--record", missing, "--out", "m"], missing);
     fails(dir, &["label", "--data", missing, "--record", missing, "--out", "l"], missing);
     fails(dir, &["report", missing], missing);
-    fails(dir, &["circuits", "pullback", "--feature", "F7", "--transcoder", missing, "--model", missing], missing);
+    fails(dir, &["circuits", "pullback", "--feature", "F7", "--transcoder", missing, "--model", missing], "F7");
     let on = ["--feature", "L0_F0", "--transcoder", missing, "--data", missing, "--model", missing, "--cell", "c"];
     fails(dir, &[&["circuits", "steer", "--scale", "2"][..], &on].concat(), missing);
     fails(dir, &[&["circuits", "ablate"][..], &on].concat(), missing);

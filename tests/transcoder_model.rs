@@ -84,15 +84,16 @@ fn online_activations_have_the_models_shape_and_repeat_for_a_seed() {
     }
 }
 
+/// A resumed run reads the tokens an uninterrupted one would (the skipped batches are replayed),
+/// so that a killed training ends where an uninterrupted one does.
 #[test]
-fn resuming_an_online_stream_is_deterministic() {
+fn resuming_an_online_stream_continues_it() {
     let f = fixture();
-    let resumed = |seed| {
-        let mut s = source(f, Cells::Train, 100, seed);
-        s.skip_batches(5, 64).unwrap();
-        s.next_batch(64).unwrap()
-    };
-    assert_eq!(resumed(3), resumed(3));
+    let mut resumed = source(f, Cells::Train, 100, 3);
+    resumed.skip_batches(5, 64).unwrap();
+    let mut whole = source(f, Cells::Train, 100, 3);
+    (0..5).for_each(|_| drop(whole.next_batch(64).unwrap()));
+    assert_eq!(resumed.next_batch(64).unwrap(), whole.next_batch(64).unwrap());
 }
 
 #[test]
@@ -151,9 +152,17 @@ fn a_trained_clt_replaces_the_mlps_better_than_their_means() {
     let summary = run_stage(f, &stage_config(Variant::Clt), out.path());
     let fidelity = summary["fidelity"].as_f64().unwrap();
     let fvu = summary["fvu"].as_f64().unwrap();
-    assert!(fidelity > 0.0, "fidelity {fidelity} is no better than mean ablation: {summary}");
-    assert!(fvu < 1.0, "held-out FVU {fvu}: {summary}");
+    // Measured 0.97 and 0.015 on this fixture: a CLT that learnt its MLPs, not merely one that
+    // beats mean ablation.
+    assert!(fidelity > 0.9, "fidelity {fidelity}: {summary}");
+    assert!(fvu < 0.05, "held-out FVU {fvu}: {summary}");
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap()).unwrap();
+    // The summary's figures are the formulas over the runs' MSEs and the per-layer FVUs.
+    let mse = |k: &str| metrics["fidelity"]["mse"][k].as_f64().unwrap();
+    let expected = (mse("mean_ablated") - mse("all_replaced")) / (mse("mean_ablated") - mse("original"));
+    assert!((fidelity - expected).abs() < 1e-5, "fidelity {fidelity}, from the MSEs {expected}");
+    let per_layer: Vec<f64> = metrics["heldout"]["fvu_per_layer"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((fvu - per_layer.iter().sum::<f64>() / per_layer.len() as f64).abs() < 1e-6, "{fvu} vs {per_layer:?}");
     assert_eq!(metrics["heldout"]["fvu_per_layer"].as_array().unwrap().len(), LAYERS);
     assert_eq!(metrics["fidelity"]["per_layer"].as_array().unwrap().len(), LAYERS);
     assert!(out.path().join("circuit-tracer/config.yaml").exists());

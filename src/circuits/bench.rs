@@ -68,6 +68,9 @@ pub fn random_clt(model: &Lblm<Flex>, inputs: &[f32], features: usize, l0: usize
 
 /// Times one graph over a window of `window` random steps with a random CLT of `features`.
 pub fn bench_graph(window: usize, features: usize, l0: usize) -> Result<GraphBench> {
+    if window == 0 || features == 0 {
+        return Err(crate::Error::Config(format!("bench graph: window ({window}) and features ({features}) must be at least 1")));
+    }
     let cfg = bench_model_config(window.max(2));
     let model = Lblm::<Flex>::new(&cfg, 0, &Default::default());
     let mut rng = ChaCha8Rng::seed_from_u64(1);

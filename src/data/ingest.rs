@@ -194,6 +194,7 @@ pub fn ingest_source(
     let mut tracker = StepTracker::new(given_capacity);
     let mut cleaner = TimeCleaner::new(source, opts.time_tolerance_s);
     let mut spill: Option<ArrowWriter<File>> = None;
+    let mut extremes = ExtremeRows::default();
     while let Some(chunk) = reader.next_chunk()? {
         let chunk = cleaner.clean(chunk)?;
         if chunk.is_empty() {
@@ -201,6 +202,7 @@ pub fn ingest_source(
         }
         for r in 0..chunk.len() {
             tracker.push(chunk.test_time[r], chunk.current[r], chunk.voltage[r], chunk.cycle_number[r], chunk.step_index[r]);
+            extremes.push(chunk.current[r], chunk.voltage[r], chunk.source_row[r]);
         }
         let batch = chunk.into_record_batch();
         if spill.is_none() {
@@ -215,7 +217,7 @@ pub fn ingest_source(
     spill.close().map_err(|e| Error::parquet(&spill_path, e))?;
 
     let derivation = CellDerivation::from_steps(&tracker, given_capacity);
-    check_units(source, &tracker, &derivation, opts)?;
+    check_units(source, &tracker, &derivation, &extremes, opts)?;
 
     // Pass 2: derive and write the canonical file.
     let out_path = paths.cell_file(&cell_id);
@@ -279,12 +281,32 @@ fn derive_rows(cell_id: &str, raw: RawChunk, deriver: &mut RowDeriver) -> CellDa
 }
 
 /// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2).
-fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, opts: &IngestOptions) -> Result<()> {
+/// Source rows of the largest |current| and of the voltage farthest from a cell's range, so that a
+/// unit check can point at one.
+#[derive(Default)]
+struct ExtremeRows {
+    current: (f32, u64),
+    voltage: (f32, u64),
+}
+
+impl ExtremeRows {
+    fn push(&mut self, current: f32, voltage: f32, row: u64) {
+        if current.abs() > self.current.0 {
+            self.current = (current.abs(), row);
+        }
+        let outside = (voltage - 10.0).max(-1.0 - voltage);
+        if outside > self.voltage.0 {
+            self.voltage = (outside, row);
+        }
+    }
+}
+
+fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extremes: &ExtremeRows, opts: &IngestOptions) -> Result<()> {
     let max_c = tracker.max_abs_current / d.nominal_capacity_ah;
     if !d.capacity_estimated && max_c > opts.max_c_rate {
         return Err(Error::Input {
             file: source.to_path_buf(),
-            row: None,
+            row: Some(extremes.current.1),
             field: Some("current".to_owned()),
             message: format!(
                 "peak current {:.1} A is {max_c:.0}C for a {:.3} Ah cell, which is implausible: is the current in mA labelled as A?",
@@ -306,7 +328,7 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, opts: &
     if tracker.max_voltage > 10.0 || tracker.min_voltage < -1.0 {
         return Err(Error::Input {
             file: source.to_path_buf(),
-            row: None,
+            row: Some(extremes.voltage.1),
             field: Some("voltage".to_owned()),
             message: format!(
                 "voltage spans {:.2}..{:.2} V, implausible for a cell: is it in mV labelled as V?",

@@ -269,7 +269,12 @@ pub fn isotonic(s: &BinStats, n_codes: usize, increasing: bool) -> Vec<f64> {
     // Blocks of (sum of w·a, weight, number of bins).
     let mut blocks: Vec<(f64, f64, usize)> = Vec::new();
     for b in 0..n_codes.min(MISSING) {
-        blocks.push((sign * s.act_sum[b], s.weight[b], 1));
+        // An empty bin joins the block on its left: it carries no weight, and standing alone it
+        // would keep two violating blocks from pooling.
+        match blocks.last_mut() {
+            Some(last) if s.weight[b] <= 0.0 => last.2 += 1,
+            _ => blocks.push((sign * s.act_sum[b], s.weight[b], 1)),
+        }
         while blocks.len() > 1 {
             let (a2, w2, n2) = blocks[blocks.len() - 1];
             let (a1, w1, n1) = blocks[blocks.len() - 2];

@@ -166,6 +166,8 @@ fn prepare_partial(out: &Path, fp: &str, fresh: bool) -> Result<PathBuf> {
     let same = std::fs::read_to_string(&mark).is_ok_and(|m| m == fp);
     if (fresh || !same) && partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    } else if partial.exists() {
+        crate::io::remove_temp_leftovers(&partial)?; // resume from finished files only
     }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     crate::io::write_atomic(&mark, fp.as_bytes())?;

@@ -105,7 +105,6 @@ pub struct ModelActivations<B: Backend> {
     model: Lblm<B>,
     data: ModelWindows,
     device: B::Device,
-    seed: u64,
     rng: ChaCha8Rng,
     /// Window indices in this epoch's shuffled order, and the next one to run.
     order: Vec<usize>,
@@ -126,7 +125,6 @@ impl<B: Backend> ModelActivations<B> {
             model,
             data,
             device,
-            seed,
             rng: ChaCha8Rng::seed_from_u64(seed),
             order,
             cursor: 0,
@@ -238,14 +236,6 @@ impl<B: Backend> ActivationSource for ModelActivations<B> {
             self.buffer.mlp_out[b].copy_from_slice(&self.pass.mlp_out[r]);
         }
         Ok(out)
-    }
-
-    /// Replaying `n` batches would rerun the model over every window they held. Online tokens
-    /// are a fresh sample of the same distribution anyway, so a resumed run instead starts a new
-    /// stream seeded by the source's seed and `n`: as deterministic, and no slower to resume.
-    fn skip_batches(&mut self, n: u64, _tokens: usize) -> Result<()> {
-        self.restart(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        Ok(())
     }
 }
 

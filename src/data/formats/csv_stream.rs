@@ -131,8 +131,17 @@ enum SignColumns {
 impl RowColumns {
     fn resolve(path: &Path, layout: &Layout, header: &Header) -> Result<Self> {
         let names = &header.names;
-        let required = |spec: &ColumnSpec| spec.find(names).ok_or_else(|| missing_columns(path, header.line, names, &layout.required()));
-        let optional = |spec: &Option<ColumnSpec>| spec.as_ref().and_then(|s| s.find(names));
+        // A column named twice is ambiguous: which one holds the values cannot be known.
+        let unique = |r: Resolved| {
+            let count = names.iter().filter(|h| h.trim().eq_ignore_ascii_case(r.name.trim())).count();
+            if count > 1 {
+                return Err(Error::at_row(path, header.line, Some(r.name.trim()), format!("the header names this column {count} times")));
+            }
+            Ok(r)
+        };
+        let required =
+            |spec: &ColumnSpec| spec.find(names).ok_or_else(|| missing_columns(path, header.line, names, &layout.required())).and_then(unique);
+        let optional = |spec: &Option<ColumnSpec>| spec.as_ref().and_then(|s| s.find(names)).map(unique).transpose();
         let sign = match &layout.sign {
             SignRule::Fixed(_) => SignColumns::Fixed,
             SignRule::Capacity { charge, discharge } => {
@@ -147,9 +156,9 @@ impl RowColumns {
             time: required(&layout.time)?,
             current: required(&layout.current)?,
             voltage: required(&layout.voltage)?,
-            temperature: optional(&layout.temperature),
-            cycle: optional(&layout.cycle),
-            step: optional(&layout.step),
+            temperature: optional(&layout.temperature)?,
+            cycle: optional(&layout.cycle)?,
+            step: optional(&layout.step)?,
             sign,
         })
     }
@@ -488,7 +497,9 @@ impl DelimitedReader {
     /// Reads one data line into `chunk`.
     fn push_row(&mut self, chunk: &mut RawChunk, number: u64) -> Result<()> {
         let columns = &self.columns;
-        if self.fields.len() < self.header_fields {
+        // More fields than the header shifts no column we can see, but means a value holds the
+        // delimiter (a decimal comma in a comma-separated file): its neighbours are misread.
+        if self.fields.len() != self.header_fields {
             let msg = format!("the row has {} fields, the header {}", self.fields.len(), self.header_fields);
             return Err(Error::at_row(&self.path, number, None, msg));
         }
