@@ -48,6 +48,15 @@ fn random_model_dir(dir: &Path, cfg: &ModelConfig, seed: u64) {
     md.save_weights(&model).unwrap();
 }
 
+/// A random model of `cfg` exported by `export-model`: the temporary directory and the export.
+fn exported(cfg: &ModelConfig, seed: u64) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, export) = (tmp.path().join("model"), tmp.path().join("export"));
+    random_model_dir(&model, cfg, seed);
+    export_model(&model, &export).unwrap();
+    (tmp, export)
+}
+
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn read_tensors(path: &Path) -> Tensors {
@@ -154,10 +163,7 @@ fn arch_with_rules(export: &Path, rules: &str) -> String {
 #[test]
 fn separate_qkv_interleaved_rotary_and_conv1d_weights_import_exactly() {
     let cfg = small(ModelConfig { norm: NormKind::RmsNorm, mlp: MlpKind::SwiGlu, ..ModelConfig::default() });
-    let tmp = tempfile::tempdir().unwrap();
-    let (model, export) = (tmp.path().join("model"), tmp.path().join("export"));
-    random_model_dir(&model, &cfg, 3);
-    export_model(&model, &export).unwrap();
+    let (tmp, export) = exported(&cfg, 3);
     let foreign = to_foreign_layout(read_tensors(&export.join("model.safetensors")), &cfg);
     let weights = tmp.path().join("foreign.safetensors");
     write_tensors(&weights, &foreign);
@@ -179,10 +185,7 @@ fn separate_qkv_interleaved_rotary_and_conv1d_weights_import_exactly() {
 #[test]
 fn every_unmatched_missing_or_misshapen_tensor_is_named() {
     let cfg = small(ModelConfig::default());
-    let tmp = tempfile::tempdir().unwrap();
-    let (model, export) = (tmp.path().join("model"), tmp.path().join("export"));
-    random_model_dir(&model, &cfg, 5);
-    export_model(&model, &export).unwrap();
+    let (tmp, export) = exported(&cfg, 5);
     let mut tensors = read_tensors(&export.join("model.safetensors"));
     tensors.remove("blocks.1.mlp.down.weight");
     tensors.get_mut("blocks.0.attn.out.weight").unwrap().0 = vec![8, 32];
@@ -201,10 +204,7 @@ fn every_unmatched_missing_or_misshapen_tensor_is_named() {
 #[test]
 fn an_unknown_input_channel_lists_the_catalogue() {
     let cfg = small(ModelConfig::default());
-    let tmp = tempfile::tempdir().unwrap();
-    let (model, export) = (tmp.path().join("model"), tmp.path().join("export"));
-    random_model_dir(&model, &cfg, 6);
-    export_model(&model, &export).unwrap();
+    let (tmp, export) = exported(&cfg, 6);
     let arch = tmp.path().join("arch.toml");
     let text = std::fs::read_to_string(export.join("arch.toml")).unwrap().replace("name = \"c_rate\"", "name = \"amps\"");
     std::fs::write(&arch, text.replace("\"c_rate\",", "\"amps\",")).unwrap();

@@ -95,15 +95,39 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Base of the rotary frequencies.
     pub rope_theta: f32,
+    // The fields below are written only where they differ from VoltLens's own architecture, so
+    // that the settings (and pipeline fingerprints) of models made before they existed still match.
+    #[serde(skip_serializing_if = "is_default")]
     pub norm: NormKind,
     /// The ε of every norm (burn's and PyTorch's LayerNorm default: 1e-5).
+    #[serde(skip_serializing_if = "is_default_eps")]
     pub norm_eps: f64,
+    #[serde(skip_serializing_if = "is_default")]
     pub mlp: MlpKind,
     /// Whether a norm sits between the last block and the head.
+    #[serde(skip_serializing_if = "is_true")]
     pub final_norm: bool,
+    #[serde(skip_serializing_if = "is_default")]
     pub head: HeadTarget,
     /// The per-step input channels by name, in order (`inputs::CATALOGUE`).
+    #[serde(skip_serializing_if = "is_default_channels")]
     pub channels: Vec<String>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+fn is_default_eps(eps: &f64) -> bool {
+    *eps == ModelConfig::default().norm_eps
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+fn is_default_channels(channels: &[String]) -> bool {
+    channels.iter().map(String::as_str).eq(CHANNELS)
 }
 
 impl Default for ModelConfig {

@@ -171,15 +171,19 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
             HeldOut { steps: norm.apply(&raw), raw, data: &dataset.data[i], protocol, fold }
         })
         .collect();
+    let width = norm.channels.len();
     let ridges: Vec<Ridge> = if plan.ridge_train.is_empty() {
         // No training cells here: two-fold by cell, each half's baseline fitted on the other half.
         (0..2)
-            .map(|f| Ridge::fit(&held.iter().filter(|c| c.fold != f).map(|c| c.steps.clone()).collect::<Vec<_>>(), cfg.ridge_lags, cfg.ridge_lambda))
+            .map(|f| {
+                let other: Vec<ModelSteps> = held.iter().filter(|c| c.fold != f).map(|c| c.steps.clone()).collect();
+                Ridge::fit(&other, width, cfg.ridge_lags, cfg.ridge_lambda)
+            })
             .collect()
     } else {
         let train: Vec<ModelSteps> =
             dataset_steps(dataset, task.dataset_dir, &plan.ridge_train, &norm.channels)?.iter().map(|c| norm.apply(c)).collect();
-        vec![Ridge::fit(&train, cfg.ridge_lags, cfg.ridge_lambda)]
+        vec![Ridge::fit(&train, width, cfg.ridge_lags, cfg.ridge_lambda)]
     };
     let bar = crate::progress::bar(held.len() as u64, "eval", "cells");
     let results = on_workers(&held, &model, |model, cell| {

@@ -13,11 +13,11 @@ pub struct Ridge {
 }
 
 impl Ridge {
-    /// Fits on every step of `cells`; `lambda` is the penalty per training row (the bias is not
-    /// penalised).
-    pub fn fit(cells: &[ModelSteps], lags: usize, lambda: f64) -> Ridge {
+    /// Fits on every step of `cells` (of `width` channels; none: the baseline is persistence);
+    /// `lambda` is the penalty per training row (the bias is not penalised).
+    pub fn fit(cells: &[ModelSteps], width: usize, lags: usize, lambda: f64) -> Ridge {
         let lags = lags.max(1);
-        let p = lags * cells.first().map_or(0, |c| c.width) + 1;
+        let p = lags * width + 1;
         let total: usize = cells.iter().map(ModelSteps::steps).sum();
         let every = total.div_ceil(MAX_FIT_ROWS).max(1);
         let mut xtx = vec![0f64; p * p];
@@ -121,7 +121,7 @@ mod tests {
         let inputs: Vec<f32> = (0..steps * N_CHANNELS).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
         let target = (0..steps).map(|t| 2.0 * inputs[t * N_CHANNELS] - inputs[t * N_CHANNELS + 3] + 0.5).collect();
         let cell = ModelSteps { cell_id: "c".into(), inputs, width: N_CHANNELS, target };
-        let ridge = Ridge::fit(std::slice::from_ref(&cell), 1, 1e-9);
+        let ridge = Ridge::fit(std::slice::from_ref(&cell), N_CHANNELS, 1, 1e-9);
         let pred = ridge.predict(&cell);
         let max_err = pred.iter().zip(&cell.target).map(|(p, t)| (p - t).abs()).fold(0f32, f32::max);
         assert!(max_err < 1e-3, "max error {max_err}");
