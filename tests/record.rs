@@ -225,6 +225,7 @@ fn the_cell_at_a_time_reader_gives_what_read_sparse_and_the_dataset_give() {
         let cell = cell.unwrap();
         let c = cell.activations.cell;
         assert_eq!(cell.activations.cell_id, dataset.cells[c].cell_id);
+        assert_eq!(cell.activations.firing.len() as u64, f.summary.cell_activation_rows[c], "record.json counts each cell's firing steps");
         let expected = Covariates::from_cell(&dataset.cells[c], &dataset.data[c]);
         for cov in [Covariate::Soc, Covariate::CycleNumber] {
             assert_eq!(cell.covariates.column(cov).unwrap(), expected.column(cov), "cell {c} {}", cov.name());
