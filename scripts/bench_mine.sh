@@ -7,12 +7,14 @@
 #   scripts/bench_mine.sh                       # runs/quickstart, 3 cells vs 30, 3 repeats
 #   RUN=runs/pybamm-dev CELLS=4 REPEATS=5 scripts/bench_mine.sh
 #   SKIP_LABEL=1 scripts/bench_mine.sh          # mine only
+#   MODEL=DIR TRANSCODER=DIR scripts/bench_mine.sh   # any train-model / train-transcoder output
 #
 # Writes only under WORK (default /tmp/voltlens-bench-mine), which it creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/voltlens/target}"
 RUN="${RUN:-runs/quickstart}" CELLS="${CELLS:-3}" REPEATS="${REPEATS:-3}" WORK="${WORK:-/tmp/voltlens-bench-mine}"
+MODEL="${MODEL:-$RUN/model/model}" TRANSCODER="${TRANSCODER:-$RUN/transcoder}"
 BIN="$CARGO_TARGET_DIR/debug/voltlens"
 cargo build -q
 mkdir -p "$WORK"
@@ -20,7 +22,7 @@ mkdir -p "$WORK"
 for n in 1 10; do
   if [ ! -f "$WORK/record-$n/record.json" ]; then
     "$BIN" synth --cells $((CELLS * n)) --seed 1 --out "$WORK/data-$n"
-    "$BIN" record --data "$WORK/data-$n" --model "$RUN/model/model" --transcoder "$RUN/transcoder" --out "$WORK/record-$n" >/dev/null
+    "$BIN" record --data "$WORK/data-$n" --model "$MODEL" --transcoder "$TRANSCODER" --out "$WORK/record-$n" >/dev/null
   fi
 done
 

@@ -9,8 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use voltlens::mine::stats::WindowKind;
 use voltlens::mine::tables::write_mined;
 use voltlens::mine::topk::{top_k_brute_force, TopK, TopLimits};
-use voltlens::mine::{mine, mine_cells, CellSource, FeatureActivations, MineConfig, MinedFeatures, SparseActivations};
-use voltlens::record::CellActivations;
+use voltlens::mine::{mine, mine_cells, FeatureActivations, InMemory, MineConfig, MinedFeatures, SparseActivations};
 
 /// Sparse random activations with bursts and deliberate ties (values on a coarse grid).
 fn random_run(seed: u64, cells: &[usize], density: f64) -> Vec<Vec<f32>> {
@@ -24,24 +23,6 @@ fn random_run(seed: u64, cells: &[usize], density: f64) -> Vec<Vec<f32>> {
 /// Cycle numbers per row: cycles of `len` rows.
 fn cycles(cells: &[usize], len: usize) -> Vec<Vec<f32>> {
     cells.iter().map(|&n| (0..n).map(|r| (r / len) as f32).collect()).collect()
-}
-
-/// In-memory activations with cycle numbers, as a record would give them.
-struct WithCycles<'a> {
-    acts: &'a SparseActivations,
-    cycles: &'a [Vec<f32>],
-}
-
-impl CellSource for WithCycles<'_> {
-    fn cell_ids(&self) -> &[String] {
-        &self.acts.cell_ids
-    }
-    fn cell_rows(&self) -> &[usize] {
-        &self.acts.cell_rows
-    }
-    fn for_each_cell(&self, visit: &mut dyn FnMut(&CellActivations, Option<&[f32]>) -> voltlens::Result<()>) -> voltlens::Result<()> {
-        self.acts.for_each_cell(&mut |cell, _| visit(cell, Some(&self.cycles[cell.cell])))
-    }
 }
 
 fn streamed(f: &FeatureActivations, cycles: &[Vec<f32>], lim: TopLimits) -> TopK {
@@ -104,7 +85,7 @@ fn a_repeated_event_fills_at_most_two_of_the_top_four_windows() {
     let f = FeatureActivations::from_dense(0, 0, &dense);
     let acts = SparseActivations { cell_ids: (0..4).map(|c| format!("c{c}")).collect(), cell_rows: cells.to_vec(), features: vec![f] };
     let cyc = cycles(&cells, 400);
-    let mined = mine_cells(&WithCycles { acts: &acts, cycles: &cyc }, &MineConfig::default()).unwrap();
+    let mined = mine_cells(&InMemory { acts: &acts, cycles: Some(&cyc) }, &MineConfig::default()).unwrap();
     let top: Vec<_> = mined.features[0].windows.iter().filter(|w| w.kind == WindowKind::Top).take(4).collect();
     let cells_shown: Vec<usize> = top.iter().map(|w| w.cell).collect();
     assert_eq!(cells_shown, [0, 0, 1, 2], "two of cell 0 (cycles {:?}), then the other cells' events", top.iter().map(|w| w.peak_row / 400).collect::<Vec<_>>());
@@ -126,7 +107,7 @@ fn mined_statistics_add_up_and_examples_cover_every_quantile_from_distinct_cells
     let acts = planted(&cells);
     let cyc = cycles(&cells, 120);
     let cfg = MineConfig::default();
-    let mined = mine_cells(&WithCycles { acts: &acts, cycles: &cyc }, &cfg).unwrap();
+    let mined = mine_cells(&InMemory { acts: &acts, cycles: Some(&cyc) }, &cfg).unwrap();
     assert_eq!(mined.features.len(), 6);
     for (m, f) in mined.features.iter().zip(&acts.features) {
         let steps: usize = cells.iter().sum();

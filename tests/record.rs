@@ -21,8 +21,7 @@ use voltlens::circuits::intervene::{ablate_or_steer, ablation_effect_mv, load_re
 use voltlens::label::covariates::{Covariate, Covariates};
 use voltlens::mine::effect::EffectSources;
 use voltlens::mine::stats::WindowKind;
-use voltlens::mine::{mine_cells, CellSource, MineConfig, SparseActivations};
-use voltlens::record::CellActivations;
+use voltlens::mine::{mine_cells, InMemory, MineConfig, SparseActivations};
 use voltlens::model::inputs::{self, CellSteps};
 use voltlens::model::{load_model, train_model, ModelConfig, TrainConfig};
 use voltlens::record::run::resid_mid;
@@ -230,6 +229,7 @@ fn the_cell_at_a_time_reader_gives_what_read_sparse_and_the_dataset_give() {
         let cell = cell.unwrap();
         let c = cell.activations.cell;
         assert_eq!(cell.activations.cell_id, dataset.cells[c].cell_id);
+        assert_eq!(cell.activations.firing.len() as u64, f.summary.cell_activation_rows[c], "record.json counts each cell's firing steps");
         let expected = Covariates::from_cell(&dataset.cells[c], &dataset.data[c]);
         for cov in [Covariate::Soc, Covariate::CycleNumber] {
             assert_eq!(cell.covariates.column(cov).unwrap(), expected.column(cov), "cell {c} {}", cov.name());
@@ -262,31 +262,14 @@ fn a_record_whose_rows_are_not_grouped_by_cell_is_refused_naming_the_row() {
     assert!(err.contains("activations.parquet, row 3, field 'cell_id'") && err.contains("not grouped by cell"), "{err}");
 }
 
-/// The record's activations in memory, with the dataset's cycle numbers.
-struct InMemory {
-    acts: SparseActivations,
-    cycles: Vec<Vec<f32>>,
-}
-
-impl CellSource for InMemory {
-    fn cell_ids(&self) -> &[String] {
-        &self.acts.cell_ids
-    }
-    fn cell_rows(&self) -> &[usize] {
-        &self.acts.cell_rows
-    }
-    fn for_each_cell(&self, visit: &mut dyn FnMut(&CellActivations, Option<&[f32]>) -> voltlens::Result<()>) -> voltlens::Result<()> {
-        self.acts.for_each_cell(&mut |cell, _| visit(cell, Some(&self.cycles[cell.cell])))
-    }
-}
-
 #[test]
 fn streamed_mining_matches_mining_in_memory_and_ablation_effects_match_the_intervention() {
     let f = fixture();
     let dataset = Dataset::load(&f.data).unwrap();
-    let cycles = Covariates::for_dataset(&dataset).iter().map(|c| c.column(Covariate::CycleNumber).to_vec()).collect();
+    let cycles: Vec<Vec<f32>> = Covariates::for_dataset(&dataset).iter().map(|c| c.column(Covariate::CycleNumber).to_vec()).collect();
+    let acts = read_sparse(&f.record).unwrap();
     let cfg = MineConfig::default();
-    let in_memory = mine_cells(&InMemory { acts: read_sparse(&f.record).unwrap(), cycles }, &cfg).unwrap();
+    let in_memory = mine_cells(&InMemory { acts: &acts, cycles: Some(&cycles) }, &cfg).unwrap();
     let streamed = mine_cells(&RecordDir::open(&f.record).unwrap(), &cfg).unwrap();
     assert_eq!(format!("{:?}", streamed.features), format!("{:?}", in_memory.features));
 

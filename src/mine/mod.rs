@@ -12,7 +12,7 @@ pub mod stats;
 pub mod tables;
 pub mod topk;
 
-pub use stats::{mine, mine_cells, CellSource, MineConfig, MinedFeature, MinedFeatures, Window};
+pub use stats::{mine, mine_cells, CellSource, InMemory, MineConfig, MinedFeature, MinedFeatures, Window};
 
 /// The firing steps of one transcoder feature over a whole dataset.
 #[derive(Debug, Clone, Default)]

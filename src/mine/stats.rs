@@ -155,25 +155,31 @@ impl CellSource for RecordDir {
     }
 }
 
-/// Activations already in memory, without cycle numbers.
-impl CellSource for SparseActivations {
+/// Activations held in memory, with each cell's cycle number per row where known.
+pub struct InMemory<'a> {
+    pub acts: &'a SparseActivations,
+    pub cycles: Option<&'a [Vec<f32>]>,
+}
+
+impl CellSource for InMemory<'_> {
     fn cell_ids(&self) -> &[String] {
-        &self.cell_ids
+        &self.acts.cell_ids
     }
 
     fn cell_rows(&self) -> &[usize] {
-        &self.cell_rows
+        &self.acts.cell_rows
     }
 
     fn for_each_cell(&self, visit: &mut dyn FnMut(&CellActivations, Option<&[f32]>) -> Result<()>) -> Result<()> {
-        for c in 0..self.cell_ids.len() {
-            let mut cell = CellActivations { cell: c, cell_id: self.cell_ids[c].clone(), rows: self.cell_rows[c], firing: Vec::new() };
-            for f in &self.features {
+        let acts = self.acts;
+        for c in 0..acts.cell_ids.len() {
+            let mut cell = CellActivations { cell: c, cell_id: acts.cell_ids[c].clone(), rows: acts.cell_rows[c], firing: Vec::new() };
+            for f in &acts.features {
                 let (rows, values) = f.cell(c);
                 cell.firing.extend(rows.iter().zip(values).map(|(&row, &value)| Firing { layer: f.layer, feature: f.feature, row, value }));
             }
             cell.firing.sort_unstable_by_key(|f| (f.layer, f.feature, f.row));
-            visit(&cell, None)?;
+            visit(&cell, self.cycles.map(|cycles| cycles[c].as_slice()))?;
         }
         Ok(())
     }
@@ -182,7 +188,7 @@ impl CellSource for SparseActivations {
 /// Mines activations held in memory (no cycle numbers: top windows are then only kept apart
 /// by cell and overlap).
 pub fn mine(acts: &SparseActivations, cfg: &MineConfig) -> MinedFeatures {
-    mine_cells(acts, cfg).expect("in-memory activations read without error")
+    mine_cells(&InMemory { acts, cycles: None }, cfg).expect("in-memory activations read without error")
 }
 
 /// Mines every feature of `source`, deterministically from the seed whatever the thread count.

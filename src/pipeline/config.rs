@@ -27,7 +27,8 @@ pub struct PipelineConfig {
     pub sweep: Option<crate::transcoder::sweep::SweepConfig>,
     /// Record feature activations over every step (needs `[transcoder]`).
     pub record: Option<crate::record::RecordConfig>,
-    /// Per-feature statistics and example windows (needs `[record]`).
+    /// Per-feature statistics, example windows and output effects (needs `[record]`; the
+    /// pipeline's `seed` overrides `[mine] seed`).
     pub mine: Option<crate::mine::MineConfig>,
     /// Automatic labels against physical covariates (needs `[record]`).
     pub label: Option<crate::label::LabelConfig>,

@@ -39,7 +39,8 @@ pub fn build(config: &PipelineConfig) -> Result<Vec<Box<dyn Stage>>> {
     push(&mut stages, "model", config.model.clone(), run_model)?;
     push(&mut stages, "transcoder", config.transcoder.clone(), run_transcoder)?;
     push(&mut stages, "record", config.record.clone(), run_record)?;
-    push(&mut stages, "mine", config.mine.clone(), run_mine)?;
+    let mine = config.mine.clone().map(|m| MineConfig { seed: config.seed, ..m });
+    push(&mut stages, "mine", mine, run_mine)?;
     if config.label.is_some() && config.record.is_none() {
         return Err(Error::Config("[label] needs a [record] stage in the pipeline".to_owned()));
     }

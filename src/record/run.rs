@@ -53,6 +53,10 @@ pub struct RecordSummary {
     pub steps: u64,
     /// Firing (step, feature) pairs written.
     pub activation_rows: u64,
+    /// Of those, per cell: lets a reader hold one cell's in a buffer of the exact size (empty
+    /// in records made before it was kept).
+    #[serde(default)]
+    pub cell_activation_rows: Vec<u64>,
     pub activation_row_groups: usize,
     pub covariate_row_groups: usize,
     pub variant: Variant,
@@ -161,13 +165,16 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
     let mut covariates = CovariateWriter::create(&task.out_dir.join(COVARIATES_FILE), &cell_ids, max_rows)?;
     let steps: u64 = cell_rows.iter().map(|&r| r.saturating_sub(1) as u64).sum();
     let bar = crate::progress::bar(steps, "record", "steps");
+    let mut cell_activation_rows = Vec::with_capacity(task.cells.len());
     for (c, info) in task.cells.iter().enumerate() {
+        let before = activations.rows;
         let file = paths.cell_file(&info.cell_id);
         let (_, data) = read_cell(&file)?;
         covariates.push_cell(c as u32, &Covariates::from_cell(info, &data))?;
         let cell = loaded.norm.apply(&CellSteps::from_cell(info, &data, &file, &loaded.norm.channels)?);
         let sink = &mut |row, layer, feature, value| activations.push(c as u32, row, layer, feature, value);
         record_cell(&loaded, tc, &cell, task.cfg.windows_per_batch, &device, sink, &|n| bar.inc(n as u64))?;
+        cell_activation_rows.push(activations.rows - before);
     }
     bar.finish_and_clear();
     let activation_rows = activations.rows;
@@ -176,6 +183,7 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
         cell_rows,
         steps,
         activation_rows,
+        cell_activation_rows,
         activation_row_groups: activations.finish()?,
         covariate_row_groups: covariates.finish()?,
         variant: tc.shape.variant,

@@ -127,7 +127,9 @@ impl Iterator for RecordCells<'_> {
             return None;
         }
         self.next += 1;
-        let cell = CellActivations { cell: c, cell_id: s.cell_ids[c].clone(), rows: s.cell_rows[c], firing: Vec::new() };
+        // Sized exactly where the record says how many: a growing Vec would briefly hold twice that.
+        let firing = Vec::with_capacity(s.cell_activation_rows.get(c).map_or(0, |&n| n as usize));
+        let cell = CellActivations { cell: c, cell_id: s.cell_ids[c].clone(), rows: s.cell_rows[c], firing };
         Some(read_activations(&mut self.activations, cell).and_then(|activations| {
             let covariates = self.covariates.read(c as u32, activations.rows)?;
             Ok(RecordCell { activations, covariates })
