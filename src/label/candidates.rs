@@ -18,11 +18,12 @@ pub const MISSING: usize = MAX_CODES - 1;
 pub const N_COV: usize = Covariate::ALL.len();
 
 /// Bin edges as quantiles: deciles, with finer tails, because the regimes a feature picks out
-/// (top of charge, high-rate pulses) are often the extreme few percent of steps.
-const BIN_QUANTILES: [f64; 13] = [0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975];
+/// (top of charge, a current step coming) are often the extreme few percent of steps.
+const BIN_QUANTILES: [f64; 17] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995];
 
-/// A bound must leave at least this share of steps beyond it on the explain cells: a bound at
-/// the data's edge ("below 43.1 °C" where 43.1 °C is the maximum) says nothing (DESIGN §5 step 2).
+/// The covariate's 1–99 % range: an upper bound at or above its top ("below 43.1 °C" where
+/// 43.1 °C is the maximum) or a lower bound at or below its bottom excludes almost nothing and
+/// is dropped (DESIGN §5 step 2). Tail events ("above 0.5C" in the top 0.5 %) stay.
 const BOUND_RANGE: (f64, f64) = (0.01, 0.99);
 
 /// How one covariate's values become codes.
@@ -33,30 +34,37 @@ pub struct Coding {
     pub edges: Vec<f32>,
     /// Categorical: the name of each code.
     pub categories: Vec<String>,
+    /// Continuous: the `BOUND_RANGE` quantiles of the explain cells' values.
+    #[serde(default)]
+    pub range: (f32, f32),
 }
 
 impl Coding {
     /// Quantile bins of the explain cells' values at `BIN_QUANTILES`, each edge rounded to a
-    /// number an engineer would write ([`round_bound`]) and kept only strictly inside the
-    /// 1–99 % range, deduplicated, so few-valued covariates (cycle number, ambient temperature)
-    /// get one bin per value.
+    /// number an engineer would write ([`round_bound`]), deduplicated, so few-valued
+    /// covariates (cycle number, ambient temperature) get one bin per value.
     fn quantiles(covariate: Covariate, mut values: Vec<f32>) -> Coding {
         values.retain(|v| v.is_finite());
         values.sort_by(f32::total_cmp);
         let mut edges: Vec<f32> = Vec::new();
         if values.is_empty() {
-            return Coding { covariate, edges, categories: Vec::new() };
+            return Coding { covariate, edges, categories: Vec::new(), range: (f32::NAN, f32::NAN) };
         }
         let at = |q: f64| values[((q * values.len() as f64) as usize).min(values.len() - 1)];
-        let (low, high) = (at(BOUND_RANGE.0), at(BOUND_RANGE.1));
         for q in BIN_QUANTILES {
             let e = round_bound(covariate, at(q));
-            // An edge at or beyond the 1 % / 99 % values would leave a near-empty side.
-            if e > low && e < high && edges.last().is_none_or(|&last| e > last) {
+            // An edge equal to the minimum would leave the first bin empty.
+            if e > values[0] && edges.last().is_none_or(|&last| e > last) {
                 edges.push(e);
             }
         }
-        Coding { covariate, edges, categories: Vec::new() }
+        Coding { covariate, edges, categories: Vec::new(), range: (at(BOUND_RANGE.0), at(BOUND_RANGE.1)) }
+    }
+
+    /// An interval of bins `lo..=hi` whose every bound lies inside the 1–99 % range.
+    fn bounds_inside_range(&self, lo: usize, hi: usize) -> bool {
+        let (low, high) = self.range(lo, hi);
+        low.is_none_or(|b| b > self.range.0) && high.is_none_or(|b| b < self.range.1)
     }
 
     pub fn n_codes(&self) -> usize {
@@ -355,7 +363,7 @@ pub fn fit_codings(cells: &[Covariates], explain: &[bool]) -> Vec<Coding> {
 }
 
 fn fit_coding(covariate: Covariate, cells: &[Covariates], explain: &[bool]) -> Coding {
-    let categories = |names: Vec<String>| Coding { covariate, edges: Vec::new(), categories: names };
+    let categories = |names: Vec<String>| Coding { covariate, edges: Vec::new(), categories: names, range: (f32::NAN, f32::NAN) };
     match covariate {
         Covariate::State => categories(State::ALL.iter().map(|s| s.as_str().to_owned()).collect()),
         Covariate::StepKind => categories(StepKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()),
@@ -412,7 +420,11 @@ pub fn atoms_of(coding: &Coding) -> Vec<Atom> {
             })
             .collect()
     } else {
-        (0..n).flat_map(|lo| (lo..n).map(move |hi| (lo, hi))).filter(|&(lo, hi)| !(lo == 0 && hi + 1 == n)).map(|(lo, hi)| Atom::interval(c, lo, hi)).collect()
+        (0..n)
+            .flat_map(|lo| (lo..n).map(move |hi| (lo, hi)))
+            .filter(|&(lo, hi)| !(lo == 0 && hi + 1 == n) && coding.bounds_inside_range(lo, hi))
+            .map(|(lo, hi)| Atom::interval(c, lo, hi))
+            .collect()
     }
 }
 

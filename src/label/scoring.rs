@@ -233,7 +233,9 @@ pub fn within_cell_spearman(firing: &Firing, steps: &[u32], coded: &CodedSteps, 
             s.rank_sq_sum[b] = rank_sq[c][b] + zeros * r0 * r0;
         }
         let rho = spearman(&s, n_codes);
-        let w = weighting.cell_weight[c] * coded.cell_len(c) as f64;
+        // A cell where the covariate is missing throughout (SOC of an unanchored cell) says
+        // nothing about the tracker: it weighs by its steps with a value.
+        let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING] as f64);
         total += w * rho;
         weight += w;
     }
