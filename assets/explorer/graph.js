@@ -98,8 +98,10 @@
     var edgeLayer = el('g', { id: 'edges' }, svg);
     shown.forEach(function (l) {
       var a = pos[l.source], b = pos[l.target], dy = Math.max(Math.abs(a[1] - b[1]) / 2, 30);
+      // Edges within one column bow left by how many rows they skip, so they do not overlap.
+      var bow = a[0] === b[0] ? 14 + Math.abs(a[1] - b[1]) / 6 : 0;
       el('path', {
-        d: 'M' + a[0] + ',' + a[1] + ' C' + a[0] + ',' + (a[1] - dy) + ' ' + b[0] + ',' + (b[1] + dy) + ' ' + b[0] + ',' + b[1],
+        d: 'M' + a[0] + ',' + a[1] + ' C' + (a[0] - bow) + ',' + (a[1] - dy) + ' ' + (b[0] - bow) + ',' + (b[1] + dy) + ' ' + b[0] + ',' + b[1],
         class: 'edge', stroke: l.weight >= 0 ? '#d6604d' : '#4393c3', 'stroke-opacity': 0.55,
         'stroke-width': 0.6 + 4 * Math.abs(l.weight) / maxAbs, 'data-source': l.source, 'data-target': l.target, 'data-weight': l.weight
       }, edgeLayer);
@@ -185,6 +187,9 @@
     if (onlyPinned.checked) parts.push('only=1');
     history.replaceState(null, '', parts.length ? '#' + parts.join('&') : location.pathname);
   }
+  function decode(text) {
+    try { return decodeURIComponent(text); } catch (e) { return text; }
+  }
   function readHash() {
     var state = {};
     location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
@@ -193,12 +198,12 @@
     });
     slider.value = state.threshold ? Math.round(parseFloat(state.threshold) * 100) : 0;
     pinned = {};
-    (state.pinned || '').split(',').filter(Boolean).forEach(function (id) { pinned[decodeURIComponent(id)] = 1; });
+    (state.pinned || '').split(',').filter(Boolean).forEach(function (id) { pinned[decode(id)] = 1; });
     onlyPinned.checked = state.only === '1';
     selected = null;
     draw();
     // The selection goes through the node's own click handler, as a user's click would.
-    var id = state.node ? decodeURIComponent(state.node) : null;
+    var id = state.node ? decode(state.node) : null;
     var target = id && svg.querySelector('.node[data-id="' + id.replace(/"/g, '') + '"]');
     if (target) target.dispatchEvent(new MouseEvent('click', { bubbles: true }));
     document.body.dataset.ready = '1';

@@ -134,7 +134,7 @@ fn metric_words(key: &str) -> String {
         "train_steps" => "training steps",
         "heldout" => "held out",
         "fidelity" => "replacement fidelity",
-        other => return other.replace('_', " "),
+        other => return other.strip_suffix("_mv").map_or_else(|| other.replace('_', " "), |stem| format!("{} (mV)", stem.replace('_', " "))),
     };
     words.to_owned()
 }
