@@ -8,7 +8,7 @@
   var graph = JSON.parse(document.getElementById('graph-data').textContent);
   var pages = JSON.parse(document.getElementById('graph-pages').textContent);
   var NS = 'http://www.w3.org/2000/svg';
-  var ROW = 96, PAD = 40, LEFT = 96, SLOT = 26, COLPAD = 34, TOP = 64;
+  var ROW = 96, PAD = 40, LEFT = 96, SLOT = 26, COLPAD = 34, TOP = 72, MINCOL = 78;
   var svg = document.getElementById('graph-svg');
   var side = document.getElementById('graph-side-body');
   var slider = document.getElementById('graph-threshold');
@@ -69,7 +69,8 @@
       var widest = 1;
       for (var r = 0; r <= outRow + 1; r++) widest = Math.max(widest, slots[s + ':' + r] || 0);
       colX[s] = x;
-      x += widest * SLOT + COLPAD;
+      // Wide enough for the step's two-line heading.
+      x += Math.max(widest * SLOT + COLPAD, MINCOL);
     });
     var width = Math.max(x + PAD, 600), height = TOP + (outRow + 1) * ROW + PAD;
     svg.setAttribute('width', width); svg.setAttribute('height', height);
@@ -85,8 +86,11 @@
     steps.forEach(function (s) {
       var head = el('text', { x: colX[s], y: 18, 'font-size': 12, fill: '#333' }, svg);
       head.textContent = 'step ' + s;
-      var tok = el('text', { x: colX[s], y: 34, 'font-size': 11, fill: '#777' }, svg);
-      tok.textContent = tokens[s] || '';
+      // A step's inputs ("4.135V -0.50C") on lines of their own.
+      (tokens[s] || '').split(' ').forEach(function (part, k) {
+        var tok = el('text', { x: colX[s], y: 34 + 13 * k, 'font-size': 11, fill: '#777' }, svg);
+        tok.textContent = part;
+      });
     });
     var pos = {}, used = {};
     nodes.forEach(function (n) {
@@ -122,6 +126,9 @@
       shape.addEventListener('click', function (ev) { ev.stopPropagation(); select(selected === n.node_id ? null : n.node_id); });
     });
     svg.querySelector('.background').addEventListener('click', function () { select(null); });
+    // The prediction sits in the last column: start the view there.
+    var box = document.getElementById('graph-svg-box');
+    box.scrollLeft = box.scrollWidth;
     document.getElementById('graph-count').textContent = nodes.length + ' nodes, ' + shown.length + ' of ' + links.length + ' edges (|weight| ≥ ' + fmt(threshold()) + ')';
     highlight(selected);
   }
