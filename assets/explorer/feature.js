@@ -7,7 +7,7 @@
   var box = document.getElementById('windows');
   if (!box || !data.windows.length) return;
   var NS = 'http://www.w3.org/2000/svg';
-  var W = 900, LEFT = 78, RIGHT = 16, ROW = 78, GAP = 10, AROW = 54, TOP = 8, AXIS = 34;
+  var W = 1000, LEFT = 170, RIGHT = 16, ROW = 78, GAP = 10, AROW = 54, TOP = 8, AXIS = 34;
   var rows = data.channels.concat([{ key: 'a', name: 'Activation', unit: '' }]);
   var H = TOP + (ROW + GAP) * data.channels.length + AROW + AXIS;
   var current = 0, zoom = null;
@@ -62,7 +62,7 @@
       var values = row.key === 'a' ? w.a : w.ch[row.key];
       var g = el('g', { 'data-row': row.key }, svg);
       el('rect', { x: LEFT, y: y0, width: W - LEFT - RIGHT, height: h, fill: 'none', stroke: '#ddd' }, g);
-      var label = el('text', { x: LEFT - 8, y: y0 + h / 2, 'text-anchor': 'end', 'font-size': 12, 'dominant-baseline': 'middle' }, g);
+      var label = el('text', { x: 6, y: y0 + h / 2, 'font-size': 13, 'dominant-baseline': 'middle' }, g);
       label.textContent = row.name + (row.unit ? ' (' + row.unit + ')' : '');
       var yr = row.key === 'a' ? [0, Math.max(data.max, 1e-9)] : range(idx.map(function (i) { return values[i]; }));
       if (!yr) {

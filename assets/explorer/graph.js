@@ -8,7 +8,7 @@
   var graph = JSON.parse(document.getElementById('graph-data').textContent);
   var pages = JSON.parse(document.getElementById('graph-pages').textContent);
   var NS = 'http://www.w3.org/2000/svg';
-  var ROW = 96, PAD = 40, LEFT = 96, SLOT = 26, COLPAD = 34, TOP = 64;
+  var ROW = 96, PAD = 40, LEFT = 96, SLOT = 26, COLPAD = 34, TOP = 72, MINCOL = 78;
   var svg = document.getElementById('graph-svg');
   var side = document.getElementById('graph-side-body');
   var slider = document.getElementById('graph-threshold');
@@ -69,7 +69,8 @@
       var widest = 1;
       for (var r = 0; r <= outRow + 1; r++) widest = Math.max(widest, slots[s + ':' + r] || 0);
       colX[s] = x;
-      x += widest * SLOT + COLPAD;
+      // Wide enough for the step's two-line heading.
+      x += Math.max(widest * SLOT + COLPAD, MINCOL);
     });
     var width = Math.max(x + PAD, 600), height = TOP + (outRow + 1) * ROW + PAD;
     svg.setAttribute('width', width); svg.setAttribute('height', height);
@@ -85,8 +86,11 @@
     steps.forEach(function (s) {
       var head = el('text', { x: colX[s], y: 18, 'font-size': 12, fill: '#333' }, svg);
       head.textContent = 'step ' + s;
-      var tok = el('text', { x: colX[s], y: 34, 'font-size': 11, fill: '#777' }, svg);
-      tok.textContent = tokens[s] || '';
+      // A step's inputs ("4.135V -0.50C") on lines of their own.
+      (tokens[s] || '').split(' ').forEach(function (part, k) {
+        var tok = el('text', { x: colX[s], y: 34 + 13 * k, 'font-size': 11, fill: '#777' }, svg);
+        tok.textContent = part;
+      });
     });
     var pos = {}, used = {};
     nodes.forEach(function (n) {
@@ -98,8 +102,10 @@
     var edgeLayer = el('g', { id: 'edges' }, svg);
     shown.forEach(function (l) {
       var a = pos[l.source], b = pos[l.target], dy = Math.max(Math.abs(a[1] - b[1]) / 2, 30);
+      // Edges within one column bow left by how many rows they skip, so they do not overlap.
+      var bow = a[0] === b[0] ? 14 + Math.abs(a[1] - b[1]) / 6 : 0;
       el('path', {
-        d: 'M' + a[0] + ',' + a[1] + ' C' + a[0] + ',' + (a[1] - dy) + ' ' + b[0] + ',' + (b[1] + dy) + ' ' + b[0] + ',' + b[1],
+        d: 'M' + a[0] + ',' + a[1] + ' C' + (a[0] - bow) + ',' + (a[1] - dy) + ' ' + (b[0] - bow) + ',' + (b[1] + dy) + ' ' + b[0] + ',' + b[1],
         class: 'edge', stroke: l.weight >= 0 ? '#d6604d' : '#4393c3', 'stroke-opacity': 0.55,
         'stroke-width': 0.6 + 4 * Math.abs(l.weight) / maxAbs, 'data-source': l.source, 'data-target': l.target, 'data-weight': l.weight
       }, edgeLayer);
@@ -120,6 +126,9 @@
       shape.addEventListener('click', function (ev) { ev.stopPropagation(); select(selected === n.node_id ? null : n.node_id); });
     });
     svg.querySelector('.background').addEventListener('click', function () { select(null); });
+    // The prediction sits in the last column: start the view there.
+    var box = document.getElementById('graph-svg-box');
+    box.scrollLeft = box.scrollWidth;
     document.getElementById('graph-count').textContent = nodes.length + ' nodes, ' + shown.length + ' of ' + links.length + ' edges (|weight| ≥ ' + fmt(threshold()) + ')';
     highlight(selected);
   }
@@ -185,6 +194,9 @@
     if (onlyPinned.checked) parts.push('only=1');
     history.replaceState(null, '', parts.length ? '#' + parts.join('&') : location.pathname);
   }
+  function decode(text) {
+    try { return decodeURIComponent(text); } catch (e) { return text; }
+  }
   function readHash() {
     var state = {};
     location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
@@ -193,12 +205,12 @@
     });
     slider.value = state.threshold ? Math.round(parseFloat(state.threshold) * 100) : 0;
     pinned = {};
-    (state.pinned || '').split(',').filter(Boolean).forEach(function (id) { pinned[decodeURIComponent(id)] = 1; });
+    (state.pinned || '').split(',').filter(Boolean).forEach(function (id) { pinned[decode(id)] = 1; });
     onlyPinned.checked = state.only === '1';
     selected = null;
     draw();
     // The selection goes through the node's own click handler, as a user's click would.
-    var id = state.node ? decodeURIComponent(state.node) : null;
+    var id = state.node ? decode(state.node) : null;
     var target = id && svg.querySelector('.node[data-id="' + id.replace(/"/g, '') + '"]');
     if (target) target.dispatchEvent(new MouseEvent('click', { bubbles: true }));
     document.body.dataset.ready = '1';

@@ -79,7 +79,9 @@
     var state = {};
     location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
       var at = kv.indexOf('=');
-      if (at > 0) state[kv.slice(0, at)] = decodeURIComponent(kv.slice(at + 1));
+      if (at <= 0) return;
+      // A hand-typed '%' that is not an escape stays as it is.
+      try { state[kv.slice(0, at)] = decodeURIComponent(kv.slice(at + 1)); } catch (e) { state[kv.slice(0, at)] = kv.slice(at + 1); }
     });
     Object.keys(controls).forEach(function (k) { controls[k].value = state[k] || ''; });
     if (state.sort) sortBy(state.sort);

@@ -130,7 +130,7 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
             if r % 2 == 1 {
                 root.draw(&Rectangle::new([(0, row_top[r]), (width, row_top[r] + row_h[r])], RGBColor(246, 246, 250).filled())).map_err(|e| fail(&e))?;
             }
-            root.draw(&Text::new(name, (10, row_top[r] + 10), (FONT, 15).into_font())).map_err(|e| fail(&e))?;
+            root.draw(&Text::new(name, (10, row_top[r] + 10), (FONT, 16).into_font())).map_err(|e| fail(&e))?;
         }
         for (c, &p) in steps.iter().enumerate() {
             let label = format!("step {}", graph.first_step + p);

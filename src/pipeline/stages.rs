@@ -278,14 +278,27 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
     crate::report::stage::run(&inputs, out, scope)
 }
 
-/// Computational paths into the features the circuits stage analysed (its `features` list), at
-/// each one's strongest peak; none when the run has no circuits stage.
+/// Computational paths into the features the circuits stage analysed (its `features` list) and
+/// the graph's features past layer 0 (into which paths can run through other features), at each
+/// one's strongest peak; none when the run has no circuits stage.
 fn report_paths(run_dir: &Path, mined: &crate::mine::MinedFeatures) -> Result<Vec<crate::circuits::paths::FeaturePaths>> {
+    use crate::model::checkpoint::read_json;
     let circuits = run_dir.join("circuits");
     let Some(manifest) = crate::pipeline::manifest::Manifest::read(&circuits) else { return Ok(Vec::new()) };
     let summary: serde_json::Value = crate::io::read_json(&circuits.join(crate::circuits::stage::SUMMARY_FILE))?;
     let ids: Vec<String> = summary.get("features").and_then(|f| serde_json::from_value(f.clone()).ok()).unwrap_or_default();
-    let features = crate::report::stage::parse_feature_ids(&ids.join(","))?;
+    let mut features = crate::report::stage::parse_feature_ids(&ids.join(","))?;
+    if let Some(json) = summary.pointer("/graph/json").and_then(serde_json::Value::as_str) {
+        let graph: crate::circuits::GraphFile = read_json(&circuits.join(crate::circuits::stage::GRAPH_DIR).join(json))?;
+        for node in graph.nodes.iter().filter(|n| n.feature_type == "cross layer transcoder" && n.layer != "0") {
+            let mut parts = node.node_id.split('_').map(str::parse::<u32>);
+            if let (Some(Ok(l)), Some(Ok(f))) = (parts.next(), parts.next()) {
+                if !features.contains(&(l, f)) {
+                    features.push((l, f));
+                }
+            }
+        }
+    }
     let window = manifest.config.get("window").and_then(serde_json::Value::as_u64).map_or(crate::circuits::stage::CircuitsConfig::default().window, |w| w as usize);
     let sources = crate::circuits::GraphSources { dataset: run_dir.join("data").join(DATASET_DIR), model: run_dir.join("model").join(MODEL_DIR), transcoder: run_dir.join("transcoder") };
     crate::circuits::paths::paths_at_peaks(&sources, mined, &features, window)

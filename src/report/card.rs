@@ -126,8 +126,8 @@ pub(crate) fn text<'s>(area: &Area, s: &str, at: (i32, i32), style: impl Into<Te
 /// A centred note in an empty panel ("not logged", "no transcoder given").
 pub(crate) fn empty_panel(area: &Area, caption: &str, note: &str) -> Result<()> {
     let (w, h) = area.dim_in_pixel();
-    text(area, caption, (12, 8), (FONT, 17))?;
-    text(area, note, (w as i32 / 2 - 4 * note.len() as i32, h as i32 / 2), (FONT, 15).into_font().color(&MUTED))
+    text(area, caption, (12, 8), (FONT, 18))?;
+    text(area, note, (w as i32 / 2 - 4 * note.len() as i32, h as i32 / 2), (FONT, 16).into_font().color(&MUTED))
 }
 
 /// Horizontal bars, first row on top; negative values grow left of a zero line.
@@ -146,7 +146,7 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
     let names: Vec<String> = rows.iter().map(|r| middle_ellipsis(&r.0, 28)).collect();
     let label_width = names.iter().map(|s| s.chars().count()).max().unwrap_or(4) as u32 * 8 + 16;
     let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 17))
+        .caption(caption, (FONT, 18))
         .margin(10)
         .margin_right(24)
         .x_label_area_size(44)
@@ -167,7 +167,7 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
             _ => String::new(),
         })
         .x_desc(x_desc)
-        .label_style((FONT, 13))
+        .label_style((FONT, 14))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
@@ -286,16 +286,16 @@ fn draw_header(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
         }
         None => ("Unlabelled:", "no label was computed for this feature".into(), MUTED),
     };
-    let verdict_style = TextStyle::from(bold(19)).color(&colour);
+    let verdict_style = TextStyle::from(bold(20)).color(&colour);
     text(area, verdict, (24, 60), verdict_style.clone())?;
     let indent = 24 + 10 + area.estimate_text_size(verdict, &verdict_style).map_err(draw_err)?.0 as i32;
     let lines = wrap(&sentence, (CARD_SIZE.0 as usize - indent as usize) / 10);
-    text(area, &lines[0], (indent, 60), (FONT, 19))?;
+    text(area, &lines[0], (indent, 60), (FONT, 20))?;
     if let Some(more) = lines.get(1) {
-        text(area, &format!("{more}{}", if lines.len() > 2 { " …" } else { "" }), (indent, 84), (FONT, 19))?;
+        text(area, &format!("{more}{}", if lines.len() > 2 { " …" } else { "" }), (indent, 84), (FONT, 20))?;
     }
     if let Some(l) = ctx.label(facts.index) {
-        text(area, &scores_line(l), (24, 108), (FONT, 15).into_font().color(&RGBColor(70, 70, 70)))?;
+        text(area, &scores_line(l), (24, 108), (FONT, 16).into_font().color(&RGBColor(70, 70, 70)))?;
     }
     area.draw(&PathElement::new(vec![(0, 129), (CARD_SIZE.0 as i32, 129)], plot_style::GRID.stroke_width(2))).map_err(draw_err)
 }
@@ -319,7 +319,7 @@ fn draw_histogram(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()
     let (lo, hi) = (edges[0] as f64 * 0.9, *edges.last().expect("edges") as f64 * 1.1);
     let ymax = counts.iter().copied().max().unwrap_or(1) as f64 * 2.0;
     let mut chart = ChartBuilder::on(area)
-        .caption("Activation histogram (firing steps)", (FONT, 17))
+        .caption("Activation histogram (firing steps)", (FONT, 18))
         .margin(10)
         .x_label_area_size(44)
         .y_label_area_size(62)
@@ -335,7 +335,7 @@ fn draw_histogram(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()
         .y_label_formatter(&|v| tick(*v))
         .x_desc("Activation (log)")
         .y_desc("Steps (log)")
-        .label_style((FONT, 13))
+        .label_style((FONT, 14))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
@@ -377,7 +377,7 @@ fn draw_covariate(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Featu
     let ymax = (facts.max as f64 * 1.08).max(1e-6);
     let pad = (hi - lo) * 0.03;
     let mut chart = ChartBuilder::on(area)
-        .caption(&caption, (FONT, 17))
+        .caption(&caption, (FONT, 18))
         .margin(10)
         .x_label_area_size(44)
         .y_label_area_size(56)
@@ -393,7 +393,7 @@ fn draw_covariate(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Featu
         .y_label_formatter(&|v| tick(*v))
         .x_desc(desc)
         .y_desc("Activation")
-        .label_style((FONT, 13))
+        .label_style((FONT, 14))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
@@ -415,7 +415,7 @@ fn draw_covariate(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Featu
             .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.85))
             .border_style(plot_style::GRID)
-            .label_font((FONT, 13))
+            .label_font((FONT, 14))
             .draw()
             .map_err(draw_err)?;
     }
@@ -534,8 +534,8 @@ fn draw_trace(area: &Area, ctx: &Context, acts: &FeatureActivations, tr: &Trace,
 
 fn draw_top_windows(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
     let (title, body) = area.split_vertically(36);
-    text(&title, "Top activating windows", (24, 8), bold(19))?;
-    text(&title, "trace colour = activation (grey = silent) · ring = peak step · one column per window", (290, 11), (FONT, 15).into_font().color(&RGBColor(90, 90, 90)))?;
+    text(&title, "Top activating windows", (24, 8), bold(20))?;
+    text(&title, "trace colour = activation (grey = silent) · ring = peak step · one column per window", (290, 11), (FONT, 16).into_font().color(&RGBColor(90, 90, 90)))?;
     let (grid, bar) = body.split_horizontally(CARD_SIZE.0 - 110);
     let shown = shown_windows(ctx.mined(facts.index));
     let windows: Vec<&Window> = shown.iter().copied().filter(|w| w.kind == WindowKind::Top).collect();
@@ -564,7 +564,7 @@ fn draw_top_windows(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Fea
 }
 
 /// Splits an area into `n` rows, the last `extra` pixels taller (it carries the x-axis title).
-fn split_rows<'b>(area: &Area<'b>, n: usize, extra: u32) -> Vec<Area<'b>> {
+pub(crate) fn split_rows<'b>(area: &Area<'b>, n: usize, extra: u32) -> Vec<Area<'b>> {
     let (_, h) = area.dim_in_pixel();
     let base = (h - extra) / n as u32;
     let mut rest = area.clone();
@@ -595,7 +595,7 @@ pub(crate) fn colour_bar(area: &Area, (lo, hi): (f64, f64), label: &str, colour:
         .y_labels(6)
         .y_label_formatter(&|v| fmt(*v))
         .y_desc(label)
-        .label_style((FONT, 15))
+        .label_style((FONT, 16))
         .axis_desc_style((FONT, 16))
         .draw()
         .map_err(draw_err)?;
@@ -611,8 +611,8 @@ pub(crate) fn colour_bar(area: &Area, (lo, hi): (f64, f64), label: &str, colour:
 
 fn draw_quantiles(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
     let (title, body) = area.split_vertically(36);
-    text(&title, "One example per activation decile", (24, 8), bold(19))?;
-    text(&title, "voltage and current around a random firing step from each tenth of the firing activations, weakest first", (380, 11), (FONT, 15).into_font().color(&RGBColor(90, 90, 90)))?;
+    text(&title, "One example per activation decile", (24, 8), bold(20))?;
+    text(&title, "voltage and current around a random firing step from each tenth of the firing activations, weakest first", (380, 11), (FONT, 16).into_font().color(&RGBColor(90, 90, 90)))?;
     let shown = shown_windows(ctx.mined(facts.index));
     let examples: Vec<&Window> = shown.iter().copied().filter(|w| w.kind == WindowKind::Quantile).collect();
     if examples.is_empty() {
@@ -677,7 +677,7 @@ pub(crate) fn channel_name(channel: &str) -> &str {
 fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
     let Some(roc) = &facts.roc else { return empty_panel(area, "ROC of the label", "no candidate label") };
     let mut chart = ChartBuilder::on(area)
-        .caption("ROC on held-out cells vs shifted null", (FONT, 17))
+        .caption("ROC on held-out cells vs shifted null", (FONT, 18))
         .margin(10)
         .margin_right(20)
         .x_label_area_size(44)
@@ -694,7 +694,7 @@ fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
         .y_label_formatter(&|v| format!("{v:.1}"))
         .x_desc("False-positive rate")
         .y_desc("True-positive rate")
-        .label_style((FONT, 13))
+        .label_style((FONT, 14))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
@@ -707,7 +707,7 @@ fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
     let null_sd = null_var.sqrt();
     let lines = [format!("AUROC {} (purple)", num(roc.auroc)), format!("null {} ± {} (grey)", num(null_mean), num(null_sd)), format!("positive: {}", roc.positive)];
     for (k, line) in lines.iter().enumerate() {
-        chart.draw_series(std::iter::once(Text::new(line.clone(), (0.4, 0.3 - 0.09 * k as f64), (FONT, 13)))).map_err(draw_err)?;
+        chart.draw_series(std::iter::once(Text::new(line.clone(), (0.4, 0.3 - 0.09 * k as f64), (FONT, 14)))).map_err(draw_err)?;
     }
     Ok(())
 }
@@ -722,7 +722,7 @@ fn draw_row_c(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
 
 /// The label's runners-up and the raw-V/I baseline, as text.
 fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
-    text(area, "Candidate labels (held-out scores)", (12, 8), (FONT, 17))?;
+    text(area, "Candidate labels (held-out scores)", (12, 8), (FONT, 18))?;
     let Some(label) = ctx.label(facts.index) else { return text(area, "no label computed", (12, 40), (FONT, 14)) };
     let mut y = 40;
     let failed: Vec<String> = crate::report::acceptance_checks(label, &ctx.label_cfg).into_iter().filter(|c| !c.pass).map(|c| format!("{} {} (needs {})", c.name, num(c.value), c.threshold)).collect();
@@ -745,7 +745,7 @@ fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<(
             y += 18;
         }
         let scores = format!("AUROC {} · F1 {} · ρ {} · q {} · gap {}", num(c.test.auroc), num(c.test.f1), num(c.test.spearman), num(c.q_value), num(c.gap));
-        text(area, &scores, (28, y), (FONT, 13).into_font().color(&RGBColor(90, 90, 90)))?;
+        text(area, &scores, (28, y), (FONT, 14).into_font().color(&RGBColor(90, 90, 90)))?;
         y += 26;
     }
     Ok(())

@@ -70,7 +70,7 @@ pub(crate) fn strip_plot(area: &Area, spec: &Strips, points: &[(usize, usize, f6
         .y_label_formatter(&|v| (spec.ticks)(*v))
         .x_desc(spec.x_desc)
         .y_desc(spec.y_desc)
-        .label_style((FONT, 13))
+        .label_style((FONT, 14))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
@@ -97,7 +97,7 @@ pub(crate) fn strip_plot(area: &Area, spec: &Strips, points: &[(usize, usize, f6
         let tag = EmptyElement::at((x - 0.3, q(0.75)))
             + Rectangle::new([(0, -24), (width, -2)], WHITE.filled())
             + Rectangle::new([(0, -24), (width, -2)], MUTED.stroke_width(1))
-            + Text::new(label, (4, -20), (FONT, 13).into_font());
+            + Text::new(label, (4, -20), (FONT, 14).into_font());
         chart.draw_series(std::iter::once(tag)).map_err(draw_err)?;
     }
     Ok(())

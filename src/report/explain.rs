@@ -118,7 +118,11 @@ pub fn explain(dataset: &Dataset, acts: &SparseActivations, labels: &[FeatureLab
                 mean,
                 max: here.iter().copied().fold(0.0f32, f32::max) as f64,
                 relative: mean / overall,
-                label: label.map_or("not labelled".into(), |l| l.label.clone()),
+                label: match label {
+                    Some(l) if l.accepted => l.label.clone(),
+                    Some(l) => l.candidates.first().map_or("unexplained (never fires)".into(), |c| format!("unexplained; closest: {}", c.sentence)),
+                    None => "not labelled".into(),
+                },
                 accepted: label.is_some_and(|l| l.accepted),
             })
         })
@@ -209,12 +213,12 @@ fn draw_stretch(e: &Explanation, data: &CellData, acts: &SparseActivations, path
         let i: Vec<f64> = e.rows.clone().map(|i| data.current[i] as f64).collect();
         trace(&v_area, &xs, &v, x_range.clone(), "Voltage (V)", plot_style::VOLTAGE, None)?;
         trace(&i_area, &xs, &i, x_range.clone(), "Current (A)", plot_style::CURRENT, None)?;
-        let rows = rest.split_evenly((shown.len().max(1), 1));
+        let rows = crate::report::card::split_rows(&rest, shown.len().max(1), 40);
         for (k, (area, f)) in rows.iter().zip(shown).enumerate() {
             let feature = acts.features.iter().find(|g| (g.layer, g.feature) == (f.layer, f.feature)).expect("ranked from these");
             let (r, vals) = feature.cell(acts_cell);
             let a: Vec<f64> = e.rows.clone().map(|row| r.binary_search(&(row as u32)).map_or(0.0, |j| vals[j] as f64)).collect();
-            let name = format!("L{}_F{} {}", f.layer, f.feature, wrap(&f.label, 60)[0]);
+            let name = format!("L{}_F{} {}", f.layer, f.feature, f.label);
             let x_desc = (k + 1 == shown.len()).then(|| format!("Time from {} s ({unit})", e.window.from));
             trace(area, &xs, &a, x_range.clone(), &name, FEATURE, x_desc.as_deref())?;
         }
@@ -227,8 +231,10 @@ fn trace(area: &crate::report::card::Area, xs: &[f64], ys: &[f64], x: std::ops::
     let (lo, hi) = ys.iter().filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let (lo, hi) = if lo.is_finite() && hi > lo { (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)) } else { (lo.min(0.0) - 0.5, hi.max(0.0) + 0.5) };
     let (label, plot) = area.split_horizontally(420);
-    for (k, line) in wrap(name, 44).iter().take(2).enumerate() {
-        crate::report::card::text(&label, line, (16, 18 + 20 * k as i32), (FONT, 15))?;
+    let lines = wrap(name, 44);
+    for (k, line) in lines.iter().take(3).enumerate() {
+        let more = if k == 2 && lines.len() > 3 { " …" } else { "" };
+        crate::report::card::text(&label, &format!("{line}{more}"), (16, 8 + 20 * k as i32), (FONT, 16))?;
     }
     let mut chart = ChartBuilder::on(&plot)
         .margin(4)
@@ -240,7 +246,7 @@ fn trace(area: &crate::report::card::Area, xs: &[f64], ys: &[f64], x: std::ops::
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(plot_style::GRID).y_labels(3).y_label_formatter(&|v| tick(*v)).x_label_formatter(&|v| tick(*v)).label_style((FONT, 14));
     match x_desc {
-        Some(desc) => mesh.x_desc(desc).axis_desc_style((FONT, 15)),
+        Some(desc) => mesh.x_desc(desc).axis_desc_style((FONT, 16)),
         None => mesh.x_labels(0),
     };
     mesh.draw().map_err(draw_err)?;

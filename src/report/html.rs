@@ -134,7 +134,7 @@ fn metric_words(key: &str) -> String {
         "train_steps" => "training steps",
         "heldout" => "held out",
         "fidelity" => "replacement fidelity",
-        other => return other.replace('_', " "),
+        other => return other.strip_suffix("_mv").map_or_else(|| other.replace('_', " "), |stem| format!("{} (mV)", stem.replace('_', " "))),
     };
     words.to_owned()
 }
@@ -197,7 +197,7 @@ fn write_summary_boxes(html: &mut String, ctx: &Context, facts: &[FeatureFacts])
         kv_box(html, title, &rows, &flags);
     }
     let coverage: Vec<(String, String)> = coverage(ctx, facts).into_iter().map(|(k, v)| (k, percent(v))).collect();
-    kv_box(html, "Label coverage (share of live features)", &coverage, &[]);
+    kv_box(html, "Label coverage (share of live features; a label on two families counts for both)", &coverage, &[]);
     html.push_str("</div>\n");
     let config = serde_json::to_string_pretty(&without_machine_paths(&ctx.inputs.run_config)).unwrap_or_default();
     let _ = writeln!(html, "<details><summary>Run configuration</summary><pre>{}</pre></details>", escape(&config));

@@ -167,7 +167,7 @@ fn draw_density_histogram(area: &DrawingArea<BitMapBackend, plotters::coord::Shi
     }
     let ymax = *counts.iter().max().expect("bins") as f64 * 1.1;
     let mut chart = ChartBuilder::on(area)
-        .caption("Feature density (live features)", (FONT, 17))
+        .caption("Feature density (live features)", (FONT, 18))
         .margin(10)
         .margin_right(24)
         .x_label_area_size(44)
@@ -183,7 +183,7 @@ fn draw_density_histogram(area: &DrawingArea<BitMapBackend, plotters::coord::Shi
         .y_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { String::new() })
         .x_desc("Share of steps firing (log scale)")
         .y_desc("Features")
-        .label_style((FONT, 13))
+        .label_style((FONT, 14))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
@@ -263,7 +263,7 @@ fn draw_heatmap(ctx: &Context, facts: &[FeatureFacts], path: &Path) -> Result<()
             _ => String::new(),
         })
         .x_desc("Covariate")
-        .label_style((FONT, 13))
+        .label_style((FONT, 14))
         .axis_desc_style((FONT, 14))
         .draw()
         .map_err(draw_err)?;
@@ -296,7 +296,7 @@ fn draw_scale(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Resu
     area.draw(&Rectangle::new([(x0, y0), (x0 + width, y0 + height)], MUTED.stroke_width(1))).map_err(draw_err)?;
     for (k, label) in [(0, format!("≤ −{HEATMAP_CLIP}")), (1, "0".into()), (2, format!("≥ +{HEATMAP_CLIP} SD"))] {
         let x = x0 + k * width / 2 - if k == 2 { 30 } else { 12 };
-        text(area, &label, (x, y0 + height + 4), (FONT, 15))?;
+        text(area, &label, (x, y0 + height + 4), (FONT, 16))?;
     }
     Ok(())
 }

@@ -99,7 +99,7 @@ fn draw_clt_banding(dec: &CltDecoders, path: &Path) -> Result<()> {
     let side = (70 * n as u32).max(300);
     draw_png(path, (1500, side + 190), |root| {
         let (header, body) = root.split_vertically(60);
-        text(&header, &format!("CLT banding: where the {live} live features write (rows: source layer, columns: target layer)"), (20, 18), bold(19))?;
+        text(&header, &format!("CLT banding: where the {live} live features write (rows: source layer, columns: target layer)"), (20, 18), bold(20))?;
         let panels = body.split_evenly((1, 2));
         let common = |caption, values, fmt, scale| Matrix { caption, row_names: &names, col_names: &names, row_desc: "Source layer (reads)", col_desc: "Target layer (writes)", values, fmt, scale };
         matrix(&panels[0], &common("Live features by the target they write to most", &counts, |v| format!("{v:.0}"), "Live features"))?;
