@@ -282,7 +282,7 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
 /// the graph's features past layer 0 (into which paths can run through other features), at each
 /// one's strongest peak; none when the run has no circuits stage.
 fn report_paths(run_dir: &Path, mined: &crate::mine::MinedFeatures) -> Result<Vec<crate::circuits::paths::FeaturePaths>> {
-    use crate::model::checkpoint::read_json;
+    use crate::io::read_json;
     let circuits = run_dir.join("circuits");
     let Some(manifest) = crate::pipeline::manifest::Manifest::read(&circuits) else { return Ok(Vec::new()) };
     let summary: serde_json::Value = crate::io::read_json(&circuits.join(crate::circuits::stage::SUMMARY_FILE))?;
