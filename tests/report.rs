@@ -70,7 +70,7 @@ pub mod fixture {
             (0, 1, Box::new(move |c, i| if c.column(Covariate::StepKind)[i] == cv { 1.0 } else { 0.0 })),
             (0, 2, Box::new(|c, i| (-c.column(Covariate::CRate)[i] - 1.5).max(0.0))),
             (0, 4, Box::new(|_, _| 0.0)),
-            (1, 0, Box::new(|c, i| 0.05 + c.column(Covariate::Soc)[i])),
+            (1, 0, Box::new(|c, i| 0.05 + (c.column(Covariate::Voltage)[i] - 2.5).max(0.0))),
             (1, 1, Box::new(|c, i| (-c.column(Covariate::TimeSinceCurrentChange)[i] / 120.0).exp() * (c.column(Covariate::AbsCRate)[i] < 0.01) as u8 as f32)),
             (1, 3, Box::new(|_, _| 0.0)),
         ]
@@ -352,7 +352,7 @@ fn a_feature_page_shows_why_its_label_was_accepted_or_rejected() {
 #[test]
 fn co_firing_is_ranked_by_lift_so_an_always_on_feature_does_not_lead() {
     let fx = fixture::get();
-    // L1_F0 (0.05 + SOC) fires on every step: P(it | anything) = 1, but its lift is exactly 1.
+    // L1_F0 (0.05 + voltage above 2.5 V) fires on every step: P(it | anything) = 1, but its lift is exactly 1.
     let html = std::fs::read_to_string(fx.report.join("features/L0_F1.html")).unwrap();
     let section = &html[html.find("Co-firing by lift").unwrap()..];
     let section = &section[..section.find("</table>").unwrap()];
