@@ -85,6 +85,8 @@ pub struct CellAnchors {
     /// Stated SOC error of the anchors (1 σ); `None` when unanchored.
     pub uncertainty: Option<f64>,
     pub cutoffs: Cutoffs,
+    /// Why a rule anchor that was found was not used, for the cell's warnings.
+    pub dropped: Option<String>,
 }
 
 /// The steps that hold the cell at a voltage long enough to say something: pulses overshoot the
@@ -156,13 +158,17 @@ pub fn find_anchors(steps: &[StepSummary], methods: &[Method], capacity_ah: f64,
     let cutoffs = infer_cutoffs(steps, methods, capacity_ah, given);
     let tol = tolerance(steps, methods, &cutoffs);
     let end_anchor = |s: &StepSummary, soc: f64| Anchor { row: s.end_row - 1, charge_ah: s.end_charge_ah, soc };
-    let unanchored = CellAnchors { method: AnchorMethod::Unanchored, anchors: Vec::new(), uncertainty: None, cutoffs };
+    let unanchored = CellAnchors { method: AnchorMethod::Unanchored, anchors: Vec::new(), uncertainty: None, cutoffs, dropped: None };
     let anchored = |method, anchors: Vec<Anchor>, uncertainty| {
         let (lo, hi) = soc_range(steps, &anchors, capacity_ah);
         if plausible(lo, hi) {
-            CellAnchors { method, anchors, uncertainty: Some(uncertainty), cutoffs }
+            CellAnchors { method, anchors, uncertainty: Some(uncertainty), cutoffs, dropped: None }
         } else {
-            unanchored.clone()
+            let why = format!(
+                "{} anchor dropped: SOC would run {lo:.2}..{hi:.2} of {capacity_ah:.3} Ah, so anchor and capacity disagree",
+                method.as_str()
+            );
+            CellAnchors { dropped: Some(why), ..unanchored.clone() }
         }
     };
     if let Some(upper) = cutoffs.upper {

@@ -329,6 +329,7 @@ impl CellDerivation {
         let soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
         if soc_anchor.method == AnchorMethod::Unanchored {
             warnings.push("no SOC anchor (charge tapering at the upper cut-off, or low-rate discharge to the lower one)".to_owned());
+            warnings.extend(soc_anchor.dropped.clone());
         }
         CellDerivation { nominal_capacity_ah, capacity_estimated, soc_anchor, step_cycle, step_method, step_soh, warnings }
     }
