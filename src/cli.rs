@@ -44,6 +44,10 @@ enum Command {
     /// through a TOML column map (--format mapped --column-map map.toml). Directories are read one
     /// level deep; metadata side files (*_Metadata.csv, *_truth.csv, cells.json) are used by the file
     /// they belong to. Current is stored + = charge; a flipped sign is detected and reported.
+    /// SOC is anchored at the end of a charge tapering at the upper cut-off, else at a C/10
+    /// discharge reaching the lower one, else from rest voltages through the OCV-SOC relation of
+    /// the dataset's anchored cells of the same type; a cell with no trustworthy anchor gets a
+    /// null soc (its anchor method and stated error are in cells.parquet and `inspect`).
     ///
     /// Example: voltlens ingest data/cyclers data/pybamm --out runs/my-data
     Ingest {
@@ -65,6 +69,13 @@ enum Command {
         /// Time may step back this many seconds (rows dropped with a warning) before a file is refused.
         #[arg(long, default_value_t = 1.0)]
         time_tolerance: f64,
+        /// Upper cut-off voltage for every input: a charge tapering there anchors SOC = 1
+        /// (else from metadata, else inferred from CV holds or voltage-limited charges).
+        #[arg(long)]
+        upper_cutoff: Option<f64>,
+        /// Lower cut-off voltage for every input: a discharge at C/10 or less reaching it anchors SOC = 0.
+        #[arg(long)]
+        lower_cutoff: Option<f64>,
     },
     /// Generate synthetic cells (equivalent-circuit model, five protocol families) as a dataset.
     ///
@@ -84,7 +95,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Summarise a canonical dataset per cell, and optionally plot one cell.
+    /// Summarise a canonical dataset per cell (cut-offs, SOC anchor and its stated error included),
+    /// and optionally plot one cell.
     ///
     /// Example: voltlens inspect runs/quickstart/data/dataset --plot chen2020-11-00-cccv
     Inspect {
@@ -699,12 +711,14 @@ fn init_logging(quiet: bool) {
 
 fn execute(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Ingest { paths, out, format, column_map, nominal_capacity, time_tolerance } => {
+        Command::Ingest { paths, out, format, column_map, nominal_capacity, time_tolerance, upper_cutoff, lower_cutoff } => {
             let opts = IngestOptions {
                 format,
                 column_map,
                 nominal_capacity_ah: nominal_capacity,
                 time_tolerance_s: time_tolerance,
+                upper_cutoff_v: upper_cutoff,
+                lower_cutoff_v: lower_cutoff,
                 ..IngestOptions::default()
             };
             let cells = crate::data::ingest::ingest(&paths, &out, &opts)?;

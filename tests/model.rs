@@ -159,7 +159,10 @@ fn rc_cell(id: &str, c_rate: f32, cycles: usize) -> (CellInfo, CellData) {
         protocol: Some("cccv".to_owned()),
         ambient_temperature_c: Some(25.0),
         rows: d.len() as u64,
-        anchor_method: AnchorMethod::StartFull,
+        anchor_method: AnchorMethod::CvHold,
+        anchor_uncertainty: Some(0.015),
+        upper_cutoff_v: None,
+        lower_cutoff_v: None,
         metadata: "{}".to_owned(),
     };
     (info, d)

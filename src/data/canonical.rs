@@ -39,6 +39,7 @@ pub struct CellData {
     pub state: Vec<State>,
     pub method: Vec<Method>,
     pub c_rate: Vec<f32>,
+    /// NaN where the cell has no absolute SOC (stored as null).
     pub soc: Vec<f32>,
     pub soh: Vec<Option<f32>>,
     /// `gt_*` ground-truth columns carried through untouched.
@@ -87,7 +88,7 @@ impl CellData {
             dict(self.state.iter().map(|s| s.as_str()).collect()),
             dict(self.method.iter().map(|m| m.as_str()).collect()),
             Arc::new(Float32Array::from(self.c_rate)),
-            Arc::new(Float32Array::from(self.soc)),
+            Arc::new(self.soc.iter().map(|s| s.is_finite().then_some(*s)).collect::<Float32Array>()),
             Arc::new(Float32Array::from(self.soh)),
         ];
         let fields = schema::timeseries_schema().fields().iter().map(|f| (**f).clone()).collect();
@@ -126,7 +127,7 @@ impl CellData {
             state: strings("state")?.iter().map(|v| State::parse(v).expect("checked")).collect(),
             method: strings("method")?.iter().map(|v| Method::parse(v).expect("checked")).collect(),
             c_rate: f32s(col("c_rate")),
-            soc: f32s(col("soc")),
+            soc: opt_f32s(col("soc")).into_iter().map(|s| s.unwrap_or(f32::NAN)).collect(),
             soh: opt_f32s(col("soh")),
             gt: batch
                 .schema()
@@ -300,6 +301,9 @@ pub fn write_cells_table(path: &Path, cells: &[CellInfo]) -> Result<()> {
         Arc::new(Float64Array::from(cells.iter().map(|c| c.ambient_temperature_c).collect::<Vec<_>>())),
         Arc::new(UInt64Array::from(cells.iter().map(|c| c.rows).collect::<Vec<_>>())),
         strings(&|c| Some(c.anchor_method.as_str().to_owned())),
+        Arc::new(Float64Array::from(cells.iter().map(|c| c.anchor_uncertainty).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(cells.iter().map(|c| c.upper_cutoff_v).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(cells.iter().map(|c| c.lower_cutoff_v).collect::<Vec<_>>())),
         strings(&|c| Some(c.metadata.clone())),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema::cells_schema()), columns).expect("cells columns agree");
@@ -338,6 +342,7 @@ pub fn read_cells_table(path: &Path) -> Result<Vec<CellInfo>> {
         let (ids, sources, formats, chem, protocol, anchors, meta) =
             (s("cell_id"), s("source_file"), s("format"), s("chemistry"), s("protocol"), s("anchor_method"), s("metadata"));
         let (cap, ambient) = (f("nominal_capacity_ah"), f("ambient_temperature_c"));
+        let (uncertainty, upper, lower) = (f("anchor_uncertainty"), f("upper_cutoff_v"), f("lower_cutoff_v"));
         let estimated = batch.column_by_name("capacity_estimated").expect("validated").as_any().downcast_ref::<BooleanArray>().expect("bool").clone();
         let rows = batch.column_by_name("rows").expect("validated").as_any().downcast_ref::<UInt64Array>().expect("u64").clone();
         for i in 0..batch.num_rows() {
@@ -354,6 +359,9 @@ pub fn read_cells_table(path: &Path) -> Result<Vec<CellInfo>> {
                 rows: rows.value(i),
                 anchor_method: AnchorMethod::parse(anchor)
                     .ok_or_else(|| Error::at_row(path, i as u64 + 1, Some("anchor_method"), format!("unknown value '{anchor}'")))?,
+                anchor_uncertainty: uncertainty[i],
+                upper_cutoff_v: upper[i],
+                lower_cutoff_v: lower[i],
                 metadata: meta[i].clone().unwrap_or_default(),
             });
         }

@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AnchorMethod {
-    /// SOC = 1 at the end of a CV hold at the upper cut-off.
+    /// SOC = 1 at the end of a charge that tapered at the upper cut-off (a CV hold).
     CvHold,
     /// SOC = 0 after a low-rate discharge to the lower cut-off.
     LowRateDischarge,
-    /// No anchor: starts at 1 because the first step discharges from rest near the top voltage.
-    StartFull,
-    /// No anchor found: SOC starts at 0.5 and is only relative (flagged).
+    /// SOC from the relaxed voltage at long rests, through the OCV–SOC relation learned from the
+    /// dataset's anchored cells of the same type.
+    OcvRest,
+    /// No trustworthy anchor: the cell has no absolute SOC (`soc` is null).
     Unanchored,
 }
 
@@ -21,13 +22,13 @@ impl AnchorMethod {
         match self {
             AnchorMethod::CvHold => "cv_hold",
             AnchorMethod::LowRateDischarge => "low_rate_discharge",
-            AnchorMethod::StartFull => "start_full",
+            AnchorMethod::OcvRest => "ocv_rest",
             AnchorMethod::Unanchored => "unanchored",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::CvHold, Self::LowRateDischarge, Self::StartFull, Self::Unanchored].into_iter().find(|m| m.as_str() == s)
+        [Self::CvHold, Self::LowRateDischarge, Self::OcvRest, Self::Unanchored].into_iter().find(|m| m.as_str() == s)
     }
 }
 
@@ -47,6 +48,15 @@ pub struct CellInfo {
     pub ambient_temperature_c: Option<f64>,
     pub rows: u64,
     pub anchor_method: AnchorMethod,
+    /// The anchor's stated confidence: its estimated SOC error (1 σ, as a fraction of nominal
+    /// capacity); `None` for an unanchored cell.
+    #[serde(default)]
+    pub anchor_uncertainty: Option<f64>,
+    /// Cut-off voltages used to anchor SOC (given, or inferred: `metadata` says which).
+    #[serde(default)]
+    pub upper_cutoff_v: Option<f64>,
+    #[serde(default)]
+    pub lower_cutoff_v: Option<f64>,
     /// Free-form metadata (JSON object as a string), including reader warnings.
     pub metadata: String,
 }

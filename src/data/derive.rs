@@ -5,6 +5,7 @@
 //! 2. `Derivation` (built from the steps) turns each row into dt, step_time, state, method, c_rate,
 //!    soc and soh.
 
+use crate::data::anchor::{find_anchors, CellAnchors, Cutoffs};
 use crate::data::cells::AnchorMethod;
 use crate::data::schema::{Method, State};
 
@@ -14,12 +15,6 @@ pub const PULSE_MAX_S: f64 = 30.0;
 pub const CV_CURRENT_SPREAD: f64 = 0.1;
 /// … while the voltage spread stays below this (V).
 pub const CV_VOLTAGE_SPREAD: f64 = 0.005;
-/// Voltage window around the cell's extreme voltages that counts as "at the cut-off" (V).
-pub const CUTOFF_WINDOW_V: f64 = 0.05;
-/// A first discharge starting this close to the upper cut-off (V, under load) starts full.
-pub const START_FULL_WINDOW_V: f64 = 0.1;
-/// Discharges at or below this C-rate anchor SOC = 0 at the lower cut-off.
-pub const LOW_RATE_C: f64 = 0.25;
 /// A cycle whose discharge removes at least this share of nominal capacity counts as full (for soh).
 pub const FULL_CYCLE_SHARE: f64 = 0.6;
 
@@ -40,6 +35,11 @@ pub fn state_of(current: f32, rest_threshold_a: f64) -> State {
     }
 }
 
+/// Charge (Ah) moved between two rows (time s, current A), by the trapezoid rule.
+pub fn trapezoid_ah(from: (f64, f32), to: (f64, f32)) -> f64 {
+    0.5 * (from.1 as f64 + to.1 as f64) * (to.0 - from.0) / 3600.0
+}
+
 /// Running sums over one step.
 #[derive(Debug, Clone)]
 pub struct StepSummary {
@@ -51,7 +51,16 @@ pub struct StepSummary {
     pub cycle_key: i64,
     pub start_voltage: f64,
     pub end_voltage: f64,
+    pub min_voltage: f64,
     pub max_voltage: f64,
+    /// Current of the step's last row (A): a CV hold ends at its taper current.
+    pub end_current: f64,
+    pub max_abs_current: f64,
+    /// The step's last run of rows within `CV_VOLTAGE_SPREAD` of one voltage (a CV hold, also
+    /// inside a merged CC-CV step): its voltage, and current and cumulative charge (Ah) at its start.
+    pub plateau_voltage: f64,
+    pub plateau_start_current: f64,
+    pub plateau_start_ah: f64,
     n: f64,
     sum_i: f64,
     sum_i2: f64,
@@ -152,7 +161,7 @@ impl StepTracker {
             }
         };
         if let Some((last_t, last_i, ..)) = self.last {
-            self.cumulative_ah += 0.5 * (current as f64 + last_i as f64) * (t - last_t) / 3600.0;
+            self.cumulative_ah += trapezoid_ah((last_t, last_i), (t, current));
         }
         if new_step {
             self.steps.push(StepSummary {
@@ -163,7 +172,13 @@ impl StepTracker {
                 cycle_key,
                 start_voltage: voltage as f64,
                 end_voltage: voltage as f64,
+                min_voltage: voltage as f64,
                 max_voltage: voltage as f64,
+                end_current: current as f64,
+                max_abs_current: 0.0,
+                plateau_voltage: voltage as f64,
+                plateau_start_current: current as f64,
+                plateau_start_ah: self.cumulative_ah,
                 n: 0.0,
                 sum_i: 0.0,
                 sum_i2: 0.0,
@@ -183,7 +198,13 @@ impl StepTracker {
         summary.end_row = self.rows + 1;
         summary.end_time = t;
         summary.end_voltage = v;
+        summary.min_voltage = summary.min_voltage.min(v);
         summary.max_voltage = summary.max_voltage.max(v);
+        summary.end_current = i;
+        if (v - summary.plateau_voltage).abs() > CV_VOLTAGE_SPREAD {
+            (summary.plateau_voltage, summary.plateau_start_current, summary.plateau_start_ah) = (v, i, self.cumulative_ah);
+        }
+        summary.max_abs_current = summary.max_abs_current.max(i.abs());
         summary.n += 1.0;
         summary.sum_i += i;
         summary.sum_i2 += i * i;
@@ -252,21 +273,12 @@ fn cycles_of_steps(steps: &[StepSummary], min_cycle: Option<i32>) -> Vec<i32> {
         .collect()
 }
 
-/// An SOC anchor: at `row` (where cumulative charge was `charge_ah`) SOC is `soc`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Anchor {
-    pub row: u64,
-    pub charge_ah: f64,
-    pub soc: f64,
-}
-
 /// The cell-level results of pass 1.
 #[derive(Debug, Clone)]
 pub struct CellDerivation {
     pub nominal_capacity_ah: f64,
     pub capacity_estimated: bool,
-    pub anchor_method: AnchorMethod,
-    pub anchors: Vec<Anchor>,
+    pub soc_anchor: CellAnchors,
     /// Per step: cycle number (from 0), method, soh of its cycle.
     pub step_cycle: Vec<i32>,
     pub step_method: Vec<Method>,
@@ -285,7 +297,8 @@ pub fn estimate_capacity_ah(steps: &[StepSummary], min_cycle: Option<i32>) -> Op
 
 impl CellDerivation {
     /// Resolves capacity, cycles, methods, soh and SOC anchors from the steps of pass 1.
-    pub fn from_steps(tracker: &StepTracker, given_capacity_ah: Option<f64>) -> CellDerivation {
+    /// `given_cutoffs` are the cut-off voltages a setting or the metadata states.
+    pub fn from_steps(tracker: &StepTracker, given_capacity_ah: Option<f64>, given_cutoffs: Cutoffs) -> CellDerivation {
         let steps = tracker.steps();
         let mut warnings = Vec::new();
         let (nominal_capacity_ah, capacity_estimated) = match given_capacity_ah {
@@ -313,53 +326,13 @@ impl CellDerivation {
                     .map(|(_, ah)| (ah / nominal_capacity_ah) as f32)
             })
             .collect();
-        let (anchor_method, anchors) = find_anchors(tracker, &step_method, nominal_capacity_ah);
-        if anchor_method == AnchorMethod::Unanchored {
-            warnings.push("no SOC anchor (CV hold at the top or low-rate discharge to the bottom): soc is relative, starting at 0.5".to_owned());
+        let soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
+        if soc_anchor.method == AnchorMethod::Unanchored {
+            warnings.push("no SOC anchor (charge tapering at the upper cut-off, or low-rate discharge to the lower one)".to_owned());
+            warnings.extend(soc_anchor.dropped.clone());
         }
-        CellDerivation { nominal_capacity_ah, capacity_estimated, anchor_method, anchors, step_cycle, step_method, step_soh, warnings }
+        CellDerivation { nominal_capacity_ah, capacity_estimated, soc_anchor, step_cycle, step_method, step_soh, warnings }
     }
-}
-
-/// SOC anchors in order of preference: CV holds at the top (SOC = 1 at their end), then low-rate
-/// discharges to the bottom (SOC = 0), then a first discharge starting near the top (SOC = 1
-/// at the start), else unanchored (0.5 at the start). The top is the highest voltage outside
-/// pulses: short pulses overshoot the cut-offs by their IR drop.
-fn find_anchors(tracker: &StepTracker, methods: &[Method], capacity_ah: f64) -> (AnchorMethod, Vec<Anchor>) {
-    let steps = tracker.steps();
-    let sustained = || steps.iter().zip(methods).filter(|(_, m)| **m != Method::Pulse).map(|(s, _)| s);
-    let top = sustained().map(|s| s.max_voltage).fold(f64::NEG_INFINITY, f64::max);
-    let at_bottom = |v: f64| v <= tracker.min_voltage + CUTOFF_WINDOW_V;
-    let end_anchor = |s: &StepSummary, soc: f64| Anchor { row: s.end_row - 1, charge_ah: s.end_charge_ah, soc };
-    let cv: Vec<Anchor> = steps
-        .iter()
-        .zip(methods)
-        .filter(|(s, m)| {
-            **m == Method::ConstantVoltage && s.state() == State::Charging && s.end_voltage >= top - CUTOFF_WINDOW_V
-        })
-        .map(|(s, _)| end_anchor(s, 1.0))
-        .collect();
-    if !cv.is_empty() {
-        return (AnchorMethod::CvHold, cv);
-    }
-    let low_rate: Vec<Anchor> = steps
-        .iter()
-        .filter(|s| {
-            s.state() == State::Discharging && s.mean_abs_current() <= LOW_RATE_C * capacity_ah && at_bottom(s.end_voltage)
-        })
-        .map(|s| end_anchor(s, 0.0))
-        .collect();
-    if !low_rate.is_empty() {
-        return (AnchorMethod::LowRateDischarge, low_rate);
-    }
-    let start = Anchor { row: 0, charge_ah: 0.0, soc: 1.0 };
-    let first_active = steps.iter().find(|s| s.state() != State::Resting);
-    if let Some(first) = first_active {
-        if first.state() == State::Discharging && steps[0].start_voltage >= top - START_FULL_WINDOW_V {
-            return (AnchorMethod::StartFull, vec![start]);
-        }
-    }
-    (AnchorMethod::Unanchored, vec![Anchor { soc: 0.5, ..start }])
 }
 
 /// Pass 2: derives each row's columns from the cell-level results, row by row in file order.
@@ -410,15 +383,17 @@ impl<'a> RowDeriver<'a> {
         }
         let step = &self.steps[self.step];
         let dt = self.last.map_or(0.0, |(last_t, _)| t - last_t);
-        if let Some((_, last_i)) = self.last {
-            self.cumulative_ah += 0.5 * (current as f64 + last_i as f64) * dt / 3600.0;
+        if let Some(last) = self.last {
+            self.cumulative_ah += trapezoid_ah(last, (t, current));
         }
-        let anchors = &self.cell.anchors;
+        // Each anchor holds from its row until the next one; rows before the first count back from it.
+        let anchors = &self.cell.soc_anchor.anchors;
         while self.anchor + 1 < anchors.len() && anchors[self.anchor + 1].row <= self.row {
             self.anchor += 1;
         }
-        let a = anchors[self.anchor];
-        let soc = a.soc + (self.cumulative_ah - a.charge_ah) / self.cell.nominal_capacity_ah;
+        let soc = anchors
+            .get(self.anchor)
+            .map_or(f64::NAN, |a| a.soc + (self.cumulative_ah - a.charge_ah) / self.cell.nominal_capacity_ah);
         let out = DerivedRow {
             dt: dt as f32,
             step_time: (t - step.start_time) as f32,
@@ -470,17 +445,17 @@ mod tests {
     #[test]
     fn steps_methods_and_cycles() {
         let tr = tracker();
-        let d = CellDerivation::from_steps(&tr, Some(2.0));
+        let d = CellDerivation::from_steps(&tr, Some(2.0), Cutoffs::default());
         assert_eq!(tr.steps().len(), 4);
         assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent]);
         assert_eq!(d.step_cycle, vec![0, 0, 0, 1], "file cycles shifted to start at 0");
-        assert_eq!(d.anchor_method, AnchorMethod::CvHold);
+        assert_eq!(d.soc_anchor.method, AnchorMethod::CvHold);
     }
 
     #[test]
     fn soc_is_one_at_the_end_of_the_cv_hold_and_falls_on_discharge() {
         let tr = tracker();
-        let d = CellDerivation::from_steps(&tr, Some(2.0));
+        let d = CellDerivation::from_steps(&tr, Some(2.0), Cutoffs::default());
         let cv_end = tr.steps()[1].end_row - 1;
         // Replay the same rows.
         let mut rows = Vec::new();
@@ -504,11 +479,13 @@ mod tests {
         }
         let mut deriver = RowDeriver::new(&d, tr.steps());
         let derived: Vec<DerivedRow> = rows.iter().map(|&(t, i, s)| deriver.next(t, i, Some(s))).collect();
-        assert!((derived[cv_end as usize].soc - 1.0).abs() < 1e-6);
+        // Full less what the hold would still take: 0.05 A × its 0.05 Ah / (1 − 0.05) A, of 2 Ah.
+        let at_cv_end = derived[cv_end as usize].soc;
+        assert!(at_cv_end < 1.0 && at_cv_end > 0.998, "{at_cv_end}");
         let last = derived.last().unwrap();
         // Trapezoids from the CV end: +0.025 A·min into the rest, −0.25 A·min into the discharge,
         // then 0.5 A for 239 min, of a 2 Ah cell.
-        let expected = 1.0 + (0.025 - 0.25 - 0.5 * 239.0) / 60.0 / 2.0;
+        let expected = at_cv_end + (0.025 - 0.25 - 0.5 * 239.0) / 60.0 / 2.0;
         assert!((last.soc - expected).abs() < 1e-5, "{} vs {expected}", last.soc);
         assert!((last.c_rate + 0.25).abs() < 1e-6);
         assert_eq!(last.state, State::Discharging);
@@ -521,7 +498,7 @@ mod tests {
     #[test]
     fn capacity_is_estimated_from_the_largest_discharge() {
         let tr = tracker();
-        let d = CellDerivation::from_steps(&tr, None);
+        let d = CellDerivation::from_steps(&tr, None, Cutoffs::default());
         assert!(d.capacity_estimated);
         assert!((d.nominal_capacity_ah - 0.5 * 239.0 / 60.0).abs() < 1e-6, "{}", d.nominal_capacity_ah);
     }

@@ -13,11 +13,12 @@ use parquet::arrow::ArrowWriter;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::data::anchor::{Cutoff, CutoffSource, Cutoffs};
 use crate::data::canonical::{self, CellData, CellWriter, DatasetPaths};
 use crate::data::cells::CellInfo;
 use crate::data::derive::{CellDerivation, RowDeriver, StepTracker};
 use crate::data::formats::{self, ColumnMap, CyclerReader, Format};
-use crate::data::raw::RawChunk;
+use crate::data::raw::{RawChunk, SourceMetadata};
 use crate::{Error, Result};
 
 /// Settings of an ingest; the defaults suit the shipped data.
@@ -35,11 +36,22 @@ pub struct IngestOptions {
     pub time_tolerance_s: f64,
     /// |current| / nominal capacity above this means the current unit is wrong (mA read as A).
     pub max_c_rate: f64,
+    /// Cut-off voltages (V) for every input, overriding metadata and inference (SOC anchors).
+    pub upper_cutoff_v: Option<f64>,
+    pub lower_cutoff_v: Option<f64>,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { format: None, column_map: None, nominal_capacity_ah: None, time_tolerance_s: 1.0, max_c_rate: 40.0 }
+        IngestOptions {
+            format: None,
+            column_map: None,
+            nominal_capacity_ah: None,
+            time_tolerance_s: 1.0,
+            max_c_rate: 40.0,
+            upper_cutoff_v: None,
+            lower_cutoff_v: None,
+        }
     }
 }
 
@@ -133,8 +145,10 @@ impl DatasetStaging {
     }
 
     /// Writes the cells table and moves the directory into place (replacing an older one).
+    /// Cells no rule anchored get their SOC from the dataset's OCV–SOC relation first (DESIGN §1.3).
     pub fn commit(self, mut cells: Vec<CellInfo>) -> Result<Vec<CellInfo>> {
         cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
+        crate::data::ocv::anchor_by_ocv(&self.paths, &mut cells)?;
         canonical::write_cells_table(&self.paths.cells_table(), &cells)?;
         crate::io::replace_dir(&self.paths.root, &self.out)?;
         Ok(cells)
@@ -216,7 +230,7 @@ pub fn ingest_source(
     };
     spill.close().map_err(|e| Error::parquet(&spill_path, e))?;
 
-    let derivation = CellDerivation::from_steps(&tracker, given_capacity);
+    let derivation = CellDerivation::from_steps(&tracker, given_capacity, given_cutoffs(source, &meta, opts)?);
     check_units(source, &tracker, &derivation, &extremes, opts)?;
 
     // Pass 2: derive and write the canonical file.
@@ -239,6 +253,8 @@ pub fn ingest_source(
     }
     let mut extra = meta.extra.clone();
     extra.insert("warnings".to_owned(), serde_json::json!(warnings));
+    let cutoffs = derivation.soc_anchor.cutoffs;
+    extra.insert("cutoff_sources".to_owned(), serde_json::json!({ "upper": cutoffs.upper.map(|c| c.source), "lower": cutoffs.lower.map(|c| c.source) }));
     let mut info = CellInfo {
         cell_id,
         source_file: source.display().to_string(),
@@ -249,11 +265,34 @@ pub fn ingest_source(
         protocol: meta.protocol.clone(),
         ambient_temperature_c: meta.ambient_temperature_c,
         rows: tracker.rows(),
-        anchor_method: derivation.anchor_method,
+        anchor_method: derivation.soc_anchor.method,
+        anchor_uncertainty: derivation.soc_anchor.uncertainty,
+        upper_cutoff_v: cutoffs.upper.map(|c| c.volts),
+        lower_cutoff_v: cutoffs.lower.map(|c| c.volts),
         metadata: serde_json::Value::Object(extra).to_string(),
     };
     info.rows = writer.finish(&info)?;
     Ok(info)
+}
+
+/// The cut-off voltages a setting or the source's metadata (`upper_cutoff_v`, `lower_cutoff_v`) states.
+fn given_cutoffs(source: &Path, meta: &SourceMetadata, opts: &IngestOptions) -> Result<Cutoffs> {
+    let given = |setting: Option<f64>, key: &str| -> Result<Option<Cutoff>> {
+        let volts = setting.or_else(|| meta.extra.get(key).and_then(serde_json::Value::as_f64));
+        match volts {
+            Some(v) if !(v.is_finite() && v > 0.0 && v < 10.0) => {
+                Err(Error::Config(format!("{}: {key} must be a cell voltage in V, got {v}", source.display())))
+            }
+            v => Ok(v.map(|volts| Cutoff { volts, source: CutoffSource::Given })),
+        }
+    };
+    let cutoffs = Cutoffs { upper: given(opts.upper_cutoff_v, "upper_cutoff_v")?, lower: given(opts.lower_cutoff_v, "lower_cutoff_v")? };
+    if let (Some(u), Some(l)) = (cutoffs.upper, cutoffs.lower) {
+        if u.volts <= l.volts {
+            return Err(Error::Config(format!("{}: upper cut-off {} V is not above the lower {} V", source.display(), u.volts, l.volts)));
+        }
+    }
+    Ok(cutoffs)
 }
 
 /// Canonical rows from cleaned raw rows.

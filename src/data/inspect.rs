@@ -22,6 +22,9 @@ pub struct CellSummary {
     pub voltage_range: (f32, f32),
     pub current_range: (f32, f32),
     pub anchor_method: String,
+    /// The anchor's stated SOC error (1 σ); `None` when unanchored.
+    pub anchor_uncertainty: Option<f64>,
+    pub cutoffs_v: (Option<f64>, Option<f64>),
     pub warnings: Vec<String>,
 }
 
@@ -46,6 +49,8 @@ pub fn summarise(info: &CellInfo, data: &CellData) -> CellSummary {
         voltage_range: range(&data.voltage),
         current_range: range(&data.current),
         anchor_method: info.anchor_method.as_str().to_owned(),
+        anchor_uncertainty: info.anchor_uncertainty,
+        cutoffs_v: (info.lower_cutoff_v, info.upper_cutoff_v),
         warnings,
     }
 }
@@ -68,8 +73,9 @@ pub fn inspect(dir: &Path) -> Result<Vec<CellSummary>> {
 
 /// The summary as an aligned text table.
 pub fn format_table(rows: &[CellSummary]) -> String {
-    let header = ["cell", "rows", "hours", "cycles", "capacity Ah", "protocol", "V range", "I range A", "soc anchor", "warnings"];
-    let body: Vec<[String; 10]> = rows
+    let header = ["cell", "rows", "hours", "cycles", "capacity Ah", "protocol", "V range", "I range A", "cut-offs V", "soc anchor", "warnings"];
+    let volts = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.2}"));
+    let body: Vec<[String; 11]> = rows
         .iter()
         .map(|r| {
             [
@@ -81,7 +87,11 @@ pub fn format_table(rows: &[CellSummary]) -> String {
                 r.protocol.clone(),
                 format!("{:.2}–{:.2}", r.voltage_range.0, r.voltage_range.1),
                 format!("{:.2}–{:.2}", r.current_range.0, r.current_range.1),
-                r.anchor_method.clone(),
+                format!("{}–{}", volts(r.cutoffs_v.0), volts(r.cutoffs_v.1)),
+                match r.anchor_uncertainty {
+                    Some(u) => format!("{} ±{:.1} %", r.anchor_method, 100.0 * u),
+                    None => r.anchor_method.clone(),
+                },
                 r.warnings.len().to_string(),
             ]
         })
@@ -106,11 +116,12 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
     plot_style::ensure_fonts();
     let hours: Vec<f64> = data.test_time.iter().map(|t| (t - data.test_time[0]) / 3600.0).collect();
     let temperature = data.temperature_or_nan();
-    let panels: [(&str, &[f32], RGBColor); 4] = [
-        ("Voltage (V)", &data.voltage, plot_style::VOLTAGE),
-        ("Current (A)", &data.current, plot_style::CURRENT),
-        ("SOC (–)", &data.soc, plot_style::SOC),
-        ("Temperature (°C)", &temperature, plot_style::TEMPERATURE),
+    // The text shown when a panel has no values.
+    let panels: [(&str, &[f32], RGBColor, &str); 4] = [
+        ("Voltage (V)", &data.voltage, plot_style::VOLTAGE, "not logged"),
+        ("Current (A)", &data.current, plot_style::CURRENT, "not logged"),
+        ("SOC (–)", &data.soc, plot_style::SOC, "no trustworthy SOC anchor"),
+        ("Temperature (°C)", &temperature, plot_style::TEMPERATURE, "not logged"),
     ];
     crate::io::write_via_temp(path, |tmp| {
         let root = BitMapBackend::new(tmp, (1200, 1000)).into_drawing_area();
@@ -122,7 +133,7 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
             .map_err(|e| fail(&e))?;
         let x_max = hours.last().copied().unwrap_or(1.0).max(1e-6);
         let areas = body.split_evenly((4, 1));
-        for (k, (area, (label, values, colour))) in areas.iter().zip(panels).enumerate() {
+        for (k, (area, (label, values, colour, missing))) in areas.iter().zip(panels).enumerate() {
             let finite: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
             let (lo, hi) = if finite.is_empty() { (0.0, 1.0) } else { range(&finite) };
             let pad = ((hi - lo) * 0.05).max(1e-3);
@@ -144,7 +155,7 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
                 .map_err(|e| fail(&e))?;
             if finite.is_empty() {
                 chart
-                    .draw_series(std::iter::once(Text::new("not logged", (x_max * 0.45, 0.5), (FONT, 16))))
+                    .draw_series(std::iter::once(Text::new(missing, (x_max * 0.4, 0.5), (FONT, 16))))
                     .map_err(|e| fail(&e))?;
                 continue;
             }

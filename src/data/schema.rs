@@ -97,7 +97,7 @@ pub fn timeseries_columns() -> Vec<Column> {
         column("state", dictionary_utf8(), false, "", "charging / discharging / resting"),
         column("method", dictionary_utf8(), false, "", "constant_current / constant_voltage / rest / pulse / other"),
         column("c_rate", Float32, false, "1/h", "current / nominal capacity (signed)"),
-        column("soc", Float32, false, "0-1", "coulomb-counted state of charge, anchored"),
+        column("soc", Float32, true, "0-1", "coulomb-counted state of charge, anchored; null in a cell with no trustworthy anchor"),
         column("soh", Float32, true, "0-1", "cycle discharge capacity / nominal, null for partial cycles"),
     ]
 }
@@ -115,7 +115,10 @@ pub fn cells_columns() -> Vec<Column> {
         column("protocol", Utf8, true, "", "cccv / hppc / gitt / partial / drive / …"),
         column("ambient_temperature_c", Float64, true, "degC", "ambient (chamber) temperature"),
         column("rows", UInt64, false, "", "rows in the cell's time series"),
-        column("anchor_method", Utf8, false, "", "how SOC was anchored: cv_hold / low_rate_discharge / start_full / unanchored"),
+        column("anchor_method", Utf8, false, "", "how SOC was anchored: cv_hold / low_rate_discharge / ocv_rest / unanchored (soc null)"),
+        column("anchor_uncertainty", Float64, true, "0-1", "the anchor's estimated SOC error (1 sigma), null when unanchored"),
+        column("upper_cutoff_v", Float64, true, "V", "upper cut-off voltage, given or inferred (metadata says which)"),
+        column("lower_cutoff_v", Float64, true, "V", "lower cut-off voltage, given or inferred (metadata says which)"),
         column("metadata", Utf8, false, "", "free-form JSON object, reader warnings included"),
     ]
 }
