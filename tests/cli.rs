@@ -77,6 +77,10 @@ fn every_command_runs_on_a_tiny_run() {
 
     // The whole pipeline, then again (all skipped), then the report redrawn.
     let pipeline = tiny_pipeline(dir);
+    // A sweep folder an older version of the pipeline left: this pipeline has no [sweep], so its
+    // circuits stage must not read it.
+    std::fs::create_dir_all(dir.join("runs/tiny/sweep")).unwrap();
+    std::fs::write(dir.join("runs/tiny/sweep/pareto.json"), "[{\"stale\": true").unwrap();
     ok(dir, &["run", &pipeline]);
     assert!(dir.join("reports/tiny/index.html").exists());
     let again = ok(dir, &["batch", &pipeline]);
