@@ -4,7 +4,10 @@
 # generator settings, so 10× the rows of the same kind), then each command runs REPEATS times per
 # size, 1× and 10× alternating, under /usr/bin/time -v. Prints the medians and the 10×/1× ratios.
 #
-#   scripts/bench_mine.sh                       # runs/quickstart, 3 cells vs 30, 3 repeats
+#   scripts/bench_mine.sh                       # runs/quickstart, 5 cells vs 50, 3 repeats
+#
+# CELLS should be a multiple of the synthetic protocol families (5), so that 1× holds the same
+# kinds of cell as 10×: mine's peak follows the largest cell.
 #   RUN=runs/pybamm-dev CELLS=4 REPEATS=5 scripts/bench_mine.sh
 #   SKIP_LABEL=1 scripts/bench_mine.sh          # mine only
 #   MODEL=DIR TRANSCODER=DIR scripts/bench_mine.sh   # any train-model / train-transcoder output
@@ -13,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/voltlens/target}"
-RUN="${RUN:-runs/quickstart}" CELLS="${CELLS:-3}" REPEATS="${REPEATS:-3}" WORK="${WORK:-/tmp/voltlens-bench-mine}"
+RUN="${RUN:-runs/quickstart}" CELLS="${CELLS:-5}" REPEATS="${REPEATS:-3}" WORK="${WORK:-/tmp/voltlens-bench-mine}"
 MODEL="${MODEL:-$RUN/model/model}" TRANSCODER="${TRANSCODER:-$RUN/transcoder}"
 BIN="$CARGO_TARGET_DIR/debug/voltlens"
 cargo build -q
