@@ -13,7 +13,9 @@ use voltlens::data::canonical::Dataset;
 use voltlens::data::ingest::{ingest, IngestOptions};
 use voltlens::data::schema::State as StepState;
 use voltlens::label::covariates::{Covariate, Covariates, StepKind as Step};
-use voltlens::label::{label_features, FeatureLabel, LabelConfig};
+use voltlens::label::candidates::fit_codings;
+use voltlens::label::check::check;
+use voltlens::label::{label_features, split_cells, FeatureLabel, LabelConfig};
 use voltlens::mine::{FeatureActivations, SparseActivations};
 
 fn ingested(src: PathBuf) -> (tempfile::TempDir, Dataset) {
@@ -263,4 +265,34 @@ fn labelling_time_per_1000_features() {
         started.elapsed().as_secs_f64(),
         rayon::current_num_threads()
     );
+}
+
+/// `label --check`: labels of planted features found on the dev-chemistry cells still hold on
+/// another chemistry's cells where the same features are planted, and do not hold where the
+/// activations are circularly shifted there.
+#[test]
+fn checked_labels_hold_where_the_feature_is_the_same_and_fail_where_it_is_shifted() {
+    let Some((_other_tmp, other)) = other_chemistry() else { return };
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let cfg = LabelConfig { n_bootstrap: 10, ..LabelConfig::default() };
+    let planted = planted_features(&covs);
+    let labels = label_features(&activations(&covs, planted.iter().map(|p| p.per_cell.clone()).collect()), &covs, &ds.cells, &cfg).unwrap();
+    let codings = fit_codings(&covs, &split_cells(&ds.cells, cfg.explain_fraction, cfg.seed));
+    let accepted = labels.iter().filter(|l| l.accepted).count();
+
+    let other_covs = covariates_of(&other);
+    let same = planted_features(&other_covs);
+    let checks = check(&labels, codings.clone(), &activations(&other_covs, same.iter().map(|p| p.per_cell.clone()).collect()), &other_covs, &cfg);
+    let hold = checks.iter().filter(|c| c.still_holds).count();
+    for c in &checks {
+        eprintln!("{:<70} auroc={:.3} rho={:.3} p={:.1e} holds={}", c.sentence, c.score.auroc, c.score.spearman, c.p_value, c.still_holds);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let shifted: Vec<Vec<Vec<f32>>> = same.iter().map(|p| circularly_shifted(&p.per_cell, &mut rng)).collect();
+    let shifted_hold = check(&labels, codings, &activations(&other_covs, shifted), &other_covs, &cfg).iter().filter(|c| c.still_holds).count();
+    eprintln!("{accepted} accepted on the dev cells; on the other chemistry {hold} still hold, {shifted_hold} when shifted");
+    assert_eq!(checks.len(), accepted);
+    assert!(hold as f64 >= 0.8 * accepted as f64, "{hold} of {accepted} planted labels hold on the other chemistry");
+    assert!(shifted_hold as f64 <= 0.1 * accepted as f64, "{shifted_hold} of {accepted} labels hold on shifted activations");
 }

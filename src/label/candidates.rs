@@ -34,9 +34,9 @@ pub struct Coding {
     pub edges: Vec<f32>,
     /// Categorical: the name of each code.
     pub categories: Vec<String>,
-    /// Continuous: the `BOUND_RANGE` quantiles of the explain cells' values.
+    /// Continuous: the `BOUND_RANGE` quantiles of the explain cells' values (None without any).
     #[serde(default)]
-    pub range: (f32, f32),
+    pub range: Option<(f32, f32)>,
 }
 
 impl Coding {
@@ -48,7 +48,7 @@ impl Coding {
         values.sort_by(f32::total_cmp);
         let mut edges: Vec<f32> = Vec::new();
         if values.is_empty() {
-            return Coding { covariate, edges, categories: Vec::new(), range: (f32::NAN, f32::NAN) };
+            return Coding { covariate, edges, categories: Vec::new(), range: None };
         }
         let at = |q: f64| values[((q * values.len() as f64) as usize).min(values.len() - 1)];
         for q in BIN_QUANTILES {
@@ -58,13 +58,14 @@ impl Coding {
                 edges.push(e);
             }
         }
-        Coding { covariate, edges, categories: Vec::new(), range: (at(BOUND_RANGE.0), at(BOUND_RANGE.1)) }
+        Coding { covariate, edges, categories: Vec::new(), range: Some((at(BOUND_RANGE.0), at(BOUND_RANGE.1))) }
     }
 
     /// An interval of bins `lo..=hi` whose every bound lies inside the 1–99 % range.
     fn bounds_inside_range(&self, lo: usize, hi: usize) -> bool {
+        let Some((bottom, top)) = self.range else { return false };
         let (low, high) = self.range(lo, hi);
-        low.is_none_or(|b| b > self.range.0) && high.is_none_or(|b| b < self.range.1)
+        low.is_none_or(|b| b > bottom) && high.is_none_or(|b| b < top)
     }
 
     pub fn n_codes(&self) -> usize {
@@ -363,7 +364,7 @@ pub fn fit_codings(cells: &[Covariates], explain: &[bool]) -> Vec<Coding> {
 }
 
 fn fit_coding(covariate: Covariate, cells: &[Covariates], explain: &[bool]) -> Coding {
-    let categories = |names: Vec<String>| Coding { covariate, edges: Vec::new(), categories: names, range: (f32::NAN, f32::NAN) };
+    let categories = |names: Vec<String>| Coding { covariate, edges: Vec::new(), categories: names, range: None };
     match covariate {
         Covariate::State => categories(State::ALL.iter().map(|s| s.as_str().to_owned()).collect()),
         Covariate::StepKind => categories(StepKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()),

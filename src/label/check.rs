@@ -17,12 +17,13 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::candidates::{Candidate, CodedSteps, Coding, Score};
-use super::covariates::Covariate;
+use super::covariates::{Covariate, Covariates};
 use super::scoring::{rank, Firing};
 use super::stage::{load_inputs, quartiles, CODINGS_FILE, LABELS_FILE};
 use super::{fdr, null, score_candidate, shift_p_values, FeatureLabel, LabelConfig};
 use crate::mine::tables::{Table, TableColumn};
 use crate::io::read_json;
+use crate::mine::SparseActivations;
 use crate::{Error, Result};
 
 /// The check table's file name in `out_dir`.
@@ -74,6 +75,26 @@ fn read_labels(labels: &Path) -> Result<(Vec<FeatureLabel>, Vec<Coding>)> {
 pub fn check_labels(labels: &Path, dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
     let (labels, codings) = read_labels(labels)?;
     let (_, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
+    let checks = check(&labels, codings, &acts, &covariates, cfg);
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    check_table(&checks).write(&out_dir.join(CHECK_FILE))?;
+    let hold = checks.iter().filter(|c| c.still_holds).count();
+    let scores = |get: &dyn Fn(&LabelCheck) -> f64| quartiles(checks.iter().map(get).filter(|v| v.is_finite()).collect());
+    Ok(serde_json::json!({
+        "out_dir": out_dir,
+        "checked": checks.len(),
+        "still_hold": hold,
+        "still_hold_share": hold as f64 / checks.len().max(1) as f64,
+        "never_fire": checks.iter().filter(|c| c.density == 0.0).count(),
+        "auroc": scores(&|c| c.score.auroc),
+        "spearman": scores(&|c| c.score.spearman),
+        "table": out_dir.join(CHECK_FILE),
+    }))
+}
+
+/// The accepted `labels` (bounds as `codings` define them) scored on other cells: `acts` and
+/// `covariates` of the same cells, every cell held out. A feature absent from `acts` never fires.
+pub fn check(labels: &[FeatureLabel], codings: Vec<Coding>, acts: &SparseActivations, covariates: &[Covariates], cfg: &LabelConfig) -> Vec<LabelCheck> {
     let coded = CodedSteps::with_codings(&covariates, codings);
     let every_cell = coded.weighting(vec![1.0; coded.n_cells()]);
     let by_id: HashMap<(u32, u32), usize> = acts.features.iter().enumerate().map(|(i, f)| ((f.layer, f.feature), i)).collect();
@@ -113,20 +134,7 @@ pub fn check_labels(labels: &Path, dataset_dir: &Path, record_dir: &Path, cfg: &
         c.q_value = q;
         c.still_holds = c.strength >= 1.0 && q < cfg.max_q;
     }
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    check_table(&checks).write(&out_dir.join(CHECK_FILE))?;
-    let hold = checks.iter().filter(|c| c.still_holds).count();
-    let scores = |get: &dyn Fn(&LabelCheck) -> f64| quartiles(checks.iter().map(get).filter(|v| v.is_finite()).collect());
-    Ok(serde_json::json!({
-        "out_dir": out_dir,
-        "checked": checks.len(),
-        "still_hold": hold,
-        "still_hold_share": hold as f64 / checks.len().max(1) as f64,
-        "features_missing": accepted.iter().filter(|l| !by_id.contains_key(&(l.layer, l.feature))).count(),
-        "auroc": scores(&|c| c.score.auroc),
-        "spearman": scores(&|c| c.score.spearman),
-        "table": out_dir.join(CHECK_FILE),
-    }))
+    checks
 }
 
 fn check_table(checks: &[LabelCheck]) -> Table {

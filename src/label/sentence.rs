@@ -221,7 +221,7 @@ mod tests {
     use super::*;
 
     fn coding(covariate: Covariate, edges: &[f32]) -> Coding {
-        Coding { covariate, edges: edges.to_vec(), categories: Vec::new(), range: (f32::MIN, f32::MAX) }
+        Coding { covariate, edges: edges.to_vec(), categories: Vec::new(), range: Some((f32::MIN, f32::MAX)) }
     }
 
     #[test]
