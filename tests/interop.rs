@@ -285,9 +285,16 @@ fn ingest_reads_a_battdat_export_back() {
     assert_eq!(single[0].cell_id, one);
 }
 
+/// Runs a script with the voltlens binary cargo built for these tests (a `cargo run` inside would
+/// wait forever for the build lock `cargo test` holds).
 fn run_script(script: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = std::process::Command::new("bash").arg(root.join("scripts").join(script)).current_dir(root).status().unwrap();
+    let status = std::process::Command::new("bash")
+        .arg(root.join("scripts").join(script))
+        .env("VOLTLENS", env!("CARGO_BIN_EXE_voltlens"))
+        .current_dir(root)
+        .status()
+        .unwrap();
     assert!(status.success(), "{script} failed");
 }
 

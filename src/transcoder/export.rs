@@ -173,7 +173,8 @@ fn read_config(dir: &Path) -> Result<BTreeMap<String, String>> {
     let path = dir.join(CONFIG);
     if !path.is_file() {
         if dir.join("config.json").is_file() {
-            let message = "an export of an earlier VoltLens (W_enc stored [d, F]); train the transcoder again to write circuit-tracer's layout";
+            let message = "an export of an earlier VoltLens (W_enc stored [d, F]); train the transcoder again \
+                           (`voltlens run FILE --from transcoder`) to write circuit-tracer's layout";
             return Err(Error::in_file(&dir.join("config.json"), message));
         }
         if !dir.is_dir() {
