@@ -139,11 +139,14 @@ fn metric_words(key: &str) -> String {
     words.to_owned()
 }
 
-/// Warnings about a model's metrics: the `flags` its evaluation wrote, and any rollout that does
-/// worse than holding the starting voltage, or a next-step skill below persistence.
+/// Warnings about a model's metrics: the `flags` its evaluation wrote (which already name every
+/// rollout worse than persistence), else — for metrics written before evaluations flagged — any
+/// rollout that does worse than holding the starting voltage; and a next-step skill below persistence.
 pub(crate) fn metric_flags(m: &Value) -> Vec<String> {
-    let mut flags: Vec<String> = m.get("flags").and_then(Value::as_array).into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned)).collect();
-    for (key, name) in [("discharge_rollout", "discharge rollout"), ("cycle_rollout", "cycle rollout")] {
+    let written = m.get("flags").and_then(Value::as_array);
+    let mut flags: Vec<String> = written.into_iter().flatten().filter_map(|f| f.as_str().map(str::to_owned)).collect();
+    let rollouts = if written.is_some() { &[][..] } else { &[("discharge_rollout", "discharge rollout"), ("cycle_rollout", "cycle rollout")][..] };
+    for &(key, name) in rollouts {
         let (rmse, persistence) = (m.pointer(&format!("/{key}/rmse_mv")).and_then(Value::as_f64), m.pointer(&format!("/{key}/persistence_rmse_mv")).and_then(Value::as_f64));
         if let (Some(r), Some(p)) = (rmse, persistence) {
             if r > p {
