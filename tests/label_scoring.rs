@@ -139,7 +139,8 @@ fn within_cell_spearman_matches_ranking_each_cell() {
                 let kept: Vec<usize> = (0..steps.len()).filter(|&i| coded.step(steps[i])[k] as usize != MISSING).collect();
                 let codes: Vec<f64> = kept.iter().map(|&i| coded.step(steps[i])[k] as f64).collect();
                 let rho = if kept.is_empty() { 0.0 } else { pearson(&kept.iter().map(|&i| act_rank[i]).collect::<Vec<_>>(), &mid_ranks(&codes)) };
-                let w = cell_weight[c] * steps.len() as f64;
+                // A cell weighs by its steps where the covariate has a value.
+                let w = cell_weight[c] * kept.len() as f64;
                 total += w * rho;
                 weight += w;
             }

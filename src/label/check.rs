@@ -12,8 +12,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::candidates::{Candidate, CodedSteps, Coding, Score};
@@ -110,8 +108,7 @@ pub fn check(labels: &[FeatureLabel], codings: Vec<Coding>, acts: &SparseActivat
             let firing = Firing::new(entries, &coded.cell_offsets);
             let ranked = rank(&firing, &every_cell);
             let score = score_candidate(&best.candidate, &best.g, &firing, &firing.steps, &ranked, &coded, &every_cell);
-            let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(i as u64));
-            let shifts: Vec<Vec<u32>> = (0..cfg.n_shifts).map(|_| null::shifted_steps(&firing, &coded.cell_offsets, &mut rng)).collect();
+            let shifts = null::ShiftNull { seed: cfg.seed.wrapping_add(i as u64), n: cfg.n_shifts };
             let (p_value, p_empirical) = shift_p_values(&best.candidate, &best.g, &score, &firing, &shifts, &ranked, &coded, &every_cell);
             LabelCheck {
                 layer: l.layer,

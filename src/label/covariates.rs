@@ -273,12 +273,18 @@ fn change_to_next(x: &[f32], scale: f32) -> Vec<f32> {
     (0..x.len()).map(|t| x.get(t + 1).map_or(0.0, |next| scale * (next - x[t]))).collect()
 }
 
-/// dV/dt in mV/s from the previous row (0 on the first row and where dt is 0).
+/// Shortest interval a derivative is taken over. Simulators and some cyclers log a step change
+/// twice, microseconds or 1e-13 s apart; a voltage jump over such an interval is the IR step of
+/// the current change, not a rate, and would read "dV/dt above 25000000000000 mV/s".
+const MIN_DV_DT_INTERVAL_S: f32 = 1e-3;
+
+/// dV/dt in mV/s from the previous row; missing (NaN) on the first row and where the interval
+/// is shorter than `MIN_DV_DT_INTERVAL_S`.
 fn dv_dt_mv_per_s(data: &CellData) -> Vec<f32> {
     (0..data.len())
         .map(|i| {
-            if i == 0 || data.dt[i] <= 0.0 {
-                0.0
+            if i == 0 || !(data.dt[i] >= MIN_DV_DT_INTERVAL_S) {
+                f32::NAN
             } else {
                 1000.0 * (data.voltage[i] - data.voltage[i - 1]) / data.dt[i]
             }

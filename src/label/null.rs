@@ -2,7 +2,7 @@
 //! random offset, which keeps their autocorrelation and firing rate but breaks their alignment
 //! with the covariates.
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::label::scoring::Firing;
@@ -30,6 +30,22 @@ pub fn shifted_steps(firing: &Firing, cell_offsets: &[usize], rng: &mut ChaCha8R
         .collect()
 }
 
+/// A feature's circular-shift null: `n` draws from `seed`, regenerated for each candidate
+/// (every candidate of a feature meets the same draws) instead of stored, so memory does not
+/// grow with the number of shifts.
+#[derive(Debug, Clone, Copy)]
+pub struct ShiftNull {
+    pub seed: u64,
+    pub n: usize,
+}
+
+impl ShiftNull {
+    pub fn draws<'a>(&self, firing: &'a Firing, cell_offsets: &'a [usize]) -> impl Iterator<Item = Vec<u32>> + 'a {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        (0..self.n).map(move |_| shifted_steps(firing, cell_offsets, &mut rng))
+    }
+}
+
 /// Exceedances (null draws at or above `observed`) from which the empirical p is already
 /// resolved well enough (Knijnenburg et al. 2009 use 10).
 const MIN_EXCEEDANCES: usize = 10;
@@ -43,7 +59,8 @@ const TAIL_SHARE: f64 = 0.25;
 /// reach the observed value, the reported p comes from a generalized Pareto distribution fitted
 /// to the largest quarter of the draws (Knijnenburg et al. 2009, "Fewer permutations, more
 /// accurate P-values"); it follows a heavy-tailed null where a normal fit would not. When the
-/// tail cannot be fitted (a constant null), the empirical p is reported.
+/// tail cannot be fitted (a constant null) or the fit lies above the empirical p, the empirical
+/// p is reported.
 pub fn p_values(observed: f64, null: &[f64]) -> (f64, f64) {
     let n = null.len();
     let exceed = null.iter().filter(|&&x| x >= observed).count();
@@ -61,7 +78,9 @@ pub fn p_values(observed: f64, null: &[f64]) -> (f64, f64) {
     let threshold = 0.5 * (sorted[n_tail - 1] + sorted[n_tail]);
     let excess: Vec<f64> = sorted[..n_tail].iter().map(|x| x - threshold).collect();
     match GeneralizedPareto::fit(&excess) {
-        Some(tail) => (n_tail as f64 / n as f64 * tail.survival(observed - threshold), empirical),
+        // A fitted tail above the empirical p is heavier than the draws themselves show: a poor
+        // fit, and the empirical p (a valid, conservative p-value) stands.
+        Some(tail) => ((n_tail as f64 / n as f64 * tail.survival(observed - threshold)).min(empirical), empirical),
         None => (empirical, empirical),
     }
 }
