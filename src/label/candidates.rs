@@ -493,6 +493,10 @@ pub struct Validation<'a> {
 /// seeded by the best atoms (terms confirmed on `validation` when given, else on the same cells).
 /// Detectors are ranked both by F1 (the predicate that matches where the feature fires) and by
 /// strength, trackers by Spearman; the best few of each are then ordered by strength.
+/// With `testable` (the held-out cells' code totals: covariates only, never the activations),
+/// detectors whose predicate holds on none or all of those steps are passed over: no held-out
+/// score could test them ("after a current step down of more than 3C" where only an explain
+/// cell has such steps).
 /// Returns the distinct top `keep` and the best raw-V/I candidate (the baseline).
 pub fn search(
     firing: &Firing,
@@ -501,6 +505,7 @@ pub fn search(
     weighting: &Weighting,
     set: &SearchSettings,
     validation: Option<&Validation>,
+    testable: Option<&Weighting>,
 ) -> (Vec<Scored>, Option<Scored>) {
     let stats = bin_stats(firing, &firing.steps, ranked, coded, weighting, None);
     let mut detectors: Vec<Scored> = Vec::new();
@@ -517,6 +522,15 @@ pub fn search(
     by_f1(&mut detectors);
     let conjunctions = conjunctions(&detectors, firing, ranked, coded, weighting, set, validation);
     detectors.extend(conjunctions);
+    if let Some(held_out) = testable {
+        detectors.retain(|d| match &d.candidate {
+            Candidate::Detector { atoms } => {
+                let n = held_out.count(atoms);
+                n > 0.0 && n < held_out.total
+            }
+            Candidate::Tracker { .. } => true,
+        });
+    }
     by_f1(&mut detectors);
     let mut trackers: Vec<Scored> = coded
         .codings

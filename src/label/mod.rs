@@ -144,8 +144,11 @@ pub struct FeatureLabel {
     /// Share of steps where the feature fires.
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub density: f64,
+    /// Share of the held-out test cells' steps where it fires; 0 = no label can be tested.
+    #[serde(default = "crate::json::nan", deserialize_with = "crate::json::f64_or_nan")]
+    pub test_density: f64,
     pub accepted: bool,
-    /// The sentence when accepted, else "unexplained (closest: …)".
+    /// The sentence when accepted, else "unexplained: <reason> (closest: …)".
     pub label: String,
     /// Best candidates on the explain cells, best first (the first is the label when accepted).
     pub candidates: Vec<CandidateResult>,
@@ -290,7 +293,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let explain_ranked = rank(&firing, &halves.explain);
     let (fit_ranked, check_ranked) = (rank(&firing, &halves.fit), rank(&firing, &halves.check));
     let validation = Validation { fit: &halves.fit, fit_ranked: &fit_ranked, check: &halves.check, check_ranked: &check_ranked };
-    let (mut top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set, Some(&validation));
+    let (mut top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set, Some(&validation), Some(&halves.test));
     // The label is the strongest candidate on the explain cells that is also stable there; the
     // choice sees no test cell, so the held-out scores stay honest.
     let mut stabilities = stability_of(&top, &firing, coded, halves, &set, cfg.stability_tie);
@@ -308,6 +311,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
         layer: f.layer,
         feature: f.feature,
         density: f.nnz() as f64 / total_steps.max(1.0),
+        test_density: test_ranked.fire_weight / halves.test.total.max(1.0),
         accepted: false,
         label: String::new(),
         candidates,
@@ -419,7 +423,7 @@ fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: 
         if ranked.fire_weight == 0.0 {
             continue;
         }
-        let (top, _) = search(firing, &ranked, coded, w, set, None);
+        let (top, _) = search(firing, &ranked, coded, w, set, None, None);
         let Some(winner) = top.first() else { continue };
         let winner_strength = set.strength(&winner.candidate, &winner.score);
         for (i, c) in chosen.iter().enumerate() {
@@ -515,6 +519,32 @@ fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
         best.sentence.clone()
     } else {
         let closest: Vec<&str> = l.candidates.iter().map(|c| c.sentence.as_str()).collect();
-        format!("unexplained (closest: {})", closest.join("; "))
+        format!("unexplained: {} (closest: {})", unexplained_reason(l, cfg), closest.join("; "))
     };
+}
+
+/// Why the label was not accepted, in the order a reader checks: testable at all, held-out
+/// strength, significance, stability, the raw-V/I floor.
+fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
+    if l.test_density == 0.0 {
+        return "fires on no held-out cell, so no label can be tested".into();
+    }
+    let best = &l.candidates[0];
+    let mut failed = Vec::new();
+    if !(best.strength >= 1.0) {
+        failed.push(match best.candidate {
+            Candidate::Detector { .. } => format!("held-out AUROC {:.2} < {}", best.test.auroc, cfg.min_auroc),
+            Candidate::Tracker { .. } => format!("held-out Spearman {:.2} < {}", best.test.spearman, cfg.min_spearman),
+        });
+    }
+    if !(best.q_value < cfg.max_q) {
+        failed.push(format!("q {:.2} ≥ {}", best.q_value, cfg.max_q));
+    }
+    if !(l.stability >= cfg.min_stability) {
+        failed.push(format!("stability {:.2} < {}", l.stability, cfg.min_stability));
+    }
+    if !l.beats_baseline {
+        failed.push("raw V/I does as well".into());
+    }
+    failed.join(", ")
 }

@@ -91,8 +91,9 @@ fn nice(x: f32) -> f32 {
     let decade = 10f32.powf(x.abs().log10().floor());
     let m = x.abs() / decade;
     let best = STEPS.iter().copied().min_by(|a, b| (a - m).abs().total_cmp(&(b - m).abs())).expect("steps");
-    // Round-trip through text so 0.3 prints as "0.3", not "0.30000001".
-    let rounded: f32 = format!("{:.6e}", x.signum() * best * decade).parse().expect("a number");
+    // Round-trip through two significant digits (all a step has) so 0.3 prints as "0.3", not
+    // "0.30000001", and 10 × 0.01 as "0.1", not "0.09999999".
+    let rounded: f32 = format!("{:.1e}", x.signum() * best * decade).parse().expect("a number");
     rounded
 }
 
@@ -249,6 +250,9 @@ mod tests {
         assert_eq!(value(Covariate::Temperature, round_bound(Covariate::Temperature, 41.37)), "41 °C");
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 57.0)), "60 s");
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 13_700.0)), "4 h");
+        // The step up to the next decade: 10 × 0.01 must not print as 0.09999999.
+        assert_eq!(value(Covariate::CRate, round_bound(Covariate::CRate, 0.0997)), "0.1C");
+        assert_eq!(value(Covariate::DvNext, round_bound(Covariate::DvNext, -96.0)), "-100 mV");
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub(crate) fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Res
 
 fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
     let accepted: Vec<&FeatureLabel> = labels.iter().filter(|l| l.accepted).collect();
+    let testable = labels.iter().filter(|l| l.test_density > 0.0).count();
     // Held-out scores of each accepted label: AUROC for detectors, Spearman for trackers.
     let held_out = |get: &dyn Fn(&FeatureLabel) -> f64| {
         let values: Vec<f64> = accepted.iter().map(|l| get(l)).filter(|v| v.is_finite()).collect();
@@ -86,6 +87,9 @@ fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
         "live_features": labels.len(),
         "accepted": accepted.len(),
         "accepted_share": accepted.len() as f64 / labels.len().max(1) as f64,
+        // Features that fire on some held-out cell: the ones a label could be tested on.
+        "testable_features": testable,
+        "accepted_share_of_testable": accepted.len() as f64 / testable.max(1) as f64,
         "test_auroc": held_out(&|l| l.candidates.first().map_or(f64::NAN, |c| c.test.auroc)),
         "test_spearman": held_out(&|l| l.candidates.first().map_or(f64::NAN, |c| c.test.spearman)),
         "labels": out_dir.join("labels.parquet"),

@@ -280,10 +280,8 @@ fn draw_header(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {
     text(area, &stats, (760, 22), (FONT, 20).into_font().color(&RGBColor(60, 60, 60)))?;
     let (verdict, sentence, colour) = match ctx.label(facts.index) {
         Some(l) if l.accepted => ("Label:", l.label.clone(), RGBColor(20, 110, 40)),
-        Some(l) => {
-            let closest = l.label.trim_start_matches("unexplained (closest: ").trim_start_matches("unexplained ").trim_end_matches(')');
-            ("Unexplained; closest candidates:", closest.to_owned(), RGBColor(150, 60, 30))
-        }
+        // "unexplained: <reason> (closest: …)" reads on as "Unexplained: <reason> (closest: …)".
+        Some(l) => ("Unexplained:", l.label.trim_start_matches("unexplained").trim_start_matches([':', ' ']).to_owned(), RGBColor(150, 60, 30)),
         None => ("Unlabelled:", "no label was computed for this feature".into(), MUTED),
     };
     let verdict_style = TextStyle::from(bold(20)).color(&colour);
