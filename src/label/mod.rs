@@ -192,10 +192,14 @@ pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells
         decide(l, cfg);
     }
     // Refined labels are new tests: BH and the acceptance rule run again over every candidate.
-    separate_siblings(&mut labels, acts, &coded, &halves, cfg);
-    apply_fdr(&mut labels);
-    for l in &mut labels {
-        decide(l, cfg);
+    // A group split by one term can leave smaller groups that another term splits (up to
+    // `siblings::MAX_TERMS` terms a label).
+    for _ in 0..siblings::MAX_TERMS - 1 {
+        separate_siblings(&mut labels, acts, &coded, &halves, cfg);
+        apply_fdr(&mut labels);
+        for l in &mut labels {
+            decide(l, cfg);
+        }
     }
     count_siblings(&mut labels);
     Ok(labels)
@@ -331,7 +335,7 @@ fn resolve_borderline(labels: &mut [FeatureLabel], acts: &SparseActivations, cod
         let best = &l.candidates[0];
         l.stability >= cfg.min_stability
             && best.strength >= 1.0
-            && l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength)
+            && beats_baseline(l)
             && (0.1 * cfg.max_q..10.0 * cfg.max_q).contains(&best.q_value)
     };
     labels.par_iter_mut().enumerate().filter(|(_, l)| !l.candidates.is_empty() && borderline(l)).for_each(|(i, l)| {
@@ -423,7 +427,7 @@ fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: 
         if ranked.fire_weight == 0.0 {
             continue;
         }
-        let (top, _) = search(firing, &ranked, coded, w, set, None, None);
+        let (top, _) = search(firing, &ranked, coded, w, set, None, Some(&halves.test));
         let Some(winner) = top.first() else { continue };
         let winner_strength = set.strength(&winner.candidate, &winner.score);
         for (i, c) in chosen.iter().enumerate() {
@@ -506,14 +510,21 @@ fn apply_fdr(labels: &mut [FeatureLabel]) {
     }
 }
 
+/// Raw V/I is the floor: a label on derived covariates must do at least as well held out as
+/// the best raw-V/I candidate. A label on raw V/I itself has nothing to beat ("current below
+/// -8 A" is not refuted by "tracks current" scoring higher: both say it follows the current).
+fn beats_baseline(l: &FeatureLabel) -> bool {
+    let best = &l.candidates[0];
+    best.candidate.is_raw_signal() || l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength)
+}
+
 /// The acceptance rule (step 5) and the label text (step 6).
 fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
     let Some(best) = l.candidates.first() else {
         l.label = "unexplained (never fires)".into();
         return;
     };
-    // Raw V/I is the floor: a label on derived covariates must do at least as well held out.
-    l.beats_baseline = l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength);
+    l.beats_baseline = beats_baseline(l);
     l.accepted = best.strength >= 1.0 && best.q_value < cfg.max_q && l.stability >= cfg.min_stability && l.beats_baseline;
     l.label = if l.accepted {
         best.sentence.clone()
