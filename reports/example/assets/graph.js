@@ -2,7 +2,8 @@
 // and draws it offline as layers (rows, inputs at the bottom, the prediction on top) × window
 // steps (columns). Hover or click a node to highlight its edges and list their weights; a click
 // on a feature opens its page from the side panel; pin nodes to keep a subgraph; the slider hides
-// weak edges. The hash keeps the state: #node=0_12_63&threshold=0.4&pinned=a,b&only=1.
+// weak edges (relative to the strongest edge into each node). The hash keeps the state:
+// #node=0_12_63&threshold=0.4&pinned=a,b&only=1 (threshold=0 shows every edge).
 (function () {
   'use strict';
   var graph = JSON.parse(document.getElementById('graph-data').textContent);
@@ -41,11 +42,19 @@
   }
   function featureId(n) { var p = n.node_id.split('_'); return 'L' + p[0] + '_F' + p[1]; }
   function page(n) { return kind(n) === 'feature' && pages.indexOf(featureId(n)) >= 0 ? 'features/' + featureId(n) + '.html' : null; }
-  function threshold() { var s = slider.value / 100; return s <= 0 ? 0 : maxAbs * Math.pow(10, -3 * (1 - s)); }
+  // The slider keeps each node's strongest incoming edges: an edge shows when its |weight| is at
+  // least a share of the strongest edge into the same node (1 % at the left end, 100 % at the
+  // right). One global cut would keep only the strong input edges and cut the prediction off;
+  // by default a half, and #threshold=0 (or the slider's left end) shows every edge.
+  var maxInto = {};
+  links.forEach(function (l) { maxInto[l.target] = Math.max(maxInto[l.target] || 0, Math.abs(l.weight)); });
+  var DEFAULT_SHARE = 0.5;
+  function share() { var s = slider.value / 100; return s <= 0 ? 0 : Math.pow(10, -2 * (1 - s)); }
+  function defaultSlider() { return Math.round(100 * (1 + Math.log10(DEFAULT_SHARE) / 2)); }
   function visibleLinks() {
-    var t = threshold(), only = onlyPinned.checked;
+    var t = share(), only = onlyPinned.checked;
     return links.filter(function (l) {
-      return Math.abs(l.weight) >= t && (!only || (pinned[l.source] && pinned[l.target]));
+      return Math.abs(l.weight) >= t * maxInto[l.target] && (!only || (pinned[l.source] && pinned[l.target]));
     });
   }
 
@@ -126,10 +135,12 @@
       shape.addEventListener('click', function (ev) { ev.stopPropagation(); select(selected === n.node_id ? null : n.node_id); });
     });
     svg.querySelector('.background').addEventListener('click', function () { select(null); });
-    // The prediction sits in the last column: start the view there.
+    // The prediction sits in the last column, whose features run on to its right: scroll only as
+    // far as it takes to bring it into view, keeping the row names where it can.
     var box = document.getElementById('graph-svg-box');
-    box.scrollLeft = box.scrollWidth;
-    document.getElementById('graph-count').textContent = nodes.length + ' nodes, ' + shown.length + ' of ' + links.length + ' edges (|weight| ≥ ' + fmt(threshold()) + ')';
+    var output = nodes.filter(function (n) { return kind(n) === 'output'; })[0];
+    box.scrollLeft = output ? Math.max(0, pos[output.node_id][0] - box.clientWidth * 2 / 3) : box.scrollWidth;
+    document.getElementById('graph-count').textContent = nodes.length + ' nodes, ' + shown.length + ' of ' + links.length + ' edges (|weight| ≥ ' + Math.round(100 * share()) + ' % of the strongest into the same node)';
     highlight(selected);
   }
 
@@ -188,7 +199,7 @@
   function writeHash() {
     var parts = [];
     if (selected) parts.push('node=' + encodeURIComponent(selected));
-    if (+slider.value > 0) parts.push('threshold=' + (slider.value / 100));
+    if (+slider.value !== defaultSlider()) parts.push('threshold=' + (slider.value / 100));
     var p = Object.keys(pinned);
     if (p.length) parts.push('pinned=' + p.map(encodeURIComponent).join(','));
     if (onlyPinned.checked) parts.push('only=1');
@@ -203,7 +214,7 @@
       var at = kv.indexOf('=');
       if (at > 0) state[kv.slice(0, at)] = kv.slice(at + 1);
     });
-    slider.value = state.threshold ? Math.round(parseFloat(state.threshold) * 100) : 0;
+    slider.value = state.threshold !== undefined ? Math.round(parseFloat(state.threshold) * 100) : defaultSlider();
     pinned = {};
     (state.pinned || '').split(',').filter(Boolean).forEach(function (id) { pinned[decode(id)] = 1; });
     onlyPinned.checked = state.only === '1';
