@@ -73,6 +73,8 @@ fn clt_export_is_circuit_tracers_layout() {
     files.sort();
     let mut expected: Vec<String> = ["W_dec_0", "W_dec_1", "W_dec_2", "W_enc_0", "W_enc_1", "W_enc_2"].map(|n| format!("{n}.safetensors")).into();
     expected.push("config.yaml".to_owned());
+    // The ownership mark lets a later export replace this folder (and nothing else).
+    expected.insert(0, voltlens::io::OWNED_MARK.to_owned());
     assert_eq!(files, expected);
 
     for l in 0..layers {

@@ -52,35 +52,17 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// Writes `tc` into `dir` in circuit-tracer's layout. The files are written to a sibling folder
-/// that replaces `dir` only when complete; an existing `dir` must be an export itself.
+/// that replaces `dir` only when complete; an existing `dir` must be empty or VoltLens's own.
 pub fn export_circuit_tracer(tc: &Transcoder, dir: &Path) -> Result<()> {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    crate::io::check_replaceable(dir)?;
+    let tmp = crate::io::fresh_temp_dir(dir)?;
     match tc.shape.variant {
         Variant::Plt => write_transcoder_set(tc, &tmp)?,
         Variant::Clt | Variant::Mlsae => write_clt(tc, &tmp)?,
     }
     let path = tmp.join(CONFIG);
     std::fs::write(&path, config_yaml(tc)).map_err(|e| Error::io(&path, e))?;
-    replace_dir(&tmp, dir)
-}
-
-/// Moves the finished folder `tmp` to `dir`, removing a previous export there.
-fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
-    if dir.exists() {
-        if !dir.join(CONFIG).is_file() && !dir.join("config.json").is_file() {
-            let _ = std::fs::remove_dir_all(tmp);
-            return Err(Error::in_file(dir, "exists and is not a transcoder export; not replacing it"));
-        }
-        let old = tmp.with_extension("old");
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-        std::fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))
-    } else {
-        std::fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))
-    }
+    crate::io::replace_dir(&tmp, dir)
 }
 
 fn write_clt(tc: &Transcoder, dir: &Path) -> Result<()> {
