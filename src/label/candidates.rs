@@ -238,19 +238,13 @@ impl CodedSteps {
 
     /// Two detectors on different covariates that pick out the same steps (rest ∧ t < 80 s and
     /// C-rate ≈ 0 ∧ t < 80 s) are one label in different words: Jaccard ≥ 0.8 over the steps
-    /// of the weighted cells. One scan of those steps; only called when `same_label` says no.
+    /// of the weighted cells. From the count tables when both together use at most two
+    /// covariates, else one scan of those steps; only called when `same_label` says no.
     pub fn same_steps(&self, a: &Candidate, b: &Candidate, w: &Weighting) -> bool {
         let (Candidate::Detector { atoms: a }, Candidate::Detector { atoms: b }) = (a, b) else { return false };
-        let holds = |atoms: &[Atom], codes: &[u8]| atoms.iter().all(|x| x.contains(codes[x.covariate.index()]));
-        let (mut both, mut either) = (0.0, 0.0);
-        for c in (0..self.n_cells()).filter(|&c| w.cell_weight[c] > 0.0) {
-            for step in self.cell_offsets[c]..self.cell_offsets[c + 1] {
-                let codes = self.step(step);
-                let (x, y) = (holds(a, codes), holds(b, codes));
-                both += w.cell_weight[c] * (x && y) as u8 as f64;
-                either += w.cell_weight[c] * (x || y) as u8 as f64;
-            }
-        }
+        let (only_a, only_b) = (self.count(a, w), self.count(b, w));
+        let both = self.count(&intersection(a, b), w);
+        let either = only_a + only_b - both;
         either > 0.0 && both / either >= 0.8
     }
 
@@ -311,6 +305,19 @@ impl CodedSteps {
         let total = (0..self.n_cells()).map(|c| cell_weight[c] * self.cell_len(c) as f64).sum();
         Weighting { cell_weight, total, bins, joint }
     }
+}
+
+/// The predicate "all of `a` and all of `b` hold" with atoms on one covariate merged, so that
+/// two one-covariate labels make a two-atom predicate the count tables answer.
+fn intersection(a: &[Atom], b: &[Atom]) -> Vec<Atom> {
+    let mut out: Vec<Atom> = Vec::new();
+    for x in a.iter().chain(b) {
+        match out.iter_mut().find(|o| o.covariate == x.covariate) {
+            Some(o) => o.allowed &= x.allowed,
+            None => out.push(*x),
+        }
+    }
+    out
 }
 
 /// Cells weighted for one scoring pass: 1/0 for the explain or test half, multiplicities for a
