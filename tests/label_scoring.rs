@@ -10,7 +10,7 @@ use voltlens::data::canonical::Dataset;
 use voltlens::data::ingest::{ingest, IngestOptions};
 use voltlens::label::candidates::{Atom, CodedSteps, MISSING};
 use voltlens::label::covariates::{Covariate, Covariates};
-use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, score_detector, within_cell_spearman, Firing};
+use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, regime_tracker_rhos, score_detector, within_cell_spearman, Firing, TrackerScale};
 
 /// Steps kept per cell: enough for every bin, few enough for O(n²) checks.
 const ROWS: usize = 240;
@@ -118,34 +118,64 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
     assert!(checked > 30, "only {checked} predicates scored");
 }
 
+/// The scale code of a step the slow way: the covariate's code, or inside a regime its code
+/// moved up by one (reversed when descending; 1 when collapsed), 0 outside the regime.
+fn slow_scale_code(coded: &CodedSteps, scale: &TrackerScale, step: usize) -> usize {
+    let codes = coded.step(step);
+    let own = codes[scale.k] as usize;
+    let n = coded.codings[scale.k].n_codes();
+    match scale.within {
+        None => own,
+        Some(a) if !a.contains(codes[a.covariate.index()]) => 0,
+        Some(_) if own == MISSING => MISSING,
+        Some(_) if scale.collapse => 1,
+        Some(_) if scale.descending => n - own,
+        Some(_) => own + 1,
+    }
+}
+
 #[test]
 fn within_cell_spearman_matches_ranking_each_cell() {
     let covs = covariates();
     let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
+    // Regimes: discharge, and SOC in its middle bins.
+    let discharging = Atom { covariate: Covariate::State, allowed: 1 << voltlens::data::schema::State::ALL.iter().position(|s| s.as_str() == "discharging").unwrap() };
+    let regimes = [discharging, Atom::interval(Covariate::Soc, 3, 8)];
     for _ in 0..6 {
         let (entries, dense) = random_feature(&mut rng, &coded);
         let cell_weight: Vec<f64> = (0..coded.n_cells()).map(|_| rng.random_range(0..4) as f64).collect();
         let firing = Firing::new(entries, &coded.cell_offsets);
         let weighting = coded.weighting(cell_weight.clone());
-        for cov in continuous() {
-            let k = cov.index();
-            let got = within_cell_spearman(&firing, &firing.steps, &coded, &weighting, k);
+        let mut scales: Vec<TrackerScale> = continuous().iter().map(|c| TrackerScale::plain(c.index())).collect();
+        for regime in regimes {
+            let rhos = regime_tracker_rhos(&firing, &coded, &weighting, &regime);
+            for cov in continuous().into_iter().filter(|c| *c != regime.covariate) {
+                for (i, (descending, collapse)) in [(false, false), (true, false), (false, true)].into_iter().enumerate() {
+                    let scale = TrackerScale { k: cov.index(), within: Some(regime), descending, collapse };
+                    let one = within_cell_spearman(&firing, &firing.steps, &coded, &weighting, &scale);
+                    assert!((rhos[cov.index()][i] - one).abs() < 1e-9, "{cov:?} in {regime:?} {i}: one pass {} vs {one}", rhos[cov.index()][i]);
+                    scales.push(scale);
+                }
+            }
+        }
+        for scale in &scales {
+            let got = within_cell_spearman(&firing, &firing.steps, &coded, &weighting, scale);
             let (mut total, mut weight) = (0.0, 0.0);
             for c in (0..coded.n_cells()).filter(|&c| cell_weight[c] > 0.0) {
                 let steps: Vec<usize> = (coded.cell_offsets[c]..coded.cell_offsets[c + 1]).collect();
-                // Activation ranks among all the cell's steps; covariate ranks among its non-missing ones.
+                // Activation ranks among all the cell's steps; scale ranks among its non-missing ones.
                 let act_rank = mid_ranks(&steps.iter().map(|&s| dense[s]).collect::<Vec<_>>());
-                let kept: Vec<usize> = (0..steps.len()).filter(|&i| coded.step(steps[i])[k] as usize != MISSING).collect();
-                let codes: Vec<f64> = kept.iter().map(|&i| coded.step(steps[i])[k] as f64).collect();
+                let kept: Vec<usize> = (0..steps.len()).filter(|&i| slow_scale_code(&coded, scale, steps[i]) != MISSING).collect();
+                let codes: Vec<f64> = kept.iter().map(|&i| slow_scale_code(&coded, scale, steps[i]) as f64).collect();
                 let rho = if kept.is_empty() { 0.0 } else { pearson(&kept.iter().map(|&i| act_rank[i]).collect::<Vec<_>>(), &mid_ranks(&codes)) };
-                // A cell weighs by its steps where the covariate has a value.
+                // A cell weighs by its steps where the scale has a value.
                 let w = cell_weight[c] * kept.len() as f64;
                 total += w * rho;
                 weight += w;
             }
             let expected = if weight > 0.0 { total / weight } else { 0.0 };
-            assert!((got - expected).abs() < 1e-9, "{cov:?}: Spearman {got} vs {expected}");
+            assert!((got - expected).abs() < 1e-9, "{scale:?}: Spearman {got} vs {expected}");
         }
     }
 }
@@ -191,7 +221,7 @@ fn isotonic_fit_and_r_squared_match_step_by_step_sums() {
         for cov in continuous() {
             let k = cov.index();
             let n_codes = coded.codings[k].n_codes();
-            let stats = bin_stats_one(&firing, &firing.steps, &ranked, &coded, &weighting, k);
+            let stats = bin_stats_one(&firing, &firing.steps, &ranked, &coded, &weighting, &TrackerScale::plain(k));
             let mut bins = vec![(0.0, 0.0); n_codes.min(MISSING)];
             for s in 0..dense.len() {
                 let b = coded.step(s)[k] as usize;

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::schema::State;
 use crate::label::covariates::{Covariate, Covariates, StepKind};
 use crate::label::sentence::round_bound;
-use crate::label::scoring::{bin_stats, detector, isotonic, r_squared, score_detector, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked};
+use crate::label::scoring::{
+    bin_stats, bin_stats_one, detector, isotonic, r_squared, regime_tracker_rhos, score_detector, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
+    TrackerScale,
+};
 
 /// Codes per covariate, the last one reserved for missing values (NaN temperature, null soh).
 pub const MAX_CODES: usize = 24;
@@ -130,8 +133,14 @@ impl Atom {
 pub enum Candidate {
     /// "Fires when all atoms hold" (one atom, or a conjunction of two).
     Detector { atoms: Vec<Atom> },
-    /// "Activation ≈ monotone g(covariate)".
-    Tracker { covariate: Covariate, increasing: bool },
+    /// "Activation ≈ monotone g(covariate)", inside a regime when `within` is set ("tracks
+    /// |C-rate| during discharge": low outside it, rising with |C-rate| inside).
+    Tracker {
+        covariate: Covariate,
+        increasing: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        within: Option<Atom>,
+    },
 }
 
 /// Two labels count as the same (for stability and for distinct runners-up) when they are the
@@ -139,8 +148,14 @@ pub enum Candidate {
 /// a bootstrap that moves an interval edge by one bin still agrees.
 pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
     match (a, b) {
-        (Candidate::Tracker { covariate: c1, increasing: i1 }, Candidate::Tracker { covariate: c2, increasing: i2 }) => {
-            c1 == c2 && i1 == i2
+        (Candidate::Tracker { covariate: c1, increasing: i1, within: w1 }, Candidate::Tracker { covariate: c2, increasing: i2, within: w2 }) => {
+            c1 == c2
+                && i1 == i2
+                && match (w1, w2) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => x.covariate == y.covariate && x.overlap(y) >= 0.5,
+                    _ => false,
+                }
         }
         (Candidate::Detector { atoms: a1 }, Candidate::Detector { atoms: a2 }) => {
             a1.len() == a2.len()
@@ -154,7 +169,7 @@ impl Candidate {
     pub fn covariates(&self) -> Vec<Covariate> {
         match self {
             Candidate::Detector { atoms } => atoms.iter().map(|a| a.covariate).collect(),
-            Candidate::Tracker { covariate, .. } => vec![*covariate],
+            Candidate::Tracker { covariate, within, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).collect(),
         }
     }
 
@@ -273,6 +288,11 @@ impl CodedSteps {
         &self.cell_counts[c][k]
     }
 
+    /// Step counts per code of covariate `l` among cell `c`'s steps where `a` holds.
+    pub fn cell_conditional_counts(&self, c: usize, a: &Atom, l: usize) -> [u32; MAX_CODES] {
+        conditional(&self.cell_joint[c], a, l)
+    }
+
     /// The codes of every covariate at one global step.
     pub fn step(&self, step: usize) -> &[u8] {
         &self.codes[step * N_COV..(step + 1) * N_COV]
@@ -349,16 +369,21 @@ impl Weighting {
 
     /// Weighted counts per code of covariate `l` among steps where `a` holds.
     pub fn conditional_bins(&self, a: &Atom, l: usize) -> [f64; MAX_CODES] {
-        let k = a.covariate.index();
-        let table = &self.joint[pair_index(k, l)];
-        let mut out = [0.0; MAX_CODES];
-        for x in a.codes() {
-            for (y, slot) in out.iter_mut().enumerate() {
-                *slot += if k < l { table[x * MAX_CODES + y] } else { table[y * MAX_CODES + x] };
-            }
-        }
-        out
+        conditional(&self.joint, a, l)
     }
+}
+
+/// Counts per code of covariate `l` among steps where `a` holds, from joint count tables.
+fn conditional<T: Copy + Default + std::ops::AddAssign>(joint: &[Vec<T>], a: &Atom, l: usize) -> [T; MAX_CODES] {
+    let k = a.covariate.index();
+    let table = &joint[pair_index(k, l)];
+    let mut out = [T::default(); MAX_CODES];
+    for x in a.codes() {
+        for (y, slot) in out.iter_mut().enumerate() {
+            *slot += if k < l { table[x * MAX_CODES + y] } else { table[y * MAX_CODES + x] };
+        }
+    }
+    out
 }
 
 /// The name of the code that gathers what a label may not name: protocols of a single cell
@@ -528,24 +553,28 @@ pub fn search(
     }
     by_f1(&mut detectors);
     let conjunctions = conjunctions(&detectors, firing, ranked, coded, weighting, set, validation);
-    detectors.extend(conjunctions);
-    if let Some(held_out) = testable {
-        detectors.retain(|d| match &d.candidate {
-            Candidate::Detector { atoms } => {
-                let n = held_out.count(atoms);
-                n > 0.0 && n < held_out.total
-            }
-            Candidate::Tracker { .. } => true,
-        });
-    }
-    by_f1(&mut detectors);
     let mut trackers: Vec<Scored> = coded
         .codings
         .iter()
         .enumerate()
         .filter(|(_, c)| !c.covariate.is_categorical())
-        .map(|(k, c)| tracker(c, &stats[k], within_cell_spearman(firing, &firing.steps, coded, weighting, k)))
+        .map(|(k, c)| tracker(c, &stats[k], within_cell_spearman(firing, &firing.steps, coded, weighting, &TrackerScale::plain(k))))
         .collect();
+    trackers.extend(regime_trackers(&detectors, firing, ranked, coded, weighting, set, validation));
+    detectors.extend(conjunctions);
+    if let Some(held_out) = testable {
+        let scorable = |atoms: &[Atom]| {
+            let n = held_out.count(atoms);
+            n > 0.0 && n < held_out.total
+        };
+        let testable = |s: &Scored| match &s.candidate {
+            Candidate::Detector { atoms } => scorable(atoms),
+            Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&[a])),
+        };
+        detectors.retain(testable);
+        trackers.retain(testable);
+    }
+    by_f1(&mut detectors);
     trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
     let baseline = best_raw_signal(&detectors, &trackers, set);
     let by_strength = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
@@ -656,5 +685,52 @@ fn tracker(coding: &Coding, s: &BinStats, rho: f64) -> Scored {
     let increasing = rho >= 0.0;
     let g = isotonic(s, n, increasing);
     let score = Score { auroc: f64::NAN, f1: f64::NAN, spearman: rho.abs(), r2: r_squared(s, n, &g) };
-    Scored { candidate: Candidate::Tracker { covariate: coding.covariate, increasing }, score, g }
+    Scored { candidate: Candidate::Tracker { covariate: coding.covariate, increasing, within: None }, score, g }
+}
+
+/// Regimes a tracker may be confined to: the best single atoms by F1, on distinct covariates.
+const TRACKER_REGIMES: usize = 2;
+
+/// Trackers inside a regime ("tracks |C-rate| during discharge", DESIGN §5 step 2: trackers
+/// preferred to thresholds when they explain more): for each of the best `TRACKER_REGIMES`
+/// atoms, the covariate and direction with the best within-cell Spearman on the `fit` cells,
+/// kept when on the `check` cells it beats the regime alone by `min_conjunction_gain` (the
+/// covariate is a term like any other), then scored on `weighting`; g is fitted on the scale.
+fn regime_trackers(
+    detectors: &[Scored],
+    firing: &Firing,
+    ranked: &Ranked,
+    coded: &CodedSteps,
+    weighting: &Weighting,
+    set: &SearchSettings,
+    validation: Option<&Validation>,
+) -> Vec<Scored> {
+    let mut regimes: Vec<Atom> = Vec::new();
+    for d in detectors {
+        if let Candidate::Detector { atoms } = &d.candidate {
+            if atoms.len() == 1 && regimes.len() < TRACKER_REGIMES && regimes.iter().all(|r| r.covariate != atoms[0].covariate) {
+                regimes.push(atoms[0]);
+            }
+        }
+    }
+    let (fit, check) = validation.map_or((weighting, weighting), |v| (v.fit, v.check));
+    let mut out = Vec::new();
+    for regime in regimes {
+        let rhos = regime_tracker_rhos(firing, coded, fit, &regime);
+        let best = rhos.iter().enumerate().flat_map(|(k, r)| [(k, false, r[0]), (k, true, r[1])]).filter(|x| x.2.is_finite()).max_by(|a, b| a.2.total_cmp(&b.2));
+        let Some((k, descending, _)) = best else { continue };
+        let scale = TrackerScale { k, within: Some(regime), descending, collapse: false };
+        let on_check = |scale: &TrackerScale| within_cell_spearman(firing, &firing.steps, coded, check, scale);
+        if on_check(&scale) < on_check(&TrackerScale { collapse: true, ..scale }) + set.min_conjunction_gain {
+            continue;
+        }
+        let stats = bin_stats_one(firing, &firing.steps, ranked, coded, weighting, &scale);
+        let n = scale.n_codes(coded);
+        let g = isotonic(&stats, n, true);
+        let rho = within_cell_spearman(firing, &firing.steps, coded, weighting, &scale);
+        let score = Score { auroc: f64::NAN, f1: f64::NAN, spearman: rho, r2: r_squared(&stats, n, &g) };
+        let candidate = Candidate::Tracker { covariate: coded.codings[k].covariate, increasing: !descending, within: Some(regime) };
+        out.push(Scored { candidate, score, g });
+    }
+    out
 }

@@ -31,7 +31,7 @@ use crate::mine::{FeatureActivations, SparseActivations};
 use crate::{Error, Result};
 use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Validation, Weighting};
 use covariates::Covariates;
-use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked};
+use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked, TrackerScale};
 
 /// Settings of the label stage; defaults are DESIGN §5's thresholds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -400,12 +400,13 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
             Some(d) => Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN },
             None => Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN },
         },
-        Candidate::Tracker { covariate, increasing } => {
-            let k = covariate.index();
-            let n = coded.codings[k].n_codes();
-            let stats = bin_stats_one(firing, steps, ranked, coded, w, k);
-            let sign = if *increasing { 1.0 } else { -1.0 };
-            let rho = within_cell_spearman(firing, steps, coded, w, k);
+        Candidate::Tracker { increasing, within, .. } => {
+            let scale = TrackerScale::of(candidate).expect("a tracker");
+            let n = scale.n_codes(coded);
+            let stats = bin_stats_one(firing, steps, ranked, coded, w, &scale);
+            // A regime tracker's scale runs in its direction already.
+            let sign = if *increasing || within.is_some() { 1.0 } else { -1.0 };
+            let rho = within_cell_spearman(firing, steps, coded, w, &scale);
             let r2 = if g.len() >= n { r_squared(&stats, n, g) } else { f64::NAN };
             Score { auroc: f64::NAN, f1: f64::NAN, spearman: sign * rho, r2 }
         }

@@ -6,7 +6,7 @@
 //! activation 0, one tie group with a known mid-rank, so their contribution comes from the
 //! weighted code counts of [`Weighting`].
 
-use crate::label::candidates::{Atom, CodedSteps, Weighting, MAX_CODES, MISSING, N_COV};
+use crate::label::candidates::{Atom, Candidate, CodedSteps, Weighting, MAX_CODES, MISSING, N_COV};
 
 /// One feature's firing steps sorted by activation, ascending. Circular shifts move the steps
 /// but not the values, so this order (and the ranks) serve every null draw.
@@ -60,6 +60,90 @@ impl Firing {
             cell_rank,
             cell_zero_rank: zeros.iter().map(|z| 0.5 * z).collect(),
         }
+    }
+}
+
+/// The ordered codes a tracker ranks steps by: its covariate's bins, or, inside a regime
+/// ("during discharge"), the bins moved up by one (in the tracker's direction when
+/// `descending`) with every step outside the regime in code 0, below them all. `collapse` puts
+/// every in-regime step in code 1: the regime alone, which a covariate must improve on to earn
+/// its place in the label.
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerScale {
+    pub k: usize,
+    pub within: Option<Atom>,
+    pub descending: bool,
+    pub collapse: bool,
+}
+
+impl TrackerScale {
+    pub fn plain(k: usize) -> TrackerScale {
+        TrackerScale { k, within: None, descending: false, collapse: false }
+    }
+
+    pub fn of(candidate: &Candidate) -> Option<TrackerScale> {
+        match candidate {
+            Candidate::Tracker { covariate, increasing, within } => {
+                Some(TrackerScale { k: covariate.index(), within: *within, descending: within.is_some() && !increasing, collapse: false })
+            }
+            Candidate::Detector { .. } => None,
+        }
+    }
+
+    /// Codes on the scale (the covariate's, one more inside a regime; `MISSING` stays missing).
+    pub fn n_codes(&self, coded: &CodedSteps) -> usize {
+        let n = coded.codings[self.k].n_codes();
+        match (self.within, self.collapse) {
+            (None, _) => n,
+            (Some(_), false) => n + 1,
+            (Some(_), true) => 2,
+        }
+    }
+
+    /// The scale's code of a code of its covariate inside the regime.
+    fn inside(&self, own: usize, n: usize) -> usize {
+        match own {
+            MISSING => MISSING,
+            _ if self.collapse => 1,
+            _ if self.descending => n - own,
+            _ => own + 1,
+        }
+    }
+
+    /// The scale's code of a step, from its codes.
+    pub fn code(&self, coded: &CodedSteps, codes: &[u8]) -> usize {
+        let own = codes[self.k] as usize;
+        match self.within {
+            None => own,
+            Some(a) if !a.contains(codes[a.covariate.index()]) => 0,
+            Some(_) => self.inside(own, coded.codings[self.k].n_codes()),
+        }
+    }
+
+    /// Step counts per scale code from the covariate's counts and its counts inside the regime.
+    fn regroup(&self, coded: &CodedSteps, all: [f64; MAX_CODES], inside: impl Fn(&Atom) -> [f64; MAX_CODES]) -> [f64; MAX_CODES] {
+        let Some(a) = self.within else { return all };
+        let inside = inside(&a);
+        let n = coded.codings[self.k].n_codes();
+        let mut out = [0.0; MAX_CODES];
+        for (own, &count) in inside.iter().enumerate() {
+            if own < n || own == MISSING {
+                out[self.inside(own, n)] += count;
+            }
+        }
+        out[0] = all.iter().sum::<f64>() - inside.iter().sum::<f64>();
+        out
+    }
+
+    /// Weighted step counts per scale code.
+    pub fn bins(&self, coded: &CodedSteps, w: &Weighting) -> [f64; MAX_CODES] {
+        self.regroup(coded, w.bins[self.k], |a| w.conditional_bins(a, self.k))
+    }
+
+    /// Step counts per scale code in one cell.
+    fn cell_counts(&self, coded: &CodedSteps, c: usize) -> [f64; MAX_CODES] {
+        let all = coded.cell_counts(c, self.k).map(|n| n as f64);
+        self.regroup(coded, all, |a| coded.cell_conditional_counts(c, a, self.k).map(|n| n as f64))
     }
 }
 
@@ -206,40 +290,108 @@ pub fn score_detector(atoms: &[Atom], steps: &[u32], ranked: &Ranked, coded: &Co
 /// cell, averaged over cells weighted by weight × steps. A tracker should follow its covariate
 /// within a cell; pooled ranks would also reward differences between cells (one cell sits at
 /// high SOC throughout), which no circular shift can break, and the null would lose its power.
-pub fn within_cell_spearman(firing: &Firing, steps: &[u32], coded: &CodedSteps, weighting: &Weighting, k: usize) -> f64 {
+pub fn within_cell_spearman(firing: &Firing, steps: &[u32], coded: &CodedSteps, weighting: &Weighting, scale: &TrackerScale) -> f64 {
     let n_cells = coded.n_cells();
     let z = [0.0; MAX_CODES];
     let (mut fire, mut rank_sum, mut rank_sq) = (vec![z; n_cells], vec![z; n_cells], vec![z; n_cells]);
     for (i, &step) in steps.iter().enumerate() {
         let c = firing.cells[i] as usize;
         if weighting.cell_weight[c] > 0.0 {
-            let b = coded.step(step as usize)[k] as usize;
+            let b = scale.code(coded, coded.step(step as usize));
             let r = firing.cell_rank[i];
             fire[c][b] += 1.0;
             rank_sum[c][b] += r;
             rank_sq[c][b] += r * r;
         }
     }
-    let n_codes = coded.codings[k].n_codes();
+    let n_codes = scale.n_codes(coded);
     let (mut total, mut weight) = (0.0, 0.0);
     for c in (0..n_cells).filter(|&c| weighting.cell_weight[c] > 0.0) {
-        let counts = coded.cell_counts(c, k);
+        let counts = scale.cell_counts(coded, c);
         let r0 = firing.cell_zero_rank[c];
         let mut s = BinStats::empty(z);
         for b in 0..MAX_CODES {
-            s.weight[b] = counts[b] as f64;
-            let zeros = counts[b] as f64 - fire[c][b];
+            s.weight[b] = counts[b];
+            let zeros = counts[b] - fire[c][b];
             s.rank_sum[b] = rank_sum[c][b] + zeros * r0;
             s.rank_sq_sum[b] = rank_sq[c][b] + zeros * r0 * r0;
         }
         let rho = spearman(&s, n_codes);
         // A cell where the covariate is missing throughout (SOC of an unanchored cell) says
         // nothing about the tracker: it weighs by its steps with a value.
-        let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING] as f64);
+        let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING]);
         total += w * rho;
         weight += w;
     }
     if weight > 0.0 { total / weight } else { 0.0 }
+}
+
+/// Within-cell Spearman of every continuous covariate's regime tracker (`within` = `regime`),
+/// ascending and descending, and of the regime alone (collapsed), from one pass over the firing
+/// steps: `[k] = [ascending, descending, collapsed]`, NaN for the regime's own covariate and
+/// categorical ones. Equal to `within_cell_spearman` on each of those scales.
+pub fn regime_tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, regime: &Atom) -> Vec<[f64; 3]> {
+    type Sums = [[f64; 3]; MAX_CODES];
+    let n_cells = coded.n_cells();
+    let r = regime.covariate.index();
+    // Per weighted cell: firing sums per covariate and code inside the regime, and outside it.
+    let mut inside: Vec<Vec<Sums>> = (0..n_cells).map(|c| if weighting.cell_weight[c] > 0.0 { vec![[[0.0; 3]; MAX_CODES]; N_COV] } else { Vec::new() }).collect();
+    let mut outside = vec![[0.0f64; 3]; n_cells];
+    for (i, &step) in firing.steps.iter().enumerate() {
+        let c = firing.cells[i] as usize;
+        if weighting.cell_weight[c] <= 0.0 {
+            continue;
+        }
+        let codes = coded.step(step as usize);
+        let rank = firing.cell_rank[i];
+        let add = |slot: &mut [f64; 3]| {
+            slot[0] += 1.0;
+            slot[1] += rank;
+            slot[2] += rank * rank;
+        };
+        if regime.contains(codes[r]) {
+            for (k, sums) in inside[c].iter_mut().enumerate() {
+                add(&mut sums[codes[k] as usize]);
+            }
+        } else {
+            add(&mut outside[c]);
+        }
+    }
+    (0..N_COV)
+        .map(|k| {
+            if k == r || coded.codings[k].covariate.is_categorical() {
+                return [f64::NAN; 3];
+            }
+            [(false, false), (true, false), (false, true)].map(|(descending, collapse)| {
+                let scale = TrackerScale { k, within: Some(*regime), descending, collapse };
+                let n = coded.codings[k].n_codes();
+                let (mut total, mut weight) = (0.0, 0.0);
+                for c in (0..n_cells).filter(|&c| weighting.cell_weight[c] > 0.0) {
+                    let counts = scale.cell_counts(coded, c);
+                    let mut fired = [[0.0; 3]; MAX_CODES];
+                    fired[0] = outside[c];
+                    for (own, sums) in inside[c][k].iter().enumerate().filter(|(own, _)| *own < n || *own == MISSING) {
+                        let slot = &mut fired[scale.inside(own, n)];
+                        for (x, y) in slot.iter_mut().zip(sums) {
+                            *x += y;
+                        }
+                    }
+                    let r0 = firing.cell_zero_rank[c];
+                    let mut s = BinStats::empty([0.0; MAX_CODES]);
+                    for b in 0..MAX_CODES {
+                        let zeros = counts[b] - fired[b][0];
+                        s.weight[b] = counts[b];
+                        s.rank_sum[b] = fired[b][1] + zeros * r0;
+                        s.rank_sq_sum[b] = fired[b][2] + zeros * r0 * r0;
+                    }
+                    let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING]);
+                    total += w * spearman(&s, scale.n_codes(coded));
+                    weight += w;
+                }
+                if weight > 0.0 { total / weight } else { 0.0 }
+            })
+        })
+        .collect()
 }
 
 /// Weighted Spearman correlation between activation and a binned covariate (bins take their
@@ -313,12 +465,12 @@ pub fn r_squared(s: &BinStats, n_codes: usize, g: &[f64]) -> f64 {
     if sst <= 1e-12 { 0.0 } else { 1.0 - sse / sst }
 }
 
-/// Bin statistics of one covariate only (tracker scoring on the test half and under shifts).
-pub fn bin_stats_one(firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, k: usize) -> BinStats {
-    let mut s = BinStats::empty(weighting.bins[k]);
+/// Bin statistics of one tracker scale only (tracker scoring on the test half and under shifts).
+pub fn bin_stats_one(firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, scale: &TrackerScale) -> BinStats {
+    let mut s = BinStats::empty(scale.bins(coded, weighting));
     for (i, &step) in steps.iter().enumerate() {
         if ranked.weight[i] > 0.0 {
-            s.add(coded.step(step as usize)[k] as usize, ranked.weight[i], ranked.rank[i], firing.values[i] as f64);
+            s.add(scale.code(coded, coded.step(step as usize)), ranked.weight[i], ranked.rank[i], firing.values[i] as f64);
         }
     }
     s.close(ranked.zero_rank)

@@ -22,8 +22,9 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
                 .collect();
             format!("fires {}", joined.join(" "))
         }
-        Candidate::Tracker { covariate, increasing } => {
-            format!("tracks {} ({})", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
+        Candidate::Tracker { covariate, increasing, within } => {
+            let regime = within.map_or(String::new(), |a| format!(" {}", atom_phrase(&a, &codings[a.covariate.index()])));
+            format!("tracks {} ({}){regime}", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
         }
     }
 }
@@ -162,9 +163,11 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
 fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<String> {
     let v = |x: f32| value(c, x);
     Some(match (c, range) {
-        // Signed C-rate bounded away from zero reads as a direction and a rate.
-        (Covariate::CRate, (Some(a), None)) if a >= 0.0 => format!("during charge above {}", v(a)),
-        (Covariate::CRate, (None, Some(b))) if b <= 0.0 => format!("during discharge above {}", v(-b)),
+        // Signed C-rate bounded away from zero reads as a direction and a rate; at zero, the direction.
+        (Covariate::CRate, (Some(a), None)) if a == 0.0 => "during charge".into(),
+        (Covariate::CRate, (None, Some(b))) if b == 0.0 => "during discharge".into(),
+        (Covariate::CRate, (Some(a), None)) if a > 0.0 => format!("during charge above {}", v(a)),
+        (Covariate::CRate, (None, Some(b))) if b < 0.0 => format!("during discharge above {}", v(-b)),
         (Covariate::CRateChangeNext, (Some(a), None)) if a >= 0.0 => format!("when the current steps up by more than {} next", v(a)),
         (Covariate::CRateChangeNext, (None, Some(b))) if b <= 0.0 => format!("when the current steps down by more than {} next", v(-b)),
         (Covariate::LastCurrentStep, (Some(a), None)) if a >= 0.0 => format!("after a current step up of more than {}", v(a)),
@@ -225,6 +228,21 @@ mod tests {
         Coding { covariate, edges: edges.to_vec(), categories: Vec::new(), range: Some((f32::MIN, f32::MAX)) }
     }
 
+    /// Every covariate without bins but `one`.
+    fn codings_with(one: Coding) -> Vec<Coding> {
+        let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
+        let k = one.covariate.index();
+        codings[k] = one;
+        codings
+    }
+
+    #[test]
+    fn a_regime_tracker_names_its_regime() {
+        let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
+        let tracker = Candidate::Tracker { covariate: Covariate::AbsCRate, increasing: true, within: Some(Atom::interval(Covariate::CRate, 0, 1)) };
+        assert_eq!(sentence(&tracker, &codings_with(rate)), "tracks |C-rate| (rises with it) during discharge");
+    }
+
     #[test]
     fn a_second_when_condition_is_joined_by_while() {
         let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
@@ -250,6 +268,9 @@ mod tests {
         assert_eq!(value(Covariate::Temperature, round_bound(Covariate::Temperature, 41.37)), "41 °C");
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 57.0)), "60 s");
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 13_700.0)), "4 h");
+        let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
+        assert_eq!(sentence(&Candidate::Detector { atoms: vec![Atom::interval(Covariate::CRate, 2, 3)] }, &codings_with(rate.clone())), "fires during charge");
+        assert_eq!(sentence(&Candidate::Detector { atoms: vec![Atom::interval(Covariate::CRate, 3, 3)] }, &codings_with(rate)), "fires during charge above 1C");
         // The step up to the next decade: 10 × 0.01 must not print as 0.09999999.
         assert_eq!(value(Covariate::CRate, round_bound(Covariate::CRate, 0.0997)), "0.1C");
         assert_eq!(value(Covariate::DvNext, round_bound(Covariate::DvNext, -96.0)), "-100 mV");

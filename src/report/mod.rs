@@ -491,12 +491,14 @@ fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
             let holds = (0..n).map(|s| atoms.iter().all(|a| a.contains(ctx.coded.step(s)[a.covariate.index()]))).collect();
             (holds, "label holds".into())
         }
-        Candidate::Tracker { covariate, increasing } => {
+        Candidate::Tracker { covariate, increasing, within } => {
             let k = covariate.index();
             let median = ctx.coded.codings[k].n_codes() as u8 / 2;
-            let holds = (0..n).map(|s| (ctx.coded.step(s)[k] >= median) == *increasing).collect();
+            let inside = |codes: &[u8]| within.is_none_or(|a| a.contains(codes[a.covariate.index()]));
+            let holds = (0..n).map(|s| inside(ctx.coded.step(s)) && (ctx.coded.step(s)[k] >= median) == *increasing).collect();
             let half = if *increasing { "upper" } else { "lower" };
-            (holds, format!("{} in its {half} half", covariate.name()))
+            let regime = if within.is_some() { " inside its regime" } else { "" };
+            (holds, format!("{} in its {half} half{regime}", covariate.name()))
         }
     }
 }
