@@ -417,10 +417,11 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
 /// the resample's best few distinct labels (`set.keep`, the runners-up a card shows), or scores
 /// no more than `tie` (strength) below the winner there. Near-synonyms ("in CV holds", "the
 /// current tapers next", "above 4.19 V") trade the top place from resample to resample; a label
-/// that is a fluke of the drawn cells drops out of the top few. Resamples that carry no evidence about a candidate are left out of its
-/// share: those that drew none of the cells where the feature fires (a feature of one drive
-/// cycle is silent in a third of them), and those where the candidate cannot be scored (its
-/// predicate holds on none of the drawn steps, as "discharge above 2C" without a drive cycle).
+/// that is a fluke of the drawn cells drops out of the top few. Resamples that carry no
+/// evidence about a candidate are left out of its share: those that drew none of the cells
+/// where the feature fires (a feature of one drive cycle is silent in a third of them), and
+/// those where the candidate cannot be scored (its predicate holds on none of the drawn steps,
+/// as "discharge above 2C" without a drive cycle).
 fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, tie: f64) -> Vec<f64> {
     let (mut informative, mut agree) = (vec![0usize; chosen.len()], vec![0usize; chosen.len()]);
     for w in &halves.bootstrap {
