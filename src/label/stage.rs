@@ -17,7 +17,8 @@ use super::metadata::protocol_effects;
 use super::tables::write_labels;
 use super::candidates::fit_codings;
 use super::{label_features, split_cells, FeatureLabel, LabelConfig};
-use crate::data::canonical::Dataset;
+use crate::data::canonical::{read_cell, Dataset, DatasetPaths};
+use crate::data::cells::CellInfo;
 use crate::mine::SparseActivations;
 use crate::record::read_sparse;
 use crate::{Error, Result};
@@ -31,40 +32,47 @@ pub const CODINGS_FILE: &str = "codings.json";
 /// `out_dir`; returns live features, the accepted share and the held-out scores of accepted
 /// labels (median and quartiles).
 pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
-    let (dataset, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
-    let labels = label_features(&acts, &covariates, &dataset.cells, cfg)?;
-    let codings = fit_codings(&covariates, &split_cells(&dataset.cells, cfg.explain_fraction, cfg.seed));
+    let (cells, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
+    let labels = label_features(&acts, &covariates, &cells, cfg)?;
+    let codings = fit_codings(&covariates, &split_cells(&cells, cfg.explain_fraction, cfg.seed));
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     write_labels(out_dir, &labels)?;
     crate::io::write_json(&out_dir.join(LABELS_FILE), &labels)?;
     crate::io::write_json(&out_dir.join(CODINGS_FILE), &codings)?;
-    let mut effects = protocol_effects(&acts, &covariates, &dataset.cells)?;
+    let mut effects = protocol_effects(&acts, &covariates, &cells)?;
     write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
     Ok(summary(&labels, out_dir))
 }
 
-/// The dataset, the activations recorded over it (checked to be over the same cells) and the
-/// covariates, with SOC from `cfg.soc_column` when set.
-pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig) -> Result<(Dataset, SparseActivations, Vec<Covariates>)> {
-    let dataset = Dataset::load(dataset_dir)?;
+/// The dataset's cells, the activations recorded over them (checked to be over the same cells)
+/// and the covariates, with SOC from `cfg.soc_column` when set. Each cell's time series is read,
+/// turned into covariates and dropped, so at most one series per thread is in memory.
+pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig) -> Result<(Vec<CellInfo>, SparseActivations, Vec<Covariates>)> {
+    use rayon::prelude::*;
+    let cells = Dataset::load_cells(dataset_dir)?;
     let acts = read_sparse(record_dir)?;
-    if acts.cell_ids.iter().ne(dataset.cells.iter().map(|c| &c.cell_id)) {
+    if acts.cell_ids.iter().ne(cells.iter().map(|c| &c.cell_id)) {
         return Err(Error::Config(format!(
             "label: the record in {} was made over other cells than {}",
             record_dir.display(),
             dataset_dir.display()
         )));
     }
-    let mut covariates = Covariates::for_dataset(&dataset);
-    if let Some(column) = &cfg.soc_column {
-        for (cov, data) in covariates.iter_mut().zip(&dataset.data) {
-            let gt = data.gt_f32(column).ok_or_else(|| {
-                Error::Config(format!("label: soc_column {column:?} is not a column of cell {} in {}", data.cell_id, dataset_dir.display()))
-            })?;
-            cov.columns[Covariate::Soc.index()] = gt;
-        }
-    }
-    Ok((dataset, acts, covariates))
+    let paths = DatasetPaths::new(dataset_dir);
+    let covariates = cells
+        .par_iter()
+        .map(|info| {
+            let (_, data) = read_cell(&paths.cell_file(&info.cell_id))?;
+            let mut cov = Covariates::from_cell(info, &data);
+            if let Some(column) = &cfg.soc_column {
+                cov.columns[Covariate::Soc.index()] = data.gt_f32(column).ok_or_else(|| {
+                    Error::Config(format!("label: soc_column {column:?} is not a column of cell {} in {}", data.cell_id, dataset_dir.display()))
+                })?;
+            }
+            Ok(cov)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((cells, acts, covariates))
 }
 
 pub(crate) fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Result<()> {
