@@ -100,9 +100,26 @@ fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
         "accepted_share_of_testable": accepted.len() as f64 / testable.max(1) as f64,
         "test_auroc": held_out(&|l| l.candidates.first().map_or(f64::NAN, |c| c.test.auroc)),
         "test_spearman": held_out(&|l| l.candidates.first().map_or(f64::NAN, |c| c.test.spearman)),
+        "shared_sentences": shared_sentences(&accepted),
         "labels": out_dir.join("labels.parquet"),
         "protocol_effects": out_dir.join("protocol_effects.csv"),
     })
+}
+
+/// Sentences that more than three accepted features share, largest group first, with the
+/// quartiles of their sibling AUROC: near 0.5, the features fire on the same steps and no label
+/// can tell them apart (near-duplicate features); well above, a better label could.
+fn shared_sentences(accepted: &[&FeatureLabel]) -> serde_json::Value {
+    let mut groups: std::collections::BTreeMap<&str, Vec<f64>> = std::collections::BTreeMap::new();
+    for l in accepted {
+        groups.entry(l.label.as_str()).or_default().push(l.sibling_auroc);
+    }
+    let mut shared: Vec<(&str, Vec<f64>)> = groups.into_iter().filter(|(_, g)| g.len() > 3).collect();
+    shared.sort_by_key(|(_, g)| std::cmp::Reverse(g.len()));
+    shared
+        .into_iter()
+        .map(|(sentence, g)| serde_json::json!({ "sentence": sentence, "features": g.len(), "sibling_auroc": quartiles(g.into_iter().filter(|v| v.is_finite()).collect()) }))
+        .collect()
 }
 
 /// Count, first quartile, median and third quartile (linear interpolation); null when empty.
