@@ -551,7 +551,9 @@ fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
         });
     }
     if !(best.q_value < cfg.max_q) {
-        failed.push(format!("q {:.2} ≥ {}", best.q_value, cfg.max_q));
+        // Two significant digits: "q 0.011 ≥ 0.01", never "q 0.01 ≥ 0.01".
+        let digits = if best.q_value < 0.1 { 3 } else { 2 };
+        failed.push(format!("q {:.*} ≥ {}", digits, best.q_value, cfg.max_q));
     }
     if !(l.stability >= cfg.min_stability) {
         failed.push(format!("stability {:.2} < {}", l.stability, cfg.min_stability));
