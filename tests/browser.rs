@@ -143,6 +143,23 @@ fn index_filters_reduce_the_rows_and_live_in_the_url() {
     assert!(n >= 1 && n < live.len(), "search narrows the table: {n}");
 }
 
+/// (source, target) of the graph viewer's edge paths whose markup contains `marker`, sorted.
+fn drawn_edges(dom: &str, marker: &str) -> Vec<(String, String)> {
+    let mut edges: Vec<(String, String)> = dom
+        .split("<path ")
+        .filter(|p| p.contains(marker))
+        .map(|p| {
+            let get = |a: &str| {
+                let at = p.find(&format!("{a}=\"")).unwrap() + a.len() + 2;
+                p[at..at + p[at..].find('"').unwrap()].to_owned()
+            };
+            (get("data-source"), get("data-target"))
+        })
+        .collect();
+    edges.sort();
+    edges
+}
+
 #[test]
 fn a_click_on_a_graph_node_highlights_exactly_its_edges() {
     let Some(bin) = browser() else { return };
@@ -150,20 +167,10 @@ fn a_click_on_a_graph_node_highlights_exactly_its_edges() {
     let page = fx.report.join("graph.html");
     let graph = fixture::graph();
     for node in ["1_0_3", "E_1_2"] {
-        let dom = run_chromium(&bin, &format!("{}#node={node}", file_url(&page)), &["--dump-dom".into()]);
+        // threshold=0: every edge drawn.
+        let dom = run_chromium(&bin, &format!("{}#node={node}&threshold=0", file_url(&page)), &["--dump-dom".into()]);
         assert_eq!(body_attr(&dom, "data-selected").as_deref(), Some(node), "the click selected the node");
-        let mut highlighted: Vec<(String, String)> = dom
-            .split("<path ")
-            .filter(|p| p.contains("class=\"edge hl\""))
-            .map(|p| {
-                let get = |a: &str| {
-                    let at = p.find(&format!("{a}=\"")).unwrap() + a.len() + 2;
-                    p[at..at + p[at..].find('"').unwrap()].to_owned()
-                };
-                (get("data-source"), get("data-target"))
-            })
-            .collect();
-        highlighted.sort();
+        let highlighted = drawn_edges(&dom, "class=\"edge hl\"");
         let mut expected: Vec<(String, String)> = graph["links"]
             .as_array()
             .unwrap()
@@ -178,6 +185,18 @@ fn a_click_on_a_graph_node_highlights_exactly_its_edges() {
     }
     let dom = run_chromium(&bin, &file_url(&page), &["--dump-dom".into()]);
     assert!(!dom.contains("data-id=\"E_2_3\""), "an input without edges is not drawn");
+    // At first each node keeps the edges into it of at least half its strongest incoming |weight|.
+    let links = graph["links"].as_array().unwrap();
+    let strongest_into = |target: &str| links.iter().filter(|l| l["target"] == target).map(|l| l["weight"].as_f64().unwrap().abs()).fold(0.0, f64::max);
+    let mut expected: Vec<(String, String)> = links
+        .iter()
+        .filter(|l| l["weight"].as_f64().unwrap().abs() >= 0.5 * strongest_into(l["target"].as_str().unwrap()))
+        .map(|l| (l["source"].as_str().unwrap().to_owned(), l["target"].as_str().unwrap().to_owned()))
+        .collect();
+    expected.sort();
+    let drawn = drawn_edges(&dom, "class=\"edge");
+    assert!(expected.len() < links.len(), "the fixture has edges below half of their target's strongest");
+    assert_eq!(drawn, expected, "edges drawn at the default threshold");
     let shot = fx.report.join("screenshot-graph.png");
     run_chromium(&bin, &format!("{}#node=1_0_3", file_url(&page)), &[format!("--screenshot={}", shot.display())]);
     eprintln!("screenshot: {}", shot.display());
