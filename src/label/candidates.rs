@@ -552,7 +552,8 @@ pub fn search(
         }
     }
     by_f1(&mut detectors);
-    let conjunctions = conjunctions(&detectors, firing, ranked, coded, weighting, set, validation);
+    let scope = Scope { firing, ranked, coded, weighting };
+    let conjunctions = conjunctions(&leading_atoms(&detectors, set.conjunction_seeds), &scope, set, validation);
     let mut trackers: Vec<Scored> = coded
         .codings
         .iter()
@@ -560,7 +561,7 @@ pub fn search(
         .filter(|(_, c)| !c.covariate.is_categorical())
         .map(|(k, c)| tracker(c, &stats[k], within_cell_spearman(firing, &firing.steps, coded, weighting, &TrackerScale::plain(k))))
         .collect();
-    trackers.extend(regime_trackers(&detectors, firing, ranked, coded, weighting, set, validation));
+    trackers.extend(regime_trackers(&leading_atoms(&detectors, TRACKER_REGIMES), &scope, set, validation));
     detectors.extend(conjunctions);
     if let Some(held_out) = testable {
         let scorable = |atoms: &[Atom]| {
@@ -628,35 +629,40 @@ fn atom_score(atom: &Atom, s: &BinStats, ranked: &Ranked, total: f64) -> Option<
     detector(w, r, f, ranked, total)
 }
 
+/// What one search looks at: a feature's firing, ranked on one weighting of the cells.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    firing: &'a Firing,
+    ranked: &'a Ranked,
+    coded: &'a CodedSteps,
+    weighting: &'a Weighting,
+}
+
+/// The first `n` single atoms of `detectors` (best first) on distinct covariates: the seeds of
+/// conjunctions and the regimes of trackers.
+fn leading_atoms(detectors: &[Scored], n: usize) -> Vec<Atom> {
+    let mut out: Vec<Atom> = Vec::new();
+    for d in detectors {
+        if let Candidate::Detector { atoms } = &d.candidate {
+            if out.len() < n && atoms.len() == 1 && out.iter().all(|a| a.covariate != atoms[0].covariate) {
+                out.push(atoms[0]);
+            }
+        }
+    }
+    out
+}
+
 /// Two-term conjunctions (rest ∧ step_time < 120 s): for each seed atom, the atom of another
 /// covariate with the best F1 on the steps where the seed holds, kept when it raises F1 by
 /// `min_conjunction_gain` on the validation cells (a term that only fits the cells it was
 /// chosen on lowers held-out F1), then scored on `weighting`.
-fn conjunctions(
-    atoms: &[Scored],
-    firing: &Firing,
-    ranked: &Ranked,
-    coded: &CodedSteps,
-    weighting: &Weighting,
-    set: &SearchSettings,
-    validation: Option<&Validation>,
-) -> Vec<Scored> {
+fn conjunctions(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
+    let Scope { firing, ranked, coded, weighting } = *scope;
     let mut out = Vec::new();
-    let mut seeds: Vec<&Scored> = Vec::new();
-    for a in atoms {
-        if seeds.len() == set.conjunction_seeds {
-            break;
-        }
-        if !seeds.iter().any(|s| s.candidate.covariates() == a.candidate.covariates()) {
-            seeds.push(a);
-        }
-    }
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
     let f1_on = |atoms: &[Atom], w: &Weighting, r: &Ranked| score_detector(atoms, &firing.steps, r, coded, w).map_or(0.0, |d| d.f1);
-    for seed in seeds {
-        let Candidate::Detector { atoms: seed_atoms } = &seed.candidate else { continue };
-        let given = seed_atoms[0];
+    for &given in seeds {
         let stats = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&given));
         let best = coded
             .codings
@@ -696,26 +702,11 @@ const TRACKER_REGIMES: usize = 2;
 /// atoms, the covariate and direction with the best within-cell Spearman on the `fit` cells,
 /// kept when on the `check` cells it beats the regime alone by `min_conjunction_gain` (the
 /// covariate is a term like any other), then scored on `weighting`; g is fitted on the scale.
-fn regime_trackers(
-    detectors: &[Scored],
-    firing: &Firing,
-    ranked: &Ranked,
-    coded: &CodedSteps,
-    weighting: &Weighting,
-    set: &SearchSettings,
-    validation: Option<&Validation>,
-) -> Vec<Scored> {
-    let mut regimes: Vec<Atom> = Vec::new();
-    for d in detectors {
-        if let Candidate::Detector { atoms } = &d.candidate {
-            if atoms.len() == 1 && regimes.len() < TRACKER_REGIMES && regimes.iter().all(|r| r.covariate != atoms[0].covariate) {
-                regimes.push(atoms[0]);
-            }
-        }
-    }
+fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
+    let Scope { firing, ranked, coded, weighting } = *scope;
     let (fit, check) = validation.map_or((weighting, weighting), |v| (v.fit, v.check));
     let mut out = Vec::new();
-    for regime in regimes {
+    for &regime in regimes {
         let rhos = regime_tracker_rhos(firing, coded, fit, &regime);
         let best = rhos.iter().enumerate().flat_map(|(k, r)| [(k, false, r[0]), (k, true, r[1])]).filter(|x| x.2.is_finite()).max_by(|a, b| a.2.total_cmp(&b.2));
         let Some((k, descending, _)) = best else { continue };
