@@ -372,10 +372,14 @@ enum Command {
     /// on every new cell, its shift-null p (fitted and empirical), BH q, and `still_holds` when
     /// the acceptance thresholds (strength, q) pass there too.
     Label {
+        /// The canonical dataset the record was made over (`voltlens ingest` / `synth` output).
         #[arg(long)]
         data: PathBuf,
+        /// A `voltlens record` folder over those cells (activations.parquet, covariates.parquet).
         #[arg(long)]
         record: PathBuf,
+        /// Output folder, created if needed: labels.parquet/.csv/.json, codings.json,
+        /// protocol_effects.csv (with --check: check.parquet/.csv).
         #[arg(long)]
         out: PathBuf,
         /// A TOML file of labeller settings (explain_fraction, n_shifts, n_bootstrap, thresholds…).
