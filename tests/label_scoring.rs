@@ -10,7 +10,7 @@ use voltlens::data::canonical::Dataset;
 use voltlens::data::ingest::{ingest, IngestOptions};
 use voltlens::label::candidates::{Atom, CodedSteps, MISSING};
 use voltlens::label::covariates::{Covariate, Covariates};
-use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, regime_tracker_rhos, score_detector, within_cell_spearman, Firing, TrackerScale};
+use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, score_detector, tracker_rhos, within_cell_spearman, Firing, TrackerScale};
 
 /// Steps kept per cell: enough for every bin, few enough for O(n²) checks.
 const ROWS: usize = 240;
@@ -148,8 +148,13 @@ fn within_cell_spearman_matches_ranking_each_cell() {
         let firing = Firing::new(entries, &coded.cell_offsets);
         let weighting = coded.weighting(cell_weight.clone());
         let mut scales: Vec<TrackerScale> = continuous().iter().map(|c| TrackerScale::plain(c.index())).collect();
+        let plain = tracker_rhos(&firing, &coded, &weighting, None);
+        for scale in &scales {
+            let one = within_cell_spearman(&firing, &firing.steps, &coded, &weighting, scale);
+            assert!((plain[scale.k][0] - one).abs() < 1e-9, "{scale:?}: one pass {} vs {one}", plain[scale.k][0]);
+        }
         for regime in regimes {
-            let rhos = regime_tracker_rhos(&firing, &coded, &weighting, &regime);
+            let rhos = tracker_rhos(&firing, &coded, &weighting, Some(&regime));
             for cov in continuous().into_iter().filter(|c| *c != regime.covariate) {
                 for (i, (descending, collapse)) in [(false, false), (true, false), (false, true)].into_iter().enumerate() {
                     let scale = TrackerScale { k: cov.index(), within: Some(regime), descending, collapse };

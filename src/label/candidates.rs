@@ -11,7 +11,7 @@ use crate::data::schema::State;
 use crate::label::covariates::{Covariate, Covariates, StepKind};
 use crate::label::sentence::round_bound;
 use crate::label::scoring::{
-    bin_stats, bin_stats_one, detector, isotonic, r_squared, regime_tracker_rhos, score_detector, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
+    bin_stats, bin_stats_one, detector, isotonic, r_squared, score_detector, tracker_rhos, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
     TrackerScale,
 };
 
@@ -554,13 +554,8 @@ pub fn search(
     by_f1(&mut detectors);
     let scope = Scope { firing, ranked, coded, weighting };
     let conjunctions = conjunctions(&leading_atoms(&detectors, set.conjunction_seeds), &scope, set, validation);
-    let mut trackers: Vec<Scored> = coded
-        .codings
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| !c.covariate.is_categorical())
-        .map(|(k, c)| tracker(c, &stats[k], within_cell_spearman(firing, &firing.steps, coded, weighting, &TrackerScale::plain(k))))
-        .collect();
+    let rhos = tracker_rhos(firing, coded, weighting, None);
+    let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| !c.covariate.is_categorical()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
     trackers.extend(regime_trackers(&leading_atoms(&detectors, TRACKER_REGIMES), &scope, set, validation));
     detectors.extend(conjunctions);
     if let Some(held_out) = testable {
@@ -707,7 +702,7 @@ fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, valida
     let (fit, check) = validation.map_or((weighting, weighting), |v| (v.fit, v.check));
     let mut out = Vec::new();
     for &regime in regimes {
-        let rhos = regime_tracker_rhos(firing, coded, fit, &regime);
+        let rhos = tracker_rhos(firing, coded, fit, Some(&regime));
         let best = rhos.iter().enumerate().flat_map(|(k, r)| [(k, false, r[0]), (k, true, r[1])]).filter(|x| x.2.is_finite()).max_by(|a, b| a.2.total_cmp(&b.2));
         let Some((k, descending, _)) = best else { continue };
         let scale = TrackerScale { k, within: Some(regime), descending, collapse: false };

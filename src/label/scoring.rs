@@ -326,15 +326,16 @@ pub fn within_cell_spearman(firing: &Firing, steps: &[u32], coded: &CodedSteps, 
     if weight > 0.0 { total / weight } else { 0.0 }
 }
 
-/// Within-cell Spearman of every continuous covariate's regime tracker (`within` = `regime`),
-/// ascending and descending, and of the regime alone (collapsed), from one pass over the firing
-/// steps: `[k] = [ascending, descending, collapsed]`, NaN for the regime's own covariate and
-/// categorical ones. Equal to `within_cell_spearman` on each of those scales.
-pub fn regime_tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, regime: &Atom) -> Vec<[f64; 3]> {
+/// Within-cell Spearman of every continuous covariate's tracker from one pass over the firing
+/// steps: `[k] = [ascending, descending, collapsed]`. With a `regime`, the trackers inside it
+/// (ascending and descending scales) and the regime alone (collapsed); without, the plain
+/// tracker in `[k][0]` (the others NaN). NaN for categorical covariates and the regime's own.
+/// Equal to `within_cell_spearman` on each of those scales.
+pub fn tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, regime: Option<&Atom>) -> Vec<[f64; 3]> {
     type Sums = [[f64; 3]; MAX_CODES];
     let n_cells = coded.n_cells();
-    let r = regime.covariate.index();
-    // Per weighted cell: firing sums per covariate and code inside the regime, and outside it.
+    // Per weighted cell: firing sums per covariate and code inside the regime (every step
+    // without one), and outside it.
     let mut inside: Vec<Vec<Sums>> = (0..n_cells).map(|c| if weighting.cell_weight[c] > 0.0 { vec![[[0.0; 3]; MAX_CODES]; N_COV] } else { Vec::new() }).collect();
     let mut outside = vec![[0.0f64; 3]; n_cells];
     for (i, &step) in firing.steps.iter().enumerate() {
@@ -349,7 +350,7 @@ pub fn regime_tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weig
             slot[1] += rank;
             slot[2] += rank * rank;
         };
-        if regime.contains(codes[r]) {
+        if regime.is_none_or(|a| a.contains(codes[a.covariate.index()])) {
             for (k, sums) in inside[c].iter_mut().enumerate() {
                 add(&mut sums[codes[k] as usize]);
             }
@@ -357,39 +358,42 @@ pub fn regime_tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weig
             add(&mut outside[c]);
         }
     }
+    let rho = |scale: &TrackerScale| {
+        let n = coded.codings[scale.k].n_codes();
+        let (mut total, mut weight) = (0.0, 0.0);
+        for c in (0..n_cells).filter(|&c| weighting.cell_weight[c] > 0.0) {
+            let counts = scale.cell_counts(coded, c);
+            let mut fired = [[0.0; 3]; MAX_CODES];
+            fired[0] = outside[c];
+            for (own, sums) in inside[c][scale.k].iter().enumerate().filter(|(own, _)| *own < n || *own == MISSING) {
+                let code = if scale.within.is_some() { scale.inside(own, n) } else { own };
+                for (x, y) in fired[code].iter_mut().zip(sums) {
+                    *x += y;
+                }
+            }
+            let r0 = firing.cell_zero_rank[c];
+            let mut s = BinStats::empty([0.0; MAX_CODES]);
+            for b in 0..MAX_CODES {
+                let zeros = counts[b] - fired[b][0];
+                s.weight[b] = counts[b];
+                s.rank_sum[b] = fired[b][1] + zeros * r0;
+                s.rank_sq_sum[b] = fired[b][2] + zeros * r0 * r0;
+            }
+            let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING]);
+            total += w * spearman(&s, scale.n_codes(coded));
+            weight += w;
+        }
+        if weight > 0.0 { total / weight } else { 0.0 }
+    };
     (0..N_COV)
         .map(|k| {
-            if k == r || coded.codings[k].covariate.is_categorical() {
+            if coded.codings[k].covariate.is_categorical() || regime.is_some_and(|a| a.covariate.index() == k) {
                 return [f64::NAN; 3];
             }
-            [(false, false), (true, false), (false, true)].map(|(descending, collapse)| {
-                let scale = TrackerScale { k, within: Some(*regime), descending, collapse };
-                let n = coded.codings[k].n_codes();
-                let (mut total, mut weight) = (0.0, 0.0);
-                for c in (0..n_cells).filter(|&c| weighting.cell_weight[c] > 0.0) {
-                    let counts = scale.cell_counts(coded, c);
-                    let mut fired = [[0.0; 3]; MAX_CODES];
-                    fired[0] = outside[c];
-                    for (own, sums) in inside[c][k].iter().enumerate().filter(|(own, _)| *own < n || *own == MISSING) {
-                        let slot = &mut fired[scale.inside(own, n)];
-                        for (x, y) in slot.iter_mut().zip(sums) {
-                            *x += y;
-                        }
-                    }
-                    let r0 = firing.cell_zero_rank[c];
-                    let mut s = BinStats::empty([0.0; MAX_CODES]);
-                    for b in 0..MAX_CODES {
-                        let zeros = counts[b] - fired[b][0];
-                        s.weight[b] = counts[b];
-                        s.rank_sum[b] = fired[b][1] + zeros * r0;
-                        s.rank_sq_sum[b] = fired[b][2] + zeros * r0 * r0;
-                    }
-                    let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING]);
-                    total += w * spearman(&s, scale.n_codes(coded));
-                    weight += w;
-                }
-                if weight > 0.0 { total / weight } else { 0.0 }
-            })
+            match regime {
+                None => [rho(&TrackerScale::plain(k)), f64::NAN, f64::NAN],
+                Some(&a) => [(false, false), (true, false), (false, true)].map(|(descending, collapse)| rho(&TrackerScale { k, within: Some(a), descending, collapse })),
+            }
         })
         .collect()
 }
