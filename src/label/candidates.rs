@@ -476,7 +476,7 @@ pub struct Score {
 }
 
 impl Score {
-    fn detector(d: DetectorScore) -> Score {
+    pub(crate) fn detector(d: DetectorScore) -> Score {
         Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN }
     }
 }

@@ -18,7 +18,7 @@ use super::candidates::{Candidate, CodedSteps, Coding, Score};
 use super::covariates::{Covariate, Covariates};
 use super::scoring::{rank, Firing};
 use super::stage::{load_inputs, quartiles, CODINGS_FILE, LABELS_FILE};
-use super::{fdr, null, score_candidate, shift_p_values, FeatureLabel, LabelConfig};
+use super::{fdr, firing_of, null, score_candidate, shift_p_values, FeatureLabel, LabelConfig};
 use crate::mine::tables::{Table, TableColumn};
 use crate::io::read_json;
 use crate::mine::SparseActivations;
@@ -104,8 +104,7 @@ pub fn check(labels: &[FeatureLabel], codings: Vec<Coding>, acts: &SparseActivat
         .enumerate()
         .map(|(i, l)| {
             let best = &l.candidates[0];
-            let entries = by_id.get(&(l.layer, l.feature)).map(|&f| acts.features[f].entries().map(|(c, r, v)| (c as u32, r, v)).collect()).unwrap_or_default();
-            let firing = Firing::new(entries, &coded.cell_offsets);
+            let firing = by_id.get(&(l.layer, l.feature)).map_or_else(|| Firing::new(Vec::new(), &coded.cell_offsets), |&f| firing_of(&acts.features[f], &coded));
             let ranked = rank(&firing, &every_cell);
             let score = score_candidate(&best.candidate, &best.g, &firing, &firing.steps, &ranked, &coded, &every_cell);
             let shifts = null::ShiftNull { seed: cfg.seed.wrapping_add(i as u64), n: cfg.n_shifts };

@@ -286,7 +286,7 @@ impl Halves {
 }
 
 /// A feature's firing steps in global numbering, sorted by activation.
-fn firing_of(f: &FeatureActivations, coded: &CodedSteps) -> Firing {
+pub(crate) fn firing_of(f: &FeatureActivations, coded: &CodedSteps) -> Firing {
     Firing::new(f.entries().map(|(c, r, v)| (c as u32, r, v)).collect(), &coded.cell_offsets)
 }
 
@@ -331,13 +331,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
 /// each label that passes strength, stability and the baseline but whose q lies within a factor
 /// of ten of `max_q`, where the coarse null decides acceptance.
 fn resolve_borderline(labels: &mut [FeatureLabel], acts: &SparseActivations, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) {
-    let borderline = |l: &FeatureLabel| {
-        let best = &l.candidates[0];
-        l.stability >= cfg.min_stability
-            && best.strength >= 1.0
-            && beats_baseline(l)
-            && (0.1 * cfg.max_q..10.0 * cfg.max_q).contains(&best.q_value)
-    };
+    let borderline = |l: &FeatureLabel| passes_all_but_q(l, cfg) && (0.1 * cfg.max_q..10.0 * cfg.max_q).contains(&l.candidates[0].q_value);
     labels.par_iter_mut().enumerate().filter(|(_, l)| !l.candidates.is_empty() && borderline(l)).for_each(|(i, l)| {
         let firing = firing_of(&acts.features[i], coded);
         let ranked = rank(&firing, &halves.test);
@@ -396,10 +390,7 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
 /// Held-out scores of a candidate; `g` is a tracker's fitted value per code (unused by detectors).
 pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
     match candidate {
-        Candidate::Detector { atoms } => match score_detector(atoms, steps, ranked, coded, w) {
-            Some(d) => Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN },
-            None => Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN },
-        },
+        Candidate::Detector { atoms } => score_detector(atoms, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
         Candidate::Tracker { increasing, within, .. } => {
             let scale = TrackerScale::of(candidate).expect("a tracker");
             let n = scale.n_codes(coded);
@@ -478,7 +469,7 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &SparseActivations, code
             let firing = &firings[m];
             let explain_ranked = rank(firing, &halves.explain);
             let Some(d) = score_detector(&refined, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
-            let scored = Scored { candidate: Candidate::Detector { atoms: refined }, score: Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN }, g: Vec::new() };
+            let scored = Scored { candidate: Candidate::Detector { atoms: refined }, score: Score::detector(d), g: Vec::new() };
             let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
             let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, &set);
             if result.strength >= 1.0 {
@@ -520,6 +511,11 @@ fn beats_baseline(l: &FeatureLabel) -> bool {
     best.candidate.is_raw_signal() || l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength)
 }
 
+/// The acceptance rule (step 5) short of significance: held-out strength, stability, baseline.
+fn passes_all_but_q(l: &FeatureLabel, cfg: &LabelConfig) -> bool {
+    l.candidates[0].strength >= 1.0 && l.stability >= cfg.min_stability && beats_baseline(l)
+}
+
 /// The acceptance rule (step 5) and the label text (step 6).
 fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
     let Some(best) = l.candidates.first() else {
@@ -527,7 +523,7 @@ fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
         return;
     };
     l.beats_baseline = beats_baseline(l);
-    l.accepted = best.strength >= 1.0 && best.q_value < cfg.max_q && l.stability >= cfg.min_stability && l.beats_baseline;
+    l.accepted = passes_all_but_q(l, cfg) && best.q_value < cfg.max_q;
     l.label = if l.accepted {
         best.sentence.clone()
     } else {

@@ -291,36 +291,43 @@ pub fn score_detector(atoms: &[Atom], steps: &[u32], ranked: &Ranked, coded: &Co
 /// within a cell; pooled ranks would also reward differences between cells (one cell sits at
 /// high SOC throughout), which no circular shift can break, and the null would lose its power.
 pub fn within_cell_spearman(firing: &Firing, steps: &[u32], coded: &CodedSteps, weighting: &Weighting, scale: &TrackerScale) -> f64 {
-    let n_cells = coded.n_cells();
-    let z = [0.0; MAX_CODES];
-    let (mut fire, mut rank_sum, mut rank_sq) = (vec![z; n_cells], vec![z; n_cells], vec![z; n_cells]);
+    let mut fired = vec![[[0.0; 3]; MAX_CODES]; coded.n_cells()];
     for (i, &step) in steps.iter().enumerate() {
         let c = firing.cells[i] as usize;
         if weighting.cell_weight[c] > 0.0 {
-            let b = scale.code(coded, coded.step(step as usize));
-            let r = firing.cell_rank[i];
-            fire[c][b] += 1.0;
-            rank_sum[c][b] += r;
-            rank_sq[c][b] += r * r;
+            add_rank(&mut fired[c][scale.code(coded, coded.step(step as usize))], firing.cell_rank[i]);
         }
     }
+    scale_spearman(firing, coded, weighting, scale, |c| fired[c])
+}
+
+/// Adds one firing step of within-cell rank `rank` to (count, rank sum, rank² sum).
+fn add_rank(slot: &mut [f64; 3], rank: f64) {
+    slot[0] += 1.0;
+    slot[1] += rank;
+    slot[2] += rank * rank;
+}
+
+/// Spearman on `scale`, averaged over the weighted cells by their steps with a value, from each
+/// cell's firing sums per scale code (`fired(c)`: count, rank sum, rank² sum); the non-firing
+/// steps come from the code counts at the cell's zero rank.
+fn scale_spearman(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, scale: &TrackerScale, fired: impl Fn(usize) -> [[f64; 3]; MAX_CODES]) -> f64 {
     let n_codes = scale.n_codes(coded);
     let (mut total, mut weight) = (0.0, 0.0);
-    for c in (0..n_cells).filter(|&c| weighting.cell_weight[c] > 0.0) {
+    for c in (0..coded.n_cells()).filter(|&c| weighting.cell_weight[c] > 0.0) {
         let counts = scale.cell_counts(coded, c);
+        let fired = fired(c);
         let r0 = firing.cell_zero_rank[c];
-        let mut s = BinStats::empty(z);
+        let mut s = BinStats::empty(counts);
         for b in 0..MAX_CODES {
-            s.weight[b] = counts[b];
-            let zeros = counts[b] - fire[c][b];
-            s.rank_sum[b] = rank_sum[c][b] + zeros * r0;
-            s.rank_sq_sum[b] = rank_sq[c][b] + zeros * r0 * r0;
+            let zeros = counts[b] - fired[b][0];
+            s.rank_sum[b] = fired[b][1] + zeros * r0;
+            s.rank_sq_sum[b] = fired[b][2] + zeros * r0 * r0;
         }
-        let rho = spearman(&s, n_codes);
         // A cell where the covariate is missing throughout (SOC of an unanchored cell) says
         // nothing about the tracker: it weighs by its steps with a value.
         let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING]);
-        total += w * rho;
+        total += w * spearman(&s, n_codes);
         weight += w;
     }
     if weight > 0.0 { total / weight } else { 0.0 }
@@ -345,24 +352,18 @@ pub fn tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, 
         }
         let codes = coded.step(step as usize);
         let rank = firing.cell_rank[i];
-        let add = |slot: &mut [f64; 3]| {
-            slot[0] += 1.0;
-            slot[1] += rank;
-            slot[2] += rank * rank;
-        };
         if regime.is_none_or(|a| a.contains(codes[a.covariate.index()])) {
             for (k, sums) in inside[c].iter_mut().enumerate() {
-                add(&mut sums[codes[k] as usize]);
+                add_rank(&mut sums[codes[k] as usize], rank);
             }
         } else {
-            add(&mut outside[c]);
+            add_rank(&mut outside[c], rank);
         }
     }
+    // A cell's sums moved onto the scale's codes.
     let rho = |scale: &TrackerScale| {
         let n = coded.codings[scale.k].n_codes();
-        let (mut total, mut weight) = (0.0, 0.0);
-        for c in (0..n_cells).filter(|&c| weighting.cell_weight[c] > 0.0) {
-            let counts = scale.cell_counts(coded, c);
+        scale_spearman(firing, coded, weighting, scale, |c| {
             let mut fired = [[0.0; 3]; MAX_CODES];
             fired[0] = outside[c];
             for (own, sums) in inside[c][scale.k].iter().enumerate().filter(|(own, _)| *own < n || *own == MISSING) {
@@ -371,19 +372,8 @@ pub fn tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, 
                     *x += y;
                 }
             }
-            let r0 = firing.cell_zero_rank[c];
-            let mut s = BinStats::empty([0.0; MAX_CODES]);
-            for b in 0..MAX_CODES {
-                let zeros = counts[b] - fired[b][0];
-                s.weight[b] = counts[b];
-                s.rank_sum[b] = fired[b][1] + zeros * r0;
-                s.rank_sq_sum[b] = fired[b][2] + zeros * r0 * r0;
-            }
-            let w = weighting.cell_weight[c] * (coded.cell_len(c) as f64 - counts[MISSING]);
-            total += w * spearman(&s, scale.n_codes(coded));
-            weight += w;
-        }
-        if weight > 0.0 { total / weight } else { 0.0 }
+            fired
+        })
     };
     (0..N_COV)
         .map(|k| {
