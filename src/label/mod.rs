@@ -169,6 +169,11 @@ pub struct FeatureLabel {
 
 /// Labels every feature. `covariates` and `cells` follow the cells of `acts` in order.
 pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<Vec<FeatureLabel>> {
+    label_features_with_codings(acts, covariates, cells, cfg).map(|(labels, _)| labels)
+}
+
+/// [`label_features`], also returning the codings (bins, categories) the labels' bounds refer to.
+pub fn label_features_with_codings(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<(Vec<FeatureLabel>, Vec<candidates::Coding>)> {
     check_inputs(acts, covariates, cells)?;
     let explain = split_cells(cells, cfg.explain_fraction, cfg.seed);
     let coded = CodedSteps::new(covariates, &explain);
@@ -202,7 +207,7 @@ pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells
         }
     }
     count_siblings(&mut labels);
-    Ok(labels)
+    Ok((labels, coded.codings))
 }
 
 fn check_inputs(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo]) -> Result<()> {

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::label::candidates::{atoms_of, Atom, Candidate, CodedSteps, Weighting, MAX_CODES, N_COV};
+use crate::label::candidates::{atoms_of, Atom, CodedSteps, Weighting, MAX_CODES, N_COV};
 
 /// The most terms a label may have (DESIGN §5 step 2).
 pub const MAX_TERMS: usize = 3;
@@ -92,12 +92,4 @@ pub fn groups<'a>(sentences: impl Iterator<Item = (usize, &'a str)>) -> Vec<Vec<
         by_sentence.entry(s).or_default().push(i);
     }
     by_sentence.into_values().filter(|g| g.len() >= 2).collect()
-}
-
-/// The atoms of a detector; None for a tracker or a label already at `MAX_TERMS`.
-pub fn extendable(candidate: &Candidate) -> Option<&[Atom]> {
-    match candidate {
-        Candidate::Detector { atoms } if atoms.len() < MAX_TERMS => Some(atoms),
-        _ => None,
-    }
 }

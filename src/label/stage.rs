@@ -15,8 +15,7 @@ use polars::prelude::{CsvWriter, SerWriter};
 use super::covariates::{Covariate, Covariates};
 use super::metadata::protocol_effects;
 use super::tables::write_labels;
-use super::candidates::fit_codings;
-use super::{label_features, split_cells, FeatureLabel, LabelConfig};
+use super::{label_features_with_codings, FeatureLabel, LabelConfig};
 use crate::data::canonical::{read_cell, Dataset, DatasetPaths};
 use crate::data::cells::CellInfo;
 use crate::mine::SparseActivations;
@@ -33,8 +32,7 @@ pub const CODINGS_FILE: &str = "codings.json";
 /// labels (median and quartiles).
 pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
     let (cells, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
-    let labels = label_features(&acts, &covariates, &cells, cfg)?;
-    let codings = fit_codings(&covariates, &split_cells(&cells, cfg.explain_fraction, cfg.seed));
+    let (labels, codings) = label_features_with_codings(&acts, &covariates, &cells, cfg)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     write_labels(out_dir, &labels)?;
     crate::io::write_json(&out_dir.join(LABELS_FILE), &labels)?;
