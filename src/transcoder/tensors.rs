@@ -34,24 +34,13 @@ pub fn read(path: &Path) -> Result<TensorMap> {
             let halves = || view.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
             let data = match view.dtype() {
                 Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                Dtype::BF16 => halves().map(|h| f32::from_bits((h as u32) << 16)).collect(),
-                Dtype::F16 => halves().map(f16_to_f32).collect(),
+                Dtype::BF16 => halves().map(|h| half::bf16::from_bits(h).to_f32()).collect(),
+                Dtype::F16 => halves().map(|h| half::f16::from_bits(h).to_f32()).collect(),
                 other => return Err(Error::in_file(path, format!("tensor '{name}' is {other:?}, expected F32, F16 or BF16"))),
             };
             Ok((name, (view.shape().to_vec(), data)))
         })
         .collect()
-}
-
-/// IEEE 754 half to single precision (exact: every half is a single).
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let (exponent, mantissa) = ((h >> 10) & 0x1f, (h & 0x3ff) as u32);
-    match exponent {
-        0 => sign * mantissa as f32 * (-24f32).exp2(),
-        0x1f => f32::from_bits(((h as u32 & 0x8000) << 16) | 0x7f80_0000 | (mantissa << 13)),
-        e => f32::from_bits(((h as u32 & 0x8000) << 16) | ((e as u32 + 112) << 23) | (mantissa << 13)),
-    }
 }
 
 /// Takes a tensor out of a map read by `read`, checking its shape.
@@ -65,15 +54,30 @@ pub fn take(map: &mut TensorMap, path: &Path, name: &str, shape: &[usize]) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::f16_to_f32;
+    use super::*;
 
     #[test]
     fn halves_widen_to_the_same_numbers() {
         // 1.0, -2.0, 65504 (largest half), 2^-14 (smallest normal), 2^-24 (smallest subnormal), +inf.
-        let cases = [(0x3c00, 1.0), (0xc000, -2.0), (0x7bff, 65504.0), (0x0400, 2f32.powi(-14)), (0x0001, 2f32.powi(-24)), (0x7c00, f32::INFINITY)];
-        for (bits, value) in cases {
-            assert_eq!(f16_to_f32(bits), value, "half {bits:#06x}");
+        let cases = [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x7bff, 65504.0), (0x0400, 2f32.powi(-14)), (0x0001, 2f32.powi(-24)), (0x7c00, f32::INFINITY)];
+        // The same numbers as bf16: the top half of their f32 bits (65504 loses mantissa bits).
+        let bf16: Vec<u16> = cases.iter().map(|&(_, v)| (v.to_bits() >> 16) as u16).collect();
+        let f16: Vec<u16> = cases.iter().map(|&(bits, _)| bits).chain([0x7e00]).collect();
+        let bytes = |halves: &[u16]| -> Vec<u8> { halves.iter().flat_map(|h| h.to_le_bytes()).collect() };
+        let (f16_bytes, bf16_bytes) = (bytes(&f16), bytes(&bf16));
+        let views = vec![
+            ("f16".to_owned(), TensorView::new(Dtype::F16, vec![f16.len()], &f16_bytes).unwrap()),
+            ("bf16".to_owned(), TensorView::new(Dtype::BF16, vec![bf16.len()], &bf16_bytes).unwrap()),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("halves.safetensors");
+        safetensors::tensor::serialize_to_file(views, None, &path).unwrap();
+        let map = read(&path).unwrap();
+        for (i, (bits, value)) in cases.iter().enumerate() {
+            assert_eq!(map["f16"].1[i], *value, "half {bits:#06x}");
+            // bf16 keeps 8 mantissa bits: the widened value is the f32 with its low half zeroed.
+            assert_eq!(map["bf16"].1[i], f32::from_bits(value.to_bits() & 0xffff_0000), "bf16 of {value}");
         }
-        assert!(f16_to_f32(0x7e00).is_nan());
+        assert!(map["f16"].1[cases.len()].is_nan());
     }
 }
