@@ -7,11 +7,11 @@ use rayon::prelude::*;
 
 use super::clt::Transcoder;
 
-const BETA1: f32 = 0.9;
-const BETA2: f32 = 0.999;
-const EPS: f32 = 1e-8;
+pub(super) const BETA1: f32 = 0.9;
+pub(super) const BETA2: f32 = 0.999;
+pub(super) const EPS: f32 = 1e-8;
 /// JumpReLU thresholds stay positive, or the feature stops being a jump.
-const MIN_THRESHOLD: f32 = 1e-4;
+pub(super) const MIN_THRESHOLD: f32 = 1e-4;
 
 pub struct Adam {
     pub lr: f32,

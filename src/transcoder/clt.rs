@@ -212,7 +212,7 @@ impl Transcoder {
     }
 
     /// Every parameter tensor with its checkpoint name, in a fixed order (see `tensors_mut`).
-    pub(crate) fn tensors(&self) -> Vec<(String, &[f32])> {
+    pub fn tensors(&self) -> Vec<(String, &[f32])> {
         let mut t: Vec<(String, &[f32])> = vec![("w_enc".into(), &self.w_enc), ("b_enc".into(), &self.b_enc)];
         t.extend(self.w_dec.iter().enumerate().map(|(e, w)| (format!("w_dec_{e}"), w.as_slice())));
         t.push(("b_dec".into(), &self.b_dec));

@@ -59,6 +59,16 @@ pub enum LambdaSchedule {
     DelayedRamp { delay_steps: u64, ramp_steps: u64 },
 }
 
+/// Which trainer computes the gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trainer {
+    /// Hand-written gradients over the active features only (`grad`); CPU.
+    Sparse,
+    /// burn autodiff (`autodiff`) on the stage's device: the GPU trainer, also runs on the CPU.
+    Autodiff,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TranscoderConfig {
@@ -88,6 +98,11 @@ pub struct TranscoderConfig {
     pub checkpoint_every: u64,
     /// Tokens held by the shuffle buffer between the source and the batches.
     pub shuffle_buffer: usize,
+    /// Weight of the pre-activation loss Σ relu(θ − pre)·‖W_dec‖ (0: off; autodiff trainer only).
+    pub preact_coef: f32,
+    /// The trainer; unset: `sparse` on the CPU, `autodiff` on a GPU. Not part of what a checkpoint
+    /// must match, so a run can move between trainers and devices.
+    pub trainer: Option<Trainer>,
 }
 
 impl Default for TranscoderConfig {
@@ -110,6 +125,8 @@ impl Default for TranscoderConfig {
             dead_tokens: 10_000_000,
             checkpoint_every: 0,
             shuffle_buffer: 1 << 16,
+            preact_coef: 0.0,
+            trainer: None,
         }
     }
 }
@@ -121,8 +138,11 @@ impl TranscoderConfig {
             return bad("features and batch must be positive");
         }
         // Written so that NaN fails too.
-        if self.lr.is_nan() || self.lr <= 0.0 || self.lambda.is_nan() || self.lambda < 0.0 {
-            return bad("lr must be positive and lambda non-negative");
+        if self.lr.is_nan() || self.lr <= 0.0 || self.lambda.is_nan() || self.lambda < 0.0 || self.preact_coef.is_nan() || self.preact_coef < 0.0 {
+            return bad("lr must be positive, lambda and preact_coef non-negative");
+        }
+        if self.preact_coef > 0.0 && self.trainer == Some(Trainer::Sparse) {
+            return bad("preact_coef needs trainer = \"autodiff\": the pre-activation loss reaches every feature, and the sparse trainer computes gradients for active features only");
         }
         if self.variant == Variant::Mlsae && !matches!(self.activation, Activation::TopK { .. } | Activation::BatchTopK { .. }) {
             return bad("the MLSAE is trained with TopK or BatchTopK");
@@ -132,6 +152,14 @@ impl TranscoderConfig {
             Activation::JumpRelu { threshold, bandwidth } if !(threshold > 0.0 && bandwidth > 0.0) => bad("jumprelu threshold and bandwidth must be positive"),
             _ => Ok(()),
         }
+    }
+
+    /// The trainer to use on `device` when none is set.
+    pub fn trainer_on(&self, device: crate::model::DeviceChoice) -> Trainer {
+        self.trainer.unwrap_or(match device {
+            crate::model::DeviceChoice::Cpu if self.preact_coef == 0.0 => Trainer::Sparse,
+            _ => Trainer::Autodiff,
+        })
     }
 
     /// λ(t).

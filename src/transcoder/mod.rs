@@ -10,7 +10,8 @@
 //! - `config`: `TranscoderConfig` (variant, σ, sparsity, λ schedule, optimiser, AuxK).
 //! - `clt`: `Transcoder` with `encode`, `decode`, `forward`; `activation`: σ and sparse `Codes`.
 //! - `grad`: loss and gradient of one batch; `adam`: the optimiser; `train`: the loop, init,
-//!   checkpoints and resume.
+//!   checkpoints and resume; `autodiff`: the same loss through burn autodiff on any backend
+//!   (the GPU trainer), with its Adam on the device.
 //! - `cache`: `ActivationSource` (what the trainer reads) and `CacheSource` (sharded safetensors).
 //! - `metrics`: FVU, L0, dead/live features, MLSAE banding, replacement fidelity.
 //! - `export`: circuit-tracer layouts out and in; `import`: `voltlens import-clt` (a foreign or
@@ -21,6 +22,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod autodiff;
 pub mod bench;
 pub mod cache;
 pub mod clt;
@@ -40,7 +42,7 @@ pub use activation::Codes;
 pub use bench::bench_vs_reference;
 pub use cache::{write_cache, write_cache_shards, ActivationSource, Batch, CacheSource, MemorySource};
 pub use clt::{ForwardOutput, Shape, Transcoder};
-pub use config::{Activation, LambdaSchedule, Sparsity, TranscoderConfig, Variant};
+pub use config::{Activation, LambdaSchedule, Sparsity, Trainer, TranscoderConfig, Variant};
 pub use export::{export_circuit_tracer, import_circuit_tracer};
 pub use metrics::{evaluate, layer_sq_norms, replacement_fidelity, Band, Fidelity, Metrics, Replacement};
-pub use train::{train, CurvePoint, TrainReport};
+pub use train::{train, train_with, CurvePoint, TrainReport};

@@ -19,7 +19,7 @@ use super::config::{TranscoderConfig, Variant};
 use super::export::export_circuit_tracer;
 use super::metrics::{evaluate, Metrics};
 use super::online::{fidelity, mean_mlp_out, Cells, FidelityReport, ModelActivations, ModelWindows};
-use super::train::train;
+use super::train::train_with;
 use crate::data::canonical::Dataset;
 use crate::io::write_json;
 use crate::model::DeviceChoice;
@@ -36,7 +36,8 @@ pub struct TranscoderStageConfig {
     /// Held-out tokens for FVU, L0 and dead/live features; also the most steps each fidelity run
     /// scores, and the training tokens the ablation mean is taken over.
     pub eval_tokens: usize,
-    /// Where the model runs to make activations; the transcoder itself trains on the CPU.
+    /// Where the model runs to make activations, and where the transcoder trains: on `cuda` the
+    /// autodiff trainer runs there too, on `cpu` the hand-written one (unless `config.trainer` says).
     pub device: DeviceChoice,
 }
 
@@ -111,16 +112,17 @@ struct StageTask<'a> {
 impl BackendTask for StageTask<'_> {
     type Output = StageMetrics;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<StageMetrics> {
-        train_and_evaluate::<B::InnerBackend>(&self, device)
+        train_and_evaluate::<B>(&self, device)
     }
 }
 
-fn train_and_evaluate<B: Backend>(task: &StageTask, device: B::Device) -> Result<StageMetrics> {
+fn train_and_evaluate<B: AutodiffBackend>(task: &StageTask, device: B::Device) -> Result<StageMetrics> {
     let (cfg, tc_cfg) = (task.cfg, &task.cfg.config);
-    let loaded = load_model::<B>(task.model_dir, &device)?;
+    let loaded = load_model::<B::InnerBackend>(task.model_dir, &device)?;
     let mut train_source =
         ModelActivations::open(task.dataset, task.dataset_dir, &loaded, Cells::Train, tc_cfg.shuffle_buffer, task.seed, device.clone())?;
-    let report = train(tc_cfg, &mut train_source, task.out_dir)?;
+    let trainer = tc_cfg.trainer_on(cfg.device);
+    let report = train_with::<B>(tc_cfg, trainer, &mut train_source, task.out_dir, device.clone())?;
     if let Some(step) = report.diverged_at {
         return Err(Error::Other(format!("transcoder training diverged (non-finite loss) at step {step}: lower lr or lambda")));
     }

@@ -1,5 +1,6 @@
-//! The training loop: initialise from the first batch, then step through the source with the
-//! hand-written gradient and Adam, with a progress bar and resumable checkpoints.
+//! The training loop: initialise from the first batch, then step through the source with Adam and
+//! either trainer (the hand-written sparse gradient, or burn autodiff on any device), with a
+//! progress bar and resumable checkpoints that either trainer can resume.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,12 +10,17 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use burn::tensor::backend::AutodiffBackend;
+
 use super::adam::Adam;
+use super::autodiff::{DeviceTrainer, Terms};
 use super::cache::{ActivationSource, Batch};
 use super::clt::Transcoder;
-use super::config::{Activation, TranscoderConfig};
+use super::config::{Activation, Trainer, TranscoderConfig};
 use super::grad::{self, AuxK, LossTerms, StepStats};
 use super::{dense, tensors};
+use crate::model::backend::CpuTrain;
+use crate::model::DeviceChoice;
 use crate::{Error, Result};
 
 /// What a training run did.
@@ -84,10 +90,41 @@ pub const CHECKPOINT_DIR: &str = "checkpoint";
 const CHECKPOINT_STATE: &str = "state.safetensors";
 const CHECKPOINT_META: &str = "meta.json";
 
-/// Train a transcoder on `source`, writing checkpoints to `out_dir`; resumes from a checkpoint
-/// already there when its configuration matches.
+/// Where the live parameters are between steps.
+enum Engine<B: AutodiffBackend> {
+    /// The hand-written trainer: `State`'s model and Adam are the live copies; this is the
+    /// gradient buffer.
+    Sparse(Transcoder),
+    /// burn autodiff: the live copies are on the device, copied into `State` by `sync`.
+    Autodiff(DeviceTrainer<B>),
+}
+
+impl<B: AutodiffBackend> Engine<B> {
+    fn sync(&self, state: &mut State) {
+        if let Engine::Autodiff(dev) = self {
+            dev.sync(&mut state.model, &mut state.adam);
+        }
+    }
+}
+
+/// Train a transcoder on the CPU with the trainer the configuration asks for (by default the
+/// hand-written one); see `train_with`.
 pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir: &Path) -> Result<TrainReport> {
+    train_with::<CpuTrain>(cfg, cfg.trainer_on(DeviceChoice::Cpu), source, out_dir, Default::default())
+}
+
+/// Train a transcoder on `source` with `trainer` (autodiff runs on backend `B` at `device`),
+/// writing checkpoints to `out_dir`; resumes from a checkpoint already there when its
+/// configuration matches, whichever trainer wrote it.
+pub fn train_with<B: AutodiffBackend>(
+    cfg: &TranscoderConfig,
+    trainer: Trainer,
+    source: &mut dyn ActivationSource,
+    out_dir: &Path,
+    device: B::Device,
+) -> Result<TrainReport> {
     cfg.validate()?;
+    TranscoderConfig { trainer: Some(trainer), ..cfg.clone() }.validate()?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let (layers, d) = source.dims();
     let (mut state, start) = match load_checkpoint(cfg, out_dir, layers, d)? {
@@ -100,7 +137,10 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
     };
     let pb = crate::progress::bar(cfg.steps, "transcoder", "steps");
     pb.set_position(start);
-    let mut grad = state.model.clone();
+    let mut engine: Engine<B> = match trainer {
+        Trainer::Sparse => Engine::Sparse(state.model.clone()),
+        Trainer::Autodiff => Engine::Autodiff(DeviceTrainer::new(&state.model, &state.adam, device)),
+    };
     let mut last: Option<StepStats> = None;
     let curve_every = cfg.steps.div_ceil(CURVE_POINTS).max(1);
     let mut since_point = (0u64, 0.0f32, 0.0f32);
@@ -109,7 +149,7 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
     for step in start..cfg.steps {
         let mut batch = source.next_batch(cfg.batch)?;
         scale_input(&mut batch.resid_mid, &state.input_scale, d);
-        let stats = train_step(cfg, &mut state, &batch, step, &mut grad);
+        let stats = train_step(cfg, &mut state, &mut engine, &batch, step);
         if stats.fvu.iter().any(|f| !f.is_finite()) {
             tracing::warn!("transcoder training diverged at step {step} (FVU {:?}); stopped there", stats.fvu);
             diverged_at = Some(step);
@@ -135,11 +175,13 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
         }
         last = Some(stats);
         if cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0 && step + 1 < cfg.steps {
+            engine.sync(&mut state);
             save_checkpoint(cfg, &state, step + 1, out_dir)?;
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
     pb.finish_and_clear();
+    engine.sync(&mut state);
     if diverged_at.is_none() {
         save_checkpoint(cfg, &state, cfg.steps, out_dir)?;
     }
@@ -160,13 +202,30 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
 }
 
 /// One optimiser step on a batch whose resid_mid is already scaled.
-fn train_step(cfg: &TranscoderConfig, state: &mut State, batch: &Batch, step: u64, grad: &mut Transcoder) -> StepStats {
-    let norms = state.model.decoder_norms();
+fn train_step<B: AutodiffBackend>(cfg: &TranscoderConfig, state: &mut State, engine: &mut Engine<B>, batch: &Batch, step: u64) -> StepStats {
     let dead = dead_features(cfg, state);
-    let aux = dead.as_ref().map(|dead| AuxK { dead, k: cfg.aux_k, coef: cfg.aux_coef });
-    let terms = LossTerms { var: &state.target_var, lambda: cfg.lambda_at(step), sparsity: cfg.sparsity, norms: &norms, aux };
-    let stats = grad::loss_and_grad(&state.model, &batch.resid_mid, &batch.mlp_out, &terms, grad);
-    state.adam.update(&mut state.model, grad);
+    let stats = match engine {
+        Engine::Sparse(grad) => {
+            let norms = state.model.decoder_norms();
+            let aux = dead.as_ref().map(|dead| AuxK { dead, k: cfg.aux_k, coef: cfg.aux_coef });
+            let terms = LossTerms { var: &state.target_var, lambda: cfg.lambda_at(step), sparsity: cfg.sparsity, norms: &norms, aux };
+            let stats = grad::loss_and_grad(&state.model, &batch.resid_mid, &batch.mlp_out, &terms, grad);
+            state.adam.update(&mut state.model, grad);
+            stats
+        }
+        Engine::Autodiff(dev) => {
+            let width = state.model.shape.layers * state.model.shape.d_model;
+            let terms = Terms {
+                var: dev.upload_1d(&state.target_var),
+                lambda: cfg.lambda_at(step),
+                sparsity: cfg.sparsity,
+                preact_coef: cfg.preact_coef,
+                aux: dead.as_ref().map(|dead| (dev.dead_mask(dead), cfg.aux_k, cfg.aux_coef)),
+            };
+            let out = dev.step(dev.upload(&batch.resid_mid, width), dev.upload(&batch.mlp_out, width), &terms);
+            out.to_host(&state.target_var, batch.tokens, state.model.shape.encoders())
+        }
+    };
     for (s, &n) in state.since_fired.iter_mut().zip(&stats.fired) {
         // Capped so that the count stays exact in f32 (2^24) and in checkpoints.
         *s = if n > 0 { 0.0 } else { (*s + batch.tokens as f32).min(16_777_216.0) };
@@ -294,7 +353,7 @@ fn load_checkpoint(cfg: &TranscoderConfig, dir: &Path, layers: usize, d: usize) 
         return Ok(None);
     }
     let meta: CheckpointMeta = crate::io::read_json(&meta_path)?;
-    let same = TranscoderConfig { steps: cfg.steps, checkpoint_every: cfg.checkpoint_every, ..meta.config.clone() };
+    let same = TranscoderConfig { steps: cfg.steps, checkpoint_every: cfg.checkpoint_every, trainer: cfg.trainer, ..meta.config.clone() };
     if same != *cfg || meta.layers != layers || meta.d_model != d {
         return Err(Error::in_file(&meta_path, "checkpoint was written for another configuration; use a fresh output directory"));
     }

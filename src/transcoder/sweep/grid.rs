@@ -21,7 +21,8 @@ pub struct SweepConfig {
     pub tokens: usize,
     /// Held-out tokens for FVU, L0 and dead features; also the most steps a fidelity run scores.
     pub eval_tokens: usize,
-    /// Where the model runs to make activations and score fidelity; transcoders train on the CPU.
+    /// Where the model runs to make activations and score fidelity, and where transcoders train
+    /// (the autodiff trainer on `cuda`, the hand-written one on `cpu`, unless `base.trainer` says).
     pub device: DeviceChoice,
 }
 

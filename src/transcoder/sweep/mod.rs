@@ -33,7 +33,7 @@ use super::export::export_circuit_tracer;
 use super::metrics::Metrics;
 use super::online::{Cells, FidelityReport, ModelActivations};
 use super::stage::Judge;
-use super::train::{train, CurvePoint};
+use super::train::{train_with, CurvePoint};
 use crate::data::canonical::Dataset;
 use crate::io::{read_json, write_json};
 use crate::model::backend::{run_on, BackendTask};
@@ -155,24 +155,25 @@ struct SweepTask<'a> {
 impl BackendTask for SweepTask<'_> {
     type Output = ();
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        train_runs::<B::InnerBackend>(&self, device)
+        train_runs::<B>(&self, device)
     }
 }
 
-fn train_runs<B: Backend>(task: &SweepTask, device: B::Device) -> Result<()> {
+fn train_runs<B: AutodiffBackend>(task: &SweepTask, device: B::Device) -> Result<()> {
     let cfg = task.cfg;
     let dataset = Dataset::load(task.dataset_dir)?;
-    let loaded = load_model::<B>(task.model_dir, &device)?;
+    let loaded = load_model::<B::InnerBackend>(task.model_dir, &device)?;
     let cache = task.out_dir.join(CACHE_DIR);
     ensure_cache(task, &dataset, &loaded, &cache, device.clone())?;
-    let judge = Judge::new(&dataset, task.dataset_dir, &loaded, cfg.eval_tokens, &cfg.base, task.seed, device)?;
+    let judge = Judge::new(&dataset, task.dataset_dir, &loaded, cfg.eval_tokens, &cfg.base, task.seed, device.clone())?;
     for (i, run) in task.runs.iter().enumerate() {
         tracing::info!("sweep: training {} ({}/{})", run.id, i + 1, task.runs.len());
         let dir = task.out_dir.join("runs").join(&run.id);
         // The same seed for every run: the same tokens in the same order.
         let mut source = CacheSource::open(&cache, run.config.shuffle_buffer, task.seed)?;
         let t0 = Instant::now();
-        let report = train(&run.config, &mut source, &dir)?;
+        let trainer = run.config.trainer_on(cfg.device);
+        let report = train_with::<B>(&run.config, trainer, &mut source, &dir, device.clone())?;
         let train_seconds = t0.elapsed().as_secs_f64();
         export_circuit_tracer(&report.transcoder, &dir.join("circuit-tracer"))?;
         let (heldout, fidelity) = judge.judge(&report.transcoder)?;
