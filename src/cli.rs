@@ -480,6 +480,42 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',')]
         forward: Vec<String>,
     },
+    /// Transcoder training tokens/s and peak memory of either trainer, on synthetic activations
+    /// of a given shape (the reference's recipe). Example, the LBLM study's shape on a GPU:
+    /// voltlens bench transcoder --device cuda --layers 24 --d-model 128 --features 8192 --activation topk
+    Transcoder {
+        /// cpu, or cuda (needs a build with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        device: crate::model::DeviceChoice,
+        /// sparse (hand-written, CPU only), autodiff (burn), or both [default: both on cpu,
+        /// autodiff on cuda].
+        #[arg(long, value_parser = ["sparse", "autodiff", "both"])]
+        trainer: Option<String>,
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        #[arg(long, default_value_t = 64)]
+        d_model: usize,
+        /// Features per layer, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "1024")]
+        features: Vec<usize>,
+        /// relu (λ 1e-3) or topk.
+        #[arg(long, default_value = "relu", value_parser = ["relu", "topk"])]
+        activation: String,
+        /// k of topk.
+        #[arg(long, default_value_t = 32)]
+        k: usize,
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        /// Timed optimiser steps per run.
+        #[arg(long, default_value_t = 20)]
+        steps: u64,
+        /// Synthetic tokens generated once and cycled.
+        #[arg(long, default_value_t = 16_384)]
+        pool: usize,
+        /// Scratch directory for the runs' checkpoints; a non-empty one VoltLens did not write is refused.
+        #[arg(long, default_value = "runs/bench-scratch")]
+        work_dir: PathBuf,
+    },
     /// Seconds and peak memory of an attribution graph on the dev model shape (random weights,
     /// context 512) with a random CLT, over window lengths and feature counts.
     Graph {
@@ -776,6 +812,24 @@ fn execute(command: Command) -> Result<ExitCode> {
             let metrics = crate::model::eval_model(&data, &model, &out, &cfg)?;
             println!("{}", serde_json::to_string_pretty(&metrics.overall).expect("serialisable"));
             println!("wrote {}/metrics.json", out.display());
+        }
+        Command::Bench { what: BenchCommand::Transcoder { device, trainer, layers, d_model, features, activation, k, batch, steps, pool, work_dir } } => {
+            use crate::transcoder::{Activation, Trainer, TranscoderConfig};
+            let trainers = match (trainer.as_deref(), device) {
+                (Some("sparse"), _) => vec![Trainer::Sparse],
+                (Some("autodiff"), _) | (None, crate::model::DeviceChoice::Cuda) => vec![Trainer::Autodiff],
+                _ => vec![Trainer::Sparse, Trainer::Autodiff],
+            };
+            let activation = if activation == "topk" { Activation::TopK { k } } else { Activation::Relu };
+            println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12} {:>9} {:>7}", "trainer", "dev", "layers", "d_model", "features", "batch", "tokens/s", "peak MB", "FVU");
+            for &f in &features {
+                for &t in &trainers {
+                    let cfg = TranscoderConfig { features: f, activation, batch, steps, ..TranscoderConfig::default() };
+                    let b = crate::transcoder::bench::bench_trainer(&cfg, t, device, layers, d_model, pool, &work_dir)?;
+                    let peak = b.peak_rss_mb.map_or("-".to_owned(), |m| format!("{m:.0}"));
+                    println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12.0} {:>9} {:>7.3}", format!("{t:?}").to_lowercase(), format!("{device:?}").to_lowercase(), layers, d_model, f, batch, b.tokens_per_s, peak, b.fvu);
+                }
+            }
         }
         Command::Bench { what: BenchCommand::Graph { windows, features, feature_counts, l0 } } => {
             let longest = windows.iter().copied().max().unwrap_or(512);

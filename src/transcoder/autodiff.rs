@@ -161,7 +161,7 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     if let Some((dead, k, coef)) = &terms.aux {
         // The dead features' top k per token rebuild the main error, a constant (Gao et al. 2024).
         let candidates = pre.clone().inner().mask_fill(dead.clone().bool_not().reshape([e_n, 1, f_n]).expand([e_n, n, f_n]), f32::NEG_INFINITY);
-        let (vals, idx) = candidates.topk_with_indices((*k).min(f_n), 2);
+        let (vals, idx) = top_k(candidates, (*k).min(f_n));
         let aux = Chosen { idx, keep: vals.greater_elem(0.0) };
         let z_aux = pre.clone().gather(2, Tensor::from_inner(aux.idx.clone())) * Tensor::from_inner(aux.keep.clone().float());
         let error = (y - y_hat).detach();
@@ -204,7 +204,7 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
         Activation::Relu | Activation::JumpRelu { .. } => score.clone().greater_elem(0.0).int().sum_dim(2).max().into_scalar().elem::<i64>() as usize,
     }
     .clamp(1, f_n);
-    let (vals, idx) = score.topk_with_indices(k, 2);
+    let (vals, idx) = top_k(score, k);
     let mut keep = vals.clone().greater_elem(0.0);
     if let Activation::BatchTopK { k: per_token } = *act {
         // Each encoder keeps the batch's n·k largest candidates.
@@ -216,6 +216,17 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
         }
     }
     Chosen { idx, keep }
+}
+
+/// The k largest entries along the last axis and their indices. CUDA has a reduce kernel for
+/// this (argtopk); Flex has none in burn 0.21 (it panics), so elsewhere it is a full sort.
+fn top_k<B: Backend>(t: Tensor<B, 3>, k: usize) -> (Tensor<B, 3>, Tensor<B, 3, Int>) {
+    #[cfg(feature = "cuda")]
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Cuda>() {
+        let idx = t.clone().argtopk(k, 2);
+        return (t.gather(2, idx.clone()), idx);
+    }
+    t.topk_with_indices(k, 2)
 }
 
 /// z [E, n, K] of the chosen entries, with σ's derivatives: ∂z/∂pre = 1 on kept entries, and for
