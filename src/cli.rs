@@ -512,7 +512,8 @@ enum BenchCommand {
         /// Synthetic tokens generated once and cycled.
         #[arg(long, default_value_t = 16_384)]
         pool: usize,
-        /// Scratch directory for the runs' checkpoints; a non-empty one VoltLens did not write is refused.
+        /// Scratch directory for the runs' checkpoints, removed afterwards; a non-empty one
+        /// VoltLens did not write is refused.
         #[arg(long, default_value = "runs/bench-scratch")]
         work_dir: PathBuf,
     },
@@ -821,6 +822,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 _ => vec![Trainer::Sparse, Trainer::Autodiff],
             };
             let activation = if activation == "topk" { Activation::TopK { k } } else { Activation::Relu };
+            crate::io::fresh_owned_dir(&work_dir)?;
             println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12} {:>9} {:>7}", "trainer", "dev", "layers", "d_model", "features", "batch", "tokens/s", "peak MB", "FVU");
             for &f in &features {
                 for &t in &trainers {
@@ -830,6 +832,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                     println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12.0} {:>9} {:>7.3}", format!("{t:?}").to_lowercase(), format!("{device:?}").to_lowercase(), layers, d_model, f, batch, b.tokens_per_s, peak, b.fvu);
                 }
             }
+            std::fs::remove_dir_all(&work_dir).map_err(|e| Error::io(&work_dir, e))?;
         }
         Command::Bench { what: BenchCommand::Graph { windows, features, feature_counts, l0 } } => {
             let longest = windows.iter().copied().max().unwrap_or(512);

@@ -123,6 +123,9 @@ fn every_command_runs_on_a_tiny_run() {
     assert!(!dir.join("bench-scratch").exists(), "bench data removes its own scratch folder");
     ok(dir, &["bench", "graph", "--windows", "8", "--features", "16", "--feature-counts", "16", "--l0", "2"]);
     ok(dir, &["bench", "model", "--steps", "1"]);
+    let bt = ok(dir, &["bench", "transcoder", "--steps", "2", "--features", "32", "--batch", "64", "--pool", "256", "--work-dir", "bench-scratch"]);
+    assert!(bt.contains("sparse") && bt.contains("autodiff"), "{bt}");
+    assert!(!dir.join("bench-scratch").exists(), "bench transcoder removes its own scratch folder");
 }
 
 fn first_png(dir: &Path) -> PathBuf {
