@@ -35,6 +35,7 @@ pub const GRID: RGBColor = RGBColor(225, 225, 225);
 pub const CLT: RGBColor = RGBColor(31, 119, 180);
 pub const PLT: RGBColor = RGBColor(230, 120, 20);
 pub const MLSAE: RGBColor = RGBColor(44, 160, 44);
+pub const SAE: RGBColor = RGBColor(148, 103, 189);
 
 #[cfg(test)]
 mod tests {

@@ -150,7 +150,7 @@ fn the_shipped_dev_sweep_expands_to_its_runs() {
     let cfg = voltlens::pipeline::PipelineConfig::load(&path).unwrap();
     let runs = cfg.sweep.unwrap().runs().unwrap();
     let variants = |v| runs.iter().filter(|r| r.config.variant == v).count();
-    assert_eq!((variants(Variant::Clt), variants(Variant::Plt), variants(Variant::Mlsae)), (4, 4, 2));
+    assert_eq!((variants(Variant::Clt), variants(Variant::Plt), variants(Variant::Sae), variants(Variant::Mlsae)), (4, 4, 4, 2));
 }
 
 #[test]
@@ -159,10 +159,12 @@ fn a_tiny_sweep_writes_one_row_per_run_and_a_rerun_skips_them() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sweep");
     let topk = Grid { variants: Some(vec![Variant::Mlsae]), activations: Some(vec![Activation::TopK { k: 4 }]), ..Grid::default() };
-    let cfg = small_sweep(vec![relu_grid(vec![Variant::Clt, Variant::Plt], vec![1e-4, 0.3]), topk]);
+    // The SAE on mlp_out, the baseline transcoders are compared against, on the same plot.
+    let sae = relu_grid(vec![Variant::Sae], vec![1e-3]);
+    let cfg = small_sweep(vec![relu_grid(vec![Variant::Clt, Variant::Plt], vec![1e-4, 0.3]), topk, sae]);
 
     let first = run_sweep(data, model, &cfg, 5, &out).unwrap();
-    assert_eq!((first.rows.len(), first.trained, first.skipped), (5, 5, 0));
+    assert_eq!((first.rows.len(), first.trained, first.skipped), (6, 6, 0));
     for r in &first.rows {
         assert!(out.join("runs").join(&r.id).join("metrics.json").exists(), "{}", r.id);
         assert!(r.fvu.is_finite() && r.l0 >= 0.0 && (0.0..=100.0).contains(&r.dead_pct), "{r:?}");
@@ -177,7 +179,8 @@ fn a_tiny_sweep_writes_one_row_per_run_and_a_rerun_skips_them() {
     let same = |a: &SweepRow, b: &SweepRow| a.id == b.id && (a.front_fvu, a.front_fidelity) == (b.front_fvu, b.front_fidelity) && (a.fvu - b.fvu).abs() < 1e-12;
     assert!(saved.len() == first.rows.len() && saved.iter().zip(&first.rows).all(|(a, b)| same(a, b)), "{saved:?}");
     let csv = std::fs::read_to_string(out.join("pareto.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 6, "{csv}");
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(csv.contains("sae-relu-f24-l0.001,sae,"), "{csv}");
     assert!(csv.lines().next().unwrap().starts_with("id,variant,activation,features,lambda,l0,l0_pct,fvu,fidelity"), "{csv}");
     for png in ["pareto_fvu.png", "pareto_fidelity.png", "pareto_curves.png"] {
         common::assert_drawn(&out.join(png), None, 8);
@@ -188,14 +191,14 @@ fn a_tiny_sweep_writes_one_row_per_run_and_a_rerun_skips_them() {
     assert_eq!(curve.last().unwrap()["step"], 40);
 
     let again = run_sweep(data, model, &cfg, 5, &out).unwrap();
-    assert_eq!((again.trained, again.skipped), (0, 5));
+    assert_eq!((again.trained, again.skipped), (0, 6));
     assert_eq!(again.rows, first.rows);
 
     // One more λ: only the new run trains, on the same cache.
     let mut more = cfg.clone();
     more.grid[0].lambdas = Some(vec![1e-4, 1e-3, 0.3]);
     let third = run_sweep(data, model, &more, 5, &out).unwrap();
-    assert_eq!((third.rows.len(), third.trained, third.skipped), (7, 2, 5));
+    assert_eq!((third.rows.len(), third.trained, third.skipped), (8, 2, 6));
 
     // Settings that do not match what is on disk are refused, naming the file.
     let mut other = cfg.clone();

@@ -293,11 +293,13 @@ fn export_then_import_gives_the_same_transcoder() {
     for cfg in [
         TranscoderConfig { features: 16, activation: Activation::JumpRelu { threshold: 0.1, bandwidth: 0.05 }, skip: true, ..Default::default() },
         TranscoderConfig { variant: Variant::Mlsae, features: 16, activation: Activation::TopK { k: 4 }, ..Default::default() },
+        TranscoderConfig { variant: Variant::Sae, features: 16, ..Default::default() },
     ] {
         let tc = random_model(&cfg, 3, 8, 1);
         let out = dir.path().join(format!("{:?}", cfg.variant));
         export_circuit_tracer(&tc, &out).unwrap();
-        assert!(out.join("W_enc_0.safetensors").exists() && out.join("W_dec_0.safetensors").exists());
+        let file = if cfg.variant == Variant::Sae { "layer_0.safetensors" } else { "W_enc_0.safetensors" };
+        assert!(out.join(file).exists(), "{:?}: no {file}", cfg.variant);
         let back = import_circuit_tracer(&out).unwrap();
         assert_eq!(back, tc);
         assert_eq!(back.forward(&x).mlp_out, tc.forward(&x).mlp_out);
@@ -460,6 +462,7 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_for_every_variant_and_activ
     check_autodiff_agrees(TranscoderConfig { skip: true, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.3 }, ..base.clone() }, Sparsity::Tanh { c: 2.0 }, false);
     check_autodiff_agrees(TranscoderConfig { variant: Variant::Plt, activation: Activation::BatchTopK { k: 2 }, ..base.clone() }, Sparsity::L1, true);
     check_autodiff_agrees(TranscoderConfig { variant: Variant::Mlsae, activation: Activation::TopK { k: 3 }, ..base.clone() }, Sparsity::L1, true);
+    check_autodiff_agrees(TranscoderConfig { variant: Variant::Sae, ..base.clone() }, Sparsity::L1, false);
     check_autodiff_agrees(TranscoderConfig { activation: Activation::TopK { k: 2 }, ..base }, Sparsity::L1, true);
 }
 
@@ -492,4 +495,29 @@ fn autodiff_training_matches_the_sparse_trainer_and_shares_its_checkpoints() {
             assert!((a - b).abs() <= 0.1, "L0 {:?} vs the sparse trainer's {:?}", m.l0_per_layer, sparse.l0_per_layer);
         }
     }
+}
+
+/// The SAE on mlp_out (issue 13's baseline) reads and rebuilds mlp_out: trained on the planted
+/// problem it reconstructs well, and resid_mid does not enter it at all.
+#[test]
+fn an_sae_reads_and_rebuilds_mlp_out_only() {
+    use voltlens::transcoder::{Batch, MemorySource};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("acts.safetensors");
+    planted_cache(&cache, 4096, 2, 16);
+    let cfg = TranscoderConfig { variant: Variant::Sae, features: 64, batch: 256, steps: 300, lr: 3e-3, lambda: 2e-2, target_firing_rate: 0.05, shuffle_buffer: 2048, ..Default::default() };
+    let report = train(&cfg, &mut CacheSource::open(&cache, cfg.shuffle_buffer, 1).unwrap(), &dir.path().join("sae")).unwrap();
+    let sae = report.transcoder;
+    let mut held = CacheSource::open(&cache, 0, 0).unwrap();
+    let batch = voltlens::transcoder::ActivationSource::next_batch(&mut held, 2048).unwrap();
+    let noise = uniform(&mut ChaCha8Rng::seed_from_u64(5), batch.resid_mid.len(), 3.0);
+    let scramble = Batch { resid_mid: noise, ..batch.clone() };
+    let m = evaluate(&sae, &mut MemorySource::new(batch, (2, 16)), 2048, 512).unwrap();
+    let scrambled = evaluate(&sae, &mut MemorySource::new(scramble, (2, 16)), 2048, 512).unwrap();
+    println!("SAE FVU {:?} L0 {:?}", m.fvu_per_layer, m.l0_per_layer);
+    assert!(m.fvu_per_layer.iter().all(|&f| f < 0.2), "FVU {:?}", m.fvu_per_layer);
+    assert_eq!(m.fvu_per_layer, scrambled.fvu_per_layer, "resid_mid changed the SAE's reconstruction");
+    // The skip path would copy the input: refused.
+    let err = TranscoderConfig { skip: true, ..cfg }.validate().unwrap_err().to_string();
+    assert!(err.contains("skip"), "{err}");
 }

@@ -144,6 +144,9 @@ fn mat_vec(m: &[f32], q: &[f32]) -> Vec<f32> {
 
 /// Refuses the MLSAE and a transcoder of another shape than the model.
 pub(crate) fn check_pair<B: Backend>(model: &Lblm<B>, tc: &Transcoder) -> Result<()> {
+    if tc.shape.variant == Variant::Sae {
+        return Err(Error::Config(super::SAE_HAS_NO_CIRCUITS.to_owned()));
+    }
     if tc.shape.variant == Variant::Mlsae {
         return Err(Error::Config(
             "attribution needs a CLT or PLT; the MLSAE's encoder reads every layer at once, so it has no per-layer feature to attribute".to_owned(),

@@ -68,12 +68,19 @@ pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path
     Ok(analysis)
 }
 
+/// Why circuits refuse an SAE on mlp_out.
+pub(crate) const SAE_HAS_NO_CIRCUITS: &str =
+    "circuits need a CLT or PLT; an SAE on mlp_out reads the MLP's output, so its features do not stand in for the MLP in the residual stream";
+
 /// Refuses a (layer, feature) outside a causal transcoder (CLT or PLT): the MLSAE's one encoder
 /// reads every layer at once, so it has no per-layer feature to pull back or steer.
 pub(crate) fn check_feature(tc: &Transcoder, layer: usize, feature: usize) -> Result<()> {
     let s = tc.shape;
     if s.variant == Variant::Mlsae {
         return Err(Error::Config("circuits need a CLT or PLT; the MLSAE's encoder reads every layer at once".to_owned()));
+    }
+    if s.variant == Variant::Sae {
+        return Err(Error::Config(SAE_HAS_NO_CIRCUITS.to_owned()));
     }
     if layer >= s.layers || feature >= s.features {
         return Err(Error::Config(format!(

@@ -76,7 +76,9 @@ pub fn run_circuits_stage(inputs: &CircuitsInputs, cfg: &CircuitsConfig, out_dir
     let export = inputs.sources.transcoder.join("circuit-tracer");
     let tc = import_circuit_tracer(&export)?;
     let mut summary = serde_json::Map::new();
-    if tc.shape.variant == Variant::Mlsae {
+    if tc.shape.variant == Variant::Sae {
+        summary.insert("skipped".into(), super::SAE_HAS_NO_CIRCUITS.into());
+    } else if tc.shape.variant == Variant::Mlsae {
         summary.insert("mlsae".into(), mlsae_analyses(inputs, &export, "transcoder", cfg, out_dir)?);
     } else {
         summary.extend(pullbacks_and_graph(inputs, &tc, cfg, out_dir)?);

@@ -25,13 +25,14 @@ pub struct EffectSources {
 }
 
 /// Sets `output_effect_mv` of every feature from its first `windows` top windows. Leaves it
-/// unset for an MLSAE, whose single encoder reads every layer and has no place to ablate.
+/// unset for an MLSAE, whose single encoder reads every layer and has no place to ablate, and for
+/// an SAE on mlp_out, which does not stand in for the MLP.
 pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize) -> Result<()> {
     if windows == 0 {
         return Ok(());
     }
     let (loaded, tc) = load_replacement(&sources.model, &sources.transcoder.join("circuit-tracer"))?;
-    if tc.shape.variant == Variant::Mlsae {
+    if matches!(tc.shape.variant, Variant::Mlsae | Variant::Sae) {
         return Ok(());
     }
     // (feature, cell, peak step) of every window to ablate on.

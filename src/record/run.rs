@@ -222,7 +222,7 @@ fn record_cell<B: Backend>(
 ) -> Result<()> {
     let encoders = tc.shape.encoders();
     for chunk in step_windows(cell.steps(), loaded.model.context).chunks(windows_per_batch) {
-        let (x, rows) = kept_resid_mid(&loaded.model, cell, chunk, device);
+        let (x, rows) = kept_inputs(&loaded.model, tc.shape.variant, cell, chunk, device);
         let codes = tc.encode(&x);
         for (t, &row) in rows.iter().enumerate() {
             for e in 0..encoders {
@@ -238,13 +238,13 @@ fn record_cell<B: Backend>(
     Ok(())
 }
 
-/// resid_mid of the kept positions of `chunk` (windows of one length), [n, L, d] flattened,
-/// and the row of each of the n positions.
-fn kept_resid_mid<B: Backend>(model: &Lblm<B>, cell: &ModelSteps, chunk: &[StepWindow], device: &B::Device) -> (Vec<f32>, Vec<u32>) {
+/// The encoder inputs (resid_mid, or mlp_out for an SAE) of the kept positions of `chunk`
+/// (windows of one length), [n, L, d] flattened, and the row of each of the n positions.
+fn kept_inputs<B: Backend>(model: &Lblm<B>, variant: Variant, cell: &ModelSteps, chunk: &[StepWindow], device: &B::Device) -> (Vec<f32>, Vec<u32>) {
     let len = chunk[0].len;
     let windows: Vec<Window> = chunk.iter().map(|w| Window { cell: 0, start: w.start }).collect();
     let (x, _) = inputs::batch::<B>(std::slice::from_ref(cell), &windows, len, device);
-    let all = resid_mid(model, x);
+    let all = encoder_inputs(model, variant, x);
     let width = all.len() / (chunk.len() * len);
     let mut kept = Vec::new();
     let mut rows = Vec::new();
@@ -256,10 +256,11 @@ fn kept_resid_mid<B: Backend>(model: &Lblm<B>, cell: &ModelSteps, chunk: &[StepW
     (kept, rows)
 }
 
-/// Model inputs [batch, seq, N_CHANNELS] → resid_mid of every layer [batch, seq, L, d], flat:
-/// token-major, as the transcoder reads it.
-pub fn resid_mid<B: Backend>(model: &Lblm<B>, x: Tensor<B, 3>) -> Vec<f32> {
+/// Model inputs [batch, seq, N_CHANNELS] → what the encoders of `variant` read at every layer
+/// (resid_mid; mlp_out for an SAE) [batch, seq, L, d], flat: token-major, as the transcoder reads it.
+pub fn encoder_inputs<B: Backend>(model: &Lblm<B>, variant: Variant, x: Tensor<B, 3>) -> Vec<f32> {
     let (_, acts) = model.forward_hooked(x);
-    let stacked = Tensor::<B, 3>::stack::<4>(acts.into_iter().map(|a| a.resid_mid).collect(), 2);
+    let read = |a: crate::model::transformer::LayerActivations<B>| if variant == Variant::Sae { a.mlp_out } else { a.resid_mid };
+    let stacked = Tensor::<B, 3>::stack::<4>(acts.into_iter().map(read).collect(), 2);
     stacked.into_data().convert::<f32>().into_vec().expect("f32 activations")
 }

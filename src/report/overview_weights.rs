@@ -50,7 +50,7 @@ pub(crate) fn draw_weight_figures(ctx: &Context, dir: &Path) -> Result<Vec<Figur
             draw_decoder_cosine(&decoders, &dir.join(&cosine.file))?;
             Ok(vec![banding, cosine])
         }
-        Variant::Clt | Variant::Plt => Ok(Vec::new()),
+        Variant::Clt | Variant::Plt | Variant::Sae => Ok(Vec::new()),
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::config::Variant;
 use super::tensors;
 use crate::{Error, Result};
 
@@ -16,6 +17,17 @@ pub struct Batch {
     pub tokens: usize,
     pub resid_mid: Vec<f32>,
     pub mlp_out: Vec<f32>,
+}
+
+impl Batch {
+    /// The batch as the encoders of `variant` read it: an SAE on mlp_out reads what it rebuilds,
+    /// so its encoder input (`resid_mid` here) is mlp_out.
+    pub fn for_variant(mut self, variant: Variant) -> Batch {
+        if variant == Variant::Sae {
+            self.resid_mid.clone_from(&self.mlp_out);
+        }
+        self
+    }
 }
 
 /// Where the trainer and the evaluation get activations from.

@@ -37,7 +37,7 @@ impl Shape {
     pub fn out_layers(&self, e: usize) -> std::ops::Range<usize> {
         match self.variant {
             Variant::Clt => e..self.layers,
-            Variant::Plt => e..e + 1,
+            Variant::Plt | Variant::Sae => e..e + 1,
             Variant::Mlsae => 0..self.layers,
         }
     }

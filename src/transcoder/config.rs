@@ -14,6 +14,9 @@ pub enum Variant {
     Plt,
     /// Multi-layer SAE: one encoder over all layers' concatenated resid_mid, decoding to all layers.
     Mlsae,
+    /// A plain SAE on each layer's MLP output: reads mlp_out of layer l and rebuilds it, the
+    /// baseline transcoders are compared against (Dunefsky et al. 2024).
+    Sae,
 }
 
 /// The nonlinearity σ that turns pre-activations into sparse codes.
@@ -143,6 +146,9 @@ impl TranscoderConfig {
         }
         if self.preact_coef > 0.0 && self.trainer == Some(Trainer::Sparse) {
             return bad("preact_coef needs trainer = \"autodiff\": the pre-activation loss reaches every feature, and the sparse trainer computes gradients for active features only");
+        }
+        if self.variant == Variant::Sae && self.skip {
+            return bad("an SAE on mlp_out has no skip path (it would copy its own input)");
         }
         if self.variant == Variant::Mlsae && !matches!(self.activation, Activation::TopK { .. } | Activation::BatchTopK { .. }) {
             return bad("the MLSAE is trained with TopK or BatchTopK");

@@ -38,7 +38,13 @@ fn model_kind(variant: Variant) -> &'static str {
         Variant::Clt => "cross_layer_transcoder",
         Variant::Plt => "transcoder_set",
         Variant::Mlsae => "voltlens_mlsae",
+        Variant::Sae => "voltlens_sae",
     }
+}
+
+/// What a variant's encoders read: resid_mid, or for an SAE the mlp_out it rebuilds.
+fn input_hook(variant: Variant) -> &'static str {
+    if variant == Variant::Sae { OUTPUT_HOOK } else { INPUT_HOOK }
 }
 
 /// The encoder file that carries layer m's b_dec and W_skip: its own for the CLT, the only one for the MLSAE.
@@ -57,7 +63,8 @@ pub fn export_circuit_tracer(tc: &Transcoder, dir: &Path) -> Result<()> {
     crate::io::check_replaceable(dir)?;
     let tmp = crate::io::fresh_temp_dir(dir)?;
     match tc.shape.variant {
-        Variant::Plt => write_transcoder_set(tc, &tmp)?,
+        // An SAE on mlp_out has the shape of a per-layer transcoder (its hooks say what it reads).
+        Variant::Plt | Variant::Sae => write_transcoder_set(tc, &tmp)?,
         Variant::Clt | Variant::Mlsae => write_clt(tc, &tmp)?,
     }
     let path = tmp.join(CONFIG);
@@ -122,9 +129,10 @@ fn config_yaml(tc: &Transcoder) -> String {
     };
     format!(
         "# A transcoder of a VoltLens battery model, in circuit-tracer's layout.\n\
-         model_kind: {}\nfeature_input_hook: {INPUT_HOOK}\nfeature_output_hook: {OUTPUT_HOOK}\n\
+         model_kind: {}\nfeature_input_hook: {}\nfeature_output_hook: {OUTPUT_HOOK}\n\
          # What circuit-tracer's files cannot say; circuit-tracer encodes with ReLU or, given thresholds, JumpReLU.\n{activation}",
-        model_kind(tc.shape.variant)
+        model_kind(tc.shape.variant),
+        input_hook(tc.shape.variant)
     )
 }
 
@@ -132,20 +140,25 @@ fn config_yaml(tc: &Transcoder) -> String {
 /// written by another tool.
 pub fn import_circuit_tracer(dir: &Path) -> Result<Transcoder> {
     let config = read_config(dir)?;
-    for (key, ours) in [("feature_input_hook", INPUT_HOOK), ("feature_output_hook", OUTPUT_HOOK)] {
+    let variant = match config.get("model_kind").map_or(model_kind(Variant::Clt), String::as_str) {
+        "cross_layer_transcoder" => Variant::Clt,
+        "voltlens_mlsae" => Variant::Mlsae,
+        "transcoder_set" => Variant::Plt,
+        "voltlens_sae" => Variant::Sae,
+        other => {
+            let message = format!("model_kind '{other}'; expected cross_layer_transcoder, transcoder_set, voltlens_mlsae or voltlens_sae");
+            return Err(Error::in_file(&dir.join(CONFIG), message));
+        }
+    };
+    for (key, ours) in [("feature_input_hook", input_hook(variant)), ("feature_output_hook", OUTPUT_HOOK)] {
         if let Some(hook) = config.get(key).filter(|h| h.as_str() != ours) {
-            let message = format!("{key} is '{hook}'; VoltLens transcoders read resid_mid and write mlp_out ({ours})");
+            let message = format!("{key} is '{hook}'; a VoltLens {variant:?} reads {} and writes mlp_out ({ours} expected)", input_hook(variant));
             return Err(Error::in_file(&dir.join(CONFIG), message));
         }
     }
-    match config.get("model_kind").map_or(model_kind(Variant::Clt), String::as_str) {
-        "cross_layer_transcoder" => read_clt(dir, Variant::Clt, &config),
-        "voltlens_mlsae" => read_clt(dir, Variant::Mlsae, &config),
-        "transcoder_set" => read_transcoder_set(dir, &config),
-        other => Err(Error::in_file(
-            &dir.join(CONFIG),
-            format!("model_kind '{other}'; expected cross_layer_transcoder, transcoder_set or voltlens_mlsae"),
-        )),
+    match variant {
+        Variant::Clt | Variant::Mlsae => read_clt(dir, variant, &config),
+        Variant::Plt | Variant::Sae => read_transcoder_set(dir, variant, &config),
     }
 }
 
@@ -240,7 +253,7 @@ fn read_clt(dir: &Path, variant: Variant, config: &BTreeMap<String, String>) -> 
     Ok(tc)
 }
 
-fn read_transcoder_set(dir: &Path, config: &BTreeMap<String, String>) -> Result<Transcoder> {
+fn read_transcoder_set(dir: &Path, variant: Variant, config: &BTreeMap<String, String>) -> Result<Transcoder> {
     let layers = count_files(dir, |l| format!("layer_{l}.safetensors"));
     if layers == 0 {
         return Err(Error::in_file(dir, "no layer_0.safetensors: not a circuit-tracer transcoder set"));
@@ -248,7 +261,7 @@ fn read_transcoder_set(dir: &Path, config: &BTreeMap<String, String>) -> Result<
     let (path, first) = open(dir, "layer_0.safetensors")?;
     let [f, d] = dims(&first, &path, "W_enc", 2)?[..] else { unreachable!("rank checked") };
     let cfg = TranscoderConfig {
-        variant: Variant::Plt,
+        variant,
         features: f,
         activation: activation(config, &first, "activation_function.threshold", dir)?,
         skip: first.contains_key("W_skip"),

@@ -37,7 +37,7 @@ pub fn evaluate(tc: &Transcoder, source: &mut dyn ActivationSource, tokens: usiz
     let mut fires = vec![0u64; enc * s.features];
     let mut seen = 0usize;
     while seen < tokens {
-        let b = source.next_batch(batch.min(tokens - seen))?;
+        let b = source.next_batch(batch.min(tokens - seen))?.for_variant(s.variant);
         let out = tc.forward(&b.resid_mid);
         for (i, (&yh, &y)) in out.mlp_out.iter().zip(&b.mlp_out).enumerate() {
             let j = i % (layers * d);

@@ -338,8 +338,8 @@ pub struct TranscoderMlps<'a, B: Backend> {
     transcoder: &'a Transcoder,
     /// The one layer replaced, or None for every layer.
     only: Option<usize>,
-    /// This pass's resid_mid so far, [tokens, L, d].
-    resid_mid: RefCell<Vec<f32>>,
+    /// This pass's encoder inputs so far, [tokens, L, d]: resid_mid (mlp_out for an SAE).
+    inputs: RefCell<Vec<f32>>,
 }
 
 impl<'a, B: Backend> TranscoderMlps<'a, B> {
@@ -349,13 +349,14 @@ impl<'a, B: Backend> TranscoderMlps<'a, B> {
                 "the MLSAE reads every layer at once, so it cannot stand in for an MLP during a forward pass".to_owned(),
             ));
         }
-        Ok(TranscoderMlps { model, transcoder, only, resid_mid: RefCell::new(Vec::new()) })
+        Ok(TranscoderMlps { model, transcoder, only, inputs: RefCell::new(Vec::new()) })
     }
 }
 
 impl<B: Backend> MlpReplacement<B> for TranscoderMlps<'_, B> {
     /// With one layer m replaced, the layers below it run their own MLP here (rather than in the
-    /// model) so that the wrapper sees their resid_mid for the CLT's codes.
+    /// model) so that the wrapper sees their resid_mid for the CLT's codes. An SAE rebuilds the
+    /// MLP's own output, so the MLP runs first.
     fn replaces(&self, layer: usize) -> bool {
         self.only.is_none_or(|m| layer <= m)
     }
@@ -363,16 +364,18 @@ impl<B: Backend> MlpReplacement<B> for TranscoderMlps<'_, B> {
     fn mlp_out(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, seq, d] = resid_mid.dims();
         let layers = self.transcoder.shape.layers;
-        let mut seen = self.resid_mid.borrow_mut();
+        let block = &self.model.blocks[layer];
+        let own_mlp = || block.mlp.forward(block.ln_mlp.forward(resid_mid.clone()));
+        let input = if self.transcoder.shape.variant == Variant::Sae { own_mlp() } else { resid_mid.clone() };
+        let mut seen = self.inputs.borrow_mut();
         if layer == 0 {
             *seen = vec![0.0; batch * seq * layers * d];
         }
-        for (t, row) in to_vec(resid_mid.clone()).chunks(d).enumerate() {
+        for (t, row) in to_vec(input).chunks(d).enumerate() {
             seen[(t * layers + layer) * d..(t * layers + layer + 1) * d].copy_from_slice(row);
         }
         if self.only.is_some_and(|m| layer < m) {
-            let block = &self.model.blocks[layer];
-            return block.mlp.forward(block.ln_mlp.forward(resid_mid));
+            return own_mlp();
         }
         let y = self.transcoder.forward(&seen).mlp_out; // [tokens, L, d]
         let y_layer: Vec<f32> = y.chunks(layers * d).flat_map(|t| &t[layer * d..(layer + 1) * d]).copied().collect();

@@ -188,7 +188,7 @@ impl<'a, B: Backend> Judge<'a, B> {
         let metrics = evaluate(tc, &mut heldout, self.heldout.tokens, self.batch)?;
         let fidelity = match tc.shape.variant {
             Variant::Mlsae => None,
-            Variant::Clt | Variant::Plt => Some(fidelity(&self.loaded.model, tc, &self.mean, &self.windows, &self.device)?),
+            Variant::Clt | Variant::Plt | Variant::Sae => Some(fidelity(&self.loaded.model, tc, &self.mean, &self.windows, &self.device)?),
         };
         Ok((metrics, fidelity))
     }

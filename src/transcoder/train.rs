@@ -133,7 +133,7 @@ pub fn train_with<B: AutodiffBackend>(
             source.skip_batches(step + 1, cfg.batch)?;
             (state, step)
         }
-        None => (init(cfg, &source.next_batch(cfg.batch)?, layers, d), 0),
+        None => (init(cfg, &source.next_batch(cfg.batch)?.for_variant(cfg.variant), layers, d), 0),
     };
     let pb = crate::progress::bar(cfg.steps, "transcoder", "steps");
     pb.set_position(start);
@@ -147,7 +147,7 @@ pub fn train_with<B: AutodiffBackend>(
     let mut diverged_at = None;
     let t0 = Instant::now();
     for step in start..cfg.steps {
-        let mut batch = source.next_batch(cfg.batch)?;
+        let mut batch = source.next_batch(cfg.batch)?.for_variant(cfg.variant);
         scale_input(&mut batch.resid_mid, &state.input_scale, d);
         let stats = train_step(cfg, &mut state, &mut engine, &batch, step);
         if stats.fvu.iter().any(|f| !f.is_finite()) {

@@ -126,6 +126,7 @@ pub fn variant_name(v: Variant) -> &'static str {
         Variant::Clt => "clt",
         Variant::Plt => "plt",
         Variant::Mlsae => "mlsae",
+        Variant::Sae => "sae",
     }
 }
 

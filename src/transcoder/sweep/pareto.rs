@@ -84,7 +84,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<bool> {
 
 /// Sets each row's flags against the other runs of its variant.
 pub fn mark_fronts(rows: &mut [SweepRow]) {
-    for variant in [Variant::Clt, Variant::Plt, Variant::Mlsae] {
+    for variant in [Variant::Clt, Variant::Plt, Variant::Mlsae, Variant::Sae] {
         let idx: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].variant == variant).collect();
         let fvu: Vec<(f64, f64)> = idx.iter().map(|&i| (rows[i].l0, rows[i].fvu)).collect();
         let fid: Vec<(f64, f64)> = idx.iter().map(|&i| (rows[i].l0, rows[i].fidelity.map_or(f64::NAN, |f| -f))).collect();

@@ -34,8 +34,12 @@ pub const FIGURES: [(&str, &str, &str); 3] = [
     ),
 ];
 const SIZE: (u32, u32) = (1100, 760);
-const VARIANTS: [(Variant, &str, RGBColor); 3] =
-    [(Variant::Clt, "CLT", plot_style::CLT), (Variant::Plt, "PLT", plot_style::PLT), (Variant::Mlsae, "MLSAE", plot_style::MLSAE)];
+const VARIANTS: [(Variant, &str, RGBColor); 4] = [
+    (Variant::Clt, "CLT", plot_style::CLT),
+    (Variant::Plt, "PLT", plot_style::PLT),
+    (Variant::Mlsae, "MLSAE", plot_style::MLSAE),
+    (Variant::Sae, "SAE (mlp_out)", plot_style::SAE),
+];
 const NOTE: RGBColor = RGBColor(110, 110, 110);
 const X_DESC: &str = "Mean L0 (active features per token per encoder, log scale)";
 
@@ -152,13 +156,14 @@ fn colour_of(v: Variant) -> RGBColor {
     VARIANTS.iter().find(|(w, ..)| *w == v).map_or(BLACK, |(.., c)| *c)
 }
 
-/// Circle (CLT), triangle (PLT) or square (MLSAE) centred on `at`: one element type for all three
+/// Circle (CLT), triangle (PLT), square (MLSAE) or diamond (SAE) centred on `at`: one element type for all three
 /// (a filled polygon and its outline), so that one series can hold any of them.
 fn marker<C, DB: DrawingBackend>(variant: Variant, at: C, fill: RGBColor, edge: RGBColor) -> Marker<C, DB> {
     let shape: Vec<(i32, i32)> = match variant {
         Variant::Clt => (0..16).map(|k| k as f64 * std::f64::consts::TAU / 16.0).map(|a| ((6.5 * a.cos()).round() as i32, (6.5 * a.sin()).round() as i32)).collect(),
         Variant::Plt => vec![(0, -8), (7, 5), (-7, 5)],
         Variant::Mlsae => vec![(-6, -6), (6, -6), (6, 6), (-6, 6)],
+        Variant::Sae => vec![(0, -8), (8, 0), (0, 8), (-8, 0)],
     };
     let outline: Vec<(i32, i32)> = shape.iter().chain(shape.first()).copied().collect();
     EmptyElement::at(at) + Polygon::new(shape, fill.filled()) + PathElement::new(outline, edge.stroke_width(2))
