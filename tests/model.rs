@@ -291,3 +291,22 @@ fn an_imported_model_evaluates_like_the_original_on_any_cells() {
     let err = eval_model(&data, &imported, &tmp.path().join("eval-unknown"), &unknown).unwrap_err().to_string();
     assert!(err.contains("no cell no-such-cell"), "{err}");
 }
+
+/// A GPU allocation failure (burn's CUDA backend panics with cubecl's `LaunchError::OutOfMemory`)
+/// comes back as an error naming the work and what to lower; other backend panics keep their
+/// first line; and the process goes on (the panic hook is restored).
+#[test]
+fn gpu_failures_become_errors_that_say_what_to_lower() {
+    use voltlens::model::backend::gpu_guard;
+    let what = "transcoder training (Clt, 8192 features per encoder, batch 4096); lower `batch` or `features`";
+    let oom = gpu_guard(what, || -> voltlens::Result<()> { panic!("An out-of-memory error happened during launch\nCaused by:\n  alloc of 3 GiB") });
+    let err = oom.unwrap_err().to_string();
+    assert!(err.contains("ran out of memory") && err.contains("8192 features") && err.contains("lower `batch`"), "{err}");
+    let other = gpu_guard("model training", || -> voltlens::Result<()> { panic!("{}", String::from("CUDA_ERROR_ILLEGAL_ADDRESS\nmore")) });
+    let err = other.unwrap_err().to_string();
+    assert!(err.contains("model training") && err.contains("CUDA_ERROR_ILLEGAL_ADDRESS") && !err.contains("more"), "{err}");
+    assert_eq!(gpu_guard("nothing", || Ok(7)).unwrap(), 7);
+    // Errors that are not panics pass through unchanged.
+    let err = gpu_guard("x", || -> voltlens::Result<()> { Err(voltlens::Error::Config("bad".into())) }).unwrap_err().to_string();
+    assert!(err.contains("bad") && !err.contains("GPU"), "{err}");
+}

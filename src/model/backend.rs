@@ -16,18 +16,45 @@ pub trait BackendTask {
     type Output;
     /// Runs with the autodiff backend `B` on `device` (inference uses `B::InnerBackend`).
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
+    /// The work and its size, and which settings shrink it: what a GPU out-of-memory error says.
+    fn describe(&self) -> String;
 }
 
 pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output> {
     match choice {
         DeviceChoice::Cpu => task.run::<CpuTrain>(Default::default()),
         #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda => task.run::<Autodiff<burn::backend::Cuda>>(Default::default()),
+        DeviceChoice::Cuda => {
+            let what = task.describe();
+            gpu_guard(&what, || task.run::<Autodiff<burn::backend::Cuda>>(Default::default()))
+        }
         #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda => Err(Error::Config(
             "--device cuda: this build has no GPU support; rebuild with --features cuda".to_owned(),
         )),
     }
+}
+
+/// Runs GPU work so that a failure inside the backend comes back as an error naming the work, its
+/// size and what to lower, rather than a crash: burn's CUDA backend panics when an allocation
+/// fails (`LaunchError::OutOfMemory` unwrapped). Outputs are written by rename, so nothing
+/// half-written is left behind.
+pub fn gpu_guard<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {})); // the error below says it once
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    std::panic::set_hook(hook);
+    let payload = match outcome {
+        Ok(result) => return result,
+        Err(payload) => payload,
+    };
+    let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("");
+    let lower = message.to_lowercase();
+    if ["out of memory", "out-of-memory", "outofmemory"].iter().any(|m| lower.contains(m)) {
+        return Err(Error::Other(format!("the GPU ran out of memory in {what}")));
+    }
+    let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+    Err(Error::Other(format!("the GPU backend failed in {what}: {first}")))
 }
 
 /// A burn CPU backend to compare (`voltlens bench model --backend`). Flex is the one every stage

@@ -58,6 +58,10 @@ struct BenchTask<'a> {
 
 impl BackendTask for BenchTask<'_> {
     type Output = ModelBench;
+    fn describe(&self) -> String {
+        let m = self.model;
+        format!("the model benchmark ({} layers, d_model {}, context {}, batch {})", m.layers, m.d_model, m.context, self.batch)
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ModelBench> {
         let (batch, context) = (self.batch, self.model.context);
         let mut rng = ChaCha8Rng::seed_from_u64(0);

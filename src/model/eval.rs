@@ -105,6 +105,9 @@ struct EvalTask<'a> {
 
 impl BackendTask for EvalTask<'_> {
     type Output = EvalMetrics;
+    fn describe(&self) -> String {
+        format!("model evaluation ({} windows per pass); lower `batch`", self.cfg.batch)
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalMetrics> {
         evaluate::<B::InnerBackend>(&self, &device)
     }

@@ -70,6 +70,13 @@ struct TrainTask<'a> {
 
 impl BackendTask for TrainTask<'_> {
     type Output = TrainSummary;
+    fn describe(&self) -> String {
+        let m = self.model;
+        format!(
+            "model training ({} layers, d_model {}, context {}, batch {}); lower `batch` or `context`",
+            m.layers, m.d_model, m.context, self.train.batch
+        )
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainSummary> {
         let dir = ModelDir::new(self.out_dir);
         let run_config = RunConfig {

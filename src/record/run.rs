@@ -147,6 +147,9 @@ struct RecordTask<'a> {
 
 impl BackendTask for RecordTask<'_> {
     type Output = RecordSummary;
+    fn describe(&self) -> String {
+        format!("recording ({} windows per pass, {} features per encoder); lower `windows_per_batch`", self.cfg.windows_per_batch, self.transcoder.shape.features)
+    }
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<RecordSummary> {
         record_dataset::<B::InnerBackend>(&self, device)
     }

@@ -146,4 +146,7 @@ impl BackendTask for TrainerTask<'_> {
         let report = train_with::<B>(self.cfg, self.trainer, &mut self.source, self.out, device)?;
         Ok((report.tokens_per_s, report.fvu.iter().sum::<f32>() / report.fvu.len().max(1) as f32))
     }
+    fn describe(&self) -> String {
+        super::stage::describe_training(self.cfg)
+    }
 }

@@ -114,6 +114,9 @@ impl BackendTask for StageTask<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<StageMetrics> {
         train_and_evaluate::<B>(&self, device)
     }
+    fn describe(&self) -> String {
+        describe_training(&self.cfg.config)
+    }
 }
 
 fn train_and_evaluate<B: AutodiffBackend>(task: &StageTask, device: B::Device) -> Result<StageMetrics> {
@@ -140,6 +143,14 @@ fn train_and_evaluate<B: AutodiffBackend>(task: &StageTask, device: B::Device) -
     };
     write_json(&task.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
+}
+
+/// A transcoder run's size for error messages, and what shrinks it.
+pub(crate) fn describe_training(c: &TranscoderConfig) -> String {
+    format!(
+        "transcoder training ({:?}, {} features per encoder, batch {}, {:?}); lower `batch` or `features`, or use a TopK activation with a smaller k",
+        c.variant, c.features, c.batch, c.activation
+    )
 }
 
 /// What a transcoder is judged on, drawn once so that a sweep judges every run on the same data:

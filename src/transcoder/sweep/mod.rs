@@ -157,6 +157,10 @@ impl BackendTask for SweepTask<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         train_runs::<B>(&self, device)
     }
+    fn describe(&self) -> String {
+        let widest = self.runs.iter().map(|r| &r.config).max_by_key(|c| c.features * c.batch);
+        format!("a sweep of {} runs, the largest {}", self.runs.len(), widest.map_or_else(String::new, super::stage::describe_training))
+    }
 }
 
 fn train_runs<B: AutodiffBackend>(task: &SweepTask, device: B::Device) -> Result<()> {
