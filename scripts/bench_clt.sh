@@ -1,37 +1,92 @@
 #!/usr/bin/env bash
-# VoltLens's transcoder trainer against the dense PyTorch reference (shared/bench/clt_reference.py),
-# one after the other on the same activation cache, same shapes and hyper-parameters; prints both
-# JSON lines and the tokens/s ratio with FVU and L0 beside it.
+# VoltLens's CPU transcoder trainer against the PyTorch reference (shared/bench/clt_reference.py),
+# dense and --sparse, on real activations of a battery model (a `voltlens cache-activations`
+# cache), same shapes and hyper-parameters, every (F, activation) point run REPEATS times with the
+# three sides alternating in rotating order. Prints one table: median tokens/s of each side, the
+# ratio to the better reference, and FVU / L0 of each beside it (a faster trainer at worse FVU has
+# not won). Raw JSON lines go to $OUT/results.jsonl.
 #
-#   scripts/bench_clt.sh                      # synthetic 100k-token cache, ReLU, 300 steps, 2 threads
-#   STEPS=100 ACT=topk K=32 scripts/bench_clt.sh
-#   CACHE=/path/acts.safetensors LAYERS=6 D=128 scripts/bench_clt.sh
+#   scripts/bench_clt.sh                                    # F 1024 4096 16384 × relu topk, 300 steps
+#   CACHE=acts.safetensors LAYERS=3 FEATURES=4096 ACTS=topk REPEATS=3 scripts/bench_clt.sh
+#   MODEL=runs/x/model/model DATA=runs/x/data/dataset scripts/bench_clt.sh   # caches that model
+#   SYNTHETIC=100000 scripts/bench_clt.sh                   # the reference's synthetic problem
 #
-# Needs the reference's venv: python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch numpy safetensors
+# Without CACHE, MODEL and DATA default to the quickstart pipeline's (voltlens run pipelines/quickstart.toml).
+# Needs torch, numpy and safetensors for the reference: PY=/path/to/python (default: the venv
+# .ci/run makes, ~/.cache/voltlens/venv-torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/voltlens/target}"
-PY="${PY:-/tmp/ref/bin/python}"
-LAYERS="${LAYERS:-4}" D="${D:-64}" FEATURES="${FEATURES:-1024}" ACT="${ACT:-relu}" K="${K:-32}"
-LAM="${LAM:-1e-3}" BATCH="${BATCH:-1024}" STEPS="${STEPS:-300}" THREADS="${THREADS:-2}" TOKENS="${TOKENS:-100000}"
-CACHE="${CACHE:-/tmp/voltlens-bench/synthetic-${TOKENS}-${LAYERS}x${D}-f${FEATURES}.safetensors}"
-export VOLTLENS_BENCH_CACHE="$CACHE" VOLTLENS_BENCH_LAYERS="$LAYERS" VOLTLENS_BENCH_D="$D" VOLTLENS_BENCH_FEATURES="$FEATURES" \
-  VOLTLENS_BENCH_ACT="$ACT" VOLTLENS_BENCH_K="$K" VOLTLENS_BENCH_LAM="$LAM" VOLTLENS_BENCH_BATCH="$BATCH" \
-  VOLTLENS_BENCH_STEPS="$STEPS" VOLTLENS_BENCH_THREADS="$THREADS" VOLTLENS_BENCH_TOKENS="$TOKENS"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voltlens/target}"
+PY="${PY:-$HOME/.cache/voltlens/venv-torch/bin/python}"
+FEATURES="${FEATURES:-1024 4096 16384}" ACTS="${ACTS:-relu topk}" K="${K:-32}" LAM="${LAM:-1e-3}"
+BATCH="${BATCH:-1024}" STEPS="${STEPS:-300}" THREADS="${THREADS:-2}" REPEATS="${REPEATS:-1}"
+TOKENS="${TOKENS:-200000}" OUT="${OUT:-/tmp/voltlens-bench}"
+mkdir -p "$OUT"
+"$PY" -c "import torch, numpy, safetensors" || { echo "PY=$PY lacks torch/numpy/safetensors" >&2; exit 1; }
 
-# Build first (and write the synthetic cache with a 1-step run) so that neither timing includes it.
-VOLTLENS_BENCH_STEPS=1 cargo test -q --test transcoder bench_against_reference -- --ignored --nocapture >/dev/null
-ours=$(cargo test -q --test transcoder bench_against_reference -- --ignored --nocapture | sed -n 's/^VOLTLENS_BENCH //p')
-ref=$("$PY" ../shared/bench/clt_reference.py --acts "$CACHE" --layers "$LAYERS" --d "$D" --features "$FEATURES" \
-  --act "$ACT" --k "$K" --lam "$LAM" --batch "$BATCH" --steps "$STEPS" --threads "$THREADS")
-echo "voltlens:  $ours"
-echo "reference: $ref"
-"$PY" - "$ours" "$ref" <<'PY'
-import json, sys
-o, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+cargo build -q
+VOLTLENS="$CARGO_TARGET_DIR/debug/voltlens"
+if [[ -n "${SYNTHETIC:-}" ]]; then
+  LAYERS="${LAYERS:-4}" D="${D:-64}"
+  CACHE="$OUT/synthetic-$SYNTHETIC-${LAYERS}x$D.safetensors"
+  [[ -f "$CACHE" ]] || VOLTLENS_BENCH_CACHE="$CACHE" VOLTLENS_BENCH_TOKENS="$SYNTHETIC" VOLTLENS_BENCH_LAYERS="$LAYERS" \
+    VOLTLENS_BENCH_D="$D" VOLTLENS_BENCH_STEPS=1 cargo test -q --test transcoder bench_against_reference -- --ignored >/dev/null
+elif [[ -z "${CACHE:-}" ]]; then
+  MODEL="${MODEL:-runs/quickstart/model/model}" DATA="${DATA:-runs/quickstart/data/dataset}"
+  [[ -d "$MODEL" && -d "$DATA" ]] || { echo "no activations: set CACHE, or MODEL and DATA (or run the quickstart pipeline first)" >&2; exit 1; }
+  CACHE="$OUT/acts-$(echo "$MODEL" | tr / _)-$TOKENS.safetensors"
+  [[ -f "$CACHE" ]] || "$VOLTLENS" -q cache-activations --data "$DATA" --model "$MODEL" --out "$CACHE" --tokens "$TOKENS"
+fi
+# The cache's [tokens, layers, d].
+read -r LAYERS D < <("$PY" -c "
+from safetensors import safe_open
+with safe_open('$CACHE', 'np') as f: s = f.get_slice('resid_mid').get_shape()
+print(s[1], s[2])")
+echo "cache $CACHE: $LAYERS layers × d $D; $STEPS steps of $BATCH tokens, $THREADS threads, $REPEATS repeat(s)"
+# Build the bench test once so that no timing includes compilation.
+cargo test -q --test transcoder --no-run 2>/dev/null
+
+ours() {
+  VOLTLENS_BENCH_CACHE="$CACHE" VOLTLENS_BENCH_FEATURES="$1" VOLTLENS_BENCH_ACT="$2" VOLTLENS_BENCH_K="$K" \
+  VOLTLENS_BENCH_LAM="$LAM" VOLTLENS_BENCH_BATCH="$BATCH" VOLTLENS_BENCH_STEPS="$STEPS" VOLTLENS_BENCH_THREADS="$THREADS" \
+    cargo test -q --test transcoder bench_against_reference -- --ignored --nocapture | sed -n 's/^VOLTLENS_BENCH //p'
+}
+reference() {
+  "$PY" ../shared/bench/clt_reference.py --acts "$CACHE" --layers "$LAYERS" --d "$D" --features "$1" \
+    --act "$2" --k "$K" --lam "$LAM" --batch "$BATCH" --steps "$STEPS" --threads "$THREADS" ${3:+--sparse}
+}
+RESULTS="$OUT/results.jsonl"
+: > "$RESULTS"
+for f in $FEATURES; do
+  for act in $ACTS; do
+    for r in $(seq 1 "$REPEATS"); do
+      # Rotate the order each repeat so that no side always runs first (or last) on a warming machine.
+      sides=(ours dense sparse); sides=("${sides[@]:$(( (r - 1) % 3 ))}" "${sides[@]:0:$(( (r - 1) % 3 ))}")
+      for side in "${sides[@]}"; do
+        case $side in
+          ours) line=$(ours "$f" "$act") ;;
+          dense) line=$(reference "$f" "$act") ;;
+          sparse) line=$(reference "$f" "$act" sparse) ;;
+        esac
+        echo "{\"side\": \"$side\", \"features\": $f, \"act\": \"$act\", \"repeat\": $r, \"result\": $line}" >> "$RESULTS"
+        echo "  F $f $act repeat $r: $side done" >&2
+      done
+    done
+  done
+done
+"$PY" - "$RESULTS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
 mean = lambda v: sum(v) / len(v)
-print(f"tokens/s ratio voltlens/reference = {o['tokens_per_s'] / r['tokens_per_s']:.2f} "
-      f"({o['tokens_per_s']:.0f} vs {r['tokens_per_s']:.0f}); "
-      f"mean FVU {mean(o['metrics']['fvu_per_layer']):.4f} vs {mean(r['fvu_per_layer']):.4f}; "
-      f"mean L0 {mean(o['metrics']['l0_per_layer']):.1f} vs {mean(r['l0_per_layer']):.1f}")
+def fvu(r): return mean(r["metrics"]["fvu_per_layer"] if "metrics" in r else r["fvu_per_layer"])
+def l0(r): return mean(r["metrics"]["l0_per_layer"] if "metrics" in r else r["l0_per_layer"])
+print(f"{'F':>6} {'act':<5} {'ours tok/s':>11} {'dense':>8} {'sparse':>8} {'ratio':>6}  {'FVU ours/dense/sparse':<24} {'L0 ours/dense/sparse'}")
+for key in dict.fromkeys((r["features"], r["act"]) for r in rows):
+    by = {s: [r["result"] for r in rows if (r["features"], r["act"]) == key and r["side"] == s] for s in ("ours", "dense", "sparse")}
+    tps = {s: statistics.median(x["tokens_per_s"] for x in v) for s, v in by.items()}
+    med = {s: sorted(v, key=lambda x: x["tokens_per_s"])[len(v) // 2] for s, v in by.items()}
+    ratio = tps["ours"] / max(tps["dense"], tps["sparse"])
+    f = "/".join(f"{fvu(med[s]):.4f}" for s in by)
+    l = "/".join(f"{l0(med[s]):.1f}" for s in by)
+    print(f"{key[0]:>6} {key[1]:<5} {tps['ours']:>11.0f} {tps['dense']:>8.0f} {tps['sparse']:>8.0f} {ratio:>5.2f}×  {f:<24} {l}")
 PY

@@ -79,8 +79,11 @@ pub struct ForwardOutput {
     pub mlp_out: Vec<f32>,
 }
 
-/// Tokens handled by one rayon task: enough to amortise the kernel's tiles, few enough to balance.
+/// Tokens handled by one rayon task in the backward pass: few enough to balance.
 pub(crate) const CHUNK: usize = 64;
+/// Tokens per encoder product: gemm packs W_enc once per call, so blocks of 256 rows run at
+/// 175–185 GFLOP/s where blocks of 64 ran at 140–150 (d 64, F 1k–4k, two threads).
+const ENCODE_CHUNK: usize = 256;
 
 impl Transcoder {
     /// All-zero parameters of the right shapes (the trainer initialises them).
@@ -118,7 +121,7 @@ impl Transcoder {
     /// With `aux`, also returns AuxK's codes: per (token, encoder) the top k dead features.
     pub(crate) fn encode_with(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let per_token = self.shape.layers * self.shape.d_model;
-        let chunks: Vec<(Codes, Codes)> = x.par_chunks(CHUNK * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
+        let chunks: Vec<(Codes, Codes)> = x.par_chunks(ENCODE_CHUNK * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
         let (mut codes, mut aux_codes) = (Codes::new(), Codes::new());
         for (c, a) in &chunks {
             codes.extend(c);
@@ -140,9 +143,8 @@ impl Transcoder {
         let mut aux_per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
         let mut scratch = Vec::new();
         for e in 0..s.encoders() {
-            let off = s.input_offset(e);
-            let rows: Vec<&[f32]> = (0..n).map(|t| &x[t * per_token + off..t * per_token + off + s.d_in()]).collect();
-            dense::affine_rows(&rows, self.w_enc_of(e), &self.b_enc[e * s.features..(e + 1) * s.features], &mut pre);
+            let b_enc = &self.b_enc[e * s.features..(e + 1) * s.features];
+            dense::affine_strided(x, per_token, s.input_offset(e), s.d_in(), self.w_enc_of(e), b_enc, &mut pre);
             let (mut c, mut a) = (Codes::new(), Codes::new());
             for row in pre.chunks(s.features) {
                 activation::select_row(&self.activation, row, self.threshold_of(e), window, &mut scratch, &mut c);
