@@ -521,3 +521,51 @@ fn an_sae_reads_and_rebuilds_mlp_out_only() {
     let err = TranscoderConfig { skip: true, ..cfg }.validate().unwrap_err().to_string();
     assert!(err.contains("skip"), "{err}");
 }
+
+/// The pre-activation loss coef·mean_t Σ_f relu(θ_f − pre_tf)·‖W_dec,f‖ (autodiff trainer only)
+/// adds exactly −coef/n · #{t: pre_tf < θ_f} · ‖W_dec,f‖ to each b_enc gradient, and the sparse
+/// trainer refuses it.
+#[test]
+fn the_pre_activation_loss_pulls_every_feature_below_threshold_up() {
+    use voltlens::transcoder::adam::Adam;
+    use voltlens::transcoder::autodiff::{self, DeviceTrainer, Terms};
+    use voltlens::transcoder::Trainer;
+    type Cpu = voltlens::model::backend::CpuTrain;
+    let cfg = TranscoderConfig { features: 10, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.1 }, ..Default::default() };
+    let (layers, d, n) = (2, 4, 32);
+    let model = random_model(&cfg, layers, d, 31);
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    let x = uniform(&mut rng, n * layers * d, 1.0);
+    let y = uniform(&mut rng, n * layers * d, 1.0);
+    let var = vec![1.0, 1.0];
+    let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), Default::default());
+    let b_enc_grad = |coef: f32| {
+        let terms = Terms { var: dev.upload_1d(&var), lambda: 0.0, sparsity: Sparsity::L1, preact_coef: coef, aux: None };
+        let (grad, _) = autodiff::loss_and_grad::<Cpu>(&dev.params, dev.upload(&x, layers * d), dev.upload(&y, layers * d), &terms);
+        let mut host = model.clone();
+        grad.to_host(&mut host);
+        host.b_enc
+    };
+    let coef = 0.3;
+    let (with, without) = (b_enc_grad(coef), b_enc_grad(0.0));
+    let norms = model.decoder_norms();
+    let f_n = cfg.features;
+    let mut below_somewhere = 0;
+    for e in 0..layers {
+        for f in 0..f_n {
+            let below = (0..n)
+                .filter(|&t| {
+                    let pre: f32 = (0..d).map(|k| x[t * layers * d + e * d + k] * model.w_enc[(e * d + k) * f_n + f]).sum::<f32>() + model.b_enc[e * f_n + f];
+                    pre < model.threshold[e * f_n + f]
+                })
+                .count();
+            below_somewhere += usize::from(below > 0);
+            let want = -coef / n as f32 * below as f32 * norms[e * f_n + f];
+            let got = with[e * f_n + f] - without[e * f_n + f];
+            assert!((got - want).abs() <= 1e-4, "b_enc[{e}][{f}]: the pre-activation loss adds {got}, expected {want}");
+        }
+    }
+    assert!(below_somewhere > 5, "too few features below threshold for the check to mean much");
+    let err = TranscoderConfig { preact_coef: 0.1, trainer: Some(Trainer::Sparse), ..cfg }.validate().unwrap_err().to_string();
+    assert!(err.contains("preact_coef") && err.contains("autodiff"), "{err}");
+}
