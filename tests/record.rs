@@ -24,7 +24,7 @@ use voltlens::mine::stats::WindowKind;
 use voltlens::mine::{mine_cells, InMemory, MineConfig, SparseActivations};
 use voltlens::model::inputs::{self, CellSteps};
 use voltlens::model::{load_model, train_model, ModelConfig, TrainConfig};
-use voltlens::record::run::resid_mid;
+use voltlens::record::run::encoder_inputs;
 use voltlens::record::tables::ActivationWriter;
 use voltlens::record::{read_sparse, record, step_windows, RecordConfig, RecordDir, RecordSummary, TranscoderInput};
 use voltlens::transcoder::export_circuit_tracer;
@@ -159,7 +159,7 @@ fn a_recorded_step_matches_the_model_and_transcoder_on_its_window() {
         for step in [0, CONTEXT / 2, CONTEXT + 3, n / 2, n - 1] {
             let w = *step_windows(n, CONTEXT).iter().find(|w| w.start + w.first <= step && step < w.start + w.len).unwrap();
             let (x, _) = inputs::batch::<B>(std::slice::from_ref(&cell), &[Window { cell: 0, start: w.start }], w.len, &Default::default());
-            let all = resid_mid(&loaded.model, x);
+            let all = encoder_inputs(&loaded.model, f.transcoder.shape.variant, x);
             let width = all.len() / w.len;
             let p = step - w.start;
             let codes = f.transcoder.encode(&all[p * width..(p + 1) * width]);
