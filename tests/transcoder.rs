@@ -61,6 +61,15 @@ fn random_model(cfg: &TranscoderConfig, layers: usize, d: usize, seed: u64) -> T
     tc
 }
 
+/// A random model (seed) and a random batch x, y of b tokens (seed + 1).
+fn random_problem(cfg: &TranscoderConfig, layers: usize, d: usize, b: usize, seed: u64) -> (Transcoder, Vec<f32>, Vec<f32>) {
+    let model = random_model(cfg, layers, d, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed + 1);
+    let x = uniform(&mut rng, b * layers * d, 1.0);
+    let y = uniform(&mut rng, b * layers * d, 1.0);
+    (model, x, y)
+}
+
 /// Every parameter of the model, mutable, in a fixed order.
 fn params(tc: &mut Transcoder) -> Vec<(&'static str, &mut Vec<f32>)> {
     let mut p: Vec<(&'static str, &mut Vec<f32>)> = vec![("w_enc", &mut tc.w_enc), ("b_enc", &mut tc.b_enc), ("b_dec", &mut tc.b_dec)];
@@ -81,10 +90,7 @@ fn loss(tc: &Transcoder, x: &[f32], y: &[f32], var: &[f32], sparsity: Sparsity, 
 
 fn check_gradients(cfg: TranscoderConfig, sparsity: Sparsity) {
     let (layers, d, b) = (3, 4, 6);
-    let model = random_model(&cfg, layers, d, 7);
-    let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let x = uniform(&mut rng, b * layers * d, 1.0);
-    let y = uniform(&mut rng, b * layers * d, 1.0);
+    let (model, x, y) = random_problem(&cfg, layers, d, b, 7);
     let var = vec![0.7, 1.1, 0.9];
     let mut grad = model.clone();
     loss(&model, &x, &y, &var, sparsity, &mut grad);
@@ -323,10 +329,7 @@ fn resuming_from_a_checkpoint_matches_uninterrupted_training() {
 fn auxk_gradients_of_dead_features_match_finite_differences() {
     let (layers, d, b, f_n) = (3, 4, 6, 8);
     let cfg = TranscoderConfig { features: f_n, activation: Activation::TopK { k: 2 }, ..Default::default() };
-    let model = random_model(&cfg, layers, d, 9);
-    let mut rng = ChaCha8Rng::seed_from_u64(10);
-    let x = uniform(&mut rng, b * layers * d, 1.0);
-    let y = uniform(&mut rng, b * layers * d, 1.0);
+    let (model, x, y) = random_problem(&cfg, layers, d, b, 9);
     let var = vec![0.7, 1.1, 0.9];
     // Dead = never in the main codes of this batch, so that the main error does not move with them.
     let codes = model.encode(&x);
@@ -406,10 +409,7 @@ fn check_autodiff_agrees(cfg: TranscoderConfig, sparsity: Sparsity, with_aux: bo
     use voltlens::transcoder::autodiff::{self, DeviceTrainer, Terms};
     type Cpu = voltlens::model::backend::CpuTrain;
     let (layers, d, b) = (3, 5, 48);
-    let model = random_model(&cfg, layers, d, 21);
-    let mut rng = ChaCha8Rng::seed_from_u64(22);
-    let x = uniform(&mut rng, b * layers * d, 1.0);
-    let y = uniform(&mut rng, b * layers * d, 1.0);
+    let (model, x, y) = random_problem(&cfg, layers, d, b, 21);
     let var = vec![0.7, 1.1, 0.9];
     let (lambda, aux_k, aux_coef) = (0.05, 3, 0.5);
     let dead: Vec<Vec<u32>> = (0..model.shape.encoders()).map(|e| (0..cfg.features as u32).filter(|f| (f + e as u32) % 2 == 0).collect()).collect();
@@ -533,10 +533,7 @@ fn the_pre_activation_loss_pulls_every_feature_below_threshold_up() {
     type Cpu = voltlens::model::backend::CpuTrain;
     let cfg = TranscoderConfig { features: 10, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.1 }, ..Default::default() };
     let (layers, d, n) = (2, 4, 32);
-    let model = random_model(&cfg, layers, d, 31);
-    let mut rng = ChaCha8Rng::seed_from_u64(32);
-    let x = uniform(&mut rng, n * layers * d, 1.0);
-    let y = uniform(&mut rng, n * layers * d, 1.0);
+    let (model, x, y) = random_problem(&cfg, layers, d, n, 31);
     let var = vec![1.0, 1.0];
     let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), Default::default());
     let b_enc_grad = |coef: f32| {
