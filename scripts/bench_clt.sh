@@ -46,9 +46,11 @@ echo "cache $CACHE: $LAYERS layers × d $D; $STEPS steps of $BATCH tokens, $THRE
 # Build the bench test once so that no timing includes compilation.
 cargo test -q --test transcoder --no-run 2>/dev/null
 
+# The reference trains 10 untimed warm-up steps before its STEPS timed ones; ours trains as many in
+# all, so that both FVUs come from the same number of updates.
 ours() {
   VOLTLENS_BENCH_CACHE="$CACHE" VOLTLENS_BENCH_FEATURES="$1" VOLTLENS_BENCH_ACT="$2" VOLTLENS_BENCH_K="$K" \
-  VOLTLENS_BENCH_LAM="$LAM" VOLTLENS_BENCH_BATCH="$BATCH" VOLTLENS_BENCH_STEPS="$STEPS" VOLTLENS_BENCH_THREADS="$THREADS" \
+  VOLTLENS_BENCH_LAM="$LAM" VOLTLENS_BENCH_BATCH="$BATCH" VOLTLENS_BENCH_STEPS="$((STEPS + 10))" VOLTLENS_BENCH_THREADS="$THREADS" \
     cargo test -q --test transcoder bench_against_reference -- --ignored --nocapture | sed -n 's/^VOLTLENS_BENCH //p'
 }
 reference() {
