@@ -226,7 +226,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Train a sparse transcoder (CLT, PLT or MLSAE) on a trained model's MLPs, with activations
+    /// Train a sparse transcoder (CLT, PLT or MLSAE; or an SAE on mlp_out) on a trained model's MLPs, with activations
     /// made online from the model; evaluates FVU, L0, dead features and replacement fidelity on
     /// held-out cells and exports circuit-tracer safetensors.
     ///
