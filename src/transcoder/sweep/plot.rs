@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::combinators::WithKeyPoints;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::types::RangedCoordf64;
 use plotters::element::ComposedElement;
@@ -171,11 +172,18 @@ fn marker<C, DB: DrawingBackend>(variant: Variant, at: C, fill: RGBColor, edge: 
 
 type Marker<C, DB> = ComposedElement<C, DB, Polygon<(i32, i32)>, PathElement<(i32, i32)>>;
 
-/// A log axis over the positive values, padded by a factor 1.4 each side.
-fn log_range(values: impl Iterator<Item = f64>) -> LogCoord<f64> {
+/// A log axis over the positive values, padded by a factor 1.4 each side, ticked at 1, 2 and 5
+/// times powers of ten: plotters' own log ticks start at the first power of ten in range, so an
+/// axis from 12 to 116 had a single label (100).
+fn log_range(values: impl Iterator<Item = f64>) -> WithKeyPoints<LogCoord<f64>> {
     let (lo, hi) = values.filter(|v| v.is_finite() && *v > 0.0).fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = if lo.is_finite() { (lo / 1.4, hi * 1.4) } else { (0.1, 10.0) };
-    (lo..hi.max(lo * 10.0)).log_scale().into()
+    let hi = hi.max(lo * 10.0);
+    let ticks = (lo.log10().floor() as i32..=hi.log10().ceil() as i32)
+        .flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect();
+    (lo..hi).log_scale().with_key_points(ticks)
 }
 
 /// A linear axis over the values and 1 (a perfect replacement), padded by 6 %.
