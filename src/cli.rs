@@ -823,16 +823,22 @@ fn execute(command: Command) -> Result<ExitCode> {
             };
             let activation = if activation == "topk" { Activation::TopK { k } } else { Activation::Relu };
             crate::io::fresh_owned_dir(&work_dir)?;
-            println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12} {:>9} {:>7}", "trainer", "dev", "layers", "d_model", "features", "batch", "tokens/s", "peak MB", "FVU");
-            for &f in &features {
-                for &t in &trainers {
-                    let cfg = TranscoderConfig { features: f, activation, batch, steps, ..TranscoderConfig::default() };
-                    let b = crate::transcoder::bench::bench_trainer(&cfg, t, device, layers, d_model, pool, &work_dir)?;
-                    let peak = b.peak_rss_mb.map_or("-".to_owned(), |m| format!("{m:.0}"));
-                    println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12.0} {:>9} {:>7.3}", format!("{t:?}").to_lowercase(), format!("{device:?}").to_lowercase(), layers, d_model, f, batch, b.tokens_per_s, peak, b.fvu);
+            let runs = || -> Result<()> {
+                println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12} {:>9} {:>7}", "trainer", "dev", "layers", "d_model", "features", "batch", "tokens/s", "peak MB", "FVU");
+                for &f in &features {
+                    for &t in &trainers {
+                        let cfg = TranscoderConfig { features: f, activation, batch, steps, ..TranscoderConfig::default() };
+                        let b = crate::transcoder::bench::bench_trainer(&cfg, t, device, layers, d_model, pool, &work_dir)?;
+                        let peak = b.peak_rss_mb.map_or("-".to_owned(), |m| format!("{m:.0}"));
+                        println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12.0} {:>9} {:>7.3}", format!("{t:?}").to_lowercase(), format!("{device:?}").to_lowercase(), layers, d_model, f, batch, b.tokens_per_s, peak, b.fvu);
+                    }
                 }
-            }
+                Ok(())
+            };
+            // The scratch folder goes whether or not the runs succeeded (it is ours: made just above).
+            let outcome = runs();
             std::fs::remove_dir_all(&work_dir).map_err(|e| Error::io(&work_dir, e))?;
+            outcome?;
         }
         Command::Bench { what: BenchCommand::Graph { windows, features, feature_counts, l0 } } => {
             let longest = windows.iter().copied().max().unwrap_or(512);
