@@ -419,10 +419,10 @@ fn check_autodiff_agrees(cfg: TranscoderConfig, sparsity: Sparsity, with_aux: bo
     let mut hand = model.clone();
     let want = loss_and_grad(&model, &x, &y, &LossTerms { var: &var, lambda, sparsity, norms: &norms, aux }, &mut hand);
 
-    let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), Default::default());
+    let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), &var, Default::default());
     let width = layers * d;
     let terms = Terms {
-        var: dev.upload_1d(&var),
+        var: dev.target_var.clone(),
         lambda,
         sparsity,
         preact_coef: 0.0,
@@ -535,9 +535,9 @@ fn the_pre_activation_loss_pulls_every_feature_below_threshold_up() {
     let (layers, d, n) = (2, 4, 32);
     let (model, x, y) = random_problem(&cfg, layers, d, n, 31);
     let var = vec![1.0, 1.0];
-    let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), Default::default());
+    let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), &var, Default::default());
     let b_enc_grad = |coef: f32| {
-        let terms = Terms { var: dev.upload_1d(&var), lambda: 0.0, sparsity: Sparsity::L1, preact_coef: coef, aux: None };
+        let terms = Terms { var: dev.target_var.clone(), lambda: 0.0, sparsity: Sparsity::L1, preact_coef: coef, aux: None };
         let (grad, _) = autodiff::loss_and_grad::<Cpu>(&dev.params, dev.upload(&x, layers * d), dev.upload(&y, layers * d), &terms);
         let mut host = model.clone();
         grad.to_host(&mut host);

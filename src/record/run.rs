@@ -263,7 +263,7 @@ fn kept_inputs<B: Backend>(model: &Lblm<B>, variant: Variant, cell: &ModelSteps,
 /// (resid_mid; mlp_out for an SAE) [batch, seq, L, d], flat: token-major, as the transcoder reads it.
 pub fn encoder_inputs<B: Backend>(model: &Lblm<B>, variant: Variant, x: Tensor<B, 3>) -> Vec<f32> {
     let (_, acts) = model.forward_hooked(x);
-    let read = |a: crate::model::transformer::LayerActivations<B>| if variant == Variant::Sae { a.mlp_out } else { a.resid_mid };
+    let read = |a: crate::model::transformer::LayerActivations<B>| if variant.reads_mlp_out() { a.mlp_out } else { a.resid_mid };
     let stacked = Tensor::<B, 3>::stack::<4>(acts.into_iter().map(read).collect(), 2);
     stacked.into_data().convert::<f32>().into_vec().expect("f32 activations")
 }

@@ -16,7 +16,7 @@ use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, Tenso
 use super::adam::{Adam, BETA1, BETA2, EPS, MIN_THRESHOLD};
 use super::clt::{Shape, Transcoder};
 use super::config::{Activation, Sparsity};
-use super::grad::StepStats;
+use super::grad::{l0_per_encoder, StepStats};
 
 /// A transcoder's tensors on a device, flat, in `Transcoder::tensors` order; None where the host
 /// tensor is empty (the threshold of a non-JumpReLU transcoder).
@@ -100,10 +100,9 @@ impl<B: Backend> DeviceStats<B> {
     pub fn to_host(&self, var: &[f32], tokens: usize, encoders: usize) -> StepStats {
         let read = |t: &Tensor<B, 1>| t.to_data().convert::<f32>().into_vec::<f32>().expect("f32");
         let fired: Vec<u32> = read(&self.fired.clone().flatten(0, 1)).iter().map(|&c| c.round() as u32).collect();
-        let per_enc = fired.len() / encoders.max(1);
         StepStats {
             fvu: read(&self.sq).iter().zip(var).map(|(s, v)| s / (tokens as f32 * v)).collect(),
-            l0: fired.chunks(per_enc).map(|c| c.iter().sum::<u32>() as f32 / tokens as f32).collect(),
+            l0: l0_per_encoder(&fired, encoders, tokens),
             sparsity_loss: read(&self.sparsity_loss)[0],
             aux_loss: read(&self.aux_loss)[0],
             fired,
@@ -145,7 +144,7 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     if let Some(w) = p.w_skip() {
         y_hat = y_hat + x.clone().reshape([n, l, d]).swap_dims(0, 1).matmul(w).swap_dims(0, 1).reshape([n, l * d]);
     }
-    let sq = (y_hat.clone() - y.clone()).reshape([n, l, d]).square().sum_dim(2).sum_dim(0).reshape([l]);
+    let sq = layer_sq(y_hat.clone() - y.clone(), l, d);
     let mut loss = (sq.clone() / layer_scale.clone()).sum();
 
     let device = pre.device();
@@ -165,7 +164,7 @@ pub fn loss_and_grad<B: AutodiffBackend>(
         let aux = Chosen { idx, keep: vals.greater_elem(0.0) };
         let z_aux = pre.clone().gather(2, Tensor::from_inner(aux.idx.clone())) * Tensor::from_inner(aux.keep.clone().float());
         let error = (y - y_hat).detach();
-        let aux_sq = (decode(&p, &z_aux, &aux.idx) - error).reshape([n, l, d]).square().sum_dim(2).sum_dim(0).reshape([l]);
+        let aux_sq = layer_sq(decode(&p, &z_aux, &aux.idx) - error, l, d);
         aux_loss = (aux_sq / layer_scale).sum().mul_scalar(*coef);
         loss = loss + aux_loss.clone();
     }
@@ -185,6 +184,12 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     let fired = Tensor::zeros([e_n, f_n], &fired_entries.device()).scatter(1, chosen.idx.reshape([e_n, n * k]), fired_entries, IndexingUpdateOp::Add);
     let stats = DeviceStats { sq: sq.inner(), sparsity_loss: sparsity_loss.inner(), aux_loss: aux_loss.inner(), fired };
     (grad, stats)
+}
+
+/// Σ over tokens and d of the squared difference [n, L·d], per layer [L].
+fn layer_sq<B: Backend>(diff: Tensor<B, 2>, l: usize, d: usize) -> Tensor<B, 1> {
+    let n = diff.dims()[0];
+    diff.reshape([n, l, d]).square().sum_dim(2).sum_dim(0).reshape([l])
 }
 
 /// The active features of each (encoder, token) from the pre-activations [E, n, F], outside the
@@ -330,17 +335,20 @@ pub struct DeviceTrainer<B: AutodiffBackend> {
     v: Params<B::InnerBackend>,
     lr: f32,
     step: u64,
+    /// Var(y_m) summed over d, [L]: the loss's fixed normaliser, uploaded once.
+    pub target_var: Tensor<B::InnerBackend, 1>,
     device: B::Device,
 }
 
 impl<B: AutodiffBackend> DeviceTrainer<B> {
-    pub fn new(model: &Transcoder, adam: &Adam, device: B::Device) -> Self {
+    pub fn new(model: &Transcoder, adam: &Adam, target_var: &[f32], device: B::Device) -> Self {
         DeviceTrainer {
             params: Params::from_host(model, &device),
             m: Params::from_host(&adam.m, &device),
             v: Params::from_host(&adam.v, &device),
             lr: adam.lr,
             step: adam.step,
+            target_var: Tensor::from_data(TensorData::new(target_var.to_vec(), [target_var.len()]), &device),
             device,
         }
     }
@@ -348,11 +356,6 @@ impl<B: AutodiffBackend> DeviceTrainer<B> {
     /// Moves a host vector onto the device as [rows, cols].
     pub fn upload(&self, v: &[f32], cols: usize) -> Tensor<B::InnerBackend, 2> {
         Tensor::from_data(TensorData::new(v.to_vec(), [v.len() / cols, cols]), &self.device)
-    }
-
-    /// The device's copy of a per-layer or per-feature host vector.
-    pub fn upload_1d(&self, v: &[f32]) -> Tensor<B::InnerBackend, 1> {
-        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &self.device)
     }
 
     /// The dead-feature mask [E, F] for AuxK.

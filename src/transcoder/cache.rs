@@ -23,7 +23,7 @@ impl Batch {
     /// The batch as the encoders of `variant` read it: an SAE on mlp_out reads what it rebuilds,
     /// so its encoder input (`resid_mid` here) is mlp_out.
     pub fn for_variant(mut self, variant: Variant) -> Batch {
-        if variant == Variant::Sae {
+        if variant.reads_mlp_out() {
             self.resid_mid.clone_from(&self.mlp_out);
         }
         self

@@ -19,6 +19,13 @@ pub enum Variant {
     Sae,
 }
 
+impl Variant {
+    /// Whether the encoders read mlp_out (the SAE, which rebuilds its own input) rather than resid_mid.
+    pub fn reads_mlp_out(self) -> bool {
+        self == Variant::Sae
+    }
+}
+
 /// The nonlinearity σ that turns pre-activations into sparse codes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]

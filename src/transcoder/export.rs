@@ -44,7 +44,7 @@ fn model_kind(variant: Variant) -> &'static str {
 
 /// What a variant's encoders read: resid_mid, or for an SAE the mlp_out it rebuilds.
 fn input_hook(variant: Variant) -> &'static str {
-    if variant == Variant::Sae { OUTPUT_HOOK } else { INPUT_HOOK }
+    if variant.reads_mlp_out() { OUTPUT_HOOK } else { INPUT_HOOK }
 }
 
 /// The encoder file that carries layer m's b_dec and W_skip: its own for the CLT, the only one for the MLSAE.

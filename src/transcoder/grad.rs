@@ -115,10 +115,9 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
     let groups = FeatureGroups::new(&codes, enc, s.features);
     encoder_grads(model, &groups, &eg, x, grad);
     decoder_grads(model, &codes, &groups, &eg, &dy, terms.norms, grad);
-    let l0 = (0..enc).map(|e| fired[e * s.features..(e + 1) * s.features].iter().sum::<u32>() as f32 / b as f32).collect();
     StepStats {
         fvu: sq.iter().zip(terms.var).map(|(v, var)| (*v / (b as f64 * *var as f64)) as f32).collect(),
-        l0,
+        l0: l0_per_encoder(&fired, enc, b),
         sparsity_loss: sparsity_loss as f32,
         aux_loss,
         fired,
@@ -168,6 +167,11 @@ fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms
         }
     }
     (sq, sparsity_loss, g)
+}
+
+/// Mean active features per token of each encoder, from the firing counts [E, F] of `tokens` tokens.
+pub(crate) fn l0_per_encoder(fired: &[u32], encoders: usize, tokens: usize) -> Vec<f32> {
+    fired.chunks(fired.len() / encoders.max(1)).map(|c| c.iter().sum::<u32>() as f32 / tokens as f32).collect()
 }
 
 /// Entries with z > 0 per feature, [E, F].

@@ -366,7 +366,7 @@ impl<B: Backend> MlpReplacement<B> for TranscoderMlps<'_, B> {
         let layers = self.transcoder.shape.layers;
         let block = &self.model.blocks[layer];
         let own_mlp = || block.mlp.forward(block.ln_mlp.forward(resid_mid.clone()));
-        let input = if self.transcoder.shape.variant == Variant::Sae { own_mlp() } else { resid_mid.clone() };
+        let input = if self.transcoder.shape.variant.reads_mlp_out() { own_mlp() } else { resid_mid.clone() };
         let mut seen = self.inputs.borrow_mut();
         if layer == 0 {
             *seen = vec![0.0; batch * seq * layers * d];

@@ -123,7 +123,7 @@ pub fn train_with<B: AutodiffBackend>(
     out_dir: &Path,
     device: B::Device,
 ) -> Result<TrainReport> {
-    cfg.validate()?;
+    // Validated with the trainer that will run (preact_coef needs autodiff).
     TranscoderConfig { trainer: Some(trainer), ..cfg.clone() }.validate()?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let (layers, d) = source.dims();
@@ -139,7 +139,7 @@ pub fn train_with<B: AutodiffBackend>(
     pb.set_position(start);
     let mut engine: Engine<B> = match trainer {
         Trainer::Sparse => Engine::Sparse(state.model.clone()),
-        Trainer::Autodiff => Engine::Autodiff(DeviceTrainer::new(&state.model, &state.adam, device)),
+        Trainer::Autodiff => Engine::Autodiff(DeviceTrainer::new(&state.model, &state.adam, &state.target_var, device)),
     };
     let mut last: Option<StepStats> = None;
     let curve_every = cfg.steps.div_ceil(CURVE_POINTS).max(1);
@@ -216,7 +216,7 @@ fn train_step<B: AutodiffBackend>(cfg: &TranscoderConfig, state: &mut State, eng
         Engine::Autodiff(dev) => {
             let width = state.model.shape.layers * state.model.shape.d_model;
             let terms = Terms {
-                var: dev.upload_1d(&state.target_var),
+                var: dev.target_var.clone(),
                 lambda: cfg.lambda_at(step),
                 sparsity: cfg.sparsity,
                 preact_coef: cfg.preact_coef,
