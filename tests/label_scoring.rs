@@ -93,24 +93,26 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
             let lo = rng.random_range(0..n_codes);
             let atom = Atom::interval(cov, lo, rng.random_range(lo..n_codes));
             let got = score_detector(&[atom], &firing.steps, &ranked, &coded, &weighting);
-            // Every (inside, outside) pair: 1 when the inside step fires more, ½ on a tie.
+            // Every (firing, quiet) pair: 1 when the predicate holds at the firing step and not
+            // at the quiet one, ½ when it holds at both or neither.
             let inside = |s: usize| atom.contains(coded.step(s)[k]);
             let w = |s: usize| cell_weight[cells[s]];
             let (mut pairs, mut wins) = (0.0, 0.0);
-            for p in (0..dense.len()).filter(|&s| inside(s) && w(s) > 0.0) {
-                for q in (0..dense.len()).filter(|&s| !inside(s) && w(s) > 0.0) {
+            for p in (0..dense.len()).filter(|&s| dense[s] > 0.0 && w(s) > 0.0) {
+                for q in (0..dense.len()).filter(|&s| dense[s] == 0.0 && w(s) > 0.0) {
                     pairs += w(p) * w(q);
-                    wins += w(p) * w(q) * if dense[p] > dense[q] { 1.0 } else if dense[p] == dense[q] { 0.5 } else { 0.0 };
+                    wins += w(p) * w(q) * if inside(p) == inside(q) { 0.5 } else if inside(p) { 1.0 } else { 0.0 };
                 }
             }
+            let in_all: f64 = (0..dense.len()).filter(|&s| inside(s)).map(w).sum();
+            let total: f64 = (0..dense.len()).map(w).sum();
             let Some(got) = got else {
-                assert_eq!(pairs, 0.0, "{cov:?}: no score though both sides have weight");
+                assert!(pairs == 0.0 || in_all == 0.0 || in_all == total, "{cov:?}: no score though it can be scored");
                 continue;
             };
             assert!((got.auroc - wins / pairs).abs() < 1e-9, "{cov:?}: AUROC {} vs {}", got.auroc, wins / pairs);
             let fire_in: f64 = (0..dense.len()).filter(|&s| inside(s) && dense[s] > 0.0).map(w).sum();
             let fire: f64 = (0..dense.len()).filter(|&s| dense[s] > 0.0).map(w).sum();
-            let in_all: f64 = (0..dense.len()).filter(|&s| inside(s)).map(w).sum();
             assert!((got.f1 - 2.0 * fire_in / (fire + in_all)).abs() < 1e-9, "{cov:?}: F1");
             checked += 1;
         }

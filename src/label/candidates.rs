@@ -510,6 +510,32 @@ impl SearchSettings {
         };
         if v.is_nan() { f64::NEG_INFINITY } else { v }
     }
+
+    /// The order candidates are preferred in, one number: a candidate that passes its
+    /// acceptance threshold (strength ≥ 1) ranks above every one that does not, at 1 + how
+    /// exactly it says where the feature fires (F1 of a detector, Spearman of a tracker); below
+    /// the threshold, by strength. AUROC alone would prefer "fires at rest" (every firing step
+    /// inside, F1 0.4) to "at rest in the first 5 min after a current step" (F1 0.9) for a
+    /// feature of early relaxation: nearly every step is quiet, so a broad predicate's few
+    /// false positives barely lower it.
+    pub fn preference(&self, candidate: &Candidate, s: &Score) -> f64 {
+        let strength = self.strength(candidate, s);
+        if strength < 1.0 {
+            return strength;
+        }
+        1.0 + match candidate {
+            Candidate::Detector { .. } => s.f1,
+            Candidate::Tracker { .. } => s.spearman,
+        }
+    }
+}
+
+/// What the held-out cells can test, known before any candidate is scored there: their
+/// covariates' code totals, and whether the feature is ever quiet on them.
+#[derive(Clone, Copy)]
+pub struct Testable<'a> {
+    pub held_out: &'a Weighting,
+    pub quiet: bool,
 }
 
 /// The explain cells split once more (DESIGN §5 step 2): a conjunction's second term is chosen
@@ -524,11 +550,11 @@ pub struct Validation<'a> {
 /// The search on one weighting (DESIGN §5 step 2): every atom and tracker, then conjunctions
 /// seeded by the best atoms (terms confirmed on `validation` when given, else on the same cells).
 /// Detectors are ranked both by F1 (the predicate that matches where the feature fires) and by
-/// strength, trackers by Spearman; the best few of each are then ordered by strength.
-/// With `testable` (the held-out cells' code totals: covariates only, never the activations),
-/// detectors whose predicate holds on none or all of those steps are passed over: no held-out
-/// score could test them ("after a current step down of more than 3C" where only an explain
-/// cell has such steps).
+/// strength, trackers by Spearman; the best few of each are then ordered by preference.
+/// With `testable`, candidates no held-out score could test are passed over: detectors whose
+/// predicate holds on none or all of the held-out steps ("after a current step down of more
+/// than 3C" where only an explain cell has such steps), and every detector of a feature that
+/// fires on every held-out step (no quiet step to tell it from; a tracker can still be scored).
 /// Returns the distinct top `keep` and the best raw-V/I candidate (the baseline).
 pub fn search(
     firing: &Firing,
@@ -537,7 +563,7 @@ pub fn search(
     weighting: &Weighting,
     set: &SearchSettings,
     validation: Option<&Validation>,
-    testable: Option<&Weighting>,
+    testable: Option<&Testable>,
 ) -> (Vec<Scored>, Option<Scored>) {
     let stats = bin_stats(firing, &firing.steps, ranked, coded, weighting, None);
     let mut detectors: Vec<Scored> = Vec::new();
@@ -558,13 +584,13 @@ pub fn search(
     let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| !c.covariate.is_categorical()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
     trackers.extend(regime_trackers(&leading_atoms(&detectors, TRACKER_REGIMES), &scope, set, validation));
     detectors.extend(conjunctions);
-    if let Some(held_out) = testable {
+    if let Some(&Testable { held_out, quiet }) = testable {
         let scorable = |atoms: &[Atom]| {
             let n = held_out.count(atoms);
             n > 0.0 && n < held_out.total
         };
         let testable = |s: &Scored| match &s.candidate {
-            Candidate::Detector { atoms } => scorable(atoms),
+            Candidate::Detector { atoms } => quiet && scorable(atoms),
             Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&[a])),
         };
         detectors.retain(testable);
@@ -573,12 +599,12 @@ pub fn search(
     by_f1(&mut detectors);
     trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
     let baseline = best_raw_signal(&detectors, &trackers, set);
-    let by_strength = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
+    let by_preference = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.preference(&b.candidate, &b.score).total_cmp(&set.preference(&a.candidate, &a.score)));
     let mut top = distinct(detectors.clone(), set.keep);
-    by_strength(&mut detectors);
+    by_preference(&mut detectors);
     top.extend(distinct(detectors, set.keep));
     top.extend(distinct(trackers, set.keep));
-    by_strength(&mut top);
+    by_preference(&mut top);
     (distinct(top, set.keep), baseline)
 }
 
@@ -603,7 +629,7 @@ fn distinct(list: Vec<Scored>, keep: usize) -> Vec<Scored> {
 fn best_raw_signal(detectors: &[Scored], trackers: &[Scored], set: &SearchSettings) -> Option<Scored> {
     let d = detectors.iter().find(|s| s.candidate.is_raw_signal());
     let t = trackers.iter().find(|s| s.candidate.is_raw_signal());
-    [d, t].into_iter().flatten().max_by(|a, b| set.strength(&a.candidate, &a.score).total_cmp(&set.strength(&b.candidate, &b.score))).cloned()
+    [d, t].into_iter().flatten().max_by(|a, b| set.preference(&a.candidate, &a.score).total_cmp(&set.preference(&b.candidate, &b.score))).cloned()
 }
 
 /// A predicate true on nearly every step ("SOC above −2 %") says nothing and has no held-out
@@ -615,13 +641,12 @@ fn covers_some_but_not_all(atom: &Atom, s: &BinStats, total: f64) -> bool {
 
 /// Detector score of an atom from its covariate's bin statistics.
 fn atom_score(atom: &Atom, s: &BinStats, ranked: &Ranked, total: f64) -> Option<DetectorScore> {
-    let (mut w, mut r, mut f) = (0.0, 0.0, 0.0);
+    let (mut w, mut f) = (0.0, 0.0);
     for c in atom.codes() {
         w += s.weight[c];
-        r += s.rank_sum[c];
         f += s.fire_weight[c];
     }
-    detector(w, r, f, ranked, total)
+    detector(w, f, ranked, total)
 }
 
 /// What one search looks at: a feature's firing, ranked on one weighting of the cells.
@@ -648,7 +673,8 @@ fn leading_atoms(detectors: &[Scored], n: usize) -> Vec<Atom> {
 }
 
 /// Two-term conjunctions (rest ∧ step_time < 120 s): for each seed atom, the atom of another
-/// covariate with the best F1 on the steps where the seed holds, kept when it raises F1 by
+/// covariate that best narrows it on the steps where the seed holds (the label's preference:
+/// best F1 among the pairs whose AUROC passes, else best AUROC), kept when it raises F1 by
 /// `min_conjunction_gain` on the validation cells (a term that only fits the cells it was
 /// chosen on lowers held-out F1), then scored on `weighting`.
 fn conjunctions(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
@@ -657,6 +683,10 @@ fn conjunctions(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
     let f1_on = |atoms: &[Atom], w: &Weighting, r: &Ranked| score_detector(atoms, &firing.steps, r, coded, w).map_or(0.0, |d| d.f1);
+    let term_preference = |d: &DetectorScore| {
+        let detector = Candidate::Detector { atoms: Vec::new() };
+        set.preference(&detector, &Score::detector(*d))
+    };
     for &given in seeds {
         let stats = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&given));
         let best = coded
@@ -666,7 +696,7 @@ fn conjunctions(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
             .filter(|(l, _)| *l != given.covariate.index())
             .flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)))
             .filter_map(|(l, b)| atom_score(&b, &stats[l], fit_ranked, fit.total).map(|d| (b, d)))
-            .max_by(|x, y| x.1.f1.total_cmp(&y.1.f1));
+            .max_by(|x, y| term_preference(&x.1).total_cmp(&term_preference(&y.1)));
         let Some((b, _)) = best else { continue };
         let pair = [given, b];
         if f1_on(&pair, check, check_ranked) <= f1_on(&[given], check, check_ranked) + set.min_conjunction_gain {

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::cells::CellInfo;
 use crate::mine::{FeatureActivations, SparseActivations};
 use crate::{Error, Result};
-use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Validation, Weighting};
+use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Testable, Validation, Weighting};
 use covariates::Covariates;
 use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked, TrackerScale};
 
@@ -56,8 +56,9 @@ pub struct LabelConfig {
     pub max_q: f64,
     /// …stability at least this…
     pub min_stability: f64,
-    /// A resample still backs the label when its strength there is within this of the resample's
-    /// winner (strength units: 1 = the acceptance threshold); near-equivalent wordings
+    /// A resample still backs the label when its preference there is within this of the
+    /// resample's winner's (`SearchSettings::preference`: F1 or Spearman among labels that pass,
+    /// strength below); near-equivalent wordings
     /// (c_rate vs current, soc vs voltage) otherwise swap the win at random.
     pub stability_tie: f64,
     /// Take the soc covariate from this ground-truth column (e.g. `gt_soc` of simulated cells)
@@ -94,7 +95,7 @@ impl Default for LabelConfig {
 }
 
 impl LabelConfig {
-    fn search_settings(&self) -> SearchSettings {
+    pub(crate) fn search_settings(&self) -> SearchSettings {
         SearchSettings {
             min_auroc: self.min_auroc,
             min_spearman: self.min_spearman,
@@ -302,15 +303,16 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let explain_ranked = rank(&firing, &halves.explain);
     let (fit_ranked, check_ranked) = (rank(&firing, &halves.fit), rank(&firing, &halves.check));
     let validation = Validation { fit: &halves.fit, fit_ranked: &fit_ranked, check: &halves.check, check_ranked: &check_ranked };
-    let (mut top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set, Some(&validation), Some(&halves.test));
+    let test_ranked = rank(&firing, &halves.test);
+    let testable = Testable { held_out: &halves.test, quiet: test_ranked.fire_weight < halves.test.total };
+    let (mut top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set, Some(&validation), Some(&testable));
     // The label is the strongest candidate on the explain cells that is also stable there; the
     // choice sees no test cell, so the held-out scores stay honest.
-    let mut stabilities = stability_of(&top, &firing, coded, halves, &set, cfg.stability_tie);
+    let mut stabilities = stability_of(&top, &firing, coded, halves, &testable, &set, cfg.stability_tie);
     if let Some(first_stable) = stabilities.iter().position(|&s| s >= cfg.min_stability) {
         top[..=first_stable].rotate_right(1);
         stabilities[..=first_stable].rotate_right(1);
     }
-    let test_ranked = rank(&firing, &halves.test);
     let null_shifts = null::ShiftNull { seed, n: cfg.n_shifts };
     let held_out = |s: &Scored| held_out(s, &firing, &test_ranked, coded, &halves.test, &null_shifts, &set);
     let candidates: Vec<CandidateResult> = top.iter().map(held_out).collect();
@@ -411,31 +413,31 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
 
 /// Per candidate, the share of bootstrap resamples of the explain cells where it is still among
 /// the resample's best few distinct labels (`set.keep`, the runners-up a card shows), or scores
-/// no more than `tie` (strength) below the winner there. Near-synonyms ("in CV holds", "the
+/// no more than `tie` (preference) below the winner there. Near-synonyms ("in CV holds", "the
 /// current tapers next", "above 4.19 V") trade the top place from resample to resample; a label
 /// that is a fluke of the drawn cells drops out of the top few. Resamples that carry no
 /// evidence about a candidate are left out of its share: those that drew none of the cells
 /// where the feature fires (a feature of one drive cycle is silent in a third of them), and
 /// those where the candidate cannot be scored (its predicate holds on none of the drawn steps,
 /// as "discharge above 2C" without a drive cycle).
-fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, tie: f64) -> Vec<f64> {
+fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: &Halves, testable: &Testable, set: &SearchSettings, tie: f64) -> Vec<f64> {
     let (mut informative, mut agree) = (vec![0usize; chosen.len()], vec![0usize; chosen.len()]);
     for w in &halves.bootstrap {
         let ranked = rank(firing, w);
         if ranked.fire_weight == 0.0 {
             continue;
         }
-        let (top, _) = search(firing, &ranked, coded, w, set, None, Some(&halves.test));
+        let (top, _) = search(firing, &ranked, coded, w, set, None, Some(testable));
         let Some(winner) = top.first() else { continue };
-        let winner_strength = set.strength(&winner.candidate, &winner.score);
+        let winner_preference = set.preference(&winner.candidate, &winner.score);
         for (i, c) in chosen.iter().enumerate() {
-            let strength = set.strength(&c.candidate, &score_on(c, firing, &firing.steps, &ranked, coded, w));
-            if strength == f64::NEG_INFINITY {
+            let preference = set.preference(&c.candidate, &score_on(c, firing, &firing.steps, &ranked, coded, w));
+            if preference == f64::NEG_INFINITY {
                 continue;
             }
             informative[i] += 1;
             agree[i] += (top.iter().any(|t| candidates::same_label(&t.candidate, &c.candidate) || coded.same_steps(&t.candidate, &c.candidate, w))
-                || strength >= winner_strength - tie) as usize;
+                || preference >= winner_preference - tie) as usize;
         }
     }
     informative.iter().zip(&agree).map(|(&n, &a)| if n == 0 { 0.0 } else { a as f64 / n as f64 }).collect()
@@ -511,14 +513,15 @@ fn apply_fdr(labels: &mut [FeatureLabel]) {
 /// Raw V/I is the floor: a label on derived covariates must do at least as well held out as
 /// the best raw-V/I candidate. A label on raw V/I itself has nothing to beat ("current below
 /// -8 A" is not refuted by "tracks current" scoring higher: both say it follows the current).
-fn beats_baseline(l: &FeatureLabel) -> bool {
+fn beats_baseline(l: &FeatureLabel, set: &SearchSettings) -> bool {
     let best = &l.candidates[0];
-    best.candidate.is_raw_signal() || l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength)
+    let preference = |c: &CandidateResult| set.preference(&c.candidate, &c.test);
+    best.candidate.is_raw_signal() || l.baseline.as_ref().is_none_or(|b| preference(best) >= preference(b))
 }
 
 /// The acceptance rule (step 5) short of significance: held-out strength, stability, baseline.
 fn passes_all_but_q(l: &FeatureLabel, cfg: &LabelConfig) -> bool {
-    l.candidates[0].strength >= 1.0 && l.stability >= cfg.min_stability && beats_baseline(l)
+    l.candidates[0].strength >= 1.0 && l.stability >= cfg.min_stability && beats_baseline(l, &cfg.search_settings())
 }
 
 /// The acceptance rule (step 5) and the label text (step 6).
@@ -527,7 +530,7 @@ fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
         l.label = "unexplained (never fires)".into();
         return;
     };
-    l.beats_baseline = beats_baseline(l);
+    l.beats_baseline = beats_baseline(l, &cfg.search_settings());
     l.accepted = passes_all_but_q(l, cfg) && best.q_value < cfg.max_q;
     l.label = if l.accepted {
         best.sentence.clone()

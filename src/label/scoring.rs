@@ -159,7 +159,7 @@ pub struct Ranked {
 }
 
 /// Weighted mid-ranks: rank = weight strictly below + half the weight tied with it, so that
-/// AUROC = (Σ_P w·rank − W_P²/2) / (W_P·W_N) holds exactly with ties and weights.
+/// rank sums per bin give Spearman's ρ exactly with ties and weights (`spearman`).
 pub fn rank(firing: &Firing, weighting: &Weighting) -> Ranked {
     let weight: Vec<f64> = firing.cells.iter().map(|&c| weighting.cell_weight[c as usize]).collect();
     let fire_weight: f64 = weight.iter().sum();
@@ -254,36 +254,37 @@ pub fn bin_stats(
 /// Detector scores of a predicate.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DetectorScore {
-    /// P(activation in the predicate > activation outside), ties counted half.
+    /// AUROC of the predicate as a yes/no score for "the feature fires" (DESIGN §5 step 3):
+    /// P(a firing step is inside > a quiet step is inside), ties counted half, = (1 + TPR − FPR) / 2.
     pub auroc: f64,
     /// F1 of "fires" against the predicate.
     pub f1: f64,
 }
 
-/// AUROC and F1 from the predicate's weighted step count, rank sum and firing weight.
-pub fn detector(in_weight: f64, in_rank_sum: f64, in_fire_weight: f64, ranked: &Ranked, total: f64) -> Option<DetectorScore> {
-    let out_weight = total - in_weight;
-    if in_weight <= 0.0 || out_weight <= 0.0 {
+/// AUROC and F1 from the predicate's weighted step count and firing weight. The predicate
+/// classifies steps as firing or quiet, as `label_yardstick.py`'s trees and the sibling AUROC
+/// do; how strongly it fires inside is the tracker's question, not the detector's.
+pub fn detector(in_weight: f64, in_fire_weight: f64, ranked: &Ranked, total: f64) -> Option<DetectorScore> {
+    let quiet = total - ranked.fire_weight;
+    if in_weight <= 0.0 || in_weight >= total || ranked.fire_weight <= 0.0 || quiet <= 0.0 {
         return None;
     }
-    let auroc = (in_rank_sum - 0.5 * in_weight * in_weight) / (in_weight * out_weight);
+    let tpr = in_fire_weight / ranked.fire_weight;
+    let fpr = ((in_weight - in_fire_weight) / quiet).max(0.0);
     let f1 = 2.0 * in_fire_weight / (ranked.fire_weight + in_weight);
-    Some(DetectorScore { auroc, f1 })
+    Some(DetectorScore { auroc: 0.5 * (1.0 + tpr - fpr), f1 })
 }
 
 /// Scores a predicate directly (steps may be circularly shifted).
 pub fn score_detector(atoms: &[Atom], steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
-    let (mut fire, mut rank_sum) = (0.0, 0.0);
+    let mut fire = 0.0;
     for (i, &step) in steps.iter().enumerate() {
         let codes = coded.step(step as usize);
         if ranked.weight[i] > 0.0 && atoms.iter().all(|a| a.contains(codes[a.covariate.index()])) {
             fire += ranked.weight[i];
-            rank_sum += ranked.weight[i] * ranked.rank[i];
         }
     }
-    let in_weight = coded.count(atoms, weighting);
-    rank_sum += (in_weight - fire).max(0.0) * ranked.zero_rank;
-    detector(in_weight, rank_sum, fire, ranked, weighting.total)
+    detector(coded.count(atoms, weighting), fire, ranked, weighting.total)
 }
 
 /// Spearman of a tracker: rank correlation of activation with the binned covariate inside each

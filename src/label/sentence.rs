@@ -101,7 +101,7 @@ fn nice(x: f32) -> f32 {
 /// A (rounded) value in the covariate's unit.
 fn value(c: Covariate, x: f32) -> String {
     // + 0.0 turns −0 (a bound just below zero) into 0: "-0 %" reads as a sign error.
-    let x = x + 0.0;
+    let x = at_resolution(c, x) + 0.0;
     match c {
         Covariate::Soc | Covariate::Soh => format!("{:.0} %", (100.0 * x).round() + 0.0),
         Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::LastCurrentStep => format!("{x}C"),
@@ -159,15 +159,33 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
     interval_phrase(c, what, range)
 }
 
+/// A bound below what a cycler resolves (0.005C, 0.01 mV, 0.001 mV/s) reads as zero: an edge
+/// at 5e-6 C separates "no change" from "a step up", and the sentence says "steps up". The
+/// bin edge itself stays, so the predicate keeps excluding the steps exactly at zero.
+fn at_resolution(c: Covariate, x: f32) -> f32 {
+    let resolution = match c {
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::LastCurrentStep => 0.005,
+        Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => 0.01,
+        Covariate::DvDt => 0.001,
+        _ => 0.0,
+    };
+    if x.abs() < resolution { 0.0 } else { x }
+}
+
 /// Phrases for bounds that read as events or directions rather than numbers on a scale.
 fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<String> {
     let v = |x: f32| value(c, x);
+    let range = (range.0.map(|a| at_resolution(c, a)), range.1.map(|b| at_resolution(c, b)));
     Some(match (c, range) {
         // Signed C-rate bounded away from zero reads as a direction and a rate; at zero, the direction.
         (Covariate::CRate, (Some(a), None)) if a == 0.0 => "during charge".into(),
         (Covariate::CRate, (None, Some(b))) if b == 0.0 => "during discharge".into(),
         (Covariate::CRate, (Some(a), None)) if a > 0.0 => format!("during charge above {}", v(a)),
         (Covariate::CRate, (None, Some(b))) if b < 0.0 => format!("during discharge above {}", v(-b)),
+        (Covariate::CRateChangeNext, (Some(a), None)) if a == 0.0 => "when the current steps up next".into(),
+        (Covariate::CRateChangeNext, (None, Some(b))) if b == 0.0 => "when the current steps down next".into(),
+        (Covariate::LastCurrentStep, (Some(a), None)) if a == 0.0 => "after a current step up".into(),
+        (Covariate::LastCurrentStep, (None, Some(b))) if b == 0.0 => "after a current step down".into(),
         (Covariate::CRateChangeNext, (Some(a), None)) if a >= 0.0 => format!("when the current steps up by more than {} next", v(a)),
         (Covariate::CRateChangeNext, (None, Some(b))) if b <= 0.0 => format!("when the current steps down by more than {} next", v(-b)),
         (Covariate::LastCurrentStep, (Some(a), None)) if a >= 0.0 => format!("after a current step up of more than {}", v(a)),
@@ -274,6 +292,12 @@ mod tests {
         // The step up to the next decade: 10 × 0.01 must not print as 0.09999999.
         assert_eq!(value(Covariate::CRate, round_bound(Covariate::CRate, 0.0997)), "0.1C");
         assert_eq!(value(Covariate::DvNext, round_bound(Covariate::DvNext, -96.0)), "-100 mV");
+        // Below a cycler's resolution a bound is zero, and a step "of more than 0C" is a step.
+        let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
+        codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[round_bound(Covariate::CRateChangeNext, 5e-6)]);
+        assert_eq!(codings[Covariate::CRateChangeNext.index()].code(0.0), 0, "no change stays below the edge");
+        let up = Candidate::Detector { atoms: vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)] };
+        assert_eq!(sentence(&up, &codings), "fires when the current steps up next");
     }
 
     #[test]

@@ -304,7 +304,8 @@ fn mean_sd(covs: &[Covariates], c: Covariate) -> (f64, f64) {
 /// predicate with the activations circularly shifted within each cell (the labeller's null).
 #[derive(Debug, Clone)]
 pub struct Roc {
-    /// What the positive class is ("label holds", or "SOC in its upper half" for a tracker).
+    /// What the positive class is ("the feature fires" for a detector, "SOC in its upper
+    /// half" for a tracker, whose score is the activation).
     pub positive: String,
     pub curve: Vec<(f64, f64)>,
     pub auroc: f64,
@@ -469,7 +470,9 @@ pub struct Check {
 /// The acceptance rule's tests, in the order the labeller applies them; empty without candidates.
 pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
     let Some(best) = l.candidates.first() else { return Vec::new() };
-    let baseline = l.baseline.as_ref().map_or(f64::NAN, |b| b.strength);
+    let set = cfg.search_settings();
+    let fit = |c: &crate::label::CandidateResult| set.preference(&c.candidate, &c.test);
+    let baseline = l.baseline.as_ref().map_or(f64::NAN, fit);
     vec![
         Check {
             name: "held-out strength",
@@ -479,7 +482,7 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
         },
         Check { name: "q", value: best.q_value, threshold: format!("< {}", card::num(cfg.max_q)), pass: best.q_value < cfg.max_q },
         Check { name: "stability", value: l.stability, threshold: format!("≥ {}", card::num(cfg.min_stability)), pass: l.stability >= cfg.min_stability },
-        Check { name: "strength vs raw V/I baseline", value: best.strength, threshold: format!("≥ {}", card::num(baseline)), pass: l.beats_baseline },
+        Check { name: "fit (1 + F1 or Spearman) vs raw V/I baseline", value: fit(best), threshold: format!("≥ {}", card::num(baseline)), pass: l.beats_baseline },
     ]
 }
 
@@ -489,7 +492,7 @@ fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
     match candidate {
         Candidate::Detector { atoms } => {
             let holds = (0..n).map(|s| atoms.iter().all(|a| a.contains(ctx.coded.step(s)[a.covariate.index()]))).collect();
-            (holds, "label holds".into())
+            (holds, "the feature fires (score: the label holds)".into())
         }
         Candidate::Tracker { covariate, increasing, within } => {
             let k = covariate.index();
@@ -507,27 +510,43 @@ fn roc(ctx: &Context, acts: &FeatureActivations, candidate: &Candidate) -> Roc {
     let (holds, positive) = predicate(ctx, candidate);
     let offsets = &ctx.coded.cell_offsets;
     let test_steps = || (0..offsets.len() - 1).filter(|&c| ctx.test_cell[c]).flat_map(|c| offsets[c]..offsets[c + 1]);
-    let pos = test_steps().filter(|&s| holds[s]).count();
-    let counts = (pos as f64, (test_steps().count() - pos) as f64);
+    let n_holds = test_steps().filter(|&s| holds[s]).count() as f64;
+    let n_test = test_steps().count() as f64;
     let at = |shift: &dyn Fn(usize, u32) -> u32| -> Vec<(f32, bool)> {
         acts.entries().filter(|&(cell, _, _)| ctx.test_cell[cell]).map(|(cell, row, v)| (v, holds[offsets[cell] + shift(cell, row) as usize])).collect()
     };
-    let (curve, auroc) = roc_curve(at(&|_, r| r), counts);
+    let curve = |firing: Vec<(f32, bool)>| match candidate {
+        Candidate::Detector { .. } => operating_point(&firing, n_holds, n_test),
+        Candidate::Tracker { .. } => roc_curve(firing, (n_holds, n_test - n_holds)),
+    };
+    let (curve_0, auroc) = curve(at(&|_, r| r));
     let mut rng = ChaCha8Rng::seed_from_u64(((acts.layer as u64) << 32) | acts.feature as u64);
     let (mut null_curves, mut null_auroc) = (Vec::new(), Vec::new());
     for _ in 0..ROC_NULL_SHIFTS {
         let shifts: Vec<u32> = (0..offsets.len() - 1).map(|c| rng.random_range(0..ctx.coded.cell_len(c).max(1)) as u32).collect();
-        let shifted = at(&|c, r| (r + shifts[c]) % ctx.coded.cell_len(c) as u32);
-        let (curve, a) = roc_curve(shifted, counts);
-        null_curves.push(curve);
+        let (c, a) = curve(at(&|c, r| (r + shifts[c]) % ctx.coded.cell_len(c) as u32));
+        null_curves.push(c);
         null_auroc.push(a);
     }
-    Roc { positive, curve, auroc, null_curves, null_auroc }
+    Roc { positive, curve: curve_0, auroc, null_curves, null_auroc }
 }
 
-/// ROC of activation as the score for "predicate holds", given the (positive, negative) step
-/// counts: firing steps sorted by activation, then every silent step tied at zero (one straight
-/// segment to (1, 1)).
+/// A detector's ROC: its predicate is a yes/no score for "the feature fires", so the curve is
+/// its one operating point (FPR, TPR), and the area the labeller's AUROC, (1 + TPR − FPR) / 2.
+/// `firing` holds each firing step's (activation, predicate holds).
+fn operating_point(firing: &[(f32, bool)], n_holds: f64, n_test: f64) -> (Vec<(f64, f64)>, f64) {
+    let fires = firing.len() as f64;
+    if fires == 0.0 || fires >= n_test {
+        return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
+    }
+    let inside = firing.iter().filter(|f| f.1).count() as f64;
+    let (tpr, fpr) = (inside / fires, ((n_holds - inside) / (n_test - fires)).max(0.0));
+    (vec![(0.0, 0.0), (fpr, tpr), (1.0, 1.0)], 0.5 * (1.0 + tpr - fpr))
+}
+
+/// A tracker's ROC: activation as the score for "the covariate is in the tracked half", given
+/// the (positive, negative) step counts: firing steps sorted by activation, then every silent
+/// step tied at zero (one straight segment to (1, 1)).
 fn roc_curve(mut firing: Vec<(f32, bool)>, (pos, neg): (f64, f64)) -> (Vec<(f64, f64)>, f64) {
     if pos == 0.0 || neg == 0.0 {
         return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
