@@ -87,15 +87,24 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
         let firing = Firing::new(entries, &coded.cell_offsets);
         let weighting = coded.weighting(cell_weight.clone());
         let ranked = rank(&firing, &weighting);
-        for cov in continuous() {
-            let k = cov.index();
-            let n_codes = coded.codings[k].n_codes().min(MISSING);
+        let mut random_atom = |cov: Covariate| {
+            let n_codes = coded.codings[cov.index()].n_codes().min(MISSING);
             let lo = rng.random_range(0..n_codes);
-            let atom = Atom::interval(cov, lo, rng.random_range(lo..n_codes));
-            let got = score_detector(&[atom], &firing.steps, &ranked, &coded, &weighting);
+            Atom::interval(cov, lo, rng.random_range(lo..n_codes))
+        };
+        let covs = continuous();
+        // Each covariate alone, and as a disjunction with the next one ("A, or B").
+        let predicates: Vec<(Vec<Atom>, bool)> =
+            covs.iter().enumerate().flat_map(|(i, &cov)| [(vec![random_atom(cov)], false), (vec![random_atom(cov), random_atom(covs[(i + 1) % covs.len()])], true)]).collect();
+        for (atoms, any) in predicates {
+            let cov = atoms[0].covariate;
+            let got = score_detector(&atoms, any, &firing.steps, &ranked, &coded, &weighting);
             // Every (firing, quiet) pair: 1 when the predicate holds at the firing step and not
             // at the quiet one, ½ when it holds at both or neither.
-            let inside = |s: usize| atom.contains(coded.step(s)[k]);
+            let inside = |s: usize| {
+                let holds = |a: &Atom| a.contains(coded.step(s)[a.covariate.index()]);
+                if any { atoms.iter().any(holds) } else { atoms.iter().all(holds) }
+            };
             let w = |s: usize| cell_weight[cells[s]];
             let (mut pairs, mut wins) = (0.0, 0.0);
             for p in (0..dense.len()).filter(|&s| dense[s] > 0.0 && w(s) > 0.0) {
@@ -117,7 +126,7 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
             checked += 1;
         }
     }
-    assert!(checked > 30, "only {checked} predicates scored");
+    assert!(checked > 60, "only {checked} predicates scored");
 }
 
 /// The scale code of a step the slow way: the covariate's code, or inside a regime its code

@@ -131,8 +131,13 @@ impl Atom {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Candidate {
-    /// "Fires when all atoms hold" (one atom, or a conjunction of two).
-    Detector { atoms: Vec<Atom> },
+    /// "Fires when all atoms hold" (one atom, or a conjunction of two or three); with `any`,
+    /// "fires when A, or B" (a feature of two regimes: one atom each, on two covariates).
+    Detector {
+        atoms: Vec<Atom>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        any: bool,
+    },
     /// "Activation ≈ monotone g(covariate)", inside a regime when `within` is set ("tracks
     /// |C-rate| during discharge": low outside it, rising with |C-rate| inside).
     Tracker {
@@ -157,18 +162,31 @@ pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
                     _ => false,
                 }
         }
-        (Candidate::Detector { atoms: a1 }, Candidate::Detector { atoms: a2 }) => {
-            a1.len() == a2.len()
+        (Candidate::Detector { atoms: a1, any: y1 }, Candidate::Detector { atoms: a2, any: y2 }) => {
+            y1 == y2
+                && a1.len() == a2.len()
                 && a1.iter().all(|x| a2.iter().any(|y| x.covariate == y.covariate && x.overlap(y) >= 0.5))
         }
         _ => false,
     }
 }
 
+/// Whether a detector's predicate holds at a step with these codes: every atom, or with `any`
+/// at least one.
+pub fn holds(atoms: &[Atom], any: bool, codes: &[u8]) -> bool {
+    let inside = |a: &Atom| a.contains(codes[a.covariate.index()]);
+    if any { atoms.iter().any(inside) } else { atoms.iter().all(inside) }
+}
+
 impl Candidate {
+    /// A conjunction detector of these atoms.
+    pub fn all(atoms: Vec<Atom>) -> Candidate {
+        Candidate::Detector { atoms, any: false }
+    }
+
     pub fn covariates(&self) -> Vec<Covariate> {
         match self {
-            Candidate::Detector { atoms } => atoms.iter().map(|a| a.covariate).collect(),
+            Candidate::Detector { atoms, .. } => atoms.iter().map(|a| a.covariate).collect(),
             Candidate::Tracker { covariate, within, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).collect(),
         }
     }
@@ -256,7 +274,7 @@ impl CodedSteps {
     /// of the weighted cells. From the count tables when both together use at most two
     /// covariates, else one scan of those steps; only called when `same_label` says no.
     pub fn same_steps(&self, a: &Candidate, b: &Candidate, w: &Weighting) -> bool {
-        let (Candidate::Detector { atoms: a }, Candidate::Detector { atoms: b }) = (a, b) else { return false };
+        let (Candidate::Detector { atoms: a, any: false }, Candidate::Detector { atoms: b, any: false }) = (a, b) else { return false };
         let (only_a, only_b) = (self.count(a, w), self.count(b, w));
         let both = self.count(&intersection(a, b), w);
         let either = only_a + only_b - both;
@@ -266,6 +284,11 @@ impl CodedSteps {
     /// The cell a global step belongs to.
     pub fn cell_of(&self, step: usize) -> usize {
         self.cell_offsets.partition_point(|&o| o <= step) - 1
+    }
+
+    /// Weighted number of steps where a detector's predicate holds ([`holds`]).
+    pub fn count_predicate(&self, atoms: &[Atom], any: bool, w: &Weighting) -> f64 {
+        if any { w.count_predicate(atoms, true) } else { self.count(atoms, w) }
     }
 
     /// Weighted number of steps where every atom holds: from the count tables for one or two
@@ -364,6 +387,16 @@ impl Weighting {
                 first.codes().flat_map(|x| second.codes().map(move |y| table[x * MAX_CODES + y])).sum()
             }
             _ => unreachable!("candidates have one or two atoms"),
+        }
+    }
+
+    /// [`Weighting::count`] of a detector's predicate; a disjunction of two atoms by
+    /// inclusion–exclusion (either = each − both).
+    pub fn count_predicate(&self, atoms: &[Atom], any: bool) -> f64 {
+        match (any, atoms) {
+            (true, [a, b]) => self.count(&[*a]) + self.count(&[*b]) - self.count(atoms),
+            (true, _) => unreachable!("a disjunction has two atoms"),
+            (false, _) => self.count(atoms),
         }
     }
 
@@ -511,23 +544,6 @@ impl SearchSettings {
         if v.is_nan() { f64::NEG_INFINITY } else { v }
     }
 
-    /// The order candidates are preferred in, one number: a candidate that passes its
-    /// acceptance threshold (strength ≥ 1) ranks above every one that does not, at 1 + how
-    /// exactly it says where the feature fires (F1 of a detector, Spearman of a tracker); below
-    /// the threshold, by strength. AUROC alone would prefer "fires at rest" (every firing step
-    /// inside, F1 0.4) to "at rest in the first 5 min after a current step" (F1 0.9) for a
-    /// feature of early relaxation: nearly every step is quiet, so a broad predicate's few
-    /// false positives barely lower it.
-    pub fn preference(&self, candidate: &Candidate, s: &Score) -> f64 {
-        let strength = self.strength(candidate, s);
-        if strength < 1.0 {
-            return strength;
-        }
-        1.0 + match candidate {
-            Candidate::Detector { .. } => s.f1,
-            Candidate::Tracker { .. } => s.spearman,
-        }
-    }
 }
 
 /// What the held-out cells can test, known before any candidate is scored there: their
@@ -550,7 +566,7 @@ pub struct Validation<'a> {
 /// The search on one weighting (DESIGN §5 step 2): every atom and tracker, then conjunctions
 /// seeded by the best atoms (terms confirmed on `validation` when given, else on the same cells).
 /// Detectors are ranked both by F1 (the predicate that matches where the feature fires) and by
-/// strength, trackers by Spearman; the best few of each are then ordered by preference.
+/// strength, trackers by Spearman; the best few of each are then ordered by strength.
 /// With `testable`, candidates no held-out score could test are passed over: detectors whose
 /// predicate holds on none or all of the held-out steps ("after a current step down of more
 /// than 3C" where only an explain cell has such steps), and every detector of a feature that
@@ -573,25 +589,25 @@ pub fn search(
                 continue;
             }
             if let Some(d) = atom_score(&atom, &stats[k], ranked, weighting.total) {
-                detectors.push(Scored { candidate: Candidate::Detector { atoms: vec![atom] }, score: Score::detector(d), g: Vec::new() });
+                detectors.push(Scored { candidate: Candidate::all(vec![atom]), score: Score::detector(d), g: Vec::new() });
             }
         }
     }
     by_f1(&mut detectors);
     let scope = Scope { firing, ranked, coded, weighting };
-    let conjunctions = conjunctions(&leading_atoms(&detectors, set.conjunction_seeds), &scope, set, validation);
+    let combinations = combinations(&leading_atoms(&detectors, set.conjunction_seeds), &scope, set, validation);
     let rhos = tracker_rhos(firing, coded, weighting, None);
     let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| !c.covariate.is_categorical()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
     trackers.extend(regime_trackers(&leading_atoms(&detectors, TRACKER_REGIMES), &scope, set, validation));
-    detectors.extend(conjunctions);
+    detectors.extend(combinations);
     if let Some(&Testable { held_out, quiet }) = testable {
-        let scorable = |atoms: &[Atom]| {
-            let n = held_out.count(atoms);
+        let scorable = |atoms: &[Atom], any: bool| {
+            let n = held_out.count_predicate(atoms, any);
             n > 0.0 && n < held_out.total
         };
         let testable = |s: &Scored| match &s.candidate {
-            Candidate::Detector { atoms } => quiet && scorable(atoms),
-            Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&[a])),
+            Candidate::Detector { atoms, any } => quiet && scorable(atoms, *any),
+            Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&[a], false)),
         };
         detectors.retain(testable);
         trackers.retain(testable);
@@ -599,12 +615,12 @@ pub fn search(
     by_f1(&mut detectors);
     trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
     let baseline = best_raw_signal(&detectors, &trackers, set);
-    let by_preference = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.preference(&b.candidate, &b.score).total_cmp(&set.preference(&a.candidate, &a.score)));
+    let by_strength = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
     let mut top = distinct(detectors.clone(), set.keep);
-    by_preference(&mut detectors);
+    by_strength(&mut detectors);
     top.extend(distinct(detectors, set.keep));
     top.extend(distinct(trackers, set.keep));
-    by_preference(&mut top);
+    by_strength(&mut top);
     (distinct(top, set.keep), baseline)
 }
 
@@ -629,7 +645,7 @@ fn distinct(list: Vec<Scored>, keep: usize) -> Vec<Scored> {
 fn best_raw_signal(detectors: &[Scored], trackers: &[Scored], set: &SearchSettings) -> Option<Scored> {
     let d = detectors.iter().find(|s| s.candidate.is_raw_signal());
     let t = trackers.iter().find(|s| s.candidate.is_raw_signal());
-    [d, t].into_iter().flatten().max_by(|a, b| set.preference(&a.candidate, &a.score).total_cmp(&set.preference(&b.candidate, &b.score))).cloned()
+    [d, t].into_iter().flatten().max_by(|a, b| set.strength(&a.candidate, &a.score).total_cmp(&set.strength(&b.candidate, &b.score))).cloned()
 }
 
 /// A predicate true on nearly every step ("SOC above −2 %") says nothing and has no held-out
@@ -663,7 +679,7 @@ struct Scope<'a> {
 fn leading_atoms(detectors: &[Scored], n: usize) -> Vec<Atom> {
     let mut out: Vec<Atom> = Vec::new();
     for d in detectors {
-        if let Candidate::Detector { atoms } = &d.candidate {
+        if let Candidate::Detector { atoms, .. } = &d.candidate {
             if out.len() < n && atoms.len() == 1 && out.iter().all(|a| a.covariate != atoms[0].covariate) {
                 out.push(atoms[0]);
             }
@@ -672,38 +688,47 @@ fn leading_atoms(detectors: &[Scored], n: usize) -> Vec<Atom> {
     out
 }
 
-/// Two-term conjunctions (rest ∧ step_time < 120 s): for each seed atom, the atom of another
-/// covariate that best narrows it on the steps where the seed holds (the label's preference:
-/// best F1 among the pairs whose AUROC passes, else best AUROC), kept when it raises F1 by
-/// `min_conjunction_gain` on the validation cells (a term that only fits the cells it was
-/// chosen on lowers held-out F1), then scored on `weighting`.
-fn conjunctions(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
+/// Two-term conjunctions (rest ∧ step_time < 120 s) and disjunctions (CV hold ∨ rest after
+/// charge: a feature of two regimes). For each seed atom, the atom of another covariate that
+/// best narrows it on the steps where the seed holds, and the one that best widens it to the
+/// steps where it does not (by AUROC: choosing by F1 narrows "at rest" to "the first 80 s"
+/// of a feature that fires for 3 min, and held out it fails), each kept when it raises F1 by
+/// `min_conjunction_gain` on the validation
+/// cells (a term that only fits the cells it was chosen on lowers held-out F1), then scored on
+/// `weighting`. Both come from the seed's conditional tables: either = each − both.
+fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
     let Scope { firing, ranked, coded, weighting } = *scope;
     let mut out = Vec::new();
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
-    let f1_on = |atoms: &[Atom], w: &Weighting, r: &Ranked| score_detector(atoms, &firing.steps, r, coded, w).map_or(0.0, |d| d.f1);
-    let term_preference = |d: &DetectorScore| {
-        let detector = Candidate::Detector { atoms: Vec::new() };
-        set.preference(&detector, &Score::detector(*d))
-    };
+    let f1_on = |atoms: &[Atom], any: bool, w: &Weighting, r: &Ranked| score_detector(atoms, any, &firing.steps, r, coded, w).map_or(0.0, |d| d.f1);
+    let alone = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, None);
+    let sum = |codes: &Atom, x: &[f64; MAX_CODES]| codes.codes().map(|c| x[c]).sum::<f64>();
     for &given in seeds {
-        let stats = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&given));
-        let best = coded
-            .codings
-            .iter()
-            .enumerate()
-            .filter(|(l, _)| *l != given.covariate.index())
-            .flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)))
-            .filter_map(|(l, b)| atom_score(&b, &stats[l], fit_ranked, fit.total).map(|d| (b, d)))
-            .max_by(|x, y| term_preference(&x.1).total_cmp(&term_preference(&y.1)));
-        let Some((b, _)) = best else { continue };
-        let pair = [given, b];
-        if f1_on(&pair, check, check_ranked) <= f1_on(&[given], check, check_ranked) + set.min_conjunction_gain {
-            continue;
-        }
-        if let Some(d) = score_detector(&pair, &firing.steps, ranked, coded, weighting) {
-            out.push(Scored { candidate: Candidate::Detector { atoms: pair.to_vec() }, score: Score::detector(d), g: Vec::new() });
+        let k = given.covariate.index();
+        let (given_weight, given_fire) = (sum(&given, &alone[k].weight), sum(&given, &alone[k].fire_weight));
+        let both = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&given));
+        let others = || coded.codings.iter().enumerate().filter(|(l, _)| *l != k).flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)));
+        let best = |scored: &mut dyn Iterator<Item = (Atom, DetectorScore)>| scored.max_by(|x, y| x.1.auroc.total_cmp(&y.1.auroc)).map(|x| x.0);
+        let narrower = best(&mut others().filter_map(|(l, b)| atom_score(&b, &both[l], fit_ranked, fit.total).map(|d| (b, d))));
+        let wider = best(&mut others().filter_map(|(l, b)| {
+            let weight = given_weight + sum(&b, &alone[l].weight) - sum(&b, &both[l].weight);
+            let fire = given_fire + sum(&b, &alone[l].fire_weight) - sum(&b, &both[l].fire_weight);
+            detector(weight, fire, fit_ranked, fit.total).map(|d| (b, d))
+        }));
+        let pairs = [(narrower, false), (wider, true)];
+        for (b, any) in pairs.into_iter().filter_map(|(b, any)| b.map(|b| (b, any))) {
+            let mut pair = [given, b];
+            if any {
+                // One order for one predicate, so "A, or B" is never also written "B, or A".
+                pair.sort_by_key(|a| a.covariate.index());
+            }
+            if f1_on(&pair, any, check, check_ranked) <= f1_on(&[given], false, check, check_ranked) + set.min_conjunction_gain {
+                continue;
+            }
+            if let Some(d) = score_detector(&pair, any, &firing.steps, ranked, coded, weighting) {
+                out.push(Scored { candidate: Candidate::Detector { atoms: pair.to_vec(), any }, score: Score::detector(d), g: Vec::new() });
+            }
         }
     }
     out

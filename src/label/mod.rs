@@ -56,9 +56,8 @@ pub struct LabelConfig {
     pub max_q: f64,
     /// …stability at least this…
     pub min_stability: f64,
-    /// A resample still backs the label when its preference there is within this of the
-    /// resample's winner's (`SearchSettings::preference`: F1 or Spearman among labels that pass,
-    /// strength below); near-equivalent wordings
+    /// A resample still backs the label when its strength there is within this of the resample's
+    /// winner (strength units: 1 = the acceptance threshold); near-equivalent wordings
     /// (c_rate vs current, soc vs voltage) otherwise swap the win at random.
     pub stability_tie: f64,
     /// Take the soc covariate from this ground-truth column (e.g. `gt_soc` of simulated cells)
@@ -95,7 +94,7 @@ impl Default for LabelConfig {
 }
 
 impl LabelConfig {
-    pub(crate) fn search_settings(&self) -> SearchSettings {
+    fn search_settings(&self) -> SearchSettings {
         SearchSettings {
             min_auroc: self.min_auroc,
             min_spearman: self.min_spearman,
@@ -397,7 +396,7 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
 /// Held-out scores of a candidate; `g` is a tracker's fitted value per code (unused by detectors).
 pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
     match candidate {
-        Candidate::Detector { atoms } => score_detector(atoms, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
+        Candidate::Detector { atoms, any } => score_detector(atoms, *any, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
         Candidate::Tracker { increasing, within, .. } => {
             let scale = TrackerScale::of(candidate).expect("a tracker");
             let n = scale.n_codes(coded);
@@ -413,7 +412,7 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
 
 /// Per candidate, the share of bootstrap resamples of the explain cells where it is still among
 /// the resample's best few distinct labels (`set.keep`, the runners-up a card shows), or scores
-/// no more than `tie` (preference) below the winner there. Near-synonyms ("in CV holds", "the
+/// no more than `tie` (strength) below the winner there. Near-synonyms ("in CV holds", "the
 /// current tapers next", "above 4.19 V") trade the top place from resample to resample; a label
 /// that is a fluke of the drawn cells drops out of the top few. Resamples that carry no
 /// evidence about a candidate are left out of its share: those that drew none of the cells
@@ -429,15 +428,15 @@ fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: 
         }
         let (top, _) = search(firing, &ranked, coded, w, set, None, Some(testable));
         let Some(winner) = top.first() else { continue };
-        let winner_preference = set.preference(&winner.candidate, &winner.score);
+        let winner_strength = set.strength(&winner.candidate, &winner.score);
         for (i, c) in chosen.iter().enumerate() {
-            let preference = set.preference(&c.candidate, &score_on(c, firing, &firing.steps, &ranked, coded, w));
-            if preference == f64::NEG_INFINITY {
+            let strength = set.strength(&c.candidate, &score_on(c, firing, &firing.steps, &ranked, coded, w));
+            if strength == f64::NEG_INFINITY {
                 continue;
             }
             informative[i] += 1;
             agree[i] += (top.iter().any(|t| candidates::same_label(&t.candidate, &c.candidate) || coded.same_steps(&t.candidate, &c.candidate, w))
-                || preference >= winner_preference - tie) as usize;
+                || strength >= winner_strength - tie) as usize;
         }
     }
     informative.iter().zip(&agree).map(|(&n, &a)| if n == 0 { 0.0 } else { a as f64 / n as f64 }).collect()
@@ -461,22 +460,23 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &SparseActivations, code
         let steps: Vec<&[u32]> = firings.iter().map(|f| f.steps.as_slice()).collect();
         for (m, &i) in group.iter().enumerate() {
             let contrast = siblings::Contrast::new(&steps, m);
-            let Candidate::Detector { atoms } = labels[i].candidates[0].candidate.clone() else { continue };
-            let before = contrast.auroc(&atoms, coded, &halves.test);
+            let Candidate::Detector { atoms, any } = labels[i].candidates[0].candidate.clone() else { continue };
+            let before = contrast.auroc(&atoms, any, coded, &halves.test);
             labels[i].sibling_auroc = before;
-            if atoms.len() >= siblings::MAX_TERMS {
+            // The contrastive term narrows a conjunction; a disjunction ("A, or B") keeps its words.
+            if any || atoms.len() >= siblings::MAX_TERMS {
                 continue;
             }
             let Some((extra, explain_gain)) = contrast.best_extra_term(&atoms, coded, &halves.explain) else { continue };
             let refined: Vec<_> = atoms.iter().copied().chain([extra]).collect();
-            let after = contrast.auroc(&refined, coded, &halves.test);
-            if explain_gain < contrast.auroc(&atoms, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
+            let after = contrast.auroc(&refined, false, coded, &halves.test);
+            if explain_gain < contrast.auroc(&atoms, false, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
                 continue;
             }
             let firing = &firings[m];
             let explain_ranked = rank(firing, &halves.explain);
-            let Some(d) = score_detector(&refined, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
-            let scored = Scored { candidate: Candidate::Detector { atoms: refined }, score: Score::detector(d), g: Vec::new() };
+            let Some(d) = score_detector(&refined, false, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
+            let scored = Scored { candidate: Candidate::all(refined), score: Score::detector(d), g: Vec::new() };
             let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
             let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, &set);
             if result.strength >= 1.0 {
@@ -513,15 +513,14 @@ fn apply_fdr(labels: &mut [FeatureLabel]) {
 /// Raw V/I is the floor: a label on derived covariates must do at least as well held out as
 /// the best raw-V/I candidate. A label on raw V/I itself has nothing to beat ("current below
 /// -8 A" is not refuted by "tracks current" scoring higher: both say it follows the current).
-fn beats_baseline(l: &FeatureLabel, set: &SearchSettings) -> bool {
+fn beats_baseline(l: &FeatureLabel) -> bool {
     let best = &l.candidates[0];
-    let preference = |c: &CandidateResult| set.preference(&c.candidate, &c.test);
-    best.candidate.is_raw_signal() || l.baseline.as_ref().is_none_or(|b| preference(best) >= preference(b))
+    best.candidate.is_raw_signal() || l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength)
 }
 
 /// The acceptance rule (step 5) short of significance: held-out strength, stability, baseline.
 fn passes_all_but_q(l: &FeatureLabel, cfg: &LabelConfig) -> bool {
-    l.candidates[0].strength >= 1.0 && l.stability >= cfg.min_stability && beats_baseline(l, &cfg.search_settings())
+    l.candidates[0].strength >= 1.0 && l.stability >= cfg.min_stability && beats_baseline(l)
 }
 
 /// The acceptance rule (step 5) and the label text (step 6).
@@ -530,7 +529,7 @@ fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
         l.label = "unexplained (never fires)".into();
         return;
     };
-    l.beats_baseline = beats_baseline(l, &cfg.search_settings());
+    l.beats_baseline = beats_baseline(l);
     l.accepted = passes_all_but_q(l, cfg) && best.q_value < cfg.max_q;
     l.label = if l.accepted {
         best.sentence.clone()

@@ -6,7 +6,7 @@
 //! activation 0, one tie group with a known mid-rank, so their contribution comes from the
 //! weighted code counts of [`Weighting`].
 
-use crate::label::candidates::{Atom, Candidate, CodedSteps, Weighting, MAX_CODES, MISSING, N_COV};
+use crate::label::candidates::{holds, Atom, Candidate, CodedSteps, Weighting, MAX_CODES, MISSING, N_COV};
 
 /// One feature's firing steps sorted by activation, ascending. Circular shifts move the steps
 /// but not the values, so this order (and the ranks) serve every null draw.
@@ -276,15 +276,14 @@ pub fn detector(in_weight: f64, in_fire_weight: f64, ranked: &Ranked, total: f64
 }
 
 /// Scores a predicate directly (steps may be circularly shifted).
-pub fn score_detector(atoms: &[Atom], steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
+pub fn score_detector(atoms: &[Atom], any: bool, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
     let mut fire = 0.0;
     for (i, &step) in steps.iter().enumerate() {
-        let codes = coded.step(step as usize);
-        if ranked.weight[i] > 0.0 && atoms.iter().all(|a| a.contains(codes[a.covariate.index()])) {
+        if ranked.weight[i] > 0.0 && holds(atoms, any, coded.step(step as usize)) {
             fire += ranked.weight[i];
         }
     }
-    detector(coded.count(atoms, weighting), fire, ranked, weighting.total)
+    detector(coded.count_predicate(atoms, any, weighting), fire, ranked, weighting.total)
 }
 
 /// Spearman of a tracker: rank correlation of activation with the binned covariate inside each

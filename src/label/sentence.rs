@@ -7,7 +7,11 @@ use crate::label::covariates::Covariate;
 /// The sentence for a candidate, given the codings its bins came from.
 pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
     match candidate {
-        Candidate::Detector { atoms } => {
+        Candidate::Detector { atoms, any: true } => {
+            let phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
+            format!("fires {}", phrases.join(", or "))
+        }
+        Candidate::Detector { atoms, any: false } => {
             let mut phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
             merge_step_phrases(&mut phrases);
             // "when A when B" reads as a stutter: a later condition is joined by "while", others by "and".
@@ -268,7 +272,7 @@ mod tests {
         codings[Covariate::Voltage.index()] = coding(Covariate::Voltage, &[3.5, 3.9]);
         // dV/dt in bins 1..=2 = [-0.5, 0.5); voltage in bin 2 = above 3.9 V.
         let atoms = vec![Atom::interval(Covariate::DvDt, 1, 2), Atom::interval(Covariate::Voltage, 2, 2)];
-        let text = sentence(&Candidate::Detector { atoms }, &codings);
+        let text = sentence(&Candidate::all(atoms), &codings);
         assert_eq!(text, "fires when dV/dt is between -0.5 mV/s and 0.5 mV/s while voltage is above 3.9 V");
     }
 
@@ -287,8 +291,8 @@ mod tests {
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 57.0)), "60 s");
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 13_700.0)), "4 h");
         let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
-        assert_eq!(sentence(&Candidate::Detector { atoms: vec![Atom::interval(Covariate::CRate, 2, 3)] }, &codings_with(rate.clone())), "fires during charge");
-        assert_eq!(sentence(&Candidate::Detector { atoms: vec![Atom::interval(Covariate::CRate, 3, 3)] }, &codings_with(rate)), "fires during charge above 1C");
+        assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::CRate, 2, 3)]), &codings_with(rate.clone())), "fires during charge");
+        assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::CRate, 3, 3)]), &codings_with(rate)), "fires during charge above 1C");
         // The step up to the next decade: 10 × 0.01 must not print as 0.09999999.
         assert_eq!(value(Covariate::CRate, round_bound(Covariate::CRate, 0.0997)), "0.1C");
         assert_eq!(value(Covariate::DvNext, round_bound(Covariate::DvNext, -96.0)), "-100 mV");
@@ -296,8 +300,17 @@ mod tests {
         let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
         codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[round_bound(Covariate::CRateChangeNext, 5e-6)]);
         assert_eq!(codings[Covariate::CRateChangeNext.index()].code(0.0), 0, "no change stays below the edge");
-        let up = Candidate::Detector { atoms: vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)] };
+        let up = Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)]);
         assert_eq!(sentence(&up, &codings), "fires when the current steps up next");
+    }
+
+    #[test]
+    fn a_disjunction_names_each_regime() {
+        let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
+        codings[Covariate::Soc.index()] = coding(Covariate::Soc, &[0.1, 0.9]);
+        codings[Covariate::CRate.index()] = coding(Covariate::CRate, &[-1.0, 0.0]);
+        let either = Candidate::Detector { atoms: vec![Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::CRate, 0, 0)], any: true };
+        assert_eq!(sentence(&either, &codings), "fires when SOC is above 90 %, or during discharge above 1C");
     }
 
     #[test]
@@ -306,7 +319,7 @@ mod tests {
         codings[Covariate::TimeSinceCurrentChange.index()] = coding(Covariate::TimeSinceCurrentChange, &[60.0, 600.0]);
         codings[Covariate::LastCurrentStep.index()] = coding(Covariate::LastCurrentStep, &[-1.0, 0.0, 0.5]);
         let atoms = vec![Atom::interval(Covariate::TimeSinceCurrentChange, 0, 0), Atom::interval(Covariate::LastCurrentStep, 3, 3)];
-        let text = sentence(&Candidate::Detector { atoms }, &codings);
+        let text = sentence(&Candidate::all(atoms), &codings);
         assert_eq!(text, "fires in the first 60 s after a current step up of more than 0.5C");
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::label::candidates::{atoms_of, Atom, CodedSteps, Weighting, MAX_CODES, N_COV};
+use crate::label::candidates::{atoms_of, holds, Atom, CodedSteps, Weighting, MAX_CODES, N_COV};
 
 /// The most terms a label may have (DESIGN §5 step 2).
 pub const MAX_TERMS: usize = 3;
@@ -31,14 +31,15 @@ impl Contrast {
         Contrast { own: group[member].to_vec(), siblings_only }
     }
 
-    /// Sibling AUROC of "all `atoms` hold" on the cells `w` weighs; NaN without both kinds of step.
-    pub fn auroc(&self, atoms: &[Atom], coded: &CodedSteps, w: &Weighting) -> f64 {
+    /// Sibling AUROC of a detector's predicate ([`holds`]) on the cells `w` weighs; NaN without
+    /// both kinds of step.
+    pub fn auroc(&self, atoms: &[Atom], any: bool, coded: &CodedSteps, w: &Weighting) -> f64 {
         let share_inside = |steps: &[u32]| {
             let (mut inside, mut total) = (0.0, 0.0);
             for &step in steps {
                 let weight = w.cell_weight[coded.cell_of(step as usize)];
                 total += weight;
-                if atoms.iter().all(|a| a.contains(coded.step(step as usize)[a.covariate.index()])) {
+                if holds(atoms, any, coded.step(step as usize)) {
                     inside += weight;
                 }
             }

@@ -470,9 +470,7 @@ pub struct Check {
 /// The acceptance rule's tests, in the order the labeller applies them; empty without candidates.
 pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
     let Some(best) = l.candidates.first() else { return Vec::new() };
-    let set = cfg.search_settings();
-    let fit = |c: &crate::label::CandidateResult| set.preference(&c.candidate, &c.test);
-    let baseline = l.baseline.as_ref().map_or(f64::NAN, fit);
+    let baseline = l.baseline.as_ref().map_or(f64::NAN, |b| b.strength);
     vec![
         Check {
             name: "held-out strength",
@@ -482,7 +480,7 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
         },
         Check { name: "q", value: best.q_value, threshold: format!("< {}", card::num(cfg.max_q)), pass: best.q_value < cfg.max_q },
         Check { name: "stability", value: l.stability, threshold: format!("≥ {}", card::num(cfg.min_stability)), pass: l.stability >= cfg.min_stability },
-        Check { name: "fit (1 + F1 or Spearman) vs raw V/I baseline", value: fit(best), threshold: format!("≥ {}", card::num(baseline)), pass: l.beats_baseline },
+        Check { name: "strength vs raw V/I baseline", value: best.strength, threshold: format!("≥ {}", card::num(baseline)), pass: l.beats_baseline },
     ]
 }
 
@@ -490,8 +488,8 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
 fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
     let n = ctx.total_steps();
     match candidate {
-        Candidate::Detector { atoms } => {
-            let holds = (0..n).map(|s| atoms.iter().all(|a| a.contains(ctx.coded.step(s)[a.covariate.index()]))).collect();
+        Candidate::Detector { atoms, any } => {
+            let holds = (0..n).map(|s| crate::label::candidates::holds(atoms, *any, ctx.coded.step(s))).collect();
             (holds, "the feature fires (score: the label holds)".into())
         }
         Candidate::Tracker { covariate, increasing, within } => {
