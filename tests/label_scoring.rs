@@ -93,9 +93,16 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
             Atom::interval(cov, lo, rng.random_range(lo..n_codes))
         };
         let covs = continuous();
-        // Each covariate alone, and as a disjunction with the next one ("A, or B").
-        let predicates: Vec<(Vec<Atom>, bool)> =
-            covs.iter().enumerate().flat_map(|(i, &cov)| [(vec![random_atom(cov)], false), (vec![random_atom(cov), random_atom(covs[(i + 1) % covs.len()])], true)]).collect();
+        // Each covariate alone, as a disjunction with the next one ("A, or B"), and that
+        // disjunction narrowed by a third ("(A ∨ B) ∧ C", a scan rather than the tables).
+        let next = |i: usize, by: usize| covs[(i + by) % covs.len()];
+        let predicates: Vec<(Vec<Atom>, bool)> = (0..covs.len())
+            .flat_map(|i| {
+                let either = vec![random_atom(covs[i]), random_atom(next(i, 1))];
+                let narrowed = [either.clone(), vec![random_atom(next(i, 2))]].concat();
+                [(vec![random_atom(covs[i])], false), (either, true), (narrowed, true)]
+            })
+            .collect();
         for (atoms, any) in predicates {
             let cov = atoms[0].covariate;
             let got = score_detector(&atoms, any, &firing.steps, &ranked, &coded, &weighting);
@@ -103,7 +110,7 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
             // at the quiet one, ½ when it holds at both or neither.
             let inside = |s: usize| {
                 let holds = |a: &Atom| a.contains(coded.step(s)[a.covariate.index()]);
-                if any { atoms.iter().any(holds) } else { atoms.iter().all(holds) }
+                if any { atoms[..2].iter().any(holds) && atoms[2..].iter().all(holds) } else { atoms.iter().all(holds) }
             };
             let w = |s: usize| cell_weight[cells[s]];
             let (mut pairs, mut wins) = (0.0, 0.0);
@@ -126,7 +133,7 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
             checked += 1;
         }
     }
-    assert!(checked > 60, "only {checked} predicates scored");
+    assert!(checked > 100, "only {checked} predicates scored");
 }
 
 /// The scale code of a step the slow way: the covariate's code, or inside a regime its code

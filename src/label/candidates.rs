@@ -132,7 +132,8 @@ impl Atom {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Candidate {
     /// "Fires when all atoms hold" (one atom, or a conjunction of two or three); with `any`,
-    /// "fires when A, or B" (a feature of two regimes: one atom each, on two covariates).
+    /// "fires when A, or B" (a feature of two regimes: one atom each, on two covariates), and
+    /// every later atom ([`holds`]).
     Detector {
         atoms: Vec<Atom>,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -171,11 +172,12 @@ pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
     }
 }
 
-/// Whether a detector's predicate holds at a step with these codes: every atom, or with `any`
-/// at least one.
+/// Whether a detector's predicate holds at a step with these codes: every atom; with `any`,
+/// one of the first two and every later one ((A ∨ B) ∧ C: a disjunction narrowed by a
+/// contrastive term).
 pub fn holds(atoms: &[Atom], any: bool, codes: &[u8]) -> bool {
     let inside = |a: &Atom| a.contains(codes[a.covariate.index()]);
-    if any { atoms.iter().any(inside) } else { atoms.iter().all(inside) }
+    if any { atoms[..2].iter().any(inside) && atoms[2..].iter().all(inside) } else { atoms.iter().all(inside) }
 }
 
 impl Candidate {
@@ -287,23 +289,20 @@ impl CodedSteps {
     }
 
     /// Weighted number of steps where a detector's predicate holds ([`holds`]).
+    /// From the count tables for up to two atoms, else by a scan of the weighted cells.
     pub fn count_predicate(&self, atoms: &[Atom], any: bool, w: &Weighting) -> f64 {
-        if any { w.count_predicate(atoms, true) } else { self.count(atoms, w) }
-    }
-
-    /// Weighted number of steps where every atom holds: from the count tables for one or two
-    /// atoms, by a scan of the weighted cells for three.
-    pub fn count(&self, atoms: &[Atom], w: &Weighting) -> f64 {
         if atoms.len() <= 2 {
-            return w.count(atoms);
+            return w.count_predicate(atoms, any);
         }
         (0..self.n_cells())
             .filter(|&c| w.cell_weight[c] > 0.0)
-            .map(|c| {
-                let holds = (self.cell_offsets[c]..self.cell_offsets[c + 1]).filter(|&s| atoms.iter().all(|a| a.contains(self.step(s)[a.covariate.index()]))).count();
-                w.cell_weight[c] * holds as f64
-            })
+            .map(|c| w.cell_weight[c] * (self.cell_offsets[c]..self.cell_offsets[c + 1]).filter(|&s| holds(atoms, any, self.step(s))).count() as f64)
             .sum()
+    }
+
+    /// Weighted number of steps where every atom holds.
+    pub fn count(&self, atoms: &[Atom], w: &Weighting) -> f64 {
+        self.count_predicate(atoms, false, w)
     }
 
     /// Step counts per code of covariate `k` in cell `c`.
@@ -390,13 +389,12 @@ impl Weighting {
         }
     }
 
-    /// [`Weighting::count`] of a detector's predicate; a disjunction of two atoms by
+    /// [`Weighting::count`] of a detector's predicate of up to two atoms; a disjunction by
     /// inclusion–exclusion (either = each − both).
     pub fn count_predicate(&self, atoms: &[Atom], any: bool) -> f64 {
         match (any, atoms) {
             (true, [a, b]) => self.count(&[*a]) + self.count(&[*b]) - self.count(atoms),
-            (true, _) => unreachable!("a disjunction has two atoms"),
-            (false, _) => self.count(atoms),
+            _ => self.count(atoms),
         }
     }
 

@@ -463,20 +463,19 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &SparseActivations, code
             let Candidate::Detector { atoms, any } = labels[i].candidates[0].candidate.clone() else { continue };
             let before = contrast.auroc(&atoms, any, coded, &halves.test);
             labels[i].sibling_auroc = before;
-            // The contrastive term narrows a conjunction; a disjunction ("A, or B") keeps its words.
-            if any || atoms.len() >= siblings::MAX_TERMS {
+            if atoms.len() >= siblings::MAX_TERMS {
                 continue;
             }
-            let Some((extra, explain_gain)) = contrast.best_extra_term(&atoms, coded, &halves.explain) else { continue };
+            let Some((extra, explain_gain)) = contrast.best_extra_term(&atoms, any, coded, &halves.explain) else { continue };
             let refined: Vec<_> = atoms.iter().copied().chain([extra]).collect();
-            let after = contrast.auroc(&refined, false, coded, &halves.test);
-            if explain_gain < contrast.auroc(&atoms, false, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
+            let after = contrast.auroc(&refined, any, coded, &halves.test);
+            if explain_gain < contrast.auroc(&atoms, any, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
                 continue;
             }
             let firing = &firings[m];
             let explain_ranked = rank(firing, &halves.explain);
-            let Some(d) = score_detector(&refined, false, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
-            let scored = Scored { candidate: Candidate::all(refined), score: Score::detector(d), g: Vec::new() };
+            let Some(d) = score_detector(&refined, any, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
+            let scored = Scored { candidate: Candidate::Detector { atoms: refined, any }, score: Score::detector(d), g: Vec::new() };
             let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
             let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, &set);
             if result.strength >= 1.0 {

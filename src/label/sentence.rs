@@ -7,30 +7,38 @@ use crate::label::covariates::Covariate;
 /// The sentence for a candidate, given the codings its bins came from.
 pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
     match candidate {
-        Candidate::Detector { atoms, any: true } => {
-            let phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
-            format!("fires {}", phrases.join(", or "))
-        }
-        Candidate::Detector { atoms, any: false } => {
-            let mut phrases: Vec<String> = atoms.iter().map(|a| atom_phrase(a, &codings[a.covariate.index()])).collect();
-            merge_step_phrases(&mut phrases);
-            // "when A when B" reads as a stutter: a later condition is joined by "while", others by "and".
-            let joined: Vec<String> = phrases
-                .iter()
-                .enumerate()
-                .map(|(i, p)| match p.strip_prefix("when ") {
-                    Some(rest) if i > 0 => format!("while {rest}"),
-                    _ if i > 0 => format!("and {p}"),
-                    _ => p.clone(),
-                })
-                .collect();
-            format!("fires {}", joined.join(" "))
+        Candidate::Detector { atoms, any } => {
+            let phrase = |a: &Atom| atom_phrase(a, &codings[a.covariate.index()]);
+            if !any {
+                return format!("fires {}", conjunction(atoms.iter().map(phrase).collect()));
+            }
+            let (a, b) = (phrase(&atoms[0]), phrase(&atoms[1]));
+            if atoms.len() == 2 {
+                return format!("fires {a}, or {b}");
+            }
+            format!("fires {}, and either {a} or {b}", conjunction(atoms[2..].iter().map(phrase).collect()))
         }
         Candidate::Tracker { covariate, increasing, within } => {
             let regime = within.map_or(String::new(), |a| format!(" {}", atom_phrase(&a, &codings[a.covariate.index()])));
             format!("tracks {} ({}){regime}", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
         }
     }
+}
+
+/// Phrases that must all hold, as one clause: "when A while B", "in CV holds and above 4.1 V".
+fn conjunction(mut phrases: Vec<String>) -> String {
+    merge_step_phrases(&mut phrases);
+    // "when A when B" reads as a stutter: a later condition is joined by "while", others by "and".
+    let joined: Vec<String> = phrases
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p.strip_prefix("when ") {
+            Some(rest) if i > 0 => format!("while {rest}"),
+            _ if i > 0 => format!("and {p}"),
+            _ => p.clone(),
+        })
+        .collect();
+    joined.join(" ")
 }
 
 /// "in the first 60 s after a current step" and "after a current step up of more than 0.5C"
@@ -311,6 +319,11 @@ mod tests {
         codings[Covariate::CRate.index()] = coding(Covariate::CRate, &[-1.0, 0.0]);
         let either = Candidate::Detector { atoms: vec![Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::CRate, 0, 0)], any: true };
         assert_eq!(sentence(&either, &codings), "fires when SOC is above 90 %, or during discharge above 1C");
+        let mut atoms = vec![Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::CRate, 0, 0)];
+        atoms.push(Atom::interval(Covariate::StepTime, 0, 0));
+        codings[Covariate::StepTime.index()] = coding(Covariate::StepTime, &[60.0]);
+        let narrowed = Candidate::Detector { atoms, any: true };
+        assert_eq!(sentence(&narrowed, &codings), "fires in the first 60 s of a step, and either when SOC is above 90 % or during discharge above 1C");
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Contrast {
 
     /// The atom of a covariate not yet in `atoms` that, added to them, best separates own from
     /// sibling firing on `w`, with that sibling AUROC.
-    pub fn best_extra_term(&self, atoms: &[Atom], coded: &CodedSteps, w: &Weighting) -> Option<(Atom, f64)> {
+    pub fn best_extra_term(&self, atoms: &[Atom], any: bool, coded: &CodedSteps, w: &Weighting) -> Option<(Atom, f64)> {
         // Per covariate and code, the weight of own / sibling-only steps where `atoms` hold.
         let counts = |steps: &[u32]| {
             let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
@@ -59,7 +59,7 @@ impl Contrast {
                 let weight = w.cell_weight[coded.cell_of(step as usize)];
                 total += weight;
                 let codes = coded.step(step as usize);
-                if weight > 0.0 && atoms.iter().all(|a| a.contains(codes[a.covariate.index()])) {
+                if weight > 0.0 && holds(atoms, any, codes) {
                     for (k, &code) in codes.iter().enumerate() {
                         out[k][code as usize] += weight;
                     }
