@@ -701,6 +701,10 @@ fn draw_roc(area: &Area, facts: &FeatureFacts) -> Result<()> {
         chart.draw_series(LineSeries::new(null.iter().copied(), MUTED.mix(0.5).stroke_width(1))).map_err(draw_err)?;
     }
     chart.draw_series(LineSeries::new(roc.curve.iter().copied(), FEATURE.stroke_width(3))).map_err(draw_err)?;
+    // A detector's curve is one operating point (FPR, TPR) joined to the corners: mark it.
+    if let [_, point, _] = roc.curve[..] {
+        chart.draw_series(std::iter::once(Circle::new(point, 5, FEATURE.filled()))).map_err(draw_err)?;
+    }
     let (null_mean, null_var) = crate::stats::mean_var(roc.null_auroc.iter().copied().filter(|a| a.is_finite()));
     let null_sd = null_var.sqrt();
     let lines = [format!("AUROC {} (purple)", num(roc.auroc)), format!("null {} ± {} (grey)", num(null_mean), num(null_sd)), format!("positive: {}", roc.positive)];

@@ -490,7 +490,7 @@ fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
     match candidate {
         Candidate::Detector { atoms, any } => {
             let holds = (0..n).map(|s| crate::label::candidates::holds(atoms, *any, ctx.coded.step(s))).collect();
-            (holds, "the feature fires (score: the label holds)".into())
+            (holds, "the feature fires".into())
         }
         Candidate::Tracker { covariate, increasing, within } => {
             let k = covariate.index();
