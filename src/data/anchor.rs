@@ -97,7 +97,7 @@ fn sustained<'a>(steps: &'a [StepSummary], methods: &'a [Method]) -> impl Iterat
 
 /// The tolerance around a cut-off: a share of the cut-off window, or of the voltages the cell
 /// held when a cut-off is unknown.
-fn tolerance(steps: &[StepSummary], methods: &[Method], cutoffs: &Cutoffs) -> f64 {
+pub(crate) fn tolerance(steps: &[StepSummary], methods: &[Method], cutoffs: &Cutoffs) -> f64 {
     let window = match (cutoffs.upper, cutoffs.lower) {
         (Some(u), Some(l)) if u.volts > l.volts => u.volts - l.volts,
         _ => {
