@@ -177,7 +177,7 @@ pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
 /// contrastive term).
 pub fn holds(atoms: &[Atom], any: bool, codes: &[u8]) -> bool {
     let inside = |a: &Atom| a.contains(codes[a.covariate.index()]);
-    if any { atoms[..2].iter().any(inside) && atoms[2..].iter().all(inside) } else { atoms.iter().all(inside) }
+    if any { atoms.iter().take(2).any(inside) && atoms.iter().skip(2).all(inside) } else { atoms.iter().all(inside) }
 }
 
 impl Candidate {
