@@ -288,26 +288,25 @@ pub struct CellDerivation {
 
 /// Fastest discharge (C-rate of the estimate) a capacity may be measured with.
 const CAPACITY_MAX_C: f64 = 0.5;
+/// A cycle within this share of the largest discharge counts as measuring it.
+const FULL_MEASURE_SLACK: f64 = 0.02;
 
 /// Whether an estimated capacity can scale SOC: it must come from a discharge an engineer would
 /// measure capacity with, at C/2 or slower (of the estimate) and down to the lower cut-off. A 3C
 /// discharge, a GITT that stops at 80 % or a partial cycle gives a capacity well short of the
 /// cell's, and SOC counted with it drifts away from its anchor: LFP cells (Prada2013, capacity
-/// not given) were anchored at their CV holds and still 0.10–0.23 off.
-fn capacity_measured_fully(steps: &[StepSummary], methods: &[Method], cycles: &[i32], capacity_ah: f64, cutoffs: &Cutoffs) -> bool {
+/// not given) were anchored at their CV holds and still 0.10–0.23 off. `by_cycle` is the
+/// cell's [`discharge_by_cycle`].
+fn capacity_measured_fully(steps: &[StepSummary], methods: &[Method], cycles: &[i32], by_cycle: &[(i32, f64)], capacity_ah: f64, cutoffs: &Cutoffs) -> bool {
     let Some(lower) = cutoffs.lower else { return false };
     let tol = crate::data::anchor::tolerance(steps, methods, cutoffs);
-    let full = discharge_by_cycle(steps, cycles).into_iter().filter(|&(_, ah)| ah >= (1.0 - FULL_MEASURE_SLACK) * capacity_ah);
-    full.into_iter().any(|(cycle, ah)| {
+    by_cycle.iter().filter(|&&(_, ah)| ah >= (1.0 - FULL_MEASURE_SLACK) * capacity_ah).any(|&(cycle, ah)| {
         let discharges = || steps.iter().zip(methods).zip(cycles).filter(move |((s, _), &c)| c == cycle && s.state() == State::Discharging);
         let hours: f64 = discharges().map(|((s, _), _)| s.duration_s() / 3600.0).sum();
         let to_cutoff = discharges().filter(|((_, m), _)| **m != Method::Pulse).any(|((s, _), _)| s.min_voltage <= lower.volts + tol);
         hours > 0.0 && ah / hours <= CAPACITY_MAX_C * capacity_ah && to_cutoff
     })
 }
-
-/// A cycle within this share of the largest discharge counts as measuring it.
-const FULL_MEASURE_SLACK: f64 = 0.02;
 
 /// Largest per-cycle discharge capacity, the estimate of nominal capacity (DESIGN §1.3).
 pub fn estimate_capacity_ah(steps: &[StepSummary], min_cycle: Option<i32>) -> Option<f64> {
@@ -350,7 +349,7 @@ impl CellDerivation {
             })
             .collect();
         let mut soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
-        if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, nominal_capacity_ah, &soc_anchor.cutoffs) {
+        if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, &full, nominal_capacity_ah, &soc_anchor.cutoffs) {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
                 anchors: Vec::new(),

@@ -541,7 +541,6 @@ impl SearchSettings {
         };
         if v.is_nan() { f64::NEG_INFINITY } else { v }
     }
-
 }
 
 /// What the held-out cells can test, known before any candidate is scored there: their
@@ -691,9 +690,9 @@ fn leading_atoms(detectors: &[Scored], n: usize) -> Vec<Atom> {
 /// best narrows it on the steps where the seed holds, and the one that best widens it to the
 /// steps where it does not (by AUROC: choosing by F1 narrows "at rest" to "the first 80 s"
 /// of a feature that fires for 3 min, and held out it fails), each kept when it raises F1 by
-/// `min_conjunction_gain` on the validation
-/// cells (a term that only fits the cells it was chosen on lowers held-out F1), then scored on
-/// `weighting`. Both come from the seed's conditional tables: either = each − both.
+/// `min_conjunction_gain` on the validation cells (a term that only fits the cells it was
+/// chosen on lowers held-out F1), then scored on `weighting`. Both come from the seed's
+/// conditional tables: either = each − both.
 fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
     let Scope { firing, ranked, coded, weighting } = *scope;
     let mut out = Vec::new();
