@@ -698,7 +698,7 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
     let mut out = Vec::new();
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
-    let f1_on = |atoms: &[Atom], any: bool, w: &Weighting, r: &Ranked| score_detector(atoms, any, &firing.steps, r, coded, w).map_or(0.0, |d| d.f1);
+    let on_check = |atoms: &[Atom], any: bool| score_detector(atoms, any, &firing.steps, check_ranked, coded, check).map_or((0.5, 0.0), |d| (d.auroc, d.f1));
     let alone = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, None);
     let sum = |codes: &Atom, x: &[f64; MAX_CODES]| codes.codes().map(|c| x[c]).sum::<f64>();
     for &given in seeds {
@@ -720,7 +720,9 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
                 // One order for one predicate, so "A, or B" is never also written "B, or A".
                 pair.sort_by_key(|a| a.covariate.index());
             }
-            if f1_on(&pair, any, check, check_ranked) <= f1_on(&[given], false, check, check_ranked) + set.min_conjunction_gain {
+            let ((auroc, f1), (auroc0, f10)) = (on_check(&pair, any), on_check(&[given], false));
+            let gain = set.min_conjunction_gain;
+            if !((f1 > f10 + gain && auroc >= auroc0) || (auroc > auroc0 + gain && f1 >= f10)) {
                 continue;
             }
             if let Some(d) = score_detector(&pair, any, &firing.steps, ranked, coded, weighting) {

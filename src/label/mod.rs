@@ -175,9 +175,10 @@ pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells
 /// [`label_features`], also returning the codings (bins, categories) the labels' bounds refer to.
 pub fn label_features_with_codings(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<(Vec<FeatureLabel>, Vec<candidates::Coding>)> {
     check_inputs(acts, covariates, cells)?;
-    let explain = split_cells(cells, cfg.explain_fraction, cfg.seed);
+    let split = split_halves(cells, cfg);
+    let explain: Vec<bool> = split.iter().map(|&h| h != Half::Test).collect();
     let coded = CodedSteps::new(covariates, &explain);
-    let halves = Halves::new(&coded, &explain, cells, cfg);
+    let halves = Halves::new(&coded, &split, cfg);
     let bar = crate::progress::bar(acts.features.len() as u64, "label", "features");
     let mut labels: Vec<FeatureLabel> = acts
         .features
@@ -260,6 +261,38 @@ fn assign_explain(explain: &mut [bool], mut members: Vec<usize>, explain_fractio
 /// Share of the explain cells a conjunction's terms are chosen on; the rest confirm them.
 const FIT_FRACTION: f64 = 2.0 / 3.0;
 
+/// Which part of the labeller's split a cell is in: the explain cells are split once more into
+/// `Fit` (terms chosen) and `Check` (terms confirmed); `Test` cells score the labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Fit,
+    Check,
+    Test,
+}
+
+impl Half {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Half::Fit => "explain (fit)",
+            Half::Check => "explain (check)",
+            Half::Test => "test",
+        }
+    }
+}
+
+/// Every cell's part of the split (steps 1 and 2), deterministic from the seed.
+pub fn split_halves(cells: &[CellInfo], cfg: &LabelConfig) -> Vec<Half> {
+    let explain = split_cells(cells, cfg.explain_fraction, cfg.seed);
+    let members: Vec<usize> = (0..cells.len()).filter(|&c| explain[c]).collect();
+    let member_cells: Vec<CellInfo> = members.iter().map(|&c| cells[c].clone()).collect();
+    let fit_members = split_cells(&member_cells, FIT_FRACTION, cfg.seed ^ 0xF17);
+    let mut halves = vec![Half::Test; cells.len()];
+    for (&c, &f) in members.iter().zip(&fit_members) {
+        halves[c] = if f { Half::Fit } else { Half::Check };
+    }
+    halves
+}
+
 /// Weighted code totals shared by every feature.
 struct Halves {
     explain: Weighting,
@@ -271,21 +304,15 @@ struct Halves {
 }
 
 impl Halves {
-    fn new(coded: &CodedSteps, explain: &[bool], cells: &[CellInfo], cfg: &LabelConfig) -> Halves {
-        let weights = |pick: &dyn Fn(usize) -> bool| -> Vec<f64> { (0..explain.len()).map(|c| if pick(c) { 1.0 } else { 0.0 }).collect() };
-        let members: Vec<usize> = (0..explain.len()).filter(|&c| explain[c]).collect();
-        let member_cells: Vec<CellInfo> = members.iter().map(|&c| cells[c].clone()).collect();
-        let fit_members = split_cells(&member_cells, FIT_FRACTION, cfg.seed ^ 0xF17);
-        let mut fit = vec![false; explain.len()];
-        for (&c, &f) in members.iter().zip(&fit_members) {
-            fit[c] = f;
-        }
+    fn new(coded: &CodedSteps, split: &[Half], cfg: &LabelConfig) -> Halves {
+        let weights = |pick: &dyn Fn(Half) -> bool| -> Vec<f64> { split.iter().map(|&h| if pick(h) { 1.0 } else { 0.0 }).collect() };
+        let explain: Vec<bool> = split.iter().map(|&h| h != Half::Test).collect();
         Halves {
-            explain: coded.weighting(weights(&|c| explain[c])),
-            test: coded.weighting(weights(&|c| !explain[c])),
-            fit: coded.weighting(weights(&|c| fit[c])),
-            check: coded.weighting(weights(&|c| explain[c] && !fit[c])),
-            bootstrap: stability::bootstrap_weights(explain, cfg.n_bootstrap, cfg.seed).into_iter().map(|w| coded.weighting(w)).collect(),
+            explain: coded.weighting(weights(&|h| h != Half::Test)),
+            test: coded.weighting(weights(&|h| h == Half::Test)),
+            fit: coded.weighting(weights(&|h| h == Half::Fit)),
+            check: coded.weighting(weights(&|h| h == Half::Check)),
+            bootstrap: stability::bootstrap_weights(&explain, cfg.n_bootstrap, cfg.seed).into_iter().map(|w| coded.weighting(w)).collect(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //!   protocol_effects.csv     `metadata::protocol_effects`
 //!   labels.json              every label with all its candidates, for the report stage
 //!   codings.json             the bins and categories the labels' bounds refer to (`label --check`)
+//!   split.csv                each cell's part of the split: explain (fit), explain (check), test
 //! ```
 
 use std::path::Path;
@@ -15,7 +16,7 @@ use polars::prelude::{CsvWriter, SerWriter};
 use super::covariates::{Covariate, Covariates};
 use super::metadata::protocol_effects;
 use super::tables::write_labels;
-use super::{label_features_with_codings, FeatureLabel, LabelConfig};
+use super::{label_features_with_codings, split_halves, FeatureLabel, LabelConfig};
 use crate::data::canonical::{read_cell, Dataset, DatasetPaths};
 use crate::data::cells::CellInfo;
 use crate::mine::SparseActivations;
@@ -39,6 +40,7 @@ pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig,
     crate::io::write_json(&out_dir.join(CODINGS_FILE), &codings)?;
     let mut effects = protocol_effects(&acts, &covariates, &cells)?;
     write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
+    write_split(&out_dir.join("split.csv"), &cells, cfg)?;
     Ok(summary(&labels, out_dir))
 }
 
@@ -71,6 +73,19 @@ pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConf
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((cells, acts, covariates))
+}
+
+/// Which cells the labels were chosen on and which scored them, so a user can rerun the
+/// held-out scores on the same cells with other tools.
+fn write_split(path: &Path, cells: &[CellInfo], cfg: &LabelConfig) -> Result<()> {
+    let halves = split_halves(cells, cfg);
+    let mut df = polars::df!(
+        "cell_id" => cells.iter().map(|c| c.cell_id.as_str()).collect::<Vec<_>>(),
+        "protocol" => cells.iter().map(|c| c.protocol.as_deref()).collect::<Vec<_>>(),
+        "half" => halves.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+    )
+    .map_err(|e| Error::in_file(path, e.to_string()))?;
+    write_csv(path, &mut df)
 }
 
 pub(crate) fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Result<()> {
