@@ -2,6 +2,7 @@
 //! end-to-end figures (ingest rows/s, peak memory) come from `voltlens bench data`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use voltlens::data::anchor::Cutoffs;
 use voltlens::data::derive::{CellDerivation, RowDeriver, StepTracker};
 
 /// A 5 Ah cell alternating 1C discharge and charge, one row every 5 s.
@@ -26,7 +27,7 @@ fn derive_two_passes(c: &mut Criterion) {
             for &(t, i, v) in &data {
                 tracker.push(t, i, v, None, None);
             }
-            let cell = CellDerivation::from_steps(&tracker, Some(5.0));
+            let cell = CellDerivation::from_steps(&tracker, Some(5.0), Cutoffs::default());
             let mut deriver = RowDeriver::new(&cell, tracker.steps());
             data.iter().map(|&(t, i, _)| deriver.next(t, i, None).soc).sum::<f32>()
         })

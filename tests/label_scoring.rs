@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use voltlens::data::canonical::Dataset;
 use voltlens::data::ingest::{ingest, IngestOptions};
-use voltlens::label::candidates::{Atom, CodedSteps, MISSING};
+use voltlens::label::candidates::{Atom, CodedSteps, Predicate, MISSING};
 use voltlens::label::covariates::{Covariate, Covariates};
 use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, score_detector, tracker_rhos, within_cell_spearman, Firing, TrackerScale};
 
@@ -93,24 +93,33 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
             Atom::interval(cov, lo, rng.random_range(lo..n_codes))
         };
         let covs = continuous();
-        // Each covariate alone, as a disjunction with the next one ("A, or B"), and that
-        // disjunction narrowed by a third ("(A ∨ B) ∧ C", a scan rather than the tables).
+        // Each covariate alone, as a disjunction with the next one ("A, or B"), that
+        // disjunction narrowed by a third ("(A ∨ B) ∧ C", a scan rather than the tables), and a
+        // conjunction or a third ("A ∧ B, or C").
         let next = |i: usize, by: usize| covs[(i + by) % covs.len()];
-        let predicates: Vec<(Vec<Atom>, bool)> = (0..covs.len())
+        let predicates: Vec<Predicate> = (0..covs.len())
             .flat_map(|i| {
                 let either = vec![random_atom(covs[i]), random_atom(next(i, 1))];
                 let narrowed = [either.clone(), vec![random_atom(next(i, 2))]].concat();
-                [(vec![random_atom(covs[i])], false), (either, true), (narrowed, true)]
+                let or = vec![random_atom(next(i, 2))];
+                [
+                    Predicate::all(vec![random_atom(covs[i])]),
+                    Predicate { atoms: either.clone(), any: true, or: Vec::new() },
+                    Predicate { atoms: narrowed, any: true, or: Vec::new() },
+                    Predicate { atoms: either, any: false, or },
+                ]
             })
             .collect();
-        for (atoms, any) in predicates {
+        for p in predicates {
+            let (atoms, any) = (&p.atoms, p.any);
             let cov = atoms[0].covariate;
-            let got = score_detector(&atoms, any, &firing.steps, &ranked, &coded, &weighting);
+            let got = score_detector(&p, &firing.steps, &ranked, &coded, &weighting);
             // Every (firing, quiet) pair: 1 when the predicate holds at the firing step and not
             // at the quiet one, ½ when it holds at both or neither.
             let inside = |s: usize| {
                 let holds = |a: &Atom| a.contains(coded.step(s)[a.covariate.index()]);
-                if any { atoms[..2].iter().any(holds) && atoms[2..].iter().all(holds) } else { atoms.iter().all(holds) }
+                let first = if any { atoms[..2].iter().any(holds) && atoms[2..].iter().all(holds) } else { atoms.iter().all(holds) };
+                first || (!p.or.is_empty() && p.or.iter().all(holds))
             };
             let w = |s: usize| cell_weight[cells[s]];
             let (mut pairs, mut wins) = (0.0, 0.0);

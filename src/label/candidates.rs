@@ -127,18 +127,50 @@ impl Atom {
     }
 }
 
+/// A detector's predicate over one step's codes: every atom of `atoms` — with `any`, one of
+/// the first two and every later one ((A ∨ B) ∧ C: a disjunction narrowed by a contrastive
+/// term) — or else every atom of `or` when it is set ("fires when A while B, or when C": a
+/// feature of two regimes, one of them narrowed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Predicate {
+    pub atoms: Vec<Atom>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub any: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub or: Vec<Atom>,
+}
+
+impl Predicate {
+    /// Every atom (a conjunction).
+    pub fn all(atoms: Vec<Atom>) -> Predicate {
+        Predicate { atoms, any: false, or: Vec::new() }
+    }
+
+    /// One of two atoms ("A, or B"), in one order, so "A, or B" is never also "B, or A".
+    pub fn either(a: Atom, b: Atom) -> Predicate {
+        let mut atoms = vec![a, b];
+        atoms.sort_by_key(|a| a.covariate.index());
+        Predicate { atoms, any: true, or: Vec::new() }
+    }
+
+    pub fn holds(&self, codes: &[u8]) -> bool {
+        let inside = |a: &Atom| a.contains(codes[a.covariate.index()]);
+        let first = if self.any { self.atoms.iter().take(2).any(inside) && self.atoms.iter().skip(2).all(inside) } else { self.atoms.iter().all(inside) };
+        first || (!self.or.is_empty() && self.or.iter().all(inside))
+    }
+
+    /// Every atom, `or`'s included.
+    pub fn every_atom(&self) -> impl Iterator<Item = &Atom> {
+        self.atoms.iter().chain(&self.or)
+    }
+}
+
 /// A candidate explanation of a feature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Candidate {
-    /// "Fires when all atoms hold" (one atom, or a conjunction of two or three); with `any`,
-    /// "fires when A, or B" (a feature of two regimes: one atom each, on two covariates), and
-    /// every later atom ([`holds`]).
-    Detector {
-        atoms: Vec<Atom>,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        any: bool,
-    },
+    /// "Fires when the predicate holds" ([`Predicate`]).
+    Detector(Predicate),
     /// "Activation ≈ monotone g(covariate)", inside a regime when `within` is set ("tracks
     /// |C-rate| during discharge": low outside it, rising with |C-rate| inside).
     Tracker {
@@ -163,32 +195,23 @@ pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
                     _ => false,
                 }
         }
-        (Candidate::Detector { atoms: a1, any: y1 }, Candidate::Detector { atoms: a2, any: y2 }) => {
-            y1 == y2
-                && a1.len() == a2.len()
-                && a1.iter().all(|x| a2.iter().any(|y| x.covariate == y.covariate && x.overlap(y) >= 0.5))
+        (Candidate::Detector(p), Candidate::Detector(q)) => {
+            let alike = |a: &[Atom], b: &[Atom]| a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.covariate == y.covariate && x.overlap(y) >= 0.5));
+            p.any == q.any && alike(&p.atoms, &q.atoms) && alike(&p.or, &q.or)
         }
         _ => false,
     }
 }
 
-/// Whether a detector's predicate holds at a step with these codes: every atom; with `any`,
-/// one of the first two and every later one ((A ∨ B) ∧ C: a disjunction narrowed by a
-/// contrastive term).
-pub fn holds(atoms: &[Atom], any: bool, codes: &[u8]) -> bool {
-    let inside = |a: &Atom| a.contains(codes[a.covariate.index()]);
-    if any { atoms.iter().take(2).any(inside) && atoms.iter().skip(2).all(inside) } else { atoms.iter().all(inside) }
-}
-
 impl Candidate {
     /// A conjunction detector of these atoms.
     pub fn all(atoms: Vec<Atom>) -> Candidate {
-        Candidate::Detector { atoms, any: false }
+        Candidate::Detector(Predicate::all(atoms))
     }
 
     pub fn covariates(&self) -> Vec<Covariate> {
         match self {
-            Candidate::Detector { atoms, .. } => atoms.iter().map(|a| a.covariate).collect(),
+            Candidate::Detector(p) => p.every_atom().map(|a| a.covariate).collect(),
             Candidate::Tracker { covariate, within, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).collect(),
         }
     }
@@ -276,9 +299,12 @@ impl CodedSteps {
     /// of the weighted cells. From the count tables when both together use at most two
     /// covariates, else one scan of those steps; only called when `same_label` says no.
     pub fn same_steps(&self, a: &Candidate, b: &Candidate, w: &Weighting) -> bool {
-        let (Candidate::Detector { atoms: a, any: false }, Candidate::Detector { atoms: b, any: false }) = (a, b) else { return false };
-        let (only_a, only_b) = (self.count(a, w), self.count(b, w));
-        let both = self.count(&intersection(a, b), w);
+        let (Candidate::Detector(a), Candidate::Detector(b)) = (a, b) else { return false };
+        if a.any || b.any || !a.or.is_empty() || !b.or.is_empty() {
+            return false;
+        }
+        let (only_a, only_b) = (self.count(&a.atoms, w), self.count(&b.atoms, w));
+        let both = self.count(&intersection(&a.atoms, &b.atoms), w);
         let either = only_a + only_b - both;
         either > 0.0 && both / either >= 0.8
     }
@@ -288,21 +314,39 @@ impl CodedSteps {
         self.cell_offsets.partition_point(|&o| o <= step) - 1
     }
 
-    /// Weighted number of steps where a detector's predicate holds ([`holds`]).
+    /// Weighted number of steps where a detector's predicate holds.
     /// From the count tables for up to two atoms, else by a scan of the weighted cells.
-    pub fn count_predicate(&self, atoms: &[Atom], any: bool, w: &Weighting) -> f64 {
-        if atoms.len() <= 2 {
-            return w.count_predicate(atoms, any);
+    pub fn count_predicate(&self, p: &Predicate, w: &Weighting) -> f64 {
+        if p.atoms.len() <= 2 && p.or.is_empty() {
+            return w.count_predicate(&p.atoms, p.any);
         }
         (0..self.n_cells())
             .filter(|&c| w.cell_weight[c] > 0.0)
-            .map(|c| w.cell_weight[c] * (self.cell_offsets[c]..self.cell_offsets[c + 1]).filter(|&s| holds(atoms, any, self.step(s))).count() as f64)
+            .map(|c| w.cell_weight[c] * (self.cell_offsets[c]..self.cell_offsets[c + 1]).filter(|&s| p.holds(self.step(s))).count() as f64)
             .sum()
+    }
+
+    /// Weighted step counts per covariate and code among the steps where `p` holds (a scan of
+    /// the weighted cells that tallies only those steps: cheap for the narrow predicates of
+    /// labels).
+    pub fn counts_where(&self, p: &Predicate, w: &Weighting) -> Vec<[f64; MAX_CODES]> {
+        let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
+        for c in (0..self.n_cells()).filter(|&c| w.cell_weight[c] > 0.0) {
+            for s in self.cell_offsets[c]..self.cell_offsets[c + 1] {
+                let codes = self.step(s);
+                if p.holds(codes) {
+                    for (k, &code) in codes.iter().enumerate() {
+                        out[k][code as usize] += w.cell_weight[c];
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Weighted number of steps where every atom holds.
     pub fn count(&self, atoms: &[Atom], w: &Weighting) -> f64 {
-        self.count_predicate(atoms, false, w)
+        self.count_predicate(&Predicate::all(atoms.to_vec()), w)
     }
 
     /// Step counts per code of covariate `k` in cell `c`.
@@ -536,7 +580,7 @@ impl SearchSettings {
     /// (AUROC ≥ 0.85 and |Spearman| ≥ 0.6 both map to 1).
     pub fn strength(&self, candidate: &Candidate, s: &Score) -> f64 {
         let v = match candidate {
-            Candidate::Detector { .. } => (s.auroc - 0.5) / (self.min_auroc - 0.5),
+            Candidate::Detector(_) => (s.auroc - 0.5) / (self.min_auroc - 0.5),
             Candidate::Tracker { .. } => s.spearman / self.min_spearman,
         };
         if v.is_nan() { f64::NEG_INFINITY } else { v }
@@ -592,19 +636,28 @@ pub fn search(
     }
     by_f1(&mut detectors);
     let scope = Scope { firing, ranked, coded, weighting };
-    let combinations = combinations(&leading_atoms(&detectors, set.conjunction_seeds), &scope, set, validation);
+    let seeds = leading_atoms(&detectors, set.conjunction_seeds);
+    let mut combinations = combinations(&seeds, &scope, set, validation);
+    if let Some(validation) = validation {
+        let conjunctions = combinations.iter().filter_map(|s| match &s.candidate {
+            Candidate::Detector(p) if !p.any => Some(p.clone()),
+            _ => None,
+        });
+        let firsts: Vec<Predicate> = seeds.iter().map(|&a| Predicate::all(vec![a])).chain(conjunctions).collect();
+        combinations.extend(second_regimes(&firsts, &scope, set, validation));
+    }
     let rhos = tracker_rhos(firing, coded, weighting, None);
     let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| !c.covariate.is_categorical()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
     trackers.extend(regime_trackers(&leading_atoms(&detectors, TRACKER_REGIMES), &scope, set, validation));
     detectors.extend(combinations);
     if let Some(&Testable { held_out, quiet }) = testable {
-        let scorable = |atoms: &[Atom], any: bool| {
-            let n = held_out.count_predicate(atoms, any);
+        let scorable = |p: &Predicate| {
+            let n = coded.count_predicate(p, held_out);
             n > 0.0 && n < held_out.total
         };
         let testable = |s: &Scored| match &s.candidate {
-            Candidate::Detector { atoms, any } => quiet && scorable(atoms, *any),
-            Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&[a], false)),
+            Candidate::Detector(p) => quiet && scorable(p),
+            Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&Predicate::all(vec![a]))),
         };
         detectors.retain(testable);
         trackers.retain(testable);
@@ -676,8 +729,8 @@ struct Scope<'a> {
 fn leading_atoms(detectors: &[Scored], n: usize) -> Vec<Atom> {
     let mut out: Vec<Atom> = Vec::new();
     for d in detectors {
-        if let Candidate::Detector { atoms, .. } = &d.candidate {
-            if out.len() < n && atoms.len() == 1 && out.iter().all(|a| a.covariate != atoms[0].covariate) {
+        if let Candidate::Detector(Predicate { atoms, any: false, or }) = &d.candidate {
+            if out.len() < n && atoms.len() == 1 && or.is_empty() && out.iter().all(|a| a.covariate != atoms[0].covariate) {
                 out.push(atoms[0]);
             }
         }
@@ -698,7 +751,7 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
     let mut out = Vec::new();
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
-    let on_check = |atoms: &[Atom], any: bool| score_detector(atoms, any, &firing.steps, check_ranked, coded, check).map_or((0.5, 0.0), |d| (d.auroc, d.f1));
+    let on_check = |p: &Predicate| score_detector(p, &firing.steps, check_ranked, coded, check).map_or((0.5, 0.0), |d| (d.auroc, d.f1));
     let alone = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, None);
     let sum = |codes: &Atom, x: &[f64; MAX_CODES]| codes.codes().map(|c| x[c]).sum::<f64>();
     for &given in seeds {
@@ -715,22 +768,82 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
         }));
         let pairs = [(narrower, false), (wider, true)];
         for (b, any) in pairs.into_iter().filter_map(|(b, any)| b.map(|b| (b, any))) {
-            let mut pair = [given, b];
-            if any {
-                // One order for one predicate, so "A, or B" is never also written "B, or A".
-                pair.sort_by_key(|a| a.covariate.index());
-            }
-            let ((auroc, f1), (auroc0, f10)) = (on_check(&pair, any), on_check(&[given], false));
-            let gain = set.min_conjunction_gain;
-            if !((f1 > f10 + gain && auroc >= auroc0) || (auroc > auroc0 + gain && f1 >= f10)) {
+            let pair = if any { Predicate::either(given, b) } else { Predicate::all(vec![given, b]) };
+            if on_check(&pair).1 <= on_check(&Predicate::all(vec![given])).1 + set.min_conjunction_gain {
                 continue;
             }
-            if let Some(d) = score_detector(&pair, any, &firing.steps, ranked, coded, weighting) {
-                out.push(Scored { candidate: Candidate::Detector { atoms: pair.to_vec(), any }, score: Score::detector(d), g: Vec::new() });
+            if let Some(d) = score_detector(&pair, &firing.steps, ranked, coded, weighting) {
+                out.push(Scored { candidate: Candidate::Detector(pair), score: Score::detector(d), g: Vec::new() });
             }
         }
     }
     out
+}
+
+/// Features of two regimes where one regime needs two terms: "fires when A while B, or when C"
+/// and "fires when A, or when C while D" (DESIGN §5 step 2: up to three terms). For each first
+/// regime P (a seed atom or a two-atom conjunction), the atom C that best widens it to the
+/// steps where P does not hold, by AUROC on the `fit` cells; for a one-atom P, C is then
+/// narrowed by the atom D that best keeps P ∨ (C ∧ D) on the steps outside P. Kept when it
+/// raises F1 over P by `min_conjunction_gain` on the `check` cells, then scored on `weighting`.
+/// Counts outside P are the totals less one scan of the steps where P holds. Run on the
+/// labeller's own split only (bootstrap resamples search without it, for time).
+fn second_regimes(firsts: &[Predicate], scope: &Scope, set: &SearchSettings, validation: &Validation) -> Vec<Scored> {
+    let Scope { firing, ranked, coded, weighting } = *scope;
+    let (fit, fit_ranked) = (validation.fit, validation.fit_ranked);
+    let f1_on_check = |p: &Predicate| score_detector(p, &firing.steps, validation.check_ranked, coded, validation.check).map_or(0.0, |d| d.f1);
+    // Firing weight per covariate and code over the fit cells' firing steps where `keep` holds.
+    let fire_where = |keep: &dyn Fn(&[u8]) -> bool| {
+        let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
+        for (i, &step) in firing.steps.iter().enumerate() {
+            let codes = coded.step(step as usize);
+            if fit_ranked.weight[i] > 0.0 && keep(codes) {
+                for (k, &c) in codes.iter().enumerate() {
+                    out[k][c as usize] += fit_ranked.weight[i];
+                }
+            }
+        }
+        out
+    };
+    let sum = |a: &Atom, x: &[[f64; MAX_CODES]]| a.codes().map(|c| x[a.covariate.index()][c]).sum::<f64>();
+    let mut out = Vec::new();
+    for p in firsts {
+        let (in_weight, in_fire) = (coded.count_predicate(p, fit), sum_fire(firing, fit_ranked, coded, p));
+        let inside = coded.counts_where(p, fit);
+        let outside: Vec<[f64; MAX_CODES]> = (0..N_COV).map(|k| std::array::from_fn(|c| fit.bins[k][c] - inside[k][c])).collect();
+        let outside_fire = fire_where(&|codes| !p.holds(codes));
+        let used: Vec<Covariate> = p.atoms.iter().map(|a| a.covariate).collect();
+        let widened = |w: f64, f: f64| detector(in_weight + w, in_fire + f, fit_ranked, fit.total).map_or(f64::NEG_INFINITY, |d| d.auroc);
+        let atoms = || coded.codings.iter().filter(|c| !used.contains(&c.covariate)).flat_map(atoms_of);
+        let Some(c) = atoms().max_by(|x, y| widened(sum(x, &outside), sum(x, &outside_fire)).total_cmp(&widened(sum(y, &outside), sum(y, &outside_fire)))) else { continue };
+        let second = if p.atoms.len() == 2 {
+            vec![c]
+        } else {
+            // D among the steps outside P where C holds: C's joint counts less those inside P.
+            let inside_c = coded.counts_where(&Predicate::all(vec![p.atoms[0], c]), fit);
+            let outside_c: Vec<[f64; MAX_CODES]> =
+                (0..N_COV).map(|l| if l == c.covariate.index() { [0.0; MAX_CODES] } else { std::array::from_fn(|x| fit.conditional_bins(&c, l)[x] - inside_c[l][x]) }).collect();
+            let fire_c = fire_where(&|codes| !p.holds(codes) && c.contains(codes[c.covariate.index()]));
+            let Some(d) = atoms().filter(|d| d.covariate != c.covariate).max_by(|x, y| widened(sum(x, &outside_c), sum(x, &fire_c)).total_cmp(&widened(sum(y, &outside_c), sum(y, &fire_c))))
+            else {
+                continue;
+            };
+            vec![c, d]
+        };
+        let both = Predicate { or: second, ..p.clone() };
+        if f1_on_check(&both) <= f1_on_check(p) + set.min_conjunction_gain {
+            continue;
+        }
+        if let Some(d) = score_detector(&both, &firing.steps, ranked, coded, weighting) {
+            out.push(Scored { candidate: Candidate::Detector(both), score: Score::detector(d), g: Vec::new() });
+        }
+    }
+    out
+}
+
+/// Firing weight of the steps where `p` holds.
+fn sum_fire(firing: &Firing, ranked: &Ranked, coded: &CodedSteps, p: &Predicate) -> f64 {
+    firing.steps.iter().zip(&ranked.weight).filter(|(&s, &w)| w > 0.0 && p.holds(coded.step(s as usize))).map(|(_, &w)| w).sum()
 }
 
 /// A monotone tracker of a continuous covariate: direction from the sign of Spearman,

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::cells::CellInfo;
 use crate::mine::{FeatureActivations, SparseActivations};
 use crate::{Error, Result};
-use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Testable, Validation, Weighting};
+use candidates::{search, Candidate, CodedSteps, Predicate, Score, Scored, SearchSettings, Testable, Validation, Weighting};
 use covariates::Covariates;
 use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked, TrackerScale};
 
@@ -407,7 +407,7 @@ pub(crate) fn shift_p_values(
     w: &Weighting,
 ) -> (f64, f64) {
     let statistic = |score: &Score| match candidate {
-        Candidate::Detector { .. } => score.auroc,
+        Candidate::Detector(_) => score.auroc,
         Candidate::Tracker { .. } => score.spearman,
     };
     let observed = statistic(observed);
@@ -423,7 +423,7 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
 /// Held-out scores of a candidate; `g` is a tracker's fitted value per code (unused by detectors).
 pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
     match candidate {
-        Candidate::Detector { atoms, any } => score_detector(atoms, *any, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
+        Candidate::Detector(p) => score_detector(p, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
         Candidate::Tracker { increasing, within, .. } => {
             let scale = TrackerScale::of(candidate).expect("a tracker");
             let n = scale.n_codes(coded);
@@ -471,7 +471,7 @@ fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: 
 
 /// Indices of accepted detectors grouped by sentence (groups of two or more).
 fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
-    let detectors = labels.iter().enumerate().filter(|(_, l)| l.accepted && matches!(l.candidates[0].candidate, Candidate::Detector { .. }));
+    let detectors = labels.iter().enumerate().filter(|(_, l)| l.accepted && matches!(l.candidates[0].candidate, Candidate::Detector(_)));
     siblings::groups(detectors.map(|(i, l)| (i, l.candidates[0].sentence.as_str())))
 }
 
@@ -487,22 +487,23 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &SparseActivations, code
         let steps: Vec<&[u32]> = firings.iter().map(|f| f.steps.as_slice()).collect();
         for (m, &i) in group.iter().enumerate() {
             let contrast = siblings::Contrast::new(&steps, m);
-            let Candidate::Detector { atoms, any } = labels[i].candidates[0].candidate.clone() else { continue };
-            let before = contrast.auroc(&atoms, any, coded, &halves.test);
+            let Candidate::Detector(p) = labels[i].candidates[0].candidate.clone() else { continue };
+            let before = contrast.auroc(&p, coded, &halves.test);
             labels[i].sibling_auroc = before;
-            if atoms.len() >= siblings::MAX_TERMS {
+            // A term narrows the first clause only; "A while B, or C" gets none.
+            if p.atoms.len() >= siblings::MAX_TERMS || !p.or.is_empty() {
                 continue;
             }
-            let Some((extra, explain_gain)) = contrast.best_extra_term(&atoms, any, coded, &halves.explain) else { continue };
-            let refined: Vec<_> = atoms.iter().copied().chain([extra]).collect();
-            let after = contrast.auroc(&refined, any, coded, &halves.test);
-            if explain_gain < contrast.auroc(&atoms, any, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
+            let Some((extra, explain_gain)) = contrast.best_extra_term(&p, coded, &halves.explain) else { continue };
+            let refined = Predicate { atoms: p.atoms.iter().copied().chain([extra]).collect(), ..p.clone() };
+            let after = contrast.auroc(&refined, coded, &halves.test);
+            if explain_gain < contrast.auroc(&p, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
                 continue;
             }
             let firing = &firings[m];
             let explain_ranked = rank(firing, &halves.explain);
-            let Some(d) = score_detector(&refined, any, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
-            let scored = Scored { candidate: Candidate::Detector { atoms: refined, any }, score: Score::detector(d), g: Vec::new() };
+            let Some(d) = score_detector(&refined, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
+            let scored = Scored { candidate: Candidate::Detector(refined), score: Score::detector(d), g: Vec::new() };
             let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
             let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, &set);
             if result.strength >= 1.0 {
@@ -575,7 +576,7 @@ fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
     let mut failed = Vec::new();
     if !(best.strength >= 1.0) {
         failed.push(match best.candidate {
-            Candidate::Detector { .. } => format!("held-out AUROC {:.2} < {}", best.test.auroc, cfg.min_auroc),
+            Candidate::Detector(_) => format!("held-out AUROC {:.2} < {}", best.test.auroc, cfg.min_auroc),
             Candidate::Tracker { .. } => format!("held-out Spearman {:.2} < {}", best.test.spearman, cfg.min_spearman),
         });
     }

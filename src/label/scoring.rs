@@ -6,7 +6,7 @@
 //! activation 0, one tie group with a known mid-rank, so their contribution comes from the
 //! weighted code counts of [`Weighting`].
 
-use crate::label::candidates::{holds, Atom, Candidate, CodedSteps, Weighting, MAX_CODES, MISSING, N_COV};
+use crate::label::candidates::{Atom, Candidate, CodedSteps, Predicate, Weighting, MAX_CODES, MISSING, N_COV};
 
 /// One feature's firing steps sorted by activation, ascending. Circular shifts move the steps
 /// but not the values, so this order (and the ranks) serve every null draw.
@@ -86,7 +86,7 @@ impl TrackerScale {
             Candidate::Tracker { covariate, increasing, within } => {
                 Some(TrackerScale { k: covariate.index(), within: *within, descending: within.is_some() && !increasing, collapse: false })
             }
-            Candidate::Detector { .. } => None,
+            Candidate::Detector(_) => None,
         }
     }
 
@@ -276,14 +276,14 @@ pub fn detector(in_weight: f64, in_fire_weight: f64, ranked: &Ranked, total: f64
 }
 
 /// Scores a predicate directly (steps may be circularly shifted).
-pub fn score_detector(atoms: &[Atom], any: bool, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
+pub fn score_detector(p: &Predicate, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
     let mut fire = 0.0;
     for (i, &step) in steps.iter().enumerate() {
-        if ranked.weight[i] > 0.0 && holds(atoms, any, coded.step(step as usize)) {
+        if ranked.weight[i] > 0.0 && p.holds(coded.step(step as usize)) {
             fire += ranked.weight[i];
         }
     }
-    detector(coded.count_predicate(atoms, any, weighting), fire, ranked, weighting.total)
+    detector(coded.count_predicate(p, weighting), fire, ranked, weighting.total)
 }
 
 /// Spearman of a tracker: rank correlation of activation with the binned covariate inside each

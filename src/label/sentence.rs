@@ -7,16 +7,17 @@ use crate::label::covariates::Covariate;
 /// The sentence for a candidate, given the codings its bins came from.
 pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
     match candidate {
-        Candidate::Detector { atoms, any } => {
+        Candidate::Detector(p) => {
             let phrase = |a: &Atom| atom_phrase(a, &codings[a.covariate.index()]);
-            if !any {
-                return format!("fires {}", conjunction(atoms.iter().map(phrase).collect()));
+            let first = match (p.any, p.atoms.as_slice()) {
+                (false, atoms) => conjunction(atoms.iter().map(phrase).collect()),
+                (true, [a, b]) => format!("{}, or {}", phrase(a), phrase(b)),
+                (true, atoms) => format!("{}, and either {} or {}", conjunction(atoms[2..].iter().map(phrase).collect()), phrase(&atoms[0]), phrase(&atoms[1])),
+            };
+            if p.or.is_empty() {
+                return format!("fires {first}");
             }
-            let (a, b) = (phrase(&atoms[0]), phrase(&atoms[1]));
-            if atoms.len() == 2 {
-                return format!("fires {a}, or {b}");
-            }
-            format!("fires {}, and either {a} or {b}", conjunction(atoms[2..].iter().map(phrase).collect()))
+            format!("fires {first}, or {}", conjunction(p.or.iter().map(phrase).collect()))
         }
         Candidate::Tracker { covariate, increasing, within } => {
             let regime = within.map_or(String::new(), |a| format!(" {}", atom_phrase(&a, &codings[a.covariate.index()])));
@@ -253,6 +254,7 @@ fn category_name(c: Covariate, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::label::candidates::Predicate;
 
     fn coding(covariate: Covariate, edges: &[f32]) -> Coding {
         Coding { covariate, edges: edges.to_vec(), categories: Vec::new(), range: Some((f32::MIN, f32::MAX)) }
@@ -317,13 +319,15 @@ mod tests {
         let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
         codings[Covariate::Soc.index()] = coding(Covariate::Soc, &[0.1, 0.9]);
         codings[Covariate::CRate.index()] = coding(Covariate::CRate, &[-1.0, 0.0]);
-        let either = Candidate::Detector { atoms: vec![Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::CRate, 0, 0)], any: true };
+        let either = Candidate::Detector(Predicate::either(Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::CRate, 0, 0)));
         assert_eq!(sentence(&either, &codings), "fires when SOC is above 90 %, or during discharge above 1C");
         let mut atoms = vec![Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::CRate, 0, 0)];
         atoms.push(Atom::interval(Covariate::StepTime, 0, 0));
         codings[Covariate::StepTime.index()] = coding(Covariate::StepTime, &[60.0]);
-        let narrowed = Candidate::Detector { atoms, any: true };
+        let narrowed = Candidate::Detector(Predicate { atoms, any: true, or: Vec::new() });
         assert_eq!(sentence(&narrowed, &codings), "fires in the first 60 s of a step, and either when SOC is above 90 % or during discharge above 1C");
+        let two_regimes = Predicate { atoms: vec![Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::StepTime, 0, 0)], any: false, or: vec![Atom::interval(Covariate::CRate, 0, 0)] };
+        assert_eq!(sentence(&Candidate::Detector(two_regimes), &codings), "fires when SOC is above 90 % and in the first 60 s of a step, or during discharge above 1C");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::label::candidates::{atoms_of, holds, Atom, CodedSteps, Weighting, MAX_CODES, N_COV};
+use crate::label::candidates::{atoms_of, Atom, CodedSteps, Predicate, Weighting, MAX_CODES, N_COV};
 
 /// The most terms a label may have (DESIGN §5 step 2).
 pub const MAX_TERMS: usize = 3;
@@ -31,15 +31,15 @@ impl Contrast {
         Contrast { own: group[member].to_vec(), siblings_only }
     }
 
-    /// Sibling AUROC of a detector's predicate ([`holds`]) on the cells `w` weighs; NaN without
-    /// both kinds of step.
-    pub fn auroc(&self, atoms: &[Atom], any: bool, coded: &CodedSteps, w: &Weighting) -> f64 {
+    /// Sibling AUROC of a detector's predicate on the cells `w` weighs; NaN without both kinds
+    /// of step.
+    pub fn auroc(&self, p: &Predicate, coded: &CodedSteps, w: &Weighting) -> f64 {
         let share_inside = |steps: &[u32]| {
             let (mut inside, mut total) = (0.0, 0.0);
             for &step in steps {
                 let weight = w.cell_weight[coded.cell_of(step as usize)];
                 total += weight;
-                if holds(atoms, any, coded.step(step as usize)) {
+                if p.holds(coded.step(step as usize)) {
                     inside += weight;
                 }
             }
@@ -48,10 +48,10 @@ impl Contrast {
         0.5 * (share_inside(&self.own) + 1.0 - share_inside(&self.siblings_only))
     }
 
-    /// The atom of a covariate not yet in `atoms` that, added to them, best separates own from
-    /// sibling firing on `w`, with that sibling AUROC.
-    pub fn best_extra_term(&self, atoms: &[Atom], any: bool, coded: &CodedSteps, w: &Weighting) -> Option<(Atom, f64)> {
-        // Per covariate and code, the weight of own / sibling-only steps where `atoms` hold.
+    /// The atom of a covariate not yet in the predicate that, added to its atoms, best separates
+    /// own from sibling firing on `w`, with that sibling AUROC.
+    pub fn best_extra_term(&self, p: &Predicate, coded: &CodedSteps, w: &Weighting) -> Option<(Atom, f64)> {
+        // Per covariate and code, the weight of own / sibling-only steps where `p` holds.
         let counts = |steps: &[u32]| {
             let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
             let mut total = 0.0;
@@ -59,7 +59,7 @@ impl Contrast {
                 let weight = w.cell_weight[coded.cell_of(step as usize)];
                 total += weight;
                 let codes = coded.step(step as usize);
-                if weight > 0.0 && holds(atoms, any, codes) {
+                if weight > 0.0 && p.holds(codes) {
                     for (k, &code) in codes.iter().enumerate() {
                         out[k][code as usize] += weight;
                     }
@@ -71,7 +71,7 @@ impl Contrast {
         if own_total <= 0.0 || sib_total <= 0.0 {
             return None;
         }
-        let used: Vec<usize> = atoms.iter().map(|a| a.covariate.index()).collect();
+        let used: Vec<usize> = p.every_atom().map(|a| a.covariate.index()).collect();
         coded
             .codings
             .iter()

@@ -488,8 +488,8 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
 fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
     let n = ctx.total_steps();
     match candidate {
-        Candidate::Detector { atoms, any } => {
-            let holds = (0..n).map(|s| crate::label::candidates::holds(atoms, *any, ctx.coded.step(s))).collect();
+        Candidate::Detector(p) => {
+            let holds = (0..n).map(|s| p.holds(ctx.coded.step(s))).collect();
             (holds, "the feature fires".into())
         }
         Candidate::Tracker { covariate, increasing, within } => {
@@ -514,7 +514,7 @@ fn roc(ctx: &Context, acts: &FeatureActivations, candidate: &Candidate) -> Roc {
         acts.entries().filter(|&(cell, _, _)| ctx.test_cell[cell]).map(|(cell, row, v)| (v, holds[offsets[cell] + shift(cell, row) as usize])).collect()
     };
     let curve = |firing: Vec<(f32, bool)>| match candidate {
-        Candidate::Detector { .. } => operating_point(&firing, n_holds, n_test),
+        Candidate::Detector(_) => operating_point(&firing, n_holds, n_test),
         Candidate::Tracker { .. } => roc_curve(firing, (n_holds, n_test - n_holds)),
     };
     let (curve_0, auroc) = curve(at(&|_, r| r));
