@@ -300,7 +300,16 @@ struct Halves {
     /// The explain cells split into `fit` and `check` for the conjunction search.
     fit: Weighting,
     check: Weighting,
-    bootstrap: Vec<Weighting>,
+    bootstrap: Vec<Resample>,
+}
+
+/// One bootstrap resample of the explain cells, with its fit and check parts, so that a
+/// resample's search confirms its terms as the labeller's own search does (confirmed on the
+/// cells they were chosen on, resamples would crown terms the labeller never keeps).
+struct Resample {
+    explain: Weighting,
+    fit: Weighting,
+    check: Weighting,
 }
 
 impl Halves {
@@ -312,7 +321,13 @@ impl Halves {
             test: coded.weighting(weights(&|h| h == Half::Test)),
             fit: coded.weighting(weights(&|h| h == Half::Fit)),
             check: coded.weighting(weights(&|h| h == Half::Check)),
-            bootstrap: stability::bootstrap_weights(&explain, cfg.n_bootstrap, cfg.seed).into_iter().map(|w| coded.weighting(w)).collect(),
+            bootstrap: stability::bootstrap_weights(&explain, cfg.n_bootstrap, cfg.seed)
+                .into_iter()
+                .map(|w| {
+                    let part = |half: Half| w.iter().zip(split).map(|(&x, &h)| if h == half { x } else { 0.0 }).collect();
+                    Resample { fit: coded.weighting(part(Half::Fit)), check: coded.weighting(part(Half::Check)), explain: coded.weighting(w) }
+                })
+                .collect(),
         }
     }
 }
@@ -448,12 +463,15 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
 /// as "discharge above 2C" without a drive cycle).
 fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: &Halves, testable: &Testable, set: &SearchSettings, tie: f64) -> Vec<f64> {
     let (mut informative, mut agree) = (vec![0usize; chosen.len()], vec![0usize; chosen.len()]);
-    for w in &halves.bootstrap {
+    for resample in &halves.bootstrap {
+        let w = &resample.explain;
         let ranked = rank(firing, w);
         if ranked.fire_weight == 0.0 {
             continue;
         }
-        let (top, _) = search(firing, &ranked, coded, w, set, None, Some(testable));
+        let (fit_ranked, check_ranked) = (rank(firing, &resample.fit), rank(firing, &resample.check));
+        let validation = Validation { fit: &resample.fit, fit_ranked: &fit_ranked, check: &resample.check, check_ranked: &check_ranked };
+        let (top, _) = search(firing, &ranked, coded, w, set, Some(&validation), Some(testable));
         let Some(winner) = top.first() else { continue };
         let winner_strength = set.strength(&winner.candidate, &winner.score);
         for (i, c) in chosen.iter().enumerate() {
