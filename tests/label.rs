@@ -233,7 +233,7 @@ fn protocol_metadata_flags_single_cell_features_and_protocol_effects() {
     let hppc_only: Vec<Vec<f32>> = ds.cells.iter().zip(&covs).map(|(info, cov)| vec![if info.protocol.as_deref() == Some("hppc") { 1.0 } else { 0.0 }; cov.len()]).collect();
     let everywhere: Vec<Vec<f32>> = covs.iter().map(|cov| vec![0.5; cov.len()]).collect();
     let acts = activations(&covs, vec![only_first_cell, hppc_only, everywhere]);
-    let meta = voltlens::label::metadata::protocol_effects(&acts, &covs, &ds.cells).unwrap();
+    let meta = voltlens::label::metadata::protocol_effects(&acts.features.iter().map(|f| f.counts()).collect::<Vec<_>>(), &covs, &ds.cells).unwrap();
     eprintln!("{meta}");
     let flag = |name: &str| (0..3).map(|i| meta.column(name).unwrap().bool().unwrap().get(i).unwrap()).collect::<Vec<_>>();
     let eta = (0..3).map(|i| meta.column("eta2_protocol").unwrap().f64().unwrap().get(i).unwrap()).collect::<Vec<_>>();

@@ -298,3 +298,21 @@ fn streamed_mining_matches_mining_in_memory_and_ablation_effects_match_the_inter
     }
     assert!(m.windows.iter().any(|w| w.kind == WindowKind::Top));
 }
+
+#[test]
+fn labelling_a_record_a_few_features_at_a_time_gives_the_labels_of_labelling_it_in_memory() {
+    use voltlens::label::source::{ActivationSource, RecordSource};
+    use voltlens::label::label_features;
+    let f = fixture();
+    let dataset = Dataset::load(&f.data).unwrap();
+    let covariates = Covariates::for_dataset(&dataset);
+    let cfg = LabelConfig { n_shifts: 20, n_bootstrap: 4, ..LabelConfig::default() };
+    let in_memory = read_sparse(&f.record).unwrap();
+    let counts = RecordSource::open(&f.record).unwrap().counts().unwrap();
+    assert_eq!(counts, in_memory.features.iter().map(|f| f.counts()).collect::<Vec<_>>(), "the counting pass sees every firing step");
+    // A budget of a third of the largest feature: every feature is a chunk of its own.
+    let budget = counts.iter().map(|c| c.total()).max().unwrap() / 3;
+    let chunked = RecordSource::open(&f.record).unwrap().with_chunk_entries(budget);
+    let json = |acts: &dyn ActivationSource| serde_json::to_string(&label_features(acts, &covariates, &dataset.cells, &cfg).unwrap()).unwrap();
+    assert_eq!(json(&chunked), json(&in_memory));
+}

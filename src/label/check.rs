@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use super::candidates::{Candidate, CodedSteps, Coding, Score};
 use super::covariates::{Covariate, Covariates};
 use super::scoring::{rank, Firing};
+use super::source::ActivationSource;
 use super::stage::{load_inputs, quartiles, CODINGS_FILE, LABELS_FILE};
 use super::{fdr, firing_of, null, score_candidate, shift_p_values, FeatureLabel, LabelConfig};
 use crate::mine::tables::{Table, TableColumn};
@@ -72,7 +73,10 @@ fn read_labels(labels: &Path) -> Result<(Vec<FeatureLabel>, Vec<Coding>)> {
 /// many still hold, and the held-out AUROC / Spearman there (median and quartiles).
 pub fn check_labels(labels: &Path, dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
     let (labels, codings) = read_labels(labels)?;
-    let (_, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
+    let (_, source, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
+    let mut accepted: Vec<(u32, u32)> = labels.iter().filter(|l| l.accepted).map(|l| (l.layer, l.feature)).collect();
+    accepted.sort_unstable();
+    let acts = SparseActivations { cell_ids: source.cell_ids()?, cell_rows: source.cell_rows().to_vec(), features: source.load(&accepted)? };
     let checks = check(&labels, codings, &acts, &covariates, cfg);
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     check_table(&checks).write(&out_dir.join(CHECK_FILE))?;

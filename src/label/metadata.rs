@@ -11,7 +11,7 @@ use polars::prelude::*;
 
 use crate::data::cells::CellInfo;
 use crate::label::covariates::{Covariate, Covariates};
-use crate::mine::SparseActivations;
+use crate::mine::FiringCounts;
 use crate::{Error, Result};
 
 fn polars_err(e: PolarsError) -> Error {
@@ -19,15 +19,14 @@ fn polars_err(e: PolarsError) -> Error {
 }
 
 /// One row per (feature, cell): the share of the cell's steps where the feature fires.
-fn firing_rates(acts: &SparseActivations) -> Result<DataFrame> {
-    let n_cells = acts.cell_rows.len();
+fn firing_rates(counts: &[FiringCounts], cells: &[CellInfo], cell_rows: &[usize]) -> Result<DataFrame> {
     let (mut layer, mut feature, mut cell_id, mut rate) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for f in &acts.features {
-        for c in 0..n_cells {
+    for f in counts {
+        for (c, &n) in f.per_cell.iter().enumerate() {
             layer.push(f.layer);
             feature.push(f.feature);
-            cell_id.push(acts.cell_ids[c].as_str());
-            rate.push(f.cell(c).0.len() as f64 / acts.cell_rows[c].max(1) as f64);
+            cell_id.push(cells[c].cell_id.as_str());
+            rate.push(n as f64 / cell_rows[c].max(1) as f64);
         }
     }
     df!("layer" => layer, "feature" => feature, "cell_id" => cell_id, "firing_rate" => rate).map_err(polars_err)
@@ -84,8 +83,9 @@ fn eta_squared(joined: &LazyFrame, overall: &LazyFrame, group: &str, name: &str)
 
 /// Per feature: cells and datasets it fires in, the one-cell / one-dataset flags, and η² of
 /// its per-cell firing rate across protocol, ambient temperature and C-rate.
-pub fn protocol_effects(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo]) -> Result<DataFrame> {
-    let rates = firing_rates(acts)?.lazy();
+pub fn protocol_effects(counts: &[FiringCounts], covariates: &[Covariates], cells: &[CellInfo]) -> Result<DataFrame> {
+    let cell_rows: Vec<usize> = covariates.iter().map(|c| c.len()).collect();
+    let rates = firing_rates(counts, cells, &cell_rows)?.lazy();
     let groups = cell_groups(cells, covariates)?.lazy();
     let joined = rates.join(groups, [col("cell_id")], [col("cell_id")], JoinArgs::new(JoinType::Left));
     let fires = col("firing_rate").gt(lit(0.0));

@@ -16,6 +16,7 @@ pub mod null;
 pub mod scoring;
 pub mod sentence;
 pub mod siblings;
+pub mod source;
 pub mod stage;
 pub mod stability;
 pub mod tables;
@@ -27,7 +28,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::cells::CellInfo;
-use crate::mine::{FeatureActivations, SparseActivations};
+use crate::mine::FeatureActivations;
+use source::ActivationSource;
 use crate::{Error, Result};
 use candidates::{search, Candidate, CodedSteps, Predicate, Score, Scored, SearchSettings, Testable, Validation, Weighting};
 use covariates::Covariates;
@@ -168,31 +170,36 @@ pub struct FeatureLabel {
 }
 
 /// Labels every feature. `covariates` and `cells` follow the cells of `acts` in order.
-pub fn label_features(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<Vec<FeatureLabel>> {
-    label_features_with_codings(acts, covariates, cells, cfg).map(|(labels, _)| labels)
+pub fn label_features(acts: &dyn ActivationSource, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<Vec<FeatureLabel>> {
+    label_features_with_codings(acts, covariates.to_vec(), cells, cfg).map(|(labels, _)| labels)
 }
 
-/// [`label_features`], also returning the codings (bins, categories) the labels' bounds refer to.
-pub fn label_features_with_codings(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<(Vec<FeatureLabel>, Vec<candidates::Coding>)> {
-    check_inputs(acts, covariates, cells)?;
+/// [`label_features`], also returning the codings (bins, categories) the labels' bounds refer
+/// to. The covariates are dropped once coded (a byte per covariate and step instead of four).
+/// Features are labelled a chunk at a time ([`ActivationSource::chunk_entries`]); each keeps
+/// the seed of its place among all features, so chunking changes no label.
+pub fn label_features_with_codings(acts: &dyn ActivationSource, covariates: Vec<Covariates>, cells: &[CellInfo], cfg: &LabelConfig) -> Result<(Vec<FeatureLabel>, Vec<candidates::Coding>)> {
+    check_inputs(acts.cell_rows(), &covariates, cells)?;
     let split = split_halves(cells, cfg);
     let explain: Vec<bool> = split.iter().map(|&h| h != Half::Test).collect();
-    let coded = CodedSteps::new(covariates, &explain);
+    let coded = CodedSteps::new(&covariates, &explain);
+    drop(covariates);
     let halves = Halves::new(&coded, &split, cfg);
-    let bar = crate::progress::bar(acts.features.len() as u64, "label", "features");
-    let mut labels: Vec<FeatureLabel> = acts
-        .features
-        .par_iter()
-        .enumerate()
-        .map(|(i, f)| {
+    let counts = acts.counts()?;
+    let keys: Vec<(u32, u32)> = counts.iter().map(|c| (c.layer, c.feature)).collect();
+    let bar = crate::progress::bar(keys.len() as u64, "label", "features");
+    let mut labels: Vec<FeatureLabel> = Vec::with_capacity(keys.len());
+    for chunk in source::chunks(counts.iter().map(|c| c.total()), acts.chunk_entries()) {
+        let features = acts.load(&keys[chunk.clone()])?;
+        labels.par_extend(features.par_iter().zip(chunk).map(|(f, i)| {
             let label = label_one(f, &coded, &halves, cfg, cfg.seed.wrapping_add(i as u64));
             bar.inc(1);
             label
-        })
-        .collect();
+        }));
+    }
     bar.finish_and_clear();
     apply_fdr(&mut labels);
-    resolve_borderline(&mut labels, acts, &coded, &halves, cfg);
+    resolve_borderline(&mut labels, acts, &coded, &halves, cfg)?;
     apply_fdr(&mut labels);
     for l in &mut labels {
         decide(l, cfg);
@@ -201,7 +208,7 @@ pub fn label_features_with_codings(acts: &SparseActivations, covariates: &[Covar
     // A group split by one term can leave smaller groups that another term splits (up to
     // `siblings::MAX_TERMS` terms a label).
     for _ in 0..siblings::MAX_TERMS - 1 {
-        separate_siblings(&mut labels, acts, &coded, &halves, cfg);
+        separate_siblings(&mut labels, acts, &coded, &halves, cfg)?;
         apply_fdr(&mut labels);
         for l in &mut labels {
             decide(l, cfg);
@@ -211,18 +218,32 @@ pub fn label_features_with_codings(acts: &SparseActivations, covariates: &[Covar
     Ok((labels, coded.codings))
 }
 
-fn check_inputs(acts: &SparseActivations, covariates: &[Covariates], cells: &[CellInfo]) -> Result<()> {
-    if covariates.len() != acts.cell_rows.len() || cells.len() != acts.cell_rows.len() {
+/// The activations of the features of `labels` at `indices` (ascending), in that order.
+fn load_labelled(acts: &dyn ActivationSource, labels: &[FeatureLabel], indices: &[usize]) -> Result<Vec<FeatureActivations>> {
+    let mut keys: Vec<(u32, u32)> = indices.iter().map(|&i| (labels[i].layer, labels[i].feature)).collect();
+    keys.sort_unstable();
+    let loaded = acts.load(&keys)?;
+    Ok(indices
+        .iter()
+        .map(|&i| {
+            let at = keys.binary_search(&(labels[i].layer, labels[i].feature)).expect("loaded");
+            loaded[at].clone()
+        })
+        .collect())
+}
+
+fn check_inputs(cell_rows: &[usize], covariates: &[Covariates], cells: &[CellInfo]) -> Result<()> {
+    if covariates.len() != cell_rows.len() || cells.len() != cell_rows.len() {
         return Err(Error::Config(format!(
             "label: {} cells of activations but {} of covariates and {} in the cells table",
-            acts.cell_rows.len(),
+            cell_rows.len(),
             covariates.len(),
             cells.len()
         )));
     }
     for (c, cov) in covariates.iter().enumerate() {
-        if cov.len() != acts.cell_rows[c] {
-            return Err(Error::Config(format!("label: cell {} has {} steps of covariates but {} of activations", cov.cell_id, cov.len(), acts.cell_rows[c])));
+        if cov.len() != cell_rows[c] {
+            return Err(Error::Config(format!("label: cell {} has {} steps of covariates but {} of activations", cov.cell_id, cov.len(), cell_rows[c])));
         }
     }
     Ok(())
@@ -378,16 +399,32 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
 /// Redraws the null with `cfg.max_shifts` shifts (the first `n_shifts` are the same draws) for
 /// each label that passes strength, stability and the baseline but whose q lies within a factor
 /// of ten of `max_q`, where the coarse null decides acceptance.
-fn resolve_borderline(labels: &mut [FeatureLabel], acts: &SparseActivations, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) {
+fn resolve_borderline(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<()> {
     let borderline = |l: &FeatureLabel| passes_all_but_q(l, cfg) && (0.1 * cfg.max_q..10.0 * cfg.max_q).contains(&l.candidates[0].q_value);
-    labels.par_iter_mut().enumerate().filter(|(_, l)| !l.candidates.is_empty() && borderline(l)).for_each(|(i, l)| {
-        let firing = firing_of(&acts.features[i], coded);
-        let ranked = rank(&firing, &halves.test);
-        let best = &mut l.candidates[0];
-        let null_shifts = null::ShiftNull { seed: cfg.seed.wrapping_add(i as u64), n: cfg.max_shifts.max(cfg.n_shifts) };
-        (best.p_value, best.p_empirical) = shift_p_values(&best.candidate, &best.g, &best.test, &firing, &null_shifts, &ranked, coded, &halves.test);
-    });
+    let indices: Vec<usize> = (0..labels.len()).filter(|&i| !labels[i].candidates.is_empty() && borderline(&labels[i])).collect();
+    let total_steps = coded.cell_offsets.last().copied().unwrap_or(0) as f64;
+    let entries = indices.iter().map(|&i| (labels[i].density * total_steps).round() as usize);
+    for run in source::chunks(entries, acts.chunk_entries()) {
+        let chunk = &indices[run];
+        let features = load_labelled(acts, labels, chunk)?;
+        let redrawn: Vec<(f64, f64)> = chunk
+            .par_iter()
+            .zip(&features)
+            .map(|(&i, f)| {
+                let firing = firing_of(f, coded);
+                let ranked = rank(&firing, &halves.test);
+                let best = &labels[i].candidates[0];
+                let null_shifts = null::ShiftNull { seed: cfg.seed.wrapping_add(i as u64), n: cfg.max_shifts.max(cfg.n_shifts) };
+                shift_p_values(&best.candidate, &best.g, &best.test, &firing, &null_shifts, &ranked, coded, &halves.test)
+            })
+            .collect();
+        for (&i, p) in chunk.iter().zip(redrawn) {
+            (labels[i].candidates[0].p_value, labels[i].candidates[0].p_empirical) = p;
+        }
+    }
+    Ok(())
 }
+
 
 /// Test-half scores, explain→test gap and null p-values of one candidate (step 3–4).
 fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, test: &Weighting, null_shifts: &null::ShiftNull, set: &SearchSettings) -> CandidateResult {
@@ -498,10 +535,17 @@ fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
 /// `MIN_SIBLING_GAIN` sibling AUROC there and on the test cells and the label still passes its
 /// held-out strength; the refined label goes first among the candidates. The label's stability
 /// stays that of the label it refines.
-fn separate_siblings(labels: &mut [FeatureLabel], acts: &SparseActivations, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) {
+fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<()> {
     let set = cfg.search_settings();
-    for group in sibling_groups(labels) {
-        let firings: Vec<Firing> = group.iter().map(|&i| firing_of(&acts.features[i], coded)).collect();
+    let groups = sibling_groups(labels);
+    // Every sibling's activations in one pass: they are the accepted detectors with a shared
+    // sentence, a small share of the features.
+    let mut members: Vec<usize> = groups.iter().flatten().copied().collect();
+    members.sort_unstable();
+    let features = load_labelled(acts, labels, &members)?;
+    let activations_of = |i: usize| &features[members.binary_search(&i).expect("a member")];
+    for group in groups {
+        let firings: Vec<Firing> = group.iter().map(|&i| firing_of(activations_of(i), coded)).collect();
         let steps: Vec<&[u32]> = firings.iter().map(|f| f.steps.as_slice()).collect();
         for (m, &i) in group.iter().enumerate() {
             let contrast = siblings::Contrast::new(&steps, m);
@@ -530,6 +574,7 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &SparseActivations, code
             }
         }
     }
+    Ok(())
 }
 
 /// Sets each accepted label's count of other accepted labels with the same sentence.

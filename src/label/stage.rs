@@ -15,12 +15,11 @@ use polars::prelude::{CsvWriter, SerWriter};
 
 use super::covariates::{Covariate, Covariates};
 use super::metadata::protocol_effects;
+use super::source::{ActivationSource, RecordSource};
 use super::tables::write_labels;
 use super::{label_features_with_codings, split_halves, FeatureLabel, LabelConfig};
 use crate::data::canonical::{read_cell, Dataset, DatasetPaths};
 use crate::data::cells::CellInfo;
-use crate::mine::SparseActivations;
-use crate::record::read_sparse;
 use crate::{Error, Result};
 
 /// The label stage's full result, reloaded by the report stage.
@@ -33,25 +32,26 @@ pub const CODINGS_FILE: &str = "codings.json";
 /// labels (median and quartiles).
 pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
     let (cells, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
-    let (labels, codings) = label_features_with_codings(&acts, &covariates, &cells, cfg)?;
+    let mut effects = protocol_effects(&acts.counts()?, &covariates, &cells)?;
+    let (labels, codings) = label_features_with_codings(&acts, covariates, &cells, cfg)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     write_labels(out_dir, &labels)?;
     crate::io::write_json(&out_dir.join(LABELS_FILE), &labels)?;
     crate::io::write_json(&out_dir.join(CODINGS_FILE), &codings)?;
-    let mut effects = protocol_effects(&acts, &covariates, &cells)?;
     write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
     write_split(&out_dir.join("split.csv"), &cells, cfg)?;
     Ok(summary(&labels, out_dir))
 }
 
-/// The dataset's cells, the activations recorded over them (checked to be over the same cells)
-/// and the covariates, with SOC from `cfg.soc_column` when set. Each cell's time series is read,
-/// turned into covariates and dropped, so at most one series per thread is in memory.
-pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig) -> Result<(Vec<CellInfo>, SparseActivations, Vec<Covariates>)> {
+/// The dataset's cells, the record over them (checked to be over the same cells; its
+/// activations are read a chunk of features at a time) and the covariates, with SOC from
+/// `cfg.soc_column` when set. Each cell's time series is read, turned into covariates and
+/// dropped, so at most one series per thread is in memory.
+pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig) -> Result<(Vec<CellInfo>, RecordSource, Vec<Covariates>)> {
     use rayon::prelude::*;
     let cells = Dataset::load_cells(dataset_dir)?;
-    let acts = read_sparse(record_dir)?;
-    if acts.cell_ids.iter().ne(cells.iter().map(|c| &c.cell_id)) {
+    let acts = RecordSource::open(record_dir)?;
+    if acts.cell_ids()?.iter().ne(cells.iter().map(|c| &c.cell_id)) {
         return Err(Error::Config(format!(
             "label: the record in {} was made over other cells than {}",
             record_dir.display(),

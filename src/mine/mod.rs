@@ -14,6 +14,20 @@ pub mod topk;
 
 pub use stats::{mine, mine_cells, CellSource, InMemory, MineConfig, MinedFeature, MinedFeatures, Window};
 
+/// How often one feature fires in each cell (dataset order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FiringCounts {
+    pub layer: u32,
+    pub feature: u32,
+    pub per_cell: Vec<u32>,
+}
+
+impl FiringCounts {
+    pub fn total(&self) -> usize {
+        self.per_cell.iter().map(|&n| n as usize).sum()
+    }
+}
+
 /// The firing steps of one transcoder feature over a whole dataset.
 #[derive(Debug, Clone, Default)]
 pub struct FeatureActivations {
@@ -52,6 +66,11 @@ impl FeatureActivations {
     /// Number of firing steps.
     pub fn nnz(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Firing steps per cell.
+    pub fn counts(&self) -> FiringCounts {
+        FiringCounts { layer: self.layer, feature: self.feature, per_cell: self.cell_offsets.windows(2).map(|w| (w[1] - w[0]) as u32).collect() }
     }
 
     /// Iterates (cell, row, value) over every firing step.

@@ -19,7 +19,7 @@ pub mod tables;
 
 pub use run::{record, step_windows, RecordConfig, RecordSummary, StepWindow, TranscoderInput};
 pub use stream::{CellActivations, CellCovariates, Firing, RecordCell, RecordDir};
-pub use tables::read_sparse;
+pub use tables::{firing_counts, read_sparse, read_sparse_where};
 
 /// File names inside a record directory.
 pub const ACTIVATIONS_FILE: &str = "activations.parquet";

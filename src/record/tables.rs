@@ -17,7 +17,7 @@ use super::run::RecordSummary;
 use super::stream::RecordDir;
 use crate::io::temp_path;
 use crate::label::covariates::{Covariate, Covariates};
-use crate::mine::{FeatureActivations, SparseActivations};
+use crate::mine::{FeatureActivations, FiringCounts, SparseActivations};
 use crate::{Error, Result};
 
 /// The covariates stored per step: all but `Protocol`, which is per cell (in the cells table).
@@ -213,11 +213,17 @@ impl CovariateWriter {
 /// report); sorted by (layer, feature), entries grouped by cell in dataset order. Features that
 /// never fire are left out; `record.json` holds the features per layer to count them.
 pub fn read_sparse(record_dir: &Path) -> Result<SparseActivations> {
+    read_sparse_where(record_dir, &|_| true)
+}
+
+/// [`read_sparse`] of the features `keep` accepts only, so a reader can hold a bounded share
+/// of a large record at a time.
+pub fn read_sparse_where(record_dir: &Path, keep: &dyn Fn((u32, u32)) -> bool) -> Result<SparseActivations> {
     let record = RecordDir::open(record_dir)?;
     let mut features: BTreeMap<(u32, u32), FeatureActivations> = BTreeMap::new();
     for cell in record.cells(&[])? {
         let cell = cell?.activations;
-        for ((layer, feature), firing) in cell.features() {
+        for ((layer, feature), firing) in cell.features().filter(|(key, _)| keep(*key)) {
             let f = features.entry((layer, feature)).or_insert_with(|| FeatureActivations { layer, feature, ..Default::default() });
             // Cells since the feature last fired hold none of its entries.
             f.cell_offsets.resize(cell.cell + 1, f.rows.len());
@@ -231,6 +237,21 @@ pub fn read_sparse(record_dir: &Path) -> Result<SparseActivations> {
         f.cell_offsets.resize(cell_ids.len() + 1, f.rows.len());
     }
     Ok(SparseActivations { cell_ids, cell_rows, features: features.into_values().collect() })
+}
+
+/// Firing steps per cell of every feature that fires, in (layer, feature) order: one pass that
+/// holds one cell at a time.
+pub fn firing_counts(record_dir: &Path) -> Result<Vec<FiringCounts>> {
+    let record = RecordDir::open(record_dir)?;
+    let n_cells = record.summary.cell_ids.len();
+    let mut counts: BTreeMap<(u32, u32), Vec<u32>> = BTreeMap::new();
+    for cell in record.cells(&[])? {
+        let cell = cell?.activations;
+        for (key, firing) in cell.features() {
+            counts.entry(key).or_insert_with(|| vec![0; n_cells])[cell.cell] = firing.len() as u32;
+        }
+    }
+    Ok(counts.into_iter().map(|((layer, feature), per_cell)| FiringCounts { layer, feature, per_cell }).collect())
 }
 
 pub(super) fn downcast<'a, T: 'static>(array: &'a ArrayRef, path: &Path) -> Result<&'a T> {
