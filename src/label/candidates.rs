@@ -568,7 +568,7 @@ pub struct Scored {
 pub struct SearchSettings {
     pub min_auroc: f64,
     pub min_spearman: f64,
-    /// How many top single atoms seed the two-term conjunction search.
+    /// How many top single atoms, by F1 and again by AUROC, seed the combination search.
     pub conjunction_seeds: usize,
     /// A conjunction must raise F1 by this much over its seed atom (simpler labels win ties).
     pub min_conjunction_gain: f64,
@@ -636,7 +636,16 @@ pub fn search(
     }
     by_f1(&mut detectors);
     let scope = Scope { firing, ranked, coded, weighting };
-    let seeds = leading_atoms(&detectors, set.conjunction_seeds);
+    // Seeds by F1 (where the feature fires) and by AUROC (what acceptance asks): a broad atom
+    // that catches most firing is the root a narrowing term needs.
+    let mut seeds = leading_atoms(&detectors, set.conjunction_seeds);
+    let mut by_auroc = detectors.clone();
+    by_auroc.sort_by(|a, b| b.score.auroc.total_cmp(&a.score.auroc));
+    for a in leading_atoms(&by_auroc, set.conjunction_seeds) {
+        if !seeds.contains(&a) {
+            seeds.push(a);
+        }
+    }
     let mut combinations = combinations(&seeds, &scope, set, validation);
     if let Some(validation) = validation {
         let conjunctions = combinations.iter().filter_map(|s| match &s.candidate {

@@ -68,7 +68,7 @@ pub struct LabelConfig {
     pub soc_column: Option<String>,
     /// Candidates reported per feature (the label and its runners-up).
     pub n_candidates: usize,
-    /// Seed atoms of the conjunction search.
+    /// Seed atoms of the conjunction search: this many by F1 and this many by AUROC.
     pub conjunction_seeds: usize,
     /// F1 gain a conjunction needs over its seed atom.
     pub min_conjunction_gain: f64,
