@@ -203,6 +203,9 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
         (Covariate::CRateChangeNext, (None, Some(b))) if b <= 0.0 => format!("when the current steps down by more than {} next", v(-b)),
         (Covariate::LastCurrentStep, (Some(a), None)) if a >= 0.0 => format!("after a current step up of more than {}", v(a)),
         (Covariate::LastCurrentStep, (None, Some(b))) if b <= 0.0 => format!("after a current step down of more than {}", v(-b)),
+        // Both bounds below the resolution: no change at all.
+        (Covariate::CRateChangeNext, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => "when the current holds steady next".into(),
+        (Covariate::DvNext, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => "when the voltage holds steady next".into(),
         (Covariate::StepTime, (None, Some(b))) => format!("in the first {} of a step", v(b)),
         (Covariate::StepTime, (Some(a), None)) => format!("more than {} into a step", v(a)),
         (Covariate::TimeSinceCurrentChange, (None, Some(b))) => format!("in the first {} after a current step", v(b)),
@@ -217,6 +220,8 @@ fn interval_phrase(c: Covariate, what: &str, range: (Option<f32>, Option<f32>)) 
     match range {
         (Some(a), None) => format!("when {what} is above {}", value(c, a)),
         (None, Some(b)) => format!("when {what} is below {}", value(c, b)),
+        // Two bounds that round alike ("between 0C and 0C") are one value.
+        (Some(a), Some(b)) if value(c, a) == value(c, b) => format!("when {what} is about {}", value(c, a)),
         (Some(a), Some(b)) => format!("when {what} is between {} and {}", value(c, a), value(c, b)),
         (None, None) => String::from("at every step"),
     }
@@ -312,6 +317,12 @@ mod tests {
         assert_eq!(codings[Covariate::CRateChangeNext.index()].code(0.0), 0, "no change stays below the edge");
         let up = Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)]);
         assert_eq!(sentence(&up, &codings), "fires when the current steps up next");
+        // An interval between two bounds that both read zero is "no change", not "between 0C and 0C".
+        codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-4e-6, 4e-6]);
+        let steady = Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)]);
+        assert_eq!(sentence(&steady, &codings), "fires when the current holds steady next");
+        codings[Covariate::Soc.index()] = coding(Covariate::Soc, &[0.501, 0.502]);
+        assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::Soc, 1, 1)]), &codings), "fires when SOC is about 50 %");
     }
 
     #[test]
