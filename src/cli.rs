@@ -379,7 +379,8 @@ enum Command {
         #[arg(long)]
         record: PathBuf,
         /// Output folder, created if needed: labels.parquet/.csv/.json, codings.json,
-        /// protocol_effects.csv (with --check: check.parquet/.csv).
+        /// protocol_effects.csv, split.csv (which cells were explain / test) (with --check:
+        /// check.parquet/.csv).
         #[arg(long)]
         out: PathBuf,
         /// A TOML file of labeller settings (explain_fraction, n_shifts, n_bootstrap, thresholds…).
