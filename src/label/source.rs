@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::mine::{FeatureActivations, FiringCounts, SparseActivations};
 use crate::record::{firing_counts, read_sparse_where, RecordDir};
@@ -51,12 +52,15 @@ pub struct RecordSource {
     dir: PathBuf,
     cell_rows: Vec<usize>,
     chunk_entries: usize,
+    /// Firing steps per feature from the counting pass, (layer, feature) order: sizes each
+    /// loaded feature's buffers exactly.
+    totals: OnceLock<Vec<((u32, u32), usize)>>,
 }
 
 impl RecordSource {
     pub fn open(dir: &Path) -> Result<RecordSource> {
         let record = RecordDir::open(dir)?;
-        Ok(RecordSource { dir: dir.to_path_buf(), cell_rows: record.summary.cell_rows, chunk_entries: CHUNK_ENTRIES })
+        Ok(RecordSource { dir: dir.to_path_buf(), cell_rows: record.summary.cell_rows, chunk_entries: CHUNK_ENTRIES, totals: OnceLock::new() })
     }
 
     /// Loads at most `entries` firing entries at once (a larger feature alone).
@@ -75,11 +79,17 @@ impl ActivationSource for RecordSource {
     }
 
     fn counts(&self) -> Result<Vec<FiringCounts>> {
-        firing_counts(&self.dir)
+        let counts = firing_counts(&self.dir)?;
+        let _ = self.totals.set(counts.iter().map(|c| ((c.layer, c.feature), c.total())).collect());
+        Ok(counts)
     }
 
     fn load(&self, keys: &[(u32, u32)]) -> Result<Vec<FeatureActivations>> {
-        Ok(read_sparse_where(&self.dir, &|k| keys.binary_search(&k).is_ok())?.features)
+        let size = |k: (u32, u32)| {
+            let totals = self.totals.get().map_or(&[][..], Vec::as_slice);
+            totals.binary_search_by_key(&k, |t| t.0).map_or(0, |i| totals[i].1)
+        };
+        Ok(read_sparse_where(&self.dir, &|k| keys.binary_search(&k).is_ok().then(|| size(k)))?.features)
     }
 
     fn chunk_entries(&self) -> usize {

@@ -213,18 +213,26 @@ impl CovariateWriter {
 /// report); sorted by (layer, feature), entries grouped by cell in dataset order. Features that
 /// never fire are left out; `record.json` holds the features per layer to count them.
 pub fn read_sparse(record_dir: &Path) -> Result<SparseActivations> {
-    read_sparse_where(record_dir, &|_| true)
+    read_sparse_where(record_dir, &|_| Some(0))
 }
 
-/// [`read_sparse`] of the features `keep` accepts only, so a reader can hold a bounded share
-/// of a large record at a time.
-pub fn read_sparse_where(record_dir: &Path, keep: &dyn Fn((u32, u32)) -> bool) -> Result<SparseActivations> {
+/// [`read_sparse`] of the features `keep` gives a size for only (None: skipped), so a reader can
+/// hold a bounded share of a large record at a time. The size, the feature's firing steps where
+/// known (else 0), sizes its buffers once: grown by doubling they would briefly hold twice that.
+pub fn read_sparse_where(record_dir: &Path, keep: &dyn Fn((u32, u32)) -> Option<usize>) -> Result<SparseActivations> {
     let record = RecordDir::open(record_dir)?;
     let mut features: BTreeMap<(u32, u32), FeatureActivations> = BTreeMap::new();
     for cell in record.cells(&[])? {
         let cell = cell?.activations;
-        for ((layer, feature), firing) in cell.features().filter(|(key, _)| keep(*key)) {
-            let f = features.entry((layer, feature)).or_insert_with(|| FeatureActivations { layer, feature, ..Default::default() });
+        for ((layer, feature), firing) in cell.features() {
+            let Some(size) = keep((layer, feature)) else { continue };
+            let f = features.entry((layer, feature)).or_insert_with(|| FeatureActivations {
+                layer,
+                feature,
+                rows: Vec::with_capacity(size),
+                values: Vec::with_capacity(size),
+                ..Default::default()
+            });
             // Cells since the feature last fired hold none of its entries.
             f.cell_offsets.resize(cell.cell + 1, f.rows.len());
             f.rows.extend(firing.iter().map(|e| e.row));
