@@ -11,7 +11,7 @@ use crate::record::{firing_counts, read_sparse_where, RecordDir};
 use crate::Result;
 
 /// Firing entries a chunk of features holds at most by default: 4 Mi entries, 32 MiB of rows
-/// and values; the quickstart's record (2 M entries) is one chunk.
+/// and values; the quickstart's record (4.0 M entries) is one chunk.
 pub const CHUNK_ENTRIES: usize = 4 << 20;
 
 /// A set of features' activations over one dataset's cells.
