@@ -760,7 +760,6 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
     let mut out = Vec::new();
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
-    let on_check = |p: &Predicate| score_detector(p, &firing.steps, check_ranked, coded, check).map_or((0.5, 0.0), |d| (d.auroc, d.f1));
     let alone = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, None);
     let sum = |codes: &Atom, x: &[f64; MAX_CODES]| codes.codes().map(|c| x[c]).sum::<f64>();
     for &given in seeds {
@@ -768,17 +767,17 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
         let (given_weight, given_fire) = (sum(&given, &alone[k].weight), sum(&given, &alone[k].fire_weight));
         let both = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&given));
         let others = || coded.codings.iter().enumerate().filter(|(l, _)| *l != k).flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)));
-        let best = |scored: &mut dyn Iterator<Item = (Atom, DetectorScore)>| scored.max_by(|x, y| x.1.auroc.total_cmp(&y.1.auroc)).map(|x| x.0);
-        let narrower = best(&mut others().filter_map(|(l, b)| atom_score(&b, &both[l], fit_ranked, fit.total).map(|d| (b, d))));
-        let wider = best(&mut others().filter_map(|(l, b)| {
+        let narrower = best_by_auroc(others().filter_map(|(l, b)| atom_score(&b, &both[l], fit_ranked, fit.total).map(|d| (b, d.auroc))));
+        let wider = best_by_auroc(others().filter_map(|(l, b)| {
             let weight = given_weight + sum(&b, &alone[l].weight) - sum(&b, &both[l].weight);
             let fire = given_fire + sum(&b, &alone[l].fire_weight) - sum(&b, &both[l].fire_weight);
-            detector(weight, fire, fit_ranked, fit.total).map(|d| (b, d))
+            detector(weight, fire, fit_ranked, fit.total).map(|d| (b, d.auroc))
         }));
         let pairs = [(narrower, false), (wider, true)];
         for (b, any) in pairs.into_iter().filter_map(|(b, any)| b.map(|b| (b, any))) {
             let pair = if any { Predicate::either(given, b) } else { Predicate::all(vec![given, b]) };
-            if on_check(&pair).1 <= on_check(&Predicate::all(vec![given])).1 + set.min_conjunction_gain {
+            let f1_on_check = |p: &Predicate| f1_on(p, firing, check_ranked, coded, check);
+            if f1_on_check(&pair) <= f1_on_check(&Predicate::all(vec![given])) + set.min_conjunction_gain {
                 continue;
             }
             if let Some(d) = score_detector(&pair, &firing.steps, ranked, coded, weighting) {
@@ -795,12 +794,12 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
 /// steps where P does not hold, by AUROC on the `fit` cells; for a one-atom P, C is then
 /// narrowed by the atom D that best keeps P ∨ (C ∧ D) on the steps outside P. Kept when it
 /// raises F1 over P by `min_conjunction_gain` on the `check` cells, then scored on `weighting`.
-/// Counts outside P are the totals less one scan of the steps where P holds. Run on the
-/// labeller's own split only (bootstrap resamples search without it, for time).
+/// Counts outside P are the totals less one scan of the steps where P holds. Runs only with a
+/// validation split (the labeller's and each bootstrap resample's).
 fn second_regimes(firsts: &[Predicate], scope: &Scope, set: &SearchSettings, validation: &Validation) -> Vec<Scored> {
     let Scope { firing, ranked, coded, weighting } = *scope;
     let (fit, fit_ranked) = (validation.fit, validation.fit_ranked);
-    let f1_on_check = |p: &Predicate| score_detector(p, &firing.steps, validation.check_ranked, coded, validation.check).map_or(0.0, |d| d.f1);
+    let f1_on_check = |p: &Predicate| f1_on(p, firing, validation.check_ranked, coded, validation.check);
     // Firing weight per covariate and code over the fit cells' firing steps where `keep` holds.
     let fire_where = |keep: &dyn Fn(&[u8]) -> bool| {
         let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
@@ -822,21 +821,26 @@ fn second_regimes(firsts: &[Predicate], scope: &Scope, set: &SearchSettings, val
         let outside: Vec<[f64; MAX_CODES]> = (0..N_COV).map(|k| std::array::from_fn(|c| fit.bins[k][c] - inside[k][c])).collect();
         let outside_fire = fire_where(&|codes| !p.holds(codes));
         let used: Vec<Covariate> = p.atoms.iter().map(|a| a.covariate).collect();
-        let widened = |w: f64, f: f64| detector(in_weight + w, in_fire + f, fit_ranked, fit.total).map_or(f64::NEG_INFINITY, |d| d.auroc);
+        // AUROC on the fit cells of P widened by the steps of `a` outside P (counts `w`, firing `f`).
+        let widened = |a: Atom, w: &[[f64; MAX_CODES]], f: &[[f64; MAX_CODES]]| detector(in_weight + sum(&a, w), in_fire + sum(&a, f), fit_ranked, fit.total).map(|d| (a, d.auroc));
         let atoms = || coded.codings.iter().filter(|c| !used.contains(&c.covariate)).flat_map(atoms_of);
-        let Some(c) = atoms().max_by(|x, y| widened(sum(x, &outside), sum(x, &outside_fire)).total_cmp(&widened(sum(y, &outside), sum(y, &outside_fire)))) else { continue };
+        let Some(c) = best_by_auroc(atoms().filter_map(|a| widened(a, &outside, &outside_fire))) else { continue };
         let second = if p.atoms.len() == 2 {
             vec![c]
         } else {
             // D among the steps outside P where C holds: C's joint counts less those inside P.
             let inside_c = coded.counts_where(&Predicate::all(vec![p.atoms[0], c]), fit);
-            let outside_c: Vec<[f64; MAX_CODES]> =
-                (0..N_COV).map(|l| if l == c.covariate.index() { [0.0; MAX_CODES] } else { std::array::from_fn(|x| fit.conditional_bins(&c, l)[x] - inside_c[l][x]) }).collect();
+            let outside_c: Vec<[f64; MAX_CODES]> = (0..N_COV)
+                .map(|l| {
+                    if l == c.covariate.index() {
+                        return [0.0; MAX_CODES];
+                    }
+                    let with_c = fit.conditional_bins(&c, l);
+                    std::array::from_fn(|x| with_c[x] - inside_c[l][x])
+                })
+                .collect();
             let fire_c = fire_where(&|codes| !p.holds(codes) && c.contains(codes[c.covariate.index()]));
-            let Some(d) = atoms().filter(|d| d.covariate != c.covariate).max_by(|x, y| widened(sum(x, &outside_c), sum(x, &fire_c)).total_cmp(&widened(sum(y, &outside_c), sum(y, &fire_c))))
-            else {
-                continue;
-            };
+            let Some(d) = best_by_auroc(atoms().filter(|d| d.covariate != c.covariate).filter_map(|a| widened(a, &outside_c, &fire_c))) else { continue };
             vec![c, d]
         };
         let both = Predicate { or: second, ..p.clone() };
@@ -848,6 +852,16 @@ fn second_regimes(firsts: &[Predicate], scope: &Scope, set: &SearchSettings, val
         }
     }
     out
+}
+
+/// The atom of the highest AUROC (of equals, the last).
+fn best_by_auroc(scored: impl Iterator<Item = (Atom, f64)>) -> Option<Atom> {
+    scored.max_by(|x, y| x.1.total_cmp(&y.1)).map(|x| x.0)
+}
+
+/// F1 of a predicate on the cells `w` weighs (0 where it cannot be scored).
+fn f1_on(p: &Predicate, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> f64 {
+    score_detector(p, &firing.steps, ranked, coded, w).map_or(0.0, |d| d.f1)
 }
 
 /// Firing weight of the steps where `p` holds.

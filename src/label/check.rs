@@ -76,7 +76,7 @@ pub fn check_labels(labels: &Path, dataset_dir: &Path, record_dir: &Path, cfg: &
     let (_, source, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
     let mut accepted: Vec<(u32, u32)> = labels.iter().filter(|l| l.accepted).map(|l| (l.layer, l.feature)).collect();
     accepted.sort_unstable();
-    let acts = SparseActivations { cell_ids: source.cell_ids()?, cell_rows: source.cell_rows().to_vec(), features: source.load(&accepted)? };
+    let acts = SparseActivations { cell_ids: source.cell_ids().to_vec(), cell_rows: source.cell_rows().to_vec(), features: source.load(&accepted)? };
     let checks = check(&labels, codings, &acts, &covariates, cfg);
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     check_table(&checks).write(&out_dir.join(CHECK_FILE))?;

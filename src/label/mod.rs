@@ -218,18 +218,11 @@ pub fn label_features_with_codings(acts: &dyn ActivationSource, covariates: Vec<
     Ok((labels, coded.codings))
 }
 
-/// The activations of the features of `labels` at `indices` (ascending), in that order.
+/// The activations of the features of `labels` at `indices` (ascending), in that order: labels
+/// are in (layer, feature) order, so their keys ascend as the source wants them.
 fn load_labelled(acts: &dyn ActivationSource, labels: &[FeatureLabel], indices: &[usize]) -> Result<Vec<FeatureActivations>> {
-    let mut keys: Vec<(u32, u32)> = indices.iter().map(|&i| (labels[i].layer, labels[i].feature)).collect();
-    keys.sort_unstable();
-    let loaded = acts.load(&keys)?;
-    Ok(indices
-        .iter()
-        .map(|&i| {
-            let at = keys.binary_search(&(labels[i].layer, labels[i].feature)).expect("loaded");
-            loaded[at].clone()
-        })
-        .collect())
+    let keys: Vec<(u32, u32)> = indices.iter().map(|&i| (labels[i].layer, labels[i].feature)).collect();
+    acts.load(&keys)
 }
 
 fn check_inputs(cell_rows: &[usize], covariates: &[Covariates], cells: &[CellInfo]) -> Result<()> {

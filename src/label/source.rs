@@ -50,17 +50,17 @@ impl ActivationSource for SparseActivations {
 /// A `voltlens record` folder, read a chunk of features at a time.
 pub struct RecordSource {
     dir: PathBuf,
+    cell_ids: Vec<String>,
     cell_rows: Vec<usize>,
     chunk_entries: usize,
-    /// Firing steps per feature from the counting pass, (layer, feature) order: sizes each
-    /// loaded feature's buffers exactly.
-    totals: OnceLock<Vec<((u32, u32), usize)>>,
+    /// The counting pass, made once: it also sizes each loaded feature's buffers exactly.
+    counts: OnceLock<Vec<FiringCounts>>,
 }
 
 impl RecordSource {
     pub fn open(dir: &Path) -> Result<RecordSource> {
-        let record = RecordDir::open(dir)?;
-        Ok(RecordSource { dir: dir.to_path_buf(), cell_rows: record.summary.cell_rows, chunk_entries: CHUNK_ENTRIES, totals: OnceLock::new() })
+        let summary = RecordDir::open(dir)?.summary;
+        Ok(RecordSource { dir: dir.to_path_buf(), cell_ids: summary.cell_ids, cell_rows: summary.cell_rows, chunk_entries: CHUNK_ENTRIES, counts: OnceLock::new() })
     }
 
     /// Loads at most `entries` firing entries at once (a larger feature alone).
@@ -68,8 +68,8 @@ impl RecordSource {
         RecordSource { chunk_entries: entries.max(1), ..self }
     }
 
-    pub fn cell_ids(&self) -> Result<Vec<String>> {
-        Ok(RecordDir::open(&self.dir)?.summary.cell_ids)
+    pub fn cell_ids(&self) -> &[String] {
+        &self.cell_ids
     }
 }
 
@@ -79,15 +79,17 @@ impl ActivationSource for RecordSource {
     }
 
     fn counts(&self) -> Result<Vec<FiringCounts>> {
+        if let Some(counts) = self.counts.get() {
+            return Ok(counts.clone());
+        }
         let counts = firing_counts(&self.dir)?;
-        let _ = self.totals.set(counts.iter().map(|c| ((c.layer, c.feature), c.total())).collect());
-        Ok(counts)
+        Ok(self.counts.get_or_init(|| counts).clone())
     }
 
     fn load(&self, keys: &[(u32, u32)]) -> Result<Vec<FeatureActivations>> {
         let size = |k: (u32, u32)| {
-            let totals = self.totals.get().map_or(&[][..], Vec::as_slice);
-            totals.binary_search_by_key(&k, |t| t.0).map_or(0, |i| totals[i].1)
+            let counts = self.counts.get().map_or(&[][..], Vec::as_slice);
+            counts.binary_search_by_key(&k, |c| (c.layer, c.feature)).map_or(0, |i| counts[i].total())
         };
         Ok(read_sparse_where(&self.dir, &|k| keys.binary_search(&k).is_ok().then(|| size(k)))?.features)
     }

@@ -51,7 +51,7 @@ pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConf
     use rayon::prelude::*;
     let cells = Dataset::load_cells(dataset_dir)?;
     let acts = RecordSource::open(record_dir)?;
-    if acts.cell_ids()?.iter().ne(cells.iter().map(|c| &c.cell_id)) {
+    if acts.cell_ids().iter().ne(cells.iter().map(|c| &c.cell_id)) {
         return Err(Error::Config(format!(
             "label: the record in {} was made over other cells than {}",
             record_dir.display(),
