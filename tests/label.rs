@@ -249,6 +249,23 @@ fn protocol_metadata_flags_single_cell_features_and_protocol_effects() {
     assert!(csv.lines().next().unwrap().contains("best_q_value"));
 }
 
+/// Same counts, same table, bit for bit: η² sums its groups in a fixed order (polars' hash
+/// group-by returns groups in thread-dependent order).
+#[test]
+fn protocol_effects_are_bit_reproducible() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let counts: Vec<voltlens::mine::FiringCounts> = (0..3000u32)
+        .map(|i| voltlens::mine::FiringCounts { layer: i % 3, feature: i / 3, per_cell: covs.iter().map(|c| rng.gen_range(0..c.len() as u32)).collect() })
+        .collect();
+    let table = || voltlens::label::metadata::protocol_effects(&counts, &covs, &ds.cells).unwrap();
+    let first = table();
+    for _ in 0..5 {
+        assert!(table().equals_missing(&first), "protocol_effects differs between two runs on the same counts");
+    }
+}
+
 /// Timing, not behaviour: `cargo test --test label -- --ignored --nocapture` prints labelling
 /// time per 1,000 features of transcoder-like sparsity (0.3–5 % density) on the shipped cells.
 #[test]

@@ -64,15 +64,22 @@ fn keys() -> [Expr; 2] {
     [col("layer"), col("feature")]
 }
 
+/// A left join that keeps the left rows' order. Order matters: η² sums over groups, and polars'
+/// hash group-bys and joins otherwise return rows in a thread-dependent order, which changes the
+/// sums' last bits from run to run (hence the stable group-bys too).
+fn left_join() -> JoinArgs {
+    JoinArgs { maintain_order: MaintainOrderJoin::Left, ..JoinArgs::new(JoinType::Left) }
+}
+
 /// η² of the firing rate grouped by `group`, per feature.
 fn eta_squared(joined: &LazyFrame, overall: &LazyFrame, group: &str, name: &str) -> LazyFrame {
     let between = col("group_n").cast(DataType::Float64) * (col("group_mean") - col("mean_rate")) * (col("group_mean") - col("mean_rate"));
     joined
         .clone()
-        .group_by([col("layer"), col("feature"), col(group)])
+        .group_by_stable([col("layer"), col("feature"), col(group)])
         .agg([col("firing_rate").mean().alias("group_mean"), len().alias("group_n")])
-        .join(overall.clone(), keys(), keys(), JoinArgs::new(JoinType::Left))
-        .group_by(keys())
+        .join(overall.clone(), keys(), keys(), left_join())
+        .group_by_stable(keys())
         .agg([between.sum().alias("ss_between"), col("ss_total").first().alias("ss_total")])
         .select([
             col("layer"),
@@ -87,10 +94,10 @@ pub fn protocol_effects(counts: &[FiringCounts], covariates: &[Covariates], cell
     let cell_rows: Vec<usize> = covariates.iter().map(|c| c.len()).collect();
     let rates = firing_rates(counts, cells, &cell_rows)?.lazy();
     let groups = cell_groups(cells, covariates)?.lazy();
-    let joined = rates.join(groups, [col("cell_id")], [col("cell_id")], JoinArgs::new(JoinType::Left));
+    let joined = rates.join(groups, [col("cell_id")], [col("cell_id")], left_join());
     let fires = col("firing_rate").gt(lit(0.0));
     let deviation = col("firing_rate") - col("firing_rate").mean();
-    let overall = joined.clone().group_by(keys()).agg([
+    let overall = joined.clone().group_by_stable(keys()).agg([
         col("firing_rate").mean().alias("mean_rate"),
         (deviation.clone() * deviation).sum().alias("ss_total"),
         fires.clone().cast(DataType::UInt32).sum().alias("cells_firing"),
@@ -98,7 +105,7 @@ pub fn protocol_effects(counts: &[FiringCounts], covariates: &[Covariates], cell
     ]);
     let mut out = overall.clone();
     for (group, name) in [("protocol", "eta2_protocol"), ("ambient_temperature_c", "eta2_ambient_temperature"), ("cell_c_rate", "eta2_c_rate")] {
-        out = out.join(eta_squared(&joined, &overall, group, name), keys(), keys(), JoinArgs::new(JoinType::Left));
+        out = out.join(eta_squared(&joined, &overall, group, name), keys(), keys(), left_join());
     }
     out.with_columns([
         col("cells_firing").eq(lit(1u32)).alias("fires_in_one_cell"),
