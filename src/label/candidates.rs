@@ -197,7 +197,9 @@ pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
         }
         (Candidate::Detector(p), Candidate::Detector(q)) => {
             let alike = |a: &[Atom], b: &[Atom]| a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.covariate == y.covariate && x.overlap(y) >= 0.5));
-            p.any == q.any && alike(&p.atoms, &q.atoms) && alike(&p.or, &q.or)
+            // "A while B, or C" is "C, or A while B": a two-regime predicate matches either way round.
+            let swapped = !p.any && !p.or.is_empty() && alike(&p.atoms, &q.or) && alike(&p.or, &q.atoms);
+            p.any == q.any && ((alike(&p.atoms, &q.atoms) && alike(&p.or, &q.or)) || swapped)
         }
         _ => false,
     }
@@ -909,4 +911,19 @@ fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, valida
         out.push(Scored { candidate, score, g });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_two_regime_label_is_the_same_either_way_round() {
+        let (a, b, c) = (Atom::interval(Covariate::Voltage, 18, 22), Atom::interval(Covariate::Current, 3, 6), Atom::interval(Covariate::DvDt, 0, 2));
+        let two_regimes = |first: Vec<Atom>, or: Vec<Atom>| Candidate::Detector(Predicate { atoms: first, any: false, or });
+        assert!(same_label(&two_regimes(vec![a, b], vec![c]), &two_regimes(vec![c], vec![a, b])));
+        assert!(same_label(&two_regimes(vec![a, b], vec![c]), &two_regimes(vec![b, a], vec![c])));
+        assert!(!same_label(&two_regimes(vec![a, b], vec![c]), &two_regimes(vec![a], vec![b, c])), "(A ∧ B) ∨ C is not A ∨ (B ∧ C)");
+        assert!(!same_label(&two_regimes(vec![a, b], vec![c]), &Candidate::all(vec![a, b])));
+    }
 }
