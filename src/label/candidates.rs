@@ -225,8 +225,9 @@ impl Candidate {
 }
 
 /// Every step of a dataset coded, plus per-cell code counts for the weighted totals.
-/// Memory: 15 bytes per step plus ~240 kB of joint counts per cell (105 covariate pairs ×
-/// 24² codes), which is what lets conjunctions be counted without a pass over all steps.
+/// Memory: one byte per covariate and step, plus each cell's joint counts of covariate pairs
+/// (stored sparsely: [`CellJoint`]), which is what lets conjunctions be counted without a pass
+/// over all steps.
 pub struct CodedSteps {
     pub codings: Vec<Coding>,
     /// `codes[step * N_COV + k]`, steps numbered cell after cell.
@@ -235,8 +236,38 @@ pub struct CodedSteps {
     pub cell_offsets: Vec<usize>,
     /// Per cell: `[k][code]` counts.
     cell_counts: Vec<Vec<[u32; MAX_CODES]>>,
-    /// Per cell: joint counts of covariate pairs k < l, `[pair][code_k * MAX_CODES + code_l]`.
-    cell_joint: Vec<Vec<Vec<u32>>>,
+    cell_joint: Vec<CellJoint>,
+}
+
+/// One cell's joint counts of covariate pairs k < l, slot `code_k * MAX_CODES + code_l`, only
+/// the non-zero slots. Covariates move together (SOC and voltage, step kind and current), so
+/// most slots of a pair are empty, and a dense table (~440 kB a cell) made memory grow with the
+/// number of cells.
+struct CellJoint {
+    /// Where each pair's slots start in `slots` and `counts` (N_PAIRS + 1 entries).
+    start: Vec<u32>,
+    slots: Vec<u16>,
+    counts: Vec<u32>,
+}
+
+impl CellJoint {
+    fn from_dense(joint: &[Vec<u32>]) -> CellJoint {
+        let mut out = CellJoint { start: vec![0], slots: Vec::new(), counts: Vec::new() };
+        for table in joint {
+            for (slot, &n) in table.iter().enumerate().filter(|(_, n)| **n > 0) {
+                out.slots.push(slot as u16);
+                out.counts.push(n);
+            }
+            out.start.push(out.slots.len() as u32);
+        }
+        out
+    }
+
+    /// The non-zero (slot, count) of pair `p`.
+    fn pair(&self, p: usize) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let range = self.start[p] as usize..self.start[p + 1] as usize;
+        self.slots[range.clone()].iter().map(|&s| s as usize).zip(self.counts[range].iter().copied())
+    }
 }
 
 /// Index of the unordered pair (k, l), k ≠ l, in the upper triangle.
@@ -289,7 +320,7 @@ impl CodedSteps {
                         }
                     }
                 }
-                (counts, joint)
+                (counts, CellJoint::from_dense(&joint))
             })
             .unzip();
         self.cell_counts = counts;
@@ -358,7 +389,15 @@ impl CodedSteps {
 
     /// Step counts per code of covariate `l` among cell `c`'s steps where `a` holds.
     pub fn cell_conditional_counts(&self, c: usize, a: &Atom, l: usize) -> [u32; MAX_CODES] {
-        conditional(&self.cell_joint[c], a, l)
+        let k = a.covariate.index();
+        let mut out = [0u32; MAX_CODES];
+        for (slot, n) in self.cell_joint[c].pair(pair_index(k, l)) {
+            let (x, y) = if k < l { (slot / MAX_CODES, slot % MAX_CODES) } else { (slot % MAX_CODES, slot / MAX_CODES) };
+            if a.contains(x as u8) {
+                out[y] += n;
+            }
+        }
+        out
     }
 
     /// The codes of every covariate at one global step.
@@ -384,9 +423,9 @@ impl CodedSteps {
                     *b += w * n as f64;
                 }
             }
-            for (p, counts) in self.cell_joint[c].iter().enumerate() {
-                for (slot, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    joint[p][slot] += w * n as f64;
+            for (p, table) in joint.iter_mut().enumerate() {
+                for (slot, n) in self.cell_joint[c].pair(p) {
+                    table[slot] += w * n as f64;
                 }
             }
         }
@@ -446,21 +485,16 @@ impl Weighting {
 
     /// Weighted counts per code of covariate `l` among steps where `a` holds.
     pub fn conditional_bins(&self, a: &Atom, l: usize) -> [f64; MAX_CODES] {
-        conditional(&self.joint, a, l)
-    }
-}
-
-/// Counts per code of covariate `l` among steps where `a` holds, from joint count tables.
-fn conditional<T: Copy + Default + std::ops::AddAssign>(joint: &[Vec<T>], a: &Atom, l: usize) -> [T; MAX_CODES] {
-    let k = a.covariate.index();
-    let table = &joint[pair_index(k, l)];
-    let mut out = [T::default(); MAX_CODES];
-    for x in a.codes() {
-        for (y, slot) in out.iter_mut().enumerate() {
-            *slot += if k < l { table[x * MAX_CODES + y] } else { table[y * MAX_CODES + x] };
+        let k = a.covariate.index();
+        let table = &self.joint[pair_index(k, l)];
+        let mut out = [0.0; MAX_CODES];
+        for x in a.codes() {
+            for (y, slot) in out.iter_mut().enumerate() {
+                *slot += if k < l { table[x * MAX_CODES + y] } else { table[y * MAX_CODES + x] };
+            }
         }
+        out
     }
-    out
 }
 
 /// The name of the code that gathers what a label may not name: protocols of a single cell
@@ -809,7 +843,7 @@ fn second_regimes(firsts: &[Predicate], scope: &Scope, set: &SearchSettings, val
             let codes = coded.step(step as usize);
             if fit_ranked.weight[i] > 0.0 && keep(codes) {
                 for (k, &c) in codes.iter().enumerate() {
-                    out[k][c as usize] += fit_ranked.weight[i];
+                    out[k][c as usize] += fit_ranked.weight[i] as f64;
                 }
             }
         }
@@ -868,7 +902,7 @@ fn f1_on(p: &Predicate, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, w:
 
 /// Firing weight of the steps where `p` holds.
 fn sum_fire(firing: &Firing, ranked: &Ranked, coded: &CodedSteps, p: &Predicate) -> f64 {
-    firing.steps.iter().zip(&ranked.weight).filter(|(&s, &w)| w > 0.0 && p.holds(coded.step(s as usize))).map(|(_, &w)| w).sum()
+    firing.steps.iter().zip(&ranked.weight).filter(|(&s, &w)| w > 0.0 && p.holds(coded.step(s as usize))).map(|(_, &w)| w as f64).sum()
 }
 
 /// A monotone tracker of a continuous covariate: direction from the sign of Spearman,

@@ -10,9 +10,9 @@ use crate::mine::{FeatureActivations, FiringCounts, SparseActivations};
 use crate::record::{firing_counts, read_sparse_where, RecordDir};
 use crate::Result;
 
-/// Firing entries a chunk of features holds at most by default: 4 Mi entries, 32 MiB of rows
-/// and values; the quickstart's record (4.0 M entries) is one chunk.
-pub const CHUNK_ENTRIES: usize = 4 << 20;
+/// Firing entries a chunk of features holds at most by default: 2 Mi entries, 16 MiB of rows
+/// and values (the quickstart's record, 4.0 M entries, takes two passes).
+pub const CHUNK_ENTRIES: usize = 2 << 20;
 
 /// A set of features' activations over one dataset's cells.
 pub trait ActivationSource: Sync {
