@@ -355,12 +355,16 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let set = cfg.search_settings();
     let firing = firing_of(f, coded);
     let total_steps = *coded.cell_offsets.last().expect("offsets") as f64;
-    let explain_ranked = rank(&firing, &halves.explain);
-    let (fit_ranked, check_ranked) = (rank(&firing, &halves.fit), rank(&firing, &halves.check));
-    let validation = Validation { fit: &halves.fit, fit_ranked: &fit_ranked, check: &halves.check, check_ranked: &check_ranked };
-    let test_ranked = rank(&firing, &halves.test);
-    let testable = Testable { held_out: &halves.test, quiet: test_ranked.fire_weight < halves.test.total };
-    let (mut top, baseline) = search(&firing, &explain_ranked, coded, &halves.explain, &set, Some(&validation), Some(&testable));
+    let test_fire_weight: f64 = firing.cells.iter().map(|&c| halves.test.cell_weight[c as usize]).sum();
+    let testable = Testable { held_out: &halves.test, quiet: test_fire_weight < halves.test.total };
+    // Each ranking holds 12 bytes per firing step; the explain ones go before the stability
+    // search ranks its resamples, the test one comes after, so that few are alive at once.
+    let (mut top, baseline) = {
+        let explain_ranked = rank(&firing, &halves.explain);
+        let (fit_ranked, check_ranked) = (rank(&firing, &halves.fit), rank(&firing, &halves.check));
+        let validation = Validation { fit: &halves.fit, fit_ranked: &fit_ranked, check: &halves.check, check_ranked: &check_ranked };
+        search(&firing, &explain_ranked, coded, &halves.explain, &set, Some(&validation), Some(&testable))
+    };
     // The label is the strongest candidate on the explain cells that is also stable there; the
     // choice sees no test cell, so the held-out scores stay honest.
     let mut stabilities = stability_of(&top, &firing, coded, halves, &testable, &set, cfg.stability_tie);
@@ -368,6 +372,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
         top[..=first_stable].rotate_right(1);
         stabilities[..=first_stable].rotate_right(1);
     }
+    let test_ranked = rank(&firing, &halves.test);
     let null_shifts = null::ShiftNull { seed, n: cfg.n_shifts };
     let held_out = |s: &Scored| held_out(s, &firing, &test_ranked, coded, &halves.test, &null_shifts, &set);
     let candidates: Vec<CandidateResult> = top.iter().map(held_out).collect();
