@@ -249,6 +249,40 @@ fn protocol_metadata_flags_single_cell_features_and_protocol_effects() {
     assert!(csv.lines().next().unwrap().contains("best_q_value"));
 }
 
+/// Sibling AUROC (DESIGN §5 step 2): features that fire on the same steps cannot be told apart
+/// by any label (0.5), and the contrastive term splits two features that share a label but fire
+/// at different temperatures.
+#[test]
+fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
+    use voltlens::label::candidates::{Atom, CodedSteps, Predicate};
+    use voltlens::label::siblings::Contrast;
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let coded = CodedSteps::new(&covs, &vec![true; covs.len()]);
+    let all = coded.weighting(vec![1.0; covs.len()]);
+    let n_steps = *coded.cell_offsets.last().unwrap();
+    let code = |s: usize, k: Covariate| coded.step(s)[k.index()] as usize;
+    // The shared label: the lower half of the voltage bins.
+    let volt = &coded.codings[Covariate::Voltage.index()];
+    let label = Predicate::all(vec![Atom::interval(Covariate::Voltage, 0, volt.n_codes() / 2)]);
+    let inside: Vec<u32> = (0..n_steps).filter(|&s| label.holds(coded.step(s))).map(|s| s as u32).collect();
+    let duplicates = [inside.as_slice(), inside.as_slice(), inside.as_slice()];
+    let twin = Contrast::new(&duplicates, 0);
+    assert!((twin.auroc(&label, &coded, &all) - 0.5).abs() < 1e-9, "features firing together: sibling AUROC 0.5");
+    assert!(twin.best_extra_term(&label, &coded, &all).is_none_or(|(_, auroc)| auroc <= 0.5 + 1e-9), "no term separates identical firing");
+
+    // Two features inside the label, one where the temperature code is high, one where it is low.
+    let temperature = Covariate::Temperature;
+    let mid = coded.codings[temperature.index()].n_codes() / 2;
+    let (warm, cool): (Vec<u32>, Vec<u32>) = inside.iter().partition(|&&s| code(s as usize, temperature) >= mid);
+    assert!(warm.len() > 100 && cool.len() > 100, "both halves fire");
+    let split = Contrast::new(&[warm.as_slice(), cool.as_slice()], 0);
+    assert!((split.auroc(&label, &coded, &all) - 0.5).abs() < 1e-9, "the shared label alone cannot tell them apart");
+    let (refined, auroc) = split.refine(&label, &coded, &all).expect("a contrastive term");
+    assert!(auroc > 0.95, "the contrastive term separates them: sibling AUROC {auroc}");
+    assert!(refined.atoms.iter().any(|a| a.covariate == temperature), "the term is on temperature: {refined:?}");
+}
+
 /// Same counts, same table, bit for bit: η² sums its groups in a fixed order (polars' hash
 /// group-by returns groups in thread-dependent order).
 #[test]
@@ -257,7 +291,7 @@ fn protocol_effects_are_bit_reproducible() {
     let covs = covariates_of(&ds);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let counts: Vec<voltlens::mine::FiringCounts> = (0..3000u32)
-        .map(|i| voltlens::mine::FiringCounts { layer: i % 3, feature: i / 3, per_cell: covs.iter().map(|c| rng.gen_range(0..c.len() as u32)).collect() })
+        .map(|i| voltlens::mine::FiringCounts { layer: i % 3, feature: i / 3, per_cell: covs.iter().map(|c| rng.random_range(0..c.len() as u32)).collect() })
         .collect();
     let table = || voltlens::label::metadata::protocol_effects(&counts, &covs, &ds.cells).unwrap();
     let first = table();

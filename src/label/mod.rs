@@ -31,7 +31,7 @@ use crate::data::cells::CellInfo;
 use crate::mine::FeatureActivations;
 use source::ActivationSource;
 use crate::{Error, Result};
-use candidates::{search, Candidate, CodedSteps, Predicate, Score, Scored, SearchSettings, Testable, Validation, Weighting};
+use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Testable, Validation, Weighting};
 use covariates::Covariates;
 use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked, TrackerScale};
 
@@ -550,12 +550,7 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, c
             let Candidate::Detector(p) = labels[i].candidates[0].candidate.clone() else { continue };
             let before = contrast.auroc(&p, coded, &halves.test);
             labels[i].sibling_auroc = before;
-            // A term narrows the first clause only; "A while B, or C" gets none.
-            if p.atoms.len() >= siblings::MAX_TERMS || !p.or.is_empty() {
-                continue;
-            }
-            let Some((extra, explain_gain)) = contrast.best_extra_term(&p, coded, &halves.explain) else { continue };
-            let refined = Predicate { atoms: p.atoms.iter().copied().chain([extra]).collect(), ..p.clone() };
+            let Some((refined, explain_gain)) = contrast.refine(&p, coded, &halves.explain) else { continue };
             let after = contrast.auroc(&refined, coded, &halves.test);
             if explain_gain < contrast.auroc(&p, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
                 continue;

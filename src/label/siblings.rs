@@ -3,10 +3,13 @@
 //! from where its siblings fire, and a sibling AUROC: how well its label ranks its own firing
 //! steps above its siblings' (0.5 = the label cannot tell them apart).
 //!
-//! Sibling AUROC of a predicate P for feature f, over steps where f or a sibling fires:
-//! ½·(share of f's firing steps inside P + share of sibling-only steps outside P).
+//! Sibling AUROC of a predicate P for feature f: ½·(share of f's firing steps inside P + share
+//! of its siblings' firing steps outside P). A step where both fire counts on both sides, so
+//! features that fire together score 0.5: no label can tell them apart. (Counting only the
+//! steps where a sibling fires and f does not made such near-duplicates look well separated:
+//! what is left of a sibling's firing is mostly outside the shared label.)
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::label::candidates::{atoms_of, Atom, CodedSteps, Predicate, Weighting, MAX_CODES, N_COV};
 
@@ -15,20 +18,20 @@ pub const MAX_TERMS: usize = 3;
 /// Sibling AUROC a contrastive term must add, on the explain cells and again held out.
 pub const MIN_SIBLING_GAIN: f64 = 0.05;
 
-/// Where one feature fires and where only its siblings do.
+/// Where one feature fires and where its siblings do.
 pub struct Contrast {
     pub own: Vec<u32>,
-    pub siblings_only: Vec<u32>,
+    /// Steps where any sibling fires, each once.
+    pub siblings: Vec<u32>,
 }
 
 impl Contrast {
     /// `group[i]` are the firing steps of the i-th sibling; the contrast of `member`.
     pub fn new(group: &[&[u32]], member: usize) -> Contrast {
-        let own: HashSet<u32> = group[member].iter().copied().collect();
-        let mut siblings_only: Vec<u32> = group.iter().enumerate().filter(|(i, _)| *i != member).flat_map(|(_, s)| s.iter().copied()).filter(|s| !own.contains(s)).collect();
-        siblings_only.sort_unstable();
-        siblings_only.dedup();
-        Contrast { own: group[member].to_vec(), siblings_only }
+        let mut siblings: Vec<u32> = group.iter().enumerate().filter(|(i, _)| *i != member).flat_map(|(_, s)| s.iter().copied()).collect();
+        siblings.sort_unstable();
+        siblings.dedup();
+        Contrast { own: group[member].to_vec(), siblings }
     }
 
     /// Sibling AUROC of a detector's predicate on the cells `w` weighs; NaN without both kinds
@@ -45,13 +48,29 @@ impl Contrast {
             }
             if total > 0.0 { inside / total } else { f64::NAN }
         };
-        0.5 * (share_inside(&self.own) + 1.0 - share_inside(&self.siblings_only))
+        0.5 * (share_inside(&self.own) + 1.0 - share_inside(&self.siblings))
+    }
+
+    /// The more specific label for this sibling, with its sibling AUROC on `w`: the predicate
+    /// narrowed by one more term ([`Contrast::best_extra_term`]), or, for a two-regime label,
+    /// which has no room for a term, the one regime that best separates own from sibling firing
+    /// ("A while B, or C" → "A while B" when the siblings fire where C holds).
+    pub fn refine(&self, p: &Predicate, coded: &CodedSteps, w: &Weighting) -> Option<(Predicate, f64)> {
+        if p.or.is_empty() {
+            if p.atoms.len() >= MAX_TERMS {
+                return None;
+            }
+            let (extra, auroc) = self.best_extra_term(p, coded, w)?;
+            return Some((Predicate { atoms: p.atoms.iter().copied().chain([extra]).collect(), ..p.clone() }, auroc));
+        }
+        let regimes = [Predicate { atoms: p.atoms.clone(), any: p.any, or: Vec::new() }, Predicate::all(p.or.clone())];
+        regimes.into_iter().map(|r| (self.auroc(&r, coded, w), r)).max_by(|x, y| x.0.total_cmp(&y.0)).map(|(auroc, r)| (r, auroc))
     }
 
     /// The atom of a covariate not yet in the predicate that, added to its atoms, best separates
     /// own from sibling firing on `w`, with that sibling AUROC.
     pub fn best_extra_term(&self, p: &Predicate, coded: &CodedSteps, w: &Weighting) -> Option<(Atom, f64)> {
-        // Per covariate and code, the weight of own / sibling-only steps where `p` holds.
+        // Per covariate and code, the weight of own / sibling firing steps where `p` holds.
         let counts = |steps: &[u32]| {
             let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
             let mut total = 0.0;
@@ -67,7 +86,7 @@ impl Contrast {
             }
             (out, total)
         };
-        let ((own, own_total), (sib, sib_total)) = (counts(&self.own), counts(&self.siblings_only));
+        let ((own, own_total), (sib, sib_total)) = (counts(&self.own), counts(&self.siblings));
         if own_total <= 0.0 || sib_total <= 0.0 {
             return None;
         }
