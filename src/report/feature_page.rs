@@ -207,6 +207,15 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
     } else {
         let _ = writeln!(html, "<p class=\"verdict\"><span class=\"no\">Unexplained.</span> Closest: {}</p>", escape(&best.sentence));
     }
+    if l.accepted && l.siblings > 0 {
+        let (n, plural) = (l.siblings, l.siblings > 1);
+        let auroc = if l.sibling_auroc.is_finite() {
+            format!(" Sibling AUROC {}: how well the label ranks this feature's firing steps above theirs on the test cells (0.5 = it cannot tell them apart).", num(l.sibling_auroc))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(html, "<p class=\"hint\">{n} other feature{} share{} this sentence.{auroc}</p>", if plural { "s" } else { "" }, if plural { "" } else { "s" });
+    }
     html.push_str("<table class=\"data\" id=\"checks\"><tr><th>acceptance check</th><th>value</th><th>threshold</th><th></th></tr>");
     for c in crate::report::acceptance_checks(l, &ctx.label_cfg) {
         let (class, verdict) = if c.pass { ("pass", "pass") } else { ("fail", "fails") };
