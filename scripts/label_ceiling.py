@@ -7,7 +7,9 @@ scores a predicate, which says only yes or no (AUROC = (1 + TPR - FPR) / 2). Thi
 -2 and -3 decision trees (balanced classes) on the label run's explain cells and scores their
 yes/no prediction on its test cells (from `split.csv`), for a sample of features, beside the
 labeller's accepted share of the same features. A tree faces no stability, q or raw-V/I test,
-so its share is an upper bound, not a target.
+so its share is an upper bound, not a target. Beside each yes/no share it prints the same tree's
+graded share (its leaf probabilities ranked, as the yardstick scores them): the gap between the two
+is what a graded detector ("fires most when …, less when …") could add.
 
 usage: label_ceiling.py RECORD_DIR LABEL_DIR [N_FEATURES=200] [SEED=0]
 needs: pip install numpy pandas pyarrow scikit-learn
@@ -18,6 +20,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from sklearn.metrics import roc_auc_score
 from sklearn.tree import DecisionTreeClassifier
 
 record, label_dir = sys.argv[1], sys.argv[2]
@@ -51,8 +54,9 @@ for key in keys[:n_features]:
         said = tree.fit(X[~test], fires[~test]).predict(X[test]).astype(bool)
         truth = fires[test]
         row[f"depth{depth}"] = 0.5 * (1 + said[truth].mean() - said[~truth].mean())
+        row[f"graded{depth}"] = roc_auc_score(truth, tree.predict_proba(X[test])[:, 1])
     rows.append(row)
 d = pd.DataFrame(rows)
 print(f"{len(d)} features on {len(held_out)} test cells; yes/no AUROC >= 0.85: "
-      + ", ".join(f"depth-{k} tree {(d[f'depth{k}'] >= 0.85).mean():.1%}" for k in (1, 2, 3))
+      + ", ".join(f"depth-{k} tree {(d[f'depth{k}'] >= 0.85).mean():.1%} (graded {(d[f'graded{k}'] >= 0.85).mean():.1%})" for k in (1, 2, 3))
       + f"; labeller accepted {d.accepted.mean():.1%} of the same features")
