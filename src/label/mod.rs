@@ -522,10 +522,10 @@ fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: 
     informative.iter().zip(&agree).map(|(&n, &a)| if n == 0 { 0.0 } else { a as f64 / n as f64 }).collect()
 }
 
-/// Indices of accepted detectors grouped by sentence (groups of two or more).
+/// Indices of accepted labels grouped by sentence (groups of two or more).
 fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
-    let detectors = labels.iter().enumerate().filter(|(_, l)| l.accepted && matches!(l.candidates[0].candidate, Candidate::Detector(_)));
-    siblings::groups(detectors.map(|(i, l)| (i, l.candidates[0].sentence.as_str())))
+    let accepted = labels.iter().enumerate().filter(|(_, l)| l.accepted);
+    siblings::groups(accepted.map(|(i, l)| (i, l.candidates[0].sentence.as_str())))
 }
 
 /// The contrastive search (DESIGN §5 step 2): each sibling's label gets the extra term that best
@@ -536,7 +536,7 @@ fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
 fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<()> {
     let set = cfg.search_settings();
     let groups = sibling_groups(labels);
-    // Every sibling's activations in one pass: they are the accepted detectors with a shared
+    // Every sibling's activations in one pass: they are the accepted labels with a shared
     // sentence, a small share of the features.
     let mut members: Vec<usize> = groups.iter().flatten().copied().collect();
     members.sort_unstable();
@@ -547,7 +547,11 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, c
         let steps: Vec<&[u32]> = firings.iter().map(|f| f.steps.as_slice()).collect();
         for (m, &i) in group.iter().enumerate() {
             let contrast = siblings::Contrast::new(&steps, m);
-            let Candidate::Detector(p) = labels[i].candidates[0].candidate.clone() else { continue };
+            // A tracker gets its sibling AUROC but no contrastive term.
+            let Candidate::Detector(p) = labels[i].candidates[0].candidate.clone() else {
+                labels[i].sibling_auroc = contrast.tracker_auroc(&labels[i].candidates[0].candidate, coded, &halves.test);
+                continue;
+            };
             let before = contrast.auroc(&p, coded, &halves.test);
             labels[i].sibling_auroc = before;
             let Some((refined, explain_gain)) = contrast.refine(&p, coded, &halves.explain) else { continue };

@@ -11,7 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::label::candidates::{atoms_of, Atom, CodedSteps, Predicate, Weighting, MAX_CODES, N_COV};
+use crate::label::candidates::{atoms_of, Atom, Candidate, CodedSteps, Predicate, Weighting, MAX_CODES, MISSING, N_COV};
+use crate::label::scoring::TrackerScale;
 
 /// The most terms a label may have (DESIGN §5 step 2).
 pub const MAX_TERMS: usize = 3;
@@ -49,6 +50,37 @@ impl Contrast {
             if total > 0.0 { inside / total } else { f64::NAN }
         };
         0.5 * (share_inside(&self.own) + 1.0 - share_inside(&self.siblings))
+    }
+
+    /// Sibling AUROC of a tracker: how well its scale (the binned covariate, in the direction the
+    /// activation rises) ranks the feature's firing steps above its siblings' (ties count half;
+    /// steps with no value are left out). For a detector's yes/no score this is [`Contrast::auroc`].
+    pub fn tracker_auroc(&self, tracker: &Candidate, coded: &CodedSteps, w: &Weighting) -> f64 {
+        let (Some(scale), Candidate::Tracker { increasing, within, .. }) = (TrackerScale::of(tracker), tracker) else { return f64::NAN };
+        let histogram = |steps: &[u32]| {
+            let mut h = [0.0f64; MAX_CODES];
+            for &step in steps {
+                let code = scale.code(coded, coded.step(step as usize));
+                if code != MISSING {
+                    h[code] += w.cell_weight[coded.cell_of(step as usize)];
+                }
+            }
+            h
+        };
+        let (own, sib) = (histogram(&self.own), histogram(&self.siblings));
+        let (n_own, n_sib) = (own.iter().sum::<f64>(), sib.iter().sum::<f64>());
+        if n_own <= 0.0 || n_sib <= 0.0 {
+            return f64::NAN;
+        }
+        // A regime tracker's scale already runs in its direction.
+        let rising = *increasing || within.is_some();
+        let order: Vec<usize> = if rising { (0..MAX_CODES).collect() } else { (0..MAX_CODES).rev().collect() };
+        let (mut below, mut wins) = (0.0, 0.0);
+        for c in order {
+            wins += own[c] * (below + 0.5 * sib[c]);
+            below += sib[c];
+        }
+        wins / (n_own * n_sib)
     }
 
     /// The more specific label for this sibling, with its sibling AUROC on `w`: the predicate
@@ -105,7 +137,7 @@ impl Contrast {
     }
 }
 
-/// Indices of accepted detector labels grouped by sentence, groups of two or more only.
+/// Indices of accepted labels grouped by sentence, groups of two or more only.
 pub fn groups<'a>(sentences: impl Iterator<Item = (usize, &'a str)>) -> Vec<Vec<usize>> {
     let mut by_sentence: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, s) in sentences {
