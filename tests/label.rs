@@ -282,6 +282,15 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
     assert!(auroc > 0.95, "the contrastive term separates them: sibling AUROC {auroc}");
     assert!(refined.atoms.iter().any(|a| a.covariate == temperature), "the term is on temperature: {refined:?}");
 
+    // A two-regime label has no room for a term: the regime where only this feature fires is kept.
+    let warm_code = Atom::interval(temperature, mid, coded.codings[temperature.index()].n_codes() - 2);
+    let two_regimes = Predicate { atoms: label.atoms.clone(), any: false, or: vec![warm_code] };
+    let elsewhere: Vec<u32> = (0..n_steps).filter(|&s| two_regimes.holds(coded.step(s)) && !label.holds(coded.step(s))).map(|s| s as u32).collect();
+    let regimes = Contrast::new(&[inside.as_slice(), elsewhere.as_slice()], 0);
+    let (kept, auroc) = regimes.refine(&two_regimes, &coded, &all).expect("one regime");
+    assert_eq!(kept, Predicate::all(label.atoms.clone()), "the voltage regime, where this feature fires");
+    assert!(auroc > 0.99, "sibling AUROC {auroc}");
+
     // Trackers: "tracks temperature (rises with it)" ranks the warm feature above the cool one,
     // and cannot tell the duplicates apart.
     let tracker = voltlens::label::candidates::Candidate::Tracker { covariate: temperature, increasing: true, within: None };
