@@ -474,12 +474,11 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
 pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
     match candidate {
         Candidate::Detector(p) => score_detector(p, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
-        Candidate::Tracker { increasing, within, .. } => {
+        Candidate::Tracker { .. } => {
             let scale = TrackerScale::of(candidate).expect("a tracker");
             let n = scale.n_codes(coded);
             let stats = bin_stats_one(firing, steps, ranked, coded, w, &scale);
-            // A regime tracker's scale runs in its direction already.
-            let sign = if *increasing || within.is_some() { 1.0 } else { -1.0 };
+            let sign = if TrackerScale::rises(candidate) { 1.0 } else { -1.0 };
             let rho = within_cell_spearman(firing, steps, coded, w, &scale);
             let r2 = if g.len() >= n { r_squared(&stats, n, g) } else { f64::NAN };
             Score { auroc: f64::NAN, f1: f64::NAN, spearman: sign * rho, r2 }

@@ -81,6 +81,12 @@ impl TrackerScale {
         TrackerScale { k, within: None, descending: false, collapse: false }
     }
 
+    /// Whether a tracker's activation rises along its scale: a regime tracker's scale runs in its
+    /// direction already, a plain one's in the covariate's.
+    pub fn rises(candidate: &Candidate) -> bool {
+        matches!(candidate, Candidate::Tracker { increasing, within, .. } if *increasing || within.is_some())
+    }
+
     pub fn of(candidate: &Candidate) -> Option<TrackerScale> {
         match candidate {
             Candidate::Tracker { covariate, increasing, within } => {

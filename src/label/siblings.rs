@@ -56,7 +56,7 @@ impl Contrast {
     /// activation rises) ranks the feature's firing steps above its siblings' (ties count half;
     /// steps with no value are left out). For a detector's yes/no score this is [`Contrast::auroc`].
     pub fn tracker_auroc(&self, tracker: &Candidate, coded: &CodedSteps, w: &Weighting) -> f64 {
-        let (Some(scale), Candidate::Tracker { increasing, within, .. }) = (TrackerScale::of(tracker), tracker) else { return f64::NAN };
+        let Some(scale) = TrackerScale::of(tracker) else { return f64::NAN };
         let histogram = |steps: &[u32]| {
             let mut h = [0.0f64; MAX_CODES];
             for &step in steps {
@@ -72,9 +72,7 @@ impl Contrast {
         if n_own <= 0.0 || n_sib <= 0.0 {
             return f64::NAN;
         }
-        // A regime tracker's scale already runs in its direction.
-        let rising = *increasing || within.is_some();
-        let order: Vec<usize> = if rising { (0..MAX_CODES).collect() } else { (0..MAX_CODES).rev().collect() };
+        let order: Vec<usize> = if TrackerScale::rises(tracker) { (0..MAX_CODES).collect() } else { (0..MAX_CODES).rev().collect() };
         let (mut below, mut wins) = (0.0, 0.0);
         for c in order {
             wins += own[c] * (below + 0.5 * sib[c]);
