@@ -13,7 +13,7 @@ use voltlens::data::canonical::Dataset;
 use voltlens::data::ingest::{ingest, IngestOptions};
 use voltlens::data::schema::State as StepState;
 use voltlens::label::covariates::{Covariate, Covariates, StepKind as Step};
-use voltlens::label::candidates::fit_codings;
+use voltlens::label::candidates::{fit_codings, Candidate};
 use voltlens::label::check::check;
 use voltlens::label::{label_features, split_cells, FeatureLabel, LabelConfig};
 use voltlens::mine::{FeatureActivations, SparseActivations};
@@ -206,6 +206,29 @@ fn planted_features_get_the_right_covariate_and_noise_gets_no_label() {
 
 /// Mohtat2020 (NMC532, other cut-offs): the high-SOC plants' q sat at 0.010–0.014 with 100
 /// shifts; `max_shifts` redraws decide them (recovery 85 % before, 96 % after).
+/// A feature whose firing grows more likely with SOC has no threshold: a yes/no interval of
+/// SOC leaves either its rare low-SOC firing or the quiet high-SOC steps misplaced. The label
+/// says so ("fires more often the higher the SOC"), while a feature that switches on in CV
+/// holds keeps its yes/no label.
+#[test]
+fn a_feature_that_fires_more_often_as_soc_rises_gets_a_graded_label() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let graded: Vec<Vec<f32>> = covs
+        .iter()
+        .map(|c| c.column(Covariate::Soc).iter().map(|&soc| if rng.random::<f32>() < soc.clamp(0.0, 1.0).powi(4) { 1.0 } else { 0.0 }).collect())
+        .collect();
+    let cv = Step::ALL.iter().position(|k| *k == Step::CvHold).unwrap() as f32;
+    let cv_hold = covs.iter().map(|c| c.column(Covariate::StepKind).iter().map(|&k| if k == cv { 1.0 } else { 0.0 }).collect()).collect();
+    let labels = label_features(&activations(&covs, vec![graded, cv_hold]), &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    let best = |i: usize| &labels[i].candidates[0];
+    assert!(labels[0].accepted, "{}", labels[0].label);
+    assert!(matches!(best(0).candidate, Candidate::Graded { covariate: Covariate::Soc, increasing: true, within: None }), "{}", labels[0].label);
+    assert!(best(0).test.auroc >= 0.85, "held-out AUROC {}", best(0).test.auroc);
+    assert!(matches!(best(1).candidate, Candidate::Detector(_)), "{}", labels[1].label);
+}
+
 #[test]
 fn planted_features_are_recovered_on_another_chemistry() {
     let Some((_tmp, ds)) = other_chemistry() else { return };
@@ -293,10 +316,10 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
 
     // Trackers: "tracks temperature (rises with it)" ranks the warm feature above the cool one,
     // and cannot tell the duplicates apart.
-    let tracker = voltlens::label::candidates::Candidate::Tracker { covariate: temperature, increasing: true, within: None };
+    let tracker = Candidate::Tracker { covariate: temperature, increasing: true, within: None };
     assert!((twin.tracker_auroc(&tracker, &coded, &all) - 0.5).abs() < 1e-9);
     assert!(split.tracker_auroc(&tracker, &coded, &all) > 0.99, "warm over cool by temperature");
-    let falling = voltlens::label::candidates::Candidate::Tracker { covariate: temperature, increasing: false, within: None };
+    let falling = Candidate::Tracker { covariate: temperature, increasing: false, within: None };
     assert!(split.tracker_auroc(&falling, &coded, &all) < 0.01, "a falling tracker ranks the cool feature first");
 }
 

@@ -11,7 +11,7 @@ use crate::data::schema::State;
 use crate::label::covariates::{Covariate, Covariates, StepKind};
 use crate::label::sentence::round_bound;
 use crate::label::scoring::{
-    bin_stats, bin_stats_one, detector, isotonic, r_squared, score_detector, tracker_rhos, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
+    bin_stats, bin_stats_one, detector, graded_auroc, isotonic, r_squared, score_detector, tracker_rhos, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
     TrackerScale,
 };
 
@@ -179,22 +179,34 @@ pub enum Candidate {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         within: Option<Atom>,
     },
+    /// "Fires more often the higher (lower) the covariate", inside a regime when `within` is set
+    /// ("fires during discharge, more often the higher the |C-rate|"): a detector that ranks the
+    /// steps along a tracker's scale instead of saying yes or no, scored by AUROC for "the
+    /// feature fires" over every level, as the graded leaves of `label_yardstick.py`'s trees are.
+    Graded {
+        covariate: Covariate,
+        increasing: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        within: Option<Atom>,
+    },
 }
 
 /// Two labels count as the same (for stability and for distinct runners-up) when they are the
 /// same kind over the same covariates and their code sets overlap by half or more (Jaccard), so
-/// a bootstrap that moves an interval edge by one bin still agrees.
+/// a bootstrap that moves an interval edge by one bin still agrees. A tracker and a graded
+/// detector of one scale state one relation ("more active, and more often, the higher the
+/// covariate") and count as the same.
 pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
+    if let (Some((c1, i1, w1)), Some((c2, i2, w2))) = (a.scale(), b.scale()) {
+        return c1 == c2
+            && i1 == i2
+            && match (w1, w2) {
+                (None, None) => true,
+                (Some(x), Some(y)) => x.covariate == y.covariate && x.overlap(&y) >= 0.5,
+                _ => false,
+            };
+    }
     match (a, b) {
-        (Candidate::Tracker { covariate: c1, increasing: i1, within: w1 }, Candidate::Tracker { covariate: c2, increasing: i2, within: w2 }) => {
-            c1 == c2
-                && i1 == i2
-                && match (w1, w2) {
-                    (None, None) => true,
-                    (Some(x), Some(y)) => x.covariate == y.covariate && x.overlap(y) >= 0.5,
-                    _ => false,
-                }
-        }
         (Candidate::Detector(p), Candidate::Detector(q)) => {
             let alike = |a: &[Atom], b: &[Atom]| a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| x.covariate == y.covariate && x.overlap(y) >= 0.5));
             // "A while B, or C" is "C, or A while B": a two-regime predicate matches either way round.
@@ -211,10 +223,18 @@ impl Candidate {
         Candidate::Detector(Predicate::all(atoms))
     }
 
+    /// A tracker's or graded detector's covariate, direction and regime.
+    pub fn scale(&self) -> Option<(Covariate, bool, Option<Atom>)> {
+        match self {
+            Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within } => Some((*covariate, *increasing, *within)),
+            Candidate::Detector(_) => None,
+        }
+    }
+
     pub fn covariates(&self) -> Vec<Covariate> {
         match self {
             Candidate::Detector(p) => p.every_atom().map(|a| a.covariate).collect(),
-            Candidate::Tracker { covariate, within, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).collect(),
+            Candidate::Tracker { covariate, within, .. } | Candidate::Graded { covariate, within, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).collect(),
         }
     }
 
@@ -590,6 +610,11 @@ impl Score {
     pub(crate) fn detector(d: DetectorScore) -> Score {
         Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN }
     }
+
+    /// A graded detector's score: AUROC only (F1 needs a yes/no answer).
+    pub(crate) fn graded(auroc: f64) -> Score {
+        Score { auroc, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }
+    }
 }
 
 /// A candidate with its explain-half scores (and, for a tracker, its fitted g per code).
@@ -616,7 +641,7 @@ impl SearchSettings {
     /// (AUROC ≥ 0.85 and |Spearman| ≥ 0.6 both map to 1).
     pub fn strength(&self, candidate: &Candidate, s: &Score) -> f64 {
         let v = match candidate {
-            Candidate::Detector(_) => (s.auroc - 0.5) / (self.min_auroc - 0.5),
+            Candidate::Detector(_) | Candidate::Graded { .. } => (s.auroc - 0.5) / (self.min_auroc - 0.5),
             Candidate::Tracker { .. } => s.spearman / self.min_spearman,
         };
         if v.is_nan() { f64::NEG_INFINITY } else { v }
@@ -693,7 +718,9 @@ pub fn search(
     }
     let rhos = tracker_rhos(firing, coded, weighting, None);
     let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| !c.covariate.is_categorical()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
-    trackers.extend(regime_trackers(&leading_atoms(&detectors, TRACKER_REGIMES), &scope, set, validation));
+    let regimes = leading_atoms(&detectors, TRACKER_REGIMES);
+    trackers.extend(regime_trackers(&regimes, &scope, set, validation));
+    let mut graded = graded(&stats, &regimes, &scope, set, validation);
     detectors.extend(combinations);
     if let Some(&Testable { held_out, quiet }) = testable {
         let scorable = |p: &Predicate| {
@@ -703,18 +730,22 @@ pub fn search(
         let testable = |s: &Scored| match &s.candidate {
             Candidate::Detector(p) => quiet && scorable(p),
             Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&Predicate::all(vec![a]))),
+            Candidate::Graded { within, .. } => quiet && within.is_none_or(|a| scorable(&Predicate::all(vec![a]))),
         };
         detectors.retain(testable);
         trackers.retain(testable);
+        graded.retain(testable);
     }
     by_f1(&mut detectors);
     trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
-    let baseline = best_raw_signal(&detectors, &trackers, set);
+    graded.sort_by(|a, b| b.score.auroc.total_cmp(&a.score.auroc));
+    let baseline = best_raw_signal(&[&detectors, &trackers, &graded], set);
     let by_strength = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
     let mut top = distinct(detectors.clone(), set.keep);
     by_strength(&mut detectors);
     top.extend(distinct(detectors, set.keep));
     top.extend(distinct(trackers, set.keep));
+    top.extend(distinct(graded, set.keep));
     by_strength(&mut top);
     (distinct(top, set.keep), baseline)
 }
@@ -737,10 +768,9 @@ fn distinct(list: Vec<Scored>, keep: usize) -> Vec<Scored> {
     out
 }
 
-fn best_raw_signal(detectors: &[Scored], trackers: &[Scored], set: &SearchSettings) -> Option<Scored> {
-    let d = detectors.iter().find(|s| s.candidate.is_raw_signal());
-    let t = trackers.iter().find(|s| s.candidate.is_raw_signal());
-    [d, t].into_iter().flatten().max_by(|a, b| set.strength(&a.candidate, &a.score).total_cmp(&set.strength(&b.candidate, &b.score))).cloned()
+/// The strongest raw-V/I candidate among the first of each ranked list.
+fn best_raw_signal(lists: &[&[Scored]], set: &SearchSettings) -> Option<Scored> {
+    lists.iter().filter_map(|list| list.iter().find(|s| s.candidate.is_raw_signal())).max_by(|a, b| set.strength(&a.candidate, &a.score).total_cmp(&set.strength(&b.candidate, &b.score))).cloned()
 }
 
 /// A predicate true on nearly every step ("SOC above −2 %") says nothing and has no held-out
@@ -913,6 +943,51 @@ fn tracker(coding: &Coding, s: &BinStats, rho: f64) -> Scored {
     let g = isotonic(s, n, increasing);
     let score = Score { auroc: f64::NAN, f1: f64::NAN, spearman: rho.abs(), r2: r_squared(s, n, &g) };
     Scored { candidate: Candidate::Tracker { covariate: coding.covariate, increasing, within: None }, score, g }
+}
+
+/// Graded detectors (DESIGN §5 step 2: trackers preferred to thresholds when they explain
+/// more): each continuous covariate's scale, and for each of the best `regimes` the scale of the
+/// covariate and direction that grade it best, directions chosen by AUROC on the `fit` cells.
+/// Each is kept when on the `check` cells it beats what it grades by `min_conjunction_gain`
+/// (a covariate's best interval, chosen on `fit`; the regime alone): a threshold that says as
+/// much is the simpler label. Then scored on `weighting` (`stats` are its bin statistics).
+fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
+    let Scope { firing, ranked, coded, weighting } = *scope;
+    let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
+    let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
+    let all_fit = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, None);
+    let all_check = bin_stats(firing, &firing.steps, check_ranked, coded, check, None);
+    let yes_no = |a: &Atom, s: &[BinStats], ranked: &Ranked, w: &Weighting| atom_score(a, &s[a.covariate.index()], ranked, w.total).map_or(0.5, |d| d.auroc);
+    let continuous: Vec<usize> = (0..N_COV).filter(|&k| !coded.codings[k].covariate.is_categorical()).collect();
+    let mut out = Vec::new();
+    for &k in &continuous {
+        let plain = |s: &[BinStats], rising: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rising);
+        let rising = plain(&all_fit, true) >= 0.5;
+        let Some(interval) = best_by_auroc(atoms_of(&coded.codings[k]).into_iter().map(|a| (a, yes_no(&a, &all_fit, fit_ranked, fit)))) else { continue };
+        if plain(&all_check, rising) >= yes_no(&interval, &all_check, check_ranked, check) + set.min_conjunction_gain {
+            let auroc = plain(stats, rising);
+            out.push(Scored { candidate: Candidate::Graded { covariate: coded.codings[k].covariate, increasing: rising, within: None }, score: Score::graded(auroc), g: Vec::new() });
+        }
+    }
+    for &regime in regimes {
+        // A scale's AUROC from the covariate's statistics over all steps and inside the regime.
+        let on_scale = |scale: &TrackerScale, all: &[BinStats], inside: &[BinStats]| {
+            let (k, w) = (scale.k, &inside[scale.k]);
+            let weight = scale.regroup(coded, all[k].weight, |_| w.weight);
+            graded_auroc(&weight, &scale.regroup(coded, all[k].fire_weight, |_| w.fire_weight), true)
+        };
+        let inside_fit = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&regime));
+        let scales = continuous.iter().filter(|&&k| k != regime.covariate.index()).flat_map(|&k| [false, true].map(|descending| TrackerScale { k, within: Some(regime), descending, collapse: false }));
+        let Some(best) = scales.map(|s| (s, on_scale(&s, &all_fit, &inside_fit))).filter(|x| x.1.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1)).map(|x| x.0) else { continue };
+        let inside_check = bin_stats(firing, &firing.steps, check_ranked, coded, check, Some(&regime));
+        if !(on_scale(&best, &all_check, &inside_check) >= yes_no(&regime, &all_check, check_ranked, check) + set.min_conjunction_gain) {
+            continue;
+        }
+        let candidate = Candidate::Graded { covariate: coded.codings[best.k].covariate, increasing: !best.descending, within: Some(regime) };
+        let s = bin_stats_one(firing, &firing.steps, ranked, coded, weighting, &best);
+        out.push(Scored { candidate, score: Score::graded(graded_auroc(&s.weight, &s.fire_weight, true)), g: Vec::new() });
+    }
+    out
 }
 
 /// Regimes a tracker may be confined to: the best single atoms by F1, on distinct covariates.

@@ -33,7 +33,7 @@ use source::ActivationSource;
 use crate::{Error, Result};
 use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Testable, Validation, Weighting};
 use covariates::Covariates;
-use scoring::{bin_stats_one, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked, TrackerScale};
+use scoring::{bin_stats_one, graded_auroc, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked, TrackerScale};
 
 /// Settings of the label stage; defaults are DESIGN §5's thresholds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -457,7 +457,7 @@ pub(crate) fn shift_p_values(
     w: &Weighting,
 ) -> (f64, f64) {
     let statistic = |score: &Score| match candidate {
-        Candidate::Detector(_) => score.auroc,
+        Candidate::Detector(_) | Candidate::Graded { .. } => score.auroc,
         Candidate::Tracker { .. } => score.spearman,
     };
     let observed = statistic(observed);
@@ -474,6 +474,11 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
 pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
     match candidate {
         Candidate::Detector(p) => score_detector(p, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
+        Candidate::Graded { .. } => {
+            let scale = TrackerScale::of(candidate).expect("a scale");
+            let s = bin_stats_one(firing, steps, ranked, coded, w, &scale);
+            Score::graded(graded_auroc(&s.weight, &s.fire_weight, TrackerScale::rises(candidate)))
+        }
         Candidate::Tracker { .. } => {
             let scale = TrackerScale::of(candidate).expect("a tracker");
             let n = scale.n_codes(coded);
@@ -635,7 +640,7 @@ fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
     let mut failed = Vec::new();
     if !(best.strength >= 1.0) {
         failed.push(match best.candidate {
-            Candidate::Detector(_) => format!("held-out AUROC {:.2} < {}", best.test.auroc, cfg.min_auroc),
+            Candidate::Detector(_) | Candidate::Graded { .. } => format!("held-out AUROC {:.2} < {}", best.test.auroc, cfg.min_auroc),
             Candidate::Tracker { .. } => format!("held-out Spearman {:.2} < {}", best.test.spearman, cfg.min_spearman),
         });
     }

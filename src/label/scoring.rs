@@ -84,12 +84,12 @@ impl TrackerScale {
     /// Whether a tracker's activation rises along its scale: a regime tracker's scale runs in its
     /// direction already, a plain one's in the covariate's.
     pub fn rises(candidate: &Candidate) -> bool {
-        matches!(candidate, Candidate::Tracker { increasing, within, .. } if *increasing || within.is_some())
+        matches!(candidate, Candidate::Tracker { increasing, within, .. } | Candidate::Graded { increasing, within, .. } if *increasing || within.is_some())
     }
 
     pub fn of(candidate: &Candidate) -> Option<TrackerScale> {
         match candidate {
-            Candidate::Tracker { covariate, increasing, within } => {
+            Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within } => {
                 Some(TrackerScale { k: covariate.index(), within: *within, descending: within.is_some() && !increasing, collapse: false })
             }
             Candidate::Detector(_) => None,
@@ -127,7 +127,7 @@ impl TrackerScale {
     }
 
     /// Step counts per scale code from the covariate's counts and its counts inside the regime.
-    fn regroup(&self, coded: &CodedSteps, all: [f64; MAX_CODES], inside: impl Fn(&Atom) -> [f64; MAX_CODES]) -> [f64; MAX_CODES] {
+    pub(crate) fn regroup(&self, coded: &CodedSteps, all: [f64; MAX_CODES], inside: impl Fn(&Atom) -> [f64; MAX_CODES]) -> [f64; MAX_CODES] {
         let Some(a) = self.within else { return all };
         let inside = inside(&a);
         let n = coded.codings[self.k].n_codes();
@@ -151,6 +151,30 @@ impl TrackerScale {
         let all = coded.cell_counts(c, self.k).map(|n| n as f64);
         self.regroup(coded, all, |a| coded.cell_conditional_counts(c, a, self.k).map(|n| n as f64))
     }
+}
+
+/// AUROC of a scale's order for the `pos` weight against the `neg` weight per code (`MISSING`
+/// left out), ties within a code counted half: a graded detector's AUROC (firing against quiet
+/// steps) and a scale's sibling AUROC (own firing against the siblings').
+pub fn ordinal_auroc(pos: &[f64; MAX_CODES], neg: &[f64; MAX_CODES], rising: bool) -> f64 {
+    let codes = (0..MAX_CODES).filter(|&c| c != MISSING);
+    let order: Vec<usize> = if rising { codes.collect() } else { codes.rev().collect() };
+    let (n_pos, n_neg) = order.iter().fold((0.0, 0.0), |(p, n), &c| (p + pos[c], n + neg[c]));
+    if n_pos <= 0.0 || n_neg <= 0.0 {
+        return f64::NAN;
+    }
+    let (mut below, mut wins) = (0.0, 0.0);
+    for c in order {
+        wins += pos[c] * (below + 0.5 * neg[c]);
+        below += neg[c];
+    }
+    wins / (n_pos * n_neg)
+}
+
+/// AUROC of a graded detector from the step and firing weight per code of its scale.
+pub fn graded_auroc(weight: &[f64; MAX_CODES], fire_weight: &[f64; MAX_CODES], rising: bool) -> f64 {
+    let quiet = std::array::from_fn(|c| (weight[c] - fire_weight[c]).max(0.0));
+    ordinal_auroc(fire_weight, &quiet, rising)
 }
 
 /// Weighted mid-ranks of a feature's activations under one weighting.

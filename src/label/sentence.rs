@@ -23,6 +23,15 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
             let regime = within.map_or(String::new(), |a| format!(" {}", atom_phrase(&a, &codings[a.covariate.index()])));
             format!("tracks {} ({}){regime}", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
         }
+        Candidate::Graded { covariate, increasing, within } => {
+            let noun = noun(*covariate);
+            let the = if noun.starts_with("the ") { "" } else { "the " };
+            let more = format!("more often the {} {the}{noun}", if *increasing { "higher" } else { "lower" });
+            match within {
+                Some(a) => format!("fires {}, {more}", atom_phrase(a, &codings[a.covariate.index()])),
+                None => format!("fires {more}"),
+            }
+        }
     }
 }
 
@@ -278,6 +287,14 @@ mod tests {
         let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
         let tracker = Candidate::Tracker { covariate: Covariate::AbsCRate, increasing: true, within: Some(Atom::interval(Covariate::CRate, 0, 1)) };
         assert_eq!(sentence(&tracker, &codings_with(rate)), "tracks |C-rate| (rises with it) during discharge");
+    }
+
+    #[test]
+    fn a_graded_detector_says_where_it_fires_more_often() {
+        let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
+        let graded = |covariate, increasing, within| sentence(&Candidate::Graded { covariate, increasing, within }, &codings_with(rate.clone()));
+        assert_eq!(graded(Covariate::AbsCRate, true, Some(Atom::interval(Covariate::CRate, 0, 1))), "fires during discharge, more often the higher the |C-rate|");
+        assert_eq!(graded(Covariate::LastCurrentStep, false, None), "fires more often the lower the size of the last current step");
     }
 
     #[test]

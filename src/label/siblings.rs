@@ -11,8 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::label::candidates::{atoms_of, Atom, Candidate, CodedSteps, Predicate, Weighting, MAX_CODES, MISSING, N_COV};
-use crate::label::scoring::TrackerScale;
+use crate::label::candidates::{atoms_of, Atom, Candidate, CodedSteps, Predicate, Weighting, MAX_CODES, N_COV};
+use crate::label::scoring::{ordinal_auroc, TrackerScale};
 
 /// The most terms a label may have (DESIGN §5 step 2).
 pub const MAX_TERMS: usize = 3;
@@ -52,7 +52,7 @@ impl Contrast {
         0.5 * (share_inside(&self.own) + 1.0 - share_inside(&self.siblings))
     }
 
-    /// Sibling AUROC of a tracker: how well its scale (the binned covariate, in the direction the
+    /// Sibling AUROC of a tracker or graded detector: how well its scale (the binned covariate, in the direction the
     /// activation rises) ranks the feature's firing steps above its siblings' (ties count half;
     /// steps with no value are left out). For a detector's yes/no score this is [`Contrast::auroc`].
     pub fn tracker_auroc(&self, tracker: &Candidate, coded: &CodedSteps, w: &Weighting) -> f64 {
@@ -60,25 +60,11 @@ impl Contrast {
         let histogram = |steps: &[u32]| {
             let mut h = [0.0f64; MAX_CODES];
             for &step in steps {
-                let code = scale.code(coded, coded.step(step as usize));
-                if code != MISSING {
-                    h[code] += w.cell_weight[coded.cell_of(step as usize)];
-                }
+                h[scale.code(coded, coded.step(step as usize))] += w.cell_weight[coded.cell_of(step as usize)];
             }
             h
         };
-        let (own, sib) = (histogram(&self.own), histogram(&self.siblings));
-        let (n_own, n_sib) = (own.iter().sum::<f64>(), sib.iter().sum::<f64>());
-        if n_own <= 0.0 || n_sib <= 0.0 {
-            return f64::NAN;
-        }
-        let order: Vec<usize> = if TrackerScale::rises(tracker) { (0..MAX_CODES).collect() } else { (0..MAX_CODES).rev().collect() };
-        let (mut below, mut wins) = (0.0, 0.0);
-        for c in order {
-            wins += own[c] * (below + 0.5 * sib[c]);
-            below += sib[c];
-        }
-        wins / (n_own * n_sib)
+        ordinal_auroc(&histogram(&self.own), &histogram(&self.siblings), TrackerScale::rises(tracker))
     }
 
     /// The more specific label for this sibling, with its sibling AUROC on `w`: the predicate

@@ -34,7 +34,8 @@ use serde_json::Value;
 
 use crate::data::canonical::Dataset;
 use crate::data::schema::{Method, State};
-use crate::label::candidates::{Candidate, CodedSteps};
+use crate::label::candidates::{Candidate, CodedSteps, MAX_CODES, MISSING};
+use crate::label::scoring::{ordinal_auroc, TrackerScale};
 use crate::label::covariates::{Covariate, Covariates};
 use crate::label::{split_cells, FeatureLabel, LabelConfig};
 use crate::mine::{FeatureActivations, MinedFeature, MinedFeatures, SparseActivations};
@@ -484,19 +485,25 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
     ]
 }
 
-/// Whether the label (or, for a tracker, the covariate's upper/lower half) holds at each step.
-fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
+/// Each step's level under the label and what the ROC's positive class is: whether a detector's
+/// predicate holds (0/1); for a tracker whether the covariate is in the tracked half (0/1); for a
+/// graded detector its scale code.
+fn levels(ctx: &Context, candidate: &Candidate) -> (Vec<u8>, String) {
     let n = ctx.total_steps();
     match candidate {
         Candidate::Detector(p) => {
-            let holds = (0..n).map(|s| p.holds(ctx.coded.step(s))).collect();
+            let holds = (0..n).map(|s| p.holds(ctx.coded.step(s)) as u8).collect();
             (holds, "the feature fires".into())
+        }
+        Candidate::Graded { .. } => {
+            let scale = TrackerScale::of(candidate).expect("a scale");
+            ((0..n).map(|s| scale.code(&ctx.coded, ctx.coded.step(s)) as u8).collect(), "the feature fires".into())
         }
         Candidate::Tracker { covariate, increasing, within } => {
             let k = covariate.index();
             let median = ctx.coded.codings[k].n_codes() as u8 / 2;
             let inside = |codes: &[u8]| within.is_none_or(|a| a.contains(codes[a.covariate.index()]));
-            let holds = (0..n).map(|s| inside(ctx.coded.step(s)) && (ctx.coded.step(s)[k] >= median) == *increasing).collect();
+            let holds = (0..n).map(|s| (inside(ctx.coded.step(s)) && (ctx.coded.step(s)[k] >= median) == *increasing) as u8).collect();
             let half = if *increasing { "upper" } else { "lower" };
             let regime = if within.is_some() { " inside its regime" } else { "" };
             (holds, format!("{} in its {half} half{regime}", covariate.name()))
@@ -505,16 +512,20 @@ fn predicate(ctx: &Context, candidate: &Candidate) -> (Vec<bool>, String) {
 }
 
 fn roc(ctx: &Context, acts: &FeatureActivations, candidate: &Candidate) -> Roc {
-    let (holds, positive) = predicate(ctx, candidate);
+    let (levels, positive) = levels(ctx, candidate);
     let offsets = &ctx.coded.cell_offsets;
     let test_steps = || (0..offsets.len() - 1).filter(|&c| ctx.test_cell[c]).flat_map(|c| offsets[c]..offsets[c + 1]);
-    let n_holds = test_steps().filter(|&s| holds[s]).count() as f64;
-    let n_test = test_steps().count() as f64;
-    let at = |shift: &dyn Fn(usize, u32) -> u32| -> Vec<(f32, bool)> {
-        acts.entries().filter(|&(cell, _, _)| ctx.test_cell[cell]).map(|(cell, row, v)| (v, holds[offsets[cell] + shift(cell, row) as usize])).collect()
+    let mut per_level = [0.0; MAX_CODES];
+    for s in test_steps() {
+        per_level[levels[s] as usize] += 1.0;
+    }
+    let (n_holds, n_test) = (per_level[1], test_steps().count() as f64);
+    let at = |shift: &dyn Fn(usize, u32) -> u32| -> Vec<(f32, u8)> {
+        acts.entries().filter(|&(cell, _, _)| ctx.test_cell[cell]).map(|(cell, row, v)| (v, levels[offsets[cell] + shift(cell, row) as usize])).collect()
     };
-    let curve = |firing: Vec<(f32, bool)>| match candidate {
+    let curve = |firing: Vec<(f32, u8)>| match candidate {
         Candidate::Detector(_) => operating_point(&firing, n_holds, n_test),
+        Candidate::Graded { .. } => graded_roc(&firing, &per_level, TrackerScale::rises(candidate)),
         Candidate::Tracker { .. } => roc_curve(firing, (n_holds, n_test - n_holds)),
     };
     let (curve_0, auroc) = curve(at(&|_, r| r));
@@ -532,12 +543,12 @@ fn roc(ctx: &Context, acts: &FeatureActivations, candidate: &Candidate) -> Roc {
 /// A detector's ROC: its predicate is a yes/no score for "the feature fires", so the curve is
 /// its one operating point (FPR, TPR), and the area the labeller's AUROC, (1 + TPR − FPR) / 2.
 /// `firing` holds each firing step's (activation, predicate holds).
-fn operating_point(firing: &[(f32, bool)], n_holds: f64, n_test: f64) -> (Vec<(f64, f64)>, f64) {
+fn operating_point(firing: &[(f32, u8)], n_holds: f64, n_test: f64) -> (Vec<(f64, f64)>, f64) {
     let fires = firing.len() as f64;
     if fires == 0.0 || fires >= n_test {
         return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
     }
-    let inside = firing.iter().filter(|f| f.1).count() as f64;
+    let inside = firing.iter().filter(|f| f.1 == 1).count() as f64;
     let (tpr, fpr) = (inside / fires, ((n_holds - inside) / (n_test - fires)).max(0.0));
     (vec![(0.0, 0.0), (fpr, tpr), (1.0, 1.0)], 0.5 * (1.0 + tpr - fpr))
 }
@@ -545,7 +556,7 @@ fn operating_point(firing: &[(f32, bool)], n_holds: f64, n_test: f64) -> (Vec<(f
 /// A tracker's ROC: activation as the score for "the covariate is in the tracked half", given
 /// the (positive, negative) step counts: firing steps sorted by activation, then every silent
 /// step tied at zero (one straight segment to (1, 1)).
-fn roc_curve(mut firing: Vec<(f32, bool)>, (pos, neg): (f64, f64)) -> (Vec<(f64, f64)>, f64) {
+fn roc_curve(mut firing: Vec<(f32, u8)>, (pos, neg): (f64, f64)) -> (Vec<(f64, f64)>, f64) {
     if pos == 0.0 || neg == 0.0 {
         return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
     }
@@ -553,7 +564,7 @@ fn roc_curve(mut firing: Vec<(f32, bool)>, (pos, neg): (f64, f64)) -> (Vec<(f64,
     let (mut tp, mut fp, mut area) = (0.0f64, 0.0f64, 0.0f64);
     let mut curve = vec![(0.0, 0.0)];
     for (j, &(v, h)) in firing.iter().enumerate() {
-        if h { tp += 1.0 } else { fp += 1.0 }
+        if h == 1 { tp += 1.0 } else { fp += 1.0 }
         if firing.get(j + 1).is_none_or(|next| next.0 != v) {
             let (x, y) = (fp / neg, tp / pos);
             let &(x0, y0) = curve.last().expect("starts at origin");
@@ -565,6 +576,29 @@ fn roc_curve(mut firing: Vec<(f32, bool)>, (pos, neg): (f64, f64)) -> (Vec<(f64,
     area += (1.0 - x0) * (1.0 + y0) / 2.0;
     curve.push((1.0, 1.0));
     (thin(curve, ROC_POINTS), area)
+}
+
+/// A graded detector's ROC: one point per scale code, from the top of its scale down, given the
+/// firing steps' codes and the test steps per code (`MISSING` left out, as in its AUROC).
+fn graded_roc(firing: &[(f32, u8)], per_level: &[f64; MAX_CODES], rising: bool) -> (Vec<(f64, f64)>, f64) {
+    let mut fire = [0.0; MAX_CODES];
+    for &(_, code) in firing {
+        fire[code as usize] += 1.0;
+    }
+    let quiet: [f64; MAX_CODES] = std::array::from_fn(|c| (per_level[c] - fire[c]).max(0.0));
+    let auroc = ordinal_auroc(&fire, &quiet, rising);
+    let (pos, neg) = (0..MAX_CODES).filter(|&c| c != MISSING).map(|c| (fire[c], quiet[c])).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    if !auroc.is_finite() {
+        return (vec![(0.0, 0.0), (1.0, 1.0)], f64::NAN);
+    }
+    let codes = (0..MAX_CODES).filter(|&c| c != MISSING);
+    let top_down: Vec<usize> = if rising { codes.rev().collect() } else { codes.collect() };
+    let (mut tp, mut fp, mut curve) = (0.0, 0.0, vec![(0.0, 0.0)]);
+    for c in top_down.into_iter().filter(|&c| per_level[c] > 0.0) {
+        (tp, fp) = (tp + fire[c], fp + quiet[c]);
+        curve.push((fp / neg, tp / pos));
+    }
+    (curve, auroc)
 }
 
 /// Points kept per drawn ROC curve: a card panel shows no more, and every feature's curves are
