@@ -317,10 +317,10 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
     // Trackers: "tracks temperature (rises with it)" ranks the warm feature above the cool one,
     // and cannot tell the duplicates apart.
     let tracker = Candidate::Tracker { covariate: temperature, increasing: true, within: None };
-    assert!((twin.tracker_auroc(&tracker, &coded, &all) - 0.5).abs() < 1e-9);
-    assert!(split.tracker_auroc(&tracker, &coded, &all) > 0.99, "warm over cool by temperature");
+    assert!((twin.scale_auroc(&tracker, &coded, &all) - 0.5).abs() < 1e-9);
+    assert!(split.scale_auroc(&tracker, &coded, &all) > 0.99, "warm over cool by temperature");
     let falling = Candidate::Tracker { covariate: temperature, increasing: false, within: None };
-    assert!(split.tracker_auroc(&falling, &coded, &all) < 0.01, "a falling tracker ranks the cool feature first");
+    assert!(split.scale_auroc(&falling, &coded, &all) < 0.01, "a falling tracker ranks the cool feature first");
 }
 
 /// Same counts, same table, bit for bit: η² sums its groups in a fixed order (polars' hash

@@ -673,7 +673,7 @@ pub struct Validation<'a> {
 /// predicate holds on none or all of the held-out steps ("after a current step down of more
 /// than 3C" where only an explain cell has such steps), and every detector of a feature that
 /// fires on every held-out step (no quiet step to tell it from; a tracker can still be scored).
-/// Returns the distinct top `keep` and the best raw-V/I candidate (the baseline).
+/// Returns the distinct top `keep` and the baselines: the best raw-V/I candidate of each kind.
 pub fn search(
     firing: &Firing,
     ranked: &Ranked,
@@ -682,7 +682,7 @@ pub fn search(
     set: &SearchSettings,
     validation: Option<&Validation>,
     testable: Option<&Testable>,
-) -> (Vec<Scored>, Option<Scored>) {
+) -> (Vec<Scored>, Vec<Scored>) {
     let stats = bin_stats(firing, &firing.steps, ranked, coded, weighting, None);
     let mut detectors: Vec<Scored> = Vec::new();
     for (k, coding) in coded.codings.iter().enumerate() {
@@ -739,7 +739,7 @@ pub fn search(
     by_f1(&mut detectors);
     trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
     graded.sort_by(|a, b| b.score.auroc.total_cmp(&a.score.auroc));
-    let baseline = best_raw_signal(&[&detectors, &trackers, &graded], set);
+    let baselines = [&detectors, &trackers, &graded].into_iter().filter_map(|list| list.iter().find(|s| s.candidate.is_raw_signal()).cloned()).collect();
     let by_strength = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
     let mut top = distinct(detectors.clone(), set.keep);
     by_strength(&mut detectors);
@@ -747,7 +747,7 @@ pub fn search(
     top.extend(distinct(trackers, set.keep));
     top.extend(distinct(graded, set.keep));
     by_strength(&mut top);
-    (distinct(top, set.keep), baseline)
+    (distinct(top, set.keep), baselines)
 }
 
 fn by_f1(list: &mut [Scored]) {
@@ -766,11 +766,6 @@ fn distinct(list: Vec<Scored>, keep: usize) -> Vec<Scored> {
         }
     }
     out
-}
-
-/// The strongest raw-V/I candidate among the first of each ranked list.
-fn best_raw_signal(lists: &[&[Scored]], set: &SearchSettings) -> Option<Scored> {
-    lists.iter().filter_map(|list| list.iter().find(|s| s.candidate.is_raw_signal())).max_by(|a, b| set.strength(&a.candidate, &a.score).total_cmp(&set.strength(&b.candidate, &b.score))).cloned()
 }
 
 /// A predicate true on nearly every step ("SOC above −2 %") says nothing and has no held-out
@@ -846,7 +841,7 @@ fn combinations(seeds: &[Atom], scope: &Scope, set: &SearchSettings, validation:
             if f1_on_check(&pair) <= f1_on_check(&Predicate::all(vec![given])) + set.min_conjunction_gain {
                 continue;
             }
-            if let Some(d) = score_detector(&pair, &firing.steps, ranked, coded, weighting) {
+            if let Some(d) = score_detector(&pair, firing, &firing.steps, ranked, coded, weighting) {
                 out.push(Scored { candidate: Candidate::Detector(pair), score: Score::detector(d), g: Vec::new() });
             }
         }
@@ -871,9 +866,10 @@ fn second_regimes(firsts: &[Predicate], scope: &Scope, set: &SearchSettings, val
         let mut out = vec![[0.0f64; MAX_CODES]; N_COV];
         for (i, &step) in firing.steps.iter().enumerate() {
             let codes = coded.step(step as usize);
-            if fit_ranked.weight[i] > 0.0 && keep(codes) {
+            let w = fit_ranked.weight(firing, i);
+            if w > 0.0 && keep(codes) {
                 for (k, &c) in codes.iter().enumerate() {
-                    out[k][c as usize] += fit_ranked.weight[i] as f64;
+                    out[k][c as usize] += w;
                 }
             }
         }
@@ -913,7 +909,7 @@ fn second_regimes(firsts: &[Predicate], scope: &Scope, set: &SearchSettings, val
         if f1_on_check(&both) <= f1_on_check(p) + set.min_conjunction_gain {
             continue;
         }
-        if let Some(d) = score_detector(&both, &firing.steps, ranked, coded, weighting) {
+        if let Some(d) = score_detector(&both, firing, &firing.steps, ranked, coded, weighting) {
             out.push(Scored { candidate: Candidate::Detector(both), score: Score::detector(d), g: Vec::new() });
         }
     }
@@ -927,12 +923,12 @@ fn best_by_auroc(scored: impl Iterator<Item = (Atom, f64)>) -> Option<Atom> {
 
 /// F1 of a predicate on the cells `w` weighs (0 where it cannot be scored).
 fn f1_on(p: &Predicate, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> f64 {
-    score_detector(p, &firing.steps, ranked, coded, w).map_or(0.0, |d| d.f1)
+    score_detector(p, firing, &firing.steps, ranked, coded, w).map_or(0.0, |d| d.f1)
 }
 
 /// Firing weight of the steps where `p` holds.
 fn sum_fire(firing: &Firing, ranked: &Ranked, coded: &CodedSteps, p: &Predicate) -> f64 {
-    firing.steps.iter().zip(&ranked.weight).filter(|(&s, &w)| w > 0.0 && p.holds(coded.step(s as usize))).map(|(_, &w)| w as f64).sum()
+    firing.steps.iter().enumerate().map(|(i, &s)| (ranked.weight(firing, i), s)).filter(|&(w, s)| w > 0.0 && p.holds(coded.step(s as usize))).map(|(w, _)| w).sum()
 }
 
 /// A monotone tracker of a continuous covariate: direction from the sign of Spearman,

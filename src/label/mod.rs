@@ -359,7 +359,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let testable = Testable { held_out: &halves.test, quiet: test_fire_weight < halves.test.total };
     // Each ranking holds 12 bytes per firing step; the explain ones go before the stability
     // search ranks its resamples, the test one comes after, so that few are alive at once.
-    let (mut top, baseline) = {
+    let (mut top, baselines) = {
         let explain_ranked = rank(&firing, &halves.explain);
         let (fit_ranked, check_ranked) = (rank(&firing, &halves.fit), rank(&firing, &halves.check));
         let validation = Validation { fit: &halves.fit, fit_ranked: &fit_ranked, check: &halves.check, check_ranked: &check_ranked };
@@ -376,8 +376,11 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     let null_shifts = null::ShiftNull { seed, n: cfg.n_shifts };
     let held_out = |s: &Scored| held_out(s, &firing, &test_ranked, coded, &halves.test, &null_shifts, &set);
     let candidates: Vec<CandidateResult> = top.iter().map(held_out).collect();
-    // The baseline is a yardstick, not a tested hypothesis: it stays out of BH (q = NaN).
-    let baseline = baseline.as_ref().map(|b| CandidateResult { q_value: f64::NAN, ..held_out(b) });
+    // The baseline is the raw-V/I candidate of the label's kind: a graded score ranks steps more
+    // finely than a yes/no predicate and a Spearman is no AUROC, so each kind meets its own.
+    // It is a yardstick, not a tested hypothesis: it stays out of BH (q = NaN).
+    let same_kind = |b: &&Scored| top.first().is_some_and(|t| std::mem::discriminant(&t.candidate) == std::mem::discriminant(&b.candidate));
+    let baseline = baselines.iter().find(same_kind).map(|b| CandidateResult { q_value: f64::NAN, ..held_out(b) });
     FeatureLabel {
         layer: f.layer,
         feature: f.feature,
@@ -473,7 +476,7 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
 /// Held-out scores of a candidate; `g` is a tracker's fitted value per code (unused by detectors).
 pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
     match candidate {
-        Candidate::Detector(p) => score_detector(p, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
+        Candidate::Detector(p) => score_detector(p, firing, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
         Candidate::Graded { .. } => {
             let scale = TrackerScale::of(candidate).expect("a scale");
             let s = bin_stats_one(firing, steps, ranked, coded, w, &scale);
@@ -533,7 +536,8 @@ fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
 }
 
 /// The contrastive search (DESIGN §5 step 2): each sibling's label gets the extra term that best
-/// separates its firing from its siblings' on the explain cells, kept when it adds
+/// separates its firing from its siblings' on the explain cells (a detector's further atom, a
+/// graded detector's regime), kept when it adds
 /// `MIN_SIBLING_GAIN` sibling AUROC there and on the test cells and the label still passes its
 /// held-out strength; the refined label goes first among the candidates. The label's stability
 /// stays that of the label it refines.
@@ -551,22 +555,24 @@ fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, c
         let steps: Vec<&[u32]> = firings.iter().map(|f| f.steps.as_slice()).collect();
         for (m, &i) in group.iter().enumerate() {
             let contrast = siblings::Contrast::new(&steps, m);
-            // A tracker gets its sibling AUROC but no contrastive term.
-            let Candidate::Detector(p) = labels[i].candidates[0].candidate.clone() else {
-                labels[i].sibling_auroc = contrast.tracker_auroc(&labels[i].candidates[0].candidate, coded, &halves.test);
-                continue;
-            };
-            let before = contrast.auroc(&p, coded, &halves.test);
+            let label = labels[i].candidates[0].candidate.clone();
+            let before = contrast.label_auroc(&label, coded, &halves.test);
             labels[i].sibling_auroc = before;
-            let Some((refined, explain_gain)) = contrast.refine(&p, coded, &halves.explain) else { continue };
-            let after = contrast.auroc(&refined, coded, &halves.test);
-            if explain_gain < contrast.auroc(&p, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
+            // A tracker, and a graded detector already inside a regime, get no contrastive term.
+            let refined = match &label {
+                Candidate::Detector(p) => contrast.refine(p, coded, &halves.explain).map(|(p, auroc)| (Candidate::Detector(p), auroc)),
+                Candidate::Graded { .. } => contrast.best_regime(&label, coded, &halves.explain),
+                Candidate::Tracker { .. } => None,
+            };
+            let Some((refined, explain_after)) = refined else { continue };
+            let after = contrast.label_auroc(&refined, coded, &halves.test);
+            if explain_after < contrast.label_auroc(&label, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
                 continue;
             }
             let firing = &firings[m];
             let explain_ranked = rank(firing, &halves.explain);
-            let Some(d) = score_detector(&refined, &firing.steps, &explain_ranked, coded, &halves.explain) else { continue };
-            let scored = Scored { candidate: Candidate::Detector(refined), score: Score::detector(d), g: Vec::new() };
+            let score = score_candidate(&refined, &[], firing, &firing.steps, &explain_ranked, coded, &halves.explain);
+            let scored = Scored { candidate: refined, score, g: Vec::new() };
             let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
             let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, &set);
             if result.strength >= 1.0 {

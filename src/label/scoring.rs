@@ -16,8 +16,9 @@ pub struct Firing {
     pub cells: Vec<u32>,
     pub rows: Vec<u32>,
     pub values: Vec<f32>,
-    /// Mid-rank of each entry among all steps of its own cell (for within-cell Spearman).
-    pub cell_rank: Vec<f64>,
+    /// Mid-rank of each entry among all steps of its own cell (for within-cell Spearman): a
+    /// half-integer below the cell's length, which f32 holds exactly below 2^23 steps.
+    pub cell_rank: Vec<f32>,
     /// Mid-rank of the non-firing steps of each cell.
     pub cell_zero_rank: Vec<f64>,
 }
@@ -34,7 +35,7 @@ impl Firing {
         let zeros: Vec<f64> = (0..n_cells).map(|c| (cell_offsets[c + 1] - cell_offsets[c] - fires[c]) as f64).collect();
         let mut below = zeros.clone();
         let mut tied = vec![0.0f64; n_cells];
-        let mut cell_rank = vec![0.0; entries.len()];
+        let mut cell_rank = vec![0.0f32; entries.len()];
         let mut i = 0;
         while i < entries.len() {
             let j = i + entries[i..].iter().take_while(|e| e.2 == entries[i].2).count();
@@ -43,7 +44,7 @@ impl Firing {
             }
             for (slot, e) in cell_rank[i..j].iter_mut().zip(&entries[i..j]) {
                 let c = e.0 as usize;
-                *slot = below[c] + 0.5 * tied[c];
+                *slot = (below[c] + 0.5 * tied[c]) as f32;
             }
             for e in &entries[i..j] {
                 let c = e.0 as usize;
@@ -179,11 +180,13 @@ pub fn graded_auroc(weight: &[f64; MAX_CODES], fire_weight: &[f64; MAX_CODES], r
 
 /// Weighted mid-ranks of a feature's activations under one weighting.
 pub struct Ranked {
-    /// Weight (the cell's) and mid-rank of each firing entry, aligned with `Firing`. Cell
-    /// weights are 0/1 or bootstrap multiplicities, small integers f32 holds exactly, and seven
-    /// of these are alive per feature, so the weight takes 4 bytes an entry instead of 8.
-    pub weight: Vec<f32>,
-    pub rank: Vec<f64>,
+    /// The weighting's weight of each cell: an entry's weight is its cell's (0/1 or a bootstrap
+    /// multiplicity), looked up rather than stored, as several rankings of a dense feature are
+    /// alive at once and they are most of the labeller's memory that grows with the data.
+    cell_weight: Vec<f64>,
+    /// Mid-rank of each firing entry, aligned with `Firing`: a half-integer sum of integer
+    /// weights, which f32 holds exactly below 2^23 steps.
+    pub rank: Vec<f32>,
     /// Mid-rank of the non-firing steps (activation 0).
     pub zero_rank: f64,
     /// Σ weight over firing steps.
@@ -193,24 +196,32 @@ pub struct Ranked {
 /// Weighted mid-ranks: rank = weight strictly below + half the weight tied with it, so that
 /// rank sums per bin give Spearman's ρ exactly with ties and weights (`spearman`).
 pub fn rank(firing: &Firing, weighting: &Weighting) -> Ranked {
-    let weight: Vec<f32> = firing.cells.iter().map(|&c| weighting.cell_weight[c as usize] as f32).collect();
-    let fire_weight: f64 = weight.iter().map(|&w| w as f64).sum();
+    let weight = |i: usize| weighting.cell_weight[firing.cells[i] as usize];
+    let n = firing.cells.len();
+    let fire_weight: f64 = (0..n).map(weight).sum();
     let zero_weight = weighting.total - fire_weight;
-    let mut rank = vec![0.0; weight.len()];
+    let mut rank = vec![0.0f32; n];
     let mut below = zero_weight;
     let mut i = 0;
-    while i < weight.len() {
+    while i < n {
         let mut j = i;
         let mut tied = 0.0;
-        while j < weight.len() && firing.values[j] == firing.values[i] {
-            tied += weight[j] as f64;
+        while j < n && firing.values[j] == firing.values[i] {
+            tied += weight(j);
             j += 1;
         }
-        rank[i..j].fill(below + 0.5 * tied);
+        rank[i..j].fill((below + 0.5 * tied) as f32);
         below += tied;
         i = j;
     }
-    Ranked { weight, rank, zero_rank: 0.5 * zero_weight, fire_weight }
+    Ranked { cell_weight: weighting.cell_weight.clone(), rank, zero_rank: 0.5 * zero_weight, fire_weight }
+}
+
+impl Ranked {
+    /// The weight of firing entry `i` of `firing`.
+    pub fn weight(&self, firing: &Firing, i: usize) -> f64 {
+        self.cell_weight[firing.cells[i] as usize]
+    }
 }
 
 /// Per-code sums of one covariate (all steps; zeros included through the code counts).
@@ -267,7 +278,7 @@ pub fn bin_stats(
         })
         .collect();
     for (i, &step) in steps.iter().enumerate() {
-        let w = ranked.weight[i] as f64;
+        let w = ranked.weight(firing, i);
         if w == 0.0 {
             continue;
         }
@@ -275,7 +286,7 @@ pub fn bin_stats(
         if given.is_some_and(|a| !a.contains(codes[a.covariate.index()])) {
             continue;
         }
-        let (r, a) = (ranked.rank[i], firing.values[i] as f64);
+        let (r, a) = (ranked.rank[i] as f64, firing.values[i] as f64);
         for (k, s) in stats.iter_mut().enumerate() {
             s.add(codes[k] as usize, w, r, a);
         }
@@ -308,11 +319,12 @@ pub fn detector(in_weight: f64, in_fire_weight: f64, ranked: &Ranked, total: f64
 }
 
 /// Scores a predicate directly (steps may be circularly shifted).
-pub fn score_detector(p: &Predicate, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
+pub fn score_detector(p: &Predicate, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting) -> Option<DetectorScore> {
     let mut fire = 0.0;
     for (i, &step) in steps.iter().enumerate() {
-        if ranked.weight[i] > 0.0 && p.holds(coded.step(step as usize)) {
-            fire += ranked.weight[i] as f64;
+        let w = ranked.weight(firing, i);
+        if w > 0.0 && p.holds(coded.step(step as usize)) {
+            fire += w;
         }
     }
     detector(coded.count_predicate(p, weighting), fire, ranked, weighting.total)
@@ -327,7 +339,7 @@ pub fn within_cell_spearman(firing: &Firing, steps: &[u32], coded: &CodedSteps, 
     for (i, &step) in steps.iter().enumerate() {
         let c = firing.cells[i] as usize;
         if weighting.cell_weight[c] > 0.0 {
-            add_rank(&mut fired[c][scale.code(coded, coded.step(step as usize))], firing.cell_rank[i]);
+            add_rank(&mut fired[c][scale.code(coded, coded.step(step as usize))], firing.cell_rank[i] as f64);
         }
     }
     scale_spearman(firing, coded, weighting, scale, |c| fired[c])
@@ -383,7 +395,7 @@ pub fn tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, 
             continue;
         }
         let codes = coded.step(step as usize);
-        let rank = firing.cell_rank[i];
+        let rank = firing.cell_rank[i] as f64;
         if regime.is_none_or(|a| a.contains(codes[a.covariate.index()])) {
             for (k, sums) in inside[c].iter_mut().enumerate() {
                 add_rank(&mut sums[codes[k] as usize], rank);
@@ -495,8 +507,9 @@ pub fn r_squared(s: &BinStats, n_codes: usize, g: &[f64]) -> f64 {
 pub fn bin_stats_one(firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, weighting: &Weighting, scale: &TrackerScale) -> BinStats {
     let mut s = BinStats::empty(scale.bins(coded, weighting));
     for (i, &step) in steps.iter().enumerate() {
-        if ranked.weight[i] > 0.0 {
-            s.add(scale.code(coded, coded.step(step as usize)), ranked.weight[i] as f64, ranked.rank[i], firing.values[i] as f64);
+        let w = ranked.weight(firing, i);
+        if w > 0.0 {
+            s.add(scale.code(coded, coded.step(step as usize)), w, ranked.rank[i] as f64, firing.values[i] as f64);
         }
     }
     s.close(ranked.zero_rank)

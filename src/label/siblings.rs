@@ -52,10 +52,18 @@ impl Contrast {
         0.5 * (share_inside(&self.own) + 1.0 - share_inside(&self.siblings))
     }
 
+    /// Sibling AUROC of any label: a detector's predicate's, or a scale's ([`Contrast::scale_auroc`]).
+    pub fn label_auroc(&self, label: &Candidate, coded: &CodedSteps, w: &Weighting) -> f64 {
+        match label {
+            Candidate::Detector(p) => self.auroc(p, coded, w),
+            _ => self.scale_auroc(label, coded, w),
+        }
+    }
+
     /// Sibling AUROC of a tracker or graded detector: how well its scale (the binned covariate, in the direction the
     /// activation rises) ranks the feature's firing steps above its siblings' (ties count half;
     /// steps with no value are left out). For a detector's yes/no score this is [`Contrast::auroc`].
-    pub fn tracker_auroc(&self, tracker: &Candidate, coded: &CodedSteps, w: &Weighting) -> f64 {
+    pub fn scale_auroc(&self, tracker: &Candidate, coded: &CodedSteps, w: &Weighting) -> f64 {
         let Some(scale) = TrackerScale::of(tracker) else { return f64::NAN };
         let histogram = |steps: &[u32]| {
             let mut h = [0.0f64; MAX_CODES];
@@ -81,6 +89,46 @@ impl Contrast {
         }
         let regimes = [Predicate { atoms: p.atoms.clone(), any: p.any, or: Vec::new() }, Predicate::all(p.or.clone())];
         regimes.into_iter().map(|r| (self.auroc(&r, coded, w), r)).max_by(|x, y| x.0.total_cmp(&y.0)).map(|(auroc, r)| (r, auroc))
+    }
+
+    /// The more specific label for a sibling whose label is a graded detector without a regime:
+    /// the regime (an atom of another covariate) inside which its scale best ranks own firing
+    /// above the siblings' on `w`, with that sibling AUROC. From one pass over the steps: per
+    /// covariate, the weight of own and of sibling firing per (its code, the scale's code).
+    pub fn best_regime(&self, graded: &Candidate, coded: &CodedSteps, w: &Weighting) -> Option<(Candidate, f64)> {
+        let Candidate::Graded { covariate, increasing, within: None } = *graded else { return None };
+        let k = covariate.index();
+        let joint = |steps: &[u32]| {
+            let mut out = vec![[[0.0f64; MAX_CODES]; MAX_CODES]; N_COV];
+            for &step in steps {
+                let weight = w.cell_weight[coded.cell_of(step as usize)];
+                let codes = coded.step(step as usize);
+                for (l, &c) in codes.iter().enumerate() {
+                    out[l][c as usize][codes[k] as usize] += weight;
+                }
+            }
+            out
+        };
+        let (own, sib) = (joint(&self.own), joint(&self.siblings));
+        // Weight per scale code inside regime `b` of covariate `l`, everything else in code 0.
+        let on_scale = |table: &[[[f64; MAX_CODES]; MAX_CODES]], l: usize, scale: &TrackerScale, b: &Atom| {
+            let all: [f64; MAX_CODES] = std::array::from_fn(|x| table[l].iter().map(|row| row[x]).sum());
+            let inside: [f64; MAX_CODES] = std::array::from_fn(|x| b.codes().map(|c| table[l][c][x]).sum());
+            scale.regroup(coded, all, |_| inside)
+        };
+        coded
+            .codings
+            .iter()
+            .enumerate()
+            .filter(|&(l, _)| l != k)
+            .flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)))
+            .map(|(l, b)| {
+                let scale = TrackerScale { k, within: Some(b), descending: !increasing, collapse: false };
+                let label = Candidate::Graded { covariate, increasing, within: Some(b) };
+                (label, ordinal_auroc(&on_scale(&own, l, &scale, &b), &on_scale(&sib, l, &scale, &b), true))
+            })
+            .filter(|x| x.1.is_finite())
+            .max_by(|x, y| x.1.total_cmp(&y.1))
     }
 
     /// The atom of a covariate not yet in the predicate that, added to its atoms, best separates

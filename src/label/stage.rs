@@ -98,7 +98,8 @@ pub(crate) fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Res
 fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
     let accepted: Vec<&FeatureLabel> = labels.iter().filter(|l| l.accepted).collect();
     let testable = labels.iter().filter(|l| l.test_density > 0.0).count();
-    // Held-out scores of each accepted label: AUROC for detectors, Spearman for trackers.
+    // Held-out scores of each accepted label: AUROC for detectors (yes/no and graded), Spearman
+    // for trackers.
     let held_out = |get: &dyn Fn(&FeatureLabel) -> f64| {
         let values: Vec<f64> = accepted.iter().map(|l| get(l)).filter(|v| v.is_finite()).collect();
         quartiles(values)
