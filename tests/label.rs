@@ -321,6 +321,14 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
     assert!(split.scale_auroc(&tracker, &coded, &all) > 0.99, "warm over cool by temperature");
     let falling = Candidate::Tracker { covariate: temperature, increasing: false, within: None };
     assert!(split.scale_auroc(&falling, &coded, &all) < 0.01, "a falling tracker ranks the cool feature first");
+
+    // A graded label shared by the warm and cool features ("fires more often the lower the
+    // voltage") gains the regime that separates them: a temperature atom.
+    let graded = Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None };
+    let (regime, auroc) = split.best_regime(&graded, &coded, &all).expect("a regime");
+    assert!(auroc > 0.95, "the regime separates them: sibling AUROC {auroc} (without: {})", split.scale_auroc(&graded, &coded, &all));
+    assert!(matches!(regime, Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: Some(a) } if a.covariate == temperature), "{regime:?}");
+    assert!(twin.best_regime(&graded, &coded, &all).is_none_or(|(_, auroc)| auroc <= 0.5 + 1e-9), "no regime separates identical firing");
 }
 
 /// Same counts, same table, bit for bit: η² sums its groups in a fixed order (polars' hash

@@ -544,44 +544,54 @@ fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
 fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<()> {
     let set = cfg.search_settings();
     let groups = sibling_groups(labels);
-    // Every sibling's activations in one pass: they are the accepted labels with a shared
-    // sentence, a small share of the features.
-    let mut members: Vec<usize> = groups.iter().flatten().copied().collect();
-    members.sort_unstable();
-    let features = load_labelled(acts, labels, &members)?;
-    let activations_of = |i: usize| &features[members.binary_search(&i).expect("a member")];
-    for group in groups {
-        let firings: Vec<Firing> = group.iter().map(|&i| firing_of(activations_of(i), coded)).collect();
-        let steps: Vec<&[u32]> = firings.iter().map(|f| f.steps.as_slice()).collect();
-        for (m, &i) in group.iter().enumerate() {
-            let contrast = siblings::Contrast::new(&steps, m);
-            let label = labels[i].candidates[0].candidate.clone();
-            let before = contrast.label_auroc(&label, coded, &halves.test);
-            labels[i].sibling_auroc = before;
-            // A tracker, and a graded detector already inside a regime, get no contrastive term.
-            let refined = match &label {
-                Candidate::Detector(p) => contrast.refine(p, coded, &halves.explain).map(|(p, auroc)| (Candidate::Detector(p), auroc)),
-                Candidate::Graded { .. } => contrast.best_regime(&label, coded, &halves.explain),
-                Candidate::Tracker { .. } => None,
-            };
-            let Some((refined, explain_after)) = refined else { continue };
-            let after = contrast.label_auroc(&refined, coded, &halves.test);
-            if explain_after < contrast.label_auroc(&label, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
-                continue;
-            }
-            let firing = &firings[m];
-            let explain_ranked = rank(firing, &halves.explain);
-            let score = score_candidate(&refined, &[], firing, &firing.steps, &explain_ranked, coded, &halves.explain);
-            let scored = Scored { candidate: refined, score, g: Vec::new() };
-            let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
-            let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, &set);
-            if result.strength >= 1.0 {
-                labels[i].candidates.insert(0, result);
-                labels[i].sibling_auroc = after;
-            }
+    // Siblings' activations a run of groups at a time, within the chunk budget (a group larger
+    // than that alone): with graded labels a sentence can be shared by dozens of dense features.
+    let total_steps = coded.cell_offsets.last().copied().unwrap_or(0) as f64;
+    let group_entries = groups.iter().map(|g| g.iter().map(|&i| (labels[i].density * total_steps).round() as usize).sum());
+    for run in source::chunks(group_entries, acts.chunk_entries()) {
+        let mut members: Vec<usize> = groups[run.clone()].iter().flatten().copied().collect();
+        members.sort_unstable();
+        let features = load_labelled(acts, labels, &members)?;
+        for group in &groups[run] {
+            let of_group: Vec<&FeatureActivations> = group.iter().map(|i| &features[members.binary_search(i).expect("a member")]).collect();
+            separate_group(labels, group, &of_group, coded, halves, cfg, &set);
         }
     }
     Ok(())
+}
+
+/// The contrastive search within one group of siblings, given their activations: each
+/// member's firing steps, and its sorted firing only when a refined label is scored.
+fn separate_group(labels: &mut [FeatureLabel], group: &[usize], features: &[&FeatureActivations], coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig, set: &SearchSettings) {
+    let steps: Vec<Vec<u32>> = features.iter().map(|f| f.entries().map(|(c, r, _)| (coded.cell_offsets[c] + r as usize) as u32).collect()).collect();
+    let steps: Vec<&[u32]> = steps.iter().map(Vec::as_slice).collect();
+    for (m, &i) in group.iter().enumerate() {
+        let contrast = siblings::Contrast::new(&steps, m);
+        let label = labels[i].candidates[0].candidate.clone();
+        let before = contrast.label_auroc(&label, coded, &halves.test);
+        labels[i].sibling_auroc = before;
+        // A tracker, and a graded detector already inside a regime, get no contrastive term.
+        let refined = match &label {
+            Candidate::Detector(p) => contrast.refine(p, coded, &halves.explain).map(|(p, auroc)| (Candidate::Detector(p), auroc)),
+            Candidate::Graded { .. } => contrast.best_regime(&label, coded, &halves.explain),
+            Candidate::Tracker { .. } => None,
+        };
+        let Some((refined, explain_after)) = refined else { continue };
+        let after = contrast.label_auroc(&refined, coded, &halves.test);
+        if explain_after < contrast.label_auroc(&label, coded, &halves.explain) + siblings::MIN_SIBLING_GAIN || !(after >= before + siblings::MIN_SIBLING_GAIN) {
+            continue;
+        }
+        let firing = &firing_of(features[m], coded);
+        let explain_ranked = rank(firing, &halves.explain);
+        let score = score_candidate(&refined, &[], firing, &firing.steps, &explain_ranked, coded, &halves.explain);
+        let scored = Scored { candidate: refined, score, g: Vec::new() };
+        let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
+        let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, set);
+        if result.strength >= 1.0 {
+            labels[i].candidates.insert(0, result);
+            labels[i].sibling_auroc = after;
+        }
+    }
 }
 
 /// Sets each accepted label's count of other accepted labels with the same sentence.

@@ -21,11 +21,11 @@ pub fn shifted_steps(firing: &Firing, cell_offsets: &[usize], rng: &mut ChaCha8R
     firing
         .cells
         .iter()
-        .zip(&firing.rows)
-        .map(|(&c, &row)| {
+        .zip(&firing.steps)
+        .map(|(&c, &step)| {
             let c = c as usize;
-            let n = cell_offsets[c + 1] - cell_offsets[c];
-            (cell_offsets[c] + (row as usize + shifts[c]) % n) as u32
+            let (n, row) = (cell_offsets[c + 1] - cell_offsets[c], step as usize - cell_offsets[c]);
+            (cell_offsets[c] + (row + shifts[c]) % n) as u32
         })
         .collect()
 }

@@ -14,7 +14,6 @@ pub struct Firing {
     /// Global step (cell offset + row).
     pub steps: Vec<u32>,
     pub cells: Vec<u32>,
-    pub rows: Vec<u32>,
     pub values: Vec<f32>,
     /// Mid-rank of each entry among all steps of its own cell (for within-cell Spearman): a
     /// half-integer below the cell's length, which f32 holds exactly below 2^23 steps.
@@ -56,7 +55,6 @@ impl Firing {
         Firing {
             steps: entries.iter().map(|&(c, r, _)| (cell_offsets[c as usize] + r as usize) as u32).collect(),
             cells: entries.iter().map(|e| e.0).collect(),
-            rows: entries.iter().map(|e| e.1).collect(),
             values: entries.iter().map(|e| e.2).collect(),
             cell_rank,
             cell_zero_rank: zeros.iter().map(|z| 0.5 * z).collect(),
