@@ -224,7 +224,7 @@ fn a_feature_that_fires_more_often_as_soc_rises_gets_a_graded_label() {
     let labels = label_features(&activations(&covs, vec![graded, cv_hold]), &covs, &ds.cells, &LabelConfig::default()).unwrap();
     let best = |i: usize| &labels[i].candidates[0];
     assert!(labels[0].accepted, "{}", labels[0].label);
-    assert!(matches!(best(0).candidate, Candidate::Graded { covariate: Covariate::Soc, increasing: true, within: None }), "{}", labels[0].label);
+    assert!(matches!(best(0).candidate, Candidate::Graded { covariate: Covariate::Soc, increasing: true, within: None, .. }), "{}", labels[0].label);
     assert!(best(0).test.auroc >= 0.85, "held-out AUROC {}", best(0).test.auroc);
     assert!(matches!(best(1).candidate, Candidate::Detector(_)), "{}", labels[1].label);
 }
@@ -324,10 +324,10 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
 
     // A graded label shared by the warm and cool features ("fires more often the lower the
     // voltage") gains the regime that separates them: a temperature atom.
-    let graded = Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None };
+    let graded = Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None, half: 0 };
     let (regime, auroc) = split.best_regime(&graded, &coded, &all).expect("a regime");
     assert!(auroc > 0.95, "the regime separates them: sibling AUROC {auroc} (without: {})", split.scale_auroc(&graded, &coded, &all));
-    assert!(matches!(regime, Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: Some(a) } if a.covariate == temperature), "{regime:?}");
+    assert!(matches!(regime, Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: Some(a), .. } if a.covariate == temperature), "{regime:?}");
     assert!(twin.best_regime(&graded, &coded, &all).is_none_or(|(_, auroc)| auroc <= 0.5 + 1e-9), "no regime separates identical firing");
 }
 

@@ -188,6 +188,11 @@ pub enum Candidate {
         increasing: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         within: Option<Atom>,
+        /// The covariate's code from which, in the graded direction, half of the firing lies
+        /// (on the explain cells, inside the regime): "…, half of its firing above 1.2C". Two
+        /// features on one scale fire at different places along it, and the sentence says where.
+        #[serde(default)]
+        half: u8,
     },
 }
 
@@ -226,7 +231,7 @@ impl Candidate {
     /// A tracker's or graded detector's covariate, direction and regime.
     pub fn scale(&self) -> Option<(Covariate, bool, Option<Atom>)> {
         match self {
-            Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within } => Some((*covariate, *increasing, *within)),
+            Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within, .. } => Some((*covariate, *increasing, *within)),
             Candidate::Detector(_) => None,
         }
     }
@@ -962,7 +967,8 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
         let Some(interval) = best_by_auroc(atoms_of(&coded.codings[k]).into_iter().map(|a| (a, yes_no(&a, &all_fit, fit_ranked, fit)))) else { continue };
         if plain(&all_check, rising) >= yes_no(&interval, &all_check, check_ranked, check) + set.min_conjunction_gain {
             let auroc = plain(stats, rising);
-            out.push(Scored { candidate: Candidate::Graded { covariate: coded.codings[k].covariate, increasing: rising, within: None }, score: Score::graded(auroc), g: Vec::new() });
+            let half = half_code(&stats[k].fire_weight, coded.codings[k].n_codes(), rising);
+            out.push(Scored { candidate: Candidate::Graded { covariate: coded.codings[k].covariate, increasing: rising, within: None, half }, score: Score::graded(auroc), g: Vec::new() });
         }
     }
     for &regime in regimes {
@@ -979,11 +985,29 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
         if !(on_scale(&best, &all_check, &inside_check) >= yes_no(&regime, &all_check, check_ranked, check) + set.min_conjunction_gain) {
             continue;
         }
-        let candidate = Candidate::Graded { covariate: coded.codings[best.k].covariate, increasing: !best.descending, within: Some(regime) };
+        let inside = &bin_stats(firing, &firing.steps, ranked, coded, weighting, Some(&regime))[best.k];
+        let half = half_code(&inside.fire_weight, coded.codings[best.k].n_codes(), !best.descending);
+        let candidate = Candidate::Graded { covariate: coded.codings[best.k].covariate, increasing: !best.descending, within: Some(regime), half };
         let s = bin_stats_one(firing, &firing.steps, ranked, coded, weighting, &best);
         out.push(Scored { candidate, score: Score::graded(graded_auroc(&s.weight, &s.fire_weight, true)), g: Vec::new() });
     }
     out
+}
+
+/// The code of a covariate from which, taking codes from the top when `increasing` (else from
+/// the bottom), half of the firing weight `fire` over its `n` codes lies.
+pub fn half_code(fire: &[f64; MAX_CODES], n: usize, increasing: bool) -> u8 {
+    let n = n.min(MISSING);
+    let total: f64 = fire[..n].iter().sum();
+    let order: Vec<usize> = if increasing { (0..n).rev().collect() } else { (0..n).collect() };
+    let mut held = 0.0;
+    for c in order {
+        held += fire[c];
+        if held >= 0.5 * total {
+            return c as u8;
+        }
+    }
+    0
 }
 
 /// Regimes a tracker may be confined to: the best single atoms by F1, on distinct covariates.

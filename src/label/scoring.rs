@@ -88,7 +88,7 @@ impl TrackerScale {
 
     pub fn of(candidate: &Candidate) -> Option<TrackerScale> {
         match candidate {
-            Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within } => {
+            Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within, .. } => {
                 Some(TrackerScale { k: covariate.index(), within: *within, descending: within.is_some() && !increasing, collapse: false })
             }
             Candidate::Detector(_) => None,

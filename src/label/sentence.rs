@@ -23,10 +23,13 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
             let regime = within.map_or(String::new(), |a| format!(" {}", atom_phrase(&a, &codings[a.covariate.index()])));
             format!("tracks {} ({}){regime}", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
         }
-        Candidate::Graded { covariate, increasing, within } => {
+        Candidate::Graded { covariate, increasing, within, half } => {
             let noun = noun(*covariate);
             let the = if noun.starts_with("the ") { "" } else { "the " };
-            let more = format!("more often the {} {the}{noun}", if *increasing { "higher" } else { "lower" });
+            let (lo, hi) = codings[covariate.index()].range(*half as usize, *half as usize);
+            let bound = if *increasing { lo.map(|x| format!("above {}", value(*covariate, x))) } else { hi.map(|x| format!("below {}", value(*covariate, x))) };
+            let half = bound.map_or(String::new(), |b| format!(", half of its firing {b}"));
+            let more = format!("more often the {} {the}{noun}{half}", if *increasing { "higher" } else { "lower" });
             match within {
                 Some(a) => format!("fires {}, {more}", atom_phrase(a, &codings[a.covariate.index()])),
                 None => format!("fires {more}"),
@@ -292,9 +295,12 @@ mod tests {
     #[test]
     fn a_graded_detector_says_where_it_fires_more_often() {
         let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
-        let graded = |covariate, increasing, within| sentence(&Candidate::Graded { covariate, increasing, within }, &codings_with(rate.clone()));
-        assert_eq!(graded(Covariate::AbsCRate, true, Some(Atom::interval(Covariate::CRate, 0, 1))), "fires during discharge, more often the higher the |C-rate|");
-        assert_eq!(graded(Covariate::LastCurrentStep, false, None), "fires more often the lower the size of the last current step");
+        let graded = |covariate, increasing, within, half| sentence(&Candidate::Graded { covariate, increasing, within, half }, &codings_with(rate.clone()));
+        assert_eq!(graded(Covariate::AbsCRate, true, Some(Atom::interval(Covariate::CRate, 0, 1)), 0), "fires during discharge, more often the higher the |C-rate|");
+        assert_eq!(graded(Covariate::LastCurrentStep, false, None, 0), "fires more often the lower the size of the last current step");
+        // C-rate bins: below -1, [-1, 0), [0, 1), from 1.
+        assert_eq!(graded(Covariate::CRate, true, None, 3), "fires more often the higher the C-rate (signed, + = charge), half of its firing above 1C");
+        assert_eq!(graded(Covariate::CRate, false, None, 1), "fires more often the lower the C-rate (signed, + = charge), half of its firing below 0C");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::label::candidates::{atoms_of, Atom, Candidate, CodedSteps, Predicate, Weighting, MAX_CODES, N_COV};
+use crate::label::candidates::{atoms_of, half_code, Atom, Candidate, CodedSteps, Predicate, Weighting, MAX_CODES, N_COV};
 use crate::label::scoring::{ordinal_auroc, TrackerScale};
 
 /// The most terms a label may have (DESIGN §5 step 2).
@@ -96,7 +96,7 @@ impl Contrast {
     /// above the siblings' on `w`, with that sibling AUROC. From one pass over the steps: per
     /// covariate, the weight of own and of sibling firing per (its code, the scale's code).
     pub fn best_regime(&self, graded: &Candidate, coded: &CodedSteps, w: &Weighting) -> Option<(Candidate, f64)> {
-        let Candidate::Graded { covariate, increasing, within: None } = *graded else { return None };
+        let Candidate::Graded { covariate, increasing, within: None, .. } = *graded else { return None };
         let k = covariate.index();
         let joint = |steps: &[u32]| {
             let mut out = vec![[[0.0f64; MAX_CODES]; MAX_CODES]; N_COV];
@@ -124,7 +124,9 @@ impl Contrast {
             .flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)))
             .map(|(l, b)| {
                 let scale = TrackerScale { k, within: Some(b), descending: !increasing, collapse: false };
-                let label = Candidate::Graded { covariate, increasing, within: Some(b) };
+                let own_inside: [f64; MAX_CODES] = std::array::from_fn(|x| b.codes().map(|c| own[l][c][x]).sum());
+                let half = half_code(&own_inside, coded.codings[k].n_codes(), increasing);
+                let label = Candidate::Graded { covariate, increasing, within: Some(b), half };
                 (label, ordinal_auroc(&on_scale(&own, l, &scale, &b), &on_scale(&sib, l, &scale, &b), true))
             })
             .filter(|x| x.1.is_finite())
