@@ -113,7 +113,7 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
         for p in predicates {
             let (atoms, any) = (&p.atoms, p.any);
             let cov = atoms[0].covariate;
-            let got = score_detector(&p, &firing.steps, &ranked, &coded, &weighting);
+            let got = score_detector(&p, &firing, &firing.steps, &ranked, &coded, &weighting);
             // Every (firing, quiet) pair: 1 when the predicate holds at the firing step and not
             // at the quiet one, ½ when it holds at both or neither.
             let inside = |s: usize| {
