@@ -229,6 +229,33 @@ fn a_feature_that_fires_more_often_as_soc_rises_gets_a_graded_label() {
     assert!(matches!(best(1).candidate, Candidate::Detector(_)), "{}", labels[1].label);
 }
 
+/// A feature whose firing grows more likely both as SOC falls and as |C-rate| rises (deep
+/// discharge at high current) is ranked well by neither alone; its label names both scales.
+#[test]
+fn a_feature_that_fires_more_often_at_low_soc_and_high_current_gets_a_two_covariate_label() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let both: Vec<Vec<f32>> = covs
+        .iter()
+        .map(|c| {
+            let (soc, rate) = (c.column(Covariate::Soc), c.column(Covariate::AbsCRate));
+            soc.iter().zip(rate).map(|(&soc, &rate)| {
+                let place = 0.5 * ((1.0 - soc.clamp(0.0, 1.0)) + (rate / 2.0).clamp(0.0, 1.0));
+                let p = 1.0 / (1.0 + (-25.0 * (place - 0.55)).exp());
+                if rng.random::<f32>() < p { 1.0 } else { 0.0 }
+            }).collect()
+        })
+        .collect();
+    let labels = label_features(&activations(&covs, vec![both]), &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    let best = &labels[0].candidates[0];
+    assert!(labels[0].accepted, "{}", labels[0].label);
+    let scales = best.candidate.pair_scales().unwrap_or_else(|| panic!("not a two-covariate label: {}", labels[0].label));
+    let rising = |c: Covariate| scales.iter().find(|s| s.0 == c).map(|s| s.1);
+    assert!(rising(Covariate::AbsCRate) == Some(true), "{}", labels[0].label);
+    assert!(rising(Covariate::Soc) == Some(false) || rising(Covariate::Voltage) == Some(false), "{}", labels[0].label);
+}
+
 #[test]
 fn planted_features_are_recovered_on_another_chemistry() {
     let Some((_tmp, ds)) = other_chemistry() else { return };
@@ -324,7 +351,7 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
 
     // A graded label shared by the warm and cool features ("fires more often the lower the
     // voltage") gains the regime that separates them: a temperature atom.
-    let graded = Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None, half: 0 };
+    let graded = Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None, half: 0, and: None };
     let (regime, auroc) = split.best_regime(&graded, &coded, &all).expect("a regime");
     assert!(auroc > 0.95, "the regime separates them: sibling AUROC {auroc} (without: {})", split.scale_auroc(&graded, &coded, &all));
     assert!(matches!(regime, Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: Some(a), .. } if a.covariate == temperature), "{regime:?}");

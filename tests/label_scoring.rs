@@ -184,7 +184,7 @@ fn within_cell_spearman_matches_ranking_each_cell() {
             let rhos = tracker_rhos(&firing, &coded, &weighting, Some(&regime));
             for cov in continuous().into_iter().filter(|c| *c != regime.covariate) {
                 for (i, (descending, collapse)) in [(false, false), (true, false), (false, true)].into_iter().enumerate() {
-                    let scale = TrackerScale { k: cov.index(), within: Some(regime), descending, collapse };
+                    let scale = TrackerScale { k: cov.index(), within: Some(regime), descending, collapse, and: None };
                     let one = within_cell_spearman(&firing, &firing.steps, &coded, &weighting, &scale);
                     assert!((rhos[cov.index()][i] - one).abs() < 1e-9, "{cov:?} in {regime:?} {i}: one pass {} vs {one}", rhos[cov.index()][i]);
                     scales.push(scale);

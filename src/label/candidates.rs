@@ -12,7 +12,7 @@ use crate::label::covariates::{Covariate, Covariates, StepKind};
 use crate::label::sentence::round_bound;
 use crate::label::scoring::{
     bin_stats, bin_stats_one, detector, graded_auroc, isotonic, r_squared, score_detector, tracker_rhos, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
-    TrackerScale,
+    SecondScale, TrackerScale,
 };
 
 /// Codes per covariate, the last one reserved for missing values (NaN temperature, null soh).
@@ -193,7 +193,28 @@ pub enum Candidate {
         /// features on one scale fire at different places along it, and the sentence says where.
         #[serde(default)]
         half: u8,
+        /// A second scale, for a graded detector over two covariates ("fires more often the
+        /// lower the voltage and the higher the |C-rate|"; never with a regime): steps rank by
+        /// the sum of their places along both scales ([`crate::label::scoring::pair_level`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        and: Option<Grade>,
     },
+}
+
+/// One scale of a two-covariate graded detector after the first: its covariate, direction and
+/// the code from which half of the firing lies (as `Candidate::Graded`'s `half`), and its share
+/// of the steps' summed place in tenths (5: both scales weigh the same).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Grade {
+    pub covariate: Covariate,
+    pub increasing: bool,
+    pub half: u8,
+    #[serde(default = "even_share")]
+    pub share: u8,
+}
+
+fn even_share() -> u8 {
+    5
 }
 
 /// Two labels count as the same (for stability and for distinct runners-up) when they are the
@@ -202,6 +223,11 @@ pub enum Candidate {
 /// detector of one scale state one relation ("more active, and more often, the higher the
 /// covariate") and count as the same.
 pub fn same_label(a: &Candidate, b: &Candidate) -> bool {
+    match (a.pair_scales(), b.pair_scales()) {
+        (Some(x), Some(y)) => return x == y,
+        (None, None) => {}
+        _ => return false,
+    }
     if let (Some((c1, i1, w1)), Some((c2, i2, w2))) = (a.scale(), b.scale()) {
         return c1 == c2
             && i1 == i2
@@ -228,7 +254,16 @@ impl Candidate {
         Candidate::Detector(Predicate::all(atoms))
     }
 
-    /// A tracker's or graded detector's covariate, direction and regime.
+    /// A two-covariate graded detector's (covariate, increasing) pairs, ordered by covariate:
+    /// "the lower A and the higher B" is "the higher B and the lower A".
+    pub fn pair_scales(&self) -> Option<[(Covariate, bool); 2]> {
+        let Candidate::Graded { covariate, increasing, and: Some(g), .. } = self else { return None };
+        let mut both = [(*covariate, *increasing), (g.covariate, g.increasing)];
+        both.sort_by_key(|x| x.0.index());
+        Some(both)
+    }
+
+    /// A tracker's or graded detector's (first) covariate, direction and regime.
     pub fn scale(&self) -> Option<(Covariate, bool, Option<Atom>)> {
         match self {
             Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within, .. } => Some((*covariate, *increasing, *within)),
@@ -239,8 +274,15 @@ impl Candidate {
     pub fn covariates(&self) -> Vec<Covariate> {
         match self {
             Candidate::Detector(p) => p.every_atom().map(|a| a.covariate).collect(),
-            Candidate::Tracker { covariate, within, .. } | Candidate::Graded { covariate, within, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).collect(),
+            Candidate::Tracker { covariate, within, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).collect(),
+            Candidate::Graded { covariate, within, and, .. } => [*covariate].into_iter().chain(within.map(|a| a.covariate)).chain(and.map(|g| g.covariate)).collect(),
         }
+    }
+
+    /// Which raw-V/I baseline a label meets (DESIGN §5 step 5): that of its own kind, a
+    /// two-covariate graded detector's apart from a one-covariate one's.
+    pub fn baseline_kind(&self) -> (std::mem::Discriminant<Candidate>, bool) {
+        (std::mem::discriminant(self), self.pair_scales().is_some())
     }
 
     /// True when it uses only raw V and I: the baseline of DESIGN §5 step 5.
@@ -301,6 +343,48 @@ pub fn pair_index(k: usize, l: usize) -> usize {
     a * N_COV - a * (a + 1) / 2 + (b - a - 1)
 }
 const N_PAIRS: usize = N_COV * (N_COV - 1) / 2;
+
+/// Steps sampled to compare two scales' rankings, and the rank correlation from which they
+/// count as one label ([`CodedSteps::same_ranking`]).
+const PROBE_STEPS: usize = 4096;
+const SAME_RANKING: f64 = 0.9;
+
+/// Spearman's rank correlation of two coded variables from their weighted joint counts
+/// `[code x][code y]`, ties at their mid-ranks, `MISSING` on either side left out; 0 where
+/// either side is constant.
+fn table_spearman(joint: &[[f64; MAX_CODES]; MAX_CODES]) -> f64 {
+    let valid = |c: usize| c != MISSING;
+    let mid_ranks = |weight: [f64; MAX_CODES]| {
+        let mut below = 0.0;
+        weight.map(|w| {
+            let r = below + 0.5 * w;
+            below += w;
+            r
+        })
+    };
+    let rows: [f64; MAX_CODES] = std::array::from_fn(|x| if valid(x) { (0..MAX_CODES).filter(|&y| valid(y)).map(|y| joint[x][y]).sum() } else { 0.0 });
+    let cols: [f64; MAX_CODES] = std::array::from_fn(|y| if valid(y) { (0..MAX_CODES).filter(|&x| valid(x)).map(|x| joint[x][y]).sum() } else { 0.0 });
+    let (rx, ry) = (mid_ranks(rows), mid_ranks(cols));
+    let (mut n, mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for x in (0..MAX_CODES).filter(|&x| valid(x)) {
+        for y in (0..MAX_CODES).filter(|&y| valid(y)) {
+            let w = joint[x][y];
+            (n, sx, sy) = (n + w, sx + w * rx[x], sy + w * ry[y]);
+            (sxx, syy, sxy) = (sxx + w * rx[x] * rx[x], syy + w * ry[y] * ry[y], sxy + w * rx[x] * ry[y]);
+        }
+    }
+    if n <= 0.0 {
+        return 0.0;
+    }
+    let (vx, vy) = (sxx / n - (sx / n).powi(2), syy / n - (sy / n).powi(2));
+    if vx <= 1e-12 || vy <= 1e-12 { 0.0 } else { (sxy / n - (sx / n) * (sy / n)) / (vx * vy).sqrt() }
+}
+
+/// The (code of `k`, code of `l`) of a slot of pair (k, l)'s joint table (stored k < l).
+fn slot_codes(k: usize, l: usize, slot: usize) -> (usize, usize) {
+    let (low, high) = (slot / MAX_CODES, slot % MAX_CODES);
+    if k < l { (low, high) } else { (high, low) }
+}
 
 impl CodedSteps {
     /// Codes every cell's covariates with bins fitted on the explain cells only (so bin edges
@@ -367,6 +451,27 @@ impl CodedSteps {
         either > 0.0 && both / either >= 0.8
     }
 
+    /// Two trackers or graded detectors whose scales rank the steps alike ("more often the lower
+    /// the voltage" and "… the lower the SOC"; "the lower the voltage and, less so, the higher
+    /// the |C-rate|" and the same with SOC) are one label in different words, as `same_steps`
+    /// finds for detectors: a rank correlation of their levels, each in the direction the firing
+    /// rises, of at least `SAME_RANKING` over `PROBE_STEPS` steps spread evenly over the dataset
+    /// and weighted as `w` weighs their cells (a sample: both scales may span four covariates,
+    /// which no count table holds).
+    pub fn same_ranking(&self, a: &Candidate, b: &Candidate, w: &Weighting) -> bool {
+        let (Some(scale_a), Some(scale_b)) = (TrackerScale::of(a), TrackerScale::of(b)) else { return false };
+        let steps = self.codes.len() / N_COV;
+        let probes = PROBE_STEPS.min(steps);
+        let mut joint = [[0.0f64; MAX_CODES]; MAX_CODES];
+        for i in 0..probes {
+            let step = i * steps / probes;
+            let (codes, weight) = (self.step(step), w.cell_weight[self.cell_of(step)]);
+            joint[scale_a.code(self, codes)][scale_b.code(self, codes)] += weight;
+        }
+        let sign = if TrackerScale::rises(a) == TrackerScale::rises(b) { 1.0 } else { -1.0 };
+        sign * table_spearman(&joint) >= SAME_RANKING
+    }
+
     /// The cell a global step belongs to.
     pub fn cell_of(&self, step: usize) -> usize {
         self.cell_offsets.partition_point(|&o| o <= step) - 1
@@ -414,15 +519,21 @@ impl CodedSteps {
 
     /// Step counts per code of covariate `l` among cell `c`'s steps where `a` holds.
     pub fn cell_conditional_counts(&self, c: usize, a: &Atom, l: usize) -> [u32; MAX_CODES] {
-        let k = a.covariate.index();
         let mut out = [0u32; MAX_CODES];
-        for (slot, n) in self.cell_joint[c].pair(pair_index(k, l)) {
-            let (x, y) = if k < l { (slot / MAX_CODES, slot % MAX_CODES) } else { (slot % MAX_CODES, slot / MAX_CODES) };
+        for (x, y, n) in self.cell_joint_counts(c, a.covariate.index(), l) {
             if a.contains(x as u8) {
-                out[y] += n;
+                out[y] += n as u32;
             }
         }
         out
+    }
+
+    /// Cell `c`'s joint counts (code of `k`, code of `l`, count) of two covariates, k ≠ l.
+    pub fn cell_joint_counts(&self, c: usize, k: usize, l: usize) -> impl Iterator<Item = (usize, usize, f64)> + '_ {
+        self.cell_joint[c].pair(pair_index(k, l)).map(move |(slot, n)| {
+            let (x, y) = slot_codes(k, l, slot);
+            (x, y, n as f64)
+        })
     }
 
     /// The codes of every covariate at one global step.
@@ -506,6 +617,15 @@ impl Weighting {
             (true, [a, b]) => self.count(&[*a]) + self.count(&[*b]) - self.count(atoms),
             _ => self.count(atoms),
         }
+    }
+
+    /// Weighted joint counts (code of `k`, code of `l`, count) of two covariates, k ≠ l.
+    pub fn joint(&self, k: usize, l: usize) -> impl Iterator<Item = (usize, usize, f64)> + '_ {
+        let table = &self.joint[pair_index(k, l)];
+        table.iter().enumerate().filter(|(_, n)| **n > 0.0).map(move |(slot, &n)| {
+            let (x, y) = slot_codes(k, l, slot);
+            (x, y, n)
+        })
     }
 
     /// Weighted counts per code of covariate `l` among steps where `a` holds.
@@ -725,7 +845,7 @@ pub fn search(
     let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| !c.covariate.is_categorical()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
     let regimes = leading_atoms(&detectors, TRACKER_REGIMES);
     trackers.extend(regime_trackers(&regimes, &scope, set, validation));
-    let mut graded = graded(&stats, &regimes, &scope, set, validation);
+    let (mut graded, mut pairs) = graded(&stats, &regimes, &scope, set, validation);
     detectors.extend(combinations);
     if let Some(&Testable { held_out, quiet }) = testable {
         let scorable = |p: &Predicate| {
@@ -740,17 +860,20 @@ pub fn search(
         detectors.retain(testable);
         trackers.retain(testable);
         graded.retain(testable);
+        pairs.retain(testable);
     }
     by_f1(&mut detectors);
     trackers.sort_by(|a, b| b.score.spearman.total_cmp(&a.score.spearman));
     graded.sort_by(|a, b| b.score.auroc.total_cmp(&a.score.auroc));
-    let baselines = [&detectors, &trackers, &graded].into_iter().filter_map(|list| list.iter().find(|s| s.candidate.is_raw_signal()).cloned()).collect();
+    pairs.sort_by(|a, b| b.score.auroc.total_cmp(&a.score.auroc));
+    let baselines = [&detectors, &trackers, &graded, &pairs].into_iter().filter_map(|list| list.iter().find(|s| s.candidate.is_raw_signal()).cloned()).collect();
     let by_strength = |list: &mut Vec<Scored>| list.sort_by(|a, b| set.strength(&b.candidate, &b.score).total_cmp(&set.strength(&a.candidate, &a.score)));
     let mut top = distinct(detectors.clone(), set.keep);
     by_strength(&mut detectors);
     top.extend(distinct(detectors, set.keep));
     top.extend(distinct(trackers, set.keep));
     top.extend(distinct(graded, set.keep));
+    top.extend(distinct(pairs, set.keep));
     by_strength(&mut top);
     (distinct(top, set.keep), baselines)
 }
@@ -952,7 +1075,8 @@ fn tracker(coding: &Coding, s: &BinStats, rho: f64) -> Scored {
 /// Each is kept when on the `check` cells it beats what it grades by `min_conjunction_gain`
 /// (a covariate's best interval, chosen on `fit`; the regime alone): a threshold that says as
 /// much is the simpler label. Then scored on `weighting` (`stats` are its bin statistics).
-fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
+/// Returns them, and apart the two-covariate ones ([`graded_pairs`]).
+fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> (Vec<Scored>, Vec<Scored>) {
     let Scope { firing, ranked, coded, weighting } = *scope;
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
@@ -968,7 +1092,7 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
         if plain(&all_check, rising) >= yes_no(&interval, &all_check, check_ranked, check) + set.min_conjunction_gain {
             let auroc = plain(stats, rising);
             let half = half_code(&stats[k].fire_weight, coded.codings[k].n_codes(), rising);
-            out.push(Scored { candidate: Candidate::Graded { covariate: coded.codings[k].covariate, increasing: rising, within: None, half }, score: Score::graded(auroc), g: Vec::new() });
+            out.push(Scored { candidate: Candidate::Graded { covariate: coded.codings[k].covariate, increasing: rising, within: None, half, and: None }, score: Score::graded(auroc), g: Vec::new() });
         }
     }
     for &regime in regimes {
@@ -979,7 +1103,7 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
             graded_auroc(&weight, &scale.regroup(coded, all[k].fire_weight, |_| w.fire_weight), true)
         };
         let inside_fit = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&regime));
-        let scales = continuous.iter().filter(|&&k| k != regime.covariate.index()).flat_map(|&k| [false, true].map(|descending| TrackerScale { k, within: Some(regime), descending, collapse: false }));
+        let scales = continuous.iter().filter(|&&k| k != regime.covariate.index()).flat_map(|&k| [false, true].map(|descending| TrackerScale { k, within: Some(regime), descending, collapse: false, and: None }));
         let Some(best) = scales.map(|s| (s, on_scale(&s, &all_fit, &inside_fit))).filter(|x| x.1.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1)).map(|x| x.0) else { continue };
         let inside_check = bin_stats(firing, &firing.steps, check_ranked, coded, check, Some(&regime));
         if !(on_scale(&best, &all_check, &inside_check) >= yes_no(&regime, &all_check, check_ranked, check) + set.min_conjunction_gain) {
@@ -987,9 +1111,88 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
         }
         let inside = &bin_stats(firing, &firing.steps, ranked, coded, weighting, Some(&regime))[best.k];
         let half = half_code(&inside.fire_weight, coded.codings[best.k].n_codes(), !best.descending);
-        let candidate = Candidate::Graded { covariate: coded.codings[best.k].covariate, increasing: !best.descending, within: Some(regime), half };
+        let candidate = Candidate::Graded { covariate: coded.codings[best.k].covariate, increasing: !best.descending, within: Some(regime), half, and: None };
         let s = bin_stats_one(firing, &firing.steps, ranked, coded, weighting, &best);
         out.push(Scored { candidate, score: Score::graded(graded_auroc(&s.weight, &s.fire_weight, true)), g: Vec::new() });
+    }
+    let pairs = graded_pairs(stats, [&all_fit, &all_check], &continuous, scope, set, validation);
+    (out, pairs)
+}
+
+/// How many covariates a two-covariate graded detector may start from (those whose one-scale
+/// AUROC on the fit cells is highest), and how many of the best pairs there are confirmed on
+/// the check cells.
+const PAIR_FIRSTS: usize = 6;
+const PAIRS_CHECKED: usize = 2;
+/// The second scale's shares of the summed place tried (tenths): less, as much, more.
+const PAIR_SHARES: [u8; 3] = [3, 5, 7];
+
+/// Two-covariate graded detectors (DESIGN §5 step 2): "fires more often the lower the voltage
+/// and the higher the |C-rate|", steps ranked by their summed places along both scales
+/// ([`crate::label::scoring::pair_level`]). A feature whose firing grows along two covariates at once (deep discharge
+/// at high current) is ranked well by neither alone, and a yes/no conjunction cuts both scales
+/// at one edge. The first covariate is one of the `PAIR_FIRSTS` ranking firing best alone on
+/// the fit cells (in its direction there); the second any other continuous covariate in either
+/// direction and with a share of `PAIR_SHARES`, all chosen by AUROC on the fit cells from one
+/// pass over the firing steps per first covariate. The best `PAIRS_CHECKED` distinct pairs are kept when on the check cells
+/// they beat each of their scales alone by `min_conjunction_gain` (each term adds held-out
+/// gain), then scored on `weighting` (`stats`); `[all_fit, all_check]` are the bin statistics
+/// of the fit and check cells.
+fn graded_pairs(stats: &[BinStats], [all_fit, all_check]: [&[BinStats]; 2], continuous: &[usize], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
+    let Scope { firing, ranked, coded, weighting } = *scope;
+    let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
+    let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
+    let alone = |s: &[BinStats], k: usize, rises: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rises);
+    let mut firsts: Vec<(usize, bool, f64)> = continuous.iter().map(|&k| (k, alone(all_fit, k, true))).filter(|x| x.1.is_finite()).map(|(k, a)| (k, a >= 0.5, a.max(1.0 - a))).collect();
+    firsts.sort_by(|a, b| b.2.total_cmp(&a.2));
+    firsts.truncate(PAIR_FIRSTS);
+    let mut pairs: Vec<(TrackerScale, f64)> = Vec::new();
+    for &(k, k_rises, _) in &firsts {
+        // Fit-cell firing weight per (code of k, code of l), for every covariate l.
+        let mut fire = vec![[0.0f64; MAX_CODES * MAX_CODES]; N_COV];
+        for (i, &step) in firing.steps.iter().enumerate() {
+            let w = fit_ranked.weight(firing, i);
+            if w > 0.0 {
+                let codes = coded.step(step as usize);
+                for (table, &code) in fire.iter_mut().zip(codes) {
+                    table[codes[k] as usize * MAX_CODES + code as usize] += w;
+                }
+            }
+        }
+        for &l in continuous.iter().filter(|&&l| l != k) {
+            let fired = || fire[l].iter().enumerate().filter(|x| *x.1 > 0.0).map(|(slot, &n)| (slot / MAX_CODES, slot % MAX_CODES, n));
+            for (rises, share) in [false, true].into_iter().flat_map(|r| PAIR_SHARES.map(|s| (r, s))) {
+                let scale = TrackerScale { k, within: None, descending: !k_rises, collapse: false, and: Some(SecondScale { k: l, rises, share }) };
+                pairs.push((scale, graded_auroc(&scale.pair_bins(coded, fit.joint(k, l)), &scale.pair_bins(coded, fired()), true)));
+            }
+        }
+    }
+    pairs.retain(|x| x.1.is_finite());
+    pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let covariates = |s: &TrackerScale| {
+        let l = s.and.expect("a pair").k;
+        (s.k.min(l), s.k.max(l))
+    };
+    let mut distinct: Vec<TrackerScale> = Vec::new();
+    for (scale, _) in pairs {
+        if distinct.len() < PAIRS_CHECKED && distinct.iter().all(|d| covariates(d) != covariates(&scale)) {
+            distinct.push(scale);
+        }
+    }
+    let on = |scale: &TrackerScale, ranked: &Ranked, w: &Weighting| {
+        let s = bin_stats_one(firing, &firing.steps, ranked, coded, w, scale);
+        graded_auroc(&s.weight, &s.fire_weight, true)
+    };
+    let mut out = Vec::new();
+    for scale in distinct {
+        let (k, k_rises, SecondScale { k: l, rises: l_rises, share }) = (scale.k, !scale.descending, scale.and.expect("a pair"));
+        if !(on(&scale, check_ranked, check) >= alone(all_check, k, k_rises).max(alone(all_check, l, l_rises)) + set.min_conjunction_gain) {
+            continue;
+        }
+        let half = |k: usize, rises: bool| half_code(&stats[k].fire_weight, coded.codings[k].n_codes(), rises);
+        let and = Grade { covariate: coded.codings[l].covariate, increasing: l_rises, half: half(l, l_rises), share };
+        let candidate = Candidate::Graded { covariate: coded.codings[k].covariate, increasing: k_rises, within: None, half: half(k, k_rises), and: Some(and) };
+        out.push(Scored { candidate, score: Score::graded(on(&scale, ranked, weighting)), g: Vec::new() });
     }
     out
 }
@@ -1026,7 +1229,7 @@ fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, valida
         let rhos = tracker_rhos(firing, coded, fit, Some(&regime));
         let best = rhos.iter().enumerate().flat_map(|(k, r)| [(k, false, r[0]), (k, true, r[1])]).filter(|x| x.2.is_finite()).max_by(|a, b| a.2.total_cmp(&b.2));
         let Some((k, descending, _)) = best else { continue };
-        let scale = TrackerScale { k, within: Some(regime), descending, collapse: false };
+        let scale = TrackerScale { k, within: Some(regime), descending, collapse: false, and: None };
         let on_check = |scale: &TrackerScale| within_cell_spearman(firing, &firing.steps, coded, check, scale);
         if on_check(&scale) < on_check(&TrackerScale { collapse: true, ..scale }) + set.min_conjunction_gain {
             continue;

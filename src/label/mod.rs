@@ -379,7 +379,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     // The baseline is the raw-V/I candidate of the label's kind: a graded score ranks steps more
     // finely than a yes/no predicate and a Spearman is no AUROC, so each kind meets its own.
     // It is a yardstick, not a tested hypothesis: it stays out of BH (q = NaN).
-    let same_kind = |b: &&Scored| top.first().is_some_and(|t| std::mem::discriminant(&t.candidate) == std::mem::discriminant(&b.candidate));
+    let same_kind = |b: &&Scored| top.first().is_some_and(|t| t.candidate.baseline_kind() == b.candidate.baseline_kind());
     let baseline = baselines.iter().find(same_kind).map(|b| CandidateResult { q_value: f64::NAN, ..held_out(b) });
     FeatureLabel {
         layer: f.layer,
@@ -522,7 +522,8 @@ fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: 
                 continue;
             }
             informative[i] += 1;
-            agree[i] += (top.iter().any(|t| candidates::same_label(&t.candidate, &c.candidate) || coded.same_steps(&t.candidate, &c.candidate, w))
+            let alike = |t: &Scored| candidates::same_label(&t.candidate, &c.candidate) || coded.same_steps(&t.candidate, &c.candidate, w) || coded.same_ranking(&t.candidate, &c.candidate, w);
+            agree[i] += (top.iter().any(alike)
                 || strength >= winner_strength - tie) as usize;
         }
     }

@@ -66,30 +66,67 @@ impl Firing {
 /// ("during discharge"), the bins moved up by one (in the tracker's direction when
 /// `descending`) with every step outside the regime in code 0, below them all. `collapse` puts
 /// every in-regime step in code 1: the regime alone, which a covariate must improve on to earn
-/// its place in the label.
+/// its place in the label. With a second scale `and`, the code is a two-covariate graded
+/// detector's [`pair_level`], `descending` then giving the first one's direction.
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerScale {
     pub k: usize,
     pub within: Option<Atom>,
     pub descending: bool,
     pub collapse: bool,
+    pub and: Option<SecondScale>,
+}
+
+/// The second covariate of a two-covariate scale: its index, whether the firing rises with it,
+/// and its share of the summed place in tenths (5: both weigh the same).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SecondScale {
+    pub k: usize,
+    pub rises: bool,
+    pub share: u8,
+}
+
+/// Levels of a two-covariate scale: the places along both scales summed, in steps of 1/11 of
+/// a scale's length (0..=22), below `MISSING`.
+const PAIR_LEVELS: usize = 23;
+
+/// A step's level on two scales: where its code sits along each covariate's codes (0 at the
+/// low end of the direction the firing rises, 1 at the high end), the two places averaged with
+/// the second's `share` and binned into `PAIR_LEVELS` levels; `MISSING` where either covariate
+/// has no value. Places go by code, not by value: the codes are quantile bins, so this is close
+/// to a percentile-rank sum, the finer tail bins (the last 1 % of a scale) weighing a little more.
+pub fn pair_level(coded: &CodedSteps, (k, k_rises): (usize, bool), second: &SecondScale, codes: &[u8]) -> usize {
+    let place = |k: usize, rises: bool| {
+        let (code, n) = (codes[k] as usize, coded.codings[k].n_codes());
+        let x = if n > 1 { code as f64 / (n - 1) as f64 } else { 0.5 };
+        (code != MISSING).then_some(if rises { x } else { 1.0 - x })
+    };
+    let share = second.share as f64 / 10.0;
+    match (place(k, k_rises), place(second.k, second.rises)) {
+        (Some(a), Some(b)) => (((1.0 - share) * a + share * b) * (PAIR_LEVELS - 1) as f64).round() as usize,
+        _ => MISSING,
+    }
 }
 
 impl TrackerScale {
     pub fn plain(k: usize) -> TrackerScale {
-        TrackerScale { k, within: None, descending: false, collapse: false }
+        TrackerScale { k, within: None, descending: false, collapse: false, and: None }
     }
 
-    /// Whether a tracker's activation rises along its scale: a regime tracker's scale runs in its
-    /// direction already, a plain one's in the covariate's.
+    /// Whether a tracker's activation rises along its scale: a regime tracker's and a two-
+    /// covariate scale run in its direction already, a plain one's in the covariate's.
     pub fn rises(candidate: &Candidate) -> bool {
         matches!(candidate, Candidate::Tracker { increasing, within, .. } | Candidate::Graded { increasing, within, .. } if *increasing || within.is_some())
+            || matches!(candidate, Candidate::Graded { and: Some(_), .. })
     }
 
     pub fn of(candidate: &Candidate) -> Option<TrackerScale> {
         match candidate {
+            Candidate::Graded { covariate, increasing, and: Some(g), .. } => {
+                Some(TrackerScale { k: covariate.index(), within: None, descending: !increasing, collapse: false, and: Some(SecondScale { k: g.covariate.index(), rises: g.increasing, share: g.share }) })
+            }
             Candidate::Tracker { covariate, increasing, within } | Candidate::Graded { covariate, increasing, within, .. } => {
-                Some(TrackerScale { k: covariate.index(), within: *within, descending: within.is_some() && !increasing, collapse: false })
+                Some(TrackerScale { k: covariate.index(), within: *within, descending: within.is_some() && !increasing, collapse: false, and: None })
             }
             Candidate::Detector(_) => None,
         }
@@ -98,6 +135,9 @@ impl TrackerScale {
     /// Codes on the scale (the covariate's, one more inside a regime; `MISSING` stays missing).
     pub fn n_codes(&self, coded: &CodedSteps) -> usize {
         let n = coded.codings[self.k].n_codes();
+        if self.and.is_some() {
+            return PAIR_LEVELS;
+        }
         match (self.within, self.collapse) {
             (None, _) => n,
             (Some(_), false) => n + 1,
@@ -117,6 +157,9 @@ impl TrackerScale {
 
     /// The scale's code of a step, from its codes.
     pub fn code(&self, coded: &CodedSteps, codes: &[u8]) -> usize {
+        if let Some(second) = self.and {
+            return pair_level(coded, (self.k, !self.descending), &second, codes);
+        }
         let own = codes[self.k] as usize;
         match self.within {
             None => own,
@@ -142,11 +185,29 @@ impl TrackerScale {
 
     /// Weighted step counts per scale code.
     pub fn bins(&self, coded: &CodedSteps, w: &Weighting) -> [f64; MAX_CODES] {
-        self.regroup(coded, w.bins[self.k], |a| w.conditional_bins(a, self.k))
+        match self.and {
+            Some(second) => self.pair_bins(coded, w.joint(self.k, second.k)),
+            None => self.regroup(coded, w.bins[self.k], |a| w.conditional_bins(a, self.k)),
+        }
+    }
+
+    /// Counts per level of a two-covariate scale from its covariates' joint counts.
+    pub(crate) fn pair_bins(&self, coded: &CodedSteps, joint: impl Iterator<Item = (usize, usize, f64)>) -> [f64; MAX_CODES] {
+        let (second, first) = (self.and.expect("a two-covariate scale"), (self.k, !self.descending));
+        let mut codes = [0u8; N_COV];
+        let mut out = [0.0; MAX_CODES];
+        for (x, y, n) in joint {
+            (codes[first.0], codes[second.k]) = (x as u8, y as u8);
+            out[pair_level(coded, first, &second, &codes)] += n;
+        }
+        out
     }
 
     /// Step counts per scale code in one cell.
     fn cell_counts(&self, coded: &CodedSteps, c: usize) -> [f64; MAX_CODES] {
+        if let Some(second) = self.and {
+            return self.pair_bins(coded, coded.cell_joint_counts(c, self.k, second.k));
+        }
         let all = coded.cell_counts(c, self.k).map(|n| n as f64);
         self.regroup(coded, all, |a| coded.cell_conditional_counts(c, a, self.k).map(|n| n as f64))
     }
@@ -424,7 +485,7 @@ pub fn tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, 
             }
             match regime {
                 None => [rho(&TrackerScale::plain(k)), f64::NAN, f64::NAN],
-                Some(&a) => [(false, false), (true, false), (false, true)].map(|(descending, collapse)| rho(&TrackerScale { k, within: Some(a), descending, collapse })),
+                Some(&a) => [(false, false), (true, false), (false, true)].map(|(descending, collapse)| rho(&TrackerScale { k, within: Some(a), descending, collapse, and: None })),
             }
         })
         .collect()

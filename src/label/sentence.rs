@@ -23,19 +23,38 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
             let regime = within.map_or(String::new(), |a| format!(" {}", atom_phrase(&a, &codings[a.covariate.index()])));
             format!("tracks {} ({}){regime}", noun(*covariate), if *increasing { "rises with it" } else { "falls as it rises" })
         }
-        Candidate::Graded { covariate, increasing, within, half } => {
-            let noun = noun(*covariate);
-            let the = if noun.starts_with("the ") { "" } else { "the " };
-            let (lo, hi) = codings[covariate.index()].range(*half as usize, *half as usize);
-            let bound = if *increasing { lo.map(|x| format!("above {}", value(*covariate, x))) } else { hi.map(|x| format!("below {}", value(*covariate, x))) };
-            let half = bound.map_or(String::new(), |b| format!(", half of its firing {b}"));
-            let more = format!("more often the {} {the}{noun}{half}", if *increasing { "higher" } else { "lower" });
+        Candidate::Graded { covariate, increasing, within, half, and } => {
+            let (first, bound) = grade_phrase(*covariate, *increasing, *half, codings);
+            let more = match and {
+                // "… the lower the voltage and the higher the |C-rate|, half of its firing below
+                // 3.2 V and above 1C"; the scale with the larger share first, "less so" the other.
+                Some(g) => {
+                    let (mut major, mut minor) = ((first, bound), grade_phrase(g.covariate, g.increasing, g.half, codings));
+                    if g.share > 5 {
+                        std::mem::swap(&mut major, &mut minor);
+                    }
+                    let joint = if g.share == 5 { "and" } else { "and, less so," };
+                    let halves: Vec<String> = major.1.into_iter().chain(minor.1).collect();
+                    let half = if halves.is_empty() { String::new() } else { format!(", half of its firing {}", halves.join(" and ")) };
+                    format!("more often {} {joint} {}{half}", major.0, minor.0)
+                }
+                None => format!("more often {first}{}", bound.map_or(String::new(), |b| format!(", half of its firing {b}"))),
+            };
             match within {
                 Some(a) => format!("fires {}, {more}", atom_phrase(a, &codings[a.covariate.index()])),
                 None => format!("fires {more}"),
             }
         }
     }
+}
+
+/// "the lower the voltage" and where half of the firing lies along it ("below 3.18 V").
+fn grade_phrase(covariate: Covariate, increasing: bool, half: u8, codings: &[Coding]) -> (String, Option<String>) {
+    let noun = noun(covariate);
+    let the = if noun.starts_with("the ") { "" } else { "the " };
+    let (lo, hi) = codings[covariate.index()].range(half as usize, half as usize);
+    let bound = if increasing { lo.map(|x| format!("above {}", value(covariate, x))) } else { hi.map(|x| format!("below {}", value(covariate, x))) };
+    (format!("the {} {the}{noun}", if increasing { "higher" } else { "lower" }), bound)
 }
 
 /// Phrases that must all hold, as one clause: "when A while B", "in CV holds and above 4.1 V".
@@ -271,7 +290,7 @@ fn category_name(c: Covariate, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::label::candidates::Predicate;
+    use crate::label::candidates::{Grade, Predicate};
 
     fn coding(covariate: Covariate, edges: &[f32]) -> Coding {
         Coding { covariate, edges: edges.to_vec(), categories: Vec::new(), range: Some((f32::MIN, f32::MAX)) }
@@ -295,12 +314,25 @@ mod tests {
     #[test]
     fn a_graded_detector_says_where_it_fires_more_often() {
         let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
-        let graded = |covariate, increasing, within, half| sentence(&Candidate::Graded { covariate, increasing, within, half }, &codings_with(rate.clone()));
+        let graded = |covariate, increasing, within, half| sentence(&Candidate::Graded { covariate, increasing, within, half, and: None }, &codings_with(rate.clone()));
         assert_eq!(graded(Covariate::AbsCRate, true, Some(Atom::interval(Covariate::CRate, 0, 1)), 0), "fires during discharge, more often the higher the |C-rate|");
         assert_eq!(graded(Covariate::LastCurrentStep, false, None, 0), "fires more often the lower the size of the last current step");
         // C-rate bins: below -1, [-1, 0), [0, 1), from 1.
         assert_eq!(graded(Covariate::CRate, true, None, 3), "fires more often the higher the C-rate (signed, + = charge), half of its firing above 1C");
         assert_eq!(graded(Covariate::CRate, false, None, 1), "fires more often the lower the C-rate (signed, + = charge), half of its firing below 0C");
+    }
+
+    #[test]
+    fn a_two_covariate_graded_detector_names_both_scales() {
+        let mut codings = codings_with(coding(Covariate::AbsCRate, &[0.5, 1.0, 2.0]));
+        codings[Covariate::Voltage.index()] = coding(Covariate::Voltage, &[3.2, 3.6]);
+        let pair = |share| {
+            let and = Grade { covariate: Covariate::AbsCRate, increasing: true, half: 2, share };
+            sentence(&Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None, half: 0, and: Some(and) }, &codings)
+        };
+        assert_eq!(pair(5), "fires more often the lower the voltage and the higher the |C-rate|, half of its firing below 3.2 V and above 1C");
+        assert_eq!(pair(3), "fires more often the lower the voltage and, less so, the higher the |C-rate|, half of its firing below 3.2 V and above 1C");
+        assert_eq!(pair(7), "fires more often the higher the |C-rate| and, less so, the lower the voltage, half of its firing above 1C and below 3.2 V");
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Contrast {
     /// above the siblings' on `w`, with that sibling AUROC. From one pass over the steps: per
     /// covariate, the weight of own and of sibling firing per (its code, the scale's code).
     pub fn best_regime(&self, graded: &Candidate, coded: &CodedSteps, w: &Weighting) -> Option<(Candidate, f64)> {
-        let Candidate::Graded { covariate, increasing, within: None, .. } = *graded else { return None };
+        let Candidate::Graded { covariate, increasing, within: None, and: None, .. } = *graded else { return None };
         let k = covariate.index();
         let joint = |steps: &[u32]| {
             let mut out = vec![[[0.0f64; MAX_CODES]; MAX_CODES]; N_COV];
@@ -123,10 +123,10 @@ impl Contrast {
             .filter(|&(l, _)| l != k)
             .flat_map(|(l, coding)| atoms_of(coding).into_iter().map(move |b| (l, b)))
             .map(|(l, b)| {
-                let scale = TrackerScale { k, within: Some(b), descending: !increasing, collapse: false };
+                let scale = TrackerScale { k, within: Some(b), descending: !increasing, collapse: false, and: None };
                 let own_inside: [f64; MAX_CODES] = std::array::from_fn(|x| b.codes().map(|c| own[l][c][x]).sum());
                 let half = half_code(&own_inside, coded.codings[k].n_codes(), increasing);
-                let label = Candidate::Graded { covariate, increasing, within: Some(b), half };
+                let label = Candidate::Graded { covariate, increasing, within: Some(b), half, and: None };
                 (label, ordinal_auroc(&on_scale(&own, l, &scale, &b), &on_scale(&sib, l, &scale, &b), true))
             })
             .filter(|x| x.1.is_finite())
