@@ -29,7 +29,13 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
                 // "… the lower the voltage and the higher the |C-rate|, half of its firing below
                 // 3.2 V and above 1C"; the scale with the larger share first, "less so" the other.
                 Some(g) => {
-                    let (mut major, mut minor) = ((first, bound), grade_phrase(g.covariate, g.increasing, g.half, codings));
+                    let (second, second_bound) = grade_phrase(g.covariate, g.increasing, g.half, codings);
+                    // "below 2 min (time into the step) and above 15 s (time since the last current step)"
+                    let named = |bound: Option<String>, c: Covariate| match reads_alike(*covariate, g.covariate) {
+                        true => bound.map(|b| format!("{b} ({})", noun(c).split(" (").next().unwrap_or_default())),
+                        false => bound,
+                    };
+                    let (mut major, mut minor) = ((first, named(bound, *covariate)), (second, named(second_bound, g.covariate)));
                     if g.share > 5 {
                         std::mem::swap(&mut major, &mut minor);
                     }
@@ -46,6 +52,20 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
             }
         }
     }
+}
+
+/// Covariates whose values read alike ("2 min", "0.3C", "6 mV"), which a sentence over both
+/// must tell apart by name.
+fn reads_alike(a: Covariate, b: Covariate) -> bool {
+    use Covariate::*;
+    let unit = |c| match c {
+        CRate | AbsCRate | CRateChangeNext | LastCurrentStep => 1,
+        StepTime | TimeSinceCurrentChange => 2,
+        DvNext | AboveLowestVoltage | BelowHighestVoltage => 3,
+        Temperature | AmbientTemperature => 4,
+        _ => 0,
+    };
+    unit(a) != 0 && unit(a) == unit(b)
 }
 
 /// "the lower the voltage" and where half of the firing lies along it ("below 3.18 V").
@@ -333,6 +353,14 @@ mod tests {
         assert_eq!(pair(5), "fires more often the lower the voltage and the higher the |C-rate|, half of its firing below 3.2 V and above 1C");
         assert_eq!(pair(3), "fires more often the lower the voltage and, less so, the higher the |C-rate|, half of its firing below 3.2 V and above 1C");
         assert_eq!(pair(7), "fires more often the higher the |C-rate| and, less so, the lower the voltage, half of its firing above 1C and below 3.2 V");
+        // Two scales whose values read alike are named.
+        codings[Covariate::CRate.index()] = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
+        let and = Grade { covariate: Covariate::CRate, increasing: false, half: 0, share: 5 };
+        let alike = Candidate::Graded { covariate: Covariate::AbsCRate, increasing: true, within: None, half: 2, and: Some(and) };
+        assert_eq!(
+            sentence(&alike, &codings),
+            "fires more often the higher the |C-rate| and the lower the C-rate (signed, + = charge), half of its firing above 1C (|C-rate|) and below -1C (C-rate)"
+        );
     }
 
     #[test]
