@@ -8,9 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use voltlens::data::canonical::Dataset;
 use voltlens::data::ingest::{ingest, IngestOptions};
-use voltlens::label::candidates::{Atom, CodedSteps, Predicate, MISSING};
+use voltlens::label::candidates::{Atom, Candidate, CodedSteps, Grade, Predicate, MAX_CODES, MISSING};
 use voltlens::label::covariates::{Covariate, Covariates};
-use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, score_detector, tracker_rhos, within_cell_spearman, Firing, TrackerScale};
+use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, score_detector, tracker_rhos, within_cell_spearman, Firing, SecondScale, TrackerScale};
 
 /// Steps kept per cell: enough for every bin, few enough for O(n²) checks.
 const ROWS: usize = 240;
@@ -146,9 +146,13 @@ fn weighted_auroc_and_f1_match_counting_every_pair() {
 }
 
 /// The scale code of a step the slow way: the covariate's code, or inside a regime its code
-/// moved up by one (reversed when descending; 1 when collapsed), 0 outside the regime.
+/// moved up by one (reversed when descending; 1 when collapsed), 0 outside the regime. A two-
+/// covariate scale's level is placed step by step (what the tests check is its count tables).
 fn slow_scale_code(coded: &CodedSteps, scale: &TrackerScale, step: usize) -> usize {
     let codes = coded.step(step);
+    if scale.and.is_some() {
+        return scale.code(coded, codes);
+    }
     let own = codes[scale.k] as usize;
     let n = coded.codings[scale.k].n_codes();
     match scale.within {
@@ -191,6 +195,8 @@ fn within_cell_spearman_matches_ranking_each_cell() {
                 }
             }
         }
+        let pair = |(a, b): (Covariate, Covariate), rises: bool, share: u8| TrackerScale { k: a.index(), within: None, descending: !rises, collapse: false, and: Some(SecondScale { k: b.index(), rises, share }) };
+        scales.extend([pair((Covariate::Voltage, Covariate::AbsCRate), true, 3), pair((Covariate::Soc, Covariate::StepTime), false, 7)]);
         for scale in &scales {
             let got = within_cell_spearman(&firing, &firing.steps, &coded, &weighting, scale);
             let (mut total, mut weight) = (0.0, 0.0);
@@ -283,4 +289,75 @@ fn isotonic_fit_and_r_squared_match_step_by_step_sums() {
         }
     }
     assert!(fitted > 50);
+}
+
+/// A two-covariate scale's counts per level from the joint count tables match placing every
+/// step by its codes; its firing per level from `bin_stats_one` matches summing the firing
+/// steps' weights (each cell's own tables: `within_cell_spearman_matches_ranking_each_cell`).
+#[test]
+fn two_covariate_scale_counts_match_placing_every_step() {
+    let covs = covariates();
+    let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let cell_weight: Vec<f64> = (0..coded.n_cells()).map(|_| rng.random_range(0..3) as f64).collect();
+    let w = coded.weighting(cell_weight.clone());
+    let cells = cell_of(&coded);
+    let (entries, dense) = random_feature(&mut rng, &coded);
+    let firing = Firing::new(entries, &coded.cell_offsets);
+    let ranked = rank(&firing, &w);
+    let continuous = continuous();
+    let mut checked = 0;
+    for (i, &a) in continuous.iter().enumerate() {
+        let b = continuous[(i * 7 + 3) % continuous.len()];
+        if a == b {
+            continue;
+        }
+        for (rises, share) in [(false, 3), (true, 5), (true, 7)] {
+            let scale = TrackerScale { k: a.index(), within: None, descending: i % 2 == 0, collapse: false, and: Some(SecondScale { k: b.index(), rises, share }) };
+            let (mut weight, mut fire) = ([0.0; MAX_CODES], [0.0; MAX_CODES]);
+            for s in 0..dense.len() {
+                let level = scale.code(&coded, coded.step(s));
+                weight[level] += cell_weight[cells[s]];
+                if dense[s] > 0.0 {
+                    fire[level] += cell_weight[cells[s]];
+                }
+            }
+            let close = |x: &[f64; MAX_CODES], y: &[f64; MAX_CODES]| x.iter().zip(y).all(|(p, q)| (p - q).abs() < 1e-9);
+            assert!(close(&scale.bins(&coded, &w), &weight), "{a:?} + {b:?}: counts per level");
+            assert!(close(&bin_stats_one(&firing, &firing.steps, &ranked, &coded, &w, &scale).fire_weight, &fire), "{a:?} + {b:?}: firing per level");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} scales checked");
+}
+
+/// Two graded labels count as one when their levels rank the steps alike: on a dataset smaller
+/// than the probe sample every step is probed, so `same_ranking` is Spearman over all steps
+/// (missing left out) of at least 0.9, signed by whether both rise.
+#[test]
+fn alike_rankings_are_a_rank_correlation_over_the_steps() {
+    let covs = covariates();
+    let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
+    let w = coded.weighting(vec![1.0; coded.n_cells()]);
+    let graded = |c: Covariate, increasing: bool, and: Option<Grade>| Candidate::Graded { covariate: c, increasing, within: None, half: 0, and };
+    let mut labels = Vec::new();
+    for (i, &c) in continuous().iter().enumerate() {
+        labels.push(graded(c, i % 2 == 0, None));
+        let second = continuous()[(i + 5) % continuous().len()];
+        labels.push(graded(c, true, Some(Grade { covariate: second, increasing: i % 3 == 0, half: 0, share: [3, 5, 7][i % 3] })));
+    }
+    let (mut alike, mut apart) = (0, 0);
+    for a in &labels {
+        for b in &labels {
+            let (sa, sb) = (TrackerScale::of(a).unwrap(), TrackerScale::of(b).unwrap());
+            let kept: Vec<usize> = (0..coded.cell_offsets[coded.n_cells()]).filter(|&s| sa.code(&coded, coded.step(s)) != MISSING && sb.code(&coded, coded.step(s)) != MISSING).collect();
+            let level = |scale: &TrackerScale| mid_ranks(&kept.iter().map(|&s| scale.code(&coded, coded.step(s)) as f64).collect::<Vec<_>>());
+            let sign = if TrackerScale::rises(a) == TrackerScale::rises(b) { 1.0 } else { -1.0 };
+            let rho = sign * pearson(&level(&sa), &level(&sb));
+            let same = coded.same_ranking(a, b, &w);
+            assert_eq!(same, rho >= 0.9, "{a:?} vs {b:?}: Spearman {rho}");
+            if same { alike += 1 } else { apart += 1 }
+        }
+    }
+    assert!(alike > labels.len() && apart > labels.len(), "{alike} alike, {apart} apart");
 }
