@@ -742,7 +742,13 @@ fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<(
         if y > h as i32 - 40 {
             break;
         }
-        for line in wrap(&format!("{tag} {}", c.sentence), 62).iter().take(2) {
+        // Three lines hold a two-scale graded label; a longer one ends in "…" (its page has it whole).
+        let mut lines = wrap(&format!("{tag} {}", c.sentence), 62);
+        if lines.len() > 3 {
+            lines.truncate(3);
+            lines[2].push_str(" …");
+        }
+        for line in &lines {
             text(area, line, (12, y), (FONT, 14))?;
             y += 18;
         }
