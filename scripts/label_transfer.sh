@@ -27,7 +27,7 @@ def covariates(f):
     c = f["candidates"][0]["candidate"]
     if c["kind"] == "detector":
         return {a["covariate"] for a in c["atoms"] + c.get("or", [])}
-    return {c["covariate"]} | ({c["within"]["covariate"]} if c.get("within") else set())
+    return {c["covariate"]} | ({c["within"]["covariate"]} if c.get("within") else set()) | ({c["and"]["covariate"]} if c.get("and") else set())
 first, second = load(sys.argv[1]), load(sys.argv[2])
 for name, labels in (("run", first), ("other", second)):
     accepted = sum(f["accepted"] for f in labels.values())
