@@ -28,14 +28,22 @@ def covariates(f):
     if c["kind"] == "detector":
         return {a["covariate"] for a in c["atoms"] + c.get("or", [])}
     return {c["covariate"]} | ({c["within"]["covariate"]} if c.get("within") else set()) | ({c["and"]["covariate"]} if c.get("and") else set())
+# The report's covariate families (src/report/overview.rs `family`): current and C-rate, time
+# into the step and since the last current step, are one quantity in other units or anchors.
+FAMILY = {"soc": "soc", "c_rate": "current", "abs_c_rate": "current", "c_rate_change_next": "current", "last_current_step": "current",
+          "current": "current", "state": "step", "step_kind": "step", "step_time": "time", "time_since_current_change": "time",
+          "dv_dt": "voltage", "dv_next": "voltage", "voltage": "voltage", "above_lowest_voltage": "voltage", "below_highest_voltage": "voltage",
+          "temperature": "temperature", "ambient_temperature": "temperature", "cycle_number": "ageing", "soh": "ageing", "protocol": "protocol"}
+families = lambda f: {FAMILY.get(c, c) for c in covariates(f)}
 first, second = load(sys.argv[1]), load(sys.argv[2])
 for name, labels in (("run", first), ("other", second)):
     accepted = sum(f["accepted"] for f in labels.values())
     print(f"{name}: {accepted} of {len(labels)} live features labelled ({accepted / max(1, len(labels)):.1%})")
 both = [k for k, f in first.items() if f["accepted"] and k in second and second[k]["accepted"]]
 keep = sum(bool(covariates(first[k]) & covariates(second[k])) for k in both)
+family = sum(bool(families(first[k]) & families(second[k])) for k in both)
 same = sum(first[k]["label"] == second[k]["label"] for k in both)
-print(f"labelled on both: {len(both)}; keep a covariate: {keep} ({keep / max(1, len(both)):.0%}); same sentence: {same}")
+print(f"labelled on both: {len(both)}; keep a covariate: {keep} ({keep / max(1, len(both)):.0%}); keep a covariate family: {family} ({family / max(1, len(both)):.0%}); same sentence: {same}")
 check = json.load(open(sys.argv[3]))
 print(f"label --check: {check['still_hold']} of {check['checked']} accepted labels of the run still hold ({check['still_hold_share']:.0%})")
 PY
