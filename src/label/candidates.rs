@@ -437,18 +437,28 @@ impl CodedSteps {
     }
 
     /// Two detectors on different covariates that pick out the same steps (rest ∧ t < 80 s and
-    /// C-rate ≈ 0 ∧ t < 80 s) are one label in different words: Jaccard ≥ 0.8 over the steps
-    /// of the weighted cells. From the count tables when both together use at most two
-    /// covariates, else one scan of those steps; only called when `same_label` says no.
+    /// C-rate ≈ 0 ∧ t < 80 s; "the current steps up next, or …" with two wordings of its second
+    /// regime) are one label in different words: Jaccard ≥ 0.8 over the steps of the weighted
+    /// cells. From the count tables when both are conjunctions on at most two covariates
+    /// together, else one scan of those steps; only called when `same_label` says no.
     pub fn same_steps(&self, a: &Candidate, b: &Candidate, w: &Weighting) -> bool {
         let (Candidate::Detector(a), Candidate::Detector(b)) = (a, b) else { return false };
-        if a.any || b.any || !a.or.is_empty() || !b.or.is_empty() {
-            return false;
-        }
-        let (only_a, only_b) = (self.count(&a.atoms, w), self.count(&b.atoms, w));
-        let both = self.count(&intersection(&a.atoms, &b.atoms), w);
+        let (only_a, only_b) = (self.count_predicate(a, w), self.count_predicate(b, w));
+        let conjunction = |p: &Predicate| !p.any && p.or.is_empty();
+        let both = match conjunction(a) && conjunction(b) {
+            true => self.count(&intersection(&a.atoms, &b.atoms), w),
+            false => self.scan_count(w, |codes| a.holds(codes) && b.holds(codes)),
+        };
         let either = only_a + only_b - both;
         either > 0.0 && both / either >= 0.8
+    }
+
+    /// Weighted number of steps of the weighted cells where `holds`, by a scan.
+    fn scan_count(&self, w: &Weighting, holds: impl Fn(&[u8]) -> bool) -> f64 {
+        (0..self.n_cells())
+            .filter(|&c| w.cell_weight[c] > 0.0)
+            .map(|c| w.cell_weight[c] * (self.cell_offsets[c]..self.cell_offsets[c + 1]).filter(|&s| holds(self.step(s))).count() as f64)
+            .sum()
     }
 
     /// Two trackers or graded detectors whose scales rank the steps alike ("more often the lower
@@ -483,10 +493,7 @@ impl CodedSteps {
         if p.atoms.len() <= 2 && p.or.is_empty() {
             return w.count_predicate(&p.atoms, p.any);
         }
-        (0..self.n_cells())
-            .filter(|&c| w.cell_weight[c] > 0.0)
-            .map(|c| w.cell_weight[c] * (self.cell_offsets[c]..self.cell_offsets[c + 1]).filter(|&s| p.holds(self.step(s))).count() as f64)
-            .sum()
+        self.scan_count(w, |codes| p.holds(codes))
     }
 
     /// Weighted step counts per covariate and code among the steps where `p` holds (a scan of
