@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use voltlens::data::canonical::Dataset;
 use voltlens::data::ingest::{ingest, IngestOptions};
-use voltlens::label::candidates::{Atom, Candidate, CodedSteps, Grade, Predicate, MAX_CODES, MISSING};
+use voltlens::label::candidates::{atoms_of, Atom, Candidate, CodedSteps, Grade, Predicate, MAX_CODES, MISSING};
 use voltlens::label::covariates::{Covariate, Covariates};
 use voltlens::label::scoring::{bin_stats_one, isotonic, r_squared, rank, score_detector, tracker_rhos, within_cell_spearman, Firing, SecondScale, TrackerScale};
 
@@ -360,4 +360,45 @@ fn alike_rankings_are_a_rank_correlation_over_the_steps() {
         }
     }
     assert!(alike > labels.len() && apart > labels.len(), "{alike} alike, {apart} apart");
+}
+
+/// Two detectors count as one label when they pick out the same steps: `same_steps` is a step
+/// Jaccard of at least 0.8 over the weighted cells, for two-regime predicates ("A, or B while
+/// C") as for conjunctions.
+#[test]
+fn same_steps_is_a_step_jaccard_for_every_predicate_form() {
+    let covs = covariates();
+    let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let cell_weight: Vec<f64> = (0..coded.n_cells()).map(|_| rng.random_range(0..3) as f64).collect();
+    let w = coded.weighting(cell_weight.clone());
+    let cells = cell_of(&coded);
+    let atoms: Vec<Atom> = coded.codings.iter().flat_map(atoms_of).collect();
+    let mut pick = || atoms[rng.random_range(0..atoms.len())];
+    let mut predicates: Vec<Predicate> = Vec::new();
+    for _ in 0..40 {
+        let (a, b, c) = (pick(), pick(), pick());
+        predicates.push(Predicate::all(vec![a]));
+        predicates.push(Predicate { atoms: vec![a, b], any: false, or: vec![c] });
+        predicates.push(Predicate { atoms: vec![a], any: false, or: vec![b, c] });
+    }
+    let (mut alike, mut apart) = (0, 0);
+    for (i, p) in predicates.iter().enumerate() {
+        // A near twin of each: the same predicate with its first regime's first atom widened by a code.
+        let mut twin = p.clone();
+        let first = &mut twin.atoms[0];
+        first.allowed |= first.allowed << 1 & ((1 << coded.codings[first.covariate.index()].n_codes()) - 1);
+        for q in [&twin, &predicates[(i * 7 + 1) % predicates.len()]] {
+            let (mut both, mut either) = (0.0, 0.0);
+            for s in 0..cells.len() {
+                let (x, y) = (p.holds(coded.step(s)), q.holds(coded.step(s)));
+                both += cell_weight[cells[s]] * (x && y) as u8 as f64;
+                either += cell_weight[cells[s]] * (x || y) as u8 as f64;
+            }
+            let expected = either > 0.0 && both / either >= 0.8;
+            assert_eq!(coded.same_steps(&Candidate::Detector(p.clone()), &Candidate::Detector(q.clone()), &w), expected, "{p:?} vs {q:?}: Jaccard {}", both / either);
+            if expected { alike += 1 } else { apart += 1 }
+        }
+    }
+    assert!(alike >= 20 && apart >= 20, "{alike} alike, {apart} apart");
 }
