@@ -1136,15 +1136,16 @@ const PAIR_SHARES: [u8; 3] = [3, 5, 7];
 
 /// Two-covariate graded detectors (DESIGN §5 step 2): "fires more often the lower the voltage
 /// and the higher the |C-rate|", steps ranked by their summed places along both scales
-/// ([`crate::label::scoring::pair_level`]). A feature whose firing grows along two covariates at once (deep discharge
-/// at high current) is ranked well by neither alone, and a yes/no conjunction cuts both scales
-/// at one edge. The first covariate is one of the `PAIR_FIRSTS` ranking firing best alone on
-/// the fit cells (in its direction there); the second any other continuous covariate in either
-/// direction and with a share of `PAIR_SHARES`, all chosen by AUROC on the fit cells from one
-/// pass over the firing steps per first covariate. The best `PAIRS_CHECKED` distinct pairs are kept when on the check cells
-/// they beat each of their scales alone by `min_conjunction_gain` (each term adds held-out
-/// gain), then scored on `weighting` (`stats`); `[all_fit, all_check]` are the bin statistics
-/// of the fit and check cells.
+/// ([`crate::label::scoring::pair_level`]). A feature whose firing grows along two covariates
+/// at once (deep discharge at high current) is ranked well by neither alone, and a yes/no
+/// conjunction cuts both scales at one edge. The first covariate is one of the `PAIR_FIRSTS`
+/// ranking firing best alone on the fit cells (in its direction there); the second any other
+/// continuous covariate in either direction and with a share of `PAIR_SHARES`, all chosen by
+/// AUROC on the fit cells from one pass over the firing steps per first covariate. The best
+/// `PAIRS_CHECKED` distinct pairs are kept when on the check cells they beat each of their
+/// scales alone by `min_conjunction_gain` (each term adds held-out gain), then scored on
+/// `weighting` (`stats`); `[all_fit, all_check]` are the bin statistics of the fit and check
+/// cells.
 fn graded_pairs(stats: &[BinStats], [all_fit, all_check]: [&[BinStats]; 2], continuous: &[usize], scope: &Scope, set: &SearchSettings, validation: Option<&Validation>) -> Vec<Scored> {
     let Scope { firing, ranked, coded, weighting } = *scope;
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
@@ -1180,10 +1181,10 @@ fn graded_pairs(stats: &[BinStats], [all_fit, all_check]: [&[BinStats]; 2], cont
         let l = s.and.expect("a pair").k;
         (s.k.min(l), s.k.max(l))
     };
-    let mut distinct: Vec<TrackerScale> = Vec::new();
+    let mut chosen: Vec<TrackerScale> = Vec::new();
     for (scale, _) in pairs {
-        if distinct.len() < PAIRS_CHECKED && distinct.iter().all(|d| covariates(d) != covariates(&scale)) {
-            distinct.push(scale);
+        if chosen.len() < PAIRS_CHECKED && chosen.iter().all(|d| covariates(d) != covariates(&scale)) {
+            chosen.push(scale);
         }
     }
     let on = |scale: &TrackerScale, ranked: &Ranked, w: &Weighting| {
@@ -1191,7 +1192,7 @@ fn graded_pairs(stats: &[BinStats], [all_fit, all_check]: [&[BinStats]; 2], cont
         graded_auroc(&s.weight, &s.fire_weight, true)
     };
     let mut out = Vec::new();
-    for scale in distinct {
+    for scale in chosen {
         let (k, k_rises, SecondScale { k: l, rises: l_rises, share }) = (scale.k, !scale.descending, scale.and.expect("a pair"));
         if !(on(&scale, check_ranked, check) >= alone(all_check, k, k_rises).max(alone(all_check, l, l_rises)) + set.min_conjunction_gain) {
             continue;

@@ -134,10 +134,10 @@ impl TrackerScale {
 
     /// Codes on the scale (the covariate's, one more inside a regime; `MISSING` stays missing).
     pub fn n_codes(&self, coded: &CodedSteps) -> usize {
-        let n = coded.codings[self.k].n_codes();
         if self.and.is_some() {
             return PAIR_LEVELS;
         }
+        let n = coded.codings[self.k].n_codes();
         match (self.within, self.collapse) {
             (None, _) => n,
             (Some(_), false) => n + 1,
