@@ -58,7 +58,7 @@ fn cell_of(coded: &CodedSteps) -> Vec<usize> {
 }
 
 fn continuous() -> Vec<Covariate> {
-    Covariate::ALL.into_iter().filter(|c| !c.is_categorical()).collect()
+    Covariate::ALL.into_iter().filter(|c| c.is_scale()).collect()
 }
 
 /// Mid-ranks (1-based average ranks of ties) of `values`.

@@ -702,6 +702,9 @@ pub fn protocol_code(coding: &Coding, protocol: Option<&str>) -> u8 {
 pub fn atoms_of(coding: &Coding) -> Vec<Atom> {
     let n = coding.n_codes();
     let c = coding.covariate;
+    if !c.is_worded() {
+        return Vec::new();
+    }
     if c.is_categorical() {
         // The catch-all code (other step kinds, unshared protocols) is never named on its
         // own; it still sits inside the complements ("except in gitt cells").
@@ -849,7 +852,7 @@ pub fn search(
         combinations.extend(second_regimes(&firsts, &scope, set, validation));
     }
     let rhos = tracker_rhos(firing, coded, weighting, None);
-    let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| !c.covariate.is_categorical()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
+    let mut trackers: Vec<Scored> = coded.codings.iter().enumerate().filter(|(_, c)| c.covariate.is_scale()).map(|(k, c)| tracker(c, &stats[k], rhos[k][0])).collect();
     let regimes = leading_atoms(&detectors, TRACKER_REGIMES);
     trackers.extend(regime_trackers(&regimes, &scope, set, validation));
     let (mut graded, mut pairs) = graded(&stats, &regimes, &scope, set, validation);
@@ -1090,7 +1093,7 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
     let all_fit = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, None);
     let all_check = bin_stats(firing, &firing.steps, check_ranked, coded, check, None);
     let yes_no = |a: &Atom, s: &[BinStats], ranked: &Ranked, w: &Weighting| atom_score(a, &s[a.covariate.index()], ranked, w.total).map_or(0.5, |d| d.auroc);
-    let continuous: Vec<usize> = (0..N_COV).filter(|&k| !coded.codings[k].covariate.is_categorical()).collect();
+    let continuous: Vec<usize> = (0..N_COV).filter(|&k| coded.codings[k].covariate.is_scale()).collect();
     let mut out = Vec::new();
     for &k in &continuous {
         let plain = |s: &[BinStats], rising: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rising);
@@ -1111,7 +1114,8 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
         };
         let inside_fit = bin_stats(firing, &firing.steps, fit_ranked, coded, fit, Some(&regime));
         let scales = continuous.iter().filter(|&&k| k != regime.covariate.index()).flat_map(|&k| [false, true].map(|descending| TrackerScale { k, within: Some(regime), descending, collapse: false, and: None }));
-        let Some(best) = scales.map(|s| (s, on_scale(&s, &all_fit, &inside_fit))).filter(|x| x.1.is_finite()).max_by(|a, b| a.1.total_cmp(&b.1)).map(|x| x.0) else { continue };
+        // Of equal scales the first: covariates come in order of preference.
+        let Some(best) = scales.map(|s| (s, on_scale(&s, &all_fit, &inside_fit))).filter(|x| x.1.is_finite()).min_by(|a, b| b.1.total_cmp(&a.1)).map(|x| x.0) else { continue };
         let inside_check = bin_stats(firing, &firing.steps, check_ranked, coded, check, Some(&regime));
         if !(on_scale(&best, &all_check, &inside_check) >= yes_no(&regime, &all_check, check_ranked, check) + set.min_conjunction_gain) {
             continue;
@@ -1235,7 +1239,8 @@ fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, valida
     let mut out = Vec::new();
     for &regime in regimes {
         let rhos = tracker_rhos(firing, coded, fit, Some(&regime));
-        let best = rhos.iter().enumerate().flat_map(|(k, r)| [(k, false, r[0]), (k, true, r[1])]).filter(|x| x.2.is_finite()).max_by(|a, b| a.2.total_cmp(&b.2));
+        // Of equals the first, as for graded regimes.
+        let best = rhos.iter().enumerate().flat_map(|(k, r)| [(k, false, r[0]), (k, true, r[1])]).filter(|x| x.2.is_finite()).min_by(|a, b| b.2.total_cmp(&a.2));
         let Some((k, descending, _)) = best else { continue };
         let scale = TrackerScale { k, within: Some(regime), descending, collapse: false, and: None };
         let on_check = |scale: &TrackerScale| within_cell_spearman(firing, &firing.steps, coded, check, scale);

@@ -10,8 +10,9 @@ use crate::data::canonical::{CellData, Dataset};
 use crate::data::cells::{AnchorMethod, CellInfo};
 use crate::data::schema::{Method, State};
 
-/// One covariate a label can be built on. Derived covariates come before raw V and I so that,
-/// on a tie (current = c_rate × capacity), the normalised quantity names the label. The logging
+/// One covariate per step, recorded and offered to labels (all but current in amps, which C-rate
+/// words: [`Covariate::is_worded`]). Derived covariates come before raw voltage so that, on a
+/// tie (voltage and voltage above the cell's lowest), the derived quantity names the label. The logging
 /// interval dt is left out on purpose: cyclers log densely after current changes, so it would
 /// name relaxation features after a logging artefact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,9 +104,21 @@ impl Covariate {
         matches!(self, Covariate::State | Covariate::StepKind | Covariate::Protocol)
     }
 
-    /// The raw V and I a label must beat (DESIGN §5 step 5).
+    /// Whether a label may name it. Current in amps is recorded and plotted but never worded:
+    /// C-rate says the same over the nominal capacity and travels between cell sizes, and where
+    /// every cell has one capacity the two tie and only the rounding of their bins would choose.
+    pub fn is_worded(self) -> bool {
+        self != Covariate::Current
+    }
+
+    /// A continuous covariate a label may name: the scale of a tracker or graded detector.
+    pub fn is_scale(self) -> bool {
+        self.is_worded() && !self.is_categorical()
+    }
+
+    /// The raw V and I a label must beat (DESIGN §5 step 5), current as the C-rate labels speak.
     pub fn is_raw_signal(self) -> bool {
-        matches!(self, Covariate::Voltage | Covariate::Current)
+        matches!(self, Covariate::Voltage | Covariate::CRate)
     }
 }
 

@@ -480,7 +480,7 @@ pub fn tracker_rhos(firing: &Firing, coded: &CodedSteps, weighting: &Weighting, 
     };
     (0..N_COV)
         .map(|k| {
-            if coded.codings[k].covariate.is_categorical() || regime.is_some_and(|a| a.covariate.index() == k) {
+            if !coded.codings[k].covariate.is_scale() || regime.is_some_and(|a| a.covariate.index() == k) {
                 return [f64::NAN; 3];
             }
             match regime {
