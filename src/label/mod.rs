@@ -244,22 +244,48 @@ fn check_inputs(cell_rows: &[usize], covariates: &[Covariates], cells: &[CellInf
 
 /// Explain/test split by cell (step 1), stratified by protocol so each protocol with two or
 /// more cells lands in both halves; when that leaves a half empty (every protocol has one
-/// cell), a plain split of all cells. Deterministic from the seed.
+/// cell), a plain split of all cells. Of `SPLIT_DRAWS` such splits the one whose halves share
+/// the cells' ambient temperatures most evenly is kept: a feature of cold cells cannot be
+/// found on explain cells that hold none, nor tested on test cells that hold none (one draw
+/// put every 10 °C cell of a set's explain part into its check cells). Deterministic from
+/// the seed.
 pub fn split_cells(cells: &[CellInfo], explain_fraction: f64, seed: u64) -> Vec<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let draws = (0..SPLIT_DRAWS).map(|_| split_by_protocol(cells, explain_fraction, &mut rng));
+    // Of equally even draws, the first (`min_by_key` keeps the first minimum).
+    draws.min_by_key(|explain| temperature_imbalance(cells, explain, explain_fraction)).expect("draws")
+}
+
+/// How many protocol-stratified splits `split_cells` chooses among.
+const SPLIT_DRAWS: usize = 64;
+
+fn split_by_protocol(cells: &[CellInfo], explain_fraction: f64, rng: &mut ChaCha8Rng) -> Vec<bool> {
     let mut protocols: Vec<Option<String>> = cells.iter().map(|c| c.protocol.clone()).collect();
     protocols.sort();
     protocols.dedup();
     let mut explain = vec![false; cells.len()];
     for p in protocols {
         let members: Vec<usize> = (0..cells.len()).filter(|&c| cells[c].protocol == p).collect();
-        assign_explain(&mut explain, members, explain_fraction, &mut rng);
+        assign_explain(&mut explain, members, explain_fraction, rng);
     }
     if explain.iter().all(|&e| e) || explain.iter().all(|&e| !e) {
         explain.fill(false);
-        assign_explain(&mut explain, (0..cells.len()).collect(), explain_fraction, &mut rng);
+        assign_explain(&mut explain, (0..cells.len()).collect(), explain_fraction, rng);
     }
     explain
+}
+
+/// Over the ambient temperatures (to 0.1 °C; unknown is one value), how far each one's explain
+/// cells are from its `explain_fraction`, in cells, summed (in tenths: an integer to compare).
+fn temperature_imbalance(cells: &[CellInfo], explain: &[bool], explain_fraction: f64) -> u64 {
+    let key = |c: &CellInfo| c.ambient_temperature_c.map(|t| (t * 10.0).round() as i64);
+    let mut counts: std::collections::BTreeMap<Option<i64>, (f64, f64)> = Default::default();
+    for (c, &e) in cells.iter().zip(explain) {
+        let n = counts.entry(key(c)).or_default();
+        n.0 += 1.0;
+        n.1 += e as u8 as f64;
+    }
+    counts.values().map(|&(n, e)| (10.0 * (e - explain_fraction * n).abs()).round() as u64).sum()
 }
 
 /// Marks a shuffled `explain_fraction` of `members` (at least one, and one left out of two or more).
