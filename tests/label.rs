@@ -15,7 +15,8 @@ use voltlens::data::schema::State as StepState;
 use voltlens::label::covariates::{Covariate, Covariates, StepKind as Step};
 use voltlens::label::candidates::{fit_codings, Candidate};
 use voltlens::label::check::check;
-use voltlens::label::{label_features, split_cells, FeatureLabel, LabelConfig};
+use voltlens::data::cells::{AnchorMethod, CellInfo};
+use voltlens::label::{label_features, split_cells, split_halves, FeatureLabel, Half, LabelConfig};
 use voltlens::mine::{FeatureActivations, SparseActivations};
 
 fn ingested(src: PathBuf) -> (tempfile::TempDir, Dataset) {
@@ -423,4 +424,52 @@ fn checked_labels_hold_where_the_feature_is_the_same_and_fail_where_it_is_shifte
     assert_eq!(checks.len(), accepted);
     assert!(hold as f64 >= 0.8 * accepted as f64, "{hold} of {accepted} planted labels hold on the other chemistry");
     assert!(shifted_hold as f64 <= 0.1 * accepted as f64, "{shifted_hold} of {accepted} labels hold on shifted activations");
+}
+
+/// The split (steps 1–2) shares the cells' ambient temperatures between its parts as evenly as
+/// whole cells allow, and keeps every protocol of two or more cells on both sides of the
+/// explain/test cut: on the generated sets' layout (five protocols, 10/25/40 °C, 16 cells), a
+/// purely protocol-stratified draw once put every 10 °C explain cell into the check cells,
+/// so nothing the fit cells chose could be about cold cells.
+#[test]
+fn the_split_shares_ambient_temperatures_evenly() {
+    let layout = [("cccv", 25.0), ("cccv", 40.0), ("hppc", 10.0), ("partial", 40.0), ("gitt", 40.0), ("drive", 40.0), ("cccv", 10.0), ("cccv", 25.0), ("hppc", 40.0), ("partial", 10.0), ("gitt", 10.0), ("drive", 25.0), ("cccv", 25.0), ("cccv", 10.0), ("hppc", 10.0), ("partial", 40.0)];
+    let cells: Vec<CellInfo> = layout
+        .iter()
+        .enumerate()
+        .map(|(i, &(protocol, t))| CellInfo {
+            cell_id: format!("cell-{i:02}"),
+            source_file: "layout".into(),
+            format: "test".into(),
+            nominal_capacity_ah: 5.0,
+            capacity_estimated: false,
+            chemistry: None,
+            protocol: Some(protocol.into()),
+            ambient_temperature_c: Some(t),
+            rows: 100,
+            anchor_method: AnchorMethod::CvHold,
+            anchor_uncertainty: None,
+            upper_cutoff_v: None,
+            lower_cutoff_v: None,
+            metadata: "{}".into(),
+        })
+        .collect();
+    for seed in 0..32 {
+        let cfg = LabelConfig { seed, ..LabelConfig::default() };
+        let halves = split_halves(&cells, &cfg);
+        assert_eq!(halves, split_halves(&cells, &cfg), "seed {seed}: the same split every time");
+        let count = |keep: &dyn Fn(usize) -> bool| (0..cells.len()).filter(|&c| keep(c)).count() as f64;
+        for t in [10.0, 25.0, 40.0] {
+            let of_t = |c: usize| cells[c].ambient_temperature_c == Some(t);
+            let explain = count(&|c| of_t(c) && halves[c] != Half::Test);
+            assert!((explain - cfg.explain_fraction * count(&of_t)).abs() < 1.0, "seed {seed}: {explain} of the {t} °C cells explain: {halves:?}");
+            for part in [Half::Fit, Half::Check] {
+                assert!(count(&|c| of_t(c) && halves[c] == part) >= 1.0, "seed {seed}: no {t} °C cell in {}: {halves:?}", part.as_str());
+            }
+        }
+        for protocol in ["cccv", "hppc", "partial", "gitt", "drive"] {
+            let of_p = |c: usize| cells[c].protocol.as_deref() == Some(protocol);
+            assert!(count(&|c| of_p(c) && halves[c] == Half::Test) >= 1.0 && count(&|c| of_p(c) && halves[c] != Half::Test) >= 1.0, "seed {seed}: {protocol} on one side only");
+        }
+    }
 }
