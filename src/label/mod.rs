@@ -250,8 +250,14 @@ fn check_inputs(cell_rows: &[usize], covariates: &[Covariates], cells: &[CellInf
 /// put every 10 °C cell of a set's explain part into its check cells). Deterministic from
 /// the seed.
 pub fn split_cells(cells: &[CellInfo], explain_fraction: f64, seed: u64) -> Vec<bool> {
+    balanced_split(cells, explain_fraction, seed, false)
+}
+
+/// `split_cells`; with `pool_singletons` the cells of one-cell protocols are split as one
+/// group too (they all go to the first part otherwise).
+fn balanced_split(cells: &[CellInfo], explain_fraction: f64, seed: u64, pool_singletons: bool) -> Vec<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let draws = (0..SPLIT_DRAWS).map(|_| split_by_protocol(cells, explain_fraction, &mut rng));
+    let draws = (0..SPLIT_DRAWS).map(|_| split_by_protocol(cells, explain_fraction, pool_singletons, &mut rng));
     // Of equally even draws, the first (`min_by_key` keeps the first minimum).
     draws.min_by_key(|explain| temperature_imbalance(cells, explain, explain_fraction)).expect("draws")
 }
@@ -259,15 +265,21 @@ pub fn split_cells(cells: &[CellInfo], explain_fraction: f64, seed: u64) -> Vec<
 /// How many protocol-stratified splits `split_cells` chooses among.
 const SPLIT_DRAWS: usize = 64;
 
-fn split_by_protocol(cells: &[CellInfo], explain_fraction: f64, rng: &mut ChaCha8Rng) -> Vec<bool> {
+fn split_by_protocol(cells: &[CellInfo], explain_fraction: f64, pool_singletons: bool, rng: &mut ChaCha8Rng) -> Vec<bool> {
     let mut protocols: Vec<Option<String>> = cells.iter().map(|c| c.protocol.clone()).collect();
     protocols.sort();
     protocols.dedup();
     let mut explain = vec![false; cells.len()];
+    let mut singletons = Vec::new();
     for p in protocols {
         let members: Vec<usize> = (0..cells.len()).filter(|&c| cells[c].protocol == p).collect();
-        assign_explain(&mut explain, members, explain_fraction, rng);
+        if pool_singletons && members.len() == 1 {
+            singletons.extend(members);
+        } else {
+            assign_explain(&mut explain, members, explain_fraction, rng);
+        }
     }
+    assign_explain(&mut explain, singletons, explain_fraction, rng);
     if explain.iter().all(|&e| e) || explain.iter().all(|&e| !e) {
         explain.fill(false);
         assign_explain(&mut explain, (0..cells.len()).collect(), explain_fraction, rng);
@@ -325,7 +337,9 @@ pub fn split_halves(cells: &[CellInfo], cfg: &LabelConfig) -> Vec<Half> {
     let explain = split_cells(cells, cfg.explain_fraction, cfg.seed);
     let members: Vec<usize> = (0..cells.len()).filter(|&c| explain[c]).collect();
     let member_cells: Vec<CellInfo> = members.iter().map(|&c| cells[c].clone()).collect();
-    let fit_members = split_cells(&member_cells, FIT_FRACTION, cfg.seed ^ 0xF17);
+    // Check cells confirm the terms fit cells chose: one-cell protocols are shared between them
+    // too, else a set of many such protocols leaves a single check cell.
+    let fit_members = balanced_split(&member_cells, FIT_FRACTION, cfg.seed ^ 0xF17, true);
     let mut halves = vec![Half::Test; cells.len()];
     for (&c, &f) in members.iter().zip(&fit_members) {
         halves[c] = if f { Half::Fit } else { Half::Check };
