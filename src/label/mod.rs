@@ -407,10 +407,16 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     };
     // The label is the strongest candidate on the explain cells that is also stable there; the
     // choice sees no test cell, so the held-out scores stay honest.
-    let mut stabilities = stability_of(&top, &firing, coded, halves, &testable, &set, cfg.stability_tie);
+    let resampled = Resampled::new(&firing, coded, halves, &testable, &set);
+    let mut stabilities = stability_of(&top, &resampled, &firing, coded, halves, &set, cfg.stability_tie);
     if let Some(first_stable) = stabilities.iter().position(|&s| s >= cfg.min_stability) {
         top[..=first_stable].rotate_right(1);
         stabilities[..=first_stable].rotate_right(1);
+    } else if let Some((stable, stability)) = stable_winner(&top, &resampled, &firing, coded, halves, &set, cfg) {
+        top.insert(0, stable);
+        stabilities.insert(0, stability);
+        top.truncate(set.keep);
+        stabilities.truncate(set.keep);
     }
     let test_ranked = rank(&firing, &halves.test);
     let null_shifts = null::ShiftNull { seed, n: cfg.n_shifts };
@@ -534,6 +540,56 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
     }
 }
 
+/// The search run again on each bootstrap resample of the explain cells: per resample that
+/// draws firing cells, its best few distinct labels and the winner's strength there.
+struct Resampled {
+    tops: Vec<Option<(Vec<Scored>, f64)>>,
+}
+
+impl Resampled {
+    fn new(firing: &Firing, coded: &CodedSteps, halves: &Halves, testable: &Testable, set: &SearchSettings) -> Resampled {
+        let tops = halves
+            .bootstrap
+            .iter()
+            .map(|resample| {
+                let ranked = rank(firing, &resample.explain);
+                if ranked.fire_weight == 0.0 {
+                    return None;
+                }
+                let (fit_ranked, check_ranked) = (rank(firing, &resample.fit), rank(firing, &resample.check));
+                let validation = Validation { fit: &resample.fit, fit_ranked: &fit_ranked, check: &resample.check, check_ranked: &check_ranked };
+                let (top, _) = search(firing, &ranked, coded, &resample.explain, set, Some(&validation), Some(testable));
+                let winner_strength = set.strength(&top.first()?.candidate, &top[0].score);
+                Some((top, winner_strength))
+            })
+            .collect();
+        Resampled { tops }
+    }
+
+    /// The resamples' winners, distinct, most frequent first (ties in resample order), leaving
+    /// out those alike to one of `known`.
+    fn winners(&self, known: &[Scored], coded: &CodedSteps, w: &Weighting) -> Vec<Scored> {
+        let mut distinct: Vec<(Scored, usize)> = Vec::new();
+        for (top, _) in self.tops.iter().flatten() {
+            let winner = &top[0];
+            if known.iter().any(|k| alike(k, winner, coded, w)) {
+                continue;
+            }
+            match distinct.iter_mut().find(|(d, _)| alike(d, winner, coded, w)) {
+                Some((_, n)) => *n += 1,
+                None => distinct.push((winner.clone(), 1)),
+            }
+        }
+        distinct.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+        distinct.into_iter().map(|(s, _)| s).collect()
+    }
+}
+
+/// One label in other words: the same sentence, or the same steps or ranking on these cells.
+fn alike(a: &Scored, b: &Scored, coded: &CodedSteps, w: &Weighting) -> bool {
+    candidates::same_label(&a.candidate, &b.candidate) || coded.same_steps(&a.candidate, &b.candidate, w) || coded.same_ranking(&a.candidate, &b.candidate, w)
+}
+
 /// Per candidate, the share of bootstrap resamples of the explain cells where it is still among
 /// the resample's best few distinct labels (`set.keep`, the runners-up a card shows), or scores
 /// no more than `tie` (strength) below the winner there. Near-synonyms ("in CV holds", "the
@@ -543,32 +599,44 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
 /// where the feature fires (a feature of one drive cycle is silent in a third of them), and
 /// those where the candidate cannot be scored (its predicate holds on none of the drawn steps,
 /// as "discharge above 2C" without a drive cycle).
-fn stability_of(chosen: &[Scored], firing: &Firing, coded: &CodedSteps, halves: &Halves, testable: &Testable, set: &SearchSettings, tie: f64) -> Vec<f64> {
+fn stability_of(chosen: &[Scored], resampled: &Resampled, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, tie: f64) -> Vec<f64> {
     let (mut informative, mut agree) = (vec![0usize; chosen.len()], vec![0usize; chosen.len()]);
-    for resample in &halves.bootstrap {
+    for (resample, drawn) in halves.bootstrap.iter().zip(&resampled.tops) {
+        let Some((top, winner_strength)) = drawn else { continue };
         let w = &resample.explain;
         let ranked = rank(firing, w);
-        if ranked.fire_weight == 0.0 {
-            continue;
-        }
-        let (fit_ranked, check_ranked) = (rank(firing, &resample.fit), rank(firing, &resample.check));
-        let validation = Validation { fit: &resample.fit, fit_ranked: &fit_ranked, check: &resample.check, check_ranked: &check_ranked };
-        let (top, _) = search(firing, &ranked, coded, w, set, Some(&validation), Some(testable));
-        let Some(winner) = top.first() else { continue };
-        let winner_strength = set.strength(&winner.candidate, &winner.score);
         for (i, c) in chosen.iter().enumerate() {
             let strength = set.strength(&c.candidate, &score_on(c, firing, &firing.steps, &ranked, coded, w));
             if strength == f64::NEG_INFINITY {
                 continue;
             }
             informative[i] += 1;
-            let alike = |t: &Scored| candidates::same_label(&t.candidate, &c.candidate) || coded.same_steps(&t.candidate, &c.candidate, w) || coded.same_ranking(&t.candidate, &c.candidate, w);
-            agree[i] += (top.iter().any(alike)
-                || strength >= winner_strength - tie) as usize;
+            agree[i] += (top.iter().any(|t| alike(t, c, coded, w)) || strength >= winner_strength - tie) as usize;
         }
     }
     informative.iter().zip(&agree).map(|(&n, &a)| if n == 0 { 0.0 } else { a as f64 / n as f64 }).collect()
 }
+
+/// When none of the search's best few is stable, the label the resamples themselves keep
+/// choosing may be: of their winners (at most `MAX_WINNERS`, most frequent first) the one
+/// strongest on the explain cells among those stable there, with its stability. Near-equivalent
+/// wordings split the full search's vote; the resamples can still agree on one. Chosen on the
+/// explain cells alone, like every label.
+fn stable_winner(top: &[Scored], resampled: &Resampled, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, cfg: &LabelConfig) -> Option<(Scored, f64)> {
+    let mut winners = resampled.winners(top, coded, &halves.explain);
+    winners.truncate(MAX_WINNERS);
+    let stabilities = stability_of(&winners, resampled, firing, coded, halves, set, cfg.stability_tie);
+    let ranked = rank(firing, &halves.explain);
+    let strength = |s: &Scored| set.strength(&s.candidate, &score_on(s, firing, &firing.steps, &ranked, coded, &halves.explain));
+    let stable = winners.into_iter().zip(stabilities).filter(|&(_, s)| s >= cfg.min_stability);
+    let best = stable.map(|(w, s)| (strength(&w), w, s)).filter(|(x, _, _)| x.is_finite()).max_by(|a, b| a.0.total_cmp(&b.0))?;
+    let (_, mut winner, stability) = best;
+    winner.score = score_on(&winner, firing, &firing.steps, &ranked, coded, &halves.explain);
+    Some((winner, stability))
+}
+
+/// Resample winners weighed by `stable_winner`.
+const MAX_WINNERS: usize = 4;
 
 /// Indices of accepted labels grouped by sentence (groups of two or more).
 fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
