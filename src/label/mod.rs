@@ -566,22 +566,17 @@ impl Resampled {
         Resampled { tops }
     }
 
-    /// The resamples' winners, distinct, most frequent first (ties in resample order), leaving
-    /// out those alike to one of `known`.
+    /// The resamples' winners, distinct, in resample order, leaving out those alike to one of
+    /// `known`.
     fn winners(&self, known: &[Scored], coded: &CodedSteps, w: &Weighting) -> Vec<Scored> {
-        let mut distinct: Vec<(Scored, usize)> = Vec::new();
+        let mut distinct: Vec<Scored> = Vec::new();
         for (top, _) in self.tops.iter().flatten() {
             let winner = &top[0];
-            if known.iter().any(|k| alike(k, winner, coded, w)) {
-                continue;
-            }
-            match distinct.iter_mut().find(|(d, _)| alike(d, winner, coded, w)) {
-                Some((_, n)) => *n += 1,
-                None => distinct.push((winner.clone(), 1)),
+            if !known.iter().chain(&distinct).any(|k| alike(k, winner, coded, w)) {
+                distinct.push(winner.clone());
             }
         }
-        distinct.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-        distinct.into_iter().map(|(s, _)| s).collect()
+        distinct
     }
 }
 
@@ -618,13 +613,12 @@ fn stability_of(chosen: &[Scored], resampled: &Resampled, firing: &Firing, coded
 }
 
 /// When none of the search's best few is stable, the label the resamples themselves keep
-/// choosing may be: of their winners (at most `MAX_WINNERS`, most frequent first) the one
+/// choosing may be: of their distinct winners the one
 /// strongest on the explain cells among those stable there, with its stability. Near-equivalent
 /// wordings split the full search's vote; the resamples can still agree on one. Chosen on the
 /// explain cells alone, like every label.
 fn stable_winner(top: &[Scored], resampled: &Resampled, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, cfg: &LabelConfig) -> Option<(Scored, f64)> {
-    let mut winners = resampled.winners(top, coded, &halves.explain);
-    winners.truncate(MAX_WINNERS);
+    let winners = resampled.winners(top, coded, &halves.explain);
     let stabilities = stability_of(&winners, resampled, firing, coded, halves, set, cfg.stability_tie);
     let ranked = rank(firing, &halves.explain);
     let strength = |s: &Scored| set.strength(&s.candidate, &score_on(s, firing, &firing.steps, &ranked, coded, &halves.explain));
@@ -634,9 +628,6 @@ fn stable_winner(top: &[Scored], resampled: &Resampled, firing: &Firing, coded: 
     winner.score = score_on(&winner, firing, &firing.steps, &ranked, coded, &halves.explain);
     Some((winner, stability))
 }
-
-/// Resample winners weighed by `stable_winner`.
-const MAX_WINNERS: usize = 4;
 
 /// Indices of accepted labels grouped by sentence (groups of two or more).
 fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
