@@ -42,7 +42,7 @@ X = cov.drop(columns=["cell_id", "row"]).fillna(-999).values.astype(np.float32)
 test = cov.cell_id.astype(str).isin(held_out).values
 # Percentile ranks of the continuous covariates (a missing value sits in the middle).
 continuous = [c for c in ["soc", "c_rate", "abs_c_rate", "step_time", "time_since_current_change", "last_current_step", "dv_dt", "dv_next",
-                          "c_rate_change_next", "temperature", "above_lowest_voltage", "below_highest_voltage", "voltage", "current"] if c in cov]
+                          "c_rate_change_next", "abs_c_rate_change_next", "temperature", "above_lowest_voltage", "below_highest_voltage", "voltage", "current"] if c in cov]
 ranks = np.stack([cov[c].rank(pct=True).fillna(0.5).values for c in continuous], 1).astype(np.float32)
 sample = np.random.default_rng(seed + 1).choice(np.flatnonzero(~test), min(int((~test).sum()), 15000), replace=False)
 signed = [(k, s) for k in range(len(continuous)) for s in (1, -1)]

@@ -30,7 +30,7 @@ def covariates(f):
     return {c["covariate"]} | ({c["within"]["covariate"]} if c.get("within") else set()) | ({c["and"]["covariate"]} if c.get("and") else set())
 # The report's covariate families (src/report/overview.rs `family`): current and C-rate, time
 # into the step and since the last current step, are one quantity in other units or anchors.
-FAMILY = {"soc": "soc", "c_rate": "current", "abs_c_rate": "current", "c_rate_change_next": "current", "last_current_step": "current",
+FAMILY = {"soc": "soc", "c_rate": "current", "abs_c_rate": "current", "c_rate_change_next": "current", "abs_c_rate_change_next": "current", "last_current_step": "current",
           "current": "current", "state": "step", "step_kind": "step", "step_time": "time", "time_since_current_change": "time",
           "dv_dt": "voltage", "dv_next": "voltage", "voltage": "voltage", "above_lowest_voltage": "voltage", "below_highest_voltage": "voltage",
           "temperature": "temperature", "ambient_temperature": "temperature", "cycle_number": "ageing", "soh": "ageing", "protocol": "protocol"}

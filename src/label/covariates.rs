@@ -33,6 +33,10 @@ pub enum Covariate {
     DvNext,
     /// C-rate_{t+1} − C-rate_t: the current step the model is told is coming.
     CRateChangeNext,
+    /// |C-rate_{t+1} − C-rate_t|: the size of the coming current step, up or down. A feature
+    /// that marks every coming step needs it: "down by more than 0.06C" alone misses the
+    /// steps up (one NCA feature: held-out AUROC 0.80 on the signed change, 0.98 for a tree).
+    AbsCRateChangeNext,
     Temperature,
     CycleNumber,
     Soh,
@@ -47,7 +51,7 @@ pub enum Covariate {
 }
 
 impl Covariate {
-    pub const ALL: [Covariate; 20] = [
+    pub const ALL: [Covariate; 21] = [
         Covariate::Soc,
         Covariate::CRate,
         Covariate::AbsCRate,
@@ -59,6 +63,7 @@ impl Covariate {
         Covariate::DvDt,
         Covariate::DvNext,
         Covariate::CRateChangeNext,
+        Covariate::AbsCRateChangeNext,
         Covariate::Temperature,
         Covariate::CycleNumber,
         Covariate::Soh,
@@ -87,6 +92,7 @@ impl Covariate {
             Covariate::DvDt => "dv_dt",
             Covariate::DvNext => "dv_next",
             Covariate::CRateChangeNext => "c_rate_change_next",
+            Covariate::AbsCRateChangeNext => "abs_c_rate_change_next",
             Covariate::Temperature => "temperature",
             Covariate::CycleNumber => "cycle_number",
             Covariate::Soh => "soh",
@@ -221,7 +227,9 @@ impl Covariates {
         set(Covariate::LastCurrentStep, last_step);
         set(Covariate::DvDt, dv_dt_mv_per_s(data));
         set(Covariate::DvNext, change_to_next(&data.voltage, 1000.0));
-        set(Covariate::CRateChangeNext, change_to_next(&data.c_rate, 1.0));
+        let c_rate_change = change_to_next(&data.c_rate, 1.0);
+        set(Covariate::AbsCRateChangeNext, c_rate_change.iter().map(|d| d.abs()).collect());
+        set(Covariate::CRateChangeNext, c_rate_change);
         set(Covariate::Temperature, data.temperature_or_nan());
         set(Covariate::CycleNumber, data.cycle_number.iter().map(|&c| c as f32).collect());
         set(Covariate::Soh, data.soh.iter().map(|s| s.unwrap_or(f32::NAN)).collect());

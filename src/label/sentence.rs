@@ -59,7 +59,7 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
 fn reads_alike(a: Covariate, b: Covariate) -> bool {
     use Covariate::*;
     let unit = |c| match c {
-        CRate | AbsCRate | CRateChangeNext | LastCurrentStep => 1,
+        CRate | AbsCRate | CRateChangeNext | AbsCRateChangeNext | LastCurrentStep => 1,
         StepTime | TimeSinceCurrentChange => 2,
         DvNext | AboveLowestVoltage | BelowHighestVoltage => 3,
         Temperature | AmbientTemperature => 4,
@@ -117,6 +117,7 @@ fn noun(c: Covariate) -> &'static str {
         Covariate::DvDt => "dV/dt",
         Covariate::DvNext => "the coming voltage change (next row)",
         Covariate::CRateChangeNext => "the coming C-rate change (next row)",
+        Covariate::AbsCRateChangeNext => "the size of the coming current step (up or down)",
         Covariate::Temperature => "cell temperature",
         Covariate::CycleNumber => "cycle number",
         Covariate::Soh => "SOH",
@@ -168,7 +169,7 @@ fn value(c: Covariate, x: f32) -> String {
     let x = at_resolution(c, x) + 0.0;
     match c {
         Covariate::Soc | Covariate::Soh => format!("{:.0} %", (100.0 * x).round() + 0.0),
-        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::LastCurrentStep => format!("{x}C"),
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => format!("{x}C"),
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
         Covariate::DvDt => format!("{x} mV/s"),
         Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => format!("{x} mV"),
@@ -211,6 +212,7 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
         Covariate::DvDt => "dV/dt",
         Covariate::DvNext => "the coming voltage change",
         Covariate::CRateChangeNext => "the coming C-rate change",
+        Covariate::AbsCRateChangeNext => "the size of the coming current step",
         Covariate::Temperature => "cell temperature",
         Covariate::CycleNumber => "cycle",
         Covariate::AmbientTemperature => "ambient temperature",
@@ -228,7 +230,7 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
 /// bin edge itself stays, so the predicate keeps excluding the steps exactly at zero.
 fn at_resolution(c: Covariate, x: f32) -> f32 {
     let resolution = match c {
-        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::LastCurrentStep => 0.005,
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => 0.005,
         Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => 0.01,
         Covariate::DvDt => 0.001,
         _ => 0.0,
@@ -248,6 +250,9 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
         (Covariate::CRate, (None, Some(b))) if b < 0.0 => format!("during discharge above {}", v(-b)),
         (Covariate::CRateChangeNext, (Some(a), None)) if a == 0.0 => "when the current steps up next".into(),
         (Covariate::CRateChangeNext, (None, Some(b))) if b == 0.0 => "when the current steps down next".into(),
+        (Covariate::AbsCRateChangeNext, (Some(a), None)) if a == 0.0 => "when the current steps up or down next".into(),
+        (Covariate::AbsCRateChangeNext, (Some(a), None)) => format!("when the current steps up or down by more than {} next", v(a)),
+        (Covariate::AbsCRateChangeNext, (None, Some(b))) if b == 0.0 => "when the current holds steady next".into(),
         (Covariate::LastCurrentStep, (Some(a), None)) if a == 0.0 => "after a current step up".into(),
         (Covariate::LastCurrentStep, (None, Some(b))) if b == 0.0 => "after a current step down".into(),
         (Covariate::CRateChangeNext, (Some(a), None)) if a >= 0.0 => format!("when the current steps up by more than {} next", v(a)),
@@ -404,6 +409,12 @@ mod tests {
         codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-4e-6, 4e-6]);
         let steady = Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)]);
         assert_eq!(sentence(&steady, &codings), "fires when the current holds steady next");
+        // The size of the coming step reads as a step either way.
+        codings[Covariate::AbsCRateChangeNext.index()] = coding(Covariate::AbsCRateChangeNext, &[5e-6, 0.3]);
+        let either = |lo, hi| sentence(&Candidate::all(vec![Atom::interval(Covariate::AbsCRateChangeNext, lo, hi)]), &codings);
+        assert_eq!(either(1, 2), "fires when the current steps up or down next");
+        assert_eq!(either(2, 2), "fires when the current steps up or down by more than 0.3C next");
+        assert_eq!(either(0, 0), "fires when the current holds steady next");
         codings[Covariate::Soc.index()] = coding(Covariate::Soc, &[0.501, 0.502]);
         assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::Soc, 1, 1)]), &codings), "fires when SOC is about 50 %");
     }

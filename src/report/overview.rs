@@ -113,7 +113,7 @@ fn draw_layers(ctx: &Context, path: &Path) -> Result<()> {
 pub(crate) fn family(c: Covariate) -> &'static str {
     match c {
         Covariate::Soc => "SOC",
-        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::LastCurrentStep | Covariate::Current => "current / C-rate",
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep | Covariate::Current => "current / C-rate",
         Covariate::State | Covariate::StepKind => "step type",
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => "time in step",
         Covariate::DvDt | Covariate::DvNext | Covariate::Voltage | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => "voltage / dV/dt",
