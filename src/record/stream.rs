@@ -225,7 +225,7 @@ impl CellRuns {
         if let Some(columns) = columns {
             let roots = columns
                 .iter()
-                .map(|name| builder.schema().index_of(name).map_err(|_| Error::in_file(path, format!("no column {name}"))))
+                .map(|name| builder.schema().index_of(name).map_err(|_| Error::in_file(path, format!("no column {name}: recorded by an older VoltLens? Record again (`voltlens run PIPELINE --from record`)"))))
                 .collect::<Result<Vec<_>>>()?;
             let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
             builder = builder.with_projection(mask);
