@@ -89,6 +89,9 @@ fn planted_features(covs: &[Covariates]) -> Vec<Planted> {
         out.push(plant(covs, "current steps up next", &[CRateChangeNext], noise, seed + 6, |c, i| {
             c.column(CRateChangeNext)[i].max(0.0)
         }));
+        out.push(plant(covs, "current steps either way next", &[AbsCRateChangeNext], noise, seed + 7, |c, i| {
+            if c.column(AbsCRateChangeNext)[i] > 0.1 { 1.0 } else { 0.0 }
+        }));
     }
     out
 }
@@ -334,6 +337,13 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
     let twin = Contrast::new(&duplicates, 0);
     assert!((twin.auroc(&label, &coded, &all) - 0.5).abs() < 1e-9, "features firing together: sibling AUROC 0.5");
     assert!(twin.best_extra_term(&label, &coded, &all).is_none_or(|(_, auroc)| auroc <= 0.5 + 1e-9), "no term separates identical firing");
+    // Twenty such features, each with a few stray steps of its own outside the label: the label
+    // still cannot tell them apart, however many strays the group adds up to.
+    let outside: Vec<u32> = (0..n_steps).filter(|&s| !label.holds(coded.step(s))).map(|s| s as u32).collect();
+    let strays: Vec<Vec<u32>> = (0..20).map(|i| [inside.as_slice(), &outside[10 * i..10 * i + 10]].concat()).collect();
+    let group: Vec<&[u32]> = strays.iter().map(Vec::as_slice).collect();
+    let crowd = Contrast::new(&group, 0);
+    assert!((crowd.auroc(&label, &coded, &all) - 0.5).abs() < 1e-9, "a large co-firing group: sibling AUROC {}", crowd.auroc(&label, &coded, &all));
 
     // Two features inside the label, one where the temperature code is high, one where it is low.
     let temperature = Covariate::Temperature;
