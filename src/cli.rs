@@ -167,13 +167,16 @@ enum Command {
     ///
     /// Example: voltlens eval-model --data runs/quickstart/data/dataset --model runs/my-model --out runs/my-eval
     EvalModel {
+        /// Canonical dataset (from `voltlens ingest` or `voltlens synth`) holding the cells to score.
         #[arg(long)]
         data: PathBuf,
         /// The directory train-model (or import-model) wrote.
         #[arg(long)]
         model: PathBuf,
+        /// Folder for metrics.json and the rollout PNGs (created if missing; other files in it are left alone).
         #[arg(long)]
         out: PathBuf,
+        /// cpu, or cuda (needs a build with --features cuda).
         #[arg(long)]
         device: Option<crate::model::DeviceChoice>,
         /// Cells to score (comma-separated ids) instead of the model's test split. When the split's
