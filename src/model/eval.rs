@@ -407,7 +407,6 @@ fn rollout<B: Backend>(
     let longest = segments.iter().map(|s| s.end - s.start).max().unwrap_or(0);
     // A model that does not read V_t (an imported one may not) rolls out on the true inputs alone.
     let voltage_channel = norm.channels.iter().position(|c| c == "voltage");
-    let dv_channel = norm.channels.iter().position(|c| c == "dv_prev_mv");
     let width = cell.width;
     let mut x = Vec::new();
     for k in 0..longest {
@@ -423,9 +422,6 @@ fn rollout<B: Backend>(
                     let mut row = cell.row(r).to_vec();
                     if let Some(v) = voltage_channel.filter(|_| r >= seg.start && r <= t) {
                         row[v] = volts[i][r - seg.start];
-                    }
-                    if let Some(d) = dv_channel.filter(|_| r > seg.start && r <= t) {
-                        row[d] = super::inputs::dv_prev_mv(&volts[i], r - seg.start);
                     }
                     norm.apply_row(&mut row);
                     x.extend_from_slice(&row);

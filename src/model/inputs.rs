@@ -89,9 +89,6 @@ pub const CATALOGUE: &[Channel] = &[
         value: |r, t| if r.data.step_index[t + 1] != r.data.step_index[t] { 1.0 } else { 0.0 },
     },
     Channel { name: "log1p_step_time", meaning: "log(1 + seconds since the current step began)", value: |r, t| log1p_seconds(r.data.step_time[t]) },
-    // The last voltage change in mV: ΔV's own recent history at a scale the model can resolve (in
-    // the normalised voltage channel a 2 mV step is ~1 % of one unit).
-    Channel { name: "dv_prev_mv", meaning: "V_t − V_{t−1} (mV), 0 at the first row", value: |r, t| dv_prev_mv(&r.data.voltage, t) },
     Channel { name: "current_a", meaning: "I_t (A, positive = charge)", value: |r, t| r.data.current[t] },
     Channel { name: "current_next_a", meaning: "I_{t+1} (A): the current applied until the predicted row", value: |r, t| r.data.current[t + 1] },
     Channel { name: "dt_s", meaning: "dt_t: seconds since the previous row", value: |r, t| r.data.dt[t].max(0.0) },
@@ -174,11 +171,6 @@ impl CellSteps {
     pub fn row(&self, t: usize) -> &[f32] {
         &self.inputs[t * self.width..(t + 1) * self.width]
     }
-}
-
-/// V_t − V_{t−1} in mV (0 at t = 0).
-pub fn dv_prev_mv(voltage: &[f32], t: usize) -> f32 {
-    if t == 0 { 0.0 } else { (voltage[t] - voltage[t - 1]) * 1000.0 }
 }
 
 /// Negative time steps (clock resets the cleaning missed) count as 0 rather than poisoning log1p.
