@@ -541,9 +541,9 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
 }
 
 /// The search run again on each bootstrap resample of the explain cells: per resample that
-/// draws firing cells, its best few distinct labels and the winner's strength there.
+/// draws firing cells and finds a label, its best few distinct labels (never empty).
 struct Resampled {
-    tops: Vec<Option<(Vec<Scored>, f64)>>,
+    tops: Vec<Option<Vec<Scored>>>,
 }
 
 impl Resampled {
@@ -559,8 +559,7 @@ impl Resampled {
                 let (fit_ranked, check_ranked) = (rank(firing, &resample.fit), rank(firing, &resample.check));
                 let validation = Validation { fit: &resample.fit, fit_ranked: &fit_ranked, check: &resample.check, check_ranked: &check_ranked };
                 let (top, _) = search(firing, &ranked, coded, &resample.explain, set, Some(&validation), Some(testable));
-                let winner_strength = set.strength(&top.first()?.candidate, &top[0].score);
-                Some((top, winner_strength))
+                (!top.is_empty()).then_some(top)
             })
             .collect();
         Resampled { tops }
@@ -570,7 +569,7 @@ impl Resampled {
     /// `known`.
     fn winners(&self, known: &[Scored], coded: &CodedSteps, w: &Weighting) -> Vec<Scored> {
         let mut distinct: Vec<Scored> = Vec::new();
-        for (top, _) in self.tops.iter().flatten() {
+        for top in self.tops.iter().flatten() {
             let winner = &top[0];
             if !known.iter().chain(&distinct).any(|k| alike(k, winner, coded, w)) {
                 distinct.push(winner.clone());
@@ -597,8 +596,11 @@ fn alike(a: &Scored, b: &Scored, coded: &CodedSteps, w: &Weighting) -> bool {
 fn stability_of(chosen: &[Scored], resampled: &Resampled, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, tie: f64) -> Vec<f64> {
     let (mut informative, mut agree) = (vec![0usize; chosen.len()], vec![0usize; chosen.len()]);
     for (resample, drawn) in halves.bootstrap.iter().zip(&resampled.tops) {
-        let Some((top, winner_strength)) = drawn else { continue };
+        let Some(top) = drawn else { continue };
+        let winner_strength = set.strength(&top[0].candidate, &top[0].score);
         let w = &resample.explain;
+        // Ranked again rather than kept from the search: twenty rankings alive at once would hold
+        // 12 bytes per firing step each.
         let ranked = rank(firing, w);
         for (i, c) in chosen.iter().enumerate() {
             let strength = set.strength(&c.candidate, &score_on(c, firing, &firing.steps, &ranked, coded, w));
@@ -613,19 +615,20 @@ fn stability_of(chosen: &[Scored], resampled: &Resampled, firing: &Firing, coded
 }
 
 /// When none of the search's best few is stable, the label the resamples themselves keep
-/// choosing may be: of their distinct winners the one
-/// strongest on the explain cells among those stable there, with its stability. Near-equivalent
-/// wordings split the full search's vote; the resamples can still agree on one. Chosen on the
-/// explain cells alone, like every label.
+/// choosing may be: of their distinct winners, the one strongest on the explain cells among
+/// those stable there, with its explain scores and its stability. Near-equivalent wordings split
+/// the full search's vote; the resamples can still agree on one. Chosen on the explain cells
+/// alone, like every label.
 fn stable_winner(top: &[Scored], resampled: &Resampled, firing: &Firing, coded: &CodedSteps, halves: &Halves, set: &SearchSettings, cfg: &LabelConfig) -> Option<(Scored, f64)> {
     let winners = resampled.winners(top, coded, &halves.explain);
     let stabilities = stability_of(&winners, resampled, firing, coded, halves, set, cfg.stability_tie);
     let ranked = rank(firing, &halves.explain);
-    let strength = |s: &Scored| set.strength(&s.candidate, &score_on(s, firing, &firing.steps, &ranked, coded, &halves.explain));
     let stable = winners.into_iter().zip(stabilities).filter(|&(_, s)| s >= cfg.min_stability);
-    let best = stable.map(|(w, s)| (strength(&w), w, s)).filter(|(x, _, _)| x.is_finite()).max_by(|a, b| a.0.total_cmp(&b.0))?;
-    let (_, mut winner, stability) = best;
-    winner.score = score_on(&winner, firing, &firing.steps, &ranked, coded, &halves.explain);
+    let scored = stable.map(|(mut winner, stability)| {
+        winner.score = score_on(&winner, firing, &firing.steps, &ranked, coded, &halves.explain);
+        (set.strength(&winner.candidate, &winner.score), winner, stability)
+    });
+    let (_, winner, stability) = scored.filter(|(x, _, _)| x.is_finite()).max_by(|a, b| a.0.total_cmp(&b.0))?;
     Some((winner, stability))
 }
 

@@ -35,6 +35,7 @@ impl Contrast {
     /// `group[i]` are the firing steps of the i-th sibling; the contrast of `member`.
     pub fn new(group: &[&[u32]], member: usize) -> Contrast {
         let mut siblings: Vec<u32> = group.iter().enumerate().filter(|(i, _)| *i != member).flat_map(|(_, s)| s.iter().copied()).collect();
+        // In step order, so that the passes over them read the coded steps in order.
         siblings.sort_unstable();
         Contrast { own: group[member].to_vec(), siblings }
     }
