@@ -1010,7 +1010,7 @@ fn circuits(what: CircuitsCommand) -> Result<()> {
             let frozen = circuits::FrozenReplacement::new(&loaded.model, &tc, &window.inputs)?;
             let target = circuits::Target::Feature { layer, pos: frozen.seq() - 1, feature: index };
             let attribution = circuits::attribute(&frozen, target)?;
-            print!("{}", circuits::format_attribution(&attribution, window.first_step, top));
+            print!("{}", circuits::format_attribution(&attribution, window.first_step, &window.channels, top));
         }
         CircuitsCommand::Paths { at, feature, width, top } => {
             let (layer, index) = feature_id(&FeatureArg { feature, transcoder: at.transcoder.clone() })?;
@@ -1019,7 +1019,7 @@ fn circuits(what: CircuitsCommand) -> Result<()> {
             let target = circuits::Target::Feature { layer, pos: frozen.seq() - 1, feature: index };
             let paths = circuits::greedy_paths(&frozen, target, width, top)?;
             println!("Paths into L{layer}_F{index} at step {} of cell {}:", at.step, at.cell);
-            print!("{}", circuits::format_paths(&paths, window.first_step));
+            print!("{}", circuits::format_paths(&paths, window.first_step, &window.channels));
         }
         CircuitsCommand::Mlsae { transcoder, model, data, top, out } => {
             let analysis = circuits::analyse_mlsae(&data, &model, &transcoder.join("circuit-tracer"), top, &out)?;

@@ -12,6 +12,8 @@ use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, format_pul
 use voltlens::data::ingest::synthesize;
 use voltlens::data::synth::{Chemistry, Protocol, SynthConfig};
 use voltlens::model::{load_model, train_model, LoadedModel, ModelConfig, TrainConfig, N_CHANNELS};
+use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs};
+use voltlens::circuits::{GraphFile, GraphSources};
 use voltlens::transcoder::{export_circuit_tracer, Codes, Transcoder, TranscoderConfig, Variant};
 
 type B = Flex;
@@ -202,25 +204,11 @@ fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
 
 #[test]
 fn the_circuits_stage_writes_pullbacks_and_a_graph_of_the_most_active_features_peak() {
-    use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs, GRAPH_DIR, PULLBACKS_FILE};
-    use voltlens::circuits::GraphSources;
+    use voltlens::circuits::stage::{GRAPH_DIR, PULLBACKS_FILE};
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
-    let (record_dir, mine_dir, out) = (dir.path().join("record"), dir.path().join("mine"), dir.path().join("circuits"));
-    // Laid out as the transcoder stage leaves it: the export inside circuit-tracer/.
-    let stage_dir = dir.path().join("transcoder");
-    export_circuit_tracer(&f.transcoder, &stage_dir.join("circuit-tracer")).unwrap();
-    let transcoder = voltlens::record::TranscoderInput::Dir(&stage_dir);
-    voltlens::record::record(&f.data, &f.model, transcoder, &voltlens::record::RecordConfig::default(), &record_dir).unwrap();
-    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), None, &mine_dir).unwrap();
-    let inputs = CircuitsInputs {
-        sources: GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: stage_dir.clone() },
-        mined: mine_dir.join(voltlens::mine::stage::MINED_FILE),
-        labels: None,
-        sweep: None,
-    };
     let cfg = CircuitsConfig { top_features: 3, window: 16, ..CircuitsConfig::default() };
-    let summary = run_circuits_stage(&inputs, &cfg, &out).unwrap();
+    let (inputs, summary, out) = run_stage(&f.model, &f.transcoder, &cfg, dir.path());
 
     // The always-on feature has by far the largest mean activation; the silent one never shows.
     let features: Vec<&str> = summary["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
@@ -245,9 +233,53 @@ fn the_circuits_stage_writes_pullbacks_and_a_graph_of_the_most_active_features_p
     assert!(err.contains("set both cell and step"), "{err}");
 }
 
+/// Record, mine and the circuits stage with `cfg`, for `model` and `tc` on the fixture's cells;
+/// returns the stage's inputs, its summary and its output folder (inside `dir`).
+fn run_stage(model: &Path, tc: &Transcoder, cfg: &CircuitsConfig, dir: &Path) -> (CircuitsInputs, serde_json::Value, PathBuf) {
+    let f = fixture();
+    let (record_dir, mine_dir, out) = (dir.join("record"), dir.join("mine"), dir.join("circuits"));
+    // Laid out as the transcoder stage leaves it: the export inside circuit-tracer/.
+    let stage_dir = dir.join("transcoder");
+    export_circuit_tracer(tc, &stage_dir.join("circuit-tracer")).unwrap();
+    let transcoder = voltlens::record::TranscoderInput::Dir(&stage_dir);
+    voltlens::record::record(&f.data, model, transcoder, &voltlens::record::RecordConfig::default(), &record_dir).unwrap();
+    voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), None, &mine_dir).unwrap();
+    let inputs = CircuitsInputs {
+        sources: GraphSources { dataset: f.data.clone(), model: model.to_path_buf(), transcoder: stage_dir },
+        mined: mine_dir.join(voltlens::mine::stage::MINED_FILE),
+        labels: None,
+        sweep: None,
+    };
+    let summary = run_circuits_stage(&inputs, cfg, &out).unwrap();
+    (inputs, summary, out)
+}
+
+#[test]
+fn the_circuits_stage_reads_a_model_of_other_channels_with_a_next_voltage_head() {
+    use voltlens::circuits::stage::{GRAPH_DIR, PULLBACKS_FILE};
+    use voltlens::model::HeadTarget;
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    // As a model trained elsewhere might read its inputs: raw current and time step, voltage, SOC.
+    let channels: Vec<String> = ["current_next_a", "dt_next_s", "voltage", "soc"].map(String::from).to_vec();
+    let shape = ModelConfig { layers: LAYERS, d_model: D_MODEL, heads: 2, d_mlp: 32, context: 24, head: HeadTarget::NextVoltage, channels: channels.clone(), ..ModelConfig::default() };
+    let training = TrainConfig { steps: 20, batch: 8, warmup: 2, val_every: 10, val_windows: 4, stride: 8, ..TrainConfig::default() };
+    let model = dir.path().join("model");
+    train_model(&f.data, &shape, &training, &model).unwrap();
+    let (_, summary, out) = run_stage(&model, &f.transcoder, &CircuitsConfig { top_features: 3, window: 16, ..CircuitsConfig::default() }, dir.path());
+    // De-embedding rows name the model's own channels.
+    let tables = std::fs::read_to_string(out.join(PULLBACKS_FILE)).unwrap();
+    assert!(channels.iter().all(|c| tables.contains(c.as_str())), "{tables}");
+    assert!(!tables.contains("log1p_dt_next"), "{tables}");
+    let graph: GraphFile = serde_json::from_str(&std::fs::read_to_string(out.join(GRAPH_DIR).join(summary["graph"]["json"].as_str().unwrap())).unwrap()).unwrap();
+    // circuit-tracer numbers the four channels E_0…E_3 and nothing beyond.
+    let inputs: Vec<&str> = graph.nodes.iter().filter(|n| n.feature_type == "embedding").map(|n| n.node_id.as_str()).collect();
+    assert!(!inputs.is_empty() && inputs.iter().all(|id| ["E_0_", "E_1_", "E_2_", "E_3_"].iter().any(|p| id.starts_with(p))), "{inputs:?}");
+}
+
 #[test]
 fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
-    use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs, MLSAE_DIR, MLSAE_FIGURES};
+    use voltlens::circuits::stage::{MLSAE_DIR, MLSAE_FIGURES};
     use voltlens::transcoder::Activation;
     let f = fixture();
     let cfg = TranscoderConfig { variant: Variant::Mlsae, features: FEATURES, activation: Activation::TopK { k: 3 }, ..TranscoderConfig::default() };
@@ -258,7 +290,7 @@ fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
     let stage_dir = dir.path().join("transcoder");
     export_circuit_tracer(&mlsae, &stage_dir.join("circuit-tracer")).unwrap();
     let inputs = CircuitsInputs {
-        sources: voltlens::circuits::GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: stage_dir },
+        sources: GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: stage_dir },
         // An MLSAE needs no mined peaks: nothing is read from here.
         mined: dir.path().join("absent.json"),
         labels: None,
@@ -290,7 +322,7 @@ fn the_circuits_stage_analyses_an_mlsae_instead_of_drawing_a_graph() {
     let mined = dir.path().join("mine");
     voltlens::mine::stage::run_mine_stage(&record_dir, &voltlens::mine::MineConfig::default(), None, &mined).unwrap();
     let inputs = CircuitsInputs {
-        sources: voltlens::circuits::GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: clt_dir },
+        sources: GraphSources { dataset: f.data.clone(), model: f.model.clone(), transcoder: clt_dir },
         mined: mined.join(voltlens::mine::stage::MINED_FILE),
         labels: None,
         sweep: Some(sweep),

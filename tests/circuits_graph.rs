@@ -1,7 +1,8 @@
 //! Attribution through the frozen replacement model and attribution graphs, on a tiny random model
 //! and transcoder: the frozen model reproduces the real one, contributions add up to each node's
 //! value, the direct part is activation × pullback, and the graph prunes and exports as
-//! circuit-tracer's front end reads it.
+//! circuit-tracer's front end reads it; also for an imported-style model that reads other input
+//! channels and predicts the next voltage.
 
 mod common;
 
@@ -11,7 +12,7 @@ use burn::backend::Flex;
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use voltlens::circuits::{attribute, attribution_graph, pullback, write_graph, FrozenReplacement, GraphFile, GraphOptions, GraphWindow, NodeKind, Target};
-use voltlens::model::{Lblm, ModelConfig, Positional, N_CHANNELS};
+use voltlens::model::{HeadTarget, Lblm, ModelConfig, Positional, CHANNELS, N_CHANNELS};
 use voltlens::transcoder::{Transcoder, TranscoderConfig, Variant};
 
 type B = Flex;
@@ -33,7 +34,14 @@ fn param<const N: usize>(values: Vec<f32>, shape: [usize; N]) -> Param<Tensor<B,
 /// A random model whose biases, norm gains and norm offsets are all non-zero, so that the
 /// constants the attribution leaves out are exercised too.
 fn model(positional: Positional) -> Lblm<B> {
-    let cfg = ModelConfig { layers: LAYERS, d_model: D, heads: 2, d_mlp: 32, context: 16, positional, ..ModelConfig::default() };
+    model_reading(positional, &CHANNELS, HeadTarget::DeltaV)
+}
+
+/// [`model`] with other input channels and head; a next-voltage head gets a non-zero direct
+/// path from the inputs to the output.
+fn model_reading(positional: Positional, channels: &[&str], head: HeadTarget) -> Lblm<B> {
+    let channels = channels.iter().map(|c| c.to_string()).collect();
+    let cfg = ModelConfig { layers: LAYERS, d_model: D, heads: 2, d_mlp: 32, context: 16, positional, head, channels, ..ModelConfig::default() };
     let mut m = Lblm::<B>::new(&cfg, 3, &Default::default());
     let vec = |n: usize, salt: usize, base: f32, scale: f32| (0..n).map(|i| base + scale * noise(i, salt)).collect::<Vec<_>>();
     m.embed.bias = Some(param(vec(D, 1, 0.0, 0.3), [D]));
@@ -48,8 +56,15 @@ fn model(positional: Positional) -> Lblm<B> {
     ln_final.beta = Some(param(vec(D, 51, 0.0, 0.2), [D]));
     m.head.weight = param(vec(D, 52, 0.0, 0.5), [D, 1]);
     m.head.bias = Some(param(vec![0.05], [1]));
+    if let Some(skip) = &mut m.input_skip {
+        let width = m.embed.weight.dims()[0];
+        *skip = param(vec(width, 53, 0.0, 0.4), [width]);
+    }
     m
 }
+
+/// Channels of a model trained elsewhere: raw current and time step, voltage, SOC.
+const OTHER_CHANNELS: [&str; 4] = ["current_a", "dt_next_s", "voltage", "soc"];
 
 fn transcoder(variant: Variant, skip: bool) -> Transcoder {
     let cfg = TranscoderConfig { variant, features: FEATURES, skip, ..TranscoderConfig::default() };
@@ -67,26 +82,32 @@ fn transcoder(variant: Variant, skip: bool) -> Transcoder {
 }
 
 fn inputs() -> Vec<f32> {
-    (0..SEQ * N_CHANNELS).map(|i| 1.5 * noise(i, 80)).collect()
+    inputs_of(N_CHANNELS)
+}
+
+fn inputs_of(width: usize) -> Vec<f32> {
+    (0..SEQ * width).map(|i| 1.5 * noise(i, 80)).collect()
 }
 
 fn close(a: f32, b: f32, scale: f32) -> bool {
     (a - b).abs() <= 1e-4 * (1.0 + scale)
 }
 
-/// The three set-ups: CLT with learned positions and a skip path, PLT and CLT with rotary.
-fn setups() -> Vec<(Lblm<B>, Transcoder)> {
+/// The set-ups, each with its inputs: CLT with learned positions and a skip path, PLT and CLT
+/// with rotary, and a CLT on a model reading four other channels with a next-voltage head.
+fn setups() -> Vec<(Lblm<B>, Transcoder, Vec<f32>)> {
     vec![
-        (model(Positional::Learned), transcoder(Variant::Clt, true)),
-        (model(Positional::Rotary), transcoder(Variant::Plt, false)),
-        (model(Positional::Rotary), transcoder(Variant::Clt, false)),
+        (model(Positional::Learned), transcoder(Variant::Clt, true), inputs()),
+        (model(Positional::Rotary), transcoder(Variant::Plt, false), inputs()),
+        (model(Positional::Rotary), transcoder(Variant::Clt, false), inputs()),
+        (model_reading(Positional::Rotary, &OTHER_CHANNELS, HeadTarget::NextVoltage), transcoder(Variant::Clt, false), inputs_of(OTHER_CHANNELS.len())),
     ]
 }
 
 #[test]
 fn frozen_model_reproduces_the_real_one() {
-    for (m, tc) in setups() {
-        let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap();
+    for (m, tc, x) in setups() {
+        let frozen = FrozenReplacement::new(&m, &tc, &x).unwrap();
         let run = frozen.run(false);
         for l in 0..LAYERS {
             for t in 0..SEQ {
@@ -104,8 +125,8 @@ fn frozen_model_reproduces_the_real_one() {
 
 #[test]
 fn contributions_add_up_to_every_node_value() {
-    for (m, tc) in setups() {
-        let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap();
+    for (m, tc, x) in setups() {
+        let frozen = FrozenReplacement::new(&m, &tc, &x).unwrap();
         assert!(frozen.features.len() > 3 * SEQ, "too few active features to test: {}", frozen.features.len());
         let mut targets: Vec<Target> = (0..frozen.features.len()).map(|i| frozen.feature_target(i)).collect();
         targets.push(Target::Output { pos: SEQ - 1 });
@@ -174,7 +195,21 @@ fn mlsae_is_refused() {
 }
 
 fn window() -> GraphWindow {
-    GraphWindow { cell_id: "cell/1".into(), first_step: 100, inputs: inputs(), raw: inputs(), target_scale: 0.01 }
+    window_of(&CHANNELS)
+}
+
+fn window_of(channels: &[&str]) -> GraphWindow {
+    let x = inputs_of(channels.len());
+    GraphWindow {
+        cell_id: "cell/1".into(),
+        first_step: 100,
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+        inputs: x.clone(),
+        raw: x,
+        voltage: (0..SEQ).map(|t| 3.6 + 0.01 * t as f32).collect(),
+        c_rate: vec![-0.5; SEQ],
+        target_scale: 0.01,
+    }
 }
 
 #[test]
@@ -300,4 +335,22 @@ fn graphs_are_the_same_for_any_thread_count() {
     for threads in [2, 3, 8] {
         assert!(graph_json(threads) == one, "the graph changes with {threads} threads");
     }
+}
+
+#[test]
+fn a_model_reading_other_channels_gets_a_graph_with_its_channel_names() {
+    let m = model_reading(Positional::Rotary, &OTHER_CHANNELS, HeadTarget::NextVoltage);
+    let tc = transcoder(Variant::Clt, false);
+    let graph = attribution_graph(&m, &tc, &window_of(&OTHER_CHANNELS), &GraphOptions { node_threshold: 1.0, edge_threshold: 1.0 }).unwrap();
+    let output = graph.nodes.iter().position(|n| matches!(n.node, NodeKind::Output { .. })).unwrap();
+    // The next-voltage head reads the last step's inputs directly: the voltage input there has an
+    // edge into the output, named and labelled by the model's own channel list.
+    let voltage_now = NodeKind::Input { pos: SEQ - 1, channel: 2 };
+    let v = graph.nodes.iter().position(|n| n.node == voltage_now).expect("the last voltage input is kept");
+    assert!(graph.edges.iter().any(|e| (e.source, e.target) == (v, output)), "no edge from the last voltage input into the output");
+    assert_eq!(voltlens::circuits::node_name(voltage_now, graph.first_step, &graph.channels), format!("voltage @{}", 100 + SEQ - 1));
+    let file = graph.to_file(&BTreeMap::new());
+    let soc = file.nodes.iter().find(|n| n.node_id.starts_with("E_3_")).expect("a SOC input node");
+    assert!(soc.clerp.starts_with("SOC = "), "{}", soc.clerp);
+    assert_eq!(file.metadata.prompt_tokens[0], "3.600V -0.50C");
 }

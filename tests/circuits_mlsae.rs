@@ -148,7 +148,7 @@ fn an_mlsae_feature_is_de_embedded_through_every_layer_slice_of_its_encoder() {
     // Channel c writes unit vector e_c into the residual stream; std 2 halves the per-raw-unit weight.
     let mut w_embed = vec![0.0f32; N_CHANNELS * D_MODEL];
     (0..N_CHANNELS).for_each(|c| w_embed[c * D_MODEL + c] = 1.0);
-    let rows = Embedding { w_embed, std: vec![2.0; N_CHANNELS] }.deembed(&tc, 0, LAYER1_READER).unwrap();
+    let rows = Embedding { w_embed, channels: voltlens::model::CHANNELS.iter().map(|c| c.to_string()).collect(), std: vec![2.0; N_CHANNELS] }.deembed(&tc, 0, LAYER1_READER).unwrap();
     for (c, row) in rows.iter().enumerate() {
         let summed: f32 = (0..LAYERS).map(|l| tc.w_enc[(l * D_MODEL + c) * FEATURES + LAYER1_READER]).sum();
         assert!((row.weight - summed).abs() < 1e-6 && (row.weight_per_unit - summed / 2.0).abs() < 1e-6, "{row:?}");

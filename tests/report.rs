@@ -106,7 +106,7 @@ pub mod fixture {
         transcoder.w_dec.iter_mut().flatten().for_each(|w| *w = rng.random::<f32>() - 0.5);
         transcoder.w_enc.iter_mut().for_each(|w| *w = rng.random::<f32>() - 0.5);
         let w_embed = (0..N_CHANNELS * 8).map(|_| rng.random::<f32>() - 0.5).collect();
-        let embedding = Embedding { w_embed, std: vec![2.0; N_CHANNELS] };
+        let embedding = Embedding { w_embed, channels: voltlens::model::CHANNELS.iter().map(|c| c.to_string()).collect(), std: vec![2.0; N_CHANNELS] };
         // VOLTLENS_REPORT_DIR keeps the report for a human to look at.
         let report = std::env::var_os("VOLTLENS_REPORT_DIR").map_or_else(|| tmp.path().join("reports").join("report-test"), PathBuf::from);
         let circuits = tmp.path().join("circuits");

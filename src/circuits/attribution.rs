@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use super::check_feature;
 use crate::model::transformer::{Block, Norm, Rotary};
-use crate::model::{Lblm, CHANNELS, N_CHANNELS};
+use crate::model::Lblm;
 use crate::transcoder::{Transcoder, Variant};
 use crate::{Error, Result};
 
@@ -52,7 +52,7 @@ pub enum NodeKind {
     Feature { layer: usize, pos: usize, feature: usize },
     /// mlp_out − reconstruction of `layer` at `pos`.
     Error { layer: usize, pos: usize },
-    /// Input channel `channel` (index into `model::CHANNELS`) at `pos`.
+    /// Input channel `channel` (index into the model's channel list) at `pos`.
     Input { pos: usize, channel: usize },
     /// The model's output (scaled ΔV) at `pos`.
     Output { pos: usize },
@@ -98,10 +98,14 @@ pub struct FrozenReplacement<'a> {
     d: usize,
     heads: usize,
     seq: usize,
+    /// Input channels per step (C).
+    width: usize,
     /// Normalised inputs [T, C].
     inputs: Vec<f32>,
     /// [C, d]
     w_embed: Vec<f32>,
+    /// A next-voltage head's direct path from the inputs to the output [C] (empty for a ΔV head).
+    input_skip: Vec<f32>,
     /// Embedding bias plus learned position, [T, d].
     embed_const: Vec<f32>,
     attention: Vec<FrozenAttention>,
@@ -153,16 +157,6 @@ pub(crate) fn check_pair<B: Backend>(model: &Lblm<B>, tc: &Transcoder) -> Result
         ));
     }
     let d = model.embed.weight.dims()[1];
-    if model.channels() != N_CHANNELS {
-        return Err(Error::Config(format!(
-            "circuit analyses read VoltLens's {N_CHANNELS} input channels; this model reads {}", model.channels()
-        )));
-    }
-    if model.input_skip.is_some() {
-        return Err(Error::Config(
-            "attribution needs a head that predicts ΔV; this model's head predicts the next voltage (import it with target = \"delta_v\")".to_owned(),
-        ));
-    }
     if (tc.shape.layers, tc.shape.d_model) != (model.layers(), d) {
         return Err(Error::Config(format!(
             "the transcoder is for {} layers of width {}, the model has {} of width {d}",
@@ -266,20 +260,21 @@ fn freeze_attention<B: Backend>(block: &Block<B>, rotary: Option<&Rotary<B>>, re
 }
 
 impl<'a> FrozenReplacement<'a> {
-    /// Runs `model` on one window of normalised inputs [T, N_CHANNELS] and freezes it there, with
-    /// `tc` (a CLT or PLT) encoding the real pass's resid_mid.
+    /// Runs `model` on one window of normalised inputs [T, C] (C the model's channels) and
+    /// freezes it there, with `tc` (a CLT or PLT) encoding the real pass's resid_mid.
     pub fn new<B: Backend>(model: &Lblm<B>, tc: &'a Transcoder, inputs: &[f32]) -> Result<Self> {
         check_pair(model, tc)?;
-        let seq = inputs.len() / N_CHANNELS;
-        if seq == 0 || inputs.len() % N_CHANNELS != 0 {
-            return Err(Error::Config(format!("a window is [steps, {N_CHANNELS}] inputs, got {} values", inputs.len())));
+        let width = model.channels();
+        let seq = inputs.len() / width;
+        if seq == 0 || !inputs.len().is_multiple_of(width) {
+            return Err(Error::Config(format!("a window is [steps, {width}] inputs, got {} values", inputs.len())));
         }
         if seq > model.context {
             return Err(Error::Config(format!("a window of {seq} steps is longer than the model's context of {}", model.context)));
         }
         let (layers, d) = (tc.shape.layers, tc.shape.d_model);
         let device = model.embed.weight.device();
-        let x = Tensor::<B, 3>::from_data(TensorData::new(inputs.to_vec(), [1, seq, N_CHANNELS]), &device);
+        let x = Tensor::<B, 3>::from_data(TensorData::new(inputs.to_vec(), [1, seq, width]), &device);
         let (prediction, acts) = model.forward_hooked(x);
         let attention: Vec<FrozenAttention> = model
             .blocks
@@ -350,8 +345,10 @@ impl<'a> FrozenReplacement<'a> {
             d,
             heads: model.blocks[0].attn.heads,
             seq,
+            width,
             inputs: inputs.to_vec(),
             w_embed,
+            input_skip: model.input_skip.as_ref().map(|w| to_vec(w.val())).unwrap_or_default(),
             embed_const,
             attention,
             out_read,
@@ -377,7 +374,7 @@ impl<'a> FrozenReplacement<'a> {
     pub fn transcoder(&self) -> &Transcoder {
         self.tc
     }
-    /// Normalised inputs [T, N_CHANNELS].
+    /// Normalised inputs [T, C].
     pub fn inputs(&self) -> &[f32] {
         &self.inputs
     }
@@ -390,7 +387,7 @@ impl<'a> FrozenReplacement<'a> {
         self.features.len() + layer * self.seq + pos
     }
     pub fn input_node(&self, pos: usize, channel: usize) -> usize {
-        self.features.len() + self.layers * self.seq + pos * N_CHANNELS + channel
+        self.features.len() + self.layers * self.seq + pos * self.width + channel
     }
     pub fn output_node(&self) -> usize {
         self.input_node(self.seq, 0)
@@ -403,7 +400,7 @@ impl<'a> FrozenReplacement<'a> {
         } else if i < nf + lt {
             NodeKind::Error { layer: (i - nf) / self.seq, pos: (i - nf) % self.seq }
         } else if i < self.output_node() {
-            NodeKind::Input { pos: (i - nf - lt) / N_CHANNELS, channel: (i - nf - lt) % N_CHANNELS }
+            NodeKind::Input { pos: (i - nf - lt) / self.width, channel: (i - nf - lt) % self.width }
         } else {
             NodeKind::Output { pos: self.seq - 1 }
         }
@@ -413,7 +410,7 @@ impl<'a> FrozenReplacement<'a> {
         match self.node(i) {
             NodeKind::Feature { .. } => self.features[i].activation,
             NodeKind::Error { layer, pos } => dot(self.error(layer, pos), self.error(layer, pos)).sqrt(),
-            NodeKind::Input { pos, channel } => self.inputs[pos * N_CHANNELS + channel],
+            NodeKind::Input { pos, channel } => self.inputs[pos * self.width + channel],
             NodeKind::Output { pos } => self.prediction[pos],
         }
     }
@@ -481,8 +478,8 @@ impl<'a> FrozenReplacement<'a> {
         let mut r = self.embed_const.clone();
         if !zero {
             for (t, row) in r.chunks_mut(d).enumerate() {
-                for c in 0..N_CHANNELS {
-                    axpy(self.inputs[t * N_CHANNELS + c], &self.w_embed[c * d..(c + 1) * d], row);
+                for c in 0..self.width {
+                    axpy(self.inputs[t * self.width + c], &self.w_embed[c * d..(c + 1) * d], row);
                 }
             }
         }
@@ -517,7 +514,10 @@ impl<'a> FrozenReplacement<'a> {
             r = mid.iter().zip(&mlp).map(|(x, y)| x + y).collect();
             resid_mid.push(mid);
         }
-        let output = r.chunks(d).zip(&self.final_sigma).map(|(row, s)| dot(row, &self.out_read) / s + self.out_const).collect();
+        let mut output: Vec<f32> = r.chunks(d).zip(&self.final_sigma).map(|(row, s)| dot(row, &self.out_read) / s + self.out_const).collect();
+        if !zero && !self.input_skip.is_empty() {
+            output.iter_mut().zip(self.inputs.chunks(self.width)).for_each(|(o, x)| *o += dot(x, &self.input_skip));
+        }
         FrozenRun { resid_mid, output }
     }
 }
@@ -608,7 +608,7 @@ impl FrozenReplacement<'_> {
                 _ => (0..=max_pos).flat_map(|s| qs.iter().map(move |q| (s, q))).map(|(s, q)| dot(self.error(b - 1, s), q)).collect(),
             })
             .collect();
-        let inputs = (0..N_CHANNELS).flat_map(|c| slots[0].iter().map(move |q| (c, q))).map(|(c, q)| dot(&self.w_embed[c * d..(c + 1) * d], q)).collect();
+        let inputs = (0..self.width).flat_map(|c| slots[0].iter().map(move |q| (c, q))).map(|(c, q)| dot(&self.w_embed[c * d..(c + 1) * d], q)).collect();
         ReadTables { n, features, errors, inputs }
     }
 
@@ -653,10 +653,15 @@ impl FrozenReplacement<'_> {
                 out.push((self.error_node(k, s) as u32, w));
             }
         }
+        // A next-voltage head also reads the inputs at the output's own step directly.
+        let skip = |s: usize, c: usize| match target {
+            Target::Output { .. } if s == t && !self.input_skip.is_empty() => self.input_skip[c],
+            _ => 0.0,
+        };
         for s in 0..=t {
-            for c in 0..N_CHANNELS {
-                let w = dot(terms(0, s), &reads.inputs[c * reads.n[0]..(c + 1) * reads.n[0]]);
-                out.push((self.input_node(s, c) as u32, self.inputs[s * N_CHANNELS + c] * w));
+            for c in 0..self.width {
+                let w = dot(terms(0, s), &reads.inputs[c * reads.n[0]..(c + 1) * reads.n[0]]) + skip(s, c);
+                out.push((self.input_node(s, c) as u32, self.inputs[s * self.width + c] * w));
             }
         }
     }
@@ -736,22 +741,23 @@ pub fn attribute(frozen: &FrozenReplacement, target: Target) -> Result<Attributi
     Ok(Attribution { target: name, value: frozen.target_value(target), constant: frozen.target_constant(target, &frozen.run(true)), contributions })
 }
 
-/// A node's name for tables and labels; `first_step` numbers steps within the cell.
-pub fn node_name(node: NodeKind, first_step: usize) -> String {
+/// A node's name for tables and labels; `first_step` numbers steps within the cell, `channels`
+/// names the model's input channels.
+pub fn node_name(node: NodeKind, first_step: usize, channels: &[String]) -> String {
     match node {
         NodeKind::Feature { layer, pos, feature } => format!("L{layer}_F{feature} @{}", first_step + pos),
         NodeKind::Error { layer, pos } => format!("error L{layer} @{}", first_step + pos),
-        NodeKind::Input { pos, channel } => format!("{} @{}", CHANNELS[channel], first_step + pos),
+        NodeKind::Input { pos, channel } => format!("{} @{}", channels[channel], first_step + pos),
         NodeKind::Output { pos } => format!("output @{}", first_step + pos),
     }
 }
 
 /// The `top` largest contributions as a text table, with the sum check.
-pub fn format_attribution(a: &Attribution, first_step: usize, top: usize) -> String {
+pub fn format_attribution(a: &Attribution, first_step: usize, channels: &[String], top: usize) -> String {
     let mut out = format!("{}\n", a.target);
     let _ = writeln!(out, "{:<32}  {:>10}  {:>10}  {:>10}", "node", "weight", "direct", "value");
     for c in a.contributions.iter().take(top) {
-        let _ = writeln!(out, "{:<32}  {:>10.5}  {:>10.5}  {:>10.4}", node_name(c.node, first_step), c.weight, c.direct, c.value);
+        let _ = writeln!(out, "{:<32}  {:>10.5}  {:>10.5}  {:>10.4}", node_name(c.node, first_step, channels), c.weight, c.direct, c.value);
     }
     let features: f32 = a.contributions.iter().filter(|c| matches!(c.node, NodeKind::Feature { .. })).map(|c| c.weight).sum();
     let errors: f32 = a.contributions.iter().filter(|c| matches!(c.node, NodeKind::Error { .. })).map(|c| c.weight).sum();

@@ -76,7 +76,17 @@ pub fn bench_graph(window: usize, features: usize, l0: usize) -> Result<GraphBen
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let inputs: Vec<f32> = (0..window * N_CHANNELS).map(|_| rng.random_range(-1.7f32..1.7)).collect();
     let tc = random_clt(&model, &inputs, features, l0, 2);
-    let graph_window = GraphWindow { cell_id: "bench".into(), first_step: 0, raw: inputs.clone(), inputs, target_scale: 1.0 };
+    let column = |c: usize| inputs.iter().skip(c).step_by(N_CHANNELS).copied().collect();
+    let graph_window = GraphWindow {
+        cell_id: "bench".into(),
+        first_step: 0,
+        channels: cfg.channels.clone(),
+        voltage: column(0),
+        c_rate: column(1),
+        raw: inputs.clone(),
+        inputs,
+        target_scale: 1.0,
+    };
     let t0 = Instant::now();
     let graph = attribution_graph(&model, &tc, &graph_window, &GraphOptions::default())?;
     let seconds = t0.elapsed().as_secs_f64();

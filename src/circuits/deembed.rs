@@ -17,14 +17,14 @@ use std::path::Path;
 use burn::backend::Flex;
 
 use super::{check_feature, encoder_column};
-use crate::model::{load_model, CHANNELS, N_CHANNELS};
+use crate::model::load_model;
 use crate::transcoder::{Transcoder, Variant};
 use crate::{Error, Result};
 
 /// One input channel's direct effect on a feature's pre-activation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ChannelRow {
-    /// Name from `model::CHANNELS`.
+    /// The channel's name (`model::inputs::CATALOGUE`).
     pub channel: String,
     /// Per unit of the normalised channel.
     pub weight: f32,
@@ -35,9 +35,11 @@ pub struct ChannelRow {
 /// What the de-embedding reads from a model: the embedding weight and the channels' spread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embedding {
-    /// W_embed [N_CHANNELS, d] (burn's Linear stores [d_in, d_out]).
+    /// The model's input channels, by name.
+    pub channels: Vec<String>,
+    /// W_embed [C, d] (burn's Linear stores [d_in, d_out]).
     pub w_embed: Vec<f32>,
-    /// Std of each channel over the training cells [N_CHANNELS], from the model's normalisation.
+    /// Std of each channel over the training cells [C], from the model's normalisation.
     pub std: Vec<f32>,
 }
 
@@ -47,21 +49,21 @@ impl Embedding {
     pub fn load(model_dir: &Path) -> Result<Embedding> {
         let loaded = load_model::<Flex>(model_dir, &Default::default())?;
         let w_embed = loaded.model.embed.weight.val().into_data().convert::<f32>().into_vec().expect("f32 weights");
-        Ok(Embedding { w_embed, std: loaded.norm.stats.std })
+        Ok(Embedding { w_embed, channels: loaded.norm.channels, std: loaded.norm.stats.std })
     }
 
     /// Refuses an embedding of another width than the transcoder's `d_model`.
     pub fn check_width(&self, d_model: usize) -> Result<()> {
-        if self.w_embed.len() == N_CHANNELS * d_model {
+        if self.w_embed.len() == self.channels.len() * d_model {
             return Ok(());
         }
         Err(Error::Config(format!(
             "de-embedding: the model's embedding is {} wide, the transcoder reads width {d_model}",
-            self.w_embed.len() / N_CHANNELS
+            self.w_embed.len() / self.channels.len().max(1)
         )))
     }
 
-    /// De-embedding of feature `feature` of `layer`, one row per channel in `CHANNELS` order.
+    /// De-embedding of feature `feature` of `layer`, one row per channel in the model's order.
     /// The MLSAE (layer 0, its one encoder) finds the embedding in every layer's slice of its
     /// input, so it reads the sum of its encoder's slices.
     pub fn deembed(&self, tc: &Transcoder, layer: usize, feature: usize) -> Result<Vec<ChannelRow>> {
@@ -80,7 +82,7 @@ impl Embedding {
         Ok(self
             .w_embed
             .chunks(d)
-            .zip(CHANNELS)
+            .zip(&self.channels)
             .zip(&self.std)
             .map(|((row, channel), s)| {
                 let weight: f32 = row.iter().zip(&target).map(|(w, t)| w * t).sum();
@@ -91,7 +93,7 @@ impl Embedding {
 }
 
 /// De-embedding of feature `feature` of `layer` for the model in `model_dir`, one row per channel
-/// in `CHANNELS` order.
+/// in the model's order.
 pub fn deembed(model_dir: &Path, tc: &Transcoder, layer: usize, feature: usize) -> Result<Vec<ChannelRow>> {
     Embedding::load(model_dir)?.deembed(tc, layer, feature)
 }

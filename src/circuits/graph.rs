@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::attribution::{node_name, FrozenReplacement, NodeKind, Target};
 use crate::io::write_atomic;
-use crate::model::inputs::cell_steps;
+use crate::model::inputs::{read_dataset_cell, CellSteps};
 use burn::backend::Flex;
 
-use crate::model::{load_model, Lblm, LoadedModel, CHANNELS, N_CHANNELS};
+use crate::model::{load_model, Lblm, LoadedModel};
 use crate::transcoder::{import_circuit_tracer, Transcoder};
 use crate::{Error, Result};
 
@@ -46,10 +46,15 @@ pub struct GraphWindow {
     pub cell_id: String,
     /// Step number within the cell of the window's first step.
     pub first_step: usize,
-    /// Normalised inputs [T, N_CHANNELS], as the model reads them.
+    /// The model's input channels, by name (`model::inputs::CATALOGUE`).
+    pub channels: Vec<String>,
+    /// Normalised inputs [T, C], as the model reads them.
     pub inputs: Vec<f32>,
     /// The same in raw units (for labels).
     pub raw: Vec<f32>,
+    /// V_t and C-rate per step, whichever channels the model reads (for the step labels).
+    pub voltage: Vec<f32>,
+    pub c_rate: Vec<f32>,
     /// Volts per unit of model output.
     pub target_scale: f32,
 }
@@ -105,8 +110,12 @@ pub struct Graph {
     pub scores: GraphScores,
     pub nodes: Vec<GraphNode>,
     pub edges: Vec<GraphEdge>,
-    /// Raw inputs [T, N_CHANNELS] (for labels).
+    /// The model's input channels and the raw inputs [T, C] (for labels).
+    pub channels: Vec<String>,
     pub raw: Vec<f32>,
+    /// V_t and C-rate per step.
+    pub step_voltage: Vec<f32>,
+    pub step_c_rate: Vec<f32>,
 }
 
 impl Graph {
@@ -348,14 +357,17 @@ pub fn attribution_graph<B: burn::tensor::backend::Backend>(
         layers: frozen.layers(),
         options: *options,
         prediction: frozen.prediction[last],
-        voltage: window.raw[last * N_CHANNELS],
+        voltage: window.voltage[last],
         target_scale: window.target_scale,
         total_nodes: n,
         active_features: frozen.features.len(),
         scores: GraphScores { replacement, completeness, pruned_replacement, pruned_completeness },
         nodes,
         edges,
+        channels: window.channels.clone(),
         raw: window.raw.clone(),
+        step_voltage: window.voltage.clone(),
+        step_c_rate: window.c_rate.clone(),
     })
 }
 
@@ -413,19 +425,24 @@ pub fn load_window(sources: &GraphSources, cell_id: &str, step: usize, window: u
     let loaded = load_model::<Flex>(&sources.model, &Default::default())?;
     let tc = import_circuit_tracer(&sources.transcoder.join("circuit-tracer"))?;
     super::attribution::check_pair(&loaded.model, &tc)?;
-    let raw = cell_steps(&sources.dataset, cell_id, &loaded.norm.channels)?;
+    let (info, data, file) = read_dataset_cell(&sources.dataset, cell_id)?;
+    let raw = CellSteps::from_cell(&info, &data, &file, &loaded.norm.channels)?;
     if step >= raw.steps() {
         return Err(Error::Config(format!("cell {cell_id} has steps 0..{}, no step {step}", raw.steps())));
     }
     let len = window.clamp(1, loaded.model.context).min(step + 1);
     let first = step + 1 - len;
     let norm = loaded.norm.apply(&raw);
-    let span = first * N_CHANNELS..(step + 1) * N_CHANNELS;
+    let width = raw.width;
+    let span = first * width..(step + 1) * width;
     let graph_window = GraphWindow {
         cell_id: cell_id.to_owned(),
         first_step: first,
+        channels: loaded.norm.channels.clone(),
         inputs: norm.inputs[span.clone()].to_vec(),
         raw: raw.inputs[span].to_vec(),
+        voltage: data.voltage[first..=step].to_vec(),
+        c_rate: data.c_rate[first..=step].to_vec(),
         target_scale: loaded.norm.target_scale,
     };
     Ok((loaded, tc, graph_window))
@@ -520,7 +537,7 @@ impl Graph {
 
     /// Per window step, a short description for the front end's token row.
     pub fn step_labels(&self) -> Vec<String> {
-        (0..self.window).map(|p| format!("{:.3}V {:+.2}C", self.raw[p * N_CHANNELS], self.raw[p * N_CHANNELS + 1])).collect()
+        self.step_voltage.iter().zip(&self.step_c_rate).map(|(v, c)| format!("{v:.3}V {c:+.2}C")).collect()
     }
 
     /// A node's label: its automatic label when `labels` has one, else its id.
@@ -528,7 +545,7 @@ impl Graph {
         match node {
             NodeKind::Feature { layer, feature, .. } => labels.get(&(layer, feature)).cloned().unwrap_or_else(|| format!("L{layer}_F{feature}")),
             NodeKind::Error { layer, pos } => format!("error L{layer} @{}", self.first_step + pos),
-            NodeKind::Input { pos, channel } => input_text(channel, self.raw[pos * N_CHANNELS + channel]),
+            NodeKind::Input { pos, channel } => input_text(&self.channels[channel], self.raw[pos * self.channels.len() + channel]),
             NodeKind::Output { .. } => format!("predicted V {:.4} V (ΔV {:+.3} mV)", self.predicted_voltage(), self.prediction * self.target_scale * 1000.0),
         }
     }
@@ -588,9 +605,9 @@ impl Graph {
 }
 
 /// An input channel's value in physical units (the model reads log1p of times; people read seconds).
-fn input_text(channel: usize, raw: f32) -> String {
+fn input_text(channel: &str, raw: f32) -> String {
     let seconds = |x: f32| x.exp_m1();
-    match CHANNELS[channel] {
+    match channel {
         "voltage" => format!("V now = {raw:.4} V"),
         "c_rate" => format!("C-rate now = {raw:+.2} C"),
         "log1p_dt" => format!("Δt now = {:.3} s", seconds(raw)),
@@ -599,6 +616,12 @@ fn input_text(channel: usize, raw: f32) -> String {
         "charge_next" => format!("charge next = {:+.4} % of capacity", 100.0 * raw),
         "temperature" => format!("T = {raw:.1} °C"),
         "log1p_step_time" => format!("time in step = {:.0} s", seconds(raw)),
+        "current_a" => format!("I now = {raw:+.3} A"),
+        "current_next_a" => format!("I next = {raw:+.3} A"),
+        "dt_s" => format!("Δt now = {raw:.3} s"),
+        "dt_next_s" => format!("Δt next = {raw:.3} s"),
+        "step_time_s" => format!("time in step = {raw:.0} s"),
+        "soc" => format!("SOC = {:.1} %", 100.0 * raw),
         name => format!("{name} = {raw}"),
     }
 }
@@ -672,6 +695,6 @@ fn top_nodes(graph: &Graph, labels: &std::collections::BTreeMap<(usize, usize), 
     nodes
         .iter()
         .take(10)
-        .map(|n| serde_json::json!({ "node": node_name(n.node, graph.first_step), "label": graph.label(n.node, labels), "influence": n.influence }))
+        .map(|n| serde_json::json!({ "node": node_name(n.node, graph.first_step, &graph.channels), "label": graph.label(n.node, labels), "influence": n.influence }))
         .collect()
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::data::canonical::Dataset;
 use crate::io::write_atomic;
 use crate::model::inputs::dataset_steps;
-use crate::model::{load_model, Lblm, N_CHANNELS};
+use crate::model::{load_model, Lblm};
 use crate::transcoder::{import_circuit_tracer, layer_sq_norms, Band, Transcoder, Variant};
 use crate::{Error, Result};
 
@@ -119,7 +119,7 @@ pub struct AlignmentRow {
 
 /// Change of resid_post at layers `layer`..L, read at one position per window, per unit push along
 /// that window's tangent added to resid_post_layer (through mlp_out_layer) at the same position:
-/// [n, L − layer, d]. x: inputs [n, seq, N_CHANNELS]; `at`: the position in each window;
+/// [n, L − layer, d]. x: inputs [n, seq, C]; `at`: the position in each window;
 /// `tangent`: [n, d]; `eps`: the finite-difference step (see the module notes).
 pub fn jvp<B: Backend>(model: &Lblm<B>, x: Tensor<B, 3>, at: &[usize], layer: usize, tangent: &[f32], eps: f32) -> Vec<f32> {
     let [n, seq, _] = x.dims();
@@ -153,7 +153,7 @@ pub fn jvp<B: Backend>(model: &Lblm<B>, x: Tensor<B, 3>, at: &[usize], layer: us
 }
 
 /// Alignment of `feature`'s decoder at every trigger layer with its decoders at the layers after
-/// it, over firing tokens given as windows x [n, seq, N_CHANNELS] and the position `at` of the
+/// it, over firing tokens given as windows x [n, seq, C] and the position `at` of the
 /// token in each. `rms`: resid_post's RMS norm per layer, which sets ε.
 pub fn align_feature<B: Backend>(model: &Lblm<B>, tc: &Transcoder, feature: usize, x: Tensor<B, 3>, at: &[usize], rms: &[f32]) -> Result<Vec<AlignmentRow>> {
     check_mlsae(tc)?;
@@ -201,9 +201,11 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 
 /// Windows of the dataset run through the model and the MLSAE once.
 struct Sweep {
-    /// Normalised inputs of each window, [windows, seq, N_CHANNELS].
+    /// Normalised inputs of each window, [windows, seq, C].
     inputs: Vec<f32>,
     seq: usize,
+    /// The model's input channels per step (C).
+    width: usize,
     /// Tokens on which each feature fired, as (window, position), in sweep order.
     firing: Vec<Vec<(u32, u32)>>,
     /// RMS of ‖resid_post_l‖ over every token, per layer: sets ε.
@@ -214,14 +216,14 @@ struct Sweep {
 
 impl Sweep {
     fn windows(&self) -> usize {
-        self.inputs.len() / (self.seq * N_CHANNELS)
+        self.inputs.len() / (self.seq * self.width)
     }
 
-    /// The windows of `tokens` stacked as a batch [n, seq, N_CHANNELS], and each token's position.
+    /// The windows of `tokens` stacked as a batch [n, seq, C], and each token's position.
     fn batch(&self, tokens: &[(u32, u32)]) -> (Tensor<Flex, 3>, Vec<usize>) {
-        let w = self.seq * N_CHANNELS;
+        let w = self.seq * self.width;
         let x: Vec<f32> = tokens.iter().flat_map(|&(b, _)| &self.inputs[b as usize * w..(b as usize + 1) * w]).copied().collect();
-        let x = Tensor::from_data(TensorData::new(x, [tokens.len(), self.seq, N_CHANNELS]), &Default::default());
+        let x = Tensor::from_data(TensorData::new(x, [tokens.len(), self.seq, self.width]), &Default::default());
         (x, tokens.iter().map(|&(_, p)| p as usize).collect())
     }
 }
@@ -232,7 +234,7 @@ fn sweep(dataset_dir: &Path, model: &Lblm<Flex>, norm: &crate::model::InputNorm,
     let dataset = Dataset::load(dataset_dir)?;
     let ids: Vec<String> = dataset.cells.iter().map(|c| c.cell_id.clone()).collect();
     let cells: Vec<_> = dataset_steps(&dataset, dataset_dir, &ids, &norm.channels)?.iter().map(|c| norm.apply(c)).collect();
-    let seq = model.context;
+    let (seq, width) = (model.context, model.channels());
     let all: Vec<(usize, usize)> = cells.iter().enumerate().flat_map(|(c, cell)| (0..cell.steps() / seq).map(move |w| (c, w * seq))).collect();
     if all.is_empty() {
         return Err(Error::Config(format!("{}: no cell has {seq} steps, the model's context", dataset_dir.display())));
@@ -240,14 +242,14 @@ fn sweep(dataset_dir: &Path, model: &Lblm<Flex>, norm: &crate::model::InputNorm,
     let take = all.len().min(MAX_WINDOWS);
     let chosen: Vec<(usize, usize)> = (0..take).map(|i| all[i * all.len() / take]).collect();
     let inputs: Vec<f32> =
-        chosen.iter().flat_map(|&(c, start)| &cells[c].inputs[start * N_CHANNELS..(start + seq) * N_CHANNELS]).copied().collect();
+        chosen.iter().flat_map(|&(c, start)| &cells[c].inputs[start * width..(start + seq) * width]).copied().collect();
     let layers = tc.shape.layers;
     let mut firing = vec![Vec::new(); tc.shape.features];
     let (mut sq, mut mid_norm) = (vec![0.0f64; layers], vec![0.0f64; layers]);
     let device = Default::default();
-    for (pass, chunk) in inputs.chunks(WINDOWS_PER_PASS * seq * N_CHANNELS).enumerate() {
-        let windows = chunk.len() / (seq * N_CHANNELS);
-        let x = Tensor::<Flex, 3>::from_data(TensorData::new(chunk.to_vec(), [windows, seq, N_CHANNELS]), &device);
+    for (pass, chunk) in inputs.chunks(WINDOWS_PER_PASS * seq * width).enumerate() {
+        let windows = chunk.len() / (seq * width);
+        let x = Tensor::<Flex, 3>::from_data(TensorData::new(chunk.to_vec(), [windows, seq, width]), &device);
         let (_, acts) = model.forward_hooked(x);
         for (l, a) in acts.iter().enumerate() {
             sq[l] += to_vec(a.resid_post.clone()).iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
@@ -267,7 +269,7 @@ fn sweep(dataset_dir: &Path, model: &Lblm<Flex>, norm: &crate::model::InputNorm,
     let tokens = (chosen.len() * seq) as f64;
     let rms = sq.iter().map(|s| (s / tokens).sqrt() as f32).collect();
     let resid_mid_norm = mid_norm.iter().map(|s| (s / tokens) as f32).collect();
-    Ok(Sweep { inputs, seq, firing, rms, resid_mid_norm })
+    Ok(Sweep { inputs, seq, width, firing, rms, resid_mid_norm })
 }
 
 /// Up to `k` of `items`, evenly spaced, in order.

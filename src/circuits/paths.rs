@@ -46,11 +46,12 @@ pub fn greedy_paths(frozen: &FrozenReplacement, target: Target, width: usize, to
     Ok(paths)
 }
 
-/// The paths as a text table; `first_step` numbers steps within the cell.
-pub fn format_paths(paths: &[ComputationalPath], first_step: usize) -> String {
+/// The paths as a text table; `first_step` numbers steps within the cell, `channels` names the
+/// model's input channels.
+pub fn format_paths(paths: &[ComputationalPath], first_step: usize, channels: &[String]) -> String {
     let mut out = format!("{:>12}  path\n", "contribution");
     for p in paths {
-        let names: Vec<String> = p.nodes.iter().map(|&n| node_name(n, first_step)).collect();
+        let names: Vec<String> = p.nodes.iter().map(|&n| node_name(n, first_step, channels)).collect();
         let _ = writeln!(out, "{:>12.5}  {}", p.contribution, names.join(" → "));
     }
     out
@@ -66,6 +67,8 @@ pub struct FeaturePaths {
     pub step: usize,
     /// Step within the cell of the window's first step.
     pub first_step: usize,
+    /// The model's input channels, which input nodes index.
+    pub channels: Vec<String>,
     pub paths: Vec<ComputationalPath>,
 }
 
@@ -81,7 +84,7 @@ pub fn paths_at_peaks(sources: &super::GraphSources, mined: &crate::mine::MinedF
         let frozen = FrozenReplacement::new(&loaded.model, &tc, &w.inputs)?;
         let target = Target::Feature { layer: layer as usize, pos: frozen.seq() - 1, feature: feature as usize };
         let paths = greedy_paths(&frozen, target, PAGE_WIDTH, PAGE_PATHS)?;
-        out.push(FeaturePaths { layer, feature, cell_id, step, first_step: w.first_step, paths });
+        out.push(FeaturePaths { layer, feature, cell_id, step, first_step: w.first_step, channels: w.channels, paths });
     }
     Ok(out)
 }

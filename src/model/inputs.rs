@@ -5,7 +5,7 @@
 //! The target is the voltage change ΔV_t = V_{t+1} − V_t divided by a scale fitted on the
 //! training cells, so that predicting 0 is exactly the persistence baseline V_{t+1} = V_t.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -288,12 +288,18 @@ pub fn batch<B: Backend>(
 /// The steps of one cell of the dataset at `dataset_dir` with `channels`, reading only that
 /// cell's file.
 pub fn cell_steps(dataset_dir: &Path, cell_id: &str, channels: &[String]) -> Result<CellSteps> {
+    let (info, data, file) = read_dataset_cell(dataset_dir, cell_id)?;
+    CellSteps::from_cell(&info, &data, &file, channels)
+}
+
+/// One cell of the dataset at `dataset_dir`, read from its own file, and that file's path.
+pub fn read_dataset_cell(dataset_dir: &Path, cell_id: &str) -> Result<(CellInfo, CellData, PathBuf)> {
     let file = DatasetPaths::new(dataset_dir).cell_file(cell_id);
     if !file.exists() {
         return Err(Error::Config(format!("{}: no cell {cell_id} in this dataset", dataset_dir.display())));
     }
     let (info, data) = crate::data::canonical::read_cell(&file)?;
-    CellSteps::from_cell(&info, &data, &file, channels)
+    Ok((info, data, file))
 }
 
 /// The steps of the named cells of a dataset loaded from `dataset_dir`, in the order given,

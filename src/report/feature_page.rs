@@ -165,7 +165,7 @@ fn write_paths(html: &mut String, ctx: &Context, facts: &FeatureFacts, pages: &H
         crate::circuits::NodeKind::Feature { layer, pos, feature } => {
             format!("{} @{}", feature_link(&format!("L{layer}_F{feature}"), pages), p.first_step + pos)
         }
-        other => escape(&crate::circuits::node_name(other, p.first_step)),
+        other => escape(&crate::circuits::node_name(other, p.first_step, &p.channels)),
     };
     let rows: Vec<[String; 2]> = p.paths.iter().map(|path| [path.nodes.iter().map(|&n| node(n)).collect::<Vec<_>>().join(" → "), num(path.contribution as f64)]).collect();
     let hint = format!("greedy search (Dunefsky et al. 2024) into its pre-activation at step {} of cell {}, the peak of its strongest window: earlier features or input channels → (a feature →) this feature; contribution along the path", p.step, p.cell_id);
