@@ -254,3 +254,28 @@ fn pytorch_models_import_and_export_exactly() {
         eprintln!("{layout} export → PyTorch: {text}");
     }
 }
+
+#[test]
+fn a_model_reading_soc_records_and_labels_the_cells_that_have_one_and_leaves_out_the_others() {
+    use voltlens::data::ingest::{ingest, IngestOptions};
+    use voltlens::record::{record, RecordConfig, TranscoderInput};
+    use voltlens::transcoder::{Transcoder, TranscoderConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, model, rec) = (tmp.path().join("data"), tmp.path().join("model"), tmp.path().join("record"));
+    // The shipped PyBaMM cells: their partial-cycling cell ends up with no trustworthy SOC anchor.
+    let cells = ingest(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/pybamm-chen2020")], &data, &IngestOptions::default()).unwrap();
+    let unanchored: Vec<&str> = cells.iter().filter(|c| c.anchor_method == voltlens::data::cells::AnchorMethod::Unanchored).map(|c| c.cell_id.as_str()).collect();
+    assert!(!unanchored.is_empty() && unanchored.len() < cells.len(), "{unanchored:?}");
+    let cfg = small(ModelConfig { channels: ["voltage", "current_next_a", "dt_next_s", "soc"].map(String::from).to_vec(), ..ModelConfig::default() });
+    random_model_dir(&model, &cfg, 1);
+    let tc = Transcoder::zeros(&TranscoderConfig { features: 8, ..TranscoderConfig::default() }, cfg.layers, cfg.d_model);
+    let summary = record(&data, &model, TranscoderInput::Loaded(&tc), &RecordConfig::default(), &rec).unwrap();
+    let expected: Vec<&str> = cells.iter().map(|c| c.cell_id.as_str()).filter(|id| !unanchored.contains(id)).collect();
+    assert_eq!(summary.cell_ids, expected);
+    // The label stage takes the record over those cells only.
+    let labels = voltlens::label::stage::run_label_stage(&data, &rec, &voltlens::label::LabelConfig { n_shifts: 10, n_bootstrap: 4, ..Default::default() }, &tmp.path().join("label"));
+    assert!(labels.is_ok(), "{labels:?}");
+    // Asked for such a cell by name, the model says why it cannot read it.
+    let err = voltlens::model::inputs::cell_steps(&data, unanchored[0], &cfg.channels).unwrap_err().to_string();
+    assert!(err.contains("reads `soc`") && err.contains("unanchored"), "{err}");
+}

@@ -378,9 +378,28 @@ pub struct Dataset {
 impl Dataset {
     /// Loads `DIR/cells.parquet` and every cell's time series (in parallel).
     pub fn load(dir: &Path) -> Result<Dataset> {
+        Dataset::with_series(dir, Dataset::load_cells(dir)?)
+    }
+
+    /// Loads the cells `ids` of the dataset in `dir`, in that order (a record made by a model
+    /// that cannot read some cells covers only the others).
+    pub fn load_of(dir: &Path, ids: &[String]) -> Result<Dataset> {
+        Dataset::with_series(dir, Dataset::load_cells_of(dir, ids)?)
+    }
+
+    /// [`Dataset::load_cells`] for the cells `ids`, in that order; an id not in the dataset is
+    /// an error.
+    pub fn load_cells_of(dir: &Path, ids: &[String]) -> Result<Vec<CellInfo>> {
+        let all = Dataset::load_cells(dir)?;
+        ids.iter()
+            .map(|id| all.iter().find(|c| &c.cell_id == id).cloned().ok_or_else(|| Error::Config(format!("{}: no cell {id} in this dataset", dir.display()))))
+            .collect()
+    }
+
+    /// The time series of `cells` (in parallel).
+    fn with_series(dir: &Path, cells: Vec<CellInfo>) -> Result<Dataset> {
         use rayon::prelude::*;
         let paths = DatasetPaths::new(dir);
-        let cells = Dataset::load_cells(dir)?;
         let data = cells
             .par_iter()
             .map(|c| read_cell(&paths.cell_file(&c.cell_id)).map(|(_, d)| d))

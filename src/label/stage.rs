@@ -49,15 +49,9 @@ pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig,
 /// dropped, so at most one series per thread is in memory.
 pub(crate) fn load_inputs(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig) -> Result<(Vec<CellInfo>, RecordSource, Vec<Covariates>)> {
     use rayon::prelude::*;
-    let cells = Dataset::load_cells(dataset_dir)?;
     let acts = RecordSource::open(record_dir)?;
-    if acts.cell_ids().iter().ne(cells.iter().map(|c| &c.cell_id)) {
-        return Err(Error::Config(format!(
-            "label: the record in {} was made over other cells than {}",
-            record_dir.display(),
-            dataset_dir.display()
-        )));
-    }
+    let cells = Dataset::load_cells_of(dataset_dir, acts.cell_ids())
+        .map_err(|e| Error::Config(format!("label: the record in {} was made over other cells ({e})", record_dir.display())))?;
     let paths = DatasetPaths::new(dataset_dir);
     let covariates = cells
         .par_iter()

@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::canonical::{CellData, Dataset, DatasetPaths};
-use crate::data::cells::CellInfo;
+use crate::data::cells::{AnchorMethod, CellInfo};
 use crate::data::schema::State;
 use crate::data::windows::{NormStats, Window};
 use crate::{Error, Result};
@@ -138,6 +138,9 @@ impl CellSteps {
     /// model reads must be finite: a NaN or an infinity is reported with the cell's file, the
     /// 1-based row and the column it sits in.
     pub fn from_cell(info: &CellInfo, data: &CellData, file: &Path, channels: &[String]) -> Result<CellSteps> {
+        if let Some(why) = unreadable(info, channels) {
+            return Err(Error::in_file(file, format!("cell {}: {why}", info.cell_id)));
+        }
         let rows = data.len();
         check_finite(file, "voltage", &data.voltage)?;
         let chosen: Vec<&Channel> = channel_indices(channels)?.into_iter().map(|i| &CATALOGUE[i]).collect();
@@ -302,18 +305,43 @@ pub fn read_dataset_cell(dataset_dir: &Path, cell_id: &str) -> Result<(CellInfo,
     Ok((info, data, file))
 }
 
+/// Why a model reading `channels` cannot run on this cell at all, if it cannot: the cell has no
+/// value of a channel anywhere. Today that is `soc` on a cell ingest left without an absolute SOC
+/// (no trustworthy anchor); a model trained elsewhere on SOC has nothing right to read there.
+pub fn unreadable(info: &CellInfo, channels: &[String]) -> Option<String> {
+    (info.anchor_method == AnchorMethod::Unanchored && channels.iter().any(|c| c == "soc"))
+        .then(|| "the model reads `soc` and this cell has none (no trustworthy SOC anchor: anchor_method = unanchored)".to_owned())
+}
+
+/// `cells` without those a model reading `channels` cannot run on ([`unreadable`]), with a
+/// warning naming each one left out.
+pub fn readable<'a>(cells: impl IntoIterator<Item = &'a CellInfo>, channels: &[String]) -> Vec<&'a CellInfo> {
+    cells
+        .into_iter()
+        .filter(|info| match unreadable(info, channels) {
+            Some(why) => {
+                tracing::warn!("cell {} left out: {why}", info.cell_id);
+                false
+            }
+            None => true,
+        })
+        .collect()
+}
+
 /// The steps of the named cells of a dataset loaded from `dataset_dir`, in the order given,
-/// with `channels`.
+/// with `channels`; cells the model cannot read at all are left out with a warning ([`readable`]).
 pub fn dataset_steps(dataset: &Dataset, dataset_dir: &Path, cell_ids: &[String], channels: &[String]) -> Result<Vec<CellSteps>> {
     use rayon::prelude::*;
     let paths = DatasetPaths::new(dataset_dir);
-    cell_ids
-        .par_iter()
-        .map(|id| {
-            let i = dataset.index_of(id).ok_or_else(|| {
-                Error::Config(format!("cell {id} is not in {}", dataset_dir.display()))
-            })?;
-            CellSteps::from_cell(&dataset.cells[i], &dataset.data[i], &paths.cell_file(id), channels)
+    let indices = cell_ids
+        .iter()
+        .map(|id| dataset.index_of(id).ok_or_else(|| Error::Config(format!("cell {id} is not in {}", dataset_dir.display()))))
+        .collect::<Result<Vec<usize>>>()?;
+    let kept = readable(indices.iter().map(|&i| &dataset.cells[i]), channels);
+    kept.par_iter()
+        .map(|info| {
+            let i = dataset.index_of(&info.cell_id).expect("looked up above");
+            CellSteps::from_cell(info, &dataset.data[i], &paths.cell_file(&info.cell_id), channels)
         })
         .collect()
 }

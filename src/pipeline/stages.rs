@@ -232,8 +232,8 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
             )));
         }
     }
-    let dataset = crate::data::canonical::Dataset::load(&stage("data").join(DATASET_DIR))?;
     let acts = crate::record::read_sparse(&stage("record"))?;
+    let dataset = crate::data::canonical::Dataset::load_of(&stage("data").join(DATASET_DIR), &acts.cell_ids)?;
     let mined: crate::mine::MinedFeatures = read_json(&stage("mine").join(crate::mine::stage::MINED_FILE))?;
     let labels: Vec<crate::label::FeatureLabel> = read_json(&stage("label").join(crate::label::stage::LABELS_FILE))?;
     let covariates = crate::label::covariates::Covariates::for_dataset(&dataset);

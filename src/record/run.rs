@@ -161,15 +161,16 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
     let tc = task.transcoder;
     check_shapes(&loaded.model, tc)?;
     let paths = DatasetPaths::new(task.dataset_dir);
-    let cell_ids: Vec<String> = task.cells.iter().map(|c| c.cell_id.clone()).collect();
+    let cells = crate::model::inputs::readable(task.cells, &loaded.norm.channels);
+    let cell_ids: Vec<String> = cells.iter().map(|c| c.cell_id.clone()).collect();
     let cell_rows = cell_ids.iter().map(|id| cell_row_count(&paths.cell_file(id))).collect::<Result<Vec<usize>>>()?;
     let max_rows = task.cfg.max_buffer_rows;
     let mut activations = ActivationWriter::create(&task.out_dir.join(ACTIVATIONS_FILE), &cell_ids, max_rows)?;
     let mut covariates = CovariateWriter::create(&task.out_dir.join(COVARIATES_FILE), &cell_ids, max_rows)?;
     let steps: u64 = cell_rows.iter().map(|&r| r.saturating_sub(1) as u64).sum();
     let bar = crate::progress::bar(steps, "record", "steps");
-    let mut cell_activation_rows = Vec::with_capacity(task.cells.len());
-    for (c, info) in task.cells.iter().enumerate() {
+    let mut cell_activation_rows = Vec::with_capacity(cells.len());
+    for (c, info) in cells.iter().enumerate() {
         let before = activations.rows;
         let file = paths.cell_file(&info.cell_id);
         let (_, data) = read_cell(&file)?;

@@ -257,8 +257,8 @@ fn trace(area: &crate::report::card::Area, xs: &[f64], ys: &[f64], x: std::ops::
 
 /// Explains `window` for the finished run in `run_dir` into `out_dir`.
 pub fn explain_run(run_dir: &Path, window: &ExplainWindow, out_dir: &Path) -> Result<(Explanation, ExplainFiles)> {
-    let dataset = Dataset::load(&run_dir.join("data").join(crate::pipeline::stages::DATASET_DIR))?;
     let acts = crate::record::read_sparse(&run_dir.join("record"))?;
+    let dataset = Dataset::load_of(&run_dir.join("data").join(crate::pipeline::stages::DATASET_DIR), &acts.cell_ids)?;
     let labels: Vec<FeatureLabel> = crate::io::read_json(&run_dir.join("label").join(crate::label::stage::LABELS_FILE))?;
     let explanation = explain(&dataset, &acts, &labels, window)?;
     let files = write_explanation(&explanation, &dataset, &acts, out_dir)?;
