@@ -84,6 +84,25 @@ fn online_activations_have_the_models_shape_and_repeat_for_a_seed() {
     }
 }
 
+/// A model trained elsewhere on longer series (the LBLM's 8,192 steps) than these cells still
+/// gives activations: from windows as long as the median cell, which the shorter cells sit out.
+#[test]
+fn a_context_longer_than_the_cells_reads_windows_of_the_median_cell() {
+    let f = fixture();
+    let (dataset, mut loaded) = loaded(f);
+    let long = ModelConfig { context: 100_000, ..loaded.config.model.clone() };
+    loaded.model = voltlens::model::Lblm::new(&long, 1, &Default::default());
+    let data = ModelWindows::load(&dataset, &f.data, &loaded, Cells::Train, 8).unwrap();
+    let mut lengths: Vec<usize> = data.cells.iter().map(|c| c.steps()).collect();
+    lengths.sort_unstable();
+    assert!(lengths[lengths.len() / 2] < long.context);
+    assert_eq!(data.len, lengths[lengths.len() / 2]);
+    let usable = lengths.iter().filter(|&&n| n >= data.len).count();
+    assert!(usable * 2 >= lengths.len() && !data.windows.is_empty(), "{usable} of {} cells give windows", lengths.len());
+    let mut source = ModelActivations::new(loaded.model.clone(), data, 100, 1, Default::default());
+    assert!(finite(&source.next_batch(64).unwrap()));
+}
+
 /// A resumed run reads the tokens an uninterrupted one would (the skipped batches are replayed),
 /// so that a killed training ends where an uninterrupted one does.
 #[test]

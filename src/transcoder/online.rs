@@ -44,11 +44,24 @@ pub enum Cells {
     Test,
 }
 
+/// Steps per window over cells of `lengths` for a model of `context`: the context, unless it is
+/// longer than the median cell (a model trained elsewhere on longer series, as the LBLM's 8,192
+/// steps): then the median cell's length, so that half the cells or more give windows, each
+/// token seeing the longest history those cells hold. Shorter cells give none.
+pub fn window_len(context: usize, lengths: &[usize]) -> usize {
+    let mut sorted = lengths.to_vec();
+    sorted.sort_unstable();
+    match sorted.get(sorted.len() / 2) {
+        Some(&median) if median > 0 => context.min(median),
+        _ => context,
+    }
+}
+
 /// Cells as the model reads them, cut into windows of `len` steps.
 pub struct ModelWindows {
     pub cells: Vec<ModelSteps>,
     pub windows: Vec<Window>,
-    /// Steps per window: the model's context.
+    /// Steps per window: the model's context, or less on short cells ([`window_len`]).
     pub len: usize,
 }
 
@@ -67,12 +80,12 @@ impl ModelWindows {
             Cells::Test => &loaded.split.test,
         };
         let cells: Vec<ModelSteps> = dataset_steps(dataset, dataset_dir, ids, &loaded.norm.channels)?.iter().map(|c| loaded.norm.apply(c)).collect();
-        let len = loaded.model.context;
         let lengths: Vec<usize> = cells.iter().map(ModelSteps::steps).collect();
-        let windows = windows(&lengths, len, stride.max(1));
+        let len = window_len(loaded.model.context, &lengths);
+        let windows = windows(&lengths, len, stride.clamp(1, len));
         if windows.is_empty() {
             return Err(Error::Config(format!(
-                "no {which:?} cell of the model's split has the {len} steps of its context ({} cells)",
+                "no {which:?} cell of the model's split has the {len} steps of a window ({} cells)",
                 cells.len()
             )));
         }
