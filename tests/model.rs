@@ -105,6 +105,25 @@ fn a_step_sees_only_its_past() {
     assert_ne!(before[15], after[15]);
 }
 
+#[test]
+fn stepping_after_a_prefill_predicts_what_the_whole_window_does() {
+    use voltlens::model::{HeadTarget, MlpKind, NormKind};
+    let llama = ModelConfig { norm: NormKind::RmsNorm, mlp: MlpKind::SwiGlu, head: HeadTarget::NextVoltage, ..tiny_model(Positional::Rotary) };
+    for cfg in [tiny_model(Positional::Rotary), tiny_model(Positional::Learned), llama] {
+        let mut model = Lblm::<B>::new(&cfg, 6, &Default::default());
+        if let Some(skip) = &mut model.input_skip {
+            *skip = burn::module::Param::from_tensor(Tensor::ones([N_CHANNELS], &Default::default()));
+        }
+        let x = random_inputs(2, 20, 4);
+        let whole = model.forward(x.clone());
+        // The first 8 steps at once, then one at a time: [2, 8] + 12 × [2, 1].
+        let (first, mut cache) = model.prefill(x.clone().narrow(1, 0, 8));
+        let steps = (8..20).map(|t| model.step(x.clone().narrow(1, t, 1), &mut cache));
+        let stepped = Tensor::cat(std::iter::once(first).chain(steps).collect(), 1);
+        assert!(max_abs_diff(stepped, whole) < 1e-5, "{:?} {:?}", cfg.positional, cfg.mlp);
+    }
+}
+
 /// One simulated cell: CC discharge, rest, CC charge, rest, repeated, logged every 10 s.
 /// Positive current charges; V = OCV(soc) + R0·I + V_rc with dV_rc/dt = I/C1 − V_rc/τ.
 fn rc_cell(id: &str, c_rate: f32, cycles: usize) -> (CellInfo, CellData) {

@@ -392,7 +392,11 @@ fn cycle_segment(data: &CellData, max_rows: usize) -> Option<Segment> {
 /// temperature. Returns the voltages V_start … V_end per segment (V_start true).
 ///
 /// Each prediction reruns the window that ends at the current step (same windows as in
-/// training); all segments advance together, one batched forward pass per step.
+/// training); all segments advance together, one batched forward pass per step. When the
+/// model's context holds the whole cell, the window never slides, and each segment instead
+/// runs its steps before the start once and then one step at a time ([`Lblm::step`]): the same
+/// predictions, at the cost of one step each instead of a window (a model trained elsewhere on
+/// 8,192-step windows would otherwise take hours per cell).
 fn rollout<B: Backend>(
     model: &Lblm<B>,
     norm: &InputNorm,
@@ -402,11 +406,28 @@ fn rollout<B: Backend>(
     device: &B::Device,
 ) -> Vec<Vec<f32>> {
     let n = cell.steps();
+    // A model that does not read V_t (an imported one may not) rolls out on the true inputs alone.
+    let voltage_channel = norm.channels.iter().position(|c| c == "voltage");
+    if n <= model.context {
+        return segments.iter().map(|&seg| rollout_stepped(model, norm, cell, seg, voltage_channel, device)).collect();
+    }
+    rollout_windowed(model, norm, cell, segments, voltage_channel, batch, device)
+}
+
+/// [`rollout`] rerunning the window that ends at each step.
+fn rollout_windowed<B: Backend>(
+    model: &Lblm<B>,
+    norm: &InputNorm,
+    cell: &CellSteps,
+    segments: &[Segment],
+    voltage_channel: Option<usize>,
+    batch: usize,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let n = cell.steps();
     let len = model.context.min(n);
     let mut volts: Vec<Vec<f32>> = segments.iter().map(|s| vec![cell.voltage[s.start]]).collect();
     let longest = segments.iter().map(|s| s.end - s.start).max().unwrap_or(0);
-    // A model that does not read V_t (an imported one may not) rolls out on the true inputs alone.
-    let voltage_channel = norm.channels.iter().position(|c| c == "voltage");
     let width = cell.width;
     let mut x = Vec::new();
     for k in 0..longest {
@@ -435,6 +456,34 @@ fn rollout<B: Backend>(
                 volts[i].push(last + row[p] * norm.target_scale);
             }
         }
+    }
+    volts
+}
+
+/// One segment's rollout ([`rollout`]) from the start of the cell, one step at a time after it.
+fn rollout_stepped<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, seg: Segment, voltage_channel: Option<usize>, device: &B::Device) -> Vec<f32> {
+    let width = cell.width;
+    let rows = |from: usize, to: usize, voltage: Option<f32>| {
+        let mut x: Vec<f32> = (from..to).flat_map(|r| cell.row(r).iter().copied()).collect();
+        for row in x.chunks_mut(width) {
+            if let (Some(v), Some(c)) = (voltage, voltage_channel) {
+                row[c] = v;
+            }
+            norm.apply_row(row);
+        }
+        Tensor::<B, 3>::from_data(TensorData::new(x, [1, to - from, width]), device)
+    };
+    let last = |out: Tensor<B, 2>| -> f32 { *out.into_data().convert::<f32>().into_vec::<f32>().expect("f32 output").last().expect("a step") };
+    if seg.end == seg.start {
+        return vec![cell.voltage[seg.start]];
+    }
+    // Steps 0 … start on the true inputs (V_start is true): the prediction of V_{start+1}.
+    let (out, mut cache) = model.prefill(rows(0, seg.start + 1, None));
+    let mut volts = vec![cell.voltage[seg.start]];
+    volts.push(volts[0] + last(out) * norm.target_scale);
+    for t in seg.start + 1..seg.end {
+        let out = model.step(rows(t, t + 1, volts.last().copied()), &mut cache);
+        volts.push(volts.last().expect("started") + last(out) * norm.target_scale);
     }
     volts
 }
@@ -540,6 +589,36 @@ impl Accumulators {
             next_step: self.next_step.finish(),
             discharge_rollout: self.discharge.finish(),
             cycle_rollout: self.cycle.finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::windows::NormStats;
+    use crate::model::config::{HeadTarget, ModelConfig};
+    use burn::backend::Flex;
+
+    #[test]
+    fn stepping_a_rollout_gives_the_voltages_of_rerunning_its_window() {
+        let channels = ["voltage", "c_rate", "charge_next"].map(String::from).to_vec();
+        for head in [HeadTarget::DeltaV, HeadTarget::NextVoltage] {
+            let cfg = ModelConfig { layers: 2, d_model: 16, heads: 2, d_mlp: 32, context: 64, head, channels: channels.clone(), ..ModelConfig::default() };
+            let model = Lblm::<Flex>::new(&cfg, 9, &Default::default());
+            let n = 50;
+            let voltage: Vec<f32> = (0..=n).map(|t| 3.9 - 0.004 * t as f32).collect();
+            let inputs = (0..n).flat_map(|t| [voltage[t], -1.0 + 0.01 * t as f32, -0.003]).collect();
+            let cell = CellSteps { cell_id: "c".into(), inputs, width: 3, delta_v: voltage.windows(2).map(|w| w[1] - w[0]).collect(), voltage };
+            let norm = InputNorm { channels: channels.clone(), stats: NormStats { mean: vec![3.7, -0.5, 0.0], std: vec![0.2, 0.5, 0.01] }, target_scale: 0.01 };
+            let segments = [Segment { start: 0, end: 12 }, Segment { start: 20, end: 49 }];
+            let device = Default::default();
+            let stepped: Vec<Vec<f32>> = segments.iter().map(|&s| rollout_stepped(&model, &norm, &cell, s, Some(0), &device)).collect();
+            let windowed = rollout_windowed(&model, &norm, &cell, &segments, Some(0), 4, &device);
+            for (a, b) in stepped.iter().zip(&windowed) {
+                assert_eq!(a.len(), b.len());
+                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4), "{head:?}: {a:?} vs {b:?}");
+            }
         }
     }
 }

@@ -13,7 +13,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, silu};
+use burn::tensor::activation::{gelu, gelu_approximate, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -124,9 +124,14 @@ impl<B: Backend> Rotary<B> {
     /// Rotates vectors [batch, seq, n, head_dim] (queries and keys of every head, n of them per
     /// step) by their positions 0 … seq−1.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.apply_from(x, 0)
+    }
+
+    /// [`Rotary::apply`] for steps at positions `first` … `first` + seq − 1.
+    fn apply_from(&self, x: Tensor<B, 4>, first: usize) -> Tensor<B, 4> {
         let [batch, seq, n, head_dim] = x.dims();
-        let cos = self.cos.clone().narrow(0, 0, seq).reshape([1, seq, 1, head_dim]);
-        let sin = self.sin.clone().narrow(0, 0, seq).reshape([1, seq, 1, head_dim]);
+        let cos = self.cos.clone().narrow(0, first, seq).reshape([1, seq, 1, head_dim]);
+        let sin = self.sin.clone().narrow(0, first, seq).reshape([1, seq, 1, head_dim]);
         let rotated = x.clone().reshape([batch * seq * n, head_dim]).matmul(self.rotate_half.clone()).reshape([batch, seq, n, head_dim]);
         x * cos + rotated * sin
     }
@@ -152,6 +157,31 @@ impl<B: Backend> CausalSelfAttention<B> {
 
     /// x [batch, seq, d_model] (already normalised) → [batch, seq, d_model].
     pub fn forward(&self, x: Tensor<B, 3>, rotary: Option<&Rotary<B>>) -> Tensor<B, 3> {
+        self.forward_keeping(x, rotary).0
+    }
+
+    /// [`CausalSelfAttention::forward`], also returning the keys and values it attended to.
+    fn forward_keeping(&self, x: Tensor<B, 3>, rotary: Option<&Rotary<B>>) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
+        let (q, k, v) = self.project(x, rotary, 0);
+        let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let heads = attention(q, k.clone(), v.clone(), None, None, options); // [batch, heads, seq, head_dim]
+        (self.merge(heads), k, v)
+    }
+
+    /// Steps x [batch, seq, d_model] following `cache`'s keys and values (which they join),
+    /// without a causal mask: for one step at a time.
+    fn step(&self, x: Tensor<B, 3>, rotary: Option<&Rotary<B>>, keys: &mut Tensor<B, 4>, values: &mut Tensor<B, 4>) -> Tensor<B, 3> {
+        let (q, k, v) = self.project(x, rotary, keys.dims()[2]);
+        *keys = Tensor::cat(vec![keys.clone(), k], 2);
+        *values = Tensor::cat(vec![values.clone(), v], 2);
+        let head_dim = q.dims()[3];
+        let scores = q.matmul(keys.clone().swap_dims(2, 3)) / (head_dim as f64).sqrt(); // [batch, heads, seq, steps]
+        self.merge(softmax(scores, 3).matmul(values.clone()))
+    }
+
+    /// Queries, keys and values [batch, heads, seq, head_dim] of x [batch, seq, d_model], rotated
+    /// for positions `first` … `first` + seq − 1.
+    fn project(&self, x: Tensor<B, 3>, rotary: Option<&Rotary<B>>, first: usize) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [batch, seq, d_model] = x.dims();
         let head_dim = d_model / self.heads;
         let h = self.heads;
@@ -160,16 +190,16 @@ impl<B: Backend> CausalSelfAttention<B> {
         let mut qk = qkv.clone().narrow(2, 0, 2 * d_model).reshape([batch, seq, 2 * h, head_dim]);
         let v = qkv.narrow(2, 2 * d_model, d_model).reshape([batch, seq, h, head_dim]);
         if let Some(rotary) = rotary {
-            qk = rotary.apply(qk);
+            qk = rotary.apply_from(qk, first);
         }
         // → [batch, heads, seq, head_dim] each
-        let q = qk.clone().narrow(2, 0, h).swap_dims(1, 2);
-        let k = qk.narrow(2, h, h).swap_dims(1, 2);
-        let v = v.swap_dims(1, 2);
-        let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
-        let heads = attention(q, k, v, None, None, options); // [batch, heads, seq, head_dim]
-        let merged = heads.swap_dims(1, 2).reshape([batch, seq, d_model]);
-        self.out.forward(merged)
+        (qk.clone().narrow(2, 0, h).swap_dims(1, 2), qk.narrow(2, h, h).swap_dims(1, 2), v.swap_dims(1, 2))
+    }
+
+    /// Heads [batch, heads, seq, head_dim] → the output projection [batch, seq, d_model].
+    fn merge(&self, heads: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, h, seq, head_dim] = heads.dims();
+        self.out.forward(heads.swap_dims(1, 2).reshape([batch, seq, h * head_dim]))
     }
 }
 
@@ -282,6 +312,31 @@ impl<B: Backend> Block<B> {
     }
 }
 
+impl<B: Backend> Block<B> {
+    /// resid_pre → resid_post without the hooks or dropout (inference), also returning the
+    /// keys and values of its attention (`Lblm::prefill`).
+    fn forward_keeping(&self, resid_pre: Tensor<B, 3>, rotary: Option<&Rotary<B>>) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
+        let (attn_out, k, v) = self.attn.forward_keeping(self.ln_attn.forward(resid_pre.clone()), rotary);
+        let resid_mid = resid_pre + attn_out;
+        (resid_mid.clone() + self.mlp.forward(self.ln_mlp.forward(resid_mid)), k, v)
+    }
+
+    /// resid_pre of steps that follow the cached ones → resid_post (`Lblm::step`).
+    fn step(&self, resid_pre: Tensor<B, 3>, rotary: Option<&Rotary<B>>, keys: &mut Tensor<B, 4>, values: &mut Tensor<B, 4>) -> Tensor<B, 3> {
+        let resid_mid = resid_pre.clone() + self.attn.step(self.ln_attn.forward(resid_pre), rotary, keys, values);
+        resid_mid.clone() + self.mlp.forward(self.ln_mlp.forward(resid_mid))
+    }
+}
+
+/// Every block's attention keys and values, [batch, heads, steps, head_dim], for the steps run so
+/// far: [`Lblm::step`] adds a step at the cost of one step's attention instead of rerunning the
+/// window (a rollout of a model whose context holds the whole cell).
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    keys: Vec<Tensor<B, 4>>,
+    values: Vec<Tensor<B, 4>>,
+}
+
 /// The battery model.
 #[derive(Module, Debug)]
 pub struct Lblm<B: Backend> {
@@ -360,13 +415,59 @@ impl<B: Backend> Lblm<B> {
 
     /// Inputs [batch, seq, channels] → resid_pre of block 0 [batch, seq, d_model].
     pub fn embed(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.embed_from(x, 0)
+    }
+
+    /// [`Lblm::embed`] for steps at positions `first` … `first` + seq − 1.
+    fn embed_from(&self, x: Tensor<B, 3>, first: usize) -> Tensor<B, 3> {
         let [_, seq, channels] = x.dims();
         assert_eq!(channels, self.channels(), "the model reads {} channels per step, got {channels}", self.channels());
-        assert!(seq <= self.context, "a window of {seq} steps is longer than the model's context of {}", self.context);
+        assert!(first + seq <= self.context, "a window of {} steps is longer than the model's context of {}", first + seq, self.context);
         let h = self.embed.forward(x);
         match &self.positions {
-            Some(p) => h + p.val().narrow(0, 0, seq).unsqueeze::<3>(),
+            Some(p) => h + p.val().narrow(0, first, seq).unsqueeze::<3>(),
             None => h,
+        }
+    }
+
+    /// [`Lblm::forward`] (inference), keeping every block's keys and values for [`Lblm::step`].
+    pub fn prefill(&self, x: Tensor<B, 3>) -> (Tensor<B, 2>, KvCache<B>) {
+        let skip = self.input_skip_of(&x);
+        let mut resid = self.embed(x);
+        let (mut keys, mut values) = (Vec::with_capacity(self.blocks.len()), Vec::with_capacity(self.blocks.len()));
+        for block in &self.blocks {
+            let (post, k, v) = block.forward_keeping(resid, self.rotary.as_ref());
+            resid = post;
+            keys.push(k);
+            values.push(v);
+        }
+        (self.head_out(resid, skip), KvCache { keys, values })
+    }
+
+    /// The next steps x [batch, seq, channels] after those in `cache` (which they join): the
+    /// predictions [batch, seq] that [`Lblm::forward`] would make there on the whole window. For
+    /// one step at a time: the steps attend to each other without a causal mask.
+    pub fn step(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 2> {
+        let skip = self.input_skip_of(&x);
+        let mut resid = self.embed_from(x, cache.keys[0].dims()[2]);
+        for (block, (keys, values)) in self.blocks.iter().zip(cache.keys.iter_mut().zip(cache.values.iter_mut())) {
+            resid = block.step(resid, self.rotary.as_ref(), keys, values);
+        }
+        self.head_out(resid, skip)
+    }
+
+    /// A next-voltage head's direct path from the inputs, [batch, seq].
+    fn input_skip_of(&self, x: &Tensor<B, 3>) -> Option<Tensor<B, 2>> {
+        // [batch, seq, channels]·[channels, 1] → [batch, seq]
+        self.input_skip.as_ref().map(|w| x.clone().matmul(w.val().unsqueeze_dim::<2>(1).unsqueeze::<3>()).squeeze_dim::<2>(2))
+    }
+
+    /// The head's output with the direct path added.
+    fn head_out(&self, resid: Tensor<B, 3>, skip: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
+        let out = self.unembed(resid);
+        match skip {
+            Some(skip) => out + skip,
+            None => out,
         }
     }
 
@@ -388,8 +489,7 @@ impl<B: Backend> Lblm<B> {
         replacement: Option<&dyn MlpReplacement<B>>,
         keep: bool,
     ) -> (Tensor<B, 2>, Vec<LayerActivations<B>>) {
-        // [batch, seq, channels]·[channels, 1] → [batch, seq]
-        let skip = self.input_skip.as_ref().map(|w| x.clone().matmul(w.val().unsqueeze_dim::<2>(1).unsqueeze::<3>()).squeeze_dim::<2>(2));
+        let skip = self.input_skip_of(&x);
         let mut resid = self.embed(x);
         let mut acts = Vec::with_capacity(if keep { self.blocks.len() } else { 0 });
         for (layer, block) in self.blocks.iter().enumerate() {
@@ -399,11 +499,6 @@ impl<B: Backend> Lblm<B> {
                 acts.push(a);
             }
         }
-        let out = self.unembed(resid);
-        let out = match skip {
-            Some(skip) => out + skip,
-            None => out,
-        };
-        (out, acts)
+        (self.head_out(resid, skip), acts)
     }
 }
