@@ -314,13 +314,16 @@ pub fn unreadable(info: &CellInfo, channels: &[String]) -> Option<String> {
 }
 
 /// `cells` without those a model reading `channels` cannot run on ([`unreadable`]), with a
-/// warning naming each one left out.
+/// warning naming each one left out (once per cell and process: a pipeline reads them often).
 pub fn readable<'a>(cells: impl IntoIterator<Item = &'a CellInfo>, channels: &[String]) -> Vec<&'a CellInfo> {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
     cells
         .into_iter()
         .filter(|info| match unreadable(info, channels) {
             Some(why) => {
-                tracing::warn!("cell {} left out: {why}", info.cell_id);
+                if WARNED.lock().map(|mut w| w.insert(info.cell_id.clone())).unwrap_or(true) {
+                    tracing::warn!("cell {} left out: {why}", info.cell_id);
+                }
                 false
             }
             None => true,
