@@ -458,7 +458,7 @@ pub struct ImportSummary {
 /// What to import and where.
 #[derive(Debug, Clone)]
 pub struct ImportRequest<'a> {
-    /// f32 safetensors.
+    /// safetensors of f32, f16 or bf16 tensors (widened to f32).
     pub weights: &'a Path,
     /// The architecture TOML.
     pub arch: &'a Path,
