@@ -5,7 +5,8 @@ reads ([model] norm / mlp / positional …, [head], [[inputs]], [weights] rope_p
 names and storage by a layout:
 
   gpt2      LayerNorm with bias, fused QKV in HF Conv1D [in, out], learned positions `wpe`, GELU
-  llama     RMSNorm, separate wq/wk/wv/wo without bias, rotary, SwiGLU w1 (gate) / w3 (up) / w2
+  llama     RMSNorm, separate wq/wk/wv/wo without bias, grouped-query attention (two key/value
+            heads for four query heads), rotary, SwiGLU w1 (gate) / w3 (up) / w2
   voltlens  what `voltlens export-model` writes: VoltLens names, nn.Linear [out, in], fused qkv
 
   python reference.py make --layout gpt2 --out DIR [--seed 0 --windows 8 --steps 512]
@@ -134,6 +135,7 @@ scale = 0.001
 
 [weights]
 rope_pairing = "interleaved"
+kv_heads = 2
 rename = [
   ['^input_proj\\.(weight|bias)$', 'embed.$1'],
   ['^layers\\.(\\d+)\\.attention_norm\\.weight$', 'blocks.$1.ln_attn.weight'],
@@ -154,6 +156,7 @@ def shapes(arch, layout):
     """Every tensor of the layout: name -> (shape as stored, fan-in of a weight matrix)."""
     m, names = arch["model"], LAYOUTS[layout]
     d, f, c = m["d_model"], m["d_mlp"], len(arch["inputs"])
+    d_kv = kv_heads(arch) * d // m["heads"]
     out = {}
 
     def linear(name, d_out, d_in, bias, conv1d=names["conv1d"]):
@@ -177,8 +180,8 @@ def shapes(arch, layout):
         if "qkv" in names:
             linear(b + names["qkv"], 3 * d, d, bias)
         else:
-            for p in "qkv":
-                linear(b + names[p], d, d, bias)
+            for p, d_out in zip("qkv", (d, d_kv, d_kv)):
+                linear(b + names[p], d_out, d, bias)
         linear(b + names["out"], d, d, bias)
         norm(b + names["ln_mlp"])
         linear(b + names["up"], f, d, bias)
@@ -189,6 +192,11 @@ def shapes(arch, layout):
         norm(names["ln_final"])
     linear(names["head"], 1, d, bias, conv1d=False)
     return out
+
+
+def kv_heads(arch):
+    """Key/value heads: fewer than the query heads with grouped-query attention."""
+    return arch.get("weights", {}).get("kv_heads", arch["model"]["heads"])
 
 
 def random_weights(arch, layout, seed):
@@ -253,7 +261,10 @@ class Reference(torch.nn.Module):
                 q, k, v = self.linear(a, b + names["qkv"]).split(d, dim=-1)
             else:
                 q, k, v = (self.linear(a, b + names[p]) for p in "qkv")
-            q, k, v = (z.view(n, t, h, d // h).transpose(1, 2) for z in (q, k, v))
+            kv = kv_heads(self.arch)
+            q = q.view(n, t, h, d // h).transpose(1, 2)
+            # Each key/value head serves h / kv consecutive query heads (Hugging Face's repeat_kv).
+            k, v = (z.view(n, t, kv, d // h).transpose(1, 2).repeat_interleave(h // kv, dim=1) for z in (k, v))
             if self.m.get("positional", "rotary") == "rotary":
                 q, k = self.rotary(q), self.rotary(k)
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(n, t, d)

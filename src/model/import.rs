@@ -18,6 +18,7 @@
 //! std = 0.3
 //! [weights]
 //! rope_pairing = "half"   # or "interleaved": rotary pairs (2i, 2i+1) instead of (i, i + hd/2)
+//! kv_heads = 2           # grouped-query attention: key/value heads (default: one per query head)
 //! conv1d = ['^h\.\d+\.(attn|mlp)\.c_\w+\.weight$']   # stored [in, out] (HF Conv1D)
 //! rename = [              # ordered: the first rule that matches a source name wins
 //!   ['^h\.(\d+)\.attn\.c_attn\.(weight|bias)$', 'blocks.$1.attn.qkv.$2'],
@@ -130,6 +131,11 @@ pub struct WeightSpec {
     /// Ordered (regex, replacement) pairs; `$1` … refer to the regex's groups.
     #[serde(default)]
     pub rename: Vec<(String, String)>,
+    /// Key/value heads of a source with grouped-query attention (fewer than `heads`; each serves
+    /// `heads / kv_heads` consecutive query heads). Separate k and v are repeated to one head per
+    /// query head on import, which computes the same attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_heads: Option<usize>,
 }
 
 impl Arch {
@@ -248,7 +254,7 @@ fn fuse_qkv(tensors: &mut TensorMap, layers: usize, d: usize) -> Vec<String> {
             .iter()
             .map(|p| part(p, "weight"))
             .filter(|n| tensors[n].0 != [d, d])
-            .map(|n| format!("'{n}' has shape {:?}, expected [{d}, {d}] (one key and value head per query head)", tensors[&n].0))
+            .map(|n| format!("'{n}' has shape {:?}, expected [{d}, {d}] (grouped-query attention: set [weights] kv_heads)", tensors[&n].0))
             .collect();
         if !wrong.is_empty() {
             problems.extend(wrong);
@@ -264,6 +270,28 @@ fn fuse_qkv(tensors: &mut TensorMap, layers: usize, d: usize) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Grouped-query attention's separate k and v ([kv·hd, d] weights, [kv·hd] biases) → one head per
+/// query head, key/value head j serving query heads j·g … j·g + g − 1 (g = heads / kv): the
+/// attention the source computes. Tensors of another width are left for the shape check to report.
+fn repeat_kv_heads(tensors: &mut TensorMap, cfg: &ModelConfig, kv: usize, path: &Path) -> Result<()> {
+    if kv == 0 || cfg.heads % kv != 0 {
+        return Err(Error::in_file(path, format!("[weights] kv_heads = {kv} does not divide the {} query heads", cfg.heads)));
+    }
+    let (hd, group) = (cfg.head_dim(), cfg.heads / kv);
+    for l in 0..cfg.layers {
+        for (p, kind) in ["k", "v"].into_iter().flat_map(|p| ["weight", "bias"].map(|k| (p, k))) {
+            let Some((shape, data)) = tensors.get_mut(&format!("blocks.{l}.attn.{p}.{kind}")) else { continue };
+            if shape[0] != kv * hd {
+                continue;
+            }
+            let width = data.len() / shape[0];
+            *data = (0..cfg.heads).flat_map(|h| data[(h / group) * hd * width..(h / group + 1) * hd * width].to_vec()).collect();
+            shape[0] = cfg.d_model;
+        }
+    }
+    Ok(())
 }
 
 /// Reorders the query and key rows of each head from interleaved rotary pairs (2i, 2i+1) to
@@ -342,6 +370,9 @@ pub fn build<B: Backend>(arch: &Arch, source: TensorMap, path: &Path, device: &B
     let cfg = &arch.model;
     let (mut tensors, unmatched) = rename(&arch.weights, source, path)?;
     let mut problems: Vec<String> = unmatched.iter().map(|n| format!("source tensor '{n}' matches no rename rule")).collect();
+    if let Some(kv) = arch.weights.kv_heads {
+        repeat_kv_heads(&mut tensors, cfg, kv, path)?;
+    }
     problems.extend(fuse_qkv(&mut tensors, cfg.layers, cfg.d_model));
     if arch.weights.rope_pairing == RopePairing::Interleaved && cfg.positional == Positional::Rotary {
         interleaved_to_half(&mut tensors, cfg);
