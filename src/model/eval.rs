@@ -174,6 +174,9 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
             HeldOut { steps: norm.apply(&raw), raw, data: &dataset.data[i], protocol, fold }
         })
         .collect();
+    if held.is_empty() {
+        return Err(Error::Config(format!("eval: the model can read none of the {} cells to score (see the warnings above)", plan.scored.len())));
+    }
     let width = norm.channels.len();
     let ridges: Vec<Ridge> = if plan.ridge_train.is_empty() {
         // No training cells here: two-fold by cell, each half's baseline fitted on the other half.
