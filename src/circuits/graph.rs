@@ -546,7 +546,7 @@ impl Graph {
             NodeKind::Feature { layer, feature, .. } => labels.get(&(layer, feature)).cloned().unwrap_or_else(|| format!("L{layer}_F{feature}")),
             NodeKind::Error { layer, pos } => format!("error L{layer} @{}", self.first_step + pos),
             NodeKind::Input { pos, channel } => input_text(&self.channels[channel], self.raw[pos * self.channels.len() + channel]),
-            NodeKind::Output { .. } => format!("predicted V {:.4} V (ΔV {:+.3} mV)", self.predicted_voltage(), self.prediction * self.target_scale * 1000.0),
+            NodeKind::Output { .. } => format!("V next {:.4} V (ΔV {:+.2} mV)", self.predicted_voltage(), self.prediction * self.target_scale * 1000.0),
         }
     }
 

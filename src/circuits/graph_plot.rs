@@ -94,7 +94,7 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
     cells.values_mut().for_each(|v| v.sort_by(|&a, &b| graph.nodes[b].influence.total_cmp(&graph.nodes[a].influence)));
     let row_h: Vec<i32> = (0..rows).map(|r| cells.iter().filter(|((row, _), _)| *row == r).map(|(_, v)| v.len() as i32).max().unwrap_or(1) * NODE_H + 30).collect();
     let row_top: Vec<i32> = row_h.iter().scan(TOP, |y, h| { let top = *y; *y += h; Some(top) }).collect();
-    let width = (LEFT + steps.len() as i32 * COLUMN_W + 120).max(900);
+    let width = (LEFT + steps.len() as i32 * COLUMN_W + 120).max(LEGEND_WIDTH);
     let height = row_top[rows - 1] + row_h[rows - 1] + BOTTOM;
     let mut at: Vec<Option<(i32, i32)>> = vec![None; graph.nodes.len()];
     for (&(r, c), nodes) in &cells {
@@ -167,6 +167,9 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
         root.present().map_err(|e| fail(&e))
     })
 }
+
+/// Width of the legend's line: a graph of one or two steps is drawn at least this wide.
+const LEGEND_WIDTH: i32 = 1160;
 
 /// Node kinds by colour and edge signs, in one line at `y`.
 fn draw_legend(root: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, y: i32) -> Result<()> {
