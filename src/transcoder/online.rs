@@ -79,6 +79,11 @@ impl ModelWindows {
             Cells::Train => &loaded.split.train,
             Cells::Test => &loaded.split.test,
         };
+        if ids.is_empty() {
+            return Err(Error::Config(format!(
+                "the model's split has no {which:?} cells (a model imported without --data has none): import it again with --data DIR to split that dataset's cells"
+            )));
+        }
         let cells: Vec<ModelSteps> = dataset_steps(dataset, dataset_dir, ids, &loaded.norm.channels)?.iter().map(|c| loaded.norm.apply(c)).collect();
         let lengths: Vec<usize> = cells.iter().map(ModelSteps::steps).collect();
         let len = window_len(loaded.model.context, &lengths);
