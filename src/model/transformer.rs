@@ -310,9 +310,7 @@ impl<B: Backend> Block<B> {
         let resid_post = resid_mid.clone() + self.dropout.forward(mlp_out.clone());
         LayerActivations { resid_pre, resid_mid, mlp_in, mlp_out, resid_post }
     }
-}
 
-impl<B: Backend> Block<B> {
     /// resid_pre → resid_post without the hooks or dropout (inference), also returning the
     /// keys and values of its attention (`Lblm::prefill`).
     fn forward_keeping(&self, resid_pre: Tensor<B, 3>, rotary: Option<&Rotary<B>>) -> (Tensor<B, 3>, Tensor<B, 4>, Tensor<B, 4>) {
