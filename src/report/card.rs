@@ -653,7 +653,7 @@ fn draw_row_b(area: &Area, facts: &FeatureFacts) -> Result<()> {
     hbars(&panels[3], caption, &rows, "Pre-activation change per input SD", tick)
 }
 
-/// A model input channel (`model::CHANNELS`) as a battery engineer reads it; "next" is the step
+/// A model input channel (`model::inputs::CATALOGUE`) as a battery engineer reads it; "next" is the step
 /// being predicted.
 pub(crate) fn channel_name(channel: &str) -> &str {
     match channel {
@@ -663,11 +663,19 @@ pub(crate) fn channel_name(channel: &str) -> &str {
         "c_rate_next" => "C-rate next",
         "log1p_dt_next" => "log(1+Δt) next",
         "charge_next" => "charge moved next",
-        "temperature" => "temperature",
+        "temperature" => "temperature now (°C)",
         "temperature_present" => "T measured (flag)",
         "current_sign_next" => "current sign next",
         "step_change_next" => "new step next (flag)",
         "log1p_step_time" => "log(1+time in step)",
+        "current_a" => "current now (A)",
+        "current_next_a" => "current next (A)",
+        "dt_s" => "Δt now (s)",
+        "dt_next_s" => "Δt next (s)",
+        "step_time_s" => "time in step (s)",
+        "soc" => "SOC now",
+        "charge_ah" => "charge moved (Ah)",
+        "cycle_number" => "cycle number",
         other => other,
     }
 }
@@ -757,4 +765,14 @@ fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<(
         y += 26;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_input_channel_has_a_readable_name() {
+        for channel in crate::model::inputs::CATALOGUE {
+            assert_ne!(super::channel_name(channel.name), channel.name, "no reader's name for input channel {}", channel.name);
+        }
+    }
 }
