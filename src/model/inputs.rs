@@ -313,26 +313,19 @@ pub fn unreadable(info: &CellInfo, channels: &[String]) -> Option<String> {
         .then(|| "the model reads `soc` and this cell has none (no trustworthy SOC anchor: anchor_method = unanchored)".to_owned())
 }
 
-/// `cells` without those a model reading `channels` cannot run on ([`unreadable`]), with a
-/// warning naming each one left out (once per cell and process: a pipeline reads them often).
-pub fn readable<'a>(cells: impl IntoIterator<Item = &'a CellInfo>, channels: &[String]) -> Vec<&'a CellInfo> {
+/// Whether a model reading `channels` can run on this cell ([`unreadable`]); when not, a warning
+/// names it (once per cell and process: a pipeline asks often).
+pub fn can_read(info: &CellInfo, channels: &[String]) -> bool {
     static WARNED: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
-    cells
-        .into_iter()
-        .filter(|info| match unreadable(info, channels) {
-            Some(why) => {
-                if WARNED.lock().map(|mut w| w.insert(info.cell_id.clone())).unwrap_or(true) {
-                    tracing::warn!("cell {} left out: {why}", info.cell_id);
-                }
-                false
-            }
-            None => true,
-        })
-        .collect()
+    let Some(why) = unreadable(info, channels) else { return true };
+    if WARNED.lock().map(|mut w| w.insert(info.cell_id.clone())).unwrap_or(true) {
+        tracing::warn!("cell {} left out: {why}", info.cell_id);
+    }
+    false
 }
 
 /// The steps of the named cells of a dataset loaded from `dataset_dir`, in the order given,
-/// with `channels`; cells the model cannot read at all are left out with a warning ([`readable`]).
+/// with `channels`; cells the model cannot read at all are left out with a warning ([`can_read`]).
 pub fn dataset_steps(dataset: &Dataset, dataset_dir: &Path, cell_ids: &[String], channels: &[String]) -> Result<Vec<CellSteps>> {
     use rayon::prelude::*;
     let paths = DatasetPaths::new(dataset_dir);
@@ -340,10 +333,11 @@ pub fn dataset_steps(dataset: &Dataset, dataset_dir: &Path, cell_ids: &[String],
         .iter()
         .map(|id| dataset.index_of(id).ok_or_else(|| Error::Config(format!("cell {id} is not in {}", dataset_dir.display()))))
         .collect::<Result<Vec<usize>>>()?;
-    let kept = readable(indices.iter().map(|&i| &dataset.cells[i]), channels);
-    kept.par_iter()
-        .map(|info| {
-            let i = dataset.index_of(&info.cell_id).expect("looked up above");
+    indices
+        .into_par_iter()
+        .filter(|&i| can_read(&dataset.cells[i], channels))
+        .map(|i| {
+            let info = &dataset.cells[i];
             CellSteps::from_cell(info, &dataset.data[i], &paths.cell_file(&info.cell_id), channels)
         })
         .collect()

@@ -161,7 +161,7 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
     let tc = task.transcoder;
     check_shapes(&loaded.model, tc)?;
     let paths = DatasetPaths::new(task.dataset_dir);
-    let cells = crate::model::inputs::readable(task.cells, &loaded.norm.channels);
+    let cells: Vec<&CellInfo> = task.cells.iter().filter(|c| crate::model::inputs::can_read(c, &loaded.norm.channels)).collect();
     let cell_ids: Vec<String> = cells.iter().map(|c| c.cell_id.clone()).collect();
     let cell_rows = cell_ids.iter().map(|id| cell_row_count(&paths.cell_file(id))).collect::<Result<Vec<usize>>>()?;
     let max_rows = task.cfg.max_buffer_rows;
