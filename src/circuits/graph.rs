@@ -100,9 +100,8 @@ pub struct Graph {
     pub window: usize,
     pub layers: usize,
     pub options: GraphOptions,
-    /// Model output at the last step (scaled ΔV) and the voltage there.
+    /// Model output at the last step (scaled ΔV).
     pub prediction: f32,
-    pub voltage: f32,
     pub target_scale: f32,
     /// Nodes of the unpruned graph, and of them the active features.
     pub total_nodes: usize,
@@ -125,7 +124,7 @@ impl Graph {
     }
     /// Predicted V at the next step.
     pub fn predicted_voltage(&self) -> f32 {
-        self.voltage + self.prediction * self.target_scale
+        self.step_voltage[self.window - 1] + self.prediction * self.target_scale
     }
 }
 
@@ -357,7 +356,6 @@ pub fn attribution_graph<B: burn::tensor::backend::Backend>(
         layers: frozen.layers(),
         options: *options,
         prediction: frozen.prediction[last],
-        voltage: window.voltage[last],
         target_scale: window.target_scale,
         total_nodes: n,
         active_features: frozen.features.len(),
