@@ -443,12 +443,8 @@ fn rollout_windowed<B: Backend>(
                 let t = seg.start + k; // V_t is known (true or predicted); predict V_{t+1}
                 let w0 = (t + 1).saturating_sub(len).min(n - len);
                 for r in w0..w0 + len {
-                    let mut row = cell.row(r).to_vec();
-                    if let Some(v) = voltage_channel.filter(|_| r >= seg.start && r <= t) {
-                        row[v] = volts[i][r - seg.start];
-                    }
-                    norm.apply_row(&mut row);
-                    x.extend_from_slice(&row);
+                    let rolled = (seg.start..=t).contains(&r).then(|| volts[i][r - seg.start]);
+                    push_row(cell, norm, r, voltage_channel.zip(rolled), &mut x);
                 }
                 positions.push(t - w0);
             }
@@ -463,17 +459,24 @@ fn rollout_windowed<B: Backend>(
     volts
 }
 
+/// Appends row `r` of `cell`, normalised, to `x`, with (channel, volts) in place of the true
+/// voltage where the rollout has predicted it.
+fn push_row(cell: &CellSteps, norm: &InputNorm, r: usize, voltage: Option<(usize, f32)>, x: &mut Vec<f32>) {
+    let start = x.len();
+    x.extend_from_slice(cell.row(r));
+    let row = &mut x[start..];
+    if let Some((c, v)) = voltage {
+        row[c] = v;
+    }
+    norm.apply_row(row);
+}
+
 /// One segment's rollout ([`rollout`]) from the start of the cell, one step at a time after it.
 fn rollout_stepped<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, seg: Segment, voltage_channel: Option<usize>, device: &B::Device) -> Vec<f32> {
     let width = cell.width;
     let rows = |from: usize, to: usize, voltage: Option<f32>| {
-        let mut x: Vec<f32> = (from..to).flat_map(|r| cell.row(r).iter().copied()).collect();
-        for row in x.chunks_mut(width) {
-            if let (Some(v), Some(c)) = (voltage, voltage_channel) {
-                row[c] = v;
-            }
-            norm.apply_row(row);
-        }
+        let mut x = Vec::with_capacity((to - from) * width);
+        (from..to).for_each(|r| push_row(cell, norm, r, voltage_channel.zip(voltage), &mut x));
         Tensor::<B, 3>::from_data(TensorData::new(x, [1, to - from, width]), device)
     };
     let last = |out: Tensor<B, 2>| -> f32 { *out.into_data().convert::<f32>().into_vec::<f32>().expect("f32 output").last().expect("a step") };
