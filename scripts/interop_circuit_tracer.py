@@ -4,6 +4,10 @@ compare EXPORT EVAL_JSON ACTS: loads EXPORT with circuit-tracer's own loader (`l
     `load_transcoder_set` for a transcoder set), reconstructs mlp_out from the cached resid_mid
     with circuit-tracer's forward, and compares per-layer FVU with VoltLens's (EVAL_JSON, written
     by `voltlens import-clt --eval` on the same cache). Exits 1 when a layer differs by 0.01 or more.
+graph DIR: an attribution graph written by `voltlens circuits graph --out DIR`, read by circuit-tracer's
+    own graph model (pydantic `frontend.graph_models.Model`), served by its local server
+    (`frontend.local_server.serve`, which the front end fetches from), and turned into what its
+    page draws by its front-end code (scripts/interop_graph_frontend.js). Exits 1 on any failure.
 write SOURCE OUT ACTS: a JumpReLU CLT made and saved by circuit-tracer itself (`to_safetensors`,
     bf16, no config.yaml) from SOURCE's weights, thresholds at each feature's 90th percentile
     pre-activation on ACTS.
@@ -68,6 +72,39 @@ def compare(export, eval_json, acts):
     return 0 if verdict == "ok" else 1
 
 
+def graph(directory):
+    import subprocess
+    import urllib.request
+    from importlib.resources import files
+
+    from circuit_tracer.frontend.graph_models import Model
+    from circuit_tracer.frontend.local_server import serve
+
+    directory = Path(directory)
+    slugs = [g["slug"] for g in json.loads((directory / "graph-metadata.json").read_text())["graphs"]]
+    status = 0
+    for slug in slugs:
+        model = Model.model_validate_json((directory / f"{slug}.json").read_text())
+        ids = {n.node_id for n in model.nodes}
+        dangling = sum(l["source"] not in ids or l["target"] not in ids for l in model.links)
+        print(f"circuit-tracer {circuit_tracer.__version__} graph model: {slug}: {len(model.nodes)} nodes "
+              f"({len(ids)} distinct ids), {len(model.links)} links, {dangling} dangling")
+        status |= int(len(ids) != len(model.nodes) or dangling > 0)
+    server = serve(data_dir=str(directory), port=8047)
+    try:
+        for path in ["data/graph-metadata.json"] + [f"graph_data/{slug}.json" for slug in slugs]:
+            with urllib.request.urlopen(f"http://localhost:8047/{path}") as response:
+                json.loads(response.read())
+                print(f"circuit-tracer local server: /{path} {response.status}")
+    finally:
+        server.stop()
+    util_cg = files("circuit_tracer") / "frontend/assets/attribution_graph/util-cg.js"
+    frontend = Path(__file__).with_name("interop_graph_frontend.js")
+    for slug in slugs:
+        status |= subprocess.run(["node", str(frontend), str(util_cg), str(directory / f"{slug}.json")]).returncode
+    return status
+
+
 def write(source, out, acts):
     src = load_clt(str(source), device=CPU, dtype=torch.float32, lazy_decoder=False)
     x, _ = activations(acts)
@@ -89,4 +126,4 @@ def write(source, out, acts):
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    sys.exit({"compare": compare, "write": write}[command](*args))
+    sys.exit({"compare": compare, "graph": graph, "write": write}[command](*args))

@@ -56,6 +56,11 @@ TOML
     "$python" "$check" compare "$work/$name/circuit-tracer" "$work/$name-ours/eval.json" "$work/acts.safetensors" || status=1
 done
 
+# An attribution graph through circuit-tracer's graph model, local server and front-end code.
+cell=$(basename "$(ls "$work/data/timeseries/"*.parquet | head -1)" .parquet)
+voltlens -q circuits graph --data "$work/data" --model "$work/model" --transcoder "$work/clt" --cell "$cell" --step 200 --window 32 --out "$work/graph" > /dev/null
+"$python" "$check" graph "$work/graph" || status=1
+
 # The other way: circuit-tracer writes a CLT, VoltLens imports it, scores it and records with it.
 "$python" "$check" write "$work/clt/circuit-tracer" "$work/foreign" "$work/acts.safetensors"
 voltlens -q import-clt --from "$work/foreign" --out "$work/foreign-ours" --eval "$work/acts.safetensors" > /dev/null

@@ -315,6 +315,14 @@ fn graph_json_round_trips_with_circuit_tracer_field_names() {
     let output: Vec<_> = file.nodes.iter().filter(|n| n.is_target_logit).collect();
     assert_eq!(output.len(), 1);
     assert_eq!((output[0].feature_type.as_str(), output[0].layer.as_str()), ("logit", "4"));
+    // circuit-tracer's front end (util-cg.js formatData) reads the output's label as
+    // `Output "TOKEN" (p=P)` and throws without the `(p=`; scripts/interop_graph_frontend.js runs it.
+    let p: f64 = output[0].clerp.split("(p=").nth(1).and_then(|r| r.split(')').next()).unwrap().parse().unwrap();
+    assert_eq!(p, 1.0);
+    assert!(output[0].shown_label().starts_with("V next ") && !output[0].shown_label().contains('"'), "{}", output[0].clerp);
+    // It also merges nodes that share "{layer}_{feature}_{ctx_idx}" into one row: no two may.
+    let rows: std::collections::BTreeSet<String> = file.nodes.iter().map(|n| format!("{}_{}_{}", n.layer, n.feature, n.ctx_idx)).collect();
+    assert_eq!(rows.len(), file.nodes.len(), "two nodes share a front-end feature row");
     let labelled = file.nodes.iter().find(|n| n.node_id.starts_with(&format!("{layer}_{index}_"))).unwrap();
     assert_eq!(labelled.clerp, "fires in CV holds");
     let index_file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files.metadata).unwrap()).unwrap();

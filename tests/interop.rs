@@ -2,7 +2,8 @@
 //!
 //! Fast tests check names, shapes, keys and round trips. The two `#[ignore]`d tests run the real
 //! clients from PyPI through `scripts/interop_circuit_tracer.sh` and `scripts/interop_battdat.sh`
-//! (network, a few minutes, Python 3.10+): `cargo test --test interop -- --ignored`.
+//! (network, a few minutes, Python 3.10+; node for circuit-tracer's front-end code):
+//! `cargo test --test interop -- --ignored`.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -520,6 +520,16 @@ pub struct FileNode {
     pub activation: Option<f32>,
 }
 
+impl FileNode {
+    /// The label a reader sees: the output's without circuit-tracer's `Output "…" (p=…)` around it.
+    pub fn shown_label(&self) -> &str {
+        match self.is_target_logit {
+            true => self.clerp.split('"').nth(1).unwrap_or(&self.clerp),
+            false => &self.clerp,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileLink {
     pub source: String,
@@ -563,7 +573,9 @@ impl Graph {
                         (cantor as i64, layer.to_string(), pos, "cross layer transcoder", format!("{layer}_{feature}-0"))
                     }
                     NodeKind::Error { layer, pos } => (-1, layer.to_string(), pos, "mlp reconstruction error", format!("{layer}_-1-{pos}")),
-                    NodeKind::Input { pos, channel } => (pos as i64, "E".to_owned(), pos, "embedding", format!("E_{channel}-{pos}")),
+                    // circuit-tracer's front end merges nodes of one (layer, feature, step) into one
+                    // row: several channels per step need the channel here (a token uses the step).
+                    NodeKind::Input { pos, channel } => (channel as i64, "E".to_owned(), pos, "embedding", format!("E_{channel}-{pos}")),
                     NodeKind::Output { pos } => (0, (self.layers + 1).to_string(), pos, "logit", format!("L_0-{pos}")),
                 };
                 let is_output = matches!(n.node, NodeKind::Output { .. });
@@ -578,7 +590,9 @@ impl Graph {
                     run_idx: 0,
                     reverse_ctx_idx: 0,
                     js_node_id: js,
-                    clerp: self.label(n.node, labels),
+                    // Its front end reads the output's label as `Output "…" (p=…)` and stops drawing
+                    // without the `(p=`; a regression head's one output has p = 1.
+                    clerp: if is_output { format!("Output \"{}\" (p=1.000)", self.label(n.node, labels)) } else { self.label(n.node, labels) },
                     influence: (!is_output).then_some(n.cumulative),
                     activation: matches!(n.node, NodeKind::Feature { .. }).then_some(n.value),
                 }

@@ -50,7 +50,7 @@ impl GraphNeighbours {
             let (l, f) = (parts.next()?.parse().ok()?, parts.next()?.parse::<i64>().ok()?);
             u32::try_from(f).ok().map(|f| (l, f))
         };
-        let clerp: BTreeMap<&str, &str> = graph.nodes.iter().map(|n| (n.node_id.as_str(), n.clerp.as_str())).collect();
+        let clerp: BTreeMap<&str, &str> = graph.nodes.iter().map(|n| (n.node_id.as_str(), n.shown_label())).collect();
         let is_feature: HashSet<&str> = graph.nodes.iter().filter(|n| n.feature_type == "cross layer transcoder").map(|n| n.node_id.as_str()).collect();
         let name = |id: &str| match feature_of(id).filter(|_| is_feature.contains(id)) {
             Some((l, f)) => format!("L{l}_F{f}"),
