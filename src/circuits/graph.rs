@@ -634,6 +634,11 @@ fn input_text(channel: &str, raw: f32) -> String {
         "dt_next_s" => format!("Δt next = {raw:.3} s"),
         "step_time_s" => format!("time in step = {raw:.0} s"),
         "soc" => format!("SOC = {:.1} %", 100.0 * raw),
+        "temperature_present" => format!("T measured: {}", if raw > 0.5 { "yes" } else { "no" }),
+        "current_sign_next" => format!("next: {}", if raw > 0.5 { "charging" } else if raw < -0.5 { "discharging" } else { "resting" }),
+        "step_change_next" => format!("next: {}", if raw > 0.5 { "a new step" } else { "the same step" }),
+        "charge_ah" => format!("charge moved = {raw:+.4} Ah"),
+        "cycle_number" => format!("cycle {raw:.0}"),
         name => format!("{name} = {raw}"),
     }
 }
@@ -709,4 +714,20 @@ fn top_nodes(graph: &Graph, labels: &std::collections::BTreeMap<(usize, usize), 
         .take(10)
         .map(|n| serde_json::json!({ "node": node_name(n.node, graph.first_step, &graph.channels), "label": graph.label(n.node, labels), "influence": n.influence }))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::input_text;
+
+    #[test]
+    fn input_nodes_read_in_physical_units_and_words() {
+        assert_eq!(input_text("log1p_dt", 10f32.ln_1p()), "Δt now = 10.000 s");
+        assert_eq!(input_text("soc", 0.291), "SOC = 29.1 %");
+        assert_eq!(input_text("current_sign_next", -1.0), "next: discharging");
+        assert_eq!(input_text("current_sign_next", 0.0), "next: resting");
+        assert_eq!(input_text("step_change_next", 1.0), "next: a new step");
+        assert_eq!(input_text("temperature_present", 0.0), "T measured: no");
+        assert_eq!(input_text("my_channel", 2.5), "my_channel = 2.5");
+    }
 }

@@ -15,7 +15,11 @@
   var slider = document.getElementById('graph-threshold');
   var onlyPinned = document.getElementById('graph-only-pinned');
   var byId = {};
-  graph.nodes.forEach(function (n) { byId[n.node_id] = n; });
+  graph.nodes.forEach(function (n) {
+    // The output's label comes as circuit-tracer's `Output "…" (p=…)`: show the quoted part.
+    if (n.is_target_logit) n.clerp = n.clerp.split('"')[1] || n.clerp;
+    byId[n.node_id] = n;
+  });
   var links = graph.links.filter(function (l) { return byId[l.source] && byId[l.target]; });
   var maxAbs = links.reduce(function (m, l) { return Math.max(m, Math.abs(l.weight)); }, 0) || 1;
   var layers = graph.nodes.filter(function (n) { return n.layer !== 'E'; }).map(function (n) { return +n.layer; });
