@@ -12,11 +12,16 @@ names and storage by a layout:
   python reference.py make --layout gpt2 --out DIR [--seed 0 --windows 8 --steps 512]
       random weights: DIR/arch.toml, DIR/weights.safetensors and DIR/check.safetensors
       (`inputs` [N, T, C] raw channel values, `outputs` [N, T] predictions in volts)
+  python reference.py train --layout llama --data DATASET --out DIR [--steps 600 --seed 0]
+      trains the model on a VoltLens dataset (`voltlens ingest` output, read with pyarrow) as a
+      user would in their own code: the channels computed from the canonical columns, MSE on
+      the head's normalised target over random windows; writes what `make` writes, its check
+      file from real windows
   python reference.py check --layout voltlens --arch A.toml --weights W.safetensors \\
       --check C.safetensors [--tolerance 1e-5]
       rebuilds the model, runs the check inputs and compares with the check outputs
 
-Needs torch and safetensors. Everything runs in float32 on the CPU.
+Needs torch and safetensors (train: pyarrow too). Everything runs in float32 on the CPU.
 """
 
 import argparse
@@ -313,18 +318,88 @@ def raw_inputs(arch, windows, steps, seed):
     return torch.stack(cols, dim=-1)
 
 
-def make(args):
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    text = ARCHS[args.layout]
-    arch = tomllib.loads(text)
+# The catalogue channels the two architectures read, from a cell's canonical columns: the
+# definitions `voltlens import-model` lists (row t carries what is known before V_{t+1}).
+CHANNELS = {
+    "voltage": lambda c: c["voltage"][:-1],
+    "current_a": lambda c: c["current"][:-1],
+    "dt_next_s": lambda c: c["dt"][1:].clamp(min=0),
+    "log1p_dt_next": lambda c: torch.log1p(c["dt"][1:].clamp(min=0)),
+    "soc": lambda c: c["soc"][:-1],
+    "step_time_s": lambda c: c["step_time"][:-1],
+    "temperature": lambda c: c["temperature"][:-1].nan_to_num(0.0),
+}
+
+
+def read_cells(arch, dataset):
+    """(raw inputs [T, C], normalised targets [T]) per cell the model can read: every cell whose
+    channels are all finite (VoltLens leaves out a cell without an absolute SOC the same way)."""
+    import pyarrow.parquet as pq
+
+    head, cells = arch["head"], []
+    for path in sorted(pathlib.Path(dataset, "timeseries").glob("*.parquet")):
+        table = pq.read_table(path, columns=["voltage", "current", "dt", "step_time", "soc", "temperature"])
+        cols = {n: torch.tensor(table[n].to_numpy(zero_copy_only=False), dtype=torch.float32) for n in table.column_names}
+        raw = torch.stack([CHANNELS[spec["name"]](cols) for spec in arch["inputs"]], dim=-1)
+        v = cols["voltage"]
+        target = v[1:] if head["target"] == "next_voltage" else v[1:] - v[:-1]
+        if raw.isfinite().all() and len(v) > arch["model"]["context"]:
+            cells.append((raw, (target - head.get("offset", 0.0)) / head.get("scale", 1.0)))
+        else:
+            print(f"left out {path.name}: a channel is not finite or the cell is shorter than the context")
+    return cells
+
+
+def train(args):
+    arch = tomllib.loads(ARCHS[args.layout])
+    cells = read_cells(arch, args.data)
+    if not cells:
+        sys.exit(f"{args.data}: no cell the model can read")
     weights = random_weights(arch, args.layout, args.seed)
-    raw = raw_inputs(arch, args.windows, min(args.steps, arch["model"]["context"]), args.seed)
-    outputs = predict(arch, Reference(arch, args.layout, weights), raw)
-    (out / "arch.toml").write_text(text)
+    for w in weights.values():
+        w.requires_grad_(True)
+    model = Reference(arch, args.layout, weights)
+    opt = torch.optim.AdamW(weights.values(), lr=args.lr, weight_decay=0.01)
+    g = torch.Generator().manual_seed(args.seed)
+    t = arch["model"]["context"]
+    sizes = torch.tensor([len(raw) - t for raw, _ in cells], dtype=torch.float64)
+    for step in range(args.steps):
+        # Windows drawn in proportion to cell length, so long cells are not under-sampled.
+        picks = torch.multinomial(sizes, args.batch, replacement=True, generator=g)
+        starts = [torch.randint(0, int(sizes[i]) + 1, (1,), generator=g).item() for i in picks]
+        x = torch.stack([cells[i][0][s:s + t] for i, s in zip(picks.tolist(), starts)])
+        y = torch.stack([cells[i][1][s:s + t] for i, s in zip(picks.tolist(), starts)])
+        for group in opt.param_groups:  # linear warm-up, cosine decay
+            group["lr"] = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        loss = F.mse_loss(model(normalise(arch, x)), y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(weights.values(), 1.0)
+        opt.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            print(f"step {step}: loss {loss.item():.5f}")
+    weights = {k: v.detach() for k, v in weights.items()}
+    # The check file: the first window of up to eight cells, with the trained model's outputs.
+    raw = torch.stack([c[0][:t] for c in cells[:8]])
+    write_model(pathlib.Path(args.out), args.layout, weights, raw)
+
+
+def write_model(out, layout, weights, raw):
+    """DIR/arch.toml, DIR/weights.safetensors and DIR/check.safetensors (inputs, outputs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    arch = tomllib.loads(ARCHS[layout])
+    outputs = predict(arch, Reference(arch, layout, weights), raw)
+    (out / "arch.toml").write_text(ARCHS[layout])
     save_file({k: v.contiguous() for k, v in weights.items()}, out / "weights.safetensors")
     save_file({"inputs": raw.contiguous(), "outputs": outputs.contiguous()}, out / "check.safetensors")
     print(f"wrote {out}: {len(weights)} tensors, check inputs {list(raw.shape)}")
+
+
+def make(args):
+    arch = tomllib.loads(ARCHS[args.layout])
+    weights = random_weights(arch, args.layout, args.seed)
+    raw = raw_inputs(arch, args.windows, min(args.steps, arch["model"]["context"]), args.seed)
+    write_model(pathlib.Path(args.out), args.layout, weights, raw)
 
 
 def check(args):
@@ -353,6 +428,14 @@ def main():
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--windows", type=int, default=8)
     m.add_argument("--steps", type=int, default=512)
+    t = sub.add_parser("train")
+    t.add_argument("--layout", choices=["gpt2", "llama"], required=True)
+    t.add_argument("--data", required=True, help="a VoltLens dataset directory (cells.parquet + timeseries/)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=600)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
     c = sub.add_parser("check")
     c.add_argument("--layout", choices=sorted(LAYOUTS), required=True)
     c.add_argument("--arch", required=True)
@@ -360,8 +443,8 @@ def main():
     c.add_argument("--check", required=True)
     c.add_argument("--tolerance", type=float, default=1e-5)
     args = p.parse_args()
-    torch.set_grad_enabled(False)
-    make(args) if args.command == "make" else check(args)
+    torch.set_grad_enabled(args.command == "train")
+    {"make": make, "train": train, "check": check}[args.command](args)
 
 
 if __name__ == "__main__":
