@@ -279,7 +279,7 @@ fn eval_cell<B: Backend>(
     let cycle = cycle_segment(cell.data, cfg.max_cycle_rows);
     let mut segments = discharges.clone();
     segments.extend(cycle);
-    let mut rolled = rollout(model, norm, &cell.raw, &segments, cfg.batch, device);
+    let mut rolled = rollout(model, norm, &cell.raw, &segments, device);
     for (i, (seg, v)) in segments.iter().zip(&rolled).enumerate() {
         let target = if i < discharges.len() { &mut acc.discharge } else { &mut acc.cycle };
         target.add(&cell.raw.voltage[seg.start..=seg.end], v);
@@ -394,73 +394,53 @@ fn cycle_segment(data: &CellData, max_rows: usize) -> Option<Segment> {
 /// Feeds the model its own voltages over each segment, given the true current, time steps and
 /// temperature. Returns the voltages V_start … V_end per segment (V_start true).
 ///
-/// Each prediction reruns the window that ends at the current step (same windows as in
-/// training); all segments advance together, one batched forward pass per step. When the
-/// model's context holds the whole cell, the window never slides, and each segment instead
-/// runs its steps before the start once and then one step at a time ([`Lblm::step`]): the same
-/// predictions, at the cost of one step each instead of a window (a model trained elsewhere on
-/// 8,192-step windows would otherwise take hours per cell).
-fn rollout<B: Backend>(
-    model: &Lblm<B>,
-    norm: &InputNorm,
-    cell: &CellSteps,
-    segments: &[Segment],
-    batch: usize,
-    device: &B::Device,
-) -> Vec<Vec<f32>> {
-    let n = cell.steps();
+/// Each segment runs its history before the start once ([`Lblm::prefill`], up to a context),
+/// then one step at a time ([`Lblm::step`]) on its own voltages. When the cache holds a whole
+/// context, the last half context is run again from position 0 and stepping goes on: every
+/// prediction sees between half a context and a whole one of history, as in [`predict_cell`]'s
+/// windows, for about two steps' work per step instead of a window's (a model trained elsewhere
+/// on 8,192-step windows would otherwise take hours per cell).
+fn rollout<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, segments: &[Segment], device: &B::Device) -> Vec<Vec<f32>> {
     // A model that does not read V_t (an imported one may not) rolls out on the true inputs alone.
     let voltage_channel = norm.channels.iter().position(|c| c == "voltage");
-    if n <= model.context {
-        return segments.iter().map(|&seg| rollout_stepped(model, norm, cell, seg, voltage_channel, device)).collect();
-    }
-    rollout_windowed(model, norm, cell, segments, voltage_channel, batch, device)
+    segments.iter().map(|&seg| rollout_segment(model, norm, cell, seg, voltage_channel, device)).collect()
 }
 
-/// [`rollout`] rerunning the window that ends at each step.
-fn rollout_windowed<B: Backend>(
-    model: &Lblm<B>,
-    norm: &InputNorm,
-    cell: &CellSteps,
-    segments: &[Segment],
-    voltage_channel: Option<usize>,
-    batch: usize,
-    device: &B::Device,
-) -> Vec<Vec<f32>> {
-    let n = cell.steps();
-    let len = model.context.min(n);
-    let mut volts: Vec<Vec<f32>> = segments.iter().map(|s| vec![cell.voltage[s.start]]).collect();
-    let longest = segments.iter().map(|s| s.end - s.start).max().unwrap_or(0);
-    let width = cell.width;
-    let mut x = Vec::new();
-    for k in 0..longest {
-        let active: Vec<usize> = (0..segments.len()).filter(|&i| segments[i].start + k < segments[i].end).collect();
-        for chunk in active.chunks(batch.max(1)) {
-            x.clear();
-            let mut positions = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                let seg = segments[i];
-                let t = seg.start + k; // V_t is known (true or predicted); predict V_{t+1}
-                let w0 = (t + 1).saturating_sub(len).min(n - len);
-                for r in w0..w0 + len {
-                    let rolled = (seg.start..=t).contains(&r).then(|| volts[i][r - seg.start]);
-                    push_row(cell, norm, r, voltage_channel.zip(rolled), &mut x);
-                }
-                positions.push(t - w0);
-            }
-            let input = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [chunk.len(), len, width]), device);
-            let out: Vec<f32> = model.forward(input).into_data().convert::<f32>().into_vec().expect("f32 output");
-            for ((&i, &p), row) in chunk.iter().zip(&positions).zip(out.chunks_exact(len)) {
-                let last = *volts[i].last().expect("starts with V_start");
-                volts[i].push(last + row[p] * norm.target_scale);
-            }
+/// One segment of [`rollout`].
+fn rollout_segment<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, seg: Segment, voltage_channel: Option<usize>, device: &B::Device) -> Vec<f32> {
+    let mut volts = vec![cell.voltage[seg.start]];
+    if seg.end == seg.start {
+        return volts;
+    }
+    // Rows from..to, V_r replaced by its rolled-out value from the segment's start on.
+    let rows = |from: usize, to: usize, volts: &[f32]| {
+        let mut x = Vec::with_capacity((to - from) * cell.width);
+        for r in from..to {
+            push_row(cell, norm, r, voltage_channel.zip(r.checked_sub(seg.start).map(|i| volts[i])), &mut x);
         }
+        Tensor::<B, 3>::from_data(TensorData::new(x, [1, to - from, cell.width]), device)
+    };
+    let last = |out: Tensor<B, 2>| -> f32 { *out.into_data().convert::<f32>().into_vec::<f32>().expect("f32 output").last().expect("a step") };
+    let (context, keep) = (model.context, (model.context / 2).max(1));
+    let from = (seg.start + 1).saturating_sub(context);
+    let (out, mut cache) = model.prefill(rows(from, seg.start + 1, &volts));
+    let mut held = seg.start + 1 - from;
+    volts.push(volts[0] + last(out) * norm.target_scale);
+    for t in seg.start + 1..seg.end {
+        let out = if held == context {
+            let (out, refilled) = model.prefill(rows(t + 1 - keep, t + 1, &volts));
+            (cache, held) = (refilled, keep);
+            out
+        } else {
+            held += 1;
+            model.step(rows(t, t + 1, &volts), &mut cache)
+        };
+        volts.push(volts.last().expect("started") + last(out) * norm.target_scale);
     }
     volts
 }
 
-/// Appends row `r` of `cell`, normalised, to `x`, with (channel, volts) in place of the true
-/// voltage where the rollout has predicted it.
+/// Row r of the model's input, normalised, with V_r replaced where `voltage` says.
 fn push_row(cell: &CellSteps, norm: &InputNorm, r: usize, voltage: Option<(usize, f32)>, x: &mut Vec<f32>) {
     let start = x.len();
     x.extend_from_slice(cell.row(r));
@@ -469,29 +449,6 @@ fn push_row(cell: &CellSteps, norm: &InputNorm, r: usize, voltage: Option<(usize
         row[c] = v;
     }
     norm.apply_row(row);
-}
-
-/// One segment's rollout ([`rollout`]) from the start of the cell, one step at a time after it.
-fn rollout_stepped<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, seg: Segment, voltage_channel: Option<usize>, device: &B::Device) -> Vec<f32> {
-    let width = cell.width;
-    let rows = |from: usize, to: usize, voltage: Option<f32>| {
-        let mut x = Vec::with_capacity((to - from) * width);
-        (from..to).for_each(|r| push_row(cell, norm, r, voltage_channel.zip(voltage), &mut x));
-        Tensor::<B, 3>::from_data(TensorData::new(x, [1, to - from, width]), device)
-    };
-    let last = |out: Tensor<B, 2>| -> f32 { *out.into_data().convert::<f32>().into_vec::<f32>().expect("f32 output").last().expect("a step") };
-    if seg.end == seg.start {
-        return vec![cell.voltage[seg.start]];
-    }
-    // Steps 0 … start on the true inputs (V_start is true): the prediction of V_{start+1}.
-    let (out, mut cache) = model.prefill(rows(0, seg.start + 1, None));
-    let mut volts = vec![cell.voltage[seg.start]];
-    volts.push(volts[0] + last(out) * norm.target_scale);
-    for t in seg.start + 1..seg.end {
-        let out = model.step(rows(t, t + 1, volts.last().copied()), &mut cache);
-        volts.push(volts.last().expect("started") + last(out) * norm.target_scale);
-    }
-    volts
 }
 
 /// Sums of squared errors, turned into metrics at the end.
@@ -606,24 +563,45 @@ mod tests {
     use crate::model::config::{HeadTarget, ModelConfig};
     use burn::backend::Flex;
 
+    /// The rollout reruns, with the model's plain forward pass, each window it should have seen.
+    fn rollout_by_windows(model: &Lblm<Flex>, norm: &InputNorm, cell: &CellSteps, seg: Segment) -> Vec<f32> {
+        let (context, keep) = (model.context, (model.context / 2).max(1));
+        let mut volts = vec![cell.voltage[seg.start]];
+        let mut from = (seg.start + 1).saturating_sub(context);
+        for t in seg.start..seg.end {
+            if t + 1 - from > context {
+                from = t + 1 - keep;
+            }
+            let mut x = Vec::new();
+            for r in from..=t {
+                push_row(cell, norm, r, r.checked_sub(seg.start).map(|i| (0, volts[i])), &mut x);
+            }
+            let input = Tensor::<Flex, 3>::from_data(TensorData::new(x, [1, t + 1 - from, cell.width]), &Default::default());
+            let out: Vec<f32> = model.forward(input).into_data().convert::<f32>().into_vec().unwrap();
+            volts.push(volts.last().unwrap() + out.last().unwrap() * norm.target_scale);
+        }
+        volts
+    }
+
     #[test]
-    fn stepping_a_rollout_gives_the_voltages_of_rerunning_its_window() {
+    fn a_stepped_rollout_gives_the_voltages_of_rerunning_its_windows() {
         let channels = ["voltage", "c_rate", "charge_next"].map(String::from).to_vec();
         for head in [HeadTarget::DeltaV, HeadTarget::NextVoltage] {
-            let cfg = ModelConfig { layers: 2, d_model: 16, heads: 2, d_mlp: 32, context: 64, head, channels: channels.clone(), ..ModelConfig::default() };
+            // A context of 16 over 50 steps: the cache fills and is refilled several times.
+            let cfg = ModelConfig { layers: 2, d_model: 16, heads: 2, d_mlp: 32, context: 16, head, channels: channels.clone(), ..ModelConfig::default() };
             let model = Lblm::<Flex>::new(&cfg, 9, &Default::default());
             let n = 50;
             let voltage: Vec<f32> = (0..=n).map(|t| 3.9 - 0.004 * t as f32).collect();
             let inputs = (0..n).flat_map(|t| [voltage[t], -1.0 + 0.01 * t as f32, -0.003]).collect();
             let cell = CellSteps { cell_id: "c".into(), inputs, width: 3, delta_v: voltage.windows(2).map(|w| w[1] - w[0]).collect(), voltage };
             let norm = InputNorm { channels: channels.clone(), stats: NormStats { mean: vec![3.7, -0.5, 0.0], std: vec![0.2, 0.5, 0.01] }, target_scale: 0.01 };
-            let segments = [Segment { start: 0, end: 12 }, Segment { start: 20, end: 49 }];
-            let device = Default::default();
-            let stepped: Vec<Vec<f32>> = segments.iter().map(|&s| rollout_stepped(&model, &norm, &cell, s, Some(0), &device)).collect();
-            let windowed = rollout_windowed(&model, &norm, &cell, &segments, Some(0), 4, &device);
-            for (a, b) in stepped.iter().zip(&windowed) {
+            let segments = [Segment { start: 0, end: 12 }, Segment { start: 20, end: 49 }, Segment { start: 30, end: 30 }];
+            let stepped = rollout(&model, &norm, &cell, &segments, &Default::default());
+            for (a, &seg) in stepped.iter().zip(&segments) {
+                let b = rollout_by_windows(&model, &norm, &cell, seg);
+                assert_eq!(a.len(), seg.end - seg.start + 1);
                 assert_eq!(a.len(), b.len());
-                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4), "{head:?}: {a:?} vs {b:?}");
+                assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{head:?} {seg:?}: {a:?} vs {b:?}");
             }
         }
     }
