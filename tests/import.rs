@@ -212,15 +212,16 @@ fn an_unknown_input_channel_lists_the_catalogue() {
     assert!(err.contains("unknown input channel 'amps'") && err.contains("current_a") && err.contains("cycle_number"), "{err}");
 }
 
-/// The interpreter for reference.py, or None (with the reason printed) when torch is missing.
-fn python_with_torch() -> Option<PathBuf> {
+/// The interpreter for reference.py, or None (with the reason printed) when it cannot import
+/// `modules` (e.g. "torch, safetensors").
+fn python_with(modules: &str) -> Option<PathBuf> {
     let python = PathBuf::from(std::env::var("VOLTLENS_PYTHON").unwrap_or_else(|_| "python3".into()));
-    let ok = Command::new(&python).args(["-c", "import torch, safetensors"]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new(&python).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
     if ok {
         return Some(python);
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {} cannot import torch and safetensors", python.display());
-    eprintln!("SKIPPED: {} cannot import torch and safetensors (set VOLTLENS_PYTHON to a Python that can)", python.display());
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {} cannot import {modules}", python.display());
+    eprintln!("SKIPPED: {} cannot import {modules} (set VOLTLENS_PYTHON to a Python that can)", python.display());
     None
 }
 
@@ -235,7 +236,7 @@ fn reference(python: &Path, args: &[&str]) -> String {
 /// exports rebuild in PyTorch within 1e-5 V.
 #[test]
 fn pytorch_models_import_and_export_exactly() {
-    let Some(python) = python_with_torch() else { return };
+    let Some(python) = python_with("torch, safetensors") else { return };
     let tmp = tempfile::tempdir().unwrap();
     for layout in ["gpt2", "llama"] {
         let src = tmp.path().join(layout);
@@ -253,6 +254,32 @@ fn pytorch_models_import_and_export_exactly() {
         let text = reference(&python, &["check", "--layout", "voltlens", "--arch", &e("arch.toml"), "--weights", &e("model.safetensors"), "--check", &e("check.safetensors"), "--tolerance", "1e-5"]);
         eprintln!("{layout} export → PyTorch: {text}");
     }
+}
+
+/// A model trained in PyTorch on our Parquet, as a user's own code would (reference.py train:
+/// pyarrow, channels computed from the canonical columns), imports within 1e-4 V on windows of
+/// real cells.
+#[test]
+fn a_model_trained_in_pytorch_on_our_parquet_imports_exactly() {
+    use voltlens::data::ingest::{ingest, IngestOptions};
+    let Some(python) = python_with("torch, safetensors, pyarrow") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, trained, imported) = (tmp.path().join("data"), tmp.path().join("trained"), tmp.path().join("imported"));
+    ingest(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/pybamm-chen2020")], &data, &IngestOptions::default()).unwrap();
+    let text = reference(&python, &["train", "--layout", "llama", "--data", data.to_str().unwrap(), "--out", trained.to_str().unwrap(), "--steps", "60"]);
+    let losses: Vec<f64> = text.lines().filter_map(|l| l.split("loss ").nth(1)?.trim().parse().ok()).collect();
+    assert!(losses.len() >= 2 && losses.last() < losses.first(), "training did not lower the loss: {text}");
+    // The check windows are real cells' rows: the voltage channel of window 0 is a cell's first volts.
+    let check = read_tensors(&trained.join("check.safetensors"));
+    let (shape, inputs) = &check["inputs"];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("timeseries")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let volts = voltlens::data::canonical::read_cell(&files[0]).unwrap().1.voltage;
+    assert_eq!((0..4).map(|t| inputs[t * shape[2]]).collect::<Vec<_>>(), volts[..4].to_vec());
+    let summary = import_model(&trained.join("weights.safetensors"), &trained.join("arch.toml"), &imported, Some(&trained.join("check.safetensors")), 1e-4).unwrap();
+    let check = summary.check.unwrap();
+    eprintln!("trained llama import: {check:?}");
+    assert!(check.steps == 512 && check.max_abs_error_v <= 1e-4, "{check:?}");
 }
 
 #[test]
