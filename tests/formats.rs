@@ -323,6 +323,25 @@ fn arbin_fixture_reads_canonical_rows() {
     assert!(cell.metadata.warnings.is_empty());
 }
 
+/// Arbin's MITS Pro 8 spells the names with spaces (`Test Time (s)`, `Cycle Index`), and a charge
+/// written as negative current is still turned around by the capacities: the same rows as the
+/// older export, read as Arbin (not as BatteryArchive, whose `Test_Time (s)` reads the same).
+#[test]
+fn arbin_mits_pro_8_names_with_spaces_read_as_the_older_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let header = "Date Time,Test Time (s),Step Time (s),Cycle Index,Step Index,Current (A),Voltage (V),Charge Capacity (Ah),Discharge Capacity (Ah),Aux_Temperature_1 (C)\n";
+    let rows = "05/13/2017 03:14:03,0,0,1,1,0,3.3,0,0,25\n05/13/2017 03:14:13,10,10,1,2,-1.1,3.4,0.0031,0,25.1\n\
+                05/13/2017 03:14:23,20,20,1,2,-1.1,3.45,0.0061,0,25.2\n05/13/2017 03:14:33,30,10,2,3,1.1,3.25,0.0061,0.0031,25.3\n";
+    let path = write(tmp.path(), "mits8.csv", format!("{header}{rows}").as_bytes());
+    assert_eq!(formats::detect(&path).unwrap(), Format::Arbin);
+    let cell = read(&path, Format::Arbin, None).unwrap();
+    assert_eq!(cell.rows.test_time, [0.0, 10.0, 20.0, 30.0]);
+    assert_eq!(cell.rows.current, [0.0, 1.1, 1.1, -1.1]);
+    assert_eq!(cell.rows.cycle_number, [Some(1), Some(1), Some(1), Some(2)]);
+    assert_eq!(cell.rows.step_index, [Some(1), Some(2), Some(2), Some(3)]);
+    assert_eq!(cell.rows.temperature, [Some(25.0), Some(25.1), Some(25.2), Some(25.3)]);
+}
+
 #[test]
 fn unsigned_maccor_amps_get_the_sign_of_the_state() {
     let cell = read(&fixture("maccor_small.022"), Format::Maccor, None).unwrap();

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 
 use super::column_map::Sign;
-use super::layout::{ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
+use super::layout::{header_key, ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
 use super::text::{decode_into, Fields, TextLines};
 use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
@@ -133,7 +133,7 @@ impl RowColumns {
         let names = &header.names;
         // A column named twice is ambiguous: which one holds the values cannot be known.
         let unique = |r: Resolved| {
-            let count = names.iter().filter(|h| h.trim().eq_ignore_ascii_case(r.name.trim())).count();
+            let count = names.iter().filter(|h| header_key(h) == header_key(&r.name)).count();
             if count > 1 {
                 return Err(Error::at_row(path, header.line, Some(r.name.trim()), format!("the header names this column {count} times")));
             }

@@ -45,13 +45,26 @@ fn looks_binary(head: &[u8]) -> bool {
     head.contains(&0) || control * 20 > head.len()
 }
 
-/// The first format whose layout finds time and current or voltage in one of the first lines.
+/// On the first of the first lines where a layout finds time and current or voltage: of the
+/// layouts that do, the one naming most of the line's columns (the first in `DELIMITED` on a tie).
 fn detect_delimited(path: &Path) -> Result<Option<Format>> {
     let layouts: Vec<_> = DELIMITED.iter().filter_map(|&f| Some((f, delimited_layout(f)?))).collect();
     let mut lines = TextLines::open(path)?;
     let mut fields = Fields::default();
     while let Some((number, text)) = lines.next_line()? {
-        if let Some(&(format, _)) = layouts.iter().find(|(_, layout)| layout.header_score(text, &mut fields).0 >= 2) {
+        let mut best: Option<(usize, Format)> = None;
+        for (format, layout) in &layouts {
+            let (score, delimiter) = layout.header_score(text, &mut fields);
+            if score < 2 {
+                continue;
+            }
+            fields.split(text, delimiter);
+            let named = layout.columns_named(&fields.to_strings());
+            if best.is_none_or(|(most, _)| named > most) {
+                best = Some((named, *format));
+            }
+        }
+        if let Some((_, format)) = best {
             return Ok(Some(format));
         }
         if number >= HEADER_SEARCH_LINES {

@@ -32,10 +32,11 @@ impl ColumnSpec {
         Self::new(role, &aliases)
     }
 
-    /// The first alias found in a header (case-insensitive, ignoring surrounding spaces).
+    /// The first alias found in a header, names compared by [`header_key`].
     pub fn find(&self, header: &[String]) -> Option<Resolved> {
         self.aliases.iter().find_map(|alias| {
-            let index = header.iter().position(|h| h.trim().eq_ignore_ascii_case(alias.name.trim()))?;
+            let key = header_key(&alias.name);
+            let index = header.iter().position(|h| header_key(h) == key)?;
             Some(Resolved { index, unit: alias.unit, name: header[index].clone() })
         })
     }
@@ -43,6 +44,13 @@ impl ColumnSpec {
     pub fn expected(&self) -> String {
         self.aliases.iter().map(|a| format!("'{}'", a.name)).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// A column name as compared: case, spaces and underscores aside. One exporter's versions differ
+/// in just these (Arbin's MITS Pro 8 writes `Cycle Index` and `Test Time (s)` where older exports
+/// write `Cycle_Index` and `Test_Time(s)`).
+pub(super) fn header_key(name: &str) -> String {
+    name.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase).collect()
 }
 
 /// Where the column header is.
@@ -88,6 +96,18 @@ pub(super) struct Layout {
 impl Layout {
     pub fn required(&self) -> [&ColumnSpec; 3] {
         [&self.time, &self.current, &self.voltage]
+    }
+
+    /// How many of this layout's columns, optional ones and sign columns included, a header names:
+    /// of two formats that both read a header, the one that knows more of it reads it.
+    pub fn columns_named(&self, names: &[String]) -> usize {
+        let sign: Vec<&ColumnSpec> = match &self.sign {
+            SignRule::Fixed(_) => Vec::new(),
+            SignRule::Capacity { charge, discharge } => vec![charge, discharge],
+            SignRule::State { column, .. } => vec![column],
+        };
+        let optional = [&self.temperature, &self.cycle, &self.step].into_iter().flatten();
+        self.required().into_iter().chain(optional).chain(sign).filter(|spec| spec.find(names).is_some()).count()
     }
 
     /// How many of time, current and voltage a header line names, and with which delimiter.
