@@ -184,7 +184,7 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         cells: Vec<String>,
     },
-    /// Import a decoder-only battery transformer trained elsewhere (f32 safetensors) as an
+    /// Import a decoder-only battery transformer trained elsewhere (safetensors, f32, f16 or bf16) as an
     /// ordinary VoltLens model directory. The architecture TOML gives the shape ([model]: norm
     /// layer_norm|rms_norm, mlp gelu|gelu_tanh|swiglu, positional learned|rotary|none…), the head
     /// ([head] target delta_v|next_voltage, scale, offset), the input channels in order with their
