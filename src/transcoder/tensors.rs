@@ -27,7 +27,7 @@ pub fn write(path: &Path, tensors: &[Named], metadata: Option<HashMap<String, St
 /// them) are widened to f32 exactly; other dtypes are an error.
 pub fn read(path: &Path) -> Result<TensorMap> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&raw).map_err(|e| Error::in_file(path, e.to_string()))?;
+    let st = SafeTensors::deserialize(&raw).map_err(|e| Error::in_file(path, not_safetensors(&raw, e)))?;
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
@@ -43,6 +43,18 @@ pub fn read(path: &Path) -> Result<TensorMap> {
         .collect()
 }
 
+/// Why a file did not read as safetensors, in words: a PyTorch checkpoint (`torch.save` writes a
+/// zip archive, older versions a bare pickle) gets the line that converts it.
+fn not_safetensors(raw: &[u8], e: safetensors::SafeTensorError) -> String {
+    if raw.starts_with(b"PK\x03\x04") || raw.first() == Some(&0x80) {
+        return "a PyTorch checkpoint (torch.save), not a safetensors file; convert it with python -c \"import torch; \
+                from safetensors.torch import save_file; save_file(torch.load('IN.pt'), 'OUT.safetensors')\" (take the \
+                model's state dict when the checkpoint holds more)"
+            .into();
+    }
+    format!("not a safetensors file ({e})")
+}
+
 /// Takes a tensor out of a map read by `read`, checking its shape.
 pub fn take(map: &mut TensorMap, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let (s, d) = map.remove(name).ok_or_else(|| Error::in_file(path, format!("no tensor '{name}'")))?;
@@ -55,6 +67,18 @@ pub fn take(map: &mut TensorMap, path: &Path, name: &str, shape: &[usize]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pytorch_checkpoint_is_named_with_the_line_that_converts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, head) in [("zip.pt", &b"PK\x03\x04archive"[..]), ("pickle.bin", &b"\x80\x02}q\x00"[..]), ("other.safetensors", &b"\xff\xff\xff\xff\xff\xff\xff\xff{}"[..])] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, head).unwrap();
+            let err = read(&path).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+            assert_eq!(err.contains("save_file(torch.load("), !name.starts_with("other"), "{err}");
+        }
+    }
 
     #[test]
     fn halves_widen_to_the_same_numbers() {
