@@ -201,6 +201,27 @@ fn every_unmatched_missing_or_misshapen_tensor_is_named() {
     }
 }
 
+/// Buffers saved beside the weights (a causal mask, a rotary table) are left out by `ignore`;
+/// without it they are named as unmatched.
+#[test]
+fn ignored_source_tensors_are_left_out_before_renaming() {
+    let cfg = small(ModelConfig::default());
+    let (tmp, export) = exported(&cfg, 7);
+    let mut tensors = read_tensors(&export.join("model.safetensors"));
+    tensors.insert("blocks.0.attn.bias".into(), (vec![1, 1, 4, 4], vec![1.0; 16]));
+    tensors.insert("rotary.inv_freq".into(), (vec![4], vec![1.0; 4]));
+    let weights = tmp.path().join("buffers.safetensors");
+    write_tensors(&weights, &tensors);
+    let arch = tmp.path().join("arch.toml");
+    let rules = "rename = [['^(.*)$', '$1']]\n";
+    std::fs::write(&arch, arch_with_rules(&export, rules)).unwrap();
+    let err = import_model(&weights, &arch, &tmp.path().join("refused"), None, 1e-4).unwrap_err().to_string();
+    assert!(err.contains("'blocks.0.attn.bias' (renamed from the source) is not a tensor"), "{err}");
+    std::fs::write(&arch, arch_with_rules(&export, &format!("ignore = ['\\.attn\\.bias$', 'inv_freq$']\n{rules}"))).unwrap();
+    let summary = import_model(&weights, &arch, &tmp.path().join("imported"), Some(&export.join("check.safetensors")), 1e-6).unwrap();
+    assert!(summary.check.unwrap().passed);
+}
+
 #[test]
 fn an_unknown_input_channel_lists_the_catalogue() {
     let cfg = small(ModelConfig::default());

@@ -20,6 +20,7 @@
 //! rope_pairing = "half"   # or "interleaved": rotary pairs (2i, 2i+1) instead of (i, i + hd/2)
 //! kv_heads = 2           # grouped-query attention: key/value heads (default: one per query head)
 //! conv1d = ['^h\.\d+\.(attn|mlp)\.c_\w+\.weight$']   # stored [in, out] (HF Conv1D)
+//! ignore = ['\.attn\.(masked_)?bias$']   # source tensors that are not weights (buffers: causal masks, rotary tables)
 //! rename = [              # ordered: the first rule that matches a source name wins
 //!   ['^h\.(\d+)\.attn\.c_attn\.(weight|bias)$', 'blocks.$1.attn.qkv.$2'],
 //! ]
@@ -128,6 +129,10 @@ pub struct WeightSpec {
     /// Regexes of source tensors stored [in, out] (Hugging Face `Conv1D`) rather than [out, in].
     #[serde(default)]
     pub conv1d: Vec<String>,
+    /// Regexes of source tensors to leave out: buffers saved beside the weights (Hugging Face
+    /// GPT-2's causal mask `h.N.attn.bias`, a rotary `inv_freq`), which no rule should rename.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
     /// Ordered (regex, replacement) pairs; `$1` … refer to the regex's groups.
     #[serde(default)]
     pub rename: Vec<(String, String)>,
@@ -209,15 +214,19 @@ fn expected(cfg: &ModelConfig) -> Vec<Expected> {
     out
 }
 
-/// Renames the source tensors by `spec`'s rules and turns Conv1D weights to [out, in]. Source
-/// tensors no rule matches are returned by name.
+/// Renames the source tensors by `spec`'s rules (after leaving out those `ignore` matches) and
+/// turns Conv1D weights to [out, in]. Source tensors no rule matches are returned by name.
 fn rename(spec: &WeightSpec, source: TensorMap, path: &Path) -> Result<(TensorMap, Vec<String>)> {
     let compile = |r: &str| Regex::new(r).map_err(|e| Error::in_file(path, format!("bad regex '{r}': {e}")));
     let rules = spec.rename.iter().map(|(from, to)| Ok((compile(from)?, to.as_str()))).collect::<Result<Vec<_>>>()?;
     let conv1d = spec.conv1d.iter().map(|r| compile(r)).collect::<Result<Vec<_>>>()?;
+    let ignore = spec.ignore.iter().map(|r| compile(r)).collect::<Result<Vec<_>>>()?;
     let mut renamed = TensorMap::new();
     let mut unmatched = Vec::new();
     for (name, (shape, data)) in source {
+        if ignore.iter().any(|r| r.is_match(&name)) {
+            continue;
+        }
         let Some((rule, to)) = rules.iter().find(|(r, _)| r.is_match(&name)) else {
             unmatched.push(name);
             continue;
