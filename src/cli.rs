@@ -190,7 +190,8 @@ enum Command {
     /// ([head] target delta_v|next_voltage, scale, offset), the input channels in order with their
     /// normalisation ([[inputs]] name + mean/std or scale/offset; an unknown name lists them all)
     /// and how tensors are named ([weights] rename = ordered [regex, name] pairs, conv1d,
-    /// rope_pairing half|interleaved). See examples/pytorch/ for GPT-2 and Llama style files.
+    /// rope_pairing half|interleaved, ignore = regexes of buffers to leave out). See
+    /// examples/pytorch/ for GPT-2 and Llama style files.
     ///
     /// Example: voltlens import-model --weights runs/ref/weights.safetensors --config runs/ref/arch.toml --out runs/imported --check runs/ref/check.safetensors
     ImportModel {
