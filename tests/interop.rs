@@ -1,7 +1,9 @@
-//! The layouts other tools read: circuit-tracer's transcoders and battdat's Parquet.
+//! The layouts other tools read or write: circuit-tracer's transcoders and graphs, battdat's
+//! Parquet, models built on Hugging Face transformers.
 //!
-//! Fast tests check names, shapes, keys and round trips. The two `#[ignore]`d tests run the real
-//! clients from PyPI through `scripts/interop_circuit_tracer.sh` and `scripts/interop_battdat.sh`
+//! Fast tests check names, shapes, keys and round trips. The `#[ignore]`d tests run the real
+//! clients from PyPI through `scripts/interop_circuit_tracer.sh`, `scripts/interop_transformers.sh`
+//! and `scripts/interop_battdat.sh`
 //! (network, a few minutes, Python 3.10+; node for circuit-tracer's front-end code):
 //! `cargo test --test interop -- --ignored`.
 
@@ -306,6 +308,13 @@ fn run_script(script: &str) {
 #[ignore = "installs circuit-tracer from PyPI; run with --ignored"]
 fn circuit_tracer_from_pypi_reads_our_transcoders() {
     run_script("interop_circuit_tracer.sh");
+}
+
+/// Battery models on transformers' own GPT2Model and LlamaModel import within 1e-4 V.
+#[test]
+#[ignore = "installs transformers from PyPI; run with --ignored"]
+fn transformers_gpt2_and_llama_models_import_exactly() {
+    run_script("interop_transformers.sh");
 }
 
 /// battdat from PyPI reads our export and its validators report no errors.

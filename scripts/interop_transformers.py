@@ -1,0 +1,165 @@
+"""Battery models built on Hugging Face transformers' own GPT-2 and Llama blocks, for
+scripts/interop_transformers.sh: an input projection from raw channels, `GPT2Model` or
+`LlamaModel` (fed `inputs_embeds`), a regression head. Their `state_dict()` is saved as it comes
+(the unused token embedding included), with the arch.toml that maps it and a check file of the
+model's own outputs, for `voltlens import-model --check`.
+
+usage: python interop_transformers.py OUT_DIR   (writes OUT_DIR/{gpt2,llama}/…)
+needs: torch, safetensors, transformers
+"""
+import math
+import pathlib
+import sys
+import tomllib
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+
+INPUTS = """
+[[inputs]]
+name = "voltage"
+mean = 3.6
+std = 0.4
+[[inputs]]
+name = "current_a"
+mean = 0.0
+std = 2.0
+[[inputs]]
+name = "dt_next_s"
+mean = 10.0
+std = 8.0
+[[inputs]]
+name = "temperature"
+mean = 25.0
+std = 5.0
+"""
+
+GPT2 = """[model]
+layers = 2
+d_model = 64
+heads = 4
+d_mlp = 256
+context = 128
+positional = "learned"
+norm = "layer_norm"
+norm_eps = 1e-5
+mlp = "gelu_tanh"
+final_norm = true
+
+[head]
+target = "delta_v"
+scale = 0.002
+offset = 0.0
+""" + INPUTS + r"""
+[weights]
+conv1d = ['^backbone\.h\.\d+\.(attn|mlp)\.c_\w+\.weight$']
+ignore = ['^backbone\.wte\.weight$']
+rename = [
+  ['^input_proj\.(weight|bias)$', 'embed.$1'],
+  ['^backbone\.wpe\.weight$', 'positions'],
+  ['^backbone\.h\.(\d+)\.ln_1\.(weight|bias)$', 'blocks.$1.ln_attn.$2'],
+  ['^backbone\.h\.(\d+)\.attn\.c_attn\.(weight|bias)$', 'blocks.$1.attn.qkv.$2'],
+  ['^backbone\.h\.(\d+)\.attn\.c_proj\.(weight|bias)$', 'blocks.$1.attn.out.$2'],
+  ['^backbone\.h\.(\d+)\.ln_2\.(weight|bias)$', 'blocks.$1.ln_mlp.$2'],
+  ['^backbone\.h\.(\d+)\.mlp\.c_fc\.(weight|bias)$', 'blocks.$1.mlp.up.$2'],
+  ['^backbone\.h\.(\d+)\.mlp\.c_proj\.(weight|bias)$', 'blocks.$1.mlp.down.$2'],
+  ['^backbone\.ln_f\.(weight|bias)$', 'ln_final.$1'],
+  ['^head\.(weight|bias)$', 'head.$1'],
+]
+"""
+
+LLAMA = """[model]
+layers = 2
+d_model = 64
+heads = 4
+d_mlp = 172
+context = 256
+positional = "rotary"
+rope_theta = 10000.0
+norm = "rms_norm"
+norm_eps = 1e-6
+mlp = "swiglu"
+final_norm = true
+
+[head]
+target = "next_voltage"
+scale = 0.05
+offset = 3.6
+""" + INPUTS + r"""
+[weights]
+rope_pairing = "half"
+kv_heads = 2
+ignore = ['^backbone\.embed_tokens\.weight$']
+rename = [
+  ['^input_proj\.(weight|bias)$', 'embed.$1'],
+  ['^backbone\.layers\.(\d+)\.input_layernorm\.weight$', 'blocks.$1.ln_attn.weight'],
+  ['^backbone\.layers\.(\d+)\.self_attn\.([qkv])_proj\.weight$', 'blocks.$1.attn.$2.weight'],
+  ['^backbone\.layers\.(\d+)\.self_attn\.o_proj\.weight$', 'blocks.$1.attn.out.weight'],
+  ['^backbone\.layers\.(\d+)\.post_attention_layernorm\.weight$', 'blocks.$1.ln_mlp.weight'],
+  ['^backbone\.layers\.(\d+)\.mlp\.(gate|up|down)_proj\.weight$', 'blocks.$1.mlp.$2.weight'],
+  ['^backbone\.norm\.weight$', 'ln_final.weight'],
+  ['^head\.(weight|bias)$', 'head.$1'],
+]
+"""
+
+
+def backbone(kind, arch):
+    m = arch["model"]
+    if kind == "gpt2":
+        config = GPT2Config(vocab_size=1, n_positions=m["context"], n_embd=m["d_model"], n_layer=m["layers"],
+                            n_head=m["heads"], n_inner=m["d_mlp"], activation_function="gelu_new",
+                            layer_norm_epsilon=m["norm_eps"], attn_implementation="eager")
+        return GPT2Model(config)
+    config = LlamaConfig(vocab_size=1, hidden_size=m["d_model"], intermediate_size=m["d_mlp"],
+                         num_hidden_layers=m["layers"], num_attention_heads=m["heads"],
+                         num_key_value_heads=arch["weights"]["kv_heads"], max_position_embeddings=m["context"],
+                         rms_norm_eps=m["norm_eps"], rope_theta=m["rope_theta"], attn_implementation="eager")
+    return LlamaModel(config)
+
+
+class Battery(torch.nn.Module):
+    def __init__(self, kind, arch):
+        super().__init__()
+        d = arch["model"]["d_model"]
+        self.input_proj = torch.nn.Linear(len(arch["inputs"]), d)
+        self.backbone = backbone(kind, arch)
+        self.head = torch.nn.Linear(d, 1)
+
+    def forward(self, x):
+        return self.head(self.backbone(inputs_embeds=self.input_proj(x)).last_hidden_state).squeeze(-1)
+
+
+def main(out):
+    torch.manual_seed(0)
+    for kind, text in [("gpt2", GPT2), ("llama", LLAMA)]:
+        arch = tomllib.loads(text)
+        model = Battery(kind, arch).eval()
+        # transformers initialises weights at std 0.02, which makes every output nearly the same;
+        # PyTorch's own scales give the check something to tell apart.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.dim() == 2 and "wpe" not in name:
+                    p.normal_(0.0, 1.0 / math.sqrt(p.shape[1] if "c_" not in name else p.shape[0]))
+                elif name.endswith("weight"):
+                    p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                else:
+                    p.normal_(0.0, 0.1)
+        t = arch["model"]["context"]
+        centre = torch.tensor([s["mean"] for s in arch["inputs"]])
+        spread = torch.tensor([s["std"] for s in arch["inputs"]])
+        raw = centre + spread * (2 * torch.rand(8, t, len(centre)) - 1) * 2
+        with torch.no_grad():
+            outputs = model((raw - centre) / spread) * arch["head"]["scale"] + arch["head"]["offset"]
+        d = pathlib.Path(out) / kind
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "arch.toml").write_text(text)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, d / "weights.safetensors")
+        save_file({"inputs": raw.contiguous(), "outputs": outputs.contiguous()}, d / "check.safetensors")
+        print(f"transformers {transformers.__version__} {type(model.backbone).__name__}: wrote {d} "
+              f"({len(model.state_dict())} tensors, check {list(raw.shape)}, outputs {outputs.min():.3f}…{outputs.max():.3f} V)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
