@@ -263,19 +263,30 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
         covariates: &covariates,
         transcoder: transcoder.as_ref(),
         embedding: embedding.as_ref(),
-        model_metrics: metrics(stage("model").join(EVAL_DIR).join("metrics.json")).and_then(|m| {
-            // The overall figures, with any flags the evaluation raised about them.
-            let mut overall = m.get("overall").cloned()?;
-            if let (Some(flags), Some(o)) = (m.get("flags"), overall.as_object_mut()) {
-                o.insert("flags".into(), flags.clone());
-            }
-            Some(overall)
-        }),
+        model_metrics: model_metrics(&stage("model")),
         transcoder_metrics: metrics(stage("transcoder").join("metrics.json")),
         run_config: serde_json::Value::Object(run_config),
         paths: &paths,
     };
     crate::report::stage::run(&inputs, out, scope)
+}
+
+/// The model stage's overall figures for the report, with any flags its evaluation raised about
+/// them, and for a model trained elsewhere how closely the import reproduced its source.
+fn model_metrics(stage_dir: &Path) -> Option<serde_json::Value> {
+    let m: serde_json::Value = crate::io::read_json(&stage_dir.join(EVAL_DIR).join("metrics.json")).ok()?;
+    let mut overall = m.get("overall").cloned()?;
+    let o = overall.as_object_mut()?;
+    if let Some(flags) = m.get("flags") {
+        o.insert("flags".into(), flags.clone());
+    }
+    let manifest = crate::pipeline::manifest::Manifest::read(stage_dir);
+    if let Some(check) = manifest.as_ref().and_then(|m| m.summary.pointer("/import/check")?.as_object().cloned()) {
+        // "steps" there counts each window's steps, not predictions as elsewhere in the box.
+        let shown = check.into_iter().map(|(k, v)| (if k == "steps" { "steps_per_window".into() } else { k }, v));
+        o.insert("import_check".into(), serde_json::Value::Object(shown.collect()));
+    }
+    Some(overall)
 }
 
 /// Computational paths into the features the circuits stage analysed (its `features` list) and
@@ -341,5 +352,36 @@ impl Stage for DataStage {
         };
         let rows: u64 = cells.iter().map(|c| c.rows).sum();
         Ok(serde_json::json!({ "cells": cells.len(), "rows": rows }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::manifest::Manifest;
+
+    /// The report's model box carries the evaluation's flags and, for an imported model, its check.
+    #[test]
+    fn model_metrics_carry_flags_and_the_import_check() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(EVAL_DIR)).unwrap();
+        let metrics = serde_json::json!({ "overall": { "cells": 3 }, "flags": ["cycle rollouts are worse"] });
+        crate::io::write_atomic(&dir.path().join(EVAL_DIR).join("metrics.json"), metrics.to_string().as_bytes()).unwrap();
+        assert_eq!(model_metrics(dir.path()).unwrap(), serde_json::json!({ "cells": 3, "flags": ["cycle rollouts are worse"] }));
+        let check = serde_json::json!({ "windows": 8, "steps": 512, "max_abs_error_v": 2e-7, "passed": true });
+        let manifest = Manifest {
+            stage: "model".into(),
+            fingerprint: String::new(),
+            voltlens_version: String::new(),
+            seed: 0,
+            config: serde_json::Value::Null,
+            inputs: Vec::new(),
+            started_at: String::new(),
+            seconds: 0.0,
+            summary: serde_json::json!({ "import": { "check": check } }),
+        };
+        manifest.write(dir.path()).unwrap();
+        let shown = model_metrics(dir.path()).unwrap();
+        assert_eq!(shown["import_check"], serde_json::json!({ "windows": 8, "steps_per_window": 512, "max_abs_error_v": 2e-7, "passed": true }));
     }
 }

@@ -133,6 +133,10 @@ fn metric_words(key: &str) -> String {
         "train_tokens_per_s" => "training tokens/s",
         "train_steps" => "training steps",
         "heldout" => "held out",
+        "import_check" => "import vs its source",
+        "max_abs_error_v" => "largest error (V)",
+        "max_rel_error" => "largest relative error",
+        "tolerance_v" => "tolerance (V)",
         "fidelity" => "replacement fidelity",
         other => return other.strip_suffix("_mv").map_or_else(|| other.replace('_', " "), |stem| format!("{} (mV)", stem.replace('_', " "))),
     };
