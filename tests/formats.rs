@@ -342,6 +342,19 @@ fn arbin_mits_pro_8_names_with_spaces_read_as_the_older_export() {
     assert_eq!(cell.rows.temperature, [Some(25.0), Some(25.1), Some(25.2), Some(25.3)]);
 }
 
+/// The same export saved comma-separated reads the same rows.
+#[test]
+fn a_comma_separated_maccor_export_reads_as_the_tab_separated_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("maccor_small.022")).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let path = write(tmp.path(), "tiny.csv", format!("{first}\n{}", rest.replace('\t', ",")).as_bytes());
+    assert_eq!(formats::detect(&path).unwrap(), Format::Maccor);
+    let (commas, tabs) = (read(&path, Format::Maccor, None).unwrap(), read(&fixture("maccor_small.022"), Format::Maccor, None).unwrap());
+    assert_eq!((commas.rows.current, commas.rows.voltage, commas.rows.test_time), (tabs.rows.current, tabs.rows.voltage, tabs.rows.test_time));
+    assert_eq!(commas.rows.cycle_number, tabs.rows.cycle_number);
+}
+
 #[test]
 fn unsigned_maccor_amps_get_the_sign_of_the_state() {
     let cell = read(&fixture("maccor_small.022"), Format::Maccor, None).unwrap();

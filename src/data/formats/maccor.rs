@@ -1,6 +1,6 @@
 //! Maccor text exports (`.022`, `.034`…): a free-text first line, then a tab-separated header
-//! (`Rec#`, `Cyc#`, `Step`, `Test (Sec)`, `Amps`, `Volts`, `State`…). `State` C/D/R gives the
-//! direction, since some exports write `Amps` unsigned.
+//! (`Rec#`, `Cyc#`, `Step`, `Test (Sec)`, `Amps`, `Volts`, `State`…), or the same comma-separated
+//! when exported as CSV. `State` C/D/R gives the direction, since some exports write `Amps` unsigned.
 
 use std::path::Path;
 
@@ -13,7 +13,7 @@ use crate::Result;
 pub(super) fn layout() -> Layout {
     Layout {
         format: Format::Maccor,
-        delimiters: vec![b'\t'],
+        delimiters: vec![b'\t', b','],
         header: HeaderAt::Search,
         time: ColumnSpec::new("time", &[("Test (Sec)", U::IDENTITY), ("Test Time (Sec)", U::IDENTITY), ("Test (Min)", U::MINUTES), ("Test (Hr)", U::HOURS)]),
         time_may_be_clock: false,
