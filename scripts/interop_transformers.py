@@ -17,43 +17,13 @@ import transformers
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
-INPUTS = """
-[[inputs]]
-name = "voltage"
-mean = 3.6
-std = 0.4
-[[inputs]]
-name = "current_a"
-mean = 0.0
-std = 2.0
-[[inputs]]
-name = "dt_next_s"
-mean = 10.0
-std = 8.0
-[[inputs]]
-name = "temperature"
-mean = 25.0
-std = 5.0
-"""
+# The reference's architectures (examples/pytorch/reference.py) with [weights] tables that map
+# transformers' own state-dict names.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "examples" / "pytorch"))
+import reference  # noqa: E402
 
-GPT2 = """[model]
-layers = 2
-d_model = 64
-heads = 4
-d_mlp = 256
-context = 128
-positional = "learned"
-norm = "layer_norm"
-norm_eps = 1e-5
-mlp = "gelu_tanh"
-final_norm = true
-
-[head]
-target = "delta_v"
-scale = 0.002
-offset = 0.0
-""" + INPUTS + r"""
-[weights]
+WEIGHTS = {
+    "gpt2": r"""[weights]
 conv1d = ['^backbone\.h\.\d+\.(attn|mlp)\.c_\w+\.weight$']
 ignore = ['^backbone\.wte\.weight$']
 rename = [
@@ -68,27 +38,9 @@ rename = [
   ['^backbone\.ln_f\.(weight|bias)$', 'ln_final.$1'],
   ['^head\.(weight|bias)$', 'head.$1'],
 ]
-"""
-
-LLAMA = """[model]
-layers = 2
-d_model = 64
-heads = 4
-d_mlp = 172
-context = 256
-positional = "rotary"
-rope_theta = 10000.0
-norm = "rms_norm"
-norm_eps = 1e-6
-mlp = "swiglu"
-final_norm = true
-
-[head]
-target = "next_voltage"
-scale = 0.05
-offset = 3.6
-""" + INPUTS + r"""
-[weights]
+""",
+    # transformers' Llama rotates halves (`rotate_half`), not interleaved pairs.
+    "llama": r"""[weights]
 rope_pairing = "half"
 kv_heads = 2
 ignore = ['^backbone\.embed_tokens\.weight$']
@@ -102,7 +54,14 @@ rename = [
   ['^backbone\.norm\.weight$', 'ln_final.weight'],
   ['^head\.(weight|bias)$', 'head.$1'],
 ]
-"""
+""",
+}
+
+
+def arch_text(kind):
+    """The reference's architecture for `kind` with transformers' [weights] table."""
+    text = reference.ARCHS[kind]
+    return text[: text.index("[weights]")] + WEIGHTS[kind]
 
 
 def backbone(kind, arch):
@@ -133,7 +92,8 @@ class Battery(torch.nn.Module):
 
 def main(out):
     torch.manual_seed(0)
-    for kind, text in [("gpt2", GPT2), ("llama", LLAMA)]:
+    for kind in ["gpt2", "llama"]:
+        text = arch_text(kind)
         arch = tomllib.loads(text)
         model = Battery(kind, arch).eval()
         # transformers initialises weights at std 0.02, which makes every output nearly the same;
@@ -146,12 +106,9 @@ def main(out):
                     p.copy_(1.0 + 0.1 * torch.randn_like(p))
                 else:
                     p.normal_(0.0, 0.1)
-        t = arch["model"]["context"]
-        centre = torch.tensor([s["mean"] for s in arch["inputs"]])
-        spread = torch.tensor([s["std"] for s in arch["inputs"]])
-        raw = centre + spread * (2 * torch.rand(8, t, len(centre)) - 1) * 2
+        raw = reference.raw_inputs(arch, 8, arch["model"]["context"], 0)
         with torch.no_grad():
-            outputs = model((raw - centre) / spread) * arch["head"]["scale"] + arch["head"]["offset"]
+            outputs = model(reference.normalise(arch, raw)) * arch["head"]["scale"] + arch["head"]["offset"]
         d = pathlib.Path(out) / kind
         d.mkdir(parents=True, exist_ok=True)
         (d / "arch.toml").write_text(text)
