@@ -588,6 +588,16 @@ fn unknown_format_lists_the_supported_ones() {
     assert!(message.contains("arbin") && message.contains("battery_archive") && message.contains("mapped"), "{message}");
 }
 
+/// A "Unicode text" export (UTF-16 with its byte-order mark) is named as such, with the way out.
+#[test]
+fn utf16_text_is_named_with_how_to_convert_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("arbin_small.csv")).unwrap();
+    let utf16: Vec<u8> = [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect();
+    let message = error_of(&write(dir.path(), "unicode.txt", &utf16), None);
+    assert!(message.contains("unicode.txt") && message.contains("UTF-16") && message.contains("iconv"), "{message}");
+}
+
 #[test]
 fn binary_garbage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
