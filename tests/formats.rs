@@ -588,6 +588,18 @@ fn unknown_format_lists_the_supported_ones() {
     assert!(message.contains("arbin") && message.contains("battery_archive") && message.contains("mapped"), "{message}");
 }
 
+/// An Arbin export saved again by a European spreadsheet (semicolons, decimal commas) reads the same rows.
+#[test]
+fn a_semicolon_separated_arbin_export_with_decimal_commas_reads_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(fixture("arbin_small.csv")).unwrap();
+    let path = write(tmp.path(), "european.csv", text.replace(',', ";").replace('.', ",").as_bytes());
+    assert_eq!(formats::detect(&path).unwrap(), Format::Arbin);
+    let (european, original) = (read(&path, Format::Arbin, None).unwrap(), read(&fixture("arbin_small.csv"), Format::Arbin, None).unwrap());
+    assert_eq!((european.rows.test_time, european.rows.current, european.rows.voltage), (original.rows.test_time, original.rows.current, original.rows.voltage));
+    assert_eq!(european.rows.step_index, original.rows.step_index);
+}
+
 /// A "Unicode text" export (UTF-16 with its byte-order mark) is named as such, with the way out.
 #[test]
 fn utf16_text_is_named_with_how_to_convert_it() {

@@ -1,5 +1,6 @@
 //! Arbin CSV exports (`Test_Time`, `Current`, `Voltage`, `Step_Index`, `Cycle_Index`…), with the
-//! `<name>_Metadata.csv` that Arbin's exporter (and BEEP) writes beside them.
+//! `<name>_Metadata.csv` that Arbin's exporter (and BEEP) writes beside them. Saved again by a
+//! European spreadsheet they come semicolon-separated with decimal commas, which read the same.
 
 use std::path::Path;
 
@@ -13,7 +14,7 @@ use crate::Result;
 pub(super) fn layout() -> Layout {
     Layout {
         format: Format::Arbin,
-        delimiters: vec![b','],
+        delimiters: vec![b',', b';'],
         header: HeaderAt::Search,
         time: ColumnSpec::new("time", &[("Test_Time", U::IDENTITY), ("Test_Time(s)", U::IDENTITY), ("Test Time (s)", U::IDENTITY)]),
         time_may_be_clock: false,
