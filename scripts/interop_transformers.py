@@ -7,14 +7,12 @@ model's own outputs, for `voltlens import-model --check`.
 usage: python interop_transformers.py OUT_DIR   (writes OUT_DIR/{gpt2,llama}/…)
 needs: torch, safetensors, transformers
 """
-import math
 import pathlib
 import sys
 import tomllib
 
 import torch
 import transformers
-from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel
 
 # The reference's architectures (examples/pytorch/reference.py) with [weights] tables that map
@@ -97,25 +95,17 @@ def main(out):
         arch = tomllib.loads(text)
         model = Battery(kind, arch).eval()
         # transformers initialises weights at std 0.02, which makes every output nearly the same;
-        # PyTorch's own scales give the check something to tell apart.
+        # the reference's PyTorch-like scales give the check something to tell apart (HF Conv1D
+        # weights are stored [in, out], so their fan-in is the first dimension).
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if p.dim() == 2 and "wpe" not in name:
-                    p.normal_(0.0, 1.0 / math.sqrt(p.shape[1] if "c_" not in name else p.shape[0]))
-                elif name.endswith("weight"):
-                    p.copy_(1.0 + 0.1 * torch.randn_like(p))
-                else:
-                    p.normal_(0.0, 0.1)
-        raw = reference.raw_inputs(arch, 8, arch["model"]["context"], 0)
-        with torch.no_grad():
+                fan_in = (p.shape[0] if ".c_" in name else p.shape[1]) if p.dim() == 2 and "wpe" not in name else None
+                p.copy_(reference.random_tensor(name, p.shape, fan_in))
+            raw = reference.raw_inputs(arch, 8, arch["model"]["context"], 0)
             outputs = model(reference.normalise(arch, raw)) * arch["head"]["scale"] + arch["head"]["offset"]
-        d = pathlib.Path(out) / kind
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "arch.toml").write_text(text)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, d / "weights.safetensors")
-        save_file({"inputs": raw.contiguous(), "outputs": outputs.contiguous()}, d / "check.safetensors")
-        print(f"transformers {transformers.__version__} {type(model.backbone).__name__}: wrote {d} "
-              f"({len(model.state_dict())} tensors, check {list(raw.shape)}, outputs {outputs.min():.3f}…{outputs.max():.3f} V)")
+        print(f"transformers {transformers.__version__} {type(model.backbone).__name__}, outputs "
+              f"{outputs.min():.3f}…{outputs.max():.3f} V:", end=" ")
+        reference.save_model(pathlib.Path(out) / kind, text, model.state_dict(), raw, outputs)
 
 
 if __name__ == "__main__":

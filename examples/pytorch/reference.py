@@ -204,17 +204,22 @@ def kv_heads(arch):
     return arch.get("weights", {}).get("kv_heads", arch["model"]["heads"])
 
 
+def random_tensor(name, shape, fan_in):
+    """PyTorch-like scales: a weight matrix ~ N(0, 1/fan_in), other weights (norm scales) near 1,
+    the rest (biases, positions) small."""
+    if fan_in:
+        return torch.randn(shape) / math.sqrt(fan_in)
+    if name.endswith("weight"):
+        return 1.0 + 0.1 * torch.randn(shape)
+    return 0.1 * torch.randn(shape)
+
+
 def random_weights(arch, layout, seed):
-    """PyTorch-like scales: weights ~ N(0, 1/fan_in), norm scales near 1, small biases."""
+    """Every tensor of the layout at random (`random_tensor`)."""
     torch.manual_seed(seed)
     w = {}
     for name, (shape, fan_in) in shapes(arch, layout).items():
-        if fan_in:
-            w[name] = torch.randn(shape) / math.sqrt(fan_in)
-        elif name.endswith("weight"):  # norm scales
-            w[name] = 1.0 + 0.1 * torch.randn(shape)
-        else:  # biases, positions
-            w[name] = 0.1 * torch.randn(shape)
+        w[name] = random_tensor(name, shape, fan_in)
     return w
 
 
@@ -385,11 +390,16 @@ def train(args):
 
 
 def write_model(out, layout, weights, raw):
-    """DIR/arch.toml, DIR/weights.safetensors and DIR/check.safetensors (inputs, outputs)."""
-    out.mkdir(parents=True, exist_ok=True)
+    """The reference model of `layout` with `weights`, its check file on `raw` (`save_model`)."""
     arch = tomllib.loads(ARCHS[layout])
-    outputs = predict(arch, Reference(arch, layout, weights), raw)
-    (out / "arch.toml").write_text(ARCHS[layout])
+    save_model(out, ARCHS[layout], weights, raw, predict(arch, Reference(arch, layout, weights), raw))
+
+
+def save_model(out, arch_text, weights, raw, outputs):
+    """DIR/arch.toml, DIR/weights.safetensors and DIR/check.safetensors (inputs, outputs): what
+    `voltlens import-model --check` reads."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "arch.toml").write_text(arch_text)
     save_file({k: v.contiguous() for k, v in weights.items()}, out / "weights.safetensors")
     save_file({"inputs": raw.contiguous(), "outputs": outputs.contiguous()}, out / "check.safetensors")
     print(f"wrote {out}: {len(weights)} tensors, check inputs {list(raw.shape)}")
