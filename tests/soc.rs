@@ -178,6 +178,9 @@ fn check_set(name: &str, dir: &std::path::Path, wrong: &mut Vec<String>) -> (usi
     let (mut anchored, mut unanchored) = (0, 0);
     for (info, data) in ds.cells.iter().zip(&ds.data) {
         let gt = data.gt_f32("gt_soc").expect("gt_soc");
+        // The "no SOC anchor" warning stays only on cells the OCV pass could not anchor either.
+        let warned = info.metadata.contains(voltlens::data::derive::NO_ANCHOR);
+        assert_eq!(warned, info.anchor_method == AnchorMethod::Unanchored, "{}: {}", info.cell_id, info.metadata);
         if info.anchor_method == AnchorMethod::Unanchored {
             unanchored += 1;
             assert!(data.soc.iter().all(|s| s.is_nan()), "{}: unanchored but has soc", info.cell_id);

@@ -273,6 +273,10 @@ fn cycles_of_steps(steps: &[StepSummary], min_cycle: Option<i32>) -> Vec<i32> {
         .collect()
 }
 
+/// The warning of a cell no rule anchors. Ingest shows it only once the dataset's OCV–SOC pass
+/// (`data::ocv`) has failed to anchor the cell too, and that pass removes it where it succeeds.
+pub const NO_ANCHOR: &str = "no SOC anchor: no CV hold at the upper cut-off, no low-rate discharge to the lower one, and no long rest the dataset's OCV-SOC relation reads precisely enough; the cell keeps no absolute SOC";
+
 /// The cell-level results of pass 1.
 #[derive(Debug, Clone)]
 pub struct CellDerivation {
@@ -362,7 +366,7 @@ impl CellDerivation {
             };
         }
         if soc_anchor.method == AnchorMethod::Unanchored {
-            warnings.push("no SOC anchor (charge tapering at the upper cut-off, or low-rate discharge to the lower one)".to_owned());
+            warnings.push(NO_ANCHOR.to_owned());
             warnings.extend(soc_anchor.dropped.clone());
         }
         CellDerivation { nominal_capacity_ah, capacity_estimated, soc_anchor, step_cycle, step_method, step_soh, warnings }

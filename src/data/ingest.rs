@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::anchor::{Cutoff, CutoffSource, Cutoffs};
 use crate::data::canonical::{self, CellData, CellWriter, DatasetPaths};
-use crate::data::cells::CellInfo;
-use crate::data::derive::{CellDerivation, RowDeriver, StepTracker};
+use crate::data::cells::{AnchorMethod, CellInfo};
+use crate::data::derive::{CellDerivation, RowDeriver, StepTracker, NO_ANCHOR};
 use crate::data::formats::{self, ColumnMap, CyclerReader, Format};
 use crate::data::raw::{RawChunk, SourceMetadata};
 use crate::{Error, Result};
@@ -149,6 +149,9 @@ impl DatasetStaging {
     pub fn commit(self, mut cells: Vec<CellInfo>) -> Result<Vec<CellInfo>> {
         cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
         crate::data::ocv::anchor_by_ocv(&self.paths, &mut cells)?;
+        for cell in cells.iter().filter(|c| c.anchor_method == AnchorMethod::Unanchored) {
+            tracing::warn!("{}: {}", cell.source_file, NO_ANCHOR);
+        }
         canonical::write_cells_table(&self.paths.cells_table(), &cells)?;
         crate::io::replace_dir(&self.paths.root, &self.out)?;
         Ok(cells)
@@ -248,7 +251,8 @@ pub fn ingest_source(
     let mut warnings = meta.warnings.clone();
     warnings.extend(cleaner.warnings());
     warnings.extend(derivation.warnings.iter().cloned());
-    for w in &warnings {
+    // Whether the cell has no SOC anchor is known only after the dataset-level OCV pass (`commit`).
+    for w in warnings.iter().filter(|w| *w != NO_ANCHOR) {
         tracing::warn!("{}: {w}", source.display());
     }
     let mut extra = meta.extra.clone();

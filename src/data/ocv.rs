@@ -259,6 +259,7 @@ fn anchor_cell(path: &Path, references: &[RestReading], info: &mut CellInfo) -> 
     info.anchor_uncertainty = Some(sigma);
     let mut metadata: serde_json::Value = serde_json::from_str(&info.metadata).unwrap_or_else(|_| serde_json::json!({}));
     if let Some(warnings) = metadata.get_mut("warnings").and_then(serde_json::Value::as_array_mut) {
+        warnings.retain(|w| w.as_str() != Some(crate::data::derive::NO_ANCHOR));
         warnings.push(serde_json::json!(format!(
             "SOC anchored from {rests} rests through the dataset's OCV-SOC relation (error {:.1} % of capacity)",
             100.0 * sigma
