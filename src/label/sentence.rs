@@ -113,7 +113,7 @@ fn noun(c: Covariate) -> &'static str {
         Covariate::AbsCRate => "|C-rate|",
         Covariate::StepTime => "time into the step",
         Covariate::TimeSinceCurrentChange => "time since the last current step",
-        Covariate::LastCurrentStep => "the size of the last current step",
+        Covariate::LastCurrentStep => "the last current step (signed, + = up)",
         Covariate::DvDt => "dV/dt",
         Covariate::DvNext => "the coming voltage change (next row)",
         Covariate::CRateChangeNext => "the coming C-rate change (next row)",
@@ -122,8 +122,8 @@ fn noun(c: Covariate) -> &'static str {
         Covariate::CycleNumber => "cycle number",
         Covariate::Soh => "SOH",
         Covariate::AmbientTemperature => "ambient temperature",
-        Covariate::AboveLowestVoltage => "the voltage above the cell's lowest",
-        Covariate::BelowHighestVoltage => "the voltage below the cell's highest",
+        Covariate::AboveLowestVoltage => "the rise above the cell's lowest voltage",
+        Covariate::BelowHighestVoltage => "the drop below the cell's highest voltage",
         Covariate::Voltage => "voltage",
         Covariate::Current => "current (+ = charge)",
         Covariate::State => "state",
@@ -168,6 +168,8 @@ fn value(c: Covariate, x: f32) -> String {
     // + 0.0 turns −0 (a bound just below zero) into 0: "-0 %" reads as a sign error.
     let x = at_resolution(c, x) + 0.0;
     match c {
+        // SOC counts charge against the rated capacity, so a cell that gives more reads below 0 %.
+        Covariate::Soc if (100.0 * x).round() < 0.0 => format!("{:.0} % (past the rated capacity)", (100.0 * x).round()),
         Covariate::Soc | Covariate::Soh => format!("{:.0} %", (100.0 * x).round() + 0.0),
         Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => format!("{x}C"),
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
@@ -216,8 +218,8 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
         Covariate::Temperature => "cell temperature",
         Covariate::CycleNumber => "cycle",
         Covariate::AmbientTemperature => "ambient temperature",
-        Covariate::AboveLowestVoltage => "the voltage above the cell's lowest",
-        Covariate::BelowHighestVoltage => "the voltage below the cell's highest",
+        Covariate::AboveLowestVoltage => "the rise above the cell's lowest voltage",
+        Covariate::BelowHighestVoltage => "the drop below the cell's highest voltage",
         Covariate::Voltage => "voltage",
         Covariate::Current => "current",
         _ => unreachable!("categorical handled above"),
@@ -341,7 +343,7 @@ mod tests {
         let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
         let graded = |covariate, increasing, within, half| sentence(&Candidate::Graded { covariate, increasing, within, half, and: None }, &codings_with(rate.clone()));
         assert_eq!(graded(Covariate::AbsCRate, true, Some(Atom::interval(Covariate::CRate, 0, 1)), 0), "fires during discharge, more often the higher the |C-rate|");
-        assert_eq!(graded(Covariate::LastCurrentStep, false, None, 0), "fires more often the lower the size of the last current step");
+        assert_eq!(graded(Covariate::LastCurrentStep, false, None, 0), "fires more often the lower the last current step (signed, + = up)");
         // C-rate bins: below -1, [-1, 0), [0, 1), from 1.
         assert_eq!(graded(Covariate::CRate, true, None, 3), "fires more often the higher the C-rate (signed, + = charge), half of its firing above 1C");
         assert_eq!(graded(Covariate::CRate, false, None, 1), "fires more often the lower the C-rate (signed, + = charge), half of its firing below 0C");
@@ -383,6 +385,7 @@ mod tests {
     fn a_bound_just_below_zero_soc_reads_0_percent() {
         assert_eq!(value(Covariate::Soc, -0.001), "0 %");
         assert_eq!(value(Covariate::Soc, 0.524), "52 %");
+        assert_eq!(value(Covariate::Soc, -0.1), "-10 % (past the rated capacity)");
     }
 
     #[test]
