@@ -32,7 +32,7 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
                     let (second, second_bound) = grade_phrase(g.covariate, g.increasing, g.half, codings);
                     // "below 2 min (time into the step) and above 15 s (time since the last current step)"
                     let named = |bound: Option<String>, c: Covariate| match reads_alike(*covariate, g.covariate) {
-                        true => bound.map(|b| format!("{b} ({})", noun(c).split(" (").next().unwrap_or_default())),
+                        true => bound.map(|b| if b.starts_with("where") { b } else { format!("{b} ({})", noun(c).split(" (").next().unwrap_or_default()) }),
                         false => bound,
                     };
                     let (mut major, mut minor) = ((first, named(bound, *covariate)), (second, named(second_bound, g.covariate)));
@@ -73,8 +73,22 @@ fn grade_phrase(covariate: Covariate, increasing: bool, half: u8, codings: &[Cod
     let noun = noun(covariate);
     let the = if noun.starts_with("the ") { "" } else { "the " };
     let (lo, hi) = codings[covariate.index()].range(half as usize, half as usize);
-    let bound = if increasing { lo.map(|x| format!("above {}", value(covariate, x))) } else { hi.map(|x| format!("below {}", value(covariate, x))) };
+    let bound = if increasing { lo } else { hi }.map(|x| half_bound(covariate, increasing, x));
     (format!("the {} {the}{noun}", if increasing { "higher" } else { "lower" }), bound)
+}
+
+/// Where half of a graded feature's firing lies: "above 3.2 V"; at zero, a size of change or of
+/// current reads as the event it marks ("where the current holds steady next", not "below 0C").
+fn half_bound(c: Covariate, increasing: bool, x: f32) -> String {
+    let zero = at_resolution(c, x) == 0.0;
+    match (c, increasing) {
+        (Covariate::AbsCRateChangeNext, true) if zero => "where the current steps up or down next".into(),
+        (Covariate::AbsCRateChangeNext, false) if zero => "where the current holds steady next".into(),
+        (Covariate::AbsCRate, true) if zero => "where current flows".into(),
+        (Covariate::AbsCRate, false) if zero => "where the cell rests".into(),
+        (_, true) => format!("above {}", value(c, x)),
+        (_, false) => format!("below {}", value(c, x)),
+    }
 }
 
 /// Phrases that must all hold, as one clause: "when A while B", "in CV holds and above 4.1 V".
@@ -344,6 +358,9 @@ mod tests {
         let graded = |covariate, increasing, within, half| sentence(&Candidate::Graded { covariate, increasing, within, half, and: None }, &codings_with(rate.clone()));
         assert_eq!(graded(Covariate::AbsCRate, true, Some(Atom::interval(Covariate::CRate, 0, 1)), 0), "fires during discharge, more often the higher the |C-rate|");
         assert_eq!(graded(Covariate::LastCurrentStep, false, None, 0), "fires more often the lower the last current step (signed, + = up)");
+        assert_eq!(half_bound(Covariate::AbsCRateChangeNext, false, 0.001), "where the current holds steady next");
+        assert_eq!(half_bound(Covariate::AbsCRateChangeNext, true, 0.001), "where the current steps up or down next");
+        assert_eq!(half_bound(Covariate::AbsCRateChangeNext, true, 0.5), "above 0.5C");
         // C-rate bins: below -1, [-1, 0), [0, 1), from 1.
         assert_eq!(graded(Covariate::CRate, true, None, 3), "fires more often the higher the C-rate (signed, + = charge), half of its firing above 1C");
         assert_eq!(graded(Covariate::CRate, false, None, 1), "fires more often the lower the C-rate (signed, + = charge), half of its firing below 0C");
