@@ -11,7 +11,7 @@ use crate::data::schema::State;
 use crate::label::covariates::{Covariate, Covariates, StepKind};
 use crate::label::sentence::round_bound;
 use crate::label::scoring::{
-    bin_stats, bin_stats_one, detector, graded_auroc, isotonic, r_squared, score_detector, tracker_rhos, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
+    bin_stats, bin_stats_one, detector, graded_auroc, graded_direction, isotonic, r_squared, score_detector, tracker_rhos, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
     SecondScale, TrackerScale,
 };
 
@@ -1097,7 +1097,7 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
     let mut out = Vec::new();
     for &k in &continuous {
         let plain = |s: &[BinStats], rising: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rising);
-        let rising = plain(&all_fit, true) >= 0.5;
+        let (rising, _) = graded_direction(&all_fit[k].weight, &all_fit[k].fire_weight);
         let Some(interval) = best_by_auroc(atoms_of(&coded.codings[k]).into_iter().map(|a| (a, yes_no(&a, &all_fit, fit_ranked, fit)))) else { continue };
         if plain(&all_check, rising) >= yes_no(&interval, &all_check, check_ranked, check) + set.min_conjunction_gain {
             let auroc = plain(stats, rising);
@@ -1155,7 +1155,7 @@ fn graded_pairs(stats: &[BinStats], [all_fit, all_check]: [&[BinStats]; 2], cont
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
     let alone = |s: &[BinStats], k: usize, rises: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rises);
-    let mut firsts: Vec<(usize, bool, f64)> = continuous.iter().map(|&k| (k, alone(all_fit, k, true))).filter(|x| x.1.is_finite()).map(|(k, a)| (k, a >= 0.5, a.max(1.0 - a))).collect();
+    let mut firsts: Vec<(usize, bool, f64)> = continuous.iter().map(|&k| (k, graded_direction(&all_fit[k].weight, &all_fit[k].fire_weight))).filter(|x| x.1 .1.is_finite()).map(|(k, (rises, a))| (k, rises, a)).collect();
     firsts.sort_by(|a, b| b.2.total_cmp(&a.2));
     firsts.truncate(PAIR_FIRSTS);
     let mut pairs: Vec<(TrackerScale, f64)> = Vec::new();

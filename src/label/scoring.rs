@@ -213,12 +213,16 @@ impl TrackerScale {
     }
 }
 
-/// AUROC of a scale's order for the `pos` weight against the `neg` weight per code (`MISSING`
-/// left out), ties within a code counted half: a graded detector's AUROC (firing against quiet
-/// steps) and a scale's sibling AUROC (own firing against the siblings').
+/// AUROC of a scale's order for the `pos` weight against the `neg` weight per code, ties within
+/// a code counted half: a graded detector's AUROC (firing against quiet steps) and a scale's
+/// sibling AUROC (own firing against the siblings'). Steps without a value (`MISSING`: no SOH
+/// in a cycle never discharged fully, no SOC in an unanchored cell) rank below every level in
+/// either direction, as a detector's predicate never matches them: left out, they would let a
+/// label be scored on the few steps that have the covariate while the feature fires elsewhere.
 pub fn ordinal_auroc(pos: &[f64; MAX_CODES], neg: &[f64; MAX_CODES], rising: bool) -> f64 {
     let codes = (0..MAX_CODES).filter(|&c| c != MISSING);
-    let order: Vec<usize> = if rising { codes.collect() } else { codes.rev().collect() };
+    let levels: Vec<usize> = if rising { codes.collect() } else { codes.rev().collect() };
+    let order: Vec<usize> = std::iter::once(MISSING).chain(levels).collect();
     let (n_pos, n_neg) = order.iter().fold((0.0, 0.0), |(p, n), &c| (p + pos[c], n + neg[c]));
     if n_pos <= 0.0 || n_neg <= 0.0 {
         return f64::NAN;
@@ -235,6 +239,13 @@ pub fn ordinal_auroc(pos: &[f64; MAX_CODES], neg: &[f64; MAX_CODES], rising: boo
 pub fn graded_auroc(weight: &[f64; MAX_CODES], fire_weight: &[f64; MAX_CODES], rising: bool) -> f64 {
     let quiet = std::array::from_fn(|c| (weight[c] - fire_weight[c]).max(0.0));
     ordinal_auroc(fire_weight, &quiet, rising)
+}
+
+/// The direction (rising?) in which a scale grades the firing better, and that AUROC. The two
+/// directions' AUROCs do not add to 1 where steps lack the covariate (`ordinal_auroc`).
+pub fn graded_direction(weight: &[f64; MAX_CODES], fire_weight: &[f64; MAX_CODES]) -> (bool, f64) {
+    let (up, down) = (graded_auroc(weight, fire_weight, true), graded_auroc(weight, fire_weight, false));
+    if up >= down || down.is_nan() { (true, up) } else { (false, down) }
 }
 
 /// Weighted mid-ranks of a feature's activations under one weighting.
@@ -572,4 +583,34 @@ pub fn bin_stats_one(firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &Co
         }
     }
     s.close(ranked.zero_rank)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Weight per code from (code, weight) pairs.
+    fn bins(pairs: &[(usize, f64)]) -> [f64; MAX_CODES] {
+        let mut out = [0.0; MAX_CODES];
+        for &(code, w) in pairs {
+            out[code] += w;
+        }
+        out
+    }
+
+    #[test]
+    fn steps_without_the_covariate_rank_below_every_level() {
+        // Levels 0..3; the feature fires on all 10 steps of level 2 and on 90 of the 100 steps
+        // without a value. Left out, those 90 would give "the higher the covariate" AUROC 1.
+        let weight = bins(&[(0, 100.0), (1, 100.0), (2, 10.0), (MISSING, 100.0)]);
+        let fire = bins(&[(2, 10.0), (MISSING, 90.0)]);
+        let (rising, auroc) = graded_direction(&weight, &fire);
+        assert!(rising);
+        // Quiet: 100 + 100 at levels 0–1 and 10 missing. Level-2 firing beats all 210; missing
+        // firing beats nothing but ties the 10 missing quiet steps: (10·210 + 90·5) / (100·210).
+        assert!((auroc - (10.0 * 210.0 + 90.0 * 5.0) / (100.0 * 210.0)).abs() < 1e-12, "{auroc}");
+        // Falling, missing still ranks lowest: level-2 firing beats only the missing quiet steps.
+        let falling = graded_auroc(&weight, &fire, false);
+        assert!((falling - (10.0 * 10.0 + 90.0 * 5.0) / (100.0 * 210.0)).abs() < 1e-12, "{falling}");
+    }
 }
