@@ -275,7 +275,7 @@ fn cycles_of_steps(steps: &[StepSummary], min_cycle: Option<i32>) -> Vec<i32> {
 
 /// The warning of a cell no rule anchors. Ingest shows it only once the dataset's OCV–SOC pass
 /// (`data::ocv`) has failed to anchor the cell too, and that pass removes it where it succeeds.
-pub const NO_ANCHOR: &str = "no SOC anchor: no CV hold at the upper cut-off, no low-rate discharge to the lower one, and no long rest the dataset's OCV-SOC relation reads precisely enough; the cell keeps no absolute SOC";
+pub const NO_ANCHOR: &str = "no SOC anchor: none of a CV hold at the upper cut-off, a low-rate discharge to the lower one or a long rest read through the dataset's OCV-SOC relation gave a trustworthy one; the cell keeps no absolute SOC";
 
 /// The cell-level results of pass 1.
 #[derive(Debug, Clone)]
