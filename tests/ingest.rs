@@ -167,6 +167,56 @@ fn every_shared_cycler_file_ingests_with_charge_positive() {
     }
 }
 
+/// Derived state and CV holds against the simulator's step kinds (gt_step_kind: charge,
+/// cv_charge, discharge, rest) on every shared PyBaMM chemistry, so a rule tuned to one OCV curve
+/// or set of cut-offs shows here. More sets, e.g. made with ../shared/tools/gen_pybamm.py:
+/// STEP_CHECK_DIRS=a:b.
+#[test]
+fn derived_state_and_cv_holds_match_the_step_kinds_on_every_chemistry() {
+    let sets = ["pybamm-chen2020", "pybamm-mohtat2020", "pybamm-ncakim2011", "pybamm-ai2020"];
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for set in sets {
+        let Some(dir) = shared(set) else { return };
+        dirs.push(dir);
+    }
+    dirs.extend(std::env::var("STEP_CHECK_DIRS").unwrap_or_default().split(':').filter(|d| !d.is_empty()).map(PathBuf::from));
+    for dir in dirs {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        ingest(std::slice::from_ref(&dir), &out, &IngestOptions::default()).unwrap();
+        let ds = Dataset::load(&out).unwrap();
+        let (mut rows, mut state_wrong, mut cv_missed, mut cv_false) = (0, 0, 0, 0);
+        for (info, data) in ds.cells.iter().zip(&ds.data) {
+            let kinds = gt_strings(data, "gt_step_kind");
+            assert_eq!(kinds.len(), data.len(), "{}: gt_step_kind", info.cell_id);
+            for (i, kind) in kinds.iter().enumerate() {
+                let state = match kind.as_str() {
+                    "charge" | "cv_charge" => State::Charging,
+                    "discharge" => State::Discharging,
+                    "rest" => State::Resting,
+                    other => panic!("{}: unknown gt_step_kind {other}", info.cell_id),
+                };
+                let cv = data.method[i] == Method::ConstantVoltage;
+                rows += 1;
+                state_wrong += (data.state[i] != state) as usize;
+                cv_missed += (kind == "cv_charge" && !cv) as usize;
+                cv_false += (kind != "cv_charge" && cv) as usize;
+            }
+        }
+        println!("{}: {rows} rows, state wrong {state_wrong}, CV hold missed {cv_missed}, CV hold where none {cv_false}", dir.display());
+        // The simulator logs every row with its own step's current, so no row may disagree.
+        assert_eq!((state_wrong, cv_missed, cv_false), (0, 0, 0), "{}", dir.display());
+    }
+}
+
+/// A ground-truth string column of a cell.
+fn gt_strings(data: &voltlens::data::canonical::CellData, name: &str) -> Vec<String> {
+    let (_, array) = data.gt.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{}: no {name}", data.cell_id));
+    let array = arrow::compute::cast(array, &arrow::datatypes::DataType::Utf8).unwrap();
+    let array = array.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+    array.iter().map(|v| v.unwrap_or_default().to_owned()).collect()
+}
+
 /// Derived soc against gt_soc per protocol on the PyBaMM development set. SOC = 1 at the end of
 /// a CV hold (DESIGN §1.3) sits about 2 % above the simulator's gt_soc (which counts from its own
 /// initial state), so the test bounds both the absolute error and the tracking error (error minus
