@@ -120,6 +120,18 @@ fn a_failed_ingest_keeps_the_previous_output() {
 }
 
 #[test]
+fn a_cell_that_gives_well_past_its_nominal_capacity_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = write_csv(tmp.path(), "big.csv", &cycle_rows());
+    // The cycle discharges 2 Ah: on a stated 1.6 Ah that is 1.25×, on 2 Ah nothing to say.
+    let rated = IngestOptions { nominal_capacity_ah: Some(1.6), ..IngestOptions::default() };
+    let cells = ingest(&[csv.clone()], &tmp.path().join("o1"), &rated).unwrap();
+    assert!(cells[0].metadata.contains("1.25× the nominal capacity of 1.6000 Ah"), "{}", cells[0].metadata);
+    let cells = ingest(&[csv], &tmp.path().join("o2"), &opts()).unwrap();
+    assert!(!cells[0].metadata.contains("the nominal capacity of"), "{}", cells[0].metadata);
+}
+
+#[test]
 fn current_in_milliamps_labelled_as_amps_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
     let rows: Vec<_> = cycle_rows().into_iter().map(|(t, i, v)| (t, i * 1000.0, v)).collect();

@@ -312,6 +312,22 @@ fn capacity_measured_fully(steps: &[StepSummary], methods: &[Method], cycles: &[
     })
 }
 
+/// A cycle that discharges more than this multiple of the given nominal capacity says the
+/// nominal is a conservative rating, not the cell's capacity (new cells give a few per cent more).
+const ABOVE_NOMINAL: f64 = 1.1;
+
+/// A warning when a cycle discharges well past the given nominal capacity: SOC and SOH count
+/// that capacity, so SOC runs below 0 and SOH above 100 % (PyBaMM's Marquis2019 cell gives 1.27×).
+fn above_nominal(full: &[(i32, f64)], nominal_capacity_ah: f64) -> Option<String> {
+    let &(cycle, ah) = full.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    (ah > ABOVE_NOMINAL * nominal_capacity_ah).then(|| {
+        format!(
+            "cycle {cycle} discharges {ah:.4} Ah, {:.2}× the nominal capacity of {nominal_capacity_ah:.4} Ah: SOC runs below 0 % and SOH above 100 %; if the nominal is a rating, give the measured capacity (metadata or ingest --nominal-capacity)",
+            ah / nominal_capacity_ah
+        )
+    })
+}
+
 /// Largest per-cycle discharge capacity, the estimate of nominal capacity (DESIGN §1.3).
 pub fn estimate_capacity_ah(steps: &[StepSummary], min_cycle: Option<i32>) -> Option<f64> {
     let cycles = cycles_of_steps(steps, min_cycle);
@@ -343,6 +359,9 @@ impl CellDerivation {
         let step_cycle = cycles_of_steps(steps, tracker.min_cycle());
         let step_method: Vec<Method> = steps.iter().map(StepSummary::method).collect();
         let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &step_cycle);
+        if let Some(w) = (!capacity_estimated).then(|| above_nominal(&full, nominal_capacity_ah)).flatten() {
+            warnings.push(w);
+        }
         let step_soh = step_cycle
             .iter()
             .map(|c| {
