@@ -15,6 +15,11 @@ pub const PULSE_MAX_S: f64 = 30.0;
 pub const CV_CURRENT_SPREAD: f64 = 0.1;
 /// … while the voltage spread stays below this (V).
 pub const CV_VOLTAGE_SPREAD: f64 = 0.005;
+/// A CV hold begins (files without a step index) where the voltage moves by at most this from
+/// one row to the next (V) …
+const HOLD_VOLTAGE_STEP: f64 = 0.001;
+/// … while the current falls this share below the constant-current step's mean.
+const HOLD_CURRENT_DROP: f64 = 0.02;
 /// A cycle whose discharge removes at least this share of nominal capacity counts as full (for soh).
 pub const FULL_CYCLE_SHARE: f64 = 0.6;
 
@@ -156,7 +161,7 @@ impl StepTracker {
                 if has_step {
                     step != *last_step || cycle_key != *last_cycle
                 } else {
-                    state != *last_state || cycle_key != *last_cycle
+                    state != *last_state || cycle_key != *last_cycle || self.hold_begins(current, voltage)
                 }
             }
         };
@@ -218,6 +223,22 @@ impl StepTracker {
         self.max_abs_current = self.max_abs_current.max(i.abs());
         self.rows += 1;
         self.last = Some((t, current, if has_step { step } else { None }, cycle_key, state));
+    }
+
+    /// Files without a step index: a constant-current step whose current now falls while the
+    /// voltage stays put has switched to a CV hold, which a cycler programs as a step of its own
+    /// (BatteryArchive CSV has no step column; merged, the CC charge and its hold read as one
+    /// step of method "other"). The current is compared with the step's mean, so a hold sampled
+    /// finely, whose current falls a little each row, is still found a few rows in. The step
+    /// must have moved the voltage, or the hold's own first rows would split it again.
+    fn hold_begins(&self, current: f32, voltage: f32) -> bool {
+        let Some(step) = self.steps.last() else { return false };
+        step.n >= 2.0
+            && step.method() == Method::ConstantCurrent
+            && step.max_voltage - step.min_voltage > 2.0 * CV_VOLTAGE_SPREAD
+            && (voltage as f64 - step.end_voltage).abs() <= HOLD_VOLTAGE_STEP
+            && (current as f64).abs() < (1.0 - HOLD_CURRENT_DROP) * step.mean_abs_current()
+            && (current as f64).signum() == step.sum_i.signum()
     }
 
     pub fn rows(&self) -> u64 {
@@ -507,6 +528,26 @@ mod tests {
         assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent]);
         assert_eq!(d.step_cycle, vec![0, 0, 0, 1], "file cycles shifted to start at 0");
         assert_eq!(d.soc_anchor.method, AnchorMethod::CvHold);
+    }
+
+    #[test]
+    fn without_a_step_index_a_cv_hold_is_its_own_step() {
+        // A CC charge into a hold at 4.2 V (current falling 3 % a row), a rest, a CC discharge,
+        // as BatteryArchive CSV logs them: no step column.
+        let mut tr = StepTracker::new(Some(2.0));
+        let mut t = 0.0;
+        let mut push = |i: f32, v: f32| {
+            tr.push(t, i, v, Some(1), None);
+            t += 10.0;
+        };
+        (0..60).for_each(|k| push(1.0, 3.6 + 0.01 * k as f32));
+        (0..40).for_each(|k| push(0.97f32.powi(k), 4.2));
+        (0..10).for_each(|_| push(0.0, 4.15));
+        (0..60).for_each(|k| push(-1.0, 4.1 - 0.01 * k as f32));
+        let d = CellDerivation::from_steps(&tr, Some(2.0), Cutoffs::default());
+        assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent]);
+        // The hold starts where its current first falls: its first row (4.2 V, full current) ends the CC step.
+        assert_eq!(tr.steps()[1].first_row, 61);
     }
 
     #[test]
