@@ -233,12 +233,13 @@ impl StepTracker {
     /// must have moved the voltage, or the hold's own first rows would split it again.
     fn hold_begins(&self, current: f32, voltage: f32) -> bool {
         let Some(step) = self.steps.last() else { return false };
-        step.n >= 2.0
-            && step.method() == Method::ConstantCurrent
-            && step.max_voltage - step.min_voltage > 2.0 * CV_VOLTAGE_SPREAD
-            && (voltage as f64 - step.end_voltage).abs() <= HOLD_VOLTAGE_STEP
+        // The per-row tests first: this runs on every row of such a file.
+        (voltage as f64 - step.end_voltage).abs() <= HOLD_VOLTAGE_STEP
+            && step.n >= 2.0
             && (current as f64).abs() < (1.0 - HOLD_CURRENT_DROP) * step.mean_abs_current()
             && (current as f64).signum() == step.sum_i.signum()
+            && step.max_voltage - step.min_voltage > 2.0 * CV_VOLTAGE_SPREAD
+            && step.method() == Method::ConstantCurrent
     }
 
     pub fn rows(&self) -> u64 {
@@ -380,8 +381,8 @@ impl CellDerivation {
         let step_cycle = cycles_of_steps(steps, tracker.min_cycle());
         let step_method: Vec<Method> = steps.iter().map(StepSummary::method).collect();
         let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &step_cycle);
-        if let Some(w) = (!capacity_estimated).then(|| above_nominal(&full, nominal_capacity_ah)).flatten() {
-            warnings.push(w);
+        if !capacity_estimated {
+            warnings.extend(above_nominal(&full, nominal_capacity_ah));
         }
         let step_soh = step_cycle
             .iter()

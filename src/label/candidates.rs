@@ -1155,7 +1155,13 @@ fn graded_pairs(stats: &[BinStats], [all_fit, all_check]: [&[BinStats]; 2], cont
     let (fit, fit_ranked) = validation.map_or((weighting, ranked), |v| (v.fit, v.fit_ranked));
     let (check, check_ranked) = validation.map_or((weighting, ranked), |v| (v.check, v.check_ranked));
     let alone = |s: &[BinStats], k: usize, rises: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rises);
-    let mut firsts: Vec<(usize, bool, f64)> = continuous.iter().map(|&k| (k, graded_direction(&all_fit[k].weight, &all_fit[k].fire_weight))).filter(|x| x.1 .1.is_finite()).map(|(k, (rises, a))| (k, rises, a)).collect();
+    let mut firsts: Vec<(usize, bool, f64)> = continuous
+        .iter()
+        .filter_map(|&k| {
+            let (rises, auroc) = graded_direction(&all_fit[k].weight, &all_fit[k].fire_weight);
+            auroc.is_finite().then_some((k, rises, auroc))
+        })
+        .collect();
     firsts.sort_by(|a, b| b.2.total_cmp(&a.2));
     firsts.truncate(PAIR_FIRSTS);
     let mut pairs: Vec<(TrackerScale, f64)> = Vec::new();
