@@ -92,6 +92,10 @@ fn planted_features(covs: &[Covariates]) -> Vec<Planted> {
         out.push(plant(covs, "current steps either way next", &[AbsCRateChangeNext], noise, seed + 7, |c, i| {
             if c.column(AbsCRateChangeNext)[i] > 0.1 { 1.0 } else { 0.0 }
         }));
+        // Relaxations and the steep ends of charge and discharge: fast voltage moves either way.
+        out.push(plant(covs, "voltage moves fast", &[AbsDvDt], noise, seed + 8, |c, i| {
+            if c.column(AbsDvDt)[i] > 0.2 { 1.0 } else { 0.0 }
+        }));
     }
     out
 }

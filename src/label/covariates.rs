@@ -29,6 +29,10 @@ pub enum Covariate {
     /// Signed C-rate jump of the last current step (+ = up), held until the next one.
     LastCurrentStep,
     DvDt,
+    /// |dV/dt|: how fast the voltage moves, either way. Relaxations and the moving parts of a
+    /// charge or discharge share it; a feature that marks both needs it, as signed dV/dt would
+    /// split it into two bounds.
+    AbsDvDt,
     /// V_{t+1} − V_t (mV): the change the model predicts at this step.
     DvNext,
     /// C-rate_{t+1} − C-rate_t: the current step the model is told is coming.
@@ -51,7 +55,7 @@ pub enum Covariate {
 }
 
 impl Covariate {
-    pub const ALL: [Covariate; 21] = [
+    pub const ALL: [Covariate; 22] = [
         Covariate::Soc,
         Covariate::CRate,
         Covariate::AbsCRate,
@@ -61,6 +65,7 @@ impl Covariate {
         Covariate::TimeSinceCurrentChange,
         Covariate::LastCurrentStep,
         Covariate::DvDt,
+        Covariate::AbsDvDt,
         Covariate::DvNext,
         Covariate::CRateChangeNext,
         Covariate::AbsCRateChangeNext,
@@ -90,6 +95,7 @@ impl Covariate {
             Covariate::TimeSinceCurrentChange => "time_since_current_change",
             Covariate::LastCurrentStep => "last_current_step",
             Covariate::DvDt => "dv_dt",
+            Covariate::AbsDvDt => "abs_dv_dt",
             Covariate::DvNext => "dv_next",
             Covariate::CRateChangeNext => "c_rate_change_next",
             Covariate::AbsCRateChangeNext => "abs_c_rate_change_next",
@@ -225,7 +231,9 @@ impl Covariates {
         let (since, last_step) = current_steps(data, info.nominal_capacity_ah as f32);
         set(Covariate::TimeSinceCurrentChange, since);
         set(Covariate::LastCurrentStep, last_step);
-        set(Covariate::DvDt, dv_dt_mv_per_s(data));
+        let dv_dt = dv_dt_mv_per_s(data);
+        set(Covariate::AbsDvDt, dv_dt.iter().map(|d| d.abs()).collect());
+        set(Covariate::DvDt, dv_dt);
         set(Covariate::DvNext, change_to_next(&data.voltage, 1000.0));
         let c_rate_change = change_to_next(&data.c_rate, 1.0);
         set(Covariate::AbsCRateChangeNext, c_rate_change.iter().map(|d| d.abs()).collect());

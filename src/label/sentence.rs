@@ -129,6 +129,7 @@ fn noun(c: Covariate) -> &'static str {
         Covariate::TimeSinceCurrentChange => "time since the last current step",
         Covariate::LastCurrentStep => "the last current step (signed, + = up)",
         Covariate::DvDt => "dV/dt",
+        Covariate::AbsDvDt => "|dV/dt|",
         Covariate::DvNext => "the coming voltage change (next row)",
         Covariate::CRateChangeNext => "the coming C-rate change (next row)",
         Covariate::AbsCRateChangeNext => "the size of the coming current step (up or down)",
@@ -187,7 +188,7 @@ fn value(c: Covariate, x: f32) -> String {
         Covariate::Soc | Covariate::Soh => format!("{:.0} %", (100.0 * x).round() + 0.0),
         Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => format!("{x}C"),
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
-        Covariate::DvDt => format!("{x} mV/s"),
+        Covariate::DvDt | Covariate::AbsDvDt => format!("{x} mV/s"),
         Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => format!("{x} mV"),
         Covariate::Temperature | Covariate::AmbientTemperature => format!("{x} °C"),
         Covariate::CycleNumber => format!("{}", x.round() as i64),
@@ -226,6 +227,7 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
         Covariate::TimeSinceCurrentChange => "time since the last current step",
         Covariate::LastCurrentStep => "the last current step",
         Covariate::DvDt => "dV/dt",
+        Covariate::AbsDvDt => "|dV/dt|",
         Covariate::DvNext => "the coming voltage change",
         Covariate::CRateChangeNext => "the coming C-rate change",
         Covariate::AbsCRateChangeNext => "the size of the coming current step",
@@ -248,7 +250,7 @@ fn at_resolution(c: Covariate, x: f32) -> f32 {
     let resolution = match c {
         Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => 0.005,
         Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => 0.01,
-        Covariate::DvDt => 0.001,
+        Covariate::DvDt | Covariate::AbsDvDt => 0.001,
         _ => 0.0,
     };
     if x.abs() < resolution { 0.0 } else { x }
@@ -282,6 +284,11 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
         (Covariate::StepTime, (Some(a), None)) => format!("more than {} into a step", v(a)),
         (Covariate::TimeSinceCurrentChange, (None, Some(b))) => format!("in the first {} after a current step", v(b)),
         (Covariate::TimeSinceCurrentChange, (Some(a), None)) => format!("more than {} after the last current step", v(a)),
+        (Covariate::AbsDvDt, (Some(a), None)) if a == 0.0 => "when the voltage moves".into(),
+        (Covariate::AbsDvDt, (None, Some(b))) if b == 0.0 => "when the voltage holds steady".into(),
+        (Covariate::AbsDvDt, (Some(a), Some(b))) if a == 0.0 => format!("when the voltage moves, slower than {} (up or down)", v(b)),
+        (Covariate::AbsDvDt, (Some(a), None)) => format!("when the voltage moves faster than {} (up or down)", v(a)),
+        (Covariate::AbsDvDt, (None, Some(b))) => format!("when the voltage moves slower than {} (up or down)", v(b)),
         (Covariate::AboveLowestVoltage, (None, Some(b))) => format!("within {} of the cell's lowest voltage", v(b)),
         (Covariate::BelowHighestVoltage, (None, Some(b))) => format!("within {} of the cell's highest voltage", v(b)),
         _ => return None,
@@ -435,6 +442,13 @@ mod tests {
         assert_eq!(either(1, 2), "fires when the current steps up or down next");
         assert_eq!(either(2, 2), "fires when the current steps up or down by more than 0.3C next");
         assert_eq!(either(0, 0), "fires when the current holds steady next");
+        // How fast the voltage moves reads as movement either way.
+        codings[Covariate::AbsDvDt.index()] = coding(Covariate::AbsDvDt, &[5e-4, 0.2]);
+        let moving = |lo, hi| sentence(&Candidate::all(vec![Atom::interval(Covariate::AbsDvDt, lo, hi)]), &codings);
+        assert_eq!(moving(2, 2), "fires when the voltage moves faster than 0.2 mV/s (up or down)");
+        assert_eq!(moving(0, 1), "fires when the voltage moves slower than 0.2 mV/s (up or down)");
+        assert_eq!(moving(0, 0), "fires when the voltage holds steady");
+        assert_eq!(moving(1, 1), "fires when the voltage moves, slower than 0.2 mV/s (up or down)");
         codings[Covariate::Soc.index()] = coding(Covariate::Soc, &[0.501, 0.502]);
         assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::Soc, 1, 1)]), &codings), "fires when SOC is about 50 %");
     }

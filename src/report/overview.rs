@@ -116,7 +116,7 @@ pub(crate) fn family(c: Covariate) -> &'static str {
         Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep | Covariate::Current => "current / C-rate",
         Covariate::State | Covariate::StepKind => "step type",
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => "time in step",
-        Covariate::DvDt | Covariate::DvNext | Covariate::Voltage | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => "voltage / dV/dt",
+        Covariate::DvDt | Covariate::AbsDvDt | Covariate::DvNext | Covariate::Voltage | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => "voltage / dV/dt",
         Covariate::Temperature | Covariate::AmbientTemperature => "temperature",
         Covariate::CycleNumber | Covariate::Soh => "ageing",
         Covariate::Protocol => "protocol",
