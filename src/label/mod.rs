@@ -642,7 +642,7 @@ fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
 /// separates its firing from its siblings' on the explain cells (a detector's further atom, a
 /// graded detector's regime), kept when it adds
 /// `MIN_SIBLING_GAIN` sibling AUROC there and on the test cells and the label still passes its
-/// held-out strength; the refined label goes first among the candidates. The label's stability
+/// held-out strength and the raw-V/I floor; the refined label goes first among the candidates. The label's stability
 /// stays that of the label it refines.
 fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<()> {
     let set = cfg.search_settings();
@@ -688,9 +688,13 @@ fn separate_group(labels: &mut [FeatureLabel], group: &[usize], features: &[&Fea
         let explain_ranked = rank(firing, &halves.explain);
         let score = score_candidate(&refined, &[], firing, &firing.steps, &explain_ranked, coded, &halves.explain);
         let scored = Scored { candidate: refined, score, g: Vec::new() };
-        let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.n_shifts };
+        // The borderline redraw has run by now, so a refined label gets the fine null at once:
+        // with `n_shifts` draws its p would floor at 1/(n+1), whose BH q (~0.012 over a few
+        // hundred features) fails `max_q` and loses a label the coarser sentence had won.
+        let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.max_shifts.max(cfg.n_shifts) };
         let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, set);
-        if result.strength >= 1.0 {
+        // A refinement must pass what the label passed, or it would cost the feature its label.
+        if result.strength >= 1.0 && clears_floor(&result, labels[i].baseline.as_ref()) {
             labels[i].candidates.insert(0, result);
             labels[i].sibling_auroc = after;
         }
@@ -724,8 +728,11 @@ fn apply_fdr(labels: &mut [FeatureLabel]) {
 /// the best raw-V/I candidate. A label on raw V/I itself has nothing to beat ("current below
 /// -8 A" is not refuted by "tracks current" scoring higher: both say it follows the current).
 fn beats_baseline(l: &FeatureLabel) -> bool {
-    let best = &l.candidates[0];
-    best.candidate.is_raw_signal() || l.baseline.as_ref().is_none_or(|b| best.strength >= b.strength)
+    clears_floor(&l.candidates[0], l.baseline.as_ref())
+}
+
+fn clears_floor(candidate: &CandidateResult, baseline: Option<&CandidateResult>) -> bool {
+    candidate.candidate.is_raw_signal() || baseline.is_none_or(|b| candidate.strength >= b.strength)
 }
 
 /// The acceptance rule (step 5) short of significance: held-out strength, stability, baseline.
