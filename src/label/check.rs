@@ -60,11 +60,13 @@ fn read_labels(labels: &Path) -> Result<(Vec<FeatureLabel>, Vec<Coding>)> {
         )));
     }
     let labels: Vec<FeatureLabel> = read_json(&labels_file)?;
-    let codings: Vec<Coding> = read_json(&codings_file)?;
-    let expected: Vec<Covariate> = Covariate::ALL.to_vec();
-    if codings.iter().map(|c| c.covariate).ne(expected.iter().copied()) {
-        return Err(Error::Config(format!("label --check: {} lists other covariates than this version labels with", codings_file.display())));
-    }
+    let written: Vec<Coding> = read_json(&codings_file)?;
+    // Labels written before a covariate was added lack its coding, and none of them names it:
+    // it gets an empty one, so that older label runs can still be checked.
+    let codings = Covariate::ALL
+        .iter()
+        .map(|&c| written.iter().find(|k| k.covariate == c).cloned().unwrap_or(Coding { covariate: c, edges: Vec::new(), categories: Vec::new(), range: None }))
+        .collect();
     Ok((labels, codings))
 }
 
@@ -157,4 +159,22 @@ fn check_table(checks: &[LabelCheck]) -> Table {
     t.push("q_value", f(&|c| c.q_value));
     t.push("still_holds", TableColumn::Bool(checks.iter().map(|c| c.still_holds).collect()));
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_written_before_a_covariate_was_added_can_be_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<Coding> = Covariate::ALL.iter().map(|&c| Coding { covariate: c, edges: vec![1.0], categories: Vec::new(), range: None }).collect();
+        let older: Vec<&Coding> = all.iter().filter(|c| c.covariate != Covariate::AbsDvDt).collect();
+        std::fs::write(dir.path().join(CODINGS_FILE), serde_json::to_string(&older).unwrap()).unwrap();
+        std::fs::write(dir.path().join(LABELS_FILE), "[]").unwrap();
+        let (_, codings) = read_labels(dir.path()).unwrap();
+        assert_eq!(codings.iter().map(|c| c.covariate).collect::<Vec<_>>(), Covariate::ALL.to_vec(), "every covariate, in order");
+        assert_eq!(codings[Covariate::Soc.index()].edges, vec![1.0], "written codings are kept");
+        assert!(codings[Covariate::AbsDvDt.index()].edges.is_empty(), "the missing one is empty");
+    }
 }
