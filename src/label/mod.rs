@@ -640,10 +640,10 @@ fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
 
 /// The contrastive search (DESIGN §5 step 2): each sibling's label gets the extra term that best
 /// separates its firing from its siblings' on the explain cells (a detector's further atom, a
-/// graded detector's regime), kept when it adds
-/// `MIN_SIBLING_GAIN` sibling AUROC there and on the test cells and the label still passes its
-/// held-out strength and the raw-V/I floor; the refined label goes first among the candidates. The label's stability
-/// stays that of the label it refines.
+/// graded detector's regime), kept when it adds `MIN_SIBLING_GAIN` sibling AUROC there and on
+/// the test cells and the label still passes its held-out strength and the raw-V/I floor; the
+/// refined label goes first among the candidates. The label's stability stays that of the
+/// label it refines.
 fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<()> {
     let set = cfg.search_settings();
     let groups = sibling_groups(labels);
