@@ -146,8 +146,8 @@ impl StepTracker {
         }
     }
 
-    /// Feeds one cleaned row. Steps change where the cycler's step or cycle index changes, or
-    /// (files without a step index) where the state changes.
+    /// Feeds one cleaned row. Steps change where the cycler's step or cycle index changes (files
+    /// without a step index: where the state changes), and where a CV hold begins.
     pub fn push(&mut self, t: f64, current: f32, voltage: f32, cycle: Option<i32>, step: Option<i32>) {
         let state = state_of(current, self.rest_threshold_a);
         let has_step = *self.has_step_index.get_or_insert(step.is_some());
@@ -158,11 +158,8 @@ impl StepTracker {
         let new_step = match &self.last {
             None => true,
             Some((_, _, last_step, last_cycle, last_state)) => {
-                if has_step {
-                    step != *last_step || cycle_key != *last_cycle
-                } else {
-                    state != *last_state || cycle_key != *last_cycle || self.hold_begins(current, voltage)
-                }
+                let changed = if has_step { step != *last_step } else { state != *last_state };
+                changed || cycle_key != *last_cycle || self.hold_begins(current, voltage)
             }
         };
         if let Some((last_t, last_i, ..)) = self.last {
@@ -225,10 +222,10 @@ impl StepTracker {
         self.last = Some((t, current, if has_step { step } else { None }, cycle_key, state));
     }
 
-    /// Files without a step index: a constant-current step whose current now falls while the
-    /// voltage stays put has switched to a CV hold, which a cycler programs as a step of its own
-    /// (BatteryArchive CSV has no step column; merged, the CC charge and its hold read as one
-    /// step of method "other"). The current is compared with the step's mean, so a hold sampled
+    /// A constant-current step whose current now falls while the voltage stays put has switched
+    /// to a CV hold, a step of its own for the labels. Files without a step index (BatteryArchive
+    /// CSV) and cyclers that log a programmed CC-CV step under one index (Arbin, Maccor) would
+    /// otherwise read the CC charge and its hold as one step of method "other". The current is compared with the step's mean, so a hold sampled
     /// finely, whose current falls a little each row, is still found a few rows in. The step
     /// must have moved the voltage, or the hold's own first rows would split it again.
     fn hold_begins(&self, current: f32, voltage: f32) -> bool {
@@ -532,23 +529,26 @@ mod tests {
     }
 
     #[test]
-    fn without_a_step_index_a_cv_hold_is_its_own_step() {
-        // A CC charge into a hold at 4.2 V (current falling 3 % a row), a rest, a CC discharge,
-        // as BatteryArchive CSV logs them: no step column.
-        let mut tr = StepTracker::new(Some(2.0));
-        let mut t = 0.0;
-        let mut push = |i: f32, v: f32| {
-            tr.push(t, i, v, Some(1), None);
-            t += 10.0;
-        };
-        (0..60).for_each(|k| push(1.0, 3.6 + 0.01 * k as f32));
-        (0..40).for_each(|k| push(0.97f32.powi(k), 4.2));
-        (0..10).for_each(|_| push(0.0, 4.15));
-        (0..60).for_each(|k| push(-1.0, 4.1 - 0.01 * k as f32));
-        let d = CellDerivation::from_steps(&tr, Some(2.0), Cutoffs::default());
-        assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent]);
-        // The hold starts where its current first falls: its first row (4.2 V, full current) ends the CC step.
-        assert_eq!(tr.steps()[1].first_row, 61);
+    fn a_cv_hold_is_its_own_step_without_a_step_index_or_under_the_cc_steps_one() {
+        // A CC charge into a hold at 4.2 V (current falling 3 % a row), a rest, a CC discharge:
+        // as BatteryArchive CSV logs them (no step column), and as a cycler logs a programmed
+        // CC-CV step (charge and hold under one step index).
+        for indexed in [false, true] {
+            let mut tr = StepTracker::new(Some(2.0));
+            let mut t = 0.0;
+            let mut push = |i: f32, v: f32, step: i32| {
+                tr.push(t, i, v, Some(1), indexed.then_some(step));
+                t += 10.0;
+            };
+            (0..60).for_each(|k| push(1.0, 3.6 + 0.01 * k as f32, 1));
+            (0..40).for_each(|k| push(0.97f32.powi(k), 4.2, 1));
+            (0..10).for_each(|_| push(0.0, 4.15, 2));
+            (0..60).for_each(|k| push(-1.0, 4.1 - 0.01 * k as f32, 3));
+            let d = CellDerivation::from_steps(&tr, Some(2.0), Cutoffs::default());
+            assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent], "step index: {indexed}");
+            // The hold starts where its current first falls: its first row (4.2 V, full current) ends the CC step.
+            assert_eq!(tr.steps()[1].first_row, 61, "step index: {indexed}");
+        }
     }
 
     #[test]
