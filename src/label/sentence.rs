@@ -286,7 +286,7 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
         (Covariate::TimeSinceCurrentChange, (Some(a), None)) => format!("more than {} after the last current step", v(a)),
         (Covariate::AbsDvDt, (Some(a), None)) if a == 0.0 => "when the voltage moves".into(),
         (Covariate::AbsDvDt, (None, Some(b))) if b == 0.0 => "when the voltage holds steady".into(),
-        (Covariate::AbsDvDt, (Some(a), Some(b))) if a == 0.0 => format!("when the voltage moves, slower than {} (up or down)", v(b)),
+        (Covariate::AbsDvDt, (Some(a), Some(b))) if a == 0.0 => format!("when the voltage moves but slower than {} (up or down)", v(b)),
         (Covariate::AbsDvDt, (Some(a), None)) => format!("when the voltage moves faster than {} (up or down)", v(a)),
         (Covariate::AbsDvDt, (None, Some(b))) => format!("when the voltage moves slower than {} (up or down)", v(b)),
         (Covariate::AboveLowestVoltage, (None, Some(b))) => format!("within {} of the cell's lowest voltage", v(b)),
@@ -448,7 +448,7 @@ mod tests {
         assert_eq!(moving(2, 2), "fires when the voltage moves faster than 0.2 mV/s (up or down)");
         assert_eq!(moving(0, 1), "fires when the voltage moves slower than 0.2 mV/s (up or down)");
         assert_eq!(moving(0, 0), "fires when the voltage holds steady");
-        assert_eq!(moving(1, 1), "fires when the voltage moves, slower than 0.2 mV/s (up or down)");
+        assert_eq!(moving(1, 1), "fires when the voltage moves but slower than 0.2 mV/s (up or down)");
         codings[Covariate::Soc.index()] = coding(Covariate::Soc, &[0.501, 0.502]);
         assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::Soc, 1, 1)]), &codings), "fires when SOC is about 50 %");
     }
