@@ -224,10 +224,11 @@ impl StepTracker {
 
     /// A constant-current step whose current now falls while the voltage stays put has switched
     /// to a CV hold, a step of its own for the labels. Files without a step index (BatteryArchive
-    /// CSV) and cyclers that log a programmed CC-CV step under one index (Arbin, Maccor) would
-    /// otherwise read the CC charge and its hold as one step of method "other". The current is compared with the step's mean, so a hold sampled
-    /// finely, whose current falls a little each row, is still found a few rows in. The step
-    /// must have moved the voltage, or the hold's own first rows would split it again.
+    /// CSV) and cyclers that log a programmed CC-CV step under one index (the shipped Maccor
+    /// export does) would otherwise read the CC charge and its hold as one step. The current is
+    /// compared with the step's mean, so a hold sampled finely, whose current falls a little
+    /// each row, is still found a few rows in. The step must have moved the voltage, or the
+    /// hold's own first rows would split it again.
     fn hold_begins(&self, current: f32, voltage: f32) -> bool {
         let Some(step) = self.steps.last() else { return false };
         // The per-row tests first: this runs on every row of such a file.
