@@ -234,7 +234,7 @@ fn derived_state_and_cv_holds_match_the_step_kinds_on_every_chemistry() {
 }
 
 /// A copy of a PyBaMM set with each CV hold logged under the step index of the charge before
-/// it, as Arbin and Maccor log a programmed CC-CV step.
+/// it, as the shipped Maccor export logs a programmed CC-CV step.
 fn with_cccv_under_one_index(src: &Path, dst: &Path) {
     use arrow::array::{Array, ArrayRef, Int32Array, StringArray};
     use std::sync::Arc;
@@ -257,8 +257,9 @@ fn with_cccv_under_one_index(src: &Path, dst: &Path) {
                 step[i] = step[i - 1];
             }
         }
+        let step: ArrayRef = Arc::new(Int32Array::from(step));
         let schema = batch.schema();
-        let columns: Vec<ArrayRef> = schema.fields().iter().zip(batch.columns()).map(|(f, c)| if f.name() == "step_index" { Arc::new(Int32Array::from(step.clone())) as ArrayRef } else { c.clone() }).collect();
+        let columns: Vec<ArrayRef> = schema.fields().iter().zip(batch.columns()).map(|(f, c)| if f.name() == "step_index" { step.clone() } else { c.clone() }).collect();
         let out = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
         let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&target).unwrap(), schema, None).unwrap();
         writer.write(&out).unwrap();

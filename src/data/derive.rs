@@ -15,8 +15,8 @@ pub const PULSE_MAX_S: f64 = 30.0;
 pub const CV_CURRENT_SPREAD: f64 = 0.1;
 /// … while the voltage spread stays below this (V).
 pub const CV_VOLTAGE_SPREAD: f64 = 0.005;
-/// A CV hold begins (files without a step index) where the voltage moves by at most this from
-/// one row to the next (V) …
+/// A CV hold begins inside a constant-current step where the voltage moves by at most this
+/// from one row to the next (V) …
 const HOLD_VOLTAGE_STEP: f64 = 0.001;
 /// … while the current falls this share below the constant-current step's mean.
 const HOLD_CURRENT_DROP: f64 = 0.02;
