@@ -419,6 +419,11 @@ impl Dataset {
         read_cells_table(&table)
     }
 
+    /// Each cell's protocol, temperature and rates, for [`Split::by_cell`](crate::data::windows::Split::by_cell).
+    pub fn conditions(&self) -> Vec<crate::data::windows::Conditions> {
+        self.cells.iter().zip(&self.data).map(|(info, data)| crate::data::windows::Conditions::of(info, data)).collect()
+    }
+
     pub fn index_of(&self, cell_id: &str) -> Option<usize> {
         self.cells.iter().position(|c| c.cell_id == cell_id)
     }

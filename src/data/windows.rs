@@ -6,6 +6,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::data::canonical::CellData;
+use crate::data::cells::CellInfo;
+
 /// Which cells train, validate and test a run; stored with the run so later stages agree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Split {
@@ -15,14 +18,62 @@ pub struct Split {
     pub test: Vec<String>,
 }
 
+/// What a cell was cycled under, as far as a split needs to know: held-out cells are drawn
+/// from conditions the training cells span, so that test figures measure the model on unseen
+/// cells, not extrapolation to a rate or temperature no training cell had.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditions {
+    pub cell_id: String,
+    pub protocol: Option<String>,
+    pub ambient_c: Option<f64>,
+    /// Median C-rate of the charge rows and of the discharge rows (as a positive number): the
+    /// rate a cell holds, which a drive cycle's brief peaks do not set.
+    pub charge_c: f64,
+    pub discharge_c: f64,
+}
+
+impl Conditions {
+    /// A cell known only by its id (no protocol, temperature or rates to keep in range).
+    pub fn id_only(cell_id: &str) -> Conditions {
+        Conditions { cell_id: cell_id.to_string(), protocol: None, ambient_c: None, charge_c: 0.0, discharge_c: 0.0 }
+    }
+
+    pub fn of(info: &CellInfo, data: &CellData) -> Conditions {
+        // Below C/50 a row is a rest (or sensor noise), not a charge or discharge.
+        let median_where = |keep: &dyn Fn(f32) -> bool, sign: f32| -> f64 {
+            let mut rates: Vec<f32> = data.c_rate.iter().map(|&c| c * sign).filter(|&c| keep(c)).collect();
+            if rates.is_empty() {
+                return 0.0;
+            }
+            let mid = rates.len() / 2;
+            *rates.select_nth_unstable_by(mid, f32::total_cmp).1 as f64
+        };
+        Conditions {
+            cell_id: info.cell_id.clone(),
+            protocol: info.protocol.clone(),
+            ambient_c: info.ambient_temperature_c,
+            charge_c: median_where(&|c| c > 0.02, 1.0),
+            discharge_c: median_where(&|c| c > 0.02, -1.0),
+        }
+    }
+}
+
 impl Split {
     /// Deterministic split of cells: ids are sorted first so the input order does not matter.
-    /// Each non-zero fraction gets at least one cell when there are enough cells.
-    pub fn by_cell(cell_ids: &[String], val_fraction: f64, test_fraction: f64, seed: u64) -> Split {
-        let mut ids: Vec<String> = cell_ids.to_vec();
-        ids.sort();
-        ids.dedup();
-        ids.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    /// Each non-zero fraction gets at least one cell when there are enough cells. Held-out
+    /// cells are drawn in the seed's order, but cells that keep training's range are drawn
+    /// last: for the whole dataset, a cell with the highest charge and discharge rate and the
+    /// lowest and highest ambient temperature, and one cell of each protocol; within each
+    /// protocol, the same extremes. So a dataset's only 3C cells are never all held out.
+    pub fn by_cell(cells: &[Conditions], val_fraction: f64, test_fraction: f64, seed: u64) -> Split {
+        let mut cells: Vec<&Conditions> = cells.iter().collect();
+        cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
+        cells.dedup_by(|a, b| a.cell_id == b.cell_id);
+        cells.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        let keep = keep_in_training(&cells);
+        let mut order: Vec<usize> = (0..cells.len()).collect();
+        order.sort_by_key(|&i| keep[i]);
+        let ids: Vec<String> = order.iter().map(|&i| cells[i].cell_id.clone()).collect();
         let n = ids.len();
         let count = |fraction: f64| -> usize {
             if fraction <= 0.0 || n < 3 {
@@ -32,17 +83,85 @@ impl Split {
         };
         let n_test = count(test_fraction);
         let n_val = count(val_fraction).min(n.saturating_sub(n_test + 1));
-        let test = ids[..n_test].to_vec();
-        let val = ids[n_test..n_test + n_val].to_vec();
-        let mut train = ids[n_test + n_val..].to_vec();
-        let sorted = |v: Vec<String>| {
-            let mut v = v;
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
             v.sort();
             v
         };
-        train.sort();
-        Split { seed, train, val: sorted(val), test: sorted(test) }
+        Split {
+            seed,
+            train: sorted(&ids[n_test + n_val..]),
+            val: sorted(&ids[n_test..n_test + n_val]),
+            test: sorted(&ids[..n_test]),
+        }
     }
+}
+
+/// Where a held-out cell lies outside what the training cells held (a protocol none had, a
+/// faster charge or discharge than any had, an ambient temperature beyond theirs): its figures
+/// measure extrapolation, and a reader should know. Empty when there are no training cells.
+pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
+    if train.is_empty() {
+        return vec![];
+    }
+    let mut out = vec![];
+    if let Some(p) = held.protocol.as_deref().filter(|p| !train.iter().any(|c| c.protocol.as_deref() == Some(*p))) {
+        out.push(format!("protocol {p}, which no training cell ran"));
+    }
+    let fastest = |f: fn(&Conditions) -> f64| train.iter().map(f).fold(0.0, f64::max);
+    for (what, f) in [("charged", (|c| c.charge_c) as fn(&Conditions) -> f64), ("discharged", |c| c.discharge_c)] {
+        // 5 % above the fastest training cell, as the split's rounding allows.
+        if f(held) > fastest(f) * 1.05 + 0.01 {
+            out.push(format!("{what} at {:.2}C, faster than any training cell ({:.2}C)", f(held), fastest(f)));
+        }
+    }
+    let temps: Vec<f64> = train.iter().filter_map(|c| c.ambient_c).collect();
+    if let (Some(t), false) = (held.ambient_c, temps.is_empty()) {
+        let (lo, hi) = temps.iter().fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        if t < lo - 0.5 || t > hi + 0.5 {
+            out.push(format!("at {t:.0} °C ambient, outside the training cells' {lo:.0}–{hi:.0} °C"));
+        }
+    }
+    out
+}
+
+/// How much each cell (in draw order) is needed in training: 0 for any cell, 1 for one holding
+/// an extreme of its protocol, 2 for one holding an extreme of the dataset or the first of its
+/// protocol. Of cells tied at an extreme, the first in draw order is kept.
+fn keep_in_training(cells: &[&Conditions]) -> Vec<u8> {
+    // Rates to the nearest 0.05C and temperatures to the nearest degree: nearer is the same
+    // condition.
+    type Measure = fn(&Conditions) -> Option<f64>;
+    const MEASURES: [Measure; 4] = [
+        |c| Some((c.charge_c * 20.0).round()),
+        |c| Some((c.discharge_c * 20.0).round()),
+        |c| c.ambient_c.map(|t| -t.round()),
+        |c| c.ambient_c.map(f64::round),
+    ];
+    let mut keep = vec![0u8; cells.len()];
+    let mark = |members: &[usize], tier: u8, keep: &mut Vec<u8>| {
+        for measure in MEASURES {
+            let values: Vec<(usize, f64)> = members.iter().filter_map(|&i| measure(cells[i]).map(|v| (i, v))).collect();
+            let Some(top) = values.iter().map(|&(_, v)| v).reduce(f64::max) else { continue };
+            if values.iter().all(|&(_, v)| v == top) {
+                continue; // no range to keep
+            }
+            if let Some(&(i, _)) = values.iter().find(|&&(_, v)| v == top) {
+                keep[i] = keep[i].max(tier);
+            }
+        }
+    };
+    let mut protocols: Vec<Option<&str>> = cells.iter().map(|c| c.protocol.as_deref()).collect();
+    protocols.sort();
+    protocols.dedup();
+    for protocol in protocols.into_iter().flatten() {
+        let members: Vec<usize> = (0..cells.len()).filter(|&i| cells[i].protocol.as_deref() == Some(protocol)).collect();
+        mark(&members, 1, &mut keep);
+        keep[members[0]] = 2;
+    }
+    let all: Vec<usize> = (0..cells.len()).collect();
+    mark(&all, 2, &mut keep);
+    keep
 }
 
 /// A window: `context` consecutive steps of one cell starting at `start`.
@@ -123,13 +242,17 @@ mod tests {
         (0..n).map(|i| format!("cell-{i:02}")).collect()
     }
 
+    fn cells(ids: &[String]) -> Vec<Conditions> {
+        ids.iter().map(|id| Conditions::id_only(id)).collect()
+    }
+
     #[test]
     fn split_is_by_cell_deterministic_and_disjoint() {
-        let a = Split::by_cell(&ids(20), 0.1, 0.2, 7);
+        let a = Split::by_cell(&cells(&ids(20)), 0.1, 0.2, 7);
         let mut shuffled = ids(20);
         shuffled.reverse();
-        assert_eq!(a, Split::by_cell(&shuffled, 0.1, 0.2, 7), "input order must not matter");
-        assert_ne!(a, Split::by_cell(&ids(20), 0.1, 0.2, 8), "seed must matter");
+        assert_eq!(a, Split::by_cell(&cells(&shuffled), 0.1, 0.2, 7), "input order must not matter");
+        assert_ne!(a, Split::by_cell(&cells(&ids(20)), 0.1, 0.2, 8), "seed must matter");
         assert_eq!((a.train.len(), a.val.len(), a.test.len()), (14, 2, 4));
         let mut all: Vec<_> = a.train.iter().chain(&a.val).chain(&a.test).cloned().collect();
         all.sort();
@@ -138,10 +261,62 @@ mod tests {
 
     #[test]
     fn small_datasets_keep_a_training_cell() {
-        let s = Split::by_cell(&ids(3), 0.3, 0.3, 1);
+        let s = Split::by_cell(&cells(&ids(3)), 0.3, 0.3, 1);
         assert_eq!((s.train.len(), s.val.len(), s.test.len()), (1, 1, 1));
-        let s = Split::by_cell(&ids(1), 0.3, 0.3, 1);
+        let s = Split::by_cell(&cells(&ids(1)), 0.3, 0.3, 1);
         assert_eq!(s.train.len(), 1);
+    }
+
+    /// A dev-set-like dataset: four protocols at three temperatures, CC-CV cells at many rates
+    /// of which only two discharge at 3C. Whatever the seed, training spans every held-out
+    /// cell's protocol, rates and temperature.
+    #[test]
+    fn held_out_cells_stay_inside_the_training_range() {
+        let rates = [(0.3, 0.3), (1.0, 1.0), (0.5, 2.0), (2.0, 3.0), (0.3, 3.0), (2.0, 2.0), (1.0, 0.5), (0.5, 1.0)];
+        let mut all = Vec::new();
+        for (k, protocol) in ["cccv", "hppc", "gitt", "drive"].iter().enumerate() {
+            for i in 0..9 {
+                let (charge_c, discharge_c) = if *protocol == "cccv" { rates[i % rates.len()] } else { (1.0, 0.5 + 0.1 * k as f64) };
+                all.push(Conditions {
+                    cell_id: format!("{protocol}-{i}"),
+                    protocol: Some(protocol.to_string()),
+                    ambient_c: Some([10.0, 25.0, 40.0][i % 3]),
+                    charge_c,
+                    discharge_c,
+                });
+            }
+        }
+        for seed in 0..200 {
+            let split = Split::by_cell(&all, 0.1, 0.2, seed);
+            let train: Vec<&Conditions> = all.iter().filter(|c| split.train.contains(&c.cell_id)).collect();
+            for held in all.iter().filter(|c| !split.train.contains(&c.cell_id)) {
+                let peers: Vec<&&Conditions> = train.iter().filter(|c| c.protocol == held.protocol).collect();
+                assert!(!peers.is_empty(), "seed {seed}: no training cell of {}'s protocol", held.cell_id);
+                let max = |f: fn(&Conditions) -> f64| peers.iter().map(|c| f(c)).fold(f64::MIN, f64::max);
+                let min = |f: fn(&Conditions) -> f64| peers.iter().map(|c| f(c)).fold(f64::MAX, f64::min);
+                assert!(held.charge_c <= max(|c| c.charge_c), "seed {seed}: {} charges faster than training", held.cell_id);
+                assert!(held.discharge_c <= max(|c| c.discharge_c), "seed {seed}: {} discharges faster than training", held.cell_id);
+                let t = held.ambient_c.unwrap();
+                assert!(t >= min(|c| c.ambient_c.unwrap()) && t <= max(|c| c.ambient_c.unwrap()), "seed {seed}: {} at {t} °C", held.cell_id);
+            }
+        }
+    }
+
+    #[test]
+    fn extrapolation_names_what_training_lacked() {
+        let cell = |id: &str, protocol: &str, t: f64, charge_c: f64, discharge_c: f64| Conditions {
+            cell_id: id.into(),
+            protocol: Some(protocol.into()),
+            ambient_c: Some(t),
+            charge_c,
+            discharge_c,
+        };
+        let train = [cell("a", "cccv", 10.0, 1.0, 2.0), cell("b", "hppc", 25.0, 0.5, 1.0)];
+        assert!(extrapolation(&cell("c", "cccv", 25.0, 1.0, 2.0), &train).is_empty());
+        let far = extrapolation(&cell("d", "gitt", 40.0, 1.0, 3.0), &train);
+        assert_eq!(far.len(), 3, "{far:?}");
+        assert!(far[0].contains("protocol gitt") && far[1].contains("discharged at 3.00C") && far[2].contains("40 °C"), "{far:?}");
+        assert!(extrapolation(&cell("d", "gitt", 40.0, 1.0, 3.0), &[]).is_empty(), "no training cells: nothing to compare");
     }
 
     #[test]

@@ -232,10 +232,27 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
     bar.finish_and_clear();
     let overall = overall.finish();
     let by_protocol: BTreeMap<String, GroupMetrics> = groups.into_iter().map(|(k, v)| (k, v.finish())).collect();
-    let flags = std::iter::once(("all cells", &overall)).chain(by_protocol.iter().map(|(k, v)| (k.as_str(), v))).flat_map(|(g, m)| rollout_flags(g, m)).collect();
+    let mut flags: Vec<String> =
+        std::iter::once(("all cells", &overall)).chain(by_protocol.iter().map(|(k, v)| (k.as_str(), v))).flat_map(|(g, m)| rollout_flags(g, m)).collect();
+    flags.extend(extrapolation_flags(dataset, &plan, &split));
     let metrics = EvalMetrics { cells: cfg.cells, overall, by_protocol, per_cell, plots, flags, seconds: t0.elapsed().as_secs_f64() };
     write_json(&task.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
+}
+
+/// A warning per scored cell whose conditions the model's training cells (those in this
+/// dataset) did not span.
+fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::windows::Split) -> Vec<String> {
+    let conditions = dataset.conditions();
+    let train: Vec<_> = conditions.iter().filter(|c| split.train.contains(&c.cell_id) && !plan.scored.contains(&c.cell_id)).cloned().collect();
+    conditions
+        .iter()
+        .filter(|c| plan.scored.contains(&c.cell_id))
+        .filter_map(|c| {
+            let outside = crate::data::windows::extrapolation(c, &train);
+            (!outside.is_empty()).then(|| format!("{}: {}; its figures measure extrapolation", c.cell_id, outside.join(", ")))
+        })
+        .collect()
 }
 
 /// A warning per rollout kind of `group` whose RMSE is worse than persistence's.

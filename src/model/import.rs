@@ -523,9 +523,8 @@ pub fn import_model(req: &ImportRequest) -> Result<ImportSummary> {
     let arch = Arch::read(req.arch)?;
     let split = match req.dataset {
         Some(dir) => {
-            let ids: Vec<String> = crate::data::canonical::Dataset::load(dir)?.cells.iter().map(|c| c.cell_id.clone()).collect();
             let t = TrainConfig::default();
-            Split::by_cell(&ids, t.val_fraction, t.test_fraction, req.seed)
+            Split::by_cell(&crate::data::canonical::Dataset::load(dir)?.conditions(), t.val_fraction, t.test_fraction, req.seed)
         }
         None => Split { seed: req.seed, train: vec![], val: vec![], test: vec![] },
     };

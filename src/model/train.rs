@@ -120,8 +120,7 @@ fn prepare_run(dir: &ModelDir, run: &RunConfig, dataset: &Dataset, dataset_dir: 
         norm.check_channels(&run.model.channels)?;
         (read_json::<Split>(&dir.split())?, norm)
     } else {
-        let ids: Vec<String> = dataset.cells.iter().map(|c| c.cell_id.clone()).collect();
-        let split = Split::by_cell(&ids, run.train.val_fraction, run.train.test_fraction, run.train.seed);
+        let split = Split::by_cell(&dataset.conditions(), run.train.val_fraction, run.train.test_fraction, run.train.seed);
         let channels = &run.model.channels;
         let norm = InputNorm::fit(&dataset_steps(dataset, dataset_dir, &split.train, channels)?, channels);
         dir.create()?;
