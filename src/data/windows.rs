@@ -62,9 +62,9 @@ impl Split {
     /// Deterministic split of cells: ids are sorted first so the input order does not matter.
     /// Each non-zero fraction gets at least one cell when there are enough cells. Held-out
     /// cells are drawn in the seed's order, but cells that keep training's range are drawn
-    /// last: for the whole dataset, a cell with the highest charge and discharge rate and the
-    /// lowest and highest ambient temperature, and one cell of each protocol; within each
-    /// protocol, the same extremes. So a dataset's only 3C cells are never all held out.
+    /// last: for the whole dataset, a cell with the fastest and the slowest charge and
+    /// discharge and the lowest and highest ambient temperature, and one cell of each protocol;
+    /// within each protocol, the same extremes. So a dataset's only 3C cells are never all held out.
     pub fn by_cell(cells: &[Conditions], val_fraction: f64, test_fraction: f64, seed: u64) -> Split {
         let mut cells: Vec<&Conditions> = cells.iter().collect();
         cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
@@ -98,7 +98,7 @@ impl Split {
 }
 
 /// Where a held-out cell lies outside what the training cells held (a protocol none had, a
-/// faster charge or discharge than any had, an ambient temperature beyond theirs): its figures
+/// faster or slower charge or discharge than any had, an ambient temperature beyond theirs): its figures
 /// measure extrapolation, and a reader should know. Empty when there are no training cells.
 pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
     if train.is_empty() {
@@ -108,11 +108,14 @@ pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
     if let Some(p) = held.protocol.as_deref().filter(|p| !train.iter().any(|c| c.protocol.as_deref() == Some(*p))) {
         out.push(format!("protocol {p}, which no training cell ran"));
     }
-    let fastest = |f: fn(&Conditions) -> f64| train.iter().map(f).fold(0.0, f64::max);
     for (what, f) in [("charged", (|c| c.charge_c) as fn(&Conditions) -> f64), ("discharged", |c| c.discharge_c)] {
-        // 5 % above the fastest training cell, as the split's rounding allows.
-        if f(held) > fastest(f) * 1.05 + 0.01 {
-            out.push(format!("{what} at {:.2}C, faster than any training cell ({:.2}C)", f(held), fastest(f)));
+        let rates: Vec<f64> = train.iter().map(f).filter(|&r| r > 0.0).collect();
+        let (r, Some(slowest), Some(fastest)) = (f(held), rates.iter().copied().reduce(f64::min), rates.iter().copied().reduce(f64::max)) else { continue };
+        // 5 % beyond the training cells' range, as the split's rounding allows.
+        if r > fastest * 1.05 + 0.01 {
+            out.push(format!("{what} at {r:.2}C, faster than any training cell ({fastest:.2}C)"));
+        } else if r > 0.0 && r < slowest / 1.05 - 0.01 {
+            out.push(format!("{what} at {r:.2}C, slower than any training cell ({slowest:.2}C)"));
         }
     }
     let temps: Vec<f64> = train.iter().filter_map(|c| c.ambient_c).collect();
@@ -130,11 +133,16 @@ pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
 /// protocol. Of cells tied at an extreme, the first in draw order is kept.
 fn keep_in_training(cells: &[&Conditions]) -> Vec<u8> {
     // Rates to the nearest 0.05C and temperatures to the nearest degree: nearer is the same
-    // condition.
+    // condition. A cell that never charges (or discharges) has no rate to keep in range.
     type Measure = fn(&Conditions) -> Option<f64>;
-    const MEASURES: [Measure; 4] = [
-        |c| Some((c.charge_c * 20.0).round()),
-        |c| Some((c.discharge_c * 20.0).round()),
+    fn rate(c: f64) -> Option<f64> {
+        (c > 0.0).then(|| (c * 20.0).round())
+    }
+    const MEASURES: [Measure; 6] = [
+        |c| rate(c.charge_c),
+        |c| rate(c.charge_c).map(|r| -r),
+        |c| rate(c.discharge_c),
+        |c| rate(c.discharge_c).map(|r| -r),
         |c| c.ambient_c.map(|t| -t.round()),
         |c| c.ambient_c.map(f64::round),
     ];
@@ -295,7 +303,9 @@ mod tests {
                 let max = |f: fn(&Conditions) -> f64| peers.iter().map(|c| f(c)).fold(f64::MIN, f64::max);
                 let min = |f: fn(&Conditions) -> f64| peers.iter().map(|c| f(c)).fold(f64::MAX, f64::min);
                 assert!(held.charge_c <= max(|c| c.charge_c), "seed {seed}: {} charges faster than training", held.cell_id);
+                assert!(held.charge_c >= min(|c| c.charge_c), "seed {seed}: {} charges slower than training", held.cell_id);
                 assert!(held.discharge_c <= max(|c| c.discharge_c), "seed {seed}: {} discharges faster than training", held.cell_id);
+                assert!(held.discharge_c >= min(|c| c.discharge_c), "seed {seed}: {} discharges slower than training", held.cell_id);
                 let t = held.ambient_c.unwrap();
                 assert!(t >= min(|c| c.ambient_c.unwrap()) && t <= max(|c| c.ambient_c.unwrap()), "seed {seed}: {} at {t} °C", held.cell_id);
             }
@@ -313,6 +323,7 @@ mod tests {
         };
         let train = [cell("a", "cccv", 10.0, 1.0, 2.0), cell("b", "hppc", 25.0, 0.5, 1.0)];
         assert!(extrapolation(&cell("c", "cccv", 25.0, 1.0, 2.0), &train).is_empty());
+        assert!(extrapolation(&cell("c", "cccv", 25.0, 0.3, 1.5), &train)[0].contains("charged at 0.30C, slower"));
         let far = extrapolation(&cell("d", "gitt", 40.0, 1.0, 3.0), &train);
         assert_eq!(far.len(), 3, "{far:?}");
         assert!(far[0].contains("protocol gitt") && far[1].contains("discharged at 3.00C") && far[2].contains("40 °C"), "{far:?}");
