@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::canonical::CellData;
 use crate::data::cells::CellInfo;
+use crate::data::schema::Method;
 
 /// Which cells train, validate and test a run; stored with the run so later stages agree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,8 +27,8 @@ pub struct Conditions {
     pub cell_id: String,
     pub protocol: Option<String>,
     pub ambient_c: Option<f64>,
-    /// Median C-rate of the charge rows and of the discharge rows (as a positive number): the
-    /// rate a cell holds, which a drive cycle's brief peaks do not set.
+    /// Median C-rate of the charge rows (CV holds left out) and of the discharge rows (as a
+    /// positive number): the rate a cell holds, which a drive cycle's brief peaks do not set.
     pub charge_c: f64,
     pub discharge_c: f64,
 }
@@ -39,9 +40,11 @@ impl Conditions {
     }
 
     pub fn of(info: &CellInfo, data: &CellData) -> Conditions {
-        // Below C/50 a row is a rest (or sensor noise), not a charge or discharge.
+        // Below C/50 a row is a rest (or sensor noise), not a charge or discharge; a CV hold's
+        // tapering current is not the rate the cell was charged at.
         let median_where = |keep: &dyn Fn(f32) -> bool, sign: f32| -> f64 {
-            let mut rates: Vec<f32> = data.c_rate.iter().map(|&c| c * sign).filter(|&c| keep(c)).collect();
+            let held = data.c_rate.iter().zip(&data.method).filter(|&(_, &m)| m != Method::ConstantVoltage);
+            let mut rates: Vec<f32> = held.map(|(&c, _)| c * sign).filter(|&c| keep(c)).collect();
             if rates.is_empty() {
                 return 0.0;
             }
