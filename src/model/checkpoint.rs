@@ -79,6 +79,10 @@ impl ModelDir {
     pub fn summary(&self) -> PathBuf {
         self.root.join("summary.json")
     }
+    /// Present when the model was trained elsewhere and imported (`import-model`).
+    pub fn import_record(&self) -> PathBuf {
+        self.root.join("import.json")
+    }
     fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
     }

@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::backend::{run_on, BackendTask};
-use super::checkpoint::{load_model, LoadedModel};
+use super::checkpoint::{load_model, LoadedModel, ModelDir};
 use crate::io::write_json;
 use super::config::{EvalCells, EvalConfig};
 use super::inputs::{dataset_steps, CellSteps, InputNorm, ModelSteps};
@@ -234,7 +234,10 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
     let by_protocol: BTreeMap<String, GroupMetrics> = groups.into_iter().map(|(k, v)| (k, v.finish())).collect();
     let mut flags: Vec<String> =
         std::iter::once(("all cells", &overall)).chain(by_protocol.iter().map(|(k, v)| (k.as_str(), v))).flat_map(|(g, m)| rollout_flags(g, m)).collect();
-    flags.extend(extrapolation_flags(dataset, &plan, &split));
+    // An imported model's training cells are unknown: its split is only VoltLens's, for later stages.
+    if !ModelDir::new(task.model_dir).import_record().exists() {
+        flags.extend(extrapolation_flags(dataset, &plan, &split));
+    }
     let metrics = EvalMetrics { cells: cfg.cells, overall, by_protocol, per_cell, plots, flags, seconds: t0.elapsed().as_secs_f64() };
     write_json(&task.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)

@@ -562,7 +562,7 @@ fn write_model_dir<B: Backend>(
     write_json(&dir.split(), split)?;
     write_json(&dir.norm(), norm)?;
     write_json(&dir.config(), &run)?;
-    write_json(&tmp.join("import.json"), summary)?;
+    write_json(&dir.import_record(), summary)?;
     dir.save_weights(model)?;
     crate::io::replace_dir(&tmp, out)
 }

@@ -138,7 +138,7 @@ fn run_model(cfg: &ModelStageConfig, ctx: &StageContext, out: &Path) -> Result<s
         (super::config::ModelSource::Train, _) => serde_json::json!({ "train": crate::model::train_model(&dataset, &cfg.arch, &cfg.train, &model_dir)? }),
         // A resumed stage keeps a finished import (import-model writes its directory atomically).
         (super::config::ModelSource::Import, Some(_)) if model_dir.exists() => {
-            serde_json::json!({ "import": crate::io::read_json::<serde_json::Value>(&model_dir.join("import.json"))? })
+            serde_json::json!({ "import": crate::io::read_json::<serde_json::Value>(&crate::model::checkpoint::ModelDir::new(&model_dir).import_record())? })
         }
         (super::config::ModelSource::Import, Some(i)) => {
             let request = crate::model::ImportRequest {
