@@ -42,9 +42,9 @@ impl Conditions {
     pub fn of(info: &CellInfo, data: &CellData) -> Conditions {
         // Below C/50 a row is a rest (or sensor noise), not a charge or discharge; a CV hold's
         // tapering current is not the rate the cell was charged at.
-        let median_where = |keep: &dyn Fn(f32) -> bool, sign: f32| -> f64 {
+        let median_rate = |sign: f32| -> f64 {
             let held = data.c_rate.iter().zip(&data.method).filter(|&(_, &m)| m != Method::ConstantVoltage);
-            let mut rates: Vec<f32> = held.map(|(&c, _)| c * sign).filter(|&c| keep(c)).collect();
+            let mut rates: Vec<f32> = held.map(|(&c, _)| c * sign).filter(|&c| c > 0.02).collect();
             if rates.is_empty() {
                 return 0.0;
             }
@@ -55,8 +55,8 @@ impl Conditions {
             cell_id: info.cell_id.clone(),
             protocol: info.protocol.clone(),
             ambient_c: info.ambient_temperature_c,
-            charge_c: median_where(&|c| c > 0.02, 1.0),
-            discharge_c: median_where(&|c| c > 0.02, -1.0),
+            charge_c: median_rate(1.0),
+            discharge_c: median_rate(-1.0),
         }
     }
 }
@@ -67,7 +67,8 @@ impl Split {
     /// cells are drawn in the seed's order, but cells that keep training's range are drawn
     /// last: for the whole dataset, a cell with the fastest and the slowest charge and
     /// discharge and the lowest and highest ambient temperature, and one cell of each protocol;
-    /// within each protocol, the same extremes. So a dataset's only 3C cells are never all held out.
+    /// within each protocol, the same extremes. So a dataset's only 3C cells are never all held
+    /// out.
     pub fn by_cell(cells: &[Conditions], val_fraction: f64, test_fraction: f64, seed: u64) -> Split {
         let mut cells: Vec<&Conditions> = cells.iter().collect();
         cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
@@ -101,8 +102,9 @@ impl Split {
 }
 
 /// Where a held-out cell lies outside what the training cells held (a protocol none had, a
-/// faster or slower charge or discharge than any had, an ambient temperature beyond theirs): its figures
-/// measure extrapolation, and a reader should know. Empty when there are no training cells.
+/// faster or slower charge or discharge than any had, an ambient temperature beyond theirs):
+/// its figures measure extrapolation, and a reader should know. Empty when there are no
+/// training cells.
 pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
     if train.is_empty() {
         return vec![];
