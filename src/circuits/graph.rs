@@ -639,8 +639,6 @@ fn input_text(channel: &str, raw: f32) -> String {
         "step_change_next" => format!("next: {}", if raw > 0.5 { "a new step" } else { "the same step" }),
         "charge_ah" => format!("charge moved = {raw:+.4} Ah"),
         "cycle_number" => format!("cycle {raw:.0}"),
-        "step_origin_voltage" => format!("V at step start = {raw:.3} V"),
-        "step_charge" => format!("charge in step = {:+.2} % of capacity", 100.0 * raw),
         name => format!("{name} = {raw}"),
     }
 }

@@ -16,7 +16,7 @@ use super::backend::{run_on, BackendTask};
 use super::checkpoint::{load_model, LoadedModel, ModelDir};
 use crate::io::write_json;
 use super::config::{EvalCells, EvalConfig};
-use super::inputs::{dataset_steps, step_origins, CellSteps, InputNorm, ModelSteps};
+use super::inputs::{dataset_steps, CellSteps, InputNorm, ModelSteps};
 use super::plot::{plot_cell, CellPlot};
 use super::ridge::Ridge;
 use super::transformer::Lblm;
@@ -299,8 +299,7 @@ fn eval_cell<B: Backend>(
     let cycle = cycle_segment(cell.data, cfg.max_cycle_rows);
     let mut segments = discharges.clone();
     segments.extend(cycle);
-    let origins = step_origins(&cell.data.step_index);
-    let mut rolled = rollout(model, norm, &cell.raw, &origins, &segments, device);
+    let mut rolled = rollout(model, norm, &cell.raw, &segments, device);
     for (i, (seg, v)) in segments.iter().zip(&rolled).enumerate() {
         let target = if i < discharges.len() { &mut acc.discharge } else { &mut acc.cycle };
         target.add(&cell.raw.voltage[seg.start..=seg.end], v);
@@ -421,47 +420,23 @@ fn cycle_segment(data: &CellData, max_rows: usize) -> Option<Segment> {
 /// prediction sees between half a context and a whole one of history, as in [`predict_cell`]'s
 /// windows, for about two steps' work per step instead of a window's (a model trained elsewhere
 /// on 8,192-step windows would otherwise take hours per cell).
-fn rollout<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, origins: &[usize], segments: &[Segment], device: &B::Device) -> Vec<Vec<f32>> {
-    let rolled = RolledChannels::of(norm, origins);
-    segments.iter().map(|&seg| rollout_segment(model, norm, cell, seg, &rolled, device)).collect()
-}
-
-/// The input channels a rollout fills with its own voltages rather than the measured ones.
-struct RolledChannels<'a> {
-    /// V_t. A model that does not read it (an imported one may not) rolls out on the true inputs alone.
-    voltage: Option<usize>,
-    /// The voltage where the step began, with `origins` from [`step_origins`].
-    origin_voltage: Option<usize>,
-    origins: &'a [usize],
-}
-
-impl<'a> RolledChannels<'a> {
-    fn of(norm: &InputNorm, origins: &'a [usize]) -> Self {
-        let find = |name: &str| norm.channels.iter().position(|c| c == name);
-        RolledChannels { voltage: find("voltage"), origin_voltage: find("step_origin_voltage"), origins }
-    }
-
-    /// (channel, value) for row r of a rollout from `start` whose voltages so far are `volts`:
-    /// every voltage the rollout has replaced, read from `volts`.
-    fn replaced(&self, r: usize, start: usize, volts: &[f32]) -> Vec<(usize, f32)> {
-        let rolled = |row: usize| row.checked_sub(start).map(|i| volts[i]);
-        let voltage = self.voltage.zip(rolled(r));
-        let origin = self.origin_voltage.zip(rolled(self.origins[r]));
-        voltage.into_iter().chain(origin).collect()
-    }
+fn rollout<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, segments: &[Segment], device: &B::Device) -> Vec<Vec<f32>> {
+    // A model that does not read V_t (an imported one may not) rolls out on the true inputs alone.
+    let voltage_channel = norm.channels.iter().position(|c| c == "voltage");
+    segments.iter().map(|&seg| rollout_segment(model, norm, cell, seg, voltage_channel, device)).collect()
 }
 
 /// One segment of [`rollout`].
-fn rollout_segment<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, seg: Segment, rolled: &RolledChannels, device: &B::Device) -> Vec<f32> {
+fn rollout_segment<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSteps, seg: Segment, voltage_channel: Option<usize>, device: &B::Device) -> Vec<f32> {
     let mut volts = vec![cell.voltage[seg.start]];
     if seg.end == seg.start {
         return volts;
     }
-    // Rows from..to, the measured voltages replaced by rolled-out ones from the segment's start on.
+    // Rows from..to, V_r replaced by its rolled-out value from the segment's start on.
     let rows = |from: usize, to: usize, volts: &[f32]| {
         let mut x = Vec::with_capacity((to - from) * cell.width);
         for r in from..to {
-            push_row(cell, norm, r, &rolled.replaced(r, seg.start, volts), &mut x);
+            push_row(cell, norm, r, voltage_channel.zip(r.checked_sub(seg.start).map(|i| volts[i])), &mut x);
         }
         Tensor::<B, 3>::from_data(TensorData::new(x, [1, to - from, cell.width]), device)
     };
@@ -485,12 +460,12 @@ fn rollout_segment<B: Backend>(model: &Lblm<B>, norm: &InputNorm, cell: &CellSte
     volts
 }
 
-/// Row r of the model's input, normalised, with the (channel, value) pairs of `replaced` put in.
-fn push_row(cell: &CellSteps, norm: &InputNorm, r: usize, replaced: &[(usize, f32)], x: &mut Vec<f32>) {
+/// Row r of the model's input, normalised, with V_r replaced where `voltage` says.
+fn push_row(cell: &CellSteps, norm: &InputNorm, r: usize, voltage: Option<(usize, f32)>, x: &mut Vec<f32>) {
     let start = x.len();
     x.extend_from_slice(cell.row(r));
     let row = &mut x[start..];
-    for &(c, v) in replaced {
+    if let Some((c, v)) = voltage {
         row[c] = v;
     }
     norm.apply_row(row);
@@ -608,9 +583,8 @@ mod tests {
     use crate::model::config::{HeadTarget, ModelConfig};
     use burn::backend::Flex;
 
-    /// The rollout reruns, with the model's plain forward pass, each window it should have seen:
-    /// V_r and the voltage its step began at (channel 2) rolled out wherever they fall in it.
-    fn rollout_by_windows(model: &Lblm<Flex>, norm: &InputNorm, cell: &CellSteps, origins: &[usize], seg: Segment) -> Vec<f32> {
+    /// The rollout reruns, with the model's plain forward pass, each window it should have seen.
+    fn rollout_by_windows(model: &Lblm<Flex>, norm: &InputNorm, cell: &CellSteps, seg: Segment) -> Vec<f32> {
         let (context, keep) = (model.context, (model.context / 2).max(1));
         let mut volts = vec![cell.voltage[seg.start]];
         let mut from = (seg.start + 1).saturating_sub(context);
@@ -620,14 +594,7 @@ mod tests {
             }
             let mut x = Vec::new();
             for r in from..=t {
-                let mut replaced = Vec::new();
-                if r >= seg.start {
-                    replaced.push((0, volts[r - seg.start]));
-                }
-                if origins[r] >= seg.start {
-                    replaced.push((2, volts[origins[r] - seg.start]));
-                }
-                push_row(cell, norm, r, &replaced, &mut x);
+                push_row(cell, norm, r, r.checked_sub(seg.start).map(|i| (0, volts[i])), &mut x);
             }
             let input = Tensor::<Flex, 3>::from_data(TensorData::new(x, [1, t + 1 - from, cell.width]), &Default::default());
             let out: Vec<f32> = model.forward(input).into_data().convert::<f32>().into_vec().unwrap();
@@ -638,24 +605,20 @@ mod tests {
 
     #[test]
     fn a_stepped_rollout_gives_the_voltages_of_rerunning_its_windows() {
-        let channels = ["voltage", "c_rate", "step_origin_voltage"].map(String::from).to_vec();
+        let channels = ["voltage", "c_rate", "charge_next"].map(String::from).to_vec();
         for head in [HeadTarget::DeltaV, HeadTarget::NextVoltage] {
             // A context of 16 over 50 steps: the cache fills and is refilled several times.
             let cfg = ModelConfig { layers: 2, d_model: 16, heads: 2, d_mlp: 32, context: 16, head, channels: channels.clone(), ..ModelConfig::default() };
             let model = Lblm::<Flex>::new(&cfg, 9, &Default::default());
             let n = 50;
             let voltage: Vec<f32> = (0..=n).map(|t| 3.9 - 0.004 * t as f32).collect();
-            // Steps begin at rows 10 and 25, inside the rollouts from 0 and 20.
-            let step_index: Vec<i32> = (0..=n).map(|t| (t >= 10) as i32 + (t >= 25) as i32).collect();
-            let origins = step_origins(&step_index);
-            assert_eq!((origins[9], origins[10], origins[24], origins[25], origins[n]), (0, 9, 9, 24, 24));
-            let inputs = (0..n).flat_map(|t| [voltage[t], -1.0 + 0.01 * t as f32, voltage[origins[t]]]).collect();
+            let inputs = (0..n).flat_map(|t| [voltage[t], -1.0 + 0.01 * t as f32, -0.003]).collect();
             let cell = CellSteps { cell_id: "c".into(), inputs, width: 3, delta_v: voltage.windows(2).map(|w| w[1] - w[0]).collect(), voltage };
-            let norm = InputNorm { channels: channels.clone(), stats: NormStats { mean: vec![3.7, -0.5, 3.7], std: vec![0.2, 0.5, 0.2] }, target_scale: 0.01 };
+            let norm = InputNorm { channels: channels.clone(), stats: NormStats { mean: vec![3.7, -0.5, 0.0], std: vec![0.2, 0.5, 0.01] }, target_scale: 0.01 };
             let segments = [Segment { start: 0, end: 12 }, Segment { start: 20, end: 49 }, Segment { start: 30, end: 30 }];
-            let stepped = rollout(&model, &norm, &cell, &origins, &segments, &Default::default());
+            let stepped = rollout(&model, &norm, &cell, &segments, &Default::default());
             for (a, &seg) in stepped.iter().zip(&segments) {
-                let b = rollout_by_windows(&model, &norm, &cell, &origins, seg);
+                let b = rollout_by_windows(&model, &norm, &cell, seg);
                 assert_eq!(a.len(), seg.end - seg.start + 1);
                 assert_eq!(a.len(), b.len());
                 assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4), "{head:?} {seg:?}: {a:?} vs {b:?}");

@@ -46,45 +46,11 @@ pub struct Channel {
     value: fn(&CellRows, usize) -> f32,
 }
 
-/// One cell's rows, with the running sums some channels need.
+/// One cell's rows, with the running charge some channels need.
 struct CellRows<'a> {
     data: &'a CellData,
     /// Charge moved since the first row, Ah (positive = charge), one per row.
     charge_ah: Vec<f64>,
-    /// The same in shares of the nominal capacity (Σ c_rate·dt / 3600).
-    charge_share: Vec<f64>,
-    /// Per row, the row just before its cycler step began ([`step_origins`]).
-    step_origin: Vec<usize>,
-}
-
-impl CellRows<'_> {
-    fn new(data: &CellData) -> CellRows<'_> {
-        let running = |per_row: &dyn Fn(usize) -> f64| {
-            let mut sum = 0f64;
-            (0..data.len()).map(|t| { sum += per_row(t); sum }).collect()
-        };
-        let dt = |t: usize| data.dt[t].max(0.0) as f64 / 3600.0;
-        CellRows {
-            data,
-            charge_ah: running(&|t| data.current[t] as f64 * dt(t)),
-            charge_share: running(&|t| data.c_rate[t] as f64 * dt(t)),
-            step_origin: step_origins(&data.step_index),
-        }
-    }
-}
-
-/// Per row, the last row of the step before its own (the row the step started from; 0 in the
-/// cell's first step). Its voltage is where the step began: after a rest, the relaxed voltage.
-pub fn step_origins(step_index: &[i32]) -> Vec<usize> {
-    let mut origin = 0;
-    (0..step_index.len())
-        .map(|t| {
-            if t > 0 && step_index[t] != step_index[t - 1] {
-                origin = t - 1;
-            }
-            origin
-        })
-        .collect()
 }
 
 /// Every channel a model may read, by name (the default 11 first). One source of truth for
@@ -131,18 +97,6 @@ pub const CATALOGUE: &[Channel] = &[
     Channel { name: "soc", meaning: "state of charge at t (0–1, coulomb-counted by ingest)", value: |r, t| r.data.soc[t] },
     Channel { name: "charge_ah", meaning: "cumulative charge since the cell's first row at t (Ah, positive = charge)", value: |r, t| r.charge_ah[t] as f32 },
     Channel { name: "cycle_number", meaning: "the cycler's cycle number at t", value: |r, t| r.data.cycle_number[t] as f32 },
-    // Where the step began and how far it has gone: state that does not drift over a long step,
-    // where V_t alone leaves the model to integrate its own (rolled-out) voltages.
-    Channel {
-        name: "step_origin_voltage",
-        meaning: "V at the last row before the present step began (V): where the step started",
-        value: |r, t| r.data.voltage[r.step_origin[t]],
-    },
-    Channel {
-        name: "step_charge",
-        meaning: "share of nominal capacity moved since the present step began (Σ I·dt / 3600·C_nom, positive = charge)",
-        value: |r, t| (r.charge_share[t] - r.charge_share[r.step_origin[t]]) as f32,
-    },
 ];
 
 /// Indices into `CATALOGUE` of `names`; an unknown name is an error that lists the catalogue.
@@ -190,7 +144,14 @@ impl CellSteps {
         let rows = data.len();
         check_finite(file, "voltage", &data.voltage)?;
         let chosen: Vec<&Channel> = channel_indices(channels)?.into_iter().map(|i| &CATALOGUE[i]).collect();
-        let cell = &CellRows::new(data);
+        let mut charge = 0f64;
+        let charge_ah = (0..rows)
+            .map(|t| {
+                charge += data.current[t] as f64 * data.dt[t].max(0.0) as f64 / 3600.0;
+                charge
+            })
+            .collect();
+        let cell = &CellRows { data, charge_ah };
         let steps = rows.saturating_sub(1);
         let inputs: Vec<f32> = (0..steps).flat_map(|t| chosen.iter().map(move |c| (c.value)(cell, t))).collect();
         if let Some(i) = inputs.iter().position(|v| !v.is_finite()) {
@@ -380,35 +341,4 @@ pub fn dataset_steps(dataset: &Dataset, dataset_dir: &Path, cell_ids: &[String],
             CellSteps::from_cell(info, &dataset.data[i], &paths.cell_file(&info.cell_id), channels)
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_step_knows_where_it_began_and_how_much_charge_it_has_moved() {
-        // A rest (rows 0–2, step 0), a 1C discharge (rows 3–6, step 1), a 0.5C charge (rows 7–8).
-        let c_rate = vec![0.0, 0.0, 0.0, -1.0, -1.0, -1.0, -1.0, 0.5, 0.5];
-        let data = CellData {
-            test_time: vec![0.0, 60.0, 120.0, 480.0, 840.0, 1200.0, 1560.0, 2280.0, 3000.0],
-            voltage: vec![4.0, 4.1, 4.15, 4.0, 3.9, 3.8, 3.7, 3.9, 4.0],
-            current: c_rate.iter().map(|c| 2.0 * c).collect(),
-            dt: vec![0.0, 60.0, 60.0, 360.0, 360.0, 360.0, 360.0, 720.0, 720.0],
-            step_index: vec![0, 0, 0, 1, 1, 1, 1, 2, 2],
-            c_rate,
-            ..CellData::default()
-        };
-        let rows = CellRows::new(&data);
-        let channel = |name: &str| {
-            let c = &CATALOGUE[channel_indices(&[name.to_owned()]).unwrap()[0]];
-            (0..data.voltage.len()).map(|t| (c.value)(&rows, t)).collect::<Vec<f32>>()
-        };
-        assert_eq!(channel("step_origin_voltage"), [4.0, 4.0, 4.0, 4.15, 4.15, 4.15, 4.15, 3.7, 3.7]);
-        let charge = channel("step_charge");
-        let expected = [0.0, 0.0, 0.0, -0.1, -0.2, -0.3, -0.4, 0.1, 0.2];
-        assert!(charge.iter().zip(expected).all(|(a, b)| (a - b).abs() < 1e-6), "{charge:?}");
-        // The same charge in Ah (2 A per C) accumulates over the whole cell.
-        assert!((channel("charge_ah")[8] - (-0.8 + 0.4)).abs() < 1e-6);
-    }
 }

@@ -676,8 +676,6 @@ pub(crate) fn channel_name(channel: &str) -> &str {
         "soc" => "SOC now",
         "charge_ah" => "charge moved (Ah)",
         "cycle_number" => "cycle number",
-        "step_origin_voltage" => "V at step start",
-        "step_charge" => "charge moved in step",
         other => other,
     }
 }
