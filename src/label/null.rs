@@ -10,23 +10,29 @@ use crate::label::scoring::Firing;
 /// Tries per cell at drawing a shift that does not lay the feature back onto its own firing.
 const MAX_TRIES: usize = 50;
 
-/// A feature's firing rows, grouped by cell, and which rows fire: what a shift is checked against.
+/// A feature's firing rows, grouped by cell: what a shift is checked against. Memory follows
+/// the firing, not the record's length (a bitset over every step would grow with the data).
 struct OwnFiring {
-    /// Per cell, its firing rows (0-based within the cell).
+    /// Per cell, its firing rows (0-based within the cell), ascending.
     rows: Vec<Vec<u32>>,
-    /// One bit per global step: whether the feature fires there.
-    fires: Vec<u64>,
 }
 
 impl OwnFiring {
     fn of(firing: &Firing, cell_offsets: &[usize]) -> OwnFiring {
         let mut rows = vec![Vec::new(); cell_offsets.len() - 1];
-        let mut fires = vec![0u64; cell_offsets.last().copied().unwrap_or(0).div_ceil(64)];
         for (&c, &step) in firing.cells.iter().zip(&firing.steps) {
             rows[c as usize].push(step - cell_offsets[c as usize] as u32);
-            fires[step as usize / 64] |= 1 << (step % 64);
         }
-        OwnFiring { rows, fires }
+        rows.iter_mut().for_each(|r| r.sort_unstable());
+        OwnFiring { rows }
+    }
+
+    /// How many of `own` (ascending rows of a cell of n rows) land on `own` again when rotated by
+    /// `shift`. The rotated rows are two ascending runs, each merged against `own`.
+    fn overlap(own: &[u32], n: usize, shift: usize) -> usize {
+        let split = own.partition_point(|&r| (r as usize) + shift < n);
+        let shifted = |r: &u32| (*r as usize + shift) % n;
+        count_common(own[..split].iter().map(shifted), own) + count_common(own[split..].iter().map(shifted), own)
     }
 
     /// A random rotation of cell c (at least 5 % of its length each way, so that it is never a
@@ -40,7 +46,7 @@ impl OwnFiring {
     /// feature alone, never at a covariate, so under the null (firing independent of the
     /// covariates) every kept rotation still scores like the unshifted one.
     fn shift(&self, c: usize, cell_offsets: &[usize], rng: &mut ChaCha8Rng) -> usize {
-        let (offset, n) = (cell_offsets[c], cell_offsets[c + 1] - cell_offsets[c]);
+        let n = cell_offsets[c + 1] - cell_offsets[c];
         let margin = (n / 20).max(1);
         if n <= 2 * margin {
             return 0;
@@ -51,11 +57,10 @@ impl OwnFiring {
         }
         let chance = own.len() as f64 / n as f64;
         let limit = chance + 0.5 * (1.0 - chance);
-        let fires = |step: usize| self.fires[step / 64] >> (step % 64) & 1 == 1;
         let mut best = (f64::INFINITY, 0);
         for _ in 0..MAX_TRIES {
             let shift = rng.random_range(margin..n - margin);
-            let overlap = own.iter().filter(|&&r| fires(offset + (r as usize + shift) % n)).count() as f64 / own.len() as f64;
+            let overlap = Self::overlap(own, n, shift) as f64 / own.len() as f64;
             if overlap <= limit {
                 return shift;
             }
@@ -65,6 +70,18 @@ impl OwnFiring {
         }
         best.1
     }
+}
+
+/// How many values of the ascending `a` appear in the ascending `b` (both without repeats).
+fn count_common(a: impl Iterator<Item = usize>, b: &[u32]) -> usize {
+    let mut j = 0;
+    a.filter(|&x| {
+        while j < b.len() && (b[j] as usize) < x {
+            j += 1;
+        }
+        j < b.len() && b[j] as usize == x
+    })
+    .count()
 }
 
 /// Firing steps with every cell rotated by its own random offset ([`OwnFiring::shift`]).
@@ -189,6 +206,18 @@ mod tests {
     }
 
     #[test]
+    fn overlap_counts_the_rotated_rows_that_land_on_firing() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for _ in 0..200 {
+            let n = rng.random_range(2..60usize);
+            let own: Vec<u32> = (0..n as u32).filter(|_| rng.random_bool(0.4)).collect();
+            let shift = rng.random_range(0..n);
+            let brute = own.iter().filter(|&&r| own.contains(&(((r as usize + shift) % n) as u32))).count();
+            assert_eq!(OwnFiring::overlap(&own, n, shift), brute, "{own:?} n {n} shift {shift}");
+        }
+    }
+
+    #[test]
     fn shifts_do_not_lay_a_repeating_feature_back_onto_itself() {
         // Two cells of 20 cycles, 100 rows each; the feature fires in the first 30 rows of every
         // cycle. A rotation within 10 rows of a whole number of cycles, one in five, puts over
@@ -196,8 +225,8 @@ mod tests {
         let cell_offsets = [0, 2000, 4000];
         let entries: Vec<(u32, u32, f32)> = (0..2u32).flat_map(|c| (0..2000u32).filter(|r| r % 100 < 30).map(move |r| (c, r, 1.0))).collect();
         let firing = Firing::new(entries, &cell_offsets);
-        let own = OwnFiring::of(&firing, &cell_offsets);
-        let overlap = |steps: &[u32]| steps.iter().filter(|&&s| own.fires[s as usize / 64] >> (s % 64) & 1 == 1).count() as f64 / steps.len() as f64;
+        let fires: std::collections::BTreeSet<u32> = firing.steps.iter().copied().collect();
+        let overlap = |steps: &[u32]| steps.iter().filter(|s| fires.contains(s)).count() as f64 / steps.len() as f64;
         let draws: Vec<Vec<u32>> = ShiftNull { seed: 5, n: 300 }.draws(&firing, &cell_offsets).collect();
         // Chance is 0.3, so no draw may exceed halfway to 1, 0.65.
         assert!(draws.iter().all(|d| overlap(d) <= 0.65 + 1e-9));
