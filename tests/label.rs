@@ -384,6 +384,15 @@ fn sibling_auroc_tells_co_firing_features_from_separable_ones() {
     assert!(auroc > 0.95, "the regime separates them: sibling AUROC {auroc} (without: {})", split.scale_auroc(&graded, &coded, &all));
     assert!(matches!(regime, Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: Some(a), .. } if a.covariate == temperature), "{regime:?}");
     assert!(twin.best_regime(&graded, &coded, &all).is_none_or(|(_, auroc)| auroc <= 0.5 + 1e-9), "no regime separates identical firing");
+
+    // So does a two-covariate graded label ("… the lower the voltage and the lower the SOC"):
+    // one of its scales inside a temperature regime.
+    let and = voltlens::label::candidates::Grade { covariate: Covariate::Soc, increasing: false, half: 0, share: 5 };
+    let pair = Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None, half: 0, and: Some(and) };
+    let (regime, auroc) = split.best_regime(&pair, &coded, &all).expect("a regime for a two-covariate label");
+    assert!(auroc > 0.95, "the regime separates them: sibling AUROC {auroc} (without: {})", split.scale_auroc(&pair, &coded, &all));
+    assert!(matches!(regime, Candidate::Graded { covariate: Covariate::Voltage | Covariate::Soc, increasing: false, within: Some(a), and: None, .. } if a.covariate == temperature), "{regime:?}");
+    assert!(twin.best_regime(&pair, &coded, &all).is_none_or(|(_, auroc)| auroc <= 0.5 + 1e-9), "no regime separates identical firing");
 }
 
 /// Same counts, same table, bit for bit: η² sums its groups in a fixed order (polars' hash

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 
 use crate::label::candidates::{atoms_of, half_code, Atom, Candidate, CodedSteps, Predicate, Weighting, MAX_CODES, N_COV};
+use crate::label::covariates::Covariate;
 use crate::label::scoring::{ordinal_auroc, TrackerScale};
 
 /// The most terms a label may have (DESIGN §5 step 2).
@@ -98,10 +99,20 @@ impl Contrast {
 
     /// The more specific label for a sibling whose label is a graded detector without a regime:
     /// the regime (an atom of another covariate) inside which its scale best ranks own firing
-    /// above the siblings' on `w`, with that sibling AUROC. From one pass over the steps: per
-    /// covariate, the weight of own and of sibling firing per (its code, the scale's code).
+    /// above the siblings' on `w`, with that sibling AUROC. A two-covariate label tries each of
+    /// its scales inside a regime ("fires more often the lower the voltage and the lower the
+    /// coming C-rate change" → "fires when the voltage is below 2.8 V, more often the lower the
+    /// coming C-rate change"): a sibling that fires at the deep end of both scales is told apart
+    /// there, which the pair's one "half of its firing" place rounds away.
     pub fn best_regime(&self, graded: &Candidate, coded: &CodedSteps, w: &Weighting) -> Option<(Candidate, f64)> {
-        let Candidate::Graded { covariate, increasing, within: None, and: None, .. } = *graded else { return None };
+        let Candidate::Graded { covariate, increasing, within: None, and, .. } = *graded else { return None };
+        let scales = [Some((covariate, increasing)), and.map(|g| (g.covariate, g.increasing))];
+        scales.into_iter().flatten().filter_map(|(c, rises)| self.regime_on_scale(c, rises, coded, w)).max_by(|x, y| x.1.total_cmp(&y.1))
+    }
+
+    /// [`Contrast::best_regime`] for one scale. From one pass over the steps: per covariate, the
+    /// weight of own and of sibling firing per (its code, the scale's code).
+    fn regime_on_scale(&self, covariate: Covariate, increasing: bool, coded: &CodedSteps, w: &Weighting) -> Option<(Candidate, f64)> {
         let k = covariate.index();
         let joint = |steps: &[u32]| {
             let mut out = vec![[[0.0f64; MAX_CODES]; MAX_CODES]; N_COV];
