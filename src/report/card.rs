@@ -84,7 +84,12 @@ pub(crate) fn tick(x: f64) -> String {
 }
 
 pub(crate) fn percent_tick(x: f64) -> String {
-    format!("{}%", tick(100.0 * x))
+    let v = 100.0 * x;
+    // Written out, as the decades above it are: "1e-4%" beside "0.001%" reads as another unit.
+    if v > 0.0 && v < 1e-3 {
+        return format!("{v:.*}%", (-v.log10()).ceil() as usize);
+    }
+    format!("{}%", tick(v))
 }
 
 pub(crate) fn percent(x: f64) -> String {
@@ -769,6 +774,12 @@ fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn percent_ticks_are_written_out_on_every_decade() {
+        let ticks: Vec<String> = (-6..=0).map(|e| super::percent_tick(10f64.powi(e))).collect();
+        assert_eq!(ticks, ["0.0001%", "0.001%", "0.01%", "0.1%", "1%", "10%", "100%"]);
+    }
+
     #[test]
     fn every_input_channel_has_a_readable_name() {
         for channel in crate::model::inputs::CATALOGUE {
