@@ -208,8 +208,18 @@ pub fn label_features_with_codings(acts: &dyn ActivationSource, covariates: Vec<
     // A group split by one term can leave smaller groups that another term splits (up to
     // `siblings::MAX_TERMS` terms a label).
     for _ in 0..siblings::MAX_TERMS - 1 {
-        separate_siblings(&mut labels, acts, &coded, &halves, cfg)?;
+        let refined = separate_siblings(&mut labels, acts, &coded, &halves, cfg)?;
         apply_fdr(&mut labels);
+        // A refinement whose q fails where the label it refines passed would cost the feature its
+        // label: it is taken back (dropping a test only lowers the others' q).
+        let failed: Vec<(usize, f64)> = refined.into_iter().filter(|&(i, _)| !(labels[i].candidates[0].q_value < cfg.max_q) && labels[i].candidates[1].q_value < cfg.max_q).collect();
+        for &(i, sibling_auroc) in &failed {
+            labels[i].candidates.remove(0);
+            labels[i].sibling_auroc = sibling_auroc;
+        }
+        if !failed.is_empty() {
+            apply_fdr(&mut labels);
+        }
         for l in &mut labels {
             decide(l, cfg);
         }
@@ -643,29 +653,32 @@ fn sibling_groups(labels: &[FeatureLabel]) -> Vec<Vec<usize>> {
 /// graded detector's regime), kept when it adds `MIN_SIBLING_GAIN` sibling AUROC there and on
 /// the test cells and the label still passes its held-out strength and the raw-V/I floor; the
 /// refined label goes first among the candidates. The label's stability stays that of the
-/// label it refines.
-fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<()> {
+/// label it refines. Returns the refined labels, each with its sibling AUROC before.
+fn separate_siblings(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig) -> Result<Vec<(usize, f64)>> {
     let set = cfg.search_settings();
     let groups = sibling_groups(labels);
     // Siblings' activations a run of groups at a time, within the chunk budget (a group larger
     // than that alone): with graded labels a sentence can be shared by dozens of dense features.
     let total_steps = coded.cell_offsets.last().copied().unwrap_or(0) as f64;
     let group_entries = groups.iter().map(|g| g.iter().map(|&i| (labels[i].density * total_steps).round() as usize).sum());
+    let mut refined = Vec::new();
     for run in source::chunks(group_entries, acts.chunk_entries()) {
         let mut members: Vec<usize> = groups[run.clone()].iter().flatten().copied().collect();
         members.sort_unstable();
         let features = load_labelled(acts, labels, &members)?;
         for group in &groups[run] {
             let of_group: Vec<&FeatureActivations> = group.iter().map(|i| &features[members.binary_search(i).expect("a member")]).collect();
-            separate_group(labels, group, &of_group, coded, halves, cfg, &set);
+            refined.extend(separate_group(labels, group, &of_group, coded, halves, cfg, &set));
         }
     }
-    Ok(())
+    Ok(refined)
 }
 
 /// The contrastive search within one group of siblings, given their activations: each
-/// member's firing steps, and its sorted firing only when a refined label is scored.
-fn separate_group(labels: &mut [FeatureLabel], group: &[usize], features: &[&FeatureActivations], coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig, set: &SearchSettings) {
+/// member's firing steps, and its sorted firing only when a refined label is scored. Returns
+/// the refined labels, each with its sibling AUROC before.
+fn separate_group(labels: &mut [FeatureLabel], group: &[usize], features: &[&FeatureActivations], coded: &CodedSteps, halves: &Halves, cfg: &LabelConfig, set: &SearchSettings) -> Vec<(usize, f64)> {
+    let mut refined_labels = Vec::new();
     let steps: Vec<Vec<u32>> = features.iter().map(|f| f.entries().map(|(c, r, _)| (coded.cell_offsets[c] + r as usize) as u32).collect()).collect();
     let steps: Vec<&[u32]> = steps.iter().map(Vec::as_slice).collect();
     for (m, &i) in group.iter().enumerate() {
@@ -697,8 +710,10 @@ fn separate_group(labels: &mut [FeatureLabel], group: &[usize], features: &[&Fea
         if result.strength >= 1.0 && clears_floor(&result, labels[i].baseline.as_ref()) {
             labels[i].candidates.insert(0, result);
             labels[i].sibling_auroc = after;
+            refined_labels.push((i, before));
         }
     }
+    refined_labels
 }
 
 /// Sets each accepted label's count of other accepted labels with the same sentence.
