@@ -163,7 +163,8 @@ enum Command {
         seed: Option<u64>,
     },
     /// Evaluate a trained model on its held-out cells: next-step RMSE, skill against persistence
-    /// and a ridge baseline, rollout RMSE; writes metrics.json and PNGs per protocol.
+    /// and a ridge baseline, rollout RMSE; writes metrics.json, PNGs per protocol and every
+    /// rolled-out row (rollouts.csv).
     ///
     /// Example: voltlens eval-model --data runs/quickstart/data/dataset --model runs/my-model --out runs/my-eval
     EvalModel {
@@ -173,7 +174,7 @@ enum Command {
         /// The directory train-model (or import-model) wrote.
         #[arg(long)]
         model: PathBuf,
-        /// Folder for metrics.json and the rollout PNGs (created if missing; other files in it are left alone).
+        /// Folder for metrics.json, rollouts.csv and the rollout PNGs (created if missing; other files in it are left alone).
         #[arg(long)]
         out: PathBuf,
         /// cpu, or cuda (needs a build with --features cuda).

@@ -326,4 +326,10 @@ fn a_model_reading_soc_records_and_labels_the_cells_that_have_one_and_leaves_out
     // Asked for such a cell by name, the model says why it cannot read it.
     let err = voltlens::model::inputs::cell_steps(&data, unanchored[0], &cfg.channels).unwrap_err().to_string();
     assert!(err.contains("reads `soc`") && err.contains("unanchored"), "{err}");
+    // Given `soc_present` too, a model reads every cell: soc and the flag are 0 where ingest has no SOC.
+    let flagged: Vec<String> = ["voltage", "soc", "soc_present"].map(String::from).to_vec();
+    let none = voltlens::model::inputs::cell_steps(&data, unanchored[0], &flagged).unwrap();
+    assert!(none.inputs.chunks(3).all(|r| r[1] == 0.0 && r[2] == 0.0));
+    let some = voltlens::model::inputs::cell_steps(&data, expected[0], &flagged).unwrap();
+    assert!(some.inputs.chunks(3).all(|r| r[2] == 1.0) && some.inputs.chunks(3).any(|r| r[1] > 0.5));
 }

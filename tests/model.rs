@@ -227,6 +227,23 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     assert!(metrics.overall.discharge_rollout.rmse_mv.is_finite());
     assert!(eval_dir.join("metrics.json").exists());
     assert!(!metrics.plots.is_empty() && metrics.plots.iter().all(|p| eval_dir.join(p).exists()));
+
+    // rollouts.csv holds every rolled-out row: its errors give back the metrics' RMSEs, and each
+    // rollout starts from the true voltage.
+    let csv = std::fs::read_to_string(eval_dir.join("rollouts.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("cell_id,kind,rollout,row,test_time_s,voltage_v,rolled_out_v"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    for (kind, m) in [("discharge", &metrics.overall.discharge_rollout), ("cycle", &metrics.overall.cycle_rollout)] {
+        let errors: Vec<f64> = rows.iter().filter(|r| r[1] == kind).map(|r| r[6].parse::<f64>().unwrap() - r[5].parse::<f64>().unwrap()).collect();
+        assert_eq!(errors.len(), m.rows + m.rollouts, "{kind}: the predicted rows and each rollout's true start");
+        let rmse_mv = 1e3 * (errors.iter().map(|e| e * e).sum::<f64>() / m.rows as f64).sqrt();
+        assert!((rmse_mv - m.rmse_mv).abs() < 1e-3 * m.rmse_mv.max(1.0), "{kind}: {rmse_mv} mV from the csv, {} in metrics", m.rmse_mv);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows.iter().filter(|r| seen.insert((r[0], r[1], r[2]))) {
+        assert_eq!(r[5], r[6], "rollout {:?} starts from the true voltage", &r[..3]);
+    }
 }
 
 #[test]

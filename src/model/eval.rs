@@ -238,9 +238,45 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
     if !ModelDir::new(task.model_dir).import_record().exists() {
         flags.extend(extrapolation_flags(dataset, &plan, &split));
     }
+    write_rollouts(&task.out_dir.join("rollouts.csv"), &held, &results)?;
     let metrics = EvalMetrics { cells: cfg.cells, overall, by_protocol, per_cell, plots, flags, seconds: t0.elapsed().as_secs_f64() };
     write_json(&task.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
+}
+
+/// Every rolled-out row behind the rollout figures, one row each: which cell, rollout kind and
+/// rollout, the cell's row and time, the true and the rolled-out voltage. Where in a step the error
+/// sits (the knee of a discharge, the rest after it) is for the reader to plot.
+fn write_rollouts(path: &Path, held: &[HeldOut], results: &[CellResult]) -> Result<()> {
+    use polars::prelude::{Column, DataFrame};
+    let (mut cell_id, mut kind, mut index, mut row) = (Vec::<String>::new(), Vec::<&str>::new(), Vec::<u32>::new(), Vec::<u32>::new());
+    let (mut time, mut truth, mut rolled) = (Vec::<f64>::new(), Vec::<f32>::new(), Vec::<f32>::new());
+    for (cell, result) in held.iter().zip(results) {
+        let runs = result.discharges.iter().enumerate().map(|(i, r)| ("discharge", i, r)).chain(result.cycle.iter().map(|r| ("cycle", 0, r)));
+        for (k, i, (seg, volts)) in runs {
+            for (r, v) in (seg.start..=seg.end).zip(volts) {
+                cell_id.push(cell.raw.cell_id.clone());
+                kind.push(k);
+                index.push(i as u32);
+                row.push(r as u32);
+                time.push(cell.data.test_time[r]);
+                truth.push(cell.raw.voltage[r]);
+                rolled.push(*v);
+            }
+        }
+    }
+    let height = truth.len();
+    let columns = vec![
+        Column::new("cell_id".into(), cell_id),
+        Column::new("kind".into(), kind),
+        Column::new("rollout".into(), index),
+        Column::new("row".into(), row),
+        Column::new("test_time_s".into(), time),
+        Column::new("voltage_v".into(), truth),
+        Column::new("rolled_out_v".into(), rolled),
+    ];
+    let mut df = DataFrame::new(height, columns).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    crate::label::stage::write_csv(path, &mut df)
 }
 
 /// A warning per scored cell whose conditions the model's training cells (those in this
@@ -277,6 +313,8 @@ struct CellResult {
     acc: Accumulators,
     /// Teacher-forced ΔV (V) per step.
     model_dv: Vec<f32>,
+    /// The discharge-step rollouts, in the cell's order.
+    discharges: Vec<(Segment, Vec<f32>)>,
     /// The cycle rollout, for the figure.
     cycle: Option<(Segment, Vec<f32>)>,
 }
@@ -306,7 +344,7 @@ fn eval_cell<B: Backend>(
     }
     // The cycle, when there is one, was rolled out last.
     let cycle = cycle.map(|seg| (seg, rolled.pop().expect("cycle rolled out")));
-    CellResult { acc, model_dv, cycle }
+    CellResult { acc, model_dv, discharges: discharges.into_iter().zip(rolled).collect(), cycle }
 }
 
 /// Maps `f` over `items` on one worker thread per core, each with its own copy of the model

@@ -94,7 +94,16 @@ pub const CATALOGUE: &[Channel] = &[
     Channel { name: "dt_s", meaning: "dt_t: seconds since the previous row", value: |r, t| r.data.dt[t].max(0.0) },
     Channel { name: "dt_next_s", meaning: "dt_{t+1}: seconds until the predicted row", value: |r, t| r.data.dt[t + 1].max(0.0) },
     Channel { name: "step_time_s", meaning: "seconds since the current step began", value: |r, t| r.data.step_time[t] },
-    Channel { name: "soc", meaning: "state of charge at t (0–1, coulomb-counted by ingest)", value: |r, t| r.data.soc[t] },
+    Channel {
+        name: "soc",
+        meaning: "state of charge at t (0–1, coulomb-counted by ingest), 0 where the cell has none (read it with soc_present)",
+        value: |r, t| Some(r.data.soc[t]).filter(|v| v.is_finite()).unwrap_or(0.0),
+    },
+    Channel {
+        name: "soc_present",
+        meaning: "1 where ingest gave the cell an absolute SOC (an anchor), else 0",
+        value: |r, t| if r.data.soc[t].is_finite() { 1.0 } else { 0.0 },
+    },
     Channel { name: "charge_ah", meaning: "cumulative charge since the cell's first row at t (Ah, positive = charge)", value: |r, t| r.charge_ah[t] as f32 },
     Channel { name: "cycle_number", meaning: "the cycler's cycle number at t", value: |r, t| r.data.cycle_number[t] as f32 },
 ];
@@ -307,10 +316,14 @@ pub fn read_dataset_cell(dataset_dir: &Path, cell_id: &str) -> Result<(CellInfo,
 
 /// Why a model reading `channels` cannot run on this cell at all, if it cannot: the cell has no
 /// value of a channel anywhere. Today that is `soc` on a cell ingest left without an absolute SOC
-/// (no trustworthy anchor); a model trained elsewhere on SOC has nothing right to read there.
+/// (no trustworthy anchor), for a model that was not also given `soc_present`: a model trained
+/// elsewhere on SOC has nothing right to read there, while one that reads the flag learned cells
+/// without SOC.
 pub fn unreadable(info: &CellInfo, channels: &[String]) -> Option<String> {
-    (info.anchor_method == AnchorMethod::Unanchored && channels.iter().any(|c| c == "soc"))
-        .then(|| "the model reads `soc` and this cell has none (no trustworthy SOC anchor: anchor_method = unanchored)".to_owned())
+    let reads = |name: &str| channels.iter().any(|c| c == name);
+    (info.anchor_method == AnchorMethod::Unanchored && reads("soc") && !reads("soc_present")).then(|| {
+        "the model reads `soc` without `soc_present` and this cell has none (no trustworthy SOC anchor: anchor_method = unanchored)".to_owned()
+    })
 }
 
 /// Whether a model reading `channels` can run on this cell ([`unreadable`]); when not, a warning
