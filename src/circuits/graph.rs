@@ -634,6 +634,7 @@ fn input_text(channel: &str, raw: f32) -> String {
         "dt_next_s" => format!("Δt next = {raw:.3} s"),
         "step_time_s" => format!("time in step = {raw:.0} s"),
         "soc" => format!("SOC = {:.1} %", 100.0 * raw),
+        "soc_present" => format!("SOC known: {}", if raw > 0.5 { "yes" } else { "no" }),
         "temperature_present" => format!("T measured: {}", if raw > 0.5 { "yes" } else { "no" }),
         "current_sign_next" => format!("next: {}", if raw > 0.5 { "charging" } else if raw < -0.5 { "discharging" } else { "resting" }),
         "step_change_next" => format!("next: {}", if raw > 0.5 { "a new step" } else { "the same step" }),

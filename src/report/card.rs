@@ -679,6 +679,7 @@ pub(crate) fn channel_name(channel: &str) -> &str {
         "dt_next_s" => "Δt next (s)",
         "step_time_s" => "time in step (s)",
         "soc" => "SOC now",
+        "soc_present" => "SOC known (flag)",
         "charge_ah" => "charge moved (Ah)",
         "cycle_number" => "cycle number",
         other => other,
