@@ -231,6 +231,10 @@ pub struct TrainConfig {
     /// Shares of cells held out for validation and testing (split by cell, DESIGN §1.5).
     pub val_fraction: f64,
     pub test_fraction: f64,
+    /// Share of each batch's windows trained on their own drift (pushforward, `train::pushforward`):
+    /// the voltage input replaced by V_0 plus the model's summed teacher-forced ΔV, the target
+    /// aimed back at the true next voltage. 0 trains on true voltages only.
+    pub pushforward: f64,
     /// Stop after this step as if killed (no final model is written): for tests and time-boxed
     /// runs. Not part of the run's identity.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -257,6 +261,7 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             test_fraction: 0.2,
             stop_after: None,
+            pushforward: 0.0,
         }
     }
 }
@@ -272,6 +277,9 @@ impl TrainConfig {
         }
         if !(0.0..=1.0).contains(&self.min_lr_fraction) {
             return bad(format!("min_lr_fraction {} is not in [0, 1]", self.min_lr_fraction));
+        }
+        if !(0.0..=1.0).contains(&self.pushforward) {
+            return bad(format!("pushforward {} is not a share in [0, 1]", self.pushforward));
         }
         if self.val_fraction < 0.0 || self.test_fraction < 0.0 || self.val_fraction + self.test_fraction >= 1.0 {
             return bad("val_fraction and test_fraction must be ≥ 0 and sum to less than 1".into());

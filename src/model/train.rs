@@ -11,7 +11,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,9 @@ struct RunData {
     split: Split,
     train: Vec<ModelSteps>,
     val: Vec<ModelSteps>,
+    /// The voltage channel and the normalised volts per unit of model output, for pushforward;
+    /// None when the model does not read V_t.
+    voltage: Option<(usize, f32)>,
 }
 
 /// Creates the model directory (config, split, norm) or checks the one there against the
@@ -133,7 +136,8 @@ fn prepare_run(dir: &ModelDir, run: &RunConfig, dataset: &Dataset, dataset_dir: 
     let steps = |ids: &[String]| -> Result<Vec<ModelSteps>> {
         Ok(dataset_steps(dataset, dataset_dir, ids, &norm.channels)?.iter().map(|c| norm.apply(c)).collect())
     };
-    Ok(Some(RunData { train: steps(&split.train)?, val: steps(&split.val)?, split }))
+    let voltage = norm.channels.iter().position(|c| c == "voltage").map(|c| (c, norm.target_scale / norm.stats.std[c]));
+    Ok(Some(RunData { train: steps(&split.train)?, val: steps(&split.val)?, split, voltage }))
 }
 
 /// Learning rate at `step`: linear warm-up to `lr`, then cosine decay to `lr · min_lr_fraction`.
@@ -151,6 +155,45 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
 fn batch_windows(all: &[Window], batch: usize, seed: u64, step: usize) -> Vec<Window> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (0..batch).map(|_| all[rng.random_range(0..all.len())]).collect()
+}
+
+/// Which windows of step `step`'s batch train on their own drift: a share `share`, drawn from a
+/// generator seeded by (seed, step) apart from the batch's own.
+fn pushforward_windows(batch: usize, share: f64, seed: u64, step: usize) -> Vec<bool> {
+    let mut rng = ChaCha8Rng::seed_from_u64(!seed ^ (step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    (0..batch).map(|_| rng.random_bool(share)).collect()
+}
+
+/// The pushforward trick (Brandstetter, Worrall & Welling 2022, "Message passing neural PDE
+/// solvers", §2.3), for voltages: a rollout feeds the model its own voltages, so it must learn
+/// from inputs that drifted as its own do. For each chosen window the model (no gradient) predicts
+/// every step teacher-forced; its summed errors D_t = Σ_{s<t} (ŷ_s − y_s) move the voltage input to
+/// V_t + D_t (in model units), and the target becomes y_t − D_t: the step that lands on the true
+/// V_{t+1}. Coulomb-counted inputs (`soc`) tell the model how far it drifted; without them the
+/// correction is noise it cannot predict.
+fn pushforward<B: AutodiffBackend>(
+    model: &Lblm<B::InnerBackend>,
+    x: Tensor<B, 3>,
+    y: Tensor<B, 2>,
+    (channel, gain): (usize, f32),
+    chosen: &[bool],
+) -> (Tensor<B, 3>, Tensor<B, 2>) {
+    let [batch, len, width] = x.dims();
+    let device = x.device();
+    let vec = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("f32 tensor");
+    let predicted = vec(model.forward(x.clone().inner()).into_data());
+    let (mut xs, mut ys) = (vec(x.into_data()), vec(y.into_data()));
+    for w in (0..batch).filter(|&w| chosen[w]) {
+        let mut drift = 0f32;
+        for t in 0..len {
+            let i = w * len + t;
+            xs[i * width + channel] += gain * drift;
+            let error = predicted[i] - ys[i];
+            ys[i] -= drift;
+            drift += error;
+        }
+    }
+    (Tensor::from_data(TensorData::new(xs, [batch, len, width]), &device), Tensor::from_data(TensorData::new(ys, [batch, len]), &device))
 }
 
 /// `count` windows spread evenly over all validation windows (fixed for the whole run).
@@ -313,7 +356,11 @@ impl<B: AutodiffBackend> Trainer<B> {
 
         for step in start_step..end_step {
             let batch = batch_windows(&self.train_windows, cfg.batch, cfg.seed, step);
-            let (x, y) = inputs::batch::<B>(&self.data.train, &batch, context, &self.device);
+            let (mut x, mut y) = inputs::batch::<B>(&self.data.train, &batch, context, &self.device);
+            if let Some(voltage) = self.data.voltage.filter(|_| cfg.pushforward > 0.0) {
+                let chosen = pushforward_windows(batch.len(), cfg.pushforward, cfg.seed, step);
+                (x, y) = pushforward(&model.valid(), x, y, voltage, &chosen);
+            }
             let loss = loss(model.forward(x), y, cfg.loss);
             let value = loss.clone().into_scalar().elem::<f32>();
             if !value.is_finite() {
@@ -401,6 +448,47 @@ mod tests {
         assert!((learning_rate(&cfg, 999) - 1e-4).abs() < 1e-7, "ends at the floor");
         let lrs: Vec<f64> = (100..1000).map(|s| learning_rate(&cfg, s)).collect();
         assert!(lrs.windows(2).all(|w| w[1] <= w[0]), "monotone decay after warm-up");
+    }
+
+    #[test]
+    fn pushforward_feeds_the_models_own_steps_and_aims_at_the_true_next_voltage() {
+        type B = crate::model::backend::CpuTrain;
+        let device = Default::default();
+        let cfg = ModelConfig { layers: 1, d_model: 16, heads: 2, d_mlp: 32, context: 12, ..ModelConfig::default() };
+        let model = Lblm::<B>::new(&cfg, 3, &device).valid();
+        let (batch, len, width, channel, gain) = (3, 12, cfg.channels.len(), 0, 0.25f32);
+        let noise = |i: usize, k: u64| ((i as u64 * 2654435761 + k) % 1000) as f32 / 500.0 - 1.0;
+        let xs: Vec<f32> = (0..batch * len * width).map(|i| noise(i, 1)).collect();
+        let ys: Vec<f32> = (0..batch * len).map(|i| noise(i, 2)).collect();
+        let tensors = || {
+            let x = Tensor::<B, 3>::from_data(TensorData::new(xs.clone(), [batch, len, width]), &device);
+            (x, Tensor::<B, 2>::from_data(TensorData::new(ys.clone(), [batch, len]), &device))
+        };
+        let predicted: Vec<f32> = model.forward(tensors().0.inner()).into_data().into_vec().unwrap();
+        let (x, y) = tensors();
+        let (x2, y2) = pushforward(&model, x, y, (channel, gain), &[true, false, true]);
+        let (x2, y2): (Vec<f32>, Vec<f32>) = (x2.into_data().into_vec().unwrap(), y2.into_data().into_vec().unwrap());
+        let v = |x: &[f32], w: usize, t: usize| x[(w * len + t) * width + channel];
+        for w in 0..batch {
+            // Only the voltage channel of a chosen window moves.
+            let other = |x: &[f32]| (0..len * width).filter(|i| i % width != channel).map(|i| x[w * len * width + i]).collect::<Vec<_>>();
+            assert_eq!(other(&x2), other(&xs));
+            if w == 1 {
+                assert_eq!(&x2[w * len * width..(w + 1) * len * width], &xs[w * len * width..(w + 1) * len * width]);
+                assert_eq!(&y2[w * len..(w + 1) * len], &ys[w * len..(w + 1) * len]);
+                continue;
+            }
+            assert_eq!(v(&x2, w, 0), v(&xs, w, 0), "the window starts from the true voltage");
+            for t in 0..len {
+                let i = w * len + t;
+                // The target lands on the true next voltage: V'_t + ΔV'_t = V_t + ΔV_t.
+                assert!((v(&x2, w, t) + gain * y2[i] - (v(&xs, w, t) + gain * ys[i])).abs() < 1e-5, "window {w} step {t}");
+                // The voltage input drifts by the model's own teacher-forced errors.
+                if t + 1 < len {
+                    assert!((v(&x2, w, t + 1) - v(&x2, w, t) - (v(&xs, w, t + 1) - v(&xs, w, t)) - gain * (predicted[i] - ys[i])).abs() < 1e-5);
+                }
+            }
+        }
     }
 
     #[test]
