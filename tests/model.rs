@@ -11,6 +11,7 @@ use voltlens::data::schema::{Method, State};
 use voltlens::model::{
     eval_model, load_model, train_model, EvalConfig, Lblm, ModelConfig, Positional, TrainConfig, N_CHANNELS,
 };
+use voltlens::model::inputs::CHANNELS_BEFORE_SOC;
 
 type B = Flex;
 
@@ -244,6 +245,29 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     for r in rows.iter().filter(|r| seen.insert((r[0], r[1], r[2]))) {
         assert_eq!(r[5], r[6], "rollout {:?} starts from the true voltage", &r[..3]);
     }
+}
+
+#[test]
+fn a_model_saved_before_soc_joined_the_default_channels_still_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, model_dir) = (tmp.path().join("data"), tmp.path().join("model"));
+    write_dataset(&data, 4, None);
+    let fresh = train_model(&data, &tiny_model(Positional::Rotary), &TrainConfig { steps: 5, ..tiny_training() }, &tmp.path().join("fresh")).unwrap();
+    assert!(fresh.finished);
+    let saved = std::fs::read_to_string(tmp.path().join("fresh/config.json")).unwrap();
+    assert!(saved.contains("\"soc_present\""), "a new model names its channels: {saved}");
+
+    // Such models left the default channels, then 11 of them, out of config.json.
+    let old = ModelConfig { channels: CHANNELS_BEFORE_SOC.iter().map(|c| c.to_string()).collect(), ..tiny_model(Positional::Rotary) };
+    train_model(&data, &old, &TrainConfig { steps: 5, ..tiny_training() }, &model_dir).unwrap();
+    let config = model_dir.join("config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["model"].as_object_mut().unwrap().remove("channels");
+    std::fs::write(&config, json.to_string()).unwrap();
+    let loaded = load_model::<B>(&model_dir, &Default::default()).unwrap();
+    assert_eq!(loaded.config.model.channels, CHANNELS_BEFORE_SOC);
+    let metrics = eval_model(&data, &model_dir, &tmp.path().join("eval"), &EvalConfig { rollouts_per_cell: 1, ..EvalConfig::default() }).unwrap();
+    assert!(metrics.overall.next_step.steps > 0);
 }
 
 #[test]

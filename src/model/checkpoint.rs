@@ -67,6 +67,15 @@ impl ModelDir {
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
     }
+    /// The run's settings. A config.json that names no channels was saved when the default was
+    /// `CHANNELS_BEFORE_SOC` (the default channels were then left out), and reads as those.
+    pub fn read_config(&self) -> Result<RunConfig> {
+        let mut value: serde_json::Value = read_json(&self.config())?;
+        if let Some(model) = value.get_mut("model").and_then(|m| m.as_object_mut()) {
+            model.entry("channels").or_insert_with(|| serde_json::json!(super::inputs::CHANNELS_BEFORE_SOC));
+        }
+        serde_json::from_value(value).map_err(|e| Error::in_file(&self.config(), format!("bad model config: {e}")))
+    }
     pub fn norm(&self) -> PathBuf {
         self.root.join("norm.json")
     }
@@ -172,7 +181,7 @@ pub fn load_model<B: Backend>(model_dir: &Path, device: &B::Device) -> Result<Lo
         let hint = if dir.checkpoints().join("latest").exists() { " (training has not finished: run train-model again to resume)" } else { "" };
         return Err(Error::Config(format!("{}: no trained model here{hint}", model_dir.display())));
     }
-    let config: RunConfig = read_json(&dir.config())?;
+    let config = dir.read_config()?;
     let norm: InputNorm = read_json(&dir.norm())?;
     norm.check_channels(&config.model.channels)?;
     let split = read_json(&dir.split())?;

@@ -110,7 +110,6 @@ pub struct ModelConfig {
     #[serde(skip_serializing_if = "is_default")]
     pub head: HeadTarget,
     /// The per-step input channels by name, in order (`inputs::CATALOGUE`).
-    #[serde(skip_serializing_if = "is_default_channels")]
     pub channels: Vec<String>,
 }
 
@@ -124,10 +123,6 @@ fn is_default_eps(eps: &f64) -> bool {
 
 fn is_true(value: &bool) -> bool {
     *value
-}
-
-fn is_default_channels(channels: &[String]) -> bool {
-    channels.iter().map(String::as_str).eq(CHANNELS)
 }
 
 impl Default for ModelConfig {
@@ -232,8 +227,8 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     pub test_fraction: f64,
     /// Share of each batch's windows trained on their own drift (pushforward, `train::pushforward`):
-    /// the voltage input replaced by V_0 plus the model's summed teacher-forced ΔV, the target
-    /// aimed back at the true next voltage. 0 trains on true voltages only.
+    /// the voltage input moved by the model's summed teacher-forced errors, the target the cell's
+    /// true step. 0 trains on true voltages only.
     pub pushforward: f64,
     /// Stop after this step as if killed (no final model is written): for tests and time-boxed
     /// runs. Not part of the run's identity.

@@ -18,7 +18,9 @@ use crate::data::windows::{NormStats, Window};
 use crate::{Error, Result};
 
 /// The input channels of VoltLens's own models, in order: the default of `ModelConfig::channels`.
-pub const CHANNELS: [&str; 11] = [
+/// `soc` lets a rollout find the end of a discharge from the charge moved rather than from its own
+/// drifting voltage; `soc_present` lets the model read cells without an SOC anchor as well.
+pub const CHANNELS: [&str; 13] = [
     "voltage",
     "c_rate",
     "log1p_dt",
@@ -30,7 +32,12 @@ pub const CHANNELS: [&str; 11] = [
     "current_sign_next",
     "step_change_next",
     "log1p_step_time",
+    "soc",
+    "soc_present",
 ];
+
+/// The channels of models saved before `soc` joined the default, whose config.json names none.
+pub const CHANNELS_BEFORE_SOC: &[&str] = CHANNELS.split_at(11).0;
 /// The width of the default channel list.
 pub const N_CHANNELS: usize = CHANNELS.len();
 

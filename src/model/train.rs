@@ -106,7 +106,7 @@ struct RunData {
 /// settings. `None` when the run there has already finished.
 fn prepare_run(dir: &ModelDir, run: &RunConfig, dataset: &Dataset, dataset_dir: &Path) -> Result<Option<RunData>> {
     let (split, norm) = if dir.config().exists() {
-        let saved: RunConfig = read_json(&dir.config())?;
+        let saved = dir.read_config()?;
         if saved.model != run.model || saved.train != run.train {
             return Err(Error::Config(format!(
                 "{} holds a run with other settings (model {:?}, train {:?}); train into another directory or delete it",
@@ -165,35 +165,28 @@ fn pushforward_windows(batch: usize, share: f64, seed: u64, step: usize) -> Vec<
 }
 
 /// The pushforward trick (Brandstetter, Worrall & Welling 2022, "Message passing neural PDE
-/// solvers", §2.3), for voltages: a rollout feeds the model its own voltages, so it must learn
-/// from inputs that drifted as its own do. For each chosen window the model (no gradient) predicts
-/// every step teacher-forced; its summed errors D_t = Σ_{s<t} (ŷ_s − y_s) move the voltage input to
-/// V_t + D_t (in model units), and the target becomes y_t − D_t: the step that lands on the true
-/// V_{t+1}. Coulomb-counted inputs (`soc`) tell the model how far it drifted; without them the
-/// correction is noise it cannot predict.
-fn pushforward<B: AutodiffBackend>(
-    model: &Lblm<B::InnerBackend>,
-    x: Tensor<B, 3>,
-    y: Tensor<B, 2>,
-    (channel, gain): (usize, f32),
-    chosen: &[bool],
-) -> (Tensor<B, 3>, Tensor<B, 2>) {
+/// solvers", §2.3), for voltages: a rollout feeds the model its own voltages, so it learns from
+/// voltages that drifted as its own do. For each chosen window the model (no gradient) predicts
+/// every step teacher-forced, and its summed errors D_t = Σ_{s<t} (ŷ_s − y_s) move the voltage
+/// input to V_t + D_t (model units). The target stays the cell's true step: the model learns the
+/// step whatever error its voltage input carries, so that a rollout's drift does not feed on
+/// itself. (Aiming the target back at the true V_{t+1} instead taught the model to "correct"
+/// clean inputs too: held-out skill fell from 0.99 to below 0 on NCA_Kim2011.)
+fn pushforward<B: AutodiffBackend>(model: &Lblm<B::InnerBackend>, x: Tensor<B, 3>, y: &Tensor<B, 2>, (channel, gain): (usize, f32), chosen: &[bool]) -> Tensor<B, 3> {
     let [batch, len, width] = x.dims();
     let device = x.device();
     let vec = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("f32 tensor");
     let predicted = vec(model.forward(x.clone().inner()).into_data());
-    let (mut xs, mut ys) = (vec(x.into_data()), vec(y.into_data()));
+    let (mut xs, ys) = (vec(x.into_data()), vec(y.to_data()));
     for w in (0..batch).filter(|&w| chosen[w]) {
         let mut drift = 0f32;
         for t in 0..len {
             let i = w * len + t;
             xs[i * width + channel] += gain * drift;
-            let error = predicted[i] - ys[i];
-            ys[i] -= drift;
-            drift += error;
+            drift += predicted[i] - ys[i];
         }
     }
-    (Tensor::from_data(TensorData::new(xs, [batch, len, width]), &device), Tensor::from_data(TensorData::new(ys, [batch, len]), &device))
+    Tensor::from_data(TensorData::new(xs, [batch, len, width]), &device)
 }
 
 /// `count` windows spread evenly over all validation windows (fixed for the whole run).
@@ -356,10 +349,10 @@ impl<B: AutodiffBackend> Trainer<B> {
 
         for step in start_step..end_step {
             let batch = batch_windows(&self.train_windows, cfg.batch, cfg.seed, step);
-            let (mut x, mut y) = inputs::batch::<B>(&self.data.train, &batch, context, &self.device);
+            let (mut x, y) = inputs::batch::<B>(&self.data.train, &batch, context, &self.device);
             if let Some(voltage) = self.data.voltage.filter(|_| cfg.pushforward > 0.0) {
                 let chosen = pushforward_windows(batch.len(), cfg.pushforward, cfg.seed, step);
-                (x, y) = pushforward(&model.valid(), x, y, voltage, &chosen);
+                x = pushforward(&model.valid(), x, &y, voltage, &chosen);
             }
             let loss = loss(model.forward(x), y, cfg.loss);
             let value = loss.clone().into_scalar().elem::<f32>();
@@ -451,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn pushforward_feeds_the_models_own_steps_and_aims_at_the_true_next_voltage() {
+    fn pushforward_moves_the_voltage_input_by_the_models_own_errors() {
         type B = crate::model::backend::CpuTrain;
         let device = Default::default();
         let cfg = ModelConfig { layers: 1, d_model: 16, heads: 2, d_mlp: 32, context: 12, ..ModelConfig::default() };
@@ -460,34 +453,22 @@ mod tests {
         let noise = |i: usize, k: u64| ((i as u64 * 2654435761 + k) % 1000) as f32 / 500.0 - 1.0;
         let xs: Vec<f32> = (0..batch * len * width).map(|i| noise(i, 1)).collect();
         let ys: Vec<f32> = (0..batch * len).map(|i| noise(i, 2)).collect();
-        let tensors = || {
-            let x = Tensor::<B, 3>::from_data(TensorData::new(xs.clone(), [batch, len, width]), &device);
-            (x, Tensor::<B, 2>::from_data(TensorData::new(ys.clone(), [batch, len]), &device))
-        };
-        let predicted: Vec<f32> = model.forward(tensors().0.inner()).into_data().into_vec().unwrap();
-        let (x, y) = tensors();
-        let (x2, y2) = pushforward(&model, x, y, (channel, gain), &[true, false, true]);
-        let (x2, y2): (Vec<f32>, Vec<f32>) = (x2.into_data().into_vec().unwrap(), y2.into_data().into_vec().unwrap());
+        let x = Tensor::<B, 3>::from_data(TensorData::new(xs.clone(), [batch, len, width]), &device);
+        let y = Tensor::<B, 2>::from_data(TensorData::new(ys.clone(), [batch, len]), &device);
+        let predicted: Vec<f32> = model.forward(x.clone().inner()).into_data().into_vec().unwrap();
+        let x2: Vec<f32> = pushforward(&model, x, &y, (channel, gain), &[true, false, true]).into_data().into_vec().unwrap();
         let v = |x: &[f32], w: usize, t: usize| x[(w * len + t) * width + channel];
         for w in 0..batch {
             // Only the voltage channel of a chosen window moves.
             let other = |x: &[f32]| (0..len * width).filter(|i| i % width != channel).map(|i| x[w * len * width + i]).collect::<Vec<_>>();
             assert_eq!(other(&x2), other(&xs));
-            if w == 1 {
-                assert_eq!(&x2[w * len * width..(w + 1) * len * width], &xs[w * len * width..(w + 1) * len * width]);
-                assert_eq!(&y2[w * len..(w + 1) * len], &ys[w * len..(w + 1) * len]);
-                continue;
-            }
-            assert_eq!(v(&x2, w, 0), v(&xs, w, 0), "the window starts from the true voltage");
+            let mut drift = 0f32;
             for t in 0..len {
-                let i = w * len + t;
-                // The target lands on the true next voltage: V'_t + ΔV'_t = V_t + ΔV_t.
-                assert!((v(&x2, w, t) + gain * y2[i] - (v(&xs, w, t) + gain * ys[i])).abs() < 1e-5, "window {w} step {t}");
-                // The voltage input drifts by the model's own teacher-forced errors.
-                if t + 1 < len {
-                    assert!((v(&x2, w, t + 1) - v(&x2, w, t) - (v(&xs, w, t + 1) - v(&xs, w, t)) - gain * (predicted[i] - ys[i])).abs() < 1e-5);
-                }
+                let moved = if w == 1 { 0.0 } else { gain * drift };
+                assert!((v(&x2, w, t) - v(&xs, w, t) - moved).abs() < 1e-5, "window {w} step {t}");
+                drift += predicted[w * len + t] - ys[w * len + t];
             }
+            assert!(w == 1 || drift.abs() > 1e-3, "the test needs the model to err");
         }
     }
 
