@@ -140,7 +140,10 @@ enum Command {
     /// Train the battery model (LBLM) on a canonical dataset; resumes from a checkpoint in --out.
     ///
     /// Settings come from a TOML file with [arch] and [train] tables (the same keys as a pipeline's
-    /// [model.arch] and [model.train]); flags override them.
+    /// [model.arch] and [model.train]); flags override them. By default the model reads 13 input
+    /// channels, ingest's coulomb-counted soc and its flag soc_present among them ([arch] channels;
+    /// an unknown channel name lists every one there is), and half of each batch trains on its own
+    /// drifted voltages ([train] pushforward = 0.5) so that rollouts hold.
     ///
     /// Example: voltlens train-model --data runs/quickstart/data/dataset --out runs/my-model --steps 2000
     TrainModel {

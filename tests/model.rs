@@ -248,7 +248,7 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
 }
 
 #[test]
-fn a_model_saved_before_soc_joined_the_default_channels_still_loads() {
+fn a_model_saved_before_soc_and_pushforward_joined_the_defaults_still_loads() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, model_dir) = (tmp.path().join("data"), tmp.path().join("model"));
     write_dataset(&data, 4, None);
@@ -257,15 +257,17 @@ fn a_model_saved_before_soc_joined_the_default_channels_still_loads() {
     let saved = std::fs::read_to_string(tmp.path().join("fresh/config.json")).unwrap();
     assert!(saved.contains("\"soc_present\""), "a new model names its channels: {saved}");
 
-    // Such models left the default channels, then 11 of them, out of config.json.
+    // Such models left the default channels, then 11 of them, out of config.json, and had no pushforward.
     let old = ModelConfig { channels: CHANNELS_BEFORE_SOC.iter().map(|c| c.to_string()).collect(), ..tiny_model(Positional::Rotary) };
     train_model(&data, &old, &TrainConfig { steps: 5, ..tiny_training() }, &model_dir).unwrap();
     let config = model_dir.join("config.json");
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     json["model"].as_object_mut().unwrap().remove("channels");
+    json["train"].as_object_mut().unwrap().remove("pushforward");
     std::fs::write(&config, json.to_string()).unwrap();
     let loaded = load_model::<B>(&model_dir, &Default::default()).unwrap();
     assert_eq!(loaded.config.model.channels, CHANNELS_BEFORE_SOC);
+    assert_eq!(loaded.config.train.pushforward, 0.0, "trained before pushforward existed");
     let metrics = eval_model(&data, &model_dir, &tmp.path().join("eval"), &EvalConfig { rollouts_per_cell: 1, ..EvalConfig::default() }).unwrap();
     assert!(metrics.overall.next_step.steps > 0);
 }

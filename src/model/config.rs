@@ -228,7 +228,7 @@ pub struct TrainConfig {
     pub test_fraction: f64,
     /// Share of each batch's windows trained on their own drift (pushforward, `train::pushforward`):
     /// the voltage input moved by the model's summed teacher-forced errors, the target the cell's
-    /// true step. 0 trains on true voltages only.
+    /// true step. 0 trains on true voltages only; each such step costs one more forward pass.
     pub pushforward: f64,
     /// Stop after this step as if killed (no final model is written): for tests and time-boxed
     /// runs. Not part of the run's identity.
@@ -256,7 +256,10 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             test_fraction: 0.2,
             stop_after: None,
-            pushforward: 0.0,
+            // Held-out discharge-step rollouts against 0, both reading `soc` (one seed a set):
+            // 63.0 → 46.4 mV on the dev set, 37.3 → 28.1 on NCA_Kim2011, 25.8 → 16.2 on
+            // Mohtat2020, 32.7 → 31.4 on Ai2020; teacher-forced skill within 0.01.
+            pushforward: 0.5,
         }
     }
 }
