@@ -221,10 +221,13 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     let again = train_model(&data, &tiny_model(Positional::Rotary), &train, &model_dir).unwrap();
     assert_eq!(again.steps, 300, "a finished run is not trained again");
 
-    let cfg = EvalConfig { rollouts_per_cell: 1, max_cycle_rows: 200, ..EvalConfig::default() };
+    let cfg = EvalConfig { rollouts_per_cell: 2, max_cycle_rows: 200, ..EvalConfig::default() };
     let metrics = eval_model(&data, &model_dir, &eval_dir, &cfg).unwrap();
     assert!(metrics.overall.next_step.skill > 0.5, "{:?}", metrics.overall);
     assert!(metrics.overall.discharge_rollout.rows > 0 && metrics.overall.cycle_rollout.rows > 0);
+    // Every RC cell begins with a discharge at row 0: its first discharge rollout starts cold, the last does not.
+    let scored = metrics.per_cell.len();
+    assert_eq!((metrics.overall.cold_discharge_rollout.rollouts, metrics.overall.discharge_rollout.rollouts), (scored, scored));
     assert!(metrics.overall.discharge_rollout.rmse_mv.is_finite());
     assert!(eval_dir.join("metrics.json").exists());
     assert!(!metrics.plots.is_empty() && metrics.plots.iter().all(|p| eval_dir.join(p).exists()));
@@ -235,7 +238,8 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("cell_id,kind,rollout,row,test_time_s,voltage_v,rolled_out_v"));
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    for (kind, m) in [("discharge", &metrics.overall.discharge_rollout), ("cycle", &metrics.overall.cycle_rollout)] {
+    let o = &metrics.overall;
+    for (kind, m) in [("discharge", &o.discharge_rollout), ("cold_discharge", &o.cold_discharge_rollout), ("cycle", &o.cycle_rollout)] {
         let errors: Vec<f64> = rows.iter().filter(|r| r[1] == kind).map(|r| r[6].parse::<f64>().unwrap() - r[5].parse::<f64>().unwrap()).collect();
         assert_eq!(errors.len(), m.rows + m.rollouts, "{kind}: the predicted rows and each rollout's true start");
         let rmse_mv = 1e3 * (errors.iter().map(|e| e * e).sum::<f64>() / m.rows as f64).sqrt();

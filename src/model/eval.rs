@@ -58,8 +58,13 @@ pub struct RolloutMetrics {
 pub struct GroupMetrics {
     pub cells: usize,
     pub next_step: NextStepMetrics,
-    /// Rollouts over whole constant-current discharge steps.
+    /// Rollouts over whole constant-current discharge steps, each from the row before the step
+    /// with the cell's history before it.
     pub discharge_rollout: RolloutMetrics,
+    /// Discharge steps that begin at a cell's first row: there is no row before the step and no
+    /// history, so the model starts cold. Kept apart from `discharge_rollout`.
+    #[serde(default)]
+    pub cold_discharge_rollout: RolloutMetrics,
     /// Rollouts over one cycle per cell.
     pub cycle_rollout: RolloutMetrics,
 }
@@ -252,8 +257,8 @@ fn write_rollouts(path: &Path, held: &[HeldOut], results: &[CellResult]) -> Resu
     let (mut cell_id, mut kind, mut index, mut row) = (Vec::<String>::new(), Vec::<&str>::new(), Vec::<u32>::new(), Vec::<u32>::new());
     let (mut time, mut truth, mut rolled) = (Vec::<f64>::new(), Vec::<f32>::new(), Vec::<f32>::new());
     for (cell, result) in held.iter().zip(results) {
-        let runs = result.discharges.iter().enumerate().map(|(i, r)| ("discharge", i, r)).chain(result.cycle.iter().map(|r| ("cycle", 0, r)));
-        for (k, i, (seg, volts)) in runs {
+        let discharges = result.discharges.iter().enumerate().map(|(i, (seg, cold, v))| (if *cold { "cold_discharge" } else { "discharge" }, i, seg, v));
+        for (k, i, seg, volts) in discharges.chain(result.cycle.iter().map(|(seg, v)| ("cycle", 0, seg, v))) {
             for (r, v) in (seg.start..=seg.end).zip(volts) {
                 cell_id.push(cell.raw.cell_id.clone());
                 kind.push(k);
@@ -296,7 +301,7 @@ fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::
 
 /// A warning per rollout kind of `group` whose RMSE is worse than persistence's.
 fn rollout_flags(group: &str, m: &GroupMetrics) -> Vec<String> {
-    [("discharge-step", &m.discharge_rollout), ("full-cycle", &m.cycle_rollout)]
+    [("discharge-step", &m.discharge_rollout), ("cold-start discharge-step", &m.cold_discharge_rollout), ("full-cycle", &m.cycle_rollout)]
         .into_iter()
         .filter(|(_, r)| r.rows > 0 && r.rmse_mv > r.persistence_rmse_mv)
         .map(|(kind, r)| {
@@ -313,8 +318,8 @@ struct CellResult {
     acc: Accumulators,
     /// Teacher-forced ΔV (V) per step.
     model_dv: Vec<f32>,
-    /// The discharge-step rollouts, in the cell's order.
-    discharges: Vec<(Segment, Vec<f32>)>,
+    /// The discharge-step rollouts, in the cell's order, each with whether it starts cold.
+    discharges: Vec<(Segment, bool, Vec<f32>)>,
     /// The cycle rollout, for the figure.
     cycle: Option<(Segment, Vec<f32>)>,
 }
@@ -338,13 +343,20 @@ fn eval_cell<B: Backend>(
     let mut segments = discharges.clone();
     segments.extend(cycle);
     let mut rolled = rollout(model, norm, &cell.raw, &segments, device);
+    // A step that begins at row 0 has no row before it to start from.
+    let cold = |seg: &Segment| seg.start == 0 && cell.data.state[0] == State::Discharging;
     for (i, (seg, v)) in segments.iter().zip(&rolled).enumerate() {
-        let target = if i < discharges.len() { &mut acc.discharge } else { &mut acc.cycle };
+        let target = match i < discharges.len() {
+            true if cold(seg) => &mut acc.cold_discharge,
+            true => &mut acc.discharge,
+            false => &mut acc.cycle,
+        };
         target.add(&cell.raw.voltage[seg.start..=seg.end], v);
     }
     // The cycle, when there is one, was rolled out last.
     let cycle = cycle.map(|seg| (seg, rolled.pop().expect("cycle rolled out")));
-    CellResult { acc, model_dv, discharges: discharges.into_iter().zip(rolled).collect(), cycle }
+    let discharges = discharges.into_iter().zip(rolled).map(|(seg, v)| (seg, cold(&seg), v)).collect();
+    CellResult { acc, model_dv, discharges, cycle }
 }
 
 /// Maps `f` over `items` on one worker thread per core, each with its own copy of the model
@@ -590,6 +602,7 @@ struct Accumulators {
     cells: usize,
     next_step: NextStepAcc,
     discharge: RolloutAcc,
+    cold_discharge: RolloutAcc,
     cycle: RolloutAcc,
 }
 
@@ -601,6 +614,7 @@ impl Accumulators {
         self.next_step.persistence += other.next_step.persistence;
         self.next_step.ridge += other.next_step.ridge;
         self.discharge.merge(&other.discharge);
+        self.cold_discharge.merge(&other.cold_discharge);
         self.cycle.merge(&other.cycle);
     }
 
@@ -609,6 +623,7 @@ impl Accumulators {
             cells: self.cells,
             next_step: self.next_step.finish(),
             discharge_rollout: self.discharge.finish(),
+            cold_discharge_rollout: self.cold_discharge.finish(),
             cycle_rollout: self.cycle.finish(),
         }
     }
