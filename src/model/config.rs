@@ -256,9 +256,10 @@ impl Default for TrainConfig {
             val_fraction: 0.1,
             test_fraction: 0.2,
             stop_after: None,
-            // Held-out discharge-step rollouts against 0, both reading `soc` (one seed a set):
-            // 63.0 → 46.4 mV on the dev set, 37.3 → 28.1 on NCA_Kim2011, 25.8 → 16.2 on
-            // Mohtat2020, 32.7 → 31.4 on Ai2020; teacher-forced skill within 0.01.
+            // Held-out discharge-step rollouts (warm and cold starts together) against 0, both
+            // reading `soc`, one seed a set: 63.0 → 46.4 mV on the dev set, 37.3 → 28.1 on
+            // NCA_Kim2011, 25.8 → 16.2 on Mohtat2020, 32.7 → 31.4 on Ai2020; teacher-forced
+            // skill within 0.01.
             pushforward: 0.5,
         }
     }
