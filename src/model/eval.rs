@@ -54,6 +54,12 @@ pub struct RolloutMetrics {
     pub persistence_rmse_mv: f64,
 }
 
+impl RolloutMetrics {
+    fn is_empty(&self) -> bool {
+        self.rollouts == 0
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupMetrics {
     pub cells: usize,
@@ -62,8 +68,9 @@ pub struct GroupMetrics {
     /// with the cell's history before it.
     pub discharge_rollout: RolloutMetrics,
     /// Discharge steps that begin at a cell's first row: there is no row before the step and no
-    /// history, so the model starts cold. Kept apart from `discharge_rollout`.
-    #[serde(default)]
+    /// history, so the model starts cold. Kept apart from `discharge_rollout`; left out of
+    /// metrics.json (and so the report) when there is none.
+    #[serde(default, skip_serializing_if = "RolloutMetrics::is_empty")]
     pub cold_discharge_rollout: RolloutMetrics,
     /// Rollouts over one cycle per cell.
     pub cycle_rollout: RolloutMetrics,
@@ -654,6 +661,14 @@ mod tests {
             volts.push(volts.last().unwrap() + out.last().unwrap() * norm.target_scale);
         }
         volts
+    }
+
+    #[test]
+    fn a_group_without_cold_starts_writes_no_cold_rollout_figures() {
+        let json = serde_json::to_value(GroupMetrics::default()).unwrap();
+        assert!(json.get("cold_discharge_rollout").is_none() && json.get("discharge_rollout").is_some(), "{json}");
+        let back: GroupMetrics = serde_json::from_value(json).unwrap();
+        assert_eq!(back.cold_discharge_rollout.rollouts, 0);
     }
 
     #[test]
