@@ -228,6 +228,9 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     // Every RC cell begins with a discharge at row 0: its first discharge rollout starts cold, the last does not.
     let scored = metrics.per_cell.len();
     assert_eq!((metrics.overall.cold_discharge_rollout.rollouts, metrics.overall.discharge_rollout.rollouts), (scored, scored));
+    // The model reads `soc` and `soc_present` and every RC cell has an anchor: each warm rollout is
+    // run again with the anchor hidden.
+    assert_eq!(metrics.overall.unanchored_discharge_rollout.rollouts, scored);
     assert!(metrics.overall.discharge_rollout.rmse_mv.is_finite());
     assert!(eval_dir.join("metrics.json").exists());
     assert!(!metrics.plots.is_empty() && metrics.plots.iter().all(|p| eval_dir.join(p).exists()));
@@ -239,7 +242,13 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     assert_eq!(lines.next(), Some("cell_id,kind,rollout,row,test_time_s,voltage_v,rolled_out_v"));
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     let o = &metrics.overall;
-    for (kind, m) in [("discharge", &o.discharge_rollout), ("cold_discharge", &o.cold_discharge_rollout), ("cycle", &o.cycle_rollout)] {
+    let kinds = [
+        ("discharge", &o.discharge_rollout),
+        ("cold_discharge", &o.cold_discharge_rollout),
+        ("unanchored_discharge", &o.unanchored_discharge_rollout),
+        ("cycle", &o.cycle_rollout),
+    ];
+    for (kind, m) in kinds {
         let errors: Vec<f64> = rows.iter().filter(|r| r[1] == kind).map(|r| r[6].parse::<f64>().unwrap() - r[5].parse::<f64>().unwrap()).collect();
         assert_eq!(errors.len(), m.rows + m.rollouts, "{kind}: the predicted rows and each rollout's true start");
         let rmse_mv = 1e3 * (errors.iter().map(|e| e * e).sum::<f64>() / m.rows as f64).sqrt();
@@ -249,10 +258,15 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     for r in rows.iter().filter(|r| seen.insert((r[0], r[1], r[2]))) {
         assert_eq!(r[5], r[6], "rollout {:?} starts from the true voltage", &r[..3]);
     }
+    // The same rows with the anchor hidden: the model reads `soc`, so some come out otherwise.
+    let warm: std::collections::BTreeMap<(&str, &str), &str> = rows.iter().filter(|r| r[1] == "discharge").map(|r| ((r[0], r[3]), r[6])).collect();
+    let unanchored: Vec<_> = rows.iter().filter(|r| r[1] == "unanchored_discharge").collect();
+    assert!(unanchored.iter().all(|r| warm.contains_key(&(r[0], r[3]))));
+    assert!(unanchored.iter().any(|r| warm[&(r[0], r[3])] != r[6]), "hiding the anchor changes nothing");
 }
 
 #[test]
-fn a_model_saved_before_soc_and_pushforward_joined_the_defaults_still_loads() {
+fn a_model_saved_before_soc_pushforward_and_soc_dropout_joined_the_defaults_still_loads() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, model_dir) = (tmp.path().join("data"), tmp.path().join("model"));
     write_dataset(&data, 4, None);
@@ -261,19 +275,23 @@ fn a_model_saved_before_soc_and_pushforward_joined_the_defaults_still_loads() {
     let saved = std::fs::read_to_string(tmp.path().join("fresh/config.json")).unwrap();
     assert!(saved.contains("\"soc_present\""), "a new model names its channels: {saved}");
 
-    // Such models left the default channels, then 11 of them, out of config.json, and had no pushforward.
+    // Such models left the default channels, then 11 of them, out of config.json, and had no pushforward or soc_dropout.
     let old = ModelConfig { channels: CHANNELS_BEFORE_SOC.iter().map(|c| c.to_string()).collect(), ..tiny_model(Positional::Rotary) };
     train_model(&data, &old, &TrainConfig { steps: 5, ..tiny_training() }, &model_dir).unwrap();
     let config = model_dir.join("config.json");
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     json["model"].as_object_mut().unwrap().remove("channels");
-    json["train"].as_object_mut().unwrap().remove("pushforward");
+    for added in ["pushforward", "soc_dropout"] {
+        json["train"].as_object_mut().unwrap().remove(added);
+    }
     std::fs::write(&config, json.to_string()).unwrap();
     let loaded = load_model::<B>(&model_dir, &Default::default()).unwrap();
     assert_eq!(loaded.config.model.channels, CHANNELS_BEFORE_SOC);
     assert_eq!(loaded.config.train.pushforward, 0.0, "trained before pushforward existed");
+    assert_eq!(loaded.config.train.soc_dropout, 0.0, "trained before soc_dropout existed");
     let metrics = eval_model(&data, &model_dir, &tmp.path().join("eval"), &EvalConfig { rollouts_per_cell: 1, ..EvalConfig::default() }).unwrap();
     assert!(metrics.overall.next_step.steps > 0);
+    assert_eq!(metrics.overall.unanchored_discharge_rollout.rollouts, 0, "the model reads no `soc`");
 }
 
 #[test]

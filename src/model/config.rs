@@ -230,6 +230,10 @@ pub struct TrainConfig {
     /// the voltage input moved by the model's summed teacher-forced errors, the target the cell's
     /// true step. 0 trains on true voltages only; each such step costs one more forward pass.
     pub pushforward: f64,
+    /// Share of each batch's windows that read `soc` and `soc_present` as a cell without an SOC
+    /// anchor does (`train::blank_soc`), so that the model also reads unanchored cells. Only
+    /// where the model reads both channels.
+    pub soc_dropout: f64,
     /// Stop after this step as if killed (no final model is written): for tests and time-boxed
     /// runs. Not part of the run's identity.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,6 +265,7 @@ impl Default for TrainConfig {
             // NCA_Kim2011, 25.8 → 16.2 on Mohtat2020, 32.7 → 31.4 on Ai2020; teacher-forced
             // skill within 0.01.
             pushforward: 0.5,
+            soc_dropout: 0.25,
         }
     }
 }
@@ -277,8 +282,10 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.min_lr_fraction) {
             return bad(format!("min_lr_fraction {} is not in [0, 1]", self.min_lr_fraction));
         }
-        if !(0.0..=1.0).contains(&self.pushforward) {
-            return bad(format!("pushforward {} is not a share in [0, 1]", self.pushforward));
+        for (name, share) in [("pushforward", self.pushforward), ("soc_dropout", self.soc_dropout)] {
+            if !(0.0..=1.0).contains(&share) {
+                return bad(format!("{name} {share} is not a share in [0, 1]"));
+            }
         }
         if self.val_fraction < 0.0 || self.test_fraction < 0.0 || self.val_fraction + self.test_fraction >= 1.0 {
             return bad("val_fraction and test_fraction must be ≥ 0 and sum to less than 1".into());

@@ -72,6 +72,11 @@ pub struct GroupMetrics {
     /// metrics.json (and so the report) when there is none.
     #[serde(default, skip_serializing_if = "RolloutMetrics::is_empty")]
     pub cold_discharge_rollout: RolloutMetrics,
+    /// The `discharge_rollout`s of cells with an SOC anchor once more, the model reading `soc`
+    /// and `soc_present` as on a cell without one: how it would fare had ingest found no anchor.
+    /// Only for a model that reads both; left out of metrics.json where there is none.
+    #[serde(default, skip_serializing_if = "RolloutMetrics::is_empty")]
+    pub unanchored_discharge_rollout: RolloutMetrics,
     /// Rollouts over one cycle per cell.
     pub cycle_rollout: RolloutMetrics,
 }
@@ -264,7 +269,7 @@ fn write_rollouts(path: &Path, held: &[HeldOut], results: &[CellResult]) -> Resu
     let (mut cell_id, mut kind, mut index, mut row) = (Vec::<String>::new(), Vec::<&str>::new(), Vec::<u32>::new(), Vec::<u32>::new());
     let (mut time, mut truth, mut rolled) = (Vec::<f64>::new(), Vec::<f32>::new(), Vec::<f32>::new());
     for (cell, result) in held.iter().zip(results) {
-        let discharges = result.discharges.iter().enumerate().map(|(i, (seg, cold, v))| (if *cold { "cold_discharge" } else { "discharge" }, i, seg, v));
+        let discharges = result.discharges.iter().enumerate().map(|(i, (seg, kind, v))| (*kind, i, seg, v));
         for (k, i, seg, volts) in discharges.chain(result.cycle.iter().map(|(seg, v)| ("cycle", 0, seg, v))) {
             for (r, v) in (seg.start..=seg.end).zip(volts) {
                 cell_id.push(cell.raw.cell_id.clone());
@@ -308,7 +313,12 @@ fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::
 
 /// A warning per rollout kind of `group` whose RMSE is worse than persistence's.
 fn rollout_flags(group: &str, m: &GroupMetrics) -> Vec<String> {
-    [("discharge-step", &m.discharge_rollout), ("cold-start discharge-step", &m.cold_discharge_rollout), ("full-cycle", &m.cycle_rollout)]
+    [
+        ("discharge-step", &m.discharge_rollout),
+        ("cold-start discharge-step", &m.cold_discharge_rollout),
+        ("discharge-step (SOC anchor hidden)", &m.unanchored_discharge_rollout),
+        ("full-cycle", &m.cycle_rollout),
+    ]
         .into_iter()
         .filter(|(_, r)| r.rows > 0 && r.rmse_mv > r.persistence_rmse_mv)
         .map(|(kind, r)| {
@@ -325,8 +335,9 @@ struct CellResult {
     acc: Accumulators,
     /// Teacher-forced ΔV (V) per step.
     model_dv: Vec<f32>,
-    /// The discharge-step rollouts, in the cell's order, each with whether it starts cold.
-    discharges: Vec<(Segment, bool, Vec<f32>)>,
+    /// The discharge-step rollouts, in the cell's order, each with its kind in rollouts.csv;
+    /// the unanchored ones follow the others.
+    discharges: Vec<(Segment, &'static str, Vec<f32>)>,
     /// The cycle rollout, for the figure.
     cycle: Option<(Segment, Vec<f32>)>,
 }
@@ -362,8 +373,30 @@ fn eval_cell<B: Backend>(
     }
     // The cycle, when there is one, was rolled out last.
     let cycle = cycle.map(|seg| (seg, rolled.pop().expect("cycle rolled out")));
-    let discharges = discharges.into_iter().zip(rolled).map(|(seg, v)| (seg, cold(&seg), v)).collect();
+    let mut discharges: Vec<_> = discharges.into_iter().zip(rolled).map(|(seg, v)| (seg, if cold(&seg) { "cold_discharge" } else { "discharge" }, v)).collect();
+    if let Some(unanchored) = without_soc_anchor(&cell.raw, &norm.channels) {
+        let warm: Vec<Segment> = discharges.iter().filter(|d| d.1 == "discharge").map(|d| d.0).collect();
+        for (seg, v) in warm.iter().zip(rollout(model, norm, &unanchored, &warm, device)) {
+            acc.unanchored_discharge.add(&cell.raw.voltage[seg.start..=seg.end], &v);
+            discharges.push((*seg, "unanchored_discharge", v));
+        }
+    }
     CellResult { acc, model_dv, discharges, cycle }
+}
+
+/// The cell as it would read without an SOC anchor (`soc` and `soc_present` 0 on every row), when
+/// the model reads both channels and the cell has an anchor; else None.
+fn without_soc_anchor(cell: &CellSteps, channels: &[String]) -> Option<CellSteps> {
+    let position = |name: &str| channels.iter().position(|c| c == name);
+    let (soc, present) = position("soc").zip(position("soc_present"))?;
+    if !cell.inputs.chunks_exact(cell.width).any(|row| row[present] == 1.0) {
+        return None;
+    }
+    let mut blanked = cell.clone();
+    for row in blanked.inputs.chunks_exact_mut(cell.width) {
+        (row[soc], row[present]) = (0.0, 0.0);
+    }
+    Some(blanked)
 }
 
 /// Maps `f` over `items` on one worker thread per core, each with its own copy of the model
@@ -610,6 +643,7 @@ struct Accumulators {
     next_step: NextStepAcc,
     discharge: RolloutAcc,
     cold_discharge: RolloutAcc,
+    unanchored_discharge: RolloutAcc,
     cycle: RolloutAcc,
 }
 
@@ -622,6 +656,7 @@ impl Accumulators {
         self.next_step.ridge += other.next_step.ridge;
         self.discharge.merge(&other.discharge);
         self.cold_discharge.merge(&other.cold_discharge);
+        self.unanchored_discharge.merge(&other.unanchored_discharge);
         self.cycle.merge(&other.cycle);
     }
 
@@ -631,6 +666,7 @@ impl Accumulators {
             next_step: self.next_step.finish(),
             discharge_rollout: self.discharge.finish(),
             cold_discharge_rollout: self.cold_discharge.finish(),
+            unanchored_discharge_rollout: self.unanchored_discharge.finish(),
             cycle_rollout: self.cycle.finish(),
         }
     }
