@@ -16,7 +16,7 @@ use super::backend::{run_on, BackendTask};
 use super::checkpoint::{load_model, LoadedModel, ModelDir};
 use crate::io::write_json;
 use super::config::{EvalCells, EvalConfig};
-use super::inputs::{dataset_steps, CellSteps, InputNorm, ModelSteps};
+use super::inputs::{dataset_steps, soc_anchor_channels, CellSteps, InputNorm, ModelSteps};
 use super::plot::{plot_cell, CellPlot};
 use super::ridge::Ridge;
 use super::transformer::Lblm;
@@ -387,8 +387,7 @@ fn eval_cell<B: Backend>(
 /// The cell as it would read without an SOC anchor (`soc` and `soc_present` 0 on every row), when
 /// the model reads both channels and the cell has an anchor; else None.
 fn without_soc_anchor(cell: &CellSteps, channels: &[String]) -> Option<CellSteps> {
-    let position = |name: &str| channels.iter().position(|c| c == name);
-    let (soc, present) = position("soc").zip(position("soc_present"))?;
+    let (soc, present) = soc_anchor_channels(channels)?;
     if !cell.inputs.chunks_exact(cell.width).any(|row| row[present] == 1.0) {
         return None;
     }

@@ -115,6 +115,13 @@ pub const CATALOGUE: &[Channel] = &[
     Channel { name: "cycle_number", meaning: "the cycler's cycle number at t", value: |r, t| r.data.cycle_number[t] as f32 },
 ];
 
+/// Where `channels` holds `soc` and `soc_present`, when it holds both. A cell without an SOC
+/// anchor reads raw 0 in both.
+pub fn soc_anchor_channels(channels: &[String]) -> Option<(usize, usize)> {
+    let position = |name: &str| channels.iter().position(|c| c == name);
+    position("soc").zip(position("soc_present"))
+}
+
 /// Indices into `CATALOGUE` of `names`; an unknown name is an error that lists the catalogue.
 pub fn channel_indices(names: &[String]) -> Result<Vec<usize>> {
     if names.is_empty() {

@@ -139,11 +139,10 @@ fn prepare_run(dir: &ModelDir, run: &RunConfig, dataset: &Dataset, dataset_dir: 
     let steps = |ids: &[String]| -> Result<Vec<ModelSteps>> {
         Ok(dataset_steps(dataset, dataset_dir, ids, &norm.channels)?.iter().map(|c| norm.apply(c)).collect())
     };
-    let position = |name: &str| norm.channels.iter().position(|c| c == name);
-    let voltage = position("voltage").map(|c| (c, norm.target_scale / norm.stats.std[c]));
+    let voltage = norm.channels.iter().position(|c| c == "voltage").map(|c| (c, norm.target_scale / norm.stats.std[c]));
     let mut unanchored = vec![0f32; norm.channels.len()];
     norm.apply_row(&mut unanchored);
-    let soc_blank = position("soc").zip(position("soc_present")).map(|(s, p)| [(s, unanchored[s]), (p, unanchored[p])]);
+    let soc_blank = inputs::soc_anchor_channels(&norm.channels).map(|(s, p)| [(s, unanchored[s]), (p, unanchored[p])]);
     Ok(Some(RunData { train: steps(&split.train)?, val: steps(&split.val)?, split, voltage, soc_blank }))
 }
 
