@@ -13,7 +13,8 @@ for n in g["nodes"]:
         layer, feature = n["node_id"].split("_")[:2]
         if f"L{layer}_F{feature}" not in chosen:
             chosen.append(f"L{layer}_F{feature}")
-labels = [r for r in csv.DictReader(open(f"{rep}/tables/labels.csv")) if r["accepted"] == "true"]
+all_labels = list(csv.DictReader(open(f"{rep}/tables/labels.csv")))
+labels = [r for r in all_labels if r["accepted"] == "true"]
 forms = {
     "graded": lambda s, c: s.startswith("fires more often") and "+" not in c,
     "graded over two covariates": lambda s, c: s.startswith("fires more often") and "+" in c,
@@ -25,6 +26,6 @@ for name, test in forms.items():
         best = max(cands, key=lambda r: float(r["best_test_auroc"]))
         chosen.append(fid(best)); print(f"# {name}: {fid(best)} {best['best_sentence']} (AUROC {float(best['best_test_auroc']):.3f})", file=sys.stderr)
 top40 = set(chosen[:40])
-unexplained = sum(1 for r in csv.DictReader(open(f"{rep}/tables/labels.csv")) if fid(r) in top40 and r["accepted"] != "true")
+unexplained = sum(1 for r in all_labels if fid(r) in top40 and r["accepted"] != "true")
 print(f"# {len(chosen)} ids; {unexplained} of the 40 densest unexplained; {len(feats)} live", file=sys.stderr)
 print(",".join(chosen))
