@@ -484,7 +484,7 @@ enum BenchCommand {
         /// Timed optimiser steps per size (with --forward: timed passes per shape, at most 3).
         #[arg(long, default_value_t = 10)]
         steps: usize,
-        /// Instead: forward passes of one window on the CPU, tokens/s and peak memory, for each
+        /// Instead: forward passes of one window on --device, tokens/s and peak host memory, for each
         /// LAYERSxD_MODELxCONTEXT shape (heads of 64 dimensions, MLP 4·d_model).
         /// Example: --forward 3x64x128,12x256x2048,24x512x8192
         #[arg(long, value_delimiter = ',')]
@@ -756,7 +756,9 @@ pub fn main() -> ExitCode {
 
 fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // cubecl (the GPU backend) logs every kernel it compiles or tunes at info.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cubecl_runtime=warn,cubecl_cuda=warn")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
 }
 
@@ -856,7 +858,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             let rows = runs.map(|(window, f)| crate::circuits::bench::bench_graph(window, f, l0)).collect::<Result<Vec<_>>>()?;
             print!("{}", crate::circuits::bench::format_graph_bench(&rows));
         }
-        Command::Bench { what: BenchCommand::Model { forward, steps, .. } } if !forward.is_empty() => {
+        Command::Bench { what: BenchCommand::Model { forward, steps, device, .. } } if !forward.is_empty() => {
             println!("{:>6} {:>7} {:>7} {:>12} {:>10} {:>10} {:>9}", "layers", "d_model", "context", "parameters", "tokens/s", "s/pass", "peak MB");
             for shape in &forward {
                 let dims: Vec<usize> = shape.split('x').map(|v| v.trim().parse()).collect::<std::result::Result<_, _>>()
@@ -864,7 +866,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 let [layers, d_model, context] = dims[..] else {
                     return Err(Error::Config(format!("--forward {shape}: expected LAYERSxD_MODELxCONTEXT, e.g. 24x512x8192")));
                 };
-                let b = crate::model::bench::bench_forward(&crate::model::bench::scale_config(layers, d_model, context), steps.min(3))?;
+                let b = crate::model::bench::bench_forward(&crate::model::bench::scale_config(layers, d_model, context), steps.min(3), device)?;
                 println!("{:>6} {:>7} {:>7} {:>12} {:>10.0} {:>10.2} {:>9.0}", b.layers, b.d_model, b.context, b.parameters, b.tokens_per_s, b.seconds_per_pass, b.peak_rss_mb);
             }
         }

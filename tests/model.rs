@@ -263,6 +263,22 @@ fn training_beats_persistence_and_evaluation_writes_metrics_and_plots() {
     let unanchored: Vec<_> = rows.iter().filter(|r| r[1] == "unanchored_discharge").collect();
     assert!(unanchored.iter().all(|r| warm.contains_key(&(r[0], r[3]))));
     assert!(unanchored.iter().any(|r| warm[&(r[0], r[3])] != r[6]), "hiding the anchor changes nothing");
+
+    // No cell extrapolates, so there is no separate in-range group. Scored beside the two 2C cells
+    // (rc-02, rc-05: faster than every remaining training cell, so flagged), a cell whose twin
+    // trains is pooled alone in `in_range`.
+    assert!(metrics.flags.iter().all(|f| !f.contains("extrapolation")) && metrics.in_range.is_none(), "{:?}", metrics.flags);
+    let split: voltlens::data::windows::Split = serde_json::from_str(&std::fs::read_to_string(model_dir.join("split.json")).unwrap()).unwrap();
+    let twin = |id: &str| format!("rc-{:02}", (id[3..].parse::<usize>().unwrap() + 3) % 6);
+    let inside = ["rc-00", "rc-03", "rc-01", "rc-04"].into_iter().find(|id| split.train.contains(&twin(id))).expect("a training cell at 1C or 1.5C");
+    let cells = vec!["rc-02".to_owned(), "rc-05".to_owned(), inside.to_owned()];
+    let mixed = eval_model(&data, &model_dir, &tmp.path().join("mixed"), &EvalConfig { cell_ids: cells, ..cfg.clone() }).unwrap();
+    let flagged: Vec<&str> = mixed.flags.iter().filter(|f| f.contains("extrapolation")).map(|f| f.split(':').next().unwrap()).collect();
+    assert_eq!(flagged, ["rc-02", "rc-05"], "{:?}", mixed.flags);
+    let in_range = mixed.in_range.expect("an in-range group beside flagged cells");
+    assert_eq!((in_range.cells, in_range.discharge_rollout.rollouts), (1, 1));
+    let alone = eval_model(&data, &model_dir, &tmp.path().join("alone"), &EvalConfig { cell_ids: vec![inside.to_owned()], ..cfg }).unwrap();
+    assert_eq!(in_range.discharge_rollout.rmse_mv, alone.overall.discharge_rollout.rmse_mv, "the in-range group is {inside}'s rollouts");
 }
 
 #[test]

@@ -405,11 +405,19 @@ fn lambda_schedules_ramp_as_configured() {
 /// every gradient agree to 1e-4. The hand-written gradients are checked against finite
 /// differences above, so this checks the autodiff trainer's loss.
 fn check_autodiff_agrees(cfg: TranscoderConfig, sparsity: Sparsity, with_aux: bool) {
+    use voltlens::transcoder::autodiff::Decoding;
+    // A step decodes either way (gathered rows; dense when many fire, and on CUDA): both.
+    for decoding in [Decoding::Gather, Decoding::Dense] {
+        check_autodiff_agrees_with(&cfg, sparsity, with_aux, decoding);
+    }
+}
+
+fn check_autodiff_agrees_with(cfg: &TranscoderConfig, sparsity: Sparsity, with_aux: bool, decoding: voltlens::transcoder::autodiff::Decoding) {
     use voltlens::transcoder::adam::Adam;
     use voltlens::transcoder::autodiff::{self, DeviceTrainer, Terms};
     type Cpu = voltlens::model::backend::CpuTrain;
     let (layers, d, b) = (3, 5, 48);
-    let (model, x, y) = random_problem(&cfg, layers, d, b, 21);
+    let (model, x, y) = random_problem(cfg, layers, d, b, 21);
     let var = vec![0.7, 1.1, 0.9];
     let (lambda, aux_k, aux_coef) = (0.05, 3, 0.5);
     let dead: Vec<Vec<u32>> = (0..model.shape.encoders()).map(|e| (0..cfg.features as u32).filter(|f| (f + e as u32) % 2 == 0).collect()).collect();
@@ -427,13 +435,14 @@ fn check_autodiff_agrees(cfg: TranscoderConfig, sparsity: Sparsity, with_aux: bo
         sparsity,
         preact_coef: 0.0,
         aux: with_aux.then(|| (dev.dead_mask(&dead), aux_k, aux_coef)),
+        decoding,
     };
     let (grad, stats) = autodiff::loss_and_grad::<Cpu>(&dev.params, dev.upload(&x, width), dev.upload(&y, width), &terms);
     let got = stats.to_host(&var, b, model.shape.encoders());
     let mut auto = model.clone();
     grad.to_host(&mut auto);
 
-    let what = format!("{:?} {:?} {sparsity:?} aux {with_aux}", cfg.variant, cfg.activation);
+    let what = format!("{:?} {:?} {sparsity:?} aux {with_aux} {decoding:?}", cfg.variant, cfg.activation);
     assert_eq!(got.fired, want.fired, "{what}: firing counts");
     assert!(want.fired.iter().sum::<u32>() > 0, "{what}: nothing fired, so nothing was compared");
     let close = |a: f32, b: f32| (a - b).abs() <= 1e-4;
@@ -528,7 +537,7 @@ fn an_sae_reads_and_rebuilds_mlp_out_only() {
 #[test]
 fn the_pre_activation_loss_pulls_every_feature_below_threshold_up() {
     use voltlens::transcoder::adam::Adam;
-    use voltlens::transcoder::autodiff::{self, DeviceTrainer, Terms};
+    use voltlens::transcoder::autodiff::{self, Decoding, DeviceTrainer, Terms};
     use voltlens::transcoder::Trainer;
     type Cpu = voltlens::model::backend::CpuTrain;
     let cfg = TranscoderConfig { features: 10, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.1 }, ..Default::default() };
@@ -537,7 +546,7 @@ fn the_pre_activation_loss_pulls_every_feature_below_threshold_up() {
     let var = vec![1.0, 1.0];
     let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), &var, Default::default());
     let b_enc_grad = |coef: f32| {
-        let terms = Terms { var: dev.target_var.clone(), lambda: 0.0, sparsity: Sparsity::L1, preact_coef: coef, aux: None };
+        let terms = Terms { var: dev.target_var.clone(), lambda: 0.0, sparsity: Sparsity::L1, preact_coef: coef, aux: None, decoding: Decoding::Auto };
         let (grad, _) = autodiff::loss_and_grad::<Cpu>(&dev.params, dev.upload(&x, layers * d), dev.upload(&y, layers * d), &terms);
         let mut host = model.clone();
         grad.to_host(&mut host);

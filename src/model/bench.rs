@@ -111,7 +111,7 @@ fn sync<B: Backend>(model: &Lblm<B>) {
 }
 
 /// Forward-only throughput and peak memory of one LBLM shape on one window (batch 1), on the
-/// CPU: the LBLM-scale table of `voltlens bench model --forward`.
+/// CPU or a GPU: the LBLM-scale table of `voltlens bench model --forward`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ForwardBench {
     pub layers: usize,
@@ -132,35 +132,53 @@ pub fn scale_config(layers: usize, d_model: usize, context: usize) -> ModelConfi
     ModelConfig { layers, d_model, heads: (d_model / 64).max(2), d_mlp: 4 * d_model, context, ..ModelConfig::default() }
 }
 
-/// Times `passes` forward passes of one full window after a short untimed one; attention runs
-/// in Flex's tiled kernel beyond 512 steps, so no [T, T] score matrix per head is held.
-pub fn bench_forward(cfg: &ModelConfig, passes: usize) -> Result<ForwardBench> {
+/// Times `passes` forward passes of one full window after a short untimed one, on `device`. On the
+/// CPU attention runs in Flex's tiled kernel beyond 512 steps, so no [T, T] score matrix per head
+/// is held.
+pub fn bench_forward(cfg: &ModelConfig, passes: usize, device: DeviceChoice) -> Result<ForwardBench> {
     cfg.validate()?;
     // Linux resets the peak (VmHWM) on writing 5 to clear_refs; elsewhere the process peak is kept.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    type B = burn::backend::Flex;
-    let device = Default::default();
-    let model = Lblm::<B>::new(cfg, 0, &device);
-    let c = cfg.channels.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut window = |len: usize| {
-        let x: Vec<f32> = (0..len * c).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-        Tensor::<B, 3>::from_data(TensorData::new(x, [1, len, c]), &device)
-    };
-    let _ = model.forward(window(cfg.context.min(64))).sum().into_scalar().elem::<f32>();
-    let passes = passes.max(1);
-    let t0 = Instant::now();
-    for _ in 0..passes {
-        let _ = model.forward(window(cfg.context)).sum().into_scalar().elem::<f32>();
+    run_on(device, ForwardTask { cfg, passes: passes.max(1) })
+}
+
+struct ForwardTask<'a> {
+    cfg: &'a ModelConfig,
+    passes: usize,
+}
+
+impl BackendTask for ForwardTask<'_> {
+    type Output = ForwardBench;
+    fn describe(&self) -> String {
+        let m = self.cfg;
+        format!("the forward benchmark ({} layers, d_model {}, context {}); lower the context or d_model", m.layers, m.d_model, m.context)
     }
-    let seconds = t0.elapsed().as_secs_f64() / passes as f64;
-    Ok(ForwardBench {
-        layers: cfg.layers,
-        d_model: cfg.d_model,
-        context: cfg.context,
-        parameters: model.num_params(),
-        tokens_per_s: cfg.context as f64 / seconds,
-        seconds_per_pass: seconds,
-        peak_rss_mb: crate::bench::peak_rss_mb().unwrap_or(f64::NAN),
-    })
+    fn run<A: AutodiffBackend>(self, device: A::Device) -> Result<ForwardBench> {
+        type B<A> = <A as AutodiffBackend>::InnerBackend;
+        let cfg = self.cfg;
+        let model = Lblm::<B<A>>::new(cfg, 0, &device);
+        let c = cfg.channels.len();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut window = |len: usize| {
+            let x: Vec<f32> = (0..len * c).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            Tensor::<B<A>, 3>::from_data(TensorData::new(x, [1, len, c]), &device)
+        };
+        // Untimed: a short window, then a full one (a GPU compiles its kernels per shape).
+        let _ = model.forward(window(cfg.context.min(64))).sum().into_scalar().elem::<f32>();
+        let _ = model.forward(window(cfg.context)).sum().into_scalar().elem::<f32>();
+        let t0 = Instant::now();
+        for _ in 0..self.passes {
+            let _ = model.forward(window(cfg.context)).sum().into_scalar().elem::<f32>();
+        }
+        let seconds = t0.elapsed().as_secs_f64() / self.passes as f64;
+        Ok(ForwardBench {
+            layers: cfg.layers,
+            d_model: cfg.d_model,
+            context: cfg.context,
+            parameters: model.num_params(),
+            tokens_per_s: cfg.context as f64 / seconds,
+            seconds_per_pass: seconds,
+            peak_rss_mb: crate::bench::peak_rss_mb().unwrap_or(f64::NAN),
+        })
+    }
 }

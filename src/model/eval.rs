@@ -93,6 +93,10 @@ pub struct CellMetrics {
 pub struct EvalMetrics {
     pub cells: EvalCells,
     pub overall: GroupMetrics,
+    /// The scored cells whose conditions the training cells span (no extrapolation flag), pooled;
+    /// only when some scored cell is flagged (else it would repeat `overall`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_range: Option<GroupMetrics>,
     pub by_protocol: BTreeMap<String, GroupMetrics>,
     pub per_cell: Vec<CellMetrics>,
     /// PNG files written, relative to the output directory.
@@ -215,8 +219,11 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
         result
     });
 
+    // An imported model's training cells are unknown: its split is only VoltLens's, for later stages.
+    let extrapolating =
+        if ModelDir::new(task.model_dir).import_record().exists() { Vec::new() } else { extrapolation_flags(dataset, &plan, &split) };
     let mut groups: BTreeMap<String, Accumulators> = BTreeMap::new();
-    let mut overall = Accumulators::default();
+    let (mut overall, mut in_range) = (Accumulators::default(), Accumulators::default());
     let mut per_cell = Vec::new();
     let mut plotted: BTreeMap<&str, usize> = BTreeMap::new();
     let mut plots = Vec::new();
@@ -245,18 +252,19 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
         });
         groups.entry(cell.protocol.clone()).or_default().merge(&result.acc);
         overall.merge(&result.acc);
+        if !extrapolating.iter().any(|(id, _)| *id == cell.raw.cell_id) {
+            in_range.merge(&result.acc);
+        }
     }
     bar.finish_and_clear();
     let overall = overall.finish();
+    let in_range = (!extrapolating.is_empty() && in_range.cells > 0).then(|| in_range.finish());
     let by_protocol: BTreeMap<String, GroupMetrics> = groups.into_iter().map(|(k, v)| (k, v.finish())).collect();
     let mut flags: Vec<String> =
         std::iter::once(("all cells", &overall)).chain(by_protocol.iter().map(|(k, v)| (k.as_str(), v))).flat_map(|(g, m)| rollout_flags(g, m)).collect();
-    // An imported model's training cells are unknown: its split is only VoltLens's, for later stages.
-    if !ModelDir::new(task.model_dir).import_record().exists() {
-        flags.extend(extrapolation_flags(dataset, &plan, &split));
-    }
+    flags.extend(extrapolating.into_iter().map(|(_, flag)| flag));
     write_rollouts(&task.out_dir.join("rollouts.csv"), &held, &results)?;
-    let metrics = EvalMetrics { cells: cfg.cells, overall, by_protocol, per_cell, plots, flags, seconds: t0.elapsed().as_secs_f64() };
+    let metrics = EvalMetrics { cells: cfg.cells, overall, in_range, by_protocol, per_cell, plots, flags, seconds: t0.elapsed().as_secs_f64() };
     write_json(&task.out_dir.join("metrics.json"), &metrics)?;
     Ok(metrics)
 }
@@ -296,9 +304,9 @@ fn write_rollouts(path: &Path, held: &[HeldOut], results: &[CellResult]) -> Resu
     crate::label::stage::write_csv(path, &mut df)
 }
 
-/// A warning per scored cell whose conditions the model's training cells (those in this
+/// (cell id, warning) per scored cell whose conditions the model's training cells (those in this
 /// dataset) did not span.
-fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::windows::Split) -> Vec<String> {
+fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::windows::Split) -> Vec<(String, String)> {
     let conditions = dataset.conditions();
     let train: Vec<_> = conditions.iter().filter(|c| split.train.contains(&c.cell_id) && !plan.scored.contains(&c.cell_id)).cloned().collect();
     conditions
@@ -306,7 +314,7 @@ fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::
         .filter(|c| plan.scored.contains(&c.cell_id))
         .filter_map(|c| {
             let outside = crate::data::windows::extrapolation(c, &train);
-            (!outside.is_empty()).then(|| format!("{}: {}; its figures measure extrapolation", c.cell_id, outside.join(", ")))
+            (!outside.is_empty()).then(|| (c.cell_id.clone(), format!("{}: {}; its figures measure extrapolation", c.cell_id, outside.join(", "))))
         })
         .collect()
 }

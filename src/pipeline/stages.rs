@@ -280,6 +280,12 @@ fn model_metrics(stage_dir: &Path) -> Option<serde_json::Value> {
     if let Some(flags) = m.get("flags") {
         o.insert("flags".into(), flags.clone());
     }
+    // Beside the pooled figure, the rollouts of the cells whose conditions training spanned.
+    if let (Some(cells), Some(serde_json::Value::Object(r))) = (m.pointer("/in_range/cells"), m.pointer("/in_range/discharge_rollout")) {
+        let mut shown = r.clone();
+        shown.insert("cells".into(), cells.clone());
+        o.insert("in_range_discharge_rollout".into(), serde_json::Value::Object(shown));
+    }
     let manifest = crate::pipeline::manifest::Manifest::read(stage_dir);
     if let Some(check) = manifest.as_ref().and_then(|m| m.summary.pointer("/import/check")?.as_object().cloned()) {
         // "steps" there counts each window's steps, not predictions as elsewhere in the box.
@@ -368,6 +374,12 @@ mod tests {
         let metrics = serde_json::json!({ "overall": { "cells": 3 }, "flags": ["cycle rollouts are worse"] });
         crate::io::write_atomic(&dir.path().join(EVAL_DIR).join("metrics.json"), metrics.to_string().as_bytes()).unwrap();
         assert_eq!(model_metrics(dir.path()).unwrap(), serde_json::json!({ "cells": 3, "flags": ["cycle rollouts are worse"] }));
+        // With a cell flagged as extrapolation, the others' discharge rollouts are shown apart.
+        let rollout = serde_json::json!({ "rollouts": 4, "rmse_mv": 17.5 });
+        let metrics = serde_json::json!({ "overall": { "cells": 3 }, "in_range": { "cells": 2, "discharge_rollout": rollout }, "flags": ["c: extrapolation"] });
+        crate::io::write_atomic(&dir.path().join(EVAL_DIR).join("metrics.json"), metrics.to_string().as_bytes()).unwrap();
+        let shown = model_metrics(dir.path()).unwrap();
+        assert_eq!(shown["in_range_discharge_rollout"], serde_json::json!({ "cells": 2, "rollouts": 4, "rmse_mv": 17.5 }));
         let check = serde_json::json!({ "windows": 8, "steps": 512, "max_abs_error_v": 2e-7, "passed": true });
         let manifest = Manifest {
             stage: "model".into(),

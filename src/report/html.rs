@@ -133,6 +133,7 @@ fn metric_words(key: &str) -> String {
         "train_tokens_per_s" => "training tokens/s",
         "train_steps" => "training steps",
         "heldout" => "held out",
+        "in_range_discharge_rollout" => "discharge rollout, cells inside the training conditions",
         "import_check" => "import vs its source",
         "max_abs_error_v" => "largest error (V)",
         "max_rel_error" => "largest relative error",

@@ -109,15 +109,17 @@ pub struct TrainerBench {
     pub fvu: f32,
 }
 
-/// Trains `cfg` for `cfg.steps` steps with `trainer` on `device`, on `pool` tokens of the
-/// synthetic recipe (cycled), and measures it.
+/// Trains `cfg` for `cfg.steps` timed steps (after a few untimed ones) with `trainer` on
+/// `device`, on `pool` tokens of the synthetic recipe (cycled), and measures it.
 pub fn bench_trainer(cfg: &TranscoderConfig, trainer: Trainer, device: DeviceChoice, layers: usize, d_model: usize, pool: usize, work_dir: &Path) -> Result<TrainerBench> {
     let data = synthetic_batch(pool, layers, d_model, cfg.features, cfg.seed);
-    let out = work_dir.join("bench-transcoder");
-    crate::io::fresh_owned_dir(&out)?; // a fresh run, never a resume
+    let (warm_up, out) = (work_dir.join("bench-warm-up"), work_dir.join("bench-transcoder"));
+    for dir in [&warm_up, &out] {
+        crate::io::fresh_owned_dir(dir)?; // fresh runs, never a resume
+    }
     // Linux resets the peak (VmHWM) on writing 5 to clear_refs; elsewhere the process peak is kept.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let task = TrainerTask { cfg, trainer, source: MemorySource::new(data, (layers, d_model)), out: &out };
+    let task = TrainerTask { cfg, trainer, source: MemorySource::new(data, (layers, d_model)), warm_up: &warm_up, out: &out };
     let (tokens_per_s, fvu) = run_on(device, task)?;
     Ok(TrainerBench {
         trainer,
@@ -133,16 +135,23 @@ pub fn bench_trainer(cfg: &TranscoderConfig, trainer: Trainer, device: DeviceCho
     })
 }
 
+/// Untimed steps first, as the reference's `--warmup`: a GPU compiles and tunes its kernels on the
+/// first steps of a shape.
+const WARM_UP_STEPS: u64 = 3;
+
 struct TrainerTask<'a> {
     cfg: &'a TranscoderConfig,
     trainer: Trainer,
     source: MemorySource,
+    warm_up: &'a Path,
     out: &'a Path,
 }
 
 impl BackendTask for TrainerTask<'_> {
     type Output = (f64, f32);
     fn run<B: AutodiffBackend>(mut self, device: B::Device) -> Result<(f64, f32)> {
+        let warm_up = TranscoderConfig { steps: WARM_UP_STEPS, ..self.cfg.clone() };
+        train_with::<B>(&warm_up, self.trainer, &mut self.source, self.warm_up, device.clone())?;
         let report = train_with::<B>(self.cfg, self.trainer, &mut self.source, self.out, device)?;
         Ok((report.tokens_per_s, report.fvu.iter().sum::<f32>() / report.fvu.len().max(1) as f32))
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::adam::Adam;
-use super::autodiff::{DeviceTrainer, Terms};
+use super::autodiff::{Decoding, DeviceTrainer, Terms};
 use super::cache::{ActivationSource, Batch};
 use super::clt::Transcoder;
 use super::config::{Activation, Trainer, TranscoderConfig};
@@ -221,6 +221,7 @@ fn train_step<B: AutodiffBackend>(cfg: &TranscoderConfig, state: &mut State, eng
                 sparsity: cfg.sparsity,
                 preact_coef: cfg.preact_coef,
                 aux: dead.as_ref().map(|dead| (dev.dead_mask(dead), cfg.aux_k, cfg.aux_coef)),
+                decoding: Decoding::Auto,
             };
             let out = dev.step(dev.upload(&batch.resid_mid, width), dev.upload(&batch.mlp_out, width), &terms);
             out.to_host(&state.target_var, batch.tokens, state.model.shape.encoders())
