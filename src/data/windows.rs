@@ -1,6 +1,8 @@
 //! Windows and splits (DESIGN.md §1.5): windows of `context` steps within a cell, splits by cell
 //! (never by window), normalisation statistics from the train split only.
 
+use std::collections::BTreeMap;
+
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -67,8 +69,9 @@ impl Split {
     /// cells are drawn in the seed's order, but cells that keep training's range are drawn
     /// last: for the whole dataset, a cell with the fastest and the slowest charge and
     /// discharge and the lowest and highest ambient temperature, and one cell of each protocol;
-    /// within each protocol, the same extremes. So a dataset's only 3C cells are never all held
-    /// out.
+    /// within each protocol, the same extremes; and one cell of each discharge rate ×
+    /// temperature pairing that several cells ran. So a dataset's only 3C cells are never all
+    /// held out, nor its two cells discharged at 0.3C at 10 °C.
     pub fn by_cell(cells: &[Conditions], val_fraction: f64, test_fraction: f64, seed: u64) -> Split {
         let mut cells: Vec<&Conditions> = cells.iter().collect();
         cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
@@ -155,8 +158,9 @@ fn unseen_pairing(held: &Conditions, train: &[Conditions]) -> Option<String> {
 }
 
 /// How much each cell (in draw order) is needed in training: 0 for any cell, 1 for one holding
-/// an extreme of its protocol, 2 for one holding an extreme of the dataset or the first of its
-/// protocol. Of cells tied at an extreme, the first in draw order is kept.
+/// an extreme of its protocol or standing for a discharge rate × temperature pairing, 2 for one
+/// holding an extreme of the dataset or the first of its protocol. Of cells tied at an extreme,
+/// the first in draw order is kept.
 fn keep_in_training(cells: &[&Conditions]) -> Vec<u8> {
     // Rates to the nearest 0.05C and temperatures to the nearest degree: nearer is the same
     // condition. A cell that never charges (or discharges) has no rate to keep in range.
@@ -195,6 +199,20 @@ fn keep_in_training(cells: &[&Conditions]) -> Vec<u8> {
     }
     let all: Vec<usize> = (0..cells.len()).collect();
     mark(&all, 2, &mut keep);
+    // Each discharge rate × ambient temperature (to 5 °C, chamber drift) that two or more cells
+    // ran keeps one of them, so that a held-out cell's pairing is one training ran
+    // (`unseen_pairing`). A pairing only one cell ran is left to the draw.
+    let mut pairings: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        if let (Some(r), Some(t)) = (rate(c.discharge_c), c.ambient_c) {
+            pairings.entry((r as i64, (t / 5.0).round() as i64)).or_default().push(i);
+        }
+    }
+    for members in pairings.values().filter(|m| m.len() >= 2) {
+        if members.iter().all(|&i| keep[i] == 0) {
+            keep[members[0]] = 1;
+        }
+    }
     keep
 }
 
@@ -303,7 +321,8 @@ mod tests {
 
     /// A dev-set-like dataset: four protocols at three temperatures, CC-CV cells at many rates
     /// of which only two discharge at 3C. Whatever the seed, training spans every held-out
-    /// cell's protocol, rates and temperature.
+    /// cell's protocol, rates and temperature, and ran its discharge rate × temperature pairing
+    /// where two or more cells did.
     #[test]
     fn held_out_cells_stay_inside_the_training_range() {
         let rates = [(0.3, 0.3), (1.0, 1.0), (0.5, 2.0), (2.0, 3.0), (0.3, 3.0), (2.0, 2.0), (1.0, 0.5), (0.5, 1.0)];
@@ -334,6 +353,11 @@ mod tests {
                 assert!(held.discharge_c >= min(|c| c.discharge_c), "seed {seed}: {} discharges slower than training", held.cell_id);
                 let t = held.ambient_c.unwrap();
                 assert!(t >= min(|c| c.ambient_c.unwrap()) && t <= max(|c| c.ambient_c.unwrap()), "seed {seed}: {} at {t} °C", held.cell_id);
+                let twins = all.iter().filter(|c| c.discharge_c == held.discharge_c && c.ambient_c == held.ambient_c).count();
+                let trained: Vec<Conditions> = train.iter().map(|&c| c.clone()).collect();
+                if twins >= 2 {
+                    assert_eq!(unseen_pairing(held, &trained), None, "seed {seed}: {}", held.cell_id);
+                }
             }
         }
     }

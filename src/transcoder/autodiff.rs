@@ -1,6 +1,6 @@
 //! The backend-generic trainer (issue 13): the loss of `grad`, differentiated by burn's autodiff,
 //! so that it runs wherever burn does (Flex in tests, CUDA with `--features cuda`). On the CPU the
-//! hand-written `grad` stays the default; this one is checked against it (tests/transcoder_autodiff.rs).
+//! hand-written `grad` stays the default; this one is checked against it (tests/transcoder.rs).
 //!
 //! On the CPU the decoder forms no dense [batch, F] × [F, L·d] product while few features are
 //! active: each token's active features are chosen outside the graph, their pre-activations
@@ -92,7 +92,7 @@ pub struct Terms<B: Backend> {
     pub preact_coef: f32,
     /// AuxK: the dead features [E, F], k and the loss weight.
     pub aux: Option<(Tensor<B, 2, Bool>, usize, f32)>,
-    /// How a ReLU or JumpReLU step decodes (the others always gather).
+    /// How the step decodes.
     pub decoding: Decoding,
 }
 
@@ -171,11 +171,8 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     };
     let chosen = choose(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding);
     let z = activate(&p, &pre, &chosen);
-    // Dense decoding of a top-k choice: z spread back over all F features.
     let (z, idx) = match chosen.idx {
-        Some(idx) if decoding == Decoding::Dense => {
-            (Tensor::zeros([e_n, n, f_n], &device).scatter(2, Tensor::from_inner(idx), z, IndexingUpdateOp::Add), None)
-        }
+        Some(idx) if decoding == Decoding::Dense => (spread(z, idx, f_n), None),
         idx => (z, idx),
     };
 
@@ -201,7 +198,11 @@ pub fn loss_and_grad<B: AutodiffBackend>(
         let (vals, idx) = top_k(candidates, (*k).min(f_n));
         let z_aux = pre.clone().gather(2, Tensor::from_inner(idx.clone())) * Tensor::from_inner(vals.greater_elem(0.0).float());
         let error = (y - y_hat).detach();
-        let aux_sq = layer_sq(decode(&p, &z_aux, Some(&idx)) - error, l, d);
+        let rebuilt = match decoding {
+            Decoding::Dense => decode(&p, &spread(z_aux, idx, f_n), None),
+            _ => decode(&p, &z_aux, Some(&idx)),
+        };
+        let aux_sq = layer_sq(rebuilt - error, l, d);
         aux_loss = (aux_sq / layer_scale).sum().mul_scalar(*coef);
         loss = loss + aux_loss.clone();
     }
@@ -227,6 +228,13 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     };
     let stats = DeviceStats { sq: sq.inner(), sparsity_loss: sparsity_loss.inner(), aux_loss: aux_loss.inner(), fired };
     (grad, stats)
+}
+
+/// z [E, n, K] of the features `idx` chose, spread back over all F features: [E, n, F], for a
+/// dense decoding.
+fn spread<B: AutodiffBackend>(z: Tensor<B, 3>, idx: Tensor<B::InnerBackend, 3, Int>, f_n: usize) -> Tensor<B, 3> {
+    let [e_n, n, _] = z.dims();
+    Tensor::zeros([e_n, n, f_n], &z.device()).scatter(2, Tensor::from_inner(idx), z, IndexingUpdateOp::Add)
 }
 
 /// Σ over tokens and d of the squared difference [n, L·d], per layer [L].
