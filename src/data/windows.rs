@@ -80,8 +80,7 @@ impl Split {
         let keep = keep_in_training(&cells);
         let mut order: Vec<usize> = (0..cells.len()).collect();
         order.sort_by_key(|&i| keep[i]);
-        let ids: Vec<String> = order.iter().map(|&i| cells[i].cell_id.clone()).collect();
-        let n = ids.len();
+        let n = cells.len();
         let count = |fraction: f64| -> usize {
             if fraction <= 0.0 || n < 3 {
                 return 0;
@@ -90,6 +89,8 @@ impl Split {
         };
         let n_test = count(test_fraction);
         let n_val = count(val_fraction).min(n.saturating_sub(n_test + 1));
+        let order = hold_out_pairings_last(&cells, order, n_test + n_val);
+        let ids: Vec<String> = order.iter().map(|&i| cells[i].cell_id.clone()).collect();
         let sorted = |v: &[String]| {
             let mut v = v.to_vec();
             v.sort();
@@ -157,17 +158,48 @@ fn unseen_pairing(held: &Conditions, train: &[Conditions]) -> Option<String> {
     Some(format!("discharged at {r:.2}C at {t:.0} °C, a pairing no training cell ran (at that rate: {})", at.join(", ")))
 }
 
-/// How much each cell (in draw order) is needed in training: 0 for any cell, 1 for one holding
-/// an extreme of its protocol or standing for a discharge rate × temperature pairing, 2 for one
-/// holding an extreme of the dataset or the first of its protocol. Of cells tied at an extreme,
-/// the first in draw order is kept.
-fn keep_in_training(cells: &[&Conditions]) -> Vec<u8> {
-    // Rates to the nearest 0.05C and temperatures to the nearest degree: nearer is the same
-    // condition. A cell that never charges (or discharges) has no rate to keep in range.
-    type Measure = fn(&Conditions) -> Option<f64>;
-    fn rate(c: f64) -> Option<f64> {
-        (c > 0.0).then(|| (c * 20.0).round())
+/// `order` with its first `held` cells chosen so that each discharge rate × ambient temperature
+/// (to 5 °C, chamber drift) that two or more cells ran keeps one of them in training: a cell
+/// whose pairing's other cells are all held out already is passed over (drawn later) while
+/// other cells remain, so that a held-out cell's pairing is one training ran (`unseen_pairing`).
+fn hold_out_pairings_last(cells: &[&Conditions], order: Vec<usize>, held: usize) -> Vec<usize> {
+    let pairing = |c: &Conditions| Some((rate(c.discharge_c)? as i64, (c.ambient_c? / 5.0).round() as i64));
+    // Per pairing: its cells, and those not yet held out.
+    let mut counts: BTreeMap<(i64, i64), (usize, usize)> = BTreeMap::new();
+    for p in cells.iter().filter_map(|c| pairing(c)) {
+        let n = counts.entry(p).or_default();
+        *n = (n.0 + 1, n.1 + 1);
     }
+    let (mut out, mut passed) = (Vec::with_capacity(order.len()), Vec::new());
+    for i in order {
+        let count = pairing(cells[i]).and_then(|p| counts.get_mut(&p));
+        match count {
+            Some((total, left)) if out.len() < held && *total >= 2 && *left == 1 => passed.push(i),
+            Some((_, left)) if out.len() < held => {
+                *left -= 1;
+                out.push(i);
+            }
+            None if out.len() < held => out.push(i),
+            _ => passed.push(i),
+        }
+    }
+    // Too few cells to keep every pairing: the passed-over cells are drawn in their order.
+    out.extend(passed);
+    out
+}
+
+/// A rate to the nearest 0.05C (nearer is the same condition); none for a cell that never
+/// charges (or discharges).
+fn rate(c: f64) -> Option<f64> {
+    (c > 0.0).then(|| (c * 20.0).round())
+}
+
+/// How much each cell (in draw order) is needed in training: 0 for any cell, 1 for one holding
+/// an extreme of its protocol, 2 for one holding an extreme of the dataset or the first of its
+/// protocol. Of cells tied at an extreme, the first in draw order is kept.
+fn keep_in_training(cells: &[&Conditions]) -> Vec<u8> {
+    // Rates to the nearest 0.05C (`rate`) and temperatures to the nearest degree.
+    type Measure = fn(&Conditions) -> Option<f64>;
     const MEASURES: [Measure; 6] = [
         |c| rate(c.charge_c),
         |c| rate(c.charge_c).map(|r| -r),
@@ -199,20 +231,6 @@ fn keep_in_training(cells: &[&Conditions]) -> Vec<u8> {
     }
     let all: Vec<usize> = (0..cells.len()).collect();
     mark(&all, 2, &mut keep);
-    // Each discharge rate × ambient temperature (to 5 °C, chamber drift) that two or more cells
-    // ran keeps one of them, so that a held-out cell's pairing is one training ran
-    // (`unseen_pairing`). A pairing only one cell ran is left to the draw.
-    let mut pairings: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
-    for (i, c) in cells.iter().enumerate() {
-        if let (Some(r), Some(t)) = (rate(c.discharge_c), c.ambient_c) {
-            pairings.entry((r as i64, (t / 5.0).round() as i64)).or_default().push(i);
-        }
-    }
-    for members in pairings.values().filter(|m| m.len() >= 2) {
-        if members.iter().all(|&i| keep[i] == 0) {
-            keep[members[0]] = 1;
-        }
-    }
     keep
 }
 
