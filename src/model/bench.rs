@@ -132,7 +132,7 @@ pub fn scale_config(layers: usize, d_model: usize, context: usize) -> ModelConfi
     ModelConfig { layers, d_model, heads: (d_model / 64).max(2), d_mlp: 4 * d_model, context, ..ModelConfig::default() }
 }
 
-/// Times `passes` forward passes of one full window after a short untimed one, on `device`. On the
+/// Times `passes` forward passes of one full window after two untimed ones, on `device`. On the
 /// CPU attention runs in Flex's tiled kernel beyond 512 steps, so no [T, T] score matrix per head
 /// is held.
 pub fn bench_forward(cfg: &ModelConfig, passes: usize, device: DeviceChoice) -> Result<ForwardBench> {
