@@ -364,6 +364,7 @@ mod tests {
         for seed in 0..200 {
             let split = Split::by_cell(&all, 0.1, 0.2, seed);
             let train: Vec<&Conditions> = all.iter().filter(|c| split.train.contains(&c.cell_id)).collect();
+            let trained: Vec<Conditions> = train.iter().map(|&c| c.clone()).collect();
             for held in all.iter().filter(|c| !split.train.contains(&c.cell_id)) {
                 let peers: Vec<&&Conditions> = train.iter().filter(|c| c.protocol == held.protocol).collect();
                 assert!(!peers.is_empty(), "seed {seed}: no training cell of {}'s protocol", held.cell_id);
@@ -376,7 +377,6 @@ mod tests {
                 let t = held.ambient_c.unwrap();
                 assert!(t >= min(|c| c.ambient_c.unwrap()) && t <= max(|c| c.ambient_c.unwrap()), "seed {seed}: {} at {t} °C", held.cell_id);
                 let twins = all.iter().filter(|c| c.discharge_c == held.discharge_c && c.ambient_c == held.ambient_c).count();
-                let trained: Vec<Conditions> = train.iter().map(|&c| c.clone()).collect();
                 if twins >= 2 {
                     assert_eq!(unseen_pairing(held, &trained), None, "seed {seed}: {}", held.cell_id);
                 }
