@@ -48,63 +48,137 @@ impl Codes {
 /// of a few times k).
 pub const BATCH_TOPK_CANDIDATES: usize = 4;
 
-/// Appends one row for the pre-activations `pre` [F]. `window` also keeps JumpReLU entries whose
-/// pre-activation lies within half a bandwidth of the threshold, which only training needs.
-pub fn select_row(act: &Activation, pre: &[f32], threshold: &[f32], window: bool, scratch: &mut Vec<u32>, out: &mut Codes) {
-    match *act {
-        Activation::Relu => {
-            for (f, &p) in pre.iter().enumerate().filter(|(_, p)| **p > 0.0) {
-                out.push(f, p, p);
-            }
-        }
-        Activation::JumpRelu { bandwidth, .. } => {
-            for (f, (&p, &t)) in pre.iter().zip(threshold).enumerate() {
-                if p > t {
-                    out.push(f, p, p);
-                } else if window && (p - t).abs() < 0.5 * bandwidth {
-                    out.push(f, 0.0, p);
+/// One row's selection (token, encoder), offered the pre-activations block by block in feature
+/// order, so that the encoder's product can be made in column blocks that stay in cache; `finish`
+/// appends the row to `Codes`. TopK keeps a pool of candidates above a floor that rises to the
+/// k-th largest value whenever the pool fills, so most values cost one comparison.
+pub struct RowSelect {
+    /// Entries kept so far, in feature order: (feature, value, pre).
+    kept: Vec<(u32, f32, f32)>,
+    /// Scratch for the cut's selection.
+    values: Vec<f32>,
+    /// How many the row keeps (TopK, BatchTopK's candidates, AuxK); None keeps all that pass.
+    k: Option<usize>,
+    /// A top-k candidate must exceed this: 0 (only positive values are kept), then the k-th
+    /// largest value after each cut.
+    floor: f32,
+}
+
+impl RowSelect {
+    /// The selection `act` makes from a row of `features` pre-activations.
+    pub fn for_activation(act: &Activation, features: usize) -> Self {
+        Self::top(match *act {
+            Activation::Relu | Activation::JumpRelu { .. } => None,
+            Activation::TopK { k } => Some(k),
+            Activation::BatchTopK { k } => Some((k * BATCH_TOPK_CANDIDATES).min(features)),
+        })
+    }
+
+    /// The k largest positive values (all positive ones with None).
+    pub fn top(k: Option<usize>) -> Self {
+        Self { kept: Vec::new(), values: Vec::new(), k, floor: 0.0 }
+    }
+
+    /// Offers pre[i], the pre-activation of feature f0 + i; threshold holds the same features'
+    /// JumpReLU thresholds. `window` also keeps JumpReLU entries whose pre-activation lies within
+    /// half a bandwidth of the threshold, at value 0, which only training needs.
+    pub fn offer(&mut self, act: &Activation, f0: usize, pre: &[f32], threshold: &[f32], window: bool) {
+        match *act {
+            Activation::JumpRelu { bandwidth, .. } => {
+                for (i, (&p, &t)) in pre.iter().zip(threshold).enumerate() {
+                    if p > t {
+                        self.kept.push(((f0 + i) as u32, p, p));
+                    } else if window && (p - t).abs() < 0.5 * bandwidth {
+                        self.kept.push(((f0 + i) as u32, 0.0, p));
+                    }
                 }
             }
+            _ => self.offer_top(f0, pre),
         }
-        Activation::TopK { k } => top_k(pre, k, scratch, out),
-        Activation::BatchTopK { k } => top_k(pre, (k * BATCH_TOPK_CANDIDATES).min(pre.len()), scratch, out),
     }
-    out.end_row();
+
+    /// Offers only the listed features (ascending, within f0..f0 + pre.len()): AuxK's dead ones.
+    pub fn offer_among(&mut self, f0: usize, pre: &[f32], candidates: &[u32]) {
+        for &f in candidates {
+            let p = pre[f as usize - f0];
+            if p > self.floor {
+                self.keep(f, p);
+            }
+        }
+    }
+
+    fn offer_top(&mut self, f0: usize, pre: &[f32]) {
+        offer_top(self, f0, pre)
+    }
+
+    fn keep(&mut self, f: u32, p: f32) {
+        match self.k {
+            Some(0) => {}
+            Some(k) => {
+                self.kept.push((f, p, p));
+                if self.kept.len() >= 4 * k + 64 {
+                    self.cut(k);
+                }
+            }
+            None => self.kept.push((f, p, p)),
+        }
+    }
+
+    /// Keeps the k largest, ties to the lower feature number, as an exact top-k over the row
+    /// would (later offers have higher numbers, so they must beat the floor strictly). `kept`
+    /// stays in feature order.
+    fn cut(&mut self, k: usize) {
+        if self.kept.len() <= k {
+            return;
+        }
+        self.values.clear();
+        self.values.extend(self.kept.iter().map(|e| e.1));
+        // total_cmp keeps the order deterministic even with NaNs.
+        let (_, &mut kth, _) = self.values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let mut ties = k - self.kept.iter().filter(|e| e.1 > kth).count();
+        self.kept.retain(|e| {
+            let tie = e.1 == kth && ties > 0;
+            ties -= tie as usize;
+            e.1 > kth || tie
+        });
+        self.floor = kth;
+    }
+
+    /// Appends the row, in feature order (so results do not depend on the selection), and starts
+    /// the next one.
+    pub fn finish(&mut self, out: &mut Codes) {
+        if let Some(k) = self.k.filter(|&k| k > 0) {
+            self.cut(k);
+        }
+        for &(f, value, pre) in &self.kept {
+            out.push(f as usize, value, pre);
+        }
+        out.end_row();
+        self.kept.clear();
+        self.floor = 0.0;
+    }
 }
 
-/// The k largest positive entries, in feature order (so results do not depend on the selection).
-fn top_k(pre: &[f32], k: usize, scratch: &mut Vec<u32>, out: &mut Codes) {
-    // Only positive entries can be kept, and after the bias init most are negative: selecting
-    // among the positive ones alone skips a selection over all F.
-    scratch.clear();
-    scratch.extend((0..pre.len() as u32).filter(|&f| pre[f as usize] > 0.0));
-    keep_top(pre, k, scratch, out);
-}
-
-/// AuxK's selection: one row of the k largest positive pre-activations among `candidates` (the
-/// dead features), in feature order.
-pub fn top_k_among(pre: &[f32], candidates: &[u32], k: usize, scratch: &mut Vec<u32>, out: &mut Codes) {
-    scratch.clear();
-    scratch.extend_from_slice(candidates);
-    keep_top(pre, k, scratch, out);
-    out.end_row();
-}
-
-/// Appends the k largest positive pre[f] for f in `scratch` (which it reorders).
-fn keep_top(pre: &[f32], k: usize, scratch: &mut Vec<u32>, out: &mut Codes) {
-    if k == 0 {
-        return;
-    }
-    if k < scratch.len() {
-        // total_cmp keeps the order deterministic even with NaNs; ties break by feature number.
-        scratch.select_nth_unstable_by(k - 1, |&a, &b| pre[b as usize].total_cmp(&pre[a as usize]).then(a.cmp(&b)));
-        scratch.truncate(k);
-    }
-    scratch.sort_unstable();
-    for &f in scratch.iter() {
-        let p = pre[f as usize];
-        if p > 0.0 {
-            out.push(f as usize, p, p);
+/// `RowSelect::offer_top`, compiled for AVX2 too (`dense`'s comment says why).
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn offer_top(sel: &mut RowSelect, f0: usize, pre: &[f32]) {
+    for (b, block) in pre.chunks(16).enumerate() {
+        // Blocks of 16 are counted first (the count vectorises; once a top-k floor has risen,
+        // most blocks hold nothing above it), then their hits gathered without branching.
+        let floor = sel.floor;
+        if block.iter().fold(0u32, |n, &p| n + (p > floor) as u32) == 0 {
+            continue;
+        }
+        let (mut hits, mut m) = ([0u8; 16], 0);
+        for (i, &p) in block.iter().enumerate() {
+            hits[m] = i as u8;
+            m += (p > floor) as usize;
+        }
+        for &i in &hits[..m] {
+            let p = block[i as usize];
+            if p > sel.floor {
+                sel.keep((f0 + 16 * b) as u32 + i as u32, p);
+            }
         }
     }
 }
@@ -145,5 +219,95 @@ pub fn derivatives(act: &Activation, value: f32, pre: f32, threshold: f32) -> (f
             (d_pre, d_theta)
         }
         _ => (if value > 0.0 { 1.0 } else { 0.0 }, 0.0),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The selection over a whole row, written the plain way: what `RowSelect` must give back
+    /// whatever blocks the row arrives in.
+    fn whole_row(act: &Activation, pre: &[f32], threshold: &[f32], window: bool) -> Vec<(u32, f32, f32)> {
+        let top = |k: usize| {
+            let mut pos: Vec<u32> = (0..pre.len() as u32).filter(|&f| pre[f as usize] > 0.0).collect();
+            pos.sort_by(|&a, &b| pre[b as usize].total_cmp(&pre[a as usize]).then(a.cmp(&b)));
+            pos.truncate(k);
+            pos.sort();
+            pos.into_iter().map(|f| (f, pre[f as usize], pre[f as usize])).collect()
+        };
+        match *act {
+            Activation::Relu => top(pre.len()),
+            Activation::JumpRelu { bandwidth, .. } => (0..pre.len())
+                .filter_map(|f| {
+                    let (p, t) = (pre[f], threshold[f]);
+                    if p > t {
+                        Some((f as u32, p, p))
+                    } else if window && (p - t).abs() < 0.5 * bandwidth {
+                        Some((f as u32, 0.0, p))
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            Activation::TopK { k } => top(k),
+            Activation::BatchTopK { k } => top(k * BATCH_TOPK_CANDIDATES),
+        }
+    }
+
+    fn blockwise(act: &Activation, pre: &[f32], threshold: &[f32], window: bool, block: usize) -> Vec<(u32, f32, f32)> {
+        let mut sel = RowSelect::for_activation(act, pre.len());
+        for f0 in (0..pre.len()).step_by(block) {
+            let f1 = (f0 + block).min(pre.len());
+            sel.offer(act, f0, &pre[f0..f1], threshold.get(f0..f1).unwrap_or(&[]), window);
+        }
+        let mut out = Codes::new();
+        sel.finish(&mut out);
+        (0..out.index.len()).map(|j| (out.index[j], out.value[j], out.pre[j])).collect()
+    }
+
+    proptest! {
+        /// Values drawn from a few levels, so that ties are common; blocks of any size.
+        #[test]
+        fn blockwise_selection_equals_the_whole_row(
+            levels in proptest::collection::vec(0usize..12, 1..300),
+            block in 1usize..80,
+            k in 1usize..40,
+            window in any::<bool>(),
+        ) {
+            let pre: Vec<f32> = levels.iter().map(|&l| l as f32 * 0.25 - 1.0).collect();
+            let threshold: Vec<f32> = (0..pre.len()).map(|f| 0.1 + (f % 5) as f32 * 0.2).collect();
+            let k = k.min(pre.len());
+            for act in [
+                Activation::Relu,
+                Activation::JumpRelu { threshold: 0.5, bandwidth: 0.6 },
+                Activation::TopK { k },
+                Activation::BatchTopK { k },
+            ] {
+                prop_assert_eq!(blockwise(&act, &pre, &threshold, window, block), whole_row(&act, &pre, &threshold, window), "{:?}", act);
+            }
+        }
+
+        /// AuxK's selection among candidates: the k largest positive candidates, ties to the lower number.
+        #[test]
+        fn selection_among_candidates(levels in proptest::collection::vec(0usize..12, 1..300), every in 1usize..5, k in 0usize..20, block in 1usize..80) {
+            let pre: Vec<f32> = levels.iter().map(|&l| l as f32 * 0.25 - 1.0).collect();
+            let cands: Vec<u32> = (0..pre.len() as u32).filter(|f| *f as usize % every == 0).collect();
+            let mut sel = RowSelect::top(Some(k));
+            for f0 in (0..pre.len()).step_by(block) {
+                let f1 = (f0 + block).min(pre.len());
+                let c = &cands[cands.partition_point(|&f| (f as usize) < f0)..cands.partition_point(|&f| (f as usize) < f1)];
+                sel.offer_among(f0, &pre[f0..f1], c);
+            }
+            let mut out = Codes::new();
+            sel.finish(&mut out);
+            let mut want: Vec<u32> = cands.iter().copied().filter(|&f| pre[f as usize] > 0.0).collect();
+            want.sort_by(|&a, &b| pre[b as usize].total_cmp(&pre[a as usize]).then(a.cmp(&b)));
+            want.truncate(k);
+            want.sort();
+            prop_assert_eq!(out.index, want);
+        }
     }
 }

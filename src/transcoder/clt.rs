@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::activation::{self, Codes};
+use super::activation::{self, Codes, RowSelect};
 use super::config::{Activation, TranscoderConfig, Variant};
 use super::dense;
 
@@ -81,9 +81,11 @@ pub struct ForwardOutput {
 
 /// Tokens handled by one rayon task in the backward pass: few enough to balance.
 pub(crate) const CHUNK: usize = 64;
-/// Tokens per encoder product: gemm packs W_enc once per call, so blocks of 256 rows run at
-/// 175–185 GFLOP/s where blocks of 64 ran at 140–150 (d 64, F 1k–4k, two threads).
-const ENCODE_CHUNK: usize = 256;
+/// Tokens per encoder task, and features per column block of its product: a [128, 1,024] block
+/// of pre-activations (512 KiB) stays in L2 while it is selected from. Whole rows of 256 tokens at
+/// F 16k (16 MiB) went to memory and back three times, and held the product to ~60 GFLOP/s.
+const ENCODE_ROWS: usize = 128;
+const ENCODE_COLS: usize = 1024;
 
 impl Transcoder {
     /// All-zero parameters of the right shapes (the trainer initialises them).
@@ -121,7 +123,7 @@ impl Transcoder {
     /// With `aux`, also returns AuxK's codes: per (token, encoder) the top k dead features.
     pub(crate) fn encode_with(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let per_token = self.shape.layers * self.shape.d_model;
-        let chunks: Vec<(Codes, Codes)> = x.par_chunks(ENCODE_CHUNK * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
+        let chunks: Vec<(Codes, Codes)> = x.par_chunks(ENCODE_ROWS * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
         let (mut codes, mut aux_codes) = (Codes::new(), Codes::new());
         for (c, a) in &chunks {
             codes.extend(c);
@@ -136,23 +138,34 @@ impl Transcoder {
 
     fn encode_chunk(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let s = self.shape;
-        let per_token = s.layers * s.d_model;
+        let (per_token, f_n) = (s.layers * s.d_model, s.features);
         let n = x.len() / per_token;
-        let mut pre = vec![0.0; n * s.features]; // [n, F] for one encoder at a time
+        let cols = ENCODE_COLS.min(f_n);
+        let mut pre = vec![0.0; n * cols]; // [n, cols]: one column block of one encoder at a time
+        let mut rows: Vec<RowSelect> = (0..n).map(|_| RowSelect::for_activation(&self.activation, f_n)).collect();
+        let mut aux_rows: Vec<RowSelect> = (0..n).map(|_| RowSelect::top(aux.map(|a| a.k))).collect();
         let mut per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
         let mut aux_per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
-        let mut scratch = Vec::new();
         for e in 0..s.encoders() {
-            let b_enc = &self.b_enc[e * s.features..(e + 1) * s.features];
-            dense::affine_strided(x, per_token, s.input_offset(e), s.d_in(), self.w_enc_of(e), b_enc, &mut pre);
-            let (mut c, mut a) = (Codes::new(), Codes::new());
-            for row in pre.chunks(s.features) {
-                activation::select_row(&self.activation, row, self.threshold_of(e), window, &mut scratch, &mut c);
-                match aux {
-                    Some(aux) => activation::top_k_among(row, &aux.dead[e], aux.k, &mut scratch, &mut a),
-                    None => a.offsets.push(0),
+            let (b_enc, threshold) = (&self.b_enc[e * f_n..(e + 1) * f_n], self.threshold_of(e));
+            for f0 in (0..f_n).step_by(cols) {
+                let f1 = (f0 + cols).min(f_n);
+                let block = &mut pre[..n * (f1 - f0)];
+                dense::affine_strided(x, per_token, s.input_offset(e), s.d_in(), &self.w_enc_of(e)[f0..], f_n, &b_enc[f0..f1], block);
+                let dead = aux.map(|a| {
+                    let dead = &a.dead[e];
+                    &dead[dead.partition_point(|&f| (f as usize) < f0)..dead.partition_point(|&f| (f as usize) < f1)]
+                });
+                for (r, row) in block.chunks(f1 - f0).enumerate() {
+                    rows[r].offer(&self.activation, f0, row, threshold.get(f0..f1).unwrap_or(&[]), window);
+                    if let Some(dead) = dead {
+                        aux_rows[r].offer_among(f0, row, dead);
+                    }
                 }
             }
+            let (mut c, mut a) = (Codes::new(), Codes::new());
+            rows.iter_mut().for_each(|r| r.finish(&mut c));
+            aux_rows.iter_mut().for_each(|r| r.finish(&mut a));
             per_enc.push(c);
             aux_per_enc.push(a);
         }
@@ -177,23 +190,7 @@ impl Transcoder {
 
     /// ŷ_t [L, d] = b_dec + Σ_e Σ_active z·W_dec[e][f] (+ skip).
     pub(crate) fn decode_token(&self, codes: &Codes, t: usize, x: Option<&[f32]>, y: &mut [f32]) {
-        let s = self.shape;
-        y.copy_from_slice(&self.b_dec);
-        for e in 0..s.encoders() {
-            let (row, first) = (s.dec_row(e), s.out_layers(e).start * s.d_model);
-            for i in codes.row(t * s.encoders() + e) {
-                let f = codes.index[i] as usize;
-                dense::axpy(codes.value[i], &self.w_dec[e][f * row..(f + 1) * row], &mut y[first..first + row]);
-            }
-        }
-        if let (Some(w), Some(x)) = (&self.w_skip, x) {
-            let d = s.d_model;
-            for m in 0..s.layers {
-                for k in 0..d {
-                    dense::axpy(x[m * d + k], &w[(m * d + k) * d..(m * d + k + 1) * d], &mut y[m * d..(m + 1) * d]);
-                }
-            }
-        }
+        decode_token(self, codes, t, x, y)
     }
 
     /// encode then decode: resid_mid x [n, L, d] → codes and reconstructed mlp_out [n, L, d].
@@ -251,6 +248,28 @@ impl Transcoder {
         if let Some(w) = &mut self.w_skip {
             for (m, block) in w.chunks_mut(d * d).enumerate() {
                 block.iter_mut().for_each(|v| *v *= scale[m]);
+            }
+        }
+    }
+}
+
+/// `Transcoder::decode_token`, compiled for AVX2 too (see `dense`).
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn decode_token(model: &Transcoder, codes: &Codes, t: usize, x: Option<&[f32]>, y: &mut [f32]) {
+    let s = model.shape;
+    y.copy_from_slice(&model.b_dec);
+    for e in 0..s.encoders() {
+        let (row, first) = (s.dec_row(e), s.out_layers(e).start * s.d_model);
+        for i in codes.row(t * s.encoders() + e) {
+            let f = codes.index[i] as usize;
+            dense::axpy(codes.value[i], &model.w_dec[e][f * row..(f + 1) * row], &mut y[first..first + row]);
+        }
+    }
+    if let (Some(w), Some(x)) = (&model.w_skip, x) {
+        let d = s.d_model;
+        for m in 0..s.layers {
+            for k in 0..d {
+                dense::axpy(x[m * d + k], &w[(m * d + k) * d..(m * d + k + 1) * d], &mut y[m * d..(m + 1) * d]);
             }
         }
     }

@@ -1,47 +1,49 @@
 //! The one dense product of the trainer, pre = b + x·W_enc, and the small vector helpers the
 //! sparse rest is built from.
 //!
-//! The product goes to the `gemm` crate (already in the tree through burn-flex): on this 2-core
-//! AMD EPYC it runs the encoder's shapes at 140–185 GFLOP/s, about 2.5× the register-tiled
-//! AVX2 kernel it replaced (66–72 GFLOP/s at d 64, F 1k–16k; measured with 256-row blocks on two
-//! threads, torch's matmul on the same shapes: 130–184).
+//! The product goes to the `matrixmultiply` crate (already in the tree through ndarray). On a
+//! 2.25 GHz AMD EPYC (Zen 2), one thread, it ran the encoder's shapes (128 rows, d 64, F 1k–16k)
+//! at 46–50 GFLOP/s, where the `gemm` crate ran them at 32–36; torch's matmul reaches 72 there at
+//! 2,048³.
+//!
+//! The sparse loops built on `dot` and `axpy` are compiled twice by `multiversion`, once for
+//! AVX2 + FMA, chosen at run time: our crate is built for baseline x86-64 (SSE2), so that the
+//! binary runs on any x86-64 machine, and SSE2 alone left them 5–15 % slower.
 
-/// out[t, f] = b[f] + Σ_k x[t·stride + offset + k] · w[k, f] for the n = out.len() / F rows t,
-/// k < d_in: rows read in place from token-major activations. w: [d_in, F]; out: [n, F].
+/// out[t, f] = b[f] + Σ_k x[t·stride + offset + k] · w[k·w_stride + f] for the n = out.len() / F
+/// rows t, k < d_in, f < F = b.len(): rows read in place from token-major activations, and any F
+/// columns of a wider weight matrix (w_stride apart). out: [n, F].
 /// Single-threaded: callers run one block of rows per rayon task.
-pub(crate) fn affine_strided(x: &[f32], stride: usize, offset: usize, d_in: usize, w: &[f32], b: &[f32], out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn affine_strided(x: &[f32], stride: usize, offset: usize, d_in: usize, w: &[f32], w_stride: usize, b: &[f32], out: &mut [f32]) {
     let f = b.len();
     let n = out.len() / f;
-    assert!(w.len() == d_in * f && out.len() == n * f && (n == 0 || (n - 1) * stride + offset + d_in <= x.len()));
+    assert!(f <= w_stride && (d_in == 0 || (d_in - 1) * w_stride + f <= w.len()));
+    assert!(out.len() == n * f && (n == 0 || (n - 1) * stride + offset + d_in <= x.len()));
     for row in out.chunks_mut(f) {
         row.copy_from_slice(b);
     }
     if n == 0 || d_in == 0 {
         return;
     }
-    // SAFETY: every index gemm reads or writes was bounds-checked by the assert above:
-    // dst [n, F] row-major, lhs n rows of d_in at `stride`, rhs [d_in, F] row-major.
+    // SAFETY: every index sgemm reads or writes was bounds-checked by the asserts above:
+    // c [n, F] row-major, a: n rows of d_in at `stride`, b: d_in rows of F at `w_stride`.
     unsafe {
-        gemm::gemm(
+        matrixmultiply::sgemm(
             n,
-            f,
             d_in,
-            out.as_mut_ptr(),
-            1,
-            f as isize,
-            true, // out = 1·out + 1·x·w: the bias is already there
+            f,
+            1.0,
             x.as_ptr().add(offset),
-            1,
             stride as isize,
-            w.as_ptr(),
             1,
+            w.as_ptr(),
+            w_stride as isize,
+            1,
+            1.0, // c = x·w + c: the bias is already there
+            out.as_mut_ptr(),
             f as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+            1,
         );
     }
 }

@@ -126,6 +126,7 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
 
 /// Decode the tokens from `t0`, write ∂loss/∂ŷ into dyc, and back-propagate into their entries.
 #[allow(clippy::too_many_arguments)]
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms: &LossTerms, t0: usize, dyc: &mut [f32], b: usize) -> (Vec<f64>, f64, EntryGrads) {
     let s = model.shape;
     let (d, per_token, enc, f_n) = (s.d_model, s.layers * s.d_model, s.encoders(), s.features);
@@ -187,6 +188,7 @@ fn fired(codes: &Codes, enc: usize, features: usize) -> Vec<u32> {
 
 /// ∂aux/∂ê [B, L, d] and the AuxK entries' gradients, from the main ∂loss/∂ŷ (which is
 /// 2(ŷ − y)/(L·Var·B), so it gives back the error e). Returns the AuxK loss too.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn aux_backward(model: &Transcoder, aux: &Codes, dy: &[f32], var: &[f32], coef: f32) -> (Vec<f32>, EntryGrads, f32) {
     let s = model.shape;
     let (d, l, per_token, enc) = (s.d_model, s.layers, s.layers * s.d_model, s.encoders());
@@ -273,17 +275,26 @@ fn encoder_grads(model: &Transcoder, groups: &FeatureGroups, eg: &EntryGrads, x:
     let mut rows = vec![0.0f32; s.encoders() * f_n * d_in]; // [E, F, d_in]
     rows.par_chunks_mut(d_in).enumerate().for_each(|(key, row)| {
         let off = s.input_offset(key / f_n);
-        row.fill(0.0);
-        for &j in groups.of(key) {
+        let inputs = groups.of(key).iter().map(|&j| {
             let t = groups.token[j as usize] as usize % b;
-            dense::axpy(eg.d_pre[j as usize], &x[t * per_token + off..t * per_token + off + d_in], row);
-        }
+            (eg.d_pre[j as usize], &x[t * per_token + off..t * per_token + off + d_in])
+        });
+        weighted_sum(inputs, row);
     });
     codes_sum(groups, &eg.d_pre, &mut grad.b_enc);
     if !grad.threshold.is_empty() {
         codes_sum(groups, &eg.d_theta, &mut grad.threshold);
     }
     grad.w_enc.par_chunks_mut(d_in * f_n).zip(rows.par_chunks(d_in * f_n)).for_each(|(g, r)| transpose(r, f_n, d_in, g));
+}
+
+/// out = Σ a·x over the (a, x) pairs.
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+fn weighted_sum<'a>(terms: impl Iterator<Item = (f32, &'a [f32])>, out: &mut [f32]) {
+    out.fill(0.0);
+    for (a, x) in terms {
+        dense::axpy(a, x, out);
+    }
 }
 
 /// out[key] = Σ over the feature's entries of v.
@@ -315,13 +326,13 @@ fn decoder_grads(model: &Transcoder, codes: &Codes, groups: &FeatureGroups, eg: 
         let (row, first) = (s.dec_row(e), s.out_layers(e).start * d);
         let w = &model.w_dec[e];
         grad.w_dec[e].par_chunks_mut(row).enumerate().for_each(|(f, g)| {
-            g.fill(0.0);
-            let mut d_norm = 0.0;
-            for &j in groups.of(e * f_n + f) {
-                let (j, t) = (j as usize, groups.token[j as usize] as usize);
-                dense::axpy(codes.value[j], &dy[t * per_token + first..t * per_token + first + row], g);
-                d_norm += eg.d_norm[j];
-            }
+            let entries = groups.of(e * f_n + f);
+            let inputs = entries.iter().map(|&j| {
+                let t = groups.token[j as usize] as usize;
+                (codes.value[j as usize], &dy[t * per_token + first..t * per_token + first + row])
+            });
+            weighted_sum(inputs, g);
+            let d_norm: f32 = entries.iter().map(|&j| eg.d_norm[j as usize]).sum();
             let n = norms[e * f_n + f];
             if d_norm != 0.0 && n > 0.0 {
                 dense::axpy(d_norm / n, &w[f * row..(f + 1) * row], g);
