@@ -4,7 +4,8 @@
 # cache), same shapes and hyper-parameters, every (F, activation) point run REPEATS times with the
 # three sides alternating in rotating order. Prints one table: median tokens/s of each side, the
 # ratio to the better reference, and FVU / L0 of each beside it (a faster trainer at worse FVU has
-# not won). Raw JSON lines go to $OUT/results.jsonl.
+# not won). Before it: the machine's GEMM rate (torch) and our encoder's rate at each F. Raw JSON
+# lines go to $OUT/results.jsonl.
 #
 #   scripts/bench_clt.sh                                    # F 1024 4096 16384 × relu topk, 300 steps
 #   CACHE=acts.safetensors LAYERS=3 FEATURES=4096 ACTS=topk REPEATS=3 scripts/bench_clt.sh
@@ -75,6 +76,18 @@ for f in $FEATURES; do
       done
     done
   done
+done
+# The machine's GEMM rate (torch, 2,048³, THREADS threads) and our encoder's (product and TopK
+# selection on 1,024 tokens of the cache), for the target "encoder at ≥ 50 % of the machine's rate".
+"$PY" -c "
+import torch, time
+torch.set_num_threads($THREADS); a, b = torch.randn(2048, 2048), torch.randn(2048, 2048); a @ b
+t = time.perf_counter(); r = 0
+while time.perf_counter() - t < 2: a @ b; r += 1
+print(f'machine GEMM (torch 2048³, $THREADS threads): {2 * 2048**3 * r / (time.perf_counter() - t) / 1e9:.1f} GFLOP/s')"
+for f in $FEATURES; do
+  VOLTLENS_BENCH_CACHE="$CACHE" VOLTLENS_BENCH_FEATURES="$f" VOLTLENS_BENCH_THREADS="$THREADS" \
+    cargo test -q --test transcoder bench_encoder -- --ignored --nocapture | sed -n 's/^VOLTLENS_ENCODER /encoder /p'
 done
 "$PY" - "$RESULTS" <<'PY'
 import json, statistics, sys

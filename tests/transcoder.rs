@@ -33,12 +33,39 @@ fn bench_against_reference() {
     println!("VOLTLENS_BENCH {}", serde_json::to_string(&r).unwrap());
 }
 
+/// `scripts/bench_clt.sh` runs this too: the encoder alone (product and TopK selection) on 1,024
+/// tokens of the cache, on VOLTLENS_BENCH_THREADS threads; prints its rate in GFLOP/s of the product.
+#[test]
+#[ignore = "benchmark, run by scripts/bench_clt.sh"]
+fn bench_encoder() {
+    let var = |k: &str| std::env::var(format!("VOLTLENS_BENCH_{k}")).unwrap();
+    let mut source = CacheSource::open(Path::new(&var("CACHE")), 0, 0).unwrap();
+    let (layers, d) = source.dims();
+    let x = source.next_batch(1024).unwrap().resid_mid;
+    let features: usize = var("FEATURES").parse().unwrap();
+    let cfg = TranscoderConfig { features, activation: Activation::TopK { k: 32 }, ..Default::default() };
+    let model = random_model(&cfg, layers, d, 1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(var("THREADS").parse().unwrap()).build().unwrap();
+    let seconds = pool.install(|| {
+        model.encode(&x); // warm-up
+        let t = std::time::Instant::now();
+        let mut reps = 0;
+        while t.elapsed().as_secs_f64() < 2.0 {
+            std::hint::black_box(model.encode(&x));
+            reps += 1;
+        }
+        t.elapsed().as_secs_f64() / reps as f64
+    });
+    let flops = 2.0 * (1024 * layers * d * features) as f64;
+    println!("VOLTLENS_ENCODER {{\"features\": {features}, \"gflops\": {:.1}}}", flops / seconds / 1e9);
+}
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use voltlens::transcoder::cache::write_cache;
 use voltlens::transcoder::grad::{loss_and_grad, LossTerms};
 use voltlens::transcoder::{
-    evaluate, export_circuit_tracer, import_circuit_tracer, train, CacheSource, Sparsity, Transcoder, Variant,
+    evaluate, export_circuit_tracer, import_circuit_tracer, train, ActivationSource, CacheSource, Sparsity, Transcoder, Variant,
 };
 
 fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {

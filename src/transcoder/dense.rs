@@ -48,13 +48,14 @@ pub(crate) fn affine_strided(x: &[f32], stride: usize, offset: usize, d_in: usiz
     }
 }
 
-/// Σ a·b with eight independent partial sums so that the loop vectorises.
+/// Σ a·b with eight independent partial sums so that the loop vectorises (over fixed-size
+/// chunks: over `chunks_exact` slices LLVM left it scalar).
 #[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let ((ca, ra), (cb, rb)) = (a[..n].as_chunks::<8>(), b[..n].as_chunks::<8>());
     let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
+    for (x, y) in ca.iter().zip(cb) {
         for j in 0..8 {
             acc[j] += x[j] * y[j];
         }
