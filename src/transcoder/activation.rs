@@ -93,7 +93,7 @@ impl RowSelect {
                     }
                 }
             }
-            _ => self.offer_top(f0, pre),
+            _ => offer_top(self, f0, pre),
         }
     }
 
@@ -105,10 +105,6 @@ impl RowSelect {
                 self.keep(f, p);
             }
         }
-    }
-
-    fn offer_top(&mut self, f0: usize, pre: &[f32]) {
-        offer_top(self, f0, pre)
     }
 
     fn keep(&mut self, f: u32, p: f32) {
@@ -159,7 +155,8 @@ impl RowSelect {
     }
 }
 
-/// `RowSelect::offer_top`, compiled for AVX2 too (`dense`'s comment says why).
+/// `RowSelect::offer` for ReLU and the top-k selections, compiled for AVX2 too (`dense`'s comment
+/// says why).
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn offer_top(sel: &mut RowSelect, f0: usize, pre: &[f32]) {
     for (b, block) in pre.chunks(16).enumerate() {
@@ -294,7 +291,7 @@ mod tests {
         #[test]
         fn selection_among_candidates(levels in proptest::collection::vec(0usize..12, 1..300), every in 1usize..5, k in 0usize..20, block in 1usize..80) {
             let pre: Vec<f32> = levels.iter().map(|&l| l as f32 * 0.25 - 1.0).collect();
-            let cands: Vec<u32> = (0..pre.len() as u32).filter(|f| *f as usize % every == 0).collect();
+            let cands: Vec<u32> = (0..pre.len() as u32).filter(|f| (*f as usize).is_multiple_of(every)).collect();
             let mut sel = RowSelect::top(Some(k));
             for f0 in (0..pre.len()).step_by(block) {
                 let f1 = (f0 + block).min(pre.len());

@@ -158,8 +158,9 @@ impl Transcoder {
                     let dead = &a.dead[e];
                     &dead[dead.partition_point(|&f| (f as usize) < f0)..dead.partition_point(|&f| (f as usize) < f1)]
                 });
+                let threshold = threshold.get(f0..f1).unwrap_or(&[]);
                 for (r, row) in block.chunks(f1 - f0).enumerate() {
-                    rows[r].offer(&self.activation, f0, row, threshold.get(f0..f1).unwrap_or(&[]), window);
+                    rows[r].offer(&self.activation, f0, row, threshold, window);
                     if let Some(dead) = dead {
                         aux_rows[r].offer_among(f0, row, dead);
                     }
