@@ -59,23 +59,15 @@ fn penalty(sparsity: Sparsity, z: f32, n: f32) -> (f32, f32, f32) {
     }
 }
 
-/// Per-entry results of the backward pass, parallel to the codes' entries.
-#[derive(Default)]
-struct EntryGrads {
+/// One entry's results of the backward pass; a step's are parallel to the codes' entries.
+#[derive(Clone, Copy, Default)]
+struct EntryGrad {
     /// ∂loss/∂pre.
-    d_pre: Vec<f32>,
+    d_pre: f32,
     /// ∂loss/∂θ through the straight-through estimator.
-    d_theta: Vec<f32>,
+    d_theta: f32,
     /// ∂loss/∂‖W_dec,f‖ from the penalty.
-    d_norm: Vec<f32>,
-}
-
-impl EntryGrads {
-    fn append(&mut self, other: EntryGrads) {
-        self.d_pre.extend(other.d_pre);
-        self.d_theta.extend(other.d_theta);
-        self.d_norm.extend(other.d_norm);
-    }
+    d_norm: f32,
 }
 
 /// Fills `grad` (same shapes as `model`) with ∂loss/∂params for x, y [B, L, d].
@@ -85,20 +77,25 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
     let b = x.len() / per_token;
     let aux_select = terms.aux.as_ref().map(|a| AuxSelect { dead: a.dead, k: a.k });
     let (mut codes, aux_codes) = model.encode_with(x, !model.threshold.is_empty(), aux_select.as_ref());
-    // ∂loss/∂ŷ [B, L, d], and per chunk the squared error per layer and the entries' gradients.
-    let mut dy = vec![0.0; b * per_token];
-    let parts: Vec<(Vec<f64>, f64, EntryGrads)> = dy
+    // Room for AuxK's entries and tokens up front, so that appending them moves nothing.
+    let mut eg = Vec::with_capacity(codes.index.len() + aux_codes.index.len());
+    eg.resize(codes.index.len(), EntryGrad::default());
+    let mut dy = Vec::with_capacity(if terms.aux.is_some() { 2 } else { 1 } * b * per_token);
+    dy.resize(b * per_token, 0.0);
+    // ∂loss/∂ŷ [B, L, d] and the entries' gradients, per chunk of tokens; the squared error per
+    // layer and the sparsity loss come back.
+    let entry_chunks = split_by_tokens(&mut eg, &codes, enc, b);
+    let parts: Vec<(Vec<f64>, f64)> = dy
         .par_chunks_mut(CHUNK * per_token)
+        .zip(entry_chunks)
         .enumerate()
-        .map(|(c, dyc)| backward_chunk(model, &codes, x, y, terms, c * CHUNK, dyc, b))
+        .map(|(c, (dyc, g))| backward_chunk(model, &codes, x, y, terms, c * CHUNK, dyc, g, b))
         .collect();
     let mut sq = vec![0.0f64; l];
     let mut sparsity_loss = 0.0f64;
-    let mut eg = EntryGrads::default();
-    for (sqc, sp, g) in parts {
+    for (sqc, sp) in parts {
         sq.iter_mut().zip(&sqc).for_each(|(a, v)| *a += v);
         sparsity_loss += sp;
-        eg.append(g);
     }
     let fired = fired(&codes, enc, s.features);
     // b_dec and W_skip see the main reconstruction only (AuxK's ê has no bias or skip path).
@@ -108,7 +105,7 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
         // AuxK entries join the main ones as tokens B..2B, whose ∂loss/∂ŷ is ∂aux/∂ê.
         let (dy_aux, eg_aux, loss) = aux_backward(model, &aux_codes, &dy, terms.var, aux.coef);
         codes.extend(&aux_codes);
-        eg.append(eg_aux);
+        eg.extend(eg_aux);
         dy.extend(dy_aux);
         aux_loss = loss;
     }
@@ -124,15 +121,32 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
     }
 }
 
-/// Decode the tokens from `t0`, write ∂loss/∂ŷ into dyc, and back-propagate into their entries.
+/// The entry gradients of each CHUNK tokens of `tokens`, as disjoint slices (a chunk's entries
+/// are contiguous: codes are token-major).
+fn split_by_tokens<'a>(eg: &'a mut [EntryGrad], codes: &Codes, enc: usize, tokens: usize) -> Vec<&'a mut [EntryGrad]> {
+    let mut rest = eg;
+    let mut start = 0;
+    (0..tokens)
+        .step_by(CHUNK)
+        .map(|t0| {
+            let end = codes.offsets[(t0 + CHUNK).min(tokens) * enc];
+            let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+            (rest, start) = (tail, end);
+            chunk
+        })
+        .collect()
+}
+
+/// Decode the tokens from `t0`, write ∂loss/∂ŷ into dyc, and back-propagate into their entries
+/// (g: the entries of these tokens).
 #[allow(clippy::too_many_arguments)]
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms: &LossTerms, t0: usize, dyc: &mut [f32], b: usize) -> (Vec<f64>, f64, EntryGrads) {
+fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms: &LossTerms, t0: usize, dyc: &mut [f32], g: &mut [EntryGrad], b: usize) -> (Vec<f64>, f64) {
     let s = model.shape;
     let (d, per_token, enc, f_n) = (s.d_model, s.layers * s.d_model, s.encoders(), s.features);
     let mut sq = vec![0.0f64; s.layers];
     let mut sparsity_loss = 0.0f64;
-    let mut g = EntryGrads::default();
+    let mut g = g.iter_mut();
     let penalised = model.activation.penalised();
     for (i, dyt) in dyc.chunks_mut(per_token).enumerate() {
         let t = t0 + i;
@@ -161,13 +175,11 @@ fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms
                 }
                 let theta = if model.threshold.is_empty() { 0.0 } else { model.threshold[e * f_n + f] };
                 let (dz_dpre, dz_dtheta) = activation::derivatives(&model.activation, z, pre, theta);
-                g.d_pre.push(dz * dz_dpre);
-                g.d_theta.push(dz * dz_dtheta);
-                g.d_norm.push(d_norm);
+                *g.next().expect("one gradient per entry") = EntryGrad { d_pre: dz * dz_dpre, d_theta: dz * dz_dtheta, d_norm };
             }
         }
     }
-    (sq, sparsity_loss, g)
+    (sq, sparsity_loss)
 }
 
 /// Mean active features per token of each encoder, from the firing counts [E, F] of `tokens` tokens.
@@ -175,27 +187,30 @@ pub(crate) fn l0_per_encoder(fired: &[u32], encoders: usize, tokens: usize) -> V
     fired.chunks(fired.len() / encoders.max(1)).map(|c| c.iter().sum::<u32>() as f32 / tokens as f32).collect()
 }
 
-/// Entries with z > 0 per feature, [E, F].
+/// Entries with z > 0 per feature, [E, F]; the encoders in parallel.
 fn fired(codes: &Codes, enc: usize, features: usize) -> Vec<u32> {
+    let tokens = codes.rows() / enc;
     let mut n = vec![0u32; enc * features];
-    for r in 0..codes.rows() {
-        for j in codes.row(r).filter(|&j| codes.value[j] > 0.0) {
-            n[(r % enc) * features + codes.index[j] as usize] += 1;
+    n.par_chunks_mut(features).enumerate().for_each(|(e, n)| {
+        for t in 0..tokens {
+            for j in codes.row(t * enc + e).filter(|&j| codes.value[j] > 0.0) {
+                n[codes.index[j] as usize] += 1;
+            }
         }
-    }
+    });
     n
 }
 
 /// ∂aux/∂ê [B, L, d] and the AuxK entries' gradients, from the main ∂loss/∂ŷ (which is
 /// 2(ŷ − y)/(L·Var·B), so it gives back the error e). Returns the AuxK loss too.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn aux_backward(model: &Transcoder, aux: &Codes, dy: &[f32], var: &[f32], coef: f32) -> (Vec<f32>, EntryGrads, f32) {
+fn aux_backward(model: &Transcoder, aux: &Codes, dy: &[f32], var: &[f32], coef: f32) -> (Vec<f32>, Vec<EntryGrad>, f32) {
     let s = model.shape;
     let (d, l, per_token, enc) = (s.d_model, s.layers, s.layers * s.d_model, s.encoders());
     let b = dy.len() / per_token;
     let mut dy_aux = vec![0.0; dy.len()];
     let mut loss = 0.0f64;
-    let mut g = EntryGrads::default();
+    let mut g = Vec::with_capacity(aux.index.len());
     for (t, (dat, dyt)) in dy_aux.chunks_mut(per_token).zip(dy.chunks(per_token)).enumerate() {
         dat.fill(0.0);
         for e in 0..enc {
@@ -217,73 +232,86 @@ fn aux_backward(model: &Transcoder, aux: &Codes, dy: &[f32], var: &[f32], coef: 
             let (row, first) = (s.dec_row(e), s.out_layers(e).start * d);
             for j in aux.row(t * enc + e) {
                 let f = aux.index[j] as usize;
-                g.d_pre.push(dense::dot(&model.w_dec[e][f * row..(f + 1) * row], &dat[first..first + row]));
-                g.d_theta.push(0.0);
-                g.d_norm.push(0.0);
+                let d_pre = dense::dot(&model.w_dec[e][f * row..(f + 1) * row], &dat[first..first + row]);
+                g.push(EntryGrad { d_pre, ..Default::default() });
             }
         }
     }
     (dy_aux, g, loss as f32)
 }
 
-/// The entries of each feature, in token order: a counting sort of the codes by (encoder, feature).
+/// The entries of each feature, in token order: a counting sort of the codes by (encoder,
+/// feature), each encoder's in parallel (its groups are one contiguous span).
 struct FeatureGroups {
-    /// Group of feature (e, f) is order[start[e·F + f]..start[e·F + f + 1]].
+    /// Group of feature (e, f) is members[start[e·F + f]..start[e·F + f + 1]].
     start: Vec<usize>,
-    /// Entry numbers.
-    order: Vec<u32>,
-    /// Token of each entry.
-    token: Vec<u32>,
+    /// (entry number, token) of each member.
+    members: Vec<(u32, u32)>,
 }
 
 impl FeatureGroups {
     fn new(codes: &Codes, enc: usize, features: usize) -> Self {
-        let mut start = vec![0usize; enc * features + 1];
-        let mut token = vec![0u32; codes.index.len()];
-        for r in 0..codes.rows() {
-            for j in codes.row(r) {
-                start[(r % enc) * features + codes.index[j] as usize + 1] += 1;
-                token[j] = (r / enc) as u32;
+        let tokens = codes.rows() / enc;
+        let rows_of = |e: usize| (0..tokens).map(move |t| (t, codes.row(t * enc + e)));
+        let counts: Vec<Vec<usize>> = (0..enc)
+            .into_par_iter()
+            .map(|e| {
+                let mut n = vec![0usize; features];
+                rows_of(e).for_each(|(_, r)| codes.index[r].iter().for_each(|&f| n[f as usize] += 1));
+                n
+            })
+            .collect();
+        let mut start = Vec::with_capacity(enc * features + 1);
+        start.push(0);
+        for n in counts.iter().flatten() {
+            start.push(start[start.len() - 1] + n);
+        }
+        let mut members = vec![(0u32, 0u32); codes.index.len()];
+        let mut rest = members.as_mut_slice();
+        let spans: Vec<&mut [(u32, u32)]> = (0..enc)
+            .map(|e| {
+                let (span, tail) = std::mem::take(&mut rest).split_at_mut(start[(e + 1) * features] - start[e * features]);
+                rest = tail;
+                span
+            })
+            .collect();
+        spans.into_par_iter().enumerate().for_each(|(e, span)| {
+            let base = start[e * features];
+            let mut fill: Vec<usize> = start[e * features..(e + 1) * features].iter().map(|s| s - base).collect();
+            for (t, r) in rows_of(e) {
+                for j in r {
+                    let at = &mut fill[codes.index[j] as usize];
+                    span[*at] = (j as u32, t as u32);
+                    *at += 1;
+                }
             }
-        }
-        for i in 1..start.len() {
-            start[i] += start[i - 1];
-        }
-        let mut fill = start.clone();
-        let mut order = vec![0u32; codes.index.len()];
-        for r in 0..codes.rows() {
-            for j in codes.row(r) {
-                let key = (r % enc) * features + codes.index[j] as usize;
-                order[fill[key]] = j as u32;
-                fill[key] += 1;
-            }
-        }
-        Self { start, order, token }
+        });
+        Self { start, members }
     }
 
-    fn of(&self, key: usize) -> &[u32] {
-        &self.order[self.start[key]..self.start[key + 1]]
+    fn of(&self, key: usize) -> &[(u32, u32)] {
+        &self.members[self.start[key]..self.start[key + 1]]
     }
 }
 
 /// W_enc, b_enc and threshold gradients: one row of d_in per active feature, then transposed into
 /// W_enc's [d_in, F] layout.
-fn encoder_grads(model: &Transcoder, groups: &FeatureGroups, eg: &EntryGrads, x: &[f32], grad: &mut Transcoder) {
+fn encoder_grads(model: &Transcoder, groups: &FeatureGroups, eg: &[EntryGrad], x: &[f32], grad: &mut Transcoder) {
     let s = model.shape;
     let (d_in, f_n, per_token) = (s.d_in(), s.features, s.layers * s.d_model);
     let b = x.len() / per_token; // AuxK entries sit at tokens B..2B
     let mut rows = vec![0.0f32; s.encoders() * f_n * d_in]; // [E, F, d_in]
     rows.par_chunks_mut(d_in).enumerate().for_each(|(key, row)| {
         let off = s.input_offset(key / f_n);
-        let inputs = groups.of(key).iter().map(|&j| {
-            let t = groups.token[j as usize] as usize % b;
-            (eg.d_pre[j as usize], &x[t * per_token + off..t * per_token + off + d_in])
+        let inputs = groups.of(key).iter().map(|&(j, t)| {
+            let t = t as usize % b;
+            (eg[j as usize].d_pre, &x[t * per_token + off..t * per_token + off + d_in])
         });
         weighted_sum(inputs, row);
     });
-    codes_sum(groups, &eg.d_pre, &mut grad.b_enc);
+    codes_sum(groups, |j| eg[j].d_pre, &mut grad.b_enc);
     if !grad.threshold.is_empty() {
-        codes_sum(groups, &eg.d_theta, &mut grad.threshold);
+        codes_sum(groups, |j| eg[j].d_theta, &mut grad.threshold);
     }
     grad.w_enc.par_chunks_mut(d_in * f_n).zip(rows.par_chunks(d_in * f_n)).for_each(|(g, r)| transpose(r, f_n, d_in, g));
 }
@@ -297,11 +325,11 @@ fn weighted_sum<'a>(terms: impl Iterator<Item = (f32, &'a [f32])>, out: &mut [f3
     }
 }
 
-/// out[key] = Σ over the feature's entries of v.
-fn codes_sum(groups: &FeatureGroups, v: &[f32], out: &mut [f32]) {
-    for (key, o) in out.iter_mut().enumerate() {
-        *o = groups.of(key).iter().map(|&j| v[j as usize]).sum();
-    }
+/// out[key] = Σ over the feature's entries j of v(j).
+fn codes_sum(groups: &FeatureGroups, v: impl Fn(usize) -> f32 + Sync, out: &mut [f32]) {
+    out.par_iter_mut().with_min_len(256).enumerate().for_each(|(key, o)| {
+        *o = groups.of(key).iter().map(|&(j, _)| v(j as usize)).sum();
+    });
 }
 
 /// src [rows, cols] → dst [cols, rows], in blocks that stay in cache.
@@ -319,7 +347,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
 }
 
 /// W_dec gradient rows: Σ z·∂loss/∂ŷ over the feature's tokens, plus the penalty's pull on its norm.
-fn decoder_grads(model: &Transcoder, codes: &Codes, groups: &FeatureGroups, eg: &EntryGrads, dy: &[f32], norms: &[f32], grad: &mut Transcoder) {
+fn decoder_grads(model: &Transcoder, codes: &Codes, groups: &FeatureGroups, eg: &[EntryGrad], dy: &[f32], norms: &[f32], grad: &mut Transcoder) {
     let s = model.shape;
     let (f_n, per_token, d) = (s.features, s.layers * s.d_model, s.d_model);
     for e in 0..s.encoders() {
@@ -327,12 +355,12 @@ fn decoder_grads(model: &Transcoder, codes: &Codes, groups: &FeatureGroups, eg: 
         let w = &model.w_dec[e];
         grad.w_dec[e].par_chunks_mut(row).enumerate().for_each(|(f, g)| {
             let entries = groups.of(e * f_n + f);
-            let inputs = entries.iter().map(|&j| {
-                let t = groups.token[j as usize] as usize;
+            let inputs = entries.iter().map(|&(j, t)| {
+                let t = t as usize;
                 (codes.value[j as usize], &dy[t * per_token + first..t * per_token + first + row])
             });
             weighted_sum(inputs, g);
-            let d_norm: f32 = entries.iter().map(|&j| eg.d_norm[j as usize]).sum();
+            let d_norm: f32 = entries.iter().map(|&(j, _)| eg[j as usize].d_norm).sum();
             let n = norms[e * f_n + f];
             if d_norm != 0.0 && n > 0.0 {
                 dense::axpy(d_norm / n, &w[f * row..(f + 1) * row], g);
