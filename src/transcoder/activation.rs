@@ -159,23 +159,32 @@ impl RowSelect {
 /// says why).
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn offer_top(sel: &mut RowSelect, f0: usize, pre: &[f32]) {
-    for (b, block) in pre.chunks(16).enumerate() {
-        // Blocks of 16 are counted first (the count vectorises; once a top-k floor has risen,
-        // most blocks hold nothing above it), then their hits gathered without branching.
+    if let Some(k) = sel.k.filter(|&k| k > 0 && pre.len() >= 4 * k) {
+        // Cut into k groups, the groups' maxima are k values of the row, so its k-th largest is
+        // at least their minimum: no value below it can be kept, and the floor starts there
+        // instead of at the first cut.
+        let bound = pre.chunks_exact(pre.len() / k).take(k).map(|g| g.iter().fold(f32::NEG_INFINITY, |a, &p| a.max(p))).fold(f32::INFINITY, f32::min);
+        sel.floor = sel.floor.max(bound.next_down());
+    }
+    let (blocks, tail) = pre.as_chunks::<16>();
+    for (b, block) in blocks.iter().enumerate() {
+        // The block's hits as a bit mask (this vectorises); most blocks have none once a top-k
+        // floor has risen.
         let floor = sel.floor;
-        if block.iter().fold(0u32, |n, &p| n + (p > floor) as u32) == 0 {
-            continue;
-        }
-        let (mut hits, mut m) = ([0u8; 16], 0);
-        for (i, &p) in block.iter().enumerate() {
-            hits[m] = i as u8;
-            m += (p > floor) as usize;
-        }
-        for &i in &hits[..m] {
-            let p = block[i as usize];
-            if p > sel.floor {
-                sel.keep((f0 + 16 * b) as u32 + i as u32, p);
+        let mut hits = block.iter().enumerate().fold(0u32, |m, (i, &p)| m | (((p > floor) as u32) << i));
+        while hits != 0 {
+            let i = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            // The floor may have risen with this block's earlier hits.
+            if block[i] > sel.floor {
+                sel.keep((f0 + 16 * b + i) as u32, block[i]);
             }
+        }
+    }
+    let base = f0 + 16 * blocks.len();
+    for (i, &p) in tail.iter().enumerate() {
+        if p > sel.floor {
+            sel.keep((base + i) as u32, p);
         }
     }
 }
@@ -270,7 +279,7 @@ mod tests {
         #[test]
         fn blockwise_selection_equals_the_whole_row(
             levels in proptest::collection::vec(0usize..12, 1..300),
-            block in 1usize..80,
+            block in 1usize..300,
             k in 1usize..40,
             window in any::<bool>(),
         ) {
