@@ -124,30 +124,38 @@ impl RowSelect {
     /// would (later offers have higher numbers, so they must beat the floor strictly). `kept`
     /// stays in feature order.
     fn cut(&mut self, k: usize) {
+        if let Some(mut keep) = self.keeper(k) {
+            self.kept.retain(|e| keep(e.1));
+        }
+    }
+
+    /// Raises the floor to the k-th largest kept value and gives back the test, to be asked of
+    /// the kept entries in feature order, that keeps the k largest; None when at most k are kept.
+    fn keeper(&mut self, k: usize) -> Option<impl FnMut(f32) -> bool + use<>> {
         if self.kept.len() <= k {
-            return;
+            return None;
         }
         self.values.clear();
         self.values.extend(self.kept.iter().map(|e| e.1));
         // total_cmp keeps the order deterministic even with NaNs.
         let (_, &mut kth, _) = self.values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
         let mut ties = k - self.kept.iter().filter(|e| e.1 > kth).count();
-        self.kept.retain(|e| {
-            let tie = e.1 == kth && ties > 0;
-            ties -= tie as usize;
-            e.1 > kth || tie
-        });
         self.floor = kth;
+        Some(move |v: f32| {
+            let tie = v == kth && ties > 0;
+            ties -= tie as usize;
+            v > kth || tie
+        })
     }
 
     /// Appends the row, in feature order (so results do not depend on the selection), and starts
     /// the next one.
     pub fn finish(&mut self, out: &mut Codes) {
-        if let Some(k) = self.k.filter(|&k| k > 0) {
-            self.cut(k);
-        }
+        let mut keep = self.k.filter(|&k| k > 0).and_then(|k| self.keeper(k));
         for &(f, value, pre) in &self.kept {
-            out.push(f as usize, value, pre);
+            if keep.as_mut().is_none_or(|keep| keep(value)) {
+                out.push(f as usize, value, pre);
+            }
         }
         out.end_row();
         self.kept.clear();
