@@ -294,26 +294,45 @@ impl FeatureGroups {
     }
 }
 
-/// W_enc, b_enc and threshold gradients: one row of d_in per active feature, then transposed into
-/// W_enc's [d_in, F] layout.
+/// Features per task of `encoder_grads`: their rows of d_in fit in L1 while they are transposed.
+const GRAD_BLOCK: usize = 64;
+
+/// W_enc, b_enc and threshold gradients. Each task takes GRAD_BLOCK features of one encoder: it
+/// sums their rows of d_in, then writes them transposed into its columns of W_enc's [d_in, F]
+/// layout, so that no [E, F, d_in] buffer the size of W_enc is ever held.
 fn encoder_grads(model: &Transcoder, groups: &FeatureGroups, eg: &[EntryGrad], x: &[f32], grad: &mut Transcoder) {
     let s = model.shape;
     let (d_in, f_n, per_token) = (s.d_in(), s.features, s.layers * s.d_model);
     let b = x.len() / per_token; // AuxK entries sit at tokens B..2B
-    let mut rows = vec![0.0f32; s.encoders() * f_n * d_in]; // [E, F, d_in]
-    rows.par_chunks_mut(d_in).enumerate().for_each(|(key, row)| {
-        let off = s.input_offset(key / f_n);
-        let inputs = groups.of(key).iter().map(|&(j, t)| {
-            let t = t as usize % b;
-            (eg[j as usize].d_pre, &x[t * per_token + off..t * per_token + off + d_in])
-        });
-        weighted_sum(inputs, row);
+    // Per (encoder, block): the block's piece of each of the encoder's d_in rows.
+    let per_enc = f_n.div_ceil(GRAD_BLOCK);
+    let mut columns: Vec<Vec<&mut [f32]>> = (0..s.encoders() * per_enc).map(|_| Vec::with_capacity(d_in)).collect();
+    for (r, row) in grad.w_enc.chunks_mut(f_n).enumerate() {
+        for (c, piece) in row.chunks_mut(GRAD_BLOCK).enumerate() {
+            columns[(r / d_in) * per_enc + c].push(piece);
+        }
+    }
+    columns.into_par_iter().enumerate().for_each(|(task, mut cols)| {
+        let (e, f0) = (task / per_enc, (task % per_enc) * GRAD_BLOCK);
+        let (n, off) = (cols[0].len(), s.input_offset(e));
+        let mut rows = vec![0.0f32; n * d_in]; // [n, d_in]
+        for (i, row) in rows.chunks_mut(d_in).enumerate() {
+            let inputs = groups.of(e * f_n + f0 + i).iter().map(|&(j, t)| {
+                let t = t as usize % b;
+                (eg[j as usize].d_pre, &x[t * per_token + off..t * per_token + off + d_in])
+            });
+            weighted_sum(inputs, row);
+        }
+        for (k, col) in cols.iter_mut().enumerate() {
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = rows[i * d_in + k];
+            }
+        }
     });
     codes_sum(groups, |j| eg[j].d_pre, &mut grad.b_enc);
     if !grad.threshold.is_empty() {
         codes_sum(groups, |j| eg[j].d_theta, &mut grad.threshold);
     }
-    grad.w_enc.par_chunks_mut(d_in * f_n).zip(rows.par_chunks(d_in * f_n)).for_each(|(g, r)| transpose(r, f_n, d_in, g));
 }
 
 /// out = Σ a·x over the (a, x) pairs.
@@ -330,20 +349,6 @@ fn codes_sum(groups: &FeatureGroups, v: impl Fn(usize) -> f32 + Sync, out: &mut 
     out.par_iter_mut().with_min_len(256).enumerate().for_each(|(key, o)| {
         *o = groups.of(key).iter().map(|&(j, _)| v(j as usize)).sum();
     });
-}
-
-/// src [rows, cols] → dst [cols, rows], in blocks that stay in cache.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const B: usize = 32;
-    for r0 in (0..rows).step_by(B) {
-        for c0 in (0..cols).step_by(B) {
-            for r in r0..(r0 + B).min(rows) {
-                for c in c0..(c0 + B).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    }
 }
 
 /// W_dec gradient rows: Σ z·∂loss/∂ŷ over the feature's tokens, plus the penalty's pull on its norm.
