@@ -256,8 +256,10 @@ fn dead_fraction(since_fired: &[f32], cfg: &TranscoderConfig) -> f32 {
 
 /// x [n, L, d] *= scale[l].
 fn scale_input(x: &mut [f32], scale: &[f32], d: usize) {
-    for (i, v) in x.iter_mut().enumerate() {
-        *v *= scale[(i / d) % scale.len()];
+    // Layer by layer: a division per element kept this loop scalar.
+    for (i, layer) in x.chunks_mut(d).enumerate() {
+        let s = scale[i % scale.len()];
+        layer.iter_mut().for_each(|v| *v *= s);
     }
 }
 
