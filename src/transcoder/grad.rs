@@ -124,17 +124,19 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
 /// The entry gradients of each CHUNK tokens of `tokens`, as disjoint slices (a chunk's entries
 /// are contiguous: codes are token-major).
 fn split_by_tokens<'a>(eg: &'a mut [EntryGrad], codes: &Codes, enc: usize, tokens: usize) -> Vec<&'a mut [EntryGrad]> {
-    let mut rest = eg;
+    split_at_ends(eg, (0..tokens).step_by(CHUNK).map(|t0| codes.offsets[(t0 + CHUNK).min(tokens) * enc]))
+}
+
+/// `s` cut into consecutive pieces ending at the ascending offsets `ends`: s[..ends[0]],
+/// s[ends[0]..ends[1]], …
+fn split_at_ends<T>(mut s: &mut [T], ends: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
     let mut start = 0;
-    (0..tokens)
-        .step_by(CHUNK)
-        .map(|t0| {
-            let end = codes.offsets[(t0 + CHUNK).min(tokens) * enc];
-            let (chunk, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
-            (rest, start) = (tail, end);
-            chunk
-        })
-        .collect()
+    ends.map(|end| {
+        let (piece, rest) = std::mem::take(&mut s).split_at_mut(end - start);
+        (s, start) = (rest, end);
+        piece
+    })
+    .collect()
 }
 
 /// Decode the tokens from `t0`, write ∂loss/∂ŷ into dyc, and back-propagate into their entries
@@ -267,14 +269,7 @@ impl FeatureGroups {
             start.push(start[start.len() - 1] + n);
         }
         let mut members = vec![(0u32, 0u32); codes.index.len()];
-        let mut rest = members.as_mut_slice();
-        let spans: Vec<&mut [(u32, u32)]> = (0..enc)
-            .map(|e| {
-                let (span, tail) = std::mem::take(&mut rest).split_at_mut(start[(e + 1) * features] - start[e * features]);
-                rest = tail;
-                span
-            })
-            .collect();
+        let spans = split_at_ends(&mut members, (1..=enc).map(|e| start[e * features]));
         spans.into_par_iter().enumerate().for_each(|(e, span)| {
             let base = start[e * features];
             let mut fill: Vec<usize> = start[e * features..(e + 1) * features].iter().map(|s| s - base).collect();
