@@ -106,7 +106,7 @@ impl Split {
 }
 
 /// Where a held-out cell lies outside what the training cells held (a protocol none had, a
-/// faster or slower charge or discharge than any had, an ambient temperature beyond theirs, or
+/// faster or slower charge or discharge than any had or than any of its protocol had, an ambient temperature beyond theirs, or
 /// else a discharge rate they ran only at other temperatures): its figures measure
 /// extrapolation, and a reader should know. Empty when there are no training cells.
 pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
@@ -117,14 +117,16 @@ pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
     if let Some(p) = held.protocol.as_deref().filter(|p| !train.iter().any(|c| c.protocol.as_deref() == Some(*p))) {
         out.push(format!("protocol {p}, which no training cell ran"));
     }
+    // The rates against all training cells, then against those of the cell's own protocol (the
+    // split keeps both ranges): a CC-CV cell discharged at 0.3C is new to a model whose training
+    // ran 0.3C only as GITT pulses.
+    let peers: Vec<&Conditions> = train.iter().filter(|c| held.protocol.is_some() && c.protocol == held.protocol).collect();
     for (what, f) in [("charged", (|c| c.charge_c) as fn(&Conditions) -> f64), ("discharged", |c| c.discharge_c)] {
-        let rates: Vec<f64> = train.iter().map(f).filter(|&r| r > 0.0).collect();
-        let (r, Some(slowest), Some(fastest)) = (f(held), rates.iter().copied().reduce(f64::min), rates.iter().copied().reduce(f64::max)) else { continue };
-        // 5 % beyond the training cells' range, as the split's rounding allows.
-        if r > fastest * 1.05 + 0.01 {
-            out.push(format!("{what} at {r:.2}C, faster than any training cell ({fastest:.2}C)"));
-        } else if r > 0.0 && r < slowest / 1.05 - 0.01 {
-            out.push(format!("{what} at {r:.2}C, slower than any training cell ({slowest:.2}C)"));
+        let all = train.iter().map(f);
+        let mine = peers.iter().map(|c| f(c));
+        let protocol = held.protocol.as_deref().unwrap_or_default();
+        if let Some(outside) = rate_outside(f(held), all, "").or_else(|| rate_outside(f(held), mine, &format!(" {protocol}"))) {
+            out.push(format!("{what} at {outside}"));
         }
     }
     let temps: Vec<f64> = train.iter().filter_map(|c| c.ambient_c).collect();
@@ -138,6 +140,20 @@ pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
         out.extend(unseen_pairing(held, train));
     }
     out
+}
+
+/// "0.30C, slower than any training cell (0.50C)" where `r` lies beyond the rates (0 = none) by
+/// more than 5 % (the split's rounding); `kind` names the cells, e.g. " cccv".
+fn rate_outside(r: f64, rates: impl Iterator<Item = f64>, kind: &str) -> Option<String> {
+    let rates: Vec<f64> = rates.filter(|&r| r > 0.0).collect();
+    let (slowest, fastest) = (rates.iter().copied().reduce(f64::min)?, rates.iter().copied().reduce(f64::max)?);
+    if r > fastest * 1.05 + 0.01 {
+        Some(format!("{r:.2}C, faster than any training{kind} cell ({fastest:.2}C)"))
+    } else if r > 0.0 && r < slowest / 1.05 - 0.01 {
+        Some(format!("{r:.2}C, slower than any training{kind} cell ({slowest:.2}C)"))
+    } else {
+        None
+    }
 }
 
 /// A discharge rate the training cells ran, but only at other ambient temperatures: each axis is
@@ -393,12 +409,15 @@ mod tests {
             charge_c,
             discharge_c,
         };
-        let train = [cell("a", "cccv", 10.0, 1.0, 2.0), cell("b", "hppc", 25.0, 0.5, 1.0)];
+        let train = [cell("a", "cccv", 10.0, 1.0, 2.0), cell("a2", "cccv", 10.0, 1.0, 1.0), cell("b", "hppc", 25.0, 0.5, 1.0)];
         assert!(extrapolation(&cell("c", "cccv", 11.5, 1.0, 2.05), &train).is_empty(), "a chamber 1.5 °C off and a rate 2.5 % off are the same condition");
         assert!(extrapolation(&cell("c", "cccv", 25.0, 1.0, 1.5), &train).is_empty(), "a rate between the training cells' is interpolation");
         let pairing = extrapolation(&cell("c", "cccv", 25.0, 1.0, 2.0), &train);
         assert_eq!(pairing, ["discharged at 2.00C at 25 °C, a pairing no training cell ran (at that rate: 10 °C)"]);
         assert!(extrapolation(&cell("c", "cccv", 25.0, 0.3, 1.5), &train)[0].contains("charged at 0.30C, slower"));
+        // In the dataset's range, beyond its protocol's: hppc's training cell discharged at 1C.
+        let protocol = extrapolation(&cell("c", "hppc", 25.0, 0.5, 2.0), &train);
+        assert_eq!(protocol, ["discharged at 2.00C, faster than any training hppc cell (1.00C)"]);
         let far = extrapolation(&cell("d", "gitt", 40.0, 1.0, 3.0), &train);
         assert_eq!(far.len(), 3, "{far:?}");
         assert!(far[0].contains("protocol gitt") && far[1].contains("discharged at 3.00C") && far[2].contains("40 °C"), "{far:?}");
