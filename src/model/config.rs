@@ -117,6 +117,10 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+fn is_one(value: &f64) -> bool {
+    *value == 1.0
+}
+
 fn is_default_eps(eps: &f64) -> bool {
     *eps == ModelConfig::default().norm_eps
 }
@@ -230,6 +234,11 @@ pub struct TrainConfig {
     /// the voltage input moved by the model's summed teacher-forced errors, the target the cell's
     /// true step. 0 trains on true voltages only; each such step costs one more forward pass.
     pub pushforward: f64,
+    /// Multiplies the drift those windows read: above 1 the model also trains on the larger drift
+    /// a rollout meets where its own teacher-forced errors are small but compound (a knee).
+    /// Written only where it is not 1, so that runs made before it existed keep their identity.
+    #[serde(skip_serializing_if = "is_one")]
+    pub pushforward_drift: f64,
     /// Share of each batch's windows that read `soc` and `soc_present` as a cell without an SOC
     /// anchor does (`train::blank_soc`), so that the model also reads unanchored cells. Only
     /// where the model reads both channels.
@@ -269,6 +278,7 @@ impl Default for TrainConfig {
             // NCA_Kim2011, 25.8 → 16.2 on Mohtat2020, 32.7 → 31.4 on Ai2020; teacher-forced
             // skill within 0.01.
             pushforward: 0.5,
+            pushforward_drift: 1.0,
             // Held-out warm discharge rollouts against 0 (dev set: 3 layers × d 64, 3,000 steps):
             // dev seed 12 199.7 → 33.7 mV (anchor hidden 779.7 → 62.4; 0.5 gave 39.7 and 55.6), dev
             // seed 11 44.1 → 56.1 (406.5 → 56.9); the four 16-cell sets within 5 mV, 10.9–18.6, at
@@ -297,6 +307,9 @@ impl TrainConfig {
             if !(0.0..=1.0).contains(&share) {
                 return bad(format!("{name} {share} is not a share in [0, 1]"));
             }
+        }
+        if !(self.pushforward_drift.is_finite() && self.pushforward_drift >= 0.0) {
+            return bad(format!("pushforward_drift {} must be a number ≥ 0", self.pushforward_drift));
         }
         if self.val_fraction < 0.0 || self.test_fraction < 0.0 || self.val_fraction + self.test_fraction >= 1.0 {
             return bad("val_fraction and test_fraction must be ≥ 0 and sum to less than 1".into());

@@ -379,9 +379,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             if let Some(blank) = self.data.soc_blank.filter(|_| cfg.soc_dropout > 0.0) {
                 x = blank_soc(x, blank, &chosen_windows(batch.len(), cfg.soc_dropout, cfg.seed, step, SOC_DROPOUT_STREAM));
             }
-            if let Some(voltage) = self.data.voltage.filter(|_| cfg.pushforward > 0.0) {
+            if let Some((channel, gain)) = self.data.voltage.filter(|_| cfg.pushforward > 0.0) {
                 let chosen = chosen_windows(batch.len(), cfg.pushforward, cfg.seed, step, PUSHFORWARD_STREAM);
-                x = pushforward(&model.valid(), x, &y, voltage, &chosen);
+                x = pushforward(&model.valid(), x, &y, (channel, gain * cfg.pushforward_drift as f32), &chosen);
             }
             let loss = loss(model.forward(x), y, cfg.loss);
             let value = loss.clone().into_scalar().elem::<f32>();
