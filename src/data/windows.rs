@@ -1,7 +1,6 @@
 //! Windows and splits (DESIGN.md §1.5): windows of `context` steps within a cell, splits by cell
 //! (never by window), normalisation statistics from the train split only.
 
-use std::collections::BTreeMap;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -67,11 +66,12 @@ impl Split {
     /// Deterministic split of cells: ids are sorted first so the input order does not matter.
     /// Each non-zero fraction gets at least one cell when there are enough cells. Held-out
     /// cells are drawn in the seed's order, but cells that keep training's range are drawn
-    /// last: for the whole dataset, a cell with the fastest and the slowest charge and
+    /// last (for the whole dataset, a cell with the fastest and the slowest charge and
     /// discharge and the lowest and highest ambient temperature, and one cell of each protocol;
-    /// within each protocol, the same extremes; and one cell of each discharge rate ×
-    /// temperature pairing that several cells ran. So a dataset's only 3C cells are never all
-    /// held out, nor its two cells discharged at 0.3C at 10 °C.
+    /// within each protocol, the same extremes), and a cell is held out only if the cells left
+    /// for training still span it and every cell held out before it (`extrapolation`) while
+    /// any cell can be. So a dataset's only 3C cells are never all held out, nor a cell whose
+    /// discharge rate training ran only at other temperatures.
     pub fn by_cell(cells: &[Conditions], val_fraction: f64, test_fraction: f64, seed: u64) -> Split {
         let mut cells: Vec<&Conditions> = cells.iter().collect();
         cells.sort_by(|a, b| a.cell_id.cmp(&b.cell_id));
@@ -89,7 +89,7 @@ impl Split {
         };
         let n_test = count(test_fraction);
         let n_val = count(val_fraction).min(n.saturating_sub(n_test + 1));
-        let order = hold_out_pairings_last(&cells, order, n_test + n_val);
+        let order = hold_out_inside_training(&cells, order, n_test + n_val);
         let ids: Vec<String> = order.iter().map(|&i| cells[i].cell_id.clone()).collect();
         let sorted = |v: &[String]| {
             let mut v = v.to_vec();
@@ -109,7 +109,7 @@ impl Split {
 /// faster or slower charge or discharge than any had or than any of its protocol had, an ambient temperature beyond theirs, or
 /// else a discharge rate they ran only at other temperatures): its figures measure
 /// extrapolation, and a reader should know. Empty when there are no training cells.
-pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
+pub fn extrapolation(held: &Conditions, train: &[&Conditions]) -> Vec<String> {
     if train.is_empty() {
         return vec![];
     }
@@ -120,9 +120,9 @@ pub fn extrapolation(held: &Conditions, train: &[Conditions]) -> Vec<String> {
     // The rates against all training cells, then against those of the cell's own protocol (the
     // split keeps both ranges): a CC-CV cell discharged at 0.3C is new to a model whose training
     // ran 0.3C only as GITT pulses.
-    let peers: Vec<&Conditions> = train.iter().filter(|c| held.protocol.is_some() && c.protocol == held.protocol).collect();
+    let peers: Vec<&Conditions> = train.iter().copied().filter(|c| held.protocol.is_some() && c.protocol == held.protocol).collect();
     for (what, f) in [("charged", (|c| c.charge_c) as fn(&Conditions) -> f64), ("discharged", |c| c.discharge_c)] {
-        let all = train.iter().map(f);
+        let all = train.iter().map(|c| f(c));
         let mine = peers.iter().map(|c| f(c));
         let protocol = held.protocol.as_deref().unwrap_or_default();
         if let Some(outside) = rate_outside(f(held), all, "").or_else(|| rate_outside(f(held), mine, &format!(" {protocol}"))) {
@@ -162,9 +162,9 @@ fn rate_outside(r: f64, rates: impl Iterator<Item = f64>, kind: &str) -> Option<
 /// dev set at seed 11 held out both cells discharged at 0.3C at 10 °C (training ran 0.3C only at
 /// 25 °C): their rollouts were at 77–80 mV, the ten unflagged cells' at 17–18 mV; with it, the
 /// one held out rolls out at 15 mV. Setpoints within 2.5 °C count as one (a chamber's drift).
-fn unseen_pairing(held: &Conditions, train: &[Conditions]) -> Option<String> {
+fn unseen_pairing(held: &Conditions, train: &[&Conditions]) -> Option<String> {
     let (r, t) = (held.discharge_c, held.ambient_c?);
-    let same_rate = |c: &&Conditions| r > 0.0 && (c.discharge_c - r).abs() <= 0.05 * r + 0.01;
+    let same_rate = |c: &&&Conditions| r > 0.0 && (c.discharge_c - r).abs() <= 0.05 * r + 0.01;
     let mut temps: Vec<f64> = train.iter().filter(same_rate).filter_map(|c| c.ambient_c).collect();
     if temps.is_empty() || temps.iter().any(|&u| (u - t).abs() <= 2.5) {
         return None;
@@ -175,36 +175,35 @@ fn unseen_pairing(held: &Conditions, train: &[Conditions]) -> Option<String> {
     Some(format!("discharged at {r:.2}C at {t:.0} °C, a pairing no training cell ran (at that rate: {})", at.join(", ")))
 }
 
-/// `order` with its first `held` cells chosen so that each discharge rate × ambient temperature
-/// (to 5 °C, chamber drift) that two or more cells ran keeps one of them in training: a cell
-/// whose pairing's other cells are all held out already is passed over (drawn later) while
-/// other cells remain, so that a held-out cell's pairing is one training ran (`unseen_pairing`).
-/// The cell drawn instead is the next in order, which can be a range keeper once the cells that
-/// no range needs run out (so in the 16-cell PyBaMM sets at seed 1); a rule that checks both for
-/// each cell is still to come.
-fn hold_out_pairings_last(cells: &[&Conditions], order: Vec<usize>, held: usize) -> Vec<usize> {
-    let pairing = |c: &Conditions| Some((rate(c.discharge_c)? as i64, (c.ambient_c? / 5.0).round() as i64));
-    // Per pairing: its cells, and those not yet held out.
-    let mut counts: BTreeMap<(i64, i64), (usize, usize)> = BTreeMap::new();
-    for p in cells.iter().filter_map(|c| pairing(c)) {
-        let n = counts.entry(p).or_default();
-        *n = (n.0 + 1, n.1 + 1);
-    }
-    let (mut out, mut passed) = (Vec::with_capacity(order.len()), Vec::new());
-    for i in order {
-        let count = pairing(cells[i]).and_then(|p| counts.get_mut(&p));
-        match count {
-            Some((total, left)) if out.len() < held && *total >= 2 && *left == 1 => passed.push(i),
-            Some((_, left)) if out.len() < held => {
-                *left -= 1;
-                out.push(i);
+/// `order` with its first `held` cells chosen so that the cells left for training span each of
+/// them (`extrapolation` finds nothing, the rule the evaluation flags by): each pick is the first
+/// cell in order whose holding out leaves itself and every cell picked before it inside training's
+/// protocols, rates, temperatures and discharge rate × temperature pairings. Where none can be (a
+/// dataset too small to span its own conditions), the pick is the one that raises fewest flags. Before
+/// this rule the picks only kept pairings, and the 16-cell PyBaMM sets at seed 1 held out their
+/// one CC-CV cell discharged at 0.3C; in Marquis2019 at seed 57 it was a test cell, at 177 mV
+/// beside the other test cells' 2.9.
+fn hold_out_inside_training(cells: &[&Conditions], mut order: Vec<usize>, held: usize) -> Vec<usize> {
+    let mut in_training = vec![true; cells.len()];
+    let mut out = Vec::with_capacity(order.len());
+    while out.len() < held && !order.is_empty() {
+        // How many flags holding out i would raise on it and the cells held before it.
+        let flags = |i: usize| {
+            let train: Vec<&Conditions> = (0..cells.len()).filter(|&j| in_training[j] && j != i).map(|j| cells[j]).collect();
+            out.iter().chain([&i]).map(|&h| extrapolation(cells[h], &train).len()).sum::<usize>()
+        };
+        let mut best = (usize::MAX, 0);
+        for (at, &i) in order.iter().enumerate() {
+            best = best.min((flags(i), at));
+            if best.0 == 0 {
+                break;
             }
-            None if out.len() < held => out.push(i),
-            _ => passed.push(i),
         }
+        let i = order.remove(best.1);
+        in_training[i] = false;
+        out.push(i);
     }
-    // Too few cells to keep every pairing: the passed-over cells are drawn in their order.
-    out.extend(passed);
+    out.extend(order);
     out
 }
 
@@ -380,8 +379,8 @@ mod tests {
         for seed in 0..200 {
             let split = Split::by_cell(&all, 0.1, 0.2, seed);
             let train: Vec<&Conditions> = all.iter().filter(|c| split.train.contains(&c.cell_id)).collect();
-            let trained: Vec<Conditions> = train.iter().map(|&c| c.clone()).collect();
             for held in all.iter().filter(|c| !split.train.contains(&c.cell_id)) {
+                assert_eq!(extrapolation(held, &train), Vec::<String>::new(), "seed {seed}: {}", held.cell_id);
                 let peers: Vec<&&Conditions> = train.iter().filter(|c| c.protocol == held.protocol).collect();
                 assert!(!peers.is_empty(), "seed {seed}: no training cell of {}'s protocol", held.cell_id);
                 let max = |f: fn(&Conditions) -> f64| peers.iter().map(|c| f(c)).fold(f64::MIN, f64::max);
@@ -394,8 +393,41 @@ mod tests {
                 assert!(t >= min(|c| c.ambient_c.unwrap()) && t <= max(|c| c.ambient_c.unwrap()), "seed {seed}: {} at {t} °C", held.cell_id);
                 let twins = all.iter().filter(|c| c.discharge_c == held.discharge_c && c.ambient_c == held.ambient_c).count();
                 if twins >= 2 {
-                    assert_eq!(unseen_pairing(held, &trained), None, "seed {seed}: {}", held.cell_id);
+                    assert_eq!(unseen_pairing(held, &train), None, "seed {seed}: {}", held.cell_id);
                 }
+            }
+        }
+    }
+
+    /// The conditions of the PyBaMM sets' 16 cells (Marquis2019, generated with seed 57: five
+    /// protocols at three temperatures, the CC-CV cells each at its own rates). Five held-out
+    /// cells cannot all lie inside what the other eleven ran (the picks leave two validation
+    /// cells flagged at 82 of these 100 seeds), but the test cells, drawn first, always do. The
+    /// pairing rule alone made the set's CC-CV cell discharged at 0.3C a test cell at seed 1.
+    #[test]
+    fn sixteen_pybamm_cells_test_inside_training() {
+        let cells: Vec<Conditions> = [
+            ("cccv", 0.3, 2.0, 40.0), ("cccv", 1.0, 3.0, 40.0), ("hppc", 0.5, 0.5, 40.0), ("partial", 1.0, 1.0, 25.0),
+            ("gitt", 1.0, 0.1, 25.0), ("drive", 1.0, 0.8, 25.0), ("cccv", 2.0, 3.0, 40.0), ("cccv", 0.3, 1.0, 10.0),
+            ("hppc", 0.5, 0.5, 40.0), ("partial", 0.5, 0.5, 10.0), ("gitt", 1.0, 0.1, 10.0), ("drive", 1.0, 0.8, 10.0),
+            ("cccv", 0.5, 2.0, 40.0), ("cccv", 1.0, 0.3, 40.0), ("hppc", 0.5, 0.5, 25.0), ("partial", 2.0, 2.0, 10.0),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &(protocol, charge_c, discharge_c, t))| Conditions {
+            cell_id: format!("{i:02}-{protocol}"),
+            protocol: Some(protocol.into()),
+            ambient_c: Some(t),
+            charge_c,
+            discharge_c,
+        })
+        .collect();
+        for seed in 0..100 {
+            let split = Split::by_cell(&cells, 0.1, 0.2, seed);
+            assert_eq!((split.val.len(), split.test.len()), (2, 3));
+            let train: Vec<&Conditions> = cells.iter().filter(|c| split.train.contains(&c.cell_id)).collect();
+            for held in cells.iter().filter(|c| split.test.contains(&c.cell_id)) {
+                assert_eq!(extrapolation(held, &train), Vec::<String>::new(), "seed {seed}: {}", held.cell_id);
             }
         }
     }
@@ -409,7 +441,8 @@ mod tests {
             charge_c,
             discharge_c,
         };
-        let train = [cell("a", "cccv", 10.0, 1.0, 2.0), cell("a2", "cccv", 10.0, 1.0, 1.0), cell("b", "hppc", 25.0, 0.5, 1.0)];
+        let cells = [cell("a", "cccv", 10.0, 1.0, 2.0), cell("a2", "cccv", 10.0, 1.0, 1.0), cell("b", "hppc", 25.0, 0.5, 1.0)];
+        let train: Vec<&Conditions> = cells.iter().collect();
         assert!(extrapolation(&cell("c", "cccv", 11.5, 1.0, 2.05), &train).is_empty(), "a chamber 1.5 °C off and a rate 2.5 % off are the same condition");
         assert!(extrapolation(&cell("c", "cccv", 25.0, 1.0, 1.5), &train).is_empty(), "a rate between the training cells' is interpolation");
         let pairing = extrapolation(&cell("c", "cccv", 25.0, 1.0, 2.0), &train);

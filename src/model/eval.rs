@@ -308,7 +308,7 @@ fn write_rollouts(path: &Path, held: &[HeldOut], results: &[CellResult]) -> Resu
 /// dataset) did not span.
 fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::windows::Split) -> Vec<(String, String)> {
     let conditions = dataset.conditions();
-    let train: Vec<_> = conditions.iter().filter(|c| split.train.contains(&c.cell_id) && !plan.scored.contains(&c.cell_id)).cloned().collect();
+    let train: Vec<_> = conditions.iter().filter(|c| split.train.contains(&c.cell_id) && !plan.scored.contains(&c.cell_id)).collect();
     conditions
         .iter()
         .filter(|c| plan.scored.contains(&c.cell_id))
