@@ -263,10 +263,9 @@ fn decode_token(model: &Transcoder, codes: &Codes, t: usize, x: Option<&[f32]>, 
     y.copy_from_slice(&model.b_dec);
     for e in 0..s.encoders() {
         let (row, first) = (s.dec_row(e), s.out_layers(e).start * s.d_model);
-        for i in codes.row(t * s.encoders() + e) {
-            let f = codes.index[i] as usize;
-            dense::axpy(codes.value[i], &model.w_dec[e][f * row..(f + 1) * row], &mut y[first..first + row]);
-        }
+        let w = &model.w_dec[e];
+        let terms = codes.row(t * s.encoders() + e).map(|i| (codes.value[i], &w[codes.index[i] as usize * row..][..row]));
+        dense::add_weighted(terms, &mut y[first..first + row]);
     }
     if let (Some(w), Some(x)) = (&model.w_skip, x) {
         let d = s.d_model;

@@ -63,6 +63,32 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
 }
 
+/// out += Σ a·x over the (a, x) pairs, each element summed in the pairs' order (as repeated `axpy`s
+/// would), but over a tile of out held in registers at a time: repeated `axpy`s into one out were
+/// bound by storing it and loading it back for the next pair. Every x must be as long as out.
+#[inline(always)]
+pub(crate) fn add_weighted<'a>(terms: impl Iterator<Item = (f32, &'a [f32])> + Clone, out: &mut [f32]) {
+    const TILE: usize = 64;
+    let len = out.len();
+    let (tiles, tail) = out.as_chunks_mut::<TILE>();
+    for (c, tile) in tiles.iter_mut().enumerate() {
+        let mut acc = *tile;
+        for (a, x) in terms.clone() {
+            let x: &[f32; TILE] = x[c * TILE..(c + 1) * TILE].try_into().expect("a tile");
+            for j in 0..TILE {
+                acc[j] += a * x[j];
+            }
+        }
+        *tile = acc;
+    }
+    if !tail.is_empty() {
+        let done = len - tail.len();
+        for (a, x) in terms {
+            axpy(a, &x[done..], tail);
+        }
+    }
+}
+
 /// y += a·x.
 #[inline]
 pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {

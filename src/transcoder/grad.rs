@@ -332,11 +332,9 @@ fn encoder_grads(model: &Transcoder, groups: &FeatureGroups, eg: &[EntryGrad], x
 
 /// out = Σ a·x over the (a, x) pairs.
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
-fn weighted_sum<'a>(terms: impl Iterator<Item = (f32, &'a [f32])>, out: &mut [f32]) {
+fn weighted_sum<'a>(terms: impl Iterator<Item = (f32, &'a [f32])> + Clone, out: &mut [f32]) {
     out.fill(0.0);
-    for (a, x) in terms {
-        dense::axpy(a, x, out);
-    }
+    dense::add_weighted(terms, out);
 }
 
 /// out[key] = Σ over the feature's entries j of v(j).
