@@ -17,7 +17,14 @@ pub struct Codes {
 
 impl Codes {
     pub fn new() -> Self {
-        Self { offsets: vec![0], ..Default::default() }
+        Self::with_capacity(0, 0)
+    }
+    /// Empty, with room for `rows` rows of `entries` entries in all (so that appending moves
+    /// nothing).
+    pub fn with_capacity(rows: usize, entries: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Self { offsets, index: Vec::with_capacity(entries), value: Vec::with_capacity(entries), pre: Vec::with_capacity(entries) }
     }
     pub fn rows(&self) -> usize {
         self.offsets.len() - 1

@@ -126,7 +126,10 @@ impl Transcoder {
     pub(crate) fn encode_with(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let per_token = self.shape.layers * self.shape.d_model;
         let chunks: Vec<(Codes, Codes)> = x.par_chunks(ENCODE_ROWS * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
-        let (mut codes, mut aux_codes) = (Codes::new(), Codes::new());
+        let room = |pick: fn(&(Codes, Codes)) -> &Codes| {
+            Codes::with_capacity(chunks.iter().map(|c| pick(c).rows()).sum(), chunks.iter().map(|c| pick(c).index.len()).sum())
+        };
+        let (mut codes, mut aux_codes) = (room(|c| &c.0), room(|c| &c.1));
         for (c, a) in &chunks {
             codes.extend(c);
             aux_codes.extend(a);
@@ -279,7 +282,7 @@ fn decode_token(model: &Transcoder, codes: &Codes, t: usize, x: Option<&[f32]>, 
 
 /// Per-encoder codes of the same n tokens → token-major rows (token, encoder).
 fn interleave(per_enc: &[Codes], n: usize) -> Codes {
-    let mut out = Codes::new();
+    let mut out = Codes::with_capacity(n * per_enc.len(), per_enc.iter().map(|c| c.index.len()).sum());
     for t in 0..n {
         for c in per_enc {
             let r = c.row(t);
