@@ -106,9 +106,10 @@ impl Split {
 }
 
 /// Where a held-out cell lies outside what the training cells held (a protocol none had, a
-/// faster or slower charge or discharge than any had or than any of its protocol had, an ambient temperature beyond theirs, or
-/// else a discharge rate they ran only at other temperatures): its figures measure
-/// extrapolation, and a reader should know. Empty when there are no training cells.
+/// faster or slower charge or discharge than any had or than any of its protocol had, an ambient
+/// temperature beyond theirs, or else a discharge rate they ran only at other temperatures): its
+/// figures measure extrapolation, and a reader should know. Empty when there are no training
+/// cells.
 pub fn extrapolation(held: &Conditions, train: &[&Conditions]) -> Vec<String> {
     if train.is_empty() {
         return vec![];
@@ -179,10 +180,10 @@ fn unseen_pairing(held: &Conditions, train: &[&Conditions]) -> Option<String> {
 /// them (`extrapolation` finds nothing, the rule the evaluation flags by): each pick is the first
 /// cell in order whose holding out leaves itself and every cell picked before it inside training's
 /// protocols, rates, temperatures and discharge rate × temperature pairings. Where none can be (a
-/// dataset too small to span its own conditions), the pick is the one that raises fewest flags. Before
-/// this rule the picks only kept pairings, and the 16-cell PyBaMM sets at seed 1 held out their
-/// one CC-CV cell discharged at 0.3C; in Marquis2019 at seed 57 it was a test cell, at 177 mV
-/// beside the other test cells' 2.9.
+/// dataset too small to span its own conditions), the pick is the one raising fewest flags.
+/// Before this rule the picks only kept pairings and could hold out a protocol's slowest cell: in
+/// a Marquis2019 set generated with seed 57, its one CC-CV cell discharged at 0.3C became a test
+/// cell, at 177 mV beside the other test cells' 2.9.
 fn hold_out_inside_training(cells: &[&Conditions], mut order: Vec<usize>, held: usize) -> Vec<usize> {
     let mut in_training = vec![true; cells.len()];
     let mut out = Vec::with_capacity(order.len());
