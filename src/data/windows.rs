@@ -158,11 +158,11 @@ fn rate_outside(r: f64, rates: impl Iterator<Item = f64>, kind: &str) -> Option<
 }
 
 /// A discharge rate the training cells ran, but only at other ambient temperatures: each axis is
-/// in range, yet the pairing is new. `Split::by_cell` keeps a cell of every pairing that several
-/// cells ran in training, so this now fires for pairings a single cell ran. Before that rule the
-/// dev set at seed 11 held out both cells discharged at 0.3C at 10 °C (training ran 0.3C only at
-/// 25 °C): their rollouts were at 77–80 mV, the ten unflagged cells' at 17–18 mV; with it, the
-/// one held out rolls out at 15 mV. Setpoints within 2.5 °C count as one (a chamber's drift).
+/// in range, yet the pairing is new. `Split::by_cell` holds out no such cell while another can
+/// be held instead. Before the split kept pairings, the dev set at seed 11 held out both cells
+/// discharged at 0.3C at 10 °C (training ran 0.3C only at 25 °C): their rollouts were at 77–80 mV,
+/// the ten unflagged cells' at 17–18 mV; with one kept, the one held out rolled out at 15 mV.
+/// Setpoints within 2.5 °C count as one (a chamber's drift).
 fn unseen_pairing(held: &Conditions, train: &[&Conditions]) -> Option<String> {
     let (r, t) = (held.discharge_c, held.ambient_c?);
     let same_rate = |c: &&&Conditions| r > 0.0 && (c.discharge_c - r).abs() <= 0.05 * r + 0.01;

@@ -40,7 +40,15 @@ impl Codes {
     fn end_row(&mut self) {
         self.offsets.push(self.index.len());
     }
-    /// Appends all rows of `other` (used to join per-thread chunks in order).
+    /// The rows of `parts` one after another, allocated once at their joint size (per-thread
+    /// chunks joined in order).
+    pub fn concat<'a>(parts: impl Iterator<Item = &'a Codes> + Clone) -> Codes {
+        let rows = parts.clone().map(Codes::rows).sum();
+        let mut out = Codes::with_capacity(rows, parts.clone().map(|c| c.index.len()).sum());
+        parts.for_each(|c| out.extend(c));
+        out
+    }
+    /// Appends all rows of `other`.
     pub fn extend(&mut self, other: &Codes) {
         let base = self.index.len();
         self.offsets.extend(other.offsets[1..].iter().map(|o| o + base));

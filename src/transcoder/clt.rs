@@ -126,14 +126,7 @@ impl Transcoder {
     pub(crate) fn encode_with(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let per_token = self.shape.layers * self.shape.d_model;
         let chunks: Vec<(Codes, Codes)> = x.par_chunks(ENCODE_ROWS * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
-        let room = |pick: fn(&(Codes, Codes)) -> &Codes| {
-            Codes::with_capacity(chunks.iter().map(|c| pick(c).rows()).sum(), chunks.iter().map(|c| pick(c).index.len()).sum())
-        };
-        let (mut codes, mut aux_codes) = (room(|c| &c.0), room(|c| &c.1));
-        for (c, a) in &chunks {
-            codes.extend(c);
-            aux_codes.extend(a);
-        }
+        let (codes, aux_codes) = (Codes::concat(chunks.iter().map(|c| &c.0)), Codes::concat(chunks.iter().map(|c| &c.1)));
         let codes = match self.activation {
             Activation::BatchTopK { k } => activation::batch_top_k(&codes, self.shape.encoders(), k),
             _ => codes,
@@ -264,12 +257,7 @@ impl Transcoder {
 fn decode_token(model: &Transcoder, codes: &Codes, t: usize, x: Option<&[f32]>, y: &mut [f32]) {
     let s = model.shape;
     y.copy_from_slice(&model.b_dec);
-    for e in 0..s.encoders() {
-        let (row, first) = (s.dec_row(e), s.out_layers(e).start * s.d_model);
-        let w = &model.w_dec[e];
-        let terms = codes.row(t * s.encoders() + e).map(|i| (codes.value[i], &w[codes.index[i] as usize * row..][..row]));
-        dense::add_weighted(terms, &mut y[first..first + row]);
-    }
+    add_decoded(model, codes, t, y);
     if let (Some(w), Some(x)) = (&model.w_skip, x) {
         let d = s.d_model;
         for m in 0..s.layers {
@@ -277,6 +265,19 @@ fn decode_token(model: &Transcoder, codes: &Codes, t: usize, x: Option<&[f32]>, 
                 dense::axpy(x[m * d + k], &w[(m * d + k) * d..(m * d + k + 1) * d], &mut y[m * d..(m + 1) * d]);
             }
         }
+    }
+}
+
+/// y [L, d] += Σ_e Σ_active z·W_dec[e][f] over token t's codes: the decoder rows alone (no bias or
+/// skip). Inlined, so that each multiversioned caller has its AVX2 copy.
+#[inline(always)]
+pub(crate) fn add_decoded(model: &Transcoder, codes: &Codes, t: usize, y: &mut [f32]) {
+    let s = model.shape;
+    for e in 0..s.encoders() {
+        let (row, first) = (s.dec_row(e), s.out_layers(e).start * s.d_model);
+        let w = &model.w_dec[e];
+        let terms = codes.row(t * s.encoders() + e).map(|i| (codes.value[i], &w[codes.index[i] as usize * row..][..row]));
+        dense::add_weighted(terms, &mut y[first..first + row]);
     }
 }
 

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::activation::{self, Codes};
-use super::clt::{AuxSelect, Transcoder, CHUNK};
+use super::clt::{add_decoded, AuxSelect, Transcoder, CHUNK};
 use super::config::Sparsity;
 use super::dense;
 
@@ -215,13 +215,7 @@ fn aux_backward(model: &Transcoder, aux: &Codes, dy: &[f32], var: &[f32], coef: 
     let mut g = Vec::with_capacity(aux.index.len());
     for (t, (dat, dyt)) in dy_aux.chunks_mut(per_token).zip(dy.chunks(per_token)).enumerate() {
         dat.fill(0.0);
-        for e in 0..enc {
-            let (row, first) = (s.dec_row(e), s.out_layers(e).start * d);
-            for j in aux.row(t * enc + e) {
-                let f = aux.index[j] as usize;
-                dense::axpy(aux.value[j], &model.w_dec[e][f * row..(f + 1) * row], &mut dat[first..first + row]);
-            }
-        }
+        add_decoded(model, aux, t, dat);
         for m in 0..l {
             let main_coef = 2.0 / (l as f32 * var[m] * b as f32);
             for (o, &dm) in dat[m * d..(m + 1) * d].iter_mut().zip(&dyt[m * d..(m + 1) * d]) {
