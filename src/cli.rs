@@ -143,9 +143,9 @@ enum Command {
     /// [model.arch] and [model.train]); flags override them. By default the model reads 13 input
     /// channels, ingest's coulomb-counted soc and its flag soc_present among them ([arch] channels;
     /// an unknown channel name lists every one there is), and half of each batch trains on its own
-    /// drifted voltages, the drift tripled ([train] pushforward = 0.5, pushforward_drift = 3), so
-    /// that rollouts hold; a quarter reads soc as a
-    /// cell without an SOC anchor does ([train] soc_dropout = 0.25), so that such cells hold too.
+    /// drifted voltages, the drift times 1 to 5 ([train] pushforward = 0.5, pushforward_drift = 3,
+    /// pushforward_drift_spread = 2), so that rollouts hold; a quarter reads soc as a cell without
+    /// an SOC anchor does ([train] soc_dropout = 0.25), so that such cells hold too.
     ///
     /// Example: voltlens train-model --data runs/quickstart/data/dataset --out runs/my-model --steps 2000
     TrainModel {

@@ -297,7 +297,7 @@ fn a_model_saved_before_soc_pushforward_and_soc_dropout_joined_the_defaults_stil
     let config = model_dir.join("config.json");
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     json["model"].as_object_mut().unwrap().remove("channels");
-    for added in ["pushforward", "pushforward_drift", "soc_dropout"] {
+    for added in ["pushforward", "pushforward_drift", "pushforward_drift_spread", "soc_dropout"] {
         json["train"].as_object_mut().unwrap().remove(added);
     }
     std::fs::write(&config, json.to_string()).unwrap();
@@ -306,6 +306,7 @@ fn a_model_saved_before_soc_pushforward_and_soc_dropout_joined_the_defaults_stil
     assert_eq!(loaded.config.train.pushforward, 0.0, "trained before pushforward existed");
     assert_eq!(loaded.config.train.soc_dropout, 0.0, "trained before soc_dropout existed");
     assert_eq!(loaded.config.train.pushforward_drift, 1.0, "trained before pushforward_drift existed");
+    assert_eq!(loaded.config.train.pushforward_drift_spread, 0.0, "trained before pushforward_drift_spread existed");
     let metrics = eval_model(&data, &model_dir, &tmp.path().join("eval"), &EvalConfig { rollouts_per_cell: 1, ..EvalConfig::default() }).unwrap();
     assert!(metrics.overall.next_step.steps > 0);
     assert_eq!(metrics.overall.unanchored_discharge_rollout.rollouts, 0, "the model reads no `soc`");

@@ -166,11 +166,31 @@ fn batch_windows(all: &[Window], batch: usize, seed: u64, step: usize) -> Vec<Wi
 /// Which windows of step `step`'s batch a perturbation takes: a share `share`, drawn from a
 /// generator seeded by (seed, step, stream), apart from the batch's own and from other streams'.
 fn chosen_windows(batch: usize, share: f64, seed: u64, step: usize, stream: u64) -> Vec<bool> {
-    let mut rng = ChaCha8Rng::seed_from_u64(!seed ^ stream ^ (step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = step_rng(seed, step, stream);
     (0..batch).map(|_| rng.random_bool(share)).collect()
+}
+fn step_rng(seed: u64, step: usize, stream: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(!seed ^ stream ^ (step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 const PUSHFORWARD_STREAM: u64 = 0;
 const SOC_DROPOUT_STREAM: u64 = 0x50C0_0D40_9B0E_0001;
+const DRIFT_STREAM: u64 = 0x3A1F;
+
+/// Per window of a batch, the gain its drift is read with: 0 for windows not chosen for
+/// pushforward, else `gain` × a multiplier drawn uniformly from `pushforward_drift` ± `_spread`.
+fn drift_gains(cfg: &TrainConfig, batch: usize, step: usize, gain: f32) -> Vec<f32> {
+    let chosen = chosen_windows(batch, cfg.pushforward, cfg.seed, step, PUSHFORWARD_STREAM);
+    let mut rng = step_rng(cfg.seed, step, DRIFT_STREAM);
+    let (low, width) = ((cfg.pushforward_drift - cfg.pushforward_drift_spread) as f32, 2.0 * cfg.pushforward_drift_spread as f32);
+    // A draw for every window, chosen or not, so that a window's multiplier is its own.
+    chosen
+        .into_iter()
+        .map(|c| {
+            let g = gain * (low + width * rng.random::<f32>());
+            if c { g } else { 0.0 }
+        })
+        .collect()
+}
 
 /// Modality dropout for the SOC anchor: the chosen windows read `soc` and `soc_present` as a
 /// cell without an anchor does. Without it a model trained mostly on anchored cells leans on
@@ -198,13 +218,13 @@ fn blank_soc<B: Backend>(x: Tensor<B, 3>, blank: [(usize, f32); 2], chosen: &[bo
 /// step whatever error its voltage input carries, so that a rollout's drift does not feed on
 /// itself. (Aiming the target back at the true V_{t+1} instead taught the model to "correct"
 /// clean inputs too: held-out skill fell from 0.99 to below 0 on NCA_Kim2011.)
-fn pushforward<B: AutodiffBackend>(model: &Lblm<B::InnerBackend>, x: Tensor<B, 3>, y: &Tensor<B, 2>, (channel, gain): (usize, f32), chosen: &[bool]) -> Tensor<B, 3> {
+fn pushforward<B: AutodiffBackend>(model: &Lblm<B::InnerBackend>, x: Tensor<B, 3>, y: &Tensor<B, 2>, channel: usize, gains: &[f32]) -> Tensor<B, 3> {
     let [batch, len, width] = x.dims();
     let device = x.device();
     let vec = |t: TensorData| t.convert::<f32>().into_vec::<f32>().expect("f32 tensor");
     let predicted = vec(model.forward(x.clone().inner()).into_data());
     let (mut xs, ys) = (vec(x.into_data()), vec(y.to_data()));
-    for w in (0..batch).filter(|&w| chosen[w]) {
+    for (w, &gain) in gains.iter().enumerate().filter(|(_, &g)| g != 0.0) {
         let mut drift = 0f32;
         for t in 0..len {
             let i = w * len + t;
@@ -380,8 +400,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 x = blank_soc(x, blank, &chosen_windows(batch.len(), cfg.soc_dropout, cfg.seed, step, SOC_DROPOUT_STREAM));
             }
             if let Some((channel, gain)) = self.data.voltage.filter(|_| cfg.pushforward > 0.0) {
-                let chosen = chosen_windows(batch.len(), cfg.pushforward, cfg.seed, step, PUSHFORWARD_STREAM);
-                x = pushforward(&model.valid(), x, &y, (channel, gain * cfg.pushforward_drift as f32), &chosen);
+                let gains = drift_gains(cfg, batch.len(), step, gain);
+                x = pushforward(&model.valid(), x, &y, channel, &gains);
             }
             let loss = loss(model.forward(x), y, cfg.loss);
             let value = loss.clone().into_scalar().elem::<f32>();
@@ -485,7 +505,7 @@ mod tests {
         let x = Tensor::<B, 3>::from_data(TensorData::new(xs.clone(), [batch, len, width]), &device);
         let y = Tensor::<B, 2>::from_data(TensorData::new(ys.clone(), [batch, len]), &device);
         let predicted: Vec<f32> = model.forward(x.clone().inner()).into_data().into_vec().unwrap();
-        let x2: Vec<f32> = pushforward(&model, x, &y, (channel, gain), &[true, false, true]).into_data().into_vec().unwrap();
+        let x2: Vec<f32> = pushforward(&model, x, &y, channel, &[gain, 0.0, gain]).into_data().into_vec().unwrap();
         let v = |x: &[f32], w: usize, t: usize| x[(w * len + t) * width + channel];
         for w in 0..batch {
             // Only the voltage channel of a chosen window moves.
@@ -522,6 +542,32 @@ mod tests {
         let share = soc.iter().filter(|&&c| c).count() as f64 / 4000.0;
         assert!((share - 0.5).abs() < 0.03, "share {share}");
         assert_ne!(soc, chosen_windows(4000, 0.5, 7, 3, PUSHFORWARD_STREAM));
+    }
+
+    #[test]
+    fn drift_gains_spread_each_chosen_windows_multiplier_over_the_range() {
+        let cfg = TrainConfig { pushforward: 0.5, pushforward_drift: 3.0, pushforward_drift_spread: 2.0, seed: 7, ..TrainConfig::default() };
+        let gains = drift_gains(&cfg, 4000, 3, 0.5);
+        let chosen = chosen_windows(4000, 0.5, 7, 3, PUSHFORWARD_STREAM);
+        assert!(gains.iter().zip(&chosen).all(|(&g, &c)| (g != 0.0) == c), "drift only on the pushforward windows");
+        let multipliers: Vec<f32> = gains.iter().filter(|&&g| g != 0.0).map(|g| g / 0.5).collect();
+        assert!(multipliers.iter().all(|m| (1.0..=5.0).contains(m)), "within 3 ± 2");
+        // Uniform over [1, 5]: a quarter of them in each unit, mean 3.
+        let below_2 = multipliers.iter().filter(|&&m| m < 2.0).count() as f64 / multipliers.len() as f64;
+        let mean = multipliers.iter().sum::<f32>() / multipliers.len() as f32;
+        assert!((below_2 - 0.25).abs() < 0.03 && (mean - 3.0).abs() < 0.06, "share below 2: {below_2}, mean {mean}");
+        assert_eq!(gains, drift_gains(&cfg, 4000, 3, 0.5), "the same seed and step draw the same");
+        assert_ne!(gains, drift_gains(&cfg, 4000, 4, 0.5), "each step draws anew");
+        // Without spread every chosen window reads the drift × 3 exactly.
+        let fixed = drift_gains(&TrainConfig { pushforward_drift_spread: 0.0, ..cfg }, 4000, 3, 0.5);
+        assert!(fixed.iter().zip(&chosen).all(|(&g, &c)| g == if c { 1.5 } else { 0.0 }));
+    }
+
+    #[test]
+    fn a_drift_spread_beyond_the_drift_is_refused() {
+        let err = TrainConfig { pushforward_drift_spread: 3.5, ..TrainConfig::default() }.validate().unwrap_err().to_string();
+        assert!(err.contains("pushforward_drift_spread 3.5") && err.contains("pushforward_drift = 3"), "{err}");
+        assert!(TrainConfig { pushforward_drift_spread: 3.0, ..TrainConfig::default() }.validate().is_ok(), "multipliers down to 0");
     }
 
     #[test]
