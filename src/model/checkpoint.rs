@@ -69,8 +69,8 @@ impl ModelDir {
     }
     /// The run's settings. A config.json saved before a default changed reads as it was trained:
     /// one that names no channels as `CHANNELS_BEFORE_SOC` (the default channels were then left
-    /// out), one without `pushforward` or `soc_dropout` as 0, one without `pushforward_drift` as 1, one without
-    /// `pushforward_drift_spread` as 0.
+    /// out), one without `pushforward` or `soc_dropout` as 0, one without `pushforward_drift` as 1,
+    /// one without `pushforward_drift_spread` as 0.
     pub fn read_config(&self) -> Result<RunConfig> {
         let mut value: serde_json::Value = read_json(&self.config())?;
         if let Some(model) = value.get_mut("model").and_then(|m| m.as_object_mut()) {

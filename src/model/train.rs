@@ -169,6 +169,7 @@ fn chosen_windows(batch: usize, share: f64, seed: u64, step: usize, stream: u64)
     let mut rng = step_rng(seed, step, stream);
     (0..batch).map(|_| rng.random_bool(share)).collect()
 }
+/// The generator of one (seed, step, stream): each perturbation draws from its own.
 fn step_rng(seed: u64, step: usize, stream: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(!seed ^ stream ^ (step as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
