@@ -96,3 +96,29 @@ pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
         *yv += a * xv;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The product agrees with a plain triple loop on shapes with odd rows and columns, a slice of
+    /// a wider weight matrix, and rows read at a stride and offset.
+    #[test]
+    fn affine_strided_matches_the_definition() {
+        let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+        for (n, d_in, f, extra_cols) in [(13, 64, 48, 0), (7, 5, 37, 3), (1, 1, 16, 0), (6, 20, 15, 1), (128, 64, 1024, 16)] {
+            let (stride, offset, w_stride) = (d_in + 3, 2, f + extra_cols);
+            let x: Vec<f32> = (0..n * stride + offset).map(value).collect();
+            let w: Vec<f32> = (0..d_in * w_stride).map(|i| value(i + 11)).collect();
+            let b: Vec<f32> = (0..f).map(|i| value(i + 5)).collect();
+            let mut out = vec![0.0; n * f];
+            affine_strided(&x, stride, offset, d_in, &w, w_stride, &b, &mut out);
+            for t in 0..n {
+                for c in 0..f {
+                    let want = b[c] as f64 + (0..d_in).map(|k| x[t * stride + offset + k] as f64 * w[k * w_stride + c] as f64).sum::<f64>();
+                    assert!((out[t * f + c] as f64 - want).abs() < 1e-4, "n {n} d_in {d_in} f {f}: [{t}, {c}] {} vs {want}", out[t * f + c]);
+                }
+            }
+        }
+    }
+}
