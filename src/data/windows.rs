@@ -108,9 +108,8 @@ impl Split {
 /// Where a held-out cell lies outside what the training cells held (a protocol none had, a
 /// faster or slower charge or discharge than any had or than any of its protocol had, an ambient
 /// temperature beyond theirs, or else a discharge rate or protocol they ran only at other
-/// temperatures): its
-/// figures measure extrapolation, and a reader should know. Empty when there are no training
-/// cells.
+/// temperatures): its figures measure extrapolation, and a reader should know. Empty when there
+/// are no training cells.
 pub fn extrapolation(held: &Conditions, train: &[&Conditions]) -> Vec<String> {
     if train.is_empty() {
         return vec![];
@@ -193,8 +192,8 @@ fn unseen_pairings(held: &Conditions, train: &[&Conditions]) -> Vec<String> {
 /// them (`extrapolation` finds nothing, the rule the evaluation flags by): each pick is the first
 /// cell in order whose holding out leaves itself and every cell picked before it inside training's
 /// protocols, rates, temperatures and discharge rate × temperature and protocol × temperature
-/// pairings. Where none can be (a
-/// dataset too small to span its own conditions), the pick is the one raising fewest flags.
+/// pairings. Where none can be (a dataset too small to span its own conditions), the pick is the
+/// one raising fewest flags, on the cells picked before it first.
 /// Before this rule the picks only kept pairings and could hold out a protocol's slowest cell: in
 /// a Marquis2019 set generated with seed 57, its one CC-CV cell discharged at 0.3C became a test
 /// cell, at 177 mV beside the other test cells' 2.9.
@@ -422,9 +421,10 @@ mod tests {
     /// CC-CV cells each at its own rates): Marquis2019 generated with seed 57, and the layout of the
     /// shared Mohtat2020, NCA_Kim2011 and Ai2020 sets (their nominal rates). Five held-out cells
     /// cannot all lie inside what the other eleven ran (a validation cell is flagged at every one
-    /// of these 100 seeds, in both layouts), but the test cells, drawn first, always do. The pairing rule
-    /// alone made Marquis2019's CC-CV cell discharged at 0.3C a test cell at seed 1; without the
-    /// protocol pairing, the shared sets' one CC-CV cell at 40 °C was a test cell at seed 2.
+    /// of these 100 seeds, in both layouts), but the test cells, drawn first, always do. The
+    /// pairing rule alone made Marquis2019's CC-CV cell discharged at 0.3C a test cell at seed 1;
+    /// without the protocol pairing, the shared sets' one CC-CV cell at 40 °C was a test cell at
+    /// seed 2.
     #[test]
     fn sixteen_pybamm_cells_test_inside_training() {
         let marquis = [
