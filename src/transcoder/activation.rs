@@ -70,7 +70,7 @@ pub const BATCH_TOPK_CANDIDATES: usize = 4;
 pub struct RowSelect {
     /// Entries kept so far, in feature order: (feature, value, pre).
     kept: Vec<(u32, f32, f32)>,
-    /// Scratch for the cut's selection (`descending_key`s).
+    /// Scratch for the selections of the cut and of the bound (`descending_key`s).
     values: Vec<u32>,
     /// How many the row keeps (TopK, BatchTopK's candidates, AuxK); None keeps all that pass.
     k: Option<usize>,
@@ -127,7 +127,9 @@ impl RowSelect {
             Some(0) => {}
             Some(k) => {
                 self.kept.push((f, p, p));
-                if self.kept.len() >= 4 * k + 64 {
+                // A pool of 2k, cut often, keeps the floor near the k-th largest so far: the
+                // encoder ran 5 % faster at F 4,096 than with pools of 3k or 4k + 64.
+                if self.kept.len() >= 2 * k {
                     self.cut(k);
                 }
             }
@@ -184,15 +186,12 @@ impl RowSelect {
 /// says why).
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 fn offer_top(sel: &mut RowSelect, f0: usize, pre: &[f32]) {
-    if let Some(k) = sel.k.filter(|&k| k > 0 && pre.len() >= 4 * k) {
-        // The row in k groups: their maxima are k of its values, so its k-th largest is at least
-        // their minimum. No value below that can be kept, so the floor starts there instead of
-        // waiting for the first cut.
-        let mut bound = f32::INFINITY;
-        for group in pre.chunks_exact(pre.len() / k).take(k) {
-            bound = bound.min(max_ignoring_nan(group));
+    if let Some(k) = sel.k.filter(|&k| k > 0) {
+        // No value below a lower bound on the row's k-th largest can be kept, so the floor starts
+        // there instead of waiting for the first cut.
+        if let Some(bound) = kth_largest_bound(pre, k, sel.floor, &mut sel.values) {
+            sel.floor = bound.next_down();
         }
-        sel.floor = sel.floor.max(bound.next_down());
     }
     let (blocks, tail) = pre.as_chunks::<16>();
     for (b, block) in blocks.iter().enumerate() {
@@ -246,22 +245,38 @@ fn from_descending_key(key: u32) -> f32 {
     f32::from_bits(if key >> 31 == 1 { key & !(1 << 31) } else { !key })
 }
 
-/// The largest value, NaNs left out (−∞ if none), in eight lanes so that it vectorises (`f32::max`
-/// and a single running maximum did not). Inlined, so that `offer_top`'s AVX2 copy has its own.
+/// A lower bound on the k-th largest value of x (NaNs left out) when it beats `floor`, else None.
+/// x's vectors of eight fall into at least 2k/8 sets of consecutive vectors, and lane j of a set
+/// is one group: 2k or more disjoint groups whose maxima are vertical maxima alone, with no
+/// reduction across lanes. The k largest group maxima are k distinct values of x, so the k-th
+/// largest of them is a bound. On rows of 1,024 Gaussian values and k = 32, 43 values pass it on
+/// average, where 122 pass the minimum of k groups' maxima.
 #[inline(always)]
-fn max_ignoring_nan(x: &[f32]) -> f32 {
-    let (lanes, tail) = x.as_chunks::<8>();
-    let mut acc = [f32::NEG_INFINITY; 8];
-    for chunk in lanes {
-        for j in 0..8 {
-            acc[j] = if chunk[j] > acc[j] { chunk[j] } else { acc[j] };
+fn kth_largest_bound(x: &[f32], k: usize, floor: f32, keys: &mut Vec<u32>) -> Option<f32> {
+    let sets = (2 * k).div_ceil(8);
+    let (vectors, _) = x.as_chunks::<8>();
+    let per_set = vectors.len() / sets;
+    if per_set == 0 {
+        return None;
+    }
+    keys.clear();
+    let mut above = 0;
+    for set in vectors.chunks_exact(per_set).take(sets) {
+        let mut max = [f32::NEG_INFINITY; 8];
+        for v in set {
+            for j in 0..8 {
+                max[j] = if v[j] > max[j] { v[j] } else { max[j] };
+            }
         }
+        above += max.iter().filter(|&&m| m > floor).count();
+        keys.extend(max.map(descending_key));
     }
-    let mut max = f32::NEG_INFINITY;
-    for &v in acc.iter().chain(tail) {
-        max = if v > max { v } else { max };
+    // Fewer than k maxima above the floor: the bound cannot raise it.
+    if above < k {
+        return None;
     }
-    max
+    let (_, &mut key, _) = keys.select_nth_unstable(k - 1);
+    Some(from_descending_key(key))
 }
 
 /// BatchTopK's cut: keep, for each encoder, the batch·k largest candidates across all tokens.
