@@ -81,12 +81,13 @@ pub struct ForwardOutput {
 
 /// Tokens handled by one rayon task in the backward pass: few enough to balance.
 pub(crate) const CHUNK: usize = 64;
-/// Tokens per encoder task, and features per column block of its product: a [128, 1,024] block
-/// of pre-activations (512 KiB) stays in L2 while it is selected from, and the buffer no longer
-/// grows with F (whole rows of 256 tokens took 16 MiB per task at F 16k). Measured, the blocking
-/// moved the product's own rate little (62 → 65 GFLOP/s at F 16k); 128 × 1,024, 256 × 512 and
-/// 512 × 256 ran within 5 % of each other.
-const ENCODE_ROWS: usize = 128;
+/// Tokens per encoder task, at most and at least, and features per column block of its product.
+/// `matrixmultiply` packs a task's columns of W_enc again for every task, so tasks are as tall as
+/// the threads allow: 512 rows ran the encoder 5–8 % faster than 128 at F 1,024–16,384 (one
+/// thread), though their [512, 1,024] block of pre-activations (2 MiB) spills from L2 while it is
+/// selected from. The column blocks keep that buffer from growing with F (whole rows of 256
+/// tokens took 16 MiB per task at F 16k).
+const ENCODE_ROWS: std::ops::RangeInclusive<usize> = 128..=512;
 const ENCODE_COLS: usize = 1024;
 
 impl Transcoder {
@@ -125,7 +126,9 @@ impl Transcoder {
     /// With `aux`, also returns AuxK's codes: per (token, encoder) the top k dead features.
     pub(crate) fn encode_with(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let per_token = self.shape.layers * self.shape.d_model;
-        let chunks: Vec<(Codes, Codes)> = x.par_chunks(ENCODE_ROWS * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
+        // Two tasks per thread, so that one slow thread does not hold up the rest.
+        let rows = (x.len() / per_token).div_ceil(2 * rayon::current_num_threads()).clamp(*ENCODE_ROWS.start(), *ENCODE_ROWS.end());
+        let chunks: Vec<(Codes, Codes)> = x.par_chunks(rows * per_token).map(|xc| self.encode_chunk(xc, window, aux)).collect();
         let (codes, aux_codes) = (Codes::concat(chunks.iter().map(|c| &c.0)), Codes::concat(chunks.iter().map(|c| &c.1)));
         let codes = match self.activation {
             Activation::BatchTopK { k } => activation::batch_top_k(&codes, self.shape.encoders(), k),
