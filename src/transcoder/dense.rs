@@ -1,5 +1,5 @@
-//! The one dense product of the trainer, pre = b + x·W_enc, and the small vector helpers the
-//! sparse rest is built from.
+//! The one dense product of the trainer, pre = [x, 1]·[W_enc; b_enc], and the small vector
+//! helpers the sparse rest is built from.
 //!
 //! The product goes to the `matrixmultiply` crate (already in the tree through ndarray). On a
 //! 2.25 GHz AMD EPYC (Zen 2), one thread, it ran the encoder's shapes (128 rows, d 64, F 1k–16k)
@@ -10,29 +10,26 @@
 //! AVX2 + FMA, chosen at run time: our crate is built for baseline x86-64 (SSE2), so that the
 //! binary runs on any x86-64 machine, and SSE2 alone left them 5–15 % slower.
 
-/// out[t, f] = b[f] + Σ_k x[t·stride + offset + k] · w[k·w_stride + f] for the n = out.len() / F
-/// rows t, k < d_in, f < F = b.len(): rows read in place from token-major activations, and any F
-/// columns of a wider weight matrix (w_stride apart). out: [n, F].
+/// out[t, f] = Σ_k x[t·stride + offset + k] · w[k·w_stride + f] for the n = out.len() / cols
+/// rows t, k < d_in, f < cols: rows read in place from token-major activations, and any cols
+/// columns of a wider weight matrix (w_stride apart). out: [n, cols].
 /// Single-threaded: callers run one block of rows per rayon task.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn affine_strided(x: &[f32], stride: usize, offset: usize, d_in: usize, w: &[f32], w_stride: usize, b: &[f32], out: &mut [f32]) {
-    let f = b.len();
-    let n = out.len() / f;
-    assert!(f <= w_stride && (d_in == 0 || (d_in - 1) * w_stride + f <= w.len()));
-    assert!(out.len() == n * f && (n == 0 || (n - 1) * stride + offset + d_in <= x.len()));
-    for row in out.chunks_mut(f) {
-        row.copy_from_slice(b);
-    }
+pub(crate) fn product_strided(x: &[f32], stride: usize, offset: usize, d_in: usize, w: &[f32], w_stride: usize, cols: usize, out: &mut [f32]) {
+    let n = out.len() / cols.max(1);
+    assert!(cols <= w_stride && (d_in == 0 || (d_in - 1) * w_stride + cols <= w.len()));
+    assert!(out.len() == n * cols && (n == 0 || (n - 1) * stride + offset + d_in <= x.len()));
     if n == 0 || d_in == 0 {
+        out.fill(0.0);
         return;
     }
     // SAFETY: every index sgemm reads or writes was bounds-checked by the asserts above:
-    // c [n, F] row-major, a: n rows of d_in at `stride`, b: d_in rows of F at `w_stride`.
+    // c [n, cols] row-major, a: n rows of d_in at `stride`, b: d_in rows of cols at `w_stride`.
     unsafe {
         matrixmultiply::sgemm(
             n,
             d_in,
-            f,
+            cols,
             1.0,
             x.as_ptr().add(offset),
             stride as isize,
@@ -40,9 +37,9 @@ pub(crate) fn affine_strided(x: &[f32], stride: usize, offset: usize, d_in: usiz
             w.as_ptr(),
             w_stride as isize,
             1,
-            1.0, // c = x·w + c: the bias is already there
+            0.0, // c is written, not read
             out.as_mut_ptr(),
-            f as isize,
+            cols as isize,
             1,
         );
     }
@@ -102,20 +99,19 @@ mod tests {
     use super::*;
 
     /// The product agrees with a plain triple loop on shapes with odd rows and columns, a slice of
-    /// a wider weight matrix, and rows read at a stride and offset.
+    /// a wider weight matrix, and rows read at a stride and offset; whatever `out` held is gone.
     #[test]
-    fn affine_strided_matches_the_definition() {
+    fn product_strided_matches_the_definition() {
         let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
-        for (n, d_in, f, extra_cols) in [(13, 64, 48, 0), (7, 5, 37, 3), (1, 1, 16, 0), (6, 20, 15, 1), (128, 64, 1024, 16)] {
+        for (n, d_in, f, extra_cols) in [(13, 64, 48, 0), (7, 5, 37, 3), (1, 1, 16, 0), (6, 20, 15, 1), (128, 65, 1024, 16)] {
             let (stride, offset, w_stride) = (d_in + 3, 2, f + extra_cols);
             let x: Vec<f32> = (0..n * stride + offset).map(value).collect();
             let w: Vec<f32> = (0..d_in * w_stride).map(|i| value(i + 11)).collect();
-            let b: Vec<f32> = (0..f).map(|i| value(i + 5)).collect();
-            let mut out = vec![0.0; n * f];
-            affine_strided(&x, stride, offset, d_in, &w, w_stride, &b, &mut out);
+            let mut out = vec![f32::NAN; n * f];
+            product_strided(&x, stride, offset, d_in, &w, w_stride, f, &mut out);
             for t in 0..n {
                 for c in 0..f {
-                    let want = b[c] as f64 + (0..d_in).map(|k| x[t * stride + offset + k] as f64 * w[k * w_stride + c] as f64).sum::<f64>();
+                    let want = (0..d_in).map(|k| x[t * stride + offset + k] as f64 * w[k * w_stride + c] as f64).sum::<f64>();
                     assert!((out[t * f + c] as f64 - want).abs() < 1e-4, "n {n} d_in {d_in} f {f}: [{t}, {c}] {} vs {want}", out[t * f + c]);
                 }
             }
