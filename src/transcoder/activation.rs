@@ -197,7 +197,7 @@ fn offer_top(sel: &mut RowSelect, f0: usize, pre: &[f32]) {
     // the fewer blocks with hits, the better: blocks of 16 ran the encoder 2–6 % slower.
     let (blocks, tail) = pre.as_chunks::<64>();
     for (b, block) in blocks.iter().enumerate() {
-        let mut hits = (0..4).fold(0u64, |m, q| m | (above(block[16 * q..16 * (q + 1)].try_into().expect("16 values"), sel.floor) as u64) << (16 * q));
+        let mut hits = above(block, sel.floor);
         while hits != 0 {
             let i = hits.trailing_zeros() as usize;
             hits &= hits - 1;
@@ -219,19 +219,18 @@ fn offer_top(sel: &mut RowSelect, f0: usize, pre: &[f32]) {
 /// has: LLVM left the portable fold of comparisons into a mask scalar, and `offer_top` spent a
 /// fifth of its time there.
 #[inline(always)]
-fn above(block: &[f32; 16], floor: f32) -> u32 {
+fn above(block: &[f32; 64], floor: f32) -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_cmpgt_ps, _mm_loadu_ps, _mm_movemask_ps, _mm_set1_ps};
-        // SAFETY: SSE2 is part of x86-64, and each load reads 4 of block's 16 floats.
+        // SAFETY: SSE2 is part of x86-64, and each load reads 4 of block's 64 floats.
         unsafe {
             let f = _mm_set1_ps(floor);
-            let mask = |i: usize| _mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(block.as_ptr().add(4 * i)), f)) as u32;
-            mask(0) | mask(1) << 4 | mask(2) << 8 | mask(3) << 12
+            (0..16).fold(0u64, |m, i| m | (_mm_movemask_ps(_mm_cmpgt_ps(_mm_loadu_ps(block.as_ptr().add(4 * i)), f)) as u64) << (4 * i))
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    block.iter().enumerate().fold(0u32, |m, (i, &p)| m | (((p > floor) as u32) << i))
+    block.iter().enumerate().fold(0u64, |m, (i, &p)| m | (((p > floor) as u64) << i))
 }
 
 /// An integer whose ascending order is `f32::total_cmp`'s descending order.
