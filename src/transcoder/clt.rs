@@ -84,10 +84,10 @@ pub(crate) const CHUNK: usize = 64;
 /// Tokens per encoder task, at most and at least, and features per column block of its product.
 /// `matrixmultiply` packs a task's columns of W_enc again for every task, so tasks are as tall as
 /// the threads allow: 512 rows ran the encoder 5–8 % faster than 128 at F 1,024–16,384 (one
-/// thread). Column blocks of 4,096 ran it 12 % faster than blocks of 1,024 at F 4,096 (2 threads)
-/// and the same at F 8k–16k: a row's TopK floor starts at a bound taken over its first block, so
-/// the wider that block, the fewer values of the row pass it. Whole rows at F 16k (16–32 MiB of
-/// pre-activations a task) spilled from the L3 cache and ran 40 % slower on one thread.
+/// thread). Column blocks of 4,096 ran it 10–13 % faster than blocks of 1,024 at F 4,096 and
+/// within ±5 % at F 8k–16k (1–2 threads): a row's TopK floor starts at a bound over its first
+/// block, so the wider that block, the fewer values of the row pass it. Whole rows at F 16k
+/// (16–32 MiB of pre-activations a task) spilled from the L3 cache: 40 % slower on one thread.
 const ENCODE_ROWS: std::ops::RangeInclusive<usize> = 128..=512;
 const ENCODE_COLS: usize = 4096;
 
