@@ -64,9 +64,10 @@ impl Codes {
 pub const BATCH_TOPK_CANDIDATES: usize = 4;
 
 /// One row's selection (token, encoder), offered the pre-activations block by block in feature
-/// order, so that the encoder's product can be made in column blocks that stay in cache; `finish`
-/// appends the row to `Codes`. TopK keeps a pool of candidates above a floor that rises to the
-/// k-th largest value whenever the pool fills, so most values cost one comparison.
+/// order, so that the encoder's product can be made in column blocks whose buffer does not grow
+/// with F; `finish` appends the row to `Codes`. TopK keeps a pool of candidates above a floor
+/// that rises to the k-th largest value whenever the pool fills, so most values cost one
+/// comparison.
 pub struct RowSelect {
     /// Entries kept so far, in feature order: (feature, value, pre).
     kept: Vec<(u32, f32, f32)>,

@@ -341,10 +341,9 @@ mod tests {
             let s = tc.shape;
             for t in 0..tokens {
                 for e in 0..s.encoders() {
+                    let (w, input) = (tc.w_enc_of(e), &x[t * layers * d + s.input_offset(e)..][..s.d_in()]);
                     let pre: Vec<f64> = (0..f_n)
                         .map(|f| {
-                            let w = tc.w_enc_of(e);
-                            let input = &x[t * layers * d + s.input_offset(e)..][..s.d_in()];
                             input.iter().enumerate().map(|(i, &v)| v as f64 * w[i * f_n + f] as f64).sum::<f64>() + tc.b_enc[e * f_n + f] as f64
                         })
                         .collect();
@@ -359,7 +358,7 @@ mod tests {
                         Activation::JumpRelu { bandwidth, .. } => (0..f_n)
                             .filter_map(|f| {
                                 let gap = pre[f] - tc.threshold[e * f_n + f] as f64;
-                                (gap > 0.0).then_some((f as u32, pre[f])).or(((gap.abs()) < 0.5 * bandwidth as f64).then_some((f as u32, 0.0)))
+                                (gap > 0.0).then_some((f as u32, pre[f])).or((gap.abs() < 0.5 * bandwidth as f64).then_some((f as u32, 0.0)))
                             })
                             .collect(),
                         Activation::TopK { k } => top((0..f_n).collect(), k),
