@@ -82,9 +82,8 @@ pub struct ForwardOutput {
 /// Tokens handled by one rayon task in the backward pass: few enough to balance.
 pub(crate) const CHUNK: usize = 64;
 /// Tokens per encoder task, at most and at least, and features per column block of its product.
-/// `matrixmultiply` packs a task's columns of W_enc again for every task, so tasks are as tall as
-/// the threads allow: 512 rows ran the encoder 5–8 % faster than 128 at F 1,024–16,384 (one
-/// thread). Column blocks of 4,096 ran it 10–13 % faster than blocks of 1,024 at F 4,096 and
+/// With W_enc packed once per call, tasks of 64, 128 and 256–512 rows ran the encoder within 3 %
+/// of each other (F 4,096 and 16,384, 1–2 threads, 3 rounds). Column blocks of 4,096 ran it 10–13 % faster than blocks of 1,024 at F 4,096 and
 /// within ±5 % at F 8k–16k (1–2 threads): a row's TopK floor starts at a bound over its first
 /// block, so the wider that block, the fewer values of the row pass it. Whole rows at F 16k
 /// (16–32 MiB of pre-activations a task) spilled from the L3 cache: 40 % slower on one thread.
@@ -129,16 +128,10 @@ impl Transcoder {
         let per_token = self.shape.layers * self.shape.d_model;
         // Two tasks per thread, so that one slow thread does not hold up the rest.
         let rows = (x.len() / per_token).div_ceil(2 * rayon::current_num_threads()).clamp(*ENCODE_ROWS.start(), *ENCODE_ROWS.end());
-        // W_enc[e] with b_enc[e] as one more row, so that the product adds the bias. Copying the
-        // bias into every row of the output, for the product to read back and add to, left the
-        // encoder 10–18 % slower (one thread, F 1,024–16,384).
-        let w_biased: Vec<Vec<f32>> = (0..self.shape.encoders())
-            .map(|e| {
-                let f_n = self.shape.features;
-                [self.w_enc_of(e), &self.b_enc[e * f_n..(e + 1) * f_n]].concat()
-            })
-            .collect();
-        let chunks: Vec<(Codes, Codes)> = x.par_chunks(rows * per_token).map(|xc| self.encode_chunk(xc, &w_biased, window, aux)).collect();
+        let f_n = self.shape.features;
+        let w: Vec<dense::Panels> =
+            (0..self.shape.encoders()).into_par_iter().map(|e| dense::Panels::pack(self.w_enc_of(e), f_n, self.shape.d_in(), f_n, Some(&self.b_enc[e * f_n..(e + 1) * f_n]))).collect();
+        let chunks: Vec<(Codes, Codes)> = x.par_chunks(rows * per_token).map(|xc| self.encode_chunk(xc, &w, window, aux)).collect();
         let (codes, aux_codes) = (Codes::concat(chunks.iter().map(|c| &c.0)), Codes::concat(chunks.iter().map(|c| &c.1)));
         let codes = match self.activation {
             Activation::BatchTopK { k } => activation::batch_top_k(&codes, self.shape.encoders(), k),
@@ -147,12 +140,11 @@ impl Transcoder {
         (codes, aux_codes)
     }
 
-    /// `encode_with` on a chunk of tokens; w_biased[e]: W_enc[e] over b_enc[e], [d_in + 1, F].
-    fn encode_chunk(&self, x: &[f32], w_biased: &[Vec<f32>], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
+    /// `encode_with` on a chunk of tokens; w[e]: W_enc[e] and b_enc[e], packed.
+    fn encode_chunk(&self, x: &[f32], w: &[dense::Panels], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         let s = self.shape;
-        let (per_token, f_n, d_in) = (s.layers * s.d_model, s.features, s.d_in());
+        let (per_token, f_n) = (s.layers * s.d_model, s.features);
         let n = x.len() / per_token;
-        let mut x_one = vec![1.0; n * (d_in + 1)]; // [n, d_in + 1]: encoder e's inputs and a 1 for the bias
         let cols = ENCODE_COLS.min(f_n);
         let mut pre = Vec::with_capacity(n * cols); // [n, cols]: one column block of one encoder at a time
         let mut rows: Vec<RowSelect> = (0..n).map(|_| RowSelect::for_activation(&self.activation, f_n)).collect();
@@ -161,12 +153,9 @@ impl Transcoder {
         let mut aux_per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
         for e in 0..s.encoders() {
             let threshold = self.threshold_of(e);
-            for (row, xt) in x_one.chunks_mut(d_in + 1).zip(x.chunks(per_token)) {
-                row[..d_in].copy_from_slice(&xt[s.input_offset(e)..s.input_offset(e) + d_in]);
-            }
             for f0 in (0..f_n).step_by(cols) {
                 let f1 = (f0 + cols).min(f_n);
-                dense::product_strided(&x_one, d_in + 1, 0, d_in + 1, &w_biased[e][f0..], f_n, f1 - f0, n, &mut pre);
+                dense::product(x, per_token, s.input_offset(e), n, &w[e], f0, f1, &mut pre);
                 let dead = aux.map(|a| {
                     let dead = &a.dead[e];
                     &dead[dead.partition_point(|&f| (f as usize) < f0)..dead.partition_point(|&f| (f as usize) < f1)]

@@ -1,53 +1,114 @@
-//! The one dense product of the trainer, pre = [x, 1]·[W_enc; b_enc], and the small vector
-//! helpers the sparse rest is built from.
+//! The one dense product of the trainer, pre = x·W_enc + b_enc, and the small vector helpers the
+//! sparse rest is built from.
 //!
-//! The product goes to the `matrixmultiply` crate (already in the tree through ndarray). On a
-//! 2.25 GHz AMD EPYC (Zen 2), one thread, it ran the encoder's shapes (128 rows, d 64, F 1k–16k)
-//! at 46–50 GFLOP/s, where the `gemm` crate ran them at 32–36; torch's matmul reaches 72 there at
-//! 2,048³.
-//!
-//! The sparse loops built on `dot` and `axpy` are compiled twice by `multiversion`, once for
-//! AVX2 + FMA, chosen at run time: our crate is built for baseline x86-64 (SSE2), so that the
-//! binary runs on any x86-64 machine, and SSE2 alone left them 5–15 % slower.
+//! The product and the sparse loops built on `dot` and `axpy` are compiled twice by
+//! `multiversion`, once for AVX2 + FMA, chosen at run time: our crate is built for baseline x86-64
+//! (SSE2), so that the binary runs on any x86-64 machine, and SSE2 alone left them 5–15 % slower.
 
-/// out[t, f] = Σ_k x[t·stride + offset + k] · w[k·w_stride + f] for rows t < n, k < d_in,
-/// f < cols: rows read in place from token-major activations, and any cols columns of a wider
-/// weight matrix (w_stride apart). out is replaced by [n, cols], in its allocation when that is
-/// large enough, and is not zeroed first: the product writes every value without reading it
-/// (zeroing took 2 % of the encoder's time at F 4,096, by perf).
-/// Single-threaded: callers run one block of rows per rayon task.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn product_strided(x: &[f32], stride: usize, offset: usize, d_in: usize, w: &[f32], w_stride: usize, cols: usize, n: usize, out: &mut Vec<f32>) {
-    assert!(cols <= w_stride && (d_in == 0 || cols == 0 || (d_in - 1) * w_stride + cols <= w.len()));
-    assert!(n == 0 || (n - 1) * stride + offset + d_in <= x.len());
-    out.clear();
-    if n == 0 || d_in == 0 || cols == 0 {
-        out.resize(n * cols, 0.0);
-        return;
+/// Columns per panel of `Panels` and token rows per tile of `product`: a 6 × 16 tile of sums is
+/// twelve AVX registers, which leaves room for a row of the panel (two) and one broadcast input.
+const NR: usize = 16;
+const MR: usize = 6;
+
+/// A weight matrix [k, cols] and a bias [cols], stored once as panels of NR columns, each panel its
+/// bias then its k rows, contiguous, the last panel padded with zeros. Packed once per call of
+/// the encoder, every task of rows reads the same panels: `matrixmultiply`, which we used before,
+/// takes its operands unpacked and packed W_enc again for every task, 10 % of the encoder's time
+/// (perf, F 4,096).
+pub(crate) struct Panels {
+    k: usize,
+    cols: usize,
+    /// Per panel: bias, then rows 0..k.
+    data: Vec<[f32; NR]>,
+}
+
+impl Panels {
+    /// Packs w [k, cols] (row-major, rows `w_stride` apart) and bias [cols] (zeros when None).
+    pub(crate) fn pack(w: &[f32], w_stride: usize, k: usize, cols: usize, bias: Option<&[f32]>) -> Self {
+        assert!(k > 0 && cols <= w_stride && (k - 1) * w_stride + cols <= w.len() && bias.is_none_or(|b| b.len() == cols));
+        let mut data = vec![[0.0; NR]; cols.div_ceil(NR) * (k + 1)];
+        for (p, panel) in data.chunks_exact_mut(k + 1).enumerate() {
+            let (c0, width) = (p * NR, NR.min(cols - p * NR));
+            if let Some(bias) = bias {
+                panel[0][..width].copy_from_slice(&bias[c0..c0 + width]);
+            }
+            for (kk, row) in panel[1..].iter_mut().enumerate() {
+                row[..width].copy_from_slice(&w[kk * w_stride + c0..][..width]);
+            }
+        }
+        Self { k, cols, data }
     }
-    out.reserve(n * cols);
-    // SAFETY: every index sgemm reads or writes was bounds-checked by the asserts above and the
-    // reserve: c [n, cols] row-major in out's capacity, a: n rows of d_in at `stride`, b: d_in rows
-    // of cols at `w_stride`. With β = 0, sgemm writes every element of c and reads none
-    // (matrixmultiply's documented contract), so all n·cols values are initialised.
-    unsafe {
-        matrixmultiply::sgemm(
-            n,
-            d_in,
-            cols,
-            1.0,
-            x.as_ptr().add(offset),
-            stride as isize,
-            1,
-            w.as_ptr(),
-            w_stride as isize,
-            1,
-            0.0,
-            out.as_mut_ptr(),
-            cols as isize,
-            1,
-        );
-        out.set_len(n * cols);
+}
+
+/// out[t, c - c0] = bias[c] + Σ_kk x[t·stride + offset + kk] · w[kk, c] for rows t < n and columns
+/// c0 ≤ c < c1 (c0 a multiple of 16): rows read in place from token-major activations. out is
+/// replaced by [n, c1 - c0], in its allocation when that is large enough.
+/// Single-threaded: callers run one block of rows per rayon task.
+///
+/// Hand-written because no crate we found multiplies by an operand packed once for many calls;
+/// compiled for AVX2 + FMA too (the module comment says why).
+pub(crate) fn product(x: &[f32], stride: usize, offset: usize, n: usize, w: &Panels, c0: usize, c1: usize, out: &mut Vec<f32>) {
+    let k = w.k;
+    assert!(c0 % NR == 0 && c0 <= c1 && c1 <= w.cols);
+    assert!(n == 0 || (n - 1) * stride + offset + k <= x.len());
+    // Only new room is zeroed: the product writes every value.
+    out.resize(n * (c1 - c0), 0.0);
+    let panels = &w.data[c0 / NR * (k + 1)..c1.div_ceil(NR) * (k + 1)];
+    product_panels(x, stride, offset, n, k, panels, c1 - c0, out);
+}
+
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+fn product_panels(x: &[f32], stride: usize, offset: usize, n: usize, k: usize, panels: &[[f32; NR]], width: usize, out: &mut [f32]) {
+    let fma = multiversion::target::target_cfg_f!(target_feature = "fma");
+    // x by tiles of MR rows, each [k, MR], the last padded with zero rows: a step of the tile then
+    // reads its MR inputs from one place.
+    let mut xt = vec![[0.0; MR]; n.div_ceil(MR) * k];
+    for t in 0..n {
+        let (i, r) = (t / MR, t % MR);
+        for (kk, &v) in x[t * stride + offset..][..k].iter().enumerate() {
+            xt[i * k + kk][r] = v;
+        }
+    }
+    // Panel by panel, so that its k + 1 rows stay in L1 while every row of x passes by.
+    for (p, panel) in panels.chunks_exact(k + 1).enumerate() {
+        let (c, cw) = (p * NR, NR.min(width - p * NR));
+        for (xs, rows) in xt.chunks_exact(k).zip(out.chunks_mut(MR * width)) {
+            // Whole rows of a full panel are fixed-size copies, two stores each; one code path for
+            // both kinds of panel became a call to memcpy per row (10 % of the encoder's time).
+            if cw == NR {
+                tile(xs, panel, fma, |r, sums| {
+                    if let Some(dst) = rows.get_mut(r * width + c..r * width + c + NR) {
+                        *<&mut [f32; NR]>::try_from(dst).expect("NR values") = *sums;
+                    }
+                });
+            } else {
+                tile(xs, panel, fma, |r, sums| {
+                    if let Some(dst) = rows.get_mut(r * width + c..r * width + c + cw) {
+                        dst.copy_from_slice(&sums[..cw]);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// One MR × NR tile, each row's bias plus its k products in k order, handed row by row to
+/// `store`. With `fma` (a constant in each compiled
+/// copy) every step is a fused multiply-add; without, a multiply then an add, since mul_add
+/// without the instruction is a slow library call.
+#[inline(always)]
+fn tile(xs: &[[f32; MR]], panel: &[[f32; NR]], fma: bool, mut store: impl FnMut(usize, &[f32; NR])) {
+    let mut acc = [panel[0]; MR];
+    for (a, w) in xs.iter().zip(&panel[1..]) {
+        for r in 0..MR {
+            for j in 0..NR {
+                acc[r][j] = if fma { a[r].mul_add(w[j], acc[r][j]) } else { acc[r][j] + a[r] * w[j] };
+            }
+        }
+    }
+    for (r, sums) in acc.iter().enumerate() {
+        store(r, sums);
     }
 }
 
@@ -104,22 +165,50 @@ pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 mod tests {
     use super::*;
 
-    /// The product agrees with a plain triple loop on shapes with odd rows and columns, a slice of
-    /// a wider weight matrix, and rows read at a stride and offset; whatever `out` held is gone.
+    /// A tile with and without fused multiply-adds (the copy for machines without FMA, which this
+    /// one does not run) agrees with the definition, every row handed over once.
     #[test]
-    fn product_strided_matches_the_definition() {
+    fn tile_matches_the_definition_with_and_without_fma() {
         let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
-        for (n, d_in, f, extra_cols) in [(13, 64, 48, 0), (7, 5, 37, 3), (1, 1, 16, 0), (6, 20, 15, 1), (128, 65, 1024, 16)] {
+        let k = 23;
+        let xs: Vec<[f32; MR]> = (0..k).map(|kk| std::array::from_fn(|r| value(kk * MR + r))).collect();
+        let panel: Vec<[f32; NR]> = (0..=k).map(|kk| std::array::from_fn(|j| value(1000 + kk * NR + j))).collect();
+        for fma in [false, true] {
+            let mut seen = Vec::new();
+            tile(&xs, &panel, fma, |r, sums| {
+                seen.push(r);
+                for (j, &got) in sums.iter().enumerate() {
+                    let want = panel[0][j] as f64 + (0..k).map(|kk| xs[kk][r] as f64 * panel[kk + 1][j] as f64).sum::<f64>();
+                    assert!((got as f64 - want).abs() < 1e-4, "fma {fma}: [{r}, {j}] {got} vs {want}");
+                }
+            });
+            assert_eq!(seen, (0..MR).collect::<Vec<_>>());
+        }
+    }
+
+    /// The product agrees with a plain triple loop plus the bias on shapes with odd rows and columns
+    /// (a last tile of fewer than six rows, a last panel of fewer than 16 columns), a slice of a
+    /// wider weight matrix, rows read at a stride and offset, and a range of panels; whatever
+    /// `out` held is gone.
+    #[test]
+    fn product_matches_the_definition() {
+        let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+        for (n, d_in, f, extra_cols, c0) in [(13, 64, 48, 0, 16), (7, 5, 37, 3, 0), (1, 1, 16, 0, 0), (6, 20, 15, 1, 0), (128, 65, 1024, 16, 512), (5, 3, 40, 0, 32)] {
             let (stride, offset, w_stride) = (d_in + 3, 2, f + extra_cols);
             let x: Vec<f32> = (0..n * stride + offset).map(value).collect();
             let w: Vec<f32> = (0..d_in * w_stride).map(|i| value(i + 11)).collect();
-            let mut out = vec![f32::NAN; 3 * n * f]; // whatever out held is gone
-            product_strided(&x, stride, offset, d_in, &w, w_stride, f, n, &mut out);
-            assert_eq!(out.len(), n * f);
-            for t in 0..n {
-                for c in 0..f {
-                    let want = (0..d_in).map(|k| x[t * stride + offset + k] as f64 * w[k * w_stride + c] as f64).sum::<f64>();
-                    assert!((out[t * f + c] as f64 - want).abs() < 1e-4, "n {n} d_in {d_in} f {f}: [{t}, {c}] {} vs {want}", out[t * f + c]);
+            for bias in [None, Some((0..f).map(|i| value(i + 5)).collect::<Vec<f32>>())] {
+                let panels = Panels::pack(&w, w_stride, d_in, f, bias.as_deref());
+                let mut out = vec![f32::NAN; 3 * n * f]; // whatever out held is gone
+                product(&x, stride, offset, n, &panels, c0, f, &mut out);
+                assert_eq!(out.len(), n * (f - c0));
+                for t in 0..n {
+                    for c in c0..f {
+                        let b = bias.as_ref().map_or(0.0, |b| b[c] as f64);
+                        let want = b + (0..d_in).map(|k| x[t * stride + offset + k] as f64 * w[k * w_stride + c] as f64).sum::<f64>();
+                        let got = out[t * (f - c0) + c - c0] as f64;
+                        assert!((got - want).abs() < 1e-4, "n {n} d_in {d_in} f {f}: [{t}, {c}] {got} vs {want}");
+                    }
                 }
             }
         }

@@ -312,7 +312,8 @@ fn set_encoder_bias(cfg: &TranscoderConfig, model: &mut Transcoder, batch: &Batc
     let rank = ((1.0 - cfg.target_firing_rate.clamp(0.0, 1.0)) * (batch.tokens - 1) as f32) as usize;
     for e in 0..s.encoders() {
         let mut pre = Vec::new();
-        dense::product_strided(&x, per_token, s.input_offset(e), s.d_in(), model.w_enc_of(e), f_n, f_n, batch.tokens, &mut pre);
+        let w = dense::Panels::pack(model.w_enc_of(e), f_n, s.d_in(), f_n, None);
+        dense::product(&x, per_token, s.input_offset(e), batch.tokens, &w, 0, f_n, &mut pre);
         for f in 0..f_n {
             let mut col: Vec<f32> = pre.iter().skip(f).step_by(f_n).copied().collect();
             let (_, q, _) = col.select_nth_unstable_by(rank, f32::total_cmp);
