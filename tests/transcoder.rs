@@ -5,7 +5,8 @@ use std::path::Path;
 use voltlens::transcoder::bench::{bench_vs_reference, synthetic_cache};
 use voltlens::transcoder::{Activation, TranscoderConfig};
 
-/// `scripts/bench_clt.sh` runs this: VOLTLENS_BENCH_CACHE, _STEPS, _FEATURES, _THREADS, _LAM, _ACT, _K.
+/// `scripts/bench_clt.sh` runs this: VOLTLENS_BENCH_CACHE, _STEPS, _FEATURES, _THREADS, _LAM, _ACT, _K
+/// (and _SEED, to see how far FVU moves between initialisations).
 #[test]
 #[ignore = "benchmark, run by scripts/bench_clt.sh"]
 fn bench_against_reference() {
@@ -25,6 +26,7 @@ fn bench_against_reference() {
         batch: var("BATCH", "1024").parse().unwrap(),
         steps: var("STEPS", "300").parse().unwrap(),
         target_firing_rate: var("RATE", "0.02").parse().unwrap(),
+        seed: var("SEED", "0").parse().unwrap(),
         ..Default::default()
     };
     let threads = var("THREADS", "2").parse().unwrap();

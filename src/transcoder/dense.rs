@@ -53,6 +53,9 @@ pub(crate) fn product(x: &[f32], stride: usize, offset: usize, n: usize, w: &Pan
     assert!(n == 0 || (n - 1) * stride + offset + k <= x.len());
     // Only new room is zeroed: the product writes every value.
     out.resize(n * (c1 - c0), 0.0);
+    if out.is_empty() {
+        return;
+    }
     let panels = &w.data[c0 / NR * (k + 1)..c1.div_ceil(NR) * (k + 1)];
     product_panels(x, stride, offset, n, k, panels, c1 - c0, out);
 }
@@ -94,9 +97,8 @@ fn product_panels(x: &[f32], stride: usize, offset: usize, n: usize, k: usize, p
 }
 
 /// One MR × NR tile, each row's bias plus its k products in k order, handed row by row to
-/// `store`. With `fma` (a constant in each compiled
-/// copy) every step is a fused multiply-add; without, a multiply then an add, since mul_add
-/// without the instruction is a slow library call.
+/// `store`. With `fma` (a constant in each compiled copy) every step is a fused multiply-add;
+/// without, a multiply then an add, since mul_add without the instruction is a slow library call.
 #[inline(always)]
 fn tile(xs: &[[f32; MR]], panel: &[[f32; NR]], fma: bool, mut store: impl FnMut(usize, &[f32; NR])) {
     let mut acc = [panel[0]; MR];
@@ -188,12 +190,12 @@ mod tests {
 
     /// The product agrees with a plain triple loop plus the bias on shapes with odd rows and columns
     /// (a last tile of fewer than six rows, a last panel of fewer than 16 columns), a slice of a
-    /// wider weight matrix, rows read at a stride and offset, and a range of panels; whatever
-    /// `out` held is gone.
+    /// wider weight matrix, rows read at a stride and offset, a range of panels, no rows and no
+    /// columns; whatever `out` held is gone.
     #[test]
     fn product_matches_the_definition() {
         let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
-        for (n, d_in, f, extra_cols, c0) in [(13, 64, 48, 0, 16), (7, 5, 37, 3, 0), (1, 1, 16, 0, 0), (6, 20, 15, 1, 0), (128, 65, 1024, 16, 512), (5, 3, 40, 0, 32)] {
+        for (n, d_in, f, extra_cols, c0) in [(13, 64, 48, 0, 16), (7, 5, 37, 3, 0), (1, 1, 16, 0, 0), (6, 20, 15, 1, 0), (128, 65, 1024, 16, 512), (5, 3, 40, 0, 32), (0, 4, 16, 0, 0), (3, 4, 16, 0, 16)] {
             let (stride, offset, w_stride) = (d_in + 3, 2, f + extra_cols);
             let x: Vec<f32> = (0..n * stride + offset).map(value).collect();
             let w: Vec<f32> = (0..d_in * w_stride).map(|i| value(i + 11)).collect();
