@@ -83,10 +83,11 @@ pub struct ForwardOutput {
 pub(crate) const CHUNK: usize = 64;
 /// Tokens per encoder task, at most and at least, and features per column block of its product.
 /// With W_enc packed once per call, tasks of 64, 128 and 256–512 rows ran the encoder within 3 %
-/// of each other (F 4,096 and 16,384, 1–2 threads, 3 rounds). Column blocks of 4,096 ran it 10–13 % faster than blocks of 1,024 at F 4,096 and
-/// within ±5 % at F 8k–16k (1–2 threads): a row's TopK floor starts at a bound over its first
-/// block, so the wider that block, the fewer values of the row pass it. Whole rows at F 16k
-/// (16–32 MiB of pre-activations a task) spilled from the L3 cache: 40 % slower on one thread.
+/// of each other (F 4,096 and 16,384, 1–2 threads, 3 rounds). Column blocks of 4,096 ran it
+/// 10–13 % faster than blocks of 1,024 at F 4,096 and within ±5 % at F 8k–16k (1–2 threads): a
+/// row's TopK floor starts at a bound over its first block, so the wider that block, the fewer
+/// values of the row pass it. Whole rows at F 16k (16–32 MiB of pre-activations a task) spilled
+/// from the L3 cache: 40 % slower on one thread.
 const ENCODE_ROWS: std::ops::RangeInclusive<usize> = 128..=512;
 const ENCODE_COLS: usize = 4096;
 
@@ -128,9 +129,11 @@ impl Transcoder {
         let per_token = self.shape.layers * self.shape.d_model;
         // Two tasks per thread, so that one slow thread does not hold up the rest.
         let rows = (x.len() / per_token).div_ceil(2 * rayon::current_num_threads()).clamp(*ENCODE_ROWS.start(), *ENCODE_ROWS.end());
-        let f_n = self.shape.features;
-        let w: Vec<dense::Panels> =
-            (0..self.shape.encoders()).into_par_iter().map(|e| dense::Panels::pack(self.w_enc_of(e), f_n, self.shape.d_in(), f_n, Some(&self.b_enc[e * f_n..(e + 1) * f_n]))).collect();
+        let (f_n, d_in) = (self.shape.features, self.shape.d_in());
+        let w: Vec<dense::Panels> = (0..self.shape.encoders())
+            .into_par_iter()
+            .map(|e| dense::Panels::pack(self.w_enc_of(e), f_n, d_in, f_n, Some(&self.b_enc[e * f_n..(e + 1) * f_n])))
+            .collect();
         let chunks: Vec<(Codes, Codes)> = x.par_chunks(rows * per_token).map(|xc| self.encode_chunk(xc, &w, window, aux)).collect();
         let (codes, aux_codes) = (Codes::concat(chunks.iter().map(|c| &c.0)), Codes::concat(chunks.iter().map(|c| &c.1)));
         let codes = match self.activation {
