@@ -161,7 +161,7 @@ enum Command {
         /// Optimiser steps.
         #[arg(long)]
         steps: Option<usize>,
-        /// cpu, or cuda (needs a build with --features cuda).
+        /// cpu, cuda or wgpu (a GPU needs a build with --features cuda or --features wgpu).
         #[arg(long)]
         device: Option<crate::model::DeviceChoice>,
         #[arg(long)]
@@ -182,7 +182,7 @@ enum Command {
         /// Folder for metrics.json, rollouts.csv and the rollout PNGs (created if missing; other files in it are left alone).
         #[arg(long)]
         out: PathBuf,
-        /// cpu, or cuda (needs a build with --features cuda).
+        /// cpu, cuda or wgpu (a GPU needs a build with --features cuda or --features wgpu).
         #[arg(long)]
         device: Option<crate::model::DeviceChoice>,
         /// Cells to score (comma-separated ids) instead of the model's test split. When the split's
@@ -475,7 +475,7 @@ enum BenchCommand {
     },
     /// Training and inference tokens/s of the battery model at the quickstart and dev sizes.
     Model {
-        /// cpu, or cuda (needs a build with --features cuda).
+        /// cpu, cuda or wgpu (a GPU needs a build with --features cuda or --features wgpu).
         #[arg(long, default_value = "cpu")]
         device: crate::model::DeviceChoice,
         /// The burn CPU backend: flex (what every stage uses), ndarray or candle (these need a
@@ -495,11 +495,11 @@ enum BenchCommand {
     /// of a given shape (the reference's recipe). Example, the LBLM study's shape on a GPU:
     /// voltlens bench transcoder --device cuda --layers 24 --d-model 128 --features 8192 --activation topk
     Transcoder {
-        /// cpu, or cuda (needs a build with --features cuda).
+        /// cpu, cuda or wgpu (a GPU needs a build with --features cuda or --features wgpu).
         #[arg(long, default_value = "cpu")]
         device: crate::model::DeviceChoice,
         /// sparse (hand-written, CPU only), autodiff (burn), or both [default: both on cpu,
-        /// autodiff on cuda].
+        /// autodiff on a GPU].
         #[arg(long, value_parser = ["sparse", "autodiff", "both"])]
         trainer: Option<String>,
         #[arg(long, default_value_t = 4)]
@@ -759,7 +759,7 @@ fn init_logging(quiet: bool) {
     let default = if quiet { "warn" } else { "info" };
     // cubecl (the GPU backend) logs every kernel it compiles or tunes at info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cubecl_runtime=warn,cubecl_cuda=warn")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cubecl_runtime=warn,cubecl_cuda=warn,cubecl_wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
 }
 
@@ -831,7 +831,8 @@ fn execute(command: Command) -> Result<ExitCode> {
             use crate::transcoder::{Activation, Trainer, TranscoderConfig};
             let trainers = match (trainer.as_deref(), device) {
                 (Some("sparse"), _) => vec![Trainer::Sparse],
-                (Some("autodiff"), _) | (None, crate::model::DeviceChoice::Cuda) => vec![Trainer::Autodiff],
+                (Some("autodiff"), _) => vec![Trainer::Autodiff],
+                (None, d) if d != crate::model::DeviceChoice::Cpu => vec![Trainer::Autodiff],
                 _ => vec![Trainer::Sparse, Trainer::Autodiff],
             };
             let activation = if activation == "topk" { Activation::TopK { k } } else { Activation::Relu };

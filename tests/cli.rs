@@ -40,17 +40,74 @@ const TRANSCODER_TOML: &str = "eval_tokens = 512\n[config]\nvariant = \"clt\"\nf
 
 /// A pipeline with every stage, sized to run in seconds.
 fn tiny_pipeline(dir: &Path) -> String {
+    tiny_pipeline_on(dir, "tiny", "cpu")
+}
+
+/// The tiny pipeline, named `name`, with every stage that has a device on `device`.
+fn tiny_pipeline_on(dir: &Path, name: &str, device: &str) -> String {
     let text = format!(
-        "name = \"tiny\"\nseed = 5\nruns_dir = \"runs\"\n\
+        "name = \"{name}\"\nseed = 5\nruns_dir = \"runs\"\n\
          [data]\nsource = \"synth\"\n[data.synth]\ncells = 3\ncycles = 1\nprotocols = [\"cccv\", \"drive\"]\n\
          [model.arch]\nlayers = 2\nd_model = 16\nheads = 2\nd_mlp = 32\ncontext = 24\n\
-         [model.train]\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n\
-         [transcoder]\neval_tokens = 512\n[transcoder.config]\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n\
-         [record]\n[mine]\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
+         [model.train]\ndevice = \"{device}\"\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n\
+         [model.eval]\ndevice = \"{device}\"\n\
+         [transcoder]\ndevice = \"{device}\"\neval_tokens = 512\n[transcoder.config]\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n\
+         [record]\ndevice = \"{device}\"\n[mine]\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
          [report]\ndir = \"{}\"\n",
         dir.join("reports").display()
     );
-    write(dir, "tiny.toml", &text)
+    write(dir, &format!("{name}.toml"), &text)
+}
+
+/// Every stage that runs on a device (model training and evaluation, transcoder training with the
+/// autodiff trainer, record) on burn's wgpu backend, whose kernels are the GPU path's
+/// (burn-cubecl's, as on CUDA): the tiny pipeline gives the CPU run's results to float rounding.
+/// Any Vulkan device runs it, Mesa's software lavapipe included (CI installs that), so the GPU
+/// path is tested on machines without a GPU.
+#[cfg(feature = "wgpu")]
+#[test]
+fn the_tiny_pipeline_on_the_gpu_backend_gives_the_cpu_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let json = |run: &str, file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("runs").join(run).join(file)).unwrap()).unwrap()
+    };
+    for device in ["cpu", "wgpu"] {
+        ok(dir, &["run", &tiny_pipeline_on(dir, device, device)]);
+    }
+    let close = |what: &str, cpu: f64, gpu: f64, rel: f64| {
+        assert!((cpu - gpu).abs() <= rel * cpu.abs().max(1e-6), "{what}: cpu {cpu} vs wgpu {gpu}");
+    };
+    let (cpu, gpu) = (json("cpu", "model/eval/metrics.json"), json("wgpu", "model/eval/metrics.json"));
+    for metric in ["/overall/next_step/rmse_mv", "/overall/next_step/skill", "/overall/discharge_rollout/rmse_mv"] {
+        close(metric, cpu.pointer(metric).unwrap().as_f64().unwrap(), gpu.pointer(metric).unwrap().as_f64().unwrap(), 1e-3);
+    }
+    let (cpu, gpu) = (json("cpu", "transcoder/metrics.json"), json("wgpu", "transcoder/metrics.json"));
+    for (layer, (c, g)) in cpu["heldout"]["fvu_per_layer"].as_array().unwrap().iter().zip(gpu["heldout"]["fvu_per_layer"].as_array().unwrap()).enumerate() {
+        close(&format!("held-out FVU, layer {layer}"), c.as_f64().unwrap(), g.as_f64().unwrap(), 1e-3);
+    }
+
+    // The records: the same activations, where a feature sits within rounding of zero on one
+    // side and not at all on the other excepted.
+    let entries = |run: &str| -> std::collections::BTreeMap<(u32, u32, usize, u32), f32> {
+        let acts = voltlens::record::read_sparse(&dir.join("runs").join(run).join("record")).unwrap();
+        let mut out = std::collections::BTreeMap::new();
+        for f in &acts.features {
+            for cell in 0..acts.cell_ids.len() {
+                for i in f.cell_offsets[cell]..f.cell_offsets[cell + 1] {
+                    out.insert((f.layer, f.feature, cell, f.rows[i]), f.values[i]);
+                }
+            }
+        }
+        out
+    };
+    let (cpu, gpu) = (entries("cpu"), entries("wgpu"));
+    let top = cpu.values().fold(0f32, |m, &v| m.max(v));
+    assert!(top > 0.0 && cpu.len() > 100, "the CPU record has {} entries, top {top}", cpu.len());
+    for key in cpu.keys().chain(gpu.keys()) {
+        let (c, g) = (cpu.get(key).copied().unwrap_or(0.0), gpu.get(key).copied().unwrap_or(0.0));
+        assert!((c - g).abs() <= 1e-3 * top, "activation (layer, feature, cell, row) {key:?}: cpu {c} vs wgpu {g}");
+    }
 }
 
 #[test]

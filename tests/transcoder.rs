@@ -435,16 +435,20 @@ fn lambda_schedules_ramp_as_configured() {
 /// differences above, so this checks the autodiff trainer's loss.
 fn check_autodiff_agrees(cfg: TranscoderConfig, sparsity: Sparsity, with_aux: bool) {
     use voltlens::transcoder::autodiff::Decoding;
-    // A step decodes either way (gathered rows; dense when many fire, and on CUDA): both.
+    // A step decodes either way (gathered rows; dense when many fire, and on a GPU): both.
     for decoding in [Decoding::Gather, Decoding::Dense] {
-        check_autodiff_agrees_with(&cfg, sparsity, with_aux, decoding);
+        check_autodiff_agrees_with::<voltlens::model::backend::CpuTrain>(&cfg, sparsity, with_aux, decoding);
     }
 }
 
-fn check_autodiff_agrees_with(cfg: &TranscoderConfig, sparsity: Sparsity, with_aux: bool, decoding: voltlens::transcoder::autodiff::Decoding) {
+fn check_autodiff_agrees_with<B: burn::tensor::backend::AutodiffBackend>(
+    cfg: &TranscoderConfig,
+    sparsity: Sparsity,
+    with_aux: bool,
+    decoding: voltlens::transcoder::autodiff::Decoding,
+) {
     use voltlens::transcoder::adam::Adam;
     use voltlens::transcoder::autodiff::{self, DeviceTrainer, Terms};
-    type Cpu = voltlens::model::backend::CpuTrain;
     let (layers, d, b) = (3, 5, 48);
     let (model, x, y) = random_problem(cfg, layers, d, b, 21);
     let var = vec![0.7, 1.1, 0.9];
@@ -456,7 +460,7 @@ fn check_autodiff_agrees_with(cfg: &TranscoderConfig, sparsity: Sparsity, with_a
     let mut hand = model.clone();
     let want = loss_and_grad(&model, &x, &y, &LossTerms { var: &var, lambda, sparsity, norms: &norms, aux }, &mut hand);
 
-    let dev = DeviceTrainer::<Cpu>::new(&model, &Adam::new(&model, 1e-3), &var, Default::default());
+    let dev = DeviceTrainer::<B>::new(&model, &Adam::new(&model, 1e-3), &var, Default::default());
     let width = layers * d;
     let terms = Terms {
         var: dev.target_var.clone(),
@@ -466,7 +470,7 @@ fn check_autodiff_agrees_with(cfg: &TranscoderConfig, sparsity: Sparsity, with_a
         aux: with_aux.then(|| (dev.dead_mask(&dead), aux_k, aux_coef)),
         decoding,
     };
-    let (grad, stats) = autodiff::loss_and_grad::<Cpu>(&dev.params, dev.upload(&x, width), dev.upload(&y, width), &terms);
+    let (grad, stats) = autodiff::loss_and_grad::<B>(&dev.params, dev.upload(&x, width), dev.upload(&y, width), &terms);
     let got = stats.to_host(&var, b, model.shape.encoders());
     let mut auto = model.clone();
     grad.to_host(&mut auto);
@@ -502,6 +506,26 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_for_every_variant_and_activ
     check_autodiff_agrees(TranscoderConfig { variant: Variant::Mlsae, activation: Activation::TopK { k: 3 }, ..base.clone() }, Sparsity::L1, true);
     check_autodiff_agrees(TranscoderConfig { variant: Variant::Sae, ..base.clone() }, Sparsity::L1, false);
     check_autodiff_agrees(TranscoderConfig { activation: Activation::TopK { k: 2 }, ..base }, Sparsity::L1, true);
+}
+
+/// The same agreement on burn's wgpu backend, whose kernels (burn-cubecl's, as CUDA's) and
+/// `Decoding::Auto` (dense decoding, `argtopk`) are the GPU path's: run on any Vulkan device,
+/// Mesa's software lavapipe included, so that the GPU path is tested without a GPU.
+#[cfg(feature = "wgpu")]
+#[test]
+fn autodiff_trainer_agrees_with_the_hand_written_one_on_the_gpu_backend() {
+    use voltlens::transcoder::autodiff::Decoding;
+    type Gpu = burn::backend::Autodiff<burn::backend::Wgpu>;
+    let base = TranscoderConfig { features: 12, ..Default::default() };
+    for (cfg, sparsity, aux) in [
+        (base.clone(), Sparsity::L1, false),
+        (TranscoderConfig { skip: true, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.3 }, ..base.clone() }, Sparsity::Tanh { c: 2.0 }, false),
+        (TranscoderConfig { variant: Variant::Plt, activation: Activation::BatchTopK { k: 2 }, ..base.clone() }, Sparsity::L1, true),
+        (TranscoderConfig { variant: Variant::Mlsae, activation: Activation::TopK { k: 3 }, ..base.clone() }, Sparsity::L1, true),
+        (TranscoderConfig { activation: Activation::TopK { k: 2 }, ..base }, Sparsity::L1, true),
+    ] {
+        check_autodiff_agrees_with::<Gpu>(&cfg, sparsity, aux, Decoding::Auto);
+    }
 }
 
 /// The autodiff trainer follows the hand-written one step for step on the planted problem (their

@@ -28,10 +28,15 @@ pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output
             let what = task.describe();
             gpu_guard(&what, || task.run::<Autodiff<burn::backend::Cuda>>(Default::default()))
         }
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda => Err(Error::Config(
-            "--device cuda: this build has no GPU support; rebuild with --features cuda".to_owned(),
-        )),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu => {
+            let what = task.describe();
+            gpu_guard(&what, || task.run::<Autodiff<burn::backend::Wgpu>>(Default::default()))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Config(format!(
+            "--device {other}: this build has no {other} support; rebuild with --features {other}"
+        ))),
     }
 }
 

@@ -38,14 +38,14 @@ pub fn bench(model: &ModelConfig, batch: usize, steps: usize, device: DeviceChoi
     let task = BenchTask { model, batch: batch.max(1), steps: steps.max(1) };
     let mut figures = match (device, backend) {
         (DeviceChoice::Cpu, _) => run_on_cpu(backend, task)?,
-        (DeviceChoice::Cuda, CpuBackend::Flex) => run_on(device, task)?,
-        (DeviceChoice::Cuda, _) => {
+        (_, CpuBackend::Flex) => run_on(device, task)?,
+        (_, _) => {
             return Err(crate::Error::Config(format!("--backend {backend} is a CPU backend; use it with --device cpu")))
         }
     };
     figures.backend = match device {
         DeviceChoice::Cpu => backend.name().to_owned(),
-        DeviceChoice::Cuda => "cuda".to_owned(),
+        gpu => gpu.to_string(),
     };
     Ok(figures)
 }

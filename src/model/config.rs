@@ -55,14 +55,26 @@ pub enum HeadTarget {
     NextVoltage,
 }
 
-/// Where tensors live: burn's Flex CPU backend, or one NVIDIA GPU through burn's CUDA backend
-/// (only in builds with the `cuda` feature).
+/// Where tensors live: burn's Flex CPU backend, one NVIDIA GPU through burn's CUDA backend (builds
+/// with the `cuda` feature), or any GPU through burn's wgpu backend (Vulkan, Metal, DirectX 12;
+/// builds with the `wgpu` feature).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
     #[default]
     Cpu,
     Cuda,
+    Wgpu,
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+            DeviceChoice::Wgpu => "wgpu",
+        })
+    }
 }
 
 impl std::str::FromStr for DeviceChoice {
@@ -71,7 +83,8 @@ impl std::str::FromStr for DeviceChoice {
         match s {
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
-            other => Err(Error::Config(format!("unknown device '{other}' (expected cpu or cuda)"))),
+            "wgpu" => Ok(DeviceChoice::Wgpu),
+            other => Err(Error::Config(format!("unknown device '{other}' (expected cpu, cuda or wgpu)"))),
         }
     }
 }

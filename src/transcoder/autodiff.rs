@@ -166,7 +166,7 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     let pre = x.clone().reshape([n, e_n, s.d_in()]).swap_dims(0, 1).matmul(p.w_enc()) + p.b_enc().reshape([e_n, 1, f_n]);
     let device = pre.device();
     let decoding = match terms.decoding {
-        Decoding::Auto if is_cuda::<B::InnerBackend>() => Decoding::Dense,
+        Decoding::Auto if is_gpu::<B::InnerBackend>() => Decoding::Dense,
         other => other,
     };
     let chosen = choose(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding);
@@ -284,18 +284,25 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
 /// The k largest entries along the last axis and their indices. CUDA has a reduce kernel for
 /// this (argtopk); Flex has none in burn 0.21 (it panics), so elsewhere it is a full sort.
 fn top_k<B: Backend>(t: Tensor<B, 3>, k: usize) -> (Tensor<B, 3>, Tensor<B, 3, Int>) {
-    if is_cuda::<B>() {
+    if is_gpu::<B>() {
         let idx = t.clone().argtopk(k, 2);
         return (t.gather(2, idx.clone()), idx);
     }
     t.topk_with_indices(k, 2)
 }
 
-/// Whether `B` is burn's CUDA backend (only in builds with the `cuda` feature).
-fn is_cuda<B: Backend>() -> bool {
+/// Whether `B` is one of burn's GPU backends (CUDA or wgpu), which share burn-cubecl's kernels.
+fn is_gpu<B: Backend>() -> bool {
+    let b = std::any::TypeId::of::<B>();
     #[cfg(feature = "cuda")]
-    return std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Cuda>();
-    #[cfg(not(feature = "cuda"))]
+    if b == std::any::TypeId::of::<burn::backend::Cuda>() {
+        return true;
+    }
+    #[cfg(feature = "wgpu")]
+    if b == std::any::TypeId::of::<burn::backend::Wgpu>() {
+        return true;
+    }
+    let _ = b;
     false
 }
 

@@ -37,7 +37,8 @@ pub struct TranscoderStageConfig {
     /// scores, and the training tokens the ablation mean is taken over.
     pub eval_tokens: usize,
     /// Where the model runs to make activations, and where the transcoder trains: on `cuda` the
-    /// autodiff trainer runs there too, on `cpu` the hand-written one (unless `config.trainer` says).
+    /// autodiff trainer runs there too (`cuda` or `wgpu`), on `cpu` the hand-written one (unless
+    /// `config.trainer` says).
     pub device: DeviceChoice,
 }
 
