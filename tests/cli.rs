@@ -229,9 +229,12 @@ fn every_command_names_what_is_wrong() {
     assert!(dir.join("work/notes.txt").exists());
     fails(dir, &["bench", "graph", "--windows", "0"], "window");
     fails(dir, &["bench", "model", "--backend", "no-such-backend"], "no-such-backend");
-    // Without the cuda feature a GPU run is refused, and the scratch folder does not stay behind.
-    if !cfg!(feature = "cuda") {
-        fails(dir, &["bench", "transcoder", "--device", "cuda", "--steps", "1", "--work-dir", "gpu-scratch"], "--features cuda");
-        assert!(!dir.join("gpu-scratch").exists(), "bench transcoder leaves no scratch folder behind on failure");
+    // Without a GPU feature a run on that device is refused, and the scratch folder does not stay behind.
+    for (device, built) in [("cuda", cfg!(feature = "cuda")), ("wgpu", cfg!(feature = "wgpu"))] {
+        if !built {
+            fails(dir, &["bench", "transcoder", "--device", device, "--steps", "1", "--work-dir", "gpu-scratch"], &format!("--features {device}"));
+            assert!(!dir.join("gpu-scratch").exists(), "bench transcoder leaves no scratch folder behind on failure");
+            fails(dir, &["train-model", "--data", "synth", "--out", "m", "--device", device], &format!("--features {device}"));
+        }
     }
 }

@@ -77,13 +77,26 @@ impl std::fmt::Display for DeviceChoice {
     }
 }
 
+impl DeviceChoice {
+    /// Whether this build has the device's backend: an error naming the cargo feature if not.
+    pub fn check(self) -> Result<Self> {
+        match self {
+            DeviceChoice::Cuda if !cfg!(feature = "cuda") => {}
+            DeviceChoice::Wgpu if !cfg!(feature = "wgpu") => {}
+            _ => return Ok(self),
+        }
+        Err(Error::Config(format!("--device {self}: this build has no {self} support; rebuild with --features {self}")))
+    }
+}
+
+/// Parses a `--device` flag; a device this build lacks is refused here, before any work.
 impl std::str::FromStr for DeviceChoice {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
-            "wgpu" => Ok(DeviceChoice::Wgpu),
+            "cuda" | "gpu" => DeviceChoice::Cuda.check(),
+            "wgpu" => DeviceChoice::Wgpu.check(),
             other => Err(Error::Config(format!("unknown device '{other}' (expected cpu, cuda or wgpu)"))),
         }
     }
