@@ -1,6 +1,7 @@
 //! The backend-generic trainer (issue 13): the loss of `grad`, differentiated by burn's autodiff,
-//! so that it runs wherever burn does (Flex in tests, CUDA with `--features cuda`). On the CPU the
-//! hand-written `grad` stays the default; this one is checked against it (tests/transcoder.rs).
+//! so that it runs wherever burn does (Flex in tests, CUDA or wgpu with their features). On the
+//! CPU the hand-written `grad` stays the default; this one is checked against it
+//! (tests/transcoder.rs).
 //!
 //! On the CPU the decoder forms no dense [batch, F] × [F, L·d] product while few features are
 //! active: each token's active features are chosen outside the graph, their pre-activations
@@ -10,10 +11,10 @@
 //! features, ~0.6 TB for one batch), so the step decodes densely instead: z [batch, F] times each
 //! decoder, nothing gathered.
 //!
-//! On CUDA every step decodes densely. burn-cubecl 0.21 differentiates a row gather (`select`)
-//! with a kernel that gives each decoder column one thread, which walks all batch·k indices in
-//! turn: on an H200 a TopK-32 step at 24 layers × 8,192 features did not finish 33 steps in
-//! 120 s, while the dense ReLU step ran at 6,000 tokens/s.
+//! On a GPU (CUDA or wgpu) every step decodes densely. burn-cubecl 0.21 differentiates a row
+//! gather (`select`) with a kernel that gives each decoder column one thread, which walks all
+//! batch·k indices in turn: on an H200 a TopK-32 step at 24 layers × 8,192 features did not
+//! finish 33 steps in 120 s, while the dense ReLU step ran at 6,000 tokens/s.
 //!
 //! Parameters and Adam's moments stay on the device between steps, as flat tensors in
 //! `Transcoder::tensors` order; `sync` copies them back for checkpoints, which are therefore the
@@ -97,7 +98,7 @@ pub struct Terms<B: Backend> {
 }
 
 /// How a step decodes: gathering the active features' decoder rows, or one dense product per
-/// decoder (module docs). `Auto`: dense on CUDA; elsewhere dense only for a ReLU or JumpReLU step
+/// decoder (module docs). `Auto`: dense on a GPU; elsewhere dense only for a ReLU or JumpReLU step
 /// whose busiest row is F/16 full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Decoding {
@@ -281,8 +282,9 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
     Chosen { idx: Some(idx), keep }
 }
 
-/// The k largest entries along the last axis and their indices. CUDA has a reduce kernel for
-/// this (argtopk); Flex has none in burn 0.21 (it panics), so elsewhere it is a full sort.
+/// The k largest entries along the last axis and their indices. burn-cubecl (CUDA, wgpu) has a
+/// reduce kernel for this (argtopk); Flex has none in burn 0.21 (it panics), so elsewhere it is a
+/// full sort.
 fn top_k<B: Backend>(t: Tensor<B, 3>, k: usize) -> (Tensor<B, 3>, Tensor<B, 3, Int>) {
     if is_gpu::<B>() {
         let idx = t.clone().argtopk(k, 2);
