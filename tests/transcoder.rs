@@ -433,12 +433,18 @@ fn lambda_schedules_ramp_as_configured() {
 /// One batch through both trainers from the same weights (issue 13): losses, firing counts and
 /// every gradient agree to 1e-4. The hand-written gradients are checked against finite
 /// differences above, so this checks the autodiff trainer's loss.
-fn check_autodiff_agrees(cfg: TranscoderConfig, sparsity: Sparsity, with_aux: bool) {
-    use voltlens::transcoder::autodiff::Decoding;
-    // A step decodes either way (gathered rows; dense when many fire, and on a GPU): both.
-    for decoding in [Decoding::Gather, Decoding::Dense] {
-        check_autodiff_agrees_with::<voltlens::model::backend::CpuTrain>(&cfg, sparsity, with_aux, decoding);
-    }
+///
+/// The cases: every variant and activation, the skip path, both sparsity penalties and AuxK.
+fn agreement_cases() -> Vec<(TranscoderConfig, Sparsity, bool)> {
+    let base = TranscoderConfig { features: 12, ..Default::default() };
+    vec![
+        (base.clone(), Sparsity::L1, false),
+        (TranscoderConfig { skip: true, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.3 }, ..base.clone() }, Sparsity::Tanh { c: 2.0 }, false),
+        (TranscoderConfig { variant: Variant::Plt, activation: Activation::BatchTopK { k: 2 }, ..base.clone() }, Sparsity::L1, true),
+        (TranscoderConfig { variant: Variant::Mlsae, activation: Activation::TopK { k: 3 }, ..base.clone() }, Sparsity::L1, true),
+        (TranscoderConfig { variant: Variant::Sae, ..base.clone() }, Sparsity::L1, false),
+        (TranscoderConfig { activation: Activation::TopK { k: 2 }, ..base }, Sparsity::L1, true),
+    ]
 }
 
 fn check_autodiff_agrees_with<B: burn::tensor::backend::AutodiffBackend>(
@@ -499,13 +505,13 @@ fn check_autodiff_agrees_with<B: burn::tensor::backend::AutodiffBackend>(
 
 #[test]
 fn autodiff_trainer_agrees_with_the_hand_written_one_for_every_variant_and_activation() {
-    let base = TranscoderConfig { features: 12, ..Default::default() };
-    check_autodiff_agrees(TranscoderConfig { ..base.clone() }, Sparsity::L1, false);
-    check_autodiff_agrees(TranscoderConfig { skip: true, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.3 }, ..base.clone() }, Sparsity::Tanh { c: 2.0 }, false);
-    check_autodiff_agrees(TranscoderConfig { variant: Variant::Plt, activation: Activation::BatchTopK { k: 2 }, ..base.clone() }, Sparsity::L1, true);
-    check_autodiff_agrees(TranscoderConfig { variant: Variant::Mlsae, activation: Activation::TopK { k: 3 }, ..base.clone() }, Sparsity::L1, true);
-    check_autodiff_agrees(TranscoderConfig { variant: Variant::Sae, ..base.clone() }, Sparsity::L1, false);
-    check_autodiff_agrees(TranscoderConfig { activation: Activation::TopK { k: 2 }, ..base }, Sparsity::L1, true);
+    use voltlens::transcoder::autodiff::Decoding;
+    // A step decodes either way (gathered rows; dense when many fire, and on a GPU): both.
+    for (cfg, sparsity, aux) in agreement_cases() {
+        for decoding in [Decoding::Gather, Decoding::Dense] {
+            check_autodiff_agrees_with::<voltlens::model::backend::CpuTrain>(&cfg, sparsity, aux, decoding);
+        }
+    }
 }
 
 /// The same agreement on burn's wgpu backend, whose kernels (burn-cubecl's, as CUDA's) and
@@ -514,17 +520,8 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_for_every_variant_and_activ
 #[cfg(feature = "wgpu")]
 #[test]
 fn autodiff_trainer_agrees_with_the_hand_written_one_on_the_gpu_backend() {
-    use voltlens::transcoder::autodiff::Decoding;
-    type Gpu = burn::backend::Autodiff<burn::backend::Wgpu>;
-    let base = TranscoderConfig { features: 12, ..Default::default() };
-    for (cfg, sparsity, aux) in [
-        (base.clone(), Sparsity::L1, false),
-        (TranscoderConfig { skip: true, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.3 }, ..base.clone() }, Sparsity::Tanh { c: 2.0 }, false),
-        (TranscoderConfig { variant: Variant::Plt, activation: Activation::BatchTopK { k: 2 }, ..base.clone() }, Sparsity::L1, true),
-        (TranscoderConfig { variant: Variant::Mlsae, activation: Activation::TopK { k: 3 }, ..base.clone() }, Sparsity::L1, true),
-        (TranscoderConfig { activation: Activation::TopK { k: 2 }, ..base }, Sparsity::L1, true),
-    ] {
-        check_autodiff_agrees_with::<Gpu>(&cfg, sparsity, aux, Decoding::Auto);
+    for (cfg, sparsity, aux) in agreement_cases() {
+        check_autodiff_agrees_with::<burn::backend::Autodiff<burn::backend::Wgpu>>(&cfg, sparsity, aux, voltlens::transcoder::autodiff::Decoding::Auto);
     }
 }
 

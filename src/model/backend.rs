@@ -24,18 +24,19 @@ pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output
     match choice.check()? {
         DeviceChoice::Cpu => task.run::<CpuTrain>(Default::default()),
         #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda => {
-            let what = task.describe();
-            gpu_guard(&what, || task.run::<Autodiff<burn::backend::Cuda>>(Default::default()))
-        }
+        DeviceChoice::Cuda => run_on_gpu::<Autodiff<burn::backend::Cuda>, T>(task),
         #[cfg(feature = "wgpu")]
-        DeviceChoice::Wgpu => {
-            let what = task.describe();
-            gpu_guard(&what, || task.run::<Autodiff<burn::backend::Wgpu>>(Default::default()))
-        }
+        DeviceChoice::Wgpu => run_on_gpu::<Autodiff<burn::backend::Wgpu>, T>(task),
         #[allow(unreachable_patterns)]
         _ => unreachable!("check refuses the devices this build lacks"),
     }
+}
+
+/// `task` on the GPU backend `B`'s default device, under `gpu_guard`.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn run_on_gpu<B: AutodiffBackend, T: BackendTask>(task: T) -> Result<T::Output> {
+    let what = task.describe();
+    gpu_guard(&what, || task.run::<B>(Default::default()))
 }
 
 /// Runs GPU work so that a failure inside the backend comes back as an error naming the work, its
