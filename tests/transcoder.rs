@@ -447,7 +447,7 @@ fn agreement_cases() -> Vec<(TranscoderConfig, Sparsity, bool)> {
     ]
 }
 
-fn check_autodiff_agrees_with<B: burn::tensor::backend::AutodiffBackend>(
+fn check_autodiff_agrees_with<B: burn::tensor::backend::AutodiffBackend + voltlens::transcoder::sparse::SparseOps>(
     cfg: &TranscoderConfig,
     sparsity: Sparsity,
     with_aux: bool,
@@ -514,14 +514,57 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_for_every_variant_and_activ
     }
 }
 
-/// The same agreement on burn's wgpu backend, whose kernels (burn-cubecl's, as CUDA's) and
-/// `Decoding::Auto` (dense decoding, `argtopk`) are the GPU path's: run on any Vulkan device,
-/// Mesa's software lavapipe included, so that the GPU path is tested without a GPU.
+/// The same agreement on burn's wgpu backend, whose kernels (burn-cubecl's and the sparse
+/// decoding's in `sparse_kernels`, compiled as for CUDA) and `argtopk` are the GPU path's: run on
+/// any Vulkan device, Mesa's software lavapipe included, so that the GPU path is tested without a
+/// GPU. Both decodings, since a GPU without float atomics decodes densely.
 #[cfg(feature = "wgpu")]
 #[test]
 fn autodiff_trainer_agrees_with_the_hand_written_one_on_the_gpu_backend() {
+    use burn::backend::{Autodiff, Wgpu};
+    use voltlens::transcoder::{autodiff::Decoding, sparse::SparseOps};
+    type Gpu = Autodiff<Wgpu>;
+    if !<Gpu as SparseOps>::sparse_ok(&Default::default()) {
+        eprintln!("note: this Vulkan device has no float atomic add: the decoder gradient takes burn's scatter");
+    }
     for (cfg, sparsity, aux) in agreement_cases() {
-        check_autodiff_agrees_with::<burn::backend::Autodiff<burn::backend::Wgpu>>(&cfg, sparsity, aux, voltlens::transcoder::autodiff::Decoding::Auto);
+        for decoding in [Decoding::Gather, Decoding::Dense] {
+            check_autodiff_agrees_with::<Gpu>(&cfg, sparsity, aux, decoding);
+        }
+    }
+}
+
+/// The GPU's sparse decoding kernels compute what burn's row gather and scatter compute on the
+/// CPU, on tokens whose active features repeat across the batch (the scatter's atomic adds meet).
+#[cfg(feature = "wgpu")]
+#[test]
+fn sparse_decoding_kernels_match_the_cpu_operations() {
+    use burn::tensor::{backend::Backend, Int, Tensor, TensorData, TensorPrimitive};
+    use voltlens::transcoder::sparse::SparseOps;
+    fn run<B: Backend + SparseOps>(z: &[f32], idx: &[i32], w: &[f32], g: &[f32], [n, k, f, c]: [usize; 4]) -> [Vec<f32>; 3] {
+        let dev = Default::default();
+        let float = |v: &[f32], shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), shape), &dev).into_primitive().tensor();
+        let idx = || Tensor::<B, 2, Int>::from_data(TensorData::new(idx.to_vec(), [n, k]), &dev).into_primitive();
+        let read = |t| Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(t)).into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        [
+            read(B::rows_weighted_sum(float(z, [n, k]), idx(), float(w, [f, c]))),
+            read(B::rows_dot(float(g, [n, c]), idx(), float(w, [f, c]))),
+            read(B::rows_scatter(float(z, [n, k]), idx(), float(g, [n, c]), f)),
+        ]
+    }
+    let (n, k, f, c) = (37, 5, 11, 19);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut draw = |len: usize| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+    let (z, w, g) = (draw(n * k), draw(f * c), draw(n * c));
+    // Distinct features within a token, as top-k gives; 11 features over 37 tokens repeat.
+    let idx: Vec<i32> = (0..n).flat_map(|t| (0..k).map(move |j| ((t * 3 + j * 2) % f) as i32)).collect();
+    let cpu = run::<burn::backend::Flex>(&z, &idx, &w, &g, [n, k, f, c]);
+    let gpu = run::<burn::backend::Wgpu>(&z, &idx, &w, &g, [n, k, f, c]);
+    for (name, (a, b)) in ["rows_weighted_sum", "rows_dot", "rows_scatter"].iter().zip(cpu.iter().zip(&gpu)) {
+        assert_eq!(a.len(), b.len(), "{name}");
+        assert!(a.iter().any(|&v| v.abs() > 0.1), "{name}: nothing to compare");
+        let worst = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: the GPU kernel differs from the CPU by up to {worst}");
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::config::DeviceChoice;
 use crate::{Error, Result};
+use crate::transcoder::sparse::SparseOps;
 
 /// The CPU training backend: burn's Flex with autodiff.
 pub type CpuTrain = Autodiff<Flex>;
@@ -15,7 +16,7 @@ pub type CpuTrain = Autodiff<Flex>;
 pub trait BackendTask {
     type Output;
     /// Runs with the autodiff backend `B` on `device` (inference uses `B::InnerBackend`).
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output>;
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<Self::Output>;
     /// The work and its size, and which settings shrink it: what a GPU out-of-memory error says.
     fn describe(&self) -> String;
 }
@@ -34,7 +35,7 @@ pub fn run_on<T: BackendTask>(choice: DeviceChoice, task: T) -> Result<T::Output
 
 /// `task` on the GPU backend `B`'s default device, under `gpu_guard`.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn run_on_gpu<B: AutodiffBackend, T: BackendTask>(task: T) -> Result<T::Output> {
+fn run_on_gpu<B: AutodiffBackend + SparseOps, T: BackendTask>(task: T) -> Result<T::Output> {
     let what = task.describe();
     gpu_guard(&what, || task.run::<B>(Default::default()))
 }

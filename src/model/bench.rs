@@ -16,6 +16,7 @@ use super::config::{DeviceChoice, ModelConfig};
 use super::inputs::N_CHANNELS;
 use super::transformer::Lblm;
 use crate::Result;
+use crate::transcoder::sparse::SparseOps;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelBench {
@@ -62,7 +63,7 @@ impl BackendTask for BenchTask<'_> {
         let m = self.model;
         format!("the model benchmark ({} layers, d_model {}, context {}, batch {})", m.layers, m.d_model, m.context, self.batch)
     }
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<ModelBench> {
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<ModelBench> {
         let (batch, context) = (self.batch, self.model.context);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut random = |shape: Vec<usize>| -> TensorData {

@@ -24,6 +24,7 @@ use crate::data::canonical::{CellData, Dataset};
 use crate::data::schema::{Method, State};
 use crate::data::windows::windows;
 use crate::{Error, Result};
+use crate::transcoder::sparse::SparseOps;
 
 /// Next-step prediction errors.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -129,7 +130,7 @@ impl BackendTask for EvalTask<'_> {
     fn describe(&self) -> String {
         format!("model evaluation ({} windows per pass); lower `batch`", self.cfg.batch)
     }
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalMetrics> {
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<EvalMetrics> {
         evaluate::<B::InnerBackend>(&self, &device)
     }
 }

@@ -25,6 +25,7 @@ use super::transformer::Lblm;
 use crate::data::canonical::Dataset;
 use crate::data::windows::{windows, Split, Window};
 use crate::{Error, Result};
+use crate::transcoder::sparse::SparseOps;
 
 /// What a training run reports (also saved as `summary.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,7 +78,7 @@ impl BackendTask for TrainTask<'_> {
             m.layers, m.d_model, m.context, self.train.batch
         )
     }
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainSummary> {
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<TrainSummary> {
         let dir = ModelDir::new(self.out_dir);
         let run_config = RunConfig {
             model: self.model.clone(),

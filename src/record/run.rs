@@ -22,6 +22,7 @@ use crate::model::inputs::{self, CellSteps, ModelSteps};
 use crate::model::{DeviceChoice, Lblm};
 use crate::transcoder::{import_circuit_tracer, Transcoder, Variant};
 use crate::{Error, Result};
+use crate::transcoder::sparse::SparseOps;
 
 /// Settings of the record stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,7 +151,7 @@ impl BackendTask for RecordTask<'_> {
     fn describe(&self) -> String {
         format!("recording ({} windows per pass, {} features per encoder); lower `windows_per_batch`", self.cfg.windows_per_batch, self.transcoder.shape.features)
     }
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<RecordSummary> {
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<RecordSummary> {
         record_dataset::<B::InnerBackend>(&self, device)
     }
 }

@@ -21,12 +21,14 @@
 //! same files whichever trainer wrote them (train on the GPU, resume or analyse on the CPU).
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
 
 use super::adam::{Adam, BETA1, BETA2, EPS, MIN_THRESHOLD};
 use super::clt::{Shape, Transcoder};
 use super::config::{Activation, Sparsity};
 use super::grad::{l0_per_encoder, StepStats};
+use super::sparse::SparseOps;
 
 /// A transcoder's tensors on a device, flat, in `Transcoder::tensors` order; None where the host
 /// tensor is empty (the threshold of a non-JumpReLU transcoder).
@@ -146,7 +148,7 @@ struct Chosen<B: Backend> {
 const DENSE_FROM: usize = 16;
 
 /// Loss and gradients of one batch, x and y [n, L·d] (x already scaled), on backend `B`.
-pub fn loss_and_grad<B: AutodiffBackend>(
+pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
     params: &Params<B::InnerBackend>,
     x: Tensor<B::InnerBackend, 2>,
     y: Tensor<B::InnerBackend, 2>,
@@ -167,7 +169,7 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     let pre = x.clone().reshape([n, e_n, s.d_in()]).swap_dims(0, 1).matmul(p.w_enc()) + p.b_enc().reshape([e_n, 1, f_n]);
     let device = pre.device();
     let decoding = match terms.decoding {
-        Decoding::Auto if is_gpu::<B::InnerBackend>() => Decoding::Dense,
+        Decoding::Auto if !B::sparse_ok(&device) => Decoding::Dense,
         other => other,
     };
     let chosen = choose(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding);
@@ -222,8 +224,13 @@ pub fn loss_and_grad<B: AutodiffBackend>(
     let fired = match idx {
         Some(idx) => {
             let k = idx.dims()[2];
-            let counts = Tensor::zeros([e_n, f_n], &fired_entries.device());
-            counts.scatter(1, idx.reshape([e_n, n * k]), fired_entries.reshape([e_n, n * k]), IndexingUpdateOp::Add)
+            let fired_entries: Tensor<B, 3> = Tensor::from_inner(fired_entries);
+            let ones = Tensor::<B, 2>::ones([n, 1], &device).into_primitive().tensor();
+            let counts = (0..e_n).map(|e| {
+                let entries = fired_entries.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k]).into_primitive().tensor();
+                prim::<B, 2>(B::rows_scatter(entries, encoder_idx::<B>(&idx, e), ones.clone(), f_n)).reshape([1, f_n])
+            });
+            Tensor::cat(counts.collect(), 0).inner()
         }
         None => fired_entries.sum_dim(1).reshape([e_n, f_n]),
     };
@@ -334,9 +341,9 @@ fn activate<B: AutodiffBackend>(p: &Params<B>, pre: &Tensor<B, 3>, chosen: &Chos
     .reshape([e_n, n, k])
 }
 
-/// Σ_e Σ_active z·W_dec[e][f], [n, L·d]: only the chosen rows of each decoder are read (every
-/// row, in one product, when `idx` is None).
-fn decode<B: AutodiffBackend>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tensor<B::InnerBackend, 3, Int>>) -> Tensor<B, 2> {
+/// Σ_e Σ_active z·W_dec[e][f], [n, L·d]: only the chosen rows of each decoder are read, through
+/// `SparseOps::decode` (every row, in one product, when `idx` is None).
+fn decode<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tensor<B::InnerBackend, 3, Int>>) -> Tensor<B, 2> {
     let s = p.shape;
     let [_, n, k] = z.dims();
     let width = s.layers * s.d_model;
@@ -346,10 +353,7 @@ fn decode<B: AutodiffBackend>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tens
         let row = s.dec_row(e);
         let z_e = z.clone().slice([e..e + 1, 0..n, 0..k]);
         let part = match idx {
-            Some(idx) => {
-                let rows = p.w_dec(e).select(0, Tensor::from_inner(encoder_slice(idx, e))).reshape([n, k, row]);
-                z_e.reshape([n, 1, k]).matmul(rows).reshape([n, row])
-            }
+            Some(idx) => prim(B::decode(z_e.reshape([n, k]).into_primitive().tensor(), encoder_idx::<B>(idx, e), p.w_dec(e).into_primitive().tensor())),
             None => z_e.reshape([n, k]).matmul(p.w_dec(e)),
         };
         // Pad to the full [L·d] around the layers this encoder writes.
@@ -371,19 +375,23 @@ fn decode<B: AutodiffBackend>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tens
     out.expect("at least one encoder")
 }
 
-/// Encoder e's indices [n·K] for `select`.
-fn encoder_slice<B: Backend>(idx: &Tensor<B, 3, Int>, e: usize) -> Tensor<B, 1, Int> {
+/// Encoder e's indices [n, K], as `SparseOps` takes them.
+fn encoder_idx<B: AutodiffBackend>(idx: &Tensor<B::InnerBackend, 3, Int>, e: usize) -> IntTensor<B> {
     let [_, n, k] = idx.dims();
-    idx.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n * k])
+    Tensor::<B, 2, Int>::from_inner(idx.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k])).into_primitive()
+}
+
+fn prim<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
 /// Σ over the chosen entries of s(z, ‖W_dec,f‖), [1].
-fn penalty<B: AutodiffBackend>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tensor<B::InnerBackend, 3, Int>>, sparsity: Sparsity) -> Tensor<B, 1> {
+fn penalty<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tensor<B::InnerBackend, 3, Int>>, sparsity: Sparsity) -> Tensor<B, 1> {
     let [_, n, k] = z.dims();
     let mut total = Tensor::<B, 1>::zeros([1], &z.device());
     for e in 0..p.shape.encoders() {
         let norms = match idx {
-            Some(idx) => decoder_norms(p, e).select(0, Tensor::from_inner(encoder_slice(idx, e))).reshape([n, k]),
+            Some(idx) => prim(B::pick(decoder_norms(p, e).into_primitive().tensor(), encoder_idx::<B>(idx, e))),
             None => decoder_norms(p, e).reshape([1, k]).expand([n, k]),
         };
         let z_e = z.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k]);
@@ -416,7 +424,7 @@ fn preact_penalty<B: AutodiffBackend>(p: &Params<B>, pre: &Tensor<B, 3>) -> Tens
 }
 
 /// The trainer's device state: parameters and Adam's moments, with the same update as `adam::Adam`.
-pub struct DeviceTrainer<B: AutodiffBackend> {
+pub struct DeviceTrainer<B: AutodiffBackend + SparseOps> {
     pub params: Params<B::InnerBackend>,
     m: Params<B::InnerBackend>,
     v: Params<B::InnerBackend>,
@@ -427,7 +435,7 @@ pub struct DeviceTrainer<B: AutodiffBackend> {
     device: B::Device,
 }
 
-impl<B: AutodiffBackend> DeviceTrainer<B> {
+impl<B: AutodiffBackend + SparseOps> DeviceTrainer<B> {
     pub fn new(model: &Transcoder, adam: &Adam, target_var: &[f32], device: B::Device) -> Self {
         DeviceTrainer {
             params: Params::from_host(model, &device),

@@ -18,6 +18,7 @@ use super::train::{train, train_with};
 use crate::model::backend::{run_on, BackendTask};
 use crate::model::DeviceChoice;
 use crate::{Error, Result};
+use super::sparse::SparseOps;
 
 /// The reference's `--synthetic` recipe: 4·F true features, about 16 active per token with
 /// uniform(0, 1) magnitudes, x = codes·D_x + 0.01·noise, y = relu(codes − 0.3)·D_y, with
@@ -149,7 +150,7 @@ struct TrainerTask<'a> {
 
 impl BackendTask for TrainerTask<'_> {
     type Output = (f64, f32);
-    fn run<B: AutodiffBackend>(mut self, device: B::Device) -> Result<(f64, f32)> {
+    fn run<B: AutodiffBackend + SparseOps>(mut self, device: B::Device) -> Result<(f64, f32)> {
         let warm_up = TranscoderConfig { steps: WARM_UP_STEPS, ..self.cfg.clone() };
         train_with::<B>(&warm_up, self.trainer, &mut self.source, self.warm_up, device.clone())?;
         let report = train_with::<B>(self.cfg, self.trainer, &mut self.source, self.out, device)?;

@@ -11,7 +11,8 @@
 //! - `clt`: `Transcoder` with `encode`, `decode`, `forward`; `activation`: σ and sparse `Codes`.
 //! - `grad`: loss and gradient of one batch; `adam`: the optimiser; `train`: the loop, init,
 //!   checkpoints and resume; `autodiff`: the same loss through burn autodiff on any backend
-//!   (the GPU trainer), with its Adam on the device.
+//!   (the GPU trainer), with its Adam on the device; `sparse`: its decoding of the active
+//!   features alone, differentiated without burn's row gather (`sparse_kernels` on a GPU).
 //! - `cache`: `ActivationSource` (what the trainer reads) and `CacheSource` (sharded safetensors).
 //! - `metrics`: FVU, L0, dead/live features, MLSAE banding, replacement fidelity.
 //! - `export`: circuit-tracer layouts out and in; `import`: `voltlens import-clt` (a foreign or
@@ -33,6 +34,9 @@ pub mod import;
 pub mod grad;
 pub mod metrics;
 pub mod online;
+pub mod sparse;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod sparse_kernels;
 pub(crate) mod tensors;
 pub mod stage;
 pub mod sweep;

@@ -26,6 +26,7 @@ use crate::model::DeviceChoice;
 use crate::model::backend::{run_on, BackendTask};
 use crate::model::checkpoint::{load_model, LoadedModel};
 use crate::{Error, Result};
+use super::sparse::SparseOps;
 
 /// The `[transcoder]` table of a pipeline file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,7 +113,7 @@ struct StageTask<'a> {
 
 impl BackendTask for StageTask<'_> {
     type Output = StageMetrics;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<StageMetrics> {
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<StageMetrics> {
         train_and_evaluate::<B>(&self, device)
     }
     fn describe(&self) -> String {
@@ -120,7 +121,7 @@ impl BackendTask for StageTask<'_> {
     }
 }
 
-fn train_and_evaluate<B: AutodiffBackend>(task: &StageTask, device: B::Device) -> Result<StageMetrics> {
+fn train_and_evaluate<B: AutodiffBackend + SparseOps>(task: &StageTask, device: B::Device) -> Result<StageMetrics> {
     let (cfg, tc_cfg) = (task.cfg, &task.cfg.config);
     let loaded = load_model::<B::InnerBackend>(task.model_dir, &device)?;
     let mut train_source =

@@ -22,6 +22,7 @@ use super::{dense, tensors};
 use crate::model::backend::CpuTrain;
 use crate::model::DeviceChoice;
 use crate::{Error, Result};
+use super::sparse::SparseOps;
 
 /// What a training run did.
 #[derive(Debug, Clone)]
@@ -91,7 +92,7 @@ const CHECKPOINT_STATE: &str = "state.safetensors";
 const CHECKPOINT_META: &str = "meta.json";
 
 /// Where the live parameters are between steps.
-enum Engine<B: AutodiffBackend> {
+enum Engine<B: AutodiffBackend + SparseOps> {
     /// The hand-written trainer: `State`'s model and Adam are the live copies; this is the
     /// gradient buffer.
     Sparse(Transcoder),
@@ -99,7 +100,7 @@ enum Engine<B: AutodiffBackend> {
     Autodiff(DeviceTrainer<B>),
 }
 
-impl<B: AutodiffBackend> Engine<B> {
+impl<B: AutodiffBackend + SparseOps> Engine<B> {
     fn sync(&self, state: &mut State) {
         if let Engine::Autodiff(dev) = self {
             dev.sync(&mut state.model, &mut state.adam);
@@ -116,7 +117,7 @@ pub fn train(cfg: &TranscoderConfig, source: &mut dyn ActivationSource, out_dir:
 /// Train a transcoder on `source` with `trainer` (autodiff runs on backend `B` at `device`),
 /// writing checkpoints to `out_dir`; resumes from a checkpoint already there when its
 /// configuration matches, whichever trainer wrote it.
-pub fn train_with<B: AutodiffBackend>(
+pub fn train_with<B: AutodiffBackend + SparseOps>(
     cfg: &TranscoderConfig,
     trainer: Trainer,
     source: &mut dyn ActivationSource,
@@ -202,7 +203,7 @@ pub fn train_with<B: AutodiffBackend>(
 }
 
 /// One optimiser step on a batch whose resid_mid is already scaled.
-fn train_step<B: AutodiffBackend>(cfg: &TranscoderConfig, state: &mut State, engine: &mut Engine<B>, batch: &Batch, step: u64) -> StepStats {
+fn train_step<B: AutodiffBackend + SparseOps>(cfg: &TranscoderConfig, state: &mut State, engine: &mut Engine<B>, batch: &Batch, step: u64) -> StepStats {
     let dead = dead_features(cfg, state);
     let stats = match engine {
         Engine::Sparse(grad) => {

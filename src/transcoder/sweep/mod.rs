@@ -39,6 +39,7 @@ use crate::io::{read_json, write_json};
 use crate::model::backend::{run_on, BackendTask};
 use crate::model::checkpoint::{load_model, LoadedModel};
 use crate::{Error, Result};
+use crate::transcoder::sparse::SparseOps;
 
 /// Tokens per cache shard: what the cache writer and reader hold in memory at once.
 const SHARD_TOKENS: usize = 1 << 16;
@@ -154,7 +155,7 @@ struct SweepTask<'a> {
 
 impl BackendTask for SweepTask<'_> {
     type Output = ();
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<()> {
         train_runs::<B>(&self, device)
     }
     fn describe(&self) -> String {
@@ -163,7 +164,7 @@ impl BackendTask for SweepTask<'_> {
     }
 }
 
-fn train_runs<B: AutodiffBackend>(task: &SweepTask, device: B::Device) -> Result<()> {
+fn train_runs<B: AutodiffBackend + SparseOps>(task: &SweepTask, device: B::Device) -> Result<()> {
     let cfg = task.cfg;
     let dataset = Dataset::load(task.dataset_dir)?;
     let loaded = load_model::<B::InnerBackend>(task.model_dir, &device)?;
