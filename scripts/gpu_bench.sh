@@ -7,7 +7,7 @@
 # usage: [SKIP_REFERENCE=1] scripts/gpu_bench.sh VOLTLENS CLT_REFERENCE_PY LOG PHASE...
 #   phases: smoke (the autodiff trainer on CUDA beside the CPU one, same seed); topk, relu and
 #   topk512 (CLT training at the LBLM study's 24 layers × 8,192 features, d_model 128 or 512, ours
-#   and the reference's); model (the battery model's training/inference and forward benchmarks on
+#   decoding sparsely and densely, and the reference's); model (the battery model's training/inference and forward benchmarks on
 #   CUDA); pipeline (the quickstart pipeline with every stage on the GPU).
 set -u
 BIN=$1 REF=$2 LOG=$3
@@ -48,6 +48,8 @@ for phase in "$@"; do
         [ "$phase" = relu ] && act=relu
         [ "$phase" = topk512 ] && d=512
         step "ours-$act-d$d" 120 "${vl_bench[@]}" --device cuda --layers 24 --d-model "$d" --features 8192 --activation "$act" --k 32 --steps 30
+        # The same with every step decoded densely, as before the sparse decoding kernels.
+        step "ours-dense-$act-d$d" 120 "${vl_bench[@]}" --device cuda --layers 24 --d-model "$d" --features 8192 --activation "$act" --k 32 --steps 30 --decoding dense
         [ "${SKIP_REFERENCE:-0}" = 1 ] && continue
         step "ref-dense-$act-d$d" 120 "${reference[@]}" --layers 24 --d "$d" --features 8192 --act "$act" --k 32 --steps 30
         step "ref-sparse-$act-d$d" 120 "${reference[@]}" --layers 24 --d "$d" --features 8192 --act "$act" --k 32 --steps 30 --sparse

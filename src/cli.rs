@@ -499,7 +499,7 @@ enum BenchCommand {
         #[arg(long, default_value = "cpu")]
         device: crate::model::DeviceChoice,
         /// sparse (hand-written, CPU only), autodiff (burn), or both [default: both on cpu,
-        /// autodiff on a GPU].
+        /// autodiff on a GPU or with --decoding gather|dense].
         #[arg(long, value_parser = ["sparse", "autodiff", "both"])]
         trainer: Option<String>,
         #[arg(long, default_value_t = 4)]
@@ -517,6 +517,10 @@ enum BenchCommand {
         k: usize,
         #[arg(long, default_value_t = 1024)]
         batch: usize,
+        /// How the autodiff trainer decodes: auto, gather (only the active features' decoder
+        /// rows) or dense (one product per decoder), to compare the two on a device.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "gather", "dense"])]
+        decoding: String,
         /// Timed optimiser steps per run.
         #[arg(long, default_value_t = 20)]
         steps: u64,
@@ -827,12 +831,17 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&metrics.overall).expect("serialisable"));
             println!("wrote {}/metrics.json", out.display());
         }
-        Command::Bench { what: BenchCommand::Transcoder { device, trainer, layers, d_model, features, activation, k, batch, steps, pool, work_dir } } => {
-            use crate::transcoder::{Activation, Trainer, TranscoderConfig};
+        Command::Bench { what: BenchCommand::Transcoder { device, trainer, layers, d_model, features, activation, k, batch, decoding, steps, pool, work_dir } } => {
+            use crate::transcoder::{autodiff::Decoding, Activation, Trainer, TranscoderConfig};
+            let decoding = match decoding.as_str() {
+                "gather" => Decoding::Gather,
+                "dense" => Decoding::Dense,
+                _ => Decoding::Auto,
+            };
             let trainers = match (trainer.as_deref(), device) {
                 (Some("sparse"), _) => vec![Trainer::Sparse],
                 (Some("autodiff"), _) => vec![Trainer::Autodiff],
-                (None, d) if d != crate::model::DeviceChoice::Cpu => vec![Trainer::Autodiff],
+                (None, d) if d != crate::model::DeviceChoice::Cpu || decoding != Decoding::Auto => vec![Trainer::Autodiff],
                 _ => vec![Trainer::Sparse, Trainer::Autodiff],
             };
             let activation = if activation == "topk" { Activation::TopK { k } } else { Activation::Relu };
@@ -841,7 +850,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12} {:>9} {:>7}", "trainer", "dev", "layers", "d_model", "features", "batch", "tokens/s", "peak MB", "FVU");
                 for &f in &features {
                     for &t in &trainers {
-                        let cfg = TranscoderConfig { features: f, activation, batch, steps, ..TranscoderConfig::default() };
+                        let cfg = TranscoderConfig { features: f, activation, batch, steps, decoding, ..TranscoderConfig::default() };
                         let b = crate::transcoder::bench::bench_trainer(&cfg, t, device, layers, d_model, pool, &work_dir)?;
                         let peak = b.peak_rss_mb.map_or("-".to_owned(), |m| format!("{m:.0}"));
                         println!("{:<9} {:<5} {:>6} {:>7} {:>8} {:>6} {:>12.0} {:>9} {:>7.3}", format!("{t:?}").to_lowercase(), format!("{device:?}").to_lowercase(), layers, d_model, f, batch, b.tokens_per_s, peak, b.fvu);

@@ -538,7 +538,7 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_on_the_gpu_backend() {
 /// CPU, on tokens whose active features repeat across the batch (the scatter's atomic adds meet).
 #[cfg(feature = "wgpu")]
 #[test]
-fn sparse_decoding_kernels_match_the_cpu_operations() {
+fn sparse_decoding_kernels_on_the_gpu_backend_match_the_cpu_operations() {
     use burn::tensor::{backend::Backend, Int, Tensor, TensorData, TensorPrimitive};
     use voltlens::transcoder::sparse::SparseOps;
     fn run<B: Backend + SparseOps>(z: &[f32], idx: &[i32], w: &[f32], g: &[f32], [n, k, f, c]: [usize; 4]) -> [Vec<f32>; 3] {

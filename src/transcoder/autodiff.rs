@@ -3,18 +3,18 @@
 //! CPU the hand-written `grad` stays the default; this one is checked against it
 //! (tests/transcoder.rs).
 //!
-//! On the CPU the decoder forms no dense [batch, F] × [F, L·d] product while few features are
-//! active: each token's active features are chosen outside the graph, their pre-activations
-//! gathered, and only their decoder rows selected, so a step costs the dense encoder plus
-//! O(batch · k · L · d). When a ReLU or JumpReLU row has F/16 or more active features (early in
-//! training), those gathered rows would outweigh the decoder itself (at 24 layers × 8,192
-//! features, ~0.6 TB for one batch), so the step decodes densely instead: z [batch, F] times each
-//! decoder, nothing gathered.
-//!
-//! On a GPU (CUDA or wgpu) every step decodes densely. burn-cubecl 0.21 differentiates a row
-//! gather (`select`) with a kernel that gives each decoder column one thread, which walks all
-//! batch·k indices in turn: on an H200 a TopK-32 step at 24 layers × 8,192 features did not
-//! finish 33 steps in 120 s, while the dense ReLU step ran at 6,000 tokens/s.
+//! The decoder forms no dense [batch, F] × [F, L·d] product while few features are active: each
+//! token's active features are chosen outside the graph, their pre-activations gathered, and only
+//! their decoder rows read, through `sparse::SparseOps` (burn's row gather and scatter on the CPU;
+//! CubeCL kernels on a GPU, since burn-cubecl 0.21 differentiates a row gather with a kernel that
+//! gives each decoder column one thread walking all batch·k indices in turn: on an H200 a TopK-32
+//! step at 24 layers × 8,192 features did not finish 33 steps in 120 s that way). A step costs the
+//! dense encoder plus O(batch · k · L · d). When a ReLU or JumpReLU row has F/16 or more active
+//! features (early in training), gathering stops paying (on the CPU the gathered rows would
+//! outweigh the decoder itself: ~0.6 TB for one batch at 24 layers × 8,192 features; a GPU
+//! kernel's row reads are slower per product than a matmul's), so the step decodes densely
+//! instead: z [batch, F] times each decoder, nothing gathered. A GPU without float atomic adds
+//! (which `rows_scatter` needs) always decodes densely.
 //!
 //! Parameters and Adam's moments stay on the device between steps, as flat tensors in
 //! `Transcoder::tensors` order; `sync` copies them back for checkpoints, which are therefore the
@@ -100,14 +100,21 @@ pub struct Terms<B: Backend> {
 }
 
 /// How a step decodes: gathering the active features' decoder rows, or one dense product per
-/// decoder (module docs). `Auto`: dense on a GPU; elsewhere dense only for a ReLU or JumpReLU step
-/// whose busiest row is F/16 full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// decoder (module docs). `Auto`: dense on a GPU without float atomics; elsewhere dense only for
+/// a ReLU or JumpReLU step whose busiest row is F/16 full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Decoding {
     #[default]
     Auto,
     Gather,
     Dense,
+}
+
+impl Decoding {
+    pub fn is_auto(&self) -> bool {
+        *self == Decoding::Auto
+    }
 }
 
 /// The batch's measurements, still on the device (read back by `DeviceStats::to_host`).

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::autodiff::Decoding;
 use crate::{Error, Result};
 
 /// Which family of transcoder: how encoders read and where decoders write.
@@ -113,6 +114,11 @@ pub struct TranscoderConfig {
     /// The trainer; unset: `sparse` on the CPU, `autodiff` on a GPU. Not part of what a checkpoint
     /// must match, so a run can move between trainers and devices.
     pub trainer: Option<Trainer>,
+    /// How the autodiff trainer decodes: `auto` (only the active features' decoder rows, densely
+    /// while a ReLU or JumpReLU row is F/16 full or on a GPU without float atomics), `gather` or
+    /// `dense` (to compare them). Not part of what a checkpoint must match.
+    #[serde(skip_serializing_if = "Decoding::is_auto")]
+    pub decoding: Decoding,
 }
 
 impl Default for TranscoderConfig {
@@ -137,6 +143,7 @@ impl Default for TranscoderConfig {
             shuffle_buffer: 1 << 16,
             preact_coef: 0.0,
             trainer: None,
+            decoding: Decoding::Auto,
         }
     }
 }
@@ -150,6 +157,9 @@ impl TranscoderConfig {
         // Written so that NaN fails too.
         if self.lr.is_nan() || self.lr <= 0.0 || self.lambda.is_nan() || self.lambda < 0.0 || self.preact_coef.is_nan() || self.preact_coef < 0.0 {
             return bad("lr must be positive, lambda and preact_coef non-negative");
+        }
+        if !self.decoding.is_auto() && self.trainer == Some(Trainer::Sparse) {
+            return bad("decoding is the autodiff trainer's setting; the sparse trainer always decodes only the active features");
         }
         if self.preact_coef > 0.0 && self.trainer == Some(Trainer::Sparse) {
             return bad("preact_coef needs trainer = \"autodiff\": the pre-activation loss reaches every feature, and the sparse trainer computes gradients for active features only");
@@ -167,10 +177,11 @@ impl TranscoderConfig {
         }
     }
 
-    /// The trainer to use on `device` when none is set.
+    /// The trainer to use on `device` when none is set (autodiff on the CPU too when a setting
+    /// only it has is used).
     pub fn trainer_on(&self, device: crate::model::DeviceChoice) -> Trainer {
         self.trainer.unwrap_or(match device {
-            crate::model::DeviceChoice::Cpu if self.preact_coef == 0.0 => Trainer::Sparse,
+            crate::model::DeviceChoice::Cpu if self.preact_coef == 0.0 && self.decoding.is_auto() => Trainer::Sparse,
             _ => Trainer::Autodiff,
         })
     }

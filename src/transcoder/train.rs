@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::adam::Adam;
-use super::autodiff::{Decoding, DeviceTrainer, Terms};
+use super::autodiff::{DeviceTrainer, Terms};
 use super::cache::{ActivationSource, Batch};
 use super::clt::Transcoder;
 use super::config::{Activation, Trainer, TranscoderConfig};
@@ -222,7 +222,7 @@ fn train_step<B: AutodiffBackend + SparseOps>(cfg: &TranscoderConfig, state: &mu
                 sparsity: cfg.sparsity,
                 preact_coef: cfg.preact_coef,
                 aux: dead.as_ref().map(|dead| (dev.dead_mask(dead), cfg.aux_k, cfg.aux_coef)),
-                decoding: Decoding::Auto,
+                decoding: cfg.decoding,
             };
             let out = dev.step(dev.upload(&batch.resid_mid, width), dev.upload(&batch.mlp_out, width), &terms);
             out.to_host(&state.target_var, batch.tokens, state.model.shape.encoders())
@@ -356,7 +356,7 @@ fn load_checkpoint(cfg: &TranscoderConfig, dir: &Path, layers: usize, d: usize) 
         return Ok(None);
     }
     let meta: CheckpointMeta = crate::io::read_json(&meta_path)?;
-    let same = TranscoderConfig { steps: cfg.steps, checkpoint_every: cfg.checkpoint_every, trainer: cfg.trainer, ..meta.config.clone() };
+    let same = TranscoderConfig { steps: cfg.steps, checkpoint_every: cfg.checkpoint_every, trainer: cfg.trainer, decoding: cfg.decoding, ..meta.config.clone() };
     if same != *cfg || meta.layers != layers || meta.d_model != d {
         return Err(Error::in_file(&meta_path, "checkpoint was written for another configuration; use a fresh output directory"));
     }
