@@ -441,6 +441,8 @@ fn agreement_cases() -> Vec<(TranscoderConfig, Sparsity, bool)> {
         (base.clone(), Sparsity::L1, false),
         (TranscoderConfig { skip: true, activation: Activation::JumpRelu { threshold: 0.2, bandwidth: 0.3 }, ..base.clone() }, Sparsity::Tanh { c: 2.0 }, false),
         (TranscoderConfig { variant: Variant::Plt, activation: Activation::BatchTopK { k: 2 }, ..base.clone() }, Sparsity::L1, true),
+        // 4k candidates per token are all 12 features (burn's argtopk refuses k = F).
+        (TranscoderConfig { activation: Activation::BatchTopK { k: 3 }, ..base.clone() }, Sparsity::L1, false),
         (TranscoderConfig { variant: Variant::Mlsae, activation: Activation::TopK { k: 3 }, ..base.clone() }, Sparsity::L1, true),
         (TranscoderConfig { variant: Variant::Sae, ..base.clone() }, Sparsity::L1, false),
         (TranscoderConfig { activation: Activation::TopK { k: 2 }, ..base }, Sparsity::L1, true),

@@ -308,8 +308,13 @@ fn kth_largest(row: &[f32], k: usize) -> f32 {
 
 /// The k largest entries along the last axis and their indices. burn-cubecl (CUDA, wgpu) has a
 /// reduce kernel for this (argtopk); Flex has none in burn 0.21 (it panics), so elsewhere it is a
-/// full sort.
+/// full sort. Asked for every entry (burn's argtopk refuses k = F), it keeps them in place.
 fn top_k<B: Backend>(t: Tensor<B, 3>, k: usize) -> (Tensor<B, 3>, Tensor<B, 3, Int>) {
+    let [e_n, n, f_n] = t.dims();
+    if k >= f_n {
+        let idx = Tensor::arange(0..f_n as i64, &t.device()).reshape([1, 1, f_n]).expand([e_n, n, f_n]);
+        return (t, idx);
+    }
     if is_gpu::<B>() {
         let idx = t.clone().argtopk(k, 2);
         return (t.gather(2, idx.clone()), idx);
