@@ -21,6 +21,7 @@
 //! same files whichever trainer wrote them (train on the GPU, resume or analyse on the CPU).
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use rayon::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
 
@@ -306,9 +307,11 @@ fn kth_largest(row: &[f32], k: usize) -> f32 {
     *row.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
 }
 
-/// The k largest entries along the last axis and their indices. burn-cubecl (CUDA, wgpu) has a
-/// reduce kernel for this (argtopk); Flex has none in burn 0.21 (it panics), so elsewhere it is a
-/// full sort. Asked for every entry (burn's argtopk refuses k = F), it keeps them in place.
+/// The k largest entries along the last axis and their indices (ties to the lower feature, as
+/// the hand-written trainer). burn-cubecl (CUDA, wgpu) has a reduce kernel for this (argtopk);
+/// Flex has none in burn 0.21 and its `topk` sorts whole rows, so elsewhere each row is selected
+/// on the host (Flex's tensors are host memory), in O(F). Asked for every entry (burn's argtopk
+/// refuses k = F), it keeps them in place.
 fn top_k<B: Backend>(t: Tensor<B, 3>, k: usize) -> (Tensor<B, 3>, Tensor<B, 3, Int>) {
     let [e_n, n, f_n] = t.dims();
     if k >= f_n {
@@ -319,7 +322,20 @@ fn top_k<B: Backend>(t: Tensor<B, 3>, k: usize) -> (Tensor<B, 3>, Tensor<B, 3, I
         let idx = t.clone().argtopk(k, 2);
         return (t.gather(2, idx.clone()), idx);
     }
-    t.topk_with_indices(k, 2)
+    let host = t.to_data().convert::<f32>().into_vec::<f32>().expect("f32 scores");
+    let chosen: Vec<(f32, i64)> = host
+        .par_chunks(f_n)
+        .flat_map_iter(|row| {
+            let mut order: Vec<usize> = (0..f_n).collect();
+            order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            order.truncate(k);
+            order.sort_unstable();
+            order.into_iter().map(|f| (row[f], f as i64))
+        })
+        .collect();
+    let (vals, idx): (Vec<f32>, Vec<i64>) = chosen.into_iter().unzip();
+    let device = t.device();
+    (Tensor::from_data(TensorData::new(vals, [e_n, n, k]), &device), Tensor::from_data(TensorData::new(idx, [e_n, n, k]), &device))
 }
 
 /// Whether `B` is one of burn's GPU backends (CUDA or wgpu), which share burn-cubecl's kernels.
