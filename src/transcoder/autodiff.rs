@@ -21,15 +21,15 @@
 //! same files whichever trainer wrote them (train on the GPU, resume or analyse on the CPU).
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::IntTensor;
+use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use rayon::prelude::*;
-use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
 
 use super::adam::{Adam, BETA1, BETA2, EPS, MIN_THRESHOLD};
 use super::clt::{Shape, Transcoder};
 use super::config::{Activation, Sparsity};
 use super::grad::{l0_per_encoder, StepStats};
-use super::sparse::SparseOps;
+use super::sparse::{float_tensor, SparseOps};
 
 /// A transcoder's tensors on a device, flat, in `Transcoder::tensors` order; None where the host
 /// tensor is empty (the threshold of a non-JumpReLU transcoder).
@@ -236,7 +236,7 @@ pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
             let ones = Tensor::<B, 2>::ones([n, 1], &device).into_primitive().tensor();
             let counts = (0..e_n).map(|e| {
                 let entries = fired_entries.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k]).into_primitive().tensor();
-                prim::<B, 2>(B::rows_scatter(entries, encoder_idx::<B>(&idx, e), ones.clone(), f_n)).reshape([1, f_n])
+                float_tensor::<B, 2>(B::rows_scatter(entries, encoder_idx::<B>(&idx, e), ones.clone(), f_n)).reshape([1, f_n])
             });
             Tensor::cat(counts.collect(), 0).inner()
         }
@@ -391,7 +391,7 @@ fn decode<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: 
         let row = s.dec_row(e);
         let z_e = z.clone().slice([e..e + 1, 0..n, 0..k]);
         let part = match idx {
-            Some(idx) => prim(B::decode(z_e.reshape([n, k]).into_primitive().tensor(), encoder_idx::<B>(idx, e), p.w_dec(e).into_primitive().tensor())),
+            Some(idx) => float_tensor(B::decode(z_e.reshape([n, k]).into_primitive().tensor(), encoder_idx::<B>(idx, e), p.w_dec(e).into_primitive().tensor())),
             None => z_e.reshape([n, k]).matmul(p.w_dec(e)),
         };
         // Pad to the full [L·d] around the layers this encoder writes.
@@ -419,17 +419,13 @@ fn encoder_idx<B: AutodiffBackend>(idx: &Tensor<B::InnerBackend, 3, Int>, e: usi
     Tensor::<B, 2, Int>::from_inner(idx.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k])).into_primitive()
 }
 
-fn prim<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
-
 /// Σ over the chosen entries of s(z, ‖W_dec,f‖), [1].
 fn penalty<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tensor<B::InnerBackend, 3, Int>>, sparsity: Sparsity) -> Tensor<B, 1> {
     let [_, n, k] = z.dims();
     let mut total = Tensor::<B, 1>::zeros([1], &z.device());
     for e in 0..p.shape.encoders() {
         let norms = match idx {
-            Some(idx) => prim(B::pick(decoder_norms(p, e).into_primitive().tensor(), encoder_idx::<B>(idx, e))),
+            Some(idx) => float_tensor(B::pick(decoder_norms(p, e).into_primitive().tensor(), encoder_idx::<B>(idx, e))),
             None => decoder_norms(p, e).reshape([1, k]).expand([n, k]),
         };
         let z_e = z.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k]);

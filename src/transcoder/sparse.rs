@@ -34,16 +34,14 @@ pub trait SparseOps: Backend {
     }
 
     fn rows_weighted_sum(z: FloatTensor<Self>, idx: IntTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (z, idx, w) = (float::<Self, 2>(z), int::<Self>(idx), float::<Self, 2>(w));
-        let ([n, k], c) = (z.dims(), w.dims()[1]);
-        let rows = w.select(0, idx.reshape([n * k])).reshape([n, k, c]);
+        let (z, rows) = (float_tensor::<Self, 2>(z), gathered_rows::<Self>(idx, w));
+        let [n, k, c] = rows.dims();
         z.reshape([n, 1, k]).matmul(rows).reshape([n, c]).into_primitive().tensor()
     }
 
     fn rows_dot(g: FloatTensor<Self>, idx: IntTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (g, idx, w) = (float::<Self, 2>(g), int::<Self>(idx), float::<Self, 2>(w));
-        let ([n, k], c) = (idx.dims(), w.dims()[1]);
-        let rows = w.select(0, idx.reshape([n * k])).reshape([n, k, c]);
+        let (g, rows) = (float_tensor::<Self, 2>(g), gathered_rows::<Self>(idx, w));
+        let [n, k, c] = rows.dims();
         rows.matmul(g.reshape([n, c, 1])).reshape([n, k]).into_primitive().tensor()
     }
 
@@ -58,7 +56,7 @@ pub trait SparseOps: Backend {
 
     /// out[n, j] = w[idx[n, j]] for w [F], differentiable in w under autodiff.
     fn pick(w: FloatTensor<Self>, idx: IntTensor<Self>) -> FloatTensor<Self> {
-        let w = float::<Self, 1>(w);
+        let w = float_tensor::<Self, 1>(w);
         let n = int::<Self>(idx.clone()).dims()[0];
         let f = w.dims()[0];
         let ones = Tensor::<Self, 2>::ones([n, 1], &w.device()).into_primitive().tensor();
@@ -66,10 +64,17 @@ pub trait SparseOps: Backend {
     }
 }
 
+/// w[idx[n, j]] as [n, k, C], through burn's row gather.
+fn gathered_rows<B: Backend>(idx: IntTensor<B>, w: FloatTensor<B>) -> Tensor<B, 3> {
+    let (idx, w) = (int::<B>(idx), float_tensor::<B, 2>(w));
+    let ([n, k], c) = (idx.dims(), w.dims()[1]);
+    w.select(0, idx.reshape([n * k])).reshape([n, k, c])
+}
+
 /// `rows_scatter` through burn's row scatter-add: the default, and the GPU backends' where the
 /// device has no float atomics.
 pub(crate) fn select_scatter<B: Backend>(z: FloatTensor<B>, idx: IntTensor<B>, g: FloatTensor<B>, features: usize) -> FloatTensor<B> {
-    let (z, idx, g) = (float::<B, 2>(z), int::<B>(idx), float::<B, 2>(g));
+    let (z, idx, g) = (float_tensor::<B, 2>(z), int::<B>(idx), float_tensor::<B, 2>(g));
     let ([n, k], c) = (z.dims(), g.dims()[1]);
     // The outer products z[n, j]·g[n] as a batched product: Flex's broadcasting multiply walks a
     // strided iterator, which took a quarter of the CPU autodiff step.
@@ -78,7 +83,8 @@ pub(crate) fn select_scatter<B: Backend>(z: FloatTensor<B>, idx: IntTensor<B>, g
     out.select_assign(0, idx.reshape([n * k]), values, IndexingUpdateOp::Add).into_primitive().tensor()
 }
 
-fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+/// A float primitive as a tensor.
+pub(crate) fn float_tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
@@ -126,7 +132,7 @@ impl<B: SparseOps, C: CheckpointStrategy> SparseOps for Autodiff<B, C> {
                 let [node_z, node_w] = ops.parents;
                 let g = grads.consume::<B>(&ops.node);
                 let (z, idx, w) = ops.state;
-                let features = float::<B, 2>(w.clone()).dims()[0];
+                let features = float_tensor::<B, 2>(w.clone()).dims()[0];
                 if let Some(node) = node_w {
                     grads.register::<B>(node.id, B::rows_scatter(z, idx.clone(), g.clone(), features));
                 }
@@ -159,14 +165,14 @@ impl<B: SparseOps, C: CheckpointStrategy> SparseOps for Autodiff<B, C> {
                 let (idx, features) = ops.state;
                 if let Some(node) = node_w {
                     let n = int::<B>(idx.clone()).dims()[0];
-                    let ones = Tensor::<B, 2>::ones([n, 1], &float::<B, 2>(g.clone()).device()).into_primitive().tensor();
-                    let dw = float::<B, 2>(B::rows_scatter(g, idx, ones, features)).reshape([features]);
+                    let ones = Tensor::<B, 2>::ones([n, 1], &float_tensor::<B, 2>(g.clone()).device()).into_primitive().tensor();
+                    let dw = float_tensor::<B, 2>(B::rows_scatter(g, idx, ones, features)).reshape([features]);
                     grads.register::<B>(node.id, dw.into_primitive().tensor());
                 }
             }
         }
 
-        let features = float::<B, 1>(w.primitive.clone()).dims()[0];
+        let features = float_tensor::<B, 1>(w.primitive.clone()).dims()[0];
         match PickBackward.prepare::<C>([w.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let out = B::pick(w.primitive, idx.clone());
