@@ -9,19 +9,18 @@
 //! CubeCL kernels on a GPU, since burn-cubecl 0.21 differentiates a row gather with a kernel that
 //! gives each decoder column one thread walking all batch·k indices in turn: on an H200 a TopK-32
 //! step at 24 layers × 8,192 features did not finish 33 steps in 120 s that way). A step costs the
-//! dense encoder plus O(batch · k · L · d). When a ReLU or JumpReLU row has F/16 or more active
-//! features (early in training), gathering stops paying (on the CPU the gathered rows would
-//! outweigh the decoder itself: ~0.6 TB for one batch at 24 layers × 8,192 features; a GPU
-//! kernel's row reads are slower per product than a matmul's), so the step decodes densely
-//! instead: z [batch, F] times each decoder, nothing gathered. A GPU without float atomic adds
-//! (which `rows_scatter` needs) always decodes densely.
+//! dense encoder plus O(batch · k · L · d). A ReLU or JumpReLU step decodes densely instead (z
+//! [batch, F] times each decoder, nothing gathered) on the CPU when a row has F/16 or more active
+//! features (early in training: the gathered rows would outweigh the decoder itself, ~0.6 TB for
+//! one batch at 24 layers × 8,192 features), and always on a GPU, where choosing a varying number
+//! of features per step would compile a new top-k kernel each step (`choose`); TopK and BatchTopK
+//! gather everywhere.
 //!
 //! Parameters and Adam's moments stay on the device between steps, as flat tensors in
 //! `Transcoder::tensors` order; `sync` copies them back for checkpoints, which are therefore the
 //! same files whichever trainer wrote them (train on the GPU, resume or analyse on the CPU).
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::IntTensor;
 use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -29,7 +28,7 @@ use super::adam::{Adam, BETA1, BETA2, EPS, MIN_THRESHOLD};
 use super::clt::{Shape, Transcoder};
 use super::config::{Activation, Sparsity};
 use super::grad::{l0_per_encoder, StepStats};
-use super::sparse::{float_tensor, SparseOps};
+use super::sparse::{float_tensor, ones_column, Active, SparseOps};
 
 /// A transcoder's tensors on a device, flat, in `Transcoder::tensors` order; None where the host
 /// tensor is empty (the threshold of a non-JumpReLU transcoder).
@@ -101,8 +100,8 @@ pub struct Terms<B: Backend> {
 }
 
 /// How a step decodes: gathering the active features' decoder rows, or one dense product per
-/// decoder (module docs). `Auto`: dense on a GPU without float atomics; elsewhere dense only for
-/// a ReLU or JumpReLU step whose busiest row is F/16 full.
+/// decoder (module docs). `Auto`: dense for a ReLU or JumpReLU step on a GPU, or on the CPU
+/// whose busiest row is F/16 full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decoding {
@@ -176,18 +175,15 @@ pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
 
     let pre = x.clone().reshape([n, e_n, s.d_in()]).swap_dims(0, 1).matmul(p.w_enc()) + p.b_enc().reshape([e_n, 1, f_n]);
     let device = pre.device();
-    let decoding = match terms.decoding {
-        Decoding::Auto if !B::sparse_ok(&device) => Decoding::Dense,
-        other => other,
-    };
+    let decoding = terms.decoding;
     let chosen = choose(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding);
     let z = activate(&p, &pre, &chosen);
-    let (z, idx) = match chosen.idx {
+    let (z, active) = match chosen.idx {
         Some(idx) if decoding == Decoding::Dense => (spread(z, idx, f_n), None),
-        idx => (z, idx),
+        idx => (z, idx.map(|idx| chosen_by_encoder::<B>(idx, f_n))),
     };
 
-    let mut y_hat = p.b_dec().reshape([1, l * d]) + decode(&p, &z, idx.as_ref());
+    let mut y_hat = p.b_dec().reshape([1, l * d]) + decode(&p, &z, active.as_deref());
     if let Some(w) = p.w_skip() {
         y_hat = y_hat + x.clone().reshape([n, l, d]).swap_dims(0, 1).matmul(w).swap_dims(0, 1).reshape([n, l * d]);
     }
@@ -196,7 +192,7 @@ pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
 
     let mut sparsity_loss = Tensor::<B, 1>::zeros([1], &device);
     if p.activation.penalised() && terms.lambda > 0.0 {
-        sparsity_loss = penalty(&p, &z, idx.as_ref(), terms.sparsity).mul_scalar(terms.lambda / n as f32);
+        sparsity_loss = penalty(&p, &z, active.as_deref(), terms.sparsity).mul_scalar(terms.lambda / n as f32);
         loss = loss + sparsity_loss.clone();
     }
     if terms.preact_coef > 0.0 {
@@ -211,7 +207,7 @@ pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
         let error = (y - y_hat).detach();
         let rebuilt = match decoding {
             Decoding::Dense => decode(&p, &spread(z_aux, idx, f_n), None),
-            _ => decode(&p, &z_aux, Some(&idx)),
+            _ => decode(&p, &z_aux, Some(&chosen_by_encoder::<B>(idx, f_n))),
         };
         let aux_sq = layer_sq(rebuilt - error, l, d);
         aux_loss = (aux_sq / layer_scale).sum().mul_scalar(*coef);
@@ -229,14 +225,13 @@ pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
         ..params.clone()
     };
     let fired_entries = z.inner().greater_elem(0.0).float();
-    let fired = match idx {
-        Some(idx) => {
-            let k = idx.dims()[2];
+    let fired = match active {
+        Some(active) => {
+            let k = fired_entries.dims()[2];
             let fired_entries: Tensor<B, 3> = Tensor::from_inner(fired_entries);
-            let ones = Tensor::<B, 2>::ones([n, 1], &device).into_primitive().tensor();
-            let counts = (0..e_n).map(|e| {
+            let counts = active.iter().enumerate().map(|(e, a)| {
                 let entries = fired_entries.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k]).into_primitive().tensor();
-                float_tensor::<B, 2>(B::rows_scatter(entries, encoder_idx::<B>(&idx, e), ones.clone(), f_n)).reshape([1, f_n])
+                float_tensor::<B, 2>(B::rows_scatter(entries, a, ones_column(a, &device))).reshape([1, f_n])
             });
             Tensor::cat(counts.collect(), 0).inner()
         }
@@ -273,7 +268,11 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
         Activation::TopK { k } => k,
         Activation::BatchTopK { k } => k * super::activation::BATCH_TOPK_CANDIDATES,
         // As many as the busiest row has (a sync, but one scalar).
-        Activation::Relu | Activation::JumpRelu { .. } if decoding == Decoding::Dense => return Chosen { idx: None, keep: score.greater_elem(0.0) },
+        // On a GPU the busiest row's count would be argtopk's k, a compile-time constant of its
+        // kernel (unrolled k times): a new, large kernel for nearly every step.
+        Activation::Relu | Activation::JumpRelu { .. } if decoding == Decoding::Dense || (decoding == Decoding::Auto && is_gpu::<B>()) => {
+            return Chosen { idx: None, keep: score.greater_elem(0.0) }
+        }
         Activation::Relu | Activation::JumpRelu { .. } => {
             let busiest = score.clone().greater_elem(0.0).int().sum_dim(2).max().into_scalar().elem::<i64>() as usize;
             if decoding == Decoding::Auto && busiest * DENSE_FROM >= f_n {
@@ -381,7 +380,7 @@ fn activate<B: AutodiffBackend>(p: &Params<B>, pre: &Tensor<B, 3>, chosen: &Chos
 
 /// Σ_e Σ_active z·W_dec[e][f], [n, L·d]: only the chosen rows of each decoder are read, through
 /// `SparseOps::decode` (every row, in one product, when `idx` is None).
-fn decode<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tensor<B::InnerBackend, 3, Int>>) -> Tensor<B, 2> {
+fn decode<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, active: Option<&[Active<B>]>) -> Tensor<B, 2> {
     let s = p.shape;
     let [_, n, k] = z.dims();
     let width = s.layers * s.d_model;
@@ -390,8 +389,8 @@ fn decode<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: 
     for e in 0..s.encoders() {
         let row = s.dec_row(e);
         let z_e = z.clone().slice([e..e + 1, 0..n, 0..k]);
-        let part = match idx {
-            Some(idx) => float_tensor(B::decode(z_e.reshape([n, k]).into_primitive().tensor(), encoder_idx::<B>(idx, e), p.w_dec(e).into_primitive().tensor())),
+        let part = match active {
+            Some(active) => float_tensor(B::decode(z_e.reshape([n, k]).into_primitive().tensor(), &active[e], p.w_dec(e).into_primitive().tensor())),
             None => z_e.reshape([n, k]).matmul(p.w_dec(e)),
         };
         // Pad to the full [L·d] around the layers this encoder writes.
@@ -413,19 +412,19 @@ fn decode<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: 
     out.expect("at least one encoder")
 }
 
-/// Encoder e's indices [n, K], as `SparseOps` takes them.
-fn encoder_idx<B: AutodiffBackend>(idx: &Tensor<B::InnerBackend, 3, Int>, e: usize) -> IntTensor<B> {
-    let [_, n, k] = idx.dims();
-    Tensor::<B, 2, Int>::from_inner(idx.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k])).into_primitive()
+/// Each encoder's chosen features [E, n, K], as `SparseOps` takes them (one read back to the host
+/// on a GPU, for the whole step).
+fn chosen_by_encoder<B: AutodiffBackend + SparseOps>(idx: Tensor<B::InnerBackend, 3, Int>, features: usize) -> Vec<Active<B>> {
+    B::active(Tensor::<B, 3, Int>::from_inner(idx).into_primitive(), features)
 }
 
 /// Σ over the chosen entries of s(z, ‖W_dec,f‖), [1].
-fn penalty<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, idx: Option<&Tensor<B::InnerBackend, 3, Int>>, sparsity: Sparsity) -> Tensor<B, 1> {
+fn penalty<B: AutodiffBackend + SparseOps>(p: &Params<B>, z: &Tensor<B, 3>, active: Option<&[Active<B>]>, sparsity: Sparsity) -> Tensor<B, 1> {
     let [_, n, k] = z.dims();
     let mut total = Tensor::<B, 1>::zeros([1], &z.device());
     for e in 0..p.shape.encoders() {
-        let norms = match idx {
-            Some(idx) => float_tensor(B::pick(decoder_norms(p, e).into_primitive().tensor(), encoder_idx::<B>(idx, e))),
+        let norms = match active {
+            Some(active) => float_tensor(B::pick(decoder_norms(p, e).into_primitive().tensor(), &active[e])),
             None => decoder_norms(p, e).reshape([1, k]).expand([n, k]),
         };
         let z_e = z.clone().slice([e..e + 1, 0..n, 0..k]).reshape([n, k]);

@@ -1,23 +1,20 @@
 //! `SparseOps` on burn's GPU backends (CUDA, wgpu): three CubeCL kernels, each giving a thread to
-//! one (token, column) or one (token, slot), so none walks the whole batch as burn-cubecl's
-//! `select` backward does. `rows_scatter` adds with float atomics (CUDA has them; Vulkan and Metal
-//! where the device offers them), so on a GPU two runs of it agree to float rounding, not bit for
-//! bit. On a device without float atomic adds it falls back to burn's scatter, and the trainer
-//! decodes densely instead (`sparse_ok`).
+//! one (token, column), (token, slot) or (feature, column), so none walks the whole batch as
+//! burn-cubecl's `select` backward does. The W_dec gradient sums each feature's entries in a fixed
+//! order (its tokens ascending, listed by a counting sort on the host once per step in `active`),
+//! not by atomic adds, so that it does not vary from run to run and needs no float atomics.
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, Int, Shape, TensorData};
 use burn_cubecl::element::BoolElement;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
+use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeBackend, CubeRuntime};
-use cubecl::features::AtomicUsage;
-use cubecl::ir::{ElemType, FloatKind, StorageType, Type};
 use cubecl::prelude::*;
 use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
-use super::sparse::{select_scatter, SparseOps};
+use super::sparse::{encoder_slices, Active, SparseOps};
 
 /// out[n, c] = Σ_j z[n, j] · w[idx[n, j], c]; one thread per (n, c), so a warp reads a decoder row
 /// in consecutive columns.
@@ -52,24 +49,41 @@ fn rows_dot_kernel(g: &Tensor<f32>, idx: &Tensor<i32>, w: &Tensor<f32>, out: &mu
     out[ABSOLUTE_POS] = acc;
 }
 
-/// out[idx[n, j], c] += z[n, j] · g[n, c] over every j; one thread per (n, c).
+/// out[f, c] = Σ z[m]·g[m / k, c] over the entries m of feature f, which are
+/// entries[offsets[f]..offsets[f + 1]] (m = n·k + j, ascending); one thread per (f, c).
 #[cube(launch_unchecked)]
-fn rows_scatter_kernel(z: &Tensor<f32>, idx: &Tensor<i32>, g: &Tensor<f32>, out: &mut Tensor<Atomic<f32>>) {
-    if ABSOLUTE_POS >= g.len() {
+fn feature_sums_kernel(z: &Tensor<f32>, entries: &Tensor<i32>, offsets: &Tensor<i32>, g: &Tensor<f32>, out: &mut Tensor<f32>) {
+    if ABSOLUTE_POS >= out.len() {
         terminate!();
     }
     let (slots, cols) = (z.shape(1), g.shape(1));
-    let (n, c) = (ABSOLUTE_POS / cols, ABSOLUTE_POS % cols);
-    let gv = g[ABSOLUTE_POS];
-    for j in 0..slots {
-        let f = usize::cast_from(idx[n * slots + j]);
-        out[f * cols + c].fetch_add(z[n * slots + j] * gv);
+    let (f, c) = (ABSOLUTE_POS / cols, ABSOLUTE_POS % cols);
+    let (start, end) = (usize::cast_from(offsets[f]), usize::cast_from(offsets[f + 1]));
+    let mut acc = 0.0f32;
+    for i in start..end {
+        let m = usize::cast_from(entries[i]);
+        acc += z[m] * g[(m / slots) * cols + c];
     }
+    out[ABSOLUTE_POS] = acc;
 }
 
-/// A contiguous f32 (or i32) tensor: the kernels index rows as flat offsets.
-fn flat<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<R> {
-    into_contiguous(t)
+/// Each feature's entries of idx [n·k] (flat), in ascending order, and where each feature's run
+/// starts: a counting sort, so that the sums above add in a fixed order.
+fn entries_by_feature(idx: &[i32], features: usize) -> (Vec<i32>, Vec<i32>) {
+    let mut offsets = vec![0i32; features + 1];
+    for &f in idx {
+        offsets[f as usize + 1] += 1;
+    }
+    for f in 0..features {
+        offsets[f + 1] += offsets[f];
+    }
+    let mut next = offsets.clone();
+    let mut entries = vec![0i32; idx.len()];
+    for (m, &f) in idx.iter().enumerate() {
+        entries[next[f as usize] as usize] = m as i32;
+        next[f as usize] += 1;
+    }
+    (entries, offsets)
 }
 
 /// One thread per element of an output of `units` elements.
@@ -78,19 +92,31 @@ fn grid<R: CubeRuntime>(t: &CubeTensor<R>, units: usize) -> (cubecl::CubeCount, 
     (calculate_cube_count_elemwise(&t.client, units, dim), dim)
 }
 
-/// Whether the device adds f32 atomically (all CUDA devices; Vulkan and Metal ones that offer it).
-fn float_atomic_add<R: CubeRuntime>(device: &R::Device) -> bool {
-    let atomic = Type::new(StorageType::Atomic(ElemType::Float(FloatKind::F32)));
-    R::client(device).properties().atomic_type_usage(atomic).contains(AtomicUsage::Add)
-}
-
+/// Inputs are made contiguous first: the kernels index rows as flat offsets.
 impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT> {
-    fn sparse_ok(device: &Self::Device) -> bool {
-        float_atomic_add::<R>(device)
+    /// One read of all encoders' indices back to the host per step, where each feature's entries
+    /// are listed for `rows_scatter`.
+    fn active(idx: IntTensor<Self>, features: usize) -> Vec<Active<Self>> {
+        let device = idx.device.clone();
+        let upload = |v: Vec<i32>| {
+            let len = v.len();
+            burn::tensor::Tensor::<Self, 1, Int>::from_data(TensorData::new(v, [len]), &device).into_primitive()
+        };
+        let slices = encoder_slices::<Self>(idx.clone());
+        let host = burn::tensor::Tensor::<Self, 3, Int>::from_primitive(idx).into_data().convert::<i32>().into_vec::<i32>().expect("i32 indices");
+        let per_encoder = host.len() / slices.len();
+        slices
+            .into_iter()
+            .zip(host.chunks(per_encoder))
+            .map(|(idx, host)| {
+                let (entries, offsets) = entries_by_feature(host, features);
+                Active { idx, features, by_feature: Some((upload(entries), upload(offsets))) }
+            })
+            .collect()
     }
 
-    fn rows_weighted_sum(z: FloatTensor<Self>, idx: IntTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (z, idx, w) = (flat(z), flat(idx), flat(w));
+    fn rows_weighted_sum(z: FloatTensor<Self>, a: &Active<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (z, idx, w) = (into_contiguous(z), into_contiguous(a.idx.clone()), into_contiguous(w));
         let (n, c) = (z.meta.shape()[0], w.meta.shape()[1]);
         let out = empty_device_dtype(z.client.clone(), z.device.clone(), Shape::new([n, c]), DType::F32);
         let (count, dim) = grid(&z, n * c);
@@ -110,8 +136,8 @@ impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT>
         out
     }
 
-    fn rows_dot(g: FloatTensor<Self>, idx: IntTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (g, idx, w) = (flat(g), flat(idx), flat(w));
+    fn rows_dot(g: FloatTensor<Self>, a: &Active<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (g, idx, w) = (into_contiguous(g), into_contiguous(a.idx.clone()), into_contiguous(w));
         let (n, k) = (idx.meta.shape()[0], idx.meta.shape()[1]);
         let out = empty_device_dtype(g.client.clone(), g.device.clone(), Shape::new([n, k]), DType::F32);
         let (count, dim) = grid(&g, n * k);
@@ -130,22 +156,22 @@ impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT>
         out
     }
 
-    fn rows_scatter(z: FloatTensor<Self>, idx: IntTensor<Self>, g: FloatTensor<Self>, features: usize) -> FloatTensor<Self> {
-        if !float_atomic_add::<R>(&z.device) {
-            return select_scatter::<Self>(z, idx, g, features);
-        }
-        let (z, idx, g) = (flat(z), flat(idx), flat(g));
-        let (n, c) = (g.meta.shape()[0], g.meta.shape()[1]);
-        let out = zeros_client(z.client.clone(), z.device.clone(), Shape::new([features, c]), DType::F32);
-        let (count, dim) = grid(&g, n * c);
-        // SAFETY: as in rows_weighted_sum.
+    fn rows_scatter(z: FloatTensor<Self>, a: &Active<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (entries, offsets) = a.by_feature.clone().expect("made by active");
+        let (z, g) = (into_contiguous(z), into_contiguous(g));
+        let c = g.meta.shape()[1];
+        let out = empty_device_dtype(g.client.clone(), g.device.clone(), Shape::new([a.features, c]), DType::F32);
+        let (count, dim) = grid(&g, a.features * c);
+        // SAFETY: entries are positions in z (below n·k) and offsets run from 0 to n·k; each
+        // thread checks its position against the output's length.
         unsafe {
-            rows_scatter_kernel::launch_unchecked::<R>(
+            feature_sums_kernel::launch_unchecked::<R>(
                 &out.client,
                 count,
                 dim,
                 z.into_tensor_arg(),
-                idx.into_tensor_arg(),
+                entries.into_tensor_arg(),
+                offsets.into_tensor_arg(),
                 g.into_tensor_arg(),
                 out.clone().into_tensor_arg(),
             )
