@@ -8,7 +8,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Shape, TensorData};
 use burn_cubecl::element::BoolElement;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeBackend, CubeRuntime};
 use cubecl::prelude::*;
@@ -92,7 +92,8 @@ fn grid<R: CubeRuntime>(t: &CubeTensor<R>, units: usize) -> (cubecl::CubeCount, 
     (calculate_cube_count_elemwise(&t.client, units, dim), dim)
 }
 
-/// Inputs are made contiguous first: the kernels index rows as flat offsets.
+/// Inputs are made contiguous first and outputs allocated packed (not row-padded, as burn's
+/// default allocation may be on CUDA): the kernels index rows as flat offsets.
 impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT> {
     /// One read of all encoders' indices back to the host per step, where each feature's entries
     /// are listed for `rows_scatter`.
@@ -118,7 +119,7 @@ impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT>
     fn rows_weighted_sum(z: FloatTensor<Self>, a: &Active<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let (z, idx, w) = (into_contiguous(z), into_contiguous(a.idx.clone()), into_contiguous(w));
         let (n, c) = (z.meta.shape()[0], w.meta.shape()[1]);
-        let out = empty_device_dtype(z.client.clone(), z.device.clone(), Shape::new([n, c]), DType::F32);
+        let out = empty_device_contiguous_dtype(z.client.clone(), z.device.clone(), Shape::new([n, c]), DType::F32);
         let (count, dim) = grid(&z, n * c);
         // SAFETY: every index is within its tensor: idx holds feature numbers below F, and each
         // thread checks its position against the output's length.
@@ -139,7 +140,7 @@ impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT>
     fn rows_dot(g: FloatTensor<Self>, a: &Active<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let (g, idx, w) = (into_contiguous(g), into_contiguous(a.idx.clone()), into_contiguous(w));
         let (n, k) = (idx.meta.shape()[0], idx.meta.shape()[1]);
-        let out = empty_device_dtype(g.client.clone(), g.device.clone(), Shape::new([n, k]), DType::F32);
+        let out = empty_device_contiguous_dtype(g.client.clone(), g.device.clone(), Shape::new([n, k]), DType::F32);
         let (count, dim) = grid(&g, n * k);
         // SAFETY: as in rows_weighted_sum.
         unsafe {
@@ -160,7 +161,7 @@ impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT>
         let (entries, offsets) = a.by_feature.clone().expect("made by active");
         let (z, g) = (into_contiguous(z), into_contiguous(g));
         let c = g.meta.shape()[1];
-        let out = empty_device_dtype(g.client.clone(), g.device.clone(), Shape::new([a.features, c]), DType::F32);
+        let out = empty_device_contiguous_dtype(g.client.clone(), g.device.clone(), Shape::new([a.features, c]), DType::F32);
         let (count, dim) = grid(&g, a.features * c);
         // SAFETY: entries are positions in z (below n·k) and offsets run from 0 to n·k; each
         // thread checks its position against the output's length.
