@@ -13,9 +13,9 @@
 //! The default implementations use burn's row gather (`select`) and row scatter-add, which are
 //! fast on the CPU. On burn's GPU backends (burn-cubecl 0.21) the backward of `select` gives each
 //! decoder column one thread that walks every index in turn, so a sparse step there did not finish
-//! (module docs of `autodiff`); `sparse_kernels` replaces the three with CubeCL kernels that give each
-//! (token, column) its own thread. Autodiff wraps them so that `decode` and `pick` differentiate
-//! through these operations and never through `select`.
+//! (module docs of `autodiff`); `sparse_kernels` replaces the three with CubeCL kernels that give
+//! each (token, column) its own thread. Autodiff wraps them so that `decode` and `pick`
+//! differentiate through these operations and never through `select`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
