@@ -668,3 +668,21 @@ fn the_pre_activation_loss_pulls_every_feature_below_threshold_up() {
     let err = TranscoderConfig { preact_coef: 0.1, trainer: Some(Trainer::Sparse), ..cfg }.validate().unwrap_err().to_string();
     assert!(err.contains("preact_coef") && err.contains("autodiff"), "{err}");
 }
+
+/// `decoding` belongs to the autodiff trainer: set, it picks that trainer on the CPU and is refused
+/// beside `trainer = "sparse"`; left at `auto` it is not written, so configurations (and the
+/// pipeline fingerprints made from them) read as they did before it existed.
+#[test]
+fn the_decoding_setting_selects_the_autodiff_trainer_and_is_written_only_when_set() {
+    use voltlens::model::DeviceChoice;
+    use voltlens::transcoder::{autodiff::Decoding, Trainer};
+    let dense = TranscoderConfig { decoding: Decoding::Dense, ..Default::default() };
+    assert_eq!(dense.trainer_on(DeviceChoice::Cpu), Trainer::Autodiff);
+    assert_eq!(TranscoderConfig::default().trainer_on(DeviceChoice::Cpu), Trainer::Sparse);
+    let err = TranscoderConfig { trainer: Some(Trainer::Sparse), ..dense.clone() }.validate().unwrap_err().to_string();
+    assert!(err.contains("decoding") && err.contains("autodiff"), "{err}");
+    assert!(!toml::to_string(&TranscoderConfig::default()).unwrap().contains("decoding"));
+    let written = toml::to_string(&dense).unwrap();
+    assert!(written.contains("decoding = \"dense\""), "{written}");
+    assert_eq!(toml::from_str::<TranscoderConfig>(&written).unwrap(), dense);
+}
