@@ -280,6 +280,11 @@ fn kth_largest_bound(x: &[f32], k: usize, floor: f32, keys: &mut Vec<u32>) -> Op
     Some(from_descending_key(key))
 }
 
+/// The k-th largest of `values` (1-based) in `total_cmp` order; reorders them.
+pub(crate) fn kth_largest(values: &mut [f32], k: usize) -> f32 {
+    *values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+}
+
 /// BatchTopK's cut: keep, for each encoder, the batch·k largest candidates across all tokens.
 pub fn batch_top_k(codes: &Codes, encoders: usize, k: usize) -> Codes {
     let tokens = codes.rows() / encoders;
@@ -290,8 +295,7 @@ pub fn batch_top_k(codes: &Codes, encoders: usize, k: usize) -> Codes {
             if vals.len() <= keep {
                 return f32::NEG_INFINITY;
             }
-            vals.select_nth_unstable_by(keep - 1, |a, b| b.total_cmp(a));
-            vals[keep - 1]
+            kth_largest(&mut vals, keep)
         })
         .collect();
     let mut out = Codes::new();

@@ -24,6 +24,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, ElementConversion, IndexingUpdateOp, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
+use super::activation::kth_largest;
 use super::adam::{Adam, BETA1, BETA2, EPS, MIN_THRESHOLD};
 use super::clt::{Shape, Transcoder};
 use super::config::{Activation, Sparsity};
@@ -291,19 +292,13 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
             // The quota-th largest per encoder, found on the host as the hand-written trainer
             // finds it: on a GPU burn's `topk` of n·k of the n·K candidates is a reduction that
             // keeps quota entries per row, and on Flex a full sort.
-            let host = vals.clone().into_data().convert::<f32>().into_vec::<f32>().expect("f32 candidates");
-            let cut: Vec<f32> = host.chunks(n * k).map(|row| kth_largest(row, quota)).collect();
+            let mut host = vals.clone().into_data().convert::<f32>().into_vec::<f32>().expect("f32 candidates");
+            let cut: Vec<f32> = host.chunks_mut(n * k).map(|row| kth_largest(row, quota)).collect();
             let cut = Tensor::<B, 1>::from_data(TensorData::new(cut, [e_n]), &vals.device()).reshape([e_n, 1, 1]).expand([e_n, n, k]);
             keep = keep.bool_and(vals.greater_equal(cut));
         }
     }
     Chosen { idx: Some(idx), keep }
-}
-
-/// The k-th largest of `row` (1-based), in `total_cmp` order as `activation::batch_top_k`.
-fn kth_largest(row: &[f32], k: usize) -> f32 {
-    let mut row = row.to_vec();
-    *row.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
 }
 
 /// The k largest entries along the last axis and their indices (ties to the lower feature, as
