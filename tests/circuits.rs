@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, format_pullback, pullback};
+use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, format_pullback, pullback, SteeredMlps};
+use voltlens::transcoder::online::TranscoderMlps;
 use voltlens::data::ingest::synthesize;
 use voltlens::data::synth::{Chemistry, Protocol, SynthConfig};
 use voltlens::model::{load_model, train_model, LoadedModel, ModelConfig, TrainConfig, N_CHANNELS};
@@ -200,6 +201,51 @@ fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
     let path = png.path().join("intervention.png");
     draw_intervention(&r, &path).unwrap();
     common::assert_drawn(&path, Some((1200, 800)), 8);
+}
+
+/// The replacement runs encode each layer once, when first needed (`ReplacementPass`); they give
+/// what the definition gives: at every layer l, encode the whole pass's resid_mid [tokens, L, d]
+/// seen so far (later layers 0), scale the steered feature, decode, and take layer l's slice.
+#[test]
+fn steered_and_replaced_runs_match_encoding_every_layer_at_every_layer() {
+    let f = fixture();
+    let loaded = loaded(f);
+    let tc = &f.transcoder;
+    let (windows, seq) = (3, 24);
+    let x: Vec<f32> = (0..windows * seq * N_CHANNELS).map(|i| noise(i, 9)).collect();
+    let x = || Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [windows, seq, N_CHANNELS]), &Default::default());
+    let values = |t: Tensor<B, 2>| t.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+    let definition = |layer: usize, feature: usize, scale: f32| {
+        let seen = std::cell::RefCell::new(vec![0.0f32; windows * seq * LAYERS * D_MODEL]);
+        let replace = |l: usize, resid_mid: Tensor<B, 3>| {
+            let mut seen = seen.borrow_mut();
+            let rows = resid_mid.clone().into_data().convert::<f32>().into_vec::<f32>().unwrap();
+            for (t, row) in rows.chunks(D_MODEL).enumerate() {
+                seen[(t * LAYERS + l) * D_MODEL..][..D_MODEL].copy_from_slice(row);
+            }
+            let mut codes = tc.encode(&seen);
+            for r in (layer..codes.rows()).step_by(LAYERS) {
+                for i in codes.row(r).filter(|&i| codes.index[i] as usize == feature) {
+                    codes.value[i] *= scale;
+                }
+            }
+            let y = tc.decode(&codes, Some(&seen));
+            let y: Vec<f32> = y.chunks(LAYERS * D_MODEL).flat_map(|t| &t[l * D_MODEL..(l + 1) * D_MODEL]).copied().collect();
+            Tensor::from_data(TensorData::new(y, resid_mid.dims()), &resid_mid.device())
+        };
+        values(loaded.model.forward_with_replacement(x(), &replace).0)
+    };
+    let assert_close = |got: Vec<f32>, want: Vec<f32>, what: &str| {
+        assert!(got.iter().zip(&want).all(|(g, w)| close(*g, *w, 1e-5)), "{what}: {:?} vs {:?}", &got[..4], &want[..4]);
+    };
+    for (layer, feature, scale) in [(0, ALWAYS, 0.0), (1, 5, 3.0), (2, 7, 0.0)] {
+        let steered = SteeredMlps::new(tc, layer, feature, scale).unwrap();
+        let got = values(loaded.model.forward_with_replacement(x(), &steered).0);
+        assert_close(got, definition(layer, feature, scale), &format!("feature {feature} of layer {layer} × {scale}"));
+    }
+    let replaced = TranscoderMlps::new(&loaded.model, tc, None).unwrap();
+    assert_close(values(loaded.model.forward_with_replacement(x(), &replaced).0), definition(0, ALWAYS, 1.0), "every MLP replaced");
+    assert_ne!(definition(0, ALWAYS, 0.0), definition(0, ALWAYS, 1.0), "ablating the always-on feature changes the run");
 }
 
 #[test]

@@ -15,6 +15,7 @@ use super::check_feature;
 use crate::model::inputs::{cell_steps, ModelSteps};
 use crate::model::{load_model, LoadedModel, Lblm, MlpReplacement};
 use crate::plot_style::{self, FONT};
+use crate::transcoder::replacement::ReplacementPass;
 use crate::transcoder::{import_circuit_tracer, Codes, Transcoder};
 use crate::{Error, Result};
 
@@ -24,17 +25,17 @@ const WINDOWS_PER_PASS: usize = 16;
 /// Every MLP replaced by a causal transcoder (CLT or PLT) whose feature (`layer`, `feature`) is
 /// multiplied by `scale` before decoding; it also records what fired.
 ///
-/// As in `transcoder::online::TranscoderMlps`, the pass's resid_mid is kept and re-encoded at each
-/// layer, so the codes of layer l come from the replacement run's own resid_mid_l and the scaled
-/// feature changes every later layer's input. With scale 1 it replaces the MLPs exactly as
-/// `TranscoderMlps` with every layer replaced does.
+/// As in `transcoder::online::TranscoderMlps`, the codes of layer l come from the replacement
+/// run's own resid_mid_l (a `ReplacementPass`), so the scaled feature changes every later layer's
+/// input. With scale 1 it replaces the MLPs exactly as `TranscoderMlps` with every layer replaced
+/// does.
 pub struct SteeredMlps<'a> {
-    transcoder: &'a Transcoder,
     layer: usize,
     feature: usize,
     scale: f32,
-    /// This pass's resid_mid so far, [tokens, L, d] (layers not reached yet are 0).
-    resid_mid: RefCell<Vec<f32>>,
+    /// Features per layer.
+    features: usize,
+    pass: RefCell<ReplacementPass<'a>>,
     /// The steered feature's activation before scaling, one per token of the last pass.
     activation: RefCell<Vec<f32>>,
     /// Tokens on which each feature fired, over every pass, [L, F].
@@ -46,42 +47,32 @@ impl<'a> SteeredMlps<'a> {
         check_feature(transcoder, layer, feature)?;
         let s = transcoder.shape;
         Ok(SteeredMlps {
-            transcoder,
             layer,
             feature,
             scale,
-            resid_mid: RefCell::new(Vec::new()),
+            features: s.features,
+            pass: RefCell::new(ReplacementPass::new(transcoder)?),
             activation: RefCell::new(Vec::new()),
             firing: RefCell::new(vec![0; s.layers * s.features]),
         })
     }
 
-    /// Counts the features of encoder `layer` that fire on each of `tokens` tokens and keeps the
-    /// steered feature's activations; encoder l's codes are final once resid_mid_l is in.
-    fn record(&self, codes: &Codes, layer: usize, tokens: usize) {
-        let (e, f) = (self.transcoder.shape.encoders(), self.transcoder.shape.features);
+    /// Counts the features of encoder `layer` that fire on each token (a row of `codes`), keeps
+    /// the steered feature's activations, and scales it.
+    fn record_and_steer(&self, codes: &mut Codes, layer: usize) {
         let mut firing = self.firing.borrow_mut();
         let mut activation = self.activation.borrow_mut();
         if layer == self.layer {
-            *activation = vec![0.0; tokens];
+            *activation = vec![0.0; codes.rows()];
         }
-        for t in 0..tokens {
-            for i in codes.row(t * e + layer).filter(|&i| codes.value[i] > 0.0) {
+        for t in 0..codes.rows() {
+            for i in codes.row(t) {
                 let g = codes.index[i] as usize;
-                firing[layer * f + g] += 1;
+                if codes.value[i] > 0.0 {
+                    firing[layer * self.features + g] += 1;
+                }
                 if layer == self.layer && g == self.feature {
                     activation[t] = codes.value[i];
-                }
-            }
-        }
-    }
-
-    /// Multiplies the steered feature's activation by `scale` on every token.
-    fn steer(&self, codes: &mut Codes, tokens: usize) {
-        let e = self.transcoder.shape.encoders();
-        for t in 0..tokens {
-            for i in codes.row(t * e + self.layer) {
-                if codes.index[i] as usize == self.feature {
                     codes.value[i] *= self.scale;
                 }
             }
@@ -91,21 +82,10 @@ impl<'a> SteeredMlps<'a> {
 
 impl<B: Backend> MlpReplacement<B> for SteeredMlps<'_> {
     fn mlp_out(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, seq, d] = resid_mid.dims();
-        let (layers, tokens) = (self.transcoder.shape.layers, batch * seq);
-        let mut seen = self.resid_mid.borrow_mut();
-        if layer == 0 {
-            *seen = vec![0.0; tokens * layers * d];
-        }
-        for (t, row) in to_vec(resid_mid.clone()).chunks(d).enumerate() {
-            seen[(t * layers + layer) * d..(t * layers + layer + 1) * d].copy_from_slice(row);
-        }
-        let mut codes = self.transcoder.encode(&seen);
-        self.record(&codes, layer, tokens);
-        self.steer(&mut codes, tokens);
-        let y = self.transcoder.decode(&codes, Some(&seen)); // [tokens, L, d]
-        let y_layer: Vec<f32> = y.chunks(layers * d).flat_map(|t| &t[layer * d..(layer + 1) * d]).copied().collect();
-        Tensor::from_data(TensorData::new(y_layer, [batch, seq, d]), &resid_mid.device())
+        let mut pass = self.pass.borrow_mut();
+        pass.input(layer, to_vec(resid_mid.clone()));
+        let y = pass.mlp_out(layer, |e, codes| self.record_and_steer(codes, e));
+        Tensor::from_data(TensorData::new(y, resid_mid.dims()), &resid_mid.device())
     }
 }
 

@@ -71,6 +71,15 @@ pub(crate) struct AuxSelect<'a> {
     pub k: usize,
 }
 
+/// Encoder inputs: tokens of `stride` values, holding the inputs of `encoders` from the first one's
+/// input offset on (a whole token's resid_mid [L, d], or one layer's [d]).
+#[derive(Clone)]
+struct Input<'a> {
+    x: &'a [f32],
+    stride: usize,
+    encoders: std::ops::Range<usize>,
+}
+
 /// What one forward pass gives back.
 pub struct ForwardOutput {
     /// Active features per (token, encoder).
@@ -126,39 +135,55 @@ impl Transcoder {
     /// threshold are kept at value 0 for training. BatchTopK cuts across the tokens of this call.
     /// With `aux`, also returns AuxK's codes: per (token, encoder) the top k dead features.
     pub(crate) fn encode_with(&self, x: &[f32], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
-        let per_token = self.shape.layers * self.shape.d_model;
+        let input = Input { x, stride: self.shape.layers * self.shape.d_model, encoders: 0..self.shape.encoders() };
+        self.encode_input(&input, window, aux)
+    }
+
+    /// Sparse codes of encoder `e` alone from its input x [n, d_in], one row per token: the rows
+    /// `encode` gives that encoder (BatchTopK's cut is per encoder).
+    pub fn encode_layer(&self, e: usize, x: &[f32]) -> Codes {
+        self.encode_input(&Input { x, stride: self.shape.d_in(), encoders: e..e + 1 }, false, None).0
+    }
+
+    fn encode_input(&self, input: &Input, window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
         // Two tasks per thread, so that one slow thread does not hold up the rest.
-        let rows = (x.len() / per_token).div_ceil(2 * rayon::current_num_threads()).clamp(*ENCODE_ROWS.start(), *ENCODE_ROWS.end());
+        let rows = (input.x.len() / input.stride).div_ceil(2 * rayon::current_num_threads()).clamp(*ENCODE_ROWS.start(), *ENCODE_ROWS.end());
         let (f_n, d_in) = (self.shape.features, self.shape.d_in());
-        let w: Vec<dense::Panels> = (0..self.shape.encoders())
+        let w: Vec<dense::Panels> = input
+            .encoders
+            .clone()
             .into_par_iter()
             .map(|e| dense::Panels::pack(self.w_enc_of(e), f_n, d_in, f_n, Some(&self.b_enc[e * f_n..(e + 1) * f_n])))
             .collect();
-        let chunks: Vec<(Codes, Codes)> = x.par_chunks(rows * per_token).map(|xc| self.encode_chunk(xc, &w, window, aux)).collect();
+        let chunks: Vec<(Codes, Codes)> = input
+            .x
+            .par_chunks(rows * input.stride)
+            .map(|x| self.encode_chunk(&Input { x, ..input.clone() }, &w, window, aux))
+            .collect();
         let (codes, aux_codes) = (Codes::concat(chunks.iter().map(|c| &c.0)), Codes::concat(chunks.iter().map(|c| &c.1)));
         let codes = match self.activation {
-            Activation::BatchTopK { k } => activation::batch_top_k(&codes, self.shape.encoders(), k),
+            Activation::BatchTopK { k } => activation::batch_top_k(&codes, input.encoders.len(), k),
             _ => codes,
         };
         (codes, aux_codes)
     }
 
-    /// `encode_with` on a chunk of tokens; w[e]: W_enc[e] and b_enc[e], packed.
-    fn encode_chunk(&self, x: &[f32], w: &[dense::Panels], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
-        let s = self.shape;
-        let (per_token, f_n) = (s.layers * s.d_model, s.features);
-        let n = x.len() / per_token;
+    /// `encode_input` on a chunk of tokens; w: W_enc and b_enc of the input's encoders, packed.
+    fn encode_chunk(&self, input: &Input, w: &[dense::Panels], window: bool, aux: Option<&AuxSelect>) -> (Codes, Codes) {
+        let (x, stride, f_n) = (input.x, input.stride, self.shape.features);
+        let n = x.len() / stride;
         let cols = ENCODE_COLS.min(f_n);
         let mut pre = Vec::with_capacity(n * cols); // [n, cols]: one column block of one encoder at a time
         let mut rows: Vec<RowSelect> = (0..n).map(|_| RowSelect::for_activation(&self.activation, f_n)).collect();
         let mut aux_rows: Vec<RowSelect> = (0..n).map(|_| RowSelect::top(aux.map(|a| a.k))).collect();
-        let mut per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
-        let mut aux_per_enc: Vec<Codes> = Vec::with_capacity(s.encoders());
-        for e in 0..s.encoders() {
+        let mut per_enc: Vec<Codes> = Vec::with_capacity(input.encoders.len());
+        let mut aux_per_enc: Vec<Codes> = Vec::with_capacity(input.encoders.len());
+        for (e, w) in input.encoders.clone().zip(w) {
             let threshold = self.threshold_of(e);
+            let offset = self.shape.input_offset(e) - self.shape.input_offset(input.encoders.start);
             for f0 in (0..f_n).step_by(cols) {
                 let f1 = (f0 + cols).min(f_n);
-                dense::product(x, per_token, s.input_offset(e), n, &w[e], f0, f1, &mut pre);
+                dense::product(x, stride, offset, n, w, f0, f1, &mut pre);
                 let dead = aux.map(|a| {
                     let dead = &a.dead[e];
                     &dead[dead.partition_point(|&f| (f as usize) < f0)..dead.partition_point(|&f| (f as usize) < f1)]
@@ -192,6 +217,30 @@ impl Transcoder {
         let mut y = vec![0.0; n * per_token];
         y.par_chunks_mut(per_token).enumerate().for_each(|(t, yt)| {
             self.decode_token(codes, t, x.map(|x| &x[t * per_token..(t + 1) * per_token]), yt);
+        });
+        y
+    }
+
+    /// Reconstructed mlp_out of layer m alone, [n, d]: b_dec[m] + the writes to m of every
+    /// encoder e that reaches it, from `codes(e)` (`encode_layer`'s rows, one per token), plus the
+    /// skip path when x_m [n, d] is given. The layer-m slice of `decode`, encoding only what m needs.
+    pub fn decode_layer<'c>(&self, m: usize, codes: impl Fn(usize) -> &'c Codes, x: Option<&[f32]>) -> Vec<f32> {
+        let (s, d) = (self.shape, self.shape.d_model);
+        let writers: Vec<(usize, &Codes)> = (0..s.encoders()).filter(|&e| s.out_layers(e).contains(&m)).map(|e| (e, codes(e))).collect();
+        let n = writers.first().map_or(0, |(_, c)| c.rows());
+        let mut y = vec![0.0; n * d];
+        y.par_chunks_mut(d).enumerate().for_each(|(t, yt)| {
+            yt.copy_from_slice(&self.b_dec[m * d..(m + 1) * d]);
+            for &(e, c) in &writers {
+                let (row, at) = (s.dec_row(e), (m - s.out_layers(e).start) * d);
+                let w = &self.w_dec[e];
+                dense::add_weighted(c.row(t).map(|i| (c.value[i], &w[c.index[i] as usize * row + at..][..d])), yt);
+            }
+            if let (Some(w), Some(x)) = (&self.w_skip, x) {
+                for k in 0..d {
+                    dense::axpy(x[t * d + k], &w[(m * d + k) * d..(m * d + k + 1) * d], yt);
+                }
+            }
         });
         y
     }
@@ -370,6 +419,46 @@ mod tests {
                 }
             }
             assert!(codes.index.iter().any(|&f| f as usize >= ENCODE_COLS), "{activation:?}: nothing kept from the second block");
+        }
+    }
+
+    /// A layer's mlp_out decoded from `encode_layer`'s codes of the encoders that reach it equals
+    /// that layer's slice of `forward` on the whole [n, L, d], for every causal variant (with the
+    /// skip path) and activation, BatchTopK's batch-wide cut included; the codes equal `encode`'s
+    /// rows of that encoder.
+    #[test]
+    fn decoding_one_layer_from_its_encoders_matches_the_whole_forward() {
+        let (layers, d, tokens, f_n) = (3, 4, 9, 24);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect() };
+        let activations = [Activation::Relu, Activation::JumpRelu { threshold: 0.3, bandwidth: 0.1 }, Activation::TopK { k: 3 }, Activation::BatchTopK { k: 2 }];
+        for variant in [Variant::Clt, Variant::Plt, Variant::Sae] {
+            for activation in activations {
+                let cfg = TranscoderConfig { variant, features: f_n, activation, skip: true, ..Default::default() };
+                let mut tc = Transcoder::zeros(&cfg, layers, d);
+                for t in tc.tensors_mut() {
+                    *t = draw(t.len());
+                }
+                tc.threshold.iter_mut().for_each(|v| *v = v.abs() * 0.5);
+                let x = draw(tokens * layers * d);
+                let whole = tc.forward(&x);
+                let layer_input = |l: usize| -> Vec<f32> { x.chunks(layers * d).flat_map(|t| &t[l * d..(l + 1) * d]).copied().collect() };
+                let codes: Vec<Codes> = (0..layers).map(|e| tc.encode_layer(e, &layer_input(e))).collect();
+                for (e, c) in codes.iter().enumerate() {
+                    for t in 0..tokens {
+                        let (mine, all) = (c.row(t), whole.codes.row(t * layers + e));
+                        assert_eq!((&c.index[mine.clone()], &c.value[mine]), (&whole.codes.index[all.clone()], &whole.codes.value[all]), "{variant:?} {activation:?}: encoder {e}, token {t}");
+                    }
+                }
+                assert!(whole.codes.index.len() > tokens, "{variant:?} {activation:?}: too few features fire to test anything");
+                for m in 0..layers {
+                    let y = tc.decode_layer(m, |e| &codes[e], Some(&layer_input(m)));
+                    for t in 0..tokens {
+                        let (got, want) = (&y[t * d..(t + 1) * d], &whole.mlp_out[(t * layers + m) * d..][..d]);
+                        got.iter().zip(want).for_each(|(g, w)| assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{variant:?} {activation:?} layer {m} token {t}: {got:?} vs {want:?}"));
+                    }
+                }
+            }
         }
     }
 }

@@ -14,6 +14,8 @@
 //!   (the GPU trainer), with its Adam on the device; `sparse`: its decoding of the active
 //!   features alone, differentiated without burn's row gather (`sparse_kernels` on a GPU).
 //! - `cache`: `ActivationSource` (what the trainer reads) and `CacheSource` (sharded safetensors).
+//! - `replacement`: the transcoder standing in for the MLPs during a forward pass, encoder by
+//!   encoder (`online`'s fidelity, `circuits`' interventions).
 //! - `metrics`: FVU, L0, dead/live features, MLSAE banding, replacement fidelity.
 //! - `export`: circuit-tracer layouts out and in; `import`: `voltlens import-clt` (a foreign or
 //!   exported transcoder made a transcoder folder, scored on cached activations); `bench`: the run
@@ -34,6 +36,7 @@ pub mod import;
 pub mod grad;
 pub mod metrics;
 pub mod online;
+pub mod replacement;
 pub mod sparse;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod sparse_kernels;

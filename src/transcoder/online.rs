@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::cache::{write_cache, ActivationSource, Batch};
 use super::clt::Transcoder;
-use super::config::Variant;
 use super::metrics::{replacement_fidelity, Fidelity, Replacement};
+use super::replacement::ReplacementPass;
 use crate::data::canonical::Dataset;
 use crate::data::windows::{windows, Window};
 use crate::model::checkpoint::{load_model, LoadedModel};
@@ -343,61 +343,42 @@ impl<B: Backend> MlpReplacement<B> for MeanMlps<B> {
 }
 
 /// MLPs replaced by a causal transcoder (CLT or PLT) whose features read the replacement run's
-/// own resid_mid, all layers or one.
-///
-/// The CLT's output at layer m needs the codes of every layer l ≤ m, from resid_mid as this run
-/// produced it. The model calls `mlp_out` in layer order, so the wrapper keeps the pass's resid_mid
-/// (layers not reached yet are 0) and encodes it at each layer: the codes of earlier layers come
-/// out as they were, and encoders of later layers only write to later layers, which are ignored.
-/// That re-encodes the earlier layers (L(L+1)/2 encoder products a pass), cheap at the LBLM's depth.
+/// own resid_mid (a `ReplacementPass`), all layers or one.
 pub struct TranscoderMlps<'a, B: Backend> {
     /// The model, whose own MLPs run below the one replaced layer.
     model: &'a Lblm<B>,
-    transcoder: &'a Transcoder,
     /// The one layer replaced, or None for every layer.
     only: Option<usize>,
-    /// This pass's encoder inputs so far, [tokens, L, d]: resid_mid (mlp_out for an SAE).
-    inputs: RefCell<Vec<f32>>,
+    pass: RefCell<ReplacementPass<'a>>,
+    reads_mlp_out: bool,
 }
 
 impl<'a, B: Backend> TranscoderMlps<'a, B> {
     pub fn new(model: &'a Lblm<B>, transcoder: &'a Transcoder, only: Option<usize>) -> Result<Self> {
-        if transcoder.shape.variant == Variant::Mlsae {
-            return Err(Error::Config(
-                "the MLSAE reads every layer at once, so it cannot stand in for an MLP during a forward pass".to_owned(),
-            ));
-        }
-        Ok(TranscoderMlps { model, transcoder, only, inputs: RefCell::new(Vec::new()) })
+        let pass = RefCell::new(ReplacementPass::new(transcoder)?);
+        Ok(TranscoderMlps { model, only, pass, reads_mlp_out: transcoder.shape.variant.reads_mlp_out() })
     }
 }
 
 impl<B: Backend> MlpReplacement<B> for TranscoderMlps<'_, B> {
     /// With one layer m replaced, the layers below it run their own MLP here (rather than in the
-    /// model) so that the wrapper sees their resid_mid for the CLT's codes. An SAE rebuilds the
+    /// model) so that the pass sees their resid_mid for the CLT's codes. An SAE rebuilds the
     /// MLP's own output, so the MLP runs first.
     fn replaces(&self, layer: usize) -> bool {
         self.only.is_none_or(|m| layer <= m)
     }
 
     fn mlp_out(&self, layer: usize, resid_mid: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, seq, d] = resid_mid.dims();
-        let layers = self.transcoder.shape.layers;
         let block = &self.model.blocks[layer];
         let own_mlp = || block.mlp.forward(block.ln_mlp.forward(resid_mid.clone()));
-        let input = if self.transcoder.shape.variant.reads_mlp_out() { own_mlp() } else { resid_mid.clone() };
-        let mut seen = self.inputs.borrow_mut();
-        if layer == 0 {
-            *seen = vec![0.0; batch * seq * layers * d];
-        }
-        for (t, row) in to_vec(input).chunks(d).enumerate() {
-            seen[(t * layers + layer) * d..(t * layers + layer + 1) * d].copy_from_slice(row);
-        }
+        let input = if self.reads_mlp_out { own_mlp() } else { resid_mid.clone() };
+        let mut pass = self.pass.borrow_mut();
+        pass.input(layer, to_vec(input));
         if self.only.is_some_and(|m| layer < m) {
             return own_mlp();
         }
-        let y = self.transcoder.forward(&seen).mlp_out; // [tokens, L, d]
-        let y_layer: Vec<f32> = y.chunks(layers * d).flat_map(|t| &t[layer * d..(layer + 1) * d]).copied().collect();
-        Tensor::from_data(TensorData::new(y_layer, [batch, seq, d]), &resid_mid.device())
+        let y = pass.mlp_out(layer, |_, _| {});
+        Tensor::from_data(TensorData::new(y, resid_mid.dims()), &resid_mid.device())
     }
 }
 
