@@ -370,6 +370,10 @@ enum Command {
         /// The train-transcoder output directory the record was made with.
         #[arg(long, requires = "data")]
         transcoder: Option<PathBuf>,
+        /// Where the model runs for the output effect: cpu, cuda (build with --features cuda) or
+        /// wgpu (--features wgpu). The transcoder runs on the CPU.
+        #[arg(long, default_value = "cpu")]
+        device: crate::model::DeviceChoice,
     },
     /// Label features automatically against physical covariates, scored on held-out cells;
     /// or, with --check, re-score an existing run's accepted labels on another dataset.
@@ -605,6 +609,10 @@ struct InterventionArgs {
     /// Write a PNG of baseline vs intervened voltage and the difference.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Where the model runs: cpu, cuda (build with --features cuda) or wgpu (--features wgpu).
+    /// The transcoder runs on the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: crate::model::DeviceChoice,
 }
 
 #[derive(Subcommand)]
@@ -716,6 +724,9 @@ enum CircuitsCommand {
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
+        /// Where the model runs: cpu, cuda (build with --features cuda) or wgpu (--features wgpu).
+        #[arg(long, default_value = "cpu")]
+        device: crate::model::DeviceChoice,
     },
 }
 
@@ -933,9 +944,10 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::record::record(&data, &model, crate::record::TranscoderInput::Dir(&transcoder), &cfg, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
-        Command::Mine { record, out, data, model, transcoder } => {
+        Command::Mine { record, out, data, model, transcoder, device } => {
             let effect = data.zip(model).zip(transcoder).map(|((dataset, model), transcoder)| crate::mine::effect::EffectSources { dataset, model, transcoder });
-            let summary = crate::mine::stage::run_mine_stage(&record, &crate::mine::MineConfig::default(), effect.as_ref(), &out)?;
+            let cfg = crate::mine::MineConfig { device, ..Default::default() };
+            let summary = crate::mine::stage::run_mine_stage(&record, &cfg, effect.as_ref(), &out)?;
             println!("{summary}");
         }
         Command::Label { data, record, out, config, check } => {
@@ -1040,8 +1052,9 @@ fn circuits(what: CircuitsCommand) -> Result<()> {
             println!("Paths into L{layer}_F{index} at step {} of cell {}:", at.step, at.cell);
             print!("{}", circuits::format_paths(&paths, window.first_step, &window.channels));
         }
-        CircuitsCommand::Mlsae { transcoder, model, data, top, out } => {
-            let analysis = circuits::analyse_mlsae(&data, &model, &transcoder.join("circuit-tracer"), top, &out)?;
+        CircuitsCommand::Mlsae { transcoder, model, data, top, out, device } => {
+            let sources = circuits::MlsaeSources { dataset: &data, model: &model, transcoder: &transcoder.join("circuit-tracer") };
+            let analysis = circuits::analyse_mlsae(&sources, top, &out, device)?;
             print!("{}", circuits::format_mlsae(&analysis));
             println!("wrote {}", out.display());
         }
@@ -1052,7 +1065,16 @@ fn circuits(what: CircuitsCommand) -> Result<()> {
 fn intervene(on: &InterventionArgs, scale: f32) -> Result<()> {
     let (layer, index) = feature_id(&on.feature)?;
     let tc_dir = on.feature.transcoder.join("circuit-tracer");
-    let report = crate::circuits::ablate_or_steer(&on.data, &on.model, &tc_dir, layer, index, &on.cell, scale)?;
+    let what = crate::circuits::Intervention {
+        dataset_dir: &on.data,
+        model_dir: &on.model,
+        transcoder_dir: &tc_dir,
+        layer,
+        feature: index,
+        cell_id: &on.cell,
+        scale,
+    };
+    let report = crate::circuits::ablate_or_steer(what, on.device)?;
     println!("{}", crate::circuits::format_intervention(&report));
     if let Some(png) = &on.plot {
         crate::circuits::draw_intervention(&report, png)?;

@@ -8,11 +8,11 @@ use std::sync::OnceLock;
 
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
-use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, format_pullback, pullback, SteeredMlps};
+use voltlens::circuits::{ablate_or_steer, deembed, draw_intervention, format_pullback, pullback, Intervention, InterventionReport, SteeredMlps};
 use voltlens::transcoder::online::TranscoderMlps;
 use voltlens::data::ingest::synthesize;
 use voltlens::data::synth::{Chemistry, Protocol, SynthConfig};
-use voltlens::model::{load_model, train_model, LoadedModel, ModelConfig, TrainConfig, N_CHANNELS};
+use voltlens::model::{load_model, train_model, DeviceChoice, LoadedModel, ModelConfig, TrainConfig, N_CHANNELS};
 use voltlens::circuits::stage::{run_circuits_stage, CircuitsConfig, CircuitsInputs};
 use voltlens::circuits::{GraphFile, GraphSources};
 use voltlens::transcoder::{export_circuit_tracer, Codes, Transcoder, TranscoderConfig, Variant};
@@ -171,10 +171,17 @@ fn test_cell(f: &Fixture) -> String {
     loaded(f).split.test[0].clone()
 }
 
+/// `voltlens circuits steer` on the test cell, on the CPU.
+fn steer(f: &Fixture, layer: usize, feature: usize, scale: f32) -> InterventionReport {
+    let cell = test_cell(f);
+    let what = Intervention { dataset_dir: &f.data, model_dir: &f.model, transcoder_dir: &f.transcoder_dir, layer, feature, cell_id: &cell, scale };
+    ablate_or_steer(what, DeviceChoice::Cpu).unwrap()
+}
+
 #[test]
 fn scaling_a_feature_by_one_changes_nothing() {
     let f = fixture();
-    let r = ablate_or_steer(&f.data, &f.model, &f.transcoder_dir, 1, 4, &test_cell(f), 1.0).unwrap();
+    let r = steer(f, 1, 4, 1.0);
     assert!(!r.steps.is_empty());
     assert_eq!(r.baseline_v, r.intervened_v);
     assert_eq!(r.max_abs_delta_mv, 0.0);
@@ -183,7 +190,7 @@ fn scaling_a_feature_by_one_changes_nothing() {
 #[test]
 fn ablating_a_feature_that_never_fires_changes_nothing() {
     let f = fixture();
-    let r = ablate_or_steer(&f.data, &f.model, &f.transcoder_dir, 0, SILENT, &test_cell(f), 0.0).unwrap();
+    let r = steer(f, 0, SILENT, 0.0);
     assert_eq!(r.firing_steps[SILENT], 0);
     assert!(r.activation.iter().all(|&a| a == 0.0));
     assert!(r.delta_mv.iter().all(|&d| d == 0.0), "max |Δ| {} mV", r.max_abs_delta_mv);
@@ -192,7 +199,7 @@ fn ablating_a_feature_that_never_fires_changes_nothing() {
 #[test]
 fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
     let f = fixture();
-    let r = ablate_or_steer(&f.data, &f.model, &f.transcoder_dir, 0, ALWAYS, &test_cell(f), 0.0).unwrap();
+    let r = steer(f, 0, ALWAYS, 0.0);
     assert_eq!(r.firing_steps[ALWAYS], r.steps.len(), "fires on every step");
     assert!(r.activation.iter().all(|&a| a > 0.0));
     assert!(r.max_abs_delta_mv > 0.0, "ablating it moved no prediction");

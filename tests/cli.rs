@@ -52,7 +52,7 @@ fn tiny_pipeline_on(dir: &Path, name: &str, device: &str) -> String {
          [model.train]\ndevice = \"{device}\"\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n\
          [model.eval]\ndevice = \"{device}\"\n\
          [transcoder]\ndevice = \"{device}\"\neval_tokens = 512\n[transcoder.config]\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n\
-         [record]\ndevice = \"{device}\"\n[mine]\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
+         [record]\ndevice = \"{device}\"\n[mine]\ndevice = \"{device}\"\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
          [report]\ndir = \"{}\"\n",
         dir.join("reports").display()
     );
@@ -60,7 +60,7 @@ fn tiny_pipeline_on(dir: &Path, name: &str, device: &str) -> String {
 }
 
 /// Every stage that runs on a device (model training and evaluation, transcoder training with the
-/// autodiff trainer, record) on burn's wgpu backend, whose kernels are the GPU path's
+/// autodiff trainer, record, mine's output effects), and the MLSAE analysis, on burn's wgpu backend, whose kernels are the GPU path's
 /// (burn-cubecl's, as on CUDA): the tiny pipeline gives the CPU run's results to float rounding.
 /// Any Vulkan device runs it, Mesa's software lavapipe included (CI installs that), so the GPU
 /// path is tested on machines without a GPU.
@@ -107,6 +107,40 @@ fn the_tiny_pipeline_on_the_gpu_backend_gives_the_cpu_results() {
     for key in cpu.keys().chain(gpu.keys()) {
         let (c, g) = (cpu.get(key).copied().unwrap_or(0.0), gpu.get(key).copied().unwrap_or(0.0));
         assert!((c - g).abs() <= 1e-3 * top, "activation (layer, feature, cell, row) {key:?}: cpu {c} vs wgpu {g}");
+    }
+
+    // Output effects (the replacement model with one feature ablated, the model on the device).
+    let effects = |run: &str| -> Vec<((u64, u64), f64)> {
+        let mined = json(run, "mine/mined.json");
+        let rows = mined["features"].as_array().unwrap().iter();
+        rows.map(|f| ((f["layer"].as_u64().unwrap(), f["feature"].as_u64().unwrap()), f["output_effect_mv"].as_f64().unwrap())).collect()
+    };
+    let (cpu, gpu) = (effects("cpu"), effects("wgpu"));
+    let top = cpu.iter().fold(0f64, |m, (_, e)| m.max(e.abs()));
+    assert!(top > 1e-3 && cpu.len() > 4, "{} effects, largest {top} mV", cpu.len());
+    assert_eq!(cpu.iter().map(|c| c.0).collect::<Vec<_>>(), gpu.iter().map(|g| g.0).collect::<Vec<_>>(), "the same features mined");
+    for ((feature, c), (_, g)) in cpu.iter().zip(&gpu) {
+        assert!((c - g).abs() <= 1e-3 * top, "output effect of {feature:?}: cpu {c} mV vs wgpu {g} mV");
+    }
+
+    // The MLSAE analysis: its finite-difference JVPs through the model on each device.
+    let (data, model) = ("runs/cpu/data/dataset", "runs/cpu/model/model");
+    write(dir, "mlsae.toml", "eval_tokens = 256\n[config]\nvariant = \"mlsae\"\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\nactivation = { kind = \"topk\", k = 3 }\n");
+    ok(dir, &["train-transcoder", "--data", data, "--model", model, "--out", "mlsae", "--config", "mlsae.toml"]);
+    let alignment = |device: &str| -> Vec<serde_json::Value> {
+        ok(dir, &["circuits", "mlsae", "--transcoder", "mlsae", "--model", model, "--data", data, "--out", device, "--top", "3", "--device", device]);
+        let analysis: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(device).join("mlsae.json")).unwrap()).unwrap();
+        analysis["alignment"].as_array().unwrap().clone()
+    };
+    let (cpu, gpu) = (alignment("cpu"), alignment("wgpu"));
+    assert!(cpu.len() >= 3 && cpu.len() == gpu.len(), "{} alignment rows on the CPU, {} on wgpu", cpu.len(), gpu.len());
+    for (c, g) in cpu.iter().zip(&gpu) {
+        assert_eq!((&c["feature"], &c["trigger_layer"], &c["target_layer"]), (&g["feature"], &g["trigger_layer"], &g["target_layer"]));
+        let row = format!("feature {}, L{}→L{}", c["feature"], c["trigger_layer"], c["target_layer"]);
+        for field in ["cosine", "strength"] {
+            let (c, g) = (c[field].as_f64().unwrap(), g[field].as_f64().unwrap());
+            assert!((c - g).abs() <= 1e-3 * (1.0 + c.abs()), "{field} of {row}: cpu {c} vs wgpu {g}");
+        }
     }
 }
 

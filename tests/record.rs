@@ -17,13 +17,13 @@ use voltlens::data::windows::Window;
 use voltlens::label::stage::run_label_stage;
 use voltlens::label::LabelConfig;
 use voltlens::mine::stage::run_mine_stage;
-use voltlens::circuits::intervene::{ablate_or_steer, ablation_effect_mv, load_replacement, ProbeWindow};
+use voltlens::circuits::intervene::{ablate_or_steer, ablation_effect_mv, load_replacement, Intervention, ProbeWindow};
 use voltlens::label::covariates::{Covariate, Covariates};
 use voltlens::mine::effect::EffectSources;
 use voltlens::mine::stats::WindowKind;
 use voltlens::mine::{mine_cells, InMemory, MineConfig, SparseActivations};
 use voltlens::model::inputs::{self, CellSteps};
-use voltlens::model::{load_model, train_model, ModelConfig, TrainConfig};
+use voltlens::model::{load_model, train_model, DeviceChoice, ModelConfig, TrainConfig};
 use voltlens::record::run::encoder_inputs;
 use voltlens::record::tables::ActivationWriter;
 use voltlens::record::{read_sparse, record, step_windows, RecordConfig, RecordDir, RecordSummary, TranscoderInput};
@@ -285,10 +285,19 @@ fn streamed_mining_matches_mining_in_memory_and_ablation_effects_match_the_inter
 
     // A window that starts at step 0 sees what `intervene` sees on the cell's first window, so the
     // two agree at every step of it.
-    let (loaded, tc) = load_replacement(&f.model, &tc_dir.join("circuit-tracer")).unwrap();
+    let (loaded, tc) = load_replacement::<Flex>(&f.model, &tc_dir.join("circuit-tracer"), &Default::default()).unwrap();
     let m = mined.features.iter().max_by(|a, b| a.output_effect_mv.unwrap().abs().total_cmp(&b.output_effect_mv.unwrap().abs())).unwrap();
     let cell_id = &dataset.cells[0].cell_id;
-    let whole = ablate_or_steer(&f.data, &f.model, &tc_dir.join("circuit-tracer"), m.layer as usize, m.feature as usize, cell_id, 0.0).unwrap();
+    let what = Intervention {
+        dataset_dir: &f.data,
+        model_dir: &f.model,
+        transcoder_dir: &tc_dir.join("circuit-tracer"),
+        layer: m.layer as usize,
+        feature: m.feature as usize,
+        cell_id,
+        scale: 0.0,
+    };
+    let whole = ablate_or_steer(what, DeviceChoice::Cpu).unwrap();
     let steps = loaded.norm.apply(&voltlens::model::inputs::cell_steps(&f.data, cell_id, &loaded.norm.channels).unwrap());
     let probes: Vec<ProbeWindow> = (0..CONTEXT).map(|s| ProbeWindow::around(&steps, s, CONTEXT)).collect();
     let feature = (m.layer as usize, m.feature as usize);

@@ -6,16 +6,17 @@ use std::cell::RefCell;
 use std::fmt::Write;
 use std::path::Path;
 
-use burn::backend::Flex;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use plotters::prelude::*;
 
 use super::check_feature;
 use crate::model::inputs::{cell_steps, ModelSteps};
-use crate::model::{load_model, LoadedModel, Lblm, MlpReplacement};
+use crate::model::backend::{run_on, BackendTask};
+use crate::model::{load_model, DeviceChoice, LoadedModel, Lblm, MlpReplacement};
 use crate::plot_style::{self, FONT};
 use crate::transcoder::replacement::ReplacementPass;
+use crate::transcoder::sparse::SparseOps;
 use crate::transcoder::{import_circuit_tracer, Codes, Transcoder};
 use crate::{Error, Result};
 
@@ -151,25 +152,42 @@ pub struct InterventionReport {
 
 /// `voltlens intervene`: scale feature `feature` of `layer` of the transcoder in `transcoder_dir`
 /// (circuit-tracer layout) by `scale` while the model in `model_dir` predicts every step of cell
-/// `cell_id` of the dataset in `dataset_dir`, all MLPs replaced by the transcoder. Runs on the CPU.
-pub fn ablate_or_steer(
-    dataset_dir: &Path,
-    model_dir: &Path,
-    transcoder_dir: &Path,
-    layer: usize,
-    feature: usize,
-    cell_id: &str,
-    scale: f32,
-) -> Result<InterventionReport> {
-    let device = Default::default();
-    let (loaded, tc) = load_replacement(model_dir, transcoder_dir)?;
-    let raw = cell_steps(dataset_dir, cell_id, &loaded.norm.channels)?;
+/// `cell_id` of the dataset in `dataset_dir`, all MLPs replaced by the transcoder. The model runs
+/// on `device`, the transcoder on the CPU (as for replacement fidelity).
+pub struct Intervention<'a> {
+    pub dataset_dir: &'a Path,
+    pub model_dir: &'a Path,
+    pub transcoder_dir: &'a Path,
+    pub layer: usize,
+    pub feature: usize,
+    pub cell_id: &'a str,
+    pub scale: f32,
+}
+
+pub fn ablate_or_steer(what: Intervention, device: DeviceChoice) -> Result<InterventionReport> {
+    run_on(device, what)
+}
+
+impl BackendTask for Intervention<'_> {
+    type Output = InterventionReport;
+    fn describe(&self) -> String {
+        format!("the replacement model over cell {} ({WINDOWS_PER_PASS} windows a pass)", self.cell_id)
+    }
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<InterventionReport> {
+        intervene::<B::InnerBackend>(&self, &device)
+    }
+}
+
+fn intervene<B: Backend>(what: &Intervention, device: &B::Device) -> Result<InterventionReport> {
+    let (loaded, tc) = load_replacement::<B>(what.model_dir, what.transcoder_dir, device)?;
+    let raw = cell_steps(what.dataset_dir, what.cell_id, &loaded.norm.channels)?;
     if raw.steps() == 0 {
-        return Err(Error::Config(format!("cell {cell_id} has fewer than two rows: nothing to predict")));
+        return Err(Error::Config(format!("cell {} has fewer than two rows: nothing to predict", what.cell_id)));
     }
     let cell = loaded.norm.apply(&raw);
-    let run = |scale| Ok::<_, Error>(run_cell(&loaded.model, &cell, &SteeredMlps::new(&tc, layer, feature, scale)?, &device));
-    let (baseline, intervened) = (run(1.0)?, run(scale)?);
+    let (layer, feature) = (what.layer, what.feature);
+    let run = |scale| Ok::<_, Error>(run_cell(&loaded.model, &cell, &SteeredMlps::new(&tc, layer, feature, scale)?, device));
+    let (baseline, intervened) = (run(1.0)?, run(what.scale)?);
     // V_{t+1} = V_t + scaled ΔV · target_scale, as eval-model scores next-step predictions.
     let volts = |r: &CellRun| -> Vec<f32> {
         r.prediction.iter().zip(&raw.voltage).map(|(p, v)| v + p * loaded.norm.target_scale).collect()
@@ -177,10 +195,10 @@ pub fn ablate_or_steer(
     let (baseline_v, intervened_v) = (volts(&baseline), volts(&intervened));
     let delta_mv: Vec<f32> = intervened_v.iter().zip(&baseline_v).map(|(i, b)| (i - b) * 1000.0).collect();
     Ok(InterventionReport {
-        cell_id: cell_id.to_owned(),
+        cell_id: what.cell_id.to_owned(),
         layer,
         feature,
-        scale,
+        scale: what.scale,
         steps: (0..raw.steps()).collect(),
         activation: baseline.activation,
         max_abs_delta_mv: delta_mv.iter().fold(0.0, |m, d| m.max(d.abs())),
@@ -191,10 +209,10 @@ pub fn ablate_or_steer(
     })
 }
 
-/// The model in `model_dir` (on the CPU) and the transcoder in `transcoder_dir` (circuit-tracer
+/// The model in `model_dir` (on `device`) and the transcoder in `transcoder_dir` (circuit-tracer
 /// layout), checked to fit each other.
-pub fn load_replacement(model_dir: &Path, transcoder_dir: &Path) -> Result<(LoadedModel<Flex>, Transcoder)> {
-    let loaded = load_model::<Flex>(model_dir, &Default::default())?;
+pub fn load_replacement<B: Backend>(model_dir: &Path, transcoder_dir: &Path, device: &B::Device) -> Result<(LoadedModel<B>, Transcoder)> {
+    let loaded = load_model::<B>(model_dir, device)?;
     let tc = import_circuit_tracer(transcoder_dir)?;
     let d_model = loaded.model.embed.weight.dims()[1];
     if (tc.shape.layers, tc.shape.d_model) != (loaded.model.layers(), d_model) {

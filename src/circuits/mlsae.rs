@@ -19,15 +19,16 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use burn::backend::Flex;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use serde::Serialize;
 
 use crate::data::canonical::Dataset;
 use crate::io::write_atomic;
 use crate::model::inputs::dataset_steps;
-use crate::model::{load_model, Lblm};
+use crate::model::backend::{run_on, BackendTask};
+use crate::model::{load_model, DeviceChoice, Lblm};
+use crate::transcoder::sparse::SparseOps;
 use crate::transcoder::{import_circuit_tracer, layer_sq_norms, Band, Transcoder, Variant};
 use crate::{Error, Result};
 
@@ -220,17 +221,17 @@ impl Sweep {
     }
 
     /// The windows of `tokens` stacked as a batch [n, seq, C], and each token's position.
-    fn batch(&self, tokens: &[(u32, u32)]) -> (Tensor<Flex, 3>, Vec<usize>) {
+    fn batch<B: Backend>(&self, tokens: &[(u32, u32)], device: &B::Device) -> (Tensor<B, 3>, Vec<usize>) {
         let w = self.seq * self.width;
         let x: Vec<f32> = tokens.iter().flat_map(|&(b, _)| &self.inputs[b as usize * w..(b as usize + 1) * w]).copied().collect();
-        let x = Tensor::from_data(TensorData::new(x, [tokens.len(), self.seq, self.width]), &Default::default());
+        let x = Tensor::from_data(TensorData::new(x, [tokens.len(), self.seq, self.width]), device);
         (x, tokens.iter().map(|&(_, p)| p as usize).collect())
     }
 }
 
 /// Up to MAX_WINDOWS non-overlapping windows of the model's context, spread evenly over every
 /// cell of the dataset, run through the model and the MLSAE.
-fn sweep(dataset_dir: &Path, model: &Lblm<Flex>, norm: &crate::model::InputNorm, tc: &Transcoder) -> Result<Sweep> {
+fn sweep<B: Backend>(dataset_dir: &Path, model: &Lblm<B>, norm: &crate::model::InputNorm, tc: &Transcoder, device: &B::Device) -> Result<Sweep> {
     let dataset = Dataset::load(dataset_dir)?;
     let ids: Vec<String> = dataset.cells.iter().map(|c| c.cell_id.clone()).collect();
     let cells: Vec<_> = dataset_steps(&dataset, dataset_dir, &ids, &norm.channels)?.iter().map(|c| norm.apply(c)).collect();
@@ -246,10 +247,9 @@ fn sweep(dataset_dir: &Path, model: &Lblm<Flex>, norm: &crate::model::InputNorm,
     let layers = tc.shape.layers;
     let mut firing = vec![Vec::new(); tc.shape.features];
     let (mut sq, mut mid_norm) = (vec![0.0f64; layers], vec![0.0f64; layers]);
-    let device = Default::default();
     for (pass, chunk) in inputs.chunks(WINDOWS_PER_PASS * seq * width).enumerate() {
         let windows = chunk.len() / (seq * width);
-        let x = Tensor::<Flex, 3>::from_data(TensorData::new(chunk.to_vec(), [windows, seq, width]), &device);
+        let x = Tensor::<B, 3>::from_data(TensorData::new(chunk.to_vec(), [windows, seq, width]), device);
         let (_, acts) = model.forward_hooked(x);
         for (l, a) in acts.iter().enumerate() {
             sq[l] += to_vec(a.resid_post.clone()).iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
@@ -297,28 +297,62 @@ pub struct MlsaeAnalysis {
 /// Banding of every feature of the MLSAE in `transcoder_dir` (circuit-tracer layout) and the
 /// causal alignment of its `top` most active features on windows of the dataset, written to
 /// `out_dir` as `mlsae.json` and `mlsae_{banding,alignment}.csv` (the figures are drawn by the
-/// caller, with `mlsae_plot`). Runs on the CPU.
-pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path, top: usize, out_dir: &Path) -> Result<MlsaeAnalysis> {
-    let tc = import_circuit_tracer(transcoder_dir)?;
+/// caller, with `mlsae_plot`). The model runs on `device` (its forward passes are the work: two
+/// per feature and trigger layer), the MLSAE's encoder on the CPU.
+pub fn analyse_mlsae(sources: &MlsaeSources, top: usize, out_dir: &Path, device: DeviceChoice) -> Result<MlsaeAnalysis> {
+    let tc = import_circuit_tracer(sources.transcoder)?;
     check_mlsae(&tc)?;
-    let loaded = load_model::<Flex>(model_dir, &Default::default())?;
+    let analysis = run_on(device, AnalysisTask { sources, tc: &tc, top })?;
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    write_atomic(&out_dir.join("mlsae.json"), serde_json::to_string_pretty(&analysis).expect("plain data").as_bytes())?;
+    write_atomic(&out_dir.join("mlsae_banding.csv"), banding_csv(&analysis.banding).as_bytes())?;
+    write_atomic(&out_dir.join("mlsae_alignment.csv"), alignment_csv(&analysis.alignment).as_bytes())?;
+    Ok(analysis)
+}
+
+/// Where an MLSAE analysis reads from.
+pub struct MlsaeSources<'a> {
+    pub dataset: &'a Path,
+    pub model: &'a Path,
+    /// The MLSAE in circuit-tracer's layout.
+    pub transcoder: &'a Path,
+}
+
+struct AnalysisTask<'a> {
+    sources: &'a MlsaeSources<'a>,
+    tc: &'a Transcoder,
+    top: usize,
+}
+
+impl BackendTask for AnalysisTask<'_> {
+    type Output = MlsaeAnalysis;
+    fn describe(&self) -> String {
+        format!("the MLSAE analysis ({WINDOWS_PER_PASS} windows a pass, {TOKENS_PER_FEATURE} tokens per feature)")
+    }
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<MlsaeAnalysis> {
+        analyse::<B::InnerBackend>(self.sources, self.tc, self.top, &device)
+    }
+}
+
+fn analyse<B: Backend>(sources: &MlsaeSources, tc: &Transcoder, top: usize, device: &B::Device) -> Result<MlsaeAnalysis> {
+    let loaded = load_model::<B>(sources.model, device)?;
     let d_model = loaded.model.embed.weight.dims()[1];
     if (tc.shape.layers, tc.shape.d_model) != (loaded.model.layers(), d_model) {
         return Err(Error::Config(format!(
             "the MLSAE in {} reads {} layers of width {}, the model in {} has {} of width {d_model}",
-            transcoder_dir.display(), tc.shape.layers, tc.shape.d_model, model_dir.display(), loaded.model.layers()
+            sources.transcoder.display(), tc.shape.layers, tc.shape.d_model, sources.model.display(), loaded.model.layers()
         )));
     }
-    let sweep = sweep(dataset_dir, &loaded.model, &loaded.norm, &tc)?;
+    let sweep = sweep(sources.dataset, &loaded.model, &loaded.norm, tc, device)?;
     let activity: Vec<f64> = sweep.firing.iter().map(|f| f.len() as f64).collect();
-    let banding = banding_table(&tc, &activity, Some(&sweep.resid_mid_norm))?;
+    let banding = banding_table(tc, &activity, Some(&sweep.resid_mid_norm))?;
     let mut alignment = Vec::new();
     for row in banding.iter().filter(|r| r.activity > 0.0).take(top) {
         let tokens = spread(&sweep.firing[row.feature], TOKENS_PER_FEATURE);
-        let (x, at) = sweep.batch(&tokens);
-        alignment.extend(align_feature(&loaded.model, &tc, row.feature, x, &at, &sweep.rms)?);
+        let (x, at) = sweep.batch(&tokens, device);
+        alignment.extend(align_feature(&loaded.model, tc, row.feature, x, &at, &sweep.rms)?);
     }
-    let analysis = MlsaeAnalysis {
+    Ok(MlsaeAnalysis {
         layers: tc.shape.layers,
         windows: sweep.windows(),
         tokens: sweep.windows() * sweep.seq,
@@ -326,12 +360,7 @@ pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path
         live: activity.iter().filter(|&&a| a > 0.0).count(),
         banding,
         alignment,
-    };
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
-    write_atomic(&out_dir.join("mlsae.json"), serde_json::to_string_pretty(&analysis).expect("plain data").as_bytes())?;
-    write_atomic(&out_dir.join("mlsae_banding.csv"), banding_csv(&analysis.banding).as_bytes())?;
-    write_atomic(&out_dir.join("mlsae_alignment.csv"), alignment_csv(&analysis.alignment).as_bytes())?;
-    Ok(analysis)
+    })
 }
 
 fn banding_csv(rows: &[FeatureBanding]) -> String {

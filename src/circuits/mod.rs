@@ -35,13 +35,14 @@ pub mod stage;
 pub use attribution::{attribute, format_attribution, node_name, Attribution, Contribution, FrozenReplacement, NodeKind, Target};
 pub use graph::{attribution_graph, graph_for_cell, Graph, GraphFiles, GraphFile, GraphOptions, GraphScores, GraphSources, GraphWindow};
 pub use deembed::{deembed, format_deembed, ChannelRow, Embedding};
-pub use mlsae::{format_mlsae, MlsaeAnalysis};
-pub use intervene::{ablate_or_steer, draw_intervention, format_intervention, InterventionReport, SteeredMlps};
+pub use mlsae::{format_mlsae, MlsaeAnalysis, MlsaeSources};
+pub use intervene::{ablate_or_steer, draw_intervention, format_intervention, Intervention, InterventionReport, SteeredMlps};
 pub use pullback::{format_pullback, pullback, PullbackRow};
 pub use paths::{format_paths, greedy_paths, ComputationalPath};
 
 use std::path::Path;
 
+use crate::model::DeviceChoice;
 use crate::transcoder::{Transcoder, Variant};
 use crate::{Error, Result};
 
@@ -56,12 +57,12 @@ pub fn write_graph(graph: &Graph, dir: &Path, labels: Option<&Path>) -> Result<G
 
 /// `voltlens circuits mlsae`: the MLSAE analysis (`mlsae`) and its two figures (`mlsae_plot`),
 /// into `out_dir`.
-pub fn analyse_mlsae(dataset_dir: &Path, model_dir: &Path, transcoder_dir: &Path, top: usize, out_dir: &Path) -> Result<MlsaeAnalysis> {
-    let analysis = mlsae::analyse_mlsae(dataset_dir, model_dir, transcoder_dir, top, out_dir)?;
+pub fn analyse_mlsae(sources: &MlsaeSources, top: usize, out_dir: &Path, device: DeviceChoice) -> Result<MlsaeAnalysis> {
+    let analysis = mlsae::analyse_mlsae(sources, top, out_dir, device)?;
     let note = format!(
         "activity = firing tokens in {} tokens of {} · encoder parts weighed by each layer's mean ‖resid_mid‖",
         analysis.tokens,
-        dataset_dir.display()
+        sources.dataset.display()
     );
     mlsae_plot::draw_banding(&analysis.banding, analysis.layers, &note, &out_dir.join(stage::MLSAE_FIGURES[0]))?;
     mlsae_plot::draw_alignment(&analysis.alignment, analysis.layers, &out_dir.join(stage::MLSAE_FIGURES[1]))?;

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::graph::{graph_for_cell, GraphOptions, GraphSources};
-use super::{analyse_mlsae, format_deembed, format_pullback, pullback, write_graph, Embedding};
+use super::{analyse_mlsae, format_deembed, format_pullback, pullback, write_graph, Embedding, MlsaeSources};
 use crate::io::write_atomic;
 use crate::mine::stats::WindowKind;
+use crate::model::DeviceChoice;
 use crate::mine::{MinedFeature, MinedFeatures};
 use crate::transcoder::sweep::pareto::SweepRow;
 use crate::transcoder::{import_circuit_tracer, Transcoder, Variant};
@@ -43,6 +44,10 @@ pub struct CircuitsConfig {
     pub window: usize,
     pub node_threshold: f64,
     pub edge_threshold: f64,
+    /// Where the model runs for the MLSAE analyses (their forward passes are the work); the
+    /// graph's one forward pass and its attribution run on the CPU.
+    #[serde(skip_serializing_if = "DeviceChoice::is_cpu")]
+    pub device: DeviceChoice,
 }
 
 impl Default for CircuitsConfig {
@@ -56,6 +61,7 @@ impl Default for CircuitsConfig {
             window: 64,
             node_threshold: graph.node_threshold,
             edge_threshold: graph.edge_threshold,
+            device: DeviceChoice::Cpu,
         }
     }
 }
@@ -93,7 +99,8 @@ pub fn run_circuits_stage(inputs: &CircuitsInputs, cfg: &CircuitsConfig, out_dir
 
 /// Banding and causal alignment of the MLSAE exported at `export`, into `out_dir/mlsae/`.
 fn mlsae_analyses(inputs: &CircuitsInputs, export: &Path, source: &str, cfg: &CircuitsConfig, out_dir: &Path) -> Result<serde_json::Value> {
-    let analysis = analyse_mlsae(&inputs.sources.dataset, &inputs.sources.model, export, cfg.top_features, &out_dir.join(MLSAE_DIR))?;
+    let sources = MlsaeSources { dataset: &inputs.sources.dataset, model: &inputs.sources.model, transcoder: export };
+    let analysis = analyse_mlsae(&sources, cfg.top_features, &out_dir.join(MLSAE_DIR), cfg.device)?;
     Ok(serde_json::json!({ "source": source, "live": analysis.live, "features": analysis.features, "figures": MLSAE_FIGURES }))
 }
 

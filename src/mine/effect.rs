@@ -8,10 +8,15 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
 use crate::circuits::intervene::{ablation_effect_mv, load_replacement, ProbeWindow};
 use crate::mine::stats::WindowKind;
 use crate::mine::MinedFeatures;
+use crate::model::backend::{run_on, BackendTask};
 use crate::model::inputs::cell_steps;
+use crate::model::DeviceChoice;
+use crate::transcoder::sparse::SparseOps;
 use crate::transcoder::Variant;
 use crate::Result;
 
@@ -24,14 +29,35 @@ pub struct EffectSources {
     pub transcoder: PathBuf,
 }
 
-/// Sets `output_effect_mv` of every feature from its first `windows` top windows. Leaves it
-/// unset for an MLSAE, whose single encoder reads every layer and has no place to ablate, and for
-/// an SAE on mlp_out, which does not stand in for the MLP.
-pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize) -> Result<()> {
+/// Sets `output_effect_mv` of every feature from its first `windows` top windows, the model on
+/// `device` (the transcoder on the CPU, as for replacement fidelity). Leaves it unset for an
+/// MLSAE, whose single encoder reads every layer and has no place to ablate, and for an SAE on
+/// mlp_out, which does not stand in for the MLP.
+pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: DeviceChoice) -> Result<()> {
     if windows == 0 {
         return Ok(());
     }
-    let (loaded, tc) = load_replacement(&sources.model, &sources.transcoder.join("circuit-tracer"))?;
+    run_on(device, EffectTask { mined, sources, windows })
+}
+
+struct EffectTask<'a> {
+    mined: &'a mut MinedFeatures,
+    sources: &'a EffectSources,
+    windows: usize,
+}
+
+impl BackendTask for EffectTask<'_> {
+    type Output = ();
+    fn describe(&self) -> String {
+        format!("ablating each of {} features on its top {} windows", self.mined.features.len(), self.windows)
+    }
+    fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<()> {
+        effects::<B::InnerBackend>(self.mined, self.sources, self.windows, &device)
+    }
+}
+
+fn effects<B: Backend>(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: &B::Device) -> Result<()> {
+    let (loaded, tc) = load_replacement::<B>(&sources.model, &sources.transcoder.join("circuit-tracer"), device)?;
     if matches!(tc.shape.variant, Variant::Mlsae | Variant::Sae) {
         return Ok(());
     }
@@ -54,7 +80,6 @@ pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, window
             probes[j] = Some(ProbeWindow::around(&steps, jobs[j].2, loaded.model.context));
         }
     }
-    let device = Default::default();
     let bar = crate::progress::bar(mined.features.len() as u64, "effect", "features");
     let mut next = 0;
     for (i, m) in mined.features.iter_mut().enumerate() {
@@ -63,7 +88,7 @@ pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, window
         next += count;
         if !mine.is_empty() {
             let feature = (m.layer as usize, m.feature as usize);
-            let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, feature, &mine, &device)?;
+            let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, feature, &mine, device)?;
             m.output_effect_mv = Some(deltas.iter().map(|&d| d as f64).sum::<f64>() / deltas.len() as f64);
         }
         bar.inc(1);

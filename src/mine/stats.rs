@@ -20,6 +20,7 @@ use crate::mine::topk::{Peak, TopK, TopLimits};
 use crate::mine::SparseActivations;
 use crate::record::{CellActivations, Firing, RecordDir};
 use crate::label::covariates::Covariate;
+use crate::model::DeviceChoice;
 use crate::{Error, Result};
 
 /// Settings of the mine stage.
@@ -43,6 +44,9 @@ pub struct MineConfig {
     pub histogram_bins: usize,
     /// Top windows whose ablation gives the feature's output effect (`mine::effect`); 0 skips it.
     pub effect_windows: usize,
+    /// Where the model runs for the output effects (the transcoder runs on the CPU).
+    #[serde(skip_serializing_if = "DeviceChoice::is_cpu")]
+    pub device: DeviceChoice,
 }
 
 impl Default for MineConfig {
@@ -57,6 +61,7 @@ impl Default for MineConfig {
             n_non_firing: 5,
             histogram_bins: 32,
             effect_windows: 4,
+            device: DeviceChoice::Cpu,
         }
     }
 }

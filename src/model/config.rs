@@ -78,6 +78,11 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// For `skip_serializing_if`: a stage table that gained `device` keeps its fingerprint on the CPU.
+    pub fn is_cpu(&self) -> bool {
+        *self == DeviceChoice::Cpu
+    }
+
     /// Whether this build has the device's backend: an error naming the cargo feature if not.
     pub fn check(self) -> Result<Self> {
         match self {
