@@ -535,7 +535,7 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_on_the_gpu_backend() {
 
 /// The GPU's sparse decoding kernels compute what burn's row gather and scatter compute on the
 /// CPU, on tokens whose active features repeat across the batch (the scatter sums each feature's
-/// entries).
+/// entries), and list the same positive scores.
 #[cfg(feature = "wgpu")]
 #[test]
 fn sparse_decoding_kernels_on_the_gpu_backend_match_the_cpu_operations() {
@@ -566,6 +566,25 @@ fn sparse_decoding_kernels_on_the_gpu_backend_match_the_cpu_operations() {
         let worst = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst <= 1e-5, "{name}: the GPU kernel differs from the CPU by up to {worst}");
     }
+
+    // ReLU's active features: each row's positive scores in feature order, then the row's first
+    // other feature as padding; rows with none, some and all but one positive (k = 10).
+    fn positive<B: Backend + SparseOps>(score: &[f32], rows: usize) -> Vec<i64> {
+        let t = Tensor::<B, 2>::from_data(TensorData::new(score.to_vec(), [rows, score.len() / rows]), &Default::default());
+        let idx = B::positive_indices(t.into_primitive().tensor(), 10);
+        Tensor::<B, 2, Int>::from_primitive(idx).into_data().convert::<i64>().into_vec::<i64>().unwrap()
+    }
+    let rows = 7;
+    let mut score = draw(rows * f);
+    score[..f].iter_mut().for_each(|v| *v = -v.abs());
+    score[f..2 * f].iter_mut().enumerate().for_each(|(i, v)| *v = if i == 0 { -1.0 } else { v.abs() + 0.1 });
+    let (cpu, gpu) = (positive::<burn::backend::Flex>(&score, rows), positive::<burn::backend::Wgpu>(&score, rows));
+    assert_eq!(&cpu[..20], &[[0; 10], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]].concat()[..], "none positive, then all but the first");
+    for (r, row) in cpu.chunks(10).enumerate() {
+        let want: Vec<i64> = (0..f as i64).filter(|&i| score[r * f + i as usize] > 0.0).collect();
+        assert_eq!(&row[..want.len()], &want[..], "row {r}");
+    }
+    assert_eq!(cpu, gpu, "the GPU kernel lists other features than the CPU");
 }
 
 /// The autodiff trainer follows the hand-written one step for step on the planted problem (their

@@ -9,12 +9,12 @@
 //! CubeCL kernels on a GPU, since burn-cubecl 0.21 differentiates a row gather with a kernel that
 //! gives each decoder column one thread walking all batch·k indices in turn: on an H200 a TopK-32
 //! step at 24 layers × 8,192 features did not finish 33 steps in 120 s that way). A step costs the
-//! dense encoder plus O(batch · k · L · d). A ReLU or JumpReLU step decodes densely instead (z
-//! [batch, F] times each decoder, nothing gathered) on the CPU when a row has F/16 or more active
-//! features (early in training: the gathered rows would outweigh the decoder itself, ~0.6 TB for
-//! one batch at 24 layers × 8,192 features), and always on a GPU, where choosing a varying number
-//! of features per step would compile a new top-k kernel each step (`choose`); TopK and BatchTopK
-//! gather everywhere.
+//! dense encoder plus O(batch · k · L · d). A ReLU or JumpReLU step takes as many slots per token
+//! as its busiest token has active features, listed by `SparseOps::positive_indices` (not burn's
+//! top-k, whose k is compiled into its GPU kernel: a new kernel nearly every step), and decodes
+//! densely instead (z [batch, F] times each decoder, nothing gathered) when a row has F/16 or more
+//! (early in training: the gathered rows would outweigh the decoder itself, ~0.6 TB for one batch
+//! at 24 layers × 8,192 features). TopK and BatchTopK always gather.
 //!
 //! Parameters and Adam's moments stay on the device between steps, as flat tensors in
 //! `Transcoder::tensors` order; `sync` copies them back for checkpoints, which are therefore the
@@ -101,8 +101,8 @@ pub struct Terms<B: Backend> {
 }
 
 /// How a step decodes: gathering the active features' decoder rows, or one dense product per
-/// decoder (module docs). `Auto`: dense for a ReLU or JumpReLU step on a GPU, or on the CPU
-/// whose busiest row is F/16 full.
+/// decoder (module docs). `Auto`: dense for a ReLU or JumpReLU step whose busiest row is F/16
+/// full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decoding {
@@ -177,7 +177,7 @@ pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
     let pre = x.clone().reshape([n, e_n, s.d_in()]).swap_dims(0, 1).matmul(p.w_enc()) + p.b_enc().reshape([e_n, 1, f_n]);
     let device = pre.device();
     let decoding = terms.decoding;
-    let chosen = choose(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding);
+    let chosen = choose::<B>(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding);
     let z = activate(&p, &pre, &chosen);
     let (z, active) = match chosen.idx {
         Some(idx) if decoding == Decoding::Dense => (spread(z, idx, f_n), None),
@@ -257,7 +257,7 @@ fn layer_sq<B: Backend>(diff: Tensor<B, 2>, l: usize, d: usize) -> Tensor<B, 1> 
 
 /// The active features of each (encoder, token) from the pre-activations [E, n, F], outside the
 /// graph: the same selection as `activation::select_row` (and `batch_top_k`).
-fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: &Activation, n: usize, decoding: Decoding) -> Chosen<B> {
+fn choose<B: AutodiffBackend + SparseOps>(pre: &Tensor<B::InnerBackend, 3>, threshold: Option<Tensor<B::InnerBackend, 2>>, act: &Activation, n: usize, decoding: Decoding) -> Chosen<B::InnerBackend> {
     let [e_n, _, f_n] = pre.dims();
     // score > 0 exactly where the hand-written trainer keeps an entry.
     let score = match (act, threshold) {
@@ -268,18 +268,18 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
     let k = match *act {
         Activation::TopK { k } => k,
         Activation::BatchTopK { k } => k * super::activation::BATCH_TOPK_CANDIDATES,
-        // As many as the busiest row has (a sync, but one scalar).
-        // On a GPU the busiest row's count would be argtopk's k, a compile-time constant of its
-        // kernel (unrolled k times): a new, large kernel for nearly every step.
-        Activation::Relu | Activation::JumpRelu { .. } if decoding == Decoding::Dense || (decoding == Decoding::Auto && is_gpu::<B>()) => {
-            return Chosen { idx: None, keep: score.greater_elem(0.0) }
-        }
         Activation::Relu | Activation::JumpRelu { .. } => {
+            if decoding == Decoding::Dense {
+                return Chosen { idx: None, keep: score.greater_elem(0.0) };
+            }
+            // As many slots as the busiest row has active features (a sync, but one scalar).
             let busiest = score.clone().greater_elem(0.0).int().sum_dim(2).max().into_scalar().elem::<i64>() as usize;
             if decoding == Decoding::Auto && busiest * DENSE_FROM >= f_n {
                 return Chosen { idx: None, keep: score.greater_elem(0.0) };
             }
-            busiest
+            let idx = positive_indices::<B>(score.clone(), busiest.max(1));
+            let keep = score.gather(2, idx.clone()).greater_elem(0.0);
+            return Chosen { idx: Some(idx), keep };
         }
     }
     .clamp(1, f_n);
@@ -294,11 +294,18 @@ fn choose<B: Backend>(pre: &Tensor<B, 3>, threshold: Option<Tensor<B, 2>>, act: 
             // keeps quota entries per row, and on Flex a full sort.
             let mut host = vals.clone().into_data().convert::<f32>().into_vec::<f32>().expect("f32 candidates");
             let cut: Vec<f32> = host.chunks_mut(n * k).map(|row| kth_largest(row, quota)).collect();
-            let cut = Tensor::<B, 1>::from_data(TensorData::new(cut, [e_n]), &vals.device()).reshape([e_n, 1, 1]).expand([e_n, n, k]);
+            let cut = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(cut, [e_n]), &vals.device()).reshape([e_n, 1, 1]).expand([e_n, n, k]);
             keep = keep.bool_and(vals.greater_equal(cut));
         }
     }
     Chosen { idx: Some(idx), keep }
+}
+
+/// `SparseOps::positive_indices` of every row of score [E, n, F]: [E, n, k].
+fn positive_indices<B: AutodiffBackend + SparseOps>(score: Tensor<B::InnerBackend, 3>, k: usize) -> Tensor<B::InnerBackend, 3, Int> {
+    let [e_n, n, f_n] = score.dims();
+    let score = Tensor::<B, 2>::from_inner(score.reshape([e_n * n, f_n])).into_primitive().tensor();
+    Tensor::<B, 2, Int>::from_primitive(B::positive_indices(score, k)).inner().reshape([e_n, n, k])
 }
 
 /// The k largest entries along the last axis and their indices (ties to the lower feature, as

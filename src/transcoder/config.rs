@@ -114,9 +114,9 @@ pub struct TranscoderConfig {
     /// The trainer; unset: `sparse` on the CPU, `autodiff` on a GPU. Not part of what a checkpoint
     /// must match, so a run can move between trainers and devices.
     pub trainer: Option<Trainer>,
-    /// How the autodiff trainer decodes: `auto` (only the active features' decoder rows; densely
-    /// for ReLU and JumpReLU on a GPU, and on the CPU while a row is F/16 full), `gather` or
-    /// `dense` (to compare them). Not part of what a checkpoint must match.
+    /// How the autodiff trainer decodes: `auto` (only the active features' decoder rows; ReLU and
+    /// JumpReLU densely while a row is F/16 full), `gather` or `dense` (to compare them). Not part
+    /// of what a checkpoint must match.
     #[serde(skip_serializing_if = "Decoding::is_auto")]
     pub decoding: Decoding,
 }

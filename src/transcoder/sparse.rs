@@ -25,7 +25,8 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::Flex;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorPrimitive};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
+use rayon::prelude::*;
 
 /// One encoder's active features, idx [n, k] over `features` features, with what the backend
 /// derived from them in `SparseOps::active` (the GPU: each feature's entries and where they start).
@@ -72,6 +73,27 @@ pub trait SparseOps: Backend {
         let values = z.reshape([n, k, 1]).matmul(g.reshape([n, 1, c])).reshape([n * k, c]);
         let out = Tensor::<Self, 2>::zeros([a.features, c], &values.device());
         out.select_assign(0, idx.reshape([n * k]), values, IndexingUpdateOp::Add).into_primitive().tensor()
+    }
+
+    /// For each row of score [R, F], the features whose score is > 0 in ascending order, then the
+    /// row's first feature whose score is not, repeated to fill k slots: [R, k]. A gather there
+    /// reads every positive score and no other positive one. k must be at least each row's
+    /// count of positive scores (a row with fewer has a score to pad with).
+    fn positive_indices(score: FloatTensor<Self>, k: usize) -> IntTensor<Self> {
+        let score = float_tensor::<Self, 2>(score);
+        let [rows, f_n] = score.dims();
+        let host = score.to_data().convert::<f32>().into_vec::<f32>().expect("f32 scores");
+        let idx: Vec<i64> = host
+            .par_chunks(f_n)
+            .flat_map_iter(|row| {
+                let mut out: Vec<i64> = (0..f_n).filter(|&f| row[f] > 0.0).map(|f| f as i64).collect();
+                assert!(out.len() <= k, "{} positive scores in a row, {k} slots", out.len());
+                let pad = (0..f_n).find(|&f| !(row[f] > 0.0)).unwrap_or(0) as i64;
+                out.resize(k, pad);
+                out
+            })
+            .collect();
+        Tensor::<Self, 2, Int>::from_data(TensorData::new(idx, [rows, k]), &score.device()).into_primitive()
     }
 
     /// `rows_weighted_sum`, differentiable in z and w under autodiff.
@@ -143,6 +165,10 @@ impl<B: SparseOps, C: CheckpointStrategy> SparseOps for Autodiff<B, C> {
 
     fn rows_scatter(z: FloatTensor<Self>, a: &Active<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::from_inner(B::rows_scatter(z.primitive, &inner(a), g.primitive))
+    }
+
+    fn positive_indices(score: FloatTensor<Self>, k: usize) -> IntTensor<Self> {
+        B::positive_indices(score.primitive, k)
     }
 
     fn decode(z: FloatTensor<Self>, a: &Active<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -1,6 +1,7 @@
 //! `SparseOps` on burn's GPU backends (CUDA, wgpu): three CubeCL kernels, each giving a thread to
 //! one (token, column), (token, slot) or (feature, column), so none walks the whole batch as
-//! burn-cubecl's `select` backward does. The W_dec gradient sums each feature's entries in a fixed
+//! burn-cubecl's `select` backward does, and one listing a row's positive scores (ReLU's active
+//! features, whose number burn's top-k kernel would compile in). The W_dec gradient sums each feature's entries in a fixed
 //! order (its tokens ascending, listed by a counting sort on the host once per step in `active`),
 //! not by atomic adds, so that it does not vary from run to run and needs no float atomics.
 
@@ -65,6 +66,32 @@ fn feature_sums_kernel(z: &Tensor<f32>, entries: &Tensor<i32>, offsets: &Tensor<
         acc += z[m] * g[(m / slots) * cols + c];
     }
     out[ABSOLUTE_POS] = acc;
+}
+
+/// out[r, ..]: the features f with score[r, f] > 0 ascending, then the row's first other feature
+/// repeated to the row's end; one thread per row, which reads its row once.
+#[cube(launch_unchecked)]
+fn positive_indices_kernel(score: &Tensor<f32>, out: &mut Tensor<i32>) {
+    if ABSOLUTE_POS >= score.shape(0) {
+        terminate!();
+    }
+    let (features, slots) = (score.shape(1), out.shape(1));
+    let (row, first) = (ABSOLUTE_POS * features, ABSOLUTE_POS * slots);
+    let mut next = 0usize;
+    let mut pad = features; // none yet
+    for f in 0..features {
+        if score[row + f] > 0.0 {
+            if next < slots {
+                out[first + next] = i32::cast_from(f);
+            }
+            next += 1;
+        } else if pad == features {
+            pad = f;
+        }
+    }
+    for j in next..slots {
+        out[first + j] = i32::cast_from(pad);
+    }
 }
 
 /// Each feature's entries of idx [n·k] (flat), in ascending order, and where each feature's run
@@ -154,6 +181,16 @@ impl<R: CubeRuntime, BT: BoolElement> SparseOps for CubeBackend<R, f32, i32, BT>
                 out.clone().into_tensor_arg(),
             )
         };
+        out
+    }
+
+    fn positive_indices(score: FloatTensor<Self>, k: usize) -> IntTensor<Self> {
+        let score = into_contiguous(score);
+        let rows = score.meta.shape()[0];
+        let out = empty_device_contiguous_dtype(score.client.clone(), score.device.clone(), Shape::new([rows, k]), DType::I32);
+        let (count, dim) = grid(&score, rows);
+        // SAFETY: each thread writes only its own row's k slots, after checking its row exists.
+        unsafe { positive_indices_kernel::launch_unchecked::<R>(&out.client, count, dim, score.into_tensor_arg(), out.clone().into_tensor_arg()) };
         out
     }
 
