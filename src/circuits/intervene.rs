@@ -150,10 +150,10 @@ pub struct InterventionReport {
     pub firing_steps: Vec<usize>,
 }
 
-/// `voltlens intervene`: scale feature `feature` of `layer` of the transcoder in `transcoder_dir`
-/// (circuit-tracer layout) by `scale` while the model in `model_dir` predicts every step of cell
-/// `cell_id` of the dataset in `dataset_dir`, all MLPs replaced by the transcoder. The model runs
-/// on `device`, the transcoder on the CPU (as for replacement fidelity).
+/// `voltlens circuits steer|ablate`: scale feature `feature` of `layer` of the transcoder in
+/// `transcoder_dir` (circuit-tracer layout) by `scale` while the model in `model_dir` predicts
+/// every step of cell `cell_id` of the dataset in `dataset_dir`, all MLPs replaced by the
+/// transcoder.
 pub struct Intervention<'a> {
     pub dataset_dir: &'a Path,
     pub model_dir: &'a Path,
@@ -164,6 +164,8 @@ pub struct Intervention<'a> {
     pub scale: f32,
 }
 
+/// Runs `what` with the model on `device` and the transcoder on the CPU (as replacement fidelity
+/// does), and compares it with the unmodified replacement run.
 pub fn ablate_or_steer(what: Intervention, device: DeviceChoice) -> Result<InterventionReport> {
     run_on(device, what)
 }
@@ -171,7 +173,7 @@ pub fn ablate_or_steer(what: Intervention, device: DeviceChoice) -> Result<Inter
 impl BackendTask for Intervention<'_> {
     type Output = InterventionReport;
     fn describe(&self) -> String {
-        format!("the replacement model over cell {} ({WINDOWS_PER_PASS} windows a pass)", self.cell_id)
+        format!("the replacement model over cell {} (batches of {WINDOWS_PER_PASS} windows of the model's context, fixed); run it on the CPU", self.cell_id)
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<InterventionReport> {
         intervene::<B::InnerBackend>(&self, &device)

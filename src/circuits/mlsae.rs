@@ -327,7 +327,7 @@ struct AnalysisTask<'a> {
 impl BackendTask for AnalysisTask<'_> {
     type Output = MlsaeAnalysis;
     fn describe(&self) -> String {
-        format!("the MLSAE analysis ({WINDOWS_PER_PASS} windows a pass, {TOKENS_PER_FEATURE} tokens per feature)")
+        format!("the MLSAE analysis (batches of {WINDOWS_PER_PASS} and {TOKENS_PER_FEATURE} windows of the model's context, fixed); run it on the CPU")
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<MlsaeAnalysis> {
         analyse::<B::InnerBackend>(self.sources, self.tc, self.top, &device)

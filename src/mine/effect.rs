@@ -49,7 +49,7 @@ struct EffectTask<'a> {
 impl BackendTask for EffectTask<'_> {
     type Output = ();
     fn describe(&self) -> String {
-        format!("ablating each of {} features on its top {} windows", self.mined.features.len(), self.windows)
+        format!("ablating each of {} features on its top {} windows (one batch per feature); lower [mine] effect_windows", self.mined.features.len(), self.windows)
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<()> {
         effects::<B::InnerBackend>(self.mined, self.sources, self.windows, &device)
