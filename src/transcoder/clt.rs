@@ -307,9 +307,7 @@ fn decode_token(model: &Transcoder, codes: &Codes, t: usize, x: Option<&[f32]>, 
     if let (Some(w), Some(x)) = (&model.w_skip, x) {
         let d = s.d_model;
         for m in 0..s.layers {
-            for k in 0..d {
-                dense::axpy(x[m * d + k], &w[(m * d + k) * d..(m * d + k + 1) * d], &mut y[m * d..(m + 1) * d]);
-            }
+            add_skip(w, m, &x[m * d..(m + 1) * d], &mut y[m * d..(m + 1) * d]);
         }
     }
 }
@@ -326,9 +324,16 @@ fn decode_layer_token(model: &Transcoder, m: usize, writers: &[(usize, &Codes)],
         dense::add_weighted(c.row(t).map(|i| (c.value[i], &w[c.index[i] as usize * row + at..][..d])), y);
     }
     if let (Some(w), Some(x)) = (&model.w_skip, x) {
-        for (k, &xk) in x.iter().enumerate() {
-            dense::axpy(xk, &w[(m * d + k) * d..(m * d + k + 1) * d], y);
-        }
+        add_skip(w, m, x, y);
+    }
+}
+
+/// y [d] += x [d]·W_skip[m], layer m's skip path. Inlined, as `add_decoded` is.
+#[inline(always)]
+fn add_skip(w_skip: &[f32], m: usize, x: &[f32], y: &mut [f32]) {
+    let d = y.len();
+    for (k, &xk) in x.iter().enumerate() {
+        dense::axpy(xk, &w_skip[(m * d + k) * d..(m * d + k + 1) * d], y);
     }
 }
 

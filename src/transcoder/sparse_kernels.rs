@@ -1,9 +1,10 @@
 //! `SparseOps` on burn's GPU backends (CUDA, wgpu): three CubeCL kernels, each giving a thread to
 //! one (token, column), (token, slot) or (feature, column), so none walks the whole batch as
 //! burn-cubecl's `select` backward does, and one listing a row's positive scores (ReLU's active
-//! features, whose number burn's top-k kernel would compile in). The W_dec gradient sums each feature's entries in a fixed
-//! order (its tokens ascending, listed by a counting sort on the host once per step in `active`),
-//! not by atomic adds, so that it does not vary from run to run and needs no float atomics.
+//! features, whose number burn's top-k kernel would compile in). The W_dec gradient sums each
+//! feature's entries in a fixed order (its tokens ascending, listed by a counting sort on the host
+//! once per step in `active`), not by atomic adds, so that it does not vary from run to run and
+//! needs no float atomics.
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Int, Shape, TensorData};
