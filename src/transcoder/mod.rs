@@ -46,6 +46,8 @@ pub mod sweep;
 pub mod train;
 
 pub use activation::Codes;
+#[cfg(feature = "cuda")]
+pub use sparse_kernels::compile_for_cuda;
 pub use bench::bench_vs_reference;
 pub use cache::{write_cache, write_cache_shards, ActivationSource, Batch, CacheSource, MemorySource};
 pub use clt::{ForwardOutput, Shape, Transcoder};

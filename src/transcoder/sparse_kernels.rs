@@ -95,6 +95,44 @@ fn positive_indices_kernel(score: &Tensor<f32>, out: &mut Tensor<i32>) {
     }
 }
 
+/// Our four kernels compiled for CUDA as burn's CUDA backend compiles them on a Hopper GPU: the C++
+/// of CubeCL's CUDA dialect with the features cubecl-cuda enables from compute capability 9.0,
+/// through NVRTC with its options (`--gpu-architecture=sm_90a`, CUDA's headers from `CUDA_PATH`).
+/// The kernels are defined through any runtime's client, so a machine with no GPU but NVRTC's
+/// library (PyPI's `nvidia-cuda-nvrtc`) checks that they compile for CUDA: tests/transcoder.rs runs
+/// it on lavapipe's wgpu client. Returns each kernel's name and PTX; an error names the kernel and
+/// carries NVRTC's log and the source.
+#[cfg(feature = "cuda")]
+pub fn compile_for_cuda<R: Runtime>(client: &ComputeClient<R>) -> anyhow::Result<Vec<(&'static str, String)>> {
+    use cubecl::{cuda::CudaCompiler, Compiler};
+    use cubecl_cpp::shared::{CompilationOptions, CppSupportedFeatures};
+    use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+    let features = CppSupportedFeatures { grid_constants: true, clusters: true, fast_math: true, fast_tanh: true, elect_sync: true };
+    let options = CompilationOptions { warp_size: 32, supports_features: features };
+    let mut include_paths = Vec::new();
+    if let Some(cuda) = std::env::var_os("CUDA_PATH").map(std::path::PathBuf::from) {
+        include_paths.extend([cuda.join("include"), cuda.join("include/cccl")].iter().filter(|p| p.exists()).map(|p| p.display().to_string()));
+    }
+    let compile = |name: &'static str, kernel: &dyn CubeKernel| -> anyhow::Result<(&'static str, String)> {
+        let source = CudaCompiler::default()
+            .compile(kernel.define(), &options, ExecutionMode::Unchecked, kernel.address_type())
+            .map_err(|e| anyhow::anyhow!("CubeCL could not write {name} as CUDA C++: {e}"))?
+            .to_string();
+        let nvrtc = CompileOptions { arch: Some("sm_90a"), include_paths: include_paths.clone(), options: vec!["-lineinfo".into()], ..Default::default() };
+        let ptx = compile_ptx_with_opts(&source, nvrtc).map_err(|e| anyhow::anyhow!("NVRTC did not compile {name}: {e}\n{source}"))?;
+        Ok((name, ptx.to_src()))
+    };
+    let settings = || KernelSettings::default().cube_dim(CubeDim::new_1d(256));
+    let arg = || TensorCompilationArg { inplace: None };
+    let c = || client.clone();
+    Ok(vec![
+        compile("rows_weighted_sum", &rows_weighted_sum_kernel::RowsWeightedSumKernel::<R>::new(settings(), c(), arg(), arg(), arg(), arg()))?,
+        compile("rows_dot", &rows_dot_kernel::RowsDotKernel::<R>::new(settings(), c(), arg(), arg(), arg(), arg()))?,
+        compile("feature_sums", &feature_sums_kernel::FeatureSumsKernel::<R>::new(settings(), c(), arg(), arg(), arg(), arg(), arg()))?,
+        compile("positive_indices", &positive_indices_kernel::PositiveIndicesKernel::<R>::new(settings(), c(), arg(), arg()))?,
+    ])
+}
+
 /// Each feature's entries of idx [n·k] (flat), in ascending order, and where each feature's run
 /// starts: a counting sort, so that the sums above add in a fixed order.
 fn entries_by_feature(idx: &[i32], features: usize) -> (Vec<i32>, Vec<i32>) {
