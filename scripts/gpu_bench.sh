@@ -60,7 +60,7 @@ for phase in "$@"; do
         ;;
     pipeline)
         # The quickstart with device = "cuda" in every stage table that has one.
-        sed -E 's/^\[(model\.train|model\.eval|transcoder|record)\]$/&\ndevice = "cuda"/' pipelines/quickstart.toml >"$SCRATCH/quickstart-cuda.toml"
+        sed -E 's/^\[(model\.train|model\.eval|transcoder|record|mine|circuits)\]$/&\ndevice = "cuda"/' pipelines/quickstart.toml >"$SCRATCH/quickstart-cuda.toml"
         grep -q '^\[model\.eval\]' pipelines/quickstart.toml || printf '\n[model.eval]\ndevice = "cuda"\n' >>"$SCRATCH/quickstart-cuda.toml"
         grep -B1 'device = "cuda"' "$SCRATCH/quickstart-cuda.toml"
         step quickstart-cuda 300 "$BIN" run "$SCRATCH/quickstart-cuda.toml" --runs-dir "$SCRATCH/runs"
