@@ -749,11 +749,17 @@ struct RunArgs {
     /// Where runs go (default: the pipeline's runs_dir, normally runs/).
     #[arg(long)]
     runs_dir: Option<PathBuf>,
+    /// Run every stage whose table names no device on this one (cpu, cuda or wgpu; the pipeline's
+    /// top-level `device` otherwise): model training and evaluation, transcoder, sweep, record,
+    /// mine's output effects and circuits' MLSAE analyses. Stages whose outputs were made on
+    /// another device run again.
+    #[arg(long)]
+    device: Option<crate::model::DeviceChoice>,
 }
 
 impl RunArgs {
     fn options(self) -> RunOptions {
-        RunOptions { from: self.from, force: self.force, runs_dir: self.runs_dir }
+        RunOptions { from: self.from, force: self.force, runs_dir: self.runs_dir, device: self.device }
     }
 }
 

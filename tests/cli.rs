@@ -40,19 +40,18 @@ const TRANSCODER_TOML: &str = "eval_tokens = 512\n[config]\nvariant = \"clt\"\nf
 
 /// A pipeline with every stage, sized to run in seconds.
 fn tiny_pipeline(dir: &Path) -> String {
-    tiny_pipeline_on(dir, "tiny", "cpu")
+    tiny_pipeline_named(dir, "tiny")
 }
 
-/// The tiny pipeline, named `name`, with every stage that has a device on `device`.
-fn tiny_pipeline_on(dir: &Path, name: &str, device: &str) -> String {
+/// The tiny pipeline, named `name` (its stages on the CPU unless `run --device` says).
+fn tiny_pipeline_named(dir: &Path, name: &str) -> String {
     let text = format!(
         "name = \"{name}\"\nseed = 5\nruns_dir = \"runs\"\n\
          [data]\nsource = \"synth\"\n[data.synth]\ncells = 3\ncycles = 1\nprotocols = [\"cccv\", \"drive\"]\n\
          [model.arch]\nlayers = 2\nd_model = 16\nheads = 2\nd_mlp = 32\ncontext = 24\n\
-         [model.train]\ndevice = \"{device}\"\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n\
-         [model.eval]\ndevice = \"{device}\"\n\
-         [transcoder]\ndevice = \"{device}\"\neval_tokens = 512\n[transcoder.config]\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n\
-         [record]\ndevice = \"{device}\"\n[mine]\ndevice = \"{device}\"\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
+         [model.train]\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n\
+         [transcoder]\neval_tokens = 512\n[transcoder.config]\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n\
+         [record]\n[mine]\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
          [report]\ndir = \"{}\"\n",
         dir.join("reports").display()
     );
@@ -72,8 +71,13 @@ fn the_tiny_pipeline_on_the_gpu_backend_gives_the_cpu_results() {
     let json = |run: &str, file: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join("runs").join(run).join(file)).unwrap()).unwrap()
     };
+    // `run --device`: every stage that takes a device (the pipeline file names none).
     for device in ["cpu", "wgpu"] {
-        ok(dir, &["run", &tiny_pipeline_on(dir, device, device)]);
+        ok(dir, &["run", &tiny_pipeline_named(dir, device), "--device", device]);
+    }
+    let manifest = |stage: &str| json("wgpu", &format!("{stage}/manifest.json"));
+    for (stage, setting) in [("model", "/train/device"), ("model", "/eval/device"), ("transcoder", "/device"), ("record", "/device"), ("mine", "/device")] {
+        assert_eq!(manifest(stage)["config"].pointer(setting).and_then(|v| v.as_str()), Some("wgpu"), "{stage}{setting}");
     }
     let close = |what: &str, cpu: f64, gpu: f64, rel: f64| {
         assert!((cpu - gpu).abs() <= rel * cpu.abs().max(1e-6), "{what}: cpu {cpu} vs wgpu {gpu}");
@@ -269,6 +273,7 @@ fn every_command_names_what_is_wrong() {
             fails(dir, &["bench", "transcoder", "--device", device, "--steps", "1", "--work-dir", "gpu-scratch"], &format!("--features {device}"));
             assert!(!dir.join("gpu-scratch").exists(), "bench transcoder leaves no scratch folder behind on failure");
             fails(dir, &["train-model", "--data", "synth", "--out", "m", "--device", device], &format!("--features {device}"));
+            fails(dir, &["run", "tiny.toml", "--device", device], &format!("--features {device}"));
         }
     }
 }

@@ -83,3 +83,29 @@ fn shipped_pipelines_parse() {
         voltlens::pipeline::PipelineConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
+
+/// One top-level `device` line (or `voltlens run --device`, which replaces it) reaches every stage
+/// table that takes a device and names none; a table that names its own keeps it, and a stage the
+/// file leaves out stays out.
+#[test]
+fn a_pipeline_device_reaches_every_stage_that_names_none() {
+    use voltlens::model::DeviceChoice::{Cpu, Cuda, Wgpu};
+    use voltlens::pipeline::PipelineConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("p.toml");
+    let stages = "[data]\nsource = \"synth\"\n[model.arch]\nlayers = 2\n[transcoder]\n[record]\n[mine]\ndevice = \"cpu\"\n[circuits]\n";
+    std::fs::write(&path, format!("name = \"p\"\ndevice = \"cuda\"\n{stages}")).unwrap();
+    let devices = |c: PipelineConfig| {
+        let model = c.model.unwrap();
+        assert!(c.sweep.is_none() && c.label.is_none(), "a stage left out stays out");
+        [model.train.device, model.eval.device, c.transcoder.unwrap().device, c.record.unwrap().device, c.mine.unwrap().device, c.circuits.unwrap().device]
+    };
+    assert_eq!(devices(PipelineConfig::load(&path).unwrap()), [Cuda, Cuda, Cuda, Cuda, Cpu, Cuda]);
+    assert_eq!(devices(PipelineConfig::load_on(&path, Some(Wgpu)).unwrap()), [Wgpu, Wgpu, Wgpu, Wgpu, Cpu, Wgpu]);
+    std::fs::write(&path, format!("name = \"p\"\n{stages}")).unwrap();
+    assert_eq!(devices(PipelineConfig::load(&path).unwrap()), [Cpu; 6]);
+    assert_eq!(devices(PipelineConfig::load_on(&path, Some(Cuda)).unwrap()), [Cuda, Cuda, Cuda, Cuda, Cpu, Cuda]);
+    // A [sweep] gets it too.
+    std::fs::write(&path, format!("name = \"p\"\ndevice = \"cuda\"\n{stages}[sweep]\n")).unwrap();
+    assert_eq!(PipelineConfig::load(&path).unwrap().sweep.unwrap().device, Cuda);
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::ingest::IngestOptions;
 use crate::data::synth::SynthConfig;
+use crate::model::DeviceChoice;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,6 +18,11 @@ pub struct PipelineConfig {
     pub seed: u64,
     #[serde(default = "default_runs_dir")]
     pub runs_dir: PathBuf,
+    /// The device of every stage table that takes one and names none (see `DEVICE_TABLES`), so
+    /// that one line puts a pipeline on the GPU; `voltlens run|batch --device` sets it from the
+    /// command line. Applied as the file is read: the stages' tables (and fingerprints) carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceChoice>,
     pub data: DataStageConfig,
     /// Train and evaluate the battery model (omit to stop after the data).
     pub model: Option<ModelStageConfig>,
@@ -127,11 +133,41 @@ pub enum DataStageConfig {
     },
 }
 
+/// The stage tables that take a `device` (as TOML key paths): the model's training and evaluation,
+/// the transcoder, the sweep, record, mine (output effects) and circuits (MLSAE analyses).
+const DEVICE_TABLES: [&[&str]; 7] = [&["model", "train"], &["model", "eval"], &["transcoder"], &["sweep"], &["record"], &["mine"], &["circuits"]];
+
+/// Gives `device` to each stage table of `doc` that names none; a stage the file leaves out stays
+/// out (`[model.train]` and `[model.eval]` are made where `[model]` is present).
+fn default_device(doc: &mut toml::Table, device: DeviceChoice) {
+    'tables: for path in DEVICE_TABLES {
+        let Some(toml::Value::Table(stage)) = doc.get_mut(path[0]) else { continue };
+        let mut table: &mut toml::Table = stage;
+        for key in &path[1..] {
+            let toml::Value::Table(inner) = table.entry(*key).or_insert_with(|| toml::Value::Table(toml::Table::new())) else { continue 'tables };
+            table = inner;
+        }
+        table.entry("device").or_insert_with(|| toml::Value::String(device.to_string()));
+    }
+}
+
 impl PipelineConfig {
     pub fn load(path: &Path) -> Result<PipelineConfig> {
+        Self::load_on(path, None)
+    }
+
+    /// Reads a pipeline file; `device`, if given, replaces the file's own top-level `device`.
+    pub fn load_on(path: &Path, device: Option<DeviceChoice>) -> Result<PipelineConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: PipelineConfig =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+        let error = |e: toml::de::Error| Error::Config(format!("{}: {}", path.display(), e.to_string().trim_end()));
+        // Parsed as written first, so that an error names its line.
+        let mut config: PipelineConfig = toml::from_str(&text).map_err(error)?;
+        if let Some(device) = device.or(config.device) {
+            let mut doc: toml::Table = toml::from_str(&text).map_err(error)?;
+            doc.insert("device".to_owned(), toml::Value::String(device.to_string()));
+            default_device(&mut doc, device);
+            config = toml::Value::Table(doc).try_into().map_err(error)?;
+        }
         if config.name.is_empty() || !config.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(Error::Config(format!(
                 "{}: name '{}' must be non-empty letters, digits, '.', '_' or '-'",

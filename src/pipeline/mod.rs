@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Override the runs directory (default: the pipeline's `runs_dir`, else `runs/`).
     pub runs_dir: Option<PathBuf>,
+    /// The device of every stage whose table names none (the pipeline's top-level `device`).
+    pub device: Option<crate::model::DeviceChoice>,
 }
 
 /// What happened to one stage.
@@ -61,7 +63,7 @@ impl StageContext {
 
 /// Runs a pipeline file. Returns each stage's outcome, in order.
 pub fn run_file(path: &Path, opts: &RunOptions) -> Result<Vec<(String, StageOutcome)>> {
-    let config = PipelineConfig::load(path)?;
+    let config = PipelineConfig::load_on(path, opts.device)?;
     run(&config, opts)
 }
 
