@@ -59,11 +59,8 @@ for phase in "$@"; do
         step model-forward 150 "$BIN" bench model --device cuda --forward 3x64x128,12x256x2048,24x512x8192 --steps 3
         ;;
     pipeline)
-        # The quickstart with device = "cuda" in every stage table that has one.
-        sed -E 's/^\[(model\.train|model\.eval|transcoder|record|mine|circuits)\]$/&\ndevice = "cuda"/' pipelines/quickstart.toml >"$SCRATCH/quickstart-cuda.toml"
-        grep -q '^\[model\.eval\]' pipelines/quickstart.toml || printf '\n[model.eval]\ndevice = "cuda"\n' >>"$SCRATCH/quickstart-cuda.toml"
-        grep -B1 'device = "cuda"' "$SCRATCH/quickstart-cuda.toml"
-        step quickstart-cuda 300 "$BIN" run "$SCRATCH/quickstart-cuda.toml" --runs-dir "$SCRATCH/runs"
+        # The quickstart with every stage that takes a device on the GPU.
+        step quickstart-cuda 300 "$BIN" run pipelines/quickstart.toml --device cuda --runs-dir "$SCRATCH/runs"
         for m in model/eval transcoder; do
             [ -f "$SCRATCH/runs/quickstart/$m/metrics.json" ] && cp "$SCRATCH/runs/quickstart/$m/metrics.json" "$(dirname "$LOG")/quickstart-${m//\//-}.json"
         done
