@@ -210,6 +210,22 @@ fn ablating_a_feature_that_always_fires_changes_the_predicted_voltage() {
     common::assert_drawn(&path, Some((1200, 800)), 8);
 }
 
+/// A transcoder made for another model is refused before any work, naming both folders and
+/// both shapes (the same check guards record, graphs and the MLSAE analyses).
+#[test]
+fn a_transcoder_of_another_model_is_refused_by_name() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tmp.path().join("wide-clt");
+    let cfg = TranscoderConfig { variant: Variant::Clt, features: 4, ..TranscoderConfig::default() };
+    export_circuit_tracer(&Transcoder::zeros(&cfg, LAYERS, 2 * D_MODEL), &other).unwrap();
+    let cell = test_cell(f);
+    let what = Intervention { dataset_dir: &f.data, model_dir: &f.model, transcoder_dir: &other, layer: 0, feature: 0, cell_id: &cell, scale: 0.0 };
+    let err = ablate_or_steer(what, DeviceChoice::Cpu).unwrap_err().to_string();
+    let want = format!("{LAYERS} layers of width {}, the model in {} has {LAYERS} of width {D_MODEL}", 2 * D_MODEL, f.model.display());
+    assert!(err.contains(&other.display().to_string()) && err.contains(&want), "{err}");
+}
+
 /// The replacement runs encode each layer once, when first needed (`ReplacementPass`); they give
 /// what the definition gives: at every layer l, encode the whole pass's resid_mid [tokens, L, d]
 /// seen so far (later layers 0), scale the steered feature, decode, and take layer l's slice.

@@ -156,14 +156,7 @@ pub(crate) fn check_pair<B: Backend>(model: &Lblm<B>, tc: &Transcoder) -> Result
             "attribution needs a CLT or PLT; the MLSAE's encoder reads every layer at once, so it has no per-layer feature to attribute".to_owned(),
         ));
     }
-    let d = model.embed.weight.dims()[1];
-    if (tc.shape.layers, tc.shape.d_model) != (model.layers(), d) {
-        return Err(Error::Config(format!(
-            "the transcoder is for {} layers of width {}, the model has {} of width {d}",
-            tc.shape.layers, tc.shape.d_model, model.layers()
-        )));
-    }
-    Ok(())
+    tc.shape.check_fits(model.layers(), model.d_model(), None)
 }
 
 /// Per-step scale of `norm` on rows [T, d]: √(var + ε) for LayerNorm, √(mean(x²) + ε) for

@@ -38,7 +38,7 @@ pub fn bench_model_config(context: usize) -> ModelConfig {
 /// `l0` features fire per layer and step on `inputs` (a quantile of the pre-activations there).
 pub fn random_clt(model: &Lblm<Flex>, inputs: &[f32], features: usize, l0: usize, seed: u64) -> Transcoder {
     let layers = model.layers();
-    let d = model.embed.weight.dims()[1];
+    let d = model.d_model();
     let cfg = TranscoderConfig { variant: Variant::Clt, features, ..TranscoderConfig::default() };
     let mut tc = Transcoder::zeros(&cfg, layers, d);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -216,13 +216,7 @@ fn intervene<B: Backend>(what: &Intervention, device: &B::Device) -> Result<Inte
 pub fn load_replacement<B: Backend>(model_dir: &Path, transcoder_dir: &Path, device: &B::Device) -> Result<(LoadedModel<B>, Transcoder)> {
     let loaded = load_model::<B>(model_dir, device)?;
     let tc = import_circuit_tracer(transcoder_dir)?;
-    let d_model = loaded.model.embed.weight.dims()[1];
-    if (tc.shape.layers, tc.shape.d_model) != (loaded.model.layers(), d_model) {
-        return Err(Error::Config(format!(
-            "the transcoder in {} is for {} layers of width {}, the model in {} has {} of width {d_model}",
-            transcoder_dir.display(), tc.shape.layers, tc.shape.d_model, model_dir.display(), loaded.model.layers()
-        )));
-    }
+    tc.shape.check_fits(loaded.model.layers(), loaded.model.d_model(), Some((transcoder_dir, model_dir)))?;
     Ok((loaded, tc))
 }
 

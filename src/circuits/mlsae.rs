@@ -336,13 +336,7 @@ impl BackendTask for AnalysisTask<'_> {
 
 fn analyse<B: Backend>(sources: &MlsaeSources, tc: &Transcoder, top: usize, device: &B::Device) -> Result<MlsaeAnalysis> {
     let loaded = load_model::<B>(sources.model, device)?;
-    let d_model = loaded.model.embed.weight.dims()[1];
-    if (tc.shape.layers, tc.shape.d_model) != (loaded.model.layers(), d_model) {
-        return Err(Error::Config(format!(
-            "the MLSAE in {} reads {} layers of width {}, the model in {} has {} of width {d_model}",
-            sources.transcoder.display(), tc.shape.layers, tc.shape.d_model, sources.model.display(), loaded.model.layers()
-        )));
-    }
+    tc.shape.check_fits(loaded.model.layers(), loaded.model.d_model(), Some((sources.transcoder, sources.model)))?;
     let sweep = sweep(sources.dataset, &loaded.model, &loaded.norm, tc, device)?;
     let activity: Vec<f64> = sweep.firing.iter().map(|f| f.len() as f64).collect();
     let banding = banding_table(tc, &activity, Some(&sweep.resid_mid_norm))?;

@@ -386,6 +386,11 @@ impl<B: Backend> Lblm<B> {
         self.blocks.len()
     }
 
+    /// Width of the residual stream.
+    pub fn d_model(&self) -> usize {
+        self.embed.weight.dims()[1]
+    }
+
     /// Input channels per step.
     pub fn channels(&self) -> usize {
         self.embed.weight.dims()[0]

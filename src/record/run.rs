@@ -160,7 +160,7 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
     let started = Instant::now();
     let loaded = load_model::<B>(task.model_dir, &device)?;
     let tc = task.transcoder;
-    check_shapes(&loaded.model, tc)?;
+    tc.shape.check_fits(loaded.model.layers(), loaded.model.d_model(), None)?;
     let paths = DatasetPaths::new(task.dataset_dir);
     let cells: Vec<&CellInfo> = task.cells.iter().filter(|c| crate::model::inputs::can_read(c, &loaded.norm.channels)).collect();
     let cell_ids: Vec<String> = cells.iter().map(|c| c.cell_id.clone()).collect();
@@ -196,19 +196,6 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
         features_per_layer: tc.shape.features,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-fn check_shapes<B: Backend>(model: &Lblm<B>, tc: &Transcoder) -> Result<()> {
-    let d_model = model.embed.weight.dims()[1];
-    if (tc.shape.layers, tc.shape.d_model) != (model.layers(), d_model) {
-        return Err(Error::Config(format!(
-            "record: the transcoder reads {} layers of width {}, the model has {} of width {d_model}",
-            tc.shape.layers,
-            tc.shape.d_model,
-            model.layers()
-        )));
-    }
-    Ok(())
 }
 
 /// Receives one firing (row, layer, feature, value) of the current cell.

@@ -22,6 +22,19 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// Refuses a model this transcoder was not made for: it must read the model's layers at its
+    /// residual width. `folders` (the transcoder's and the model's), where known, go into the message.
+    pub fn check_fits(&self, layers: usize, d_model: usize, folders: Option<(&std::path::Path, &std::path::Path)>) -> crate::Result<()> {
+        if (self.layers, self.d_model) == (layers, d_model) {
+            return Ok(());
+        }
+        let (tc, model) = folders.map_or((String::new(), String::new()), |(t, m)| (format!(" in {}", t.display()), format!(" in {}", m.display())));
+        Err(crate::Error::Config(format!(
+            "the transcoder{tc} reads {} layers of width {}, the model{model} has {layers} of width {d_model}: a transcoder serves the model it was trained on",
+            self.layers, self.d_model
+        )))
+    }
+
     pub fn encoders(&self) -> usize {
         if self.variant == Variant::Mlsae { 1 } else { self.layers }
     }

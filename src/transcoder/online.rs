@@ -230,7 +230,7 @@ impl<B: Backend> ModelActivations<B> {
 
 impl<B: Backend> ActivationSource for ModelActivations<B> {
     fn dims(&self) -> (usize, usize) {
-        let d = self.model.embed.weight.dims()[1];
+        let d = self.model.d_model();
         (self.model.layers(), d)
     }
 
