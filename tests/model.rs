@@ -396,8 +396,8 @@ fn an_imported_model_evaluates_like_the_original_on_any_cells() {
     assert!(err.contains("no cell no-such-cell"), "{err}");
 }
 
-/// A GPU allocation failure (burn's CUDA backend panics with cubecl's `LaunchError::OutOfMemory`)
-/// comes back as an error naming the work and what to lower; other backend panics keep their
+/// A GPU allocation failure (burn's CUDA backend panics with cubecl's `LaunchError::OutOfMemory`,
+/// or cubecl-cuda's "can't allocate buffer of size" where the driver refuses memory) comes back as an error naming the work and what to lower; other backend panics keep their
 /// first line; and the process goes on (the panic hook is restored).
 #[test]
 fn gpu_failures_become_errors_that_say_what_to_lower() {
@@ -406,6 +406,10 @@ fn gpu_failures_become_errors_that_say_what_to_lower() {
     let oom = gpu_guard(what, || -> voltlens::Result<()> { panic!("An out-of-memory error happened during launch\nCaused by:\n  alloc of 3 GiB") });
     let err = oom.unwrap_err().to_string();
     assert!(err.contains("ran out of memory") && err.contains("8192 features") && err.contains("lower `batch`"), "{err}");
+    // Where cubecl-cuda reserves a buffer the driver refuses (its server unwraps the IoError).
+    let alloc = gpu_guard(what, || -> voltlens::Result<()> { panic!("called `Result::unwrap()` on an `Err` value: can't allocate buffer of size: 34359738368\n   0: backtrace") });
+    let err = alloc.unwrap_err().to_string();
+    assert!(err.contains("ran out of memory (a buffer of 32.0 GiB)") && err.contains("lower `batch`"), "{err}");
     let other = gpu_guard("model training", || -> voltlens::Result<()> { panic!("{}", String::from("CUDA_ERROR_ILLEGAL_ADDRESS\nmore")) });
     let err = other.unwrap_err().to_string();
     assert!(err.contains("model training") && err.contains("CUDA_ERROR_ILLEGAL_ADDRESS") && !err.contains("more"), "{err}");

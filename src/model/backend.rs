@@ -41,9 +41,10 @@ fn run_on_gpu<B: AutodiffBackend + SparseOps, T: BackendTask>(task: T) -> Result
 }
 
 /// Runs GPU work so that a failure inside the backend comes back as an error naming the work, its
-/// size and what to lower, rather than a crash: burn's CUDA backend panics when an allocation
-/// fails (`LaunchError::OutOfMemory` unwrapped). Outputs are written by rename, so nothing
-/// half-written is left behind.
+/// size and what to lower, rather than a crash: burn's CUDA backend panics when memory runs out,
+/// at a kernel launch (cubecl's `LaunchError::OutOfMemory`) or, more often, where cubecl-cuda
+/// reserves a buffer (`IoError::BufferTooBig`, "can't allocate buffer of size: N", unwrapped in
+/// its server). Outputs are written by rename, so nothing half-written is left behind.
 pub fn gpu_guard<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {})); // the error below says it once
@@ -55,6 +56,12 @@ pub fn gpu_guard<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
     };
     let message = payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied()).unwrap_or("");
     let lower = message.to_lowercase();
+    const BUFFER: &str = "can't allocate buffer of size: ";
+    if let Some(at) = lower.find(BUFFER) {
+        let bytes: String = lower[at + BUFFER.len()..].chars().take_while(char::is_ascii_digit).collect();
+        let gib = bytes.parse::<f64>().map_or(String::new(), |b| format!(" (a buffer of {:.1} GiB)", b / (1u64 << 30) as f64));
+        return Err(Error::Other(format!("the GPU ran out of memory{gib} in {what}")));
+    }
     if ["out of memory", "out-of-memory", "outofmemory"].iter().any(|m| lower.contains(m)) {
         return Err(Error::Other(format!("the GPU ran out of memory in {what}")));
     }
