@@ -348,6 +348,10 @@ enum Command {
         /// Activation rows held in memory before a Parquet row group is written.
         #[arg(long)]
         max_buffer_rows: Option<usize>,
+        /// Where the model and the transcoder's encoder run: cpu, cuda (build with --features
+        /// cuda) or wgpu (--features wgpu).
+        #[arg(long, default_value = "cpu")]
+        device: crate::model::DeviceChoice,
     },
     /// Mine recorded activations: density, histograms, exact top-k windows (at most one per cycle
     /// and two per cell), quantile examples, and with --data/--model/--transcoder each feature's
@@ -944,8 +948,8 @@ fn execute(command: Command) -> Result<ExitCode> {
             print!("{}", crate::transcoder::sweep::format_table(&summary.rows));
             println!("{} runs trained, {} already done; wrote {}/pareto.csv and {}", summary.trained, summary.skipped, out.display(), summary.figures.join(", "));
         }
-        Command::Record { data, model, transcoder, out, max_buffer_rows } => {
-            let mut cfg = crate::record::RecordConfig::default();
+        Command::Record { data, model, transcoder, out, max_buffer_rows, device } => {
+            let mut cfg = crate::record::RecordConfig { device, ..Default::default() };
             cfg.max_buffer_rows = max_buffer_rows.unwrap_or(cfg.max_buffer_rows);
             let summary = crate::record::record(&data, &model, crate::record::TranscoderInput::Dir(&transcoder), &cfg, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));

@@ -516,6 +516,37 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_for_every_variant_and_activ
     }
 }
 
+/// The encoder on a burn device (record's on a GPU) keeps what the hand-written one keeps, at the
+/// same values, for every variant and activation (BatchTopK's cut included).
+fn check_device_encoder_matches<B: burn::tensor::backend::AutodiffBackend + voltlens::transcoder::sparse::SparseOps>() {
+    use voltlens::transcoder::device_encode::DeviceEncoder;
+    for (cfg, _, _) in agreement_cases() {
+        let (layers, d, n) = (3, 5, 48);
+        let (tc, x, _) = random_problem(&cfg, layers, d, n, 21);
+        let want = tc.encode(&x);
+        let device = Default::default();
+        let upload = burn::tensor::Tensor::<B::InnerBackend, 2>::from_data(burn::tensor::TensorData::new(x.clone(), [n, layers * d]), &device);
+        let got = DeviceEncoder::<B>::new(&tc, &device).encode(upload);
+        let what = format!("{:?} {:?}", cfg.variant, cfg.activation);
+        assert!(want.index.len() >= n, "{what}: only {} entries to compare", want.index.len());
+        assert_eq!((&got.offsets, &got.index), (&want.offsets, &want.index), "{what}: other features kept");
+        for (a, b) in got.value.iter().zip(&want.value).chain(got.pre.iter().zip(&want.pre)) {
+            assert!((a - b).abs() <= 1e-5, "{what}: value {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn the_device_encoder_keeps_what_the_hand_written_one_keeps() {
+    check_device_encoder_matches::<voltlens::model::backend::CpuTrain>();
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn the_device_encoder_keeps_what_the_hand_written_one_keeps_on_the_gpu_backend() {
+    check_device_encoder_matches::<burn::backend::Autodiff<burn::backend::Wgpu>>();
+}
+
 /// The same agreement on burn's wgpu backend, whose kernels (burn-cubecl's and the sparse
 /// decoding's in `sparse_kernels`, compiled as for CUDA) and `argtopk` are the GPU path's: run on
 /// any Vulkan device, Mesa's software lavapipe included, so that the GPU path is tested without a

@@ -1,12 +1,13 @@
 //! The record run: every step of every cell through the model and the transcoder's encoder, one
-//! cell at a time, in batches of windows, into the buffered Parquet writers of `tables`.
+//! cell at a time, in batches of windows, into the buffered Parquet writers of `tables`. On a GPU
+//! the encoder runs there too (`transcoder::device_encode`), on the CPU the hand-written one.
 
 use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::tables::{ActivationWriter, CovariateWriter};
@@ -20,6 +21,9 @@ use crate::model::backend::{run_on, BackendTask};
 use crate::model::checkpoint::{load_model, LoadedModel};
 use crate::model::inputs::{self, CellSteps, ModelSteps};
 use crate::model::{DeviceChoice, Lblm};
+use crate::transcoder::activation::Codes;
+use crate::transcoder::autodiff::is_gpu;
+use crate::transcoder::device_encode::DeviceEncoder;
 use crate::transcoder::{import_circuit_tracer, Transcoder, Variant};
 use crate::{Error, Result};
 use crate::transcoder::sparse::SparseOps;
@@ -33,7 +37,7 @@ pub struct RecordConfig {
     pub max_buffer_rows: usize,
     /// Windows per forward pass of the model.
     pub windows_per_batch: usize,
-    /// Where the model runs; the transcoder's encoder runs on the CPU.
+    /// Where the model and the transcoder's encoder run.
     pub device: DeviceChoice,
 }
 
@@ -152,15 +156,20 @@ impl BackendTask for RecordTask<'_> {
         format!("recording ({} windows per pass, {} features per encoder); lower `windows_per_batch`", self.cfg.windows_per_batch, self.transcoder.shape.features)
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<RecordSummary> {
-        record_dataset::<B::InnerBackend>(&self, device)
+        record_dataset::<B>(&self, device)
     }
 }
 
-fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<RecordSummary> {
+fn record_dataset<A: AutodiffBackend + SparseOps>(task: &RecordTask, device: A::Device) -> Result<RecordSummary> {
     let started = Instant::now();
-    let loaded = load_model::<B>(task.model_dir, &device)?;
+    let loaded = load_model::<A::InnerBackend>(task.model_dir, &device)?;
     let tc = task.transcoder;
     tc.shape.check_fits(loaded.model.layers(), loaded.model.d_model(), None)?;
+    let on_device = is_gpu::<A::InnerBackend>().then(|| DeviceEncoder::<A>::new(tc, &device));
+    let encode = |x: Tensor<A::InnerBackend, 2>| match &on_device {
+        Some(encoder) => encoder.encode(x),
+        None => tc.encode(&x.into_data().convert::<f32>().into_vec::<f32>().expect("f32 activations")),
+    };
     let paths = DatasetPaths::new(task.dataset_dir);
     let cells: Vec<&CellInfo> = task.cells.iter().filter(|c| crate::model::inputs::can_read(c, &loaded.norm.channels)).collect();
     let cell_ids: Vec<String> = cells.iter().map(|c| c.cell_id.clone()).collect();
@@ -178,7 +187,7 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
         covariates.push_cell(c as u32, &Covariates::from_cell(info, &data))?;
         let cell = loaded.norm.apply(&CellSteps::from_cell(info, &data, &file, &loaded.norm.channels)?);
         let sink = &mut |row, layer, feature, value| activations.push(c as u32, row, layer, feature, value);
-        record_cell(&loaded, tc, &cell, task.cfg.windows_per_batch, &device, sink, &|n| bar.inc(n as u64))?;
+        record_cell(&loaded, tc.shape, &encode, &cell, task.cfg.windows_per_batch, &device, sink, &|n| bar.inc(n as u64))?;
         cell_activation_rows.push(activations.rows - before);
     }
     bar.finish_and_clear();
@@ -201,21 +210,23 @@ fn record_dataset<B: Backend>(task: &RecordTask, device: B::Device) -> Result<Re
 /// Receives one firing (row, layer, feature, value) of the current cell.
 type Sink<'a> = &'a mut dyn FnMut(u32, u16, u32, f32) -> Result<()>;
 
-/// Every step of one cell, in row order, through model and encoder into `sink`; `progress`
+/// Every step of one cell, in row order, through model and `encode` into `sink`; `progress`
 /// hears the steps done.
+#[allow(clippy::too_many_arguments)]
 fn record_cell<B: Backend>(
     loaded: &LoadedModel<B>,
-    tc: &Transcoder,
+    shape: crate::transcoder::clt::Shape,
+    encode: &dyn Fn(Tensor<B, 2>) -> Codes,
     cell: &ModelSteps,
     windows_per_batch: usize,
     device: &B::Device,
     sink: Sink,
     progress: &dyn Fn(usize),
 ) -> Result<()> {
-    let encoders = tc.shape.encoders();
+    let encoders = shape.encoders();
     for chunk in step_windows(cell.steps(), loaded.model.context).chunks(windows_per_batch) {
-        let (x, rows) = kept_inputs(&loaded.model, tc.shape.variant, cell, chunk, device);
-        let codes = tc.encode(&x);
+        let (x, rows) = kept_inputs(&loaded.model, shape.variant, cell, chunk, device);
+        let codes = encode(x);
         for (t, &row) in rows.iter().enumerate() {
             for e in 0..encoders {
                 for i in codes.row(t * encoders + e) {
@@ -231,28 +242,32 @@ fn record_cell<B: Backend>(
 }
 
 /// The encoder inputs (resid_mid, or mlp_out for an SAE) of the kept positions of `chunk`
-/// (windows of one length), [n, L, d] flattened, and the row of each of the n positions.
-fn kept_inputs<B: Backend>(model: &Lblm<B>, variant: Variant, cell: &ModelSteps, chunk: &[StepWindow], device: &B::Device) -> (Vec<f32>, Vec<u32>) {
+/// (windows of one length), [n, L·d] on the model's device, and the row of each of the n positions.
+fn kept_inputs<B: Backend>(model: &Lblm<B>, variant: Variant, cell: &ModelSteps, chunk: &[StepWindow], device: &B::Device) -> (Tensor<B, 2>, Vec<u32>) {
     let len = chunk[0].len;
     let windows: Vec<Window> = chunk.iter().map(|w| Window { cell: 0, start: w.start }).collect();
     let (x, _) = inputs::batch::<B>(std::slice::from_ref(cell), &windows, len, device);
-    let all = encoder_inputs(model, variant, x);
-    let width = all.len() / (chunk.len() * len);
+    let all = encoder_input_tensor(model, variant, x);
+    let [batch, seq, layers, d] = all.dims();
     let mut kept = Vec::new();
     let mut rows = Vec::new();
     for (b, w) in chunk.iter().enumerate() {
-        let at = |p: usize| (b * len + p) * width;
-        kept.extend_from_slice(&all[at(w.first)..at(len)]);
+        kept.extend((w.first..len).map(|p| (b * len + p) as i64));
         rows.extend((w.first..len).map(|p| (w.start + p) as u32));
     }
-    (kept, rows)
+    let kept = Tensor::<B, 1, Int>::from_data(TensorData::new(kept, [rows.len()]), device);
+    (all.reshape([batch * seq, layers * d]).select(0, kept), rows)
 }
 
 /// Model inputs [batch, seq, N_CHANNELS] → what the encoders of `variant` read at every layer
 /// (resid_mid; mlp_out for an SAE) [batch, seq, L, d], flat: token-major, as the transcoder reads it.
 pub fn encoder_inputs<B: Backend>(model: &Lblm<B>, variant: Variant, x: Tensor<B, 3>) -> Vec<f32> {
+    encoder_input_tensor(model, variant, x).into_data().convert::<f32>().into_vec().expect("f32 activations")
+}
+
+/// `encoder_inputs` on the model's device, [batch, seq, L, d].
+fn encoder_input_tensor<B: Backend>(model: &Lblm<B>, variant: Variant, x: Tensor<B, 3>) -> Tensor<B, 4> {
     let (_, acts) = model.forward_hooked(x);
     let read = |a: crate::model::transformer::LayerActivations<B>| if variant.reads_mlp_out() { a.mlp_out } else { a.resid_mid };
-    let stacked = Tensor::<B, 3>::stack::<4>(acts.into_iter().map(read).collect(), 2);
-    stacked.into_data().convert::<f32>().into_vec().expect("f32 activations")
+    Tensor::<B, 3>::stack::<4>(acts.into_iter().map(read).collect(), 2)
 }

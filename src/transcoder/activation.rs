@@ -32,12 +32,12 @@ impl Codes {
     pub fn row(&self, r: usize) -> std::ops::Range<usize> {
         self.offsets[r]..self.offsets[r + 1]
     }
-    fn push(&mut self, f: usize, value: f32, pre: f32) {
+    pub(super) fn push(&mut self, f: usize, value: f32, pre: f32) {
         self.index.push(f as u32);
         self.value.push(value);
         self.pre.push(pre);
     }
-    fn end_row(&mut self) {
+    pub(super) fn end_row(&mut self) {
         self.offsets.push(self.index.len());
     }
     /// The rows of `parts` one after another, allocated once at their joint size (per-thread

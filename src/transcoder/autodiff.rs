@@ -146,9 +146,9 @@ impl<B: Backend> DeviceStats<B> {
 /// Which features each (encoder, token) uses: indices [E, n, K] and a 0/1 mask of the real ones
 /// (rows with fewer than K are padded); no indices when every feature is kept in place (K = F,
 /// the dense step).
-struct Chosen<B: Backend> {
-    idx: Option<Tensor<B, 3, Int>>,
-    keep: Tensor<B, 3, Bool>,
+pub(super) struct Chosen<B: Backend> {
+    pub idx: Option<Tensor<B, 3, Int>>,
+    pub keep: Tensor<B, 3, Bool>,
 }
 
 /// A ReLU or JumpReLU step decodes densely when its busiest row has at least F / DENSE_FROM
@@ -177,7 +177,7 @@ pub fn loss_and_grad<B: AutodiffBackend + SparseOps>(
     let pre = x.clone().reshape([n, e_n, s.d_in()]).swap_dims(0, 1).matmul(p.w_enc()) + p.b_enc().reshape([e_n, 1, f_n]);
     let device = pre.device();
     let decoding = terms.decoding;
-    let chosen = choose::<B>(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding);
+    let chosen = choose::<B>(&pre.clone().inner(), p.threshold().map(|t| t.inner()), &p.activation, n, decoding, true);
     let z = activate(&p, &pre, &chosen);
     let (z, active) = match chosen.idx {
         Some(idx) if decoding == Decoding::Dense => (spread(z, idx, f_n), None),
@@ -256,13 +256,21 @@ fn layer_sq<B: Backend>(diff: Tensor<B, 2>, l: usize, d: usize) -> Tensor<B, 1> 
 }
 
 /// The active features of each (encoder, token) from the pre-activations [E, n, F], outside the
-/// graph: the same selection as `activation::select_row` (and `batch_top_k`).
-fn choose<B: AutodiffBackend + SparseOps>(pre: &Tensor<B::InnerBackend, 3>, threshold: Option<Tensor<B::InnerBackend, 2>>, act: &Activation, n: usize, decoding: Decoding) -> Chosen<B::InnerBackend> {
+/// graph: the same selection as `activation::RowSelect` (and `batch_top_k`); `window` keeps
+/// JumpReLU's entries within half a bandwidth below θ too, as training does.
+pub(super) fn choose<B: AutodiffBackend + SparseOps>(
+    pre: &Tensor<B::InnerBackend, 3>,
+    threshold: Option<Tensor<B::InnerBackend, 2>>,
+    act: &Activation,
+    n: usize,
+    decoding: Decoding,
+    window: bool,
+) -> Chosen<B::InnerBackend> {
     let [e_n, _, f_n] = pre.dims();
-    // score > 0 exactly where the hand-written trainer keeps an entry.
+    // score > 0 exactly where the hand-written encoder keeps an entry.
     let score = match (act, threshold) {
-        // Above θ, or within half a bandwidth below it (kept at 0 for θ's gradient).
-        (Activation::JumpRelu { bandwidth, .. }, Some(t)) => pre.clone() - t.reshape([e_n, 1, f_n]) + 0.5 * bandwidth,
+        // Above θ, or (training) within half a bandwidth below it, kept at 0 for θ's gradient.
+        (Activation::JumpRelu { bandwidth, .. }, Some(t)) => pre.clone() - t.reshape([e_n, 1, f_n]) + if window { 0.5 * bandwidth } else { 0.0 },
         _ => pre.clone(),
     };
     let k = match *act {
@@ -340,7 +348,7 @@ fn top_k<B: Backend>(t: Tensor<B, 3>, k: usize) -> (Tensor<B, 3>, Tensor<B, 3, I
 }
 
 /// Whether `B` is one of burn's GPU backends (CUDA or wgpu), which share burn-cubecl's kernels.
-fn is_gpu<B: Backend>() -> bool {
+pub(crate) fn is_gpu<B: Backend>() -> bool {
     let b = std::any::TypeId::of::<B>();
     #[cfg(feature = "cuda")]
     if b == std::any::TypeId::of::<burn::backend::Cuda>() {

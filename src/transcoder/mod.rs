@@ -31,6 +31,7 @@ pub mod cache;
 pub mod clt;
 pub mod config;
 mod dense;
+pub mod device_encode;
 pub mod export;
 pub mod import;
 pub mod grad;
