@@ -375,7 +375,7 @@ enum Command {
         #[arg(long, requires = "data")]
         transcoder: Option<PathBuf>,
         /// Where the model runs for the output effect: cpu, cuda (build with --features cuda) or
-        /// wgpu (--features wgpu). The transcoder runs on the CPU.
+        /// wgpu (--features wgpu), with the transcoder's encoder; its sparse decoding runs on the CPU.
         #[arg(long, default_value = "cpu")]
         device: crate::model::DeviceChoice,
     },
@@ -613,8 +613,8 @@ struct InterventionArgs {
     /// Write a PNG of baseline vs intervened voltage and the difference.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Where the model runs: cpu, cuda (build with --features cuda) or wgpu (--features wgpu).
-    /// The transcoder runs on the CPU.
+    /// Where the model runs: cpu, cuda (build with --features cuda) or wgpu (--features wgpu), with
+    /// the transcoder's encoder; its sparse decoding runs on the CPU.
     #[arg(long, default_value = "cpu")]
     device: crate::model::DeviceChoice,
 }

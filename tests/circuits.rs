@@ -262,11 +262,11 @@ fn steered_and_replaced_runs_match_encoding_every_layer_at_every_layer() {
         assert!(got.iter().zip(&want).all(|(g, w)| close(*g, *w, 1e-5)), "{what}: {:?} vs {:?}", &got[..4], &want[..4]);
     };
     for (layer, feature, scale) in [(0, ALWAYS, 0.0), (1, 5, 3.0), (2, 7, 0.0)] {
-        let steered = SteeredMlps::new(tc, layer, feature, scale).unwrap();
+        let steered = SteeredMlps::new(tc, tc, layer, feature, scale).unwrap();
         let got = values(loaded.model.forward_with_replacement(x(), &steered).0);
         assert_close(got, definition(layer, feature, scale), &format!("feature {feature} of layer {layer} × {scale}"));
     }
-    let replaced = TranscoderMlps::new(&loaded.model, tc, None).unwrap();
+    let replaced = TranscoderMlps::new(&loaded.model, tc, tc, None).unwrap();
     assert_close(values(loaded.model.forward_with_replacement(x(), &replaced).0), definition(0, ALWAYS, 1.0), "every MLP replaced");
     assert_ne!(definition(0, ALWAYS, 0.0), definition(0, ALWAYS, 1.0), "ablating the always-on feature changes the run");
 }

@@ -90,6 +90,10 @@ fn the_tiny_pipeline_on_the_gpu_backend_gives_the_cpu_results() {
     for (layer, (c, g)) in cpu["heldout"]["fvu_per_layer"].as_array().unwrap().iter().zip(gpu["heldout"]["fvu_per_layer"].as_array().unwrap()).enumerate() {
         close(&format!("held-out FVU, layer {layer}"), c.as_f64().unwrap(), g.as_f64().unwrap(), 1e-3);
     }
+    // Replacement fidelity, the transcoder's encoder on the device in the wgpu run.
+    for run in ["/fidelity/all_layers", "/fidelity/mse/all_replaced", "/fidelity/mse/layer_1"] {
+        close(run, cpu.pointer(run).unwrap().as_f64().unwrap(), gpu.pointer(run).unwrap().as_f64().unwrap(), 1e-3);
+    }
 
     // The records: the same activations, where a feature sits within rounding of zero on one
     // side and not at all on the other excepted.

@@ -301,7 +301,7 @@ fn streamed_mining_matches_mining_in_memory_and_ablation_effects_match_the_inter
     let steps = loaded.norm.apply(&voltlens::model::inputs::cell_steps(&f.data, cell_id, &loaded.norm.channels).unwrap());
     let probes: Vec<ProbeWindow> = (0..CONTEXT).map(|s| ProbeWindow::around(&steps, s, CONTEXT)).collect();
     let feature = (m.layer as usize, m.feature as usize);
-    let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, feature, &probes, &Default::default()).unwrap();
+    let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, &tc, feature, &probes, &Default::default()).unwrap();
     for (s, d) in deltas.iter().enumerate() {
         assert!((d - whole.delta_mv[s]).abs() <= 1e-3 * (1.0 + d.abs()), "step {s}: {d} mV against {} mV", whole.delta_mv[s]);
     }

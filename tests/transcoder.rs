@@ -516,22 +516,32 @@ fn autodiff_trainer_agrees_with_the_hand_written_one_for_every_variant_and_activ
     }
 }
 
-/// The encoder on a burn device (record's on a GPU) keeps what the hand-written one keeps, at the
-/// same values, for every variant and activation (BatchTopK's cut included).
+/// The encoder on a burn device (record's and the replacement runs' on a GPU) keeps what the
+/// hand-written one keeps, at the same values, for every variant and activation (BatchTopK's cut
+/// included): all encoders at once, and one encoder from its own input.
 fn check_device_encoder_matches<B: burn::tensor::backend::AutodiffBackend + voltlens::transcoder::sparse::SparseOps>() {
-    use voltlens::transcoder::device_encode::DeviceEncoder;
-    for (cfg, _, _) in agreement_cases() {
-        let (layers, d, n) = (3, 5, 48);
-        let (tc, x, _) = random_problem(&cfg, layers, d, n, 21);
-        let want = tc.encode(&x);
-        let device = Default::default();
-        let upload = burn::tensor::Tensor::<B::InnerBackend, 2>::from_data(burn::tensor::TensorData::new(x.clone(), [n, layers * d]), &device);
-        let got = DeviceEncoder::<B>::new(&tc, &device).encode(upload);
-        let what = format!("{:?} {:?}", cfg.variant, cfg.activation);
-        assert!(want.index.len() >= n, "{what}: only {} entries to compare", want.index.len());
+    use voltlens::transcoder::activation::Codes;
+    use voltlens::transcoder::device_encode::{DeviceEncoder, Encoder};
+    use voltlens::transcoder::replacement::LayerEncoder;
+    let same = |got: &Codes, want: &Codes, what: &str| {
+        assert!(want.index.len() >= 8, "{what}: only {} entries to compare", want.index.len());
         assert_eq!((&got.offsets, &got.index), (&want.offsets, &want.index), "{what}: other features kept");
         for (a, b) in got.value.iter().zip(&want.value).chain(got.pre.iter().zip(&want.pre)) {
             assert!((a - b).abs() <= 1e-5, "{what}: value {a} vs {b}");
+        }
+    };
+    for (cfg, _, _) in agreement_cases() {
+        let (layers, d, n) = (3, 5, 48);
+        let (tc, x, _) = random_problem(&cfg, layers, d, n, 21);
+        let device = Default::default();
+        let upload = burn::tensor::Tensor::<B::InnerBackend, 2>::from_data(burn::tensor::TensorData::new(x.clone(), [n, layers * d]), &device);
+        let encoder = Encoder::<B>::Device(DeviceEncoder::new(&tc, &device));
+        let what = format!("{:?} {:?}", cfg.variant, cfg.activation);
+        same(&encoder.encode(upload), &tc.encode(&x), &what);
+        let (s, stride) = (tc.shape, layers * d);
+        for e in 0..s.encoders() {
+            let x_e: Vec<f32> = x.chunks(stride).flat_map(|t| &t[s.input_offset(e)..s.input_offset(e) + s.d_in()]).copied().collect();
+            same(&encoder.encode_layer(e, &x_e), &tc.encode_layer(e, &x_e), &format!("{what}, encoder {e} alone"));
         }
     }
 }

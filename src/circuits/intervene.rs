@@ -15,7 +15,8 @@ use crate::model::inputs::{cell_steps, ModelSteps};
 use crate::model::backend::{run_on, BackendTask};
 use crate::model::{load_model, DeviceChoice, LoadedModel, Lblm, MlpReplacement};
 use crate::plot_style::{self, FONT};
-use crate::transcoder::replacement::ReplacementPass;
+use crate::transcoder::device_encode::Encoder;
+use crate::transcoder::replacement::{LayerEncoder, ReplacementPass};
 use crate::transcoder::sparse::SparseOps;
 use crate::transcoder::{import_circuit_tracer, Codes, Transcoder};
 use crate::{Error, Result};
@@ -44,7 +45,7 @@ pub struct SteeredMlps<'a> {
 }
 
 impl<'a> SteeredMlps<'a> {
-    pub fn new(transcoder: &'a Transcoder, layer: usize, feature: usize, scale: f32) -> Result<Self> {
+    pub fn new(transcoder: &'a Transcoder, encoder: &'a dyn LayerEncoder, layer: usize, feature: usize, scale: f32) -> Result<Self> {
         check_feature(transcoder, layer, feature)?;
         let s = transcoder.shape;
         Ok(SteeredMlps {
@@ -52,7 +53,7 @@ impl<'a> SteeredMlps<'a> {
             feature,
             scale,
             features: s.features,
-            pass: RefCell::new(ReplacementPass::new(transcoder)?),
+            pass: RefCell::new(ReplacementPass::new(transcoder, encoder)?),
             activation: RefCell::new(Vec::new()),
             firing: RefCell::new(vec![0; s.layers * s.features]),
         })
@@ -164,8 +165,8 @@ pub struct Intervention<'a> {
     pub scale: f32,
 }
 
-/// Runs `what` with the model on `device` and the transcoder on the CPU (as replacement fidelity
-/// does), and compares it with the unmodified replacement run.
+/// Runs `what` with the model and the transcoder's encoder on `device` (the sparse decoding on the
+/// CPU, as replacement fidelity runs), and compares it with the unmodified replacement run.
 pub fn ablate_or_steer(what: Intervention, device: DeviceChoice) -> Result<InterventionReport> {
     run_on(device, what)
 }
@@ -176,19 +177,20 @@ impl BackendTask for Intervention<'_> {
         format!("the replacement model over cell {} (batches of {WINDOWS_PER_PASS} windows of the model's context, fixed); run it on the CPU", self.cell_id)
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<InterventionReport> {
-        intervene::<B::InnerBackend>(&self, &device)
+        intervene::<B>(&self, &device)
     }
 }
 
-fn intervene<B: Backend>(what: &Intervention, device: &B::Device) -> Result<InterventionReport> {
-    let (loaded, tc) = load_replacement::<B>(what.model_dir, what.transcoder_dir, device)?;
+fn intervene<A: AutodiffBackend + SparseOps>(what: &Intervention, device: &A::Device) -> Result<InterventionReport> {
+    let (loaded, tc) = load_replacement::<A::InnerBackend>(what.model_dir, what.transcoder_dir, device)?;
+    let encoder = Encoder::<A>::new(&tc, device);
     let raw = cell_steps(what.dataset_dir, what.cell_id, &loaded.norm.channels)?;
     if raw.steps() == 0 {
         return Err(Error::Config(format!("cell {} has fewer than two rows: nothing to predict", what.cell_id)));
     }
     let cell = loaded.norm.apply(&raw);
     let (layer, feature) = (what.layer, what.feature);
-    let run = |scale| Ok::<_, Error>(run_cell(&loaded.model, &cell, &SteeredMlps::new(&tc, layer, feature, scale)?, device));
+    let run = |scale| Ok::<_, Error>(run_cell(&loaded.model, &cell, &SteeredMlps::new(&tc, &encoder, layer, feature, scale)?, device));
     let (baseline, intervened) = (run(1.0)?, run(what.scale)?);
     // V_{t+1} = V_t + scaled ΔV · target_scale, as eval-model scores next-step predictions.
     let volts = |r: &CellRun| -> Vec<f32> {
@@ -242,12 +244,14 @@ impl ProbeWindow {
 }
 
 /// The change in predicted V_{t+1} (mV, ablated − replacement run) at each window's position when
-/// feature (`layer`, `feature`) is ablated on every step of the window, all MLPs replaced by `tc`.
-/// Windows of one length run as one batch.
+/// feature (`layer`, `feature`) is ablated on every step of the window, all MLPs replaced by `tc`
+/// (encoded by `encoder`). Windows of one length run as one batch.
+#[allow(clippy::too_many_arguments)]
 pub fn ablation_effect_mv<B: Backend>(
     model: &Lblm<B>,
     target_scale: f32,
     tc: &Transcoder,
+    encoder: &dyn LayerEncoder,
     (layer, feature): (usize, usize),
     windows: &[ProbeWindow],
     device: &B::Device,
@@ -262,7 +266,7 @@ pub fn ablation_effect_mv<B: Backend>(
         let x: Vec<f32> = batch.iter().flat_map(|&i| windows[i].inputs.iter().copied()).collect();
         let predict = |scale| -> Result<Vec<f32>> {
             let x = Tensor::<B, 3>::from_data(TensorData::new(x.clone(), [batch.len(), len, width]), device);
-            Ok(to_vec(model.forward_with_replacement(x, &SteeredMlps::new(tc, layer, feature, scale)?).0))
+            Ok(to_vec(model.forward_with_replacement(x, &SteeredMlps::new(tc, encoder, layer, feature, scale)?).0))
         };
         let (intact, ablated) = (predict(1.0)?, predict(0.0)?);
         for (b, &i) in batch.iter().enumerate() {

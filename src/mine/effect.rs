@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 
 use crate::circuits::intervene::{ablation_effect_mv, load_replacement, ProbeWindow};
 use crate::mine::stats::WindowKind;
@@ -16,6 +16,7 @@ use crate::mine::MinedFeatures;
 use crate::model::backend::{run_on, BackendTask};
 use crate::model::inputs::cell_steps;
 use crate::model::DeviceChoice;
+use crate::transcoder::device_encode::Encoder;
 use crate::transcoder::sparse::SparseOps;
 use crate::transcoder::Variant;
 use crate::Result;
@@ -30,7 +31,8 @@ pub struct EffectSources {
 }
 
 /// Sets `output_effect_mv` of every feature from its first `windows` top windows, the model on
-/// `device` (the transcoder on the CPU, as for replacement fidelity). Leaves it unset for an
+/// `device` with the transcoder's encoder (its sparse decoding on the CPU), as replacement fidelity
+/// runs. Leaves it unset for an
 /// MLSAE, whose single encoder reads every layer and has no place to ablate, and for an SAE on
 /// mlp_out, which does not stand in for the MLP.
 pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: DeviceChoice) -> Result<()> {
@@ -52,15 +54,16 @@ impl BackendTask for EffectTask<'_> {
         format!("ablating each of {} features on its top {} windows (one batch per feature); lower [mine] effect_windows", self.mined.features.len(), self.windows)
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<()> {
-        effects::<B::InnerBackend>(self.mined, self.sources, self.windows, &device)
+        effects::<B>(self.mined, self.sources, self.windows, &device)
     }
 }
 
-fn effects<B: Backend>(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: &B::Device) -> Result<()> {
-    let (loaded, tc) = load_replacement::<B>(&sources.model, &sources.transcoder.join("circuit-tracer"), device)?;
+fn effects<A: AutodiffBackend + SparseOps>(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: &A::Device) -> Result<()> {
+    let (loaded, tc) = load_replacement::<A::InnerBackend>(&sources.model, &sources.transcoder.join("circuit-tracer"), device)?;
     if matches!(tc.shape.variant, Variant::Mlsae | Variant::Sae) {
         return Ok(());
     }
+    let encoder = Encoder::<A>::new(&tc, device);
     // (feature, cell, peak step) of every window to ablate on.
     let jobs: Vec<(usize, usize, usize)> = mined
         .features
@@ -88,7 +91,7 @@ fn effects<B: Backend>(mined: &mut MinedFeatures, sources: &EffectSources, windo
         next += count;
         if !mine.is_empty() {
             let feature = (m.layer as usize, m.feature as usize);
-            let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, feature, &mine, device)?;
+            let deltas = ablation_effect_mv(&loaded.model, loaded.norm.target_scale, &tc, &encoder, feature, &mine, device)?;
             m.output_effect_mv = Some(deltas.iter().map(|&d| d as f64).sum::<f64>() / deltas.len() as f64);
         }
         bar.inc(1);

@@ -44,7 +44,8 @@ pub struct MineConfig {
     pub histogram_bins: usize,
     /// Top windows whose ablation gives the feature's output effect (`mine::effect`); 0 skips it.
     pub effect_windows: usize,
-    /// Where the model runs for the output effects (the transcoder runs on the CPU).
+    /// Where the model and the transcoder's encoder run for the output effects (the sparse
+    /// decoding stays on the CPU).
     #[serde(skip_serializing_if = "DeviceChoice::is_cpu")]
     pub device: DeviceChoice,
 }

@@ -22,8 +22,7 @@ use crate::model::checkpoint::{load_model, LoadedModel};
 use crate::model::inputs::{self, CellSteps, ModelSteps};
 use crate::model::{DeviceChoice, Lblm};
 use crate::transcoder::activation::Codes;
-use crate::transcoder::autodiff::is_gpu;
-use crate::transcoder::device_encode::DeviceEncoder;
+use crate::transcoder::device_encode::Encoder;
 use crate::transcoder::{import_circuit_tracer, Transcoder, Variant};
 use crate::{Error, Result};
 use crate::transcoder::sparse::SparseOps;
@@ -165,11 +164,8 @@ fn record_dataset<A: AutodiffBackend + SparseOps>(task: &RecordTask, device: A::
     let loaded = load_model::<A::InnerBackend>(task.model_dir, &device)?;
     let tc = task.transcoder;
     tc.shape.check_fits(loaded.model.layers(), loaded.model.d_model(), None)?;
-    let on_device = is_gpu::<A::InnerBackend>().then(|| DeviceEncoder::<A>::new(tc, &device));
-    let encode = |x: Tensor<A::InnerBackend, 2>| match &on_device {
-        Some(encoder) => encoder.encode(x),
-        None => tc.encode(&x.into_data().convert::<f32>().into_vec::<f32>().expect("f32 activations")),
-    };
+    let encoder = Encoder::<A>::new(tc, &device);
+    let encode = |x| encoder.encode(x);
     let paths = DatasetPaths::new(task.dataset_dir);
     let cells: Vec<&CellInfo> = task.cells.iter().filter(|c| crate::model::inputs::can_read(c, &loaded.norm.channels)).collect();
     let cell_ids: Vec<String> = cells.iter().map(|c| c.cell_id.clone()).collect();

@@ -1,4 +1,5 @@
-//! The transcoder's encoder on a burn device, for record on a GPU: W_enc, b_enc (and θ) uploaded
+//! The transcoder's encoder on a burn device, for record and replacement runs on a GPU (`Encoder`
+//! picks it where the model runs on one): W_enc, b_enc (and θ) uploaded
 //! once, the encoder product and the selection made there (`autodiff::choose`, the trainer's),
 //! and only the kept entries read back as `Codes`. It keeps what `Transcoder::encode` keeps: ReLU
 //! and JumpReLU what passes, TopK the k largest positive values, BatchTopK the batch's n·k largest
@@ -10,9 +11,10 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::activation::Codes;
-use super::autodiff::{choose, Decoding};
+use super::autodiff::{choose, is_gpu, Decoding};
 use super::clt::{Shape, Transcoder};
 use super::config::Activation;
+use super::replacement::LayerEncoder;
 use super::sparse::SparseOps;
 
 pub struct DeviceEncoder<A: AutodiffBackend> {
@@ -44,9 +46,32 @@ impl<A: AutodiffBackend + SparseOps> DeviceEncoder<A> {
     /// row's entries in feature order.
     pub fn encode(&self, x: Tensor<A::InnerBackend, 2>) -> Codes {
         let s = self.shape;
-        let (n, e_n, f_n) = (x.dims()[0], s.encoders(), s.features);
-        let pre = x.reshape([n, e_n, s.d_in()]).swap_dims(0, 1).matmul(self.w_enc.clone()) + self.b_enc.clone().reshape([e_n, 1, f_n]);
-        let chosen = choose::<A>(&pre, self.threshold.clone(), &self.activation, n, Decoding::Gather, false);
+        let (n, e_n) = (x.dims()[0], s.encoders());
+        let x = x.reshape([n, e_n, s.d_in()]).swap_dims(0, 1);
+        self.encode_encoders(x, self.w_enc.clone(), self.b_enc.clone(), self.threshold.clone())
+    }
+
+    /// Codes of encoder `e` alone from its input x [n, d_in] on the host: row t per token.
+    fn encode_one(&self, e: usize, x: &[f32]) -> Codes {
+        let (d_in, f_n) = (self.shape.d_in(), self.shape.features);
+        let n = x.len() / d_in;
+        let x = Tensor::<A::InnerBackend, 2>::from_data(TensorData::new(x.to_vec(), [n, d_in]), &self.w_enc.device()).reshape([1, n, d_in]);
+        let one = |t: &Tensor<A::InnerBackend, 2>| t.clone().slice([e..e + 1, 0..f_n]);
+        self.encode_encoders(x, self.w_enc.clone().slice([e..e + 1, 0..d_in, 0..f_n]), one(&self.b_enc), self.threshold.as_ref().map(one))
+    }
+
+    /// Codes of x [E', n, d_in] through the encoders w [E', d_in, F], b [E', F] (θ [E', F]):
+    /// row token·E' + e.
+    fn encode_encoders(
+        &self,
+        x: Tensor<A::InnerBackend, 3>,
+        w: Tensor<A::InnerBackend, 3>,
+        b: Tensor<A::InnerBackend, 2>,
+        threshold: Option<Tensor<A::InnerBackend, 2>>,
+    ) -> Codes {
+        let [e_n, n, _] = x.dims();
+        let pre = x.matmul(w) + b.reshape([e_n, 1, self.shape.features]);
+        let chosen = choose::<A>(&pre, threshold, &self.activation, n, Decoding::Gather, false);
         let idx = chosen.idx.expect("a gathered selection lists its features");
         let k = idx.dims()[2];
         let value = pre.gather(2, idx.clone()).into_data().convert::<f32>().into_vec::<f32>().expect("f32 codes");
@@ -65,5 +90,35 @@ impl<A: AutodiffBackend + SparseOps> DeviceEncoder<A> {
             }
         }
         codes
+    }
+}
+
+/// A transcoder's encoder where the model runs: on a GPU backend the device encoder, elsewhere
+/// the hand-written one.
+pub enum Encoder<'a, A: AutodiffBackend> {
+    Cpu(&'a Transcoder),
+    Device(DeviceEncoder<A>),
+}
+
+impl<'a, A: AutodiffBackend + SparseOps> Encoder<'a, A> {
+    pub fn new(tc: &'a Transcoder, device: &burn::tensor::Device<A::InnerBackend>) -> Self {
+        if is_gpu::<A::InnerBackend>() { Encoder::Device(DeviceEncoder::new(tc, device)) } else { Encoder::Cpu(tc) }
+    }
+
+    /// `Transcoder::encode` of x [n, L·d], on the device where there is one.
+    pub fn encode(&self, x: Tensor<A::InnerBackend, 2>) -> Codes {
+        match self {
+            Encoder::Device(encoder) => encoder.encode(x),
+            Encoder::Cpu(tc) => tc.encode(&x.into_data().convert::<f32>().into_vec::<f32>().expect("f32 activations")),
+        }
+    }
+}
+
+impl<A: AutodiffBackend + SparseOps> LayerEncoder for Encoder<'_, A> {
+    fn encode_layer(&self, e: usize, x: &[f32]) -> Codes {
+        match self {
+            Encoder::Device(encoder) => encoder.encode_one(e, x),
+            Encoder::Cpu(tc) => tc.encode_layer(e, x),
+        }
     }
 }

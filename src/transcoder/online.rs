@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use super::cache::{write_cache, ActivationSource, Batch};
 use super::clt::Transcoder;
 use super::metrics::{replacement_fidelity, Fidelity, Replacement};
-use super::replacement::ReplacementPass;
+use super::replacement::{LayerEncoder, ReplacementPass};
 use crate::data::canonical::Dataset;
 use crate::data::windows::{windows, Window};
 use crate::model::checkpoint::{load_model, LoadedModel};
@@ -354,8 +354,8 @@ pub struct TranscoderMlps<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> TranscoderMlps<'a, B> {
-    pub fn new(model: &'a Lblm<B>, transcoder: &'a Transcoder, only: Option<usize>) -> Result<Self> {
-        let pass = RefCell::new(ReplacementPass::new(transcoder)?);
+    pub fn new(model: &'a Lblm<B>, transcoder: &'a Transcoder, encoder: &'a dyn LayerEncoder, only: Option<usize>) -> Result<Self> {
+        let pass = RefCell::new(ReplacementPass::new(transcoder, encoder)?);
         Ok(TranscoderMlps { model, only, pass, reads_mlp_out: transcoder.shape.variant.reads_mlp_out() })
     }
 }
@@ -392,11 +392,12 @@ pub struct FidelityReport {
     pub mse: BTreeMap<String, f32>,
 }
 
-/// Replacement fidelity of `transcoder` in `model` over the windows of `data` (DESIGN.md §3):
-/// `mean` is the mean mlp_out [L, d] over training tokens.
+/// Replacement fidelity of `transcoder` (encoded by `encoder`) in `model` over the windows of
+/// `data` (DESIGN.md §3): `mean` is the mean mlp_out [L, d] over training tokens.
 pub fn fidelity<B: Backend>(
     model: &Lblm<B>,
     transcoder: &Transcoder,
+    encoder: &dyn LayerEncoder,
     mean: &[f32],
     data: &ModelWindows,
     device: &B::Device,
@@ -409,11 +410,11 @@ pub fn fidelity<B: Backend>(
             Replacement::Original => ("original".to_owned(), next_step_mse(model, data, None, device)),
             Replacement::MeanAblated => ("mean_ablated".to_owned(), next_step_mse(model, data, Some(&ablation), device)),
             Replacement::AllReplaced => {
-                let r = TranscoderMlps::new(model, transcoder, None)?;
+                let r = TranscoderMlps::new(model, transcoder, encoder, None)?;
                 ("all_replaced".to_owned(), next_step_mse(model, data, Some(&r), device))
             }
             Replacement::LayerReplaced(l) => {
-                let r = TranscoderMlps::new(model, transcoder, Some(l))?;
+                let r = TranscoderMlps::new(model, transcoder, encoder, Some(l))?;
                 (format!("layer_{l}"), next_step_mse(model, data, Some(&r), device))
             }
         };

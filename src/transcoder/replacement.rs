@@ -9,9 +9,22 @@
 use super::{Codes, Transcoder, Variant};
 use crate::{Error, Result};
 
+/// Encodes one encoder's input [tokens, d_in] into its codes, one row per token: the
+/// hand-written encoder (`Transcoder`) or the same on a GPU (`device_encode::Encoder`).
+pub trait LayerEncoder {
+    fn encode_layer(&self, e: usize, x: &[f32]) -> Codes;
+}
+
+impl LayerEncoder for Transcoder {
+    fn encode_layer(&self, e: usize, x: &[f32]) -> Codes {
+        Transcoder::encode_layer(self, e, x)
+    }
+}
+
 /// One forward pass's encoder inputs and codes, layer by layer.
 pub struct ReplacementPass<'a> {
     transcoder: &'a Transcoder,
+    encoder: &'a dyn LayerEncoder,
     /// Encoder inputs of this pass per layer, [tokens, d] (empty until the layer is reached).
     inputs: Vec<Vec<f32>>,
     /// Per encoder, its codes once encoded: one row per token.
@@ -20,15 +33,15 @@ pub struct ReplacementPass<'a> {
 
 impl<'a> ReplacementPass<'a> {
     /// Refuses the MLSAE, whose one encoder reads every layer: nothing of it is known before the
-    /// last layer's MLP would have run.
-    pub fn new(transcoder: &'a Transcoder) -> Result<Self> {
+    /// last layer's MLP would have run. `encoder` encodes `transcoder`'s layers (where it runs).
+    pub fn new(transcoder: &'a Transcoder, encoder: &'a dyn LayerEncoder) -> Result<Self> {
         if transcoder.shape.variant == Variant::Mlsae {
             return Err(Error::Config(
                 "the MLSAE reads every layer at once, so it cannot stand in for an MLP during a forward pass".to_owned(),
             ));
         }
         let s = transcoder.shape;
-        Ok(ReplacementPass { transcoder, inputs: vec![Vec::new(); s.layers], codes: vec![None; s.encoders()] })
+        Ok(ReplacementPass { transcoder, encoder, inputs: vec![Vec::new(); s.layers], codes: vec![None; s.encoders()] })
     }
 
     /// Takes layer `layer`'s encoder input [tokens, d]; layer 0 starts a new pass.
@@ -47,7 +60,7 @@ impl<'a> ReplacementPass<'a> {
         let s = self.transcoder.shape;
         for e in (0..s.encoders()).filter(|&e| s.out_layers(e).contains(&m)) {
             if self.codes[e].is_none() {
-                let mut codes = self.transcoder.encode_layer(e, &self.inputs[e]);
+                let mut codes = self.encoder.encode_layer(e, &self.inputs[e]);
                 edit(e, &mut codes);
                 self.codes[e] = Some(codes);
             }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{ActivationSource, Batch, MemorySource};
 use super::clt::Transcoder;
+use super::device_encode::Encoder;
 use super::config::{TranscoderConfig, Variant};
 use super::export::export_circuit_tracer;
 use super::metrics::{evaluate, Metrics};
@@ -134,7 +135,7 @@ fn train_and_evaluate<B: AutodiffBackend + SparseOps>(task: &StageTask, device: 
     let tc = report.transcoder;
     export_circuit_tracer(&tc, &task.out_dir.join("circuit-tracer"))?;
     let judge = Judge::new(task.dataset, task.dataset_dir, &loaded, cfg.eval_tokens, tc_cfg, task.seed, device)?;
-    let (heldout, fidelity) = judge.judge(&tc)?;
+    let (heldout, fidelity) = judge.judge::<B>(&tc)?;
     let metrics = StageMetrics {
         variant: tc.shape.variant,
         features: tc.shape.features,
@@ -195,13 +196,15 @@ impl<'a, B: Backend> Judge<'a, B> {
     }
 
     /// FVU, L0 and dead/live features on the held-out tokens, and replacement fidelity (None for
-    /// the MLSAE, which cannot replace an MLP during a forward pass).
-    pub(crate) fn judge(&self, tc: &Transcoder) -> Result<(Metrics, Option<FidelityReport>)> {
+    /// the MLSAE, which cannot replace an MLP during a forward pass), its encoder on the model's
+    /// device (`A`'s, whose inner backend the model runs on).
+    pub(crate) fn judge<A: AutodiffBackend<InnerBackend = B> + SparseOps>(&self, tc: &Transcoder) -> Result<(Metrics, Option<FidelityReport>)> {
         let mut heldout = MemorySource::new(self.heldout.clone(), self.dims);
         let metrics = evaluate(tc, &mut heldout, self.heldout.tokens, self.batch)?;
+        let encoder = Encoder::<A>::new(tc, &self.device);
         let fidelity = match tc.shape.variant {
             Variant::Mlsae => None,
-            Variant::Clt | Variant::Plt | Variant::Sae => Some(fidelity(&self.loaded.model, tc, &self.mean, &self.windows, &self.device)?),
+            Variant::Clt | Variant::Plt | Variant::Sae => Some(fidelity(&self.loaded.model, tc, &encoder, &self.mean, &self.windows, &self.device)?),
         };
         Ok((metrics, fidelity))
     }

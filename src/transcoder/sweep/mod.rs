@@ -181,7 +181,7 @@ fn train_runs<B: AutodiffBackend + SparseOps>(task: &SweepTask, device: B::Devic
         let report = train_with::<B>(&run.config, trainer, &mut source, &dir, device.clone())?;
         let train_seconds = t0.elapsed().as_secs_f64();
         export_circuit_tracer(&report.transcoder, &dir.join("circuit-tracer"))?;
-        let (heldout, fidelity) = judge.judge(&report.transcoder)?;
+        let (heldout, fidelity) = judge.judge::<B>(&report.transcoder)?;
         let metrics = RunMetrics {
             id: run.id.clone(),
             config: run.config.clone(),
