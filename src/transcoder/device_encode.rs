@@ -1,11 +1,11 @@
 //! The transcoder's encoder on a burn device, for record and replacement runs on a GPU (`Encoder`
-//! picks it where the model runs on one): W_enc, b_enc (and θ) uploaded
-//! once, the encoder product and the selection made there (`autodiff::choose`, the trainer's),
-//! and only the kept entries read back as `Codes`. It keeps what `Transcoder::encode` keeps: ReLU
-//! and JumpReLU what passes, TopK the k largest positive values, BatchTopK the batch's n·k largest
-//! candidates per encoder. On the CPU the hand-written encoder stays (its own GEMM outruns Flex's
-//! matmul); at the LBLM study's size (24 encoders × 8,192 features, d 512) the encoder is ~200 MFLOP
-//! a step, which on a CPU would outlast the model's forward pass on a GPU many times over.
+//! picks it where the model runs on one): W_enc, b_enc (and θ) uploaded once, the encoder product
+//! and the selection made there (`autodiff::choose`, the trainer's), and only the kept entries read
+//! back as `Codes`. It keeps what `Transcoder::encode` keeps: ReLU and JumpReLU what passes, TopK
+//! the k largest positive values, BatchTopK the batch's n·k largest candidates per encoder. On the
+//! CPU the hand-written encoder stays (its own GEMM outruns Flex's matmul). At the LBLM study's
+//! size (24 encoders × 8,192 features, d 512) the encoder costs ~200 MFLOP a step, more than the
+//! model's own forward pass at that width (~150 MFLOP): it belongs where the model runs.
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
