@@ -3,7 +3,8 @@
 //! and the selection made there (`autodiff::choose`, the trainer's), and only the kept entries read
 //! back as `Codes`. It keeps what `Transcoder::encode` keeps: ReLU and JumpReLU what passes, TopK
 //! the k largest positive values, BatchTopK the batch's n·k largest candidates per encoder. On the
-//! CPU the hand-written encoder stays (its own GEMM outruns Flex's matmul). At the LBLM study's
+//! CPU the hand-written encoder stays (its own GEMM in column blocks, selecting as it goes, never
+//! holds the [tokens, F] pre-activations). At the LBLM study's
 //! size (24 encoders × 8,192 features, d 512) the encoder costs ~200 MFLOP a step, more than the
 //! model's own forward pass at that width (~150 MFLOP): it belongs where the model runs.
 
