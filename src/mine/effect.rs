@@ -32,9 +32,8 @@ pub struct EffectSources {
 
 /// Sets `output_effect_mv` of every feature from its first `windows` top windows, the model on
 /// `device` with the transcoder's encoder (its sparse decoding on the CPU), as replacement fidelity
-/// runs. Leaves it unset for an
-/// MLSAE, whose single encoder reads every layer and has no place to ablate, and for an SAE on
-/// mlp_out, which does not stand in for the MLP.
+/// runs. Leaves it unset for an MLSAE, whose single encoder reads every layer and has no place to
+/// ablate, and for an SAE on mlp_out, which does not stand in for the MLP.
 pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: DeviceChoice) -> Result<()> {
     if windows == 0 {
         return Ok(());
