@@ -285,6 +285,11 @@ impl Candidate {
         (std::mem::discriminant(self), self.pair_scales().is_some())
     }
 
+    /// True when it names only covariates constant through each cell ([`Covariate::is_per_cell`]).
+    pub fn is_per_cell(&self) -> bool {
+        self.covariates().iter().all(|c| c.is_per_cell())
+    }
+
     /// True when it uses only raw V and I: the baseline of DESIGN §5 step 5.
     pub fn is_raw_signal(&self) -> bool {
         self.covariates().iter().all(|c| c.is_raw_signal())
@@ -807,7 +812,10 @@ pub struct Validation<'a> {
 /// With `testable`, candidates no held-out score could test are passed over: detectors whose
 /// predicate holds on none or all of the held-out steps ("after a current step down of more
 /// than 3C" where only an explain cell has such steps), and every detector of a feature that
-/// fires on every held-out step (no quiet step to tell it from; a tracker can still be scored).
+/// fires on every held-out step (no quiet step to tell it from; a tracker can still be scored),
+/// and every candidate over per-cell covariates alone ("fires in drive cells"): the shift null
+/// gives it p = 1, so as the label it would leave the feature unexplained however well it
+/// scores, where a runner-up that varies within cells can be tested.
 /// Returns the distinct top `keep` and the baselines: the best raw-V/I candidate of each kind.
 pub fn search(
     firing: &Firing,
@@ -862,7 +870,7 @@ pub fn search(
             let n = coded.count_predicate(p, held_out);
             n > 0.0 && n < held_out.total
         };
-        let testable = |s: &Scored| match &s.candidate {
+        let testable = |s: &Scored| !s.candidate.is_per_cell() && match &s.candidate {
             Candidate::Detector(p) => quiet && scorable(p),
             Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&Predicate::all(vec![a]))),
             Candidate::Graded { within, .. } => quiet && within.is_none_or(|a| scorable(&Predicate::all(vec![a]))),

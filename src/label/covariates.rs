@@ -128,6 +128,13 @@ impl Covariate {
         self.is_worded() && !self.is_categorical()
     }
 
+    /// Constant through each cell: its protocol and the chamber's temperature. A label on these
+    /// alone says which cells a feature fires in, which the circular-shift null cannot test: it
+    /// moves the firing in time within each cell, so every shift scores the same (p = 1).
+    pub fn is_per_cell(self) -> bool {
+        matches!(self, Covariate::Protocol | Covariate::AmbientTemperature)
+    }
+
     /// The raw V and I a label must beat (DESIGN §5 step 5), current as the C-rate labels speak.
     pub fn is_raw_signal(self) -> bool {
         matches!(self, Covariate::Voltage | Covariate::CRate)
