@@ -236,19 +236,8 @@ fn derived_state_and_cv_holds_match_the_step_kinds_on_every_chemistry() {
 /// A copy of a PyBaMM set with each CV hold logged under the step index of the charge before
 /// it, as the shipped Maccor export logs a programmed CC-CV step.
 fn with_cccv_under_one_index(src: &Path, dst: &Path) {
-    use arrow::array::{Array, ArrayRef, Int32Array, StringArray};
-    use std::sync::Arc;
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let path = entry.unwrap().path();
-        let target = dst.join(path.file_name().unwrap());
-        if path.extension().is_none_or(|x| x != "parquet") {
-            std::fs::copy(&path, &target).unwrap();
-            continue;
-        }
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap().build().unwrap();
-        let batches: Vec<_> = reader.map(Result::unwrap).collect();
-        let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    use arrow::array::{Array, Int32Array, StringArray};
+    rewritten_copy(src, dst, |batch| {
         let kind = arrow::compute::cast(batch.column_by_name("gt_step_kind").unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
         let kind = kind.as_any().downcast_ref::<StringArray>().unwrap();
         let mut step = batch.column_by_name("step_index").unwrap().as_any().downcast_ref::<Int32Array>().unwrap().values().to_vec();
@@ -257,13 +246,65 @@ fn with_cccv_under_one_index(src: &Path, dst: &Path) {
                 step[i] = step[i - 1];
             }
         }
-        let step: ArrayRef = Arc::new(Int32Array::from(step));
+        ("step_index", std::sync::Arc::new(Int32Array::from(step)))
+    });
+}
+
+/// A copy of a Parquet set with one column of every cell file replaced by `edit`'s (name,
+/// array); other files are copied as they are.
+fn rewritten_copy(src: &Path, dst: &Path, edit: impl Fn(&arrow::record_batch::RecordBatch) -> (&'static str, arrow::array::ArrayRef)) {
+    use arrow::array::ArrayRef;
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let target = dst.join(path.file_name().unwrap());
+        if path.extension().is_none_or(|x| x != "parquet") {
+            std::fs::copy(&path, &target).unwrap();
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let key_values = builder.metadata().file_metadata().key_value_metadata().cloned();
+        let batches: Vec<_> = builder.build().unwrap().map(Result::unwrap).collect();
+        let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let (name, replacement) = edit(&batch);
         let schema = batch.schema();
-        let columns: Vec<ArrayRef> = schema.fields().iter().zip(batch.columns()).map(|(f, c)| if f.name() == "step_index" { step.clone() } else { c.clone() }).collect();
+        let columns: Vec<ArrayRef> =
+            schema.fields().iter().zip(batch.columns()).map(|(f, c)| if f.name() == name { replacement.clone() } else { c.clone() }).collect();
         let out = arrow::record_batch::RecordBatch::try_new(schema.clone(), columns).unwrap();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&target).unwrap(), schema, None).unwrap();
+        let props = parquet::file::properties::WriterProperties::builder().set_key_value_metadata(key_values).build();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&target).unwrap(), schema, Some(props)).unwrap();
         writer.write(&out).unwrap();
         writer.close().unwrap();
+    }
+}
+
+/// PyBaMM's own convention writes discharge as positive current. Every shared chemistry saved
+/// that way ingests with the sign flipped back, row for row, from how the voltage answers the
+/// current steps alone (Parquet has no capacity columns), and as it is keeps its sign unwarned.
+#[test]
+fn discharge_positive_parquet_is_flipped_back_on_every_chemistry() {
+    use arrow::array::{Array, Float32Array};
+    for set in ["pybamm-chen2020", "pybamm-mohtat2020", "pybamm-ncakim2011", "pybamm-ai2020"] {
+        let Some(dir) = shared(set) else { return };
+        let tmp = tempfile::tempdir().unwrap();
+        let negated = tmp.path().join("negated");
+        rewritten_copy(&dir, &negated, |batch| {
+            let current = arrow::compute::cast(batch.column_by_name("current").unwrap(), &arrow::datatypes::DataType::Float32).unwrap();
+            let current = current.as_any().downcast_ref::<Float32Array>().unwrap();
+            ("current", std::sync::Arc::new(current.iter().map(|i| i.map(|i| -i)).collect::<Float32Array>()))
+        });
+        let (as_is, flipped) = (tmp.path().join("as-is"), tmp.path().join("flipped"));
+        ingest(&[dir], &as_is, &IngestOptions::default()).unwrap();
+        ingest(&[negated], &flipped, &IngestOptions::default()).unwrap();
+        let (a, b) = (Dataset::load(&as_is).unwrap(), Dataset::load(&flipped).unwrap());
+        for ((info_a, data_a), (info_b, data_b)) in a.cells.iter().zip(&a.data).zip(b.cells.iter().zip(&b.data)) {
+            assert_eq!(data_a.current, data_b.current, "{set}/{}: current flipped back", info_b.cell_id);
+            let bits = |soc: &[f32]| soc.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&data_a.soc), bits(&data_b.soc), "{set}/{}: soc (NaN where unanchored)", info_b.cell_id);
+            assert!(!info_a.metadata.contains("against"), "{set}/{}: {}", info_a.cell_id, info_a.metadata);
+            assert!(info_b.metadata.contains("current sign flipped"), "{set}/{}: {}", info_b.cell_id, info_b.metadata);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 use crate::data::anchor::{find_anchors, CellAnchors, Cutoffs};
 use crate::data::cells::AnchorMethod;
+use crate::data::current_sign::CurrentResponse;
 use crate::data::schema::{Method, State};
 
 /// Steps shorter than this with current flowing are pulses (s).
@@ -84,6 +85,9 @@ impl StepSummary {
     pub fn duration_s(&self) -> f64 {
         self.end_time - self.start_time
     }
+    pub fn mean_current(&self) -> f64 {
+        self.sum_i / self.n
+    }
     pub fn mean_abs_current(&self) -> f64 {
         self.sum_abs_i / self.n
     }
@@ -127,6 +131,8 @@ pub struct StepTracker {
     pub max_voltage: f64,
     pub max_abs_current: f64,
     min_cycle: Option<i32>,
+    /// How the voltage answered each change of current, for the sign check.
+    pub response: CurrentResponse,
 }
 
 impl StepTracker {
@@ -143,6 +149,7 @@ impl StepTracker {
             max_voltage: f64::NEG_INFINITY,
             max_abs_current: 0.0,
             min_cycle: None,
+            response: CurrentResponse::default(),
         }
     }
 
@@ -164,6 +171,8 @@ impl StepTracker {
         };
         if let Some((last_t, last_i, ..)) = self.last {
             self.cumulative_ah += trapezoid_ah((last_t, last_i), (t, current));
+            let last_v = self.steps.last().expect("a step exists after a row").end_voltage;
+            self.response.push(current as f64 - last_i as f64, voltage as f64 - last_v);
         }
         if new_step {
             self.steps.push(StepSummary {
@@ -220,6 +229,13 @@ impl StepTracker {
         self.max_abs_current = self.max_abs_current.max(i.abs());
         self.rows += 1;
         self.last = Some((t, current, if has_step { step } else { None }, cycle_key, state));
+    }
+
+    /// Feeds every row of a cleaned chunk.
+    pub fn push_chunk(&mut self, chunk: &crate::data::raw::RawChunk) {
+        for r in 0..chunk.len() {
+            self.push(chunk.test_time[r], chunk.current[r], chunk.voltage[r], chunk.cycle_number[r], chunk.step_index[r]);
+        }
     }
 
     /// A constant-current step whose current now falls while the voltage stays put has switched

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::anchor::{Cutoff, CutoffSource, Cutoffs};
 use crate::data::canonical::{self, CellData, CellWriter, DatasetPaths};
 use crate::data::cells::{AnchorMethod, CellInfo};
+use crate::data::schema::Method;
 use crate::data::derive::{CellDerivation, RowDeriver, StepTracker, NO_ANCHOR};
 use crate::data::formats::{self, ColumnMap, CyclerReader, Format};
 use crate::data::raw::{RawChunk, SourceMetadata};
@@ -217,8 +218,8 @@ pub fn ingest_source(
         if chunk.is_empty() {
             continue;
         }
+        tracker.push_chunk(&chunk);
         for r in 0..chunk.len() {
-            tracker.push(chunk.test_time[r], chunk.current[r], chunk.voltage[r], chunk.cycle_number[r], chunk.step_index[r]);
             extremes.push(chunk.current[r], chunk.voltage[r], chunk.source_row[r]);
         }
         let batch = chunk.into_record_batch();
@@ -232,6 +233,13 @@ pub fn ingest_source(
         return Err(Error::in_file(source, "no data rows"));
     };
     spill.close().map_err(|e| Error::parquet(&spill_path, e))?;
+    let (flip, sign_warning) = check_sign(&tracker, &meta);
+    if flip {
+        tracker = StepTracker::new(given_capacity);
+        for chunk in read_spill(&spill_path, true)? {
+            tracker.push_chunk(&chunk?);
+        }
+    }
 
     let derivation = CellDerivation::from_steps(&tracker, given_capacity, given_cutoffs(source, &meta, opts)?);
     check_units(source, &tracker, &derivation, &extremes, opts)?;
@@ -240,15 +248,11 @@ pub fn ingest_source(
     let out_path = paths.cell_file(&cell_id);
     let mut writer = CellWriter::create(&out_path)?;
     let mut deriver = RowDeriver::new(&derivation, tracker.steps());
-    let f = File::open(&spill_path).map_err(|e| Error::io(&spill_path, e))?;
-    let batches = ParquetRecordBatchReaderBuilder::try_new(f)
-        .and_then(|b| b.with_batch_size(crate::data::raw::CHUNK_ROWS).build())
-        .map_err(|e| Error::parquet(&spill_path, e))?;
-    for batch in batches {
-        let raw = RawChunk::from_record_batch(&batch.map_err(|e| Error::arrow(&spill_path, e))?);
-        writer.write(derive_rows(&cell_id, raw, &mut deriver))?;
+    for raw in read_spill(&spill_path, flip)? {
+        writer.write(derive_rows(&cell_id, raw?, &mut deriver))?;
     }
     let mut warnings = meta.warnings.clone();
+    warnings.extend(sign_warning);
     warnings.extend(cleaner.warnings());
     warnings.extend(derivation.warnings.iter().cloned());
     // Whether the cell has no SOC anchor is known only after the dataset-level OCV pass (`commit`).
@@ -277,6 +281,39 @@ pub fn ingest_source(
     };
     info.rows = writer.finish(&info)?;
     Ok(info)
+}
+
+/// Whether to negate the current because the voltage answers its steps the wrong way round
+/// (`data::current_sign`), and what to tell the user. A sign the file's own capacity or state
+/// columns settled is kept, and a disagreement only reported.
+fn check_sign(tracker: &StepTracker, meta: &SourceMetadata) -> (bool, Option<String>) {
+    let cc_steps = tracker.steps().iter().filter(|s| s.method() == Method::ConstantCurrent);
+    let votes = tracker.response.votes(tracker.max_abs_current, cc_steps.map(|s| (s.mean_current(), s.end_voltage - s.start_voltage)));
+    if !votes.reversed() {
+        return (false, None);
+    }
+    let seen = format!("at {} of {} current steps the voltage moved against the current", votes.against, votes.with + votes.against);
+    if meta.sign_from_data {
+        (false, Some(format!("{seen}, although the file's capacity or state columns gave its sign: check which columns hold current and voltage")))
+    } else {
+        (true, Some(format!("current sign flipped to + = charge: {seen}, as it does where discharge is written as positive")))
+    }
+}
+
+/// The rows spilled by pass 1, chunk by chunk, the current negated where `flip`.
+fn read_spill(path: &Path, flip: bool) -> Result<impl Iterator<Item = Result<RawChunk>>> {
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let batches = ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.with_batch_size(crate::data::raw::CHUNK_ROWS).build())
+        .map_err(|e| Error::parquet(path, e))?;
+    let path = path.to_path_buf();
+    Ok(batches.map(move |batch| {
+        let mut raw = RawChunk::from_record_batch(&batch.map_err(|e| Error::arrow(&path, e))?);
+        if flip {
+            raw.current.iter_mut().for_each(|i| *i = -*i);
+        }
+        Ok(raw)
+    }))
 }
 
 /// The cut-off voltages a setting or the source's metadata (`upper_cutoff_v`, `lower_cutoff_v`) states.

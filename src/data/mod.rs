@@ -4,6 +4,7 @@
 pub mod anchor;
 pub mod canonical;
 pub mod cells;
+pub mod current_sign;
 pub mod derive;
 pub mod formats;
 pub mod ingest;

@@ -73,6 +73,10 @@ pub struct SourceMetadata {
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// Notes the reader wants the user to see (e.g. "current sign flipped to + = charge").
     pub warnings: Vec<String>,
+    /// Whether the file itself showed the current's sign (capacity or state columns); else
+    /// ingest reads it from how the voltage answers current steps (`data::current_sign`).
+    #[serde(default)]
+    pub sign_from_data: bool,
 }
 
 impl RawChunk {

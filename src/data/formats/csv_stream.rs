@@ -461,6 +461,7 @@ impl DelimitedReader {
         if scan.data_rows == 0 {
             return Err(Error::in_file(path, format!("no data rows after the header on line {}", header.line)));
         }
+        metadata.sign_from_data = scan.votes.total() > 0;
         let (sign_factor, warning) = decide_sign(&layout.sign, &columns, scan.votes);
         metadata.warnings.extend(warning);
         Ok(DelimitedReader {

@@ -295,6 +295,7 @@ fn metadata(cfg: &SynthConfig, spec: &SynthCellSpec, params: &CellParams, schedu
         ambient_temperature_c: Some(spec.ambient_temperature_c),
         extra,
         warnings: Vec::new(),
+        sign_from_data: false,
     }
 }
 
