@@ -497,6 +497,34 @@ fn canonical_parquet_keeps_an_estimated_capacity_out_of_the_stated_one() {
     assert_eq!(cell.metadata.protocol.as_deref(), Some("drive"));
 }
 
+/// pandas writes a time column as timestamps or durations, and other tools capitalise names:
+/// both read as seconds (timestamps counted from the first row), names matched as in CSV headers.
+#[test]
+fn parquet_time_as_timestamps_or_durations_reads_as_seconds() {
+    use arrow::array::{DurationMillisecondArray, TimestampMicrosecondArray};
+    let dir = tempfile::tempdir().unwrap();
+    let start_us = 1_710_408_600_000_000i64; // 2024-03-14 09:30 UTC
+    let times: [(ArrayRef, [f64; 4]); 2] = [
+        (Arc::new(TimestampMicrosecondArray::from_iter_values((0..4).map(|i| start_us + i * 60_000_000))), [0.0, 60.0, 120.0, 180.0]),
+        (Arc::new(DurationMillisecondArray::from_iter_values((0..4).map(|i| 30_000 + i * 60_000))), [30.0, 90.0, 150.0, 210.0]),
+    ];
+    for (k, (time, seconds)) in times.into_iter().enumerate() {
+        let batch = RecordBatch::try_from_iter([
+            ("Test_Time", time),
+            ("Current", Arc::new(Float64Array::from(vec![0.0, 1.0, 1.0, 0.0])) as ArrayRef),
+            ("VOLTAGE", Arc::new(Float64Array::from(vec![3.5, 3.6, 3.7, 3.65]))),
+        ])
+        .unwrap();
+        let path = dir.path().join(format!("cell-{k}.parquet"));
+        let mut writer = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let cell = detect_and_read(&path, Format::Parquet);
+        assert_eq!(cell.rows.test_time, seconds, "{}", path.display());
+        assert_eq!(cell.rows.voltage[2], 3.7);
+    }
+}
+
 #[test]
 fn long_files_stream_in_bounded_chunks() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,18 +1,22 @@
 //! Parquet in the canonical layout (our own files) or as PyBaMM runs write it: columns
 //! `test_time`, `current`, `voltage`, optional `temperature`, `cycle_number`, `step_index`, and
-//! `gt_*` ground truth passed through untouched. Read record batch by record batch.
+//! `gt_*` ground truth passed through untouched. Names are compared as in delimited headers
+//! (case, spaces and underscores aside); `test_time` may be seconds, a duration, or timestamps
+//! (read as seconds since the first row). Read record batch by record batch.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use arrow::record_batch::RecordBatch;
-use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int32Type};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Float64Type, Int32Type, Int64Type, TimeUnit};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use serde_json::{Map, Value};
 
 use super::cells_json::{fill_from_cells_json, fill_from_object};
+use super::layout::header_key;
 use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
 use crate::data::schema::{CELL_METADATA_KEY, PYBAMM_METADATA_KEY};
@@ -28,6 +32,10 @@ pub(super) struct ParquetSource {
     path: PathBuf,
     batches: ParquetRecordBatchReader,
     metadata: SourceMetadata,
+    /// The file's name for each of `REQUIRED` then `OPTIONAL`, where it has the column.
+    names: [Option<String>; 6],
+    /// The first row's timestamp, where `test_time` holds timestamps.
+    time_origin: Option<f64>,
     /// 1-based number of the next record, for error messages.
     next_record: u64,
 }
@@ -48,31 +56,36 @@ impl ParquetSource {
         if builder.metadata().file_metadata().num_rows() == 0 {
             return Err(Error::in_file(path, "no data rows"));
         }
-        let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
-        let missing: Vec<_> = REQUIRED.iter().filter(|r| !names.iter().any(|n| n == *r)).collect();
+        let file_names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: [Option<String>; 6] = std::array::from_fn(|k| {
+            let key = header_key(REQUIRED.iter().chain(&OPTIONAL).nth(k).expect("six names"));
+            file_names.iter().find(|n| header_key(n) == key).cloned()
+        });
+        let missing: Vec<_> = REQUIRED.iter().zip(&names).filter(|(_, found)| found.is_none()).map(|(r, _)| r).collect();
         if !missing.is_empty() {
-            let msg = format!("missing column {missing:?}; the file has: {}", names.join(", "));
+            let msg = format!("missing column {missing:?}; the file has: {}", file_names.join(", "));
             return Err(Error::in_file(path, msg));
         }
-        let wanted = names
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| REQUIRED.contains(&n.as_str()) || OPTIONAL.contains(&n.as_str()) || n.starts_with("gt_"))
-            .map(|(i, _)| i);
+        let wanted = file_names.iter().enumerate().filter(|(_, n)| names.contains(&Some(n.to_string())) || n.starts_with("gt_")).map(|(i, _)| i);
         let projection = ProjectionMask::roots(builder.parquet_schema(), wanted);
         let metadata = read_metadata(path, builder.metadata().file_metadata().key_value_metadata())?;
         let batches = builder.with_projection(projection).with_batch_size(CHUNK_ROWS).build().map_err(|e| Error::parquet(path, e))?;
-        Ok(ParquetSource { path: path.to_path_buf(), batches, metadata, next_record: 1 })
+        Ok(ParquetSource { path: path.to_path_buf(), batches, metadata, names, time_origin: None, next_record: 1 })
     }
 
     /// One record batch as canonical rows; `gt_*` arrays are passed on as they are.
-    fn to_chunk(&self, batch: &RecordBatch) -> Result<RawChunk> {
+    fn to_chunk(&mut self, batch: &RecordBatch) -> Result<RawChunk> {
+        let time = self.seconds(batch)?;
         let path = &self.path;
-        let required = |name| column_as(path, batch, name, &DataType::Float64)?.ok_or_else(|| Error::in_file(path, format!("no column '{name}'")));
-        let (time, current, voltage) = (required("test_time")?, required("current")?, required("voltage")?);
-        let temperature = column_as(path, batch, "temperature", &DataType::Float64)?;
-        let cycle = column_as(path, batch, "cycle_number", &DataType::Int32)?;
-        let step = column_as(path, batch, "step_index", &DataType::Int32)?;
+        let column = |k: usize, to: &DataType| match &self.names[k] {
+            Some(name) => column_as(path, batch, name, to),
+            None => Ok(None),
+        };
+        let required = |k: usize| column(k, &DataType::Float64)?.ok_or_else(|| Error::in_file(path, format!("no column '{}'", REQUIRED[k])));
+        let (current, voltage) = (required(1)?, required(2)?);
+        let temperature = column(3, &DataType::Float64)?;
+        let cycle = column(4, &DataType::Int32)?;
+        let step = column(5, &DataType::Int32)?;
 
         let mut chunk = RawChunk::default();
         for i in 0..batch.num_rows() {
@@ -97,6 +110,33 @@ impl ParquetSource {
             .map(|(field, array)| (field.name().clone(), array.clone()))
             .collect();
         Ok(chunk)
+    }
+}
+
+impl ParquetSource {
+    /// The batch's `test_time` in seconds: numbers as they are, durations converted, timestamps
+    /// counted from the file's first row (as clock times in text exports are).
+    fn seconds(&mut self, batch: &RecordBatch) -> Result<ArrayRef> {
+        let name = self.names[0].as_deref().expect("test_time was found when the file was opened");
+        let array = batch.column_by_name(name).expect("projected column");
+        let (unit, is_clock) = match array.data_type() {
+            DataType::Timestamp(unit, _) => (*unit, true),
+            DataType::Duration(unit) => (*unit, false),
+            _ => return Ok(column_as(&self.path, batch, name, &DataType::Float64)?.expect("projected column")),
+        };
+        let per_second = match unit {
+            TimeUnit::Second => 1.0,
+            TimeUnit::Millisecond => 1e3,
+            TimeUnit::Microsecond => 1e6,
+            TimeUnit::Nanosecond => 1e9,
+        };
+        let ticks = column_as(&self.path, batch, name, &DataType::Int64)?.expect("projected column");
+        let ticks = ticks.as_primitive::<Int64Type>();
+        if is_clock && self.time_origin.is_none() {
+            self.time_origin = ticks.iter().flatten().next().map(|t| t as f64);
+        }
+        let origin = if is_clock { self.time_origin.unwrap_or(0.0) } else { 0.0 };
+        Ok(Arc::new(ticks.iter().map(|t| t.map(|t| (t as f64 - origin) / per_second)).collect::<Float64Array>()))
     }
 }
 
