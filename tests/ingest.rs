@@ -79,6 +79,27 @@ fn csv_ingest_derives_state_c_rate_and_dt() {
     assert!(data.soc.iter().all(|s| s.is_nan()));
 }
 
+/// Blank cycle and step indices inside a step (as in rows 100 and 101 here) take the row
+/// before's: no step of their own, no cycle below the first, and a warning naming the first row.
+#[test]
+fn blank_cycle_and_step_indices_carry_the_row_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from("Data_Point,Test_Time(s),Step_Index,Cycle_Index,Current(A),Voltage(V)\n");
+    for (k, (t, i, v)) in cycle_rows().into_iter().enumerate() {
+        let (step, cycle) = if (98..100).contains(&k) { (String::new(), String::new()) } else { ((1 + (k >= 360) as u8).to_string(), "3".to_owned()) };
+        text.push_str(&format!("{k},{t},{step},{cycle},{i},{v}\n"));
+    }
+    let csv = tmp.path().join("cell-a.csv");
+    std::fs::write(&csv, text).unwrap();
+    let out = tmp.path().join("out");
+    let cells = ingest(&[csv], &out, &opts()).unwrap();
+    let (_, data) = read_cell(&out.join("timeseries/cell-a.parquet")).unwrap();
+    assert!(data.cycle_number.iter().all(|&c| c == 0), "one cycle, numbered from 0");
+    assert_eq!(data.step_index[98..100], [1, 1]);
+    assert!(data.step_time[1..360].windows(2).all(|w| w[1] > w[0]), "the discharge is one step");
+    assert!(cells[0].metadata.contains("2 rows (the first at row 100) had no cycle or step index"), "{}", cells[0].metadata);
+}
+
 #[test]
 fn repeated_timestamps_are_dropped_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();

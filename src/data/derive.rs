@@ -289,7 +289,8 @@ fn discharge_by_cycle(steps: &[StepSummary], cycle_of_step: &[i32]) -> Vec<(i32,
 /// charging step after a discharging one.
 fn cycles_of_steps(steps: &[StepSummary], min_cycle: Option<i32>) -> Vec<i32> {
     if let Some(min) = min_cycle {
-        return steps.iter().map(|s| (s.cycle_key as i32) - min).collect();
+        // Rows before the file's first cycle number (blank there) belong to its first cycle.
+        return steps.iter().map(|s| if s.cycle_key < 0 { 0 } else { s.cycle_key as i32 - min }).collect();
     }
     let mut cycle = 0;
     let mut seen_discharge = false;

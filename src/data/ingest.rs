@@ -211,13 +211,15 @@ pub fn ingest_source(
     // Pass 1: clean, check, summarise steps, spill.
     let mut tracker = StepTracker::new(given_capacity);
     let mut cleaner = TimeCleaner::new(source, opts.time_tolerance_s);
+    let mut counters = CounterFill::default();
     let mut spill: Option<ArrowWriter<File>> = None;
     let mut extremes = ExtremeRows::default();
     while let Some(chunk) = reader.next_chunk()? {
-        let chunk = cleaner.clean(chunk)?;
+        let mut chunk = cleaner.clean(chunk)?;
         if chunk.is_empty() {
             continue;
         }
+        counters.fill(&mut chunk);
         tracker.push_chunk(&chunk);
         for r in 0..chunk.len() {
             extremes.push(chunk.current[r], chunk.voltage[r], chunk.source_row[r]);
@@ -254,6 +256,7 @@ pub fn ingest_source(
     let mut warnings = meta.warnings.clone();
     warnings.extend(sign_warning);
     warnings.extend(cleaner.warnings());
+    warnings.extend(counters.warning());
     warnings.extend(derivation.warnings.iter().cloned());
     // Whether the cell has no SOC anchor is known only after the dataset-level OCV pass (`commit`).
     for w in warnings.iter().filter(|w| *w != NO_ANCHOR) {
@@ -480,6 +483,43 @@ impl<'a> TimeCleaner<'a> {
             w.push(format!("dropped {} rows whose time stepped back within the tolerance", self.dropped_backwards));
         }
         w
+    }
+}
+
+/// Carries the cycle and step index of the row before over rows where a file that numbers them
+/// left them blank (a logging hiccup, a spreadsheet edit): a blank would otherwise start a step
+/// of its own, and a cycle numbered below the file's first.
+#[derive(Default)]
+struct CounterFill {
+    last: [Option<i32>; 2],
+    filled_rows: u64,
+    first_filled: Option<u64>,
+}
+
+impl CounterFill {
+    fn fill(&mut self, chunk: &mut RawChunk) {
+        for r in 0..chunk.len() {
+            let mut filled = false;
+            for (value, last) in [&mut chunk.cycle_number[r], &mut chunk.step_index[r]].into_iter().zip(&mut self.last) {
+                match value {
+                    Some(v) => *last = Some(*v),
+                    None if last.is_some() => {
+                        *value = *last;
+                        filled = true;
+                    }
+                    None => {}
+                }
+            }
+            if filled {
+                self.filled_rows += 1;
+                self.first_filled.get_or_insert(chunk.source_row[r]);
+            }
+        }
+    }
+
+    fn warning(&self) -> Option<String> {
+        let first = self.first_filled?;
+        Some(format!("{} rows (the first at row {first}) had no cycle or step index; each took the one of the row before", self.filled_rows))
     }
 }
 
