@@ -313,6 +313,22 @@ fn fixtures_are_detected_as_their_formats() {
     }
 }
 
+/// An Arbin export names the columns a BatteryArchive CSV has (and no temperature here); its
+/// own columns (`Data_Point`, `Step_Time`) tell them apart, so its `_Metadata.csv` is read.
+#[test]
+fn arbin_export_without_temperature_is_not_taken_for_battery_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let arbin = "Data_Point,Date_Time,Test_Time (s),Step_Time (s),Cycle_Index,Step_Index,Current (A),Voltage (V),Charge_Capacity (Ah),Discharge_Capacity (Ah)\n\
+                 1,03/14/2024 09:30:00,0,0,1,1,0,3.5,0,0\n2,03/14/2024 09:31:00,60,0,1,2,1.5,3.6,0.025,0\n";
+    let path = write(dir.path(), "cell_CH1.csv", arbin.as_bytes());
+    write(dir.path(), "cell_CH1_Metadata.csv", b"test_name,schedule_file_name\ncell,C:\\Schedules\\cc_1C.sdu\n");
+    let cell = detect_and_read(&path, Format::Arbin);
+    assert_eq!(cell.metadata.protocol.as_deref(), Some("cc_1C.sdu"));
+    let archive = "Date_Time,Test_Time (s),Cycle_Index,Current (A),Voltage (V),Charge_Capacity (Ah),Discharge_Capacity (Ah),Environment_Temperature (C)\n\
+                   03/14/2024 09:30:00,0,1,0,3.5,0,0,25\n";
+    detect_and_read(&write(dir.path(), "archive.csv", archive.as_bytes()), Format::BatteryArchive);
+}
+
 #[test]
 fn arbin_fixture_reads_canonical_rows() {
     let cell = read(&fixture("arbin_small.csv"), Format::Arbin, None).unwrap();

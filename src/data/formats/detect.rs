@@ -6,12 +6,21 @@ use std::io::Read;
 use std::path::Path;
 
 use super::csv_stream::HEADER_SEARCH_LINES;
+use super::layout::header_key;
 use super::text::{Fields, TextLines};
 use super::{delimited_layout, Format};
 use crate::{Error, Result};
 
 /// Formats tried in this order: BatteryArchive before Arbin, whose names it extends.
 const DELIMITED: [Format; 5] = [Format::BatteryArchive, Format::Arbin, Format::Maccor, Format::Biologic, Format::Novonix];
+
+/// Columns that only one of the formats writes, counted for it besides the columns its layout
+/// reads: an Arbin export names the same time, current, capacity and counter columns as a
+/// BatteryArchive CSV, and without these would read as one, its `_Metadata.csv` unread.
+const MARKERS: [(Format, &[&str]); 2] = [
+    (Format::Arbin, &["Data_Point", "Step_Time", "Step_Time(s)", "Internal_Resistance", "Internal_Resistance(Ohm)"]),
+    (Format::BatteryArchive, &["Environment_Temperature (C)"]),
+];
 
 pub fn detect(path: &Path) -> Result<Format> {
     let head = read_head(path)?;
@@ -51,7 +60,8 @@ fn looks_binary(head: &[u8]) -> bool {
 }
 
 /// On the first of the first lines where a layout finds time and current or voltage: of the
-/// layouts that do, the one naming most of the line's columns (the first in `DELIMITED` on a tie).
+/// layouts that do, the one naming most of the line's columns, its `MARKERS` included (the first
+/// in `DELIMITED` on a tie).
 fn detect_delimited(path: &Path) -> Result<Option<Format>> {
     let layouts: Vec<_> = DELIMITED.iter().filter_map(|&f| Some((f, delimited_layout(f)?))).collect();
     let mut lines = TextLines::open(path)?;
@@ -64,7 +74,9 @@ fn detect_delimited(path: &Path) -> Result<Option<Format>> {
                 continue;
             }
             fields.split(text, delimiter);
-            let named = layout.columns_named(&fields.to_strings());
+            let names = fields.to_strings();
+            let markers = MARKERS.iter().filter(|(f, _)| f == format).flat_map(|(_, m)| m.iter());
+            let named = layout.columns_named(&names) + markers.filter(|m| names.iter().any(|n| header_key(n) == header_key(m))).count();
             if best.is_none_or(|(most, _)| named > most) {
                 best = Some((named, *format));
             }
