@@ -100,6 +100,20 @@ fn blank_cycle_and_step_indices_carry_the_row_before() {
     assert!(cells[0].metadata.contains("2 rows (the first at row 100) had no cycle or step index"), "{}", cells[0].metadata);
 }
 
+/// A 30-day jump inside the discharge (a paused test, or dates read with day and month swapped)
+/// is named by its row; with no capacity given it is named as the reason the estimate fails.
+#[test]
+fn a_clock_jump_while_current_flows_is_reported_at_its_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<_> = cycle_rows().into_iter().enumerate().map(|(k, (t, i, v))| (t + if k >= 100 { 30.0 * 86400.0 } else { 0.0 }, i, v)).collect();
+    let csv = write_csv(tmp.path(), "cell-a.csv", &rows);
+    let cells = ingest(std::slice::from_ref(&csv), &tmp.path().join("out"), &opts()).unwrap();
+    // Line 102 of the file holds row 100 (after the header).
+    assert!(cells[0].metadata.contains("row 102: 30.0 days pass since the row before while current flows"), "{}", cells[0].metadata);
+    let estimated = ingest(&[csv], &tmp.path().join("estimated"), &IngestOptions::default()).unwrap_err().to_string();
+    assert!(estimated.contains("row 102") && estimated.contains("30.0 days"), "{estimated}");
+}
+
 #[test]
 fn repeated_timestamps_are_dropped_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();

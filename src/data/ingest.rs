@@ -222,7 +222,7 @@ pub fn ingest_source(
         counters.fill(&mut chunk);
         tracker.push_chunk(&chunk);
         for r in 0..chunk.len() {
-            extremes.push(chunk.current[r], chunk.voltage[r], chunk.source_row[r]);
+            extremes.push(chunk.test_time[r], chunk.current[r], chunk.voltage[r], chunk.source_row[r]);
         }
         let batch = chunk.into_record_batch();
         if spill.is_none() {
@@ -245,6 +245,7 @@ pub fn ingest_source(
 
     let derivation = CellDerivation::from_steps(&tracker, given_capacity, given_cutoffs(source, &meta, opts)?);
     check_units(source, &tracker, &derivation, &extremes, opts)?;
+    let gap_warning = extremes.gap_warning(derivation.nominal_capacity_ah);
 
     // Pass 2: derive and write the canonical file.
     let out_path = paths.cell_file(&cell_id);
@@ -255,6 +256,7 @@ pub fn ingest_source(
     }
     let mut warnings = meta.warnings.clone();
     warnings.extend(sign_warning);
+    warnings.extend(gap_warning);
     warnings.extend(cleaner.warnings());
     warnings.extend(counters.warning());
     warnings.extend(derivation.warnings.iter().cloned());
@@ -363,17 +365,26 @@ fn derive_rows(cell_id: &str, raw: RawChunk, deriver: &mut RowDeriver) -> CellDa
     out
 }
 
-/// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2).
-/// Source rows of the largest |current| and of the voltage farthest from a cell's range, so that a
-/// unit check can point at one.
+/// Source rows of the largest |current|, of the voltage farthest from a cell's range and of the
+/// interval that moves most charge, so that the unit and time checks can point at one.
 #[derive(Default)]
 struct ExtremeRows {
     current: (f32, u64),
     voltage: (f32, u64),
+    last: Option<(f64, f32)>,
+    /// Of the intervals between rows that carry current of one sign at both ends: the most charge
+    /// one moves (Ah), its length (s) and its closing row.
+    widest: (f64, f64, u64),
 }
 
+/// An interval between two rows that moves more than this share of the cell's capacity, more
+/// than the cell holds, cannot have carried current throughout: the test paused, or the clock
+/// jumped (dates read with day and month swapped). Rows merely missing from a file (the shipped
+/// Maccor excerpt moves 38 % of its capacity across one) stay below it.
+const GAP_CAPACITY_SHARE: f64 = 1.0;
+
 impl ExtremeRows {
-    fn push(&mut self, current: f32, voltage: f32, row: u64) {
+    fn push(&mut self, t: f64, current: f32, voltage: f32, row: u64) {
         if current.abs() > self.current.0 {
             self.current = (current.abs(), row);
         }
@@ -381,8 +392,31 @@ impl ExtremeRows {
         if outside > self.voltage.0 {
             self.voltage = (outside, row);
         }
+        if let Some((last_t, last_i)) = self.last.filter(|(_, i)| *i * current > 0.0) {
+            let ah = crate::data::derive::trapezoid_ah((last_t, last_i), (t, current)).abs();
+            if ah > self.widest.0 {
+                self.widest = (ah, t - last_t, row);
+            }
+        }
+        self.last = Some((t, current));
+    }
+
+    /// The widest interval, described, where it moves more charge than any cycler logs at once.
+    fn gap(&self, capacity_ah: f64) -> Option<String> {
+        let (ah, seconds, row) = self.widest;
+        let hours = seconds / 3600.0;
+        let length = if hours >= 48.0 { format!("{:.1} days", hours / 24.0) } else { format!("{hours:.1} h") };
+        (ah > GAP_CAPACITY_SHARE * capacity_ah).then(|| {
+            format!("row {row}: {length} pass since the row before while current flows, {:.0} % of the cell's capacity in one interval, more than it holds: a paused test, or dates read with day and month swapped?", 100.0 * ah / capacity_ah)
+        })
+    }
+
+    fn gap_warning(&self, capacity_ah: f64) -> Option<String> {
+        self.gap(capacity_ah).map(|gap| format!("{gap} Charge counted across it puts SOC and capacity off"))
     }
 }
+
+/// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2).
 
 fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extremes: &ExtremeRows, opts: &IngestOptions) -> Result<()> {
     let max_c = tracker.max_abs_current / d.nominal_capacity_ah;
@@ -398,14 +432,17 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
         });
     }
     if d.capacity_estimated && d.nominal_capacity_ah > 1000.0 {
+        // The estimate counted charge across an interval no cycler logs: the time is wrong, not the current.
+        // No capacity to compare with: take what the peak current moves in an hour.
+        let (row, field, cause) = match extremes.gap(tracker.max_abs_current) {
+            Some(gap) => (Some(extremes.widest.2), "test_time", gap),
+            None => (None, "current", "is the current in mA labelled as A?".to_owned()),
+        };
         return Err(Error::Input {
             file: source.to_path_buf(),
-            row: None,
-            field: Some("current".to_owned()),
-            message: format!(
-                "estimated capacity {:.0} Ah is implausible for a cell: is the current in mA labelled as A? (give --nominal-capacity to override)",
-                d.nominal_capacity_ah
-            ),
+            row,
+            field: Some(field.to_owned()),
+            message: format!("estimated capacity {:.0} Ah is implausible for a cell: {cause} (give --nominal-capacity to override)", d.nominal_capacity_ah),
         });
     }
     if tracker.max_voltage > 10.0 || tracker.min_voltage < -1.0 {
