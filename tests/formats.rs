@@ -329,6 +329,27 @@ fn arbin_export_without_temperature_is_not_taken_for_battery_archive() {
     detect_and_read(&write(dir.path(), "archive.csv", archive.as_bytes()), Format::BatteryArchive);
 }
 
+/// Variants real exporters write: Arbin current in mA, Maccor elapsed time as `0d 00:01:00`,
+/// a BioLogic clock with a decimal-comma fraction, an EC-Lab header longer than the usual search.
+#[test]
+fn exporter_variants_read_in_canonical_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let arbin = "Data_Point,Test_Time (s),Cycle_Index,Step_Index,Current (mA),Voltage (V),Charge_Capacity (mAh),Discharge_Capacity (mAh)\n\
+                 1,0,1,1,0,3.5,0,0\n2,60,1,2,1500,3.6,25,0\n";
+    let cell = detect_and_read(&write(dir.path(), "arbin_ma.csv", arbin.as_bytes()), Format::Arbin);
+    assert_eq!(cell.rows.current, [0.0, 1.5]);
+    let maccor = "Today's Date 03/15/2024\nRec#\tCyc#\tStep\tTestTime\tAmps\tVolts\tState\n\
+                  1\t0\t1\t0d 00:00:00\t0\t3.5\tR\n2\t0\t2\t1d 01:01:30.5\t1.5\t3.6\tC\n";
+    let cell = detect_and_read(&write(dir.path(), "maccor.001", maccor.as_bytes()), Format::Maccor);
+    assert_eq!(cell.rows.test_time, [0.0, 86400.0 + 3690.5]);
+    let mut mpt = String::from("EC-Lab ASCII FILE\nNb header lines : 300\n");
+    mpt.extend((3..300).map(|k| format!("setting {k}\n")));
+    mpt.push_str("time/s\tEwe/V\tI/mA\n03/14/2024 09:00:00,0000\t3,5\t0\n03/14/2024 09:01:00,5000\t3,6\t1500\n");
+    let cell = detect_and_read(&write(dir.path(), "long.mpt", mpt.as_bytes()), Format::Biologic);
+    assert_eq!(cell.rows.test_time, [0.0, 60.5]);
+    assert_eq!(cell.rows.voltage, [3.5, 3.6]);
+}
+
 #[test]
 fn arbin_fixture_reads_canonical_rows() {
     let cell = read(&fixture("arbin_small.csv"), Format::Arbin, None).unwrap();

@@ -421,8 +421,13 @@ fn an_unknown_file_in_a_directory_stops_the_ingest_before_writing() {
     write_csv(&input, "good.csv", &cycle_rows());
     std::fs::write(input.join("garbage.bin"), [0u8, 159, 146, 150, 255, 0, 1, 2]).unwrap();
     let out = tmp.path().join("out");
-    let err = ingest(&[input], &out, &opts()).unwrap_err().to_string();
+    let err = ingest(std::slice::from_ref(&input), &out, &opts()).unwrap_err().to_string();
     assert!(err.contains("garbage.bin"), "{err}");
+    assert!(!out.exists());
+    // Every unreadable file is named at once, not one per run.
+    std::fs::write(input.join("notes.txt"), "cell 7 was reassembled\n").unwrap();
+    let err = ingest(&[input], &out, &opts()).unwrap_err().to_string();
+    assert!(err.starts_with("2 of 3 inputs cannot be read") && err.contains("garbage.bin") && err.contains("notes.txt"), "{err}");
     assert!(!out.exists());
 }
 

@@ -103,15 +103,18 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
         Some(p) => Some(ColumnMap::from_file(p)?),
         None => None,
     };
-    // Detect every format first, so an unknown file fails the ingest before anything is written.
-    let sources: Vec<(PathBuf, Format)> = files
+    // Open every file first, so an unreadable one fails the ingest before anything is written.
+    let opened: Vec<Result<(PathBuf, Format, Box<dyn CyclerReader>)>> = files
         .iter()
-        .map(|f| Ok((f.clone(), match opts.format { Some(fmt) => fmt, None => formats::detect(f)? })))
-        .collect::<Result<_>>()?;
-    let readers: Vec<(PathBuf, Format, Box<dyn CyclerReader>)> = sources
-        .into_iter()
-        .map(|(file, format)| Ok((file.clone(), format, formats::open(&file, format, column_map.as_ref())?)))
-        .collect::<Result<_>>()?;
+        .map(|file| {
+            let format = match opts.format {
+                Some(format) => format,
+                None => formats::detect(file)?,
+            };
+            Ok((file.clone(), format, formats::open(file, format, column_map.as_ref())?))
+        })
+        .collect();
+    let readers = all_or_every_error(opened, "inputs cannot be read")?;
     refuse_duplicate_ids(readers.iter().map(|(f, _, r)| (source_cell_id(r.as_ref(), f), f.display().to_string())).collect())?;
     let staging = DatasetStaging::new(out)?;
     let bar = crate::progress::bar(readers.len() as u64, "ingest", "files");
@@ -125,6 +128,22 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
     staging.commit(cells)
+}
+
+/// Every item, or the one error, or every error in one message (a folder of exports with
+/// several bad files is fixed in one go, not one file per run).
+fn all_or_every_error<T>(results: Vec<Result<T>>, what: &str) -> Result<Vec<T>> {
+    let total = results.len();
+    let (ok, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let mut errors: Vec<Error> = errors.into_iter().filter_map(Result::err).collect();
+    match errors.len() {
+        0 => Ok(ok.into_iter().filter_map(Result::ok).collect()),
+        1 => Err(errors.remove(0)),
+        n => {
+            let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            Err(Error::Config(format!("{n} of {total} {what}, so nothing was written:\n{}", lines.join("\n"))))
+        }
+    }
 }
 
 /// An output dataset directory built beside its final place and swapped in on success.

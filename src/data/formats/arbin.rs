@@ -18,7 +18,7 @@ pub(super) fn layout() -> Layout {
         header: HeaderAt::Search,
         time: ColumnSpec::new("time", &[("Test_Time", U::IDENTITY), ("Test_Time(s)", U::IDENTITY), ("Test Time (s)", U::IDENTITY)]),
         time_may_be_clock: false,
-        current: ColumnSpec::new("current", &[("Current", U::IDENTITY), ("Current(A)", U::IDENTITY), ("Current (A)", U::IDENTITY)]),
+        current: ColumnSpec::new("current", &[("Current", U::IDENTITY), ("Current(A)", U::IDENTITY), ("Current(mA)", U::MILLI)]),
         voltage: ColumnSpec::new("voltage", &[("Voltage", U::IDENTITY), ("Voltage(V)", U::IDENTITY), ("Voltage (V)", U::IDENTITY)]),
         temperature: Some(ColumnSpec::new(
             "temperature",
@@ -27,8 +27,9 @@ pub(super) fn layout() -> Layout {
         cycle: Some(ColumnSpec::unitless("cycle", &["Cycle_Index"])),
         step: Some(ColumnSpec::unitless("step", &["Step_Index"])),
         sign: SignRule::Capacity {
-            charge: ColumnSpec::unitless("charge capacity", &["Charge_Capacity", "Charge_Capacity(Ah)", "Charge_Capacity (Ah)"]),
-            discharge: ColumnSpec::unitless("discharge capacity", &["Discharge_Capacity", "Discharge_Capacity(Ah)", "Discharge_Capacity (Ah)"]),
+            // Only whether a capacity rises counts, so its unit does not matter.
+            charge: ColumnSpec::unitless("charge capacity", &["Charge_Capacity", "Charge_Capacity(Ah)", "Charge_Capacity(mAh)"]),
+            discharge: ColumnSpec::unitless("discharge capacity", &["Discharge_Capacity", "Discharge_Capacity(Ah)", "Discharge_Capacity(mAh)"]),
         },
     }
 }

@@ -25,6 +25,19 @@ use crate::{Error, Result};
 
 /// How many lines from the top may precede the column header (Novonix summaries, EC-Lab headers).
 pub(super) const HEADER_SEARCH_LINES: u64 = 256;
+
+/// The last line the column header may be on: `HEADER_SEARCH_LINES`, or further where a file
+/// states its header's length (EC-Lab: `Nb header lines : 309`, the column line the last of them),
+/// as `stated` records once the line saying so has been read.
+pub(super) fn header_search_end(number: u64, text: &str, stated: &mut u64) -> u64 {
+    if number <= 3 {
+        let lower = text.to_ascii_lowercase();
+        if let Some(n) = lower.strip_prefix("nb header lines").and_then(|rest| rest.trim_start().strip_prefix(':')?.trim().parse::<u64>().ok()) {
+            *stated = n;
+        }
+    }
+    HEADER_SEARCH_LINES.max(*stated)
+}
 /// Rows of sign evidence after which the prescan stops (enough to outvote noise).
 const SIGN_EVIDENCE_ROWS: u64 = 500;
 
@@ -47,7 +60,9 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     let mut preamble = Vec::new();
     // (score, line, delimiter, names) of the best candidate so far, for the error message.
     let mut best: Option<(usize, u64, u8, Vec<String>)> = None;
+    let mut stated = 0;
     while let Some((number, text)) = lines.next_line()? {
+        let search_end = header_search_end(number, text, &mut stated);
         let candidate = match layout.header {
             HeaderAt::Line(line) if number == line => Some((layout.required().len(), layout.delimiters[0])),
             HeaderAt::Line(_) => None,
@@ -65,7 +80,7 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
             }
         }
         preamble.push(text.to_owned());
-        if number >= HEADER_SEARCH_LINES.max(header_line(layout)) {
+        if number >= search_end.max(header_line(layout)) {
             break;
         }
     }
@@ -219,17 +234,40 @@ impl Cells<'_> {
         }
     }
 
-    /// Elapsed seconds, or a date-time turned into seconds since the first row's.
+    /// Elapsed seconds (a number in the column's unit, or `1d 02:03:04.5` as Maccor's clients
+    /// write it), or a date-time turned into seconds since the first row's.
     fn time(&self, column: &Resolved, clock_origin: Option<&mut Option<NaiveDateTime>>) -> Result<f64> {
         let text = self.text(column)?;
-        let Some(origin) = clock_origin else { return self.required(column) };
         if parse_number(text, self.decimal_comma).is_some() {
             return self.required(column);
         }
-        let stamp = parse_clock(text).ok_or_else(|| self.error(column, format!("neither a number nor a date-time: '{text}'")))?;
+        if let Some(seconds) = parse_elapsed(text, self.decimal_comma) {
+            return Ok(seconds);
+        }
+        let Some(origin) = clock_origin else { return self.required(column) };
+        // A decimal-comma locale writes the seconds' fraction with a comma too.
+        let stamp = parse_clock(text)
+            .or_else(|| self.decimal_comma.then(|| parse_clock(&text.replace(',', "."))).flatten())
+            .ok_or_else(|| self.error(column, format!("neither a number nor a date-time: '{text}'")))?;
         let origin = *origin.get_or_insert(stamp);
         Ok((stamp - origin).num_microseconds().map_or(f64::NAN, |us| us as f64 * 1e-6))
     }
+}
+
+/// `[Nd ]HH:MM:SS[.f]` elapsed time in seconds (days optional, hours may pass 24).
+fn parse_elapsed(text: &str, decimal_comma: bool) -> Option<f64> {
+    let (days, clock) = match text.trim().split_once(['d', 'D']) {
+        Some((days, clock)) => (days.trim().parse::<u32>().ok()?, clock.trim()),
+        None => (0, text.trim()),
+    };
+    let mut parts = clock.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+    let s = parse_number(s, decimal_comma).filter(|s| (0.0..60.0).contains(s))?;
+    (m < 60).then(|| f64::from(days) * 86400.0 + f64::from(h) * 3600.0 + f64::from(m) * 60.0 + s)
 }
 
 fn parse_number(text: &str, decimal_comma: bool) -> Option<f64> {

@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::csv_stream::HEADER_SEARCH_LINES;
+use super::csv_stream::{header_search_end, HEADER_SEARCH_LINES};
 use super::layout::header_key;
 use super::text::{Fields, TextLines};
 use super::{delimited_layout, Format};
@@ -66,7 +66,9 @@ fn detect_delimited(path: &Path) -> Result<Option<Format>> {
     let layouts: Vec<_> = DELIMITED.iter().filter_map(|&f| Some((f, delimited_layout(f)?))).collect();
     let mut lines = TextLines::open(path)?;
     let mut fields = Fields::default();
+    let mut stated = 0;
     while let Some((number, text)) = lines.next_line()? {
+        let search_end = header_search_end(number, text, &mut stated);
         let mut best: Option<(usize, Format)> = None;
         for (format, layout) in &layouts {
             let (score, delimiter) = layout.header_score(text, &mut fields);
@@ -84,7 +86,7 @@ fn detect_delimited(path: &Path) -> Result<Option<Format>> {
         if let Some((_, format)) = best {
             return Ok(Some(format));
         }
-        if number >= HEADER_SEARCH_LINES {
+        if number >= search_end {
             break;
         }
     }

@@ -15,7 +15,8 @@ pub(super) fn layout() -> Layout {
         format: Format::Maccor,
         delimiters: vec![b'\t', b','],
         header: HeaderAt::Search,
-        time: ColumnSpec::new("time", &[("Test (Sec)", U::IDENTITY), ("Test Time (Sec)", U::IDENTITY), ("Test (Min)", U::MINUTES), ("Test (Hr)", U::HOURS)]),
+        // `TestTime` holds `0d 00:01:00` where the client exports elapsed time as text.
+        time: ColumnSpec::new("time", &[("Test (Sec)", U::IDENTITY), ("Test Time (Sec)", U::IDENTITY), ("Test (Min)", U::MINUTES), ("Test (Hr)", U::HOURS), ("TestTime", U::IDENTITY)]),
         time_may_be_clock: false,
         current: ColumnSpec::new("current", &[("Amps", U::IDENTITY), ("Current", U::IDENTITY), ("Current (A)", U::IDENTITY)]),
         voltage: ColumnSpec::new("voltage", &[("Volts", U::IDENTITY), ("Voltage", U::IDENTITY), ("Voltage (V)", U::IDENTITY)]),
