@@ -330,7 +330,8 @@ fn arbin_export_without_temperature_is_not_taken_for_battery_archive() {
 }
 
 /// Variants real exporters write: Arbin current in mA, Maccor elapsed time as `0d 00:01:00`,
-/// a BioLogic clock with a decimal-comma fraction, an EC-Lab header longer than the usual search.
+/// a BioLogic clock with a decimal-comma fraction, an EC-Lab header longer than the usual search
+/// and rows with a trailing tab.
 #[test]
 fn exporter_variants_read_in_canonical_units() {
     let dir = tempfile::tempdir().unwrap();
@@ -344,7 +345,8 @@ fn exporter_variants_read_in_canonical_units() {
     assert_eq!(cell.rows.test_time, [0.0, 86400.0 + 3690.5]);
     let mut mpt = String::from("EC-Lab ASCII FILE\nNb header lines : 300\n");
     mpt.extend((3..300).map(|k| format!("setting {k}\n")));
-    mpt.push_str("time/s\tEwe/V\tI/mA\n03/14/2024 09:00:00,0000\t3,5\t0\n03/14/2024 09:01:00,5000\t3,6\t1500\n");
+    // Data lines end in a tab the column line lacks.
+    mpt.push_str("time/s\tEwe/V\tI/mA\n03/14/2024 09:00:00,0000\t3,5\t0\t\n03/14/2024 09:01:00,5000\t3,6\t1500\t\n");
     let cell = detect_and_read(&write(dir.path(), "long.mpt", mpt.as_bytes()), Format::Biologic);
     assert_eq!(cell.rows.test_time, [0.0, 60.5]);
     assert_eq!(cell.rows.voltage, [3.5, 3.6]);

@@ -537,8 +537,10 @@ impl DelimitedReader {
     fn push_row(&mut self, chunk: &mut RawChunk, number: u64) -> Result<()> {
         let columns = &self.columns;
         // More fields than the header shifts no column we can see, but means a value holds the
-        // delimiter (a decimal comma in a comma-separated file): its neighbours are misread.
-        if self.fields.len() != self.header_fields {
+        // delimiter (a decimal comma in a comma-separated file): its neighbours are misread. One
+        // empty field more is a trailing delimiter the header line lacks.
+        let trailing_delimiter = self.fields.len() == self.header_fields + 1 && self.fields.get(self.header_fields) == Some("");
+        if self.fields.len() != self.header_fields && !trailing_delimiter {
             let msg = format!("the row has {} fields, the header {}", self.fields.len(), self.header_fields);
             return Err(Error::at_row(&self.path, number, None, msg));
         }
