@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::data::formats::Format;
 use crate::data::ingest::IngestOptions;
 use crate::data::synth::SynthConfig;
+use crate::model::Tolerance;
 use crate::pipeline::{RunOptions, StageOutcome};
 use crate::{Error, Result};
 
@@ -213,9 +214,13 @@ enum Command {
         /// [N, T] (volts, in the head's units): the import is kept only if it reproduces them.
         #[arg(long)]
         check: Option<PathBuf>,
-        /// Largest tolerated |VoltLens − source| in volts for --check.
-        #[arg(long, default_value_t = 1e-4)]
+        /// Largest tolerated |VoltLens − source| in volts for --check…
+        #[arg(long, default_value_t = Tolerance::default().volts)]
         tolerance: f64,
+        /// …and that over the largest |source prediction| (a ΔV head's outputs are about a
+        /// millivolt). Loosen both for a reference run in half precision (2e-3, 0.05 for bfloat16).
+        #[arg(long, default_value_t = Tolerance::default().relative)]
+        rel_tolerance: f64,
         /// A dataset whose cells are split into train / val / test for the transcoder stages
         /// (without it the model has no split, and eval-model scores every cell).
         #[arg(long)]
@@ -908,13 +913,13 @@ fn execute(command: Command) -> Result<ExitCode> {
                 println!("{name:<12} {}", serde_json::to_string(&b).expect("serialisable"));
             }
         }
-        Command::ImportModel { weights, config, out, check, tolerance, data, seed } => {
+        Command::ImportModel { weights, config, out, check, tolerance, rel_tolerance, data, seed } => {
             let request = crate::model::ImportRequest {
                 weights: &weights,
                 arch: &config,
                 out: &out,
                 check: check.as_deref(),
-                tolerance,
+                tolerance: Tolerance { volts: tolerance, relative: rel_tolerance },
                 dataset: data.as_deref(),
                 seed,
             };

@@ -16,10 +16,11 @@ use voltlens::model::checkpoint::{ModelDir, RunConfig};
 use voltlens::model::import::ImportSummary;
 use voltlens::model::{
     export_model, load_model, HeadTarget, ImportRequest, InputNorm, Lblm, MlpKind, ModelConfig, NormKind, Positional,
-    TrainConfig,
+    Tolerance, TrainConfig,
 };
 
-fn import_model(weights: &Path, arch: &Path, out: &Path, check: Option<&Path>, tolerance: f64) -> voltlens::Result<ImportSummary> {
+fn import_model(weights: &Path, arch: &Path, out: &Path, check: Option<&Path>, volts: f64) -> voltlens::Result<ImportSummary> {
+    let tolerance = Tolerance { volts, ..Tolerance::default() };
     voltlens::model::import_model(&ImportRequest { weights, arch, out, check, tolerance, dataset: None, seed: 0 })
 }
 
@@ -69,10 +70,15 @@ fn read_tensors(path: &Path) -> Tensors {
 }
 
 fn write_tensors(path: &Path, tensors: &Tensors) {
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(n, (s, d))| (n.clone(), s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
-    let views: Vec<(String, TensorView)> =
-        bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    write_tensors_with(path, tensors, &[]);
+}
+
+/// f32 `tensors` and `others` of any dtype (name, dtype, shape, raw little-endian bytes).
+fn write_tensors_with(path: &Path, tensors: &Tensors, others: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+    let mut bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(n, (s, d))| (n.clone(), Dtype::F32, s.clone(), d.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
+    bytes.extend(others.iter().map(|(n, t, s, b)| (n.to_string(), *t, s.clone(), b.clone())));
+    let views: Vec<(String, TensorView)> = bytes.iter().map(|(n, t, s, b)| (n.clone(), TensorView::new(*t, s.clone(), b).unwrap())).collect();
     safetensors::tensor::serialize_to_file(views, None, path).unwrap();
 }
 
@@ -180,6 +186,25 @@ fn separate_qkv_interleaved_rotary_and_conv1d_weights_import_exactly() {
     let err = import_model(&weights, &arch, &wrong, Some(&export.join("check.safetensors")), 1e-6).unwrap_err().to_string();
     assert!(err.contains("differ from the source's"), "{err}");
     assert!(!wrong.exists());
+    // A ΔV head's outputs are small: the bound relative to them catches what a loose one in volts lets by.
+    let err = import_model(&weights, &arch, &wrong, Some(&export.join("check.safetensors")), 1.0).unwrap_err().to_string();
+    assert!(err.contains("differ from the source's") && err.contains("rope_pairing"), "{err}");
+}
+
+/// What the weights cannot show must be stated: an arch TOML without `positional` or `norm`
+/// would otherwise import another model (rotary, LayerNorm) without a word.
+#[test]
+fn architecture_the_weights_do_not_show_must_be_stated() {
+    let cfg = small(ModelConfig { positional: Positional::Learned, ..ModelConfig::default() });
+    let (tmp, export) = exported(&cfg, 8);
+    let text = std::fs::read_to_string(export.join("arch.toml")).unwrap();
+    let arch = tmp.path().join("arch.toml");
+    let without = |key: &str| text.lines().filter(|l| !l.starts_with(&format!("{key} ="))).collect::<Vec<_>>().join("\n");
+    for key in ["positional", "norm", "norm_eps", "mlp"] {
+        std::fs::write(&arch, without(key)).unwrap();
+        let err = import_model(&export.join("model.safetensors"), &arch, &tmp.path().join("out"), None, 1e-4).unwrap_err().to_string();
+        assert!(err.contains("must state what the weights do not show") && err.contains(&format!("{key} (")), "{key}: {err}");
+    }
 }
 
 #[test]
@@ -201,8 +226,9 @@ fn every_unmatched_missing_or_misshapen_tensor_is_named() {
     }
 }
 
-/// Buffers saved beside the weights (a causal mask, a rotary table) are left out by `ignore`;
-/// without it they are named as unmatched.
+/// Buffers saved beside the weights (a causal mask, a rotary table, boolean masks and int64
+/// position ids as PyTorch saves them) are left out by `ignore`, whatever their dtype; without it
+/// they are named.
 #[test]
 fn ignored_source_tensors_are_left_out_before_renaming() {
     let cfg = small(ModelConfig::default());
@@ -211,13 +237,17 @@ fn ignored_source_tensors_are_left_out_before_renaming() {
     tensors.insert("blocks.0.attn.bias".into(), (vec![1, 1, 4, 4], vec![1.0; 16]));
     tensors.insert("rotary.inv_freq".into(), (vec![4], vec![1.0; 4]));
     let weights = tmp.path().join("buffers.safetensors");
-    write_tensors(&weights, &tensors);
+    let others = [
+        ("blocks.1.attn.masked_bias", Dtype::BOOL, vec![4, 4], vec![1u8; 16]),
+        ("position_ids", Dtype::I64, vec![1, 4], (0i64..4).flat_map(|i| i.to_le_bytes()).collect()),
+    ];
+    write_tensors_with(&weights, &tensors, &others);
     let arch = tmp.path().join("arch.toml");
     let rules = "rename = [['^(.*)$', '$1']]\n";
-    std::fs::write(&arch, arch_with_rules(&export, rules)).unwrap();
+    std::fs::write(&arch, arch_with_rules(&export, &format!("ignore = ['masked_bias$', 'position_ids']\n{rules}"))).unwrap();
     let err = import_model(&weights, &arch, &tmp.path().join("refused"), None, 1e-4).unwrap_err().to_string();
     assert!(err.contains("'blocks.0.attn.bias' (renamed from the source) is not a tensor"), "{err}");
-    std::fs::write(&arch, arch_with_rules(&export, &format!("ignore = ['\\.attn\\.bias$', 'inv_freq$']\n{rules}"))).unwrap();
+    std::fs::write(&arch, arch_with_rules(&export, &format!("ignore = ['\\.attn\\.(masked_)?bias$', 'inv_freq$', '^position_ids$']\n{rules}"))).unwrap();
     let summary = import_model(&weights, &arch, &tmp.path().join("imported"), Some(&export.join("check.safetensors")), 1e-6).unwrap();
     assert!(summary.check.unwrap().passed);
 }

@@ -379,7 +379,7 @@ fn an_imported_model_evaluates_like_the_original_on_any_cells() {
     let arch = export.join("arch.toml");
     let weights = export.join("model.safetensors");
     let check = export.join("check.safetensors");
-    let request = voltlens::model::ImportRequest { weights: &weights, arch: &arch, out: &imported, check: Some(&check), tolerance: 1e-6, dataset: None, seed: 0 };
+    let request = voltlens::model::ImportRequest { weights: &weights, arch: &arch, out: &imported, check: Some(&check), tolerance: voltlens::model::Tolerance { volts: 1e-6, relative: 1e-5 }, dataset: None, seed: 0 };
     voltlens::model::import_model(&request).unwrap();
 
     // The imported model has no split: it is scored on every cell, or on the cells asked for.

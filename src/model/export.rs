@@ -63,7 +63,7 @@ pub fn export_model(model_dir: &Path, out: &Path) -> Result<ExportSummary> {
     };
     let weights = WeightSpec { rename: vec![("^(.+)$".into(), "$1".into())], ..WeightSpec::default() };
     let arch = Arch { model: cfg.clone(), head, inputs, weights };
-    let arch_text = toml::to_string(&arch).map_err(|e| Error::Other(format!("writing the architecture TOML: {e}")))?;
+    let arch_text = arch.to_toml()?;
 
     let named = named_tensors(&loaded.model, cfg);
     let (n, t, c) = (CHECK_WINDOWS, cfg.context.min(CHECK_STEPS), cfg.channels.len());

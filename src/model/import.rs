@@ -1,12 +1,13 @@
 //! `import-model`: a decoder-only battery transformer trained elsewhere (PyTorch, saved as f32
 //! safetensors) into an ordinary VoltLens model directory, so that nothing downstream knows it
-//! was imported.
+//! was imported. Its blocks must be pre-norm (x + f(norm(x))), as VoltLens's are.
 //!
 //! An architecture TOML describes the model:
 //!
 //! ```toml
 //! [model]                 # ModelConfig: layers, d_model, heads, d_mlp, context, positional,
-//! layers = 2              # rope_theta, norm, norm_eps, mlp, final_norm (channels come from [[inputs]])
+//! layers = 2              # rope_theta, norm, norm_eps, mlp, final_norm (channels come from [[inputs]]);
+//!                         # positional, norm, norm_eps, mlp (rope_theta if rotary) must be stated
 //! # …
 //! [head]
 //! target = "delta_v"      # or "next_voltage"; volts = output · scale + offset
@@ -143,10 +144,41 @@ pub struct WeightSpec {
     pub kv_heads: Option<usize>,
 }
 
+impl WeightSpec {
+    /// The `ignore` regexes as one set.
+    fn ignored(&self, path: &Path) -> Result<regex::RegexSet> {
+        regex::RegexSet::new(&self.ignore).map_err(|e| Error::in_file(path, format!("bad regex in [weights] ignore: {e}")))
+    }
+}
+
+/// `[model]` fields an imported model must state, as its weights do not show them (a default
+/// would import another model without a word): each with the values it takes.
+const STATED: [(&str, &str); 4] = [
+    ("positional", "\"learned\", \"rotary\" or \"none\""),
+    ("norm", "\"layer_norm\" or \"rms_norm\""),
+    ("norm_eps", "the ε of its norms, e.g. 1e-5"),
+    ("mlp", "\"gelu\" (exact erf), \"gelu_tanh\" or \"swiglu\""),
+];
+
 impl Arch {
     pub fn read(path: &Path) -> Result<Arch> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut arch: Arch = toml::from_str(&text).map_err(|e| Error::in_file(path, e.to_string()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| Error::in_file(path, e.to_string()))?;
+        let model = table.get("model").and_then(toml::Value::as_table);
+        let mut unstated: Vec<String> = STATED
+            .iter()
+            .filter(|(key, _)| model.is_none_or(|m| !m.contains_key(*key)))
+            .map(|(key, values)| format!("{key} ({values})"))
+            .collect();
+        let rotary = model.and_then(|m| m.get("positional")).and_then(toml::Value::as_str) == Some("rotary");
+        if rotary && model.is_none_or(|m| !m.contains_key("rope_theta")) {
+            unstated.push("rope_theta (the rotary base, 10000 in RoFormer and Llama 2)".to_owned());
+        }
+        if !unstated.is_empty() {
+            let msg = format!("[model] must state what the weights do not show: {}", unstated.join("; "));
+            return Err(Error::in_file(path, msg));
+        }
         let names: Vec<String> = arch.inputs.iter().map(|i| i.name.clone()).collect();
         if arch.model.channels != ModelConfig::default().channels && arch.model.channels != names {
             return Err(Error::in_file(path, "[model] channels differ from the [[inputs]] names: name the inputs with [[inputs]] only"));
@@ -161,6 +193,20 @@ impl Arch {
             return Err(Error::in_file(path, format!("[head] scale {} / offset {} is unusable", arch.head.scale, arch.head.offset)));
         }
         Ok(arch)
+    }
+
+    /// The TOML `import-model` reads, every `STATED` field written although VoltLens's own
+    /// settings leave its defaults out.
+    pub fn to_toml(&self) -> Result<String> {
+        let wrong = |e: &dyn std::fmt::Display| Error::Other(format!("writing the architecture TOML: {e}"));
+        let mut table = toml::Table::try_from(self).map_err(|e| wrong(&e))?;
+        let model = table.get_mut("model").and_then(toml::Value::as_table_mut).expect("[model] is serialised");
+        let m = &self.model;
+        let stated = [("norm", toml::Value::try_from(m.norm)), ("norm_eps", Ok(m.norm_eps.into())), ("mlp", toml::Value::try_from(m.mlp))];
+        for (key, value) in stated {
+            model.entry(key).or_insert(value.map_err(|e| wrong(&e))?);
+        }
+        toml::to_string(&table).map_err(|e| wrong(&e))
     }
 
     /// The normalisation VoltLens feeds the model with, its target scale the head's.
@@ -220,11 +266,11 @@ fn rename(spec: &WeightSpec, source: TensorMap, path: &Path) -> Result<(TensorMa
     let compile = |r: &str| Regex::new(r).map_err(|e| Error::in_file(path, format!("bad regex '{r}': {e}")));
     let rules = spec.rename.iter().map(|(from, to)| Ok((compile(from)?, to.as_str()))).collect::<Result<Vec<_>>>()?;
     let conv1d = spec.conv1d.iter().map(|r| compile(r)).collect::<Result<Vec<_>>>()?;
-    let ignore = spec.ignore.iter().map(|r| compile(r)).collect::<Result<Vec<_>>>()?;
+    let ignore = spec.ignored(path)?;
     let mut renamed = TensorMap::new();
     let mut unmatched = Vec::new();
     for (name, (shape, data)) in source {
-        if ignore.iter().any(|r| r.is_match(&name)) {
+        if ignore.is_match(&name) {
             continue;
         }
         let Some((rule, to)) = rules.iter().find(|(r, _)| r.is_match(&name)) else {
@@ -252,7 +298,8 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Fuses separate `attn.q/k/v` [d, d] into `attn.qkv` (rows q, then k, then v); a bias missing
 /// from some of them is zero. Returns the parts of the wrong shape (grouped-query attention's
 /// narrower k and v, say).
-fn fuse_qkv(tensors: &mut TensorMap, layers: usize, d: usize) -> Vec<String> {
+fn fuse_qkv(tensors: &mut TensorMap, cfg: &ModelConfig) -> Vec<String> {
+    let (layers, d, hd) = (cfg.layers, cfg.d_model, cfg.head_dim());
     let mut problems = Vec::new();
     for l in 0..layers {
         let part = |p: &str, kind: &str| format!("blocks.{l}.attn.{p}.{kind}");
@@ -263,7 +310,16 @@ fn fuse_qkv(tensors: &mut TensorMap, layers: usize, d: usize) -> Vec<String> {
             .iter()
             .map(|p| part(p, "weight"))
             .filter(|n| tensors[n].0 != [d, d])
-            .map(|n| format!("'{n}' has shape {:?}, expected [{d}, {d}] (grouped-query attention: set [weights] kv_heads)", tensors[&n].0))
+            .map(|n| {
+                let shape = &tensors[&n].0;
+                let heads = match shape.first() {
+                    Some(&rows) if rows % hd == 0 && shape.get(1) == Some(&d) => {
+                        format!(" (its {rows} rows are {} heads of {hd}: grouped-query attention, [weights] kv_heads = {})", rows / hd, rows / hd)
+                    }
+                    _ => String::new(),
+                };
+                format!("'{n}' has shape {shape:?}, expected [{d}, {d}]{heads}")
+            })
             .collect();
         if !wrong.is_empty() {
             problems.extend(wrong);
@@ -382,7 +438,7 @@ pub fn build<B: Backend>(arch: &Arch, source: TensorMap, path: &Path, device: &B
     if let Some(kv) = arch.weights.kv_heads {
         repeat_kv_heads(&mut tensors, cfg, kv, path)?;
     }
-    problems.extend(fuse_qkv(&mut tensors, cfg.layers, cfg.d_model));
+    problems.extend(fuse_qkv(&mut tensors, cfg));
     if arch.weights.rope_pairing == RopePairing::Interleaved && cfg.positional == Positional::Rotary {
         interleaved_to_half(&mut tensors, cfg);
     }
@@ -445,12 +501,29 @@ pub struct CheckReport {
     /// `max_abs_error_v` over the largest |source prediction|.
     pub max_rel_error: f64,
     pub tolerance_v: f64,
+    pub rel_tolerance: f64,
     pub passed: bool,
+}
+
+/// How close `--check` wants the imported model's predictions to the source's; both bounds hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Largest |VoltLens − source| in volts…
+    pub volts: f64,
+    /// …and that over the largest |source prediction|: a ΔV head's outputs are about a millivolt,
+    /// so a wrong rotary base, 20 % off, stays within 1e-4 V (float32 rounding is ~1e-5 of it).
+    pub relative: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Tolerance { volts: 1e-4, relative: 1e-3 }
+    }
 }
 
 /// Runs `model` on the check file's inputs [N, T, C] (raw channel values) and compares its
 /// predictions, in the head's units (volts of ΔV or of V_{t+1}), with the file's `outputs` [N, T].
-pub fn check<B: Backend>(model: &Lblm<B>, arch: &Arch, norm: &InputNorm, file: &Path, tolerance: f64, device: &B::Device) -> Result<CheckReport> {
+pub fn check<B: Backend>(model: &Lblm<B>, arch: &Arch, norm: &InputNorm, file: &Path, tolerance: Tolerance, device: &B::Device) -> Result<CheckReport> {
     let mut map = tensors::read(file)?;
     let (shape, _) = map.get("inputs").ok_or_else(|| Error::in_file(file, "no tensor 'inputs' [N, T, C]"))?.clone();
     let c = arch.model.channels.len();
@@ -464,7 +537,15 @@ pub fn check<B: Backend>(model: &Lblm<B>, arch: &Arch, norm: &InputNorm, file: &
     let max_abs = ours.iter().zip(&reference).fold(0f64, |m, (a, r)| m.max((a - *r as f64).abs()));
     let largest = reference.iter().fold(0f64, |m, r| m.max(r.abs() as f64));
     let max_rel = if largest > 0.0 { max_abs / largest } else { max_abs };
-    Ok(CheckReport { windows: n, steps: t, max_abs_error_v: max_abs, max_rel_error: max_rel, tolerance_v: tolerance, passed: max_abs <= tolerance })
+    Ok(CheckReport {
+        windows: n,
+        steps: t,
+        max_abs_error_v: max_abs,
+        max_rel_error: max_rel,
+        tolerance_v: tolerance.volts,
+        rel_tolerance: tolerance.relative,
+        passed: max_abs <= tolerance.volts && max_rel <= tolerance.relative,
+    })
 }
 
 /// The model's predictions on raw inputs [n, t, c] in the head's units: volts of ΔV, or of
@@ -505,9 +586,9 @@ pub struct ImportRequest<'a> {
     /// The new model directory.
     pub out: &'a Path,
     /// Inputs and the source's outputs: the directory is only kept when the imported model
-    /// reproduces them within `tolerance` volts.
+    /// reproduces them within `tolerance`.
     pub check: Option<&'a Path>,
-    pub tolerance: f64,
+    pub tolerance: Tolerance,
     /// A dataset whose cells are split (train / val / test, by `seed`) for the stages after the
     /// model (transcoder training reads the train cells); without it the split is empty.
     pub dataset: Option<&'a Path>,
@@ -529,13 +610,22 @@ pub fn import_model(req: &ImportRequest) -> Result<ImportSummary> {
         None => Split { seed: req.seed, train: vec![], val: vec![], test: vec![] },
     };
     let (device, tolerance) = (Default::default(), req.tolerance);
-    let model = build::<Flex>(&arch, tensors::read(weights)?, weights, &device)?;
+    // Ignored tensors are never read, so buffers of any dtype (boolean masks) may be left out.
+    let ignore = arch.weights.ignored(req.arch)?;
+    let model = build::<Flex>(&arch, tensors::read_where(weights, |name| !ignore.is_match(name))?, weights, &device)?;
     let norm = arch.norm()?;
     let check = req.check.map(|f| check(&model, &arch, &norm, f, tolerance, &device)).transpose()?;
     if let Some(report) = check.as_ref().filter(|r| !r.passed) {
         return Err(Error::Config(format!(
-            "the imported model's predictions differ from the source's by up to {:.3e} V (tolerance {tolerance:.1e} V): check the architecture TOML (norm, mlp, rope_pairing, head, inputs)",
-            report.max_abs_error_v
+            "the imported model's predictions differ from the source's by up to {:.3e} V, {:.2} % of its largest (tolerances {:.1e} V and {} %). \
+             Check the architecture TOML: [model] norm and norm_eps, positional, rope_theta and [weights] rope_pairing, heads and kv_heads, \
+             mlp, [head] and [[inputs]]. VoltLens blocks are pre-norm (x + f(norm(x))); a post-norm model (PyTorch's \
+             nn.TransformerEncoderLayer with norm_first=False) cannot be imported. A reference run in half precision differs by its \
+             rounding: loosen --tolerance and --rel-tolerance (e.g. 2e-3 and 0.05 for bfloat16)",
+            report.max_abs_error_v,
+            100.0 * report.max_rel_error,
+            tolerance.volts,
+            100.0 * tolerance.relative,
         )));
     }
     let summary = ImportSummary { weights: weights.to_path_buf(), parameters: burn::module::Module::num_params(&model), check };

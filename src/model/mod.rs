@@ -29,7 +29,7 @@ pub use checkpoint::{load_model, LoadedModel};
 pub use eval::{eval_model, EvalMetrics};
 pub use config::{DeviceChoice, EvalCells, EvalConfig, HeadTarget, Loss, MlpKind, ModelConfig, NormKind, Positional, TrainConfig};
 pub use export::export_model;
-pub use import::{import_model, ImportRequest};
+pub use import::{import_model, ImportRequest, Tolerance};
 pub use inputs::{InputNorm, CHANNELS, N_CHANNELS};
 pub use train::{train_model, TrainSummary};
 pub use transformer::{LayerActivations, Lblm, MlpReplacement};

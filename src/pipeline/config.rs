@@ -103,13 +103,20 @@ pub struct ImportSource {
     /// Inputs and the source's outputs to check the import against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<PathBuf>,
-    /// Largest tolerated difference in volts.
+    /// Largest tolerated difference in volts…
     #[serde(default = "default_import_tolerance")]
     pub tolerance: f64,
+    /// …and relative to the largest source prediction.
+    #[serde(default = "default_import_rel_tolerance")]
+    pub rel_tolerance: f64,
 }
 
 fn default_import_tolerance() -> f64 {
-    1e-4
+    crate::model::Tolerance::default().volts
+}
+
+fn default_import_rel_tolerance() -> f64 {
+    crate::model::Tolerance::default().relative
 }
 
 fn default_runs_dir() -> PathBuf {

@@ -146,7 +146,7 @@ fn run_model(cfg: &ModelStageConfig, ctx: &StageContext, out: &Path) -> Result<s
                 arch: &i.config,
                 out: &model_dir,
                 check: i.check.as_deref(),
-                tolerance: i.tolerance,
+                tolerance: crate::model::Tolerance { volts: i.tolerance, relative: i.rel_tolerance },
                 dataset: Some(&dataset),
                 seed: cfg.train.seed,
             };

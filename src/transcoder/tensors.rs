@@ -26,10 +26,17 @@ pub fn write(path: &Path, tensors: &[Named], metadata: Option<HashMap<String, St
 /// All tensors of a file, by name: (shape, data). f16 and bf16 tensors (as other tools write
 /// them) are widened to f32 exactly; other dtypes are an error.
 pub fn read(path: &Path) -> Result<TensorMap> {
+    read_where(path, |_| true)
+}
+
+/// The tensors of a file that `keep` takes by name, as [`read`] reads them: those left out may
+/// be of any dtype (a model's boolean causal mask, its int64 position ids).
+pub fn read_where(path: &Path, keep: impl Fn(&str) -> bool) -> Result<TensorMap> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&raw).map_err(|e| Error::in_file(path, not_safetensors(&raw, e)))?;
     st.tensors()
         .into_iter()
+        .filter(|(name, _)| keep(name))
         .map(|(name, view)| {
             let halves = || view.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
             let data = match view.dtype() {
