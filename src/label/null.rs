@@ -121,6 +121,9 @@ impl ShiftNull {
 const MIN_EXCEEDANCES: usize = 10;
 /// Share of the null draws, the largest, that the generalized Pareto tail is fitted to.
 const TAIL_SHARE: f64 = 0.25;
+/// The fitted tail is trusted this far below the empirical p and no further: fitted to a few
+/// dozen draws, it extrapolated to p of 1e-43 (q printed as such), a precision no shift test has.
+const MAX_TAIL_EXTRAPOLATION: f64 = 100.0;
 
 /// One-sided p-values of `observed` against null draws: (reported, empirical).
 ///
@@ -130,7 +133,7 @@ const TAIL_SHARE: f64 = 0.25;
 /// to the largest quarter of the draws (Knijnenburg et al. 2009, "Fewer permutations, more
 /// accurate P-values"); it follows a heavy-tailed null where a normal fit would not. When the
 /// tail cannot be fitted (a constant null) or the fit lies above the empirical p, the empirical
-/// p is reported.
+/// p is reported; the fit is not followed more than `MAX_TAIL_EXTRAPOLATION` below it.
 pub fn p_values(observed: f64, null: &[f64]) -> (f64, f64) {
     let n = null.len();
     let exceed = null.iter().filter(|&&x| x >= observed).count();
@@ -150,7 +153,10 @@ pub fn p_values(observed: f64, null: &[f64]) -> (f64, f64) {
     match GeneralizedPareto::fit(&excess) {
         // A fitted tail above the empirical p is heavier than the draws themselves show: a poor
         // fit, and the empirical p (a valid, conservative p-value) stands.
-        Some(tail) => ((n_tail as f64 / n as f64 * tail.survival(observed - threshold)).min(empirical), empirical),
+        Some(tail) => {
+            let fitted = n_tail as f64 / n as f64 * tail.survival(observed - threshold);
+            (fitted.clamp(empirical / MAX_TAIL_EXTRAPOLATION, empirical), empirical)
+        }
         None => (empirical, empirical),
     }
 }
@@ -255,8 +261,9 @@ mod tests {
     #[test]
     fn a_value_beyond_a_bounded_null_gets_a_small_p_and_a_constant_null_the_empirical_one() {
         let null: Vec<f64> = (0..100).map(|i| 0.5 + 0.1 * (i as f64 / 100.0)).collect();
-        let (p, _) = p_values(0.9, &null);
+        let (p, empirical) = p_values(0.9, &null);
         assert!(p > 0.0 && p < 1e-3, "beyond the fitted tail's end: small but not zero, {p:e}");
+        assert_eq!(p, empirical / MAX_TAIL_EXTRAPOLATION, "but no smaller than the draws can vouch for");
         let (p, empirical) = p_values(0.9, &[0.5; 100]);
         assert_eq!(p, empirical);
     }

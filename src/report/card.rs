@@ -273,8 +273,19 @@ pub(crate) fn scores_line(label: &FeatureLabel) -> String {
         num(c.q_value),
         num(label.stability),
         num(c.gap),
-        if label.beats_baseline { "yes" } else { "no" }
+        baseline_verdict(label)
     )
+}
+
+/// How a label fares against the raw-V/I floor, in words: a label on raw V/I has nothing to
+/// beat, and one whose kind has no raw-V/I candidate passes for want of one, not by beating it.
+pub(crate) fn baseline_verdict(label: &FeatureLabel) -> &'static str {
+    match (label.candidates.first(), &label.baseline) {
+        (Some(c), _) if c.candidate.is_raw_signal() => "is raw V/I itself",
+        (_, None) => "no raw V/I candidate of its kind",
+        _ if label.beats_baseline => "yes",
+        _ => "no",
+    }
 }
 
 fn draw_header(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<()> {

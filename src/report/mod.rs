@@ -471,7 +471,10 @@ pub struct Check {
 /// The acceptance rule's tests, in the order the labeller applies them; empty without candidates.
 pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
     let Some(best) = l.candidates.first() else { return Vec::new() };
-    let baseline = l.baseline.as_ref().map_or(f64::NAN, |b| b.strength);
+    let baseline = match &l.baseline {
+        Some(b) if !best.candidate.is_raw_signal() => format!("≥ {}", card::num(b.strength)),
+        _ => card::baseline_verdict(l).to_owned(),
+    };
     vec![
         Check {
             name: "held-out strength",
@@ -481,7 +484,7 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
         },
         Check { name: "q", value: best.q_value, threshold: format!("< {}", card::num(cfg.max_q)), pass: best.q_value < cfg.max_q },
         Check { name: "stability", value: l.stability, threshold: format!("≥ {}", card::num(cfg.min_stability)), pass: l.stability >= cfg.min_stability },
-        Check { name: "strength vs raw V/I baseline", value: best.strength, threshold: format!("≥ {}", card::num(baseline)), pass: l.beats_baseline },
+        Check { name: "strength vs raw V/I baseline", value: best.strength, threshold: baseline, pass: l.beats_baseline },
     ]
 }
 
