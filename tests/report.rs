@@ -45,6 +45,7 @@ pub mod fixture {
     impl Fixture {
         pub fn inputs(&self) -> ReportInputs<'_> {
             ReportInputs {
+                run_name: "report-test".into(),
                 dataset: &self.dataset,
                 acts: &self.acts,
                 mined: &self.mined,
@@ -328,6 +329,8 @@ fn every_live_feature_gets_a_page_whose_links_resolve() {
         assert_eq!(html.contains("id=\"next\""), k + 1 < live.len(), "L{l}_F{f}");
     }
     assert!(!fx.report.join("features/L0_F4.html").exists(), "no page for a dead feature");
+    let index = std::fs::read_to_string(fx.report.join("index.html")).unwrap();
+    assert!(index.contains("<title>VoltLens report: report-test"), "titled by the run, not the output folder");
     for page in ["index.html", "graph.html"] {
         assert_links_resolve(&fx.report.join(page));
     }

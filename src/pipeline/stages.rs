@@ -256,6 +256,7 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
     }
     let paths = report_paths(run_dir, &mined)?;
     let inputs = crate::report::ReportInputs {
+        run_name: std::fs::canonicalize(run_dir).ok().and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| "run".into()),
         dataset: &dataset,
         acts: &acts,
         mined: &mined,

@@ -38,6 +38,8 @@ pub struct PageLinks {
 /// the input/error node's label): into and out of each feature.
 #[derive(Default)]
 pub struct GraphNeighbours {
+    /// Whether the report has an attribution graph at all (else its tables say nothing).
+    present: bool,
     into: BTreeMap<(u32, u32), Vec<(String, f64)>>,
     out_of: BTreeMap<(u32, u32), Vec<(String, f64)>>,
 }
@@ -76,7 +78,7 @@ impl GraphNeighbours {
             });
             by
         });
-        GraphNeighbours { into, out_of }
+        GraphNeighbours { present: true, into, out_of }
     }
 
     pub fn features(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
@@ -125,9 +127,13 @@ pub fn write_feature_page(ctx: &Context, facts: &FeatureFacts, links: &PageLinks
     table(&mut html, "Pullback: earlier features that drive it", "direct path through the residual stream, norms frozen: change of this feature's pre-activation per unit of the earlier feature", &["feature", "weight"], &pull);
     write_paths(&mut html, ctx, facts, &links.pages);
     let key = (facts.layer, facts.feature);
-    for (title, map) in [("Graph: what feeds it", &links.graph.into), ("Graph: what it feeds", &links.graph.out_of)] {
-        let rows: Vec<[String; 2]> = map.get(&key).into_iter().flatten().map(|(n, w)| [link(n), num(*w)]).collect();
-        table(&mut html, title, "edges of the report's attribution graph, summed over steps", &["node", "weight"], &rows);
+    if links.graph.present {
+        for (title, map) in [("Graph: what feeds it", &links.graph.into), ("Graph: what it feeds", &links.graph.out_of)] {
+            let rows: Vec<[String; 2]> = map.get(&key).into_iter().flatten().map(|(n, w)| [link(n), num(*w)]).collect();
+            table(&mut html, title, "edges of the report's attribution graph, summed over steps", &["node", "weight"], &rows);
+        }
+    } else {
+        html.push_str("<div><h2>Attribution graph</h2><p class=\"hint\">This report has none: a pipeline with a [circuits] stage draws one, and its edges into and out of this feature are listed here.</p></div>\n");
     }
     let de: Vec<[String; 2]> = facts.deembedding.iter().map(|(c, w)| [escape(crate::report::card::channel_name(c)), num(*w)]).collect();
     table(&mut html, "Input channels (de-embedding)", "pre-activation change per standard deviation of the input channel, direct path", &["channel", "weight"], &de);

@@ -41,7 +41,7 @@ pub fn escape(s: &str) -> String {
 /// `pages` are the features with a page and a card (every live one, unless the report was
 /// limited to some).
 pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, u32)>, figures: &[Figure], run_name: &str, path: &Path) -> Result<()> {
-    let mut html = crate::report::assets::head(&format!("VoltLens report {run_name}"), 0);
+    let mut html = crate::report::assets::head(&format!("VoltLens report: {run_name}"), 0);
     let _ = writeln!(html, "<h1>VoltLens report: {}</h1>", escape(run_name));
     let _ = writeln!(
         html,
@@ -168,14 +168,33 @@ pub(crate) fn metric_flags(m: &Value) -> Vec<String> {
 /// The run configuration as shown: absolute paths of the machine it ran on cut to their last two
 /// components.
 pub(crate) fn without_machine_paths(v: &Value) -> Value {
-    match v {
+    map_leaves(v, &|leaf| match leaf {
         Value::String(s) if Path::new(s).is_absolute() => {
             let parts: Vec<&str> = s.split('/').filter(|p| !p.is_empty()).collect();
             Value::String(format!("…/{}", parts[parts.len().saturating_sub(2)..].join("/")))
         }
-        Value::Array(a) => Value::Array(a.iter().map(without_machine_paths).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), without_machine_paths(x))).collect()),
         other => other.clone(),
+    })
+}
+
+/// Settings held as f32 and widened to f64 print as 0.0010000000474974513; shown as the f32
+/// they are (0.001).
+fn f32_settings_shortest(v: &Value) -> Value {
+    map_leaves(v, &|leaf| match leaf.as_f64() {
+        Some(x) if leaf.is_f64() && f64::from(x as f32) == x => {
+            let shortest: f64 = (x as f32).to_string().parse().expect("a float prints as a float");
+            serde_json::Number::from_f64(shortest).map_or_else(|| leaf.clone(), Value::Number)
+        }
+        _ => leaf.clone(),
+    })
+}
+
+/// `v` with every leaf (not array or object) replaced by `f`'s value for it.
+fn map_leaves(v: &Value, f: &dyn Fn(&Value) -> Value) -> Value {
+    match v {
+        Value::Array(a) => Value::Array(a.iter().map(|x| map_leaves(x, f)).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), map_leaves(x, f))).collect()),
+        leaf => f(leaf),
     }
 }
 
@@ -207,7 +226,7 @@ fn write_summary_boxes(html: &mut String, ctx: &Context, facts: &[FeatureFacts])
     let coverage: Vec<(String, String)> = coverage(ctx, facts).into_iter().map(|(k, v)| (k, percent(v))).collect();
     kv_box(html, "Label coverage (share of live features; a label on two families counts for both)", &coverage, &[]);
     html.push_str("</div>\n");
-    let config = serde_json::to_string_pretty(&without_machine_paths(&ctx.inputs.run_config)).unwrap_or_default();
+    let config = serde_json::to_string_pretty(&f32_settings_shortest(&without_machine_paths(&ctx.inputs.run_config))).unwrap_or_default();
     let _ = writeln!(html, "<details><summary>Run configuration</summary><pre>{}</pre></details>", escape(&config));
 }
 
@@ -358,6 +377,13 @@ mod tests {
         let mut written = rollouts.clone();
         written["flags"] = json!(["all cells: the model's full-cycle rollouts (45 mV RMSE) are worse than holding the starting voltage (15 mV)"]);
         assert_eq!(metric_flags(&written), vec![written["flags"][0].as_str().unwrap().to_owned()]);
+    }
+
+    #[test]
+    fn f32_settings_show_as_written() {
+        let v = serde_json::json!({ "transcoder": { "lambda": f64::from(0.001f32), "steps": 300, "lr": 0.1 } });
+        let shown = serde_json::to_string(&f32_settings_shortest(&v)).unwrap();
+        assert_eq!(shown, r#"{"transcoder":{"lambda":0.001,"lr":0.1,"steps":300}}"#);
     }
 
     #[test]

@@ -54,6 +54,8 @@ const ROC_NULL_SHIFTS: usize = 20;
 
 /// Everything a report is drawn from; the lead's loader fills it from a run directory.
 pub struct ReportInputs<'a> {
+    /// The run's name (its directory's), for the page titles.
+    pub run_name: String,
     pub dataset: &'a Dataset,
     /// The sparse activations the features were mined from (co-firing, per-step activation).
     pub acts: &'a SparseActivations,
@@ -159,7 +161,7 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, scope: CardScope) -> 
     let with_card: Vec<bool> = drawn.iter().map(|d| d.0.is_some()).collect();
     let facts: Vec<FeatureFacts> = drawn.into_iter().map(|d| d.1).collect();
     let figures = overview::draw_overview(&ctx, &facts, &build_dir)?;
-    let run_name = out_dir.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    let run_name = &ctx.inputs.run_name;
     assets::write_assets(&build_dir)?;
     let graph = graph_page::read_graph(&build_dir)?;
     let paged: Vec<&FeatureFacts> = facts.iter().zip(&with_card).filter(|(_, &c)| c).map(|(f, _)| f).collect();
@@ -176,7 +178,7 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, scope: CardScope) -> 
     crate::mine::tables::write_mined(&tables, inputs.mined)?;
     crate::label::tables::write_labels(&tables, inputs.labels)?;
     summary::write_summary(&ctx, &facts, &figures, &build_dir.join("summary.md"))?;
-    html::write_index(&ctx, &facts, &links.pages, &figures, &run_name, &build_dir.join("index.html"))?;
+    html::write_index(&ctx, &facts, &links.pages, &figures, run_name, &build_dir.join("index.html"))?;
     crate::io::replace_dir(&build_dir, out_dir)?;
     Ok(summary)
 }
