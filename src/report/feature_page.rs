@@ -227,7 +227,7 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
         let (class, verdict) = if c.pass { ("pass", "pass") } else { ("fail", "fails") };
         let _ = write!(html, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{class}\">{verdict}</td></tr>", escape(c.name), num(c.value), escape(&c.threshold));
     }
-    html.push_str("</table>\n<h3>Candidates (held-out scores, best first) and the baseline</h3>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
+    html.push_str("</table>\n<h3>Candidates (the label first: the search's best on the explain cells that holds up on their resamples; then the runners-up; scores held out) and the baseline</h3>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
     let rows = l.candidates.iter().enumerate().map(|(k, c)| (format!("{}", k + 1), c)).chain(l.baseline.iter().map(|b| ("baseline (raw V/I)".to_owned(), b)));
     for (tag, c) in rows {
         candidate_row(html, &tag, c);
