@@ -245,6 +245,10 @@ fn index_lists_every_live_feature_and_points_only_at_local_files() {
     }
     let summary = std::fs::read_to_string(fx.report.join("summary.md")).unwrap();
     assert!(summary.contains("## Label coverage") && summary.contains("overview_heatmap.png"));
+    // The index and the summary count the same dictionary: the transcoder's, dead features included.
+    let size = fx.transcoder.shape.features * fx.transcoder.shape.encoders();
+    let count = format!("{size} features, {} live", live_ids().len());
+    assert!(html.contains(&count) && summary.contains(&count), "{count}");
     for table in ["tables/features.parquet", "tables/labels.parquet", "tables/examples.parquet"] {
         assert!(fx.report.join(table).is_file(), "{table}");
     }

@@ -47,8 +47,7 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, 
         html,
         "<div class=\"sub\">{} cells · {} features, {} live · {} with an accepted label</div>",
         ctx.inputs.dataset.cells.len(),
-        // The mined table lists only features that fired; the dictionary size is the transcoder's.
-        ctx.inputs.transcoder.map_or(ctx.inputs.mined.features.len(), |tc| tc.shape.features * tc.shape.encoders()),
+        ctx.dictionary_size(),
         facts.len(),
         facts.iter().filter(|f| ctx.label(f.index).is_some_and(|l| l.accepted)).count()
     );

@@ -276,6 +276,11 @@ impl<'a> Context<'a> {
         self.by_id.get(&(layer, feature)).copied().ok_or_else(|| Error::Config(format!("report: no feature L{layer}_F{feature} in this run")))
     }
 
+    /// Features in the dictionary: the transcoder's size (the mined table lists only those that fired).
+    pub fn dictionary_size(&self) -> usize {
+        self.inputs.transcoder.map_or(self.inputs.mined.features.len(), |tc| tc.shape.features * tc.shape.encoders())
+    }
+
     pub fn mined(&self, i: usize) -> &MinedFeature {
         &self.inputs.mined.features[i]
     }

@@ -25,7 +25,7 @@ pub fn write_summary(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], 
         md,
         "{} cells · {} features, {} live · {} with an accepted label ({}).\n",
         ctx.inputs.dataset.cells.len(),
-        ctx.inputs.mined.features.len(),
+        ctx.dictionary_size(),
         facts.len(),
         accepted.len(),
         percent(accepted.len() as f64 / facts.len().max(1) as f64)
