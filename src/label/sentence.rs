@@ -189,6 +189,8 @@ fn value(c: Covariate, x: f32) -> String {
         Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => format!("{x}C"),
         Covariate::StepTime | Covariate::TimeSinceCurrentChange => duration(x),
         Covariate::DvDt | Covariate::AbsDvDt => format!("{x} mV/s"),
+        // Headroom spans volts on a full cycle: "1.5 V above", not "1500 mV above".
+        Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage if x.abs() >= 1000.0 => format!("{} V", x / 1000.0),
         Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => format!("{x} mV"),
         Covariate::Temperature | Covariate::AmbientTemperature => format!("{x} °C"),
         Covariate::CycleNumber => format!("{}", x.round() as i64),
@@ -426,6 +428,8 @@ mod tests {
         // The step up to the next decade: 10 × 0.01 must not print as 0.09999999.
         assert_eq!(value(Covariate::CRate, round_bound(Covariate::CRate, 0.0997)), "0.1C");
         assert_eq!(value(Covariate::DvNext, round_bound(Covariate::DvNext, -96.0)), "-100 mV");
+        assert_eq!(value(Covariate::AboveLowestVoltage, 1500.0), "1.5 V");
+        assert_eq!(value(Covariate::BelowHighestVoltage, 400.0), "400 mV");
         // Below a cycler's resolution a bound is zero, and a step "of more than 0C" is a step.
         let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| coding(c, &[])).collect();
         codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[round_bound(Covariate::CRateChangeNext, 5e-6)]);
