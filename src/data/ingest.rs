@@ -316,7 +316,7 @@ fn check_sign(tracker: &StepTracker, meta: &SourceMetadata) -> (bool, Option<Str
     if !votes.reversed() {
         return (false, None);
     }
-    let seen = format!("at {} of {} current steps the voltage moved against the current", votes.against, votes.with + votes.against);
+    let seen = format!("at {} of {} current jumps and constant-current steps the voltage moved against the current", votes.against, votes.with + votes.against);
     if meta.sign_from_data {
         (false, Some(format!("{seen}, although the file's capacity or state columns gave its sign: check which columns hold current and voltage")))
     } else {
