@@ -44,7 +44,9 @@ enum Command {
     /// (<battery>/raw_data.parquet, as `voltlens export --format battdat` writes). Any other CSV reads
     /// through a TOML column map (--format mapped --column-map map.toml). Directories are read one
     /// level deep; metadata side files (*_Metadata.csv, *_truth.csv, cells.json) are used by the file
-    /// they belong to. Current is stored + = charge; a flipped sign is detected and reported.
+    /// they belong to. Current is stored + = charge: a flipped sign is detected from the file's
+    /// capacity or state columns, else from the voltage (it moves with the current at every current
+    /// jump and constant-current step), and reported.
     /// SOC is anchored at the end of a charge tapering at the upper cut-off, else at a C/10
     /// discharge reaching the lower one, else from rest voltages through the OCV-SOC relation of
     /// the dataset's anchored cells of the same type; a cell with no trustworthy anchor gets a
