@@ -17,6 +17,8 @@ const MIN_SHARE_AGAINST: f64 = 0.8;
 /// file suffices before its peak current is known.
 const SMALLEST_JUMP_A: f64 = 1e-6;
 const BINS: usize = 32;
+/// A constant-current step votes when its voltage moved at least this much (V).
+const MIN_STEP_VOLTAGE_V: f64 = 0.001;
 
 /// Counts, by the size of the current's change between consecutive rows, whether the voltage
 /// moved with it or against it.
@@ -25,9 +27,6 @@ pub struct CurrentResponse {
     with: [u64; BINS],
     against: [u64; BINS],
 }
-
-/// A constant-current step votes when its voltage moved at least this much (V).
-const MIN_STEP_VOLTAGE_V: f64 = 0.001;
 
 /// How the sizeable current jumps and constant-current steps of a file voted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

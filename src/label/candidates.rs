@@ -834,9 +834,10 @@ pub struct Validation<'a> {
 /// predicate holds on none or all of the held-out steps ("after a current step down of more
 /// than 3C" where only an explain cell has such steps), and every detector of a feature that
 /// fires on every held-out step (no quiet step to tell it from; a tracker can still be scored),
-/// and every candidate over per-cell covariates alone ("fires in drive cells"): the shift null
-/// gives it p = 1, so as the label it would leave the feature unexplained however well it
-/// scores, where a runner-up that varies within cells can be tested.
+/// and every candidate over per-cell covariates alone ("fires in drive cells"), or with such a
+/// regime in a disjunction ([`Candidate::is_per_cell`]): the shift null cannot test a regime of
+/// whole cells, so as the label it would leave the feature unexplained (or explained by the other
+/// regime alone), where a runner-up that varies within cells can be tested.
 /// Returns the distinct top `keep` and the baselines: the best raw-V/I candidate of each kind.
 pub fn search(
     firing: &Firing,

@@ -111,9 +111,7 @@ impl ParquetSource {
             .collect();
         Ok(chunk)
     }
-}
 
-impl ParquetSource {
     /// The batch's `test_time` in seconds: numbers as they are, durations converted, timestamps
     /// counted from the file's first row (as clock times in text exports are).
     fn seconds(&mut self, batch: &RecordBatch) -> Result<ArrayRef> {
