@@ -237,6 +237,35 @@ fn a_feature_that_fires_more_often_as_soc_rises_gets_a_graded_label() {
     assert!(matches!(best(1).candidate, Candidate::Detector(_)), "{}", labels[1].label);
 }
 
+/// A rare feature that fires on one in twenty CV-hold steps is still a CV-hold feature (its
+/// firing ranks CV holds first), but "fires in CV holds" alone would read as "whenever": the
+/// label says on what share of those steps it fires, and the dense CV-hold feature's does not.
+#[test]
+fn a_detector_label_on_a_rare_feature_says_how_often_it_fires_there() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let cv = Step::ALL.iter().position(|k| *k == Step::CvHold).unwrap() as f32;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut in_cv = |rate: f32| -> Vec<Vec<f32>> {
+        covs.iter().map(|c| c.column(Covariate::StepKind).iter().map(|&k| if k == cv && rng.random::<f32>() < rate { 1.0 } else { 0.0 }).collect()).collect()
+    };
+    let (rare, dense) = (in_cv(0.05), in_cv(1.0));
+    let labels = label_features(&activations(&covs, vec![rare, dense]), &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    for l in &labels {
+        assert!(l.accepted && matches!(l.candidates[0].candidate, Candidate::Detector(_)), "{}", l.label);
+    }
+    let share: f64 = labels[0]
+        .label
+        .strip_suffix(" % of those steps)")
+        .and_then(|s| s.rsplit_once("(on "))
+        .unwrap_or_else(|| panic!("no share in '{}'", labels[0].label))
+        .1
+        .parse()
+        .unwrap();
+    assert!((2.0..=10.0).contains(&share), "'{}' (fires on 5 % of CV-hold steps)", labels[0].label);
+    assert_eq!(labels[1].label, labels[1].candidates[0].sentence, "a feature firing on every step it names needs no share");
+}
+
 /// A feature whose firing grows more likely both as SOC falls and as |C-rate| rises (deep
 /// discharge at high current) is ranked well by neither alone; its label names both scales.
 /// Over ten seeds, because on the shipped cells (six explain cells, two of them check cells) a

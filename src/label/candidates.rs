@@ -760,6 +760,10 @@ pub struct Score {
     pub auroc: f64,
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub f1: f64,
+    /// A detector's share of the steps it names on which the feature fires (cells weighted as
+    /// in AUROC): a rare feature can rank its steps first (AUROC 0.98) and fire on 1 in 200.
+    #[serde(default = "crate::json::nan", deserialize_with = "crate::json::f64_or_nan")]
+    pub precision: f64,
     /// Spearman in the tracker's direction (positive = agrees with it).
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub spearman: f64,
@@ -768,13 +772,20 @@ pub struct Score {
 }
 
 impl Score {
+    /// No score (a detector that cannot be scored on these cells).
+    pub(crate) const NONE: Score = Score { auroc: f64::NAN, f1: f64::NAN, precision: f64::NAN, spearman: f64::NAN, r2: f64::NAN };
+
     pub(crate) fn detector(d: DetectorScore) -> Score {
-        Score { auroc: d.auroc, f1: d.f1, spearman: f64::NAN, r2: f64::NAN }
+        Score { auroc: d.auroc, f1: d.f1, precision: d.precision, ..Score::NONE }
     }
 
     /// A graded detector's score: AUROC only (F1 needs a yes/no answer).
     pub(crate) fn graded(auroc: f64) -> Score {
-        Score { auroc, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }
+        Score { auroc, ..Score::NONE }
+    }
+
+    pub(crate) fn tracker(spearman: f64, r2: f64) -> Score {
+        Score { spearman, r2, ..Score::NONE }
     }
 }
 
@@ -1105,7 +1116,7 @@ fn tracker(coding: &Coding, s: &BinStats, rho: f64) -> Scored {
     let n = coding.n_codes();
     let increasing = rho >= 0.0;
     let g = isotonic(s, n, increasing);
-    let score = Score { auroc: f64::NAN, f1: f64::NAN, spearman: rho.abs(), r2: r_squared(s, n, &g) };
+    let score = Score::tracker(rho.abs(), r_squared(s, n, &g));
     Scored { candidate: Candidate::Tracker { covariate: coding.covariate, increasing, within: None }, score, g }
 }
 
@@ -1287,7 +1298,7 @@ fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, valida
         let n = scale.n_codes(coded);
         let g = isotonic(&stats, n, true);
         let rho = within_cell_spearman(firing, &firing.steps, coded, weighting, &scale);
-        let score = Score { auroc: f64::NAN, f1: f64::NAN, spearman: rho, r2: r_squared(&stats, n, &g) };
+        let score = Score::tracker(rho, r_squared(&stats, n, &g));
         let candidate = Candidate::Tracker { covariate: coded.codings[k].covariate, increasing: !descending, within: Some(regime) };
         out.push(Scored { candidate, score, g });
     }

@@ -532,7 +532,7 @@ fn score_on(s: &Scored, firing: &Firing, steps: &[u32], ranked: &Ranked, coded: 
 /// Held-out scores of a candidate; `g` is a tracker's fitted value per code (unused by detectors).
 pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing, steps: &[u32], ranked: &Ranked, coded: &CodedSteps, w: &Weighting) -> Score {
     match candidate {
-        Candidate::Detector(p) => score_detector(p, firing, steps, ranked, coded, w).map_or(Score { auroc: f64::NAN, f1: f64::NAN, spearman: f64::NAN, r2: f64::NAN }, Score::detector),
+        Candidate::Detector(p) => score_detector(p, firing, steps, ranked, coded, w).map_or(Score::NONE, Score::detector),
         Candidate::Graded { .. } => {
             let scale = TrackerScale::of(candidate).expect("a scale");
             let s = bin_stats_one(firing, steps, ranked, coded, w, &scale);
@@ -545,7 +545,7 @@ pub(crate) fn score_candidate(candidate: &Candidate, g: &[f64], firing: &Firing,
             let sign = if TrackerScale::rises(candidate) { 1.0 } else { -1.0 };
             let rho = within_cell_spearman(firing, steps, coded, w, &scale);
             let r2 = if g.len() >= n { r_squared(&stats, n, g) } else { f64::NAN };
-            Score { auroc: f64::NAN, f1: f64::NAN, spearman: sign * rho, r2 }
+            Score::tracker(sign * rho, r2)
         }
     }
 }
@@ -764,7 +764,7 @@ fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
     l.beats_baseline = beats_baseline(l);
     l.accepted = passes_all_but_q(l, cfg) && best.q_value < cfg.max_q;
     l.label = if l.accepted {
-        best.sentence.clone()
+        sentence::label(best)
     } else {
         let closest: Vec<&str> = l.candidates.iter().map(|c| c.sentence.as_str()).collect();
         format!("unexplained: {} (closest: {})", unexplained_reason(l, cfg), closest.join("; "))

@@ -372,6 +372,8 @@ pub struct DetectorScore {
     pub auroc: f64,
     /// F1 of "fires" against the predicate.
     pub f1: f64,
+    /// Share of the predicate's weight on which the feature fires.
+    pub precision: f64,
 }
 
 /// AUROC and F1 from the predicate's weighted step count and firing weight. The predicate
@@ -385,7 +387,7 @@ pub fn detector(in_weight: f64, in_fire_weight: f64, ranked: &Ranked, total: f64
     let tpr = in_fire_weight / ranked.fire_weight;
     let fpr = ((in_weight - in_fire_weight) / quiet).max(0.0);
     let f1 = 2.0 * in_fire_weight / (ranked.fire_weight + in_weight);
-    Some(DetectorScore { auroc: 0.5 * (1.0 + tpr - fpr), f1 })
+    Some(DetectorScore { auroc: 0.5 * (1.0 + tpr - fpr), f1, precision: in_fire_weight / in_weight })
 }
 
 /// Scores a predicate directly (steps may be circularly shifted).

@@ -3,6 +3,7 @@
 
 use crate::label::candidates::{Atom, Candidate, Coding};
 use crate::label::covariates::Covariate;
+use crate::label::CandidateResult;
 
 /// The sentence for a candidate, given the codings its bins came from.
 pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
@@ -52,6 +53,26 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
             }
         }
     }
+}
+
+/// A detector label firing on under half of the steps it names says on how many, so that "fires
+/// during discharge above 1C" is not read as "whenever".
+const STATE_SHARE_BELOW: f64 = 0.5;
+
+/// The accepted label: the sentence, with a detector's held-out share of its steps on which the
+/// feature fires where that is under half ("… (on 4 % of those steps)").
+pub fn label(best: &CandidateResult) -> String {
+    let share = best.test.precision;
+    match best.candidate {
+        Candidate::Detector(_) if share < STATE_SHARE_BELOW => format!("{} (on {} % of those steps)", best.sentence, one_significant(100.0 * share)),
+        _ => best.sentence.clone(),
+    }
+}
+
+/// One significant digit under 10, whole numbers above: 0.04, 0.4, 3, 31.
+fn one_significant(v: f64) -> String {
+    let decimals = if v > 0.0 { (-v.log10().floor()).max(0.0) as usize } else { 0 };
+    format!("{v:.decimals$}")
 }
 
 /// Covariates whose values read alike ("2 min", "0.3C", "6 mV"), which a sentence over both
@@ -352,6 +373,12 @@ mod tests {
         let k = one.covariate.index();
         codings[k] = one;
         codings
+    }
+
+    #[test]
+    fn shares_read_with_one_significant_digit_below_ten() {
+        let read: Vec<String> = [0.043, 0.4, 3.4, 31.2, 0.0].iter().map(|&v| one_significant(v)).collect();
+        assert_eq!(read, ["0.04", "0.4", "3", "31", "0"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn push_candidate(t: &mut Table, prefix: &str, picks: &[Option<&CandidateResult>
     t.push(&format!("{prefix}_strength"), f(&|c| c.strength));
     t.push(&format!("{prefix}_test_auroc"), f(&|c| c.test.auroc));
     t.push(&format!("{prefix}_test_f1"), f(&|c| c.test.f1));
+    t.push(&format!("{prefix}_test_precision"), f(&|c| c.test.precision));
     t.push(&format!("{prefix}_test_spearman"), f(&|c| c.test.spearman));
     t.push(&format!("{prefix}_test_r2"), f(&|c| c.test.r2));
     t.push(&format!("{prefix}_explain_auroc"), f(&|c| c.explain.auroc));

@@ -209,7 +209,7 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
         return;
     };
     if l.accepted {
-        let _ = writeln!(html, "<p class=\"verdict\"><span class=\"yes\">Accepted:</span> {}</p>", escape(&best.sentence));
+        let _ = writeln!(html, "<p class=\"verdict\"><span class=\"yes\">Accepted:</span> {}</p>", escape(&l.label));
     } else {
         let _ = writeln!(html, "<p class=\"verdict\"><span class=\"no\">Unexplained.</span> Closest: {}</p>", escape(&best.sentence));
     }
