@@ -282,8 +282,17 @@ fn at_resolution(c: Covariate, x: f32) -> f32 {
 /// Phrases for bounds that read as events or directions rather than numbers on a scale.
 fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<String> {
     let v = |x: f32| value(c, x);
+    // A bound that reads zero may still let the steps at exactly zero in (a bin's lower edge
+    // is inclusive): "C-rate ≥ 0" holds at rest too, and must not read "during charge".
+    let takes_zero = (range.0.is_some_and(|a| a <= 0.0 && at_resolution(c, a) == 0.0), range.1.is_some_and(|b| b > 0.0 && at_resolution(c, b) == 0.0));
     let range = (range.0.map(|a| at_resolution(c, a)), range.1.map(|b| at_resolution(c, b)));
     Some(match (c, range) {
+        (Covariate::CRate, (Some(_), None)) if takes_zero.0 => "at rest or during charge".into(),
+        (Covariate::CRate, (None, Some(_))) if takes_zero.1 => "at rest or during discharge".into(),
+        (Covariate::CRateChangeNext, (Some(_), None)) if takes_zero.0 => "when the current does not step down next".into(),
+        (Covariate::CRateChangeNext, (None, Some(_))) if takes_zero.1 => "when the current does not step up next".into(),
+        (Covariate::CRate | Covariate::CRateChangeNext, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => return (c == Covariate::CRateChangeNext).then(|| "when the current holds steady next".into()),
+        (Covariate::CRate | Covariate::CRateChangeNext, _) if takes_zero.0 || takes_zero.1 => return None,
         // Signed C-rate bounded away from zero reads as a direction and a rate; at zero, the direction.
         (Covariate::CRate, (Some(a), None)) if a == 0.0 => "during charge".into(),
         (Covariate::CRate, (None, Some(b))) if b == 0.0 => "during discharge".into(),
@@ -301,8 +310,15 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
         (Covariate::LastCurrentStep, (Some(a), None)) if a >= 0.0 => format!("after a current step up of more than {}", v(a)),
         (Covariate::LastCurrentStep, (None, Some(b))) if b <= 0.0 => format!("after a current step down of more than {}", v(-b)),
         // Both bounds below the resolution: no change at all.
-        (Covariate::CRateChangeNext, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => "when the current holds steady next".into(),
         (Covariate::DvNext, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => "when the voltage holds steady next".into(),
+        // Small steps of one sign read as sizes ("steps down by 0.008C to 0.015C", a CV taper),
+        // a bound just across zero as what it rules out, never as "above -0.005C".
+        (Covariate::CRateChangeNext, (Some(a), None)) => format!("when the current does not step down by more than {} next", v(-a)),
+        (Covariate::CRateChangeNext, (None, Some(b))) => format!("when the current does not step up by more than {} next", v(b)),
+        (Covariate::CRateChangeNext, (Some(a), Some(b))) if b == 0.0 => format!("when the current steps down by less than {} next", v(-a)),
+        (Covariate::CRateChangeNext, (Some(a), Some(b))) if b < 0.0 => format!("when the current steps down by {} to {} next", v(-b), v(-a)),
+        (Covariate::CRateChangeNext, (Some(a), Some(b))) if a == 0.0 => format!("when the current steps up by less than {} next", v(b)),
+        (Covariate::CRateChangeNext, (Some(a), Some(b))) if a > 0.0 => format!("when the current steps up by {} to {} next", v(a), v(b)),
         (Covariate::StepTime, (None, Some(b))) => format!("in the first {} of a step", v(b)),
         (Covariate::StepTime, (Some(a), None)) => format!("more than {} into a step", v(a)),
         (Covariate::TimeSinceCurrentChange, (None, Some(b))) => format!("in the first {} after a current step", v(b)),
@@ -450,7 +466,7 @@ mod tests {
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 57.0)), "60 s");
         assert_eq!(value(Covariate::StepTime, round_bound(Covariate::StepTime, 13_700.0)), "4 h");
         let rate = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
-        assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::CRate, 2, 3)]), &codings_with(rate.clone())), "fires during charge");
+        assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::CRate, 2, 3)]), &codings_with(rate.clone())), "fires at rest or during charge", "C-rate ≥ 0 holds at rest too");
         assert_eq!(sentence(&Candidate::all(vec![Atom::interval(Covariate::CRate, 3, 3)]), &codings_with(rate)), "fires during charge above 1C");
         // The step up to the next decade: 10 × 0.01 must not print as 0.09999999.
         assert_eq!(value(Covariate::CRate, round_bound(Covariate::CRate, 0.0997)), "0.1C");
@@ -467,6 +483,23 @@ mod tests {
         codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-4e-6, 4e-6]);
         let steady = Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)]);
         assert_eq!(sentence(&steady, &codings), "fires when the current holds steady next");
+        // Small steps of one sign (a CV hold's taper) and bounds just across zero.
+        codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-0.015, -0.008, -0.0049, 0.01]);
+        let change = |lo, hi| sentence(&Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, lo, hi)]), &codings);
+        assert_eq!(change(1, 1), "fires when the current steps down by 0.008C to 0.015C next");
+        assert_eq!(change(2, 4), "fires when the current does not step down by more than 0.008C next");
+        assert_eq!(change(3, 4), "fires when the current does not step down next", "-0.0049C is below the resolution");
+        assert_eq!(change(0, 3), "fires when the current does not step up by more than 0.01C next");
+        // A lower edge at zero takes the steps at zero (rests, steady current) in.
+        codings[Covariate::CRate.index()] = coding(Covariate::CRate, &[-0.5, 0.0, 0.5]);
+        codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-0.5, 0.0, 5e-6, 0.5]);
+        let rate = |c, lo, hi| sentence(&Candidate::all(vec![Atom::interval(c, lo, hi)]), &codings);
+        assert_eq!(rate(Covariate::CRate, 2, 3), "fires at rest or during charge");
+        assert_eq!(rate(Covariate::CRate, 0, 1), "fires during discharge");
+        assert_eq!(rate(Covariate::CRate, 1, 2), "fires when C-rate is between -0.5C and 0.5C");
+        assert_eq!(rate(Covariate::CRateChangeNext, 2, 4), "fires when the current does not step down next");
+        assert_eq!(rate(Covariate::CRateChangeNext, 3, 4), "fires when the current steps up next");
+        assert_eq!(rate(Covariate::CRateChangeNext, 2, 2), "fires when the current holds steady next");
         // The size of the coming step reads as a step either way.
         codings[Covariate::AbsCRateChangeNext.index()] = coding(Covariate::AbsCRateChangeNext, &[5e-6, 0.3]);
         let either = |lo, hi| sentence(&Candidate::all(vec![Atom::interval(Covariate::AbsCRateChangeNext, lo, hi)]), &codings);
