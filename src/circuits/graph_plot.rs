@@ -161,7 +161,12 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
             let radius = if matches!(n.node, NodeKind::Output { .. }) { 9 } else { 4 + (5.0 * (n.influence / top_influence).sqrt()) as i32 };
             root.draw(&Circle::new((x, y), radius, colour_of(n.node).filled())).map_err(|e| fail(&e))?;
             root.draw(&Circle::new((x, y), radius, BLACK.stroke_width(1))).map_err(|e| fail(&e))?;
-            let label = shorten(&graph.label(n.node, labels));
+            // A feature's label is cut short here: its id leads, so the reader can look it up.
+            let label = match n.node {
+                NodeKind::Feature { layer, feature, .. } if labels.contains_key(&(layer, feature)) => format!("L{layer}_F{feature} {}", graph.label(n.node, labels)),
+                _ => graph.label(n.node, labels),
+            };
+            let label = shorten(&label);
             root.draw(&Text::new(label, (x + radius + 3, y - 9), (FONT, LABEL_SIZE).into_font())).map_err(|e| fail(&e))?;
         }
         root.present().map_err(|e| fail(&e))
