@@ -271,7 +271,8 @@ fn a_detector_label_on_a_rare_feature_says_how_often_it_fires_there() {
 /// Over ten seeds, because on the shipped cells (six explain cells, two of them check cells) a
 /// draw whose check cells hold one C-rate cannot show what the second scale adds: most splits
 /// must find both scales, and no accepted label may name anything but SOC, voltage (which falls
-/// with both) or |C-rate|.
+/// with both, as the headroom above the lowest voltage does and the drop below the highest
+/// rises) or |C-rate|.
 #[test]
 fn a_feature_that_fires_more_often_at_low_soc_and_high_current_gets_a_two_covariate_label() {
     let (_tmp, ds) = shipped_dataset();
@@ -295,11 +296,13 @@ fn a_feature_that_fires_more_often_at_low_soc_and_high_current_gets_a_two_covari
         let best = &labels[0].candidates[0].candidate;
         eprintln!("seed {seed}: {}", labels[0].label);
         if labels[0].accepted {
-            assert!(best.covariates().iter().all(|c| matches!(c, Covariate::Soc | Covariate::Voltage | Covariate::AbsCRate)), "seed {seed}: {}", labels[0].label);
+            let voltage_like = |c: &Covariate| matches!(c, Covariate::Voltage | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage);
+            assert!(best.covariates().iter().all(|c| matches!(c, Covariate::Soc | Covariate::AbsCRate) || voltage_like(c)), "seed {seed}: {}", labels[0].label);
         }
         let Some(scales) = best.pair_scales().filter(|_| labels[0].accepted) else { continue };
         let rising = |c: Covariate| scales.iter().find(|s| s.0 == c).map(|s| s.1);
-        if rising(Covariate::AbsCRate) == Some(true) && (rising(Covariate::Soc) == Some(false) || rising(Covariate::Voltage) == Some(false)) {
+        let falls_with_charge_left = [(Covariate::Soc, false), (Covariate::Voltage, false), (Covariate::AboveLowestVoltage, false), (Covariate::BelowHighestVoltage, true)];
+        if rising(Covariate::AbsCRate) == Some(true) && falls_with_charge_left.iter().any(|&(c, up)| rising(c) == Some(up)) {
             two_scales += 1;
         }
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::schema::State;
 use crate::label::covariates::{Covariate, Covariates, StepKind};
-use crate::label::sentence::round_bound;
+use crate::label::sentence::{resolution, round_bound};
 use crate::label::scoring::{
     bin_stats, bin_stats_one, detector, graded_auroc, graded_direction, isotonic, r_squared, score_detector, tracker_rhos, within_cell_spearman, BinStats, DetectorScore, Firing, Ranked,
     SecondScale, TrackerScale,
@@ -23,6 +23,12 @@ pub const N_COV: usize = Covariate::ALL.len();
 /// Bin edges as quantiles: deciles, with finer tails, because the regimes a feature picks out
 /// (top of charge, a current step coming) are often the extreme few percent of steps.
 const BIN_QUANTILES: [f64; 17] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995];
+
+/// Share of a covariate's steps at exactly zero above which zero gets its own bin
+/// `[0, ZERO_BIN_TOP)`.
+const ZERO_BIN_SHARE: f64 = 0.01;
+/// Below any cycler's resolution, so its bound reads zero.
+const ZERO_BIN_TOP: f32 = 1e-6;
 
 /// The covariate's 1–99 % range: an upper bound at or above its top ("below 43.1 °C" where
 /// 43.1 °C is the maximum) or a lower bound at or below its bottom excludes almost nothing and
@@ -60,6 +66,15 @@ impl Coding {
             if e > values[0] && edges.last().is_none_or(|&last| e > last) {
                 edges.push(e);
             }
+        }
+        // Steps at exactly zero (rests, steady current, a quantised voltage that holds) get a
+        // bin of their own, or "during charge" could only be said with the rests in.
+        let zeros = values.partition_point(|&v| v < 0.0)..values.partition_point(|&v| v <= 0.0);
+        if resolution(covariate) > 0.0 && zeros.len() as f64 >= ZERO_BIN_SHARE * values.len() as f64 {
+            let top = *values.last().expect("not empty");
+            edges.extend([0.0, ZERO_BIN_TOP].into_iter().filter(|&e| e > values[0] && e <= top));
+            edges.sort_by(f32::total_cmp);
+            edges.dedup();
         }
         Coding { covariate, edges, categories: Vec::new(), range: Some((at(BOUND_RANGE.0), at(BOUND_RANGE.1))) }
     }
@@ -1308,6 +1323,27 @@ fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, valida
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rests sit at C-rate exactly zero: they get a bin of their own, so a charge feature can be
+    /// labelled "during charge" without the rests, and rests "when no current flows".
+    #[test]
+    fn steps_at_exactly_zero_get_their_own_bin() {
+        let values: Vec<f32> = (0..1000).map(|i| match i % 10 {
+            0..=2 => 0.0,
+            k => (k as f32 - 6.0) / 4.0 + 0.001 * (i / 10) as f32,
+        }).collect();
+        let coding = Coding::quantiles(Covariate::CRate, values.clone());
+        let (zero, charge) = (coding.code(0.0) as usize, coding.code(0.3) as usize);
+        assert_eq!((coding.code(-1e-3) as usize, coding.code(1e-5) as usize), (zero - 1, zero + 1), "{:?}", coding.edges);
+        let mut codings: Vec<Coding> = Covariate::ALL.iter().map(|&c| Coding { covariate: c, edges: Vec::new(), categories: Vec::new(), range: None }).collect();
+        codings[Covariate::CRate.index()] = coding.clone();
+        let said = |lo, hi| crate::label::sentence::sentence(&Candidate::all(vec![Atom::interval(Covariate::CRate, lo, hi)]), &codings);
+        assert_eq!(said(zero, zero), "fires when no current flows");
+        assert_eq!(said(zero + 1, coding.n_codes() - 1), "fires during charge");
+        assert!(charge > zero + 1);
+        // SOC at exactly zero (an empty cell) is no event: no bin of its own.
+        assert!(!Coding::quantiles(Covariate::Soc, values.iter().map(|v| v.abs()).collect()).edges.contains(&1e-6));
+    }
 
     /// A regime of whole cells cannot be tested by shifting firing within cells: alone, as one
     /// side of an "or", or as either side of (A ∨ B) ∧ C; narrowed by a within-cell term it can.

@@ -270,13 +270,18 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
 /// at 5e-6 C separates "no change" from "a step up", and the sentence says "steps up". The
 /// bin edge itself stays, so the predicate keeps excluding the steps exactly at zero.
 fn at_resolution(c: Covariate, x: f32) -> f32 {
-    let resolution = match c {
+    if x.abs() < resolution(c) { 0.0 } else { x }
+}
+
+/// What a cycler resolves of a covariate whose zero reads as an event (no current, no step, no
+/// voltage change); 0 for the others.
+pub fn resolution(c: Covariate) -> f32 {
+    match c {
         Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => 0.005,
         Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => 0.01,
         Covariate::DvDt | Covariate::AbsDvDt => 0.001,
         _ => 0.0,
-    };
-    if x.abs() < resolution { 0.0 } else { x }
+    }
 }
 
 /// Phrases for bounds that read as events or directions rather than numbers on a scale.
@@ -291,7 +296,12 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
         (Covariate::CRate, (None, Some(_))) if takes_zero.1 => "at rest or during discharge".into(),
         (Covariate::CRateChangeNext, (Some(_), None)) if takes_zero.0 => "when the current does not step down next".into(),
         (Covariate::CRateChangeNext, (None, Some(_))) if takes_zero.1 => "when the current does not step up next".into(),
-        (Covariate::CRate | Covariate::CRateChangeNext, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => return (c == Covariate::CRateChangeNext).then(|| "when the current holds steady next".into()),
+        // Zero's own bin (`Coding::quantiles`).
+        (Covariate::CRate, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => "when no current flows".into(),
+        (Covariate::AbsCRate, (None, Some(b))) if b == 0.0 => "when no current flows".into(),
+        (Covariate::AbsCRate, (Some(a), None)) if a == 0.0 => "when current flows".into(),
+        (Covariate::CRateChangeNext, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => "when the current holds steady next".into(),
+        (Covariate::DvDt, (Some(a), Some(b))) if a == 0.0 && b == 0.0 => "when the voltage holds steady".into(),
         (Covariate::CRate | Covariate::CRateChangeNext, _) if takes_zero.0 || takes_zero.1 => return None,
         // Signed C-rate bounded away from zero reads as a direction and a rate; at zero, the direction.
         (Covariate::CRate, (Some(a), None)) if a == 0.0 => "during charge".into(),
