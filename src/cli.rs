@@ -63,7 +63,9 @@ enum Command {
         /// Skip detection: arbin, maccor, biologic, novonix, battery_archive, parquet, battdat or mapped.
         #[arg(long)]
         format: Option<Format>,
-        /// TOML column map for --format mapped (column names, units, sign convention).
+        /// TOML column map for --format mapped (column names, units, sign convention, or a
+        /// charge/discharge state column and its values: `state = "Mode"` under [columns],
+        /// [state_values] charge = ["C"], discharge = ["D"]).
         #[arg(long)]
         column_map: Option<PathBuf>,
         /// Nominal capacity in Ah for every input (else from metadata, else estimated and flagged).

@@ -452,6 +452,22 @@ fn column_map_converts_units_and_sign() {
     assert!(cell.metadata.warnings.iter().any(|w| w.contains("negated")));
 }
 
+/// A cycler we have no layout for writes current unsigned beside a mode column: the column map
+/// names the column and its values, and the current takes its sign from it.
+#[test]
+fn column_map_takes_the_sign_from_a_state_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(dir.path(), "unsigned.csv", b"Time,Amps,Volts,Mode\n0,0.0,3.60,Rest\n10,1.0,3.70,chg\n20,1.0,3.75,CCCV_Chg\n30,0.5,3.50,DChg\n40,0.01,3.52,Rest\n");
+    let toml = "[columns]\ntime = \"Time\"\ncurrent = \"Amps\"\nvoltage = \"Volts\"\nstate = \"Mode\"\n[state_values]\ncharge = [\"CHG\", \"CCCV_Chg\"]\ndischarge = [\"DChg\"]\n";
+    let map = ColumnMap::from_file(&write(dir.path(), "map.toml", toml.as_bytes())).unwrap();
+    let cell = read(&csv, Format::Mapped, Some(&map)).unwrap();
+    assert_eq!(cell.rows.current, [0.0, 1.0, 1.0, -0.5, 0.01], "charge +|I|, discharge −|I|, rest as written");
+    // The state column without its values, or beside a stated sign, is refused before any row is read.
+    let refused = |toml: &str| ColumnMap::from_file(&write(dir.path(), "bad.toml", toml.as_bytes())).unwrap_err().to_string();
+    assert!(refused(&toml[..toml.find("[state_values]").unwrap()]).contains("[state_values]"));
+    assert!(refused(&format!("sign = \"discharge_positive\"\n{toml}")).contains("keep one"));
+}
+
 #[test]
 fn mapped_format_needs_a_column_map_and_others_refuse_one() {
     let map = ColumnMap::from_file(&fixture("mapped_small.toml")).unwrap();

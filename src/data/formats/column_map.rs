@@ -10,7 +10,12 @@
 //! time = "Elapsed"
 //! current = "I"
 //! voltage = "U"
-//! temperature = "T_cell"   # optional, as are cycle and step
+//! temperature = "T_cell"   # optional, as are cycle, step and state
+//! state = "Mode"           # a charge/discharge column: the current's sign comes from it
+//!
+//! [state_values]           # with `state`: what it writes while charging and discharging
+//! charge = ["CHG", "CCCV_CHG"]
+//! discharge = ["DCHG"]
 //!
 //! [units]
 //! time = "h"               # s | min | h
@@ -143,6 +148,17 @@ pub struct MappedColumns {
     pub temperature: Option<String>,
     pub cycle: Option<String>,
     pub step: Option<String>,
+    /// Says charging or discharging on each row: charge rows get +|I|, discharge rows −|I|
+    /// (the current may be written unsigned), other rows keep theirs.
+    pub state: Option<String>,
+}
+
+/// The values of the state column on charge and discharge rows (compared case aside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateValues {
+    pub charge: Vec<String>,
+    pub discharge: Vec<String>,
 }
 
 /// The units of a mapped file's columns (canonical units where left out).
@@ -170,6 +186,8 @@ pub struct ColumnMap {
     pub units: MappedUnits,
     #[serde(default)]
     pub sign: Sign,
+    /// Needed with `columns.state`.
+    pub state_values: Option<StateValues>,
     pub nominal_capacity_ah: Option<f64>,
 }
 
@@ -202,6 +220,13 @@ impl ColumnMap {
         if self.header_line == 0 {
             return Err("header_line is 1-based; 0 is not a line".into());
         }
+        match (&self.columns.state, &self.state_values) {
+            (Some(_), None) => return Err("columns.state needs [state_values] with the values it writes while charging and discharging, e.g. charge = [\"C\"], discharge = [\"D\"]".into()),
+            (None, Some(_)) => return Err("[state_values] without columns.state: name the column that holds them".into()),
+            (Some(_), Some(v)) if v.charge.is_empty() || v.discharge.is_empty() => return Err("state_values.charge and state_values.discharge each need at least one value".into()),
+            (Some(_), Some(_)) if self.sign == Sign::DischargePositive => return Err("sign = \"discharge_positive\" and columns.state both say how to sign the current; keep one".into()),
+            _ => {}
+        }
         if let Some(c) = self.nominal_capacity_ah {
             if !(c.is_finite() && c > 0.0) {
                 return Err(format!("nominal_capacity_ah must be a positive number, got {c}"));
@@ -228,7 +253,10 @@ impl ColumnMap {
             temperature: columns.temperature.as_deref().map(|n| column("temperature", n, self.units.temperature.into())),
             cycle: counter("cycle", &columns.cycle),
             step: counter("step", &columns.step),
-            sign: SignRule::Fixed(self.sign),
+            sign: match (&columns.state, &self.state_values) {
+                (Some(name), Some(values)) => SignRule::State { column: ColumnSpec::unitless("state", &[name]), charge: values.charge.clone(), discharge: values.discharge.clone() },
+                _ => SignRule::Fixed(self.sign),
+            },
         }
     }
 }

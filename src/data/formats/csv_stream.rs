@@ -140,7 +140,7 @@ struct RowColumns {
 enum SignColumns {
     Fixed,
     Capacity { charge: Option<Resolved>, discharge: Option<Resolved> },
-    State { column: Resolved, charge: &'static str, discharge: &'static str },
+    State { column: Resolved, charge: Vec<String>, discharge: Vec<String> },
 }
 
 impl RowColumns {
@@ -163,7 +163,7 @@ impl RowColumns {
                 SignColumns::Capacity { charge: charge.find(names), discharge: discharge.find(names) }
             }
             SignRule::State { column, charge, discharge } => match column.find(names) {
-                Some(column) => SignColumns::State { column, charge, discharge },
+                Some(column) => SignColumns::State { column, charge: charge.clone(), discharge: discharge.clone() },
                 None => return Err(missing_columns(path, header.line, names, &[column])),
             },
         };
@@ -358,8 +358,8 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
                 previous = now;
             }
             SignColumns::State { column, charge, discharge } => match cells.text(column) {
-                Ok(s) if s.eq_ignore_ascii_case(charge) => scan.votes.vote(true, current),
-                Ok(s) if s.eq_ignore_ascii_case(discharge) => scan.votes.vote(false, current),
+                Ok(s) if names(charge, s) => scan.votes.vote(true, current),
+                Ok(s) if names(discharge, s) => scan.votes.vote(false, current),
                 _ => {}
             },
         }
@@ -561,13 +561,18 @@ impl DelimitedReader {
 fn signed_by_state(cells: &Cells, columns: &RowColumns, current: f64) -> Result<f64> {
     let SignColumns::State { column, charge, discharge } = &columns.sign else { return Ok(current) };
     let state = cells.text(column)?;
-    Ok(if state.eq_ignore_ascii_case(charge) {
+    Ok(if names(charge, state) {
         current.abs()
-    } else if state.eq_ignore_ascii_case(discharge) {
+    } else if names(discharge, state) {
         -current.abs()
     } else {
         current
     })
+}
+
+/// Whether a state cell holds one of `values` (case aside).
+fn names(values: &[String], state: &str) -> bool {
+    values.iter().any(|v| state.trim().eq_ignore_ascii_case(v))
 }
 
 impl CyclerReader for DelimitedReader {

@@ -72,7 +72,7 @@ pub(super) enum SignRule {
     Capacity { charge: ColumnSpec, discharge: ColumnSpec },
     /// A state column says charging or discharging on every row; the current's magnitude is
     /// given that sign (Maccor writes `Amps` unsigned in some exports).
-    State { column: ColumnSpec, charge: &'static str, discharge: &'static str },
+    State { column: ColumnSpec, charge: Vec<String>, discharge: Vec<String> },
 }
 
 /// Everything the generic reader needs to know about one delimited format.

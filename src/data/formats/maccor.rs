@@ -23,7 +23,7 @@ pub(super) fn layout() -> Layout {
         temperature: Some(ColumnSpec::new("temperature", &[("Temp 1", U::IDENTITY), ("Temperature", U::IDENTITY)])),
         cycle: Some(ColumnSpec::unitless("cycle", &["Cyc#", "Cycle"])),
         step: Some(ColumnSpec::unitless("step", &["Step"])),
-        sign: SignRule::State { column: ColumnSpec::unitless("state", &["State", "MD"]), charge: "C", discharge: "D" },
+        sign: SignRule::State { column: ColumnSpec::unitless("state", &["State", "MD"]), charge: vec!["C".into()], discharge: vec!["D".into()] },
     }
 }
 
