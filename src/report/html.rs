@@ -128,7 +128,9 @@ fn metric_words(key: &str) -> String {
         "max_abs_mv" => "largest error (mV)",
         "fvu" => "FVU (unexplained variance)",
         "l0" => "L0 (active features per step)",
-        "dead_fraction" => "share of dead features",
+        // Held out, so they differ from the record's count of features that ever fired.
+        "dead_fraction" => "share of features silent on these steps",
+        "live_fraction" => return format!("share of features firing once per {} of these steps or more", crate::transcoder::metrics::LIVE_PER_TOKENS),
         "train_tokens_per_s" => "training tokens/s",
         "train_steps" => "training steps",
         "heldout" => "held out",
@@ -137,7 +139,7 @@ fn metric_words(key: &str) -> String {
         "max_abs_error_v" => "largest error (V)",
         "max_rel_error" => "largest relative error",
         "tolerance_v" => "tolerance (V)",
-        "fidelity" => "replacement fidelity",
+        "fidelity" => "replacement fidelity (1: the model's next-step MSE, 0: its MLPs mean-ablated; above 1, the replaced model predicts better)",
         other => return other.strip_suffix("_mv").map_or_else(|| other.replace('_', " "), |stem| format!("{} (mV)", stem.replace('_', " "))),
     };
     words.to_owned()
