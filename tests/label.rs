@@ -347,7 +347,7 @@ fn protocol_metadata_flags_single_cell_features_and_protocol_effects() {
     let labels = label_features(&acts, &covs, &ds.cells, &LabelConfig { n_shifts: 20, n_bootstrap: 4, ..LabelConfig::default() }).unwrap();
     // "Fires in hppc cells" says it, but the circular-shift null cannot test it (p = 1 on every
     // shift): the search passes it over, and the protocol table above is where it is reported.
-    let per_cell: Vec<&str> = labels[1].candidates.iter().filter(|c| c.candidate.is_per_cell()).map(|c| c.sentence.as_str()).collect();
+    let per_cell: Vec<&str> = labels[1].candidates.iter().filter(|c| c.candidate.is_per_cell(|_| false)).map(|c| c.sentence.as_str()).collect();
     assert!(per_cell.is_empty(), "the hppc-only feature got candidates the shift null cannot test: {per_cell:?}");
     voltlens::label::tables::write_labels(tmp.path(), &labels).unwrap();
     assert!(tmp.path().join("labels.parquet").exists());

@@ -402,3 +402,23 @@ fn same_steps_is_a_step_jaccard_for_every_predicate_form() {
     }
     assert!(alike >= 20 && apart >= 20, "{alike} alike, {apart} apart");
 }
+
+/// SOH over a few cycles separates cells, not steps within them: a regime on it takes whole
+/// cells, which the circular shift cannot test; once a cell crosses the bound it does not.
+#[test]
+fn a_regime_constant_through_each_cell_takes_whole_cells() {
+    let mut covs = covariates().clone();
+    let soh = Covariate::Soh.index();
+    for (c, cell) in covs.iter_mut().enumerate() {
+        cell.columns[soh] = vec![if c == 0 { 0.9 } else { 0.99 }; ROWS];
+    }
+    let whole = |covs: &[Covariates], atom: Atom| {
+        let coded = CodedSteps::new(covs, &vec![true; covs.len()]);
+        coded.takes_whole_cells(&atom, &coded.weighting(vec![1.0; covs.len()]))
+    };
+    let aged = Atom::interval(Covariate::Soh, 0, 0);
+    assert!(whole(&covs, aged));
+    assert!(!whole(&covs, Atom::interval(Covariate::Soc, 0, 3)), "SOC moves within every cell");
+    covs[1].columns[soh][ROWS / 2..].fill(0.9);
+    assert!(!whole(&covs, aged), "a cell that ages past the bound half-way");
+}

@@ -24,6 +24,9 @@ pub const N_COV: usize = Covariate::ALL.len();
 /// (top of charge, a current step coming) are often the extreme few percent of steps.
 const BIN_QUANTILES: [f64; 17] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995];
 
+/// An atom with at most this share of its (indicator's) variance within cells takes whole cells.
+const WHOLE_CELL_SHARE: f64 = 0.05;
+
 /// Share of a covariate's steps at exactly zero above which zero gets its own bin
 /// `[0, ZERO_BIN_TOP)`.
 const ZERO_BIN_SHARE: f64 = 0.01;
@@ -319,9 +322,11 @@ impl Candidate {
     /// which the circular-shift null cannot test: "fires when SOC is above 100 %, or in drive
     /// cells" scored 0.941 held out against shifts at 0.936 ± 0.001 (OKane2022), a tail-fit p of
     /// 5e-4 that the within-cell regime, adding 0.003, earned alone.
-    pub fn is_per_cell(&self) -> bool {
+    /// `whole` says which further atoms take whole cells on the cells at hand (SOH on a set of a
+    /// few cycles per cell, [`CodedSteps::takes_whole_cells`]).
+    pub fn is_per_cell(&self, whole: impl Fn(&Atom) -> bool) -> bool {
         match self {
-            Candidate::Detector(p) => p.branches().iter().any(|b| b.iter().all(|a| a.covariate.is_per_cell())),
+            Candidate::Detector(p) => p.branches().iter().any(|b| b.iter().all(|a| a.covariate.is_per_cell() || whole(a))),
             _ => self.covariates().iter().all(|c| c.is_per_cell()),
         }
     }
@@ -563,6 +568,22 @@ impl CodedSteps {
     /// Step counts per code of covariate `k` in cell `c`.
     pub fn cell_counts(&self, c: usize, k: usize) -> &[u32; MAX_CODES] {
         &self.cell_counts[c][k]
+    }
+
+    /// Whether `a` holds on all or none of almost every cell's steps (the cells `w` weighs):
+    /// under `WHOLE_CELL_SHARE` of its variance lies within cells, all a circular shift moves.
+    pub fn takes_whole_cells(&self, a: &Atom, w: &Weighting) -> bool {
+        let k = a.covariate.index();
+        let (mut within, mut steps, mut held) = (0.0, 0.0, 0.0);
+        for (c, &weight) in w.cell_weight.iter().enumerate().filter(|(_, w)| **w > 0.0) {
+            let n = self.cell_len(c) as f64;
+            let inside: f64 = a.codes().map(|code| self.cell_counts[c][k][code] as f64).sum();
+            within += weight * inside * (1.0 - inside / n.max(1.0));
+            steps += weight * n;
+            held += weight * inside;
+        }
+        let total = held * (1.0 - held / steps.max(f64::MIN_POSITIVE));
+        total > 0.0 && within <= WHOLE_CELL_SHARE * total
     }
 
     /// Step counts per code of covariate `l` among cell `c`'s steps where `a` holds.
@@ -860,7 +881,8 @@ pub struct Validation<'a> {
 /// predicate holds on none or all of the held-out steps ("after a current step down of more
 /// than 3C" where only an explain cell has such steps), and every detector of a feature that
 /// fires on every held-out step (no quiet step to tell it from; a tracker can still be scored),
-/// and every candidate over per-cell covariates alone ("fires in drive cells"), or with such a
+/// and every candidate over per-cell covariates alone ("fires in drive cells") or regimes that
+/// take whole cells of the held-out set ("SOH below 95 %" over a few cycles), or with such a
 /// regime in a disjunction ([`Candidate::is_per_cell`]): the shift null cannot test a regime of
 /// whole cells, so as the label it would leave the feature unexplained (or explained by the other
 /// regime alone), where a runner-up that varies within cells can be tested.
@@ -918,7 +940,7 @@ pub fn search(
             let n = coded.count_predicate(p, held_out);
             n > 0.0 && n < held_out.total
         };
-        let testable = |s: &Scored| !s.candidate.is_per_cell() && match &s.candidate {
+        let testable = |s: &Scored| !s.candidate.is_per_cell(|a| coded.takes_whole_cells(a, held_out)) && match &s.candidate {
             Candidate::Detector(p) => quiet && scorable(p),
             Candidate::Tracker { within, .. } => within.is_none_or(|a| scorable(&Predicate::all(vec![a]))),
             Candidate::Graded { within, .. } => quiet && within.is_none_or(|a| scorable(&Predicate::all(vec![a]))),
@@ -1352,13 +1374,13 @@ mod tests {
         let (drive, warm) = (Atom::interval(Covariate::Protocol, 4, 4), Atom::interval(Covariate::AmbientTemperature, 2, 3));
         let (soc, rate) = (Atom::interval(Covariate::Soc, 7, 9), Atom::interval(Covariate::CRate, 0, 2));
         let detector = |atoms: Vec<Atom>, any: bool, or: Vec<Atom>| Candidate::Detector(Predicate { atoms, any, or });
-        assert!(detector(vec![drive, warm], false, vec![]).is_per_cell());
-        assert!(detector(vec![soc], false, vec![drive]).is_per_cell(), "SOC high, or in drive cells");
-        assert!(detector(vec![drive], false, vec![soc, rate]).is_per_cell());
-        assert!(Candidate::Detector(Predicate::either(drive, soc)).is_per_cell());
-        assert!(!detector(vec![drive, warm, soc], true, vec![]).is_per_cell(), "(drive ∨ warm) ∧ SOC high is narrowed within cells");
-        assert!(!Candidate::all(vec![drive, soc]).is_per_cell(), "in drive cells while SOC is high");
-        assert!(!detector(vec![drive, soc], false, vec![rate]).is_per_cell());
+        assert!(detector(vec![drive, warm], false, vec![]).is_per_cell(|_| false));
+        assert!(detector(vec![soc], false, vec![drive]).is_per_cell(|_| false), "SOC high, or in drive cells");
+        assert!(detector(vec![drive], false, vec![soc, rate]).is_per_cell(|_| false));
+        assert!(Candidate::Detector(Predicate::either(drive, soc)).is_per_cell(|_| false));
+        assert!(!detector(vec![drive, warm, soc], true, vec![]).is_per_cell(|_| false), "(drive ∨ warm) ∧ SOC high is narrowed within cells");
+        assert!(!Candidate::all(vec![drive, soc]).is_per_cell(|_| false), "in drive cells while SOC is high");
+        assert!(!detector(vec![drive, soc], false, vec![rate]).is_per_cell(|_| false));
     }
 
     #[test]
