@@ -446,6 +446,7 @@ enum Command {
         /// The run directory (runs/<pipeline name>), with its record and label stages done.
         #[arg(long)]
         run: PathBuf,
+        /// The cell's id, as in the dataset's cells.parquet (its file name without extension).
         #[arg(long)]
         cell: String,
         /// Start of the stretch in the cell's test time: seconds, or with a unit (90s, 45min, 1.5h).
@@ -579,6 +580,7 @@ struct StepArgs {
     /// A train-transcoder output directory (or a pipeline's runs/<name>/transcoder).
     #[arg(long)]
     transcoder: PathBuf,
+    /// The cell's id, as in the dataset's cells.parquet (its file name without extension).
     #[arg(long)]
     cell: String,
     /// The step whose next-voltage prediction is explained (0-based within the cell).

@@ -393,7 +393,9 @@ fn an_imported_model_evaluates_like_the_original_on_any_cells() {
     }
     let unknown = EvalConfig { cell_ids: vec!["no-such-cell".into()], ..cfg };
     let err = eval_model(&data, &imported, &tmp.path().join("eval-unknown"), &unknown).unwrap_err().to_string();
-    assert!(err.contains("no cell no-such-cell"), "{err}");
+    let cells = voltlens::data::canonical::Dataset::load_cells(&data).unwrap();
+    let first = cells.iter().map(|c| c.cell_id.as_str()).min().unwrap();
+    assert!(err.contains("no cell no-such-cell") && err.contains(first), "names the dataset's cells: {err}");
 }
 
 /// A GPU allocation failure (burn's CUDA backend panics with cubecl's `LaunchError::OutOfMemory`,

@@ -392,7 +392,7 @@ impl Dataset {
     pub fn load_cells_of(dir: &Path, ids: &[String]) -> Result<Vec<CellInfo>> {
         let all = Dataset::load_cells(dir)?;
         ids.iter()
-            .map(|id| all.iter().find(|c| &c.cell_id == id).cloned().ok_or_else(|| Error::Config(format!("{}: no cell {id} in this dataset", dir.display()))))
+            .map(|id| all.iter().find(|c| &c.cell_id == id).cloned().ok_or_else(|| no_such_cell(dir, id, &all)))
             .collect()
     }
 
@@ -427,4 +427,17 @@ impl Dataset {
     pub fn index_of(&self, cell_id: &str) -> Option<usize> {
         self.cells.iter().position(|c| c.cell_id == cell_id)
     }
+}
+
+/// "no cell X in this dataset", naming the ids closest to X (longest shared prefix) so a typo or
+/// a wrong protocol suffix shows at once.
+pub fn no_such_cell(dir: &Path, id: &str, cells: &[CellInfo]) -> Error {
+    let shared = |other: &str| id.chars().zip(other.chars()).take_while(|(a, b)| a == b).count();
+    let mut known: Vec<&str> = cells.iter().map(|c| c.cell_id.as_str()).collect();
+    known.sort_by_key(|other| (std::cmp::Reverse(shared(other)), *other));
+    let hint = match known.len() {
+        0 => String::new(),
+        n => format!(" (closest of its {n} cells: {})", known[..n.min(5)].join(", ")),
+    };
+    Error::Config(format!("{}: no cell {id} in this dataset{hint}", dir.display()))
 }

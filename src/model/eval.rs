@@ -164,8 +164,7 @@ fn plan_cells(split: &crate::data::windows::Split, dataset: &Dataset, cfg: &Eval
     };
     let scored = if !cfg.cell_ids.is_empty() {
         if let Some(missing) = cfg.cell_ids.iter().find(|id| !present(id)) {
-            let known: Vec<&str> = dataset.cells.iter().map(|c| c.cell_id.as_str()).take(20).collect();
-            return Err(Error::Config(format!("--cells: no cell {missing} in this dataset (its cells include {})", known.join(", "))));
+            return Err(crate::data::canonical::no_such_cell(Path::new("--cells"), missing, &dataset.cells));
         }
         cfg.cell_ids.clone()
     } else if !from_split.is_empty() && from_split.iter().all(present) {

@@ -322,7 +322,7 @@ pub fn cell_steps(dataset_dir: &Path, cell_id: &str, channels: &[String]) -> Res
 pub fn read_dataset_cell(dataset_dir: &Path, cell_id: &str) -> Result<(CellInfo, CellData, PathBuf)> {
     let file = DatasetPaths::new(dataset_dir).cell_file(cell_id);
     if !file.exists() {
-        return Err(Error::Config(format!("{}: no cell {cell_id} in this dataset", dataset_dir.display())));
+        return Err(crate::data::canonical::no_such_cell(dataset_dir, cell_id, &crate::data::canonical::Dataset::load_cells(dataset_dir)?));
     }
     let (info, data) = crate::data::canonical::read_cell(&file)?;
     Ok((info, data, file))

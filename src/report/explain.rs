@@ -84,7 +84,7 @@ pub fn explain(dataset: &Dataset, acts: &SparseActivations, labels: &[FeatureLab
         .data
         .iter()
         .position(|c| c.cell_id == window.cell)
-        .ok_or_else(|| Error::Config(format!("explain: no cell '{}' in this run (cells: {})", window.cell, dataset.cells.len())))?;
+        .ok_or_else(|| crate::data::canonical::no_such_cell(std::path::Path::new("explain"), &window.cell, &dataset.cells))?;
     let time = &dataset.data[cell].test_time;
     if window.from.is_nan() || window.to.is_nan() || window.from >= window.to {
         return Err(Error::Config(format!("explain: --from {} must be before --to {}", window.from, window.to)));
