@@ -227,7 +227,7 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
         let (class, verdict) = if c.pass { ("pass", "pass") } else { ("fail", "fails") };
         let _ = write!(html, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{class}\">{verdict}</td></tr>", escape(c.name), num(c.value), escape(&c.threshold));
     }
-    html.push_str("</table>\n<h3>Candidates (the label first: the search's best on the explain cells that holds up on their resamples; then the runners-up; scores held out) and the baseline</h3>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
+    html.push_str("</table>\n<h3>Candidates (the label first: the search's best on the explain cells that holds up on their resamples; then the runners-up; scores held out) and the baseline</h3>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th title=\"share of the steps a yes/no label names on which the feature fires\">fires on</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
     let rows = l.candidates.iter().enumerate().map(|(k, c)| (format!("{}", k + 1), c)).chain(l.baseline.iter().map(|b| ("baseline (raw V/I)".to_owned(), b)));
     for (tag, c) in rows {
         candidate_row(html, &tag, c);
@@ -237,7 +237,7 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
 
 fn candidate_row(html: &mut String, tag: &str, c: &CandidateResult) {
     let _ = write!(html, "<tr><td>{}</td><td>{}</td>", escape(tag), escape(&c.sentence));
-    for x in [c.test.auroc, c.test.f1, c.test.spearman, c.test.r2, c.q_value, c.p_empirical, c.gap, c.strength] {
+    for x in [c.test.auroc, c.test.f1, c.test.precision, c.test.spearman, c.test.r2, c.q_value, c.p_empirical, c.gap, c.strength] {
         let _ = write!(html, "<td class=\"num\">{}</td>", num(x));
     }
     html.push_str("</tr>");
