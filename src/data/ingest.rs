@@ -517,7 +517,12 @@ impl<'a> TimeCleaner<'a> {
                             self.file,
                             row,
                             Some("test_time"),
-                            format!("time goes backwards by {:.3} s (from {last} to {t}); tolerance is {} s", last - t, self.tolerance_s),
+                            format!(
+                                "time goes backwards by {:.3} s (from {last} to {t}); tolerance is {} s (--time-tolerance). A file joining \
+                                 two tests restarts its clock there: split it into one file per test",
+                                last - t,
+                                self.tolerance_s
+                            ),
                         ));
                     }
                     self.dropped_backwards += 1;
