@@ -445,3 +445,28 @@ fn a_report_with_some_cards_still_indexes_every_live_feature() {
     assert_links_resolve(&out.join("index.html"));
     assert_links_resolve(&out.join("features/L0_F1.html"));
 }
+
+/// A feature's page shows four of its mined top windows: the strongest of each protocol first,
+/// so that replicate cells and consecutive cycles do not fill it with one event.
+#[test]
+fn shown_top_windows_come_from_every_protocol_the_mined_ones_reach() {
+    use voltlens::mine::stats::WindowKind;
+    let fx = fixture::get();
+    let protocol = |cell: usize| fx.dataset.cells[cell].protocol.clone().unwrap();
+    let mut checked = 0;
+    for m in &fx.mined.features {
+        let mut mined: Vec<String> = m.windows.iter().filter(|w| w.kind == WindowKind::Top).map(|w| protocol(w.cell)).collect();
+        mined.sort();
+        mined.dedup();
+        let page = fx.report.join("features").join(format!("L{}_F{}.html", m.layer, m.feature));
+        let Ok(html) = std::fs::read_to_string(&page) else { continue };
+        let cells: Vec<&str> = html.split("\"top window ").skip(1).map(|t| t.split(" · cell ").nth(1).unwrap().split(" · ").next().unwrap()).collect();
+        let mut shown: Vec<String> = cells.iter().map(|id| protocol(fx.dataset.cells.iter().position(|c| c.cell_id == *id).unwrap())).collect();
+        shown.sort();
+        let n = shown.len();
+        shown.dedup();
+        assert_eq!(shown.len(), n.min(mined.len()), "L{}_F{}: shown {shown:?} of mined {mined:?}", m.layer, m.feature);
+        checked += (mined.len() > 1) as usize;
+    }
+    assert!(checked > 0, "some feature's top windows span protocols");
+}

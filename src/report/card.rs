@@ -456,10 +456,30 @@ const CHANNELS: [Channel; 4] = [
     Channel { name: "SOC", unit: "%", values: |d, i| 100.0 * d.soc[i] as f64 },
 ];
 
-/// The windows a card and a feature page show: the top windows, then the first example of each
-/// activation decile, weakest first.
-pub(crate) fn shown_windows(m: &crate::mine::MinedFeature) -> Vec<&Window> {
-    let mut shown: Vec<&Window> = m.windows.iter().filter(|w| w.kind == WindowKind::Top).take(TOP_WINDOWS).collect();
+/// The windows a card and a feature page show: `TOP_WINDOWS` of the mined top windows, then the
+/// first example of each activation decile, weakest first. The top windows are the strongest of
+/// a protocol not shown yet, then of a cell not shown yet, then any: replicate cells and the
+/// next cycle of one cell give near-identical windows, and four of them show one event.
+pub(crate) fn shown_windows<'a>(ctx: &Context, m: &'a crate::mine::MinedFeature) -> Vec<&'a Window> {
+    let tops: Vec<&Window> = m.windows.iter().filter(|w| w.kind == WindowKind::Top).collect();
+    let cells = &ctx.inputs.dataset.cells;
+    let protocol = |w: &Window| cells[w.cell].protocol.as_deref().unwrap_or(&cells[w.cell].cell_id);
+    let mut picked: Vec<usize> = Vec::new();
+    for pass in 0..3 {
+        for (i, w) in tops.iter().enumerate() {
+            let new = |same: &dyn Fn(&Window) -> bool| picked.iter().all(|&j| !same(tops[j]));
+            let fresh = match pass {
+                0 => new(&|o| protocol(o) == protocol(w)),
+                1 => new(&|o| o.cell == w.cell),
+                _ => true,
+            };
+            if picked.len() < TOP_WINDOWS && fresh && !picked.contains(&i) {
+                picked.push(i);
+            }
+        }
+    }
+    picked.sort_unstable();
+    let mut shown: Vec<&Window> = picked.into_iter().map(|i| tops[i]).collect();
     for w in m.windows.iter().filter(|w| w.kind == WindowKind::Quantile) {
         if shown.last().is_none_or(|last| last.kind != WindowKind::Quantile || last.rank != w.rank) {
             shown.push(w);
@@ -549,9 +569,9 @@ fn draw_trace(area: &Area, ctx: &Context, acts: &FeatureActivations, tr: &Trace,
 fn draw_top_windows(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
     let (title, body) = area.split_vertically(36);
     text(&title, "Top activating windows", (24, 8), bold(20))?;
-    text(&title, "trace colour = activation (grey = silent) · ring = peak step · one column per window", (290, 11), (FONT, 16).into_font().color(&RGBColor(90, 90, 90)))?;
+    text(&title, "strongest of each protocol, then cell · trace colour = activation (grey = silent) · ring = peak step", (290, 11), (FONT, 16).into_font().color(&RGBColor(90, 90, 90)))?;
     let (grid, bar) = body.split_horizontally(CARD_SIZE.0 - 110);
-    let shown = shown_windows(ctx.mined(facts.index));
+    let shown = shown_windows(ctx, ctx.mined(facts.index));
     let windows: Vec<&Window> = shown.iter().copied().filter(|w| w.kind == WindowKind::Top).collect();
     if windows.is_empty() {
         return empty_panel(&grid, "", "never fires");
@@ -627,7 +647,7 @@ fn draw_quantiles(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Featu
     let (title, body) = area.split_vertically(36);
     text(&title, "One example per activation decile", (24, 8), bold(20))?;
     text(&title, "voltage and current around a random firing step from each tenth of the firing activations, weakest first", (380, 11), (FONT, 16).into_font().color(&RGBColor(90, 90, 90)))?;
-    let shown = shown_windows(ctx.mined(facts.index));
+    let shown = shown_windows(ctx, ctx.mined(facts.index));
     let examples: Vec<&Window> = shown.iter().copied().filter(|w| w.kind == WindowKind::Quantile).collect();
     if examples.is_empty() {
         return empty_panel(&body, "", "never fires");

@@ -114,7 +114,7 @@ pub fn write_feature_page(ctx: &Context, facts: &FeatureFacts, links: &PageLinks
         output_effect(ctx, facts.index).map_or(String::new(), |mv| format!(" · <b>output effect {} mV</b> (change in predicted voltage when it is ablated where it fires)", num(mv)))
     );
     write_label(&mut html, ctx, ctx.label(facts.index));
-    html.push_str("<h2>Example windows</h2>\n<p class=\"hint\">Top windows and one example per activation decile. Hover to read every row at one step; drag across the plot to zoom in, double-click to zoom out. Trace colour = activation (grey = silent).</p>\n<div class=\"tabs\" id=\"window-tabs\"></div><div id=\"window-title\" class=\"readout\"></div><div id=\"windows\"></div><div id=\"window-readout\" class=\"readout\"></div>\n");
+    html.push_str("<h2>Example windows</h2>\n<p class=\"hint\">Top windows (the strongest of each protocol, then of each cell) and one example per activation decile. Hover to read every row at one step; drag across the plot to zoom in, double-click to zoom out. Trace colour = activation (grey = silent).</p>\n<div class=\"tabs\" id=\"window-tabs\"></div><div id=\"window-title\" class=\"readout\"></div><div id=\"windows\"></div><div id=\"window-readout\" class=\"readout\"></div>\n");
     html.push_str("<div class=\"columns\">\n");
     let link = |name: &str| feature_link(name, &links.pages);
     let co: Vec<[String; 4]> = facts
@@ -253,7 +253,7 @@ fn round(x: f64) -> Value {
 fn window_data(ctx: &Context, facts: &FeatureFacts) -> Value {
     let m = ctx.mined(facts.index);
     let acts = ctx.acts(facts.index);
-    let chosen = crate::report::card::shown_windows(m);
+    let chosen = crate::report::card::shown_windows(ctx, m);
     let (scale, unit) = feature_time_scale(ctx, &chosen);
     let windows: Vec<Value> = chosen
         .iter()
