@@ -73,6 +73,13 @@ fn unknown_keys_and_stages_are_refused() {
     let file = write_pipeline(tmp.path(), "from", &sample_data());
     let err = run_file(&file, &RunOptions { from: Some("modle".into()), ..Default::default() }).unwrap_err().to_string();
     assert!(err.contains("modle") && err.contains("data"), "{err}");
+    // Nested tables too: a transcoder's settings and a sweep's base ones.
+    for (table, typo) in [("transcoder.config", "lamda = 1e-3"), ("sweep.base", "lrr = 1e-3")] {
+        let file = tmp.path().join(format!("{table}.toml"));
+        std::fs::write(&file, format!("name = \"typo\"\n[{table}]\n{typo}\n")).unwrap();
+        let err = voltlens::pipeline::PipelineConfig::load(&file).unwrap_err().to_string();
+        assert!(err.contains(typo.split(' ').next().unwrap()), "[{table}]: {err}");
+    }
 }
 
 #[test]

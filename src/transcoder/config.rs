@@ -81,7 +81,7 @@ pub enum Trainer {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TranscoderConfig {
     pub variant: Variant,
     /// Features per encoder (per layer for CLT/PLT, in total for the MLSAE).
