@@ -52,12 +52,13 @@ enum Command {
     /// the dataset's anchored cells of the same type; a cell with no trustworthy anchor gets a
     /// null soc (its anchor method and stated error are in cells.parquet and `inspect`).
     ///
-    /// Example: voltlens ingest data/cyclers data/pybamm --out runs/my-data
+    /// Example: voltlens ingest data/cyclers data/pybamm-chen2020 --out runs/my-data
     Ingest {
         /// Files or directories to read.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Output dataset directory (replaced atomically if it exists).
+        /// Output dataset directory: written in full beside it, then swapped in; an existing one is
+        /// replaced only if VoltLens wrote it (anything else there is refused, never deleted).
         #[arg(long)]
         out: PathBuf,
         /// Skip detection: arbin, maccor, biologic, novonix, battery_archive, parquet, battdat or mapped.
@@ -118,11 +119,17 @@ enum Command {
         json: bool,
     },
     /// Print the canonical schemas, or write them as JSON files.
+    ///
+    /// Example: voltlens schema --write schemas/
     Schema {
         /// Write timeseries.schema.json and cells.schema.json into this directory.
         #[arg(long)]
         write: Option<PathBuf>,
     },
+    /// Print every key of a pipeline file at its default, as TOML: what each stage table takes.
+    ///
+    /// Example: voltlens defaults > pipelines/mine.toml   (then keep the keys you change)
+    Defaults,
     /// Run a pipeline: its stages in order into runs/<name>/<stage>/, skipping stages that are up to date.
     ///
     /// Example: voltlens run pipelines/quickstart.toml --from model
@@ -137,6 +144,7 @@ enum Command {
     ///
     /// Example: voltlens batch pipelines/quickstart.toml pipelines/pybamm-dev.toml
     Batch {
+        /// Pipeline TOML files, run in the order given.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[command(flatten)]
@@ -169,6 +177,7 @@ enum Command {
         /// cpu, cuda or wgpu (a GPU needs a build with --features cuda or --features wgpu).
         #[arg(long)]
         device: Option<crate::model::DeviceChoice>,
+        /// Seeds initialisation, the split and batches (overrides [train] seed).
         #[arg(long)]
         seed: Option<u64>,
     },
@@ -201,11 +210,13 @@ enum Command {
     /// ([head] target delta_v|next_voltage, scale, offset), the input channels in order with their
     /// normalisation ([[inputs]] name + mean/std or scale/offset; an unknown name lists them all)
     /// and how tensors are named ([weights] rename = ordered [regex, name] pairs, conv1d,
-    /// rope_pairing half|interleaved, ignore = regexes of buffers to leave out). See
+    /// rope_pairing half|interleaved, kv_heads for grouped-query attention, ignore = regexes of
+    /// buffers to leave out). See
     /// examples/pytorch/ for GPT-2 and Llama style files.
     ///
     /// Example: voltlens import-model --weights runs/ref/weights.safetensors --config runs/ref/arch.toml --out runs/imported --check runs/ref/check.safetensors
     ImportModel {
+        /// The model's weights (safetensors; f32, f16 or bf16).
         #[arg(long)]
         weights: PathBuf,
         /// Architecture TOML.
@@ -254,15 +265,20 @@ enum Command {
     ///
     /// Example: voltlens train-transcoder --data runs/quickstart/data/dataset --model runs/quickstart/model/model --out runs/my-clt
     TrainTranscoder {
+        /// The canonical dataset directory (cells.parquet + timeseries/).
         #[arg(long)]
         data: PathBuf,
         /// The directory train-model wrote.
         #[arg(long)]
         model: PathBuf,
+        /// Output directory: checkpoint, metrics.json and the circuit-tracer export; a rerun
+        /// resumes from its checkpoint.
         #[arg(long)]
         out: PathBuf,
+        /// TOML settings in the form of a pipeline's [transcoder] table (defaults: `voltlens defaults`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Seeds the activation streams (which windows, in which order).
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -271,14 +287,19 @@ enum Command {
     ///
     /// Example: voltlens cache-activations --data DIR --model DIR --out acts.safetensors --tokens 100000
     CacheActivations {
+        /// The canonical dataset directory (cells.parquet + timeseries/).
         #[arg(long)]
         data: PathBuf,
+        /// The directory train-model wrote.
         #[arg(long)]
         model: PathBuf,
+        /// The safetensors file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Steps (tokens) to cache, drawn from windows of the training cells.
         #[arg(long, default_value_t = 100_000)]
         tokens: usize,
+        /// Seeds which windows are drawn.
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -296,6 +317,7 @@ enum Command {
         /// The folder in circuit-tracer's layout.
         #[arg(long)]
         from: PathBuf,
+        /// Output transcoder folder (what train-transcoder writes).
         #[arg(long)]
         out: PathBuf,
         /// A `voltlens cache-activations` file to score the transcoder on.
@@ -310,11 +332,14 @@ enum Command {
     ///
     /// Example: voltlens export --format battdat --data runs/quickstart/data/dataset --out exports/battdat
     Export {
+        /// The layout to write.
         #[arg(long, value_enum)]
         format: ExportFormat,
         /// The canonical dataset directory (cells.parquet + timeseries/).
         #[arg(long)]
         data: PathBuf,
+        /// Output folder, built beside it and swapped in; a non-empty one VoltLens did not write
+        /// is refused.
         #[arg(long)]
         out: PathBuf,
     },
@@ -329,15 +354,20 @@ enum Command {
     ///
     /// Example: voltlens sweep --data runs/quickstart/data/dataset --model runs/quickstart/model/model --config sweep.toml --out runs/my-sweep
     Sweep {
+        /// The canonical dataset directory (cells.parquet + timeseries/).
         #[arg(long)]
         data: PathBuf,
         /// The directory train-model wrote.
         #[arg(long)]
         model: PathBuf,
+        /// Output directory: one folder per run, pareto.csv/json and the PNGs; a rerun skips
+        /// finished runs.
         #[arg(long)]
         out: PathBuf,
+        /// TOML settings in the form of a pipeline's [sweep] table.
         #[arg(long)]
         config: PathBuf,
+        /// Seeds the activation streams (the cache every run reads in the same order).
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -345,13 +375,16 @@ enum Command {
     ///
     /// Example: voltlens record --data DIR --model DIR --transcoder runs/my-clt --out runs/my-record
     Record {
+        /// The canonical dataset directory (cells.parquet + timeseries/).
         #[arg(long)]
         data: PathBuf,
+        /// The directory train-model (or import-model) wrote.
         #[arg(long)]
         model: PathBuf,
         /// A train-transcoder output directory.
         #[arg(long)]
         transcoder: PathBuf,
+        /// Output directory of the record (Parquet, one file per cell).
         #[arg(long)]
         out: PathBuf,
         /// Activation rows held in memory before a Parquet row group is written.
@@ -370,8 +403,10 @@ enum Command {
     /// Example: voltlens mine --record runs/my-record --out runs/my-mine
     ///          --data DIR --model runs/my-model --transcoder runs/my-clt
     Mine {
+        /// The directory `voltlens record` wrote.
         #[arg(long)]
         record: PathBuf,
+        /// Output directory (mined.json and tables).
         #[arg(long)]
         out: PathBuf,
         /// The dataset the record was made over (for the output effect).
@@ -480,6 +515,8 @@ enum Command {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Ingest rows/s on a real Maccor file and a large synthetic CSV, its peak memory, synth rows/s.
+    ///
+    /// Example: voltlens bench data --rows 1000000
     Data {
         /// A Maccor export to time (e.g. the largest shared one).
         #[arg(long)]
@@ -492,6 +529,8 @@ enum BenchCommand {
         work_dir: PathBuf,
     },
     /// Training and inference tokens/s of the battery model at the quickstart and dev sizes.
+    ///
+    /// Example: voltlens bench model --steps 20
     Model {
         /// cpu, cuda or wgpu (a GPU needs a build with --features cuda or --features wgpu).
         #[arg(long, default_value = "cpu")]
@@ -520,8 +559,10 @@ enum BenchCommand {
         /// autodiff on a GPU or with --decoding gather|dense].
         #[arg(long, value_parser = ["sparse", "autodiff", "both"])]
         trainer: Option<String>,
+        /// Layers of the synthetic activations (one encoder each).
         #[arg(long, default_value_t = 4)]
         layers: usize,
+        /// Width of each layer's activations.
         #[arg(long, default_value_t = 64)]
         d_model: usize,
         /// Features per layer, one run each.
@@ -533,6 +574,7 @@ enum BenchCommand {
         /// k of topk.
         #[arg(long, default_value_t = 32)]
         k: usize,
+        /// Tokens per optimiser step.
         #[arg(long, default_value_t = 1024)]
         batch: usize,
         /// How the autodiff trainer decodes: auto, gather (only the active features' decoder
@@ -552,6 +594,8 @@ enum BenchCommand {
     },
     /// Seconds and peak memory of an attribution graph on the dev model shape (random weights,
     /// context 512) with a random CLT, over window lengths and feature counts.
+    ///
+    /// Example: voltlens bench graph --windows 64,256 --features 512
     Graph {
         /// Window lengths (steps).
         #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
@@ -657,7 +701,9 @@ enum CircuitsCommand {
         #[arg(long, default_value_t = 0.0)]
         scale: f32,
     },
-    /// `steer` with scale 0.
+    /// `steer` with scale 0: the predicted voltage with the feature switched off.
+    ///
+    /// Example: voltlens circuits ablate --feature L0_F116 --cell chen2020-11-05-drive --data runs/quickstart/data/dataset --model runs/quickstart/model/model --transcoder runs/quickstart/transcoder
     Ablate {
         #[command(flatten)]
         on: InterventionArgs,
@@ -680,6 +726,7 @@ enum CircuitsCommand {
         /// A label stage's labels.json: feature nodes carry their labels.
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// Output folder for the graph's files.
         #[arg(long)]
         out: PathBuf,
     },
@@ -824,6 +871,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("generated {} cells, {rows} rows into {}", infos.len(), out.display());
         }
         Command::Inspect { dir, plot, plot_out, json } => inspect(&dir, plot, &plot_out, json)?,
+        Command::Defaults => print!("{}", crate::pipeline::config::defaults_toml()?),
         Command::Schema { write } => match write {
             Some(dir) => {
                 crate::data::schema::write_schema_files(&dir)?;
@@ -1130,4 +1178,32 @@ fn inspect(dir: &std::path::Path, plot: Option<String>, plot_out: &std::path::Pa
         println!("wrote {}", plot_out.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every command's `--help` teaches: each option says what it is, and each command that does
+    /// something shows an example (a group such as `circuits` lists its own).
+    #[test]
+    fn every_option_has_help_and_every_command_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            for arg in cmd.get_arguments().filter(|a| !a.is_hide_set() && !["help", "version"].contains(&a.get_id().as_str())) {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: --{} has no help", arg.get_id()));
+                }
+            }
+            let about = cmd.get_long_about().or(cmd.get_about()).map(|s| s.to_string()).unwrap_or_default();
+            if cmd.get_subcommands().next().is_none() && !about.contains("Example") && !path.ends_with(" help") {
+                missing.push(format!("{path}: no example"));
+            }
+            cmd.get_subcommands().for_each(|sub| walk(sub, &path, missing));
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
 }

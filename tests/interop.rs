@@ -263,6 +263,15 @@ fn battdat_export_has_battdats_layout_metadata_and_states() {
         assert_eq!(states, expected);
         assert!(states.iter().any(|s| s == "hold"), "a synthetic cycle rests");
     }
+    // Exported again over itself it is replaced; a folder of the user's is refused, untouched.
+    export_battdat(&data, &out).unwrap();
+    let theirs = dir.path().join("theirs");
+    let cell_dir = theirs.join(&cells[0].cell_id);
+    std::fs::create_dir_all(&cell_dir).unwrap();
+    std::fs::write(cell_dir.join("raw_data.parquet"), b"their own file").unwrap();
+    let err = export_battdat(&data, &theirs).unwrap_err().to_string();
+    assert!(err.contains("not written by VoltLens"), "{err}");
+    assert_eq!(std::fs::read(cell_dir.join("raw_data.parquet")).unwrap(), b"their own file");
 }
 
 #[test]

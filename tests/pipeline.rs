@@ -116,3 +116,20 @@ fn a_pipeline_device_reaches_every_stage_that_names_none() {
     std::fs::write(&path, format!("name = \"p\"\ndevice = \"cuda\"\n{stages}[sweep]\n")).unwrap();
     assert_eq!(PipelineConfig::load(&path).unwrap().sweep.unwrap().device, Cuda);
 }
+
+/// `voltlens defaults` prints a pipeline file that reads back with every stage, and its commented
+/// synthetic-data block reads back as a synth data stage.
+#[test]
+fn the_defaults_read_back_as_a_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = voltlens::pipeline::config::defaults_toml().unwrap();
+    let file = tmp.path().join("defaults.toml");
+    std::fs::write(&file, &text).unwrap();
+    let cfg = voltlens::pipeline::PipelineConfig::load(&file).unwrap();
+    assert!(cfg.model.is_some() && cfg.transcoder.is_some() && cfg.sweep.is_some() && cfg.circuits.is_some() && cfg.report.is_some());
+    assert!(text.contains("lambda = 0.001\n"), "f32 settings as written: {text}");
+    let synth: String = text.split("instead of reading `inputs`:\n").nth(1).unwrap().lines().map(|l| format!("{}\n", l.strip_prefix("# ").unwrap())).collect();
+    std::fs::write(&file, format!("name = \"synth\"\n{synth}")).unwrap();
+    let cfg = voltlens::pipeline::PipelineConfig::load(&file).unwrap();
+    assert!(matches!(cfg.data, voltlens::pipeline::config::DataStageConfig::Synth { .. }));
+}

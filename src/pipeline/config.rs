@@ -28,9 +28,6 @@ pub struct PipelineConfig {
     pub model: Option<ModelStageConfig>,
     /// Train a transcoder on the model's MLPs (needs `[model]`).
     pub transcoder: Option<crate::transcoder::stage::TranscoderStageConfig>,
-    /// Train many transcoders over a grid on one activation cache and draw the Pareto front
-    /// (needs `[model]`; runs after `[label]`, so that changing it redoes only itself and the report).
-    pub sweep: Option<crate::transcoder::sweep::SweepConfig>,
     /// Record feature activations over every step (needs `[transcoder]`).
     pub record: Option<crate::record::RecordConfig>,
     /// Per-feature statistics, example windows and output effects (needs `[record]`; the
@@ -38,6 +35,9 @@ pub struct PipelineConfig {
     pub mine: Option<crate::mine::MineConfig>,
     /// Automatic labels against physical covariates (needs `[record]`).
     pub label: Option<crate::label::LabelConfig>,
+    /// Train many transcoders over a grid on one activation cache and draw the Pareto front
+    /// (needs `[model]`; runs after `[label]`, so that changing it redoes only itself and the report).
+    pub sweep: Option<crate::transcoder::sweep::SweepConfig>,
     /// Pullback tables of the most active features and one attribution graph (needs `[label]`,
     /// which needs `[mine]`'s peaks; the report shows them).
     pub circuits: Option<crate::circuits::stage::CircuitsConfig>,
@@ -184,4 +184,54 @@ impl PipelineConfig {
         }
         Ok(config)
     }
+}
+
+/// Every key of a pipeline file at its default, as TOML (`voltlens defaults`): the reference for
+/// what a stage table takes, made from the code so it cannot drift from it. The data stage shows
+/// `source = "ingest"`; `source = "synth"`'s `[data.synth]` follows, commented out.
+pub fn defaults_toml() -> Result<String> {
+    let full = PipelineConfig {
+        name: "my-run".into(),
+        seed: 0,
+        runs_dir: default_runs_dir(),
+        device: None,
+        data: DataStageConfig::Ingest { inputs: vec![PathBuf::from("data")], options: IngestOptions::default() },
+        model: Some(ModelStageConfig::default()),
+        transcoder: Some(Default::default()),
+        record: Some(Default::default()),
+        mine: Some(Default::default()),
+        label: Some(Default::default()),
+        sweep: Some(Default::default()),
+        circuits: Some(Default::default()),
+        report: Some(ReportStageConfig::default()),
+    };
+    let synth = settings_toml(&DataStageConfig::Synth { synth: SynthConfig::default() })?;
+    let synth: String = synth.lines().filter(|l| !l.is_empty()).map(|l| format!("# {}\n", if l == "[synth]" { "[data.synth]" } else { l })).collect();
+    Ok(format!(
+        "# Every key of a pipeline file at its default (voltlens defaults), stages in the order they\n\
+         # run. Leave a stage table out to stop before it; the pipeline's seed overrides a seed in a\n\
+         # stage table. Keys without a default are not shown: [data.options] nominal_capacity_ah,\n\
+         # upper_cutoff_v, lower_cutoff_v, format, column_map (see voltlens ingest --help), a top-level\n\
+         # device, [model] source = \"import\" with [model.import] (see README), [[sweep.grid]] points\n\
+         # and [[report.explain]] stretches.\n{}\n\
+         # [data] may generate synthetic cells instead of reading `inputs`:\n# [data]\n{synth}",
+        settings_toml(&full)?
+    ))
+}
+
+/// TOML text of a settings value, f32 settings printed as the f32 they are (0.001, not
+/// 0.0010000000474974513, which is how toml writes an f32 widened to f64).
+fn settings_toml<T: Serialize>(settings: &T) -> Result<String> {
+    fn shortest_floats(v: &mut toml::Value) {
+        match v {
+            toml::Value::Float(x) if f64::from(*x as f32) == *x => *x = (*x as f32).to_string().parse().expect("a float prints as a float"),
+            toml::Value::Array(a) => a.iter_mut().for_each(shortest_floats),
+            toml::Value::Table(t) => t.iter_mut().for_each(|(_, v)| shortest_floats(v)),
+            _ => {}
+        }
+    }
+    let fail = |e: &dyn std::fmt::Display| Error::Other(format!("writing the default settings: {e}"));
+    let mut value = toml::Value::try_from(settings).map_err(|e| fail(&e))?;
+    shortest_floats(&mut value);
+    toml::to_string(&value).map_err(|e| fail(&e))
 }

@@ -139,16 +139,17 @@ fn battdat_batch(data: canonical::CellData) -> RecordBatch {
 pub fn export_battdat(dataset_dir: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let paths = DatasetPaths::new(dataset_dir);
     let cells = Dataset::load_cells(dataset_dir)?;
-    let mut written = Vec::with_capacity(cells.len());
+    // Built beside `out` and swapped in whole: a user's folder is refused, never overwritten.
+    crate::io::check_replaceable(out)?;
+    let build = crate::io::fresh_temp_dir(out)?;
     for cell in &cells {
         let (_, data) = read_cell(&paths.cell_file(&cell.cell_id))?;
-        let dir = out.join(&cell.cell_id);
+        let dir = build.join(&cell.cell_id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join(RAW_DATA_FILE);
-        write_raw_data(&path, cell, battdat_batch(data))?;
-        written.push(path);
+        write_raw_data(&dir.join(RAW_DATA_FILE), cell, battdat_batch(data))?;
     }
-    Ok(written)
+    crate::io::replace_dir(&build, out)?;
+    Ok(cells.iter().map(|cell| out.join(&cell.cell_id).join(RAW_DATA_FILE)).collect())
 }
 
 /// Writes one battery's file. Without the encoded Arrow schema, which would hide the footer's
