@@ -176,6 +176,11 @@ fn current_in_milliamps_labelled_as_amps_is_detected() {
     let estimate = IngestOptions::default();
     let err = ingest(&[csv], &tmp.path().join("o2"), &estimate).unwrap_err().to_string();
     assert!(err.contains("mA"), "with an estimated capacity too: {err}");
+    // A 2 Ah cell in mA reads as 2000 Ah and is refused; a 0.3 Ah one as 300 Ah, a size some
+    // cells have: kept, with a warning that asks.
+    let small: Vec<_> = cycle_rows().into_iter().map(|(t, i, v)| (t, i * 150.0, v)).collect();
+    let cells = ingest(&[write_csv(tmp.path(), "small.csv", &small)], &tmp.path().join("o3"), &estimate).unwrap();
+    assert!(cells[0].metadata.contains("is the current in mA labelled as A?"), "{}", cells[0].metadata);
 }
 
 #[test]

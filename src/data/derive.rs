@@ -384,7 +384,11 @@ impl CellDerivation {
             Some(c) => (c, false),
             None => match estimate_capacity_ah(steps, tracker.min_cycle()) {
                 Some(c) => {
-                    warnings.push(format!("nominal capacity estimated from the data: {c:.4} Ah"));
+                    // Above this a lab cell's current written in mA as A is likelier than the cell
+                    // (the largest prismatic cells hold ~300 Ah; estimates above 1000 Ah are refused).
+                    const LARGE_CELL_AH: f64 = 100.0;
+                    let hint = if c > LARGE_CELL_AH { ", more than most cells hold: is the current in mA labelled as A?" } else { "" };
+                    warnings.push(format!("nominal capacity estimated from the data: {c:.4} Ah{hint}"));
                     (c, true)
                 }
                 None => {
