@@ -107,6 +107,12 @@ fn half_bound(c: Covariate, increasing: bool, x: f32) -> String {
         (Covariate::AbsCRateChangeNext, false) if zero => "where the current holds steady next".into(),
         (Covariate::AbsCRate, true) if zero => "where current flows".into(),
         (Covariate::AbsCRate, false) if zero => "where the cell rests".into(),
+        // A bound at zero lets the zero steps in on the side it is inclusive: above 0 (≥ 0) holds
+        // at rest, above 1e-6 (zero's own bin, `Coding::quantiles`) does not; below 0 does not.
+        (Covariate::CRate, true) if zero => (if x > 0.0 { "during charge" } else { "at rest or during charge" }).into(),
+        (Covariate::CRate, false) if zero => (if x > 0.0 { "at rest or during discharge" } else { "during discharge" }).into(),
+        (Covariate::CRateChangeNext, true) if zero => (if x > 0.0 { "where the current steps up next" } else { "where the current does not step down next" }).into(),
+        (Covariate::CRateChangeNext, false) if zero => (if x > 0.0 { "where the current does not step up next" } else { "where the current steps down next" }).into(),
         (_, true) => format!("above {}", value(c, x)),
         (_, false) => format!("below {}", value(c, x)),
     }
@@ -423,9 +429,13 @@ mod tests {
         assert_eq!(half_bound(Covariate::AbsCRateChangeNext, false, 0.001), "where the current holds steady next");
         assert_eq!(half_bound(Covariate::AbsCRateChangeNext, true, 0.001), "where the current steps up or down next");
         assert_eq!(half_bound(Covariate::AbsCRateChangeNext, true, 0.5), "above 0.5C");
+        assert_eq!(half_bound(Covariate::CRate, true, 1e-6), "during charge");
+        assert_eq!(half_bound(Covariate::CRate, true, 0.0), "at rest or during charge");
+        assert_eq!(half_bound(Covariate::CRate, false, 0.0), "during discharge");
+        assert_eq!(half_bound(Covariate::CRateChangeNext, false, 1e-6), "where the current does not step up next");
         // C-rate bins: below -1, [-1, 0), [0, 1), from 1.
         assert_eq!(graded(Covariate::CRate, true, None, 3), "fires more often the higher the C-rate (signed, + = charge), half of its firing above 1C");
-        assert_eq!(graded(Covariate::CRate, false, None, 1), "fires more often the lower the C-rate (signed, + = charge), half of its firing below 0C");
+        assert_eq!(graded(Covariate::CRate, false, None, 1), "fires more often the lower the C-rate (signed, + = charge), half of its firing during discharge");
     }
 
     #[test]
