@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Feature ids for reports/example: the 40 densest live features, every feature node of the
-attribution graph, and of each graded label form the accepted label with the best held-out AUROC
-not already chosen. usage: scripts/example_subset.py reports/quickstart  (prints the ids for `voltlens report --subset`)"""
+attribution graph, of each graded label form the accepted label with the best held-out AUROC
+not already chosen, and the yes/no label firing on the smallest share of the steps it names. usage: scripts/example_subset.py reports/quickstart  (prints the ids for `voltlens report --subset`)"""
 import csv, json, sys
 rep = sys.argv[1]
 feats = [r for r in csv.DictReader(open(f"{rep}/tables/features.csv")) if float(r["density"]) > 0]
@@ -20,6 +20,11 @@ forms = {
     "graded over two covariates": lambda s, c: s.startswith("fires more often") and "+" in c,
     "graded inside a regime": lambda s, c: s.startswith("fires when") and "more often" in s,
 }
+# …and the yes/no label that fires on the smallest share of the steps it names ("(on 5 % of those steps)").
+shares = [r for r in labels if "of those steps)" in r["label"] and fid(r) not in chosen]
+if shares:
+    rare = min(shares, key=lambda r: float(r["best_test_precision"]))
+    chosen.append(fid(rare)); print(f"# a share: {fid(rare)} {rare['label']}", file=sys.stderr)
 for name, test in forms.items():
     cands = [r for r in labels if test(r["best_sentence"], r["best_covariates"]) and fid(r) not in chosen]
     if cands:

@@ -44,7 +44,14 @@
     [1, 2, 5, 10].some(function (m) { if ((hi - lo) / (step * m) <= n) { step *= m; return true; } return false; });
     var out = [];
     for (var v = Math.ceil(lo / step) * step; v <= hi + 1e-12; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+    out.step = step;
     return out;
+  }
+  // Tick labels with the decimals their spacing needs, alike on one axis: -5.002 -5.000 -4.998,
+  // not -5.00 three times; 0 50 100, not 0.000 50.0 100.
+  function tickLabel(v, step) {
+    if (step < 1e-4 || step >= 1e5) return v.toExponential(1);
+    return v.toFixed(Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
   }
 
   function draw() {
@@ -67,22 +74,27 @@
       var yr = row.key === 'a' ? [0, Math.max(data.max, 1e-9)] : range(idx.map(function (i) { return values[i]; }));
       if (!yr) {
         var t = el('text', { x: (LEFT + W) / 2, y: y0 + h / 2, 'font-size': 12, fill: '#999', 'text-anchor': 'middle' }, g);
-        t.textContent = 'not logged';
+        // SOC is derived: a cell no rule anchored has none, though its cycler logged everything.
+        t.textContent = row.key === 'SOC' ? 'no SOC: the cell has no anchor' : 'not logged';
       } else if (row.key === 'a') {
         var bw = Math.max(1, (W - LEFT - RIGHT) / Math.max(idx.length, 1));
         idx.forEach(function (i) {
           if (!(w.a[i] > 0)) return;
           var bh = w.a[i] / yr[1] * (h - 4);
-          el('rect', { x: x(w.t[i]) - bw / 2, y: y0 + h - bh, width: bw, height: bh, fill: viridis(w.a[i] / data.max) }, g);
+          // Bars at the window's ends are cut at the frame, not drawn past it.
+          var bx = Math.max(LEFT, x(w.t[i]) - bw / 2), bx1 = Math.min(W - RIGHT, x(w.t[i]) + bw / 2);
+          if (bx1 > bx) el('rect', { x: bx, y: y0 + h - bh, width: bx1 - bx, height: bh, fill: viridis(w.a[i] / data.max) }, g);
         });
-        var amax = el('text', { x: LEFT + 4, y: y0 + 12, 'font-size': 11, fill: '#666' }, g);
+        // Under the row's name, clear of the bars.
+        var amax = el('text', { x: 6, y: y0 + h / 2 + 16, 'font-size': 11, fill: '#666' }, g);
         amax.textContent = 'max ' + fmt(data.max);
       } else {
         var y = function (v) { return y0 + h - (v - yr[0]) / (yr[1] - yr[0]) * h; };
-        ticks(yr[0], yr[1], 3).forEach(function (v) {
+        var yt = ticks(yr[0], yr[1], 3);
+        yt.forEach(function (v) {
           el('line', { x1: LEFT - 3, x2: LEFT, y1: y(v), y2: y(v), stroke: '#888' }, g);
           var tt = el('text', { x: LEFT - 5, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 10, fill: '#555' }, g);
-          tt.textContent = fmt(v);
+          tt.textContent = tickLabel(v, yt.step);
         });
         // Segments coloured by the activation at their end, as on the card.
         for (var k = 1; k < idx.length; k++) {
@@ -94,10 +106,11 @@
       y0 += h + GAP;
     });
     var axisY = y0 - GAP;
-    ticks(xr[0], xr[1], 8).forEach(function (v) {
+    var xt = ticks(xr[0], xr[1], 8);
+    xt.forEach(function (v) {
       el('line', { x1: x(v), x2: x(v), y1: axisY, y2: axisY + 4, stroke: '#888' }, svg);
       var t = el('text', { x: x(v), y: axisY + 16, 'text-anchor': 'middle', 'font-size': 11, fill: '#555' }, svg);
-      t.textContent = fmt(v);
+      t.textContent = tickLabel(v, xt.step);
     });
     var xl = el('text', { x: (LEFT + W) / 2, y: H - 4, 'text-anchor': 'middle', 'font-size': 12 }, svg);
     xl.textContent = 'Time from peak (' + data.time_unit + ')';
