@@ -96,8 +96,8 @@ enum Command {
         /// Seed: the same seed gives the same cells, bit for bit [default: the config file's, else 0].
         #[arg(long)]
         seed: Option<u64>,
-        /// A TOML file with further generator settings (see SynthConfig in the docs); flags given
-        /// on the command line win over it.
+        /// A TOML file with further generator settings, at its top level: the keys of the
+        /// [data.synth] block `voltlens defaults` prints. Flags given on the command line win over it.
         #[arg(long)]
         config: Option<PathBuf>,
     },
