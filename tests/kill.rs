@@ -135,7 +135,7 @@ fn kill_after(dir: &Path, trigger: &Path, delay: Duration) -> Option<String> {
 }
 
 #[test]
-#[ignore = "slow: runs a tiny pipeline about 20 times (~10 min on 2 cores)"]
+#[ignore = "slow: runs a tiny pipeline 19 times (~1 min on 2 idle cores)"]
 fn a_run_killed_anywhere_and_rerun_gives_the_same_outputs() {
     let seed = std::env::var("VOLTLENS_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
