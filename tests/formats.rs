@@ -330,8 +330,8 @@ fn arbin_export_without_temperature_is_not_taken_for_battery_archive() {
 }
 
 /// Variants real exporters write: Arbin current in mA, Maccor elapsed time as `0d 00:01:00`,
-/// a BioLogic clock with a decimal-comma fraction, an EC-Lab header longer than the usual search
-/// and rows with a trailing tab.
+/// a BioLogic clock with a decimal-comma fraction, an EC-Lab header longer than the usual search,
+/// rows with a trailing tab, and Neware's `1-00:00:30` through a column map.
 #[test]
 fn exporter_variants_read_in_canonical_units() {
     let dir = tempfile::tempdir().unwrap();
@@ -350,6 +350,13 @@ fn exporter_variants_read_in_canonical_units() {
     let cell = detect_and_read(&write(dir.path(), "long.mpt", mpt.as_bytes()), Format::Biologic);
     assert_eq!(cell.rows.test_time, [0.0, 60.5]);
     assert_eq!(cell.rows.voltage, [3.5, 3.6]);
+    // Neware writes days as `1-02:03:04` and may sign the current only in its step type.
+    let neware = "Record ID,Step Type,Total Time,Current(mA),Voltage(V)\n1,Rest,0-00:00:00,0,3.6\n2,CC_DChg,1-00:00:30,1000,3.5\n";
+    let map = "[columns]\ntime = \"Total Time\"\ncurrent = \"Current(mA)\"\nvoltage = \"Voltage(V)\"\nstate = \"Step Type\"\n\
+               [units]\ncurrent = \"mA\"\n[state_values]\ncharge = [\"CC_Chg\", \"CCCV_Chg\"]\ndischarge = [\"CC_DChg\"]\n";
+    let map = ColumnMap::from_file(&write(dir.path(), "neware.toml", map.as_bytes())).unwrap();
+    let cell = read(&write(dir.path(), "neware.csv", neware.as_bytes()), Format::Mapped, Some(&map)).unwrap();
+    assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 86430.0], vec![0.0, -1.0]));
 }
 
 #[test]

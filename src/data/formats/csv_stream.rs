@@ -254,9 +254,10 @@ impl Cells<'_> {
     }
 }
 
-/// `[Nd ]HH:MM:SS[.f]` elapsed time in seconds (days optional, hours may pass 24).
+/// `[Nd ]HH:MM:SS[.f]` or `[N-]HH:MM:SS[.f]` (Neware's days) elapsed time in seconds (days
+/// optional, hours may pass 24).
 fn parse_elapsed(text: &str, decimal_comma: bool) -> Option<f64> {
-    let (days, clock) = match text.trim().split_once(['d', 'D']) {
+    let (days, clock) = match text.trim().split_once(['d', 'D', '-']) {
         Some((days, clock)) => (days.trim().parse::<u32>().ok()?, clock.trim()),
         None => (0, text.trim()),
     };
