@@ -436,7 +436,6 @@ impl ExtremeRows {
 }
 
 /// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2).
-
 fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extremes: &ExtremeRows, opts: &IngestOptions) -> Result<()> {
     let max_c = tracker.max_abs_current / d.nominal_capacity_ah;
     if !d.capacity_estimated && max_c > opts.max_c_rate {
