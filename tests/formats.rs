@@ -469,10 +469,51 @@ fn column_map_takes_the_sign_from_a_state_column() {
     let map = ColumnMap::from_file(&write(dir.path(), "map.toml", toml.as_bytes())).unwrap();
     let cell = read(&csv, Format::Mapped, Some(&map)).unwrap();
     assert_eq!(cell.rows.current, [0.0, 1.0, 1.0, -0.5, 0.01], "charge +|I|, discharge −|I|, rest as written");
+    // Values compare as column names do (Neware's BTS 7 writes `CC_DChg`, BTS 8 `CC DChg`)…
+    let spaced = ColumnMap::from_file(&write(dir.path(), "spaced.toml", toml.replace("CCCV_Chg", "cccv chg").as_bytes())).unwrap();
+    assert_eq!(read(&csv, Format::Mapped, Some(&spaced)).unwrap().rows.current, cell.rows.current);
+    // …and values that match no row carrying current name what the column holds.
+    let wrong = ColumnMap::from_file(&write(dir.path(), "wrong.toml", toml.replace("[\"CHG\", \"CCCV_Chg\"]", "[\"C\"]").replace("[\"DChg\"]", "[\"D\"]").as_bytes())).unwrap();
+    let Err(err) = read(&csv, Format::Mapped, Some(&wrong)).map(|_| ()) else { panic!("read with values of no row") };
+    let err = err.to_string();
+    assert!(err.contains("no row's 'Mode'") && err.contains("CCCV_Chg") && err.contains("DChg"), "{err}");
     // The state column without its values, or beside a stated sign, is refused before any row is read.
     let refused = |toml: &str| ColumnMap::from_file(&write(dir.path(), "bad.toml", toml.as_bytes())).unwrap_err().to_string();
     assert!(refused(&toml[..toml.find("[state_values]").unwrap()]).contains("[state_values]"));
     assert!(refused(&format!("sign = \"discharge_positive\"\n{toml}")).contains("keep one"));
+}
+
+/// Neware and Landt may write current unsigned, the sign only in a step-type column: read
+/// without it, every discharge would be stored as a charge. The voltage falls under the positive
+/// current at each discharge, which no charge-only file shows: refused, naming the remedy; with
+/// the state column mapped the same file reads with its discharges negative.
+#[test]
+fn an_unsigned_current_without_its_state_column_is_refused() {
+    use voltlens::data::ingest::{ingest, IngestOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("Time,Amps,Volts,Mode\n");
+    let (mut t, mut v) = (0.0, 3.6);
+    for _ in 0..2 {
+        for (amps, dv, mode, rows) in [(0.0, 0.0, "Rest", 10), (1.0, 0.01, "CC_Chg", 30), (0.0, -0.001, "Rest", 10), (1.0, -0.012, "CC_DChg", 30)] {
+            for _ in 0..rows {
+                csv.push_str(&format!("{t},{amps},{v:.4},{mode}\n"));
+                (t, v) = (t + 30.0, v + dv);
+            }
+        }
+    }
+    let csv = write(dir.path(), "unsigned.csv", csv.as_bytes());
+    let plain = "[columns]\ntime = \"Time\"\ncurrent = \"Amps\"\nvoltage = \"Volts\"\n";
+    let ingest_with = |map: &str, out: &str| {
+        let map = write(dir.path(), &format!("{out}.toml"), map.as_bytes());
+        let options = IngestOptions { format: Some(Format::Mapped), column_map: Some(map), nominal_capacity_ah: Some(0.5), ..IngestOptions::default() };
+        ingest(std::slice::from_ref(&csv), &dir.path().join(out), &options)
+    };
+    let err = ingest_with(plain, "plain").unwrap_err().to_string();
+    assert!(err.contains("unsigned") && err.contains("[state_values]") && err.contains("unsigned.csv"), "{err}");
+    assert!(!dir.path().join("plain").exists(), "nothing written");
+    let mapped = format!("{plain}state = \"Mode\"\n[state_values]\ncharge = [\"CC_Chg\"]\ndischarge = [\"CC_DChg\"]\n");
+    let cells = ingest_with(&mapped, "mapped").unwrap();
+    assert_eq!(cells.len(), 1);
 }
 
 #[test]

@@ -13,6 +13,8 @@ const MIN_JUMP_SHARE: f64 = 0.1;
 const MIN_AGAINST: u64 = 3;
 /// …and this share of them moved the voltage against the current.
 const MIN_SHARE_AGAINST: f64 = 0.8;
+/// A current never negative whose voltage moves against it this often is written unsigned.
+const UNSIGNED_SHARE_AGAINST: f64 = 0.2;
 /// Jump sizes are counted in factor-of-two bins from this current (A) up, so one pass over the
 /// file suffices before its peak current is known.
 const SMALLEST_JUMP_A: f64 = 1e-6;
@@ -39,6 +41,13 @@ impl Votes {
     /// Whether the voltage says the current's sign is reversed.
     pub fn reversed(&self) -> bool {
         self.against >= MIN_AGAINST && self.against as f64 >= MIN_SHARE_AGAINST * (self.with + self.against) as f64
+    }
+
+    /// Whether a current that is never negative is written unsigned: the voltage falls under it
+    /// at a good share of its jumps and steps (its discharges), which no charge-only file shows.
+    pub fn unsigned(&self, min_current_a: f64, peak_a: f64) -> bool {
+        let never_negative = min_current_a >= -MIN_JUMP_SHARE * peak_a;
+        never_negative && self.against >= MIN_AGAINST && self.against as f64 >= UNSIGNED_SHARE_AGAINST * (self.with + self.against) as f64
     }
 }
 

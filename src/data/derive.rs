@@ -130,6 +130,8 @@ pub struct StepTracker {
     pub min_voltage: f64,
     pub max_voltage: f64,
     pub max_abs_current: f64,
+    /// The most negative current (A): an unsigned file's is about zero.
+    pub min_current: f64,
     min_cycle: Option<i32>,
     /// How the voltage answered each change of current, for the sign check.
     pub response: CurrentResponse,
@@ -148,6 +150,7 @@ impl StepTracker {
             min_voltage: f64::INFINITY,
             max_voltage: f64::NEG_INFINITY,
             max_abs_current: 0.0,
+            min_current: 0.0,
             min_cycle: None,
             response: CurrentResponse::default(),
         }
@@ -227,6 +230,7 @@ impl StepTracker {
         self.min_voltage = self.min_voltage.min(v);
         self.max_voltage = self.max_voltage.max(v);
         self.max_abs_current = self.max_abs_current.max(i.abs());
+        self.min_current = self.min_current.min(i);
         self.rows += 1;
         self.last = Some((t, current, if has_step { step } else { None }, cycle_key, state));
     }

@@ -254,7 +254,7 @@ pub fn ingest_source(
         return Err(Error::in_file(source, "no data rows"));
     };
     spill.close().map_err(|e| Error::parquet(&spill_path, e))?;
-    let (flip, sign_warning) = check_sign(&tracker, &meta);
+    let (flip, sign_warning) = check_sign(source, &tracker, &meta)?;
     if flip {
         tracker = StepTracker::new(given_capacity);
         for chunk in read_spill(&spill_path, true)? {
@@ -310,18 +310,32 @@ pub fn ingest_source(
 /// Whether to negate the current because the voltage answers its steps the wrong way round
 /// (`data::current_sign`), and what to tell the user. A sign the file's own capacity or state
 /// columns settled is kept, and a disagreement only reported.
-fn check_sign(tracker: &StepTracker, meta: &SourceMetadata) -> (bool, Option<String>) {
+/// A current written unsigned (discharge as positive too, the sign only in a state column the
+/// reader was not told of) is refused: half its steps would be stored backwards.
+fn check_sign(source: &Path, tracker: &StepTracker, meta: &SourceMetadata) -> Result<(bool, Option<String>)> {
     let cc_steps = tracker.steps().iter().filter(|s| s.method() == Method::ConstantCurrent);
     let votes = tracker.response.votes(tracker.max_abs_current, cc_steps.map(|s| (s.mean_current(), s.end_voltage - s.start_voltage)));
-    if !votes.reversed() {
-        return (false, None);
-    }
     let seen = format!("at {} of {} current jumps and constant-current steps the voltage moved against the current", votes.against, votes.with + votes.against);
-    if meta.sign_from_data {
+    if !votes.reversed() {
+        if votes.unsigned(tracker.min_current, tracker.max_abs_current) {
+            return Err(Error::Input {
+                file: source.to_path_buf(),
+                row: None,
+                field: Some("current".to_owned()),
+                message: format!(
+                    "the current is never negative, yet {seen}: it looks written unsigned, discharges as positive too. Give its sign: \
+                     a column map's state column (`state` under [columns] with [state_values] charge = [...], discharge = [...], \
+                     naming every discharge mode the file writes)"
+                ),
+            });
+        }
+        return Ok((false, None));
+    }
+    Ok(if meta.sign_from_data {
         (false, Some(format!("{seen}, although the file's capacity or state columns gave its sign: check which columns hold current and voltage")))
     } else {
         (true, Some(format!("current sign flipped to + = charge: {seen}, as it does where discharge is written as positive")))
-    }
+    })
 }
 
 /// The rows spilled by pass 1, chunk by chunk, the current negated where `flip`.

@@ -326,12 +326,17 @@ fn rose(previous: Option<f64>, now: Option<f64>) -> bool {
 struct Prescan {
     data_rows: u64,
     votes: SignVotes,
+    /// With a state column: whether any row held one of its charge or discharge values, and the
+    /// first few values it held instead where current flowed (to show a map whose values miss
+    /// the file's; a file that only rests matches none and is fine).
+    state_matched: bool,
+    other_states: Vec<String>,
 }
 
 fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option<u64>, decimal_comma: bool) -> Result<Prescan> {
     let mut lines = TextLines::open_at(path, header.data_offset, header.line)?;
     let mut fields = Fields::default();
-    let mut scan = Prescan { data_rows: 0, votes: SignVotes::default() };
+    let mut scan = Prescan { data_rows: 0, votes: SignVotes::default(), state_matched: false, other_states: Vec::new() };
     let mut previous: (Option<f64>, Option<f64>) = (None, None);
     let wants_votes = !matches!(columns.sign, SignColumns::Fixed);
     while let Some((number, text)) = lines.next_line()? {
@@ -359,8 +364,13 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
                 previous = now;
             }
             SignColumns::State { column, charge, discharge } => match cells.text(column) {
-                Ok(s) if names(charge, s) => scan.votes.vote(true, current),
-                Ok(s) if names(discharge, s) => scan.votes.vote(false, current),
+                Ok(s) if names(charge, s) || names(discharge, s) => {
+                    scan.state_matched = true;
+                    scan.votes.vote(names(charge, s), current);
+                }
+                Ok(s) if current != 0.0 && scan.other_states.len() < 12 && !scan.other_states.iter().any(|o| o == s.trim()) => {
+                    scan.other_states.push(s.trim().to_owned())
+                }
                 _ => {}
             },
         }
@@ -500,6 +510,27 @@ impl DelimitedReader {
         if scan.data_rows == 0 {
             return Err(Error::in_file(path, format!("no data rows after the header on line {}", header.line)));
         }
+        if let SignColumns::State { column, charge, discharge } = &columns.sign {
+            if !scan.state_matched && !scan.other_states.is_empty() {
+                return Err(Error::in_file(
+                    path,
+                    format!(
+                        "no row's '{}' holds a charge value ({}) or a discharge value ({}); it holds {}",
+                        column.name,
+                        charge.join(", "),
+                        discharge.join(", "),
+                        scan.other_states.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let (SignColumns::State { column, .. }, false) = (&columns.sign, scan.other_states.is_empty()) {
+            metadata.warnings.push(format!(
+                "rows whose '{}' is {} carry current but are neither a charge nor a discharge value: they keep the current's own sign",
+                column.name,
+                scan.other_states.join(", ")
+            ));
+        }
         metadata.sign_from_data = scan.votes.total() > 0;
         let (sign_factor, warning) = decide_sign(&layout.sign, &columns, scan.votes);
         metadata.warnings.extend(warning);
@@ -571,9 +602,13 @@ fn signed_by_state(cells: &Cells, columns: &RowColumns, current: f64) -> Result<
     })
 }
 
-/// Whether a state cell holds one of `values` (case aside).
+/// Whether a state cell holds one of `values`, compared as column names are (case, spaces and
+/// underscores aside: Neware's BTS 7 writes `CC_DChg`, BTS 8 `CC DChg`).
 fn names(values: &[String], state: &str) -> bool {
-    values.iter().any(|v| state.trim().eq_ignore_ascii_case(v))
+    fn key(s: &str) -> impl Iterator<Item = char> + '_ {
+        s.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase)
+    }
+    values.iter().any(|v| key(v).eq(key(state)))
 }
 
 impl CyclerReader for DelimitedReader {
