@@ -516,6 +516,24 @@ fn an_unsigned_current_without_its_state_column_is_refused() {
     assert_eq!(cells.len(), 1);
 }
 
+/// Digatron, Gamry and many spreadsheet exports write a units row under the column names: a
+/// column map skips it, and rows keep their line numbers in errors.
+#[test]
+fn a_column_map_skips_a_units_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(dir.path(), "units.csv", b"Zeit;Strom;Spannung\nh:m:s;A;V\n0:00:00;0;3,5\n0:00:30;1,5;3,6\n0:01:00;x;3,7\n");
+    let map = ColumnMap::from_toml_str(
+        "delimiter = \";\"\nskip_after_header = 1\n[columns]\ntime = \"Zeit\"\ncurrent = \"Strom\"\nvoltage = \"Spannung\"\n",
+        Path::new("map.toml"),
+    )
+    .unwrap();
+    let Err(err) = read(&csv, Format::Mapped, Some(&map)).map(|_| ()) else { panic!("row 5 holds no number") };
+    assert!(err.to_string().contains("row 5, field 'Strom'"), "{err}");
+    std::fs::write(&csv, b"Zeit;Strom;Spannung\nh:m:s;A;V\n0:00:00;0;3,5\n0:00:30;1,5;3,6\n").unwrap();
+    let cell = read(&csv, Format::Mapped, Some(&map)).unwrap();
+    assert_eq!((cell.rows.test_time, cell.rows.current, cell.rows.source_row), (vec![0.0, 30.0], vec![0.0, 1.5], vec![3, 4]));
+}
+
 #[test]
 fn mapped_format_needs_a_column_map_and_others_refuse_one() {
     let map = ColumnMap::from_file(&fixture("mapped_small.toml")).unwrap();

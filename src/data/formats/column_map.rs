@@ -2,7 +2,8 @@
 //!
 //! ```toml
 //! delimiter = ";"          # one character; "\t" for tab
-//! header_line = 3          # 1-based line holding the column names; data starts on the next line
+//! header_line = 3          # 1-based line holding the column names; data starts on the next line…
+//! skip_after_header = 1    # …or this many lines later (a units row under the names)
 //! sign = "discharge_positive"
 //! nominal_capacity_ah = 2.5
 //!
@@ -181,6 +182,9 @@ pub struct ColumnMap {
     /// 1-based line holding the column names; data rows follow it.
     #[serde(default = "default_header_line")]
     pub header_line: u64,
+    /// Lines between the column names and the data to skip (a units row under the header: 1).
+    #[serde(default)]
+    pub skip_after_header: u64,
     pub columns: MappedColumns,
     #[serde(default)]
     pub units: MappedUnits,
@@ -245,9 +249,10 @@ impl ColumnMap {
         Layout {
             format: Format::Mapped,
             delimiters: vec![self.delimiter as u8],
-            header: HeaderAt::Line(self.header_line),
+            header: HeaderAt::Line { line: self.header_line, skip: self.skip_after_header },
             time: column("time", &columns.time, self.units.time.into()),
-            time_may_be_clock: false,
+            // A time column of date-times (Neware's `Realtime`) counts seconds from the first row.
+            time_may_be_clock: true,
             current: column("current", &columns.current, self.units.current.into()),
             voltage: column("voltage", &columns.voltage, self.units.voltage.into()),
             temperature: columns.temperature.as_deref().map(|n| column("temperature", n, self.units.temperature.into())),

@@ -50,8 +50,9 @@ struct Header {
     delimiter: u8,
     names: Vec<String>,
     preamble: Vec<String>,
-    /// Byte offset where the first data line starts.
+    /// Byte offset where the first data line starts, and the number of the line before it.
     data_offset: u64,
+    data_after: u64,
 }
 
 fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
@@ -64,8 +65,8 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     while let Some((number, text)) = lines.next_line()? {
         let search_end = header_search_end(number, text, &mut stated);
         let candidate = match layout.header {
-            HeaderAt::Line(line) if number == line => Some((layout.required().len(), layout.delimiters[0])),
-            HeaderAt::Line(_) => None,
+            HeaderAt::Line { line, .. } if number == line => Some((layout.required().len(), layout.delimiters[0])),
+            HeaderAt::Line { .. } => None,
             HeaderAt::Search => Some(layout.header_score(text, &mut fields)).filter(|&(score, _)| score > 0),
         };
         if let Some((score, delimiter)) = candidate {
@@ -73,7 +74,14 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
             let names = fields.to_strings();
             // A fixed header line is taken as it is; its missing columns are named when resolved.
             if score == layout.required().len() {
-                return Ok(Header { line: number, delimiter, names, preamble, data_offset: lines.offset() });
+                let skip = match layout.header {
+                    HeaderAt::Line { skip, .. } => skip,
+                    HeaderAt::Search => 0,
+                };
+                for _ in 0..skip {
+                    lines.next_line()?;
+                }
+                return Ok(Header { line: number, delimiter, names, preamble, data_offset: lines.offset(), data_after: number + skip });
             }
             if best.as_ref().is_none_or(|b| score > b.0) {
                 best = Some((score, number, delimiter, names));
@@ -93,7 +101,7 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
 
 fn header_line(layout: &Layout) -> u64 {
     match layout.header {
-        HeaderAt::Line(line) => line,
+        HeaderAt::Line { line, .. } => line,
         HeaderAt::Search => 0,
     }
 }
@@ -101,7 +109,7 @@ fn header_line(layout: &Layout) -> u64 {
 fn no_header(path: &Path, layout: &Layout) -> Error {
     let wanted = layout.required().iter().map(|s| format!("{} ({})", s.role, s.expected())).collect::<Vec<_>>();
     let msg = match layout.header {
-        HeaderAt::Line(line) => format!("the file ends before header line {line}"),
+        HeaderAt::Line { line, .. } => format!("the file ends before header line {line}"),
         HeaderAt::Search => format!(
             "no {} column header in the first {HEADER_SEARCH_LINES} lines; expected {}",
             layout.format,
@@ -244,11 +252,11 @@ impl Cells<'_> {
         if let Some(seconds) = parse_elapsed(text, self.decimal_comma) {
             return Ok(seconds);
         }
-        let Some(origin) = clock_origin else { return self.required(column) };
+        let Some(origin) = clock_origin else { return Err(self.error(column, format!("neither a number nor an elapsed time ({ELAPSED_FORMS}): '{text}'"))) };
         // A decimal-comma locale writes the seconds' fraction with a comma too.
         let stamp = parse_clock(text)
             .or_else(|| self.decimal_comma.then(|| parse_clock(&text.replace(',', "."))).flatten())
-            .ok_or_else(|| self.error(column, format!("neither a number nor a date-time: '{text}'")))?;
+            .ok_or_else(|| self.error(column, format!("neither a number, an elapsed time ({ELAPSED_FORMS}) nor a date-time ({CLOCK_FORMS}): '{text}'")))?;
         let origin = *origin.get_or_insert(stamp);
         Ok((stamp - origin).num_microseconds().map_or(f64::NAN, |us| us as f64 * 1e-6))
     }
@@ -281,6 +289,9 @@ fn parse_number(text: &str, decimal_comma: bool) -> Option<f64> {
 
 /// Date-time layouts seen in cycler exports (BioLogic tools write US month-first dates).
 const CLOCK_FORMATS: [&str; 3] = ["%m/%d/%Y %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"];
+/// The time forms as an error names them.
+const ELAPSED_FORMS: &str = "HH:MM:SS, 1d 02:03:04 or 1-02:03:04";
+const CLOCK_FORMS: &str = "MM/DD/YYYY HH:MM:SS or YYYY-MM-DD HH:MM:SS";
 
 fn parse_clock(text: &str) -> Option<NaiveDateTime> {
     CLOCK_FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
@@ -334,7 +345,7 @@ struct Prescan {
 }
 
 fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option<u64>, decimal_comma: bool) -> Result<Prescan> {
-    let mut lines = TextLines::open_at(path, header.data_offset, header.line)?;
+    let mut lines = TextLines::open_at(path, header.data_offset, header.data_after)?;
     let mut fields = Fields::default();
     let mut scan = Prescan { data_rows: 0, votes: SignVotes::default(), state_matched: false, other_states: Vec::new() };
     let mut previous: (Option<f64>, Option<f64>) = (None, None);

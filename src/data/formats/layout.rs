@@ -58,8 +58,9 @@ pub(super) fn header_key(name: &str) -> String {
 pub(super) enum HeaderAt {
     /// The first line, among the first `HEADER_SEARCH_LINES`, naming time, current and voltage.
     Search,
-    /// This 1-based line (column maps say where it is).
-    Line(u64),
+    /// This 1-based line (column maps say where it is), and how many lines under it to skip
+    /// before the data (a units row).
+    Line { line: u64, skip: u64 },
 }
 
 /// How the reader settles which current sign the file uses.
