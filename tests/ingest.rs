@@ -183,6 +183,18 @@ fn current_in_milliamps_labelled_as_amps_is_detected() {
     assert!(cells[0].metadata.contains("is the current in mA labelled as A?"), "{}", cells[0].metadata);
 }
 
+/// Time in hours read as seconds shrinks an estimated capacity 3600× and raises every C-rate
+/// as much: nothing to compare the estimate with, so a warning that names the likely cause.
+#[test]
+fn time_in_hours_read_as_seconds_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hours: Vec<_> = cycle_rows().into_iter().map(|(t, i, v)| (t / 3600.0, i, v)).collect();
+    let cells = ingest(&[write_csv(tmp.path(), "hours.csv", &hours)], &tmp.path().join("out"), &IngestOptions::default()).unwrap();
+    assert!(cells[0].metadata.contains("is the time in minutes or hours read as seconds?"), "{}", cells[0].metadata);
+    let cells = ingest(&[write_csv(tmp.path(), "seconds.csv", &cycle_rows())], &tmp.path().join("out2"), &IngestOptions::default()).unwrap();
+    assert!(!cells[0].metadata.contains("read as seconds"), "{}", cells[0].metadata);
+}
+
 #[test]
 fn estimated_capacity_is_flagged() {
     let tmp = tempfile::tempdir().unwrap();

@@ -263,7 +263,7 @@ pub fn ingest_source(
     }
 
     let derivation = CellDerivation::from_steps(&tracker, given_capacity, given_cutoffs(source, &meta, opts)?);
-    check_units(source, &tracker, &derivation, &extremes, opts)?;
+    let units_warning = check_units(source, &tracker, &derivation, &extremes, opts)?;
     let gap_warning = extremes.gap_warning(derivation.nominal_capacity_ah);
 
     // Pass 2: derive and write the canonical file.
@@ -275,6 +275,7 @@ pub fn ingest_source(
     }
     let mut warnings = meta.warnings.clone();
     warnings.extend(sign_warning);
+    warnings.extend(units_warning);
     warnings.extend(gap_warning);
     warnings.extend(cleaner.warnings());
     warnings.extend(counters.warning());
@@ -449,8 +450,9 @@ impl ExtremeRows {
     }
 }
 
-/// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2).
-fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extremes: &ExtremeRows, opts: &IngestOptions) -> Result<()> {
+/// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2); warns where they only
+/// may be (an estimated capacity has nothing to be checked against).
+fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extremes: &ExtremeRows, opts: &IngestOptions) -> Result<Option<String>> {
     let max_c = tracker.max_abs_current / d.nominal_capacity_ah;
     if !d.capacity_estimated && max_c > opts.max_c_rate {
         return Err(Error::Input {
@@ -488,7 +490,13 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
             ),
         });
     }
-    Ok(())
+    // Time in hours read as seconds makes the estimate 3600× too small and every C-rate that large.
+    Ok((d.capacity_estimated && max_c > opts.max_c_rate).then(|| {
+        format!(
+            "the peak current is {max_c:.0}C of the estimated capacity ({:.4} Ah): is the time in minutes or hours read as seconds?",
+            d.nominal_capacity_ah
+        )
+    }))
 }
 
 /// Enforces strictly increasing time: repeated timestamps and small steps back are dropped with
@@ -532,7 +540,8 @@ impl<'a> TimeCleaner<'a> {
                             Some("test_time"),
                             format!(
                                 "time goes backwards by {:.3} s (from {last} to {t}); tolerance is {} s (--time-tolerance). A file joining \
-                                 two tests restarts its clock there: split it into one file per test",
+                                 two tests restarts its clock there: split it into one file per test; or the column is a step's time, \
+                                 restarting at each step: read the test's total time instead",
                                 last - t,
                                 self.tolerance_s
                             ),
