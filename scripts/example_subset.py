@@ -20,8 +20,8 @@ forms = {
     "graded over two covariates": lambda s, c: s.startswith("fires more often") and "+" in c,
     "graded inside a regime": lambda s, c: s.startswith("fires when") and "more often" in s,
 }
-# …and the yes/no label that fires on the smallest share of the steps it names ("(on 5 % of those steps)").
-shares = [r for r in labels if "of those steps)" in r["label"] and fid(r) not in chosen]
+# …and the yes/no label that fires on the smallest share of the steps it names ("(on 5 % of the steps it names)").
+shares = [r for r in labels if "of the steps it names)" in r["label"] and fid(r) not in chosen]
 if shares:
     rare = min(shares, key=lambda r: float(r["best_test_precision"]))
     chosen.append(fid(rare)); print(f"# a share: {fid(rare)} {rare['label']}", file=sys.stderr)

@@ -256,7 +256,7 @@ fn a_detector_label_on_a_rare_feature_says_how_often_it_fires_there() {
     }
     let share: f64 = labels[0]
         .label
-        .strip_suffix(" % of those steps)")
+        .strip_suffix(" % of the steps it names)")
         .and_then(|s| s.rsplit_once("(on "))
         .unwrap_or_else(|| panic!("no share in '{}'", labels[0].label))
         .1

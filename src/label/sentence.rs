@@ -60,11 +60,13 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
 const STATE_SHARE_BELOW: f64 = 0.5;
 
 /// The accepted label: the sentence, with a detector's held-out share of its steps on which the
-/// feature fires where that is under half ("… (on 4 % of those steps)").
+/// feature fires where that is under half ("… (on 4 % of the steps it names)").
 pub fn label(best: &CandidateResult) -> String {
     let share = best.test.precision;
+    let printed = one_significant(100.0 * share);
     match best.candidate {
-        Candidate::Detector(_) if share < STATE_SHARE_BELOW => format!("{} (on {} % of those steps)", best.sentence, one_significant(100.0 * share)),
+        // Compared as printed: 49.7 % reads "50 %", which is not under half.
+        Candidate::Detector(_) if printed.parse::<f64>().is_ok_and(|p| p < 100.0 * STATE_SHARE_BELOW) => format!("{} (on {printed} % of the steps it names)", best.sentence),
         _ => best.sentence.clone(),
     }
 }
@@ -272,9 +274,10 @@ fn atom_phrase(atom: &Atom, coding: &Coding) -> String {
     interval_phrase(c, what, range)
 }
 
-/// A bound below what a cycler resolves (0.005C, 0.01 mV, 0.001 mV/s) reads as zero: an edge
-/// at 5e-6 C separates "no change" from "a step up", and the sentence says "steps up". The
-/// bin edge itself stays, so the predicate keeps excluding the steps exactly at zero.
+/// A bound below what a cycler resolves (0.0005C, a 2.5 Ah cell's 1.25 mA; 0.001 mV; 0.0001
+/// mV/s) reads as zero: an edge at 5e-6 C separates "no change" from "a step up", and the
+/// sentence says "steps up". The bin edge itself stays, so the predicate keeps excluding the
+/// steps exactly at zero.
 fn at_resolution(c: Covariate, x: f32) -> f32 {
     if x.abs() < resolution(c) { 0.0 } else { x }
 }
@@ -283,9 +286,9 @@ fn at_resolution(c: Covariate, x: f32) -> f32 {
 /// voltage change); 0 for the others.
 pub fn resolution(c: Covariate) -> f32 {
     match c {
-        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => 0.005,
-        Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => 0.01,
-        Covariate::DvDt | Covariate::AbsDvDt => 0.001,
+        Covariate::CRate | Covariate::AbsCRate | Covariate::CRateChangeNext | Covariate::AbsCRateChangeNext | Covariate::LastCurrentStep => 0.0005,
+        Covariate::DvNext | Covariate::AboveLowestVoltage | Covariate::BelowHighestVoltage => 0.001,
+        Covariate::DvDt | Covariate::AbsDvDt => 0.0001,
         _ => 0.0,
     }
 }
@@ -350,12 +353,20 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
     })
 }
 
+/// A bin's lower edge is inclusive and its upper one exclusive; where a bound reads zero, which
+/// side the steps at zero fall on is said ("0 mV or above", "above 0C and below 0.15C").
 fn interval_phrase(c: Covariate, what: &str, range: (Option<f32>, Option<f32>)) -> String {
+    let zero = |x: f32| at_resolution(c, x) == 0.0;
+    let (low_takes_zero, high_takes_zero) = (range.0.is_some_and(|a| zero(a) && a <= 0.0), range.1.is_some_and(|b| zero(b) && b > 0.0));
     match range {
+        (Some(a), None) if low_takes_zero => format!("when {what} is {} or above", value(c, a)),
         (Some(a), None) => format!("when {what} is above {}", value(c, a)),
+        (None, Some(b)) if high_takes_zero => format!("when {what} is {} or below", value(c, b)),
         (None, Some(b)) => format!("when {what} is below {}", value(c, b)),
         // Two bounds that round alike ("between 0C and 0C") are one value.
         (Some(a), Some(b)) if value(c, a) == value(c, b) => format!("when {what} is about {}", value(c, a)),
+        (Some(a), Some(b)) if zero(a) && !low_takes_zero => format!("when {what} is above {} and below {}", value(c, a), value(c, b)),
+        (Some(a), Some(b)) if high_takes_zero => format!("when {what} is between {} and {} inclusive", value(c, a), value(c, b)),
         (Some(a), Some(b)) => format!("when {what} is between {} and {}", value(c, a), value(c, b)),
         (None, None) => String::from("at every step"),
     }
@@ -426,8 +437,8 @@ mod tests {
         let graded = |covariate, increasing, within, half| sentence(&Candidate::Graded { covariate, increasing, within, half, and: None }, &codings_with(rate.clone()));
         assert_eq!(graded(Covariate::AbsCRate, true, Some(Atom::interval(Covariate::CRate, 0, 1)), 0), "fires during discharge, more often the higher the |C-rate|");
         assert_eq!(graded(Covariate::LastCurrentStep, false, None, 0), "fires more often the lower the last current step (signed, + = up)");
-        assert_eq!(half_bound(Covariate::AbsCRateChangeNext, false, 0.001), "where the current holds steady next");
-        assert_eq!(half_bound(Covariate::AbsCRateChangeNext, true, 0.001), "where the current steps up or down next");
+        assert_eq!(half_bound(Covariate::AbsCRateChangeNext, false, 0.0001), "where the current holds steady next");
+        assert_eq!(half_bound(Covariate::AbsCRateChangeNext, true, 0.0001), "where the current steps up or down next");
         assert_eq!(half_bound(Covariate::AbsCRateChangeNext, true, 0.5), "above 0.5C");
         assert_eq!(half_bound(Covariate::CRate, true, 1e-6), "during charge");
         assert_eq!(half_bound(Covariate::CRate, true, 0.0), "at rest or during charge");
@@ -504,12 +515,21 @@ mod tests {
         let steady = Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, 1, 1)]);
         assert_eq!(sentence(&steady, &codings), "fires when the current holds steady next");
         // Small steps of one sign (a CV hold's taper) and bounds just across zero.
-        codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-0.015, -0.008, -0.0049, 0.01]);
+        codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-0.015, -0.008, -0.0004, 0.01]);
         let change = |lo, hi| sentence(&Candidate::all(vec![Atom::interval(Covariate::CRateChangeNext, lo, hi)]), &codings);
         assert_eq!(change(1, 1), "fires when the current steps down by 0.008C to 0.015C next");
         assert_eq!(change(2, 4), "fires when the current does not step down by more than 0.008C next");
-        assert_eq!(change(3, 4), "fires when the current does not step down next", "-0.0049C is below the resolution");
+        assert_eq!(change(3, 4), "fires when the current does not step down next", "-0.0004C is below the resolution");
         assert_eq!(change(0, 3), "fires when the current does not step up by more than 0.01C next");
+        // A bound that reads zero says which side the steps at zero fall on.
+        codings[Covariate::DvNext.index()] = coding(Covariate::DvNext, &[-5.0, 0.0, 1e-6, 5.0]);
+        codings[Covariate::AbsCRate.index()] = coding(Covariate::AbsCRate, &[1e-6, 0.15, 1.0]);
+        let dv = |c, lo, hi| sentence(&Candidate::all(vec![Atom::interval(c, lo, hi)]), &codings);
+        assert_eq!(dv(Covariate::DvNext, 2, 4), "fires when the coming voltage change is 0 mV or above");
+        assert_eq!(dv(Covariate::DvNext, 3, 4), "fires when the coming voltage change is above 0 mV");
+        assert_eq!(dv(Covariate::DvNext, 0, 2), "fires when the coming voltage change is 0 mV or below");
+        assert_eq!(dv(Covariate::DvNext, 1, 2), "fires when the coming voltage change is between -5 mV and 0 mV inclusive");
+        assert_eq!(dv(Covariate::AbsCRate, 1, 1), "fires when |C-rate| is above 0C and below 0.15C");
         // A lower edge at zero takes the steps at zero (rests, steady current) in.
         codings[Covariate::CRate.index()] = coding(Covariate::CRate, &[-0.5, 0.0, 0.5]);
         codings[Covariate::CRateChangeNext.index()] = coding(Covariate::CRateChangeNext, &[-0.5, 0.0, 5e-6, 0.5]);
@@ -527,7 +547,7 @@ mod tests {
         assert_eq!(either(2, 2), "fires when the current steps up or down by more than 0.3C next");
         assert_eq!(either(0, 0), "fires when the current holds steady next");
         // How fast the voltage moves reads as movement either way.
-        codings[Covariate::AbsDvDt.index()] = coding(Covariate::AbsDvDt, &[5e-4, 0.2]);
+        codings[Covariate::AbsDvDt.index()] = coding(Covariate::AbsDvDt, &[5e-5, 0.2]);
         let moving = |lo, hi| sentence(&Candidate::all(vec![Atom::interval(Covariate::AbsDvDt, lo, hi)]), &codings);
         assert_eq!(moving(2, 2), "fires when the voltage moves faster than 0.2 mV/s (up or down)");
         assert_eq!(moving(0, 1), "fires when the voltage moves slower than 0.2 mV/s (up or down)");
