@@ -32,8 +32,8 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
                 Some(g) => {
                     let (second, second_bound) = grade_phrase(g.covariate, g.increasing, g.half, codings);
                     // "below 2 min (time into the step) and above 15 s (time since the last current step)"
-                    let named = |bound: Option<String>, c: Covariate| match reads_alike(*covariate, g.covariate) {
-                        true => bound.map(|b| if b.starts_with("where") { b } else { format!("{b} ({})", noun(c).split(" (").next().unwrap_or_default()) }),
+                    let named = |bound: Option<Bound>, c: Covariate| match reads_alike(*covariate, g.covariate) {
+                        true => bound.map(|(most, b)| (most, if b.starts_with("where") { b } else { format!("{b} ({})", noun(c).split(" (").next().unwrap_or_default()) })),
                         false => bound,
                     };
                     let (mut major, mut minor) = ((first, named(bound, *covariate)), (second, named(second_bound, g.covariate)));
@@ -41,11 +41,9 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
                         std::mem::swap(&mut major, &mut minor);
                     }
                     let joint = if g.share == 5 { "and" } else { "and, less so," };
-                    let halves: Vec<String> = major.1.into_iter().chain(minor.1).collect();
-                    let half = if halves.is_empty() { String::new() } else { format!(", half of its firing {}", halves.join(" and ")) };
-                    format!("more often {} {joint} {}{half}", major.0, minor.0)
+                    format!("more often {} {joint} {}{}", major.0, minor.0, where_firing(major.1.into_iter().chain(minor.1)))
                 }
-                None => format!("more often {first}{}", bound.map_or(String::new(), |b| format!(", half of its firing {b}"))),
+                None => format!("more often {first}{}", where_firing(bound)),
             };
             match within {
                 Some(a) => format!("fires {}, {more}", atom_phrase(a, &codings[a.covariate.index()])),
@@ -91,12 +89,33 @@ fn reads_alike(a: Covariate, b: Covariate) -> bool {
     unit(a) != 0 && unit(a) == unit(b)
 }
 
-/// "the lower the voltage" and where half of the firing lies along it ("below 3.18 V").
-fn grade_phrase(covariate: Covariate, increasing: bool, half: u8, codings: &[Coding]) -> (String, Option<String>) {
+/// Where a scale's firing lies: (true = most of it, where the half lies in the scale's first
+/// code; false = half of it), and the bound.
+type Bound = (bool, String);
+
+/// ", half of its firing below 3.2 V and above 1C, most of its firing where the current holds
+/// steady next".
+fn where_firing(bounds: impl IntoIterator<Item = Bound>) -> String {
+    let (most, half): (Vec<Bound>, Vec<Bound>) = bounds.into_iter().partition(|b| b.0);
+    let part = |bounds: Vec<Bound>, share: &str| match bounds.is_empty() {
+        true => String::new(),
+        false => format!(", {share} of its firing {}", bounds.into_iter().map(|b| b.1).collect::<Vec<_>>().join(" and ")),
+    };
+    format!("{}{}", part(half, "half"), part(most, "most"))
+}
+
+/// "the lower the voltage" and where half of the firing lies along it ("below 3.18 V"); where
+/// the half lies in the scale's first code (no bound on that side), where most of it lies
+/// ("the higher the size of the coming step", most of the firing where the current holds steady).
+fn grade_phrase(covariate: Covariate, increasing: bool, half: u8, codings: &[Coding]) -> (String, Option<Bound>) {
     let noun = noun(covariate);
     let the = if noun.starts_with("the ") { "" } else { "the " };
     let (lo, hi) = codings[covariate.index()].range(half as usize, half as usize);
-    let bound = if increasing { lo } else { hi }.map(|x| half_bound(covariate, increasing, x));
+    let bound = match (increasing, lo, hi) {
+        (true, Some(x), _) | (false, _, Some(x)) => Some((false, half_bound(covariate, increasing, x))),
+        (true, None, Some(x)) | (false, Some(x), None) => Some((true, half_bound(covariate, !increasing, x))),
+        _ => None,
+    };
     (format!("the {} {the}{noun}", if increasing { "higher" } else { "lower" }), bound)
 }
 
@@ -447,6 +466,10 @@ mod tests {
         // C-rate bins: below -1, [-1, 0), [0, 1), from 1.
         assert_eq!(graded(Covariate::CRate, true, None, 3), "fires more often the higher the C-rate (signed, + = charge), half of its firing above 1C");
         assert_eq!(graded(Covariate::CRate, false, None, 1), "fires more often the lower the C-rate (signed, + = charge), half of its firing during discharge");
+        // Half of the firing in the scale's first code: most of it lies there, and the sentence says so.
+        let step = codings_with(coding(Covariate::AbsCRateChangeNext, &[1e-6, 0.3]));
+        let most = Candidate::Graded { covariate: Covariate::AbsCRateChangeNext, increasing: true, within: None, half: 0, and: None };
+        assert_eq!(sentence(&most, &step), "fires more often the higher the size of the coming current step (up or down), most of its firing where the current holds steady next");
     }
 
     #[test]
