@@ -756,8 +756,13 @@ fn utf16_text_is_named_with_how_to_convert_it() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(fixture("arbin_small.csv")).unwrap();
     let utf16: Vec<u8> = [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect();
-    let message = error_of(&write(dir.path(), "unicode.txt", &utf16), None);
+    let path = write(dir.path(), "unicode.txt", &utf16);
+    let message = error_of(&path, None);
     assert!(message.contains("unicode.txt") && message.contains("UTF-16") && message.contains("iconv"), "{message}");
+    // Through a column map too, where no detection runs first.
+    let map = ColumnMap::from_toml_str("[columns]\ntime = \"Test_Time\"\ncurrent = \"Current\"\nvoltage = \"Voltage\"\n", Path::new("map.toml")).unwrap();
+    let Err(err) = read(&path, Format::Mapped, Some(&map)).map(|_| ()) else { panic!("UTF-16 read through a map") };
+    assert!(err.to_string().contains("UTF-16"), "{err}");
 }
 
 #[test]

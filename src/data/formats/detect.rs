@@ -33,11 +33,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
         return Err(Error::in_file(path, "named .parquet but does not start with the Parquet magic bytes 'PAR1'"));
     }
-    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
-        // Windows tools' "Unicode text" exports; the line reader takes UTF-8 and Latin-1 only.
-        let msg = "UTF-16 text (a Windows \"Unicode text\" export); save it as UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 IN > OUT.csv`";
-        return Err(Error::in_file(path, msg));
-    }
+    super::text::refuse_utf16(path, &head)?;
     if looks_binary(&head) {
         return Err(Error::in_file(path, format!("binary content, neither text nor Parquet; {}", supported())));
     }

@@ -11,6 +11,16 @@ use crate::{Error, Result};
 /// Longer lines mean the file is not a text export; the cap keeps memory bounded on such files.
 const MAX_LINE_BYTES: u64 = 1 << 20;
 
+/// Windows tools' "Unicode text" exports (a UTF-16 byte-order mark first) are refused by name:
+/// read as bytes, their column names would print alike and match nothing.
+pub(super) fn refuse_utf16(path: &Path, head: &[u8]) -> Result<()> {
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        let msg = "UTF-16 text (a Windows \"Unicode text\" export); save it as UTF-8, e.g. `iconv -f UTF-16 -t UTF-8 IN > OUT.csv`";
+        return Err(Error::in_file(path, msg));
+    }
+    Ok(())
+}
+
 /// A text file read line by line, with 1-based line numbers and byte offsets.
 pub(super) struct TextLines {
     reader: BufReader<File>,
@@ -24,7 +34,11 @@ pub(super) struct TextLines {
 }
 
 impl TextLines {
+    /// Opens `path` at its start (UTF-16 refused by name: [`refuse_utf16`]).
     pub fn open(path: &Path) -> Result<Self> {
+        let mut start = [0u8; 2];
+        let read = File::open(path).and_then(|mut f| f.read(&mut start)).map_err(|e| Error::io(path, e))?;
+        refuse_utf16(path, &start[..read])?;
         Self::open_at(path, 0, 0)
     }
 
