@@ -55,7 +55,7 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
 
 /// A detector label firing on under half of the steps it names says on how many, so that "fires
 /// during discharge above 1C" is not read as "whenever".
-const STATE_SHARE_BELOW: f64 = 0.5;
+const SHARE_SAID_BELOW: f64 = 0.5;
 
 /// The accepted label: the sentence, with a detector's held-out share of its steps on which the
 /// feature fires where that is under half ("… (on 4 % of the steps it names)").
@@ -64,7 +64,7 @@ pub fn label(best: &CandidateResult) -> String {
     let printed = one_significant(100.0 * share);
     match best.candidate {
         // Compared as printed: 49.7 % reads "50 %", which is not under half.
-        Candidate::Detector(_) if printed.parse::<f64>().is_ok_and(|p| p < 100.0 * STATE_SHARE_BELOW) => format!("{} (on {printed} % of the steps it names)", best.sentence),
+        Candidate::Detector(_) if printed.parse::<f64>().is_ok_and(|p| p < 100.0 * SHARE_SAID_BELOW) => format!("{} (on {printed} % of the steps it names)", best.sentence),
         _ => best.sentence.clone(),
     }
 }
@@ -312,12 +312,19 @@ pub fn resolution(c: Covariate) -> f32 {
     }
 }
 
+/// Whether the lower and the upper bound of `range`, each reading zero, let the steps at exactly
+/// zero in: a bin's lower edge is inclusive (a lower bound at or below 0 takes them), its upper
+/// edge exclusive (an upper bound above 0 takes them).
+fn takes_zero(c: Covariate, range: (Option<f32>, Option<f32>)) -> (bool, bool) {
+    let zero = |x: f32| at_resolution(c, x) == 0.0;
+    (range.0.is_some_and(|a| zero(a) && a <= 0.0), range.1.is_some_and(|b| zero(b) && b > 0.0))
+}
+
 /// Phrases for bounds that read as events or directions rather than numbers on a scale.
 fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<String> {
     let v = |x: f32| value(c, x);
-    // A bound that reads zero may still let the steps at exactly zero in (a bin's lower edge
-    // is inclusive): "C-rate ≥ 0" holds at rest too, and must not read "during charge".
-    let takes_zero = (range.0.is_some_and(|a| a <= 0.0 && at_resolution(c, a) == 0.0), range.1.is_some_and(|b| b > 0.0 && at_resolution(c, b) == 0.0));
+    // "C-rate ≥ 0" holds at rest too, and must not read "during charge".
+    let takes_zero = takes_zero(c, range);
     let range = (range.0.map(|a| at_resolution(c, a)), range.1.map(|b| at_resolution(c, b)));
     Some(match (c, range) {
         (Covariate::CRate, (Some(_), None)) if takes_zero.0 => "at rest or during charge".into(),
@@ -376,7 +383,7 @@ fn event_phrase(c: Covariate, range: (Option<f32>, Option<f32>)) -> Option<Strin
 /// side the steps at zero fall on is said ("0 mV or above", "above 0C and below 0.15C").
 fn interval_phrase(c: Covariate, what: &str, range: (Option<f32>, Option<f32>)) -> String {
     let zero = |x: f32| at_resolution(c, x) == 0.0;
-    let (low_takes_zero, high_takes_zero) = (range.0.is_some_and(|a| zero(a) && a <= 0.0), range.1.is_some_and(|b| zero(b) && b > 0.0));
+    let (low_takes_zero, high_takes_zero) = takes_zero(c, range);
     match range {
         (Some(a), None) if low_takes_zero => format!("when {what} is {} or above", value(c, a)),
         (Some(a), None) => format!("when {what} is above {}", value(c, a)),

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 
 use super::column_map::Sign;
-use super::layout::{header_key, ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
+use super::layout::{header_key, key_chars, ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
 use super::text::{decode_into, Fields, TextLines};
 use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
@@ -374,16 +374,16 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
                 }
                 previous = now;
             }
-            SignColumns::State { column, charge, discharge } => match cells.text(column) {
-                Ok(s) if names(charge, s) || names(discharge, s) => {
+            SignColumns::State { column, charge, discharge } => {
+                let Ok(s) = cells.text(column) else { continue };
+                let charging = names(charge, s);
+                if charging || names(discharge, s) {
                     scan.state_matched = true;
-                    scan.votes.vote(names(charge, s), current);
+                    scan.votes.vote(charging, current);
+                } else if current != 0.0 && scan.other_states.len() < 12 && !scan.other_states.iter().any(|o| o == s.trim()) {
+                    scan.other_states.push(s.trim().to_owned());
                 }
-                Ok(s) if current != 0.0 && scan.other_states.len() < 12 && !scan.other_states.iter().any(|o| o == s.trim()) => {
-                    scan.other_states.push(s.trim().to_owned())
-                }
-                _ => {}
-            },
+            }
         }
     }
     Ok(scan)
@@ -521,25 +521,15 @@ impl DelimitedReader {
         if scan.data_rows == 0 {
             return Err(Error::in_file(path, format!("no data rows after the header on line {}", header.line)));
         }
-        if let SignColumns::State { column, charge, discharge } = &columns.sign {
-            if !scan.state_matched && !scan.other_states.is_empty() {
-                return Err(Error::in_file(
-                    path,
-                    format!(
-                        "no row's '{}' holds a charge value ({}) or a discharge value ({}); it holds {}",
-                        column.name,
-                        charge.join(", "),
-                        discharge.join(", "),
-                        scan.other_states.join(", ")
-                    ),
-                ));
+        if let (SignColumns::State { column, charge, discharge }, false) = (&columns.sign, scan.other_states.is_empty()) {
+            let others = scan.other_states.join(", ");
+            if !scan.state_matched {
+                let msg = format!("no row's '{}' holds a charge value ({}) or a discharge value ({}); it holds {others}", column.name, charge.join(", "), discharge.join(", "));
+                return Err(Error::in_file(path, msg));
             }
-        }
-        if let (SignColumns::State { column, .. }, false) = (&columns.sign, scan.other_states.is_empty()) {
             metadata.warnings.push(format!(
-                "rows whose '{}' is {} carry current but are neither a charge nor a discharge value: they keep the current's own sign",
-                column.name,
-                scan.other_states.join(", ")
+                "rows whose '{}' is {others} carry current but are neither a charge nor a discharge value: they keep the current's own sign",
+                column.name
             ));
         }
         metadata.sign_from_data = scan.votes.total() > 0;
@@ -616,10 +606,7 @@ fn signed_by_state(cells: &Cells, columns: &RowColumns, current: f64) -> Result<
 /// Whether a state cell holds one of `values`, compared as column names are (case, spaces and
 /// underscores aside: Neware's BTS 7 writes `CC_DChg`, BTS 8 `CC DChg`).
 fn names(values: &[String], state: &str) -> bool {
-    fn key(s: &str) -> impl Iterator<Item = char> + '_ {
-        s.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase)
-    }
-    values.iter().any(|v| key(v).eq(key(state)))
+    values.iter().any(|v| key_chars(v).eq(key_chars(state)))
 }
 
 impl CyclerReader for DelimitedReader {

@@ -50,7 +50,12 @@ impl ColumnSpec {
 /// in just these (Arbin's MITS Pro 8 writes `Cycle Index` and `Test Time (s)` where older exports
 /// write `Cycle_Index` and `Test_Time(s)`).
 pub(super) fn header_key(name: &str) -> String {
-    name.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase).collect()
+    key_chars(name).collect()
+}
+
+/// [`header_key`]'s characters, for comparing without allocating (a state cell on every row).
+pub(super) fn key_chars(name: &str) -> impl Iterator<Item = char> + '_ {
+    name.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase)
 }
 
 /// Where the column header is.
