@@ -750,6 +750,27 @@ fn a_semicolon_separated_arbin_export_with_decimal_commas_reads_the_same() {
     resaved_reads_the_same("arbin_small.csv", Format::Arbin, |text| text.replace(',', ";").replace('.', ","));
 }
 
+/// Spreadsheets save formatted cells with thousands grouped (`1,250` mA, or `1.250` in a German
+/// locale): the first cell that shows the decimal mark decides what the other one does, so a
+/// grouped `1,250` in a point-decimal file is 1250, not the 1.25 a decimal comma would make it,
+/// and a cell the style cannot read names the cell that set it.
+#[test]
+fn thousands_separators_read_as_the_file_writes_its_decimals() {
+    let dir = tempfile::tempdir().unwrap();
+    let read_mapped = |name: &str, delimiter: &str, csv: &str| {
+        let map = format!("delimiter = \"{delimiter}\"\n[columns]\ntime = \"Time\"\ncurrent = \"I\"\nvoltage = \"U\"\n[units]\ncurrent = \"mA\"\n");
+        let map = ColumnMap::from_toml_str(&map, Path::new("map.toml")).unwrap();
+        read(&write(dir.path(), name, csv.as_bytes()), Format::Mapped, Some(&map))
+    };
+    let us = read_mapped("us.tsv", "\\t", "Time\tI\tU\n0\t0\t3.6512\n10\t1,250\t3.7001\n20\t-1,250.5\t3.6\n").unwrap();
+    assert_eq!(us.rows.current, [0.0, 1.25, -1.2505]);
+    let german = read_mapped("de.csv", ";", "Time;I;U\n0;0;3,6512\n10;1.250;3,7001\n20;-1.250,5;3,6\n").unwrap();
+    assert_eq!((german.rows.current, german.rows.voltage), (us.rows.current, us.rows.voltage));
+    let Err(err) = read_mapped("mixed.tsv", "\\t", "Time\tI\tU\n0\t0\t3.6512\n10\t500\t3,7001\n").map(|_| ()) else { panic!("a decimal comma in a point file read") };
+    let err = err.to_string();
+    assert!(err.contains("row 3, field 'U'") && err.contains("'3,7001'") && err.contains("row 2's '3.6512'"), "{err}");
+}
+
 /// A "Unicode text" export (UTF-16 with its byte-order mark) is named as such, with the way out.
 #[test]
 fn utf16_text_is_named_with_how_to_convert_it() {
@@ -763,6 +784,22 @@ fn utf16_text_is_named_with_how_to_convert_it() {
     let map = ColumnMap::from_toml_str("[columns]\ntime = \"Test_Time\"\ncurrent = \"Current\"\nvoltage = \"Voltage\"\n", Path::new("map.toml")).unwrap();
     let Err(err) = read(&path, Format::Mapped, Some(&map)).map(|_| ()) else { panic!("UTF-16 read through a map") };
     assert!(err.to_string().contains("UTF-16"), "{err}");
+}
+
+/// Chinese cycler software (Neware, Landt) may save GBK: its names read as Latin-1 match no column
+/// map written in UTF-8, and the refusal says which encoding to convert from; a Latin-1 German
+/// header missing a column gets no such hint.
+#[test]
+fn a_gbk_header_is_refused_with_the_encoding_to_convert_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = ColumnMap::from_toml_str("[columns]\ntime = \"时间\"\ncurrent = \"电流(mA)\"\nvoltage = \"电压(V)\"\n", Path::new("map.toml")).unwrap();
+    let gbk = b"\xca\xb1\xbc\xe4,\xb5\xe7\xc1\xf7(mA),\xb5\xe7\xd1\xb9(V)\n0,0,3.6\n10,500,3.7\n";
+    let Err(err) = read(&write(dir.path(), "gbk.csv", gbk), Format::Mapped, Some(&map)).map(|_| ()) else { panic!("GBK names matched") };
+    assert!(err.to_string().contains("iconv -f GBK"), "{err}");
+    let map = ColumnMap::from_toml_str("delimiter = \";\"\n[columns]\ntime = \"Zeit\"\ncurrent = \"Strom\"\nvoltage = \"Spannung\"\n", Path::new("map.toml")).unwrap();
+    let latin1 = b"Zeit;Strom;Gr\xf6\xdfe;Temperatur/\xb0C\n0;0;3,6;25\n";
+    let Err(err) = read(&write(dir.path(), "de.csv", latin1), Format::Mapped, Some(&map)).map(|_| ()) else { panic!("no Spannung column") };
+    assert!(err.to_string().contains("Spannung") && !err.to_string().contains("iconv"), "{err}");
 }
 
 #[test]

@@ -18,7 +18,8 @@ use chrono::NaiveDateTime;
 
 use super::column_map::Sign;
 use super::layout::{header_key, key_chars, ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
-use super::text::{decode_into, Fields, TextLines};
+use super::numbers::NumberStyle;
+use super::text::{decode_into, looks_misdecoded, Fields, TextLines, MISDECODED_HINT};
 use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
 use crate::{Error, Result};
@@ -40,6 +41,8 @@ pub(super) fn header_search_end(number: u64, text: &str, stated: &mut u64) -> u6
 }
 /// Rows of sign evidence after which the prescan stops (enough to outvote noise).
 const SIGN_EVIDENCE_ROWS: u64 = 500;
+/// Data rows searched for a cell that shows the file's decimal mark.
+const STYLE_EVIDENCE_ROWS: u64 = 10_000;
 
 // ---------------------------------------------------------------------------------------------
 // Header
@@ -62,7 +65,9 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     // (score, line, delimiter, names) of the best candidate so far, for the error message.
     let mut best: Option<(usize, u64, u8, Vec<String>)> = None;
     let mut stated = 0;
+    let mut misdecoded = false;
     while let Some((number, text)) = lines.next_line()? {
+        misdecoded |= looks_misdecoded(text);
         let search_end = header_search_end(number, text, &mut stated);
         let candidate = match layout.header {
             HeaderAt::Line { line, .. } if number == line => Some((layout.required().len(), layout.delimiters[0])),
@@ -95,7 +100,7 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     Err(match (best, lines.line_number()) {
         (_, 0) => Error::in_file(&path, "empty file"),
         (Some((_, number, _, names)), _) => missing_columns(&path, number, &names, &layout.required()),
-        (None, _) => no_header(&path, layout),
+        (None, _) => no_header(&path, layout, misdecoded),
     })
 }
 
@@ -106,7 +111,7 @@ fn header_line(layout: &Layout) -> u64 {
     }
 }
 
-fn no_header(path: &Path, layout: &Layout) -> Error {
+fn no_header(path: &Path, layout: &Layout, misdecoded: bool) -> Error {
     let wanted = layout.required().iter().map(|s| format!("{} ({})", s.role, s.expected())).collect::<Vec<_>>();
     let msg = match layout.header {
         HeaderAt::Line { line, .. } => format!("the file ends before header line {line}"),
@@ -116,7 +121,7 @@ fn no_header(path: &Path, layout: &Layout) -> Error {
             wanted.join(", ")
         ),
     };
-    Error::in_file(path, msg)
+    Error::in_file(path, msg + if misdecoded { MISDECODED_HINT } else { "" })
 }
 
 fn missing_columns(path: &Path, line: u64, names: &[String], specs: &[&ColumnSpec]) -> Error {
@@ -125,7 +130,9 @@ fn missing_columns(path: &Path, line: u64, names: &[String], specs: &[&ColumnSpe
         .filter(|spec| spec.find(names).is_none())
         .map(|spec| format!("{} (expected one of {})", spec.role, spec.expected()))
         .collect();
-    let msg = format!("missing column: {}; the header has: {}", missing.join("; "), names.join(", "));
+    let header = names.join(", ");
+    let hint = if looks_misdecoded(&header) { MISDECODED_HINT } else { "" };
+    let msg = format!("missing column: {}; the header has: {header}{hint}", missing.join("; "));
     Error::at_row(path, line, None, msg)
 }
 
@@ -192,8 +199,7 @@ struct Cells<'a> {
     path: &'a Path,
     row: u64,
     fields: &'a Fields,
-    /// Whether `3,14` may mean 3.14 (semicolon- or tab-separated European exports).
-    decimal_comma: bool,
+    numbers: &'a NumberStyle,
 }
 
 impl Cells<'_> {
@@ -214,7 +220,7 @@ impl Cells<'_> {
         if text.is_empty() {
             return Ok(None);
         }
-        parse_number(text, self.decimal_comma).map(Some).ok_or_else(|| self.error(column, format!("not a number: '{text}'")))
+        self.numbers.parse(text).map(Some).ok_or_else(|| self.error(column, format!("not a number: '{text}'{}", self.numbers.explain())))
     }
 
     /// A finite number in canonical units; empty, NaN and infinite cells are errors.
@@ -246,16 +252,16 @@ impl Cells<'_> {
     /// write it), or a date-time turned into seconds since the first row's.
     fn time(&self, column: &Resolved, clock_origin: Option<&mut Option<NaiveDateTime>>) -> Result<f64> {
         let text = self.text(column)?;
-        if parse_number(text, self.decimal_comma).is_some() {
+        if self.numbers.parse(text).is_some() {
             return self.required(column);
         }
-        if let Some(seconds) = parse_elapsed(text, self.decimal_comma) {
+        if let Some(seconds) = parse_elapsed(text, self.numbers) {
             return Ok(seconds);
         }
         let Some(origin) = clock_origin else { return Err(self.error(column, format!("neither a number nor an elapsed time ({ELAPSED_FORMS}): '{text}'"))) };
         // A decimal-comma locale writes the seconds' fraction with a comma too.
         let stamp = parse_clock(text)
-            .or_else(|| self.decimal_comma.then(|| parse_clock(&text.replace(',', "."))).flatten())
+            .or_else(|| parse_clock(&text.replace(',', ".")))
             .ok_or_else(|| self.error(column, format!("neither a number, an elapsed time ({ELAPSED_FORMS}) nor a date-time ({CLOCK_FORMS}): '{text}'")))?;
         let origin = *origin.get_or_insert(stamp);
         Ok((stamp - origin).num_microseconds().map_or(f64::NAN, |us| us as f64 * 1e-6))
@@ -264,7 +270,7 @@ impl Cells<'_> {
 
 /// `[Nd ]HH:MM:SS[.f]` or `[N-]HH:MM:SS[.f]` (Neware's days) elapsed time in seconds (days
 /// optional, hours may pass 24).
-fn parse_elapsed(text: &str, decimal_comma: bool) -> Option<f64> {
+fn parse_elapsed(text: &str, numbers: &NumberStyle) -> Option<f64> {
     let (days, clock) = match text.trim().split_once(['d', 'D', '-']) {
         Some((days, clock)) => (days.trim().parse::<u32>().ok()?, clock.trim()),
         None => (0, text.trim()),
@@ -275,16 +281,8 @@ fn parse_elapsed(text: &str, decimal_comma: bool) -> Option<f64> {
         return None;
     }
     let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
-    let s = parse_number(s, decimal_comma).filter(|s| (0.0..60.0).contains(s))?;
+    let s = numbers.parse(s).filter(|s| (0.0..60.0).contains(s))?;
     (m < 60).then(|| f64::from(days) * 86400.0 + f64::from(h) * 3600.0 + f64::from(m) * 60.0 + s)
-}
-
-fn parse_number(text: &str, decimal_comma: bool) -> Option<f64> {
-    match text.parse::<f64>() {
-        Ok(v) => Some(v),
-        Err(_) if decimal_comma && text.contains(',') => text.replace(',', ".").parse().ok(),
-        Err(_) => None,
-    }
 }
 
 /// Date-time layouts seen in cycler exports (BioLogic tools write US month-first dates).
@@ -344,7 +342,7 @@ struct Prescan {
     other_states: Vec<String>,
 }
 
-fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option<u64>, decimal_comma: bool) -> Result<Prescan> {
+fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option<u64>, numbers: &NumberStyle) -> Result<Prescan> {
     let mut lines = TextLines::open_at(path, header.data_offset, header.data_after)?;
     let mut fields = Fields::default();
     let mut scan = Prescan { data_rows: 0, votes: SignVotes::default(), state_matched: false, other_states: Vec::new() };
@@ -359,7 +357,7 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
             break;
         }
         fields.split(text, header.delimiter);
-        let cells = Cells { path, row: number, fields: &fields, decimal_comma };
+        let cells = Cells { path, row: number, fields: &fields, numbers };
         // Bad rows are reported by the main pass, with their context; here they are no evidence.
         let Ok(current) = cells.required(&columns.current) else { continue };
         match &columns.sign {
@@ -387,6 +385,28 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
         }
     }
     Ok(scan)
+}
+
+/// The file's number style, from the first cell of its first rows that shows it.
+fn number_style(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option<u64>) -> Result<NumberStyle> {
+    let mut lines = TextLines::open_at(path, header.data_offset, header.data_after)?;
+    let mut fields = Fields::default();
+    let numeric = [Some(&columns.time), Some(&columns.current), Some(&columns.voltage), columns.temperature.as_ref()];
+    while let Some((number, text)) = lines.next_line()? {
+        if number > header.data_after + STYLE_EVIDENCE_ROWS {
+            break;
+        }
+        if Some(number) == skip_line {
+            continue;
+        }
+        fields.split(text, header.delimiter);
+        for cell in numeric.iter().flatten().filter_map(|column| fields.get(column.index)) {
+            if let Some(decimal) = NumberStyle::evidence(cell) {
+                return Ok(NumberStyle::Decided { decimal, row: number, cell: cell.trim().to_owned() });
+            }
+        }
+    }
+    Ok(NumberStyle::Undecided { decimal_comma: header.delimiter != b',' })
 }
 
 /// The factor that makes the file's current + = charge, and a warning when it is not 1.
@@ -496,7 +516,7 @@ pub(super) struct DelimitedReader {
     columns: RowColumns,
     time_may_be_clock: bool,
     clock_origin: Option<NaiveDateTime>,
-    decimal_comma: bool,
+    numbers: NumberStyle,
     /// +1, or −1 when the file writes charge as negative current.
     sign_factor: f64,
     /// A truncated final line, dropped (the warning is already in the metadata).
@@ -516,15 +536,16 @@ impl DelimitedReader {
         if let Some(line) = skip_line {
             metadata.warnings.push(format!("row {line} is cut short (fewer fields than the header) and is the last line; dropped"));
         }
-        let decimal_comma = header.delimiter != b',';
-        let scan = prescan(path, &header, &columns, skip_line, decimal_comma)?;
+        let numbers = number_style(path, &header, &columns, skip_line)?;
+        let scan = prescan(path, &header, &columns, skip_line, &numbers)?;
         if scan.data_rows == 0 {
             return Err(Error::in_file(path, format!("no data rows after the header on line {}", header.line)));
         }
         if let (SignColumns::State { column, charge, discharge }, false) = (&columns.sign, scan.other_states.is_empty()) {
             let others = scan.other_states.join(", ");
             if !scan.state_matched {
-                let msg = format!("no row's '{}' holds a charge value ({}) or a discharge value ({}); it holds {others}", column.name, charge.join(", "), discharge.join(", "));
+                let hint = if looks_misdecoded(&others) { MISDECODED_HINT } else { "" };
+                let msg = format!("no row's '{}' holds a charge value ({}) or a discharge value ({}); it holds {others}{hint}", column.name, charge.join(", "), discharge.join(", "));
                 return Err(Error::in_file(path, msg));
             }
             metadata.warnings.push(format!(
@@ -544,7 +565,7 @@ impl DelimitedReader {
             columns,
             time_may_be_clock: layout.time_may_be_clock,
             clock_origin: None,
-            decimal_comma,
+            numbers,
             sign_factor,
             skip_line,
             metadata,
@@ -577,7 +598,7 @@ impl DelimitedReader {
             let msg = format!("the row has {} fields, the header {}", self.fields.len(), self.header_fields);
             return Err(Error::at_row(&self.path, number, None, msg));
         }
-        let cells = Cells { path: &self.path, row: number, fields: &self.fields, decimal_comma: self.decimal_comma };
+        let cells = Cells { path: &self.path, row: number, fields: &self.fields, numbers: &self.numbers };
         let clock = self.time_may_be_clock.then_some(&mut self.clock_origin);
         let test_time = cells.time(&columns.time, clock)?;
         let current = self.sign_factor * signed_by_state(&cells, columns, cells.required(&columns.current)?)?;

@@ -14,6 +14,7 @@ mod detect;
 mod layout;
 mod maccor;
 mod novonix;
+mod numbers;
 mod parquet_source;
 mod text;
 
