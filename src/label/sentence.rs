@@ -18,7 +18,10 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
             if p.or.is_empty() {
                 return format!("fires {first}");
             }
-            format!("fires {first}, or {}", conjunction(p.or.iter().map(phrase).collect()))
+            // "A while B, or C" reads as "A while (B or C)": regimes of more than one condition
+            // are kept apart by a semicolon.
+            let or = if (p.atoms.len() > 1 && !(p.any && p.atoms.len() == 2)) || p.or.len() > 1 { "; or" } else { ", or" };
+            format!("fires {first}{or} {}", conjunction(p.or.iter().map(phrase).collect()))
         }
         Candidate::Tracker { covariate, increasing, within } => {
             let regime = within.map_or(String::new(), |a| format!(" {}", atom_phrase(&a, &codings[a.covariate.index()])));
@@ -28,7 +31,7 @@ pub fn sentence(candidate: &Candidate, codings: &[Coding]) -> String {
             let (first, bound) = grade_phrase(*covariate, *increasing, *half, codings);
             let more = match and {
                 // "… the lower the voltage and the higher the |C-rate|, half of its firing below
-                // 3.2 V and above 1C"; the scale with the larger share first, "less so" the other.
+                // 3.2 V and half above 1C"; the scale with the larger share first, "less so" the other.
                 Some(g) => {
                     let (second, second_bound) = grade_phrase(g.covariate, g.increasing, g.half, codings);
                     // "below 2 min (time into the step) and above 15 s (time since the last current step)"
@@ -93,15 +96,16 @@ fn reads_alike(a: Covariate, b: Covariate) -> bool {
 /// code; false = half of it), and the bound.
 type Bound = (bool, String);
 
-/// ", half of its firing below 3.2 V and above 1C, most of its firing where the current holds
-/// steady next".
+/// ", half of its firing below 3.2 V and half above 1C", ", half of its firing above 1C and
+/// most where the current holds steady next": each share is of one scale, which "half of its
+/// firing below 3.2 V and above 1C" would not say (it reads as both at once).
 fn where_firing(bounds: impl IntoIterator<Item = Bound>) -> String {
     let (most, half): (Vec<Bound>, Vec<Bound>) = bounds.into_iter().partition(|b| b.0);
-    let part = |bounds: Vec<Bound>, share: &str| match bounds.is_empty() {
-        true => String::new(),
-        false => format!(", {share} of its firing {}", bounds.into_iter().map(|b| b.1).collect::<Vec<_>>().join(" and ")),
-    };
-    format!("{}{}", part(half, "half"), part(most, "most"))
+    let parts: Vec<String> = half.into_iter().chain(most).enumerate().map(|(i, (most, b))| {
+        let share = if most { "most" } else { "half" };
+        if i == 0 { format!("{share} of its firing {b}") } else { format!("{share} {b}") }
+    }).collect();
+    if parts.is_empty() { String::new() } else { format!(", {}", parts.join(" and ")) }
 }
 
 /// "the lower the voltage" and where half of the firing lies along it ("below 3.18 V"); where
@@ -487,16 +491,16 @@ mod tests {
             let and = Grade { covariate: Covariate::AbsCRate, increasing: true, half: 2, share };
             sentence(&Candidate::Graded { covariate: Covariate::Voltage, increasing: false, within: None, half: 0, and: Some(and) }, &codings)
         };
-        assert_eq!(pair(5), "fires more often the lower the voltage and the higher the |C-rate|, half of its firing below 3.2 V and above 1C");
-        assert_eq!(pair(3), "fires more often the lower the voltage and, less so, the higher the |C-rate|, half of its firing below 3.2 V and above 1C");
-        assert_eq!(pair(7), "fires more often the higher the |C-rate| and, less so, the lower the voltage, half of its firing above 1C and below 3.2 V");
+        assert_eq!(pair(5), "fires more often the lower the voltage and the higher the |C-rate|, half of its firing below 3.2 V and half above 1C");
+        assert_eq!(pair(3), "fires more often the lower the voltage and, less so, the higher the |C-rate|, half of its firing below 3.2 V and half above 1C");
+        assert_eq!(pair(7), "fires more often the higher the |C-rate| and, less so, the lower the voltage, half of its firing above 1C and half below 3.2 V");
         // Two scales whose values read alike are named.
         codings[Covariate::CRate.index()] = coding(Covariate::CRate, &[-1.0, 0.0, 1.0]);
         let and = Grade { covariate: Covariate::CRate, increasing: false, half: 0, share: 5 };
         let alike = Candidate::Graded { covariate: Covariate::AbsCRate, increasing: true, within: None, half: 2, and: Some(and) };
         assert_eq!(
             sentence(&alike, &codings),
-            "fires more often the higher the |C-rate| and the lower the C-rate (signed, + = charge), half of its firing above 1C (|C-rate|) and below -1C (C-rate)"
+            "fires more often the higher the |C-rate| and the lower the C-rate (signed, + = charge), half of its firing above 1C (|C-rate|) and half below -1C (C-rate)"
         );
     }
 
@@ -600,7 +604,9 @@ mod tests {
         let narrowed = Candidate::Detector(Predicate { atoms, any: true, or: Vec::new() });
         assert_eq!(sentence(&narrowed, &codings), "fires in the first 60 s of a step, and either when SOC is above 90 % or during discharge above 1C");
         let two_regimes = Predicate { atoms: vec![Atom::interval(Covariate::Soc, 2, 2), Atom::interval(Covariate::StepTime, 0, 0)], any: false, or: vec![Atom::interval(Covariate::CRate, 0, 0)] };
-        assert_eq!(sentence(&Candidate::Detector(two_regimes), &codings), "fires when SOC is above 90 % and in the first 60 s of a step, or during discharge above 1C");
+        assert_eq!(sentence(&Candidate::Detector(two_regimes), &codings), "fires when SOC is above 90 % and in the first 60 s of a step; or during discharge above 1C");
+        let second_of_two = Predicate { atoms: vec![Atom::interval(Covariate::Soc, 2, 2)], any: false, or: vec![Atom::interval(Covariate::CRate, 0, 0), Atom::interval(Covariate::StepTime, 0, 0)] };
+        assert_eq!(sentence(&Candidate::Detector(second_of_two), &codings), "fires when SOC is above 90 %; or during discharge above 1C and in the first 60 s of a step");
     }
 
     #[test]
