@@ -237,6 +237,25 @@ fn a_feature_that_fires_more_often_as_soc_rises_gets_a_graded_label() {
     assert!(matches!(best(1).candidate, Candidate::Detector(_)), "{}", labels[1].label);
 }
 
+/// A feature that tracks SOC on every step gains nothing from a regime: "tracks SOC within
+/// <a regime holding on most steps>" would only narrow the sentence, so no candidate names one.
+#[test]
+fn a_feature_tracking_soc_everywhere_gets_no_regime() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let soc: Vec<Vec<f32>> = covs.iter().map(|c| c.column(Covariate::Soc).iter().map(|&s| 0.05 + s.clamp(0.0, 1.0) * jitter(&mut rng, 0.05)).collect()).collect();
+    let labels = label_features(&activations(&covs, vec![soc]), &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    assert!(labels[0].accepted, "{}", labels[0].label);
+    for c in &labels[0].candidates {
+        let within = match &c.candidate {
+            Candidate::Tracker { within, .. } | Candidate::Graded { within, .. } => *within,
+            Candidate::Detector(_) => None,
+        };
+        assert!(within.is_none(), "'{}' among '{}''s candidates", c.sentence, labels[0].label);
+    }
+}
+
 /// A rare feature that fires on one in twenty CV-hold steps is still a CV-hold feature (its
 /// firing ranks CV holds first), but "fires in CV holds" alone would read as "whenever": the
 /// label says on what share of those steps it fires, and the dense CV-hold feature's does not.

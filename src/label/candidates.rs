@@ -1173,8 +1173,9 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
     let yes_no = |a: &Atom, s: &[BinStats], ranked: &Ranked, w: &Weighting| atom_score(a, &s[a.covariate.index()], ranked, w.total).map_or(0.5, |d| d.auroc);
     let continuous: Vec<usize> = (0..N_COV).filter(|&k| coded.codings[k].covariate.is_scale()).collect();
     let mut out = Vec::new();
+    let plain_on = |s: &[BinStats], k: usize, rising: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rising);
     for &k in &continuous {
-        let plain = |s: &[BinStats], rising: bool| graded_auroc(&s[k].weight, &s[k].fire_weight, rising);
+        let plain = |s: &[BinStats], rising: bool| plain_on(s, k, rising);
         let (rising, _) = graded_direction(&all_fit[k].weight, &all_fit[k].fire_weight);
         let Some(interval) = best_by_auroc(atoms_of(&coded.codings[k]).into_iter().map(|a| (a, yes_no(&a, &all_fit, fit_ranked, fit)))) else { continue };
         if plain(&all_check, rising) >= yes_no(&interval, &all_check, check_ranked, check) + set.min_conjunction_gain {
@@ -1195,7 +1196,9 @@ fn graded(stats: &[BinStats], regimes: &[Atom], scope: &Scope, set: &SearchSetti
         // Of equal scales the first: covariates come in order of preference.
         let Some(best) = scales.map(|s| (s, on_scale(&s, &all_fit, &inside_fit))).filter(|x| x.1.is_finite()).min_by(|a, b| b.1.total_cmp(&a.1)).map(|x| x.0) else { continue };
         let inside_check = bin_stats(firing, &firing.steps, check_ranked, coded, check, Some(&regime));
-        if !(on_scale(&best, &all_check, &inside_check) >= yes_no(&regime, &all_check, check_ranked, check) + set.min_conjunction_gain) {
+        // As for regime trackers, both terms must add.
+        let alone = yes_no(&regime, &all_check, check_ranked, check).max(plain_on(&all_check, best.k, !best.descending));
+        if !(on_scale(&best, &all_check, &inside_check) >= alone + set.min_conjunction_gain) {
             continue;
         }
         let inside = &bin_stats(firing, &firing.steps, ranked, coded, weighting, Some(&regime))[best.k];
@@ -1328,7 +1331,10 @@ fn regime_trackers(regimes: &[Atom], scope: &Scope, set: &SearchSettings, valida
         let Some((k, descending, _)) = best else { continue };
         let scale = TrackerScale { k, within: Some(regime), descending, collapse: false, and: None };
         let on_check = |scale: &TrackerScale| within_cell_spearman(firing, &firing.steps, coded, check, scale);
-        if on_check(&scale) < on_check(&TrackerScale { collapse: true, ..scale }) + set.min_conjunction_gain {
+        // Both terms must add: the scale over the regime alone, the regime over the scale alone
+        // (a regime holding on nearly every step would only narrow the sentence).
+        let alone = on_check(&TrackerScale { collapse: true, ..scale }).max(on_check(&TrackerScale { within: None, ..scale }));
+        if on_check(&scale) < alone + set.min_conjunction_gain {
             continue;
         }
         let stats = bin_stats_one(firing, &firing.steps, ranked, coded, weighting, &scale);
