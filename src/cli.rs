@@ -206,7 +206,7 @@ enum Command {
     },
     /// Import a decoder-only battery transformer trained elsewhere (safetensors, f32, f16 or bf16) as an
     /// ordinary VoltLens model directory. The architecture TOML gives the shape ([model]: norm
-    /// layer_norm|rms_norm, mlp gelu|gelu_tanh|swiglu, positional learned|rotary|none…), the head
+    /// layer_norm|rms_norm, mlp gelu|gelu_tanh|relu|swiglu, positional learned|rotary|none…), the head
     /// ([head] target delta_v|next_voltage, scale, offset), the input channels in order with their
     /// normalisation ([[inputs]] name + mean/std or scale/offset; an unknown name lists them all)
     /// and how tensors are named ([weights] rename = ordered [regex, name] pairs, conv1d,

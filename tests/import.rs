@@ -91,6 +91,7 @@ fn every_architecture_survives_export_and_import() {
         small(ModelConfig { norm: NormKind::RmsNorm, norm_eps: 1e-6, mlp: MlpKind::SwiGlu, final_norm: false, ..ModelConfig::default() }),
         small(ModelConfig { positional: Positional::Learned, mlp: MlpKind::GeluTanh, channels: raw_channels.clone(), ..ModelConfig::default() }),
         small(ModelConfig { positional: Positional::None, head: HeadTarget::NextVoltage, channels: raw_channels, ..ModelConfig::default() }),
+        small(ModelConfig { mlp: MlpKind::Relu, ..ModelConfig::default() }),
     ];
     for (i, cfg) in configs.iter().enumerate() {
         let tmp = tempfile::tempdir().unwrap();
@@ -224,6 +225,105 @@ fn every_unmatched_missing_or_misshapen_tensor_is_named() {
     for name in ["'rotary.inv_freq' matches no rename rule", "'blocks.1.mlp.down.weight' [16, 40] is missing", "'blocks.0.attn.out.weight' has shape [8, 32]"] {
         assert!(err.contains(name), "{name} not in: {err}");
     }
+    // A matrix stored [in, out] is pointed to conv1d; torch.compile's prefix is named; Python's
+    // group references are refused.
+    let (o, i) = (16, 40);
+    tensors.insert("blocks.1.mlp.down.weight".into(), (vec![i, o], vec![0.0; i * o]));
+    let compiled: Tensors = tensors.into_iter().map(|(n, t)| (format!("_orig_mod.{n}"), t)).collect();
+    write_tensors(&weights, &compiled);
+    let err = import_model(&weights, &arch, &tmp.path().join("out"), None, 1e-4).unwrap_err().to_string();
+    assert!(err.contains("starts with '_orig_mod.'"), "{err}");
+    std::fs::write(&arch, arch_with_rules(&export, "rename = [['^_orig_mod\\.(.*)$', '$1']]\n")).unwrap();
+    let err = import_model(&weights, &arch, &tmp.path().join("out"), None, 1e-4).unwrap_err().to_string();
+    assert!(err.contains("'blocks.1.mlp.down.weight' has shape [40, 16]") && err.contains("[weights] conv1d"), "{err}");
+    std::fs::write(&arch, arch_with_rules(&export, "rename = [['^_orig_mod\\.(.*)$', '\\1']]\n")).unwrap();
+    let err = import_model(&weights, &arch, &tmp.path().join("out"), None, 1e-4).unwrap_err().to_string();
+    assert!(err.contains("write $1"), "{err}");
+}
+
+/// What PyTorch code commonly saves imports as it is: a position table as a [1, context, d]
+/// parameter, grouped-query attention's q, k and v fused in one [d + 2·kv·hd, d] matrix, and a
+/// check file in numpy's float64 with the head's [N, T, 1] unsqueezed.
+#[test]
+fn pytorch_idioms_import_as_they_are() {
+    let cfg = small(ModelConfig { positional: Positional::Learned, ..ModelConfig::default() });
+    let (tmp, export) = exported(&cfg, 11);
+    let (d, hd) = (cfg.d_model, cfg.head_dim());
+    // One key/value head for the two query heads: head 1's k and v rows become head 0's.
+    let mut tensors = read_tensors(&export.join("model.safetensors"));
+    for l in 0..cfg.layers {
+        for kind in ["weight", "bias"] {
+            let (_, data) = tensors.get_mut(&format!("blocks.{l}.attn.qkv.{kind}")).unwrap();
+            let width = data.len() / (3 * d);
+            for part in [1, 2] {
+                let head0 = data[(part * d) * width..(part * d + hd) * width].to_vec();
+                data[(part * d + hd) * width..(part * d + 2 * hd) * width].copy_from_slice(&head0);
+            }
+        }
+    }
+    let shared = tmp.path().join("shared.safetensors");
+    write_tensors(&shared, &tensors);
+    let same_rules = "rename = [['^(.*)$', '$1']]\n";
+    let arch = tmp.path().join("arch.toml");
+    std::fs::write(&arch, arch_with_rules(&export, same_rules)).unwrap();
+    import_model(&shared, &arch, &tmp.path().join("shared-model"), None, 1e-4).unwrap();
+    let reference = tmp.path().join("reference");
+    export_model(&tmp.path().join("shared-model"), &reference).unwrap();
+
+    // The same model as PyTorch code saves it.
+    for l in 0..cfg.layers {
+        for kind in ["weight", "bias"] {
+            let (shape, data) = tensors.remove(&format!("blocks.{l}.attn.qkv.{kind}")).unwrap();
+            let width = data.len() / shape[0];
+            let rows = |from: usize, n: usize| data[from * width..(from + n) * width].to_vec();
+            let fused = [rows(0, d), rows(d, hd), rows(2 * d, hd)].concat();
+            let shape = if kind == "weight" { vec![d + 2 * hd, d] } else { vec![d + 2 * hd] };
+            tensors.insert(format!("blocks.{l}.attn.qkv.{kind}"), (shape, fused));
+        }
+    }
+    tensors.get_mut("positions").unwrap().0.insert(0, 1);
+    let foreign = tmp.path().join("foreign.safetensors");
+    write_tensors(&foreign, &tensors);
+    let mut check = read_tensors(&reference.join("check.safetensors"));
+    check.get_mut("outputs").unwrap().0.push(1);
+    let views: Vec<(String, Vec<usize>, Vec<u8>)> = check.iter().map(|(n, (s, v))| (n.clone(), s.clone(), v.iter().flat_map(|x| (*x as f64).to_le_bytes()).collect())).collect();
+    let check_f64 = tmp.path().join("check64.safetensors");
+    let views: Vec<(String, TensorView)> = views.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F64, s.clone(), b).unwrap())).collect();
+    safetensors::tensor::serialize_to_file(views, None, &check_f64).unwrap();
+    std::fs::write(&arch, arch_with_rules(&export, &format!("kv_heads = 1\n{same_rules}"))).unwrap();
+    let summary = import_model(&foreign, &arch, &tmp.path().join("imported"), Some(&check_f64), 1e-6).unwrap();
+    assert!(summary.check.unwrap().max_rel_error < 1e-5);
+    // Without kv_heads the fused matrix's shape says what it is.
+    std::fs::write(&arch, arch_with_rules(&export, same_rules)).unwrap();
+    let err = import_model(&foreign, &arch, &tmp.path().join("refused"), None, 1e-4).unwrap_err().to_string();
+    assert!(err.contains("kv_heads = 1"), "{err}");
+}
+
+/// A NaN in the weights, the check inputs or outputs is refused by name: compared as numbers,
+/// NaN differs by nothing, and a check once passed a model that predicted NaN everywhere.
+#[test]
+fn nan_weights_or_check_values_are_refused() {
+    let cfg = small(ModelConfig::default());
+    let (tmp, export) = exported(&cfg, 12);
+    let rules = "rename = [['^(.*)$', '$1']]\n";
+    let arch = tmp.path().join("arch.toml");
+    std::fs::write(&arch, arch_with_rules(&export, rules)).unwrap();
+    let check = export.join("check.safetensors");
+    let mut tensors = read_tensors(&export.join("model.safetensors"));
+    tensors.get_mut("head.weight").unwrap().1[0] = f32::NAN;
+    let nan_weights = tmp.path().join("nan.safetensors");
+    write_tensors(&nan_weights, &tensors);
+    let err = import_model(&nan_weights, &arch, &tmp.path().join("a"), Some(&check), 1e-4).unwrap_err().to_string();
+    assert!(err.contains("'head.weight' holds 1 NaN"), "{err}");
+    for (tensor, index) in [("outputs", 5), ("inputs", 0)] {
+        let mut values = read_tensors(&check);
+        values.get_mut(tensor).unwrap().1[index] = f32::NAN;
+        let bad = tmp.path().join(format!("bad-{tensor}.safetensors"));
+        write_tensors(&bad, &values);
+        let err = import_model(&export.join("model.safetensors"), &arch, &tmp.path().join("b"), Some(&bad), 1e-4).unwrap_err().to_string();
+        assert!(err.contains(&format!("'{tensor}' holds NaN")), "{err}");
+    }
+    assert!(!tmp.path().join("a").exists() && !tmp.path().join("b").exists());
 }
 
 /// Buffers saved beside the weights (a causal mask, a rotary table, boolean masks and int64

@@ -51,7 +51,7 @@ LAYOUTS = {
 # The architectures `make` writes: a GPT-2 style model reading VoltLens's own channels plus raw
 # current, and a Llama style one reading raw channels and predicting V_{t+1}.
 ARCHS = {
-    "gpt2": """[model]
+    "gpt2": r"""[model]
 layers = 2
 d_model = 64
 heads = 4
@@ -86,21 +86,21 @@ mean = 25.0
 std = 5.0
 
 [weights]
-conv1d = ['^h\\.\\d+\\.(attn|mlp)\\.c_\\w+\\.weight$']
+conv1d = ['^h\.\d+\.(attn|mlp)\.c_\w+\.weight$']
 rename = [
-  ['^input_proj\\.(weight|bias)$', 'embed.$1'],
-  ['^wpe\\.weight$', 'positions'],
-  ['^h\\.(\\d+)\\.ln_1\\.(weight|bias)$', 'blocks.$1.ln_attn.$2'],
-  ['^h\\.(\\d+)\\.attn\\.c_attn\\.(weight|bias)$', 'blocks.$1.attn.qkv.$2'],
-  ['^h\\.(\\d+)\\.attn\\.c_proj\\.(weight|bias)$', 'blocks.$1.attn.out.$2'],
-  ['^h\\.(\\d+)\\.ln_2\\.(weight|bias)$', 'blocks.$1.ln_mlp.$2'],
-  ['^h\\.(\\d+)\\.mlp\\.c_fc\\.(weight|bias)$', 'blocks.$1.mlp.up.$2'],
-  ['^h\\.(\\d+)\\.mlp\\.c_proj\\.(weight|bias)$', 'blocks.$1.mlp.down.$2'],
-  ['^ln_f\\.(weight|bias)$', 'ln_final.$1'],
-  ['^head\\.(weight|bias)$', 'head.$1'],
+  ['^input_proj\.(weight|bias)$', 'embed.$1'],
+  ['^wpe\.weight$', 'positions'],
+  ['^h\.(\d+)\.ln_1\.(weight|bias)$', 'blocks.$1.ln_attn.$2'],
+  ['^h\.(\d+)\.attn\.c_attn\.(weight|bias)$', 'blocks.$1.attn.qkv.$2'],
+  ['^h\.(\d+)\.attn\.c_proj\.(weight|bias)$', 'blocks.$1.attn.out.$2'],
+  ['^h\.(\d+)\.ln_2\.(weight|bias)$', 'blocks.$1.ln_mlp.$2'],
+  ['^h\.(\d+)\.mlp\.c_fc\.(weight|bias)$', 'blocks.$1.mlp.up.$2'],
+  ['^h\.(\d+)\.mlp\.c_proj\.(weight|bias)$', 'blocks.$1.mlp.down.$2'],
+  ['^ln_f\.(weight|bias)$', 'ln_final.$1'],
+  ['^head\.(weight|bias)$', 'head.$1'],
 ]
 """,
-    "llama": """[model]
+    "llama": r"""[model]
 layers = 2
 d_model = 64
 heads = 4
@@ -142,16 +142,16 @@ scale = 0.001
 rope_pairing = "interleaved"
 kv_heads = 2
 rename = [
-  ['^input_proj\\.(weight|bias)$', 'embed.$1'],
-  ['^layers\\.(\\d+)\\.attention_norm\\.weight$', 'blocks.$1.ln_attn.weight'],
-  ['^layers\\.(\\d+)\\.attention\\.w([qkv])\\.weight$', 'blocks.$1.attn.$2.weight'],
-  ['^layers\\.(\\d+)\\.attention\\.wo\\.weight$', 'blocks.$1.attn.out.weight'],
-  ['^layers\\.(\\d+)\\.ffn_norm\\.weight$', 'blocks.$1.ln_mlp.weight'],
-  ['^layers\\.(\\d+)\\.feed_forward\\.w1\\.weight$', 'blocks.$1.mlp.gate.weight'],
-  ['^layers\\.(\\d+)\\.feed_forward\\.w3\\.weight$', 'blocks.$1.mlp.up.weight'],
-  ['^layers\\.(\\d+)\\.feed_forward\\.w2\\.weight$', 'blocks.$1.mlp.down.weight'],
-  ['^norm\\.weight$', 'ln_final.weight'],
-  ['^output\\.weight$', 'head.weight'],
+  ['^input_proj\.(weight|bias)$', 'embed.$1'],
+  ['^layers\.(\d+)\.attention_norm\.weight$', 'blocks.$1.ln_attn.weight'],
+  ['^layers\.(\d+)\.attention\.w([qkv])\.weight$', 'blocks.$1.attn.$2.weight'],
+  ['^layers\.(\d+)\.attention\.wo\.weight$', 'blocks.$1.attn.out.weight'],
+  ['^layers\.(\d+)\.ffn_norm\.weight$', 'blocks.$1.ln_mlp.weight'],
+  ['^layers\.(\d+)\.feed_forward\.w1\.weight$', 'blocks.$1.mlp.gate.weight'],
+  ['^layers\.(\d+)\.feed_forward\.w3\.weight$', 'blocks.$1.mlp.up.weight'],
+  ['^layers\.(\d+)\.feed_forward\.w2\.weight$', 'blocks.$1.mlp.down.weight'],
+  ['^norm\.weight$', 'ln_final.weight'],
+  ['^output\.weight$', 'head.weight'],
 ]
 """,
 }
@@ -283,6 +283,8 @@ class Reference(torch.nn.Module):
             mlp = self.m.get("mlp", "gelu")
             if mlp == "swiglu":
                 inner = F.silu(self.linear(a, b + names["gate"])) * self.linear(a, b + names["up"])
+            elif mlp == "relu":
+                inner = F.relu(self.linear(a, b + names["up"]))
             else:
                 inner = F.gelu(self.linear(a, b + names["up"]), approximate="tanh" if mlp == "gelu_tanh" else "none")
             hidden = hidden + self.linear(inner, b + names["down"])

@@ -41,6 +41,8 @@ pub enum MlpKind {
     /// down(SiLU(gate(x)) ⊙ up(x)) (Llama; Shazeer 2020).
     #[serde(rename = "swiglu")]
     SwiGlu,
+    /// down(ReLU(up(x))): PyTorch's `nn.TransformerEncoderLayer` by default.
+    Relu,
 }
 
 /// What the head's one output per step means.

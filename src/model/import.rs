@@ -157,7 +157,7 @@ const STATED: [(&str, &str); 4] = [
     ("positional", "\"learned\", \"rotary\" or \"none\""),
     ("norm", "\"layer_norm\" or \"rms_norm\""),
     ("norm_eps", "the ε of its norms, e.g. 1e-5"),
-    ("mlp", "\"gelu\" (exact erf), \"gelu_tanh\" or \"swiglu\""),
+    ("mlp", "\"gelu\" (exact erf), \"gelu_tanh\", \"relu\" or \"swiglu\""),
 ];
 
 impl Arch {
@@ -265,6 +265,9 @@ fn expected(cfg: &ModelConfig) -> Vec<Expected> {
 fn rename(spec: &WeightSpec, source: TensorMap, path: &Path) -> Result<(TensorMap, Vec<String>)> {
     let compile = |r: &str| Regex::new(r).map_err(|e| Error::in_file(path, format!("bad regex '{r}': {e}")));
     let rules = spec.rename.iter().map(|(from, to)| Ok((compile(from)?, to.as_str()))).collect::<Result<Vec<_>>>()?;
+    if let Some((_, to)) = rules.iter().find(|(_, to)| Regex::new(r"\\\d").expect("valid").is_match(to)) {
+        return Err(Error::in_file(path, format!("rename target '{to}' refers to a group as Python does (\\1): write $1")));
+    }
     let conv1d = spec.conv1d.iter().map(|r| compile(r)).collect::<Result<Vec<_>>>()?;
     let ignore = spec.ignored(path)?;
     let mut renamed = TensorMap::new();
@@ -346,6 +349,21 @@ fn repeat_kv_heads(tensors: &mut TensorMap, cfg: &ModelConfig, kv: usize, path: 
     }
     let (hd, group) = (cfg.head_dim(), cfg.heads / kv);
     for l in 0..cfg.layers {
+        // A fused qkv of grouped-query attention ([d + 2·kv·hd] rows) is split into q, k and v.
+        for kind in ["weight", "bias"] {
+            let fused = format!("blocks.{l}.attn.qkv.{kind}");
+            if tensors.get(&fused).is_none_or(|(shape, _)| shape[0] != cfg.d_model + 2 * kv * hd) {
+                continue;
+            }
+            let (shape, data) = tensors.remove(&fused).expect("checked");
+            let width = data.len() / shape[0];
+            let mut rows = data.chunks_exact(width);
+            for (p, n) in [("q", cfg.d_model), ("k", kv * hd), ("v", kv * hd)] {
+                let part: Vec<f32> = rows.by_ref().take(n).flatten().copied().collect();
+                let shape = if kind == "weight" { vec![n, width] } else { vec![n] };
+                tensors.insert(format!("blocks.{l}.attn.{p}.{kind}"), (shape, part));
+            }
+        }
         for (p, kind) in ["k", "v"].into_iter().flat_map(|p| ["weight", "bias"].map(|k| (p, k))) {
             let Some((shape, data)) = tensors.get_mut(&format!("blocks.{l}.attn.{p}.{kind}")) else { continue };
             if shape[0] != kv * hd {
@@ -444,28 +462,61 @@ pub fn build<B: Backend>(arch: &Arch, source: TensorMap, path: &Path, device: &B
     }
     let mut model = Lblm::<B>::new(cfg, 0, device);
     let expected = expected(cfg);
+    // Dimensions of one are left out before shapes are compared: a position table saved as a
+    // [1, context, d] parameter or a [max_len, 1, d] buffer is the [context, d] matrix.
+    let squeeze = |shape: &[usize]| -> Vec<usize> { shape.iter().copied().filter(|&n| n != 1).collect() };
     for e in &expected {
         match tensors.remove(&e.name) {
+            Some((_, data)) if data.iter().any(|v| !v.is_finite()) => {
+                problems.push(format!("'{}' holds {} NaN or infinite values", e.name, data.iter().filter(|v| !v.is_finite()).count()));
+            }
+            Some((shape, data)) if squeeze(&shape) == squeeze(&e.shape) => assign(&mut model, &e.name, &e.shape, data, device),
             // Learned positions may cover a longer context than is imported.
-            Some((shape, data)) if e.name == "positions" && shape.len() == 2 && shape[1] == e.shape[1] && shape[0] >= e.shape[0] => {
+            Some((shape, data)) if e.name == "positions" && matches!(squeeze(&shape)[..], [rows, d] if d == e.shape[1] && rows >= e.shape[0]) => {
                 let rows = e.shape[0] * e.shape[1];
                 assign(&mut model, &e.name, &e.shape, data[..rows].to_vec(), device);
             }
-            Some((shape, data)) if shape == e.shape => assign(&mut model, &e.name, &e.shape, data, device),
-            Some((shape, _)) => problems.push(format!("'{}' has shape {shape:?}, expected {:?}", e.name, e.shape)),
+            Some((shape, _)) => problems.push(format!("'{}' has shape {shape:?}, expected {:?}{}", e.name, e.shape, shape_hint(&e.name, &shape, &e.shape, cfg))),
             None if e.optional => {
                 let zeros = vec![0.0; e.shape.iter().product()];
                 assign(&mut model, &e.name, &e.shape, zeros, device);
+            }
+            None if e.name == "ln_final.weight" => {
+                problems.push(format!("'{}' {:?} is missing (a model without a final norm: [model] final_norm = false)", e.name, e.shape))
             }
             None => problems.push(format!("'{}' {:?} is missing (no source tensor is renamed to it)", e.name, e.shape)),
         }
     }
     problems.extend(tensors.keys().map(|n| format!("'{n}' (renamed from the source) is not a tensor of this architecture")));
+    problems.extend(shared_prefix(&unmatched));
     if !problems.is_empty() {
         return Err(Error::in_file(path, format!("{} problem(s):\n  {}", problems.len(), problems.join("\n  "))));
     }
     fold_head(&mut model, arch, device)?;
     Ok(model)
+}
+
+/// Why a source tensor may have the wrong shape, where the shape says.
+fn shape_hint(name: &str, shape: &[usize], expected: &[usize], cfg: &ModelConfig) -> String {
+    let hd = cfg.head_dim();
+    match shape {
+        [a, b] if [*b, *a] == expected => " (stored [in, out], as Hugging Face's Conv1D stores it: list it in [weights] conv1d)".into(),
+        [rows, d] if name.ends_with("attn.qkv.weight") && *d == cfg.d_model && rows > d && (rows - d) % (2 * hd) == 0 => {
+            format!(" (its rows are {} query heads and {} key/value heads of {hd}: grouped-query attention, [weights] kv_heads = {})", cfg.heads, (rows - d) / (2 * hd), (rows - d) / (2 * hd))
+        }
+        _ => String::new(),
+    }
+}
+
+/// A prefix every unmatched source name shares (`_orig_mod.` from `torch.compile`, `module.` from
+/// `DataParallel`, `model.`), which the rename rules must take in.
+fn shared_prefix(unmatched: &[String]) -> Option<String> {
+    let (first, rest) = unmatched.split_first()?;
+    let prefix = first.split_inclusive('.').next().filter(|p| p.ends_with('.'))?;
+    (rest.len() >= 2 && rest.iter().all(|n| n.starts_with(prefix))).then(|| {
+        let escaped = regex::escape(prefix);
+        format!("every unmatched source name starts with '{prefix}': let the rename regexes take it in, e.g. '^{escaped}h\\.(\\d+)…' or '^(?:{escaped})?…'")
+    })
 }
 
 /// Folds the head's offset (and, for a V_{t+1} head, the voltage input) into VoltLens's scaled ΔV:
@@ -532,8 +583,22 @@ pub fn check<B: Backend>(model: &Lblm<B>, arch: &Arch, norm: &InputNorm, file: &
     }
     let (n, t) = (shape[0], shape[1]);
     let raw = tensors::take(&mut map, file, "inputs", &shape)?;
+    // A model without `.squeeze(-1)` on its head writes [N, T, 1].
+    if map.get("outputs").is_some_and(|(s, _)| *s == [n, t, 1]) {
+        map.get_mut("outputs").expect("checked").0 = vec![n, t];
+    }
     let reference = tensors::take(&mut map, file, "outputs", &[n, t])?;
+    let not_finite = |values: &[f32], per: usize| values.iter().position(|v| !v.is_finite()).map(|i| (i / per / t, i / per % t));
+    if let Some((window, step)) = not_finite(&raw, c) {
+        return Err(Error::in_file(file, format!("'inputs' holds NaN or infinite values (first at window {window}, step {step}); check windows must be measured ones")));
+    }
+    if let Some((window, step)) = not_finite(&reference, 1) {
+        return Err(Error::in_file(file, format!("'outputs' holds NaN or infinite values (first at window {window}, step {step})")));
+    }
     let ours = predict_volts(model, arch.head.target, norm, &raw, [n, t, c], device);
+    if let Some(i) = ours.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Config(format!("the imported model predicts NaN or infinite values on the check inputs (first at window {}, step {}): its weights or [[inputs]] normalisation", i / t, i % t)));
+    }
     let max_abs = ours.iter().zip(&reference).fold(0f64, |m, (a, r)| m.max((a - *r as f64).abs()));
     let largest = reference.iter().fold(0f64, |m, r| m.max(r.abs() as f64));
     let max_rel = if largest > 0.0 { max_abs / largest } else { max_abs };
@@ -615,13 +680,24 @@ pub fn import_model(req: &ImportRequest) -> Result<ImportSummary> {
     let model = build::<Flex>(&arch, tensors::read_where(weights, |name| !ignore.is_match(name))?, weights, &device)?;
     let norm = arch.norm()?;
     let check = req.check.map(|f| check(&model, &arch, &norm, f, tolerance, &device)).transpose()?;
+    if check.is_none() {
+        tracing::warn!(
+            "{}: imported without a check file, so nothing compared its predictions with the source's; a post-norm model or a \
+             missed conv1d rule imports without an error: give --check (a pipeline's [model.import] check)",
+            weights.display()
+        );
+    }
     if let Some(report) = check.as_ref().filter(|r| !r.passed) {
         return Err(Error::Config(format!(
             "the imported model's predictions differ from the source's by up to {:.3e} V, {:.2} % of its largest (tolerances {:.1e} V and {} %). \
-             Check the architecture TOML: [model] norm and norm_eps, positional, rope_theta and [weights] rope_pairing, heads and kv_heads, \
-             mlp, [head] and [[inputs]]. VoltLens blocks are pre-norm (x + f(norm(x))); a post-norm model (PyTorch's \
-             nn.TransformerEncoderLayer with norm_first=False) cannot be imported. A reference run in half precision differs by its \
-             rounding: loosen --tolerance and --rel-tolerance (e.g. 2e-3 and 0.05 for bfloat16)",
+             Check the architecture TOML: [model] norm and norm_eps, positional, rope_theta and [weights] rope_pairing (\"half\" for \
+             Hugging Face's Llama, \"interleaved\" for Meta's original code), heads and kv_heads (each key/value head serves \
+             consecutive query heads, as Hugging Face's repeat_kv; code that tiles them with .repeat() groups them otherwise), \
+             [weights] conv1d (a square matrix stored [in, out] imports without a shape error), mlp, [head] and [[inputs]]. \
+             VoltLens blocks are pre-norm (x + f(norm(x))); a post-norm model (PyTorch's nn.TransformerEncoderLayer with \
+             norm_first=False) cannot be imported. A reference run in half precision differs by its rounding: loosen \
+             --tolerance and --rel-tolerance (a pipeline's [model.import] tolerance and rel_tolerance), e.g. 1e-2 and 0.05 for \
+             bfloat16, whose steps near 4 V are 16 mV",
             report.max_abs_error_v,
             100.0 * report.max_rel_error,
             tolerance.volts,

@@ -13,7 +13,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, silu, softmax};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -245,8 +245,9 @@ pub struct Mlp<B: Backend> {
     /// SwiGLU's gate d_model → d_mlp; None for the GELU MLPs.
     pub gate: Option<Linear<B>>,
     pub down: Linear<B>,
-    /// GELU's tanh approximation (GPT-2's `gelu_new`) instead of the exact erf.
-    pub tanh_gelu: bool,
+    /// The activation (from the config, so not saved with the weights).
+    #[module(skip)]
+    pub activation: MlpKind,
 }
 
 impl<B: Backend> Mlp<B> {
@@ -255,16 +256,17 @@ impl<B: Backend> Mlp<B> {
         let up = init.default_linear(cfg.d_model, cfg.d_mlp, device);
         let gate = (cfg.mlp == MlpKind::SwiGlu).then(|| init.default_linear(cfg.d_model, cfg.d_mlp, device));
         let down = init.linear(cfg.d_mlp, cfg.d_model, down_scale, device);
-        Mlp { up, gate, down, tanh_gelu: cfg.mlp == MlpKind::GeluTanh }
+        Mlp { up, gate, down, activation: cfg.mlp }
     }
 
     /// mlp_in [batch, seq, d_model] → mlp_out [batch, seq, d_model].
     pub fn forward(&self, mlp_in: Tensor<B, 3>) -> Tensor<B, 3> {
         let up = self.up.forward(mlp_in.clone()); // [batch, seq, d_mlp]
-        let hidden = match &self.gate {
-            Some(gate) => silu(gate.forward(mlp_in)) * up,
-            None if self.tanh_gelu => gelu_approximate(up),
-            None => gelu(up),
+        let hidden = match (&self.gate, self.activation) {
+            (Some(gate), _) => silu(gate.forward(mlp_in)) * up,
+            (None, MlpKind::GeluTanh) => gelu_approximate(up),
+            (None, MlpKind::Relu) => relu(up),
+            (None, _) => gelu(up),
         };
         self.down.forward(hidden)
     }

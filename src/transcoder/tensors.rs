@@ -24,7 +24,7 @@ pub fn write(path: &Path, tensors: &[Named], metadata: Option<HashMap<String, St
 }
 
 /// All tensors of a file, by name: (shape, data). f16 and bf16 tensors (as other tools write
-/// them) are widened to f32 exactly; other dtypes are an error.
+/// them) are widened to f32 exactly, f64 narrowed; other dtypes are an error naming them all.
 pub fn read(path: &Path) -> Result<TensorMap> {
     read_where(path, |_| true)
 }
@@ -34,20 +34,30 @@ pub fn read(path: &Path) -> Result<TensorMap> {
 pub fn read_where(path: &Path, keep: impl Fn(&str) -> bool) -> Result<TensorMap> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&raw).map_err(|e| Error::in_file(path, not_safetensors(&raw, e)))?;
-    st.tensors()
+    let kept: Vec<_> = st.tensors().into_iter().filter(|(name, _)| keep(name)).collect();
+    let other: Vec<String> = kept.iter().filter(|(_, v)| !matches!(v.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)).map(|(n, v)| format!("'{n}' ({:?})", v.dtype())).collect();
+    if !other.is_empty() {
+        let msg = format!(
+            "{} not floating point (F32, F16, BF16 or F64 expected); buffers saved beside the weights (a causal mask, position ids) \
+             are not weights: leave them out (import-model: [weights] ignore)",
+            other.join(", ")
+        );
+        return Err(Error::in_file(path, msg));
+    }
+    Ok(kept
         .into_iter()
-        .filter(|(name, _)| keep(name))
         .map(|(name, view)| {
             let halves = || view.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
             let data = match view.dtype() {
-                Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                 Dtype::BF16 => halves().map(|h| half::bf16::from_bits(h).to_f32()).collect(),
                 Dtype::F16 => halves().map(|h| half::f16::from_bits(h).to_f32()).collect(),
-                other => return Err(Error::in_file(path, format!("tensor '{name}' is {other:?}, expected F32, F16 or BF16"))),
+                // numpy's default; narrowed as the model computes in f32.
+                Dtype::F64 => view.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+                _ => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             };
-            Ok((name, (view.shape().to_vec(), data)))
+            (name, (view.shape().to_vec(), data))
         })
-        .collect()
+        .collect())
 }
 
 /// Why a file did not read as safetensors, in words: a PyTorch checkpoint (`torch.save` writes a
