@@ -205,14 +205,18 @@ enum Command {
         cells: Vec<String>,
     },
     /// Import a decoder-only battery transformer trained elsewhere (safetensors, f32, f16 or bf16) as an
-    /// ordinary VoltLens model directory. The architecture TOML gives the shape ([model]: norm
-    /// layer_norm|rms_norm, mlp gelu|gelu_tanh|relu|swiglu, positional learned|rotary|none…), the head
-    /// ([head] target delta_v|next_voltage, scale, offset), the input channels in order with their
-    /// normalisation ([[inputs]] name + mean/std or scale/offset; an unknown name lists them all)
-    /// and how tensors are named ([weights] rename = ordered [regex, name] pairs, conv1d,
-    /// rope_pairing half|interleaved, kv_heads for grouped-query attention, ignore = regexes of
-    /// buffers to leave out). See
-    /// examples/pytorch/ for GPT-2 and Llama style files.
+    /// ordinary VoltLens model directory. The architecture TOML gives the shape ([model]: layers,
+    /// d_model, heads, d_mlp, context, final_norm true|false, and always norm layer_norm|rms_norm,
+    /// norm_eps, mlp gelu|gelu_tanh|relu|swiglu, positional learned|rotary|none, rope_theta if
+    /// rotary), the head ([head] target delta_v|next_voltage, scale, offset), the input channels in
+    /// order with their normalisation ([[inputs]] name + mean/std or scale/offset; an unknown name
+    /// lists them all) and how tensors are named ([weights] rename = ordered [regex, name] pairs
+    /// onto VoltLens's names: embed, positions, blocks.N.{ln_attn, attn.qkv or attn.q/k/v,
+    /// attn.out, ln_mlp, mlp.up, mlp.gate, mlp.down}, ln_final, head, each .weight/.bias; conv1d =
+    /// regexes of [in, out] matrices; rope_pairing half (Hugging Face's Llama) | interleaved
+    /// (Meta's original code); kv_heads for grouped-query attention, each key/value head serving
+    /// consecutive query heads; ignore = regexes of buffers to leave out). See examples/pytorch/ for
+    /// GPT-2 and Llama style files.
     ///
     /// Example: voltlens import-model --weights runs/ref/weights.safetensors --config runs/ref/arch.toml --out runs/imported --check runs/ref/check.safetensors
     ImportModel {
@@ -226,14 +230,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// safetensors with `inputs` [N, T, C] (raw channel values) and the source's `outputs`
-        /// [N, T] (volts, in the head's units): the import is kept only if it reproduces them.
+        /// [N, T] or [N, T, 1] (volts, in the head's units; float32 or float64): the import is kept
+        /// only if it reproduces them. Without it a wrong layout may import silently (a warning says so).
         #[arg(long)]
         check: Option<PathBuf>,
         /// Largest tolerated |VoltLens − source| in volts for --check…
         #[arg(long, default_value_t = Tolerance::default().volts)]
         tolerance: f64,
         /// …and that over the largest |source prediction| (a ΔV head's outputs are about a
-        /// millivolt). Loosen both for a reference run in half precision (2e-3, 0.05 for bfloat16).
+        /// millivolt). Loosen both for a reference run in half precision (1e-2, 0.05 for bfloat16).
         #[arg(long, default_value_t = Tolerance::default().relative)]
         rel_tolerance: f64,
         /// A dataset whose cells are split into train / val / test for the transcoder stages
