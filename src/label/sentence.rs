@@ -101,10 +101,15 @@ type Bound = (bool, String);
 /// firing below 3.2 V and above 1C" would not say (it reads as both at once).
 fn where_firing(bounds: impl IntoIterator<Item = Bound>) -> String {
     let (most, half): (Vec<Bound>, Vec<Bound>) = bounds.into_iter().partition(|b| b.0);
-    let parts: Vec<String> = half.into_iter().chain(most).enumerate().map(|(i, (most, b))| {
-        let share = if most { "most" } else { "half" };
-        if i == 0 { format!("{share} of its firing {b}") } else { format!("{share} {b}") }
-    }).collect();
+    let parts: Vec<String> = half
+        .into_iter()
+        .chain(most)
+        .enumerate()
+        .map(|(i, (most, b))| {
+            let share = if most { "most" } else { "half" };
+            if i == 0 { format!("{share} of its firing {b}") } else { format!("{share} {b}") }
+        })
+        .collect();
     if parts.is_empty() { String::new() } else { format!(", {}", parts.join(" and ")) }
 }
 
