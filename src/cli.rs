@@ -1040,7 +1040,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 (None, Some(list)) => ReportScope::Subset(list),
                 (None, None) => ReportScope::All,
             };
-            let summary = crate::pipeline::stages::report_from_run(&run, &out, scope, &["sweep", "circuits"])?;
+            let summary = crate::pipeline::stages::report_from_run(&run, &out, scope, &["sweep", "circuits"], &[])?;
             println!("wrote {} cards; open {}", summary.cards.len(), summary.dir.join("index.html").display());
         }
         Command::Explain { run, cell, from, to, top, out } => {

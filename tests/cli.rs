@@ -52,7 +52,7 @@ fn tiny_pipeline_named(dir: &Path, name: &str) -> String {
          [model.train]\nsteps = 30\nbatch = 8\nwarmup = 2\nval_every = 10\nval_windows = 4\nstride = 8\n\
          [transcoder]\neval_tokens = 512\n[transcoder.config]\nfeatures = 16\nsteps = 20\nbatch = 64\nshuffle_buffer = 256\n\
          [record]\n[mine]\n[label]\nn_shifts = 20\nn_bootstrap = 5\n[circuits]\ntop_features = 2\nwindow = 16\n\
-         [report]\ndir = \"{}\"\n",
+         [report]\ndir = \"{}\"\n[[report.explain]]\ncell = \"synth-0000-cccv\"\nfrom = 0\nto = 3600\ntop = 5\n",
         dir.join("reports").display()
     );
     write(dir, &format!("{name}.toml"), &text)
@@ -181,7 +181,13 @@ fn every_command_runs_on_a_tiny_run() {
     std::fs::create_dir_all(dir.join("runs/tiny/sweep")).unwrap();
     std::fs::write(dir.join("runs/tiny/sweep/pareto.json"), "[{\"stale\": true").unwrap();
     ok(dir, &["run", &pipeline]);
-    assert!(dir.join("reports/tiny/index.html").exists());
+    // The explained stretch is linked from the index, and its page finds the report's stylesheet.
+    let index = std::fs::read_to_string(dir.join("reports/tiny/index.html")).unwrap();
+    let explained = dir.join("reports/tiny/explain/synth-0000-cccv_0-3600s");
+    assert!(index.contains("href=\"explain/synth-0000-cccv_0-3600s/index.html\""), "no link to the explain page");
+    let page = std::fs::read_to_string(explained.join("index.html")).unwrap();
+    let css = page.split("rel=\"stylesheet\" href=\"").nth(1).and_then(|s| s.split('"').next()).unwrap();
+    assert!(explained.join(css).is_file(), "{css} does not resolve from the explain page");
     let again = ok(dir, &["batch", &pipeline]);
     assert!(again.contains("tiny"), "{again}");
     ok(dir, &["report", "runs/tiny", "--out", "report2"]);

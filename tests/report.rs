@@ -57,6 +57,7 @@ pub mod fixture {
                 transcoder_metrics: Some(serde_json::json!({ "fvu": [0.08, 0.12], "l0": [11.5, 14.0], "dead_fraction": 0.1 })),
                 run_config: serde_json::json!({ "run": "report-test", "label": { "n_shifts": 30, "n_bootstrap": 10 }, "circuits": { "dir": self.circuits } }),
                 paths: &[],
+                explained: &[],
             }
         }
     }

@@ -227,7 +227,10 @@
     // The selection goes through the node's own click handler, as a user's click would.
     var id = state.node ? decode(state.node) : null;
     var target = id && svg.querySelector('.node[data-id="' + id.replace(/"/g, '') + '"]');
-    if (target) target.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+    if (target) {
+      target.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+      target.scrollIntoView({ block: 'nearest', inline: 'center' });
+    }
     document.body.dataset.ready = '1';
   }
   slider.addEventListener('input', function () { draw(); writeHash(); });

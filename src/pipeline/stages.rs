@@ -209,10 +209,7 @@ fn run_circuits(cfg: &CircuitsConfig, ctx: &StageContext, out: &Path) -> Result<
 fn run_report(cfg: &ReportStageConfig, ctx: &StageContext, _out: &Path) -> Result<serde_json::Value> {
     let out = crate::report::stage::report_dir(&cfg.dir, &ctx.run_dir);
     let extras: Vec<&str> = ["sweep", "circuits"].into_iter().filter(|s| ctx.stages.contains(s)).collect();
-    let summary = report_from_run(&ctx.run_dir, &out, ReportScope::All, &extras)?;
-    for window in &cfg.explain {
-        crate::report::explain::explain_run(&ctx.run_dir, window, &out.join("explain").join(window.slug()))?;
-    }
+    let summary = report_from_run(&ctx.run_dir, &out, ReportScope::All, &extras, &cfg.explain)?;
     Ok(serde_json::json!({ "dir": summary.dir, "cards": summary.cards.len(), "card_ms_mean": summary.card_ms_mean, "explained": cfg.explain.len() }))
 }
 
@@ -221,7 +218,14 @@ pub use crate::report::stage::Scope as ReportScope;
 /// Draws the report of a finished run from its stage outputs, recomputing nothing upstream
 /// (`voltlens report`). `extras`: which of the optional stages "sweep" and "circuits" to show
 /// (a pipeline passes those it has, so a stale folder of a removed stage is never read).
-pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &[&str]) -> Result<crate::report::ReportSummary> {
+/// `explain`: stretches to explain into `out/explain/<slug>/`, linked from the index.
+pub fn report_from_run(
+    run_dir: &Path,
+    out: &Path,
+    scope: ReportScope,
+    extras: &[&str],
+    explain: &[crate::report::explain::ExplainWindow],
+) -> Result<crate::report::ReportSummary> {
     use crate::io::read_json;
     let stage = |name: &str| run_dir.join(name);
     for needed in ["data", "record", "mine", "label"] {
@@ -268,8 +272,13 @@ pub fn report_from_run(run_dir: &Path, out: &Path, scope: ReportScope, extras: &
         transcoder_metrics: metrics(stage("transcoder").join("metrics.json")),
         run_config: serde_json::Value::Object(run_config),
         paths: &paths,
+        explained: explain,
     };
-    crate::report::stage::run(&inputs, out, scope)
+    let summary = crate::report::stage::run(&inputs, out, scope)?;
+    for window in explain {
+        crate::report::explain::explain_run(run_dir, window, &out.join("explain").join(window.slug()))?;
+    }
+    Ok(summary)
 }
 
 /// The model stage's overall figures for the report, with any flags its evaluation raised about

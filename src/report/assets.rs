@@ -30,7 +30,7 @@ pub fn write_assets(report_dir: &Path) -> Result<()> {
 /// The `<head>` of an explorer page `depth` folders below the report root.
 pub fn head(title: &str, depth: usize) -> String {
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<link rel=\"stylesheet\" href=\"{}{ASSETS_DIR}/explorer.css\">\n</head>\n<body>\n",
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<link rel=\"stylesheet\" href=\"{}{ASSETS_DIR}/explorer.css\">\n</head>\n<body>\n",
         super::html::escape(title),
         "../".repeat(depth)
     )

@@ -163,8 +163,12 @@ pub fn write_explanation(e: &Explanation, dataset: &Dataset, acts: &SparseActiva
 
 fn write_page(e: &Explanation, out_dir: &Path, path: &Path) -> Result<()> {
     let w = &e.window;
-    let mut html = head(&format!("Explain {} {}–{} s · VoltLens", w.cell, w.from, w.to), 0);
+    // Inside a report (explain/<slug>/) the report's assets serve; alone, the folder gets its own.
     let in_report = out_dir.join("../../features").is_dir();
+    if !in_report {
+        crate::report::assets::write_assets(out_dir)?;
+    }
+    let mut html = head(&format!("Explain {} {}–{} s · VoltLens", w.cell, w.from, w.to), if in_report { 2 } else { 0 });
     if in_report {
         html.push_str("<div class=\"nav\"><a href=\"../../index.html\">← all features</a></div>\n");
     }

@@ -52,7 +52,7 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, 
         facts.iter().filter(|f| ctx.label(f.index).is_some_and(|l| l.accepted)).count()
     );
     write_summary_boxes(&mut html, ctx, facts);
-    write_file_links(&mut html, figures, path.parent().unwrap_or(Path::new(".")));
+    write_file_links(&mut html, figures, ctx.inputs.explained, path.parent().unwrap_or(Path::new(".")));
     html.push_str("<h2>Overview</h2>\n");
     for fig in figures {
         let _ = writeln!(
@@ -69,8 +69,8 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, 
 }
 
 /// Every file of the report a reader may want besides the feature pages: the viewer, the
-/// Markdown summaries and the tables (those present in `dir`).
-fn write_file_links(html: &mut String, figures: &[Figure], dir: &Path) {
+/// Markdown summaries, the tables (those present in `dir`) and the explained stretches.
+fn write_file_links(html: &mut String, figures: &[Figure], explained: &[crate::report::explain::ExplainWindow], dir: &Path) {
     let files = [
         (crate::report::graph_page::GRAPH_PAGE, "attribution-graph viewer (interactive)"),
         ("summary.md", "summary (Markdown)"),
@@ -89,6 +89,9 @@ fn write_file_links(html: &mut String, figures: &[Figure], dir: &Path) {
     }
     for fig in figures {
         let _ = write!(html, "<a href=\"{}\">{}</a> · ", escape(&fig.file), escape(&fig.title));
+    }
+    for w in explained {
+        let _ = write!(html, "<a href=\"explain/{}/index.html\">most active features: cell {}, {} – {} s</a> · ", escape(&w.slug()), escape(&w.cell), w.from, w.to);
     }
     html.push_str("</div>\n");
 }

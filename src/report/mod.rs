@@ -73,6 +73,8 @@ pub struct ReportInputs<'a> {
     pub run_config: Value,
     /// Computational paths into some features (those the circuits stage analysed), for their pages.
     pub paths: &'a [crate::circuits::paths::FeaturePaths],
+    /// Stretches explained beside the report (`[[report.explain]]`), linked from the index.
+    pub explained: &'a [explain::ExplainWindow],
 }
 
 /// What a report run wrote, and how long the cards took.
