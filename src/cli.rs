@@ -883,8 +883,8 @@ fn execute(command: Command) -> Result<ExitCode> {
                 println!("wrote {}/timeseries.schema.json and cells.schema.json", dir.display());
             }
             None => {
-                use crate::data::schema::{cells_columns, describe, timeseries_columns};
-                let both = serde_json::json!([describe("timeseries", &timeseries_columns()), describe("cells", &cells_columns())]);
+                use crate::data::schema::{describe, tables};
+                let both: Vec<_> = tables().iter().map(|(name, columns, note)| describe(name, columns, note)).collect();
                 println!("{}", serde_json::to_string_pretty(&both).expect("serialisable"));
             }
         },

@@ -76,7 +76,9 @@ impl CellData {
             Arc::new(values.into_iter().collect::<DictionaryArray<Int32Type>>())
         };
         let columns: Vec<ArrayRef> = vec![
-            dict(vec![self.cell_id.as_str(); n]),
+            // A plain string, as in every other table: a dictionary reads as polars' Categorical,
+            // which does not join a string column.
+            Arc::new(StringArray::from(vec![self.cell_id.as_str(); n])),
             Arc::new(Float64Array::from(self.test_time)),
             Arc::new(Float32Array::from(self.current)),
             Arc::new(Float32Array::from(self.voltage)),

@@ -85,7 +85,7 @@ fn column(name: &'static str, data_type: DataType, nullable: bool, unit: &'stati
 pub fn timeseries_columns() -> Vec<Column> {
     use DataType::*;
     vec![
-        column("cell_id", dictionary_utf8(), false, "", "stable cell id"),
+        column("cell_id", Utf8, false, "", "stable cell id"),
         column("test_time", Float64, false, "s", "strictly increasing within a cell"),
         column("current", Float32, false, "A", "positive = charge, negative = discharge"),
         column("voltage", Float32, false, "V", "terminal voltage"),
@@ -182,8 +182,23 @@ fn same_type(a: &DataType, b: &DataType) -> bool {
     strip(a) == strip(b)
 }
 
+/// The canonical tables: name, columns and what else a reader should know.
+pub fn tables() -> [(&'static str, Vec<Column>, &'static str); 2] {
+    [
+        (
+            "timeseries",
+            timeseries_columns(),
+            "one file per cell; generated cells (synth, PyBaMM) add ground-truth columns gt_* after these, so a folder \
+             mixing them with measured cells reads whole with pyarrow.dataset.dataset(folder, schema=<a generated cell's \
+             schema>) (gt_* null where absent), or without gt_* with polars' scan_parquet(folder + '/*.parquet', \
+             missing_columns='insert', extra_columns='ignore')",
+        ),
+        ("cells", cells_columns(), "one row per cell"),
+    ]
+}
+
 /// The JSON description of a table written under `schemas/`.
-pub fn describe(name: &str, columns: &[Column]) -> serde_json::Value {
+pub fn describe(name: &str, columns: &[Column], note: &str) -> serde_json::Value {
     let cols: Vec<serde_json::Value> = columns
         .iter()
         .map(|c| {
@@ -196,15 +211,15 @@ pub fn describe(name: &str, columns: &[Column]) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "table": name, "columns": cols })
+    serde_json::json!({ "table": name, "note": note, "columns": cols })
 }
 
 /// Writes `timeseries.schema.json` and `cells.schema.json` into `dir`.
 pub fn write_schema_files(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    for (name, columns) in [("timeseries", timeseries_columns()), ("cells", cells_columns())] {
+    for (name, columns, note) in tables() {
         let path = dir.join(format!("{name}.schema.json"));
-        let text = serde_json::to_string_pretty(&describe(name, &columns)).expect("schema is serialisable") + "\n";
+        let text = serde_json::to_string_pretty(&describe(name, &columns, note)).expect("schema is serialisable") + "\n";
         crate::io::write_atomic(&path, text.as_bytes())?;
     }
     Ok(())
@@ -217,10 +232,10 @@ mod tests {
     #[test]
     fn shipped_schema_files_match_the_code() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
-        for (name, columns) in [("timeseries", timeseries_columns()), ("cells", cells_columns())] {
+        for (name, columns, note) in tables() {
             let text = std::fs::read_to_string(dir.join(format!("{name}.schema.json"))).expect("schema file shipped");
             let shipped: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(shipped, describe(name, &columns), "schemas/{name}.schema.json is stale: run `voltlens schema --write schemas`");
+            assert_eq!(shipped, describe(name, &columns, note), "schemas/{name}.schema.json is stale: run `voltlens schema --write schemas`");
         }
     }
 

@@ -193,7 +193,8 @@ impl CovariateRuns {
             }
             for (c, out) in &mut columns {
                 let array = batch.column_by_name(c.name()).ok_or_else(|| Error::in_file(&path, format!("no column {}", c.name())))?;
-                out.extend_from_slice(&downcast::<Float32Array>(array, &path)?.values()[range.clone()]);
+                let values = downcast::<Float32Array>(array, &path)?;
+                out.extend(range.clone().map(|i| if arrow::array::Array::is_null(values, i) { f32::NAN } else { values.value(i) }));
             }
             Ok(())
         })?;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, DictionaryArray, Float32Array, Int32Array, StringArray, UInt16Array, UInt32Array};
+use arrow::array::{Array, ArrayRef, DictionaryArray, Float32Array, StringArray, UInt16Array, UInt32Array};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -25,8 +25,10 @@ fn stored_covariates() -> impl Iterator<Item = Covariate> {
     Covariate::ALL.into_iter().filter(|c| *c != Covariate::Protocol)
 }
 
+/// A plain string column (Parquet still dictionary-encodes its pages): a dictionary type would
+/// read as polars' Categorical, which does not join the string `cell_id` of the other tables.
 fn cell_id_field() -> Field {
-    Field::new("cell_id", DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false)
+    Field::new("cell_id", DataType::Utf8, false)
 }
 
 /// Schema of `activations.parquet`.
@@ -82,11 +84,9 @@ impl RowGroupFile {
     }
 }
 
-/// `keys` (cell indices) against the dataset's cell ids, as the dictionary column.
+/// `keys` (cell indices) as the dataset's cell ids.
 fn cell_id_column(keys: Vec<u32>, cell_ids: &Arc<StringArray>) -> ArrayRef {
-    let keys = Int32Array::from(keys.into_iter().map(|k| k as i32).collect::<Vec<_>>());
-    let values: ArrayRef = cell_ids.clone();
-    Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("keys index the cell ids"))
+    arrow::compute::take(cell_ids.as_ref(), &UInt32Array::from(keys), None).expect("keys index the cell ids")
 }
 
 /// Streams (cell, row, layer, feature, value) rows into `activations.parquet`.
@@ -199,7 +199,9 @@ impl CovariateWriter {
             cell_id_column(std::mem::take(&mut self.cell), &self.cell_ids),
             Arc::new(UInt32Array::from(std::mem::take(&mut self.row))),
         ];
-        columns.extend(self.columns.iter_mut().map(|c| Arc::new(Float32Array::from(std::mem::take(c))) as ArrayRef));
+        // Missing values (SOC of an unanchored cell) are nulls, as in the timeseries, not NaN.
+        let nullable = |c: Vec<f32>| Arc::new(c.into_iter().map(|v| (!v.is_nan()).then_some(v)).collect::<Float32Array>()) as ArrayRef;
+        columns.extend(self.columns.iter_mut().map(|c| nullable(std::mem::take(c))));
         self.file.write(columns)
     }
 
@@ -269,14 +271,31 @@ pub(super) fn downcast<'a, T: 'static>(array: &'a ArrayRef, path: &Path) -> Resu
 /// The dataset index of each row's cell_id.
 pub(super) fn cell_indices(batch: &RecordBatch, index: &HashMap<String, u32>, path: &Path) -> Result<Vec<u32>> {
     let column = batch.column_by_name("cell_id").ok_or_else(|| Error::in_file(path, "no column cell_id"))?;
+    let lookup = |id: &str| index.get(id).copied().ok_or_else(|| Error::in_file(path, format!("cell {id} is not in record.json")));
+    if let Some(ids) = column.as_any().downcast_ref::<StringArray>() {
+        // Rows come grouped by cell: look each run up once.
+        let mut last: Option<(&str, u32)> = None;
+        return ids
+            .iter()
+            .map(|id| {
+                let id = id.ok_or_else(|| Error::in_file(path, "a null cell_id"))?;
+                match last {
+                    Some((l, c)) if l == id => Ok(c),
+                    _ => {
+                        let c = lookup(id)?;
+                        last = Some((id, c));
+                        Ok(c)
+                    }
+                }
+            })
+            .collect();
+    }
+    // Records written before cell_id was a plain string hold a dictionary.
     let dict = downcast::<DictionaryArray<Int32Type>>(column, path)?;
     let values = dict.values().as_any().downcast_ref::<StringArray>().ok_or_else(|| Error::in_file(path, "cell_id is not a utf8 dictionary"))?;
     // Resolve each dictionary value once, then index by key.
     let resolved = (0..values.len())
-        .map(|v| {
-            let id = values.value(v);
-            index.get(id).copied().ok_or_else(|| Error::in_file(path, format!("cell {id} is not in record.json")))
-        })
+        .map(|v| lookup(values.value(v)))
         .collect::<Result<Vec<_>>>()?;
     Ok(dict.keys().values().iter().map(|&k| resolved[k as usize]).collect())
 }
