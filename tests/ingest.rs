@@ -166,6 +166,27 @@ fn a_cell_that_gives_well_past_its_nominal_capacity_is_flagged() {
     assert!(!cells[0].metadata.contains("the nominal capacity of"), "{}", cells[0].metadata);
 }
 
+/// SOH is a full cycle's capacity: the shipped HPPC and GITT cells discharge in stages that stop
+/// near 20 % SOC, 80 % of a fresh cell's capacity, and get no SOH (it read 0.80–0.82), while the
+/// CC-CV cells, discharged to the lower cut-off, read about 1 (also where the cut-off is not
+/// known: their discharge is one step).
+#[test]
+fn a_discharge_that_stops_short_of_the_lower_cutoff_gives_no_soh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = repo().join("data/pybamm-chen2020");
+    let files: Vec<PathBuf> = ["chen2020-11-00-cccv.parquet", "chen2020-11-02-hppc.parquet", "chen2020-11-04-gitt.parquet"].iter().map(|f| src.join(f)).collect();
+    ingest(&files, &tmp.path().join("ds"), &IngestOptions::default()).unwrap();
+    let ds = Dataset::load(&tmp.path().join("ds")).unwrap();
+    for (cell, data) in ds.cells.iter().zip(&ds.data) {
+        let soh: Vec<f32> = data.soh.iter().flatten().copied().collect();
+        if cell.cell_id.contains("cccv") {
+            assert!(!soh.is_empty() && soh.iter().all(|s| (0.95..1.05).contains(s)), "{}: {soh:?}", cell.cell_id);
+        } else {
+            assert!(soh.is_empty(), "{} stops near 20 % SOC, yet SOH {:?}", cell.cell_id, soh.first());
+        }
+    }
+}
+
 #[test]
 fn current_in_milliamps_labelled_as_amps_is_detected() {
     let tmp = tempfile::tempdir().unwrap();

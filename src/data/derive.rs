@@ -346,11 +346,18 @@ fn capacity_measured_fully(steps: &[StepSummary], methods: &[Method], cycles: &[
     let Some(lower) = cutoffs.lower else { return false };
     let tol = crate::data::anchor::tolerance(steps, methods, cutoffs);
     by_cycle.iter().filter(|&&(_, ah)| ah >= (1.0 - FULL_MEASURE_SLACK) * capacity_ah).any(|&(cycle, ah)| {
-        let discharges = || steps.iter().zip(methods).zip(cycles).filter(move |((s, _), &c)| c == cycle && s.state() == State::Discharging);
-        let hours: f64 = discharges().map(|((s, _), _)| s.duration_s() / 3600.0).sum();
-        let to_cutoff = discharges().filter(|((_, m), _)| **m != Method::Pulse).any(|((s, _), _)| s.min_voltage <= lower.volts + tol);
-        hours > 0.0 && ah / hours <= CAPACITY_MAX_C * capacity_ah && to_cutoff
+        let hours: f64 = steps.iter().zip(cycles).filter(|(s, &c)| c == cycle && s.state() == State::Discharging).map(|(s, _)| s.duration_s() / 3600.0).sum();
+        hours > 0.0 && ah / hours <= CAPACITY_MAX_C * capacity_ah && reaches_lower_cutoff(steps, methods, cycles, cycle, lower.volts + tol)
     })
+}
+
+/// Whether a discharge step of `cycle` (not a pulse, whose dip is brief) gets down to `volts`.
+fn reaches_lower_cutoff(steps: &[StepSummary], methods: &[Method], cycles: &[i32], cycle: i32, volts: f64) -> bool {
+    steps
+        .iter()
+        .zip(methods)
+        .zip(cycles)
+        .any(|((s, m), &c)| c == cycle && s.state() == State::Discharging && *m != Method::Pulse && s.min_voltage <= volts)
 }
 
 /// A cycle that discharges more than this multiple of the given nominal capacity says the
@@ -407,16 +414,24 @@ impl CellDerivation {
         if !capacity_estimated {
             warnings.extend(above_nominal(&full, nominal_capacity_ah));
         }
+        let mut soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
+        // A cycle's capacity is its SOH only where its discharge is a full one: most of the
+        // capacity, down to the lower cut-off (an HPPC or GITT sequence that stops at 20 % SOC
+        // removes 80 % of the capacity of a fresh cell). Where the cut-off is unknown (discharges
+        // all as long, which a time limit could have cut), most of it in one sustained step.
+        let tol = crate::data::anchor::tolerance(steps, &step_method, &soc_anchor.cutoffs);
+        let full_cycle = |cycle: i32, ah: f64| {
+            let most = FULL_CYCLE_SHARE * nominal_capacity_ah;
+            ah >= most
+                && match soc_anchor.cutoffs.lower {
+                    Some(lower) => reaches_lower_cutoff(steps, &step_method, &step_cycle, cycle, lower.volts + tol),
+                    None => steps.iter().zip(&step_method).zip(&step_cycle).any(|((s, m), &c)| c == cycle && *m != Method::Pulse && -s.charge_ah >= most),
+                }
+        };
         let step_soh = step_cycle
             .iter()
-            .map(|c| {
-                full.iter()
-                    .find(|(cycle, _)| cycle == c)
-                    .filter(|(_, ah)| *ah >= FULL_CYCLE_SHARE * nominal_capacity_ah)
-                    .map(|(_, ah)| (ah / nominal_capacity_ah) as f32)
-            })
+            .map(|c| full.iter().find(|(cycle, _)| cycle == c).filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|(_, ah)| (ah / nominal_capacity_ah) as f32))
             .collect();
-        let mut soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
         if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, &full, nominal_capacity_ah, &soc_anchor.cutoffs) {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
