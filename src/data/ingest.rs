@@ -499,6 +499,9 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
     }))
 }
 
+/// Rows closer in time than this to the row before repeat its timestamp (no cycler logs faster).
+const SAME_TIME_S: f64 = 1e-6;
+
 /// Enforces strictly increasing time: repeated timestamps and small steps back are dropped with
 /// a warning; a step back beyond the tolerance is an error naming the row. Also rejects NaN/inf.
 struct TimeCleaner<'a> {
@@ -527,7 +530,9 @@ impl<'a> TimeCleaner<'a> {
             }
             let t = chunk.test_time[r];
             if let Some(last) = self.last_time {
-                if t == last {
+                // Within a microsecond is the same time: PyBaMM writes a step's end and the next
+                // step's start 1e-15 s apart, which would make dV/dt 1e12 V/s.
+                if (last..last + SAME_TIME_S).contains(&t) {
                     self.dropped_duplicates += 1;
                     keep[r] = false;
                     continue;
@@ -560,7 +565,7 @@ impl<'a> TimeCleaner<'a> {
     fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.dropped_duplicates > 0 {
-            w.push(format!("dropped {} rows repeating the previous timestamp", self.dropped_duplicates));
+            w.push(format!("dropped {} rows repeating the previous timestamp (within a microsecond)", self.dropped_duplicates));
         }
         if self.dropped_backwards > 0 {
             w.push(format!("dropped {} rows whose time stepped back within the tolerance", self.dropped_backwards));
