@@ -98,7 +98,7 @@ pub fn timeseries_columns() -> Vec<Column> {
         column("method", dictionary_utf8(), false, "", "constant_current / constant_voltage / rest / pulse / other"),
         column("c_rate", Float32, false, "1/h", "current / nominal capacity (signed)"),
         column("soc", Float32, true, "0-1", "coulomb-counted state of charge, anchored; null in a cell with no trustworthy anchor"),
-        column("soh", Float32, true, "0-1", "cycle discharge capacity / nominal, null for partial cycles"),
+        column("soh", Float32, true, "0-1", "cycle discharge capacity / nominal; null unless the cycle discharges most of it down to the lower cut-off (partial cycles, HPPC, GITT)"),
     ]
 }
 
