@@ -475,6 +475,11 @@ enum Command {
         /// every live feature (a small example report).
         #[arg(long)]
         subset: Option<String>,
+        /// Also explain a stretch of a cell, CELL:FROM:TO (times as `voltlens explain` reads
+        /// them, e.g. chen2020-11-05-drive:1800:1h), into explain/<stretch>/, linked from the
+        /// index; repeat for more. The 100 most active features each, as `[[report.explain]]`.
+        #[arg(long, value_name = "CELL:FROM:TO")]
+        explain: Vec<String>,
     },
     /// Which features are most active on a stretch of one cell, with their labels: a table
     /// (explain.parquet and .csv), a page (index.html) and a PNG of the stretch with the top
@@ -1032,7 +1037,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             };
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
-        Command::Report { run, out, features, subset } => {
+        Command::Report { run, out, features, subset, explain } => {
             let out = out.unwrap_or_else(|| crate::report::stage::report_dir(std::path::Path::new("reports"), &run));
             use crate::pipeline::stages::ReportScope;
             let scope = match (&features, &subset) {
@@ -1040,7 +1045,8 @@ fn execute(command: Command) -> Result<ExitCode> {
                 (None, Some(list)) => ReportScope::Subset(list),
                 (None, None) => ReportScope::All,
             };
-            let summary = crate::pipeline::stages::report_from_run(&run, &out, scope, &["sweep", "circuits"], &[])?;
+            let windows = explain.iter().map(|w| crate::report::explain::ExplainWindow::parse(w)).collect::<Result<Vec<_>>>()?;
+            let summary = crate::pipeline::stages::report_from_run(&run, &out, scope, &["sweep", "circuits"], &windows)?;
             println!("wrote {} cards; open {}", summary.cards.len(), summary.dir.join("index.html").display());
         }
         Command::Explain { run, cell, from, to, top, out } => {

@@ -44,6 +44,15 @@ fn default_top() -> usize {
 }
 
 impl ExplainWindow {
+    /// `CELL:FROM:TO` (the cell id may hold colons; times as [`parse_seconds`] reads them).
+    pub fn parse(text: &str) -> Result<ExplainWindow> {
+        let mut parts = text.rsplitn(3, ':');
+        let (Some(to), Some(from), Some(cell)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::Config(format!("'{text}': expected CELL:FROM:TO, e.g. chen2020-11-05-drive:1800:1h")));
+        };
+        Ok(ExplainWindow { cell: cell.to_owned(), from: parse_seconds(from)?, to: parse_seconds(to)?, top: default_top() })
+    }
+
     /// Folder name of this stretch's outputs: `<cell>_<from>-<to>s`.
     pub fn slug(&self) -> String {
         let safe: String = self.cell.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
@@ -278,7 +287,7 @@ pub fn parse_seconds(text: &str) -> Result<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_seconds;
+    use super::{parse_seconds, ExplainWindow};
 
     #[test]
     fn times_parse_with_units_and_bad_ones_are_named() {
@@ -287,5 +296,12 @@ mod tests {
         assert_eq!(parse_seconds("1.5h").unwrap(), 5400.0);
         assert_eq!(parse_seconds("90s").unwrap(), 90.0);
         assert!(parse_seconds("soon").unwrap_err().to_string().contains("'soon'"));
+    }
+
+    #[test]
+    fn a_stretch_reads_as_cell_from_to() {
+        let w = ExplainWindow::parse("lab:cell-7:1800:1h").unwrap();
+        assert_eq!((w.cell.as_str(), w.from, w.to), ("lab:cell-7", 1800.0, 3600.0));
+        assert!(ExplainWindow::parse("cell-7:1800").unwrap_err().to_string().contains("CELL:FROM:TO"));
     }
 }

@@ -92,13 +92,14 @@
     for (var r = 0; r <= outRow; r++) {
       var yy = TOP + (outRow - r) * ROW + ROW / 2;
       el('line', { x1: LEFT - 10, x2: width - PAD / 2, y1: yy, y2: yy, stroke: '#f0f0f0' }, svg);
-      var t = el('text', { x: 8, y: yy + 4, 'font-size': 13, fill: '#444' }, svg);
-      t.textContent = r === 0 ? 'inputs' : r === outRow ? 'prediction' : 'layer ' + (r - 1);
     }
     var tokens = graph.metadata.prompt_tokens || [];
+    // Columns are numbered by the cell's steps, as the subtitle ("steps 1474–1537") and the
+    // feature pages number them; ctx_idx counts from the window's start.
+    var first = +((/steps (\d+)/.exec(graph.metadata.prompt || '') || [0, 0])[1]);
     steps.forEach(function (s) {
       var head = el('text', { x: colX[s], y: 18, 'font-size': 12, fill: '#333' }, svg);
-      head.textContent = 'step ' + s;
+      head.textContent = 'step ' + (first + s);
       // A step's inputs ("4.135V -0.50C") on lines of their own.
       (tokens[s] || '').split(' ').forEach(function (part, k) {
         var tok = el('text', { x: colX[s], y: 34 + 13 * k, 'font-size': 11, fill: '#777' }, svg);
@@ -139,11 +140,18 @@
       shape.addEventListener('click', function (ev) { ev.stopPropagation(); select(selected === n.node_id ? null : n.node_id); });
     });
     svg.querySelector('.background').addEventListener('click', function () { select(null); });
+    // The row names ride along the left edge of the view (`keepRowNames`), over the columns.
+    var names = el('g', { id: 'row-names' }, svg);
+    el('rect', { x: 0, y: TOP, width: LEFT - 16, height: (outRow + 1) * ROW, fill: '#fff', 'fill-opacity': 0.85 }, names);
+    for (var r2 = 0; r2 <= outRow; r2++) {
+      var t = el('text', { x: 8, y: TOP + (outRow - r2) * ROW + ROW / 2 + 4, 'font-size': 13, fill: '#444' }, names);
+      t.textContent = r2 === 0 ? 'inputs' : r2 === outRow ? 'prediction' : 'layer ' + (r2 - 1);
+    }
     // The prediction sits in the last column, whose features run on to its right: scroll only as
-    // far as it takes to bring it into view, keeping the row names where it can.
-    var box = document.getElementById('graph-svg-box');
+    // far as it takes to bring it into view.
     var output = nodes.filter(function (n) { return kind(n) === 'output'; })[0];
     box.scrollLeft = output ? Math.max(0, pos[output.node_id][0] - box.clientWidth * 2 / 3) : box.scrollWidth;
+    keepRowNames();
     document.getElementById('graph-count').textContent = nodes.length + ' nodes, ' + shown.length + ' of ' + links.length + ' edges (|weight| ≥ ' + Math.round(100 * share()) + ' % of the strongest into the same node)';
     highlight(selected);
   }
@@ -193,6 +201,13 @@
     });
   }
 
+  var box = document.getElementById('graph-svg-box');
+  function keepRowNames() {
+    var names = document.getElementById('row-names');
+    if (names) names.setAttribute('transform', 'translate(' + box.scrollLeft + ',0)');
+  }
+  box.addEventListener('scroll', keepRowNames);
+
   function select(id) {
     selected = id;
     Array.prototype.forEach.call(svg.querySelectorAll('.node'), function (e) { e.classList.toggle('selected', e.dataset.id === id); });
@@ -227,7 +242,10 @@
     // The selection goes through the node's own click handler, as a user's click would.
     var id = state.node ? decode(state.node) : null;
     var target = id && svg.querySelector('.node[data-id="' + id.replace(/"/g, '') + '"]');
-    if (target) target.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+    if (target) {
+      target.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+      target.scrollIntoView({ block: 'nearest', inline: 'center' });
+    }
     document.body.dataset.ready = '1';
   }
   slider.addEventListener('input', function () { draw(); writeHash(); });

@@ -20,6 +20,8 @@
   var sorted = '';
 
   function key(row, col) {
+    // L1_F10 after L1_F9: the feature id sorts by layer, then feature.
+    if (col === 'id') return key(row, 'layer') * 1e6 + key(row, 'feature');
     var v = row.dataset[col];
     if (numeric[col]) { var x = parseFloat(v); return isNaN(x) ? -Infinity : x; }
     return (v || '').toLowerCase();
