@@ -355,10 +355,12 @@ fn read_spill(path: &Path, flip: bool) -> Result<impl Iterator<Item = Result<Raw
     }))
 }
 
-/// The cut-off voltages a setting or the source's metadata (`upper_cutoff_v`, `lower_cutoff_v`) states.
+/// The cut-off voltages a setting or the source's metadata states: `upper_cutoff_v` and
+/// `lower_cutoff_v`, else the voltage limits of a PyBaMM experiment in `steps`.
 fn given_cutoffs(source: &Path, meta: &SourceMetadata, opts: &IngestOptions) -> Result<Cutoffs> {
     let given = |setting: Option<f64>, key: &str| -> Result<Option<Cutoff>> {
-        let volts = setting.or_else(|| meta.extra.get(key).and_then(serde_json::Value::as_f64));
+        let stated = meta.extra.get(key).and_then(serde_json::Value::as_f64);
+        let volts = setting.or(stated).or_else(|| experiment_limit(meta, key == "upper_cutoff_v"));
         match volts {
             Some(v) if !(v.is_finite() && v > 0.0 && v < 10.0) => {
                 Err(Error::Config(format!("{}: {key} must be a cell voltage in V, got {v}", source.display())))
@@ -373,6 +375,30 @@ fn given_cutoffs(source: &Path, meta: &SourceMetadata, opts: &IngestOptions) -> 
         }
     }
     Ok(cutoffs)
+}
+
+/// The voltage limit of a PyBaMM experiment's steps (its `Experiment` strings, as the team's
+/// generator stores them in `steps`): the lowest "Discharge … until 3.01 V", or the highest
+/// "Charge … until 4.19 V" / "Hold at 4.19 V". A limit the experiment never states is `None`.
+fn experiment_limit(meta: &SourceMetadata, upper: bool) -> Option<f64> {
+    let steps = meta.extra.get("steps")?.as_array()?;
+    // "until 3.01 V" or "until 3.01V"; never mV, A or C/20.
+    let volts_after = |text: &str, word: &str| -> Option<f64> {
+        let mut words = text[text.find(word)? + word.len()..].split_whitespace();
+        let first = words.next()?;
+        match first.strip_suffix('V') {
+            Some(number) if !number.ends_with('m') => number.parse().ok(),
+            Some(_) => None,
+            None => (words.next() == Some("V")).then(|| first.parse().ok()).flatten(),
+        }
+    };
+    let limits = steps.iter().filter_map(|s| s.as_str()).filter_map(|step| match (upper, step.split_whitespace().next()?) {
+        (false, "Discharge") => volts_after(step, "until "),
+        (true, "Charge") => volts_after(step, "until "),
+        (true, "Hold") => volts_after(step, "Hold at "),
+        _ => None,
+    });
+    if upper { limits.reduce(f64::max) } else { limits.reduce(f64::min) }
 }
 
 /// Canonical rows from cleaned raw rows.
@@ -641,4 +667,29 @@ pub fn synthesize(cfg: &crate::data::synth::SynthConfig, out: &Path) -> Result<V
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
     staging.commit(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_steps(steps: &[&str]) -> SourceMetadata {
+        let mut meta = SourceMetadata::default();
+        meta.extra.insert("steps".into(), serde_json::json!(steps));
+        meta
+    }
+
+    #[test]
+    fn a_pybamm_experiment_states_its_voltage_limits() {
+        let cccv = with_steps(&[
+            "Discharge at 3C until 3.01 V (10 second period)",
+            "Discharge at C/10 for 40 minutes or until 2.8V (30 second period)",
+            "Charge at 1C until 4.19 V (10 second period)",
+            "Hold at 4.2 V until C/20 (10 second period)",
+        ]);
+        assert_eq!((experiment_limit(&cccv, false), experiment_limit(&cccv, true)), (Some(2.8), Some(4.2)));
+        // Limits in other units, or none at all (an HPPC's timed pulses), state no cut-off.
+        let other = with_steps(&["Discharge at 1C until 2800 mV", "Charge at 1C until C/20", "Discharge at 1C for 10 seconds"]);
+        assert_eq!((experiment_limit(&other, false), experiment_limit(&other, true)), (None, None));
+    }
 }
