@@ -19,7 +19,7 @@ use chrono::NaiveDateTime;
 use super::column_map::Sign;
 use super::layout::{header_key, key_chars, ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
 use super::numbers::NumberStyle;
-use super::text::{decode_into, looks_misdecoded, Fields, TextLines, MISDECODED_HINT};
+use super::text::{decode_into, misdecoded_hint, Fields, TextLines};
 use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
 use crate::{Error, Result};
@@ -65,9 +65,12 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     // (score, line, delimiter, names) of the best candidate so far, for the error message.
     let mut best: Option<(usize, u64, u8, Vec<String>)> = None;
     let mut stated = 0;
-    let mut misdecoded = false;
+    // The hint of the first line that looks misdecoded, for a header that is not found.
+    let mut hint = "";
     while let Some((number, text)) = lines.next_line()? {
-        misdecoded |= looks_misdecoded(text);
+        if hint.is_empty() {
+            hint = misdecoded_hint(text);
+        }
         let search_end = header_search_end(number, text, &mut stated);
         let candidate = match layout.header {
             HeaderAt::Line { line, .. } if number == line => Some((layout.required().len(), layout.delimiters[0])),
@@ -100,7 +103,7 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     Err(match (best, lines.line_number()) {
         (_, 0) => Error::in_file(&path, "empty file"),
         (Some((_, number, _, names)), _) => missing_columns(&path, number, &names, &layout.required()),
-        (None, _) => no_header(&path, layout, misdecoded),
+        (None, _) => no_header(&path, layout, hint),
     })
 }
 
@@ -111,7 +114,7 @@ fn header_line(layout: &Layout) -> u64 {
     }
 }
 
-fn no_header(path: &Path, layout: &Layout, misdecoded: bool) -> Error {
+fn no_header(path: &Path, layout: &Layout, hint: &str) -> Error {
     let wanted = layout.required().iter().map(|s| format!("{} ({})", s.role, s.expected())).collect::<Vec<_>>();
     let msg = match layout.header {
         HeaderAt::Line { line, .. } => format!("the file ends before header line {line}"),
@@ -121,7 +124,7 @@ fn no_header(path: &Path, layout: &Layout, misdecoded: bool) -> Error {
             wanted.join(", ")
         ),
     };
-    Error::in_file(path, msg + if misdecoded { MISDECODED_HINT } else { "" })
+    Error::in_file(path, msg + hint)
 }
 
 fn missing_columns(path: &Path, line: u64, names: &[String], specs: &[&ColumnSpec]) -> Error {
@@ -131,8 +134,7 @@ fn missing_columns(path: &Path, line: u64, names: &[String], specs: &[&ColumnSpe
         .map(|spec| format!("{} (expected one of {})", spec.role, spec.expected()))
         .collect();
     let header = names.join(", ");
-    let hint = if looks_misdecoded(&header) { MISDECODED_HINT } else { "" };
-    let msg = format!("missing column: {}; the header has: {header}{hint}", missing.join("; "));
+    let msg = format!("missing column: {}; the header has: {header}{}", missing.join("; "), misdecoded_hint(&header));
     Error::at_row(path, line, None, msg)
 }
 
@@ -544,8 +546,13 @@ impl DelimitedReader {
         if let (SignColumns::State { column, charge, discharge }, false) = (&columns.sign, scan.other_states.is_empty()) {
             let others = scan.other_states.join(", ");
             if !scan.state_matched {
-                let hint = if looks_misdecoded(&others) { MISDECODED_HINT } else { "" };
-                let msg = format!("no row's '{}' holds a charge value ({}) or a discharge value ({}); it holds {others}{hint}", column.name, charge.join(", "), discharge.join(", "));
+                let msg = format!(
+                    "no row's '{}' holds a charge value ({}) or a discharge value ({}); it holds {others}{}",
+                    column.name,
+                    charge.join(", "),
+                    discharge.join(", "),
+                    misdecoded_hint(&others)
+                );
                 return Err(Error::in_file(path, msg));
             }
             metadata.warnings.push(format!(

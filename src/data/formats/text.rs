@@ -21,21 +21,22 @@ pub(super) fn refuse_utf16(path: &Path, head: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Whether `text` looks like a double-byte encoding (GBK, Big5, Shift-JIS) read as Latin-1:
-/// runs of accented letters and control characters where Chinese or Japanese names stood. Latin-1
-/// text ("Größe", "°C") has a few such letters, not a fifth of its characters.
-pub(super) fn looks_misdecoded(text: &str) -> bool {
+/// What to append to an error about `text` (names, values) where it looks like a double-byte
+/// encoding (GBK, Big5, Shift-JIS) read as Latin-1: runs of accented letters and control
+/// characters where Chinese or Japanese names stood; else nothing. Latin-1 text ("Größe", "°C")
+/// has a few such letters, not a fifth of its characters.
+pub(super) fn misdecoded_hint(text: &str) -> &'static str {
     let high = |c: &char| ('\u{80}'..='\u{ff}').contains(c);
     let chars: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
     let count = chars.iter().filter(|c| high(c)).count();
     let run = chars.windows(2).any(|w| high(&w[0]) && high(&w[1]));
-    count >= 4 && run && count * 5 >= chars.len()
+    if count >= 4 && run && count * 5 >= chars.len() {
+        "; these names are not UTF-8 and read as Latin-1 they look garbled: if the file is in a Chinese or Japanese \
+         encoding (GBK, Big5, Shift-JIS), save it as UTF-8 first, e.g. `iconv -f GBK -t UTF-8 IN > OUT.csv`"
+    } else {
+        ""
+    }
 }
-
-/// Appended to an error about text that [`looks_misdecoded`].
-pub(super) const MISDECODED_HINT: &str = "; these names are not UTF-8 and read as Latin-1 they look garbled: \
-    if the file is in a Chinese or Japanese encoding (GBK, Big5, Shift-JIS), save it as UTF-8 first, \
-    e.g. `iconv -f GBK -t UTF-8 IN > OUT.csv`";
 
 /// A text file read line by line, with 1-based line numbers and byte offsets.
 pub(super) struct TextLines {
