@@ -5,6 +5,8 @@
 //! 2. `Derivation` (built from the steps) turns each row into dt, step_time, state, method, c_rate,
 //!    soc and soh.
 
+use std::collections::HashMap;
+
 use crate::data::anchor::{find_anchors, CellAnchors, Cutoffs};
 use crate::data::cells::AnchorMethod;
 use crate::data::current_sign::CurrentResponse;
@@ -428,10 +430,10 @@ impl CellDerivation {
                     None => steps.iter().zip(&step_method).zip(&step_cycle).any(|((s, m), &c)| c == cycle && *m != Method::Pulse && -s.charge_ah >= most),
                 }
         };
-        let step_soh = step_cycle
-            .iter()
-            .map(|c| full.iter().find(|(cycle, _)| cycle == c).filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|(_, ah)| (ah / nominal_capacity_ah) as f32))
-            .collect();
+        // Decided once per cycle (each decision scans the steps), then spread over its steps.
+        let soh_of: HashMap<i32, f32> =
+            full.iter().filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|&(cycle, ah)| (cycle, (ah / nominal_capacity_ah) as f32)).collect();
+        let step_soh = step_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
         if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, &full, nominal_capacity_ah, &soc_anchor.cutoffs) {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
