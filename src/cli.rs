@@ -49,7 +49,8 @@ enum Command {
     /// jump and constant-current step), and reported.
     /// SOC is anchored at the end of a charge tapering at the upper cut-off, else at a C/10
     /// discharge reaching the lower one, else from rest voltages through the OCV-SOC relation of
-    /// the dataset's anchored cells of the same type; a cell with no trustworthy anchor gets a
+    /// the dataset's anchored cells of the same type (chemistry, stated PyBaMM parameter set,
+    /// nominal capacity, cut-offs); a cell with no trustworthy anchor gets a
     /// null soc (its anchor method and stated error are in cells.parquet and `inspect`).
     ///
     /// Example: voltlens ingest data/cyclers data/pybamm-chen2020 --out runs/my-data

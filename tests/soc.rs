@@ -248,3 +248,46 @@ fn the_shared_cycler_files_get_plausible_anchors() {
         }
     }
 }
+
+/// Ingests `dirs` together; each cell's anchor method and SOC by cell id.
+fn anchors(dirs: &[PathBuf]) -> std::collections::HashMap<String, (AnchorMethod, Vec<f32>)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ingest(dirs, &out, &IngestOptions::default()).unwrap();
+    let ds = Dataset::load(&out).unwrap();
+    ds.cells.iter().zip(&ds.data).map(|(info, data)| (info.cell_id.clone(), (info.anchor_method, data.soc.clone()))).collect()
+}
+
+#[test]
+fn two_designs_of_one_capacity_in_one_folder_lend_no_ocv_to_each_other() {
+    // Chen2020 and Mohtat2020 cells are both 5 Ah with no chemistry stated: read together, each
+    // set's rests made one relation of two OCV curves, too scattered to anchor the partial cells.
+    let (Some(chen), Some(mohtat)) = (shared("pybamm-chen2020"), shared("pybamm-mohtat2020")) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let some_chen = tmp.path().join("chen");
+    std::fs::create_dir(&some_chen).unwrap();
+    // The first twelve cells: two of each protocol, the HPPC cells' rests and two partial cells.
+    let ids: Vec<String> = (0..12).map(|i| format!("chen2020-11-{i:02}")).collect();
+    let mut kept = Vec::new();
+    for entry in std::fs::read_dir(&chen).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if ids.iter().any(|id| name.starts_with(id.as_str())) {
+            std::fs::copy(&path, some_chen.join(&name)).unwrap();
+            kept.push(name.trim_end_matches(".parquet").to_owned());
+        }
+    }
+    let cells: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(chen.join("cells.json")).unwrap()).unwrap();
+    let cells: Vec<&serde_json::Value> = cells.iter().filter(|c| kept.iter().any(|k| c["cell_id"] == k.as_str())).collect();
+    std::fs::write(some_chen.join("cells.json"), serde_json::to_string(&cells).unwrap()).unwrap();
+
+    let apart = [anchors(std::slice::from_ref(&some_chen)), anchors(std::slice::from_ref(&mohtat))];
+    let together = anchors(&[some_chen, mohtat]);
+    let by_rests: Vec<&String> = apart.iter().flatten().filter(|(_, (m, _))| *m == AnchorMethod::OcvRest).map(|(id, _)| id).collect();
+    assert!(by_rests.len() >= 3, "the sets alone anchor partial cells at rests: {by_rests:?}");
+    for (id, alone) in apart.iter().flatten() {
+        let (method, soc) = &together[id];
+        assert_eq!(*method, alone.0, "{id}");
+        assert!(soc.iter().zip(&alone.1).all(|(a, b)| a == b || (a.is_nan() && b.is_nan())), "{id}: soc differs");
+    }
+}

@@ -22,8 +22,13 @@ pub const MIN_REST_S: f64 = 300.0;
 /// A cell is anchored only if its combined SOC error (1 σ) is at most this: 2 % keeps the anchor
 /// within the 3 % an engineer would accept for an SOC statement.
 pub const MAX_UNCERTAINTY: f64 = 0.02;
-/// Cells are the same type when chemistry agrees and nominal capacities are within this share.
+/// Cells are the same type when chemistry and the design a source names agree, nominal
+/// capacities are within this share …
 const SAME_CAPACITY: f64 = 0.02;
+/// … and cut-off voltages, where both cells state or show one, within this (V): a cell's voltage
+/// window is part of its specification, so two windows mean two designs (two PyBaMM parameter sets
+/// of 5 Ah each, with no chemistry stated, differ here by 0.3 V).
+const SAME_CUTOFF_V: f64 = 0.02;
 /// Rests are compared with references within this many kelvin: OCV's entropic term moves it by
 /// 0.1–0.5 mV/K, and cold cells relax more slowly.
 const SAME_TEMPERATURE_K: f64 = 5.0;
@@ -179,12 +184,32 @@ impl OcvRelation {
     }
 }
 
-/// Whether `a` can lend its OCV–SOC relation to `b`.
-fn same_type(a: &CellInfo, b: &CellInfo) -> bool {
-    !a.capacity_estimated
-        && !b.capacity_estimated
-        && a.chemistry == b.chemistry
-        && (a.nominal_capacity_ah - b.nominal_capacity_ah).abs() <= SAME_CAPACITY * b.nominal_capacity_ah
+/// What makes two cells the same type, read once per cell.
+struct CellType<'a> {
+    info: &'a CellInfo,
+    /// The cell design a source names: PyBaMM's parameter set (its files state no chemistry).
+    design: Option<String>,
+}
+
+impl<'a> CellType<'a> {
+    fn of(info: &'a CellInfo) -> Self {
+        let metadata: serde_json::Value = serde_json::from_str(&info.metadata).unwrap_or_default();
+        let design = metadata.get("parameter_set").and_then(serde_json::Value::as_str).map(str::to_owned);
+        CellType { info, design }
+    }
+
+    /// Whether this cell can lend its OCV–SOC relation to `other`.
+    fn lends_to(&self, other: &CellType) -> bool {
+        let (a, b) = (self.info, other.info);
+        let same_cutoff = |x: Option<f64>, y: Option<f64>| x.zip(y).map_or(true, |(x, y)| (x - y).abs() <= SAME_CUTOFF_V);
+        !a.capacity_estimated
+            && !b.capacity_estimated
+            && a.chemistry == b.chemistry
+            && self.design == other.design
+            && (a.nominal_capacity_ah - b.nominal_capacity_ah).abs() <= SAME_CAPACITY * b.nominal_capacity_ah
+            && same_cutoff(a.upper_cutoff_v, b.upper_cutoff_v)
+            && same_cutoff(a.lower_cutoff_v, b.lower_cutoff_v)
+    }
 }
 
 /// The SOC offset (SOC = offset + relative SOC) of a cell from its rest readings, each read
@@ -232,14 +257,15 @@ pub fn anchor_by_ocv(paths: &DatasetPaths, cells: &mut [CellInfo]) -> Result<()>
             Vec::new()
         });
     }
-    for i in 0..cells.len() {
-        if cells[i].anchor_method != AnchorMethod::Unanchored {
-            continue;
-        }
-        let references: Vec<RestReading> =
-            cells.iter().zip(&readings).filter(|(c, _)| same_type(c, &cells[i])).flat_map(|(_, r)| r.iter().copied()).collect();
+    // The references each unanchored cell reads through.
+    let references: Vec<Vec<RestReading>> = {
+        let types: Vec<CellType> = cells.iter().map(CellType::of).collect();
+        let lent_to = |to: &CellType| types.iter().zip(&readings).filter(|(t, _)| t.lends_to(to)).flat_map(|(_, r)| r.iter().copied()).collect();
+        types.iter().map(|t| if t.info.anchor_method == AnchorMethod::Unanchored { lent_to(t) } else { Vec::new() }).collect()
+    };
+    for (cell, references) in cells.iter_mut().zip(&references) {
         if !references.is_empty() {
-            anchor_cell(&paths.cell_file(&cells[i].cell_id), &references, &mut cells[i])?;
+            anchor_cell(&paths.cell_file(&cell.cell_id), references, cell)?;
         }
     }
     Ok(())
@@ -292,6 +318,31 @@ mod tests {
 
     fn sloped() -> OcvRelation {
         OcvRelation::fit(sloped_readings()).unwrap()
+    }
+
+    #[test]
+    fn only_cells_of_one_design_and_voltage_window_lend_their_relation() {
+        let cell = |design: &str, lower: f64| CellInfo {
+            cell_id: design.into(),
+            source_file: String::new(),
+            format: "parquet".into(),
+            nominal_capacity_ah: 5.0,
+            capacity_estimated: false,
+            chemistry: None,
+            protocol: None,
+            ambient_temperature_c: None,
+            rows: 0,
+            anchor_method: AnchorMethod::CvHold,
+            anchor_uncertainty: None,
+            upper_cutoff_v: Some(4.19),
+            lower_cutoff_v: (lower > 0.0).then_some(lower),
+            metadata: if design.is_empty() { "{}".into() } else { format!(r#"{{"parameter_set": "{design}"}}"#) },
+        };
+        let lends = |a: &CellInfo, b: &CellInfo| CellType::of(a).lends_to(&CellType::of(b));
+        assert!(lends(&cell("Chen2020", 2.51), &cell("Chen2020", 0.0)), "an unknown cut-off says nothing");
+        assert!(!lends(&cell("Chen2020", 2.51), &cell("Mohtat2020", 0.0)), "two parameter sets");
+        assert!(!lends(&cell("", 2.51), &cell("", 2.81)), "two voltage windows");
+        assert!(lends(&cell("", 2.51), &cell("", 2.52)));
     }
 
     #[test]
