@@ -14,10 +14,11 @@ use crate::plot_style::{self, FONT};
 use crate::{Error, Result};
 
 /// Beyond these, the least influential steps and the weakest edges are left out of the drawing
-/// (the JSON keeps them all).
-const MAX_COLUMNS: usize = 20;
+/// (the JSON and the graph viewer keep them all): six columns keep labels readable where the report
+/// shows the figure at page width.
+const MAX_COLUMNS: usize = 6;
 const MAX_EDGES: usize = 250;
-const MAX_LABEL: usize = 34;
+const MAX_LABEL: usize = 28;
 const COLUMN_W: i32 = 260;
 const NODE_H: i32 = 30;
 const LEFT: i32 = 110;
@@ -166,7 +167,8 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
                 NodeKind::Feature { layer, feature, .. } if labels.contains_key(&(layer, feature)) => format!("L{layer}_F{feature} {}", graph.label(n.node, labels)),
                 _ => graph.label(n.node, labels),
             };
-            let label = shorten(&label);
+            // The prediction's label stays whole: it sits alone at the right edge.
+            let label = if matches!(n.node, NodeKind::Output { .. }) { label } else { shorten(&label) };
             root.draw(&Text::new(label, (x + radius + 3, y - 9), (FONT, LABEL_SIZE).into_font())).map_err(|e| fail(&e))?;
         }
         root.present().map_err(|e| fail(&e))
