@@ -119,15 +119,39 @@ fn repeated_timestamps_are_dropped_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rows = cycle_rows();
     rows.insert(100, rows[99]);
-    // PyBaMM writes a step's end and the next step's start 1e-15 s apart: the same time (as is
-    // anything within a microsecond).
+    // Within a microsecond is the same time; the same current there is a repeat.
     let (t, i, v) = rows[199];
-    rows.insert(200, (t + 4e-7, -i, v));
+    rows.insert(200, (t + 4e-7, i, v + 0.001));
     let csv = write_csv(tmp.path(), "dup.csv", &rows);
     let out = tmp.path().join("out");
     let cells = ingest(&[csv], &out, &opts()).unwrap();
     assert_eq!(cells[0].rows, 720);
     assert!(cells[0].metadata.contains("dropped 2 rows repeating the previous timestamp"), "{}", cells[0].metadata);
+}
+
+/// A 0.19 A (below C/10) discharge to 3.382 V, anchoring SOC 0 at its last row, then a 0.19 A
+/// charge for an hour, with the switch logged twice at t = 3590 s: the discharge's end and the
+/// charge's start, at the same time (a cycler logging whole seconds) or 4e-7 s apart (PyBaMM).
+/// Both rows are needed: without the second, the 10 s after the switch count as half discharge,
+/// and the charge ends at SOC 0.0947, not 0.095.
+#[test]
+fn a_current_switch_logged_twice_at_one_instant_keeps_both_rows_and_counts_charge_exactly() {
+    for gap in [0.0, 4e-7] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rows: Vec<(f64, f64, f64)> = cycle_rows().into_iter().map(|(t, i, v)| (t, 0.095 * i, v)).collect();
+        let (t, _, v) = rows[359];
+        rows.insert(360, (t + gap, 0.19, v));
+        let csv = write_csv(tmp.path(), "switch.csv", &rows);
+        let out = tmp.path().join("out");
+        let options = IngestOptions { lower_cutoff_v: Some(3.382), ..opts() };
+        let cells = ingest(&[csv], &out, &options).unwrap();
+        assert_eq!(cells[0].rows, 721, "gap {gap}: {}", cells[0].metadata);
+        let (info, data) = read_cell(&out.join("timeseries/switch.parquet")).unwrap();
+        assert_eq!(info.anchor_method, AnchorMethod::LowRateDischarge, "{}", info.metadata);
+        assert!((data.dt[360] - 1e-6).abs() < 1e-9 && data.current[360] == 0.19, "the switch row, a microsecond on: {}", data.dt[360]);
+        let end = *data.soc.last().unwrap();
+        assert!((end - 0.095).abs() < 2e-5, "gap {gap}: SOC after an hour at 0.19 A is {end}");
+    }
 }
 
 #[test]
@@ -273,8 +297,11 @@ fn derived_state_and_cv_holds_match_the_step_kinds_on_every_chemistry() {
     // index. There a hold's first row, still at the charge current, reads as the charge's last:
     // only the next row's falling current shows the hold, so that row alone may be missed.
     let merged = tempfile::tempdir().unwrap();
-    let mut checks: Vec<(PathBuf, bool)> = dirs.iter().map(|d| (d.clone(), false)).collect();
-    for dir in dirs.iter().filter(|d| std::fs::read_dir(d).unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "parquet"))) {
+    // So may it in a file with no step index at all (BatteryArchive CSV), where the hold's first
+    // row, logged at the charge's last instant, still carries the charge current.
+    let has_parquet = |d: &Path| std::fs::read_dir(d).unwrap().any(|e| e.unwrap().path().extension().is_some_and(|x| x == "parquet"));
+    let mut checks: Vec<(PathBuf, bool)> = dirs.iter().map(|d| (d.clone(), !has_parquet(d))).collect();
+    for dir in dirs.iter().filter(|d| has_parquet(d)) {
         let copy = merged.path().join(dir.file_name().unwrap());
         with_cccv_under_one_index(dir, &copy);
         checks.push((copy, true));

@@ -375,6 +375,15 @@ fn protocol_metadata_flags_single_cell_features_and_protocol_effects() {
     let csv = std::fs::read_to_string(tmp.path().join("labels.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "header + one row per feature");
     assert!(csv.lines().next().unwrap().contains("best_q_value"));
+    // The report redraws the table from labels.json: the same table, to the last digit, with
+    // scores that could not be taken written as NaN both ways (not −∞ here and NaN there).
+    let json = tmp.path().join("labels.json");
+    voltlens::io::write_json(&json, &labels).unwrap();
+    let again: Vec<voltlens::label::FeatureLabel> = voltlens::io::read_json(&json).unwrap();
+    let redrawn = tmp.path().join("redrawn");
+    voltlens::label::tables::write_labels(&redrawn, &again).unwrap();
+    assert_eq!(std::fs::read_to_string(redrawn.join("labels.csv")).unwrap(), csv);
+    assert!(!csv.contains("inf"), "an infinite sentinel reached the table");
 }
 
 /// Sibling AUROC (DESIGN §5 step 2): features that fire on the same steps cannot be told apart

@@ -525,25 +525,32 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
     }))
 }
 
-/// Rows closer in time than this to the row before repeat its timestamp (no cycler logs faster).
+/// Rows closer in time than this to the row before share its timestamp (no cycler logs faster).
 const SAME_TIME_S: f64 = 1e-6;
 
 /// Enforces strictly increasing time: repeated timestamps and small steps back are dropped with
-/// a warning; a step back beyond the tolerance is an error naming the row. Also rejects NaN/inf.
+/// a warning; a step back beyond the tolerance is an error naming the row. A current switch
+/// logged twice at one instant (the old step's end, then the new step's start at the same time,
+/// as PyBaMM and cyclers logging whole seconds or milliseconds write it) keeps both rows, the
+/// second `SAME_TIME_S` after the first: the charge counted across the switch needs both
+/// currents (dropping the second spread the switch over the next logging interval: half of
+/// ΔI·Δt miscounted at every step change). Also rejects NaN/inf.
 struct TimeCleaner<'a> {
     file: &'a Path,
     tolerance_s: f64,
+    /// Time and current of the last row kept.
     last_time: Option<f64>,
+    last_current: f32,
     dropped_duplicates: u64,
     dropped_backwards: u64,
 }
 
 impl<'a> TimeCleaner<'a> {
     fn new(file: &'a Path, tolerance_s: f64) -> Self {
-        TimeCleaner { file, tolerance_s, last_time: None, dropped_duplicates: 0, dropped_backwards: 0 }
+        TimeCleaner { file, tolerance_s, last_time: None, last_current: 0.0, dropped_duplicates: 0, dropped_backwards: 0 }
     }
 
-    fn clean(&mut self, chunk: RawChunk) -> Result<RawChunk> {
+    fn clean(&mut self, mut chunk: RawChunk) -> Result<RawChunk> {
         let mut keep = vec![true; chunk.len()];
         for r in 0..chunk.len() {
             let row = chunk.source_row[r];
@@ -556,11 +563,16 @@ impl<'a> TimeCleaner<'a> {
             }
             let t = chunk.test_time[r];
             if let Some(last) = self.last_time {
-                // Within a microsecond is the same time: PyBaMM writes a step's end and the next
-                // step's start 1e-15 s apart, which would make dV/dt 1e12 V/s.
+                // Within a microsecond is the same time (PyBaMM writes 1e-15 s apart).
                 if (last..last + SAME_TIME_S).contains(&t) {
-                    self.dropped_duplicates += 1;
-                    keep[r] = false;
+                    if chunk.current[r] != self.last_current {
+                        chunk.test_time[r] = last + SAME_TIME_S;
+                        self.last_time = Some(chunk.test_time[r]);
+                        self.last_current = chunk.current[r];
+                    } else {
+                        self.dropped_duplicates += 1;
+                        keep[r] = false;
+                    }
                     continue;
                 }
                 if t < last {
@@ -584,6 +596,7 @@ impl<'a> TimeCleaner<'a> {
                 }
             }
             self.last_time = Some(t);
+            self.last_current = chunk.current[r];
         }
         Ok(if keep.iter().all(|k| *k) { chunk } else { chunk.filter(&keep) })
     }

@@ -7,9 +7,12 @@ use crate::label::{CandidateResult, FeatureLabel};
 use crate::mine::tables::{Table, TableColumn};
 use crate::Result;
 
-/// Columns for the candidate at `slot` of each feature (NaN / empty where there is none).
+/// Columns for the candidate at `slot` of each feature (NaN / empty where there is none, and NaN
+/// for a score that could not be taken: the search ranks those at −∞, which labels.json, being
+/// JSON, writes as null and the report reads back as NaN).
 fn push_candidate(t: &mut Table, prefix: &str, picks: &[Option<&CandidateResult>]) {
-    let f = |get: &dyn Fn(&CandidateResult) -> f64| TableColumn::F64(picks.iter().map(|c| c.map_or(f64::NAN, get)).collect());
+    let finite = |v: f64| if v.is_finite() { v } else { f64::NAN };
+    let f = |get: &dyn Fn(&CandidateResult) -> f64| TableColumn::F64(picks.iter().map(|c| c.map_or(f64::NAN, |c| finite(get(c)))).collect());
     t.push(&format!("{prefix}_sentence"), TableColumn::Str(picks.iter().map(|c| c.map_or(String::new(), |c| c.sentence.clone())).collect()));
     t.push(
         &format!("{prefix}_covariates"),
