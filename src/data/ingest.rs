@@ -379,9 +379,12 @@ fn given_cutoffs(source: &Path, meta: &SourceMetadata, opts: &IngestOptions) -> 
 
 /// The voltage limit of a PyBaMM experiment's steps (its `Experiment` strings, as the team's
 /// generator stores them in `steps`): the lowest "Discharge … until 3.01 V", or the highest
-/// "Charge … until 4.19 V" / "Hold at 4.19 V". A limit the experiment never states is `None`.
+/// "Charge … until 4.19 V". A "Hold at 4.19 V until C/20" counts for the side of the step before
+/// it (the CV phase of a CC-CV charge, or a hold at the end of a discharge); a hold that ends on
+/// time ("Hold at 3.8 V for 2 hours", a calendar-style hold at any voltage) or follows a rest
+/// states no limit. A limit the experiment never states is `None`.
 fn experiment_limit(meta: &SourceMetadata, upper: bool) -> Option<f64> {
-    let steps = meta.extra.get("steps")?.as_array()?;
+    let steps: Vec<&str> = meta.extra.get("steps")?.as_array()?.iter().filter_map(|s| s.as_str()).collect();
     // "until 3.01 V" or "until 3.01V"; never mV, A or C/20.
     let volts_after = |text: &str, word: &str| -> Option<f64> {
         let mut words = text[text.find(word)? + word.len()..].split_whitespace();
@@ -392,10 +395,13 @@ fn experiment_limit(meta: &SourceMetadata, upper: bool) -> Option<f64> {
             None => (words.next() == Some("V")).then(|| first.parse().ok()).flatten(),
         }
     };
-    let limits = steps.iter().filter_map(|s| s.as_str()).filter_map(|step| match (upper, step.split_whitespace().next()?) {
-        (false, "Discharge") => volts_after(step, "until "),
-        (true, "Charge") => volts_after(step, "until "),
-        (true, "Hold") => volts_after(step, "Hold at "),
+    fn kind(step: &str) -> &str {
+        step.split_whitespace().next().unwrap_or("")
+    }
+    let side = if upper { "Charge" } else { "Discharge" };
+    let limits = steps.iter().enumerate().filter_map(|(k, &step)| match kind(step) {
+        "Hold" if k > 0 && kind(steps[k - 1]) == side && step.contains(" until ") => volts_after(step, "Hold at "),
+        first if first == side => volts_after(step, "until "),
         _ => None,
     });
     if upper { limits.reduce(f64::max) } else { limits.reduce(f64::min) }
@@ -704,5 +710,11 @@ mod tests {
         // Limits in other units, or none at all (an HPPC's timed pulses), state no cut-off.
         let other = with_steps(&["Discharge at 1C until 2800 mV", "Charge at 1C until C/20", "Discharge at 1C for 10 seconds"]);
         assert_eq!((experiment_limit(&other, false), experiment_limit(&other, true)), (None, None));
+        // A calendar-style hold (ending on time) is at no cut-off; a hold after a discharge is at
+        // the lower one, not the upper (which a time-limited charge leaves unstated).
+        let calendar = with_steps(&["Charge at 0.5C for 30 minutes", "Hold at 3.8 V for 2 hours", "Rest for 30 minutes", "Discharge at 0.5C until 2.51 V"]);
+        assert_eq!((experiment_limit(&calendar, false), experiment_limit(&calendar, true)), (Some(2.51), None));
+        let low_hold = with_steps(&["Discharge at 0.5C until 2.81 V", "Hold at 2.81 V until C/50", "Rest for 15 minutes", "Charge at 0.5C for 80 minutes"]);
+        assert_eq!((experiment_limit(&low_hold, false), experiment_limit(&low_hold, true)), (Some(2.81), None));
     }
 }
