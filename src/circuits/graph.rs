@@ -1,5 +1,12 @@
-//! Attribution graphs for one prediction (DESIGN.md §7), pruned by influence as circuit-tracer
-//! prunes them, and written in its graph-file format.
+//! Attribution graphs for one prediction (DESIGN.md §7), pruned by influence, and written in
+//! circuit-tracer's graph-file format.
+//!
+//! Pruning follows circuit-tracer's `prune_graph` (influence, thresholds, cumulative scores; an
+//! independent PyTorch check reproduced its kept features, errors and edge weights) but for the
+//! inputs: circuit-tracer keeps every token node, one per position, while here an input node is a
+//! channel at a step (channels × steps: 416 at a 32-step window of 13 channels), so inputs are
+//! pruned by influence like features and edges are scored among kept nodes; the graph keeps
+//! fewer inputs and edges than circuit-tracer's rule would.
 //!
 //! Nodes: the active features at every step of the window, one error node per layer and step,
 //! one input node per channel and step, and the output at the last step. The adjacency row of a
