@@ -154,6 +154,22 @@ fn a_current_switch_logged_twice_at_one_instant_keeps_both_rows_and_counts_charg
     }
 }
 
+/// Two full cycles of a 2 Ah cell under one Cycle_Index (a column that never advances): each
+/// discharge is one cycle's capacity, 1.0 of nominal, not the two together.
+#[test]
+fn a_cycle_column_that_never_advances_gives_soh_per_discharge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = cycle_rows();
+    let rows: Vec<(f64, f64, f64)> = one.iter().copied().chain(one.iter().map(|&(t, i, v)| (t + 7200.0, i, v))).collect();
+    let csv = write_csv(tmp.path(), "twice.csv", &rows);
+    let out = tmp.path().join("out");
+    let cells = ingest(&[csv], &out, &IngestOptions { lower_cutoff_v: Some(3.382), ..opts() }).unwrap();
+    let (_, data) = read_cell(&out.join("timeseries/twice.parquet")).unwrap();
+    let soh: Vec<f32> = data.soh.iter().flatten().copied().collect();
+    assert!(!soh.is_empty() && soh.iter().all(|s| (s - 0.9972).abs() < 1e-3), "soh {:?}", &soh[..soh.len().min(3)]);
+    assert!(cells[0].metadata.contains("holds 2 full discharges"), "{}", cells[0].metadata);
+}
+
 #[test]
 fn time_going_backwards_is_refused_naming_the_row_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();

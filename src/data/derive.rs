@@ -316,6 +316,33 @@ fn cycles_of_steps(steps: &[StepSummary], min_cycle: Option<i32>) -> Vec<i32> {
         .collect()
 }
 
+/// The cycles SOH is taken over: the file's, unless one of them holds several full discharges
+/// (`full_step`) with a charge between (a cycle column that never advances, or counts something
+/// else: its one "cycle" read 3.96× the nominal capacity); then the cycles derived from the steps,
+/// with a warning saying so.
+fn soh_cycles(steps: &[StepSummary], methods: &[Method], file_cycles: &[i32], full_step: impl Fn(&StepSummary, Method) -> bool) -> (Vec<i32>, Option<String>) {
+    let derived = cycles_of_steps(steps, None);
+    let mut full_in: HashMap<i32, Vec<i32>> = HashMap::new();
+    for ((s, &m), (&file, &own)) in steps.iter().zip(methods).zip(file_cycles.iter().zip(&derived)) {
+        if full_step(s, m) {
+            let seen = full_in.entry(file).or_default();
+            if !seen.contains(&own) {
+                seen.push(own);
+            }
+        }
+    }
+    match full_in.iter().filter(|(_, own)| own.len() > 1).min_by_key(|(&file, _)| file) {
+        Some((file, own)) => {
+            let why = format!(
+                "the file's cycle {file} holds {} full discharges with charges between: SOH is taken per discharge-charge cycle found in the steps, not per the file's cycle column",
+                own.len()
+            );
+            (derived, Some(why))
+        }
+        None => (file_cycles.to_vec(), None),
+    }
+}
+
 /// The warning of a cell no rule anchors. Ingest shows it only once the dataset's OCV–SOC pass
 /// (`data::ocv`) has failed to anchor the cell too, and that pass removes it where it succeeds.
 pub const NO_ANCHOR: &str = "no SOC anchor: none of a CV hold at the upper cut-off, a low-rate discharge to the lower one or a long rest read through the dataset's OCV-SOC relation gave a trustworthy one; the cell keeps no absolute SOC";
@@ -412,28 +439,33 @@ impl CellDerivation {
         };
         let step_cycle = cycles_of_steps(steps, tracker.min_cycle());
         let step_method: Vec<Method> = steps.iter().map(StepSummary::method).collect();
-        let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &step_cycle);
-        if !capacity_estimated {
-            warnings.extend(above_nominal(&full, nominal_capacity_ah));
-        }
         let mut soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
         // A cycle's capacity is its SOH only where its discharge is a full one: most of the
         // capacity, down to the lower cut-off (an HPPC or GITT sequence that stops at 20 % SOC
         // removes 80 % of the capacity of a fresh cell). Where the cut-off is unknown (discharges
         // all as long, which a time limit could have cut), most of it in one sustained step.
         let tol = crate::data::anchor::tolerance(steps, &step_method, &soc_anchor.cutoffs);
-        let full_cycle = |cycle: i32, ah: f64| {
-            let most = FULL_CYCLE_SHARE * nominal_capacity_ah;
-            ah >= most
+        let most = FULL_CYCLE_SHARE * nominal_capacity_ah;
+        let full_step = |s: &StepSummary, m: Method| {
+            s.state() == State::Discharging
+                && m != Method::Pulse
                 && match soc_anchor.cutoffs.lower {
-                    Some(lower) => reaches_lower_cutoff(steps, &step_method, &step_cycle, cycle, lower.volts + tol),
-                    None => steps.iter().zip(&step_method).zip(&step_cycle).any(|((s, m), &c)| c == cycle && *m != Method::Pulse && -s.charge_ah >= most),
+                    Some(lower) => s.min_voltage <= lower.volts + tol,
+                    None => -s.charge_ah >= most,
                 }
         };
+        let (soh_cycle, renumbered) = soh_cycles(steps, &step_method, &step_cycle, full_step);
+        warnings.extend(renumbered);
+        let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &soh_cycle);
+        if !capacity_estimated {
+            warnings.extend(above_nominal(&full, nominal_capacity_ah));
+        }
+        let full_cycle = |cycle: i32, ah: f64| ah >= most && steps.iter().zip(&step_method).zip(&soh_cycle).any(|((s, &m), &c)| c == cycle && full_step(s, m));
         // Decided once per cycle (each decision scans the steps), then spread over its steps.
         let soh_of: HashMap<i32, f32> =
             full.iter().filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|&(cycle, ah)| (cycle, (ah / nominal_capacity_ah) as f32)).collect();
-        let step_soh = step_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
+        let step_soh = soh_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
+        let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &step_cycle);
         if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, &full, nominal_capacity_ah, &soc_anchor.cutoffs) {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
