@@ -170,6 +170,26 @@ fn a_cycle_column_that_never_advances_gives_soh_per_discharge() {
     assert!(cells[0].metadata.contains("holds 2 full discharges"), "{}", cells[0].metadata);
 }
 
+/// Constant-power steps (7.4 W, logged every second): the current moves with the voltage, so
+/// each is one step of method "other", neither constant current nor a charge split into holds
+/// where its current falls row by row.
+#[test]
+fn constant_power_steps_are_neither_constant_current_nor_split_into_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discharge = (0..1500).map(|k| (k as f64, 3.9 - 0.0004 * k as f64));
+    let charge = (0..1500).map(|k| (1500.0 + k as f64, 3.3 + 0.0004 * k as f64));
+    let rows: Vec<(f64, f64, f64)> = discharge.map(|(t, v)| (t, -7.4 / v, v)).chain(charge.map(|(t, v)| (t, 7.4 / v, v))).collect();
+    let csv = write_csv(tmp.path(), "cp.csv", &rows);
+    let out = tmp.path().join("out");
+    ingest(&[csv], &out, &opts()).unwrap();
+    let (_, data) = read_cell(&out.join("timeseries/cp.parquet")).unwrap();
+    let not_other: Vec<(usize, &Method)> = data.method.iter().enumerate().filter(|(_, &m)| m != Method::Other).collect();
+    assert!(not_other.is_empty(), "{:?}", &not_other[..not_other.len().min(5)]);
+    for half in [1..1500, 1501..3000] {
+        assert!(data.step_time[half.clone()].windows(2).all(|w| w[1] > w[0]), "one step each: {half:?}");
+    }
+}
+
 #[test]
 fn time_going_backwards_is_refused_naming_the_row_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();

@@ -16,13 +16,21 @@ use crate::data::schema::{Method, State};
 pub const PULSE_MAX_S: f64 = 30.0;
 /// CV detection: relative current spread above this …
 pub const CV_CURRENT_SPREAD: f64 = 0.1;
+/// A constant-current step's relative current spread is at most this: cyclers hold current to
+/// well under 1 %, while a constant-power step's current moves with the voltage (0.63–1.03 C over
+/// one Chen2020 discharge, a spread of 0.08, read as constant current with the CV bound alone).
+pub const CC_CURRENT_SPREAD: f64 = 0.03;
 /// … while the voltage spread stays below this (V).
 pub const CV_VOLTAGE_SPREAD: f64 = 0.005;
 /// A CV hold begins inside a constant-current step where the voltage moves by at most this
 /// from one row to the next (V) …
 const HOLD_VOLTAGE_STEP: f64 = 0.001;
-/// … while the current falls this share below the constant-current step's mean.
+/// … while the current falls this share below the constant-current step's mean …
 const HOLD_CURRENT_DROP: f64 = 0.02;
+/// … of a step held this steady so far (relative current spread): a constant-power step's current
+/// falls a little each row from its start, and read against a looser bound it split into
+/// "holds" every few rows at 1 s logging.
+const HOLD_AFTER_SPREAD: f64 = 0.01;
 /// A cycle whose discharge removes at least this share of nominal capacity counts as full (for soh).
 pub const FULL_CYCLE_SHARE: f64 = 0.6;
 
@@ -101,6 +109,11 @@ impl StepSummary {
         State::ALL[i]
     }
     /// The step's control method (DESIGN §1.3).
+    /// Standard deviation of the current over its mean magnitude.
+    fn current_spread(&self) -> f64 {
+        Self::std(self.sum_i, self.sum_i2, self.n) / self.mean_abs_current().max(1e-12)
+    }
+
     pub fn method(&self) -> Method {
         let state = self.state();
         if state == State::Resting {
@@ -109,11 +122,11 @@ impl StepSummary {
         if self.duration_s() < PULSE_MAX_S {
             return Method::Pulse;
         }
-        let current_spread = Self::std(self.sum_i, self.sum_i2, self.n) / self.mean_abs_current().max(1e-12);
+        let current_spread = self.current_spread();
         let voltage_spread = Self::std(self.sum_v, self.sum_v2, self.n);
         if current_spread > CV_CURRENT_SPREAD && voltage_spread < CV_VOLTAGE_SPREAD {
             Method::ConstantVoltage
-        } else if current_spread <= CV_CURRENT_SPREAD {
+        } else if current_spread <= CC_CURRENT_SPREAD {
             Method::ConstantCurrent
         } else {
             Method::Other
@@ -259,6 +272,7 @@ impl StepTracker {
             && (current as f64).abs() < (1.0 - HOLD_CURRENT_DROP) * step.mean_abs_current()
             && (current as f64).signum() == step.sum_i.signum()
             && step.max_voltage - step.min_voltage > 2.0 * CV_VOLTAGE_SPREAD
+            && step.current_spread() <= HOLD_AFTER_SPREAD
             && step.method() == Method::ConstantCurrent
     }
 
