@@ -3,6 +3,9 @@
 # mlp_out from cached resid_mid as VoltLens does: per-layer FVU within 0.01 of ours is the target.
 # Then the other way: a JumpReLU CLT saved by circuit-tracer's own `to_safetensors` (bf16, no
 # config.yaml) is imported with `voltlens import-clt`, scored the same, and recorded.
+# An attribution graph goes through circuit-tracer's graph model, local server and front end, and
+# is rebuilt independently in PyTorch (scripts/interop_attribution.py: every edge, activation,
+# score and circuit-tracer's own pruning of the same adjacency).
 #
 # Usage: scripts/interop_circuit_tracer.sh
 #   Trains a small model and three transcoders (ReLU CLT, JumpReLU CLT, PLT) on synthetic cells
@@ -60,6 +63,15 @@ done
 cell=$(basename "$(ls "$work/data/timeseries/"*.parquet | head -1)" .parquet)
 voltlens -q circuits graph --data "$work/data" --model "$work/model" --transcoder "$work/clt" --cell "$cell" --step 200 --window 32 --out "$work/graph" > /dev/null
 "$python" "$check" graph "$work/graph" || status=1
+
+# The same graphs rebuilt independently in PyTorch: reference.py's model, the transcoders through
+# circuit-tracer's loaders, every direct effect by autograd in float64, circuit-tracer's prune_graph.
+voltlens -q export-model "$work/model" --out "$work/export" > /dev/null
+for name in clt plt; do
+    voltlens -q circuits graph --data "$work/data" --model "$work/model" --transcoder "$work/$name" --cell "$cell" --step 200 --window 32 --out "$work/attr-$name" > /dev/null
+    voltlens -q circuits graph --data "$work/data" --model "$work/model" --transcoder "$work/$name" --cell "$cell" --step 200 --window 32 --node-threshold 1.0 --edge-threshold 1.0 --out "$work/attr-$name-full" > /dev/null
+    "$python" "$root/scripts/interop_attribution.py" "$work/data" "$work/export" "$work/$name/circuit-tracer" "$work/attr-$name" --full "$work/attr-$name-full" || status=1
+done
 
 # The other way: circuit-tracer writes a CLT, VoltLens imports it, scores it and records with it.
 "$python" "$check" write "$work/clt/circuit-tracer" "$work/foreign" "$work/acts.safetensors"

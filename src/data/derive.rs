@@ -470,14 +470,14 @@ impl CellDerivation {
         };
         let (soh_cycle, renumbered) = soh_cycles(steps, &step_method, &step_cycle, full_step);
         warnings.extend(renumbered);
-        let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &soh_cycle);
+        let discharged: Vec<(i32, f64)> = discharge_by_cycle(steps, &soh_cycle);
         if !capacity_estimated {
-            warnings.extend(above_nominal(&full, nominal_capacity_ah));
+            warnings.extend(above_nominal(&discharged, nominal_capacity_ah));
         }
         let full_cycle = |cycle: i32, ah: f64| ah >= most && steps.iter().zip(&step_method).zip(&soh_cycle).any(|((s, &m), &c)| c == cycle && full_step(s, m));
         // Decided once per cycle (each decision scans the steps), then spread over its steps.
         let soh_of: HashMap<i32, f32> =
-            full.iter().filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|&(cycle, ah)| (cycle, (ah / nominal_capacity_ah) as f32)).collect();
+            discharged.iter().filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|&(cycle, ah)| (cycle, (ah / nominal_capacity_ah) as f32)).collect();
         let step_soh = soh_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
         let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &step_cycle);
         if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, &full, nominal_capacity_ah, &soc_anchor.cutoffs) {
