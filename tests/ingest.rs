@@ -190,6 +190,21 @@ fn constant_power_steps_are_neither_constant_current_nor_split_into_holds() {
     }
 }
 
+/// A two-stage charge (2 A, then 1 A with its IR drop) in a file without a step index: two
+/// constant-current steps, not one step of method "other".
+#[test]
+fn a_stepped_current_within_one_state_starts_a_step_without_a_step_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<(f64, f64, f64)> =
+        (0..200).map(|k| (10.0 * k as f64, 2.0, 3.6 + 0.001 * k as f64)).chain((200..400).map(|k| (10.0 * k as f64, 1.0, 3.78 + 0.0005 * (k - 200) as f64))).collect();
+    let csv = write_csv(tmp.path(), "two-stage.csv", &rows);
+    let out = tmp.path().join("out");
+    ingest(&[csv], &out, &opts()).unwrap();
+    let (_, data) = read_cell(&out.join("timeseries/two-stage.parquet")).unwrap();
+    assert!(data.method.iter().all(|&m| m == Method::ConstantCurrent), "{:?}", data.method.iter().filter(|&&m| m != Method::ConstantCurrent).count());
+    assert_eq!((data.step_time[199] > 1900.0, data.step_time[200], data.step_time[399] > 1900.0), (true, 0.0, true));
+}
+
 #[test]
 fn time_going_backwards_is_refused_naming_the_row_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();

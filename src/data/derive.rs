@@ -31,6 +31,10 @@ const HOLD_CURRENT_DROP: f64 = 0.02;
 /// falls a little each row from its start, and read against a looser bound it split into
 /// "holds" every few rows at 1 s logging.
 const HOLD_AFTER_SPREAD: f64 = 0.01;
+/// In a file without a step index, a current change of more than this share of its size …
+const CURRENT_STEP: f64 = 0.1;
+/// … that moves the voltage its way by at least this (V) is a new step.
+const CURRENT_STEP_VOLTS: f64 = 0.001;
 /// A cycle whose discharge removes at least this share of nominal capacity counts as full (for soh).
 pub const FULL_CYCLE_SHARE: f64 = 0.6;
 
@@ -172,7 +176,8 @@ impl StepTracker {
     }
 
     /// Feeds one cleaned row. Steps change where the cycler's step or cycle index changes (files
-    /// without a step index: where the state changes), and where a CV hold begins.
+    /// without a step index: where the state changes or the current is stepped), and where a CV
+    /// hold begins.
     pub fn push(&mut self, t: f64, current: f32, voltage: f32, cycle: Option<i32>, step: Option<i32>) {
         let state = state_of(current, self.rest_threshold_a);
         let has_step = *self.has_step_index.get_or_insert(step.is_some());
@@ -183,7 +188,7 @@ impl StepTracker {
         let new_step = match &self.last {
             None => true,
             Some((_, _, last_step, last_cycle, last_state)) => {
-                let changed = if has_step { step != *last_step } else { state != *last_state };
+                let changed = if has_step { step != *last_step } else { state != *last_state || self.current_stepped(current, voltage) };
                 changed || cycle_key != *last_cycle || self.hold_begins(current, voltage)
             }
         };
@@ -264,6 +269,16 @@ impl StepTracker {
     /// compared with the step's mean, so a hold sampled finely, whose current falls a little
     /// each row, is still found a few rows in. The step must have moved the voltage, or the
     /// hold's own first rows would split it again.
+    /// Whether the current was stepped since the last row, as a cycler moves to its next
+    /// programmed step within one state (a multi-stage charge's 2C → 1C, a drive cycle's
+    /// segments): it changes by more than `CURRENT_STEP` of its size and the voltage follows it
+    /// (the IR jump). A CV hold's falling current moves no voltage; noise moves too little current.
+    fn current_stepped(&self, current: f32, voltage: f32) -> bool {
+        let (Some((_, last_i, ..)), Some(step)) = (&self.last, self.steps.last()) else { return false };
+        let (di, dv) = (current as f64 - *last_i as f64, voltage as f64 - step.end_voltage);
+        di.abs() > CURRENT_STEP * (current as f64).abs().max(last_i.abs() as f64) && di * dv > 0.0 && dv.abs() >= CURRENT_STEP_VOLTS
+    }
+
     fn hold_begins(&self, current: f32, voltage: f32) -> bool {
         let Some(step) = self.steps.last() else { return false };
         // The per-row tests first: this runs on every row of such a file.
@@ -290,16 +305,17 @@ impl StepTracker {
     }
 }
 
-/// Per-cycle discharge bookkeeping used for capacity and soh.
-fn discharge_by_cycle(steps: &[StepSummary], cycle_of_step: &[i32]) -> Vec<(i32, f64)> {
+/// Charge (Ah, as a magnitude) moved per cycle by the steps in `state`: discharges for capacity
+/// and soh, charges for the capacity of a file that never discharges.
+fn moved_by_cycle(steps: &[StepSummary], cycle_of_step: &[i32], state: State) -> Vec<(i32, f64)> {
     let mut out: Vec<(i32, f64)> = Vec::new();
     for (s, &c) in steps.iter().zip(cycle_of_step) {
-        if s.state() != State::Discharging {
+        if s.state() != state {
             continue;
         }
         match out.last_mut() {
-            Some((cycle, ah)) if *cycle == c => *ah += -s.charge_ah,
-            _ => out.push((c, -s.charge_ah)),
+            Some((cycle, ah)) if *cycle == c => *ah += s.charge_ah.abs(),
+            _ => out.push((c, s.charge_ah.abs())),
         }
     }
     out
@@ -384,7 +400,7 @@ const FULL_MEASURE_SLACK: f64 = 0.02;
 /// discharge, a GITT that stops at 80 % or a partial cycle gives a capacity well short of the
 /// cell's, and SOC counted with it drifts away from its anchor: LFP cells (Prada2013, capacity
 /// not given) were anchored at their CV holds and still 0.10–0.23 off. `by_cycle` is the
-/// cell's [`discharge_by_cycle`].
+/// cell's discharges by cycle ([`moved_by_cycle`]).
 fn capacity_measured_fully(steps: &[StepSummary], methods: &[Method], cycles: &[i32], by_cycle: &[(i32, f64)], capacity_ah: f64, cutoffs: &Cutoffs) -> bool {
     let Some(lower) = cutoffs.lower else { return false };
     let tol = crate::data::anchor::tolerance(steps, methods, cutoffs);
@@ -419,11 +435,12 @@ fn above_nominal(full: &[(i32, f64)], nominal_capacity_ah: f64) -> Option<String
     })
 }
 
-/// Largest per-cycle discharge capacity, the estimate of nominal capacity (DESIGN §1.3).
+/// Largest per-cycle discharge (per-cycle charge in a file that never discharges), the estimate of
+/// nominal capacity (DESIGN §1.3).
 pub fn estimate_capacity_ah(steps: &[StepSummary], min_cycle: Option<i32>) -> Option<f64> {
     let cycles = cycles_of_steps(steps, min_cycle);
-    let best = discharge_by_cycle(steps, &cycles).into_iter().map(|(_, ah)| ah).fold(0.0, f64::max);
-    let best_charge = steps.iter().filter(|s| s.state() == State::Charging).map(|s| s.charge_ah).fold(0.0, f64::max);
+    let most = |state| moved_by_cycle(steps, &cycles, state).into_iter().map(|(_, ah)| ah).fold(0.0, f64::max);
+    let (best, best_charge) = (most(State::Discharging), most(State::Charging));
     let cap = if best > 0.0 { best } else { best_charge };
     (cap > 0.0).then_some(cap)
 }
@@ -470,7 +487,7 @@ impl CellDerivation {
         };
         let (soh_cycle, renumbered) = soh_cycles(steps, &step_method, &step_cycle, full_step);
         warnings.extend(renumbered);
-        let discharged: Vec<(i32, f64)> = discharge_by_cycle(steps, &soh_cycle);
+        let discharged: Vec<(i32, f64)> = moved_by_cycle(steps, &soh_cycle, State::Discharging);
         if !capacity_estimated {
             warnings.extend(above_nominal(&discharged, nominal_capacity_ah));
         }
@@ -479,7 +496,7 @@ impl CellDerivation {
         let soh_of: HashMap<i32, f32> =
             discharged.iter().filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|&(cycle, ah)| (cycle, (ah / nominal_capacity_ah) as f32)).collect();
         let step_soh = soh_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
-        let full: Vec<(i32, f64)> = discharge_by_cycle(steps, &step_cycle);
+        let full: Vec<(i32, f64)> = moved_by_cycle(steps, &step_cycle, State::Discharging);
         if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, &full, nominal_capacity_ah, &soc_anchor.cutoffs) {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
