@@ -48,7 +48,7 @@ enum Command {
     /// capacity or state columns, else from the voltage (it moves with the current at every current
     /// jump and constant-current step), and reported.
     /// SOC is anchored at the end of a charge tapering at the upper cut-off, else at a C/10
-    /// discharge reaching the lower one, else from rest voltages through the OCV-SOC relation of
+    /// discharge reaching the lower one (or tapering there), else from rest voltages through the OCV-SOC relation of
     /// the dataset's anchored cells of the same type (chemistry, stated PyBaMM parameter set,
     /// nominal capacity, cut-offs); a cell with no trustworthy anchor gets a
     /// null soc (its anchor method and stated error are in cells.parquet and `inspect`).

@@ -205,6 +205,25 @@ fn a_stepped_current_within_one_state_starts_a_step_without_a_step_index() {
     assert_eq!((data.step_time[199] > 1900.0, data.step_time[200], data.step_time[399] > 1900.0), (true, 0.0, true));
 }
 
+/// A 1C discharge to 3.382 V, then a hold there whose current decays from 1C (τ = 600 s) to
+/// C/20: empty but for what the taper would still give (I_end·τ = 0.1 A × 600 s, 0.83 % of 2 Ah);
+/// then 1790 s at 1C (+0.4972) and the 10 s between (+0.0013).
+#[test]
+fn a_discharge_tapering_at_the_lower_cutoff_anchors_soc_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let discharge = cycle_rows().into_iter().take(360);
+    let hold = (1..=180).map(|k| (3590.0 + 10.0 * k as f64, -2.0 * (-(10.0 * k as f64) / 600.0).exp(), 3.382));
+    let charge = (1..=180).map(|k| (5390.0 + 10.0 * k as f64, 2.0, 3.5 + 0.001 * k as f64));
+    let rows: Vec<(f64, f64, f64)> = discharge.chain(hold).chain(charge).collect();
+    let csv = write_csv(tmp.path(), "cv-discharge.csv", &rows);
+    let out = tmp.path().join("out");
+    let cells = ingest(&[csv], &out, &IngestOptions { lower_cutoff_v: Some(3.382), ..opts() }).unwrap();
+    assert_eq!(cells[0].anchor_method, AnchorMethod::LowRateDischarge, "{}", cells[0].metadata);
+    let (_, data) = read_cell(&out.join("timeseries/cv-discharge.parquet")).unwrap();
+    let (end_of_hold, end) = (data.soc[539], *data.soc.last().unwrap());
+    assert!((end_of_hold - 0.0083).abs() < 0.0005 && (end - 0.5068).abs() < 0.0005, "SOC {end_of_hold} after the hold, {end} at the end");
+}
+
 #[test]
 fn time_going_backwards_is_refused_naming_the_row_and_nothing_is_written() {
     let tmp = tempfile::tempdir().unwrap();

@@ -184,10 +184,10 @@ pub fn find_anchors(steps: &[StepSummary], methods: &[Method], capacity_ah: f64,
         let empty: Vec<Anchor> = sustained(steps, methods)
             .filter(|s| {
                 s.state() == State::Discharging
-                    && s.mean_abs_current() <= LOW_RATE_C * capacity_ah
+                    && (s.mean_abs_current() <= LOW_RATE_C * capacity_ah || s.end_current.abs() <= FULL_TAPER_C * capacity_ah)
                     && s.end_voltage <= lower.volts + tol
             })
-            .map(|s| end_anchor(s, 0.0))
+            .map(|s| end_anchor(s, charge_left_by_taper(s, capacity_ah)))
             .collect();
         if !empty.is_empty() {
             return anchored(AnchorMethod::LowRateDischarge, empty, LOW_RATE_UNCERTAINTY);
@@ -196,7 +196,7 @@ pub fn find_anchors(steps: &[StepSummary], methods: &[Method], capacity_ah: f64,
     unanchored
 }
 
-/// The charge (share of nominal capacity) a tapering hold would still take if held on: its
+/// The charge (share of nominal capacity) a tapering hold would still take, or give, if held on: its
 /// current decays about exponentially, so what is left when it stops at I_end is I_end·τ, with
 /// τ = Q_hold / (I_start − I_end). Zero where the current did not fall to half (no taper seen).
 fn charge_left_by_taper(s: &StepSummary, capacity_ah: f64) -> f64 {
@@ -204,7 +204,7 @@ fn charge_left_by_taper(s: &StepSummary, capacity_ah: f64) -> f64 {
     if start < 2.0 * end {
         return 0.0;
     }
-    let held_ah = s.end_charge_ah - s.plateau_start_ah;
+    let held_ah = (s.end_charge_ah - s.plateau_start_ah).abs();
     (end * held_ah / (start - end) / capacity_ah).clamp(0.0, MAX_TAPER_LEFT)
 }
 

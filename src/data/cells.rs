@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub enum AnchorMethod {
     /// SOC = 1 at the end of a charge that tapered at the upper cut-off (a CV hold).
     CvHold,
-    /// SOC = 0 after a low-rate discharge to the lower cut-off.
+    /// SOC = 0 after a low-rate discharge to the lower cut-off, or a discharge that tapers there
+    /// to C/10 (a CV hold on discharge; less what the taper would still give).
     LowRateDischarge,
     /// SOC from the relaxed voltage at long rests, through the OCV–SOC relation learned from the
     /// dataset's anchored cells of the same type.
