@@ -48,9 +48,9 @@ enum Command {
     /// capacity or state columns, else from the voltage (it moves with the current at every current
     /// jump and constant-current step), and reported.
     /// SOC is anchored at the end of a charge tapering at the upper cut-off, else at a C/10
-    /// discharge reaching the lower one (or tapering there), else from rest voltages through the OCV-SOC relation of
-    /// the dataset's anchored cells of the same type (chemistry, stated PyBaMM parameter set,
-    /// nominal capacity, cut-offs); a cell with no trustworthy anchor gets a
+    /// discharge reaching the lower one (or tapering there), else from rest voltages through the
+    /// OCV-SOC relation of the dataset's anchored cells of the same type (chemistry, stated PyBaMM
+    /// parameter set, nominal capacity, cut-offs); a cell with no trustworthy anchor gets a
     /// null soc (its anchor method and stated error are in cells.parquet and `inspect`).
     ///
     /// Example: voltlens ingest data/cyclers data/pybamm-chen2020 --out runs/my-data
@@ -80,7 +80,8 @@ enum Command {
         /// (else from metadata, else inferred from CV holds or voltage-limited charges).
         #[arg(long)]
         upper_cutoff: Option<f64>,
-        /// Lower cut-off voltage for every input: a discharge at C/10 or less reaching it anchors SOC = 0.
+        /// Lower cut-off voltage for every input: a discharge at C/10 or less reaching it, or one
+        /// tapering there to C/10, anchors SOC = 0.
         #[arg(long)]
         lower_cutoff: Option<f64>,
     },
