@@ -180,7 +180,12 @@ impl OcvRelation {
         }
         let residual: f64 = near.iter().map(|p| (p.1 - mean_v - slope * (p.0 - mean_s)).powi(2)).sum();
         let scatter = (residual / (n - 2.0)).sqrt();
-        (scatter * scatter + relaxation * relaxation).sqrt() / slope
+        // Where every reading lies on one side of `soc` (the end-of-discharge rests of the
+        // reference cells, clustered at one SOC) the line extrapolates the curve's steep end, and
+        // its slope understated a 1.9 % error as 0.14 %: the distance to the nearest reading counts.
+        let brackets = near.iter().any(|p| p.0 <= soc) && near.iter().any(|p| p.0 >= soc);
+        let reach = if brackets { 0.0 } else { near.iter().map(|p| (p.0 - soc).abs()).fold(f64::INFINITY, f64::min) };
+        ((scatter * scatter + relaxation * relaxation) / (slope * slope) + reach * reach).sqrt()
     }
 }
 
@@ -356,6 +361,14 @@ mod tests {
         // 8 mV of relaxation still to come makes it 1 %.
         assert!((relation.uncertainty(0.55, 0.008) - 0.0103).abs() < 0.001);
         assert_eq!(relation.soc_at(3.3), None, "below every reading: never extrapolated");
+    }
+
+    #[test]
+    fn a_reading_beyond_every_reference_counts_its_distance_in_the_error() {
+        // References every 1.25 % of SOC from 0.3 up; read at 0.28, 2 % below the nearest.
+        let relation = OcvRelation::fit((24..=80).map(|k| reading(k as f64 / 80.0, 3.4 + 0.8 * k as f64 / 80.0)).collect()).unwrap();
+        let (inside, beyond) = (relation.uncertainty(0.32, 0.0), relation.uncertainty(0.28, 0.0));
+        assert!(inside < 0.001 && (beyond - 0.02).abs() < 0.001, "{inside} {beyond}");
     }
 
     #[test]
