@@ -112,12 +112,12 @@ impl StepSummary {
         let i = (0..3).max_by_key(|&i| (self.state_rows[i], std::cmp::Reverse(i))).expect("three states");
         State::ALL[i]
     }
-    /// The step's control method (DESIGN §1.3).
     /// Standard deviation of the current over its mean magnitude.
     fn current_spread(&self) -> f64 {
         Self::std(self.sum_i, self.sum_i2, self.n) / self.mean_abs_current().max(1e-12)
     }
 
+    /// The step's control method (DESIGN §1.3).
     pub fn method(&self) -> Method {
         let state = self.state();
         if state == State::Resting {
@@ -262,13 +262,6 @@ impl StepTracker {
         }
     }
 
-    /// A constant-current step whose current now falls while the voltage stays put has switched
-    /// to a CV hold, a step of its own for the labels. Files without a step index (BatteryArchive
-    /// CSV) and cyclers that log a programmed CC-CV step under one index (the shipped Maccor
-    /// export does) would otherwise read the CC charge and its hold as one step. The current is
-    /// compared with the step's mean, so a hold sampled finely, whose current falls a little
-    /// each row, is still found a few rows in. The step must have moved the voltage, or the
-    /// hold's own first rows would split it again.
     /// Whether the current was stepped since the last row, as a cycler moves to its next
     /// programmed step within one state (a multi-stage charge's 2C → 1C, a drive cycle's
     /// segments): it changes by more than `CURRENT_STEP` of its size and the voltage follows it
@@ -279,6 +272,13 @@ impl StepTracker {
         di.abs() > CURRENT_STEP * (current as f64).abs().max(last_i.abs() as f64) && di * dv > 0.0 && dv.abs() >= CURRENT_STEP_VOLTS
     }
 
+    /// A constant-current step whose current now falls while the voltage stays put has switched
+    /// to a CV hold, a step of its own for the labels. Files without a step index (BatteryArchive
+    /// CSV) and cyclers that log a programmed CC-CV step under one index (the shipped Maccor
+    /// export does) would otherwise read the CC charge and its hold as one step. The current is
+    /// compared with the step's mean, so a hold sampled finely, whose current falls a little
+    /// each row, is still found a few rows in. The step must have moved the voltage, or the
+    /// hold's own first rows would split it again.
     fn hold_begins(&self, current: f32, voltage: f32) -> bool {
         let Some(step) = self.steps.last() else { return false };
         // The per-row tests first: this runs on every row of such a file.
