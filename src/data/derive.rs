@@ -5,7 +5,7 @@
 //! 2. `Derivation` (built from the steps) turns each row into dt, step_time, state, method, c_rate,
 //!    soc and soh.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::data::anchor::{find_anchors, CellAnchors, Cutoffs};
 use crate::data::cells::AnchorMethod;
@@ -491,13 +491,18 @@ impl CellDerivation {
         if !capacity_estimated {
             warnings.extend(above_nominal(&discharged, nominal_capacity_ah));
         }
-        let full_cycle = |cycle: i32, ah: f64| ah >= most && steps.iter().zip(&step_method).zip(&soh_cycle).any(|((s, &m), &c)| c == cycle && full_step(s, m));
-        // Decided once per cycle (each decision scans the steps), then spread over its steps.
-        let soh_of: HashMap<i32, f32> =
-            discharged.iter().filter(|&&(cycle, ah)| full_cycle(cycle, ah)).map(|&(cycle, ah)| (cycle, (ah / nominal_capacity_ah) as f32)).collect();
+        // Cycles with a full discharge step, found in one pass; their SOH spread over their steps.
+        let with_full: HashSet<i32> = steps.iter().zip(&step_method).zip(&soh_cycle).filter(|((s, &m), _)| full_step(s, m)).map(|(_, &c)| c).collect();
+        let soh_of: HashMap<i32, f32> = discharged
+            .iter()
+            .filter(|&&(cycle, ah)| ah >= most && with_full.contains(&cycle))
+            .map(|&(cycle, ah)| (cycle, (ah / nominal_capacity_ah) as f32))
+            .collect();
         let step_soh = soh_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
-        let full: Vec<(i32, f64)> = moved_by_cycle(steps, &step_cycle, State::Discharging);
-        if capacity_estimated && soc_anchor.method != AnchorMethod::Unanchored && !capacity_measured_fully(steps, &step_method, &step_cycle, &full, nominal_capacity_ah, &soc_anchor.cutoffs) {
+        if capacity_estimated
+            && soc_anchor.method != AnchorMethod::Unanchored
+            && !capacity_measured_fully(steps, &step_method, &step_cycle, &moved_by_cycle(steps, &step_cycle, State::Discharging), nominal_capacity_ah, &soc_anchor.cutoffs)
+        {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
                 anchors: Vec::new(),

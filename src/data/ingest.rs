@@ -571,17 +571,14 @@ impl<'a> TimeCleaner<'a> {
             if let Some(last) = self.last_time {
                 // Within a microsecond is the same time (PyBaMM writes 1e-15 s apart).
                 if (last..last + SAME_TIME_S).contains(&t) {
-                    if chunk.current[r] != self.last_current {
-                        chunk.test_time[r] = last + SAME_TIME_S;
-                        self.last_time = Some(chunk.test_time[r]);
-                        self.last_current = chunk.current[r];
-                    } else {
+                    if chunk.current[r] == self.last_current {
                         self.dropped_duplicates += 1;
                         keep[r] = false;
+                        continue;
                     }
-                    continue;
-                }
-                if t < last {
+                    // A current switch: kept, a microsecond on.
+                    chunk.test_time[r] = last + SAME_TIME_S;
+                } else if t < last {
                     if last - t > self.tolerance_s {
                         return Err(Error::at_row(
                             self.file,
@@ -601,7 +598,7 @@ impl<'a> TimeCleaner<'a> {
                     continue;
                 }
             }
-            self.last_time = Some(t);
+            self.last_time = Some(chunk.test_time[r]);
             self.last_current = chunk.current[r];
         }
         Ok(if keep.iter().all(|k| *k) { chunk } else { chunk.filter(&keep) })
