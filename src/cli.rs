@@ -217,7 +217,8 @@ enum Command {
     /// attn.out, ln_mlp, mlp.up, mlp.gate, mlp.down}, ln_final, head, each .weight/.bias; conv1d =
     /// regexes of [in, out] matrices; rope_pairing half (Hugging Face's Llama) | interleaved
     /// (Meta's original code); kv_heads for grouped-query attention, each key/value head serving
-    /// consecutive query heads; ignore = regexes of buffers to leave out). See examples/pytorch/ for
+    /// consecutive query heads (kv_grouping = "tiled": heads j, j + kv_heads, …, as .repeat()
+    /// tiles them); ignore = regexes of buffers to leave out). See examples/pytorch/ for
     /// GPT-2 and Llama style files.
     ///
     /// Example: voltlens import-model --weights runs/ref/weights.safetensors --config runs/ref/arch.toml --out runs/imported --check runs/ref/check.safetensors

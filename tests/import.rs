@@ -299,6 +299,55 @@ fn pytorch_idioms_import_as_they_are() {
     assert!(err.contains("kv_heads = 1"), "{err}");
 }
 
+/// Grouped-query attention whose key/value heads are tiled over the query heads (`.repeat()`: head
+/// j serves query heads j, j + kv, …) imports exactly with `kv_grouping = "tiled"`; read as
+/// consecutive groups, the same weights fail the check.
+#[test]
+fn tiled_key_value_heads_import_exactly() {
+    let cfg = ModelConfig { heads: 4, ..small(ModelConfig { norm: NormKind::RmsNorm, mlp: MlpKind::SwiGlu, ..ModelConfig::default() }) };
+    let (tmp, export) = exported(&cfg, 5);
+    let (d, hd, kv) = (cfg.d_model, cfg.head_dim(), 2);
+    let mut tensors = read_tensors(&export.join("model.safetensors"));
+    // The source's two key/value heads are the export's heads 0 and 1; tiled, query heads 2 and 3
+    // use them again. The model VoltLens should import repeats them so, one head per query head.
+    let mut foreign = tensors.clone();
+    for l in 0..cfg.layers {
+        let name = format!("blocks.{l}.attn.qkv.weight");
+        let (_, data) = tensors.get_mut(&name).unwrap();
+        for part in [1, 2] {
+            let served = data[(part * d) * d..(part * d + kv * hd) * d].to_vec();
+            data[(part * d + kv * hd) * d..(part * d + 2 * kv * hd) * d].copy_from_slice(&served);
+        }
+        let (_, data) = foreign.remove(&name).unwrap();
+        let rows = |from: usize, n: usize| data[from * d..(from + n) * d].to_vec();
+        foreign.insert(name, (vec![d + 2 * kv * hd, d], [rows(0, d), rows(d, kv * hd), rows(2 * d, kv * hd)].concat()));
+        let name = format!("blocks.{l}.attn.qkv.bias");
+        let (_, data) = tensors.get_mut(&name).unwrap();
+        for part in [1, 2] {
+            data.copy_within(part * d..part * d + kv * hd, part * d + kv * hd);
+        }
+        let (_, data) = foreign.remove(&name).unwrap();
+        foreign.insert(name, (vec![d + 2 * kv * hd], [&data[..d + kv * hd], &data[2 * d..2 * d + kv * hd]].concat()));
+    }
+    let same_rules = "rename = [['^(.*)$', '$1']]\n";
+    let arch = tmp.path().join("arch.toml");
+    let (expanded, grouped) = (tmp.path().join("expanded.safetensors"), tmp.path().join("grouped.safetensors"));
+    write_tensors(&expanded, &tensors);
+    write_tensors(&grouped, &foreign);
+    std::fs::write(&arch, arch_with_rules(&export, same_rules)).unwrap();
+    import_model(&expanded, &arch, &tmp.path().join("expanded-model"), None, 1e-4).unwrap();
+    let reference = tmp.path().join("reference");
+    export_model(&tmp.path().join("expanded-model"), &reference).unwrap();
+    let check = reference.join("check.safetensors");
+
+    std::fs::write(&arch, arch_with_rules(&export, &format!("kv_heads = {kv}\nkv_grouping = \"tiled\"\n{same_rules}"))).unwrap();
+    let summary = import_model(&grouped, &arch, &tmp.path().join("tiled"), Some(&check), 1e-6).unwrap();
+    assert!(summary.check.unwrap().max_rel_error < 1e-5);
+    std::fs::write(&arch, arch_with_rules(&export, &format!("kv_heads = {kv}\n{same_rules}"))).unwrap();
+    let err = import_model(&grouped, &arch, &tmp.path().join("consecutive"), Some(&check), 1e-6).unwrap_err().to_string();
+    assert!(err.contains("kv_grouping"), "{err}");
+}
+
 /// A NaN in the weights, the check inputs or outputs is refused by name: compared as numbers,
 /// NaN differs by nothing, and a check once passed a model that predicted NaN everywhere.
 #[test]

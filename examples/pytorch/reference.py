@@ -273,8 +273,11 @@ class Reference(torch.nn.Module):
                 q, k, v = (self.linear(a, b + names[p]) for p in "qkv")
             kv = kv_heads(self.arch)
             q = q.view(n, t, h, d // h).transpose(1, 2)
-            # Each key/value head serves h / kv consecutive query heads (Hugging Face's repeat_kv).
-            k, v = (z.view(n, t, kv, d // h).transpose(1, 2).repeat_interleave(h // kv, dim=1) for z in (k, v))
+            # Each key/value head serves h / kv consecutive query heads (Hugging Face's repeat_kv),
+            # or with kv_grouping = "tiled" query heads j, j + kv, … (.repeat()).
+            tiled = self.arch.get("weights", {}).get("kv_grouping") == "tiled"
+            k, v = (z.view(n, t, kv, d // h).transpose(1, 2) for z in (k, v))
+            k, v = (z.repeat(1, h // kv, 1, 1) if tiled else z.repeat_interleave(h // kv, dim=1) for z in (k, v))
             if self.m.get("positional", "rotary") == "rotary":
                 q, k = self.rotary(q), self.rotary(k)
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(n, t, d)

@@ -146,7 +146,7 @@ pub struct ModelConfig {
     pub channels: Vec<String>,
 }
 
-fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+pub(super) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 

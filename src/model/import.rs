@@ -20,6 +20,7 @@
 //! [weights]
 //! rope_pairing = "half"   # or "interleaved": rotary pairs (2i, 2i+1) instead of (i, i + hd/2)
 //! kv_heads = 2           # grouped-query attention: key/value heads (default: one per query head)
+//! kv_grouping = "tiled"   # head j serves query heads j, j + kv_heads, … (.repeat()); default "consecutive" (repeat_kv)
 //! conv1d = ['^h\.\d+\.(attn|mlp)\.c_\w+\.weight$']   # stored [in, out] (HF Conv1D)
 //! ignore = ['\.attn\.(masked_)?bias$']   # source tensors that are not weights (buffers: causal masks, rotary tables)
 //! rename = [              # ordered: the first rule that matches a source name wins
@@ -121,6 +122,19 @@ pub enum RopePairing {
     Interleaved,
 }
 
+/// Which query heads a grouped-query source's key/value head serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvGrouping {
+    /// Head j serves query heads j·g … j·g + g − 1 (g = heads / kv_heads): Hugging Face's
+    /// `repeat_kv`, `repeat_interleave` on the head axis.
+    #[default]
+    Consecutive,
+    /// Head j serves query heads j, j + kv_heads, j + 2·kv_heads …: code that tiles the heads
+    /// with `.repeat(1, g, 1, 1)`.
+    Tiled,
+}
+
 /// How the source names and stores its tensors.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,11 +152,14 @@ pub struct WeightSpec {
     #[serde(default)]
     pub rename: Vec<(String, String)>,
     /// Key/value heads of a source with grouped-query attention (fewer than `heads`; each serves
-    /// `heads / kv_heads` consecutive query heads). Separate k and v are repeated to one head per
-    /// query head on import, which computes the same attention.
+    /// `heads / kv_heads` query heads, grouped as `kv_grouping` says). Separate k and v are
+    /// repeated to one head per query head on import, which computes the same attention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_heads: Option<usize>,
+    #[serde(default, skip_serializing_if = "super::config::is_default")]
+    pub kv_grouping: KvGrouping,
 }
+
 
 impl WeightSpec {
     /// The `ignore` regexes as one set.
@@ -341,9 +358,9 @@ fn fuse_qkv(tensors: &mut TensorMap, cfg: &ModelConfig) -> Vec<String> {
 }
 
 /// Grouped-query attention's separate k and v ([kv·hd, d] weights, [kv·hd] biases) → one head per
-/// query head, key/value head j serving query heads j·g … j·g + g − 1 (g = heads / kv): the
-/// attention the source computes. Tensors of another width are left for the shape check to report.
-fn repeat_kv_heads(tensors: &mut TensorMap, cfg: &ModelConfig, kv: usize, path: &Path) -> Result<()> {
+/// query head, each the key/value head `grouping` gives it: the attention the source computes.
+/// Tensors of another width are left for the shape check to report.
+fn repeat_kv_heads(tensors: &mut TensorMap, cfg: &ModelConfig, kv: usize, grouping: KvGrouping, path: &Path) -> Result<()> {
     if kv == 0 || cfg.heads % kv != 0 {
         return Err(Error::in_file(path, format!("[weights] kv_heads = {kv} does not divide the {} query heads", cfg.heads)));
     }
@@ -370,7 +387,11 @@ fn repeat_kv_heads(tensors: &mut TensorMap, cfg: &ModelConfig, kv: usize, path: 
                 continue;
             }
             let width = data.len() / shape[0];
-            *data = (0..cfg.heads).flat_map(|h| data[(h / group) * hd * width..(h / group + 1) * hd * width].to_vec()).collect();
+            let served_by = |h: usize| match grouping {
+                KvGrouping::Consecutive => h / group,
+                KvGrouping::Tiled => h % kv,
+            };
+            *data = (0..cfg.heads).flat_map(|h| data[served_by(h) * hd * width..(served_by(h) + 1) * hd * width].to_vec()).collect();
             shape[0] = cfg.d_model;
         }
     }
@@ -454,7 +475,7 @@ pub fn build<B: Backend>(arch: &Arch, source: TensorMap, path: &Path, device: &B
     let (mut tensors, unmatched) = rename(&arch.weights, source, path)?;
     let mut problems: Vec<String> = unmatched.iter().map(|n| format!("source tensor '{n}' matches no rename rule")).collect();
     if let Some(kv) = arch.weights.kv_heads {
-        repeat_kv_heads(&mut tensors, cfg, kv, path)?;
+        repeat_kv_heads(&mut tensors, cfg, kv, arch.weights.kv_grouping, path)?;
     }
     problems.extend(fuse_qkv(&mut tensors, cfg));
     if arch.weights.rope_pairing == RopePairing::Interleaved && cfg.positional == Positional::Rotary {
@@ -691,8 +712,9 @@ pub fn import_model(req: &ImportRequest) -> Result<ImportSummary> {
         return Err(Error::Config(format!(
             "the imported model's predictions differ from the source's by up to {:.3e} V, {:.2} % of its largest (tolerances {:.1e} V and {} %). \
              Check the architecture TOML: [model] norm and norm_eps, positional, rope_theta and [weights] rope_pairing (\"half\" for \
-             Hugging Face's Llama, \"interleaved\" for Meta's original code), heads and kv_heads (each key/value head serves \
-             consecutive query heads, as Hugging Face's repeat_kv; code that tiles them with .repeat() groups them otherwise), \
+             Hugging Face's Llama, \"interleaved\" for Meta's original code), heads, kv_heads and kv_grouping (\"consecutive\": \
+             each key/value head serves consecutive query heads, as Hugging Face's repeat_kv; \"tiled\" for code that tiles them \
+             with .repeat()), \
              [weights] conv1d (a square matrix stored [in, out] imports without a shape error), mlp, [head] and [[inputs]]. \
              VoltLens blocks are pre-norm (x + f(norm(x))); a post-norm model (PyTorch's nn.TransformerEncoderLayer with \
              norm_first=False) cannot be imported. A reference run in half precision differs by its rounding: loosen \
