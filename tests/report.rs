@@ -423,6 +423,14 @@ fn explain_ranks_the_features_active_on_a_stretch() {
     let csv = std::fs::read_to_string(out.join("explain.csv")).unwrap();
     assert_eq!(csv.lines().count(), e.features.len() + 1, "one row per active feature");
     assert!(files.page.is_file() && png_size(&files.png).1 > 400);
+    let page = std::fs::read_to_string(&files.page).unwrap();
+    assert!(!page.contains("current switch"), "no switch inside the hold");
+    // From the charge before the hold: its switch to the hold is logged as two rows 1 µs apart.
+    let switch = (start.saturating_sub(20).max(1)..start + 1).find(|&i| data.test_time[i] - data.test_time[i - 1] < 1e-5).expect("the CC → CV switch logged twice");
+    let across = ExplainWindow { from: data.test_time[switch - 3], ..window.clone() };
+    let e = explain(&fx.dataset, &fx.acts, &fx.labels, &across).unwrap();
+    let page = std::fs::read_to_string(write_explanation(&e, &fx.dataset, &fx.acts, &fx._tmp.path().join("across")).unwrap().page).unwrap();
+    assert!(page.contains("One current switch here is logged as two rows"), "the switch is said");
     let missing = ExplainWindow { cell: "no-such-cell".into(), ..window.clone() };
     assert!(explain(&fx.dataset, &fx.acts, &fx.labels, &missing).unwrap_err().to_string().contains("no-such-cell"));
     let empty = ExplainWindow { from: -20.0, to: -10.0, ..window };

@@ -532,7 +532,7 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
 }
 
 /// Rows closer in time than this to the row before share its timestamp (no cycler logs faster).
-const SAME_TIME_S: f64 = 1e-6;
+pub(crate) const SAME_TIME_S: f64 = 1e-6;
 
 /// Enforces strictly increasing time: repeated timestamps and small steps back are dropped with
 /// a warning; a step back beyond the tolerance is an error naming the row. A current switch

@@ -166,11 +166,19 @@ pub fn write_explanation(e: &Explanation, dataset: &Dataset, acts: &SparseActiva
     table.push("label", TableColumn::Str(e.features.iter().map(|f| f.label.clone()).collect()));
     table.write(&files.table)?;
     draw_stretch(e, &dataset.data[e.cell], acts, &files.png)?;
-    write_page(e, out_dir, &files.page)?;
+    write_page(e, instant_switches(e, &dataset.data[e.cell]), out_dir, &files.page)?;
     Ok(files)
 }
 
-fn write_page(e: &Explanation, out_dir: &Path, path: &Path) -> Result<()> {
+/// Current switches in the stretch logged as two rows at one instant (the old step's end, the new
+/// step's start; ingest keeps the second `SAME_TIME_S` on): a feature firing there draws as a
+/// vertical line.
+fn instant_switches(e: &Explanation, data: &CellData) -> usize {
+    let instant = 2.0 * crate::data::ingest::SAME_TIME_S;
+    e.rows.clone().skip(1).filter(|&i| data.test_time[i] - data.test_time[i - 1] < instant).count()
+}
+
+fn write_page(e: &Explanation, instant_switches: usize, out_dir: &Path, path: &Path) -> Result<()> {
     let w = &e.window;
     // Inside a report (explain/<slug>/) the report's assets serve; alone, the folder gets its own.
     let in_report = out_dir.join("../../features").is_dir();
@@ -183,6 +191,13 @@ fn write_page(e: &Explanation, out_dir: &Path, path: &Path) -> Result<()> {
     }
     let _ = writeln!(html, "<h1>Most active features: cell {}, {} – {} s</h1>", escape(&w.cell), w.from, w.to);
     let _ = writeln!(html, "<div class=\"sub\">{} steps · ranked by mean activation over the stretch as a share of the feature's largest activation in the run · table: <a href=\"explain.parquet\">Parquet</a>, <a href=\"explain.csv\">CSV</a></div>", e.rows.len());
+    if instant_switches > 0 {
+        let (what, are) = if instant_switches == 1 { ("One current switch".to_owned(), "is") } else { (format!("{instant_switches} current switches"), "are") };
+        let _ = writeln!(
+            html,
+            "<div class=\"sub\">{what} here {are} logged as two rows a microsecond apart (the old step's end, the new step's start): a feature firing at a switch draws as a thin vertical line.</div>"
+        );
+    }
     html.push_str("<a href=\"explain.png\"><img src=\"explain.png\" alt=\"the stretch with the top features' activations\" style=\"max-width:100%\"></a>\n");
     html.push_str("<table class=\"data\" id=\"explain\"><tr><th>rank</th><th>feature</th><th>firing</th><th>mean</th><th>max</th><th>mean / run max</th><th>label</th></tr>\n");
     for (k, f) in e.features.iter().enumerate() {
