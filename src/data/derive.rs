@@ -437,12 +437,32 @@ fn above_nominal(full: &[(i32, f64)], nominal_capacity_ah: f64) -> Option<String
 
 /// Largest per-cycle discharge (per-cycle charge in a file that never discharges), the estimate of
 /// nominal capacity (DESIGN §1.3).
-pub fn estimate_capacity_ah(steps: &[StepSummary], min_cycle: Option<i32>) -> Option<f64> {
-    let cycles = cycles_of_steps(steps, min_cycle);
-    let most = |state| moved_by_cycle(steps, &cycles, state).into_iter().map(|(_, ah)| ah).fold(0.0, f64::max);
+fn estimate_capacity_ah(steps: &[StepSummary], cycles: &[i32]) -> Option<f64> {
+    let most = |state| moved_by_cycle(steps, cycles, state).into_iter().map(|(_, ah)| ah).fold(0.0, f64::max);
     let (best, best_charge) = (most(State::Discharging), most(State::Charging));
     let cap = if best > 0.0 { best } else { best_charge };
     (cap > 0.0).then_some(cap)
+}
+
+/// The warning beside an estimated capacity.
+fn estimated_warning(capacity_ah: f64) -> String {
+    // Above this a lab cell's current written in mA as A is likelier than the cell (the largest
+    // prismatic cells hold ~300 Ah; estimates above 1000 Ah are refused).
+    const LARGE_CELL_AH: f64 = 100.0;
+    let hint = if capacity_ah > LARGE_CELL_AH { ", more than most cells hold: is the current in mA labelled as A?" } else { "" };
+    format!("nominal capacity estimated from the data: {capacity_ah:.4} Ah{hint}")
+}
+
+/// A discharge step SOH and capacity are measured by: not a pulse, down to the lower cut-off
+/// (within `tol`), or where the cut-off is unknown (discharges all as long, which a time limit
+/// could have cut), moving `most` Ah in one sustained step.
+fn full_discharge(s: &StepSummary, m: Method, cutoffs: &Cutoffs, tol: f64, most: f64) -> bool {
+    s.state() == State::Discharging
+        && m != Method::Pulse
+        && match cutoffs.lower {
+            Some(lower) => s.min_voltage <= lower.volts + tol,
+            None => -s.charge_ah >= most,
+        }
 }
 
 impl CellDerivation {
@@ -451,48 +471,43 @@ impl CellDerivation {
     pub fn from_steps(tracker: &StepTracker, given_capacity_ah: Option<f64>, given_cutoffs: Cutoffs) -> CellDerivation {
         let steps = tracker.steps();
         let mut warnings = Vec::new();
-        let (nominal_capacity_ah, capacity_estimated) = match given_capacity_ah {
-            Some(c) => (c, false),
-            None => match estimate_capacity_ah(steps, tracker.min_cycle()) {
-                Some(c) => {
-                    // Above this a lab cell's current written in mA as A is likelier than the cell
-                    // (the largest prismatic cells hold ~300 Ah; estimates above 1000 Ah are refused).
-                    const LARGE_CELL_AH: f64 = 100.0;
-                    let hint = if c > LARGE_CELL_AH { ", more than most cells hold: is the current in mA labelled as A?" } else { "" };
-                    warnings.push(format!("nominal capacity estimated from the data: {c:.4} Ah{hint}"));
-                    (c, true)
-                }
-                None => {
-                    warnings.push("no charge or discharge found: nominal capacity set to 1 Ah".to_owned());
-                    (1.0, true)
-                }
-            },
-        };
         let step_cycle = cycles_of_steps(steps, tracker.min_cycle());
         let step_method: Vec<Method> = steps.iter().map(StepSummary::method).collect();
+        let capacity_estimated = given_capacity_ah.is_none();
+        let estimate = estimate_capacity_ah(steps, &step_cycle);
+        // Without any charge or discharge: 1 Ah, with a warning below.
+        let mut nominal_capacity_ah = given_capacity_ah.or(estimate).unwrap_or(1.0);
         let mut soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
         // A cycle's capacity is its SOH only where its discharge is a full one: most of the
         // capacity, down to the lower cut-off (an HPPC or GITT sequence that stops at 20 % SOC
-        // removes 80 % of the capacity of a fresh cell). Where the cut-off is unknown (discharges
-        // all as long, which a time limit could have cut), most of it in one sustained step.
-        let tol = crate::data::anchor::tolerance(steps, &step_method, &soc_anchor.cutoffs);
-        let most = FULL_CYCLE_SHARE * nominal_capacity_ah;
-        let full_step = |s: &StepSummary, m: Method| {
-            s.state() == State::Discharging
-                && m != Method::Pulse
-                && match soc_anchor.cutoffs.lower {
-                    Some(lower) => s.min_voltage <= lower.volts + tol,
-                    None => -s.charge_ah >= most,
-                }
+        // removes 80 % of the capacity of a fresh cell).
+        let tol = |anchor: &CellAnchors| crate::data::anchor::tolerance(steps, &step_method, &anchor.cutoffs);
+        let (soh_cycle, renumbered) = {
+            let (tol, most) = (tol(&soc_anchor), FULL_CYCLE_SHARE * nominal_capacity_ah);
+            soh_cycles(steps, &step_method, &step_cycle, |s, m| full_discharge(s, m, &soc_anchor.cutoffs, tol, most))
         };
-        let (soh_cycle, renumbered) = soh_cycles(steps, &step_method, &step_cycle, full_step);
+        if capacity_estimated && renumbered.is_some() {
+            // The file's one "cycle" holds several full discharges: the capacity is one of them
+            // (four CC-CV cycles of a 5 Ah cell read 19.8 Ah as one, and SOC swung a quarter as far).
+            if let Some(capacity_ah) = estimate_capacity_ah(steps, &soh_cycle) {
+                nominal_capacity_ah = capacity_ah;
+                soc_anchor = find_anchors(steps, &step_method, nominal_capacity_ah, given_cutoffs);
+            }
+        }
+        if capacity_estimated {
+            warnings.push(match estimate {
+                Some(_) => estimated_warning(nominal_capacity_ah),
+                None => "no charge or discharge found: nominal capacity set to 1 Ah".to_owned(),
+            });
+        }
         warnings.extend(renumbered);
+        let (tol, most) = (tol(&soc_anchor), FULL_CYCLE_SHARE * nominal_capacity_ah);
         let discharged: Vec<(i32, f64)> = moved_by_cycle(steps, &soh_cycle, State::Discharging);
         if !capacity_estimated {
             warnings.extend(above_nominal(&discharged, nominal_capacity_ah));
         }
         // Cycles with a full discharge step, found in one pass; their SOH spread over their steps.
-        let with_full: HashSet<i32> = steps.iter().zip(&step_method).zip(&soh_cycle).filter(|((s, &m), _)| full_step(s, m)).map(|(_, &c)| c).collect();
+        let with_full: HashSet<i32> = steps.iter().zip(&step_method).zip(&soh_cycle).filter(|((s, &m), _)| full_discharge(s, m, &soc_anchor.cutoffs, tol, most)).map(|(_, &c)| c).collect();
         let soh_of: HashMap<i32, f32> = discharged
             .iter()
             .filter(|&&(cycle, ah)| ah >= most && with_full.contains(&cycle))
@@ -501,7 +516,7 @@ impl CellDerivation {
         let step_soh = soh_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
         if capacity_estimated
             && soc_anchor.method != AnchorMethod::Unanchored
-            && !capacity_measured_fully(steps, &step_method, &step_cycle, &moved_by_cycle(steps, &step_cycle, State::Discharging), nominal_capacity_ah, &soc_anchor.cutoffs)
+            && !capacity_measured_fully(steps, &step_method, &soh_cycle, &moved_by_cycle(steps, &soh_cycle, State::Discharging), nominal_capacity_ah, &soc_anchor.cutoffs)
         {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
@@ -711,6 +726,32 @@ mod tests {
         let d = CellDerivation::from_steps(&tr, None, Cutoffs::default());
         assert!(d.capacity_estimated);
         assert!((d.nominal_capacity_ah - 0.5 * 239.0 / 60.0).abs() < 1e-6, "{}", d.nominal_capacity_ah);
+    }
+
+    /// Two CC-CV cycles (1 A charge, hold at 4.2 V, rest, 0.5 A discharge to 2.9 V) logged under
+    /// one cycle number, no capacity given: the capacity is one discharge's, not the file cycle's.
+    #[test]
+    fn capacity_of_a_cycle_column_that_never_advances_is_one_discharge() {
+        let mut tr = StepTracker::new(None);
+        let mut t = 0.0;
+        let mut push = |tr: &mut StepTracker, n: usize, i: &dyn Fn(usize) -> f32, v: &dyn Fn(usize) -> f32, step: i32| {
+            for k in 0..n {
+                tr.push(t, i(k), v(k), Some(1), Some(step));
+                t += 60.0;
+            }
+        };
+        for round in 0..2 {
+            push(&mut tr, 60, &|_| 1.0, &|k| 3.5 + 0.01 * k as f32, 4 * round + 1);
+            push(&mut tr, 20, &|k| 1.0 / (1.0 + k as f32), &|_| 4.2, 4 * round + 2);
+            push(&mut tr, 10, &|_| 0.0, &|k| 4.15 - 0.001 * k as f32, 4 * round + 3);
+            push(&mut tr, 241, &|_| -0.5, &|k| 4.1 - 0.005 * k as f32, 4 * round + 4);
+        }
+        let lower = crate::data::anchor::Cutoff { volts: 2.9, source: crate::data::anchor::CutoffSource::Given };
+        let d = CellDerivation::from_steps(&tr, None, Cutoffs { lower: Some(lower), ..Cutoffs::default() });
+        assert!((d.nominal_capacity_ah - 0.5 * 240.0 / 60.0).abs() < 1e-6, "{}", d.nominal_capacity_ah);
+        assert_eq!(d.soc_anchor.method, AnchorMethod::CvHold);
+        assert!(d.warnings.iter().any(|w| w.contains("holds 2 full discharges")), "{:?}", d.warnings);
+        assert!(d.step_soh.iter().flatten().all(|&soh| (soh - 1.0).abs() < 1e-6), "{:?}", d.step_soh);
     }
 
     #[test]
