@@ -79,7 +79,12 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
         };
         if let Some((score, delimiter)) = candidate {
             fields.split(text, delimiter);
-            let names = fields.to_strings();
+            let mut names = fields.to_strings();
+            // A trailing delimiter names no column: BioLogic EC-Lab ends its column line with a
+            // tab its data lines lack (rows with one empty field more are read as they are).
+            if names.len() > 1 && names.last().is_some_and(String::is_empty) {
+                names.pop();
+            }
             // A fixed header line is taken as it is; its missing columns are named when resolved.
             if score == layout.required().len() {
                 let skip = match layout.header {

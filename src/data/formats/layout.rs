@@ -53,9 +53,10 @@ pub(super) fn header_key(name: &str) -> String {
     key_chars(name).collect()
 }
 
-/// [`header_key`]'s characters, for comparing without allocating (a state cell on every row).
+/// [`header_key`]'s characters, for comparing without allocating (a state cell on every row). A
+/// replacement character is the degree sign a re-saved file lost (`Temperature/\u{FFFD}C`).
 pub(super) fn key_chars(name: &str) -> impl Iterator<Item = char> + '_ {
-    name.chars().filter(|c| !c.is_whitespace() && *c != '_').flat_map(char::to_lowercase)
+    name.chars().filter(|c| !c.is_whitespace() && *c != '_').map(|c| if c == '\u{FFFD}' { '°' } else { c }).flat_map(char::to_lowercase)
 }
 
 /// Where the column header is.
