@@ -170,6 +170,26 @@ fn a_cycle_column_that_never_advances_gives_soh_per_discharge() {
     assert!(cells[0].metadata.contains("holds 2 full discharges"), "{}", cells[0].metadata);
 }
 
+/// A 2 mAh coin cell, no capacity given: a C/5 discharge (0.4 mA), a C/50 one (40 µA, below the
+/// 0.1 mA floor a cell of unknown size rests under), then a C/5 charge. Once its capacity is
+/// estimated, the C/50 step is a discharge, and counts in the capacity.
+#[test]
+fn a_small_cell_of_unknown_capacity_keeps_its_slow_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fast = (0..300).map(|k| (60.0 * k as f64, -4e-4, 4.1 - 0.0035 * k as f64));
+    let slow = (300..360).map(|k| (60.0 * k as f64, -4e-5, 3.05 - 0.001 * (k - 300) as f64));
+    let charge = (360..660).map(|k| (60.0 * k as f64, 4e-4, 3.1 + 0.0035 * (k - 360) as f64));
+    let rows: Vec<(f64, f64, f64)> = fast.chain(slow).chain(charge).collect();
+    let csv = write_csv(tmp.path(), "coin.csv", &rows);
+    let out = tmp.path().join("out");
+    ingest(&[csv], &out, &IngestOptions::default()).unwrap();
+    let (info, data) = read_cell(&out.join("timeseries/coin.parquet")).unwrap();
+    assert!(data.state[301..360].iter().all(|&s| s == State::Discharging), "{:?}", &data.state[295..305]);
+    // 0.4 mA for 5 h, the 60 s into the C/50 step at their mean, 40 µA for 59 min.
+    let discharged = 4e-4 * 299.0 / 60.0 + 0.5 * (4e-4 + 4e-5) / 60.0 + 4e-5 * 59.0 / 60.0;
+    assert!((info.nominal_capacity_ah - discharged).abs() < 1e-9, "{} Ah", info.nominal_capacity_ah);
+}
+
 /// Constant-power steps (7.4 W, logged every second): the current moves with the voltage, so
 /// each is one step of method "other", neither constant current nor a charge split into holds
 /// where its current falls row by row.

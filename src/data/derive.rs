@@ -38,9 +38,10 @@ const CURRENT_STEP_VOLTS: f64 = 0.001;
 /// A cycle whose discharge removes at least this share of nominal capacity counts as full (for soh).
 pub const FULL_CYCLE_SHARE: f64 = 0.6;
 
-/// The resting threshold on |I| (A): max(1e-4 A, 0.002·C_nom).
+/// The resting threshold on |I| (A): 0.002·C_nom (at least 0.1 µA, a cycler's noise at rest), or
+/// 0.1 mA while the capacity is not known. A coin cell of 0.07 mAh cycles at 0.1 mA.
 pub fn rest_threshold_a(nominal_capacity_ah: Option<f64>) -> f64 {
-    nominal_capacity_ah.map_or(1e-4, |c| (0.002 * c).max(1e-4))
+    nominal_capacity_ah.map_or(1e-4, |c| (0.002 * c).max(1e-7))
 }
 
 /// Row-level state from the current.
@@ -157,6 +158,10 @@ pub struct StepTracker {
 }
 
 impl StepTracker {
+    pub fn rest_threshold_a(&self) -> f64 {
+        self.rest_threshold_a
+    }
+
     /// `nominal_capacity_ah` (when known up front) sets the resting threshold.
     pub fn new(nominal_capacity_ah: Option<f64>) -> Self {
         StepTracker {
@@ -759,5 +764,8 @@ mod tests {
         assert_eq!(state_of(0.005, rest_threshold_a(Some(5.0))), State::Resting);
         assert_eq!(state_of(0.05, rest_threshold_a(Some(5.0))), State::Charging);
         assert_eq!(state_of(-0.05, rest_threshold_a(Some(5.0))), State::Discharging);
+        // A 0.068 mAh coin cell cycled at ±137 µA: no rest at all.
+        assert_eq!(state_of(137e-6, rest_threshold_a(Some(6.8e-5))), State::Charging);
+        assert_eq!(state_of(-137e-6, rest_threshold_a(Some(6.8e-5))), State::Discharging);
     }
 }

@@ -17,7 +17,7 @@ use crate::data::anchor::{Cutoff, CutoffSource, Cutoffs};
 use crate::data::canonical::{self, CellData, CellWriter, DatasetPaths};
 use crate::data::cells::{AnchorMethod, CellInfo};
 use crate::data::schema::Method;
-use crate::data::derive::{CellDerivation, RowDeriver, StepTracker, NO_ANCHOR};
+use crate::data::derive::{rest_threshold_a, CellDerivation, RowDeriver, StepTracker, NO_ANCHOR};
 use crate::data::formats::{self, ColumnMap, CyclerReader, Format};
 use crate::data::raw::{RawChunk, SourceMetadata};
 use crate::{Error, Result};
@@ -256,13 +256,16 @@ pub fn ingest_source(
     spill.close().map_err(|e| Error::parquet(&spill_path, e))?;
     let (flip, sign_warning) = check_sign(source, &tracker, &meta)?;
     if flip {
-        tracker = StepTracker::new(given_capacity);
-        for chunk in read_spill(&spill_path, true)? {
-            tracker.push_chunk(&chunk?);
-        }
+        tracker = retrack(&spill_path, true, given_capacity)?;
     }
-
-    let derivation = CellDerivation::from_steps(&tracker, given_capacity, given_cutoffs(source, &meta, opts)?);
+    let cutoffs = given_cutoffs(source, &meta, opts)?;
+    let mut derivation = CellDerivation::from_steps(&tracker, given_capacity, cutoffs);
+    // A small cell whose capacity had to be estimated rests below a smaller current than pass 1
+    // knew (a share of the capacity): its C/50 steps were taken for rests, and are steps again.
+    if derivation.capacity_estimated && rest_threshold_a(Some(derivation.nominal_capacity_ah)) < tracker.rest_threshold_a() {
+        tracker = retrack(&spill_path, flip, Some(derivation.nominal_capacity_ah))?;
+        derivation = CellDerivation::from_steps(&tracker, None, cutoffs);
+    }
     let units_warning = check_units(source, &tracker, &derivation, &extremes, opts)?;
     let gap_warning = extremes.gap_warning(derivation.nominal_capacity_ah);
 
@@ -340,6 +343,15 @@ fn check_sign(source: &Path, tracker: &StepTracker, meta: &SourceMetadata) -> Re
 }
 
 /// The rows spilled by pass 1, chunk by chunk, the current negated where `flip`.
+/// The steps of the spilled rows again, with the current flipped or the capacity known.
+fn retrack(spill_path: &Path, flip: bool, capacity_ah: Option<f64>) -> Result<StepTracker> {
+    let mut tracker = StepTracker::new(capacity_ah);
+    for chunk in read_spill(spill_path, flip)? {
+        tracker.push_chunk(&chunk?);
+    }
+    Ok(tracker)
+}
+
 fn read_spill(path: &Path, flip: bool) -> Result<impl Iterator<Item = Result<RawChunk>>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let batches = ParquetRecordBatchReaderBuilder::try_new(f)

@@ -83,7 +83,7 @@ pub fn format_table(rows: &[CellSummary]) -> String {
                 r.rows.to_string(),
                 format!("{:.1}", r.duration_h),
                 r.cycles.to_string(),
-                format!("{:.3}{}", r.capacity_ah, if r.capacity_estimated { " (est.)" } else { "" }),
+                format!("{}{}", capacity(r.capacity_ah), if r.capacity_estimated { " (est.)" } else { "" }),
                 r.protocol.clone(),
                 format!("{:.2}–{:.2}", r.voltage_range.0, r.voltage_range.1),
                 format!("{:.2}–{:.2}", r.current_range.0, r.current_range.1),
@@ -168,4 +168,13 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
         }
         root.present().map_err(|e| fail(&e))
     })
+}
+
+/// Ah to three decimals, or three significant digits for a coin cell (0.000068 Ah, not 0.000).
+fn capacity(ah: f64) -> String {
+    if ah >= 0.1 {
+        format!("{ah:.3}")
+    } else {
+        format!("{ah:.2e}")
+    }
 }

@@ -1,6 +1,7 @@
 //! BioLogic EC-Lab text exports: semicolon- or tab-separated, units in the header (`time/s`,
 //! `I/mA`, `Ecell/V`), maybe an EC-Lab header block or a leading unnamed index column. Tools
 //! that re-save them may write `time/s` as date-times, which become seconds since the first row.
+//! The header's `Battery capacity` line gives the nominal capacity.
 
 use std::path::Path;
 
@@ -31,5 +32,39 @@ pub(super) fn layout() -> Layout {
 }
 
 pub(super) fn open(path: &Path) -> Result<Box<dyn CyclerReader>> {
-    Ok(Box::new(DelimitedReader::open(path, &layout())?))
+    let mut reader = DelimitedReader::open(path, &layout())?;
+    reader.metadata_mut().nominal_capacity_ah = reader.preamble().iter().find_map(|line| battery_capacity_ah(line));
+    Ok(Box::new(reader))
+}
+
+/// EC-Lab's header line `Battery capacity : 5.452 mA.h` (A.h, mA.h or µA.h, maybe a decimal
+/// comma): the capacity its C-rates count. Zero is EC-Lab's "not set".
+fn battery_capacity_ah(line: &str) -> Option<f64> {
+    let value = line.trim().strip_prefix("Battery capacity")?.trim_start().strip_prefix(':')?;
+    let (number, unit) = value.trim().split_once(' ')?;
+    let number: f64 = number.replace(',', ".").parse().ok()?;
+    let scale = match unit.trim() {
+        "A.h" => 1.0,
+        "mA.h" => 1e-3,
+        // µ (micro sign or Greek mu), or the replacement character a re-saved file left.
+        u if u.ends_with("A.h") && u.chars().count() == 4 && matches!(u.chars().next(), Some('µ' | 'μ' | '\u{FFFD}')) => 1e-6,
+        _ => return None,
+    };
+    Some(number * scale).filter(|c| c.is_finite() && *c > 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::battery_capacity_ah;
+
+    #[test]
+    fn battery_capacity_lines_read_in_ampere_hours() {
+        let close = |line: &str, ah: f64| battery_capacity_ah(line).is_some_and(|c| (c / ah - 1.0).abs() < 1e-12);
+        assert!(close("Battery capacity : 5.452 mA.h", 5.452e-3));
+        assert!(close("Battery capacity : 1,300 A.h", 1.3));
+        assert!(close("Battery capacity : 120.000 µA.h", 120e-6));
+        assert!(close("Battery capacity : 168.128 \u{FFFD}A.h", 168.128e-6));
+        assert_eq!(battery_capacity_ah("Battery capacity : 0.000 A.h"), None, "not set");
+        assert_eq!(battery_capacity_ah("Mass of active material : 0.790 mg"), None);
+    }
 }
