@@ -190,6 +190,36 @@ fn a_small_cell_of_unknown_capacity_keeps_its_slow_steps() {
     assert!((info.nominal_capacity_ah - discharged).abs() < 1e-9, "{} Ah", info.nominal_capacity_ah);
 }
 
+/// A CC-CV charge under one step index as an Arbin logs it: the current's ramp at the step's start
+/// (0.5 s at 60 ms), 1.1 A every 5 s, and the hold's first row logged as the voltage reached
+/// 3.6 V (3 mV up, 0.91 A). The ramp is not the step's control and the hold's first row not the
+/// CC step's: a CC step, then a CV hold (all one step of method "other" before).
+#[test]
+fn a_cc_cv_step_with_a_current_ramp_reads_as_cc_then_cv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows: Vec<(f64, i32, f64, f64)> = (0..10).map(|k| (10.0 * k as f64, 1, 0.0, 3.3)).collect();
+    rows.extend((1..9).map(|k| (100.0 + 0.06 * k as f64, 2, 0.1375 * k as f64, 3.3 + 0.01 * k as f64)));
+    rows.extend((0..84).map(|k| (101.0 + 5.0 * k as f64, 2, 1.1, 3.38 + 0.0026 * k as f64)));
+    rows.extend((0..120).map(|k| (521.0 + 5.0 * k as f64, 2, 0.91 * (-(k as f64) / 40.0).exp(), 3.6003 - 0.0002 * (k % 2) as f64)));
+    let mut text = String::from("Data_Point,Test_Time(s),Step_Time(s),Cycle_Index,Step_Index,Current(A),Voltage(V),Charge_Capacity(Ah),Discharge_Capacity(Ah)\n");
+    let mut charge = 0.0;
+    for (n, w) in rows.iter().enumerate() {
+        if n > 0 {
+            charge += 0.5 * (w.2 + rows[n - 1].2) * (w.0 - rows[n - 1].0) / 3600.0;
+        }
+        let start = rows.iter().find(|r| r.1 == w.1).unwrap().0;
+        text.push_str(&format!("{},{},{},1,{},{},{},{charge},0\n", n + 1, w.0, w.0 - start, w.1, w.2, w.3));
+    }
+    let csv = tmp.path().join("cccv.csv");
+    std::fs::write(&csv, text).unwrap();
+    let out = tmp.path().join("out");
+    ingest(&[csv], &out, &opts()).unwrap();
+    let (_, data) = read_cell(&out.join("timeseries/cccv.parquet")).unwrap();
+    let cc = 18..102;
+    assert!(data.method[cc].iter().all(|&m| m == Method::ConstantCurrent), "{:?}", &data.method[14..24]);
+    assert!(data.method[103..].iter().all(|&m| m == Method::ConstantVoltage), "{:?}", &data.method[100..106]);
+}
+
 /// Constant-power steps (7.4 W, logged every second): the current moves with the voltage, so
 /// each is one step of method "other", neither constant current nor a charge split into holds
 /// where its current falls row by row.

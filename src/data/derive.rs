@@ -61,6 +61,54 @@ pub fn trapezoid_ah(from: (f64, f32), to: (f64, f32)) -> f64 {
     0.5 * (from.1 as f64 + to.1 as f64) * (to.0 - from.0) / 3600.0
 }
 
+/// Rows of a step settle this long after its start (s): a cycler ramps its current over the
+/// first fraction of a second (Arbin logs the ramp at 60 ms) or logs the step's first row at the
+/// old step's current (Novonix: 0 A).
+const SETTLE_S: f64 = 1.0;
+
+/// Running sums of current and voltage over rows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Moments {
+    n: f64,
+    sum_i: f64,
+    sum_i2: f64,
+    sum_abs_i: f64,
+    sum_v: f64,
+    sum_v2: f64,
+}
+
+impl Moments {
+    fn push(&mut self, i: f64, v: f64) {
+        self.add(i, v, 1.0);
+    }
+    /// The sums without one row they hold.
+    fn without(mut self, i: f64, v: f64) -> Self {
+        self.add(i, v, -1.0);
+        self
+    }
+    fn add(&mut self, i: f64, v: f64, sign: f64) {
+        self.n += sign;
+        self.sum_i += sign * i;
+        self.sum_i2 += sign * i * i;
+        self.sum_abs_i += sign * i.abs();
+        self.sum_v += sign * v;
+        self.sum_v2 += sign * v * v;
+    }
+    fn std(sum: f64, sum_sq: f64, n: f64) -> f64 {
+        (sum_sq / n - (sum / n).powi(2)).max(0.0).sqrt()
+    }
+    fn mean_abs_current(&self) -> f64 {
+        self.sum_abs_i / self.n
+    }
+    /// Standard deviation of the current over its mean magnitude.
+    fn current_spread(&self) -> f64 {
+        Self::std(self.sum_i, self.sum_i2, self.n) / self.mean_abs_current().max(1e-12)
+    }
+    fn voltage_spread(&self) -> f64 {
+        Self::std(self.sum_v, self.sum_v2, self.n)
+    }
+}
+
 /// Running sums over one step.
 #[derive(Debug, Clone)]
 pub struct StepSummary {
@@ -82,12 +130,9 @@ pub struct StepSummary {
     pub plateau_voltage: f64,
     pub plateau_start_current: f64,
     pub plateau_start_ah: f64,
-    n: f64,
-    sum_i: f64,
-    sum_i2: f64,
-    sum_abs_i: f64,
-    sum_v: f64,
-    sum_v2: f64,
+    /// Every row's sums, and those of the rows `SETTLE_S` or more after the step's start.
+    all: Moments,
+    settled: Moments,
     /// Charge moved in the step (Ah, signed: + = charged).
     pub charge_ah: f64,
     /// Cumulative charge (Ah) at the step's last row.
@@ -101,21 +146,25 @@ impl StepSummary {
         self.end_time - self.start_time
     }
     pub fn mean_current(&self) -> f64 {
-        self.sum_i / self.n
+        self.all.sum_i / self.all.n
     }
     pub fn mean_abs_current(&self) -> f64 {
-        self.sum_abs_i / self.n
-    }
-    fn std(sum: f64, sum_sq: f64, n: f64) -> f64 {
-        (sum_sq / n - (sum / n).powi(2)).max(0.0).sqrt()
+        self.all.mean_abs_current()
     }
     pub fn state(&self) -> State {
         let i = (0..3).max_by_key(|&i| (self.state_rows[i], std::cmp::Reverse(i))).expect("three states");
         State::ALL[i]
     }
-    /// Standard deviation of the current over its mean magnitude.
+    /// The rows that say how the step was controlled: those after its settling, unless too few.
+    fn control(&self) -> Moments {
+        if self.settled.n >= 2.0 {
+            self.settled
+        } else {
+            self.all
+        }
+    }
     fn current_spread(&self) -> f64 {
-        Self::std(self.sum_i, self.sum_i2, self.n) / self.mean_abs_current().max(1e-12)
+        self.control().current_spread()
     }
 
     /// The step's control method (DESIGN §1.3).
@@ -128,7 +177,7 @@ impl StepSummary {
             return Method::Pulse;
         }
         let current_spread = self.current_spread();
-        let voltage_spread = Self::std(self.sum_v, self.sum_v2, self.n);
+        let voltage_spread = self.control().voltage_spread();
         if current_spread > CV_CURRENT_SPREAD && voltage_spread < CV_VOLTAGE_SPREAD {
             Method::ConstantVoltage
         } else if current_spread <= CC_CURRENT_SPREAD {
@@ -218,12 +267,8 @@ impl StepTracker {
                 plateau_voltage: voltage as f64,
                 plateau_start_current: current as f64,
                 plateau_start_ah: self.cumulative_ah,
-                n: 0.0,
-                sum_i: 0.0,
-                sum_i2: 0.0,
-                sum_abs_i: 0.0,
-                sum_v: 0.0,
-                sum_v2: 0.0,
+                all: Moments::default(),
+                settled: Moments::default(),
                 charge_ah: 0.0,
                 end_charge_ah: self.cumulative_ah,
                 state_rows: [0; 3],
@@ -244,12 +289,10 @@ impl StepTracker {
             (summary.plateau_voltage, summary.plateau_start_current, summary.plateau_start_ah) = (v, i, self.cumulative_ah);
         }
         summary.max_abs_current = summary.max_abs_current.max(i.abs());
-        summary.n += 1.0;
-        summary.sum_i += i;
-        summary.sum_i2 += i * i;
-        summary.sum_abs_i += i.abs();
-        summary.sum_v += v;
-        summary.sum_v2 += v * v;
+        summary.all.push(i, v);
+        if t - summary.start_time >= SETTLE_S {
+            summary.settled.push(i, v);
+        }
         summary.end_charge_ah = self.cumulative_ah;
         summary.state_rows[State::ALL.iter().position(|s| *s == state).expect("known state")] += 1;
         self.min_voltage = self.min_voltage.min(v);
@@ -284,15 +327,21 @@ impl StepTracker {
     /// compared with the step's mean, so a hold sampled finely, whose current falls a little
     /// each row, is still found a few rows in. The step must have moved the voltage, or the
     /// hold's own first rows would split it again.
+    ///
+    /// The hold's first row, logged as the voltage reached its limit, moved the voltage too far
+    /// to be told apart and joined the CC step (at 5 s logging, 1.10 A then 0.91 A): the step's
+    /// rows before it count as the CC step where they alone held steady.
     fn hold_begins(&self, current: f32, voltage: f32) -> bool {
-        let Some(step) = self.steps.last() else { return false };
+        let (Some(step), Some((_, last_i, ..))) = (self.steps.last(), &self.last) else { return false };
+        let i = current as f64;
         // The per-row tests first: this runs on every row of such a file.
-        (voltage as f64 - step.end_voltage).abs() <= HOLD_VOLTAGE_STEP
-            && step.n >= 2.0
-            && (current as f64).abs() < (1.0 - HOLD_CURRENT_DROP) * step.mean_abs_current()
-            && (current as f64).signum() == step.sum_i.signum()
+        if (voltage as f64 - step.end_voltage).abs() > HOLD_VOLTAGE_STEP || i.signum() != step.all.sum_i.signum() {
+            return false;
+        }
+        let control = step.control();
+        let held = |m: &Moments| m.n >= 2.0 && i.abs() < (1.0 - HOLD_CURRENT_DROP) * m.mean_abs_current() && m.current_spread() <= HOLD_AFTER_SPREAD;
+        (held(&control) || held(&control.without(*last_i as f64, step.end_voltage)))
             && step.max_voltage - step.min_voltage > 2.0 * CV_VOLTAGE_SPREAD
-            && step.current_spread() <= HOLD_AFTER_SPREAD
             && step.method() == Method::ConstantCurrent
     }
 
