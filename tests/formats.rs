@@ -331,7 +331,7 @@ fn arbin_export_without_temperature_is_not_taken_for_battery_archive() {
 
 /// Variants real exporters write: Arbin current in mA, Maccor elapsed time as `0d 00:01:00`,
 /// a BioLogic clock with a decimal-comma fraction, an EC-Lab header longer than the usual search,
-/// rows or the column line with a trailing tab, and Neware's `1-00:00:30` through a column map.
+/// rows or the column line with a trailing tab, rows of delimiters alone, and Neware's `1-00:00:30` through a column map.
 #[test]
 fn exporter_variants_read_in_canonical_units() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,6 +356,10 @@ fn exporter_variants_read_in_canonical_units() {
     let cell = detect_and_read(&write(dir.path(), "ec-lab.mpt", ec_lab.as_bytes()), Format::Biologic);
     assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 60.0], vec![0.0, 1.5]));
     assert_eq!(cell.rows.temperature, [Some(25.0), Some(25.5)]);
+    // A spreadsheet saves the empty rows below its table as delimiters alone.
+    let saved = "time/s;Ecell/V;I/mA\n0;3.5;0\n60;3.6;1500\n;;\n;;\n";
+    let cell = detect_and_read(&write(dir.path(), "saved.csv", saved.as_bytes()), Format::Biologic);
+    assert_eq!(cell.rows.test_time, [0.0, 60.0]);
     // Neware writes days as `1-02:03:04` and may sign the current only in its step type.
     let neware = "Record ID,Step Type,Total Time,Current(mA),Voltage(V)\n1,Rest,0-00:00:00,0,3.6\n2,CC_DChg,1-00:00:30,1000,3.5\n";
     let map = "[columns]\ntime = \"Total Time\"\ncurrent = \"Current(mA)\"\nvoltage = \"Voltage(V)\"\nstate = \"Step Type\"\n\

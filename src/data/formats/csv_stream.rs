@@ -349,6 +349,12 @@ struct Prescan {
     other_states: Vec<String>,
 }
 
+/// A line with nothing but delimiters and spaces: spreadsheets save the rows below a table as
+/// `;;;;;;;;;`, read like blank lines.
+fn blank(text: &str, delimiter: u8) -> bool {
+    text.bytes().all(|b| b == delimiter || b.is_ascii_whitespace())
+}
+
 fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option<u64>, numbers: &NumberStyle) -> Result<Prescan> {
     let mut lines = TextLines::open_at(path, header.data_offset, header.data_after)?;
     let mut fields = Fields::default();
@@ -356,7 +362,7 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
     let mut previous: (Option<f64>, Option<f64>) = (None, None);
     let wants_votes = !matches!(columns.sign, SignColumns::Fixed);
     while let Some((number, text)) = lines.next_line()? {
-        if text.trim().is_empty() || Some(number) == skip_line {
+        if blank(text, header.delimiter) || Some(number) == skip_line {
             continue;
         }
         scan.data_rows += 1;
@@ -467,7 +473,7 @@ fn incomplete_last_line(path: &Path, header: &Header) -> Result<Option<u64>> {
             end -= 1;
         }
         let line_start = tail[..end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if !tail[line_start..end].iter().all(u8::is_ascii_whitespace) {
+        if !tail[line_start..end].iter().all(|&b| b.is_ascii_whitespace() || b == header.delimiter) {
             break line_start;
         }
         if line_start == 0 {
@@ -651,7 +657,7 @@ impl CyclerReader for DelimitedReader {
         let mut chunk = RawChunk::default();
         while chunk.len() < CHUNK_ROWS {
             let Some((number, text)) = self.lines.next_line()? else { break };
-            if text.trim().is_empty() || Some(number) == self.skip_line {
+            if blank(text, self.delimiter) || Some(number) == self.skip_line {
                 continue;
             }
             self.fields.split(text, self.delimiter);
