@@ -154,6 +154,25 @@ fn a_current_switch_logged_twice_at_one_instant_keeps_both_rows_and_counts_charg
     }
 }
 
+/// Three rows logged in one second with three currents (a step's end, a rest row, the next
+/// step's start) keep a microsecond apart each; a fourth repeating the third is a duplicate. None
+/// stepped back (the third was compared with the second's kept time, and dropped as such).
+#[test]
+fn three_rows_at_one_instant_keep_their_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rows = cycle_rows();
+    let (t, _, v) = rows[359];
+    rows.splice(360..360, [(t, 0.0, v), (t, 2.0, v), (t, 2.0, v)]);
+    let csv = write_csv(tmp.path(), "three.csv", &rows);
+    let out = tmp.path().join("out");
+    let cells = ingest(&[csv], &out, &opts()).unwrap();
+    assert_eq!(cells[0].rows, 722, "{}", cells[0].metadata);
+    assert!(!cells[0].metadata.contains("stepped back") && cells[0].metadata.contains("dropped 1 rows repeating"), "{}", cells[0].metadata);
+    let (_, data) = read_cell(&out.join("timeseries/three.parquet")).unwrap();
+    assert_eq!((data.current[360], data.current[361]), (0.0, 2.0));
+    assert!(data.dt[360..362].iter().all(|&dt| (dt - 1e-6).abs() < 1e-9), "{:?}", &data.dt[359..363]);
+}
+
 /// Two full cycles of a 2 Ah cell under one Cycle_Index (a column that never advances): each
 /// discharge is one cycle's capacity, 1.0 of nominal, not the two together.
 #[test]

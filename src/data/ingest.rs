@@ -556,8 +556,9 @@ pub(crate) const SAME_TIME_S: f64 = 1e-6;
 struct TimeCleaner<'a> {
     file: &'a Path,
     tolerance_s: f64,
-    /// Time and current of the last row kept.
-    last_time: Option<f64>,
+    /// Time (as the file gave it, and as kept) and current of the last row kept.
+    last_source_time: Option<f64>,
+    last_time: f64,
     last_current: f32,
     dropped_duplicates: u64,
     dropped_backwards: u64,
@@ -565,7 +566,7 @@ struct TimeCleaner<'a> {
 
 impl<'a> TimeCleaner<'a> {
     fn new(file: &'a Path, tolerance_s: f64) -> Self {
-        TimeCleaner { file, tolerance_s, last_time: None, last_current: 0.0, dropped_duplicates: 0, dropped_backwards: 0 }
+        TimeCleaner { file, tolerance_s, last_source_time: None, last_time: 0.0, last_current: 0.0, dropped_duplicates: 0, dropped_backwards: 0 }
     }
 
     fn clean(&mut self, mut chunk: RawChunk) -> Result<RawChunk> {
@@ -580,8 +581,9 @@ impl<'a> TimeCleaner<'a> {
                 }
             }
             let t = chunk.test_time[r];
-            if let Some(last) = self.last_time {
-                // Within a microsecond is the same time (PyBaMM writes 1e-15 s apart).
+            if let Some(last) = self.last_source_time {
+                // Within a microsecond is the same time (PyBaMM writes 1e-15 s apart); a third
+                // row in one logged second is compared with the file's time, not the kept one.
                 if (last..last + SAME_TIME_S).contains(&t) {
                     if chunk.current[r] == self.last_current {
                         self.dropped_duplicates += 1;
@@ -589,7 +591,7 @@ impl<'a> TimeCleaner<'a> {
                         continue;
                     }
                     // A current switch: kept, a microsecond on.
-                    chunk.test_time[r] = last + SAME_TIME_S;
+                    chunk.test_time[r] = self.last_time + SAME_TIME_S;
                 } else if t < last {
                     if last - t > self.tolerance_s {
                         return Err(Error::at_row(
@@ -610,7 +612,7 @@ impl<'a> TimeCleaner<'a> {
                     continue;
                 }
             }
-            self.last_time = Some(chunk.test_time[r]);
+            (self.last_source_time, self.last_time) = (Some(t), chunk.test_time[r]);
             self.last_current = chunk.current[r];
         }
         Ok(if keep.iter().all(|k| *k) { chunk } else { chunk.filter(&keep) })
