@@ -369,6 +369,36 @@ fn exporter_variants_read_in_canonical_units() {
     assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 86430.0], vec![0.0, -1.0]));
 }
 
+/// Exports of cyclers read without a column map, as real ones write them (column names from
+/// public files: cellpy's and PyProBE's Neware and BaSyTec samples, the Battery Data Alliance's
+/// BDF files and BatMo's BDF labels): Neware's unsigned current signed by its step type and its
+/// elapsed time past 24 h, BaSyTec's `~` header, BDF's machine names and its labelled hours,
+/// written discharge-positive and turned around by its capacities.
+#[test]
+fn neware_basytec_and_bdf_exports_read_in_canonical_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let neware = "DataPoint,Cycle Index,Step Index,Step Type,Time,Cumulative Time,Current(A),Voltage(V),Chg. Cap.(Ah),DChg. Cap.(Ah),Date\n\
+                  1,1,1,Rest,00:00:00,00:00:00,0.0000,3.6000,0,0,2022-05-18 10:00:00\n\
+                  2,1,2,CC DChg,00:00:00,25:00:01,0.5000,3.5000,0,0,2022-05-19 11:00:01\n\
+                  3,1,3,CC_Chg,00:00:00,25:00:02,0.5000,3.5500,0,0,2022-05-19 11:00:02\n";
+    let cell = detect_and_read(&write(dir.path(), "neware.csv", neware.as_bytes()), Format::Neware);
+    assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 90001.0, 90002.0], vec![0.0, -0.5, 0.5]));
+    assert_eq!(cell.rows.step_index, [Some(1), Some(2), Some(3)]);
+    let basytec = "~Start of Test: 19.06.2023 17:56:53\n~Time[s]\tLine\tCommand\tU[V]\tI[A]\tT1[°C]\tCyc-Count\n\
+                   0\t3\tPause\t3.5\t0\t25.4\t0\n60\t4\tDischarge\t3.4\t-0.5\t25.5\t1\n";
+    let cell = detect_and_read(&write(dir.path(), "basytec.txt", basytec.as_bytes()), Format::Basytec);
+    assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 60.0], vec![0.0, -0.5]));
+    assert_eq!((cell.rows.temperature, cell.rows.step_index), (vec![Some(25.4), Some(25.5)], vec![Some(3), Some(4)]));
+    let bdf = "test_time_second,voltage_volt,current_ampere,cycle_count,step_index,charging_capacity_ah,discharging_capacity_ah,ambient_temperature_celsius\n\
+               0,3.3,0,1,1,0,0,25\n60,3.4,1.5,1,2,0.025,0,25\n120,3.5,1.5,1,2,0.05,0,25\n";
+    let cell = detect_and_read(&write(dir.path(), "cell.bdf.csv", bdf.as_bytes()), Format::Bdf);
+    assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 60.0, 120.0], vec![0.0, 1.5, 1.5]));
+    let labelled = "Test Time / h,Current / A,Voltage / V,Step Type / 1,Cycle Count / 1,Step Index / 1,Charge Capacity / Ah,Discharge Capacity / Ah\n\
+                    0,0,3.3,rest,1,1,0,0\n0.5,0.1,3.2,discharge,1,2,0,0.05\n1,0.1,3.1,discharge,1,2,0,0.1\n";
+    let cell = detect_and_read(&write(dir.path(), "batmo.csv", labelled.as_bytes()), Format::Bdf);
+    assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 1800.0, 3600.0], vec![0.0, -0.1, -0.1]));
+}
+
 #[test]
 fn arbin_fixture_reads_canonical_rows() {
     let cell = read(&fixture("arbin_small.csv"), Format::Arbin, None).unwrap();

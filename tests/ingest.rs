@@ -373,13 +373,17 @@ fn current_in_milliamps_labelled_as_amps_is_detected() {
 /// Time in hours read as seconds shrinks an estimated capacity 3600× and raises every C-rate
 /// as much: nothing to compare the estimate with, so a warning that names the likely cause.
 #[test]
-fn time_in_hours_read_as_seconds_is_warned_about() {
+fn time_in_the_wrong_unit_is_warned_about() {
     let tmp = tempfile::tempdir().unwrap();
     let hours: Vec<_> = cycle_rows().into_iter().map(|(t, i, v)| (t / 3600.0, i, v)).collect();
     let cells = ingest(&[write_csv(tmp.path(), "hours.csv", &hours)], &tmp.path().join("out"), &IngestOptions::default()).unwrap();
     assert!(cells[0].metadata.contains("is the time in minutes or hours read as seconds?"), "{}", cells[0].metadata);
     let cells = ingest(&[write_csv(tmp.path(), "seconds.csv", &cycle_rows())], &tmp.path().join("out2"), &IngestOptions::default()).unwrap();
     assert!(!cells[0].metadata.contains("read as seconds"), "{}", cells[0].metadata);
+    // A 2 mAh cell's milliseconds read as seconds: an hour's discharge lasts 42 days.
+    let milliseconds: Vec<_> = cycle_rows().into_iter().map(|(t, i, v)| (t * 1000.0, i / 1000.0, v)).collect();
+    let cells = ingest(&[write_csv(tmp.path(), "ms.csv", &milliseconds)], &tmp.path().join("out3"), &IngestOptions::default()).unwrap();
+    assert!(cells[0].metadata.contains("is the time in milliseconds read as seconds"), "{}", cells[0].metadata);
 }
 
 #[test]

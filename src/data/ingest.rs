@@ -534,14 +534,33 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
             ),
         });
     }
-    // Time in hours read as seconds makes the estimate 3600× too small and every C-rate that large.
-    Ok((d.capacity_estimated && max_c > opts.max_c_rate).then(|| {
-        format!(
+    // Time in hours read as seconds makes the estimate 3600× too small and every C-rate that large;
+    // time in milliseconds (or seconds read as hours) the other way: a discharge at the peak
+    // current lasting months.
+    Ok(if !d.capacity_estimated {
+        None
+    } else if max_c > opts.max_c_rate {
+        Some(format!(
             "the peak current is {max_c:.0}C of the estimated capacity ({:.4} Ah): is the time in minutes or hours read as seconds?",
             d.nominal_capacity_ah
-        )
-    }))
+        ))
+    } else if max_c > 0.0 && max_c < MIN_PEAK_C {
+        Some(format!(
+            "the peak current is C/{:.0} of the estimated capacity ({:.4} Ah), a discharge lasting {:.0} days at it: is the time in \
+             milliseconds read as seconds, or seconds as hours?",
+            1.0 / max_c,
+            d.nominal_capacity_ah,
+            1.0 / max_c / 24.0
+        ))
+    } else {
+        None
+    })
 }
+
+/// A cell whose peak current is slower than this C-rate of its estimated capacity discharged for
+/// more than 500 hours at its peak: likelier a time in the wrong unit (a BDF file's clock ran
+/// 42 years for a coin cell).
+const MIN_PEAK_C: f64 = 1.0 / 500.0;
 
 /// Rows closer in time than this to the row before share its timestamp (no cycler logs faster).
 pub(crate) const SAME_TIME_S: f64 = 1e-6;

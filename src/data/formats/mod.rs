@@ -4,8 +4,10 @@
 //! position, sign rule) read by one generic reader; Parquet has its own reader.
 
 mod arbin;
+mod basytec;
 mod battdat;
 mod battery_archive;
+mod bdf;
 mod biologic;
 mod cells_json;
 mod column_map;
@@ -13,6 +15,7 @@ mod csv_stream;
 mod detect;
 mod layout;
 mod maccor;
+mod neware;
 mod novonix;
 mod numbers;
 mod parquet_source;
@@ -48,6 +51,10 @@ pub enum Format {
     Maccor,
     Biologic,
     Novonix,
+    Neware,
+    Basytec,
+    /// The Battery Data Alliance's Battery Data Format (CSV).
+    Bdf,
     BatteryArchive,
     /// Canonical or PyBaMM-generated Parquet.
     Parquet,
@@ -58,11 +65,14 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 11] = [
         Format::Arbin,
         Format::Maccor,
         Format::Biologic,
         Format::Novonix,
+        Format::Neware,
+        Format::Basytec,
+        Format::Bdf,
         Format::BatteryArchive,
         Format::Parquet,
         Format::Mapped,
@@ -76,6 +86,9 @@ impl Format {
             Format::Maccor => "maccor",
             Format::Biologic => "biologic",
             Format::Novonix => "novonix",
+            Format::Neware => "neware",
+            Format::Basytec => "basytec",
+            Format::Bdf => "bdf",
             Format::BatteryArchive => "battery_archive",
             Format::Parquet => "parquet",
             Format::Mapped => "mapped",
@@ -113,6 +126,9 @@ pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Resu
         Format::Maccor => maccor::open(path),
         Format::Biologic => biologic::open(path),
         Format::Novonix => novonix::open(path),
+        Format::Neware => neware::open(path),
+        Format::Basytec => basytec::open(path),
+        Format::Bdf => bdf::open(path),
         Format::BatteryArchive => battery_archive::open(path),
         Format::Parquet => parquet_source::open(path),
         Format::Battdat => battdat::open(path),
@@ -130,6 +146,9 @@ fn delimited_layout(format: Format) -> Option<layout::Layout> {
         Format::Maccor => Some(maccor::layout()),
         Format::Biologic => Some(biologic::layout()),
         Format::Novonix => Some(novonix::layout()),
+        Format::Neware => Some(neware::layout()),
+        Format::Basytec => Some(basytec::layout()),
+        Format::Bdf => Some(bdf::layout()),
         Format::BatteryArchive => Some(battery_archive::layout()),
         Format::Parquet | Format::Mapped | Format::Battdat => None,
     }
