@@ -373,7 +373,7 @@ fn exporter_variants_read_in_canonical_units() {
 /// public files: cellpy's and PyProBE's Neware and BaSyTec samples, the Battery Data Alliance's
 /// BDF files and BatMo's BDF labels): Neware's unsigned current signed by its step type and its
 /// elapsed time past 24 h, BaSyTec's `~` header, BDF's machine names and its labelled hours,
-/// written discharge-positive and turned around by its capacities.
+/// written discharge-positive and turned around by its capacities; a Maccor CSV without State.
 #[test]
 fn neware_basytec_and_bdf_exports_read_in_canonical_units() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,6 +397,11 @@ fn neware_basytec_and_bdf_exports_read_in_canonical_units() {
                     0,0,3.3,rest,1,1,0,0\n0.5,0.1,3.2,discharge,1,2,0,0.05\n1,0.1,3.1,discharge,1,2,0,0.1\n";
     let cell = detect_and_read(&write(dir.path(), "batmo.csv", labelled.as_bytes()), Format::Bdf);
     assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 1800.0, 3600.0], vec![0.0, -0.1, -0.1]));
+    // A Maccor CSV without its State column (PyProBE's sample) writes its current signed.
+    let maccor = "Today's Date ,28-Nov-23\nRec,Cycle C,Step,Test Time (sec),Step Time (sec),Capacity,Energy,Current,Voltage,Temp 1\n\
+                  1,1,1,0.0000,0.0000,0,0,0,3.668,22.2\n2,1,2,10.06,0.06,0.0001,0.0003,-28.8,3.609,22.3\n";
+    let cell = detect_and_read(&write(dir.path(), "maccor.csv", maccor.as_bytes()), Format::Maccor);
+    assert_eq!((cell.rows.current, cell.rows.cycle_number), (vec![0.0, -28.8], vec![Some(1), Some(1)]));
 }
 
 #[test]

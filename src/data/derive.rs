@@ -576,10 +576,17 @@ impl CellDerivation {
                 method: AnchorMethod::Unanchored,
                 anchors: Vec::new(),
                 uncertainty: None,
-                dropped: Some(format!(
-                    "{} anchor dropped: the capacity was estimated from discharges faster than C/2 or short of the lower cut-off, so SOC counted with it would drift; give the nominal capacity (metadata or ingest --nominal-capacity)",
-                    soc_anchor.method.as_str()
-                )),
+                dropped: Some(match soc_anchor.cutoffs.lower {
+                    Some(_) => format!(
+                        "{} anchor dropped: the capacity was estimated from discharges faster than C/2 or short of the lower cut-off, so SOC counted with it would drift; give the nominal capacity (metadata or ingest --nominal-capacity)",
+                        soc_anchor.method.as_str()
+                    ),
+                    // One discharge stopping at a voltage does not show it is the cut-off.
+                    None => format!(
+                        "{} anchor dropped: the capacity was estimated from the data and the lower cut-off is not known, so no discharge can be seen to have measured it fully; give the lower cut-off (metadata or ingest --lower-cutoff) or the nominal capacity (--nominal-capacity)",
+                        soc_anchor.method.as_str()
+                    ),
+                }),
                 ..soc_anchor
             };
         }

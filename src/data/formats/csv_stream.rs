@@ -20,7 +20,7 @@ use super::column_map::Sign;
 use super::layout::{header_key, key_chars, ColumnSpec, HeaderAt, Layout, Resolved, SignRule};
 use super::numbers::NumberStyle;
 use super::text::{decode_into, misdecoded_hint, Fields, TextLines};
-use super::CyclerReader;
+use super::{CyclerReader, Format};
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
 use crate::{Error, Result};
 
@@ -186,6 +186,10 @@ impl RowColumns {
             }
             SignRule::State { column, charge, discharge } => match column.find(names) {
                 Some(column) => SignColumns::State { column, charge: charge.clone(), discharge: discharge.clone() },
+                // A vendor export without its state column (PyProBE's Maccor CSV) is signed
+                // itself; ingest checks that against the voltage, and refuses it unsigned. A
+                // column map's state column was asked for by name.
+                None if layout.format != Format::Mapped => SignColumns::Capacity { charge: None, discharge: None },
                 None => return Err(missing_columns(path, header.line, names, &[column])),
             },
         };

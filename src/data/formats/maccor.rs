@@ -21,7 +21,7 @@ pub(super) fn layout() -> Layout {
         current: ColumnSpec::new("current", &[("Amps", U::IDENTITY), ("Current", U::IDENTITY), ("Current (A)", U::IDENTITY)]),
         voltage: ColumnSpec::new("voltage", &[("Volts", U::IDENTITY), ("Voltage", U::IDENTITY), ("Voltage (V)", U::IDENTITY)]),
         temperature: Some(ColumnSpec::new("temperature", &[("Temp 1", U::IDENTITY), ("Temperature", U::IDENTITY)])),
-        cycle: Some(ColumnSpec::unitless("cycle", &["Cyc#", "Cycle"])),
+        cycle: Some(ColumnSpec::unitless("cycle", &["Cyc#", "Cycle", "Cycle C"])),
         step: Some(ColumnSpec::unitless("step", &["Step"])),
         sign: SignRule::State { column: ColumnSpec::unitless("state", &["State", "MD"]), charge: vec!["C".into()], discharge: vec!["D".into()] },
     }
