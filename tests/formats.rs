@@ -782,11 +782,13 @@ fn missing_column_is_named_with_the_columns_found() {
 }
 
 #[test]
-fn unknown_format_lists_the_supported_ones() {
+fn unknown_format_lists_the_supported_ones_and_the_line_a_column_map_would_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "other.csv", b"a,b,c\n1,2,3\n");
+    let path = write(dir.path(), "other.csv", b"Key:,Value\n\nStep,Cycle,Total Time (Seconds),Voltage (mV),Current (mA)\n1,1,0,3500,0\n");
     let message = error_of(&path, None);
     assert!(message.contains("arbin") && message.contains("battery_archive") && message.contains("mapped"), "{message}");
+    // The line a column map would name is shown.
+    assert!(message.contains("line, 3, names Step, Cycle, Total Time (Seconds), Voltage (mV), Current (mA)") && message.contains("header_line = 3"), "{message}");
 }
 
 /// An Arbin export saved again by a European spreadsheet (semicolons, decimal commas) reads the same rows.

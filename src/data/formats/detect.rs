@@ -38,9 +38,24 @@ pub fn detect(path: &Path) -> Result<Format> {
     if looks_binary(&head) {
         return Err(Error::in_file(path, format!("binary content, neither text nor Parquet; {}", supported())));
     }
-    detect_delimited(path)?.ok_or_else(|| {
-        Error::in_file(path, format!("no known column header in the first {HEADER_SEARCH_LINES} lines; {}", supported()))
-    })
+    match detect_delimited(path)? {
+        Detected::Format(format) => Ok(format),
+        Detected::Unknown(widest) => {
+            let seen = widest.map_or(String::new(), |(line, names)| {
+                let shown: Vec<&str> = names.iter().take(12).map(String::as_str).collect();
+                let more = if names.len() > shown.len() { ", …" } else { "" };
+                format!(" (the widest line, {line}, names {}{more}: with a column map it reads as header_line = {line})", shown.join(", "))
+            });
+            Err(Error::in_file(path, format!("no known column header in the first {HEADER_SEARCH_LINES} lines{seen}; {}", supported())))
+        }
+    }
+}
+
+/// What the header search found: a format, or else the line splitting into most fields (its
+/// number and names), which a column map could name.
+enum Detected {
+    Format(Format),
+    Unknown(Option<(u64, Vec<String>)>),
 }
 
 fn read_head(path: &Path) -> Result<Vec<u8>> {
@@ -59,12 +74,19 @@ fn looks_binary(head: &[u8]) -> bool {
 /// On the first of the first lines where a layout finds time and current or voltage: of the
 /// layouts that do, the one naming most of the line's columns, its `MARKERS` included (the first
 /// in `DELIMITED` on a tie).
-fn detect_delimited(path: &Path) -> Result<Option<Format>> {
+fn detect_delimited(path: &Path) -> Result<Detected> {
     let layouts: Vec<_> = DELIMITED.iter().filter_map(|&f| Some((f, delimited_layout(f)?))).collect();
     let mut lines = TextLines::open(path)?;
     let mut fields = Fields::default();
     let mut stated = 0;
+    let mut widest: Option<(u64, Vec<String>)> = None;
     while let Some((number, text)) = lines.next_line()? {
+        for delimiter in [b',', b';', b'\t'] {
+            fields.split(text, delimiter);
+            if fields.len() >= 3 && widest.as_ref().is_none_or(|(_, names)| fields.len() > names.len()) {
+                widest = Some((number, fields.to_strings()));
+            }
+        }
         let search_end = header_search_end(number, text, &mut stated);
         let mut best: Option<(usize, Format)> = None;
         for (format, layout) in &layouts {
@@ -81,13 +103,13 @@ fn detect_delimited(path: &Path) -> Result<Option<Format>> {
             }
         }
         if let Some((_, format)) = best {
-            return Ok(Some(format));
+            return Ok(Detected::Format(format));
         }
         if number >= search_end {
             break;
         }
     }
-    Ok(None)
+    Ok(Detected::Unknown(widest))
 }
 
 fn supported() -> String {
