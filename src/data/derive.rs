@@ -570,7 +570,7 @@ impl CellDerivation {
         let step_soh = soh_cycle.iter().map(|c| soh_of.get(c).copied()).collect();
         if capacity_estimated
             && soc_anchor.method != AnchorMethod::Unanchored
-            && !capacity_measured_fully(steps, &step_method, &soh_cycle, &moved_by_cycle(steps, &soh_cycle, State::Discharging), nominal_capacity_ah, &soc_anchor.cutoffs)
+            && !capacity_measured_fully(steps, &step_method, &soh_cycle, &discharged, nominal_capacity_ah, &soc_anchor.cutoffs)
         {
             soc_anchor = CellAnchors {
                 method: AnchorMethod::Unanchored,
