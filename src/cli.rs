@@ -41,7 +41,7 @@ enum Command {
     ///
     /// Formats are detected from each file's header: Arbin CSV, Maccor text export, BioLogic text
     /// export, Novonix CSV, Neware record CSV, BaSyTec text export, Battery Data Format (BDF) CSV,
-    /// BatteryArchive CSV, canonical or PyBaMM Parquet, battdat folders
+    /// PEC CSV, BatteryArchive CSV, canonical or PyBaMM Parquet, battdat folders
     /// (<battery>/raw_data.parquet, as `voltlens export --format battdat` writes). Any other CSV reads
     /// through a TOML column map (--format mapped --column-map map.toml). Directories are read one
     /// level deep; metadata side files (*_Metadata.csv, *_truth.csv, cells.json) are used by the file
@@ -63,8 +63,8 @@ enum Command {
         /// replaced only if VoltLens wrote it (anything else there is refused, never deleted).
         #[arg(long)]
         out: PathBuf,
-        /// Skip detection: arbin, maccor, biologic, novonix, neware, basytec, bdf, battery_archive,
-        /// parquet, battdat or mapped.
+        /// Skip detection: arbin, maccor, biologic, novonix, neware, basytec, bdf, pec,
+        /// battery_archive, parquet, battdat or mapped.
         #[arg(long)]
         format: Option<Format>,
         /// TOML column map for --format mapped (column names, units, sign convention, or a

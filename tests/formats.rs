@@ -373,7 +373,8 @@ fn exporter_variants_read_in_canonical_units() {
 /// public files: cellpy's and PyProBE's Neware and BaSyTec samples, the Battery Data Alliance's
 /// BDF files and BatMo's BDF labels): Neware's unsigned current signed by its step type and its
 /// elapsed time past 24 h, BaSyTec's `~` header, BDF's machine names and its labelled hours,
-/// written discharge-positive and turned around by its capacities; a Maccor CSV without State.
+/// written discharge-positive and turned around by its capacities; PEC in mV and mA; a Maccor
+/// CSV without State.
 #[test]
 fn neware_basytec_and_bdf_exports_read_in_canonical_units() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,6 +398,12 @@ fn neware_basytec_and_bdf_exports_read_in_canonical_units() {
                     0,0,3.3,rest,1,1,0,0\n0.5,0.1,3.2,discharge,1,2,0,0.05\n1,0.1,3.1,discharge,1,2,0,0.1\n";
     let cell = detect_and_read(&write(dir.path(), "batmo.csv", labelled.as_bytes()), Format::Bdf);
     assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 1800.0, 3600.0], vec![0.0, -0.1, -0.1]));
+    // PEC: its `Key:,Value` lines, then mV and mA, a trailing comma on the column line.
+    let pec = "Test:,187\nCell ID:,\n\nTest,Cell,Step,Cycle,Total Time (Seconds),Voltage (mV),Current (mA),Charge Capacity (mAh),Discharge Capacity (mAh),\n\
+               187,1,0,0,1,3272.632,0,0,0,\n187,1,1,1,61,3201.5,-1640.6,0,27.34,\n";
+    let cell = detect_and_read(&write(dir.path(), "pec.csv", pec.as_bytes()), Format::Pec);
+    assert_eq!((cell.rows.test_time, cell.rows.current), (vec![1.0, 61.0], vec![0.0, -1.6406]));
+    assert_eq!(cell.rows.voltage, [3.272632, 3.2015]);
     // A Maccor CSV without its State column (PyProBE's sample) writes its current signed.
     let maccor = "Today's Date ,28-Nov-23\nRec,Cycle C,Step,Test Time (sec),Step Time (sec),Capacity,Energy,Current,Voltage,Temp 1\n\
                   1,1,1,0.0000,0.0000,0,0,0,3.668,22.2\n2,1,2,10.06,0.06,0.0001,0.0003,-28.8,3.609,22.3\n";
@@ -784,11 +791,11 @@ fn missing_column_is_named_with_the_columns_found() {
 #[test]
 fn unknown_format_lists_the_supported_ones_and_the_line_a_column_map_would_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "other.csv", b"Key:,Value\n\nStep,Cycle,Total Time (Seconds),Voltage (mV),Current (mA)\n1,1,0,3500,0\n");
+    let path = write(dir.path(), "other.csv", b"Key:,Value\n\nStep,Cycle,Elapsed (Seconds),Voltage (mV),Current (mA)\n1,1,0,3500,0\n");
     let message = error_of(&path, None);
     assert!(message.contains("arbin") && message.contains("battery_archive") && message.contains("mapped"), "{message}");
     // The line a column map would name is shown.
-    assert!(message.contains("line, 3, names Step, Cycle, Total Time (Seconds), Voltage (mV), Current (mA)") && message.contains("header_line = 3"), "{message}");
+    assert!(message.contains("line, 3, names Step, Cycle, Elapsed (Seconds), Voltage (mV), Current (mA)") && message.contains("header_line = 3"), "{message}");
 }
 
 /// An Arbin export saved again by a European spreadsheet (semicolons, decimal commas) reads the same rows.

@@ -173,6 +173,16 @@ fn three_rows_at_one_instant_keep_their_order() {
     assert!(data.dt[360..362].iter().all(|&dt| (dt - 1e-6).abs() < 1e-9), "{:?}", &data.dt[359..363]);
 }
 
+/// An idle record (0 A and −1 µA of noise, the voltage wandering by a tenth of a mV) carries no
+/// current, so it shows no sign: read, not refused as written unsigned.
+#[test]
+fn a_record_that_never_leaves_rest_is_read_without_a_sign_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<(f64, f64, f64)> = (0..480).map(|k| (k as f64, if k % 97 == 5 { -1e-6 } else { 0.0 }, 3.6825 + 1e-4 * ((k * 7 % 5) as f64 - 2.0))).collect();
+    let cells = ingest(&[write_csv(tmp.path(), "idle.csv", &rows)], &tmp.path().join("out"), &IngestOptions::default()).unwrap();
+    assert_eq!(cells[0].rows, 480);
+}
+
 /// Two full cycles of a 2 Ah cell under one Cycle_Index (a column that never advances): each
 /// discharge is one cycle's capacity, 1.0 of nominal, not the two together.
 #[test]

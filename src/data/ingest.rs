@@ -317,6 +317,11 @@ pub fn ingest_source(
 /// A current written unsigned (discharge as positive too, the sign only in a state column the
 /// reader was not told of) is refused: half its steps would be stored backwards.
 fn check_sign(source: &Path, tracker: &StepTracker, meta: &SourceMetadata) -> Result<(bool, Option<String>)> {
+    // A file whose current never leaves rest (an idle record, µA of noise) shows no sign: its
+    // noise "jumps" voted, and one such PEC file was refused as unsigned.
+    if tracker.max_abs_current <= tracker.rest_threshold_a() {
+        return Ok((false, None));
+    }
     let cc_steps = tracker.steps().iter().filter(|s| s.method() == Method::ConstantCurrent);
     let votes = tracker.response.votes(tracker.max_abs_current, cc_steps.map(|s| (s.mean_current(), s.end_voltage - s.start_voltage)));
     let seen = format!("at {} of {} current jumps and constant-current steps the voltage moved against the current", votes.against, votes.with + votes.against);

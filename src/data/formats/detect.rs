@@ -12,8 +12,17 @@ use super::{delimited_layout, Format};
 use crate::{Error, Result};
 
 /// Formats tried in this order: BatteryArchive before Arbin, whose names it extends.
-const DELIMITED: [Format; 8] =
-    [Format::BatteryArchive, Format::Arbin, Format::Maccor, Format::Biologic, Format::Novonix, Format::Neware, Format::Basytec, Format::Bdf];
+const DELIMITED: [Format; 9] = [
+    Format::BatteryArchive,
+    Format::Arbin,
+    Format::Maccor,
+    Format::Biologic,
+    Format::Novonix,
+    Format::Neware,
+    Format::Basytec,
+    Format::Bdf,
+    Format::Pec,
+];
 
 /// Columns that only one of the formats writes, counted for it besides the columns its layout
 /// reads: an Arbin export names the same time, current, capacity and counter columns as a

@@ -18,7 +18,7 @@ pub(super) fn layout() -> Layout {
         // `TestTime` holds `0d 00:01:00` where the client exports elapsed time as text.
         time: ColumnSpec::new("time", &[("Test (Sec)", U::IDENTITY), ("Test Time (Sec)", U::IDENTITY), ("Test (Min)", U::MINUTES), ("Test (Hr)", U::HOURS), ("TestTime", U::IDENTITY)]),
         time_may_be_clock: false,
-        current: ColumnSpec::new("current", &[("Amps", U::IDENTITY), ("Current", U::IDENTITY), ("Current (A)", U::IDENTITY)]),
+        current: ColumnSpec::new("current", &[("Amps", U::IDENTITY), ("Current", U::IDENTITY), ("Current (A)", U::IDENTITY), ("mAmps", U::MILLI)]),
         voltage: ColumnSpec::new("voltage", &[("Volts", U::IDENTITY), ("Voltage", U::IDENTITY), ("Voltage (V)", U::IDENTITY)]),
         temperature: Some(ColumnSpec::new("temperature", &[("Temp 1", U::IDENTITY), ("Temperature", U::IDENTITY)])),
         cycle: Some(ColumnSpec::unitless("cycle", &["Cyc#", "Cycle", "Cycle C"])),

@@ -19,6 +19,7 @@ mod neware;
 mod novonix;
 mod numbers;
 mod parquet_source;
+mod pec;
 mod text;
 
 use std::fmt;
@@ -55,6 +56,7 @@ pub enum Format {
     Basytec,
     /// The Battery Data Alliance's Battery Data Format (CSV).
     Bdf,
+    Pec,
     BatteryArchive,
     /// Canonical or PyBaMM-generated Parquet.
     Parquet,
@@ -65,7 +67,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Arbin,
         Format::Maccor,
         Format::Biologic,
@@ -73,6 +75,7 @@ impl Format {
         Format::Neware,
         Format::Basytec,
         Format::Bdf,
+        Format::Pec,
         Format::BatteryArchive,
         Format::Parquet,
         Format::Mapped,
@@ -89,6 +92,7 @@ impl Format {
             Format::Neware => "neware",
             Format::Basytec => "basytec",
             Format::Bdf => "bdf",
+            Format::Pec => "pec",
             Format::BatteryArchive => "battery_archive",
             Format::Parquet => "parquet",
             Format::Mapped => "mapped",
@@ -129,6 +133,7 @@ pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Resu
         Format::Neware => neware::open(path),
         Format::Basytec => basytec::open(path),
         Format::Bdf => bdf::open(path),
+        Format::Pec => pec::open(path),
         Format::BatteryArchive => battery_archive::open(path),
         Format::Parquet => parquet_source::open(path),
         Format::Battdat => battdat::open(path),
@@ -149,6 +154,7 @@ fn delimited_layout(format: Format) -> Option<layout::Layout> {
         Format::Neware => Some(neware::layout()),
         Format::Basytec => Some(basytec::layout()),
         Format::Bdf => Some(bdf::layout()),
+        Format::Pec => Some(pec::layout()),
         Format::BatteryArchive => Some(battery_archive::layout()),
         Format::Parquet | Format::Mapped | Format::Battdat => None,
     }
