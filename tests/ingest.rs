@@ -380,6 +380,19 @@ fn current_in_milliamps_labelled_as_amps_is_detected() {
     assert!(cells[0].metadata.contains("is the current in mA labelled as A?"), "{}", cells[0].metadata);
 }
 
+/// Voltage in mV labelled as V, and a working electrode's negative potential, each refused with
+/// its likely cause.
+#[test]
+fn an_implausible_voltage_is_refused_naming_its_likely_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let millivolts: Vec<_> = cycle_rows().into_iter().map(|(t, i, v)| (t, i, v * 1000.0)).collect();
+    let err = ingest(&[write_csv(tmp.path(), "mv.csv", &millivolts)], &tmp.path().join("o1"), &opts()).unwrap_err().to_string();
+    assert!(err.contains("mV labelled as V"), "{err}");
+    let reference: Vec<_> = cycle_rows().into_iter().map(|(t, i, v)| (t, i, v - 7.0)).collect();
+    let err = ingest(&[write_csv(tmp.path(), "we.csv", &reference)], &tmp.path().join("o2"), &opts()).unwrap_err().to_string();
+    assert!(err.contains("against a reference") && !err.contains("mV"), "{err}");
+}
+
 /// Time in hours read as seconds shrinks an estimated capacity 3600× and raises every C-rate
 /// as much: nothing to compare the estimate with, so a warning that names the likely cause.
 #[test]

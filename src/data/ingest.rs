@@ -529,14 +529,18 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
         });
     }
     if tracker.max_voltage > 10.0 || tracker.min_voltage < -1.0 {
+        // Above 10 V a cell's millivolts are likelier; below −1 V with no millivolts in sight, a
+        // working electrode's potential against a reference (a three-electrode BioLogic file).
+        let cause = if tracker.max_voltage > 10.0 {
+            "is it in mV labelled as V?"
+        } else {
+            "is it a working electrode's potential against a reference, or the voltage column's sign turned around? Read the cell's voltage column (a column map)"
+        };
         return Err(Error::Input {
             file: source.to_path_buf(),
             row: Some(extremes.voltage.1),
             field: Some("voltage".to_owned()),
-            message: format!(
-                "voltage spans {:.2}..{:.2} V, implausible for a cell: is it in mV labelled as V?",
-                tracker.min_voltage, tracker.max_voltage
-            ),
+            message: format!("voltage spans {:.2}..{:.2} V, implausible for a cell: {cause}", tracker.min_voltage, tracker.max_voltage),
         });
     }
     // Time in hours read as seconds makes the estimate 3600× too small and every C-rate that large;
