@@ -447,7 +447,7 @@ fn decide_sign(rule: &SignRule, columns: &RowColumns, votes: SignVotes) -> (f64,
             1.0,
             Some(format!(
                 "current sign taken from the '{}' column (charge +, discharge −): the file's current disagreed \
-                 with it on {} of {} rows",
+                 with it on {} of {} rows (an unsigned current, as Maccor writes it, differs on every discharge row)",
                 column.name,
                 votes.disagree,
                 votes.total()
