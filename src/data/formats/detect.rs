@@ -93,7 +93,11 @@ fn detect_delimited(path: &Path) -> Result<Detected> {
         for delimiter in [b',', b';', b'\t'] {
             fields.split(text, delimiter);
             if fields.len() >= 3 && widest.as_ref().is_none_or(|(_, names)| fields.len() > names.len()) {
-                widest = Some((number, fields.to_strings()));
+                // Names, not a data row: most fields are not numbers.
+                let names = fields.to_strings();
+                if names.iter().filter(|n| n.trim().parse::<f64>().is_ok()).count() * 2 < names.len() {
+                    widest = Some((number, names));
+                }
             }
         }
         let search_end = header_search_end(number, text, &mut stated);
