@@ -373,8 +373,8 @@ fn exporter_variants_read_in_canonical_units() {
 /// public files: cellpy's and PyProBE's Neware and BaSyTec samples, the Battery Data Alliance's
 /// BDF files and BatMo's BDF labels): Neware's unsigned current signed by its step type and its
 /// elapsed time past 24 h, BaSyTec's `~` header, BDF's machine names and its labelled hours,
-/// written discharge-positive and turned around by its capacities; PEC in mV and mA; a Maccor
-/// CSV without State.
+/// written discharge-positive and turned around by its capacities; Neware's nested "regular
+/// export"; PEC in mV and mA with its cell size; a Maccor CSV without State.
 #[test]
 fn neware_basytec_and_bdf_exports_read_in_canonical_units() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,12 +398,20 @@ fn neware_basytec_and_bdf_exports_read_in_canonical_units() {
                     0,0,3.3,rest,1,1,0,0\n0.5,0.1,3.2,discharge,1,2,0,0.05\n1,0.1,3.1,discharge,1,2,0,0.1\n";
     let cell = detect_and_read(&write(dir.path(), "batmo.csv", labelled.as_bytes()), Format::Bdf);
     assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 1800.0, 3600.0], vec![0.0, -0.1, -0.1]));
+    // Neware's "regular export" nests cycle, step and record lines; records start with `,,`.
+    let nested = "Cycle Index,Chg. Cap.(Ah),DChg. Cap.(Ah)\n,Step Index,Step Number,Step Type,Step Time\n\
+                  ,,DataPoint,Time,Total Time,Current(A),Voltage(V)\n1,0.02256,0.33067,1,1,Rest,00:00:20\n\
+                  ,,1,00:00:00,00:00:00,0.00000,4.3185\n,,2,00:00:02,00:00:02,0.00000,4.3186\n\
+                  ,2,2,CC DChg,00:41:50\n,,3,00:00:00,00:00:04,-0.50000,4.2011\n";
+    let cell = detect_and_read(&write(dir.path(), "regular.csv", nested.as_bytes()), Format::Neware);
+    assert_eq!((cell.rows.test_time, cell.rows.current), (vec![0.0, 2.0, 4.0], vec![0.0, 0.0, -0.5]));
     // PEC: its `Key:,Value` lines, then mV and mA, a trailing comma on the column line.
-    let pec = "Test:,187\nCell ID:,\n\nTest,Cell,Step,Cycle,Total Time (Seconds),Voltage (mV),Current (mA),Charge Capacity (mAh),Discharge Capacity (mAh),\n\
+    let pec = "Test:,187\nTestRegime CellSize:,1500 mAh\n\nTest,Cell,Step,Cycle,Total Time (Seconds),Voltage (mV),Current (mA),Charge Capacity (mAh),Discharge Capacity (mAh),\n\
                187,1,0,0,1,3272.632,0,0,0,\n187,1,1,1,61,3201.5,-1640.6,0,27.34,\n";
     let cell = detect_and_read(&write(dir.path(), "pec.csv", pec.as_bytes()), Format::Pec);
     assert_eq!((cell.rows.test_time, cell.rows.current), (vec![1.0, 61.0], vec![0.0, -1.6406]));
     assert_eq!(cell.rows.voltage, [3.272632, 3.2015]);
+    assert_eq!(cell.metadata.nominal_capacity_ah, Some(1.5));
     // A Maccor CSV without its State column (PyProBE's sample) writes its current signed.
     let maccor = "Today's Date ,28-Nov-23\nRec,Cycle C,Step,Test Time (sec),Step Time (sec),Capacity,Energy,Current,Voltage,Temp 1\n\
                   1,1,1,0.0000,0.0000,0,0,0,3.668,22.2\n2,1,2,10.06,0.06,0.0001,0.0003,-28.8,3.609,22.3\n";

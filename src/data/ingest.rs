@@ -553,7 +553,7 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
             "the peak current is {max_c:.0}C of the estimated capacity ({:.4} Ah): is the time in minutes or hours read as seconds?",
             d.nominal_capacity_ah
         ))
-    } else if max_c > 0.0 && max_c < MIN_PEAK_C {
+    } else if tracker.max_abs_current > tracker.rest_threshold_a() && max_c < MIN_PEAK_C {
         Some(format!(
             "the peak current is C/{:.0} of the estimated capacity ({:.4} Ah), a discharge lasting {:.0} days at it: is the time in \
              milliseconds read as seconds, or seconds as hours?",

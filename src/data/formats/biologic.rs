@@ -18,8 +18,12 @@ pub(super) fn layout() -> Layout {
         header: HeaderAt::Search,
         time: ColumnSpec::new("time", &[("time/s", U::IDENTITY)]),
         time_may_be_clock: true,
-        current: ColumnSpec::new("current", &[("I/mA", U::MILLI), ("<I>/mA", U::MILLI), ("I/A", U::IDENTITY)]),
-        voltage: ColumnSpec::new("voltage", &[("Ecell/V", U::IDENTITY), ("Ewe/V", U::IDENTITY), ("<Ecell>/V", U::IDENTITY), ("<Ewe>/V", U::IDENTITY)]),
+        // Averaged quantities are written `<I>/mA` or, by some EC-Lab versions, `<I/mA>`.
+        current: ColumnSpec::new("current", &[("I/mA", U::MILLI), ("<I>/mA", U::MILLI), ("<I/mA>", U::MILLI), ("I/A", U::IDENTITY)]),
+        voltage: ColumnSpec::new(
+            "voltage",
+            &[("Ecell/V", U::IDENTITY), ("Ewe/V", U::IDENTITY), ("<Ecell>/V", U::IDENTITY), ("<Ewe>/V", U::IDENTITY), ("<Ecell/V>", U::IDENTITY), ("<Ewe/V>", U::IDENTITY)],
+        ),
         temperature: Some(ColumnSpec::new("temperature", &[("T/°C", U::IDENTITY), ("Temperature/°C", U::IDENTITY), ("T/K", U::KELVIN)])),
         cycle: Some(ColumnSpec::unitless("cycle", &["cycle number"])),
         // `Ns` is EC-Lab's sequence (step) number within the technique.

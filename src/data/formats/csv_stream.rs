@@ -58,6 +58,30 @@ struct Header {
     data_after: u64,
 }
 
+impl Header {
+    /// The empty names the header starts with, where two or more: Neware's "regular export"
+    /// nests cycle, step and record lines, its record names under `,,DataPoint,Time,Total Time…`.
+    /// One is an unnamed index column, as pandas writes it, filled on every row.
+    fn record_lead(&self) -> usize {
+        let lead = self.names.iter().take_while(|n| n.is_empty()).count();
+        if lead >= 2 {
+            lead
+        } else {
+            0
+        }
+    }
+
+    fn is_record(&self, fields: &Fields) -> bool {
+        is_record(fields, self.record_lead())
+    }
+}
+
+/// Whether a line's fields are rows of a header starting with `lead` empty names: only lines
+/// with as many empty fields first (the others are the export's cycle and step lines).
+fn is_record(fields: &Fields, lead: usize) -> bool {
+    (0..lead).all(|k| fields.get(k) == Some(""))
+}
+
 fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
     let path = lines.path().to_path_buf();
     let mut fields = Fields::default();
@@ -369,11 +393,14 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
         if blank(text, header.delimiter) || Some(number) == skip_line {
             continue;
         }
+        fields.split(text, header.delimiter);
+        if !header.is_record(&fields) {
+            continue;
+        }
         scan.data_rows += 1;
         if !wants_votes || scan.votes.total() >= SIGN_EVIDENCE_ROWS {
             break;
         }
-        fields.split(text, header.delimiter);
         let cells = Cells { path, row: number, fields: &fields, numbers };
         // Bad rows are reported by the main pass, with their context; here they are no evidence.
         let Ok(current) = cells.required(&columns.current) else { continue };
@@ -417,6 +444,9 @@ fn number_style(path: &Path, header: &Header, columns: &RowColumns, skip_line: O
             continue;
         }
         fields.split(text, header.delimiter);
+        if !header.is_record(&fields) {
+            continue;
+        }
         for cell in numeric.iter().flatten().filter_map(|column| fields.get(column.index)) {
             if let Some(decimal) = NumberStyle::evidence(cell) {
                 return Ok(NumberStyle::Decided { decimal, row: number, cell: cell.trim().to_owned() });
@@ -540,6 +570,8 @@ pub(super) struct DelimitedReader {
     skip_line: Option<u64>,
     metadata: SourceMetadata,
     passthrough: Option<Box<dyn Passthrough>>,
+    /// Empty names the header starts with; only lines starting with as many empty fields are rows.
+    record_lead: usize,
     preamble: Vec<String>,
 }
 
@@ -592,6 +624,7 @@ impl DelimitedReader {
             skip_line,
             metadata,
             passthrough: None,
+            record_lead: header.record_lead(),
             preamble: header.preamble,
         })
     }
@@ -665,6 +698,9 @@ impl CyclerReader for DelimitedReader {
                 continue;
             }
             self.fields.split(text, self.delimiter);
+            if !is_record(&self.fields, self.record_lead) {
+                continue;
+            }
             self.push_row(&mut chunk, number)?;
         }
         if chunk.is_empty() {

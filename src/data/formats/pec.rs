@@ -1,6 +1,7 @@
 //! PEC SBT exports (CSV): `Key:,Value` lines and a results check above the column line, which
 //! names `Total Time (Seconds)` with `Voltage (mV)` and `Current (mA)`, or in newer exports
 //! `Total Time (Hours in hh:mm:ss.xxx)` with `Voltage (V)` and `Current (A)`; discharge negative.
+//! `TestRegime CellSize:,1500 mAh` above it gives the nominal capacity.
 
 use std::path::Path;
 
@@ -30,5 +31,22 @@ pub(super) fn layout() -> Layout {
 }
 
 pub(super) fn open(path: &Path) -> Result<Box<dyn CyclerReader>> {
-    Ok(Box::new(DelimitedReader::open(path, &layout())?))
+    let mut reader = DelimitedReader::open(path, &layout())?;
+    reader.metadata_mut().nominal_capacity_ah = reader.preamble().iter().find_map(|line| cell_size_ah(line));
+    Ok(Box::new(reader))
+}
+
+/// The header line `TestRegime CellSize:,1500 mAh` (`Default cellsize` where none was set).
+fn cell_size_ah(line: &str) -> Option<f64> {
+    let (key, value) = line.split_once(',')?;
+    if !key.trim().ends_with("CellSize:") {
+        return None;
+    }
+    let (number, unit) = value.trim().split_once(' ')?;
+    let scale = match unit.trim() {
+        "mAh" => 1e-3,
+        "Ah" => 1.0,
+        _ => return None,
+    };
+    number.parse::<f64>().ok().map(|n| n * scale).filter(|c| c.is_finite() && *c > 0.0)
 }
