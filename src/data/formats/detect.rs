@@ -11,18 +11,11 @@ use super::text::{Fields, TextLines};
 use super::{delimited_layout, Format};
 use crate::{Error, Result};
 
-/// Formats tried in this order: BatteryArchive before Arbin, whose names it extends.
-const DELIMITED: [Format; 9] = [
-    Format::BatteryArchive,
-    Format::Arbin,
-    Format::Maccor,
-    Format::Biologic,
-    Format::Novonix,
-    Format::Neware,
-    Format::Basytec,
-    Format::Bdf,
-    Format::Pec,
-];
+/// The delimited formats in the order they are tried: BatteryArchive before Arbin, whose names it
+/// extends, then as `Format::ALL` lists them.
+fn delimited() -> impl Iterator<Item = Format> {
+    std::iter::once(Format::BatteryArchive).chain(Format::ALL.into_iter().filter(|&f| f != Format::BatteryArchive))
+}
 
 /// Columns that only one of the formats writes, counted for it besides the columns its layout
 /// reads: an Arbin export names the same time, current, capacity and counter columns as a
@@ -82,9 +75,9 @@ fn looks_binary(head: &[u8]) -> bool {
 
 /// On the first of the first lines where a layout finds time and current or voltage: of the
 /// layouts that do, the one naming most of the line's columns, its `MARKERS` included (the first
-/// in `DELIMITED` on a tie).
+/// in [`delimited`] order on a tie).
 fn detect_delimited(path: &Path) -> Result<Detected> {
-    let layouts: Vec<_> = DELIMITED.iter().filter_map(|&f| Some((f, delimited_layout(f)?))).collect();
+    let layouts: Vec<_> = delimited().filter_map(|f| Some((f, delimited_layout(f)?))).collect();
     let mut lines = TextLines::open(path)?;
     let mut fields = Fields::default();
     let mut stated = 0;
