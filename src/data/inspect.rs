@@ -83,10 +83,14 @@ pub fn format_table(rows: &[CellSummary]) -> String {
                 r.rows.to_string(),
                 format!("{:.1}", r.duration_h),
                 r.cycles.to_string(),
-                format!("{}{}", capacity(r.capacity_ah), if r.capacity_estimated { " (est.)" } else { "" }),
+                format!("{}{}", small_or_decimals(r.capacity_ah, r.capacity_ah, 3), if r.capacity_estimated { " (est.)" } else { "" }),
                 r.protocol.clone(),
                 format!("{:.2}–{:.2}", r.voltage_range.0, r.voltage_range.1),
-                format!("{:.2}–{:.2}", r.current_range.0, r.current_range.1),
+                {
+                    let (lo, hi) = (r.current_range.0 as f64, r.current_range.1 as f64);
+                    let size = lo.abs().max(hi.abs());
+                    format!("{}–{}", small_or_decimals(lo, size, 2), small_or_decimals(hi, size, 2))
+                },
                 format!("{}–{}", volts(r.cutoffs_v.0), volts(r.cutoffs_v.1)),
                 match r.anchor_uncertainty {
                     Some(u) => format!("{} ±{:.1} %", r.anchor_method, 100.0 * u),
@@ -170,11 +174,12 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
     })
 }
 
-/// Ah to three decimals, or three significant digits for a coin cell (0.000068 Ah, not 0.000).
-fn capacity(ah: f64) -> String {
-    if ah >= 0.1 {
-        format!("{ah:.3}")
+/// `value` to `decimals`, or to three significant digits where the quantity's `size` is below a
+/// tenth: a coin cell's 0.000068 Ah and ±137 µA, not 0.000 and −0.00–0.00.
+fn small_or_decimals(value: f64, size: f64, decimals: usize) -> String {
+    if size >= 0.1 {
+        format!("{value:.decimals$}")
     } else {
-        format!("{ah:.2e}")
+        format!("{value:.2e}")
     }
 }
