@@ -347,7 +347,6 @@ fn check_sign(source: &Path, tracker: &StepTracker, meta: &SourceMetadata) -> Re
     })
 }
 
-/// The rows spilled by pass 1, chunk by chunk, the current negated where `flip`.
 /// The steps of the spilled rows again, with the current flipped or the capacity known.
 fn retrack(spill_path: &Path, flip: bool, capacity_ah: Option<f64>) -> Result<StepTracker> {
     let mut tracker = StepTracker::new(capacity_ah);
@@ -357,6 +356,7 @@ fn retrack(spill_path: &Path, flip: bool, capacity_ah: Option<f64>) -> Result<St
     Ok(tracker)
 }
 
+/// The rows spilled by pass 1, chunk by chunk, the current negated where `flip`.
 fn read_spill(path: &Path, flip: bool) -> Result<impl Iterator<Item = Result<RawChunk>>> {
     let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let batches = ParquetRecordBatchReaderBuilder::try_new(f)

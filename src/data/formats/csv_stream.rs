@@ -56,23 +56,19 @@ struct Header {
     /// Byte offset where the first data line starts, and the number of the line before it.
     data_offset: u64,
     data_after: u64,
+    /// [`record_lead`] of the names.
+    record_lead: usize,
 }
 
-impl Header {
-    /// The empty names the header starts with, where two or more: Neware's "regular export"
-    /// nests cycle, step and record lines, its record names under `,,DataPoint,Time,Total Time…`.
-    /// One is an unnamed index column, as pandas writes it, filled on every row.
-    fn record_lead(&self) -> usize {
-        let lead = self.names.iter().take_while(|n| n.is_empty()).count();
-        if lead >= 2 {
-            lead
-        } else {
-            0
-        }
-    }
-
-    fn is_record(&self, fields: &Fields) -> bool {
-        is_record(fields, self.record_lead())
+/// The empty names a header starts with, where two or more: Neware's "regular export" nests
+/// cycle, step and record lines, its record names under `,,DataPoint,Time,Total Time…`. One is
+/// an unnamed index column, as pandas writes it, filled on every row.
+fn record_lead(names: &[String]) -> usize {
+    let lead = names.iter().take_while(|n| n.is_empty()).count();
+    if lead >= 2 {
+        lead
+    } else {
+        0
     }
 }
 
@@ -118,7 +114,8 @@ fn find_header(lines: &mut TextLines, layout: &Layout) -> Result<Header> {
                 for _ in 0..skip {
                     lines.next_line()?;
                 }
-                return Ok(Header { line: number, delimiter, names, preamble, data_offset: lines.offset(), data_after: number + skip });
+                let record_lead = record_lead(&names);
+                return Ok(Header { line: number, delimiter, names, preamble, data_offset: lines.offset(), data_after: number + skip, record_lead });
             }
             if best.as_ref().is_none_or(|b| score > b.0) {
                 best = Some((score, number, delimiter, names));
@@ -394,7 +391,7 @@ fn prescan(path: &Path, header: &Header, columns: &RowColumns, skip_line: Option
             continue;
         }
         fields.split(text, header.delimiter);
-        if !header.is_record(&fields) {
+        if !is_record(&fields, header.record_lead) {
             continue;
         }
         scan.data_rows += 1;
@@ -444,7 +441,7 @@ fn number_style(path: &Path, header: &Header, columns: &RowColumns, skip_line: O
             continue;
         }
         fields.split(text, header.delimiter);
-        if !header.is_record(&fields) {
+        if !is_record(&fields, header.record_lead) {
             continue;
         }
         for cell in numeric.iter().flatten().filter_map(|column| fields.get(column.index)) {
@@ -624,7 +621,7 @@ impl DelimitedReader {
             skip_line,
             metadata,
             passthrough: None,
-            record_lead: header.record_lead(),
+            record_lead: header.record_lead,
             preamble: header.preamble,
         })
     }
