@@ -31,6 +31,13 @@ const HOLD_CURRENT_DROP: f64 = 0.02;
 /// falls a little each row from its start, and read against a looser bound it split into
 /// "holds" every few rows at 1 s logging.
 const HOLD_AFTER_SPREAD: f64 = 0.01;
+/// A hold also begins where the current has fallen by this share below the step's steady rows
+/// (its CC current) within `HOLD_RAMP_ROWS` rows of their end, at the voltage the step reached: a
+/// cycler sampling every 0.13 s logs a few rows of the current's fall, overshooting the voltage
+/// limit by 13 mV (Novonix: 48.0 → 30.8 → 25.4 → 23.0 mA). A constant-power step's slow fall
+/// never drops this far in so few rows.
+const HOLD_FALL: f64 = 0.25;
+const HOLD_RAMP_ROWS: u32 = 2;
 /// In a file without a step index, a current change of more than this share of its size …
 const CURRENT_STEP: f64 = 0.1;
 /// … that moves the voltage its way by at least this (V) is a new step.
@@ -133,6 +140,13 @@ pub struct StepSummary {
     /// Every row's sums, and those of the rows `SETTLE_S` or more after the step's start.
     all: Moments,
     settled: Moments,
+    /// The settled rows up to the first that broke `HOLD_AFTER_SPREAD`, and the settled rows since.
+    steady: Moments,
+    after_steady: u32,
+    /// The step began where a CV hold split off a constant-current one.
+    hold: bool,
+    /// The settled rows' least and greatest current (A).
+    settled_current: (f64, f64),
     /// Charge moved in the step (Ah, signed: + = charged).
     pub charge_ah: f64,
     /// Cumulative charge (Ah) at the step's last row.
@@ -170,6 +184,14 @@ impl StepSummary {
     /// The step's control method (DESIGN §1.3).
     pub fn method(&self) -> Method {
         let state = self.state();
+        // A hold tapering below the rest threshold (a formation hold at tens of µA) is mostly
+        // "resting" rows, yet the cycler held its voltage: its current never reaches zero. (One
+        // that does, as an EC-Lab step opening the circuit after its hold, rests.)
+        let (least, most) = self.settled_current;
+        let held = least > 0.0 || most < 0.0;
+        if self.hold && held && self.duration_s() >= PULSE_MAX_S && self.control().voltage_spread() < CV_VOLTAGE_SPREAD {
+            return Method::ConstantVoltage;
+        }
         if state == State::Resting {
             return Method::Rest;
         }
@@ -239,11 +261,16 @@ impl StepTracker {
         if let Some(c) = cycle {
             self.min_cycle = Some(self.min_cycle.map_or(c, |m| m.min(c)));
         }
-        let new_step = match &self.last {
-            None => true,
+        let (new_step, hold) = match &self.last {
+            None => (true, false),
             Some((_, _, last_step, last_cycle, last_state)) => {
                 let changed = if has_step { step != *last_step } else { state != *last_state || self.current_stepped(current, voltage) };
-                changed || cycle_key != *last_cycle || self.hold_begins(current, voltage)
+                if changed || cycle_key != *last_cycle {
+                    (true, false)
+                } else {
+                    let hold = self.hold_begins(current, voltage);
+                    (hold, hold)
+                }
             }
         };
         if let Some((last_t, last_i, ..)) = self.last {
@@ -269,6 +296,10 @@ impl StepTracker {
                 plateau_start_ah: self.cumulative_ah,
                 all: Moments::default(),
                 settled: Moments::default(),
+                steady: Moments::default(),
+                after_steady: 0,
+                hold,
+                settled_current: (f64::INFINITY, f64::NEG_INFINITY),
                 charge_ah: 0.0,
                 end_charge_ah: self.cumulative_ah,
                 state_rows: [0; 3],
@@ -292,6 +323,14 @@ impl StepTracker {
         summary.all.push(i, v);
         if t - summary.start_time >= SETTLE_S {
             summary.settled.push(i, v);
+            summary.settled_current = (summary.settled_current.0.min(i), summary.settled_current.1.max(i));
+            let mut steady = summary.steady;
+            steady.push(i, v);
+            if summary.after_steady == 0 && (steady.n < 2.0 || steady.current_spread() <= HOLD_AFTER_SPREAD) {
+                summary.steady = steady;
+            } else {
+                summary.after_steady += 1;
+            }
         }
         summary.end_charge_ah = self.cumulative_ah;
         summary.state_rows[State::ALL.iter().position(|s| *s == state).expect("known state")] += 1;
@@ -330,7 +369,8 @@ impl StepTracker {
     ///
     /// The hold's first row, logged as the voltage reached its limit, moved the voltage too far
     /// to be told apart and joined the CC step (at 5 s logging, 1.10 A then 0.91 A): the step's
-    /// rows before it count as the CC step where they alone held steady.
+    /// rows before it count as the CC step where they alone held steady. A finely sampled fall
+    /// logs more such rows: `HOLD_FALL` finds the hold a few rows after the steady ones.
     fn hold_begins(&self, current: f32, voltage: f32) -> bool {
         let (Some(step), Some((_, last_i, ..))) = (self.steps.last(), &self.last) else { return false };
         let i = current as f64;
@@ -338,11 +378,14 @@ impl StepTracker {
         if (voltage as f64 - step.end_voltage).abs() > HOLD_VOLTAGE_STEP || i.signum() != step.all.sum_i.signum() {
             return false;
         }
+        if step.max_voltage - step.min_voltage <= 2.0 * CV_VOLTAGE_SPREAD {
+            return false;
+        }
         let control = step.control();
-        let held = |m: &Moments| m.n >= 2.0 && i.abs() < (1.0 - HOLD_CURRENT_DROP) * m.mean_abs_current() && m.current_spread() <= HOLD_AFTER_SPREAD;
-        (held(&control) || held(&control.without(*last_i as f64, step.end_voltage)))
-            && step.max_voltage - step.min_voltage > 2.0 * CV_VOLTAGE_SPREAD
-            && step.method() == Method::ConstantCurrent
+        let held = |m: &Moments, drop: f64| m.n >= 2.0 && i.abs() < (1.0 - drop) * m.mean_abs_current() && m.current_spread() <= HOLD_AFTER_SPREAD;
+        let reached = if i > 0.0 { step.max_voltage } else { step.min_voltage };
+        ((held(&control, HOLD_CURRENT_DROP) || held(&control.without(*last_i as f64, step.end_voltage), HOLD_CURRENT_DROP)) && step.method() == Method::ConstantCurrent)
+            || (step.after_steady <= HOLD_RAMP_ROWS && held(&step.steady, HOLD_FALL) && (voltage as f64 - reached).abs() <= CV_VOLTAGE_SPREAD)
     }
 
     pub fn rows(&self) -> u64 {
@@ -735,6 +778,33 @@ mod tests {
             assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent], "step index: {indexed}");
             // The hold starts where its current first falls: its first row (4.2 V, full current) ends the CC step.
             assert_eq!(tr.steps()[1].first_row, 61, "step index: {indexed}");
+        }
+    }
+
+    #[test]
+    fn a_finely_sampled_hold_tapering_below_the_rest_threshold_is_still_a_hold() {
+        // A Novonix formation step under one index: 48 mA for 4 s at 0.13 s logging to 1.5 V,
+        // two rows of the current's fall overshooting the limit by 13 mV, then a 15 h hold at
+        // 1.5 V whose current tapers from 23 mA to 25 µA, below the 0.48 mA rest threshold of a
+        // 0.24 Ah cell for most of its rows.
+        // The same step opening the circuit after a minute of hold (as an EC-Lab step can) rests.
+        for opens in [false, true] {
+            let mut tr = StepTracker::new(Some(0.24));
+            let mut t = 0.0;
+            let mut push = |dt: f64, i: f32, v: f32| {
+                tr.push(t, i, v, Some(1), Some(2));
+                t += dt;
+            };
+            (0..31).for_each(|k| push(0.13, 0.048, 0.5 + 0.032 * k as f32));
+            push(0.13, 0.0308, 1.5045);
+            push(0.13, 0.0254, 1.5004);
+            let tail = |k: i32| if opens && k > 0 { 0.0 } else { 0.023 * 0.99f32.powi(k).max(0.0011) };
+            (0..900).for_each(|k| push(60.0, tail(k), 1.5));
+            let d = CellDerivation::from_steps(&tr, Some(0.24), Cutoffs::default());
+            assert_eq!(tr.steps().len(), 2);
+            assert_eq!(tr.steps()[1].first_row, 33, "the hold starts after the current's fall");
+            let hold = if opens { Method::Rest } else { Method::ConstantVoltage };
+            assert_eq!(d.step_method, vec![Method::Pulse, hold], "opens: {opens}");
         }
     }
 
