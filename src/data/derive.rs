@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use crate::data::anchor::{find_anchors, CellAnchors, Cutoffs};
 use crate::data::cells::AnchorMethod;
 use crate::data::current_sign::CurrentResponse;
+use crate::data::inspect::amp_hours;
 use crate::data::schema::{Method, State};
 
 /// Steps shorter than this with current flowing are pulses (s).
@@ -526,8 +527,10 @@ fn above_nominal(full: &[(i32, f64)], nominal_capacity_ah: f64) -> Option<String
     let &(cycle, ah) = full.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
     (ah > ABOVE_NOMINAL * nominal_capacity_ah).then(|| {
         format!(
-            "cycle {cycle} discharges {ah:.4} Ah, {:.2}× the nominal capacity of {nominal_capacity_ah:.4} Ah: SOC runs below 0 % and SOH above 100 %; if the nominal is a rating, give the measured capacity (metadata or ingest --nominal-capacity)",
-            ah / nominal_capacity_ah
+            "cycle {cycle} discharges {}, {:.2}× the nominal capacity of {}: SOC runs below 0 % and SOH above 100 %; if the nominal is a rating, give the measured capacity (metadata or ingest --nominal-capacity)",
+            amp_hours(ah),
+            ah / nominal_capacity_ah,
+            amp_hours(nominal_capacity_ah)
         )
     })
 }
@@ -547,7 +550,7 @@ fn estimated_warning(capacity_ah: f64) -> String {
     // prismatic cells hold ~300 Ah; estimates above 1000 Ah are refused).
     const LARGE_CELL_AH: f64 = 100.0;
     let hint = if capacity_ah > LARGE_CELL_AH { ", more than most cells hold: is the current in mA labelled as A?" } else { "" };
-    format!("nominal capacity estimated from the data: {capacity_ah:.4} Ah{hint}")
+    format!("nominal capacity estimated from the data: {}{hint}", amp_hours(capacity_ah))
 }
 
 /// A discharge step SOH and capacity are measured by: not a pulse, down to the lower cut-off

@@ -19,6 +19,7 @@ use crate::data::cells::{AnchorMethod, CellInfo};
 use crate::data::schema::Method;
 use crate::data::derive::{rest_threshold_a, CellDerivation, RowDeriver, StepTracker, NO_ANCHOR};
 use crate::data::formats::{self, ColumnMap, CyclerReader, Format};
+use crate::data::inspect::amp_hours;
 use crate::data::raw::{RawChunk, SourceMetadata};
 use crate::{Error, Result};
 
@@ -546,25 +547,39 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
     // Time in hours read as seconds makes the estimate 3600× too small and every C-rate that large;
     // time in milliseconds (or seconds read as hours) the other way: a discharge at the peak
     // current lasting months.
+    let swing_v = tracker.max_voltage - tracker.min_voltage;
+    let flows = tracker.max_abs_current > tracker.rest_threshold_a();
     Ok(if !d.capacity_estimated {
         None
+    } else if flows && swing_v < MIN_SWING_V {
+        Some(format!(
+            "the voltage moves only {:.0} mV in the whole record, too little of a charge or discharge to estimate the capacity from: \
+             C-rates and SOC use the {} it moved (give --nominal-capacity)",
+            1000.0 * swing_v,
+            amp_hours(d.nominal_capacity_ah)
+        ))
     } else if max_c > opts.max_c_rate {
         Some(format!(
-            "the peak current is {max_c:.0}C of the estimated capacity ({:.4} Ah): is the time in minutes or hours read as seconds?",
-            d.nominal_capacity_ah
+            "the peak current is {max_c:.0}C of the estimated capacity ({}): is the time in minutes or hours read as seconds?",
+            amp_hours(d.nominal_capacity_ah)
         ))
-    } else if tracker.max_abs_current > tracker.rest_threshold_a() && max_c < MIN_PEAK_C {
+    } else if flows && max_c < MIN_PEAK_C {
         Some(format!(
-            "the peak current is C/{:.0} of the estimated capacity ({:.4} Ah), a discharge lasting {:.0} days at it: is the time in \
+            "the peak current is C/{:.0} of the estimated capacity ({}), a discharge lasting {:.0} days at it: is the time in \
              milliseconds read as seconds, or seconds as hours?",
             1.0 / max_c,
-            d.nominal_capacity_ah,
+            amp_hours(d.nominal_capacity_ah),
             1.0 / max_c / 24.0
         ))
     } else {
         None
     })
 }
+
+/// A record whose voltage moves less than this (V) holds no full charge or discharge of any cell
+/// (LFP's flat plateau spans more from cut-off to cut-off), so its estimated capacity says nothing
+/// of the time's unit: a 3 s excerpt of a 4.8 A discharge moves 4.4 mAh, "1088C".
+const MIN_SWING_V: f64 = 0.2;
 
 /// A cell whose peak current is slower than this C-rate of its estimated capacity discharged for
 /// more than 500 hours at its peak: likelier a time in the wrong unit (a BDF file's clock ran

@@ -176,10 +176,15 @@ pub fn plot_cell(data: &CellData, path: &Path) -> Result<()> {
 
 /// `value` to `decimals`, or to three significant digits where the quantity's `size` is below a
 /// tenth: a coin cell's 0.000068 Ah and ±137 µA, not 0.000 and −0.00–0.00.
-fn small_or_decimals(value: f64, size: f64, decimals: usize) -> String {
+pub(crate) fn small_or_decimals(value: f64, size: f64, decimals: usize) -> String {
     if size >= 0.1 {
         format!("{value:.decimals$}")
     } else {
         format!("{value:.2e}")
     }
+}
+
+/// A capacity in messages: 4.7628 Ah, 6.80e-5 Ah.
+pub(crate) fn amp_hours(ah: f64) -> String {
+    format!("{} Ah", small_or_decimals(ah, ah, 4))
 }
