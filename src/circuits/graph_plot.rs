@@ -9,7 +9,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::attribution::NodeKind;
-use super::graph::Graph;
+use super::graph::{Graph, GraphEdge, GraphNode};
 use crate::plot_style::{self, FONT};
 use crate::{Error, Result};
 
@@ -27,8 +27,9 @@ const BOTTOM: i32 = 90;
 /// Text size of node labels and step numbers.
 const LABEL_SIZE: u32 = 16;
 
-const POSITIVE: RGBColor = plot_style::VOLTAGE;
-const NEGATIVE: RGBColor = plot_style::CURRENT;
+/// Red raises, blue lowers, as in the graph viewer and the feature cards.
+const POSITIVE: RGBColor = plot_style::CURRENT;
+const NEGATIVE: RGBColor = plot_style::VOLTAGE;
 
 /// Row of a node, 0 at the top: the output, then layers from the last down, then the inputs.
 fn row_of(node: NodeKind, layers: usize) -> usize {
@@ -139,14 +140,17 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
         }
         draw_legend(&root, height - 40)?;
 
-        // Edges, weakest first so that strong ones stay visible on top.
-        let mut edges: Vec<_> = graph.edges.iter().filter(|e| at[e.source].is_some() && at[e.target].is_some()).collect();
-        edges.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
-        edges.truncate(MAX_EDGES);
-        edges.reverse();
-        let max = edges.iter().map(|e| e.weight.abs()).fold(f32::MIN_POSITIVE, f32::max);
-        for e in edges {
-            let strength = (e.weight.abs() / max).sqrt() as f64;
+        // Edges by influence, weakest first so that strong ones stay visible on top. Raw weights
+        // would not do: input → feature weights are pre-activations, larger than any edge into
+        // the prediction, so a cut by |weight| kept only those.
+        let influence = edge_influence(&graph.nodes, &graph.edges);
+        let mut order: Vec<usize> = (0..graph.edges.len()).filter(|&k| at[graph.edges[k].source].is_some() && at[graph.edges[k].target].is_some()).collect();
+        order.sort_by(|&a, &b| influence[b].total_cmp(&influence[a]));
+        order.truncate(MAX_EDGES);
+        let max = order.first().map_or(f64::MIN_POSITIVE, |&k| influence[k].max(f64::MIN_POSITIVE));
+        for &k in order.iter().rev() {
+            let e = &graph.edges[k];
+            let strength = (influence[k] / max).sqrt();
             let colour = if e.weight >= 0.0 { POSITIVE } else { NEGATIVE };
             let style = colour.mix(0.15 + 0.75 * strength).stroke_width(1 + (5.0 * strength) as u32);
             let (a, b) = (at[e.source].expect("drawn"), at[e.target].expect("drawn"));
@@ -173,6 +177,36 @@ pub fn draw_graph(graph: &Graph, labels: &BTreeMap<(usize, usize), String>, png_
         }
         root.present().map_err(|e| fail(&e))
     })
+}
+
+/// Each edge's share of its target's input (|w| over the target's Σ|w|) times the target's
+/// influence on the prediction (the prediction's own: 1), as the graph's pruning ranks edges.
+fn edge_influence(nodes: &[GraphNode], edges: &[GraphEdge]) -> Vec<f64> {
+    let mut inflow = vec![0f64; nodes.len()];
+    edges.iter().for_each(|e| inflow[e.target] += e.weight.abs() as f64);
+    let weight = |t: usize| nodes[t].influence as f64 + if matches!(nodes[t].node, NodeKind::Output { .. }) { 1.0 } else { 0.0 };
+    edges.iter().map(|e| e.weight.abs() as f64 / inflow[e.target].max(f64::MIN_POSITIVE) * weight(e.target)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edges_into_the_prediction_outrank_larger_pre_activation_weights() {
+        let node = |node, influence| GraphNode { node, value: 1.0, influence, cumulative: 0.0 };
+        let nodes = [
+            node(NodeKind::Input { pos: 0, channel: 0 }, 0.4),
+            node(NodeKind::Feature { layer: 0, pos: 0, feature: 3 }, 0.3),
+            node(NodeKind::Output { pos: 0 }, 0.0),
+        ];
+        let edge = |source, target, weight| GraphEdge { source, target, weight };
+        // Input → feature in pre-activation units (50), feature → prediction in scaled ΔV (0.1).
+        let edges = [edge(0, 1, 50.0), edge(1, 2, 0.1), edge(0, 2, -0.05)];
+        let influence = edge_influence(&nodes, &edges);
+        assert!(influence[1] > influence[0] && influence[2] > influence[0], "{influence:?}");
+        assert!((influence[1] - 2.0 / 3.0).abs() < 1e-9, "a third of the prediction's input is the other edge's");
+    }
 }
 
 /// Width of the legend's line: a graph of one or two steps is drawn at least this wide.
