@@ -19,7 +19,7 @@ pub mod fixture {
     use voltlens::data::ingest::{ingest, IngestOptions};
     use voltlens::label::covariates::StepKind;
     use voltlens::label::covariates::{Covariate, Covariates};
-    use voltlens::label::{label_features, FeatureLabel, LabelConfig};
+    use voltlens::label::{label_features, split_halves, FeatureLabel, Half, LabelConfig};
     use voltlens::mine::{mine, FeatureActivations, MineConfig, MinedFeatures, SparseActivations};
     use voltlens::report::ReportInputs;
     use voltlens::circuits::Embedding;
@@ -99,9 +99,13 @@ pub mod fixture {
         let mut features: Vec<FeatureActivations> =
             planted().iter().enumerate().map(|(k, (l, f, g))| FeatureActivations::from_dense(*l, *f, &dense(&covariates, g.as_ref(), k as u64))).collect();
         features.push(FeatureActivations::from_dense(1, 2, &noise(&covariates, 99)));
+        let label_cfg = LabelConfig { n_shifts: 30, n_bootstrap: 10, ..LabelConfig::default() };
+        // High SOC on the explain cells alone: silent on the test cells, so no label can be tested.
+        let halves = split_halves(&dataset.cells, &label_cfg);
+        let explain_only: Vec<Vec<f32>> = covariates.iter().zip(&halves).map(|(c, &h)| c.column(Covariate::Soc).iter().map(|&soc| (h != Half::Test && soc > 0.8) as u8 as f32).collect()).collect();
+        features.push(FeatureActivations::from_dense(1, 4, &explain_only));
         let acts = SparseActivations { cell_ids: covariates.iter().map(|c| c.cell_id.clone()).collect(), cell_rows: covariates.iter().map(|c| c.len()).collect(), features };
         let mined = mine(&acts, &MineConfig::default());
-        let label_cfg = LabelConfig { n_shifts: 30, n_bootstrap: 10, ..LabelConfig::default() };
         let labels = label_features(&acts, &covariates, &dataset.cells, &label_cfg).unwrap();
         let mut transcoder = Transcoder::zeros(&TranscoderConfig { features: 5, ..TranscoderConfig::default() }, 2, 8);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -197,7 +201,7 @@ fn live_ids() -> Vec<(u32, u32)> {
 fn every_live_feature_gets_a_card_and_a_thumbnail_and_dead_ones_none() {
     let fx = fixture::get();
     let live = live_ids();
-    assert_eq!(live.len(), 6, "planted: six live features, two dead");
+    assert_eq!(live.len(), 7, "planted: seven live features, two dead");
     assert_eq!(fx.summary.live_features, live.len());
     for &(l, f) in &live {
         let card = fx.report.join("features").join(card_file(l, f));
@@ -349,8 +353,15 @@ fn a_feature_page_shows_why_its_label_was_accepted_or_rejected() {
         let Some(best) = l.candidates.first() else { continue };
         assert!(html.contains(&voltlens::report::html::escape(&best.sentence)), "best candidate of L{}_F{}", l.layer, l.feature);
         let fails = html.matches("class=\"fail\"").count();
-        // An accepted label passes every check; a rejected one fails at least one, and says which.
-        assert_eq!(fails == 0, l.accepted, "L{}_F{}: accepted {} but {fails} failed checks", l.layer, l.feature, l.accepted);
+        // An accepted label passes every check; a rejected one fails at least one, or could not
+        // be tested and shows no checks; either says why.
+        let untested = l.test_density == 0.0;
+        assert_eq!(fails == 0, l.accepted || untested, "L{}_F{}: accepted {} but {fails} failed checks", l.layer, l.feature, l.accepted);
+        assert_eq!(html.contains("id=\"checks\""), !untested, "L{}_F{}: checks shown though untested, or missing", l.layer, l.feature);
+        if !l.accepted {
+            let reason = l.label.trim_start_matches("unexplained: ").split(" (closest").next().unwrap();
+            assert!(html.contains(&voltlens::report::html::escape(reason)), "L{}_F{}: reason {reason:?} not on the page", l.layer, l.feature);
+        }
         if let Some(b) = &l.baseline {
             assert!(html.contains("baseline (raw V/I)") && html.contains(&voltlens::report::html::escape(&b.sentence)), "baseline of L{}_F{}", l.layer, l.feature);
         }

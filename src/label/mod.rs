@@ -169,6 +169,14 @@ pub struct FeatureLabel {
     pub siblings: u32,
 }
 
+impl FeatureLabel {
+    /// Whether it fires on the held-out cells at all (a labels file older than `test_density`
+    /// says nothing, and counts as testable).
+    pub fn testable(&self) -> bool {
+        self.test_density != 0.0
+    }
+}
+
 /// Labels every feature. `covariates` and `cells` follow the cells of `acts` in order.
 pub fn label_features(acts: &dyn ActivationSource, covariates: &[Covariates], cells: &[CellInfo], cfg: &LabelConfig) -> Result<Vec<FeatureLabel>> {
     label_features_with_codings(acts, covariates.to_vec(), cells, cfg).map(|(labels, _)| labels)
@@ -773,8 +781,8 @@ fn decide(l: &mut FeatureLabel, cfg: &LabelConfig) {
 
 /// Why the label was not accepted, in the order a reader checks: testable at all, held-out
 /// strength, significance, stability, the raw-V/I floor.
-fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
-    if l.test_density == 0.0 {
+pub fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
+    if !l.testable() {
         return "fires on no held-out cell, so no label can be tested".into();
     }
     let best = &l.candidates[0];

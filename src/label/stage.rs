@@ -91,7 +91,7 @@ pub(crate) fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Res
 
 fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
     let accepted: Vec<&FeatureLabel> = labels.iter().filter(|l| l.accepted).collect();
-    let testable = labels.iter().filter(|l| l.test_density > 0.0).count();
+    let testable = labels.iter().filter(|l| l.testable()).count();
     // Held-out scores of each accepted label: AUROC for detectors (yes/no and graded), Spearman
     // for trackers.
     let held_out = |get: &dyn Fn(&FeatureLabel) -> f64| {

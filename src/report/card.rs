@@ -772,9 +772,8 @@ fn draw_candidates(area: &Area, ctx: &Context, facts: &FeatureFacts) -> Result<(
     text(area, "Candidate labels (held-out scores)", (12, 8), (FONT, 18))?;
     let Some(label) = ctx.label(facts.index) else { return text(area, "no label computed", (12, 40), (FONT, 14)) };
     let mut y = 40;
-    let failed: Vec<String> = crate::report::acceptance_checks(label, &ctx.label_cfg).into_iter().filter(|c| !c.pass).map(|c| format!("{} {} (needs {})", c.name, num(c.value), c.threshold)).collect();
-    if !label.accepted && !failed.is_empty() {
-        for line in wrap(&format!("Rejected: {}", failed.join("; ")), 62) {
+    if !label.accepted && !label.candidates.is_empty() {
+        for line in wrap(&format!("Rejected: {}", crate::label::unexplained_reason(label, &ctx.label_cfg)), 62) {
             text(area, &line, (12, y), (FONT, 14).into_font().color(&RGBColor(150, 60, 30)))?;
             y += 18;
         }

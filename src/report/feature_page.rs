@@ -211,7 +211,8 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
     if l.accepted {
         let _ = writeln!(html, "<p class=\"verdict\"><span class=\"yes\">Accepted:</span> {}</p>", escape(&l.label));
     } else {
-        let _ = writeln!(html, "<p class=\"verdict\"><span class=\"no\">Unexplained.</span> Closest: {}</p>", escape(&best.sentence));
+        let reason = crate::label::unexplained_reason(l, &ctx.label_cfg);
+        let _ = writeln!(html, "<p class=\"verdict\"><span class=\"no\">Unexplained:</span> {}. Closest: {}</p>", escape(&reason), escape(&best.sentence));
     }
     if l.accepted && l.siblings > 0 {
         let (n, plural) = (l.siblings, l.siblings > 1);
@@ -222,12 +223,16 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
         };
         let _ = writeln!(html, "<p class=\"hint\">{n} other feature{} share{} this sentence.{auroc}</p>", if plural { "s" } else { "" }, if plural { "" } else { "s" });
     }
-    html.push_str("<table class=\"data\" id=\"checks\"><tr><th>acceptance check</th><th>value</th><th>threshold</th><th></th></tr>");
-    for c in crate::report::acceptance_checks(l, &ctx.label_cfg) {
-        let (class, verdict) = if c.pass { ("pass", "pass") } else { ("fail", "fails") };
-        let _ = write!(html, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{class}\">{verdict}</td></tr>", escape(c.name), num(c.value), escape(&c.threshold));
+    let checks = crate::report::acceptance_checks(l, &ctx.label_cfg);
+    if !checks.is_empty() {
+        html.push_str("<table class=\"data\" id=\"checks\"><tr><th>acceptance check</th><th>value</th><th>threshold</th><th></th></tr>");
+        for c in checks {
+            let (class, verdict) = if c.pass { ("pass", "pass") } else { ("fail", "fails") };
+            let _ = write!(html, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{class}\">{verdict}</td></tr>", escape(c.name), num(c.value), escape(&c.threshold));
+        }
+        html.push_str("</table>\n");
     }
-    html.push_str("</table>\n<h3>Candidates (the label first: the search's best on the explain cells that holds up on their resamples; then the runners-up; scores held out) and the baseline</h3>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th title=\"share of the steps a yes/no label names on which the feature fires\">fires on</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
+    html.push_str("<h3>Candidates (the label first: the search's best on the explain cells that holds up on their resamples; then the runners-up; scores held out) and the baseline</h3>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th title=\"share of the steps a yes/no label names on which the feature fires\">fires on</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
     let rows = l.candidates.iter().enumerate().map(|(k, c)| (format!("{}", k + 1), c)).chain(l.baseline.iter().map(|b| ("baseline (raw V/I)".to_owned(), b)));
     for (tag, c) in rows {
         candidate_row(html, &tag, c);

@@ -303,7 +303,10 @@ fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts], pages: 
         let accepted = label.is_some_and(|l| l.accepted);
         let sentence = match label {
             Some(l) if l.accepted => l.label.clone(),
-            Some(l) => l.candidates.first().map_or("never fires".into(), |c| format!("closest: {}", c.sentence)),
+            Some(l) => {
+                let untested = if l.testable() { "" } else { "silent on the held-out cells, untested; " };
+                l.candidates.first().map_or("never fires".into(), |c| format!("{untested}closest: {}", c.sentence))
+            }
             None => "not labelled".into(),
         };
         let runners: Vec<&str> = label.into_iter().flat_map(|l| l.candidates.iter().skip(usize::from(l.accepted))).map(|c| c.sentence.as_str()).collect();

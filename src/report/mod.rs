@@ -479,7 +479,8 @@ pub struct Check {
 
 /// The acceptance rule's tests, in the order the labeller applies them; empty without candidates.
 pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
-    let Some(best) = l.candidates.first() else { return Vec::new() };
+    // A feature silent on the held-out cells has no held-out score for a check to read.
+    let Some(best) = l.candidates.first().filter(|_| l.testable()) else { return Vec::new() };
     let baseline = match &l.baseline {
         Some(b) if !best.candidate.is_raw_signal() => format!("≥ {}", card::num(b.strength)),
         _ => card::baseline_verdict(l).to_owned(),
