@@ -555,9 +555,11 @@ fn draw_trace(area: &Area, ctx: &Context, acts: &FeatureActivations, tr: &Trace,
         return chart.draw_series(std::iter::once(Text::new("not logged", (0.0, mid), (FONT, 14).into_font().color(&MUTED)))).map(|_| ()).map_err(draw_err);
     }
     chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, y.start), (0.0, y.end)], BLACK.mix(0.25).stroke_width(1)))).map_err(draw_err)?;
-    let segments = (1..xs.len()).filter(|&i| ys[i].is_finite() && ys[i - 1].is_finite()).map(|i| {
-        PathElement::new(vec![(xs[i - 1], ys[i - 1]), (xs[i], ys[i])], activation_colour(a[i], tr.max).stroke_width(3))
-    });
+    let drawn = || (1..xs.len()).filter(|&i| ys[i].is_finite() && ys[i - 1].is_finite());
+    // Firing segments over a dark edge, so that the strongest (viridis yellow) shows on white.
+    let edges = drawn().filter(|&i| a[i] > 0.0).map(|i| PathElement::new(vec![(xs[i - 1], ys[i - 1]), (xs[i], ys[i])], RGBColor(58, 58, 58).stroke_width(5)));
+    chart.draw_series(edges).map_err(draw_err)?;
+    let segments = drawn().map(|i| PathElement::new(vec![(xs[i - 1], ys[i - 1]), (xs[i], ys[i])], activation_colour(a[i], tr.max).stroke_width(3)));
     chart.draw_series(segments).map_err(draw_err)?;
     let peak = w.peak_row as usize - w.start_row as usize;
     if ys[peak].is_finite() {

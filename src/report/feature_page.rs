@@ -120,9 +120,12 @@ pub fn write_feature_page(ctx: &Context, facts: &FeatureFacts, links: &PageLinks
     let co: Vec<[String; 4]> = facts
         .co_firing
         .iter()
-        .map(|c| [link(&c.id), format!("{:.1}", c.lift), percent(c.p_given), c.shared.to_string()])
+        .map(|c| [link(&c.id), format!("{:.2}", c.lift), percent(c.p_given), c.shared.to_string()])
         .collect();
-    table(&mut html, "Co-firing by lift", "lift = P(other fires | this fires) / P(other fires); at least a few shared steps", &["feature", "lift", "P(other | this)", "shared steps"], &co);
+    // A dense feature's lift is capped at 1 / its density, reached by any feature firing only inside it.
+    let cap = if facts.density > 0.2 { format!("; at most {:.2} for a feature firing on {} of steps, as here", 1.0 / facts.density, percent(facts.density)) } else { String::new() };
+    let caption = format!("lift = P(other fires | this fires) / P(other fires); at least a few shared steps{cap}");
+    table(&mut html, "Co-firing by lift", &caption, &["feature", "lift", "P(other | this)", "shared steps"], &co);
     let pull: Vec<[String; 2]> = pullback_rows(ctx, facts).into_iter().map(|(name, w)| [link(&name), num(w)]).collect();
     table(&mut html, "Pullback: earlier features that drive it", "direct path through the residual stream, norms frozen: change of this feature's pre-activation per unit of the earlier feature", &["feature", "weight"], &pull);
     write_paths(&mut html, ctx, facts, &links.pages);

@@ -142,10 +142,42 @@ fn metric_words(key: &str) -> String {
         "max_abs_error_v" => "largest error (V)",
         "max_rel_error" => "largest relative error",
         "tolerance_v" => "tolerance (V)",
-        "fidelity" => "replacement fidelity (1: the model's next-step MSE, 0: its MLPs mean-ablated; above 1, the replaced model predicts better)",
+        "fidelity" => "replacement fidelity",
+        "features" => "features per layer",
+        "fvu_per_layer" => "FVU per layer",
+        "l0_per_layer" => "L0 per layer",
+        "mse" => "next-step MSE",
+        "cold_discharge_rollout" => "cold-start discharge rollout",
+        "unanchored_discharge_rollout" => "discharge rollout, SOC anchor hidden",
         other => return other.strip_suffix("_mv").map_or_else(|| other.replace('_', " "), |stem| format!("{} (mV)", stem.replace('_', " "))),
     };
     words.to_owned()
+}
+
+/// What a metrics key means, said once under its box (a key names a row many times over).
+fn metric_note(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "skill" => "Skill: 1 − the model's squared next-step error over persistence's, where persistence predicts no change of voltage (1 is perfect, 0 no better than persistence).",
+        "cold_discharge_rollout" => "Cold start: a discharge step at a cell's first row, so the model has no history.",
+        "unanchored_discharge_rollout" => "SOC anchor hidden: the same rollouts with the model told the cell has no SOC anchor.",
+        "fidelity" => "Replacement fidelity: 1 = the model's own next-step MSE, 0 = its MLPs mean-ablated; above 1 the replaced model predicts better. MSE in the model's scaled target, squared.",
+        "dead_fraction" => "Silent features are counted on these held-out steps only; the header counts features that fire anywhere in the record.",
+        _ => return None,
+    })
+}
+
+/// The notes of every key in `v`, in the order first met.
+fn metric_notes(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => map.iter().for_each(|(k, x)| {
+            if let Some(note) = metric_note(k).filter(|n| !out.iter().any(|o| o == n)) {
+                out.push(note.to_owned());
+            }
+            metric_notes(x, out);
+        }),
+        Value::Array(a) => a.iter().for_each(|x| metric_notes(x, out)),
+        _ => {}
+    }
 }
 
 /// Warnings about a model's metrics: the `flags` its evaluation wrote (which already name every
@@ -202,7 +234,7 @@ fn map_leaves(v: &Value, f: &dyn Fn(&Value) -> Value) -> Value {
     }
 }
 
-fn kv_box(html: &mut String, title: &str, rows: &[(String, String)], flags: &[String]) {
+fn kv_box(html: &mut String, title: &str, rows: &[(String, String)], flags: &[String], notes: &[String]) {
     let _ = write!(html, "<div class=\"box\"><h3>{}</h3>", escape(title));
     for flag in flags {
         let _ = write!(html, "<p class=\"flag\">⚠ {}</p>", escape(flag));
@@ -214,21 +246,28 @@ fn kv_box(html: &mut String, title: &str, rows: &[(String, String)], flags: &[St
     for (k, v) in rows {
         let _ = write!(html, "<tr><td>{}</td><td>{}</td></tr>", escape(k), escape(v));
     }
-    html.push_str("</table></div>\n");
+    html.push_str("</table>");
+    for note in notes {
+        let _ = write!(html, "<p class=\"hint\">{}</p>", escape(note));
+    }
+    html.push_str("</div>\n");
 }
 
 fn write_summary_boxes(html: &mut String, ctx: &Context, facts: &[FeatureFacts]) {
     html.push_str("<h2>Summary</h2>\n<div class=\"cards\">\n");
     for (title, metrics) in [("Model metrics (held-out cells)", &ctx.inputs.model_metrics), ("Transcoder metrics", &ctx.inputs.transcoder_metrics)] {
-        let mut rows = Vec::new();
+        let (mut rows, mut notes) = (Vec::new(), Vec::new());
         let flags = metrics.as_ref().map(metric_flags).unwrap_or_default();
         if let Some(m) = metrics {
             flatten("", m, &mut rows);
+            metric_notes(m, &mut notes);
         }
-        kv_box(html, title, &rows, &flags);
+        // The headline first (next-step RMSE and skill): the JSON's keys come in alphabetical order.
+        rows.sort_by_key(|(k, _)| (!k.contains("next step"), !(k.ends_with("· RMSE (mV)") || k.ends_with("skill vs persistence"))));
+        kv_box(html, title, &rows, &flags, &notes);
     }
     let coverage: Vec<(String, String)> = coverage(ctx, facts).into_iter().map(|(k, v)| (k, percent(v))).collect();
-    kv_box(html, "Label coverage (share of live features; a label on two families counts for both)", &coverage, &[]);
+    kv_box(html, "Label coverage (share of live features; a label on two families counts for both)", &coverage, &[], &[]);
     html.push_str("</div>\n");
     let config = serde_json::to_string_pretty(&f32_settings_shortest(&without_machine_paths(&ctx.inputs.run_config))).unwrap_or_default();
     let _ = writeln!(html, "<details><summary>Run configuration</summary><pre>{}</pre></details>", escape(&config));

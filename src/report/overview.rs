@@ -44,7 +44,7 @@ pub fn draw_overview(ctx: &Context, facts: &[FeatureFacts], dir: &Path) -> Resul
         Figure {
             file: "overview_heatmap.png".into(),
             title: "Feature × covariate heat map".into(),
-            caption: "Where each feature fires: the activation-weighted mean of each covariate while it fires, in SDs from that covariate's mean over all steps (red = higher, blue = lower; a crossed grey cell = the covariate is constant or not logged).".into(),
+            caption: format!("Where each feature fires: the activation-weighted mean of each covariate while it fires, in SDs from that covariate's mean over all steps (red = higher, blue = lower; a crossed grey cell = the covariate is constant or not logged). Rows: the {HEATMAP_ROWS} densest features with an accepted label (then the densest others, where fewer are accepted), by id."),
         },
     ];
     draw_layers(ctx, &dir.join(&figures[0].file))?;
