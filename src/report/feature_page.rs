@@ -235,12 +235,13 @@ fn write_label(html: &mut String, ctx: &Context, label: Option<&FeatureLabel>) {
         }
         html.push_str("</table>\n");
     }
-    html.push_str("<h3>Candidates (the label first: the search's best on the explain cells that holds up on their resamples; then the runners-up; scores held out) and the baseline</h3>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th title=\"share of the steps a yes/no label names on which the feature fires\">fires on</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
+    html.push_str("<h3>Candidates and the baseline</h3>\n<p class=\"hint\">The label first (the search's best on the explain cells that holds up on their resamples), then the runners-up; scores on the held-out test cells.</p>\n<table class=\"data\" id=\"candidates\"><tr><th></th><th>sentence</th><th>AUROC</th><th>F1</th><th title=\"share of the steps a yes/no label names on which the feature fires\">fires on</th><th>Spearman</th><th>R²</th><th>q</th><th>empirical p</th><th>explain→test gap</th><th>strength</th></tr>");
     let rows = l.candidates.iter().enumerate().map(|(k, c)| (format!("{}", k + 1), c)).chain(l.baseline.iter().map(|b| ("baseline (raw V/I)".to_owned(), b)));
     for (tag, c) in rows {
         candidate_row(html, &tag, c);
     }
     html.push_str("</table>\n");
+    html.push_str(&crate::report::html::glossary(&ctx.label_cfg));
 }
 
 fn candidate_row(html: &mut String, tag: &str, c: &CandidateResult) {

@@ -63,6 +63,7 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, 
             escape(&fig.caption)
         );
     }
+    html.push_str(&glossary(&ctx.label_cfg));
     write_table(&mut html, ctx, facts, pages);
     let _ = write!(html, "<script src=\"{}/index.js\"></script>\n</body>\n</html>\n", crate::report::assets::ASSETS_DIR);
     crate::io::write_atomic(path, html.as_bytes())
@@ -152,6 +153,31 @@ fn metric_words(key: &str) -> String {
         other => return other.strip_suffix("_mv").map_or_else(|| other.replace('_', " "), |stem| format!("{} (mV)", stem.replace('_', " "))),
     };
     words.to_owned()
+}
+
+/// The scores of the feature table and the feature pages in words, with this run's thresholds.
+pub(crate) fn glossary(cfg: &crate::label::LabelConfig) -> String {
+    let n = num;
+    let terms = [
+        ("explain / test cells", format!("The labeller searches for a feature's label on the explain cells ({:.0} % of the cells, by protocol) and scores it on the held-out test cells, which the search never saw.", 100.0 * cfg.explain_fraction)),
+        ("density", "Share of all steps on which the feature fires (activation above 0).".to_owned()),
+        ("AUROC", "How well the label's yes/no (or graded) predicate ranks the steps where the feature fires above those where it does not, on the test cells: 0.5 = chance, 1 = perfect.".to_owned()),
+        ("F1", "Overlap of the steps the label names with the steps the feature fires on (activation-weighted); low when the label names many more steps than the feature fires on, or far fewer.".to_owned()),
+        ("fires on", "Share of the steps a yes/no label names on which the feature fires.".to_owned()),
+        ("Spearman, R²", "For a label that tracks a covariate (\"tracks SOC\"): rank correlation of the activation with the covariate within each cell, in the label's direction, averaged over cells; and the share of the activation's variance the covariate explains.".to_owned()),
+        ("strength", format!("The held-out score over its threshold: (AUROC − 0.5) / ({} − 0.5) for a predicate, Spearman / {} for a tracker; 1 passes, below 0 the label points the wrong way.", n(cfg.min_auroc), n(cfg.min_spearman))),
+        ("p, q", format!("p: how often circularly shifted activations score as high (the shift keeps each feature's burstiness); q: Benjamini–Hochberg over every feature's candidates. Accepted below q {}.", n(cfg.max_q))),
+        ("stability", format!("Share of bootstrap resamples of the explain cells whose search picks the same label; accepted from {}.", n(cfg.min_stability))),
+        ("explain→test gap", "Strength on the explain cells minus on the test cells: large = fitted to the explain cells.".to_owned()),
+        ("baseline (raw V/I)", "The best label built from raw voltage and current alone, scored alike: a label must do at least as well.".to_owned()),
+        ("FVU, L0", "Transcoder quality: the share of the MLP output's variance its reconstruction misses, and the mean number of features active per step.".to_owned()),
+    ];
+    let mut html = String::from("<details class=\"glossary\"><summary>How to read the scores</summary><dl>");
+    for (term, text) in terms {
+        let _ = write!(html, "<dt>{}</dt><dd>{}</dd>", escape(term), escape(&text));
+    }
+    html.push_str("</dl></details>\n");
+    html
 }
 
 /// What a metrics key means, said once under its box (a key names a row many times over).
