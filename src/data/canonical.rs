@@ -142,11 +142,12 @@ impl CellData {
         })
     }
 
-    /// Appends another run of rows of the same cell.
-    pub fn extend(&mut self, other: CellData) -> Result<()> {
-        if self.is_empty() && self.gt.is_empty() {
+    /// Appends another run of rows of the same cell, but for its ground-truth columns (which
+    /// `read_cell` joins once at the end: joined per batch, they were copied whole each time).
+    fn extend(&mut self, other: CellData) {
+        if self.is_empty() {
             *self = other;
-            return Ok(());
+            return;
         }
         self.test_time.extend(other.test_time);
         self.current.extend(other.current);
@@ -161,11 +162,6 @@ impl CellData {
         self.c_rate.extend(other.c_rate);
         self.soc.extend(other.soc);
         self.soh.extend(other.soh);
-        for ((name, mine), (_, theirs)) in self.gt.iter_mut().zip(other.gt) {
-            *mine = arrow::compute::concat(&[mine.as_ref(), theirs.as_ref()])
-                .map_err(|e| Error::Other(format!("joining column {name}: {e}")))?;
-        }
-        Ok(())
     }
 }
 
@@ -278,11 +274,27 @@ pub fn read_cell(path: &Path) -> Result<(CellInfo, CellData)> {
     let info: CellInfo = serde_json::from_str(&info).map_err(|e| Error::in_file(path, format!("bad cell metadata: {e}")))?;
     let reader = builder.build().map_err(|e| Error::parquet(path, e))?;
     let mut data = CellData::default();
+    let mut gt: Vec<(String, Vec<ArrayRef>)> = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| Error::arrow(path, e))?;
         schema::check_nulls(path, &batch, &schema::timeseries_columns(), data.len() as u64)?;
-        data.extend(CellData::from_record_batch(&batch, path)?)?;
+        let mut part = CellData::from_record_batch(&batch, path)?;
+        for (k, (name, column)) in std::mem::take(&mut part.gt).into_iter().enumerate() {
+            match gt.get_mut(k) {
+                Some((_, parts)) => parts.push(column),
+                None => gt.push((name, vec![column])),
+            }
+        }
+        data.extend(part);
     }
+    data.gt = gt
+        .into_iter()
+        .map(|(name, parts)| {
+            let parts: Vec<&dyn arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+            let joined = arrow::compute::concat(&parts).map_err(|e| Error::Other(format!("{}: joining column {name}: {e}", path.display())))?;
+            Ok((name, joined))
+        })
+        .collect::<Result<_>>()?;
     data.cell_id = info.cell_id.clone();
     Ok((info, data))
 }
