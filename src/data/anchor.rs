@@ -211,9 +211,15 @@ fn charge_left_by_taper(s: &StepSummary, capacity_ah: f64) -> f64 {
 /// The lowest and highest SOC at the steps' ends, as the rows would get it from `anchors`
 /// (each holds from its row on; rows before the first count back from it).
 fn soc_range(steps: &[StepSummary], anchors: &[Anchor], capacity_ah: f64) -> (f64, f64) {
+    // Steps and anchors both run in row order: the anchor in force only moves forward (a search
+    // from the last anchor per step made this steps × anchors on long ageing tests).
+    let mut next = 0;
     steps.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
         let row = s.end_row - 1;
-        let a = anchors.iter().rev().find(|a| a.row <= row).or(anchors.first()).expect("anchors are not empty");
+        while next < anchors.len() && anchors[next].row <= row {
+            next += 1;
+        }
+        let a = &anchors[next.saturating_sub(1)];
         let soc = a.soc + (s.end_charge_ah - a.charge_ah) / capacity_ah;
         (lo.min(soc), hi.max(soc))
     })
