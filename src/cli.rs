@@ -858,7 +858,9 @@ fn init_logging(quiet: bool) {
     // cubecl (the GPU backend) logs every kernel it compiles or tunes at info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},cubecl_runtime=warn,cubecl_cuda=warn,cubecl_wgpu=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
+    // Colour codes only on a terminal: a batch job's log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 fn execute(command: Command) -> Result<ExitCode> {
