@@ -104,24 +104,27 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
         Some(p) => Some(ColumnMap::from_file(p)?),
         None => None,
     };
-    // Open every file first, so an unreadable one fails the ingest before anything is written.
-    let opened: Vec<Result<(PathBuf, Format, Box<dyn CyclerReader>)>> = files
+    // Open every file first, so an unreadable one fails the ingest before anything is written;
+    // closed again until its turn, so that thousands of files need no more than a few handles.
+    let opened: Vec<Result<(PathBuf, Format, String)>> = files
         .iter()
         .map(|file| {
             let format = match opts.format {
                 Some(format) => format,
                 None => formats::detect(file)?,
             };
-            Ok((file.clone(), format, formats::open(file, format, column_map.as_ref())?))
+            let reader = formats::open(file, format, column_map.as_ref())?;
+            Ok((file.clone(), format, source_cell_id(reader.as_ref(), file)))
         })
         .collect();
-    let readers = all_or_every_error(opened, "inputs cannot be read")?;
-    refuse_duplicate_ids(readers.iter().map(|(f, _, r)| (source_cell_id(r.as_ref(), f), f.display().to_string())).collect())?;
+    let sources = all_or_every_error(opened, "inputs cannot be read")?;
+    refuse_duplicate_ids(sources.iter().map(|(f, _, id)| (id.clone(), f.display().to_string())).collect())?;
     let staging = DatasetStaging::new(out)?;
-    let bar = crate::progress::bar(readers.len() as u64, "ingest", "files");
-    let cells: Vec<CellInfo> = readers
+    let bar = crate::progress::bar(sources.len() as u64, "ingest", "files");
+    let cells: Vec<CellInfo> = sources
         .into_par_iter()
-        .map(|(file, format, reader)| {
+        .map(|(file, format, _)| {
+            let reader = formats::open(&file, format, column_map.as_ref())?;
             let info = ingest_source(reader, &file, &format.to_string(), staging.paths(), opts);
             bar.inc(1);
             info
