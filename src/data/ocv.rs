@@ -262,16 +262,21 @@ pub fn anchor_by_ocv(paths: &DatasetPaths, cells: &mut [CellInfo]) -> Result<()>
             Vec::new()
         });
     }
-    // The references each unanchored cell reads through.
-    let references: Vec<Vec<RestReading>> = {
-        let types: Vec<CellType> = cells.iter().map(CellType::of).collect();
-        let lent_to = |to: &CellType| types.iter().zip(&readings).filter(|(t, _)| t.lends_to(to)).flat_map(|(_, r)| r.iter().copied()).collect();
-        types.iter().map(|t| if t.info.anchor_method == AnchorMethod::Unanchored { lent_to(t) } else { Vec::new() }).collect()
-    };
-    for (cell, references) in cells.iter_mut().zip(&references) {
+    // Each unanchored cell reads through the references its type lends it, gathered in turn:
+    // gathered for all at once, thousands of cells held cells × readings copies.
+    let types: Vec<CellType> = cells.iter().map(CellType::of).collect();
+    let mut anchored = Vec::new();
+    for (k, to) in types.iter().enumerate().filter(|(_, t)| t.info.anchor_method == AnchorMethod::Unanchored) {
+        let references: Vec<RestReading> = types.iter().zip(&readings).filter(|(t, _)| t.lends_to(to)).flat_map(|(_, r)| r.iter().copied()).collect();
         if !references.is_empty() {
-            anchor_cell(&paths.cell_file(&cell.cell_id), references, cell)?;
+            let mut info = to.info.clone();
+            anchor_cell(&paths.cell_file(&info.cell_id), &references, &mut info)?;
+            anchored.push((k, info));
         }
+    }
+    drop(types);
+    for (k, info) in anchored {
+        cells[k] = info;
     }
     Ok(())
 }
