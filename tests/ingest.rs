@@ -381,6 +381,17 @@ fn current_in_milliamps_labelled_as_amps_is_detected() {
     assert!(cells[0].metadata.contains("is the current in mA labelled as A?"), "{}", cells[0].metadata);
 }
 
+/// A file whose cycle column never advances sums its 60 discharges of a 20 Ah cell into one
+/// cycle's 1200 Ah: refused naming the cycle column, not the current's unit, when the lower
+/// cut-off that would tell full discharges apart cannot be inferred (all as long).
+#[test]
+fn many_discharges_in_one_cycle_are_refused_naming_the_cycle_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<_> = (0..60).flat_map(|c| cycle_rows().into_iter().map(move |(t, i, v)| (t + 7200.0 * c as f64, 10.0 * i, v))).collect();
+    let err = ingest(&[write_csv(tmp.path(), "one_cycle.csv", &rows)], &tmp.path().join("out"), &IngestOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("cycle column never advance") && err.contains("--lower-cutoff") && !err.contains("mA"), "{err}");
+}
+
 /// Voltage in mV labelled as V, and a working electrode's negative potential, each refused with
 /// its likely cause.
 #[test]

@@ -521,8 +521,19 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
     if d.capacity_estimated && d.nominal_capacity_ah > 1000.0 {
         // The estimate counted charge across an interval no cycler logs: the time is wrong, not the current.
         // No capacity to compare with: take what the peak current moves in an hour.
+        // Where no single discharge is implausible, the file's cycles are: each holds many.
+        let largest_discharge_ah = tracker.steps().iter().map(|s| -s.charge_ah).fold(0.0, f64::max);
         let (row, field, cause) = match extremes.gap(tracker.max_abs_current) {
             Some(gap) => (Some(extremes.widest.2), "test_time", gap),
+            None if largest_discharge_ah <= 1000.0 => (
+                None,
+                "cycle_number",
+                format!(
+                    "no single discharge moves more than {}, so the file's cycles each hold many (does its cycle column never advance?); \
+                     give --lower-cutoff so that full discharges can be told apart, or",
+                    amp_hours(largest_discharge_ah)
+                ),
+            ),
             None => (None, "current", "is the current in mA labelled as A?".to_owned()),
         };
         return Err(Error::Input {
