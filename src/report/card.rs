@@ -536,11 +536,13 @@ fn draw_trace(area: &Area, ctx: &Context, acts: &FeatureActivations, tr: &Trace,
     }
     let mut chart = builder.build_cartesian_2d(x, y.clone()).map_err(draw_err)?;
     let y_name = format!("{} ({})", ch.name, ch.unit);
+    // A tick label per 60 px: the deciles' narrow panels ran five together ("0 100200300").
+    let x_labels = (area.dim_in_pixel().0 as usize / 60).clamp(2, 5);
     chart
         .configure_mesh()
         .max_light_lines(1)
         .light_line_style(plot_style::GRID)
-        .x_labels(5)
+        .x_labels(x_labels)
         .y_labels(4)
         .x_label_formatter(&|v| tick(*v))
         .y_label_formatter(&|v| tick(*v))

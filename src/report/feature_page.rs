@@ -141,7 +141,7 @@ pub fn write_feature_page(ctx: &Context, facts: &FeatureFacts, links: &PageLinks
     let de: Vec<[String; 2]> = facts.deembedding.iter().map(|(c, w)| [escape(crate::report::card::channel_name(c)), num(*w)]).collect();
     table(&mut html, "Input channels (de-embedding)", "pre-activation change per standard deviation of the input channel, direct path", &["channel", "weight"], &de);
     html.push_str("</div>\n");
-    let _ = writeln!(html, "<h2>Card</h2>\n<a href=\"{0}\"><img src=\"{0}\" alt=\"card of {id}\" style=\"max-width:100%\"></a>", card_file(facts.layer, facts.feature));
+    let _ = writeln!(html, "<h2>Card</h2>\n<a href=\"{0}\"><img loading=\"lazy\" src=\"{0}\" alt=\"card of {id}\" style=\"max-width:100%\"></a>", card_file(facts.layer, facts.feature));
     html.push_str(&json_block("feature-data", &window_data(ctx, facts)));
     let _ = write!(html, "<script src=\"../{ASSETS_DIR}/feature.js\"></script>\n</body>\n</html>\n");
     crate::io::write_atomic(&dir.join(page_file(facts.layer, facts.feature)), html.as_bytes())

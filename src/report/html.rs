@@ -379,7 +379,8 @@ fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts], pages: 
         let id = escape(&f.id());
         let (thumb, link) = if pages.contains(&(f.layer, f.feature)) {
             let page = format!("features/{}", page_file(f.layer, f.feature));
-            let img = format!("<a href=\"{page}\"><img src=\"features/thumbs/{}\" alt=\"card of {id}\"></a>", card_file(f.layer, f.feature));
+            // Lazy: an index of hundreds of thumbnails loads those in view first.
+            let img = format!("<a href=\"{page}\"><img loading=\"lazy\" src=\"features/thumbs/{}\" alt=\"card of {id}\"></a>", card_file(f.layer, f.feature));
             (img, format!("<a href=\"{page}\">{id}</a>"))
         } else {
             ("<span class=\"hint\">no card in this report</span>".to_owned(), id.clone())
