@@ -45,7 +45,8 @@
     var out = [];
     for (var v = Math.ceil(lo / step) * step; v <= hi + 1e-12; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
     out.step = step;
-    return out;
+    // One tick gives no scale (3.595–3.605 V at a 0.01 step): ask for finer ones.
+    return out.length < 2 && n < 24 ? ticks(lo, hi, n * 2) : out;
   }
   // Tick labels with the decimals their spacing needs, alike on one axis: -5.002 -5.000 -4.998,
   // not -5.00 three times; 0 50 100, not 0.000 50.0 100.
@@ -96,12 +97,16 @@
           var tt = el('text', { x: LEFT - 5, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 10, fill: '#555' }, g);
           tt.textContent = tickLabel(v, yt.step);
         });
-        // Segments coloured by the activation at their end, as on the card.
-        for (var k = 1; k < idx.length; k++) {
-          var i = idx[k], j = idx[k - 1];
-          if (values[i] === null || values[j] === null) continue;
-          el('line', { x1: x(w.t[j]), y1: y(values[j]), x2: x(w.t[i]), y2: y(values[i]), stroke: w.a[i] > 0 ? viridis(w.a[i] / data.max) : '#c8c8c8', 'stroke-width': 2.5 }, g);
-        }
+        // Segments coloured by the activation at their end, as on the card; firing ones over a
+        // dark edge, so that the strongest (viridis yellow) stays visible on white.
+        [true, false].forEach(function (edge) {
+          for (var k = 1; k < idx.length; k++) {
+            var i = idx[k], j = idx[k - 1];
+            if (values[i] === null || values[j] === null || (edge && !(w.a[i] > 0))) continue;
+            var stroke = edge ? '#3a3a3a' : w.a[i] > 0 ? viridis(w.a[i] / data.max) : '#c8c8c8';
+            el('line', { x1: x(w.t[j]), y1: y(values[j]), x2: x(w.t[i]), y2: y(values[i]), stroke: stroke, 'stroke-width': edge ? 4 : 2.5 }, g);
+          }
+        });
       }
       y0 += h + GAP;
     });

@@ -15,6 +15,9 @@
   var slider = document.getElementById('graph-threshold');
   var onlyPinned = document.getElementById('graph-only-pinned');
   var byId = {};
+  // Columns and the side panel number steps as the cell does, as the subtitle ("steps
+  // 1474–1537") and the feature pages do; ctx_idx counts from the window's start.
+  var first = +((/steps (\d+)/.exec(graph.metadata.prompt || '') || [0, 0])[1]);
   graph.nodes.forEach(function (n) {
     // The output's label comes as circuit-tracer's `Output "…" (p=…)`: show the quoted part.
     if (n.is_target_logit) n.clerp = n.clerp.split('"')[1] || n.clerp;
@@ -94,9 +97,6 @@
       el('line', { x1: LEFT - 10, x2: width - PAD / 2, y1: yy, y2: yy, stroke: '#f0f0f0' }, svg);
     }
     var tokens = graph.metadata.prompt_tokens || [];
-    // Columns are numbered by the cell's steps, as the subtitle ("steps 1474–1537") and the
-    // feature pages number them; ctx_idx counts from the window's start.
-    var first = +((/steps (\d+)/.exec(graph.metadata.prompt || '') || [0, 0])[1]);
     steps.forEach(function (s) {
       var head = el('text', { x: colX[s], y: 18, 'font-size': 12, fill: '#333' }, svg);
       head.textContent = 'step ' + (first + s);
@@ -187,7 +187,7 @@
     var link = page(n);
     side.innerHTML = '<h3>' + esc(n.clerp) + '</h3><table class="kv">'
       + '<tr><td>node</td><td>' + esc(n.node_id) + ' (' + kind(n) + ')</td></tr>'
-      + '<tr><td>window step</td><td>' + n.ctx_idx + '</td></tr>'
+      + '<tr><td>step</td><td>' + (first + n.ctx_idx) + '</td></tr>'
       + (n.activation !== null && n.activation !== undefined ? '<tr><td>activation</td><td>' + fmt(n.activation) + '</td></tr>' : '')
       + (n.influence !== null && n.influence !== undefined ? '<tr><td>cumulative influence</td><td>' + fmt(n.influence) + '</td></tr>' : '')
       + '</table>'
