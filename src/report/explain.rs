@@ -272,14 +272,18 @@ fn trace(area: &crate::report::card::Area, xs: &[f64], ys: &[f64], x: std::ops::
         .build_cartesian_2d(x, lo..hi)
         .map_err(draw_err)?;
     let mut mesh = chart.configure_mesh();
-    mesh.light_line_style(plot_style::GRID).y_labels(3).y_label_formatter(&|v| tick(*v)).x_label_formatter(&|v| tick(*v)).label_style((FONT, 14));
+    // No light lines: panels this short drew one every few pixels, a hatching.
+    mesh.light_line_style(TRANSPARENT).bold_line_style(plot_style::GRID).y_labels(3).y_label_formatter(&|v| tick(*v)).x_label_formatter(&|v| tick(*v)).label_style((FONT, 14));
     match x_desc {
         Some(desc) => mesh.x_desc(desc).axis_desc_style((FONT, 16)),
         None => mesh.x_labels(0),
     };
     mesh.draw().map_err(draw_err)?;
-    let points = xs.iter().zip(ys).filter(|(_, y)| y.is_finite()).map(|(&x, &y)| (x, y));
-    chart.draw_series(LineSeries::new(points, colour.stroke_width(2))).map_err(draw_err)?;
+    // Segment by segment: a 2 px polyline's mitred joins shot spikes far past the panel where
+    // the trace turns back within a microsecond (a switch logged as two rows).
+    let points: Vec<(f64, f64)> = xs.iter().zip(ys).filter(|(_, y)| y.is_finite()).map(|(&x, &y)| (x, y)).collect();
+    let segments = points.windows(2).map(|p| PathElement::new(vec![p[0], p[1]], colour.stroke_width(2)));
+    chart.draw_series(segments).map_err(draw_err)?;
     Ok(())
 }
 
