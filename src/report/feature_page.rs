@@ -125,21 +125,21 @@ pub fn write_feature_page(ctx: &Context, facts: &FeatureFacts, links: &PageLinks
     // A dense feature's lift is capped at 1 / its density, reached by any feature firing only inside it.
     let cap = if facts.density > 0.2 { format!("; at most {:.2} for a feature firing on {} of steps, as here", 1.0 / facts.density, percent(facts.density)) } else { String::new() };
     let caption = format!("lift = P(other fires | this fires) / P(other fires); at least a few shared steps{cap}");
-    table(&mut html, "Co-firing by lift", &caption, &["feature", "lift", "P(other | this)", "shared steps"], &co);
+    table(&mut html, "Co-firing by lift", &caption, &["feature", "lift", "P(other | this)", "shared steps"], &co, "none");
     let pull: Vec<[String; 2]> = pullback_rows(ctx, facts).into_iter().map(|(name, w)| [link(&name), num(w)]).collect();
-    table(&mut html, "Pullback: earlier features that drive it", "direct path through the residual stream, norms frozen: change of this feature's pre-activation per unit of the earlier feature", &["feature", "weight"], &pull);
+    table(&mut html, "Pullback: earlier features that drive it", "direct path through the residual stream, norms frozen: change of this feature's pre-activation per unit of the earlier feature", &["feature", "weight"], &pull, if facts.layer == 0 { "none: layer 0 has no earlier features" } else { "none" });
     write_paths(&mut html, ctx, facts, &links.pages);
     let key = (facts.layer, facts.feature);
     if links.graph.present {
         for (title, map) in [("Graph: what feeds it", &links.graph.into), ("Graph: what it feeds", &links.graph.out_of)] {
             let rows: Vec<[String; 2]> = map.get(&key).into_iter().flatten().map(|(n, w)| [link(n), num(*w)]).collect();
-            table(&mut html, title, "edges of the report's attribution graph, summed over steps", &["node", "weight"], &rows);
+            table(&mut html, title, "edges of the report's attribution graph, summed over steps", &["node", "weight"], &rows, "none");
         }
     } else {
         html.push_str("<div><h2>Attribution graph</h2><p class=\"hint\">This report has none: a pipeline with a [circuits] stage draws one, and its edges into and out of this feature are listed here.</p></div>\n");
     }
     let de: Vec<[String; 2]> = facts.deembedding.iter().map(|(c, w)| [escape(crate::report::card::channel_name(c)), num(*w)]).collect();
-    table(&mut html, "Input channels (de-embedding)", "pre-activation change per standard deviation of the input channel, direct path", &["channel", "weight"], &de);
+    table(&mut html, "Input channels (de-embedding)", "pre-activation change per standard deviation of the input channel, direct path", &["channel", "weight"], &de, "none");
     html.push_str("</div>\n");
     let _ = writeln!(html, "<h2>Card</h2>\n<a href=\"{0}\"><img loading=\"lazy\" src=\"{0}\" alt=\"card of {id}\" style=\"max-width:100%\"></a>", card_file(facts.layer, facts.feature));
     html.push_str(&json_block("feature-data", &window_data(ctx, facts)));
@@ -178,17 +178,18 @@ fn write_paths(html: &mut String, ctx: &Context, facts: &FeatureFacts, pages: &H
     };
     let rows: Vec<[String; 2]> = p.paths.iter().map(|path| [path.nodes.iter().map(|&n| node(n)).collect::<Vec<_>>().join(" → "), num(path.contribution as f64)]).collect();
     let hint = format!("greedy search (Dunefsky et al. 2024) into its pre-activation at step {} of cell {}, the peak of its strongest window: earlier features or input channels → (a feature →) this feature; contribution along the path", p.step, p.cell_id);
-    table(html, "Computational paths", &hint, &["path", "contribution"], &rows);
+    table(html, "Computational paths", &hint, &["path", "contribution"], &rows, "none");
 }
 
-fn table<const N: usize>(html: &mut String, title: &str, hint: &str, header: &[&str; N], rows: &[[String; N]]) {
+/// A titled table; `empty` says why where it has no rows.
+fn table<const N: usize>(html: &mut String, title: &str, hint: &str, header: &[&str; N], rows: &[[String; N]], empty: &str) {
     let _ = write!(html, "<div><h2>{}</h2><p class=\"hint\">{}</p><table class=\"data\"><tr>", escape(title), escape(hint));
     header.iter().for_each(|h| {
         let _ = write!(html, "<th>{}</th>", escape(h));
     });
     html.push_str("</tr>");
     if rows.is_empty() {
-        let _ = write!(html, "<tr><td colspan=\"{N}\">none</td></tr>");
+        let _ = write!(html, "<tr><td colspan=\"{N}\">{}</td></tr>", escape(empty));
     }
     for row in rows {
         html.push_str("<tr>");

@@ -361,7 +361,11 @@ fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts], pages: 
         let _ = write!(html, "<th{}>{}</th>", if col.is_empty() { String::new() } else { format!(" data-col=\"{col}\" title=\"sort by {name}\"") }, name);
     }
     html.push_str("</tr></thead>\n<tbody>\n");
-    for f in facts {
+    // Features with a page first (a report drawn for a subset would open on rows without one),
+    // each part in id order; the column headers sort anew.
+    let mut rows: Vec<&FeatureFacts> = facts.iter().collect();
+    rows.sort_by_key(|f| !pages.contains(&(f.layer, f.feature)));
+    for f in rows {
         let label = ctx.label(f.index);
         let [auroc, f1, rho, q, strength] = best_scores(label);
         let stability = label.map_or(f64::NAN, |l| l.stability);
