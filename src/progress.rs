@@ -35,13 +35,15 @@ pub fn bar(len: u64, message: &str, unit: &str) -> ProgressBar {
     pb
 }
 
-/// A spinner for work of unknown length.
-pub fn spinner(message: &str) -> ProgressBar {
+/// A count of work whose total is not known up front (the rows of files not read yet), under a
+/// `message` the caller may update.
+pub fn counter(message: &str, unit: &str) -> ProgressBar {
     if is_quiet() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new_spinner();
-    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {human_pos} ({per_sec}) [{elapsed}]").expect("valid template"));
+    let template = format!("{{spinner}} {{msg}} · {{human_pos}} {unit} [{{elapsed}}]");
+    pb.set_style(ProgressStyle::with_template(&template).expect("valid template"));
     pb.set_message(message.to_owned());
     to_log_unless_terminal(&pb);
     pb.enable_steady_tick(Duration::from_millis(200));

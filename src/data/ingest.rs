@@ -120,13 +120,17 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
     let sources = all_or_every_error(opened, "inputs cannot be read")?;
     refuse_duplicate_ids(sources.iter().map(|(f, _, id)| (id.clone(), f.display().to_string())).collect())?;
     let staging = DatasetStaging::new(out)?;
-    let bar = crate::progress::bar(sources.len() as u64, "ingest", "files");
+    // Rows, not files: one large file would show no progress until its end.
+    let total = sources.len();
+    let bar = crate::progress::counter(&format!("ingest 0/{total} files"), "rows read");
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let cells: Vec<CellInfo> = sources
         .into_par_iter()
         .map(|(file, format, _)| {
             let reader = formats::open(&file, format, column_map.as_ref())?;
-            let info = ingest_source(reader, &file, &format.to_string(), staging.paths(), opts);
-            bar.inc(1);
+            let info = ingest_source(reader, &file, &format.to_string(), staging.paths(), opts, &bar);
+            let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            bar.set_message(format!("ingest {done}/{total} files"));
             info
         })
         .collect::<Result<_>>()?;
@@ -221,6 +225,7 @@ pub fn ingest_source(
     format: &str,
     paths: &DatasetPaths,
     opts: &IngestOptions,
+    rows_read: &indicatif::ProgressBar,
 ) -> Result<CellInfo> {
     let meta = reader.metadata().clone();
     let cell_id = source_cell_id(reader.as_ref(), source);
@@ -238,6 +243,7 @@ pub fn ingest_source(
     let mut spill: Option<ArrowWriter<File>> = None;
     let mut extremes = ExtremeRows::default();
     while let Some(chunk) = reader.next_chunk()? {
+        rows_read.inc(chunk.len() as u64);
         let mut chunk = cleaner.clean(chunk)?;
         if chunk.is_empty() {
             continue;
@@ -747,7 +753,7 @@ pub fn synthesize(cfg: &crate::data::synth::SynthConfig, out: &Path) -> Result<V
         .map(|spec| {
             let reader: Box<dyn CyclerReader> = Box::new(SynthCell::new(cfg, spec.clone())?);
             let source = PathBuf::from(format!("synth/{}", spec.cell_id));
-            let info = ingest_source(reader, &source, "synth", staging.paths(), &opts);
+            let info = ingest_source(reader, &source, "synth", staging.paths(), &opts, &indicatif::ProgressBar::hidden());
             bar.inc(1);
             info
         })
