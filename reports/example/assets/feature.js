@@ -1,6 +1,7 @@
 // VoltLens feature page: the example windows as stacked traces (voltage, current, temperature,
 // SOC) over the feature's activation, sharing one time axis. Hover reads every row at one step,
-// dragging across the plot zooms into that stretch, a double-click zooms back out.
+// dragging across the plot zooms into that stretch, a double-click zooms back out; a touch reads
+// the step under the finger. The drawing takes the page's width, up to 1000.
 (function () {
   'use strict';
   var data = JSON.parse(document.getElementById('feature-data').textContent);
@@ -56,6 +57,9 @@
   }
 
   function draw() {
+    // As wide as the page allows, up to 1000: a phone draws at its own width (at least 520, then
+    // scaled), so that text keeps its size instead of shrinking with a fixed 1000-unit drawing.
+    W = Math.max(520, Math.min(1000, box.clientWidth || 1000));
     var w = data.windows[current];
     var xr = zoom || [w.t[0], w.t[w.t.length - 1]];
     if (xr[0] === xr[1]) xr = [xr[0] - 1, xr[1] + 1];
@@ -144,6 +148,11 @@
       }
     });
     svg.addEventListener('mouseleave', function () { cursor.setAttribute('visibility', 'hidden'); });
+    // A touch reads the step under the finger, as hovering does.
+    svg.addEventListener('touchstart', function (ev) {
+      var touch = ev.touches[0];
+      svg.dispatchEvent(new MouseEvent('mousemove', { clientX: touch.clientX, clientY: touch.clientY }));
+    }, { passive: true });
     svg.addEventListener('mousedown', function (ev) { dragFrom = tAt(ev); ev.preventDefault(); });
     svg.addEventListener('mouseup', function (ev) {
       var t = tAt(ev), from = dragFrom;
@@ -172,4 +181,6 @@
   });
   tabs.children[0].classList.add('on');
   draw();
+  var resized = null;
+  window.addEventListener('resize', function () { clearTimeout(resized); resized = setTimeout(draw, 150); });
 })();
