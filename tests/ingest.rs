@@ -392,6 +392,25 @@ fn many_discharges_in_one_cycle_are_refused_naming_the_cycle_column() {
     assert!(err.contains("cycle column never advance") && err.contains("--lower-cutoff") && !err.contains("mA"), "{err}");
 }
 
+/// A temperature column of exact zeros (a BDF export's unfilled ambient column, SINTEF's Landt
+/// file) reads as not logged, with a warning; one zero among real readings stays.
+#[test]
+fn a_temperature_column_of_zeros_is_a_placeholder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = write_csv(tmp.path(), "zeros.csv", &cycle_rows());
+    std::fs::write(&csv, std::fs::read_to_string(&csv).unwrap().replace(",25.0\n", ",0.0\n")).unwrap();
+    let cells = ingest(&[csv], &tmp.path().join("out"), &opts()).unwrap();
+    let (_, data) = read_cell(&tmp.path().join("out/timeseries/zeros.parquet")).unwrap();
+    assert!(data.temperature.iter().all(Option::is_none), "{:?}", &data.temperature[..3]);
+    assert!(cells[0].metadata.contains("placeholder"), "{}", cells[0].metadata);
+    let csv = write_csv(tmp.path(), "cold.csv", &cycle_rows());
+    let text = std::fs::read_to_string(&csv).unwrap().replacen(",25.0\n", ",0.0\n", 1);
+    std::fs::write(&csv, text).unwrap();
+    ingest(&[csv], &tmp.path().join("out2"), &opts()).unwrap();
+    let (_, data) = read_cell(&tmp.path().join("out2/timeseries/cold.parquet")).unwrap();
+    assert_eq!((data.temperature[0], data.temperature[1]), (Some(0.0), Some(25.0)));
+}
+
 /// Voltage in mV labelled as V, and a working electrode's negative potential, each refused with
 /// its likely cause.
 #[test]

@@ -242,8 +242,13 @@ pub fn ingest_source(
     let mut counters = CounterFill::default();
     let mut spill: Option<ArrowWriter<File>> = None;
     let mut extremes = ExtremeRows::default();
+    // Whether any row logs a temperature, and any but exactly 0 °C.
+    let mut temperature_logged = (false, false);
     while let Some(chunk) = reader.next_chunk()? {
         rows_read.inc(chunk.len() as u64);
+        for &t in chunk.temperature.iter().flatten() {
+            temperature_logged = (true, temperature_logged.1 || t != 0.0);
+        }
         let mut chunk = cleaner.clean(chunk)?;
         if chunk.is_empty() {
             continue;
@@ -283,10 +288,20 @@ pub fn ingest_source(
     let out_path = paths.cell_file(&cell_id);
     let mut writer = CellWriter::create(&out_path)?;
     let mut deriver = RowDeriver::new(&derivation, tracker.steps());
+    // Exactly 0 °C on every row is a placeholder (a BDF export's unfilled ambient column), not
+    // a cell held at 0.000 °C through a test: read as not logged.
+    let placeholder_temperature = temperature_logged == (true, false);
     for raw in read_spill(&spill_path, flip)? {
-        writer.write(derive_rows(&cell_id, raw?, &mut deriver))?;
+        let mut raw = raw?;
+        if placeholder_temperature {
+            raw.temperature.iter_mut().for_each(|t| *t = None);
+        }
+        writer.write(derive_rows(&cell_id, raw, &mut deriver))?;
     }
     let mut warnings = meta.warnings.clone();
+    if placeholder_temperature {
+        warnings.push("the temperature column reads exactly 0 °C on every row, a placeholder: read as not logged".to_owned());
+    }
     warnings.extend(sign_warning);
     warnings.extend(units_warning);
     warnings.extend(gap_warning);
