@@ -235,10 +235,21 @@ pub fn ordinal_auroc(pos: &[f64; MAX_CODES], neg: &[f64; MAX_CODES], rising: boo
     wins / (n_pos * n_neg)
 }
 
-/// AUROC of a graded detector from the step and firing weight per code of its scale.
+/// AUROC of a graded detector from the step and firing weight per code of its scale: the lower
+/// of its AUROC over every step (those without the covariate ranked lowest, `ordinal_auroc`) and
+/// over the steps that have the covariate. The second keeps a feature that fires on the cells
+/// that have an SOC and on no unanchored cell from reading as graded by SOC (AUROC 0.9999 over
+/// every step, chance within the anchored cells): on real files, most SOC labels were that.
 pub fn graded_auroc(weight: &[f64; MAX_CODES], fire_weight: &[f64; MAX_CODES], rising: bool) -> f64 {
-    let quiet = std::array::from_fn(|c| (weight[c] - fire_weight[c]).max(0.0));
-    ordinal_auroc(fire_weight, &quiet, rising)
+    let quiet: [f64; MAX_CODES] = std::array::from_fn(|c| (weight[c] - fire_weight[c]).max(0.0));
+    let every_step = ordinal_auroc(fire_weight, &quiet, rising);
+    if fire_weight[MISSING] <= 0.0 && quiet[MISSING] <= 0.0 {
+        return every_step;
+    }
+    let present = |w: &[f64; MAX_CODES]| std::array::from_fn(|c| if c == MISSING { 0.0 } else { w[c] });
+    // Firing on every step that has the covariate, or on none: the scale grades nothing there.
+    let within = ordinal_auroc(&present(fire_weight), &present(&quiet), rising);
+    every_step.min(if within.is_nan() { 0.5 } else { within })
 }
 
 /// The direction (rising?) in which a scale grades the firing better, and that AUROC. The two
@@ -611,8 +622,24 @@ mod tests {
         // Quiet: 100 + 100 at levels 0–1 and 10 missing. Level-2 firing beats all 210; missing
         // firing beats nothing but ties the 10 missing quiet steps: (10·210 + 90·5) / (100·210).
         assert!((auroc - (10.0 * 210.0 + 90.0 * 5.0) / (100.0 * 210.0)).abs() < 1e-12, "{auroc}");
-        // Falling, missing still ranks lowest: level-2 firing beats only the missing quiet steps.
+        // Falling, missing still ranks lowest: level-2 firing beats only the missing quiet steps,
+        // (10·10 + 90·5) / (100·210); within the steps with a value it beats none: 0, the lower.
         let falling = graded_auroc(&weight, &fire, false);
-        assert!((falling - (10.0 * 10.0 + 90.0 * 5.0) / (100.0 * 210.0)).abs() < 1e-12, "{falling}");
+        assert_eq!(falling, 0.0);
+    }
+
+    #[test]
+    fn firing_on_exactly_the_steps_that_have_the_covariate_is_not_graded_by_it() {
+        // An SOC scale, levels 0–2 on anchored cells, 100 steps of unanchored cells missing.
+        let weight = bins(&[(0, 100.0), (1, 100.0), (2, 100.0), (MISSING, 100.0)]);
+        // Fires on every anchored step and on no unanchored one: every-step AUROC 1 - 100·100/2/…
+        // ranks missing lowest and calls it graded; within the anchored steps it grades nothing.
+        let everywhere = bins(&[(0, 100.0), (1, 100.0), (2, 100.0)]);
+        assert_eq!(graded_direction(&weight, &everywhere).1, 0.5);
+        // Graded within the anchored steps (10, 50, 90 % firing) it still is, both ways scored.
+        let graded = bins(&[(0, 10.0), (1, 50.0), (2, 90.0)]);
+        let (rising, auroc) = graded_direction(&weight, &graded);
+        let within = ordinal_auroc(&bins(&[(0, 10.0), (1, 50.0), (2, 90.0)]), &bins(&[(0, 90.0), (1, 50.0), (2, 10.0)]), true);
+        assert!(rising && (auroc - within).abs() < 1e-12 && auroc > 0.7, "{auroc} vs {within}");
     }
 }
