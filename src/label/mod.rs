@@ -13,6 +13,7 @@ pub mod covariates;
 pub mod fdr;
 pub mod metadata;
 pub mod null;
+pub mod present;
 pub mod scoring;
 pub mod sentence;
 pub mod siblings;
@@ -32,7 +33,7 @@ use crate::mine::FeatureActivations;
 use source::ActivationSource;
 use crate::{Error, Result};
 use candidates::{search, Candidate, CodedSteps, Score, Scored, SearchSettings, Testable, Validation, Weighting};
-use covariates::Covariates;
+use covariates::{Covariate, Covariates};
 use scoring::{bin_stats_one, graded_auroc, r_squared, rank, score_detector, within_cell_spearman, Firing, Ranked, TrackerScale};
 
 /// Settings of the label stage; defaults are DESIGN §5's thresholds.
@@ -116,6 +117,10 @@ pub struct CandidateResult {
     pub explain: Score,
     /// Scores on the held-out test cells.
     pub test: Score,
+    /// Scores on the test cells that have the candidate's covariates, where some lack them
+    /// (`present`): the strength is the lower of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_present: Option<Score>,
     /// Explain minus test strength (large = overfitted to the explain cells).
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub gap: f64,
@@ -369,6 +374,8 @@ pub fn split_halves(cells: &[CellInfo], cfg: &LabelConfig) -> Vec<Half> {
 struct Halves {
     explain: Weighting,
     test: Weighting,
+    /// The test cells that have a candidate's covariates, for `held_out`.
+    present: present::PresentTest,
     /// The explain cells split into `fit` and `check` for the conjunction search.
     fit: Weighting,
     check: Weighting,
@@ -388,9 +395,11 @@ impl Halves {
     fn new(coded: &CodedSteps, split: &[Half], cfg: &LabelConfig) -> Halves {
         let weights = |pick: &dyn Fn(Half) -> bool| -> Vec<f64> { split.iter().map(|&h| if pick(h) { 1.0 } else { 0.0 }).collect() };
         let explain: Vec<bool> = split.iter().map(|&h| h != Half::Test).collect();
+        let test = coded.weighting(weights(&|h| h == Half::Test));
         Halves {
             explain: coded.weighting(weights(&|h| h != Half::Test)),
-            test: coded.weighting(weights(&|h| h == Half::Test)),
+            present: present::PresentTest::new(coded, &test),
+            test,
             fit: coded.weighting(weights(&|h| h == Half::Fit)),
             check: coded.weighting(weights(&|h| h == Half::Check)),
             bootstrap: stability::bootstrap_weights(&explain, cfg.n_bootstrap, cfg.seed)
@@ -438,7 +447,7 @@ fn label_one(f: &FeatureActivations, coded: &CodedSteps, halves: &Halves, cfg: &
     }
     let test_ranked = rank(&firing, &halves.test);
     let null_shifts = null::ShiftNull { seed, n: cfg.n_shifts };
-    let held_out = |s: &Scored| held_out(s, &firing, &test_ranked, coded, &halves.test, &null_shifts, &set);
+    let held_out = |s: &Scored| held_out(s, &firing, &test_ranked, coded, halves, &null_shifts, &set);
     let candidates: Vec<CandidateResult> = top.iter().map(held_out).collect();
     // The baseline is the raw-V/I candidate of the label's kind: a graded score ranks steps more
     // finely than a yes/no predicate and a Spearman is no AUROC, so each kind meets its own.
@@ -491,16 +500,20 @@ fn resolve_borderline(labels: &mut [FeatureLabel], acts: &dyn ActivationSource, 
 }
 
 
-/// Test-half scores, explain→test gap and null p-values of one candidate (step 3–4).
-fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, test: &Weighting, null_shifts: &null::ShiftNull, set: &SearchSettings) -> CandidateResult {
+/// Test-half scores, explain→test gap and null p-values of one candidate (step 3–4); its
+/// strength the lower of that on every test cell and on those that have its covariates.
+fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, halves: &Halves, null_shifts: &null::ShiftNull, set: &SearchSettings) -> CandidateResult {
+    let test = &halves.test;
     let test_score = score_on(s, firing, &firing.steps, ranked, coded, test);
     let (p_value, p_empirical) = shift_p_values(&s.candidate, &s.g, &test_score, firing, null_shifts, ranked, coded, test);
-    let strength = set.strength(&s.candidate, &test_score);
+    let within_present = halves.present.weighting(&s.candidate, coded).map(|w| score_on(s, firing, &firing.steps, &rank(firing, &w), coded, &w));
+    let strength = set.strength(&s.candidate, &test_score).min(within_present.map_or(f64::INFINITY, |w| set.strength(&s.candidate, &w)));
     CandidateResult {
         sentence: sentence::sentence(&s.candidate, &coded.codings),
         candidate: s.candidate.clone(),
         explain: s.score,
         test: test_score,
+        within_present,
         gap: set.strength(&s.candidate, &s.score) - strength,
         strength,
         p_value,
@@ -713,7 +726,7 @@ fn separate_group(labels: &mut [FeatureLabel], group: &[usize], features: &[&Fea
         // with `n_shifts` draws its p would floor at 1/(n+1), whose BH q (~0.012 over a few
         // hundred features) fails `max_q` and loses a label the coarser sentence had won.
         let null_shifts = null::ShiftNull { seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9), n: cfg.max_shifts.max(cfg.n_shifts) };
-        let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, &halves.test, &null_shifts, set);
+        let result = held_out(&scored, firing, &rank(firing, &halves.test), coded, halves, &null_shifts, set);
         // A refinement must pass what the label passed, or it would cost the feature its label.
         if result.strength >= 1.0 && clears_floor(&result, labels[i].baseline.as_ref()) {
             labels[i].candidates.insert(0, result);
@@ -788,9 +801,27 @@ pub fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
     let best = &l.candidates[0];
     let mut failed = Vec::new();
     if !(best.strength >= 1.0) {
-        failed.push(match best.candidate {
-            Candidate::Detector(_) | Candidate::Graded { .. } => format!("held-out AUROC {:.2} < {}", best.test.auroc, cfg.min_auroc),
-            Candidate::Tracker { .. } => format!("held-out Spearman {:.2} < {}", best.test.spearman, cfg.min_spearman),
+        // Where the cells that have the label's covariates score lower, that score failed.
+        let within = best.within_present.map(|w| {
+            // Only these go missing for whole cells (no anchor, no SOH measured, no sensor).
+            let can_lack = |c: &Covariate| matches!(c, Covariate::Soc | Covariate::Soh | Covariate::Temperature | Covariate::AmbientTemperature);
+            let mut names: Vec<&str> = best.candidate.covariates().into_iter().filter(can_lack).map(sentence::noun).collect();
+            names.dedup();
+            (w, format!(" on the test cells that have {}", names.join(" and ")))
+        });
+        let (name, metric, threshold) = match best.candidate {
+            Candidate::Detector(_) | Candidate::Graded { .. } => ("AUROC", (|s: &Score| s.auroc) as fn(&Score) -> f64, cfg.min_auroc),
+            Candidate::Tracker { .. } => ("Spearman", (|s: &Score| s.spearman) as fn(&Score) -> f64, cfg.min_spearman),
+        };
+        let (value, on) = match within {
+            Some((w, on)) if !(metric(&w) >= metric(&best.test)) => (metric(&w), on),
+            _ => (metric(&best.test), String::new()),
+        };
+        failed.push(if value.is_nan() {
+            let on = if on.is_empty() { " on the test cells".to_owned() } else { on };
+            format!("held-out {name} undefined{on} (it fires on all their steps or none)")
+        } else {
+            format!("held-out {name} {value:.2}{on} < {threshold}")
         });
     }
     if !(best.q_value < cfg.max_q) {

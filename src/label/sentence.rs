@@ -177,7 +177,7 @@ fn merge_step_phrases(phrases: &mut Vec<String>) {
     }
 }
 
-fn noun(c: Covariate) -> &'static str {
+pub(crate) fn noun(c: Covariate) -> &'static str {
     match c {
         Covariate::Soc => "SOC",
         Covariate::CRate => "C-rate (signed, + = charge)",
