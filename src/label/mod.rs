@@ -117,10 +117,10 @@ pub struct CandidateResult {
     pub explain: Score,
     /// Scores on the held-out test cells.
     pub test: Score,
-    /// Scores on the test cells that have the candidate's covariates, where some lack them
-    /// (`present`): the strength is the lower of the two.
+    /// Where some test cells lack covariates of the candidate (`present`): those covariates and
+    /// the scores on the test cells that have them. The strength is the lower of the two.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub within_present: Option<Score>,
+    pub within_present: Option<(Vec<Covariate>, Score)>,
     /// Explain minus test strength (large = overfitted to the explain cells).
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub gap: f64,
@@ -506,8 +506,8 @@ fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, ha
     let test = &halves.test;
     let test_score = score_on(s, firing, &firing.steps, ranked, coded, test);
     let (p_value, p_empirical) = shift_p_values(&s.candidate, &s.g, &test_score, firing, null_shifts, ranked, coded, test);
-    let within_present = halves.present.weighting(&s.candidate, coded).map(|w| score_on(s, firing, &firing.steps, &rank(firing, &w), coded, &w));
-    let strength = set.strength(&s.candidate, &test_score).min(within_present.map_or(f64::INFINITY, |w| set.strength(&s.candidate, &w)));
+    let within_present = halves.present.weighting(&s.candidate, coded).map(|(lacked, w)| (lacked, score_on(s, firing, &firing.steps, &rank(firing, &w), coded, &w)));
+    let strength = set.strength(&s.candidate, &test_score).min(within_present.as_ref().map_or(f64::INFINITY, |(_, w)| set.strength(&s.candidate, w)));
     CandidateResult {
         sentence: sentence::sentence(&s.candidate, &coded.codings),
         candidate: s.candidate.clone(),
@@ -802,12 +802,9 @@ pub fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
     let mut failed = Vec::new();
     if !(best.strength >= 1.0) {
         // Where the cells that have the label's covariates score lower, that score failed.
-        let within = best.within_present.map(|w| {
-            // Only these go missing for whole cells (no anchor, no SOH measured, no sensor).
-            let can_lack = |c: &Covariate| matches!(c, Covariate::Soc | Covariate::Soh | Covariate::Temperature | Covariate::AmbientTemperature);
-            let mut names: Vec<&str> = best.candidate.covariates().into_iter().filter(can_lack).map(sentence::noun).collect();
-            names.dedup();
-            (w, format!(" on the test cells that have {}", names.join(" and ")))
+        let within = best.within_present.as_ref().map(|(lacked, w)| {
+            let names: Vec<&str> = lacked.iter().map(|&c| sentence::noun(c)).collect();
+            (*w, format!(" on the test cells that have {}", names.join(" and ")))
         });
         let (name, metric, threshold) = match best.candidate {
             Candidate::Detector(_) | Candidate::Graded { .. } => ("AUROC", (|s: &Score| s.auroc) as fn(&Score) -> f64, cfg.min_auroc),

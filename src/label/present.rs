@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::label::candidates::{Candidate, CodedSteps, Weighting, MISSING};
+use crate::label::covariates::Covariate;
 
 /// The test weighting without the cells that lack a candidate's covariates, built once per set
 /// of such cells (a dataset has few: its unanchored cells, those without temperature…).
@@ -27,10 +28,17 @@ impl PresentTest {
         PresentTest { test_weight: test.cell_weight.clone(), lacking, built: Mutex::new(HashMap::new()) }
     }
 
-    /// The test weighting over the cells that have every covariate of `candidate`; `None` where
-    /// every test cell has them (the held-out score stands as it is).
-    pub fn weighting(&self, candidate: &Candidate, coded: &CodedSteps) -> Option<Arc<Weighting>> {
-        let mut cells: Vec<usize> = candidate.covariates().iter().flat_map(|k| self.lacking[k.index()].iter().copied()).collect();
+    /// The covariates of `candidate` that some test cells lack, and the test weighting over the
+    /// cells that have them all; `None` where every test cell has them (the held-out score
+    /// stands as it is).
+    pub fn weighting(&self, candidate: &Candidate, coded: &CodedSteps) -> Option<(Vec<Covariate>, Arc<Weighting>)> {
+        let mut lacked: Vec<Covariate> = Vec::new();
+        for k in candidate.covariates().into_iter().filter(|k| !self.lacking[k.index()].is_empty()) {
+            if !lacked.contains(&k) {
+                lacked.push(k);
+            }
+        }
+        let mut cells: Vec<usize> = lacked.iter().flat_map(|k| self.lacking[k.index()].iter().copied()).collect();
         cells.sort_unstable();
         cells.dedup();
         if cells.is_empty() {
@@ -42,6 +50,6 @@ impl PresentTest {
             cells.iter().for_each(|&c| weight[c] = 0.0);
             Arc::new(coded.weighting(weight))
         });
-        Some(Arc::clone(w))
+        Some((lacked, Arc::clone(w)))
     }
 }
