@@ -72,7 +72,8 @@ enum Command {
         /// [state_values] charge = ["C"], discharge = ["D"]).
         #[arg(long)]
         column_map: Option<PathBuf>,
-        /// Nominal capacity in Ah for every input (else from metadata, else estimated and flagged).
+        /// Nominal capacity in Ah for every input (else from metadata or a `cells.json` beside the
+        /// files, one entry per cell_id, else estimated and flagged).
         #[arg(long)]
         nominal_capacity: Option<f64>,
         /// Time may step back this many seconds (rows dropped with a warning) before a file is refused.
@@ -86,6 +87,10 @@ enum Command {
         /// tapering there to C/10, anchors SOC = 0.
         #[arg(long)]
         lower_cutoff: Option<f64>,
+        /// Ingest the files that read and skip those that do not, with a warning naming each
+        /// (without it, one unreadable file stops the ingest and nothing is written).
+        #[arg(long)]
+        skip_unreadable: bool,
     },
     /// Generate synthetic cells (equivalent-circuit model, five protocol families) as a dataset.
     ///
@@ -865,7 +870,7 @@ fn init_logging(quiet: bool) {
 
 fn execute(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Ingest { paths, out, format, column_map, nominal_capacity, time_tolerance, upper_cutoff, lower_cutoff } => {
+        Command::Ingest { paths, out, format, column_map, nominal_capacity, time_tolerance, upper_cutoff, lower_cutoff, skip_unreadable } => {
             let opts = IngestOptions {
                 format,
                 column_map,
@@ -873,6 +878,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 time_tolerance_s: time_tolerance,
                 upper_cutoff_v: upper_cutoff,
                 lower_cutoff_v: lower_cutoff,
+                skip_unreadable,
                 ..IngestOptions::default()
             };
             let cells = crate::data::ingest::ingest(&paths, &out, &opts)?;

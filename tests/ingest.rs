@@ -720,3 +720,52 @@ fn a_maccor_cc_cv_charge_under_one_step_index_reads_as_cc_then_a_cv_hold() {
     let before = charge.iter().copied().filter(|&i| i < hold[0] && data.method[i] == Method::ConstantCurrent).count();
     assert!(before > 100, "the CC part before the hold: {before} rows");
 }
+
+/// A `cells.json` beside any cycler's files states what their headers do not: capacity,
+/// protocol, ambient temperature and cut-offs, per cell, where one `--nominal-capacity` would
+/// set them for every input.
+#[test]
+fn a_cells_json_beside_vendor_files_states_their_capacity_protocol_and_cut_offs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    for name in ["arbin_small.csv", "biologic_small.csv"] {
+        std::fs::copy(repo().join("tests/fixtures/formats").join(name), src.join(name)).unwrap();
+    }
+    let cells = |out: &str| {
+        let out = tmp.path().join(out);
+        ingest(&[src.clone()], &out, &IngestOptions::default()).unwrap();
+        Dataset::load(&out).unwrap().cells
+    };
+    let before = cells("before");
+    assert!(before[0].cell_id == "arbin_small" && before[0].capacity_estimated, "{:?}", before[0]);
+    std::fs::write(
+        src.join("cells.json"),
+        r#"[{"cell_id": "arbin_small", "nominal_capacity_ah": 1.5, "protocol": "formation", "ambient_temperature_c": 30.0, "lower_cutoff_v": 2.5}]"#,
+    )
+    .unwrap();
+    let after = cells("after");
+    let arbin = &after[0];
+    assert_eq!((arbin.nominal_capacity_ah, arbin.capacity_estimated), (1.5, false));
+    assert_eq!((arbin.protocol.as_deref(), arbin.ambient_temperature_c, arbin.lower_cutoff_v), (Some("formation"), Some(30.0), Some(2.5)));
+    let (b0, b1) = (&before[1], &after[1]);
+    assert_eq!((&b1.cell_id, b1.nominal_capacity_ah, &b1.protocol), (&b0.cell_id, b0.nominal_capacity_ah, &b0.protocol), "a cell the file does not name is untouched");
+}
+
+/// One unreadable file of several stops the ingest (naming it, and how to go on without it);
+/// with `skip_unreadable` the others are ingested and it is left out.
+#[test]
+fn skip_unreadable_ingests_the_files_that_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write_csv(&src, "good_timeseries.csv", &cycle_rows());
+    std::fs::write(src.join("notes.csv"), "what,when\nlunch,noon\n").unwrap();
+    let strict = ingest(&[src.clone()], &tmp.path().join("strict"), &opts()).unwrap_err().to_string();
+    assert!(strict.contains("notes.csv") && strict.contains("--skip-unreadable"), "{strict}");
+    assert!(!tmp.path().join("strict").exists());
+    let lenient = IngestOptions { skip_unreadable: true, ..opts() };
+    let cells = ingest(&[src], &tmp.path().join("lenient"), &lenient).unwrap();
+    assert_eq!(cells.iter().map(|c| c.cell_id.as_str()).collect::<Vec<_>>(), ["good"]);
+    assert_eq!(Dataset::load(&tmp.path().join("lenient")).unwrap().cells.len(), 1);
+}

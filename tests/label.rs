@@ -266,6 +266,37 @@ fn a_feature_firing_on_exactly_the_anchored_cells_gets_no_soc_label() {
     assert!(!(l.accepted && l.candidates[0].candidate.covariates().contains(&Covariate::Soc)), "{}", l.label);
 }
 
+/// A label is tested on the held-out firing it has: a CV-hold feature that fires on every hold of
+/// the explain cells but on only two steps of each test cell holds no test there (an AUROC
+/// over a handful of steps is one window's), and says so; with the minimum at zero it passes,
+/// so the count is what refuses it.
+#[test]
+fn a_label_with_a_handful_of_held_out_firing_steps_is_not_accepted() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    let cfg = LabelConfig::default();
+    let split = split_halves(&ds.cells, &cfg);
+    let cv = Step::ALL.iter().position(|k| *k == Step::CvHold).unwrap() as f32;
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let marks: Vec<Vec<f32>> = covs
+        .iter()
+        .zip(&split)
+        .map(|(c, &h)| {
+            let mut left = if h == Half::Test { 2 } else { usize::MAX };
+            c.column(Covariate::StepKind).iter().map(|&k| if k == cv && left > 0 { left -= 1; 0.5 + rng.random::<f32>() } else { 0.0 }).collect()
+        })
+        .collect();
+    let held_out_firing = marks.iter().zip(&split).filter(|(_, &h)| h == Half::Test).map(|(m, _)| m.iter().filter(|&&a| a > 0.0).count()).sum::<usize>();
+    assert!((1..20).contains(&held_out_firing), "{held_out_firing} held-out firing steps");
+    let acts = activations(&covs, vec![marks]);
+    let strict = &label_features(&acts, &covs, &ds.cells, &cfg).unwrap()[0];
+    assert!(!strict.accepted, "{}", strict.label);
+    let expected = format!("fires on only {held_out_firing} held-out steps");
+    assert!(strict.label.contains(&expected) && strict.label.contains("fewer than 20"), "'{}' lacks '{expected}'", strict.label);
+    let lax = &label_features(&acts, &covs, &ds.cells, &LabelConfig { min_test_firing: 0, ..cfg }).unwrap()[0];
+    assert!(lax.accepted && lax.candidates[0].candidate.covariates() == [Covariate::StepKind], "{}", lax.label);
+}
+
 /// A feature that tracks SOC on every step gains nothing from a regime: "tracks SOC within
 /// <a regime holding on most steps>" would only narrow the sentence, so no candidate names one.
 #[test]

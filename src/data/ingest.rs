@@ -41,6 +41,11 @@ pub struct IngestOptions {
     /// Cut-off voltages (V) for every input, overriding metadata and inference (SOC anchors).
     pub upper_cutoff_v: Option<f64>,
     pub lower_cutoff_v: Option<f64>,
+    /// Ingest the files that read and skip, with a warning each, those that do not (else one bad
+    /// file of hundreds stops the ingest). Left out of the settings when off, so that pipelines
+    /// written before it keep their fingerprints.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_unreadable: bool,
 }
 
 impl Default for IngestOptions {
@@ -53,6 +58,7 @@ impl Default for IngestOptions {
             max_c_rate: 40.0,
             upper_cutoff_v: None,
             lower_cutoff_v: None,
+            skip_unreadable: false,
         }
     }
 }
@@ -117,41 +123,62 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
             Ok((file.clone(), format, source_cell_id(reader.as_ref(), file)))
         })
         .collect();
-    let sources = all_or_every_error(opened, "inputs cannot be read")?;
+    let sources = all_or_every_error(opened, "inputs cannot be read", opts.skip_unreadable)?;
     refuse_duplicate_ids(sources.iter().map(|(f, _, id)| (id.clone(), f.display().to_string())).collect())?;
     let staging = DatasetStaging::new(out)?;
     // Rows, not files: one large file would show no progress until its end.
     let total = sources.len();
     let bar = crate::progress::counter(&format!("ingest 0/{total} files"), "rows read");
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let cells: Vec<CellInfo> = sources
-        .into_par_iter()
-        .map(|(file, format, _)| {
-            let reader = formats::open(&file, format, column_map.as_ref())?;
-            let info = ingest_source(reader, &file, &format.to_string(), staging.paths(), opts, &bar);
-            let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            bar.set_message(format!("ingest {done}/{total} files"));
-            info
-        })
-        .collect::<Result<_>>()?;
+    let ingest_one = |(file, format, _): (PathBuf, Format, String)| {
+        let reader = formats::open(&file, format, column_map.as_ref())?;
+        let info = ingest_source(reader, &file, &format.to_string(), staging.paths(), opts, &bar);
+        let done = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        bar.set_message(format!("ingest {done}/{total} files"));
+        info
+    };
+    // A cell that fails half-way leaves nothing behind (its writer and spill remove themselves).
+    let cells: Vec<CellInfo> = if opts.skip_unreadable {
+        all_or_every_error(sources.into_par_iter().map(ingest_one).collect(), "inputs failed", true)?
+    } else {
+        sources.into_par_iter().map(ingest_one).collect::<Result<_>>().map_err(|e| with_skip_hint(e, total))?
+    };
     bar.finish_and_clear();
     staging.commit(cells)
 }
 
 /// Every item, or the one error, or every error in one message (a folder of exports with
 /// several bad files is fixed in one go, not one file per run).
-fn all_or_every_error<T>(results: Vec<Result<T>>, what: &str) -> Result<Vec<T>> {
+fn all_or_every_error<T>(results: Vec<Result<T>>, what: &str, skip: bool) -> Result<Vec<T>> {
     let total = results.len();
     let (ok, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+    let ok: Vec<T> = ok.into_iter().filter_map(Result::ok).collect();
     let mut errors: Vec<Error> = errors.into_iter().filter_map(Result::err).collect();
+    if skip && !ok.is_empty() {
+        for e in &errors {
+            tracing::warn!("skipped: {e}");
+        }
+        if !errors.is_empty() {
+            tracing::warn!("skipped {} of {total} inputs; ingesting the other {}", errors.len(), ok.len());
+        }
+        return Ok(ok);
+    }
     match errors.len() {
-        0 => Ok(ok.into_iter().filter_map(Result::ok).collect()),
-        1 => Err(errors.remove(0)),
+        0 => Ok(ok),
+        1 => Err(with_skip_hint(errors.remove(0), total)),
         n => {
             let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            Err(Error::Config(format!("{n} of {total} {what}, so nothing was written:\n{}", lines.join("\n"))))
+            Err(with_skip_hint(Error::Config(format!("{n} of {total} {what}, so nothing was written:\n{}", lines.join("\n"))), total))
         }
     }
+}
+
+/// An input's error, with how to ingest the other inputs anyway where there are others.
+fn with_skip_hint(e: Error, inputs: usize) -> Error {
+    if inputs < 2 {
+        return e;
+    }
+    Error::Config(format!("{e}\n(--skip-unreadable, or skip_unreadable = true under [data.options], ingests the inputs that read and skips the rest)"))
 }
 
 /// An output dataset directory built beside its final place and swapped in on success.

@@ -59,6 +59,9 @@ pub struct LabelConfig {
     pub max_q: f64,
     /// …stability at least this…
     pub min_stability: f64,
+    /// …on at least this many firing steps of the test cells it is scored on: an AUROC over a
+    /// handful of steps (one window of one cell) tests nothing.
+    pub min_test_firing: u64,
     /// A resample still backs the label when its strength there is within this of the resample's
     /// winner (strength units: 1 = the acceptance threshold); near-equivalent wordings
     /// (c_rate vs current, soc vs voltage) otherwise swap the win at random.
@@ -87,6 +90,7 @@ impl Default for LabelConfig {
             min_spearman: 0.6,
             max_q: 0.01,
             min_stability: 0.8,
+            min_test_firing: 20,
             stability_tie: 0.05,
             soc_column: None,
             n_candidates: 3,
@@ -121,6 +125,10 @@ pub struct CandidateResult {
     /// the scores on the test cells that have them. The strength is the lower of the two.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_present: Option<(Vec<Covariate>, Score)>,
+    /// Firing steps on the test cells it is scored on (those that have its covariates where
+    /// `within_present` is set); `None` in a labels file older than the count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_firing: Option<u64>,
     /// Explain minus test strength (large = overfitted to the explain cells).
     #[serde(deserialize_with = "crate::json::f64_or_nan")]
     pub gap: f64,
@@ -266,21 +274,16 @@ fn check_inputs(cell_rows: &[usize], covariates: &[Covariates], cells: &[CellInf
 }
 
 /// Explain/test split by cell (step 1), stratified by protocol so each protocol with two or
-/// more cells lands in both halves; when that leaves a half empty (every protocol has one
-/// cell), a plain split of all cells. Of `SPLIT_DRAWS` such splits the one whose halves share
-/// the cells' ambient temperatures most evenly is kept: a feature of cold cells cannot be
-/// found on explain cells that hold none, nor tested on test cells that hold none (one draw
-/// put every 10 °C cell of a set's explain part into its check cells). Deterministic from
-/// the seed.
+/// more cells lands in both halves; the cells of one-cell protocols are split as one group
+/// (real cycler files name a program per file: kept on one side, they left the test cells to
+/// the few protocols that had two). When that leaves a half empty, a plain split of all
+/// cells. Of `SPLIT_DRAWS` such splits the one whose halves share the cells' ambient
+/// temperatures most evenly is kept: a feature of cold cells cannot be found on explain cells
+/// that hold none, nor tested on test cells that hold none (one draw put every 10 °C cell of a
+/// set's explain part into its check cells). Deterministic from the seed.
 pub fn split_cells(cells: &[CellInfo], explain_fraction: f64, seed: u64) -> Vec<bool> {
-    balanced_split(cells, explain_fraction, seed, false)
-}
-
-/// `split_cells`; with `pool_singletons` the cells of one-cell protocols are split as one
-/// group too (they all go to the first part otherwise).
-fn balanced_split(cells: &[CellInfo], explain_fraction: f64, seed: u64, pool_singletons: bool) -> Vec<bool> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let draws = (0..SPLIT_DRAWS).map(|_| split_by_protocol(cells, explain_fraction, pool_singletons, &mut rng));
+    let draws = (0..SPLIT_DRAWS).map(|_| split_by_protocol(cells, explain_fraction, &mut rng));
     // Of equally even draws, the first (`min_by_key` keeps the first minimum).
     draws.min_by_key(|explain| temperature_imbalance(cells, explain, explain_fraction)).expect("draws")
 }
@@ -288,7 +291,7 @@ fn balanced_split(cells: &[CellInfo], explain_fraction: f64, seed: u64, pool_sin
 /// How many protocol-stratified splits `split_cells` chooses among.
 const SPLIT_DRAWS: usize = 64;
 
-fn split_by_protocol(cells: &[CellInfo], explain_fraction: f64, pool_singletons: bool, rng: &mut ChaCha8Rng) -> Vec<bool> {
+fn split_by_protocol(cells: &[CellInfo], explain_fraction: f64, rng: &mut ChaCha8Rng) -> Vec<bool> {
     let mut protocols: Vec<Option<String>> = cells.iter().map(|c| c.protocol.clone()).collect();
     protocols.sort();
     protocols.dedup();
@@ -296,7 +299,7 @@ fn split_by_protocol(cells: &[CellInfo], explain_fraction: f64, pool_singletons:
     let mut singletons = Vec::new();
     for p in protocols {
         let members: Vec<usize> = (0..cells.len()).filter(|&c| cells[c].protocol == p).collect();
-        if pool_singletons && members.len() == 1 {
+        if members.len() == 1 {
             singletons.extend(members);
         } else {
             assign_explain(&mut explain, members, explain_fraction, rng);
@@ -360,9 +363,8 @@ pub fn split_halves(cells: &[CellInfo], cfg: &LabelConfig) -> Vec<Half> {
     let explain = split_cells(cells, cfg.explain_fraction, cfg.seed);
     let members: Vec<usize> = (0..cells.len()).filter(|&c| explain[c]).collect();
     let member_cells: Vec<CellInfo> = members.iter().map(|&c| cells[c].clone()).collect();
-    // Check cells confirm the terms fit cells chose: one-cell protocols are shared between them
-    // too, else a set of many such protocols leaves a single check cell.
-    let fit_members = balanced_split(&member_cells, FIT_FRACTION, cfg.seed ^ 0xF17, true);
+    // Check cells confirm the terms fit cells chose, split the same way.
+    let fit_members = split_cells(&member_cells, FIT_FRACTION, cfg.seed ^ 0xF17);
     let mut halves = vec![Half::Test; cells.len()];
     for (&c, &f) in members.iter().zip(&fit_members) {
         halves[c] = if f { Half::Fit } else { Half::Check };
@@ -506,7 +508,14 @@ fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, ha
     let test = &halves.test;
     let test_score = score_on(s, firing, &firing.steps, ranked, coded, test);
     let (p_value, p_empirical) = shift_p_values(&s.candidate, &s.g, &test_score, firing, null_shifts, ranked, coded, test);
-    let within_present = halves.present.weighting(&s.candidate, coded).map(|(lacked, w)| (lacked, score_on(s, firing, &firing.steps, &rank(firing, &w), coded, &w)));
+    // The cells that have the candidate's covariates are some of the test cells: where they are
+    // scored, their firing is the count to judge.
+    let mut test_firing = ranked.fire_weight;
+    let within_present = halves.present.weighting(&s.candidate, coded).map(|(lacked, w)| {
+        let present = rank(firing, &w);
+        test_firing = present.fire_weight;
+        (lacked, score_on(s, firing, &firing.steps, &present, coded, &w))
+    });
     let strength = set.strength(&s.candidate, &test_score).min(within_present.as_ref().map_or(f64::INFINITY, |(_, w)| set.strength(&s.candidate, w)));
     CandidateResult {
         sentence: sentence::sentence(&s.candidate, &coded.codings),
@@ -514,6 +523,7 @@ fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, ha
         explain: s.score,
         test: test_score,
         within_present,
+        test_firing: Some(test_firing.round() as u64),
         gap: set.strength(&s.candidate, &s.score) - strength,
         strength,
         p_value,
@@ -771,9 +781,16 @@ fn clears_floor(candidate: &CandidateResult, baseline: Option<&CandidateResult>)
     candidate.candidate.is_raw_signal() || baseline.is_none_or(|b| candidate.strength >= b.strength)
 }
 
-/// The acceptance rule (step 5) short of significance: held-out strength, stability, baseline.
+/// Whether the best candidate was scored on enough held-out firing to mean anything.
+fn enough_test_firing(c: &CandidateResult, cfg: &LabelConfig) -> bool {
+    c.test_firing.is_none_or(|n| n >= cfg.min_test_firing)
+}
+
+/// The acceptance rule (step 5) short of significance: held-out firing and strength, stability,
+/// baseline.
 fn passes_all_but_q(l: &FeatureLabel, cfg: &LabelConfig) -> bool {
-    l.candidates[0].strength >= 1.0 && l.stability >= cfg.min_stability && beats_baseline(l)
+    let best = &l.candidates[0];
+    enough_test_firing(best, cfg) && best.strength >= 1.0 && l.stability >= cfg.min_stability && beats_baseline(l)
 }
 
 /// The acceptance rule (step 5) and the label text (step 6).
@@ -800,12 +817,17 @@ pub fn unexplained_reason(l: &FeatureLabel, cfg: &LabelConfig) -> String {
     }
     let best = &l.candidates[0];
     let mut failed = Vec::new();
+    let within = best.within_present.as_ref().map(|(lacked, w)| {
+        let names: Vec<&str> = lacked.iter().map(|&c| sentence::noun(c)).collect();
+        (*w, format!(" on the test cells that have {}", names.join(" and ")))
+    });
+    if !enough_test_firing(best, cfg) {
+        let n = best.test_firing.unwrap_or_default();
+        let on = within.as_ref().map_or("", |(_, on)| on.as_str());
+        failed.push(format!("fires on only {n} held-out step{}{on} (fewer than {}, too few to test)", if n == 1 { "" } else { "s" }, cfg.min_test_firing));
+    }
     if !(best.strength >= 1.0) {
         // Where the cells that have the label's covariates score lower, that score failed.
-        let within = best.within_present.as_ref().map(|(lacked, w)| {
-            let names: Vec<&str> = lacked.iter().map(|&c| sentence::noun(c)).collect();
-            (*w, format!(" on the test cells that have {}", names.join(" and ")))
-        });
         let (name, metric, threshold) = match best.candidate {
             Candidate::Detector(_) | Candidate::Graded { .. } => ("AUROC", (|s: &Score| s.auroc) as fn(&Score) -> f64, cfg.min_auroc),
             Candidate::Tracker { .. } => ("Spearman", (|s: &Score| s.spearman) as fn(&Score) -> f64, cfg.min_spearman),

@@ -19,6 +19,7 @@ fn push_candidate(t: &mut Table, prefix: &str, picks: &[Option<&CandidateResult>
         TableColumn::Str(picks.iter().map(|c| c.map_or(String::new(), |c| c.candidate.covariates().iter().map(|v| v.name()).collect::<Vec<_>>().join("+"))).collect()),
     );
     t.push(&format!("{prefix}_strength"), f(&|c| c.strength));
+    t.push(&format!("{prefix}_test_firing"), f(&|c| c.test_firing.map_or(f64::NAN, |n| n as f64)));
     t.push(&format!("{prefix}_test_auroc"), f(&|c| c.test.auroc));
     t.push(&format!("{prefix}_test_f1"), f(&|c| c.test.f1));
     t.push(&format!("{prefix}_test_precision"), f(&|c| c.test.precision));

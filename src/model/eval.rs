@@ -260,8 +260,8 @@ fn evaluate<B: Backend>(task: &EvalTask, device: &B::Device) -> Result<EvalMetri
     let overall = overall.finish();
     let in_range = (!extrapolating.is_empty() && in_range.cells > 0).then(|| in_range.finish());
     let by_protocol: BTreeMap<String, GroupMetrics> = groups.into_iter().map(|(k, v)| (k, v.finish())).collect();
-    let mut flags: Vec<String> =
-        std::iter::once(("all cells", &overall)).chain(by_protocol.iter().map(|(k, v)| (k.as_str(), v))).flat_map(|(g, m)| rollout_flags(g, m)).collect();
+    let mut flags: Vec<String> = next_step_flag(&overall.next_step).into_iter().collect();
+    flags.extend(std::iter::once(("all cells", &overall)).chain(by_protocol.iter().map(|(k, v)| (k.as_str(), v))).flat_map(|(g, m)| rollout_flags(g, m)));
     flags.extend(extrapolating.into_iter().map(|(_, flag)| flag));
     write_rollouts(&task.out_dir.join("rollouts.csv"), &held, &results)?;
     let metrics = EvalMetrics { cells: cfg.cells, overall, in_range, by_protocol, per_cell, plots, flags, seconds: t0.elapsed().as_secs_f64() };
@@ -317,6 +317,23 @@ fn extrapolation_flags(dataset: &Dataset, plan: &CellPlan, split: &crate::data::
             (!outside.is_empty()).then(|| (c.cell_id.clone(), format!("{}: {}; its figures measure extrapolation", c.cell_id, outside.join(", "))))
         })
         .collect()
+}
+
+/// Skill under which a model is said to predict barely better than persistence.
+const LOW_SKILL: f64 = 0.1;
+
+/// A warning where the model's next-step prediction over all cells is no better than the ridge
+/// baseline on the same inputs, or barely beats holding the last voltage: its features then
+/// describe the inputs more than anything it learned.
+fn next_step_flag(m: &NextStepMetrics) -> Option<String> {
+    let advice = "train it longer or larger before reading its features";
+    if m.skill < m.ridge_skill {
+        Some(format!("all cells: the model predicts the next voltage worse than a ridge regression on the same inputs (skill {:.3} against {:.3}); {advice}", m.skill, m.ridge_skill))
+    } else if m.skill < LOW_SKILL {
+        Some(format!("all cells: the model predicts the next voltage barely better than holding the last one (skill {:.3}; 0 = persistence); {advice}", m.skill))
+    } else {
+        None
+    }
 }
 
 /// A warning per rollout kind of `group` whose RMSE is worse than persistence's.
@@ -685,6 +702,14 @@ mod tests {
     use crate::data::windows::NormStats;
     use crate::model::config::{HeadTarget, ModelConfig};
     use burn::backend::Flex;
+
+    #[test]
+    fn a_model_no_better_than_its_baselines_is_flagged() {
+        let m = |skill, ridge_skill| NextStepMetrics { steps: 100, rmse_mv: 1.0, persistence_rmse_mv: 1.0, skill, ridge_rmse_mv: 1.0, ridge_skill };
+        assert!(next_step_flag(&m(0.97, 0.81)).is_none());
+        assert!(next_step_flag(&m(0.5, 0.8)).unwrap().contains("worse than a ridge regression"));
+        assert!(next_step_flag(&m(0.017, -0.2)).unwrap().contains("barely better than holding the last one (skill 0.017"));
+    }
 
     /// The rollout reruns, with the model's plain forward pass, each window it should have seen.
     fn rollout_by_windows(model: &Lblm<Flex>, norm: &InputNorm, cell: &CellSteps, seg: Segment) -> Vec<f32> {

@@ -211,7 +211,8 @@ pub fn defaults_toml() -> Result<String> {
         "# Every key of a pipeline file at its default (voltlens defaults), stages in the order they\n\
          # run. Leave a stage table out to stop before it; the pipeline's seed overrides a seed in a\n\
          # stage table. Keys without a default are not shown: [data.options] nominal_capacity_ah,\n\
-         # upper_cutoff_v, lower_cutoff_v, format, column_map (see voltlens ingest --help), a top-level\n\
+         # upper_cutoff_v, lower_cutoff_v, format, column_map, skip_unreadable = true (off: one\n\
+         # unreadable file stops the ingest) (see voltlens ingest --help), a top-level\n\
          # device, [model] source = \"import\" with [model.import] (see README), [[sweep.grid]] points\n\
          # and [[report.explain]] stretches.\n{}\n\
          # [data] may generate synthetic cells instead of reading `inputs`:\n# [data]\n{synth}",

@@ -14,6 +14,7 @@ use crate::label::FeatureLabel;
 use crate::mine::stats::{Window, WindowKind};
 use crate::mine::FeatureActivations;
 use crate::plot_style::{self, FONT};
+use crate::report::png::write_png;
 use crate::report::{Context, FeatureFacts, CARD_SIZE};
 use crate::{Error, Result};
 
@@ -250,15 +251,6 @@ fn shrink(rgb: &[u8], width: u32, (x0, y0, cw, ch): (u32, u32, u32, u32), k: u32
         }
     }
     ((tw, th), out)
-}
-
-/// Encodes RGB pixels as a PNG at `path` (temporary sibling, then rename).
-fn write_png(path: &Path, size: (u32, u32), rgb: &[u8]) -> Result<()> {
-    crate::io::write_via_temp(path, |tmp| {
-        let mut backend = BitMapBackend::new(tmp, size);
-        backend.blit_bitmap((0, 0), size, rgb).map_err(draw_err)?;
-        backend.present().map_err(draw_err)
-    })
 }
 
 /// The scores line of a label's best candidate, held out.

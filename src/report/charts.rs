@@ -11,15 +11,17 @@ use crate::plot_style::{self, FONT};
 use crate::report::card::{colour_bar, draw_err, viridis, Area, FEATURE, MUTED};
 use crate::Result;
 
-/// Draws into a temporary PNG and renames it over `path`, so no reader sees half a figure.
+/// Draws in memory, then writes the PNG through a temporary file, so no reader sees half a figure.
 pub(crate) fn draw_png(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
     plot_style::ensure_fonts();
-    crate::io::write_via_temp(path, |tmp| {
-        let root = BitMapBackend::new(tmp, size).into_drawing_area();
+    let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         root.fill(&WHITE).map_err(draw_err)?;
         draw(&root)?;
-        root.present().map_err(draw_err)
-    })
+        root.present().map_err(draw_err)?;
+    }
+    crate::report::png::write_png(path, size, &pixels)
 }
 
 fn centred(size: u32, colour: &'static RGBColor) -> TextStyle<'static> {

@@ -253,6 +253,12 @@ fn candidate_row(html: &mut String, tag: &str, c: &CandidateResult) {
     html.push_str("</tr>");
 }
 
+/// A cell's name cut to fit a tab.
+fn short(cell: &str) -> String {
+    const MAX: usize = 24;
+    if cell.chars().count() <= MAX { cell.to_owned() } else { cell.chars().take(MAX - 1).chain(['…']).collect() }
+}
+
 /// Significant digits kept in the page's data (the traces are drawn a few hundred pixels high).
 fn round(x: f64) -> Value {
     if x.is_finite() { json!(format!("{x:.4e}").parse::<f64>().unwrap_or(x)) } else { Value::Null }
@@ -274,7 +280,9 @@ fn window_data(ctx: &Context, facts: &FeatureFacts) -> Value {
             let series = |f: &dyn Fn(usize) -> f64| rows.clone().map(|i| round(f(i))).collect::<Vec<_>>();
             let cell = &ctx.inputs.dataset.cells[w.cell].cell_id;
             let (name, title) = match w.kind {
-                WindowKind::Top => (format!("top {}", w.rank + 1), format!("top window {} · cell {cell} · peak {} at step {}", w.rank + 1, num(w.value as f64), w.peak_row)),
+                // Named by cell: the windows shown are the strongest of each protocol, then cell,
+                // so their global ranks skip ("top 1, top 9, top 10").
+                WindowKind::Top => (short(cell), format!("top window {} · cell {cell} · peak {} at step {}", w.rank + 1, num(w.value as f64), w.peak_row)),
                 _ => (format!("decile {}", w.rank + 1), format!("decile {} example · cell {cell} · activation {} at step {}", w.rank + 1, num(w.value as f64), w.peak_row)),
             };
             json!({

@@ -43,7 +43,7 @@ pub fn write_graph_page(graph: &GraphFile, pages: &HashSet<(u32, u32)>, report_d
     crate::io::write_atomic(&report_dir.join(GRAPH_PAGE), html.as_bytes())
 }
 
-const LEGEND: &str = "<p class=\"legend\"><svg width=\"560\" height=\"22\" aria-label=\"legend\">\
+const LEGEND: &str = "<p class=\"legend\"><svg width=\"560\" height=\"22\" viewBox=\"0 0 560 22\" style=\"max-width:100%;height:auto\" aria-label=\"legend\">\
 <circle cx=\"10\" cy=\"11\" r=\"7\" fill=\"#5e3c99\"/><text x=\"22\" y=\"15\">feature</text>\
 <rect x=\"88\" y=\"4\" width=\"14\" height=\"14\" fill=\"#9a9a9a\"/><text x=\"108\" y=\"15\">MLP error</text>\
 <path d=\"M190,3 L198,18 L182,18 Z\" fill=\"#1b7837\"/><text x=\"204\" y=\"15\">input channel</text>\

@@ -161,6 +161,7 @@ pub(crate) fn glossary(cfg: &crate::label::LabelConfig) -> String {
     let terms = [
         ("explain / test cells", format!("The labeller searches for a feature's label on the explain cells ({:.0} % of the cells, by protocol) and scores it on the held-out test cells, which the search never saw.", 100.0 * cfg.explain_fraction)),
         ("density", "Share of all steps on which the feature fires (activation above 0).".to_owned()),
+        ("held-out firing steps", format!("Steps of the test cells (those that have the label's covariates) on which the feature fires: a label is tested on at least {}.", cfg.min_test_firing)),
         ("AUROC", "How well the label's yes/no (or graded) predicate ranks the steps where the feature fires above those where it does not, on the test cells: 0.5 = chance, 1 = perfect.".to_owned()),
         ("F1", "Overlap of the steps the label names with the steps the feature fires on (activation-weighted); low when the label names many more steps than the feature fires on, or far fewer.".to_owned()),
         ("fires on", "Share of the steps a yes/no label names on which the feature fires.".to_owned()),

@@ -20,6 +20,7 @@ pub mod graph_page;
 pub mod html;
 pub mod overview;
 mod overview_weights;
+mod png;
 pub mod stage;
 pub mod summary;
 
@@ -485,7 +486,13 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
         Some(b) if !best.candidate.is_raw_signal() => format!("≥ {}", card::num(b.strength)),
         _ => card::baseline_verdict(l).to_owned(),
     };
-    vec![
+    let firing = best.test_firing.map(|n| Check {
+        name: "held-out firing steps",
+        value: n as f64,
+        threshold: format!("≥ {}", cfg.min_test_firing),
+        pass: n >= cfg.min_test_firing,
+    });
+    firing.into_iter().chain([
         Check {
             name: "held-out strength",
             value: best.strength,
@@ -495,7 +502,8 @@ pub fn acceptance_checks(l: &FeatureLabel, cfg: &LabelConfig) -> Vec<Check> {
         Check { name: "q", value: best.q_value, threshold: format!("< {}", card::num(cfg.max_q)), pass: best.q_value < cfg.max_q },
         Check { name: "stability", value: l.stability, threshold: format!("≥ {}", card::num(cfg.min_stability)), pass: l.stability >= cfg.min_stability },
         Check { name: "strength vs raw V/I baseline", value: best.strength, threshold: baseline, pass: l.beats_baseline },
-    ]
+    ])
+    .collect()
 }
 
 /// Each step's level under the label and what the ROC's positive class is: whether a detector's

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Builder, StringBuilder};
 
-use super::cells_json::fill_from_cells_json;
 use super::column_map::Conversion as U;
 use super::csv_stream::{DelimitedReader, Passthrough};
 use super::layout::{ColumnSpec, HeaderAt, Layout, SignRule};
@@ -39,7 +38,6 @@ pub(super) fn layout() -> Layout {
 pub(super) fn open(path: &Path) -> Result<Box<dyn CyclerReader>> {
     let mut reader = DelimitedReader::open(path, &layout())?;
     let cell_id = cell_id(path);
-    fill_from_cells_json(path, &cell_id, reader.metadata_mut())?;
     let truth = path.with_file_name(format!("{cell_id}_truth.csv"));
     if truth.is_file() {
         reader.set_passthrough(Box::new(TruthJoin::open(&truth)?));

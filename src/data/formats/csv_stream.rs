@@ -631,10 +631,6 @@ impl DelimitedReader {
         &self.preamble
     }
 
-    pub fn metadata_mut(&mut self) -> &mut SourceMetadata {
-        &mut self.metadata
-    }
-
     pub fn set_passthrough(&mut self, passthrough: Box<dyn Passthrough>) {
         self.passthrough = Some(passthrough);
     }
@@ -685,6 +681,10 @@ fn names(values: &[String], state: &str) -> bool {
 impl CyclerReader for DelimitedReader {
     fn metadata(&self) -> &SourceMetadata {
         &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut SourceMetadata {
+        &mut self.metadata
     }
 
     fn next_chunk(&mut self) -> Result<Option<RawChunk>> {

@@ -40,6 +40,8 @@ pub use detect::detect;
 pub trait CyclerReader: Send {
     /// What the source says about the cell (known before the first chunk is read).
     fn metadata(&self) -> &SourceMetadata;
+    /// The same, to fill in what the file itself does not say.
+    fn metadata_mut(&mut self) -> &mut SourceMetadata;
     /// The next run of rows, or `None` at the end. Rows are in file order.
     fn next_chunk(&mut self) -> Result<Option<RawChunk>>;
 }
@@ -120,11 +122,20 @@ impl FromStr for Format {
     }
 }
 
-/// Opens `path` as `format`. `column_map` is required for `Format::Mapped` and refused otherwise.
+/// Opens `path` as `format`, what its header lacks filled from a `cells.json` beside it (any
+/// format: a cycler's export often states no capacity, cut-offs or protocol). `column_map` is
+/// required for `Format::Mapped` and refused otherwise.
 pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Result<Box<dyn CyclerReader>> {
     if column_map.is_some() && format != Format::Mapped {
         return Err(Error::Config(format!("a column map applies to format 'mapped' only, not '{format}'")));
     }
+    let mut reader = open_format(path, format, column_map)?;
+    let cell_id = crate::data::ingest::cell_id_for(path, reader.metadata().extra.get("cell_id").and_then(|v| v.as_str()));
+    cells_json::fill_from_cells_json(path, &cell_id, reader.metadata_mut())?;
+    Ok(reader)
+}
+
+fn open_format(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Result<Box<dyn CyclerReader>> {
     match format {
         Format::Arbin => arbin::open(path),
         Format::Maccor => maccor::open(path),

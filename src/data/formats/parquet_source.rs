@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ProjectionMask;
 use serde_json::{Map, Value};
 
-use super::cells_json::{fill_from_cells_json, fill_from_object};
+use super::cells_json::fill_from_object;
 use super::layout::header_key;
 use super::CyclerReader;
 use crate::data::raw::{RawChunk, SourceMetadata, CHUNK_ROWS};
@@ -160,7 +160,7 @@ fn value_at<T: ArrowPrimitiveType>(array: Option<&ArrayRef>, i: usize) -> Option
     array.is_valid(i).then(|| array.value(i))
 }
 
-/// The cell's metadata from the key-value metadata, gaps filled from a `cells.json` beside it.
+/// The cell's metadata from the key-value metadata (`open` fills gaps from a `cells.json`).
 fn read_metadata(path: &Path, key_values: Option<&Vec<parquet::file::metadata::KeyValue>>) -> Result<SourceMetadata> {
     let mut metadata = SourceMetadata::default();
     let stored = key_values
@@ -173,15 +173,16 @@ fn read_metadata(path: &Path, key_values: Option<&Vec<parquet::file::metadata::K
             serde_json::from_str(json).map_err(|e| Error::in_file(path, format!("key-value metadata is not a JSON object: {e}")))?;
         fill_from_object(object, &mut metadata);
     }
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    let cell_id = metadata.extra.get("cell_id").and_then(Value::as_str).unwrap_or(stem).to_owned();
-    fill_from_cells_json(path, &cell_id, &mut metadata)?;
     Ok(metadata)
 }
 
 impl CyclerReader for ParquetSource {
     fn metadata(&self) -> &SourceMetadata {
         &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut SourceMetadata {
+        &mut self.metadata
     }
 
     fn next_chunk(&mut self) -> Result<Option<RawChunk>> {

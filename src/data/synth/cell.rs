@@ -172,6 +172,10 @@ impl CyclerReader for SynthCell {
         &self.metadata
     }
 
+    fn metadata_mut(&mut self) -> &mut SourceMetadata {
+        &mut self.metadata
+    }
+
     fn next_chunk(&mut self) -> Result<Option<RawChunk>> {
         let mut chunk = ChunkBuilder::default();
         while chunk.raw.len() < CHUNK_ROWS && self.simulate_step(&mut chunk) {}
