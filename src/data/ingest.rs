@@ -148,7 +148,8 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
 }
 
 /// Every item, or the one error, or every error in one message (a folder of exports with
-/// several bad files is fixed in one go, not one file per run).
+/// several bad files is fixed in one go, not one file per run); with `skip`, the items there
+/// are, each error warned about, unless there are none.
 fn all_or_every_error<T>(results: Vec<Result<T>>, what: &str, skip: bool) -> Result<Vec<T>> {
     let total = results.len();
     let (ok, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
@@ -163,12 +164,13 @@ fn all_or_every_error<T>(results: Vec<Result<T>>, what: &str, skip: bool) -> Res
         }
         return Ok(ok);
     }
+    let hint = |e| if skip { e } else { with_skip_hint(e, total) };
     match errors.len() {
         0 => Ok(ok),
-        1 => Err(with_skip_hint(errors.remove(0), total)),
+        1 => Err(hint(errors.remove(0))),
         n => {
             let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            Err(with_skip_hint(Error::Config(format!("{n} of {total} {what}, so nothing was written:\n{}", lines.join("\n"))), total))
+            Err(hint(Error::Config(format!("{n} of {total} {what}, so nothing was written:\n{}", lines.join("\n")))))
         }
     }
 }
