@@ -576,6 +576,12 @@ fn checked_labels_hold_where_the_feature_is_the_same_and_fail_where_it_is_shifte
     let same = planted_features(&other_covs);
     let checks = check(&labels, codings.clone(), &activations(&other_covs, same.iter().map(|p| p.per_cell.clone()).collect()), &other_covs, &cfg);
     let hold = checks.iter().filter(|c| c.still_holds).count();
+    // A label holds only where the feature fires often enough to test it.
+    let firing: Vec<u64> = checks.iter().map(|c| same[c.feature as usize].per_cell.iter().flatten().filter(|&&a| a > 0.0).count() as u64).collect();
+    assert_eq!(checks.iter().map(|c| c.firing_steps).collect::<Vec<_>>(), firing);
+    let scarce = LabelConfig { min_test_firing: firing.iter().max().unwrap() + 1, ..cfg.clone() };
+    let acts_same = activations(&other_covs, same.iter().map(|p| p.per_cell.clone()).collect());
+    assert!(check(&labels, codings.clone(), &acts_same, &other_covs, &scarce).iter().all(|c| !c.still_holds));
     for c in &checks {
         eprintln!("{:<70} auroc={:.3} rho={:.3} p={:.1e} holds={}", c.sentence, c.score.auroc, c.score.spearman, c.p_value, c.still_holds);
     }

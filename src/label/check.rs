@@ -39,6 +39,8 @@ pub struct LabelCheck {
     pub original_strength: f64,
     /// Share of the other dataset's steps where the feature fires.
     pub density: f64,
+    /// Steps of the other dataset where it fires: a label holds on at least `min_test_firing`.
+    pub firing_steps: u64,
     pub score: Score,
     pub strength: f64,
     pub p_value: f64,
@@ -122,6 +124,7 @@ pub fn check(labels: &[FeatureLabel], codings: Vec<Coding>, acts: &SparseActivat
                 candidate: best.candidate.clone(),
                 original_strength: best.strength,
                 density: firing.steps.len() as f64 / total_steps.max(1.0),
+                firing_steps: firing.steps.len() as u64,
                 strength: set.strength(&best.candidate, &score),
                 score,
                 p_value,
@@ -134,7 +137,7 @@ pub fn check(labels: &[FeatureLabel], codings: Vec<Coding>, acts: &SparseActivat
     let q = fdr::benjamini_hochberg(&checks.iter().map(|c| c.p_value).collect::<Vec<_>>());
     for (c, q) in checks.iter_mut().zip(q) {
         c.q_value = q;
-        c.still_holds = c.strength >= 1.0 && q < cfg.max_q;
+        c.still_holds = c.firing_steps >= cfg.min_test_firing && c.strength >= 1.0 && q < cfg.max_q;
     }
     checks
 }
@@ -149,6 +152,7 @@ fn check_table(checks: &[LabelCheck]) -> Table {
     t.push("covariates", TableColumn::Str(checks.iter().map(covariates).collect()));
     t.push("original_strength", f(&|c| c.original_strength));
     t.push("density", f(&|c| c.density));
+    t.push("firing_steps", f(&|c| c.firing_steps as f64));
     t.push("auroc", f(&|c| c.score.auroc));
     t.push("f1", f(&|c| c.score.f1));
     t.push("spearman", f(&|c| c.score.spearman));
