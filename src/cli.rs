@@ -447,7 +447,7 @@ enum Command {
     ///   voltlens label --check runs/my-labels --data NEW_DATA --record runs/new-record --out runs/new-check
     /// writes check.parquet/.csv: each accepted label's AUROC (detectors, yes/no or graded) or
     /// Spearman (trackers) on every new cell, its shift-null p (fitted and empirical), BH q, and
-    /// `still_holds` when the acceptance thresholds (strength, q) pass there too.
+    /// `still_holds` when the acceptance thresholds (firing steps, strength, q) pass there too.
     Label {
         /// The canonical dataset the record was made over (`voltlens ingest` / `synth` output).
         #[arg(long)]
