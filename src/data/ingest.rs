@@ -233,7 +233,7 @@ fn refuse_duplicate_ids(mut ids: Vec<(String, String)>) -> Result<()> {
 }
 
 /// The cell id of a source: from its metadata, else its file name.
-fn source_cell_id(reader: &dyn CyclerReader, source: &Path) -> String {
+pub(crate) fn source_cell_id(reader: &dyn CyclerReader, source: &Path) -> String {
     cell_id_for(source, reader.metadata().extra.get("cell_id").and_then(|v| v.as_str()))
 }
 

@@ -510,12 +510,9 @@ fn held_out(s: &Scored, firing: &Firing, ranked: &Ranked, coded: &CodedSteps, ha
     let (p_value, p_empirical) = shift_p_values(&s.candidate, &s.g, &test_score, firing, null_shifts, ranked, coded, test);
     // The cells that have the candidate's covariates are some of the test cells: where they are
     // scored, their firing is the count to judge.
-    let mut test_firing = ranked.fire_weight;
-    let within_present = halves.present.weighting(&s.candidate, coded).map(|(lacked, w)| {
-        let present = rank(firing, &w);
-        test_firing = present.fire_weight;
-        (lacked, score_on(s, firing, &firing.steps, &present, coded, &w))
-    });
+    let present = halves.present.weighting(&s.candidate, coded).map(|(lacked, w)| (lacked, rank(firing, &w), w));
+    let test_firing = present.as_ref().map_or(ranked.fire_weight, |(_, r, _)| r.fire_weight);
+    let within_present = present.map(|(lacked, r, w)| (lacked, score_on(s, firing, &firing.steps, &r, coded, &w)));
     let strength = set.strength(&s.candidate, &test_score).min(within_present.as_ref().map_or(f64::INFINITY, |(_, w)| set.strength(&s.candidate, w)));
     CandidateResult {
         sentence: sentence::sentence(&s.candidate, &coded.codings),

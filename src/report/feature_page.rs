@@ -253,12 +253,6 @@ fn candidate_row(html: &mut String, tag: &str, c: &CandidateResult) {
     html.push_str("</tr>");
 }
 
-/// A cell's name cut to fit a tab.
-fn short(cell: &str) -> String {
-    const MAX: usize = 24;
-    if cell.chars().count() <= MAX { cell.to_owned() } else { cell.chars().take(MAX - 1).chain(['…']).collect() }
-}
-
 /// Significant digits kept in the page's data (the traces are drawn a few hundred pixels high).
 fn round(x: f64) -> Value {
     if x.is_finite() { json!(format!("{x:.4e}").parse::<f64>().unwrap_or(x)) } else { Value::Null }
@@ -282,7 +276,7 @@ fn window_data(ctx: &Context, facts: &FeatureFacts) -> Value {
             let (name, title) = match w.kind {
                 // Named by cell: the windows shown are the strongest of each protocol, then cell,
                 // so their global ranks skip ("top 1, top 9, top 10").
-                WindowKind::Top => (short(cell), format!("top window {} · cell {cell} · peak {} at step {}", w.rank + 1, num(w.value as f64), w.peak_row)),
+                WindowKind::Top => (crate::report::card::middle_ellipsis(cell, 24), format!("top window {} · cell {cell} · peak {} at step {}", w.rank + 1, num(w.value as f64), w.peak_row)),
                 _ => (format!("decile {}", w.rank + 1), format!("decile {} example · cell {cell} · activation {} at step {}", w.rank + 1, num(w.value as f64), w.peak_row)),
             };
             json!({

@@ -130,7 +130,7 @@ pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Resu
         return Err(Error::Config(format!("a column map applies to format 'mapped' only, not '{format}'")));
     }
     let mut reader = open_format(path, format, column_map)?;
-    let cell_id = crate::data::ingest::cell_id_for(path, reader.metadata().extra.get("cell_id").and_then(|v| v.as_str()));
+    let cell_id = crate::data::ingest::source_cell_id(reader.as_ref(), path);
     cells_json::fill_from_cells_json(path, &cell_id, reader.metadata_mut())?;
     Ok(reader)
 }
