@@ -11,6 +11,7 @@
 #   CACHE=acts.safetensors LAYERS=3 FEATURES=4096 ACTS=topk REPEATS=3 scripts/bench_clt.sh
 #   MODEL=runs/x/model/model DATA=runs/x/data/dataset scripts/bench_clt.sh   # caches that model
 #   SYNTHETIC=100000 scripts/bench_clt.sh                   # the reference's synthetic problem
+#   FEATURES=1024 ACTS=relu STEPS=3000 SIDES="ours dense" scripts/bench_clt.sh   # a longer run, one reference
 #
 # Without CACHE, MODEL and DATA default to the quickstart pipeline's (voltlens run pipelines/quickstart.toml).
 # Needs torch, numpy and safetensors for the reference: PY=/path/to/python (default: the venv
@@ -21,7 +22,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/voltlens/target}"
 PY="${PY:-$HOME/.cache/voltlens/venv-torch/bin/python}"
 FEATURES="${FEATURES:-1024 4096 16384}" ACTS="${ACTS:-relu topk}" K="${K:-32}" LAM="${LAM:-1e-3}"
 BATCH="${BATCH:-1024}" STEPS="${STEPS:-300}" THREADS="${THREADS:-2}" REPEATS="${REPEATS:-1}"
-TOKENS="${TOKENS:-200000}" OUT="${OUT:-/tmp/voltlens-bench}"
+TOKENS="${TOKENS:-200000}" OUT="${OUT:-/tmp/voltlens-bench}" SIDES="${SIDES:-ours dense sparse}"
 mkdir -p "$OUT"
 "$PY" -c "import torch, numpy, safetensors" || { echo "PY=$PY lacks torch/numpy/safetensors" >&2; exit 1; }
 
@@ -64,7 +65,7 @@ for f in $FEATURES; do
   for act in $ACTS; do
     for r in $(seq 1 "$REPEATS"); do
       # Rotate the order each repeat so that no side always runs first (or last) on a warming machine.
-      sides=(ours dense sparse); sides=("${sides[@]:$(( (r - 1) % 3 ))}" "${sides[@]:0:$(( (r - 1) % 3 ))}")
+      sides=($SIDES); rot=$(( (r - 1) % ${#sides[@]} )); sides=("${sides[@]:$rot}" "${sides[@]:0:$rot}")
       for side in "${sides[@]}"; do
         case $side in
           ours) line=$(ours "$f" "$act") ;;
@@ -98,10 +99,12 @@ def l0(r): return mean(r["metrics"]["l0_per_layer"] if "metrics" in r else r["l0
 print(f"{'F':>6} {'act':<5} {'ours tok/s':>11} {'dense':>8} {'sparse':>8} {'ratio':>6}  {'FVU ours/dense/sparse':<24} {'L0 ours/dense/sparse'}")
 for key in dict.fromkeys((r["features"], r["act"]) for r in rows):
     by = {s: [r["result"] for r in rows if (r["features"], r["act"]) == key and r["side"] == s] for s in ("ours", "dense", "sparse")}
-    tps = {s: statistics.median(x["tokens_per_s"] for x in v) for s, v in by.items()}
-    med = {s: sorted(v, key=lambda x: x["tokens_per_s"])[len(v) // 2] for s, v in by.items()}
-    ratio = tps["ours"] / max(tps["dense"], tps["sparse"])
-    f = "/".join(f"{fvu(med[s]):.4f}" for s in by)
-    l = "/".join(f"{l0(med[s]):.1f}" for s in by)
-    print(f"{key[0]:>6} {key[1]:<5} {tps['ours']:>11.0f} {tps['dense']:>8.0f} {tps['sparse']:>8.0f} {ratio:>5.2f}×  {f:<24} {l}")
+    tps = {s: statistics.median(x["tokens_per_s"] for x in v) for s, v in by.items() if v}
+    med = {s: sorted(v, key=lambda x: x["tokens_per_s"])[len(v) // 2] for s, v in by.items() if v}
+    refs = [tps[s] for s in ("dense", "sparse") if s in tps]
+    ratio = f"{tps['ours'] / max(refs):>5.2f}×" if "ours" in tps and refs else "    -"
+    f = "/".join(f"{fvu(med[s]):.4f}" if s in med else "-" for s in by)
+    l = "/".join(f"{l0(med[s]):.1f}" if s in med else "-" for s in by)
+    cell = lambda s: f"{tps[s]:.0f}" if s in tps else "-"
+    print(f"{key[0]:>6} {key[1]:<5} {cell('ours'):>11} {cell('dense'):>8} {cell('sparse'):>8} {ratio}  {f:<24} {l}")
 PY

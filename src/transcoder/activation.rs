@@ -181,11 +181,19 @@ impl RowSelect {
         self.kept.clear();
         self.floor = 0.0;
     }
+
+    /// The rows finished in order into new codes, allocated once (what is kept so far bounds what
+    /// each row keeps).
+    pub fn finish_all(rows: &mut [RowSelect]) -> Codes {
+        let mut out = Codes::with_capacity(rows.len(), rows.iter().map(|r| r.kept.len()).sum());
+        rows.iter_mut().for_each(|r| r.finish(&mut out));
+        out
+    }
 }
 
-/// `RowSelect::offer` for ReLU and the top-k selections, compiled for AVX2 too (`dense`'s comment
+/// `RowSelect::offer` for ReLU and the top-k selections, compiled for AVX2 and AVX-512 too (`dense`'s comment
 /// says why).
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn offer_top(sel: &mut RowSelect, f0: usize, pre: &[f32]) {
     if let Some(k) = sel.k.filter(|&k| k > 0) {
         // No value below a lower bound on the row's k-th largest can be kept, so the floor starts

@@ -41,9 +41,9 @@ impl Adam {
     }
 }
 
-/// One Adam step of a chunk of parameters, compiled for AVX2 too (`dense`'s comment says why);
+/// One Adam step of a chunk of parameters, compiled for AVX2 and AVX-512 too (`dense`'s comment says why);
 /// zipped, not indexed, so that no bounds check stops it vectorising.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn step(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], lr_t: f32) {
     for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
         *m = BETA1 * *m + (1.0 - BETA1) * g;

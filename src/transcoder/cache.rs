@@ -147,16 +147,18 @@ impl CacheSource {
     fn fill_buffer(&mut self) -> Result<()> {
         let n = if self.shards.len() == 1 { self.capacity.min(self.current.tokens) } else { self.capacity };
         for _ in 0..n {
-            let (x, y) = self.stream_token()?;
-            self.buffer.resid_mid.extend_from_slice(&x);
-            self.buffer.mlp_out.extend_from_slice(&y);
+            let r = self.stream_token()?;
+            self.buffer.resid_mid.extend_from_slice(&self.current.resid_mid[r.clone()]);
+            self.buffer.mlp_out.extend_from_slice(&self.current.mlp_out[r]);
             self.buffer.tokens += 1;
         }
         Ok(())
     }
 
-    /// The next token of the in-order stream, wrapping around at the end of the cache.
-    fn stream_token(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
+    /// The next token of the in-order stream, wrapping around at the end of the cache: its range
+    /// in `current`'s resid_mid and mlp_out (copied from there by the caller: a pair of vectors
+    /// per token was a tenth of the trainer's step at F 1,024, all of it on one thread).
+    fn stream_token(&mut self) -> Result<std::ops::Range<usize>> {
         if self.pos == self.current.tokens {
             let i = self.next_shard % self.shards.len();
             if self.shards.len() > 1 {
@@ -166,9 +168,8 @@ impl CacheSource {
             self.pos = 0;
         }
         let w = self.dims.0 * self.dims.1;
-        let r = self.pos * w..(self.pos + 1) * w;
         self.pos += 1;
-        Ok((self.current.resid_mid[r.clone()].to_vec(), self.current.mlp_out[r].to_vec()))
+        Ok((self.pos - 1) * w..self.pos * w)
     }
 }
 
@@ -181,10 +182,11 @@ impl ActivationSource for CacheSource {
         let w = self.dims.0 * self.dims.1;
         let mut out = Batch { tokens, resid_mid: Vec::with_capacity(tokens * w), mlp_out: Vec::with_capacity(tokens * w) };
         for _ in 0..tokens {
-            let (x, y) = self.stream_token()?;
+            let s = self.stream_token()?;
+            let (x, y) = (&self.current.resid_mid[s.clone()], &self.current.mlp_out[s]);
             if self.buffer.tokens == 0 {
-                out.resid_mid.extend_from_slice(&x);
-                out.mlp_out.extend_from_slice(&y);
+                out.resid_mid.extend_from_slice(x);
+                out.mlp_out.extend_from_slice(y);
                 continue;
             }
             // Emit a random buffered token and put the stream's next token in its place.
@@ -192,8 +194,8 @@ impl ActivationSource for CacheSource {
             let r = i * w..(i + 1) * w;
             out.resid_mid.extend_from_slice(&self.buffer.resid_mid[r.clone()]);
             out.mlp_out.extend_from_slice(&self.buffer.mlp_out[r.clone()]);
-            self.buffer.resid_mid[r.clone()].copy_from_slice(&x);
-            self.buffer.mlp_out[r].copy_from_slice(&y);
+            self.buffer.resid_mid[r.clone()].copy_from_slice(x);
+            self.buffer.mlp_out[r].copy_from_slice(y);
         }
         Ok(out)
     }

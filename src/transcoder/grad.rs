@@ -97,7 +97,6 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
         sq.iter_mut().zip(&sqc).for_each(|(a, v)| *a += v);
         sparsity_loss += sp;
     }
-    let fired = fired(&codes, enc, s.features);
     // b_dec and W_skip see the main reconstruction only (AuxK's ê has no bias or skip path).
     dense_grads(model, x, &dy, grad);
     let mut aux_loss = 0.0;
@@ -109,15 +108,15 @@ pub fn loss_and_grad(model: &Transcoder, x: &[f32], y: &[f32], terms: &LossTerms
         dy.extend(dy_aux);
         aux_loss = loss;
     }
-    let groups = FeatureGroups::new(&codes, enc, s.features);
+    let groups = FeatureGroups::new(&codes, enc, s.features, b);
     encoder_grads(model, &groups, &eg, x, grad);
     decoder_grads(model, &codes, &groups, &eg, &dy, terms.norms, grad);
     StepStats {
         fvu: sq.iter().zip(terms.var).map(|(v, var)| (*v / (b as f64 * *var as f64)) as f32).collect(),
-        l0: l0_per_encoder(&fired, enc, b),
+        l0: l0_per_encoder(&groups.fired, enc, b),
         sparsity_loss: sparsity_loss as f32,
         aux_loss,
-        fired,
+        fired: groups.fired,
     }
 }
 
@@ -142,7 +141,7 @@ fn split_at_ends<T>(mut s: &mut [T], ends: impl Iterator<Item = usize>) -> Vec<&
 /// Decode the tokens from `t0`, write ∂loss/∂ŷ into dyc, and back-propagate into their entries
 /// (g: the entries of these tokens).
 #[allow(clippy::too_many_arguments)]
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms: &LossTerms, t0: usize, dyc: &mut [f32], g: &mut [EntryGrad], b: usize) -> (Vec<f64>, f64) {
     let s = model.shape;
     let (d, per_token, enc, f_n) = (s.d_model, s.layers * s.d_model, s.encoders(), s.features);
@@ -156,11 +155,14 @@ fn backward_chunk(model: &Transcoder, codes: &Codes, x: &[f32], y: &[f32], terms
         model.decode_token(codes, t, Some(xt), dyt);
         for m in 0..s.layers {
             let coef = 2.0 / (s.layers as f32 * terms.var[m] * b as f32);
+            // Summed in a local: added to sq[m] in place, each element's add was a store and load.
+            let mut layer_sq = 0.0f64;
             for (o, &target) in dyt[m * d..(m + 1) * d].iter_mut().zip(&yt[m * d..(m + 1) * d]) {
                 let r = *o - target;
-                sq[m] += (r * r) as f64;
+                layer_sq += (r * r) as f64;
                 *o = coef * r;
             }
+            sq[m] += layer_sq;
         }
         for e in 0..enc {
             let (row, first) = (s.dec_row(e), s.out_layers(e).start * d);
@@ -189,23 +191,9 @@ pub(crate) fn l0_per_encoder(fired: &[u32], encoders: usize, tokens: usize) -> V
     fired.chunks(fired.len() / encoders.max(1)).map(|c| c.iter().sum::<u32>() as f32 / tokens as f32).collect()
 }
 
-/// Entries with z > 0 per feature, [E, F]; the encoders in parallel.
-fn fired(codes: &Codes, enc: usize, features: usize) -> Vec<u32> {
-    let tokens = codes.rows() / enc;
-    let mut n = vec![0u32; enc * features];
-    n.par_chunks_mut(features).enumerate().for_each(|(e, n)| {
-        for t in 0..tokens {
-            for j in codes.row(t * enc + e).filter(|&j| codes.value[j] > 0.0) {
-                n[codes.index[j] as usize] += 1;
-            }
-        }
-    });
-    n
-}
-
 /// ∂aux/∂ê [B, L, d] and the AuxK entries' gradients, from the main ∂loss/∂ŷ (which is
 /// 2(ŷ − y)/(L·Var·B), so it gives back the error e). Returns the AuxK loss too.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn aux_backward(model: &Transcoder, aux: &Codes, dy: &[f32], var: &[f32], coef: f32) -> (Vec<f32>, Vec<EntryGrad>, f32) {
     let s = model.shape;
     let (d, l, per_token, enc) = (s.d_model, s.layers, s.layers * s.d_model, s.encoders());
@@ -243,25 +231,34 @@ struct FeatureGroups {
     start: Vec<usize>,
     /// (entry number, token) of each member.
     members: Vec<(u32, u32)>,
+    /// Entries with z > 0 per feature among the first `main` tokens' (AuxK's follow them), [E, F]:
+    /// counted in the same pass, which a pass of its own took a tenth of the sort's time over.
+    fired: Vec<u32>,
 }
 
 impl FeatureGroups {
-    fn new(codes: &Codes, enc: usize, features: usize) -> Self {
+    fn new(codes: &Codes, enc: usize, features: usize, main: usize) -> Self {
         let tokens = codes.rows() / enc;
         let rows_of = |e: usize| (0..tokens).map(move |t| (t, codes.row(t * enc + e)));
-        let counts: Vec<Vec<usize>> = (0..enc)
+        let counts: Vec<(Vec<usize>, Vec<u32>)> = (0..enc)
             .into_par_iter()
             .map(|e| {
-                let mut n = vec![0usize; features];
-                rows_of(e).for_each(|(_, r)| codes.index[r].iter().for_each(|&f| n[f as usize] += 1));
-                n
+                let (mut n, mut fired) = (vec![0usize; features], vec![0u32; features]);
+                for (t, r) in rows_of(e) {
+                    for (&f, &z) in codes.index[r.clone()].iter().zip(&codes.value[r]) {
+                        n[f as usize] += 1;
+                        fired[f as usize] += (t < main && z > 0.0) as u32;
+                    }
+                }
+                (n, fired)
             })
             .collect();
         let mut start = Vec::with_capacity(enc * features + 1);
         start.push(0);
-        for n in counts.iter().flatten() {
+        for n in counts.iter().flat_map(|c| &c.0) {
             start.push(start[start.len() - 1] + n);
         }
+        let fired = counts.into_iter().flat_map(|c| c.1).collect();
         let mut members = vec![(0u32, 0u32); codes.index.len()];
         let spans = split_at_ends(&mut members, (1..=enc).map(|e| start[e * features]));
         spans.into_par_iter().enumerate().for_each(|(e, span)| {
@@ -275,7 +272,7 @@ impl FeatureGroups {
                 }
             }
         });
-        Self { start, members }
+        Self { start, members, fired }
     }
 
     fn of(&self, key: usize) -> &[(u32, u32)] {
@@ -325,7 +322,7 @@ fn encoder_grads(model: &Transcoder, groups: &FeatureGroups, eg: &[EntryGrad], x
 }
 
 /// out = Σ a·x over the (a, x) pairs.
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn weighted_sum<'a>(terms: impl Iterator<Item = (f32, &'a [f32])> + Clone, out: &mut [f32]) {
     out.fill(0.0);
     dense::add_weighted(terms, out);
