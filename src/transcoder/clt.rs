@@ -187,9 +187,9 @@ impl Transcoder {
         let n = x.len() / stride;
         let cols = ENCODE_COLS.min(f_n);
         let mut pre = Vec::with_capacity(n * cols); // [n, cols]: one column block of one encoder at a time
-        // The selections of every (token, encoder) row at once, in the codes' token-major order:
-        // each encoder's codes made apart and interleaved afterwards were two more copies of every
-        // entry, a tenth of the encoder's time at F 1,024 with ReLU.
+        // The selections of every (token, encoder) row at once, in the codes' token-major order,
+        // finished into codes allocated once: each encoder's codes, grown entry by entry and then
+        // interleaved, were reallocations and one more copy of every entry.
         let enc = input.encoders.len();
         let mut rows: Vec<RowSelect> = (0..n * enc).map(|_| RowSelect::for_activation(&self.activation, f_n)).collect();
         let mut aux_rows: Vec<RowSelect> = (0..n * enc).map(|_| RowSelect::top(aux.map(|a| a.k))).collect();

@@ -231,8 +231,8 @@ struct FeatureGroups {
     start: Vec<usize>,
     /// (entry number, token) of each member.
     members: Vec<(u32, u32)>,
-    /// Entries with z > 0 per feature among the first `main` tokens' (AuxK's follow them), [E, F]:
-    /// counted in the same pass, which a pass of its own took a tenth of the sort's time over.
+    /// Entries with z > 0 per feature among the first `main` tokens' (AuxK's follow them), [E, F],
+    /// counted in the sort's counting pass: a pass of their own took 3 % of a step (F 1,024, ReLU).
     fired: Vec<u32>,
 }
 
