@@ -768,4 +768,10 @@ fn skip_unreadable_ingests_the_files_that_read() {
     let cells = ingest(&[src], &tmp.path().join("lenient"), &lenient).unwrap();
     assert_eq!(cells.iter().map(|c| c.cell_id.as_str()).collect::<Vec<_>>(), ["good"]);
     assert_eq!(Dataset::load(&tmp.path().join("lenient")).unwrap().cells.len(), 1);
+    // The dataset says what it lacks: the skipped file and why.
+    let skipped: Vec<String> = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("lenient/skipped.json")).unwrap()).unwrap();
+    assert!(skipped.len() == 1 && skipped[0].contains("notes.csv"), "{skipped:?}");
+    let clean = ingest(&[tmp.path().join("src/good_timeseries.csv")], &tmp.path().join("clean"), &lenient).unwrap();
+    assert_eq!(clean.len(), 1);
+    assert!(!tmp.path().join("clean/skipped.json").exists());
 }

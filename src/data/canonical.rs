@@ -193,6 +193,11 @@ impl DatasetPaths {
     pub fn timeseries_dir(&self) -> PathBuf {
         self.root.join("timeseries")
     }
+    /// The inputs an ingest with `skip_unreadable` left out, with why (a JSON list of messages);
+    /// absent when none were.
+    pub fn skipped_list(&self) -> PathBuf {
+        self.root.join("skipped.json")
+    }
     pub fn cell_file(&self, cell_id: &str) -> PathBuf {
         self.timeseries_dir().join(format!("{}.parquet", crate::io::safe_name(cell_id)))
     }

@@ -123,7 +123,10 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
             Ok((file.clone(), format, source_cell_id(reader.as_ref(), file)))
         })
         .collect();
-    let sources = all_or_every_error(opened, "inputs cannot be read", opts.skip_unreadable)?;
+    // With skip_unreadable, what was skipped and why; the dataset keeps the list.
+    let mut skipped = Vec::new();
+    let mut skip = opts.skip_unreadable.then_some(&mut skipped);
+    let sources = all_or_every_error(opened, "inputs cannot be read", skip.as_deref_mut())?;
     refuse_duplicate_ids(sources.iter().map(|(f, _, id)| (id.clone(), f.display().to_string())).collect())?;
     let staging = DatasetStaging::new(out)?;
     // Rows, not files: one large file would show no progress until its end.
@@ -139,32 +142,37 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
     };
     // A cell that fails half-way leaves nothing behind (its writer and spill remove themselves).
     let cells: Vec<CellInfo> = if opts.skip_unreadable {
-        all_or_every_error(sources.into_par_iter().map(ingest_one).collect(), "inputs failed", true)?
+        all_or_every_error(sources.into_par_iter().map(ingest_one).collect(), "inputs failed", skip)?
     } else {
         sources.into_par_iter().map(ingest_one).collect::<Result<_>>().map_err(|e| with_skip_hint(e, total))?
     };
     bar.finish_and_clear();
+    if !skipped.is_empty() {
+        crate::io::write_json(&staging.paths().skipped_list(), &skipped)?;
+    }
     staging.commit(cells)
 }
 
 /// Every item, or the one error, or every error in one message (a folder of exports with
 /// several bad files is fixed in one go, not one file per run); with `skip`, the items there
-/// are, each error warned about, unless there are none.
-fn all_or_every_error<T>(results: Vec<Result<T>>, what: &str, skip: bool) -> Result<Vec<T>> {
+/// are, each error warned about and added to `skip`, unless there are none.
+fn all_or_every_error<T>(results: Vec<Result<T>>, what: &str, skip: Option<&mut Vec<String>>) -> Result<Vec<T>> {
     let total = results.len();
     let (ok, errors): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     let ok: Vec<T> = ok.into_iter().filter_map(Result::ok).collect();
     let mut errors: Vec<Error> = errors.into_iter().filter_map(Result::err).collect();
-    if skip && !ok.is_empty() {
+    let strict = skip.is_none();
+    if let Some(skipped) = skip.filter(|_| !ok.is_empty()) {
         for e in &errors {
             tracing::warn!("skipped: {e}");
+            skipped.push(e.to_string());
         }
         if !errors.is_empty() {
             tracing::warn!("skipped {} of {total} inputs; ingesting the other {}", errors.len(), ok.len());
         }
         return Ok(ok);
     }
-    let hint = |e| if skip { e } else { with_skip_hint(e, total) };
+    let hint = |e| if strict { with_skip_hint(e, total) } else { e };
     match errors.len() {
         0 => Ok(ok),
         1 => Err(hint(errors.remove(0))),

@@ -367,7 +367,12 @@ impl Stage for DataStage {
             DataStageConfig::Synth { synth } => crate::data::ingest::synthesize(synth, &dataset)?,
         };
         let rows: u64 = cells.iter().map(|c| c.rows).sum();
-        Ok(serde_json::json!({ "cells": cells.len(), "rows": rows }))
+        let mut summary = serde_json::json!({ "cells": cells.len(), "rows": rows });
+        let skipped = crate::data::canonical::DatasetPaths::new(&dataset).skipped_list();
+        if skipped.exists() {
+            summary["skipped"] = crate::io::read_json(&skipped)?;
+        }
+        Ok(summary)
     }
 }
 
