@@ -13,13 +13,15 @@ const NR: usize = 16;
 /// Token rows per tile of `product`: MR × NR sums held in registers beside a row of the panel.
 /// Six rows fill twelve of AVX's sixteen registers. On AVX-512 six rows are six of thirty-two,
 /// too few independent sums to keep both fused multiply-add units busy; twelve rows ran the
-/// product 8–25 % faster there (one thread, 12–256 rows × 1,024–4,096 columns).
+/// product 8–23 % faster there (one thread: 12–48 rows × 4,096 columns, 256 × 1,024), but not at
+/// 256 × 4,096, whose 4 MiB of output leave the L2 cache (hence `clt`'s blocks of rows).
 const MR_AVX: usize = 6;
 const MR_AVX512: usize = 12;
 /// Rows per block of `product` that callers should use: a multiple of every tile's height.
 pub(crate) const ROW_BLOCK: usize = MR_AVX512;
 /// How many panel rows ahead `tile` asks for: callers that run few rows per call stream the panels
-/// from the L2 cache, and the product then waited on each panel row (+ 3–13 % at 12–96 rows).
+/// from the L2 cache, and the tile then waits on each panel row (perf: the samples pile up on the
+/// first multiply-add after its load). The encoder ran 3 % faster with it (F 4,096, 24-row blocks).
 const PREFETCH_ROWS: usize = 8;
 
 /// A weight matrix [k, cols] and a bias [cols], stored once as panels of NR columns, each panel its
