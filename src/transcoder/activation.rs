@@ -92,7 +92,10 @@ impl RowSelect {
 
     /// The k largest positive values (all positive ones with None).
     pub fn top(k: Option<usize>) -> Self {
-        Self { kept: Vec::new(), values: Vec::new(), k, floor: 0.0 }
+        // The pool fills to 2k before each cut (`keep`), and both selections sort up to 2k keys:
+        // room for them up front, not grown by doubling in every row.
+        let room = k.map_or(0, |k| 2 * k + 8);
+        Self { kept: Vec::with_capacity(room), values: Vec::with_capacity(room), k, floor: 0.0 }
     }
 
     /// Offers pre[i], the pre-activation of feature f0 + i; threshold holds the same features'
