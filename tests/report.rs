@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use voltlens::report::{card_file, write_report, CardScope, ReportSummary, CARD_SIZE};
+use voltlens::report::{card_file, write_report, CardScope, ReportSummary, CARD_SIZE, THUMB_SIZE};
 
 /// Planted features and the report drawn from them, built once per test binary (the browser
 /// test includes this file for the same fixture).
@@ -206,8 +206,7 @@ fn every_live_feature_gets_a_card_and_a_thumbnail_and_dead_ones_none() {
     for &(l, f) in &live {
         let card = fx.report.join("features").join(card_file(l, f));
         common::assert_drawn(&card, Some(CARD_SIZE), 8);
-        let (w, h) = png_size(&fx.report.join("features/thumbs").join(card_file(l, f)));
-        assert!(w > 100 && h > 50, "thumbnail {w}×{h}");
+        common::assert_drawn(&fx.report.join("features/thumbs").join(card_file(l, f)), Some(THUMB_SIZE), 8);
     }
     let cards = std::fs::read_dir(fx.report.join("features")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png")).count();
     assert_eq!(cards, live.len(), "no cards for the dead features L0_F4, L1_F3");

@@ -15,7 +15,7 @@ use crate::mine::stats::{Window, WindowKind};
 use crate::mine::FeatureActivations;
 use crate::plot_style::{self, FONT};
 use crate::report::png::write_png;
-use crate::report::{Context, FeatureFacts, CARD_SIZE};
+use crate::report::{Context, FeatureFacts, CARD_SIZE, THUMB_SIZE};
 use crate::{Error, Result};
 
 pub(crate) type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
@@ -194,11 +194,8 @@ pub(crate) fn hbars(area: &Area, caption: &str, rows: &[(String, f64)], x_desc: 
     Ok(())
 }
 
-/// Region of the card the index thumbnail shows (x, y, width, height: voltage and current of the
-/// two strongest windows) and the factor it is shrunk by; a whole card shrunk to thumbnail size
-/// would be unreadable.
-const THUMB_CROP: (u32, u32, u32, u32) = (0, 506, 744, 372);
-const THUMB_SHRINK: u32 = 3;
+/// Windows the thumbnail shows side by side.
+const THUMB_WINDOWS: usize = 2;
 
 /// Thumbnail of a card, beside it in `thumbs/`.
 pub fn thumb_path(card: &Path) -> std::path::PathBuf {
@@ -210,47 +207,54 @@ pub fn thumb_path(card: &Path) -> std::path::PathBuf {
 /// is written through a temporary file, so a reader never sees half a PNG.
 pub fn draw_card(ctx: &Context, facts: &FeatureFacts, path: &Path) -> Result<()> {
     plot_style::ensure_fonts();
-    let (w, h) = CARD_SIZE;
-    let mut pixels = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut pixels, CARD_SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(draw_err)?;
+    let acts = ctx.acts(facts.index);
+    let pixels = draw_in_memory(CARD_SIZE, |root| {
         let (header, rest) = root.split_vertically(130);
         let (row_a, rest) = rest.split_vertically(340);
         let (windows, rest) = rest.split_vertically(820);
         let (quantiles, rest) = rest.split_vertically(330);
         let (row_b, row_c) = rest.split_vertically(320);
-        let acts = ctx.acts(facts.index);
         draw_header(&header, ctx, facts)?;
         draw_row_a(&row_a, ctx, facts, acts)?;
         draw_top_windows(&windows, ctx, facts, acts)?;
         draw_quantiles(&quantiles, ctx, facts, acts)?;
         draw_row_b(&row_b, facts)?;
-        draw_row_c(&row_c, ctx, facts)?;
-        root.present().map_err(draw_err)?;
-    }
+        draw_row_c(&row_c, ctx, facts)
+    })?;
     write_png(path, CARD_SIZE, &pixels)?;
-    let (thumb_size, thumb) = shrink(&pixels, w, THUMB_CROP, THUMB_SHRINK);
-    write_png(&thumb_path(path), thumb_size, &thumb)
+    let thumb = draw_in_memory(THUMB_SIZE, |root| draw_thumb(root, ctx, facts, acts))?;
+    write_png(&thumb_path(path), THUMB_SIZE, &thumb)
 }
 
-/// Box-filters a crop of an RGB image down by an integer factor.
-fn shrink(rgb: &[u8], width: u32, (x0, y0, cw, ch): (u32, u32, u32, u32), k: u32) -> ((u32, u32), Vec<u8>) {
-    let (tw, th) = (cw / k, ch / k);
-    let mut out = Vec::with_capacity((tw * th * 3) as usize);
-    for ty in 0..th {
-        for tx in 0..tw {
-            let mut sum = [0u32; 3];
-            for dy in 0..k {
-                for dx in 0..k {
-                    let p = (((y0 + ty * k + dy) * width + x0 + tx * k + dx) * 3) as usize;
-                    (0..3).for_each(|c| sum[c] += rgb[p + c] as u32);
-                }
-            }
-            out.extend(sum.iter().map(|s| (s / (k * k)) as u8));
+/// RGB pixels of a white figure of `size` that `draw` fills.
+fn draw_in_memory(size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<Vec<u8>> {
+    let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        draw(&root)?;
+        root.present().map_err(draw_err)?;
+    }
+    Ok(pixels)
+}
+
+/// The thumbnail's panels: a row per channel (voltage, current) on one scale across the windows,
+/// a column per window, framed in light grey; the card's colours and peak ring.
+fn draw_thumb(root: &Area, ctx: &Context, facts: &FeatureFacts, acts: &FeatureActivations) -> Result<()> {
+    let shown = shown_windows(ctx, ctx.mined(facts.index));
+    let windows: Vec<&Window> = shown.iter().copied().filter(|w| w.kind == WindowKind::Top).take(THUMB_WINDOWS).collect();
+    for (row, ch) in root.split_evenly((2, 1)).iter().zip(&CHANNELS[..2]) {
+        let y = channel_range(ctx, &windows, ch);
+        for (panel, w) in row.split_evenly((1, THUMB_WINDOWS)).iter().zip(&windows) {
+            let (xs, ys, a) = trace_points(ctx, acts, w, ch, 1.0);
+            let x = finite_range(xs.iter().copied()).unwrap_or(-1.0..1.0);
+            let mut chart = ChartBuilder::on(&panel.margin(4, 4, 4, 4)).build_cartesian_2d(x.clone(), y.clone()).map_err(draw_err)?;
+            let frame = vec![(x.start, y.start), (x.end, y.start), (x.end, y.end), (x.start, y.end), (x.start, y.start)];
+            chart.draw_series(std::iter::once(PathElement::new(frame, RGBColor(210, 210, 210).stroke_width(2)))).map_err(draw_err)?;
+            draw_segments(&mut chart, (&xs, &ys, &a), w, facts.max)?;
         }
     }
-    ((tw, th), out)
+    Ok(())
 }
 
 /// The scores line of a label's best candidate, held out.
@@ -493,6 +497,15 @@ pub(crate) fn feature_time_scale(ctx: &Context, windows: &[&Window]) -> (f64, &'
     if span > 1800.0 { (60.0, "min") } else { (1.0, "s") }
 }
 
+/// One y range for a channel across windows, so that their panels compare.
+fn channel_range(ctx: &Context, windows: &[&Window], ch: &Channel) -> Range<f64> {
+    let values = windows.iter().flat_map(|w| {
+        let data = &ctx.inputs.dataset.data[w.cell];
+        (w.start_row as usize..w.end_row as usize).map(move |i| (ch.values)(data, i))
+    });
+    finite_range(values).unwrap_or(0.0..1.0)
+}
+
 fn finite_range(values: impl Iterator<Item = f64>) -> Option<Range<f64>> {
     let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() {
@@ -513,13 +526,7 @@ struct Trace<'w> {
 /// end, the peak marked by a ring and a faint vertical line.
 #[allow(clippy::too_many_arguments)]
 fn draw_trace(area: &Area, ctx: &Context, acts: &FeatureActivations, tr: &Trace, ch: &Channel, y: Range<f64>, caption: Option<&str>, x_desc: bool, y_desc: bool) -> Result<()> {
-    let w = tr.window;
-    let data = &ctx.inputs.dataset.data[w.cell];
-    let t0 = data.test_time[w.peak_row as usize];
-    let rows = w.start_row as usize..w.end_row as usize;
-    let xs: Vec<f64> = rows.clone().map(|i| (data.test_time[i] - t0) / tr.x_scale).collect();
-    let ys: Vec<f64> = rows.clone().map(|i| (ch.values)(data, i)).collect();
-    let a = window_activation(acts, w);
+    let (xs, ys, a) = trace_points(ctx, acts, tr.window, ch, tr.x_scale);
     let x = finite_range(xs.iter().copied()).unwrap_or(-1.0..1.0);
     let mut builder = ChartBuilder::on(area);
     builder.margin(4).margin_right(10).x_label_area_size(if x_desc { 40 } else { 22 }).y_label_area_size(if y_desc { 70 } else { 50 });
@@ -549,11 +556,29 @@ fn draw_trace(area: &Area, ctx: &Context, acts: &FeatureActivations, tr: &Trace,
         return chart.draw_series(std::iter::once(Text::new("not logged", (0.0, mid), (FONT, 14).into_font().color(&MUTED)))).map(|_| ()).map_err(draw_err);
     }
     chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, y.start), (0.0, y.end)], BLACK.mix(0.25).stroke_width(1)))).map_err(draw_err)?;
+    draw_segments(&mut chart, (&xs, &ys, &a), tr.window, tr.max)
+}
+
+/// A window's times from its peak (in units of `x_scale` seconds), the channel's values and the
+/// feature's activations, row by row.
+fn trace_points(ctx: &Context, acts: &FeatureActivations, w: &Window, ch: &Channel, x_scale: f64) -> (Vec<f64>, Vec<f64>, Vec<f32>) {
+    let data = &ctx.inputs.dataset.data[w.cell];
+    let t0 = data.test_time[w.peak_row as usize];
+    let rows = w.start_row as usize..w.end_row as usize;
+    let xs = rows.clone().map(|i| (data.test_time[i] - t0) / x_scale).collect();
+    let ys = rows.map(|i| (ch.values)(data, i)).collect();
+    (xs, ys, window_activation(acts, w))
+}
+
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// The trace's segments, each coloured by the activation at its end, and a ring at the peak.
+fn draw_segments(chart: &mut Chart, (xs, ys, a): (&[f64], &[f64], &[f32]), w: &Window, max: f32) -> Result<()> {
     let drawn = || (1..xs.len()).filter(|&i| ys[i].is_finite() && ys[i - 1].is_finite());
     // Firing segments over a dark edge, so that the strongest (viridis yellow) shows on white.
     let edges = drawn().filter(|&i| a[i] > 0.0).map(|i| PathElement::new(vec![(xs[i - 1], ys[i - 1]), (xs[i], ys[i])], RGBColor(58, 58, 58).stroke_width(5)));
     chart.draw_series(edges).map_err(draw_err)?;
-    let segments = drawn().map(|i| PathElement::new(vec![(xs[i - 1], ys[i - 1]), (xs[i], ys[i])], activation_colour(a[i], tr.max).stroke_width(3)));
+    let segments = drawn().map(|i| PathElement::new(vec![(xs[i - 1], ys[i - 1]), (xs[i], ys[i])], activation_colour(a[i], max).stroke_width(3)));
     chart.draw_series(segments).map_err(draw_err)?;
     let peak = w.peak_row as usize - w.start_row as usize;
     if ys[peak].is_finite() {
@@ -577,11 +602,7 @@ fn draw_top_windows(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Fea
     let x_desc = x_desc.as_str();
     let rows = split_rows(&grid, CHANNELS.len(), 40);
     for (r, (row, ch)) in rows.iter().zip(&CHANNELS).enumerate() {
-        let values = windows.iter().flat_map(|w| {
-            let data = &ctx.inputs.dataset.data[w.cell];
-            (w.start_row as usize..w.end_row as usize).map(move |i| (ch.values)(data, i))
-        });
-        let y = finite_range(values).unwrap_or(0.0..1.0);
+        let y = channel_range(ctx, &windows, ch);
         let cols = row.split_evenly((1, TOP_WINDOWS));
         for (c, (panel, w)) in cols.iter().zip(&windows).enumerate() {
             let cell_id = &ctx.inputs.dataset.cells[w.cell].cell_id;
@@ -653,11 +674,7 @@ fn draw_quantiles(area: &Area, ctx: &Context, facts: &FeatureFacts, acts: &Featu
     let x_desc = format!("Time from peak ({unit})");
     let rows = split_rows(&body, 2, 40);
     for (r, (row, ch)) in rows.iter().zip(&CHANNELS[..2]).enumerate() {
-        let values = examples.iter().flat_map(|w| {
-            let data = &ctx.inputs.dataset.data[w.cell];
-            (w.start_row as usize..w.end_row as usize).map(move |i| (ch.values)(data, i))
-        });
-        let y = finite_range(values).unwrap_or(0.0..1.0);
+        let y = channel_range(ctx, &examples, ch);
         for (c, (panel, w)) in row.split_evenly((1, examples.len())).iter().zip(&examples).enumerate() {
             let caption = format!("d{} · a = {}", w.rank + 1, num(w.value as f64));
             let tr = Trace { window: w, x_scale, x_desc: &x_desc, max: facts.max };

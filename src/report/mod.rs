@@ -45,6 +45,11 @@ use crate::{Error, Result};
 
 /// Pixel size of every feature card.
 pub const CARD_SIZE: (u32, u32) = (1600, 2200);
+/// Pixel size of a card's index thumbnail: voltage over current of the feature's two strongest
+/// windows, without text (the index row beside it names the feature and its label), drawn at
+/// twice the 248 × 124 px the index shows it at, for high-density screens. It was a crop of the
+/// card shrunk three times, whose captions and ticks came out 4 px tall.
+pub const THUMB_SIZE: (u32, u32) = (496, 248);
 /// Co-firing partners listed per card.
 const CO_FIRING_SHOWN: usize = 8;
 /// Steps two features must share before their lift is listed: lift between rare features rests
