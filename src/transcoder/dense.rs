@@ -101,33 +101,22 @@ fn product_tiles<const MR: usize>(x: &[f32], stride: usize, offset: usize, n: us
         }
     }
     // Panel by panel, so that its k + 1 rows stay in L1 while every row of x passes by; in pairs
-    // of full panels where the AVX-512 tile over two is built (`tile_pair`).
-    let pairs = cfg!(target_arch = "x86_64") && avx512;
+    // of full panels in the AVX-512 copy (`tile_pair`).
     let panel = |p: usize| &panels[p * (k + 1)..(p + 1) * (k + 1)];
     let mut p = 0;
     while p * NR < width {
         let c = p * NR;
-        if pairs && c + 2 * NR <= width {
+        if avx512 && c + 2 * NR <= width {
             for (xs, rows) in xt.chunks_exact(k).zip(out.chunks_mut(MR * width)) {
-                tile_pair(xs, panel(p), panel(p + 1), |r, sums| {
-                    if let Some(dst) = rows.get_mut(r * width + c..r * width + c + 2 * NR) {
-                        *<&mut [f32; 2 * NR]>::try_from(dst).expect("2 NR values") = *sums;
-                    }
-                });
+                tile_pair(xs, panel(p), panel(p + 1), |r, sums| put(rows, r * width + c, sums));
             }
             p += 2;
             continue;
         }
         let cw = NR.min(width - c);
         for (xs, rows) in xt.chunks_exact(k).zip(out.chunks_mut(MR * width)) {
-            // Whole rows of a full panel are fixed-size copies, two stores each; one code path for
-            // both kinds of panel became a call to memcpy per row (10 % of the encoder's time).
             if cw == NR {
-                tile(xs, panel(p), fma, |r, sums| {
-                    if let Some(dst) = rows.get_mut(r * width + c..r * width + c + NR) {
-                        *<&mut [f32; NR]>::try_from(dst).expect("NR values") = *sums;
-                    }
-                });
+                tile(xs, panel(p), fma, |r, sums| put(rows, r * width + c, sums));
             } else {
                 tile(xs, panel(p), fma, |r, sums| {
                     if let Some(dst) = rows.get_mut(r * width + c..r * width + c + cw) {
@@ -137,6 +126,16 @@ fn product_tiles<const MR: usize>(x: &[f32], stride: usize, offset: usize, n: us
             }
         }
         p += 1;
+    }
+}
+
+/// rows[at..at + W] = sums, where the tile's row exists (the last tile's padding rows do not).
+/// Fixed-size copies, two stores per panel: one code path for full and partial panels became a
+/// call to memcpy per row (10 % of the encoder's time).
+#[inline(always)]
+fn put<const W: usize>(rows: &mut [f32], at: usize, sums: &[f32; W]) {
+    if let Some(dst) = rows.get_mut(at..at + W) {
+        *<&mut [f32; W]>::try_from(dst).expect("W values") = *sums;
     }
 }
 
@@ -321,10 +320,9 @@ mod tests {
     }
 
     /// The product agrees with a plain triple loop plus the bias on shapes with odd rows and columns
-    /// (a last tile of fewer rows than a tile, a last panel of fewer than 16 columns, a pair of panels
-    /// with a lone panel after it), a slice of a
-    /// wider weight matrix, rows read at a stride and offset, a range of panels, no rows and no
-    /// columns; whatever `out` held is gone.
+    /// (a last tile of fewer rows than a tile, a last panel of fewer than 16 columns, a pair of
+    /// panels with a lone panel after it), a slice of a wider weight matrix, rows read at a stride
+    /// and offset, a range of panels, no rows and no columns; whatever `out` held is gone.
     #[test]
     fn product_matches_the_definition() {
         let value = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
