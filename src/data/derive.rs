@@ -222,6 +222,9 @@ pub struct StepTracker {
     pub min_voltage: f64,
     pub max_voltage: f64,
     pub max_abs_current: f64,
+    /// The largest |current| (A) held over two rows in a row: the peak, but for a lone spike (a
+    /// glitch; PyBaMM's CV hold of an O'Regan2022 cell ringing to 7.5 A after a 5 A charge).
+    pub held_abs_current: f64,
     /// The most negative current (A): an unsigned file's is about zero.
     pub min_current: f64,
     min_cycle: Option<i32>,
@@ -246,6 +249,7 @@ impl StepTracker {
             min_voltage: f64::INFINITY,
             max_voltage: f64::NEG_INFINITY,
             max_abs_current: 0.0,
+            held_abs_current: 0.0,
             min_current: 0.0,
             min_cycle: None,
             response: CurrentResponse::default(),
@@ -278,6 +282,7 @@ impl StepTracker {
             self.cumulative_ah += trapezoid_ah((last_t, last_i), (t, current));
             let last_v = self.steps.last().expect("a step exists after a row").end_voltage;
             self.response.push(current as f64 - last_i as f64, voltage as f64 - last_v);
+            self.held_abs_current = self.held_abs_current.max(current.abs().min(last_i.abs()) as f64);
         }
         if new_step {
             self.steps.push(StepSummary {

@@ -385,10 +385,13 @@ fn check_sign(source: &Path, tracker: &StepTracker, meta: &SourceMetadata) -> Re
         return Ok((false, None));
     }
     let cc_steps = tracker.steps().iter().filter(|s| s.method() == Method::ConstantCurrent);
-    let votes = tracker.response.votes(tracker.max_abs_current, cc_steps.map(|s| (s.mean_current(), s.end_voltage - s.start_voltage)));
+    // Jumps vote from a tenth of the peak current up; a lone spike of a row must not set that bar
+    // (it silenced a GITT's C/10 pulses, leaving two votes).
+    let peak = tracker.held_abs_current;
+    let votes = tracker.response.votes(peak, cc_steps.map(|s| (s.mean_current(), s.end_voltage - s.start_voltage)));
     let seen = format!("at {} of {} current jumps and constant-current steps the voltage moved against the current", votes.against, votes.with + votes.against);
     if !votes.reversed() {
-        if votes.unsigned(tracker.min_current, tracker.max_abs_current) {
+        if votes.unsigned(tracker.min_current, peak) {
             return Err(Error::Input {
                 file: source.to_path_buf(),
                 row: None,
@@ -822,6 +825,34 @@ mod tests {
         let mut meta = SourceMetadata::default();
         meta.extra.insert("steps".into(), serde_json::json!(steps));
         meta
+    }
+
+    /// A GITT written discharge-positive: C/10 pulses with rests, then a 1C charge whose CV hold
+    /// rings for one row to 1.5C (as PyBaMM's O'Regan2022 hold does). The pulses' jumps still
+    /// vote: measured against the spike's 7.5 A they were too small, and two votes kept the sign.
+    #[test]
+    fn a_lone_current_spike_does_not_silence_the_sign_votes() {
+        let mut tracker = StepTracker::new(Some(5.0));
+        let (mut t, mut v) = (0.0, 4.1);
+        let mut row = |tracker: &mut StepTracker, step: i32, i: f32, dv: f64| {
+            v += dv;
+            tracker.push(t, i, v as f32, Some(0), Some(step));
+            t += 30.0;
+        };
+        for pulse in 0..6 {
+            row(&mut tracker, 2 * pulse, 0.0, 0.0);
+            row(&mut tracker, 2 * pulse + 1, 0.5, -0.007); // discharge written +: the voltage falls
+            row(&mut tracker, 2 * pulse + 1, 0.5, -0.02);
+            row(&mut tracker, 2 * pulse + 2, 0.0, 0.007);
+        }
+        row(&mut tracker, 20, -5.0, 0.09);
+        row(&mut tracker, 20, -5.0, 0.3);
+        for i in [-3.0, -7.5, -2.9, -2.8] {
+            row(&mut tracker, 21, i, 0.0);
+        }
+        let (flip, message) = check_sign(Path::new("gitt.parquet"), &tracker, &SourceMetadata::default()).unwrap();
+        assert!(flip, "not flipped: {message:?}");
+        assert!(message.unwrap().contains("flipped"));
     }
 
     #[test]
