@@ -274,9 +274,11 @@ fn trace(area: &crate::report::card::Area, xs: &[f64], ys: &[f64], x: std::ops::
     let mut mesh = chart.configure_mesh();
     // No light lines: panels this short drew one every few pixels, a hatching.
     mesh.light_line_style(TRANSPARENT).bold_line_style(plot_style::GRID).y_labels(3).y_label_formatter(&|v| tick(*v)).x_label_formatter(&|v| tick(*v)).label_style((FONT, 14));
+    // Every row keeps the bottom row's time grid (so a firing lines up with the step above it);
+    // only the bottom row writes the times.
     match x_desc {
         Some(desc) => mesh.x_desc(desc).axis_desc_style((FONT, 16)),
-        None => mesh.x_labels(0),
+        None => mesh.x_label_formatter(&|_| String::new()),
     };
     mesh.draw().map_err(draw_err)?;
     // Segment by segment: a 2 px polyline's mitred joins shot spikes far past the panel where
