@@ -320,6 +320,7 @@ pub fn ingest_source(
     }
     let units_warning = check_units(source, &tracker, &derivation, &extremes, opts)?;
     let gap_warning = extremes.gap_warning(derivation.nominal_capacity_ah);
+    let cutoff_warnings = extremes.cutoff_warnings(cutoffs);
 
     // Pass 2: derive and write the canonical file.
     let out_path = paths.cell_file(&cell_id);
@@ -342,6 +343,7 @@ pub fn ingest_source(
     warnings.extend(sign_warning);
     warnings.extend(units_warning);
     warnings.extend(gap_warning);
+    warnings.extend(cutoff_warnings);
     warnings.extend(cleaner.warnings());
     warnings.extend(counters.warning());
     warnings.extend(derivation.warnings.iter().cloned());
@@ -519,11 +521,20 @@ fn derive_rows(cell_id: &str, raw: RawChunk, deriver: &mut RowDeriver) -> CellDa
 struct ExtremeRows {
     current: (f32, u64),
     voltage: (f32, u64),
+    /// The highest and the lowest voltage, with their rows.
+    highest: Option<(f32, u64)>,
+    lowest: Option<(f32, u64)>,
     last: Option<(f64, f32)>,
     /// Of the intervals between rows that carry current of one sign at both ends: the most charge
     /// one moves (Ah), its length (s) and its closing row.
     widest: (f64, f64, u64),
 }
+
+/// A voltage this far past a stated cut-off (V) is warned about. Cyclers overshoot a limit by
+/// millivolts as they switch to CV (13 mV at 0.13 s logging), and an HPPC's charge pulses at
+/// full charge run 0.1–0.2 V past the cut-off its CC-CV charge names (PyBaMM's Chen2020,
+/// Mohtat2020, Ai2020, OKane2022 cells); a failed simulation ran 1.0 V past it.
+const CUTOFF_OVERSHOOT_V: f64 = 0.5;
 
 /// An interval between two rows that moves more than this share of the cell's capacity, more
 /// than the cell holds, cannot have carried current throughout: the test paused, or the clock
@@ -535,6 +546,12 @@ impl ExtremeRows {
     fn push(&mut self, t: f64, current: f32, voltage: f32, row: u64) {
         if current.abs() > self.current.0 {
             self.current = (current.abs(), row);
+        }
+        if self.highest.is_none_or(|(v, _)| voltage > v) {
+            self.highest = Some((voltage, row));
+        }
+        if self.lowest.is_none_or(|(v, _)| voltage < v) {
+            self.lowest = Some((voltage, row));
         }
         let outside = (voltage - 10.0).max(-1.0 - voltage);
         if outside > self.voltage.0 {
@@ -561,6 +578,27 @@ impl ExtremeRows {
 
     fn gap_warning(&self, capacity_ah: f64) -> Option<String> {
         self.gap(capacity_ah).map(|gap| format!("{gap} Charge counted across it puts SOC and capacity off"))
+    }
+
+    /// A warning for each stated cut-off the voltage runs well past (`CUTOFF_OVERSHOOT_V`): a
+    /// cut-off stated for another cell, or a test (or simulation) that ran away. Anchors look
+    /// for CV holds and discharges at the stated cut-offs, so a wrong one costs the cell its SOC.
+    fn cutoff_warnings(&self, cutoffs: Cutoffs) -> Vec<String> {
+        let sides = [("upper", cutoffs.upper, self.highest, 1.0), ("lower", cutoffs.lower, self.lowest, -1.0)];
+        sides
+            .into_iter()
+            .filter_map(|(side, cutoff, extreme, sign)| {
+                let (cutoff, (volts, row)) = (cutoff?, extreme?);
+                let past = sign * (volts as f64 - cutoff.volts);
+                (past > CUTOFF_OVERSHOOT_V).then(|| {
+                    format!(
+                        "row {row}: the voltage reaches {volts:.3} V, {:.0} mV past the stated {side} cut-off of {:.3} V: a cut-off for another cell, or a test that ran away?",
+                        1000.0 * past,
+                        cutoff.volts
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -853,6 +891,27 @@ mod tests {
         let (flip, message) = check_sign(Path::new("gitt.parquet"), &tracker, &SourceMetadata::default()).unwrap();
         assert!(flip, "not flipped: {message:?}");
         assert!(message.unwrap().contains("flipped"));
+    }
+
+    /// A voltage 1.2 V past the stated upper cut-off (a PyBaMM HPPC that ran away as its
+    /// simulation failed) is warned about at its row; a CV switch's 13 mV overshoot and a charge
+    /// pulse's 0.19 V at full charge are not.
+    #[test]
+    fn a_voltage_well_past_a_stated_cut_off_is_warned_about() {
+        let given = |volts| Some(Cutoff { volts, source: CutoffSource::Given });
+        let cutoffs = Cutoffs { upper: given(4.19), lower: given(2.5) };
+        let mut extremes = ExtremeRows::default();
+        for (row, v) in [3.6, 4.203, 4.19, 4.379, 3.0, 2.3].into_iter().enumerate() {
+            extremes.push(row as f64, 1.0, v, row as u64 + 2);
+        }
+        assert!(extremes.cutoff_warnings(cutoffs).is_empty());
+        extremes.push(10.0, 1.0, 5.4, 40);
+        let warnings = extremes.cutoff_warnings(cutoffs);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("row 40: the voltage reaches 5.400 V, 1210 mV past the stated upper cut-off of 4.190 V"), "{}", warnings[0]);
+        extremes.push(12.0, -1.0, 1.9, 42);
+        assert!(extremes.cutoff_warnings(cutoffs)[1].starts_with("row 42: the voltage reaches 1.900 V, 600 mV past the stated lower"));
+        assert!(extremes.cutoff_warnings(Cutoffs::default()).is_empty(), "no cut-off stated, none to pass");
     }
 
     #[test]
