@@ -507,7 +507,8 @@ fn derived_state_and_cv_holds_match_the_step_kinds_on_every_chemistry() {
     dirs.extend(std::env::var("STEP_CHECK_DIRS").unwrap_or_default().split(':').filter(|d| !d.is_empty()).map(PathBuf::from));
     // The Parquet sets again as a cycler logs a programmed CC-CV step: hold and charge under one
     // index. There a hold's first row, still at the charge current, reads as the charge's last:
-    // only the next row's falling current shows the hold, so that row alone may be missed.
+    // only a falling current shows the hold, so that row (and any still within 2 % of the charge
+    // current after it) may be missed.
     let merged = tempfile::tempdir().unwrap();
     // So may it in a file with no step index at all (BatteryArchive CSV), where the hold's first
     // row, logged at the charge's last instant, still carries the charge current.
