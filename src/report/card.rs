@@ -79,7 +79,10 @@ pub(crate) fn tick(x: f64) -> String {
     if x.abs() < 1e-3 {
         return format!("{x:.0e}");
     }
-    let s = format!("{x:.3}");
+    // Three significant digits below 1: at three decimals a coin cell's 0.0015 A read "0.002",
+    // as its neighbour 0.002 A did.
+    let decimals = if x.abs() < 1.0 { (2 - x.abs().log10().floor() as i32).max(3) as usize } else { 3 };
+    let s = format!("{x:.decimals$}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s == "-0" { "0".into() } else { s.to_owned() }
 }
@@ -822,6 +825,14 @@ mod tests {
     fn percent_ticks_are_written_out_on_every_decade() {
         let ticks: Vec<String> = (-6..=0).map(|e| super::percent_tick(10f64.powi(e))).collect();
         assert_eq!(ticks, ["0.0001%", "0.001%", "0.01%", "0.1%", "1%", "10%", "100%"]);
+    }
+
+    #[test]
+    fn ticks_keep_three_significant_digits_below_one() {
+        let ticks: Vec<String> = [0.0005, 0.001, 0.0015, 0.002, 0.0025].into_iter().map(super::tick).collect();
+        assert_eq!(ticks, ["5e-4", "0.001", "0.0015", "0.002", "0.0025"]);
+        let others: Vec<String> = [-0.0123456, 0.1 + 0.2, 0.5, 3.7449, 1250.0, -3e-17].into_iter().map(super::tick).collect();
+        assert_eq!(others, ["-0.0123", "0.3", "0.5", "3.745", "1250", "0"]);
     }
 
     #[test]
