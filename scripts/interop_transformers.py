@@ -67,12 +67,14 @@ def backbone(kind, arch):
     if kind == "gpt2":
         config = GPT2Config(vocab_size=1, n_positions=m["context"], n_embd=m["d_model"], n_layer=m["layers"],
                             n_head=m["heads"], n_inner=m["d_mlp"], activation_function="gelu_new",
-                            layer_norm_epsilon=m["norm_eps"], attn_implementation="eager")
+                            layer_norm_epsilon=m["norm_eps"], attn_implementation="eager",
+                            bos_token_id=None, eos_token_id=None)
         return GPT2Model(config)
     config = LlamaConfig(vocab_size=1, hidden_size=m["d_model"], intermediate_size=m["d_mlp"],
                          num_hidden_layers=m["layers"], num_attention_heads=m["heads"],
                          num_key_value_heads=arch["weights"]["kv_heads"], max_position_embeddings=m["context"],
-                         rms_norm_eps=m["norm_eps"], rope_theta=m["rope_theta"], attn_implementation="eager")
+                         rms_norm_eps=m["norm_eps"], rope_theta=m["rope_theta"], attn_implementation="eager",
+                         bos_token_id=None, eos_token_id=None)
     return LlamaModel(config)
 
 

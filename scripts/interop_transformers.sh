@@ -6,13 +6,13 @@
 # Usage: scripts/interop_transformers.sh
 # Environment: VENV (default ~/.cache/voltlens/venv-transformers, made and filled when it lacks
 #   transformers), TORCH_VENV (a venv whose torch to reuse instead of downloading one),
-#   TRANSFORMERS_VERSION (default 4.57.3), WORK (scratch folder, default a new temporary one),
+#   TRANSFORMERS_VERSION (default 5.25.0), WORK (scratch folder, default a new temporary one),
 #   VOLTLENS (a built binary; default `cargo run`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/interop_common.sh"
 ensure_venv "${VENV:-$HOME/.cache/voltlens/venv-transformers}" "transformers, torch, safetensors" \
-    "transformers==${TRANSFORMERS_VERSION:-4.57.3}"
+    "transformers==${TRANSFORMERS_VERSION:-5.25.0}"
 "$python" -c "import torch, safetensors" 2>/dev/null || "$python" -m pip install -q torch safetensors
 
 "$python" "$root/scripts/interop_transformers.py" "$work/models"

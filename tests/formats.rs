@@ -877,3 +877,69 @@ fn binary_garbage_is_refused() {
     assert!(error_of(&path, None).contains("PAR1"));
 }
 
+
+/// Binary cycler files users hand over are named, with the export that VoltLens reads.
+#[test]
+fn vendor_binaries_are_refused_with_the_export_to_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("cell.mpr", b"BIO-LOGIC MODULAR FILE\x1a      \x00\x00\x01", "EC-Lab"),
+        ("cell.res", b"\x00\x01\x00\x00Standard Jet DB\x00\x01\x00\x00", "MITS Pro"),
+        ("cell.nda", b"NEWARE\x00\x00\x00\x00\x03\x01", "BTSDA"),
+        ("workbook", &std::fs::read(workbook("arbin.xlsx")).unwrap(), "name a workbook .xlsx"),
+    ];
+    for (name, bytes, hint) in cases {
+        let message = error_of(&write(dir.path(), name, bytes), None);
+        assert!(message.contains(hint), "{name}: {message}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workbooks (tests/fixtures/workbooks, written by openpyxl and xlwt: scripts/workbook_fixtures.py)
+
+fn workbook(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workbooks").join(name)
+}
+
+/// Arbin's MITS Pro layout (a record over two sheets that repeat its header, beside info and
+/// per-cycle statistics sheets that name the same columns), the same record as Excel 97-2003,
+/// and Neware's BTS layout (durations as Excel times, an unsigned current signed by Step Type)
+/// read row for row as the CSV twins of the same tables.
+#[test]
+fn workbooks_read_as_their_csv_twins() {
+    for (book, twin, format, sheets) in [
+        ("arbin.xlsx", "arbin.csv", Format::Arbin, vec!["Channel_1-008_1", "Channel_1-008_2"]),
+        ("arbin.xls", "arbin.csv", Format::Arbin, vec!["Channel_1-008"]),
+        ("neware.xlsx", "neware.csv", Format::Neware, vec!["record"]),
+    ] {
+        let (book_cell, twin_cell) = (detect_and_read(&workbook(book), format), detect_and_read(&workbook(twin), format));
+        let (a, b) = (&book_cell.rows, &twin_cell.rows);
+        assert_eq!(a.len(), 400, "{book}");
+        assert_eq!((&a.test_time, &a.current, &a.voltage, &a.temperature), (&b.test_time, &b.current, &b.voltage, &b.temperature), "{book}");
+        assert_eq!((&a.cycle_number, &a.step_index, &a.source_row), (&b.cycle_number, &b.step_index, &b.source_row), "{book}");
+        assert!(a.current.iter().any(|&i| i < 0.0) && a.current.iter().any(|&i| i > 0.0), "{book}: charge and discharge");
+        let read: Vec<&str> = book_cell.metadata.extra["workbook_sheets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        assert_eq!(read, sheets, "{book}");
+    }
+}
+
+/// A bad cell is named by workbook, sheet and the row a spreadsheet shows, also on a record's
+/// second sheet; a workbook with no time series lists its sheets.
+#[test]
+fn workbook_errors_name_the_sheet_and_its_row() {
+    let message = error_of(&workbook("bad.xlsx"), None);
+    assert!(message.contains("bad.xlsx (sheet 'Channel_1-008_2'), row 57, field 'Voltage(V)'") && message.contains("'n/a'"), "{message}");
+    let message = error_of(&workbook("notes.xlsx"), None);
+    assert!(message.contains("no sheet has a known column header (sheets 'Notes' (3 rows))"), "{message}");
+}
+
+/// A workbook no layout knows reads through a column map: its longest sheet.
+#[test]
+fn a_column_map_reads_a_workbook_of_its_own_layout() {
+    let map = "[columns]\ntime = \"Total Time\"\ncurrent = \"Current(A)\"\nvoltage = \"Voltage(V)\"\nstate = \"Step Type\"\n\
+               [state_values]\ncharge = [\"CC Chg\", \"CV Chg\"]\ndischarge = [\"CC DChg\"]\n";
+    let map = ColumnMap::from_toml_str(map, Path::new("map.toml")).unwrap();
+    let mapped = read(&workbook("neware.xlsx"), Format::Mapped, Some(&map)).unwrap();
+    let native = detect_and_read(&workbook("neware.csv"), Format::Neware);
+    assert_eq!((&mapped.rows.test_time, &mapped.rows.current, &mapped.rows.voltage), (&native.rows.test_time, &native.rows.current, &native.rows.voltage));
+}

@@ -731,6 +731,28 @@ fn an_unknown_file_in_a_directory_stops_the_ingest_before_writing() {
     assert!(!out.exists());
 }
 
+/// A folder of workbooks ingests as one of CSV exports, the lock file a spreadsheet leaves beside
+/// a workbook it has open (`~$arbin.xlsx`, not a workbook) passed over.
+#[test]
+fn a_directory_of_workbooks_ingests_as_its_csv_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (books, csvs) = (tmp.path().join("books"), tmp.path().join("csvs"));
+    std::fs::create_dir(&books).unwrap();
+    std::fs::create_dir(&csvs).unwrap();
+    let fixtures = repo().join("tests/fixtures/workbooks");
+    for (name, dir) in [("arbin.xlsx", &books), ("neware.xlsx", &books), ("arbin.csv", &csvs), ("neware.csv", &csvs)] {
+        std::fs::copy(fixtures.join(name), dir.join(name)).unwrap();
+    }
+    std::fs::write(books.join("~$arbin.xlsx"), b"\x0bEmma Lab    ").unwrap();
+    ingest(&[books], &tmp.path().join("from-books"), &opts()).unwrap();
+    ingest(&[csvs], &tmp.path().join("from-csvs"), &opts()).unwrap();
+    for cell in ["arbin", "neware"] {
+        // Every column, derived ones included (the cells differ only in their source file's name).
+        let read = |run: &str| format!("{:?}", voltlens::data::canonical::read_cell(&tmp.path().join(run).join("timeseries").join(format!("{cell}.parquet"))).unwrap().1);
+        assert!(read("from-books") == read("from-csvs"), "{cell}: the workbook's time series differs from its CSV twin's");
+    }
+}
+
 /// A real Maccor file (BEEP PreDiag, shipped in data/) logs its CC-CV charge under one step
 /// index: 0.69 A up to 4.2 V, then the hold down to C/20. The hold reads as a CV step of its own.
 #[test]

@@ -64,7 +64,8 @@ impl Default for IngestOptions {
 }
 
 /// Files in a directory that belong to another file (metadata, ground truth, licences) and are
-/// read by that file's reader, not ingested on their own.
+/// read by that file's reader, not ingested on their own; and the `~$book.xlsx` lock file a
+/// spreadsheet leaves beside a workbook it has open.
 fn is_sidecar(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     name.ends_with("_metadata.csv")
@@ -73,6 +74,7 @@ fn is_sidecar(path: &Path) -> bool {
         || name.starts_with("license")
         || name.starts_with("readme")
         || name.starts_with('.')
+        || name.starts_with("~$")
 }
 
 /// Expands directories (one level, sorted) into the files to ingest; a battdat battery folder

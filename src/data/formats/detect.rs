@@ -30,6 +30,9 @@ pub fn detect(path: &Path) -> Result<Format> {
     if head.is_empty() {
         return Err(Error::in_file(path, "empty file"));
     }
+    if super::workbook::is_workbook(path) {
+        return super::workbook::detect(path);
+    }
     if head.starts_with(b"PAR1") {
         return Ok(if super::battdat::is_battdat(path)? { Format::Battdat } else { Format::Parquet });
     }
@@ -38,7 +41,8 @@ pub fn detect(path: &Path) -> Result<Format> {
     }
     super::text::refuse_utf16(path, &head)?;
     if looks_binary(&head) {
-        return Err(Error::in_file(path, format!("binary content, neither text nor Parquet; {}", supported())));
+        let what = binary_kind(path, &head).unwrap_or("binary content, neither text nor Parquet");
+        return Err(Error::in_file(path, format!("{what}; {}", supported())));
     }
     match detect_delimited(path)? {
         Detected::Format(format) => Ok(format),
@@ -55,7 +59,7 @@ pub fn detect(path: &Path) -> Result<Format> {
 
 /// What the header search found: a format, or else the line splitting into most fields (its
 /// number and names), which a column map could name.
-enum Detected {
+pub(super) enum Detected {
     Format(Format),
     Unknown(Option<(u64, Vec<String>)>),
 }
@@ -73,10 +77,26 @@ fn looks_binary(head: &[u8]) -> bool {
     head.contains(&0) || control * 20 > head.len()
 }
 
+/// Binary files users are likely to hand over, by magic bytes or extension, and how to get a
+/// file VoltLens reads from each: cycler databases and binaries whose layouts are the vendors'
+/// own, and workbooks that lost their extension.
+const BINARY_KINDS: [(&[u8], &str, &str); 5] = [
+    (b"BIO-LOGIC MODULAR FILE", "mpr", "a BioLogic EC-Lab binary (.mpr): export it as text in EC-Lab (Export as Text, .mpt), which is read as biologic"),
+    (b"\x00\x01\x00\x00Standard Jet DB", "res", "an Arbin .res database (Microsoft Access): export the channel from MITS Pro or Data Watcher as CSV or xlsx"),
+    (b"NEWARE", "nda", "a Neware binary (.nda): export the record from BTSDA as CSV or xlsx"),
+    (b"PK\x03\x04", "ndax", "a zip archive (a Neware .ndax, or a workbook without its extension): export a .ndax from BTSDA as CSV or xlsx; name a workbook .xlsx, .xlsm or .ods"),
+    (b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1", "xls", "an OLE2 compound file (an Excel 97-2003 workbook without its extension?): name it .xls"),
+];
+
+fn binary_kind(path: &Path, head: &[u8]) -> Option<&'static str> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+    BINARY_KINDS.iter().find(|(magic, ext, _)| head.starts_with(magic) || extension.eq_ignore_ascii_case(ext)).map(|(_, _, what)| *what)
+}
+
 /// On the first of the first lines where a layout finds time and current or voltage: of the
 /// layouts that do, the one naming most of the line's columns, its `MARKERS` included (the first
 /// in [`delimited`] order on a tie).
-fn detect_delimited(path: &Path) -> Result<Detected> {
+pub(super) fn detect_delimited(path: &Path) -> Result<Detected> {
     let layouts: Vec<_> = delimited().filter_map(|f| Some((f, delimited_layout(f)?))).collect();
     let mut lines = TextLines::open(path)?;
     let mut fields = Fields::default();
@@ -120,5 +140,5 @@ fn detect_delimited(path: &Path) -> Result<Detected> {
 
 fn supported() -> String {
     let names: Vec<_> = Format::ALL.iter().filter(|&&f| f != Format::Mapped).map(|f| f.to_string()).collect();
-    format!("supported formats: {}; any other delimited file can be read with --format mapped and a column map", names.join(", "))
+    format!("supported formats: {} (the text ones also as xlsx, xls or ods workbooks); any other delimited file can be read with --format mapped and a column map", names.join(", "))
 }

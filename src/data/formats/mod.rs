@@ -21,6 +21,7 @@ mod numbers;
 mod parquet_source;
 mod pec;
 mod text;
+mod workbook;
 
 use std::fmt;
 use std::path::Path;
@@ -129,7 +130,7 @@ pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Resu
     if column_map.is_some() && format != Format::Mapped {
         return Err(Error::Config(format!("a column map applies to format 'mapped' only, not '{format}'")));
     }
-    let mut reader = open_format(path, format, column_map)?;
+    let mut reader = if workbook::is_workbook(path) { workbook::open(path, format, column_map)? } else { open_format(path, format, column_map)? };
     let cell_id = crate::data::ingest::source_cell_id(reader.as_ref(), path);
     cells_json::fill_from_cells_json(path, &cell_id, reader.metadata_mut())?;
     Ok(reader)
