@@ -9,12 +9,14 @@ chen2020-11-00-cccv, every third row (400 rows), written as
   its header (Channel_1-008_1, Channel_1-008_2), Date_Time as Excel date-times, and a per-cycle
   Statistics sheet that names the same columns and must not be read as the record;
 - arbin.xls: the same record on one sheet (Excel 97-2003, as older MITS versions export);
+- arbin.ods: the same again as an OpenDocument spreadsheet (odfpy, as LibreOffice saves one);
 - neware.xlsx: BTS's layout: test, cycle and step sheets, then `record` with `Total Time` as Excel
   durations ([h]:mm:ss.000), the current unsigned and signed by `Step Type`;
 - bad.xlsx: arbin.xlsx's two record sheets with the text "n/a" in Voltage(V) at row 57 of the second;
+- channels.xlsx: two channels' records (the first 150 rows twice) on sheets of the same header;
 - notes.xlsx: a sheet of lab notes and no time series.
 
-usage: workbook_fixtures.py OUT_DIR      (needs: pip install openpyxl xlwt pyarrow)
+usage: workbook_fixtures.py OUT_DIR      (needs: pip install openpyxl xlwt odfpy pyarrow)
 """
 import csv
 import datetime as dt
@@ -24,6 +26,9 @@ import sys
 import openpyxl
 import pyarrow.parquet as pq
 import xlwt
+from odf.opendocument import OpenDocumentSpreadsheet
+from odf.table import Table, TableCell, TableRow
+from odf.text import P
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
@@ -89,6 +94,23 @@ for r, row in enumerate(arbin, start=1):
         sheet.write(r, c, x, date_style) if isinstance(x, dt.datetime) else sheet.write(r, c, x)
 old.save(os.path.join(out, "arbin.xls"))
 
+ods = OpenDocumentSpreadsheet()
+table = Table(name="Channel_1-008")
+for row in [arbin_header] + arbin:
+    cells = TableRow()
+    for x in row:
+        if isinstance(x, dt.datetime):
+            cell_ = TableCell(valuetype="date", datevalue=x.isoformat())
+        elif isinstance(x, (int, float)):
+            cell_ = TableCell(valuetype="float", value=repr(x))
+        else:
+            cell_ = TableCell(valuetype="string")
+        cell_.addElement(P(text=str(x)))
+        cells.addElement(cell_)
+    table.addElement(cells)
+ods.spreadsheet.addElement(table)
+ods.save(os.path.join(out, "arbin.ods"))
+
 # Neware BTS: current unsigned, Step Type signs it; times as durations.
 kinds = {1: "CC DChg", 2: "Rest", 3: "CC Chg", 4: "CV Chg", 5: "Rest"}
 neware_header = ["DataPoint", "Cycle Index", "Step Index", "Step Type", "Time", "Total Time", "Current(A)", "Voltage(V)", "Capacity(Ah)", "T1(°C)"]
@@ -129,8 +151,14 @@ append(book.create_sheet("Channel_1-008_2"), arbin_header, bad[200:])
 book.save(os.path.join(out, "bad.xlsx"))
 
 book = openpyxl.Workbook()
+book.active.title = "Channel_1-001"
+append(book.active, arbin_header, arbin[:150])
+append(book.create_sheet("Channel_1-002"), arbin_header, arbin[:150])
+book.save(os.path.join(out, "channels.xlsx"))
+
+book = openpyxl.Workbook()
 book.active.title = "Notes"
 for row in [["Cell", "Operator", "Remark"], ["NW-0001", "A. B.", "tab welded twice"], ["NW-0002", "A. B.", "swelling after formation"]]:
     book.active.append(row)
 book.save(os.path.join(out, "notes.xlsx"))
-print(f"wrote {len(arbin)} rows as arbin.xlsx, arbin.xls, neware.xlsx, bad.xlsx and their CSV twins, and notes.xlsx in {out}")
+print(f"wrote {len(arbin)} rows as arbin.xlsx, arbin.xls, arbin.ods, neware.xlsx, bad.xlsx and their CSV twins, channels.xlsx and notes.xlsx in {out}")

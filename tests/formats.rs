@@ -895,21 +895,22 @@ fn vendor_binaries_are_refused_with_the_export_to_make() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Workbooks (tests/fixtures/workbooks, written by openpyxl and xlwt: scripts/workbook_fixtures.py)
+// Workbooks (tests/fixtures/workbooks, written by openpyxl, xlwt and odfpy: scripts/workbook_fixtures.py)
 
 fn workbook(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workbooks").join(name)
 }
 
 /// Arbin's MITS Pro layout (a record over two sheets that repeat its header, beside info and
-/// per-cycle statistics sheets that name the same columns), the same record as Excel 97-2003,
-/// and Neware's BTS layout (durations as Excel times, an unsigned current signed by Step Type)
+/// per-cycle statistics sheets that name the same columns), the same record as Excel 97-2003 and
+/// as OpenDocument, and Neware's BTS layout (durations as Excel times, an unsigned current signed by Step Type)
 /// read row for row as the CSV twins of the same tables.
 #[test]
 fn workbooks_read_as_their_csv_twins() {
     for (book, twin, format, sheets) in [
         ("arbin.xlsx", "arbin.csv", Format::Arbin, vec!["Channel_1-008_1", "Channel_1-008_2"]),
         ("arbin.xls", "arbin.csv", Format::Arbin, vec!["Channel_1-008"]),
+        ("arbin.ods", "arbin.csv", Format::Arbin, vec!["Channel_1-008"]),
         ("neware.xlsx", "neware.csv", Format::Neware, vec!["record"]),
     ] {
         let (book_cell, twin_cell) = (detect_and_read(&workbook(book), format), detect_and_read(&workbook(twin), format));
@@ -924,11 +925,14 @@ fn workbooks_read_as_their_csv_twins() {
 }
 
 /// A bad cell is named by workbook, sheet and the row a spreadsheet shows, also on a record's
-/// second sheet; a workbook with no time series lists its sheets.
+/// second sheet; so is a sheet that repeats the record's header but starts its clock again
+/// (another channel's); a workbook with no time series lists its sheets.
 #[test]
 fn workbook_errors_name_the_sheet_and_its_row() {
     let message = error_of(&workbook("bad.xlsx"), None);
     assert!(message.contains("bad.xlsx (sheet 'Channel_1-008_2'), row 57, field 'Voltage(V)'") && message.contains("'n/a'"), "{message}");
+    let message = error_of(&workbook("channels.xlsx"), None);
+    assert!(message.contains("channels.xlsx (sheet 'Channel_1-002'), row 2") && message.contains("a sheet per channel?"), "{message}");
     let message = error_of(&workbook("notes.xlsx"), None);
     assert!(message.contains("no sheet has a known column header (sheets 'Notes' (3 rows))"), "{message}");
 }

@@ -6,8 +6,9 @@
 //!
 //! The CSV has a line per sheet row, so an error names the workbook, the sheet and the row a
 //! spreadsheet shows. A record longer than a sheet goes on over sheets that repeat its header
-//! (as Arbin splits one); those are read in workbook order after the first, and row numbers in
-//! ingest's warnings then count through them.
+//! (as Arbin splits one); those are read in workbook order after the first while the time goes
+//! on (a sheet that starts it again is another channel's, refused), and row numbers in ingest's
+//! warnings then count through them.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -46,13 +47,37 @@ pub(super) fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) 
     let mut inner = super::open_format(&book.csv, format, column_map).map_err(|e| book.locate(e))?;
     let sheets = book.parts.iter().map(|p| serde_json::Value::String(p.sheet.clone())).collect();
     inner.metadata_mut().extra.insert("workbook_sheets".into(), serde_json::Value::Array(sheets));
-    Ok(Box::new(WorkbookReader { inner, book }))
+    Ok(Box::new(WorkbookReader { inner, book, last_time: None }))
 }
 
 /// A delimited reader over the workbook's CSV, its errors located in the workbook.
 struct WorkbookReader {
     inner: Box<dyn CyclerReader>,
     book: WorkbookCsv,
+    /// The time of the last row read, to see a later sheet start its clock again.
+    last_time: Option<f64>,
+}
+
+impl WorkbookReader {
+    /// Sheets that repeat a header are one record only while its time goes on: one that starts
+    /// again is another channel's (an export of several channels), which is another cell.
+    fn check_continued(&mut self, chunk: &RawChunk) -> Result<()> {
+        for (&line, &time) in chunk.source_row.iter().zip(&chunk.test_time) {
+            let starts = self.book.parts.iter().skip(1).find(|p| p.first_line == line);
+            if let (Some(_), Some(last)) = (starts, self.last_time) {
+                if time < last {
+                    let message = format!(
+                        "this sheet repeats the header of sheet '{}' but its time starts again ({time} s after {last} s): \
+                         a sheet per channel? Save each channel's sheet as a workbook or CSV of its own",
+                        self.book.parts[0].sheet
+                    );
+                    return Err(self.book.locate(Error::at_row(&self.book.csv, line, None, message)));
+                }
+            }
+            self.last_time = Some(time);
+        }
+        Ok(())
+    }
 }
 
 impl CyclerReader for WorkbookReader {
@@ -65,7 +90,13 @@ impl CyclerReader for WorkbookReader {
     }
 
     fn next_chunk(&mut self) -> Result<Option<RawChunk>> {
-        self.inner.next_chunk().map_err(|e| self.book.locate(e))
+        let chunk = self.inner.next_chunk().map_err(|e| self.book.locate(e))?;
+        if let Some(chunk) = &chunk {
+            if self.book.parts.len() > 1 {
+                self.check_continued(chunk)?;
+            }
+        }
+        Ok(chunk)
     }
 }
 
