@@ -12,6 +12,10 @@ chen2020-11-00-cccv, every third row (400 rows), written as
 - arbin.ods: the same again as an OpenDocument spreadsheet (odfpy, as LibreOffice saves one);
 - neware.xlsx: BTS's layout: test, cycle and step sheets, then `record` with `Total Time` as Excel
   durations ([h]:mm:ss.000), the current unsigned and signed by `Step Type`;
+- landt.xlsx: LANDdt's layout: Cycle-Tab, then Record-Tab (`TestTime/Sec`, `Current/mA` signed,
+  `AuxTemp/dC.` as `-` without a sensor, `SysTime` date-times, a nameless column, `Step-State`);
+- neware7.xls: BTS 7's layout: Info, Cycle, Statis and Detail sheets, the record in `Detail_1_1_8`
+  (`Absolute Time` as Excel date-times, `Relative Time` the step's, `Cur(mA)` signed, `Status`);
 - bad.xlsx: arbin.xlsx's two record sheets with the text "n/a" in Voltage(V) at row 57 of the second;
 - channels.xlsx: two channels' records (the first 150 rows twice) on sheets of the same header;
 - notes.xlsx: a sheet of lab notes and no time series.
@@ -61,12 +65,22 @@ def write_csv(name, header, table):
             w.writerow([x.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if isinstance(x, dt.datetime) else x for x in row])
 
 
+def elapsed(d):
+    ms = round(d.total_seconds() * 1000)
+    return f"{ms // 3_600_000}:{ms // 60_000 % 60:02}:{ms // 1000 % 60:02}.{ms % 1000:03}"
+
+
+def excel_serial(t):
+    """Days since Excel's epoch, to the microsecond: xlwt writes a datetime to the whole second."""
+    return (t - dt.datetime(1899, 12, 30)).total_seconds() / 86400
+
+
 def append(sheet, header, table):
     sheet.append(header)
     for row in table:
         sheet.append(row)
     for c in sheet[1]:
-        if c.value == "Date_Time":
+        if c.value in ("Date_Time", "SysTime"):
             for (cell_,) in sheet.iter_rows(min_row=2, min_col=c.column, max_col=c.column):
                 cell_.number_format = "yyyy-mm-dd hh:mm:ss.000"
 
@@ -91,7 +105,7 @@ for c, name in enumerate(arbin_header):
     sheet.write(0, c, name)
 for r, row in enumerate(arbin, start=1):
     for c, x in enumerate(row):
-        sheet.write(r, c, x, date_style) if isinstance(x, dt.datetime) else sheet.write(r, c, x)
+        sheet.write(r, c, excel_serial(x), date_style) if isinstance(x, dt.datetime) else sheet.write(r, c, x)
 old.save(os.path.join(out, "arbin.xls"))
 
 ods = OpenDocumentSpreadsheet()
@@ -135,12 +149,42 @@ for (a, b) in record.iter_rows(min_row=2, min_col=5, max_col=6):
 book.save(os.path.join(out, "neware.xlsx"))
 
 
-def elapsed(d):
-    ms = round(d.total_seconds() * 1000)
-    return f"{ms // 3_600_000}:{ms // 60_000 % 60:02}:{ms // 1000 % 60:02}.{ms % 1000:03}"
-
 
 write_csv("neware.csv", neware_header, [r[:4] + [elapsed(r[4]), elapsed(r[5])] + r[6:] for r in neware])
+
+# Landt LANDdt: mA and mAh, signed current, a step-state code, no temperature sensor.
+states = {1: "RateD", 2: "R", 3: "RateC", 4: "RateC", 5: "R"}
+landt_header = ["Record", "TestTime/Sec", "StepTime/Sec", "Current/mA", "Capacity/mAh", "SpeCap/mAh/g", "SOC|DOD/%", "Voltage/V",
+                "Energy/mWh", "SpeEnergy/Wh/kg", "AuxTemp/dC.", "AuxVolt/V", "SysTime", None, "Cycle-Index", "Step-Index", "Step-State"]
+landt = [[r[0], r[1], r[3], round(r[6] * 1000, 4), round((r[8] + r[9]) * 1000, 3), 0, 0, r[7], 0, 0, "-", "-", r[2], None, 1, r[4], states[r[4]]]
+         for r in arbin]
+book = openpyxl.Workbook()
+book.active.title = "Cycle-Tab"
+book.active.append(["Cycle", "CapC/mAh", "CapD/mAh", "Efficiency/%"])
+book.active.append([1, arbin[-1][8] * 1000, arbin[-1][9] * 1000, 100 * arbin[-1][9] / arbin[-1][8]])
+append(book.create_sheet("Record-Tab"), landt_header, landt)
+book.save(os.path.join(out, "landt.xlsx"))
+write_csv("landt.csv", ["" if h is None else h for h in landt_header], landt)
+
+# Neware BTS 7 (xls): the record in the Detail sheet, its time an absolute date-time.
+status = {1: "CC_DChg", 2: "Rest", 3: "CC_Chg", 4: "CV_Chg", 5: "Rest"}
+nw7_header = ["Record Index", "Status", "JumpTo", "Cycle", "Step", "Cur(mA)", "Voltage(V)", "CapaCity(mAh)", "Energy(mWh)",
+              "Relative Time(h:min:s.ms)", "Absolute Time"]
+nw7 = [[r[0], status[r[4]], r[4], 1, r[4], round(r[6] * 1000, 4), r[7], round((r[8] + r[9]) * 1000, 3), 0, elapsed(dt.timedelta(seconds=r[3])), r[2]]
+       for r in arbin]
+old = xlwt.Workbook()
+old.add_sheet("Info").write(0, 0, "Testing Information")
+old.add_sheet("Cycle_1_1_8").write(0, 0, "Channel")
+old.add_sheet("Statis_1_1_8").write(0, 0, "Channel")
+sheet = old.add_sheet("Detail_1_1_8")
+ms_style = xlwt.easyxf(num_format_str="yyyy-mm-dd hh:mm:ss.000")
+for c, name in enumerate(nw7_header):
+    sheet.write(0, c, name)
+for r, row in enumerate(nw7, start=1):
+    for c, x in enumerate(row):
+        sheet.write(r, c, excel_serial(x), ms_style) if isinstance(x, dt.datetime) else sheet.write(r, c, x)
+old.save(os.path.join(out, "neware7.xls"))
+write_csv("neware7.csv", nw7_header, nw7)
 
 book = openpyxl.Workbook()
 book.active.title = "Channel_1-008_1"
@@ -161,4 +205,4 @@ book.active.title = "Notes"
 for row in [["Cell", "Operator", "Remark"], ["NW-0001", "A. B.", "tab welded twice"], ["NW-0002", "A. B.", "swelling after formation"]]:
     book.active.append(row)
 book.save(os.path.join(out, "notes.xlsx"))
-print(f"wrote {len(arbin)} rows as arbin.xlsx, arbin.xls, arbin.ods, neware.xlsx, bad.xlsx and their CSV twins, channels.xlsx and notes.xlsx in {out}")
+print(f"wrote {len(arbin)} rows as arbin.xlsx, arbin.xls, arbin.ods, neware.xlsx, landt.xlsx, neware7.xls, bad.xlsx and their CSV twins, channels.xlsx and notes.xlsx in {out}")

@@ -41,15 +41,15 @@ enum Command {
     ///
     /// Formats are detected from each file's header: Arbin CSV, Maccor text export, BioLogic text
     /// export, Novonix CSV, Neware record CSV, BaSyTec text export, Battery Data Format (BDF) CSV,
-    /// PEC CSV, BatteryArchive CSV, canonical or PyBaMM Parquet, battdat folders
-    /// (<battery>/raw_data.parquet, as `voltlens export --format battdat` writes). The text formats
-    /// also read from xlsx, xlsm, xlsb, xls and ods workbooks (as Arbin MITS Pro and Neware BTS
-    /// export them): the sheet holding the record is found by its header. Any other CSV or workbook
-    /// reads through a TOML column map (--format mapped --column-map map.toml). Directories are read one
-    /// level deep; metadata side files (*_Metadata.csv, *_truth.csv, cells.json) are used by the file
-    /// they belong to. Current is stored + = charge: a flipped sign is detected from the file's
-    /// capacity or state columns, else from the voltage (it moves with the current at every current
-    /// jump and constant-current step), and reported.
+    /// PEC CSV, Landt LANDdt export, BatteryArchive CSV, canonical or PyBaMM Parquet, battdat
+    /// folders (<battery>/raw_data.parquet, as `voltlens export --format battdat` writes). The text
+    /// formats also read from xlsx, xlsm, xlsb, xls and ods workbooks (as Arbin MITS Pro, Neware
+    /// BTS and Landt LANDdt export them): the sheet holding the record is found by its header. Any
+    /// other CSV or workbook reads through a TOML column map (--format mapped --column-map
+    /// map.toml). Directories are read one level deep; metadata side files (*_Metadata.csv,
+    /// *_truth.csv, cells.json) are used by the file they belong to. Current is stored + = charge:
+    /// a flipped sign is detected from the file's capacity or state columns, else from the voltage
+    /// (it moves with the current at every current jump and constant-current step), and reported.
     /// SOC is anchored at the end of a charge tapering at the upper cut-off, else at a C/10
     /// discharge reaching the lower one (or tapering there), else from rest voltages through the
     /// OCV-SOC relation of the dataset's anchored cells of the same type (chemistry, stated PyBaMM

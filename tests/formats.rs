@@ -912,6 +912,8 @@ fn workbooks_read_as_their_csv_twins() {
         ("arbin.xls", "arbin.csv", Format::Arbin, vec!["Channel_1-008"]),
         ("arbin.ods", "arbin.csv", Format::Arbin, vec!["Channel_1-008"]),
         ("neware.xlsx", "neware.csv", Format::Neware, vec!["record"]),
+        ("landt.xlsx", "landt.csv", Format::Landt, vec!["Record-Tab"]),
+        ("neware7.xls", "neware7.csv", Format::Neware, vec!["Detail_1_1_8"]),
     ] {
         let (book_cell, twin_cell) = (detect_and_read(&workbook(book), format), detect_and_read(&workbook(twin), format));
         let (a, b) = (&book_cell.rows, &twin_cell.rows);

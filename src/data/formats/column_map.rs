@@ -44,6 +44,7 @@ pub(super) struct Conversion {
 impl Conversion {
     pub const IDENTITY: Conversion = Conversion { scale: 1.0, offset: 0.0 };
     pub const MILLI: Conversion = Conversion { scale: 1e-3, offset: 0.0 };
+    pub const MICRO: Conversion = Conversion { scale: 1e-6, offset: 0.0 };
     pub const MINUTES: Conversion = Conversion { scale: 60.0, offset: 0.0 };
     pub const HOURS: Conversion = Conversion { scale: 3600.0, offset: 0.0 };
     pub const KELVIN: Conversion = Conversion { scale: 1.0, offset: -273.15 };

@@ -264,9 +264,13 @@ impl Cells<'_> {
         }
     }
 
-    /// A number in canonical units; empty and NaN cells mean "not measured".
+    /// A number in canonical units; empty and NaN cells mean "not measured", and so does a lone
+    /// `-` (Landt's auxiliary channels without a sensor).
     fn optional(&self, column: Option<&Resolved>) -> Result<Option<f64>> {
         let Some(column) = column else { return Ok(None) };
+        if self.text(column)? == "-" {
+            return Ok(None);
+        }
         Ok(self.raw_number(column)?.filter(|v| v.is_finite()).map(|v| column.unit.apply(v)))
     }
 

@@ -13,6 +13,7 @@ mod cells_json;
 mod column_map;
 mod csv_stream;
 mod detect;
+mod landt;
 mod layout;
 mod maccor;
 mod neware;
@@ -60,6 +61,8 @@ pub enum Format {
     /// The Battery Data Alliance's Battery Data Format (CSV).
     Bdf,
     Pec,
+    /// Landt (LANHE) LANDdt exports (`Record-Tab`).
+    Landt,
     BatteryArchive,
     /// Canonical or PyBaMM-generated Parquet.
     Parquet,
@@ -70,7 +73,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 12] = [
+    pub const ALL: [Format; 13] = [
         Format::Arbin,
         Format::Maccor,
         Format::Biologic,
@@ -79,6 +82,7 @@ impl Format {
         Format::Basytec,
         Format::Bdf,
         Format::Pec,
+        Format::Landt,
         Format::BatteryArchive,
         Format::Parquet,
         Format::Mapped,
@@ -96,6 +100,7 @@ impl Format {
             Format::Basytec => "basytec",
             Format::Bdf => "bdf",
             Format::Pec => "pec",
+            Format::Landt => "landt",
             Format::BatteryArchive => "battery_archive",
             Format::Parquet => "parquet",
             Format::Mapped => "mapped",
@@ -146,6 +151,7 @@ fn open_format(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> R
         Format::Basytec => basytec::open(path),
         Format::Bdf => bdf::open(path),
         Format::Pec => pec::open(path),
+        Format::Landt => landt::open(path),
         Format::BatteryArchive => battery_archive::open(path),
         Format::Parquet => parquet_source::open(path),
         Format::Battdat => battdat::open(path),
@@ -167,6 +173,7 @@ fn delimited_layout(format: Format) -> Option<layout::Layout> {
         Format::Basytec => Some(basytec::layout()),
         Format::Bdf => Some(bdf::layout()),
         Format::Pec => Some(pec::layout()),
+        Format::Landt => Some(landt::layout()),
         Format::BatteryArchive => Some(battery_archive::layout()),
         Format::Parquet | Format::Mapped | Format::Battdat => None,
     }

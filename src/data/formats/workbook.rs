@@ -1,5 +1,5 @@
 //! Spreadsheet workbooks (xlsx, xlsm, xlsb, xls, ods), as Arbin's MITS Pro, Neware's BTS and
-//! Landt's software export them. The sheets that hold the time series are written out as one
+//! Landt's LANDdt export them. The sheets that hold the time series are written out as one
 //! temporary CSV (removed with its reader) and read by the delimited layout whose header they
 //! carry, so a workbook reads exactly as the same table saved as CSV. calamine reads the
 //! workbook; a sheet is read whole (Excel's 1,048,576 rows per sheet bound it).
