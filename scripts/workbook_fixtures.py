@@ -98,14 +98,19 @@ stats.append([arbin[-1][1], arbin[-1][2], arbin[-1][3], 1, arbin[-1][6], arbin[-
 book.save(os.path.join(out, "arbin.xlsx"))
 write_csv("arbin.csv", arbin_header, arbin)
 
+def xls_sheet(book, name, header, table):
+    """A table on an xls sheet, date-times as Excel serials formatted as dates."""
+    sheet = book.add_sheet(name)
+    date_style = xlwt.easyxf(num_format_str="yyyy-mm-dd hh:mm:ss.000")
+    for c, title in enumerate(header):
+        sheet.write(0, c, title)
+    for r, row in enumerate(table, start=1):
+        for c, x in enumerate(row):
+            sheet.write(r, c, excel_serial(x), date_style) if isinstance(x, dt.datetime) else sheet.write(r, c, x)
+
+
 old = xlwt.Workbook()
-sheet = old.add_sheet("Channel_1-008")
-date_style = xlwt.easyxf(num_format_str="yyyy-mm-dd hh:mm:ss")
-for c, name in enumerate(arbin_header):
-    sheet.write(0, c, name)
-for r, row in enumerate(arbin, start=1):
-    for c, x in enumerate(row):
-        sheet.write(r, c, excel_serial(x), date_style) if isinstance(x, dt.datetime) else sheet.write(r, c, x)
+xls_sheet(old, "Channel_1-008", arbin_header, arbin)
 old.save(os.path.join(out, "arbin.xls"))
 
 ods = OpenDocumentSpreadsheet()
@@ -176,13 +181,7 @@ old = xlwt.Workbook()
 old.add_sheet("Info").write(0, 0, "Testing Information")
 old.add_sheet("Cycle_1_1_8").write(0, 0, "Channel")
 old.add_sheet("Statis_1_1_8").write(0, 0, "Channel")
-sheet = old.add_sheet("Detail_1_1_8")
-ms_style = xlwt.easyxf(num_format_str="yyyy-mm-dd hh:mm:ss.000")
-for c, name in enumerate(nw7_header):
-    sheet.write(0, c, name)
-for r, row in enumerate(nw7, start=1):
-    for c, x in enumerate(row):
-        sheet.write(r, c, excel_serial(x), ms_style) if isinstance(x, dt.datetime) else sheet.write(r, c, x)
+xls_sheet(old, "Detail_1_1_8", nw7_header, nw7)
 old.save(os.path.join(out, "neware7.xls"))
 write_csv("neware7.csv", nw7_header, nw7)
 
