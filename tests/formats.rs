@@ -949,3 +949,26 @@ fn a_column_map_reads_a_workbook_of_its_own_layout() {
     let native = detect_and_read(&workbook("neware.csv"), Format::Neware);
     assert_eq!((&mapped.rows.test_time, &mapped.rows.current, &mapped.rows.voltage), (&native.rows.test_time, &native.rows.current, &native.rows.voltage));
 }
+
+/// MIMS Client's export with a header block writes `TestTime` as a number in the unit chosen at
+/// export; its `DPt Time` clock (whole seconds, 12-hour) tells which. 70 rows a minute apart.
+#[test]
+fn a_maccor_test_time_in_minutes_or_hours_is_read_by_its_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = chrono::NaiveDate::from_ymd_opt(2021, 5, 11).unwrap().and_hms_opt(11, 40, 24).unwrap();
+    for (unit, per_minute, warned) in [("seconds", 60.0, false), ("minutes", 1.0, true), ("hours", 1.0 / 60.0, true)] {
+        let mut text = String::from("Name:\tCW-015.053\nChannel:\t53\nProcedure\tCW_CT.000\nStarted\t5/11/2021 11:40:24 AM\n\n");
+        text.push_str("Rec\tCycle P\tCycle C\tStep\tTestTime\tStepTime\tCap. [Ah]\tCurrent [A]\tVoltage [V]\tMd\tES\tDPt Time\n\n");
+        for i in 0..70 {
+            let (md, amps, volts) = if i < 35 { ("C", 0.5, 3.5 + 0.01 * i as f64) } else { ("D", 0.5, 3.85 - 0.01 * (i - 35) as f64) };
+            let stamp = (start + chrono::Duration::minutes(i)).format("%-m/%-d/%Y %-I:%M:%S %p");
+            text.push_str(&format!("{}\t0\t1\t1\t{:.6}\t0\t0\t{amps}\t{volts:.4}\t{md}\t0\t{stamp}\n", i + 1, i as f64 * per_minute));
+        }
+        let cell = detect_and_read(&write(dir.path(), &format!("mims-{unit}.txt"), text.as_bytes()), Format::Maccor);
+        assert!((cell.rows.test_time[69] - 69.0 * 60.0).abs() < 1e-3, "{unit}: {:?}", &cell.rows.test_time[60..]);
+        assert_eq!(cell.rows.current[0], 0.5, "{unit}: charging (Md C) is +");
+        assert_eq!(cell.rows.current[40], -0.5, "{unit}: discharging (Md D) is −");
+        let warning = cell.metadata.warnings.iter().any(|w| w.contains(&format!("TestTime read in {unit}")));
+        assert_eq!(warning, warned, "{unit}: {:?}", cell.metadata.warnings);
+    }
+}

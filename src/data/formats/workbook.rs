@@ -63,16 +63,14 @@ impl WorkbookReader {
     /// again is another channel's (an export of several channels), which is another cell.
     fn check_continued(&mut self, chunk: &RawChunk) -> Result<()> {
         for (&line, &time) in chunk.source_row.iter().zip(&chunk.test_time) {
-            let starts = self.book.parts.iter().skip(1).find(|p| p.first_line == line);
-            if let (Some(_), Some(last)) = (starts, self.last_time) {
-                if time < last {
-                    let message = format!(
-                        "this sheet repeats the header of sheet '{}' but its time starts again ({time} s after {last} s): \
-                         a sheet per channel? Save each channel's sheet as a workbook or CSV of its own",
-                        self.book.parts[0].sheet
-                    );
-                    return Err(self.book.locate(Error::at_row(&self.book.csv, line, None, message)));
-                }
+            let starts_a_sheet = self.book.parts.iter().skip(1).any(|p| p.first_line == line);
+            if let Some(last) = self.last_time.filter(|&last| starts_a_sheet && time < last) {
+                let message = format!(
+                    "this sheet repeats the header of sheet '{}' but its time starts again ({time} s after {last} s): \
+                     a sheet per channel? Save each channel's sheet as a workbook or CSV of its own",
+                    self.book.parts[0].sheet
+                );
+                return Err(self.book.locate(Error::at_row(&self.book.csv, line, None, message)));
             }
             self.last_time = Some(time);
         }
