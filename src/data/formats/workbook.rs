@@ -208,8 +208,8 @@ fn write_sheet(workbook: &Path, name: &str, range: &calamine::Range<Data>) -> Re
 }
 
 /// A cell as a CSV field: numbers as Rust writes them (shortest round trip, `.` decimals),
-/// durations as elapsed `H:MM:SS.fff` and date-times as `YYYY-MM-DD HH:MM:SS.fff` (both forms the
-/// delimited reader takes for time), an error cell as Excel shows it (`#DIV/0!`, which the
+/// durations (Excel's `[h]:mm:ss` cells, OpenDocument's `PT…`) as elapsed `H:MM:SS.fff` and
+/// date-times as `YYYY-MM-DD HH:MM:SS.fff` (both forms the delimited reader takes for time), an error cell as Excel shows it (`#DIV/0!`, which the
 /// reader then reports at its row), text quoted where it holds a comma or a quote.
 fn push_cell(line: &mut String, cell: &Data) {
     use std::fmt::Write as _;
@@ -218,18 +218,38 @@ fn push_cell(line: &mut String, cell: &Data) {
         Data::Int(i) => write!(line, "{i}").expect("to a String"),
         Data::Float(x) => write!(line, "{x}").expect("to a String"),
         Data::Bool(b) => line.push_str(if *b { "TRUE" } else { "FALSE" }),
-        Data::DateTime(t) if t.is_duration() => {
-            let ms = (t.as_f64() * 86_400_000.0).round() as i64;
-            let (sign, ms) = (if ms < 0 { "-" } else { "" }, ms.unsigned_abs());
-            write!(line, "{sign}{}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000).expect("to a String");
-        }
+        Data::DateTime(t) if t.is_duration() => push_elapsed(line, (t.as_f64() * 86_400_000.0).round() as i64),
         Data::DateTime(t) => match t.as_datetime() {
             Some(t) => write!(line, "{}", t.format("%Y-%m-%d %H:%M:%S%.3f")).expect("to a String"),
             None => write!(line, "{}", t.as_f64()).expect("to a String"),
         },
-        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => push_text(line, s),
+        Data::DurationIso(s) => match iso_duration_ms(s) {
+            Some(ms) => push_elapsed(line, ms),
+            None => push_text(line, s),
+        },
+        Data::String(s) | Data::DateTimeIso(s) => push_text(line, s),
         Data::Error(e) => write!(line, "{e}").expect("to a String"),
     }
+}
+
+/// Milliseconds as elapsed `H:MM:SS.fff`, hours past 24.
+fn push_elapsed(line: &mut String, ms: i64) {
+    use std::fmt::Write as _;
+    let (sign, ms) = (if ms < 0 { "-" } else { "" }, ms.unsigned_abs());
+    write!(line, "{sign}{}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000).expect("to a String");
+}
+
+/// An OpenDocument duration (`PT25H02M03.5S`, as ods stores a time-valued cell) in milliseconds.
+fn iso_duration_ms(s: &str) -> Option<i64> {
+    let mut rest = s.trim().strip_prefix("PT")?;
+    let mut ms = 0.0;
+    for (unit, scale) in [('H', 3_600_000.0), ('M', 60_000.0), ('S', 1000.0)] {
+        if let Some((value, after)) = rest.split_once(unit) {
+            ms += value.parse::<f64>().ok()? * scale;
+            rest = after;
+        }
+    }
+    rest.is_empty().then_some(ms.round() as i64)
 }
 
 fn push_text(line: &mut String, s: &str) {
@@ -286,4 +306,24 @@ fn no_time_series(path: &Path, sheets: &[SheetCsv]) -> Error {
     let listed: Vec<String> = sheets.iter().map(|s| format!("'{}' ({} rows)", s.name, s.rows)).collect();
     let listed = if listed.is_empty() { "every sheet is empty".to_owned() } else { format!("sheets {}", listed.join(", ")) };
     Error::in_file(path, format!("no sheet has a known column header ({listed}); with --format mapped and a column map its longest sheet is read"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_become_elapsed_times_the_reader_takes() {
+        let cell = |d: Data| {
+            let mut line = String::new();
+            push_cell(&mut line, &d);
+            line
+        };
+        assert_eq!(cell(Data::DurationIso("PT25H02M03.5S".into())), "25:02:03.500");
+        assert_eq!(cell(Data::DurationIso("PT90S".into())), "0:01:30.000");
+        assert_eq!(cell(Data::DurationIso("P1DT2H".into())), "P1DT2H", "a form it does not know stays text");
+        let excel = calamine::ExcelDateTime::new(1.0 + 1.0 / 24.0 + 0.5 / 86_400.0, calamine::ExcelDateTimeType::TimeDelta, false);
+        assert_eq!(cell(Data::DateTime(excel)), "25:00:00.500");
+        assert_eq!(cell(Data::String("a, \"b\"".into())), "\"a, \"\"b\"\"\"");
+    }
 }
