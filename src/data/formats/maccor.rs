@@ -20,7 +20,8 @@ pub(super) fn layout() -> Layout {
         format: Format::Maccor,
         delimiters: vec![b'\t', b','],
         header: HeaderAt::Search,
-        // `TestTime` holds `0d 00:01:00` where the client exports elapsed time as text.
+        // `TestTime` holds `0d 00:01:00` where the client exports elapsed time as text, else a
+        // number whose unit `open` reads off the `DPt Time` clock.
         time: ColumnSpec::new("time", &[("Test (Sec)", U::IDENTITY), ("Test Time (Sec)", U::IDENTITY), ("Test (Min)", U::MINUTES), ("Test (Hr)", U::HOURS), ("TestTime", U::IDENTITY)]),
         time_may_be_clock: false,
         current: ColumnSpec::new("current", &[("Amps", U::IDENTITY), ("Current", U::IDENTITY), ("Current (A)", U::IDENTITY), ("Current [A]", U::IDENTITY), ("mAmps", U::MILLI)]),
