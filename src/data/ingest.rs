@@ -117,11 +117,7 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
     let opened: Vec<Result<(PathBuf, Format, String)>> = files
         .iter()
         .map(|file| {
-            let format = match opts.format {
-                Some(format) => format,
-                None => formats::detect(file)?,
-            };
-            let reader = formats::open(file, format, column_map.as_ref())?;
+            let (format, reader) = formats::open_detected(file, opts.format, column_map.as_ref())?;
             Ok((file.clone(), format, source_cell_id(reader.as_ref(), file)))
         })
         .collect();

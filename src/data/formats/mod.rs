@@ -132,13 +132,28 @@ impl FromStr for Format {
 /// format: a cycler's export often states no capacity, cut-offs or protocol). `column_map` is
 /// required for `Format::Mapped` and refused otherwise.
 pub fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Result<Box<dyn CyclerReader>> {
+    open_detected(path, Some(format), column_map).map(|(_, reader)| reader)
+}
+
+/// [`open`] as `format`, or as [`detect`] finds it where `None`; a workbook is converted once
+/// for both.
+pub fn open_detected(path: &Path, format: Option<Format>, column_map: Option<&ColumnMap>) -> Result<(Format, Box<dyn CyclerReader>)> {
+    let book = if workbook::is_workbook(path) { Some(workbook::WorkbookCsv::convert(path, format)?) } else { None };
+    let format = match (format, &book) {
+        (Some(format), _) => format,
+        (None, Some(book)) => book.format.expect("a workbook converted without a format has a detected one"),
+        (None, None) => detect(path)?,
+    };
     if column_map.is_some() && format != Format::Mapped {
         return Err(Error::Config(format!("a column map applies to format 'mapped' only, not '{format}'")));
     }
-    let mut reader = if workbook::is_workbook(path) { workbook::open(path, format, column_map)? } else { open_format(path, format, column_map)? };
+    let mut reader = match book {
+        Some(book) => workbook::open(book, format, column_map)?,
+        None => open_format(path, format, column_map)?,
+    };
     let cell_id = crate::data::ingest::source_cell_id(reader.as_ref(), path);
     cells_json::fill_from_cells_json(path, &cell_id, reader.metadata_mut())?;
-    Ok(reader)
+    Ok((format, reader))
 }
 
 fn open_format(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Result<Box<dyn CyclerReader>> {

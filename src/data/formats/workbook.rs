@@ -38,12 +38,11 @@ pub(super) fn detect(path: &Path) -> Result<Format> {
     Ok(book.format.expect("a detected workbook has a format"))
 }
 
-/// Opens the workbook's time series as `format` (given, or as [`detect`] found it).
-pub(super) fn open(path: &Path, format: Format, column_map: Option<&ColumnMap>) -> Result<Box<dyn CyclerReader>> {
+/// Opens a converted workbook's time series as `format` (given, or as [`detect`] found it).
+pub(super) fn open(book: WorkbookCsv, format: Format, column_map: Option<&ColumnMap>) -> Result<Box<dyn CyclerReader>> {
     if matches!(format, Format::Parquet | Format::Battdat) {
-        return Err(Error::in_file(path, format!("a spreadsheet workbook, not {format}")));
+        return Err(Error::in_file(&book.workbook, format!("a spreadsheet workbook, not {format}")));
     }
-    let book = WorkbookCsv::convert(path, Some(format))?;
     let mut inner = super::open_format(&book.csv, format, column_map).map_err(|e| book.locate(e))?;
     let sheets = book.parts.iter().map(|p| serde_json::Value::String(p.sheet.clone())).collect();
     inner.metadata_mut().extra.insert("workbook_sheets".into(), serde_json::Value::Array(sheets));
@@ -106,12 +105,12 @@ struct Part {
 }
 
 /// The time-series sheets of a workbook as one CSV file.
-struct WorkbookCsv {
+pub(super) struct WorkbookCsv {
     workbook: PathBuf,
     csv: tempfile::TempPath,
     /// The format the sheets' header was detected as (`None` where a given format read sheets
     /// that no layout recognises, as a column map does).
-    format: Option<Format>,
+    pub format: Option<Format>,
     parts: Vec<Part>,
 }
 
@@ -130,7 +129,7 @@ impl WorkbookCsv {
     /// the longest sheet of `wanted`'s format (of any detected format when `None`; of any sheet
     /// when a given format matches none, as a column map's), with the sheets that repeat its first
     /// line, in workbook order.
-    fn convert(path: &Path, wanted: Option<Format>) -> Result<WorkbookCsv> {
+    pub fn convert(path: &Path, wanted: Option<Format>) -> Result<WorkbookCsv> {
         let mut book = calamine::open_workbook_auto(path).map_err(|e| Error::in_file(path, format!("cannot read the workbook: {e}")))?;
         let mut sheets = Vec::new();
         for name in book.sheet_names() {
