@@ -233,6 +233,26 @@ fn every_command_runs_on_a_tiny_run() {
     assert!(!dir.join("bench-scratch").exists(), "bench transcoder removes its own scratch folder");
 }
 
+/// A `cells.json` entry that names no file of the folder (a misspelt id) is said, with the ids
+/// there are: else its cell would go without what the entry states, silently.
+#[test]
+fn a_cells_json_entry_naming_no_file_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::copy(common::repo().join("tests/fixtures/formats/arbin_small.csv"), src.join("arbin_small.csv")).unwrap();
+    let ingest = |json: &str| {
+        std::fs::write(src.join("cells.json"), json).unwrap();
+        let out = voltlens(tmp.path()).args(["ingest", "src", "--out", "ds"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = ingest(r#"[{"cell_id": "arbin_smal", "nominal_capacity_ah": 1.5}]"#);
+    assert!(warned.contains("1 of 1 entries name no file") && warned.contains("'arbin_smal'") && warned.contains("(here arbin_small)"), "{warned}");
+    let matched = ingest(r#"[{"cell_id": "arbin_small", "nominal_capacity_ah": 1.5}]"#);
+    assert!(!matched.contains("cells.json"), "{matched}");
+}
+
 fn first_png(dir: &Path) -> PathBuf {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "png")).expect("a card")
 }

@@ -774,13 +774,14 @@ fn a_maccor_cc_cv_charge_under_one_step_index_reads_as_cc_then_a_cv_hold() {
 
 /// A `cells.json` beside any cycler's files states what their headers do not: capacity,
 /// protocol, ambient temperature and cut-offs, per cell, where one `--nominal-capacity` would
-/// set them for every input.
+/// set them for every input. An entry names its cell by the id ingest gives it or by the file's
+/// name, and does not rename it.
 #[test]
 fn a_cells_json_beside_vendor_files_states_their_capacity_protocol_and_cut_offs() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
-    for name in ["arbin_small.csv", "biologic_small.csv"] {
+    for name in ["arbin_small.csv", "biologic_small.csv", "maccor_small.022"] {
         std::fs::copy(repo().join("tests/fixtures/formats").join(name), src.join(name)).unwrap();
     }
     let cells = |out: &str| {
@@ -792,15 +793,17 @@ fn a_cells_json_beside_vendor_files_states_their_capacity_protocol_and_cut_offs(
     assert!(before[0].cell_id == "arbin_small" && before[0].capacity_estimated, "{:?}", before[0]);
     std::fs::write(
         src.join("cells.json"),
-        r#"[{"cell_id": "arbin_small", "nominal_capacity_ah": 1.5, "protocol": "formation", "ambient_temperature_c": 30.0, "lower_cutoff_v": 2.5}]"#,
+        r#"[{"cell_id": "arbin_small", "nominal_capacity_ah": 1.5, "protocol": "formation", "ambient_temperature_c": 30.0, "lower_cutoff_v": 2.5},
+            {"cell_id": "biologic_small.csv", "protocol": "gitt"}]"#,
     )
     .unwrap();
     let after = cells("after");
     let arbin = &after[0];
     assert_eq!((arbin.nominal_capacity_ah, arbin.capacity_estimated), (1.5, false));
     assert_eq!((arbin.protocol.as_deref(), arbin.ambient_temperature_c, arbin.lower_cutoff_v), (Some("formation"), Some(30.0), Some(2.5)));
-    let (b0, b1) = (&before[1], &after[1]);
-    assert_eq!((&b1.cell_id, b1.nominal_capacity_ah, &b1.protocol), (&b0.cell_id, b0.nominal_capacity_ah, &b0.protocol), "a cell the file does not name is untouched");
+    assert_eq!((after[1].cell_id.as_str(), after[1].protocol.as_deref()), ("biologic_small", Some("gitt")));
+    let (b2, a2) = (&before[2], &after[2]);
+    assert_eq!((&a2.cell_id, a2.nominal_capacity_ah, &a2.protocol), (&b2.cell_id, b2.nominal_capacity_ah, &b2.protocol), "a cell the file does not name is untouched");
 }
 
 /// One unreadable file of several stops the ingest (naming it, and how to go on without it);

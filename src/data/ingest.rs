@@ -126,6 +126,11 @@ pub fn ingest(inputs: &[PathBuf], out: &Path, opts: &IngestOptions) -> Result<Ve
     let mut skip = opts.skip_unreadable.then_some(&mut skipped);
     let sources = all_or_every_error(opened, "inputs cannot be read", skip.as_deref_mut())?;
     refuse_duplicate_ids(sources.iter().map(|(f, _, id)| (id.clone(), f.display().to_string())).collect())?;
+    for folder in inputs.iter().filter(|i| i.is_dir()) {
+        let cells: Vec<(&Path, &str)> =
+            sources.iter().filter(|(f, _, _)| f.parent() == Some(folder.as_path())).map(|(f, _, id)| (f.as_path(), id.as_str())).collect();
+        formats::warn_unmatched_cells_json(folder, &cells)?;
+    }
     let staging = DatasetStaging::new(out)?;
     // Rows, not files: one large file would show no progress until its end.
     let total = sources.len();

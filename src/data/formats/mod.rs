@@ -35,6 +35,7 @@ use crate::{Error, Result};
 
 pub use column_map::{ColumnMap, CurrentUnit, MappedColumns, MappedUnits, Sign, TemperatureUnit, TimeUnit, VoltageUnit};
 pub use battdat::{export_battdat, RAW_DATA_FILE};
+pub use cells_json::warn_unmatched as warn_unmatched_cells_json;
 pub use detect::detect;
 
 /// A source of one cell's rows, read chunk by chunk so memory does not grow with file length.
