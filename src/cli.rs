@@ -469,6 +469,10 @@ enum Command {
         /// labels are re-scored on --data/--record instead of labelling.
         #[arg(long, value_name = "LABELS")]
         check: Option<PathBuf>,
+        /// Label N of the live features, drawn by the seed from each layer in proportion to its
+        /// live features (the settings' `sample`): a large dictionary's coverage in minutes.
+        #[arg(long, value_name = "N", conflicts_with = "check")]
+        sample: Option<usize>,
     },
     /// Redraw a finished run's report (PNG cards, overview figures, index.html) from its tables.
     ///
@@ -1044,8 +1048,9 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::mine::stage::run_mine_stage(&record, &cfg, effect.as_ref(), &out)?;
             println!("{summary}");
         }
-        Command::Label { data, record, out, config, check } => {
-            let cfg: crate::label::LabelConfig = read_settings(config.as_deref())?;
+        Command::Label { data, record, out, config, check, sample } => {
+            let mut cfg: crate::label::LabelConfig = read_settings(config.as_deref())?;
+            cfg.sample = sample.or(cfg.sample);
             let summary = match check {
                 Some(labels) => crate::label::check::check_labels(&labels, &data, &record, &cfg, &out)?,
                 None => crate::label::stage::run_label_stage(&data, &record, &cfg, &out)?,

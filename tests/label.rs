@@ -538,6 +538,35 @@ fn protocol_effects_are_bit_reproducible() {
     }
 }
 
+/// `sample = N` labels N of the live features, each layer its share, drawn by the seed; a
+/// sampled feature is searched with the seed it has in a whole run, so where nothing else
+/// tested shares its label (no siblings, q far from the threshold) it reads the same.
+#[test]
+fn a_sample_labels_each_layer_its_share_as_a_whole_run_would() {
+    let (_tmp, ds) = shipped_dataset();
+    let covs = covariates_of(&ds);
+    // Layer 0: the eleven plants of the lowest noise; layer 1: five bursty noise features.
+    let mut features: Vec<FeatureActivations> =
+        planted_features(&covs).into_iter().take(11).enumerate().map(|(i, p)| FeatureActivations::from_dense(0, i as u32, &p.per_cell)).collect();
+    features.extend((0..5).map(|i| FeatureActivations::from_dense(1, i, &noise_feature(&covs, 0.05, 10.0, 500 + i as u64))));
+    let acts = SparseActivations { cell_ids: covs.iter().map(|c| c.cell_id.clone()).collect(), cell_rows: covs.iter().map(|c| c.len()).collect(), features };
+    let whole = label_features(&acts, &covs, &ds.cells, &LabelConfig::default()).unwrap();
+    let sampled = |seed: u64| {
+        let cfg = LabelConfig { sample: Some(8), seed, ..LabelConfig::default() };
+        label_features(&acts, &covs, &ds.cells, &cfg).unwrap()
+    };
+    let ids = |labels: &[FeatureLabel]| labels.iter().map(|l| (l.layer, l.feature)).collect::<Vec<_>>();
+    let first = sampled(0);
+    // 8 of 16 live: 11/16 and 5/16 of 8 are 5.5 and 2.5, the tie to the lower layer.
+    assert_eq!([0, 1].map(|layer| first.iter().filter(|l| l.layer == layer).count()), [6, 2], "{:?}", ids(&first));
+    assert_eq!(ids(&first), ids(&sampled(0)), "the same seed draws the same sample");
+    assert_ne!(ids(&first), ids(&sampled(1)), "another seed draws another");
+    for l in first.iter().filter(|l| l.layer == 0) {
+        let w = whole.iter().find(|w| (w.layer, w.feature) == (l.layer, l.feature)).unwrap();
+        assert_eq!((&l.label, l.accepted), (&w.label, w.accepted), "L0_F{}", l.feature);
+    }
+}
+
 /// Timing, not behaviour: `cargo test --test label -- --ignored --nocapture` prints labelling
 /// time per 1,000 features of transcoder-like sparsity (0.3–5 % density) on the shipped cells.
 #[test]

@@ -465,6 +465,26 @@ fn a_report_with_some_cards_still_indexes_every_live_feature() {
     assert_links_resolve(&out.join("features/L0_F1.html"));
 }
 
+/// A label run over a sample of the live features (`[label] sample`): coverage is a share of
+/// the features labelled, and the report says it is a sample.
+#[test]
+fn coverage_of_a_sampled_label_run_is_a_share_of_the_sample() {
+    let fx = fixture::get();
+    let sample: Vec<_> = fx.labels.iter().filter(|l| l.layer == 0 && live_ids().contains(&(l.layer, l.feature))).cloned().collect();
+    let (n, accepted) = (sample.len(), sample.iter().filter(|l| l.accepted).count());
+    assert!(n < live_ids().len() && accepted > 0, "{n} labelled, {accepted} accepted");
+    let inputs = voltlens::report::ReportInputs { labels: &sample, ..fx.inputs() };
+    let out = fx._tmp.path().join("reports").join("sampled");
+    write_report(&inputs, &out, CardScope::Subset(&[])).unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let live = live_ids().len();
+    assert!(html.contains(&format!("{live} live · {n} labelled (a sample) · {accepted} with an accepted label")), "{html}");
+    let unexplained = format!("<td>unexplained</td><td>{:.1}%</td>", 100.0 * (1.0 - accepted as f64 / n as f64));
+    assert!(html.contains(&format!("share of the {n} labelled features, a sample of the {live} live")) && html.contains(&unexplained), "{html}");
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains(&format!("{:.1}% of the {n} labelled features", 100.0 * accepted as f64 / n as f64)), "{md}");
+}
+
 /// A feature's page shows four of its mined top windows: the strongest of each protocol first,
 /// so that replicate cells and consecutive cycles do not fill it with one event.
 #[test]

@@ -32,7 +32,8 @@ pub const CODINGS_FILE: &str = "codings.json";
 /// labels (median and quartiles).
 pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
     let (cells, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
-    let mut effects = protocol_effects(&acts.counts()?, &covariates, &cells)?;
+    let counts = acts.counts()?;
+    let mut effects = protocol_effects(&counts, &covariates, &cells)?;
     let (labels, codings) = label_features_with_codings(&acts, covariates, &cells, cfg)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     write_labels(out_dir, &labels)?;
@@ -40,7 +41,7 @@ pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig,
     crate::io::write_json(&out_dir.join(CODINGS_FILE), &codings)?;
     write_csv(&out_dir.join("protocol_effects.csv"), &mut effects)?;
     write_split(&out_dir.join("split.csv"), &cells, cfg)?;
-    Ok(summary(&labels, out_dir))
+    Ok(summary(&labels, counts.len(), out_dir))
 }
 
 /// The dataset's cells, the record over them (checked to be over the same cells; its
@@ -89,7 +90,8 @@ pub(crate) fn write_csv(path: &Path, df: &mut polars::prelude::DataFrame) -> Res
     })
 }
 
-fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
+/// The stage's figures; shares are of the features labelled, all `live` ones or a sample.
+fn summary(labels: &[FeatureLabel], live: usize, out_dir: &Path) -> serde_json::Value {
     let accepted: Vec<&FeatureLabel> = labels.iter().filter(|l| l.accepted).collect();
     let testable = labels.iter().filter(|l| l.testable()).count();
     // Held-out scores of each accepted label: AUROC for detectors (yes/no and graded), Spearman
@@ -98,9 +100,9 @@ fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
         let values: Vec<f64> = accepted.iter().map(|l| get(l)).filter(|v| v.is_finite()).collect();
         quartiles(values)
     };
-    serde_json::json!({
+    let mut summary = serde_json::json!({
         "out_dir": out_dir,
-        "live_features": labels.len(),
+        "live_features": live,
         "accepted": accepted.len(),
         "accepted_share": accepted.len() as f64 / labels.len().max(1) as f64,
         // Features that fire on some held-out cell: the ones a label could be tested on.
@@ -111,7 +113,11 @@ fn summary(labels: &[FeatureLabel], out_dir: &Path) -> serde_json::Value {
         "shared_sentences": shared_sentences(&accepted),
         "labels": out_dir.join("labels.parquet"),
         "protocol_effects": out_dir.join("protocol_effects.csv"),
-    })
+    });
+    if labels.len() < live {
+        summary["labelled_features"] = labels.len().into();
+    }
+    summary
 }
 
 /// Sentences that more than three accepted features share, largest group first, with the

@@ -45,10 +45,14 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, 
     let _ = writeln!(html, "<h1>VoltLens report: {}</h1>", escape(run_name));
     let _ = writeln!(
         html,
-        "<div class=\"sub\">{} cells · {} features, {} live · {} with an accepted label</div>",
+        "<div class=\"sub\">{} cells · {} features, {} live{} · {} with an accepted label</div>",
         ctx.inputs.dataset.cells.len(),
         ctx.dictionary_size(),
         facts.len(),
+        match ctx.coverage_base(facts).0 {
+            n if n == facts.len() => String::new(),
+            n => format!(" · {n} labelled (a sample)"),
+        },
         facts.iter().filter(|f| ctx.label(f.index).is_some_and(|l| l.accepted)).count()
     );
     write_summary_boxes(&mut html, ctx, facts);
@@ -294,7 +298,8 @@ fn write_summary_boxes(html: &mut String, ctx: &Context, facts: &[FeatureFacts])
         kv_box(html, title, &rows, &flags, &notes);
     }
     let coverage: Vec<(String, String)> = coverage(ctx, facts).into_iter().map(|(k, v)| (k, percent(v))).collect();
-    kv_box(html, "Label coverage (share of live features; a label on two families counts for both)", &coverage, &[], &[]);
+    let base = ctx.coverage_base(facts).1;
+    kv_box(html, &format!("Label coverage (share of {base}; a label on two families counts for both)"), &coverage, &[], &[]);
     html.push_str("</div>\n");
     let config = serde_json::to_string_pretty(&f32_settings_shortest(&without_machine_paths(&ctx.inputs.run_config))).unwrap_or_default();
     let _ = writeln!(html, "<details><summary>Run configuration</summary><pre>{}</pre></details>", escape(&config));

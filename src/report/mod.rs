@@ -298,6 +298,17 @@ impl<'a> Context<'a> {
         self.label_of.get(&(m.layer, m.feature)).map(|&j| &self.inputs.labels[j])
     }
 
+    /// What label coverage is a share of: the live features among `facts`, or, where the label
+    /// stage labelled a sample of them (`[label] sample`), the ones it labelled; and its name.
+    pub fn coverage_base(&self, facts: &[FeatureFacts]) -> (usize, String) {
+        let labelled = facts.iter().filter(|f| self.label(f.index).is_some()).count();
+        if labelled == facts.len() {
+            (facts.len(), "live features".into())
+        } else {
+            (labelled, format!("the {labelled} labelled features, a sample of the {} live", facts.len()))
+        }
+    }
+
     /// The sparse activations of mined feature `i`.
     pub fn acts(&self, i: usize) -> &FeatureActivations {
         &self.inputs.acts.features[self.acts_of[i]]

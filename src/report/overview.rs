@@ -39,7 +39,7 @@ pub fn draw_overview(ctx: &Context, facts: &[FeatureFacts], dir: &Path) -> Resul
         Figure {
             file: "overview_features.png".into(),
             title: "Feature density and label coverage".into(),
-            caption: "How often live features fire, and which covariate family their accepted label talks about (share of live features).".into(),
+            caption: format!("How often live features fire, and which covariate family their accepted label talks about (share of {}).", ctx.coverage_base(facts).1),
         },
         Figure {
             file: "overview_heatmap.png".into(),
@@ -132,7 +132,7 @@ pub(crate) fn coverage(ctx: &Context, facts: &[FeatureFacts]) -> Vec<(String, f6
             families.push(family(c));
         }
     }
-    let n = facts.len().max(1) as f64;
+    let n = ctx.coverage_base(facts).0.max(1) as f64;
     let accepted: Vec<Vec<&'static str>> = facts
         .iter()
         .filter_map(|f| ctx.label(f.index).filter(|l| l.accepted))
@@ -149,7 +149,11 @@ fn draw_features(ctx: &Context, facts: &[FeatureFacts], path: &Path) -> Result<(
     root.fill(&WHITE).map_err(draw_err)?;
     let (left, right) = root.split_horizontally(750);
     draw_density_histogram(&left, facts)?;
-    hbars(&right, "Label coverage by covariate family", &coverage(ctx, facts), "Share of live features", percent_tick)?;
+    let axis = match ctx.coverage_base(facts) {
+        (n, _) if n == facts.len() => "Share of live features".to_owned(),
+        (n, _) => format!("Share of the {n} labelled (a sample)"),
+    };
+    hbars(&right, "Label coverage by covariate family", &coverage(ctx, facts), &axis, percent_tick)?;
     root.present().map_err(draw_err)
 }
 

@@ -20,15 +20,17 @@ fn cell(s: &str) -> String {
 pub fn write_summary(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], path: &Path) -> Result<()> {
     let mut md = String::new();
     let accepted: Vec<&FeatureFacts> = facts.iter().filter(|f| ctx.label(f.index).is_some_and(|l| l.accepted)).collect();
+    let base = ctx.coverage_base(facts);
     let _ = writeln!(md, "# VoltLens report\n");
     let _ = writeln!(
         md,
-        "{} cells · {} features, {} live · {} with an accepted label ({}).\n",
+        "{} cells · {} features, {} live · {} with an accepted label ({}{}).\n",
         ctx.inputs.dataset.cells.len(),
         ctx.dictionary_size(),
         facts.len(),
         accepted.len(),
-        percent(accepted.len() as f64 / facts.len().max(1) as f64)
+        percent(accepted.len() as f64 / base.0.max(1) as f64),
+        if base.0 == facts.len() { String::new() } else { format!(" of {}", base.1) }
     );
     for (title, metrics) in [("Model metrics", &ctx.inputs.model_metrics), ("Transcoder metrics", &ctx.inputs.transcoder_metrics)] {
         let _ = writeln!(md, "## {title}\n");
@@ -49,7 +51,7 @@ pub fn write_summary(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], 
         });
         md.push('\n');
     }
-    md.push_str("## Label coverage\n\n| covariate family | share of live features |\n|---|---|\n");
+    let _ = writeln!(md, "## Label coverage\n\n| covariate family | share of {} |\n|---|---|", base.1);
     for (family, share) in coverage(ctx, facts) {
         let _ = writeln!(md, "| {family} | {} |", percent(share));
     }
