@@ -466,7 +466,7 @@ fn a_report_with_some_cards_still_indexes_every_live_feature() {
 }
 
 /// A label run over a sample of the live features (`[label] sample`): coverage is a share of
-/// the features labelled, and the report says it is a sample.
+/// the features labelled, the report says it is a sample, and the sample gets the pages.
 #[test]
 fn coverage_of_a_sampled_label_run_is_a_share_of_the_sample() {
     let fx = fixture::get();
@@ -475,9 +475,14 @@ fn coverage_of_a_sampled_label_run_is_a_share_of_the_sample() {
     assert!(n < live_ids().len() && accepted > 0, "{n} labelled, {accepted} accepted");
     let inputs = voltlens::report::ReportInputs { labels: &sample, ..fx.inputs() };
     let out = fx._tmp.path().join("reports").join("sampled");
-    write_report(&inputs, &out, CardScope::Subset(&[])).unwrap();
+    write_report(&inputs, &out, CardScope::All).unwrap();
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     let live = live_ids().len();
+    for (l, f) in live_ids() {
+        let page = format!("features/L{l}_F{f}.html");
+        assert_eq!(out.join(&page).exists(), l == 0, "{page}");
+        assert!(html.contains(&format!("data-id=\"L{l}_F{f}\"")), "L{l}_F{f} is listed");
+    }
     assert!(html.contains(&format!("{live} live · {n} labelled (a sample) · {accepted} with an accepted label")), "{html}");
     let unexplained = format!("<td>unexplained</td><td>{:.1}%</td>", 100.0 * (1.0 - accepted as f64 / n as f64));
     assert!(html.contains(&format!("share of the {n} labelled features, a sample of the {live} live")) && html.contains(&unexplained), "{html}");

@@ -107,7 +107,9 @@ pub fn card_file(layer: u32, feature: u32) -> String {
 /// Which live features get a card and a page.
 #[derive(Debug, Clone, Copy)]
 pub enum CardScope<'s> {
-    /// Every live feature.
+    /// Every live feature the label stage labelled: all of them, unless it labelled a sample
+    /// (`[label] sample`), whose features then get the cards (a dictionary of 24 × 8,192
+    /// features would take hours and gigabytes of cards).
     All,
     /// These only, in a whole report whose index and overview still cover every live feature
     /// (a small example report that says what the run says).
@@ -123,7 +125,7 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, scope: CardScope) -> 
     let live: Vec<usize> = (0..inputs.mined.features.len()).filter(|&i| inputs.mined.features[i].density > 0.0).collect();
     let indices = |ids: &[(u32, u32)]| ids.iter().map(|&(l, f)| ctx.index_of(l, f)).collect::<Result<Vec<usize>>>();
     let (described, carded) = match scope {
-        CardScope::All => (live.clone(), live.clone()),
+        CardScope::All => (live.clone(), live.iter().copied().filter(|&i| ctx.label(i).is_some()).collect()),
         CardScope::Subset(ids) => (live.clone(), indices(ids)?),
         CardScope::Redraw(ids) => (indices(ids)?, indices(ids)?),
     };
