@@ -24,7 +24,7 @@ mod png;
 pub mod stage;
 pub mod summary;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -129,6 +129,7 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, scope: CardScope) -> 
         CardScope::Subset(ids) => (live.clone(), indices(ids)?),
         CardScope::Redraw(ids) => (indices(ids)?, indices(ids)?),
     };
+    let carded: HashSet<usize> = carded.into_iter().collect();
     let redraw = matches!(scope, CardScope::Redraw(_));
     let build_dir = if redraw {
         out_dir.to_path_buf()
@@ -145,8 +146,9 @@ pub fn write_report(inputs: &ReportInputs, out_dir: &Path, scope: CardScope) -> 
         .par_iter()
         .map(|&i| {
             let t = Instant::now();
-            let facts = FeatureFacts::compute(&ctx, i);
-            let card = carded.contains(&i).then(|| features_dir.join(card_file(facts.layer, facts.feature)));
+            let paged = carded.contains(&i);
+            let facts = FeatureFacts::compute(&ctx, i, paged);
+            let card = paged.then(|| features_dir.join(card_file(facts.layer, facts.feature)));
             if let Some(path) = &card {
                 card::draw_card(&ctx, &facts, path)?;
             }
@@ -357,8 +359,9 @@ pub struct FeatureFacts {
     pub step_types: Vec<(String, f64, f64)>,
     /// Per protocol: (name, firing rate).
     pub protocols: Vec<(String, f64)>,
-    /// Other features that fire with this one, highest lift first.
+    /// Other features that fire with this one, highest lift first (a paged feature's).
     pub co_firing: Vec<CoFiring>,
+    /// The ROC of its label's best candidate (a paged feature's).
     pub roc: Option<Roc>,
     /// ‖W_dec‖ of this feature per target layer ("L2→L3", norm).
     pub decoder_norms: Vec<(String, f64)>,
@@ -368,7 +371,10 @@ pub struct FeatureFacts {
 }
 
 impl FeatureFacts {
-    pub fn compute(ctx: &Context, i: usize) -> FeatureFacts {
+    /// A feature's facts; co-firing (a pass over every feature's firing) and the label's ROC
+    /// only for a feature that gets a page (`paged`), the rest being what the index and the
+    /// overview show.
+    pub fn compute(ctx: &Context, i: usize, paged: bool) -> FeatureFacts {
         let m = ctx.mined(i);
         let acts = ctx.acts(i);
         FeatureFacts {
@@ -380,8 +386,8 @@ impl FeatureFacts {
             covariate_z: covariate_z(ctx, acts),
             step_types: step_types(ctx, acts),
             protocols: protocol_rates(ctx, acts),
-            co_firing: co_firing(ctx, i),
-            roc: ctx.label(i).and_then(|l| l.candidates.first()).map(|c| roc(ctx, acts, &c.candidate)),
+            co_firing: if paged { co_firing(ctx, i) } else { Vec::new() },
+            roc: ctx.label(i).and_then(|l| l.candidates.first()).filter(|_| paged).map(|c| roc(ctx, acts, &c.candidate)),
             decoder_norms: ctx.inputs.transcoder.map(|t| decoder_norms(t, m.layer, m.feature)).unwrap_or_default(),
             deembedding: deembedding(ctx, m.layer, m.feature),
         }
