@@ -281,6 +281,7 @@ fn every_command_names_what_is_wrong() {
     fails(dir, &["record", "--data", missing, "--model", missing, "--transcoder", missing, "--out", "r"], missing);
     fails(dir, &["mine", "--record", missing, "--out", "m"], missing);
     fails(dir, &["label", "--data", missing, "--record", missing, "--out", "l"], missing);
+    fails(dir, &["label", "--data", missing, "--record", missing, "--out", "l", "--sample", "0"], "sample = 0 labels no feature");
     fails(dir, &["report", missing], missing);
     fails(dir, &["circuits", "pullback", "--feature", "F7", "--transcoder", missing, "--model", missing], "F7");
     let on = ["--feature", "L0_F0", "--transcoder", missing, "--data", missing, "--model", missing, "--cell", "c"];

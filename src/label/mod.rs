@@ -109,6 +109,14 @@ impl Default for LabelConfig {
 }
 
 impl LabelConfig {
+    /// Refuses settings that cannot label anything, before any input is read.
+    pub fn check(&self) -> Result<()> {
+        if self.sample == Some(0) {
+            return Err(Error::Config("label: sample = 0 labels no feature; leave it out to label every live feature".into()));
+        }
+        Ok(())
+    }
+
     fn search_settings(&self) -> SearchSettings {
         SearchSettings {
             min_auroc: self.min_auroc,
@@ -209,6 +217,7 @@ pub fn label_features(acts: &dyn ActivationSource, covariates: &[Covariates], ce
 /// the seed of its place among all features, so chunking changes no label.
 pub fn label_features_with_codings(acts: &dyn ActivationSource, covariates: Vec<Covariates>, cells: &[CellInfo], cfg: &LabelConfig) -> Result<(Vec<FeatureLabel>, Vec<candidates::Coding>)> {
     check_inputs(acts.cell_rows(), &covariates, cells)?;
+    cfg.check()?;
     let split = split_halves(cells, cfg);
     let explain: Vec<bool> = split.iter().map(|&h| h != Half::Test).collect();
     let coded = CodedSteps::new(&covariates, &explain);

@@ -31,6 +31,7 @@ pub const CODINGS_FILE: &str = "codings.json";
 /// `out_dir`; returns live features, the accepted share and the held-out scores of accepted
 /// labels (median and quartiles).
 pub fn run_label_stage(dataset_dir: &Path, record_dir: &Path, cfg: &LabelConfig, out_dir: &Path) -> Result<serde_json::Value> {
+    cfg.check()?;
     let (cells, acts, covariates) = load_inputs(dataset_dir, record_dir, cfg)?;
     let counts = acts.counts()?;
     let mut effects = protocol_effects(&counts, &covariates, &cells)?;
@@ -117,6 +118,16 @@ fn summary(labels: &[FeatureLabel], live: usize, out_dir: &Path) -> serde_json::
     if labels.len() < live {
         summary["labelled_features"] = labels.len().into();
     }
+    // Per layer, as a sample is drawn: features labelled and the share accepted.
+    let mut by_layer: std::collections::BTreeMap<u32, (usize, usize)> = Default::default();
+    for l in labels {
+        let entry = by_layer.entry(l.layer).or_default();
+        *entry = (entry.0 + 1, entry.1 + l.accepted as usize);
+    }
+    summary["by_layer"] = by_layer
+        .into_iter()
+        .map(|(layer, (n, accepted))| serde_json::json!({ "layer": layer, "labelled": n, "accepted_share": accepted as f64 / n as f64 }))
+        .collect();
     summary
 }
 

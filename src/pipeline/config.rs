@@ -182,6 +182,10 @@ impl PipelineConfig {
                 config.name
             )));
         }
+        // Settings that would fail a late stage fail before the first one runs.
+        if let Some(label) = &config.label {
+            label.check().map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        }
         Ok(config)
     }
 }
