@@ -466,7 +466,8 @@ fn a_report_with_some_cards_still_indexes_every_live_feature() {
 }
 
 /// A label run over a sample of the live features (`[label] sample`): coverage is a share of
-/// the features labelled, the report says it is a sample, and the sample gets the pages.
+/// the features labelled, the report says it is a sample, and the sample gets the pages and
+/// the index's rows (every live feature's statistics stay in tables/features.csv).
 #[test]
 fn coverage_of_a_sampled_label_run_is_a_share_of_the_sample() {
     let fx = fixture::get();
@@ -481,8 +482,10 @@ fn coverage_of_a_sampled_label_run_is_a_share_of_the_sample() {
     for (l, f) in live_ids() {
         let page = format!("features/L{l}_F{f}.html");
         assert_eq!(out.join(&page).exists(), l == 0, "{page}");
-        assert!(html.contains(&format!("data-id=\"L{l}_F{f}\"")), "L{l}_F{f} is listed");
+        assert_eq!(html.contains(&format!("data-id=\"L{l}_F{f}\"")), l == 0, "only the sample is listed: L{l}_F{f}");
     }
+    assert!(html.contains(&format!("a sample of {n} of the {live} live features")), "{html}");
+    assert_links_resolve(&out.join("index.html"));
     assert!(html.contains(&format!("{live} live · {n} labelled (a sample) · {accepted} with an accepted label")), "{html}");
     let unexplained = format!("<td>unexplained</td><td>{:.1}%</td>", 100.0 * (1.0 - accepted as f64 / n as f64));
     assert!(html.contains(&format!("share of the {n} labelled features, a sample of the {live} live")) && html.contains(&unexplained), "{html}");

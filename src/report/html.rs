@@ -368,8 +368,18 @@ fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts], pages: 
     }
     html.push_str("</tr></thead>\n<tbody>\n");
     // Features with a page first (a report drawn for a subset would open on rows without one),
-    // each part in id order; the column headers sort anew.
-    let mut rows: Vec<&FeatureFacts> = facts.iter().collect();
+    // each part in id order; the column headers sort anew. After a sampled label run only the
+    // sample is listed: a row per live feature of a large dictionary makes a page of 100 MB.
+    let (labelled, _) = ctx.coverage_base(facts);
+    let mut rows: Vec<&FeatureFacts> = facts.iter().filter(|f| labelled == facts.len() || ctx.label(f.index).is_some()).collect();
+    if rows.len() < facts.len() {
+        let _ = writeln!(
+            html,
+            "<p class=\"hint\">The label stage labelled a sample of {} of the {} live features; they are listed here. Every live feature's statistics are in <a href=\"tables/features.csv\">tables/features.csv</a>.</p>",
+            rows.len(),
+            facts.len()
+        );
+    }
     rows.sort_by_key(|f| !pages.contains(&(f.layer, f.feature)));
     for f in rows {
         let label = ctx.label(f.index);
