@@ -79,8 +79,9 @@ pub struct LabelConfig {
     /// Label this many of the live features, drawn by the seed from each layer in proportion to
     /// its live features, instead of every one: a dictionary of 24 layers × 8,192 features
     /// takes days to label whole (seconds a feature), while a sample of a thousand estimates
-    /// its coverage per layer in minutes. A feature sampled gets the label it would get in a
-    /// whole run but for BH's q, which counts the features tested.
+    /// its coverage per layer in minutes. A sampled feature's candidates are searched and scored
+    /// with the seed it has in a whole run; what weighs features together (BH's q, the
+    /// refinement of a sentence several features share) weighs the sample's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sample: Option<usize>,
 }

@@ -49,10 +49,7 @@ pub fn write_index(ctx: &Context, facts: &[FeatureFacts], pages: &HashSet<(u32, 
         ctx.inputs.dataset.cells.len(),
         ctx.dictionary_size(),
         facts.len(),
-        match ctx.coverage_base(facts).0 {
-            n if n == facts.len() => String::new(),
-            n => format!(" · {n} labelled (a sample)"),
-        },
+        ctx.label_sample(facts).map_or(String::new(), |n| format!(" · {n} labelled (a sample)")),
         facts.iter().filter(|f| ctx.label(f.index).is_some_and(|l| l.accepted)).count()
     );
     write_summary_boxes(&mut html, ctx, facts);
@@ -370,9 +367,9 @@ fn write_table(html: &mut String, ctx: &Context, facts: &[FeatureFacts], pages: 
     // Features with a page first (a report drawn for a subset would open on rows without one),
     // each part in id order; the column headers sort anew. After a sampled label run only the
     // sample is listed: a row per live feature of a large dictionary makes a page of 100 MB.
-    let (labelled, _) = ctx.coverage_base(facts);
-    let mut rows: Vec<&FeatureFacts> = facts.iter().filter(|f| labelled == facts.len() || ctx.label(f.index).is_some()).collect();
-    if rows.len() < facts.len() {
+    let sampled = ctx.label_sample(facts).is_some();
+    let mut rows: Vec<&FeatureFacts> = facts.iter().filter(|f| !sampled || ctx.label(f.index).is_some()).collect();
+    if sampled {
         let _ = writeln!(
             html,
             "<p class=\"hint\">The label stage labelled a sample of {} of the {} live features; they are listed here. Every live feature's statistics are in <a href=\"tables/features.csv\">tables/features.csv</a>.</p>",

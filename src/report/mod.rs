@@ -302,14 +302,18 @@ impl<'a> Context<'a> {
         self.label_of.get(&(m.layer, m.feature)).map(|&j| &self.inputs.labels[j])
     }
 
-    /// What label coverage is a share of: the live features among `facts`, or, where the label
-    /// stage labelled a sample of them (`[label] sample`), the ones it labelled; and its name.
-    pub fn coverage_base(&self, facts: &[FeatureFacts]) -> (usize, String) {
+    /// How many of the live features among `facts` the label stage labelled, where it labelled
+    /// a sample of them (`[label] sample`); `None` where it labelled every one.
+    pub fn label_sample(&self, facts: &[FeatureFacts]) -> Option<usize> {
         let labelled = facts.iter().filter(|f| self.label(f.index).is_some()).count();
-        if labelled == facts.len() {
-            (facts.len(), "live features".into())
-        } else {
-            (labelled, format!("the {labelled} labelled features, a sample of the {} live", facts.len()))
+        (labelled < facts.len()).then_some(labelled)
+    }
+
+    /// What label coverage is a share of (the live features, or the sample labelled), and its name.
+    pub fn coverage_base(&self, facts: &[FeatureFacts]) -> (usize, String) {
+        match self.label_sample(facts) {
+            None => (facts.len(), "live features".into()),
+            Some(n) => (n, format!("the {n} labelled features, a sample of the {} live", facts.len())),
         }
     }
 

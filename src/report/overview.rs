@@ -149,10 +149,7 @@ fn draw_features(ctx: &Context, facts: &[FeatureFacts], path: &Path) -> Result<(
     root.fill(&WHITE).map_err(draw_err)?;
     let (left, right) = root.split_horizontally(750);
     draw_density_histogram(&left, facts)?;
-    let axis = match ctx.coverage_base(facts) {
-        (n, _) if n == facts.len() => "Share of live features".to_owned(),
-        (n, _) => format!("Share of the {n} labelled (a sample)"),
-    };
+    let axis = ctx.label_sample(facts).map_or("Share of live features".to_owned(), |n| format!("Share of the {n} labelled (a sample)"));
     hbars(&right, "Label coverage by covariate family", &coverage(ctx, facts), &axis, percent_tick)?;
     root.present().map_err(draw_err)
 }

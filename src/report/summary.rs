@@ -30,7 +30,7 @@ pub fn write_summary(ctx: &Context, facts: &[FeatureFacts], figures: &[Figure], 
         facts.len(),
         accepted.len(),
         percent(accepted.len() as f64 / base.0.max(1) as f64),
-        if base.0 == facts.len() { String::new() } else { format!(" of {}", base.1) }
+        if ctx.label_sample(facts).is_some() { format!(" of {}", base.1) } else { String::new() }
     );
     for (title, metrics) in [("Model metrics", &ctx.inputs.model_metrics), ("Transcoder metrics", &ctx.inputs.transcoder_metrics)] {
         let _ = writeln!(md, "## {title}\n");
