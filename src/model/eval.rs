@@ -492,14 +492,16 @@ fn step_runs(data: &CellData) -> Vec<(usize, usize)> {
     runs
 }
 
-/// Up to `count` constant-current discharge steps of at least `min_rows` rows, evenly spread
-/// through the cell. Each starts from the last row before the step.
+/// Up to `count` discharge steps of at least `min_rows` rows, evenly spread through the cell,
+/// each starting from the last row before the step: constant-current steps, and the steps of a
+/// current that moves with the voltage (method `other`: constant power or resistance, as EV and
+/// power tests discharge), whose true current the rollout is given as well. Not CV holds.
 fn discharge_segments(data: &CellData, min_rows: usize, count: usize) -> Vec<Segment> {
     let candidates: Vec<Segment> = step_runs(data)
         .into_iter()
         .filter(|&(a, b)| {
             b + 1 - a >= min_rows.max(2)
-                && (a..=b).all(|r| data.state[r] == State::Discharging && data.method[r] == Method::ConstantCurrent)
+                && (a..=b).all(|r| data.state[r] == State::Discharging && matches!(data.method[r], Method::ConstantCurrent | Method::Other))
         })
         .map(|(a, b)| Segment { start: a.saturating_sub(1), end: b })
         .collect();
@@ -729,6 +731,20 @@ mod tests {
             volts.push(volts.last().unwrap() + out.last().unwrap() * norm.target_scale);
         }
         volts
+    }
+
+    #[test]
+    fn constant_power_discharges_are_rolled_out_and_holds_and_pulses_not() {
+        // Steps of 20 rows: CC discharge, CV hold, constant-power discharge, rest, a 3-row pulse.
+        let steps = [(State::Discharging, Method::ConstantCurrent, 20), (State::Discharging, Method::ConstantVoltage, 20), (State::Discharging, Method::Other, 20), (State::Resting, Method::Rest, 20), (State::Discharging, Method::Pulse, 3)];
+        let mut data = CellData::default();
+        for (i, &(state, method, rows)) in steps.iter().enumerate() {
+            data.step_index.extend(std::iter::repeat_n(i as i32, rows));
+            data.state.extend(std::iter::repeat_n(state, rows));
+            data.method.extend(std::iter::repeat_n(method, rows));
+        }
+        data.test_time = (0..data.step_index.len()).map(|t| t as f64).collect();
+        assert_eq!(discharge_segments(&data, 2, 10), [Segment { start: 0, end: 19 }, Segment { start: 39, end: 59 }]);
     }
 
     #[test]
