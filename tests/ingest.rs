@@ -753,6 +753,35 @@ fn a_directory_of_workbooks_ingests_as_its_csv_exports() {
     }
 }
 
+/// A warning at a row of a workbook names the sheet and the row a spreadsheet shows there,
+/// also on a record's second sheet (arbin.xlsx: rows 1–200 of its CSV twin on
+/// `Channel_1-008_1`, the rest on `Channel_1-008_2`, each sheet under its own header).
+#[test]
+fn a_workbook_warning_names_the_sheet_and_its_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = repo().join("tests/fixtures/workbooks");
+    // Cut-offs the cell runs well past on both sides: a warning at its highest and lowest row.
+    let cutoffs = IngestOptions { upper_cutoff_v: Some(3.6), lower_cutoff_v: Some(3.1), ..opts() };
+    let warnings = |name: &str| {
+        let out = tmp.path().join(name);
+        let cells = ingest(&[fixtures.join(name)], &out, &cutoffs).unwrap();
+        let meta: serde_json::Value = serde_json::from_str(&cells[0].metadata).unwrap();
+        meta["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_owned()).filter(|w| w.contains("past the stated")).collect::<Vec<_>>()
+    };
+    let (twin, book) = (warnings("arbin.csv"), warnings("arbin.xlsx"));
+    assert_eq!((twin.len(), book.len()), (2, 2), "{twin:?} {book:?}");
+    let mut sheets = Vec::new();
+    for (t, b) in twin.iter().zip(&book) {
+        let (line, rest) = t.strip_prefix("row ").and_then(|t| t.split_once(':')).unwrap();
+        let line: u64 = line.parse().unwrap();
+        // The twin's line 1 is its header, as each sheet's row 1 is.
+        let (sheet, row) = if line <= 201 { ("Channel_1-008_1", line) } else { ("Channel_1-008_2", line - 200) };
+        assert_eq!(b, &format!("sheet '{sheet}', row {row}:{rest}"));
+        sheets.push(sheet);
+    }
+    assert!(sheets.contains(&"Channel_1-008_2"), "neither warning falls on the second sheet: {book:?}");
+}
+
 /// A real Maccor file (BEEP PreDiag, shipped in data/) logs its CC-CV charge under one step
 /// index: 0.69 A up to 4.2 V, then the hold down to C/20. The hold reads as a CV step of its own.
 #[test]

@@ -267,8 +267,39 @@ pub fn ingest_source(
     opts: &IngestOptions,
     rows_read: &indicatif::ProgressBar,
 ) -> Result<CellInfo> {
+    let result = ingest_rows(reader.as_mut(), source, format, paths, opts, rows_read);
+    result.map_err(|e| in_sheet(reader.as_ref(), source, e))
+}
+
+/// An error at a row of `source` located in its sheet, where the source is a workbook.
+fn in_sheet(reader: &dyn CyclerReader, source: &Path, e: Error) -> Error {
+    match e {
+        Error::Input { file, row: Some(row), field, message } if file == source => match reader.sheet_row(row) {
+            Some((sheet, row)) => Error::Input { file: PathBuf::from(format!("{} (sheet '{sheet}')", source.display())), row: Some(row), field, message },
+            None => Error::Input { file, row: Some(row), field, message },
+        },
+        other => other,
+    }
+}
+
+/// How a warning names a source row: "row N", or in a workbook "sheet 'S', row N".
+fn row_name(reader: &dyn CyclerReader, row: u64) -> String {
+    match reader.sheet_row(row) {
+        Some((sheet, row)) => format!("sheet '{sheet}', row {row}"),
+        None => format!("row {row}"),
+    }
+}
+
+fn ingest_rows(
+    reader: &mut dyn CyclerReader,
+    source: &Path,
+    format: &str,
+    paths: &DatasetPaths,
+    opts: &IngestOptions,
+    rows_read: &indicatif::ProgressBar,
+) -> Result<CellInfo> {
     let meta = reader.metadata().clone();
-    let cell_id = source_cell_id(reader.as_ref(), source);
+    let cell_id = source_cell_id(reader, source);
     let given_capacity = opts.nominal_capacity_ah.or(meta.nominal_capacity_ah);
     if let Some(c) = given_capacity.filter(|c| !(c.is_finite() && *c > 0.0)) {
         return Err(Error::Config(format!("{}: nominal capacity must be a positive number of Ah, got {c}", source.display())));
@@ -321,9 +352,10 @@ pub fn ingest_source(
         tracker = retrack(&spill_path, flip, Some(derivation.nominal_capacity_ah))?;
         derivation = CellDerivation::from_steps(&tracker, None, cutoffs);
     }
-    let units_warning = check_units(source, &tracker, &derivation, &extremes, opts)?;
-    let gap_warning = extremes.gap_warning(derivation.nominal_capacity_ah);
-    let cutoff_warnings = extremes.cutoff_warnings(cutoffs);
+    let name = |row| row_name(reader, row);
+    let units_warning = check_units(source, &tracker, &derivation, &extremes, opts, &name)?;
+    let gap_warning = extremes.gap_warning(derivation.nominal_capacity_ah, &name);
+    let cutoff_warnings = extremes.cutoff_warnings(cutoffs, &name);
 
     // Pass 2: derive and write the canonical file.
     let out_path = paths.cell_file(&cell_id);
@@ -348,7 +380,7 @@ pub fn ingest_source(
     warnings.extend(gap_warning);
     warnings.extend(cutoff_warnings);
     warnings.extend(cleaner.warnings());
-    warnings.extend(counters.warning());
+    warnings.extend(counters.warning(&name));
     warnings.extend(derivation.warnings.iter().cloned());
     // Whether the cell has no SOC anchor is known only after the dataset-level OCV pass (`commit`).
     for w in warnings.iter().filter(|w| *w != NO_ANCHOR) {
@@ -570,23 +602,23 @@ impl ExtremeRows {
     }
 
     /// The widest interval, described, where it moves more charge than any cycler logs at once.
-    fn gap(&self, capacity_ah: f64) -> Option<String> {
+    fn gap(&self, capacity_ah: f64, name: &dyn Fn(u64) -> String) -> Option<String> {
         let (ah, seconds, row) = self.widest;
         let hours = seconds / 3600.0;
         let length = if hours >= 48.0 { format!("{:.1} days", hours / 24.0) } else { format!("{hours:.1} h") };
         (ah > GAP_CAPACITY_SHARE * capacity_ah).then(|| {
-            format!("row {row}: {length} pass since the row before while current flows, {:.0} % of the cell's capacity in one interval, more than it holds: a paused test, or dates read with day and month swapped?", 100.0 * ah / capacity_ah)
+            format!("{}: {length} pass since the row before while current flows, {:.0} % of the cell's capacity in one interval, more than it holds: a paused test, or dates read with day and month swapped?", name(row), 100.0 * ah / capacity_ah)
         })
     }
 
-    fn gap_warning(&self, capacity_ah: f64) -> Option<String> {
-        self.gap(capacity_ah).map(|gap| format!("{gap} Charge counted across it puts SOC and capacity off"))
+    fn gap_warning(&self, capacity_ah: f64, name: &dyn Fn(u64) -> String) -> Option<String> {
+        self.gap(capacity_ah, name).map(|gap| format!("{gap} Charge counted across it puts SOC and capacity off"))
     }
 
     /// A warning for each stated cut-off the voltage runs well past (`CUTOFF_OVERSHOOT_V`): a
     /// cut-off stated for another cell, or a test (or simulation) that ran away. Anchors look
     /// for CV holds and discharges at the stated cut-offs, so a wrong one costs the cell its SOC.
-    fn cutoff_warnings(&self, cutoffs: Cutoffs) -> Vec<String> {
+    fn cutoff_warnings(&self, cutoffs: Cutoffs, name: &dyn Fn(u64) -> String) -> Vec<String> {
         let sides = [("upper", cutoffs.upper, self.highest, 1.0), ("lower", cutoffs.lower, self.lowest, -1.0)];
         sides
             .into_iter()
@@ -595,7 +627,8 @@ impl ExtremeRows {
                 let past = sign * (volts as f64 - cutoff.volts);
                 (past > CUTOFF_OVERSHOOT_V).then(|| {
                     format!(
-                        "row {row}: the voltage reaches {volts:.3} V, {:.0} mV past the stated {side} cut-off of {:.3} V: a cut-off for another cell, or a test that ran away?",
+                        "{}: the voltage reaches {volts:.3} V, {:.0} mV past the stated {side} cut-off of {:.3} V: a cut-off for another cell, or a test that ran away?",
+                        name(row),
                         1000.0 * past,
                         cutoff.volts
                     )
@@ -607,7 +640,14 @@ impl ExtremeRows {
 
 /// Refuses data whose magnitudes say the units are wrong (DESIGN §1.2); warns where they only
 /// may be (an estimated capacity has nothing to be checked against).
-fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extremes: &ExtremeRows, opts: &IngestOptions) -> Result<Option<String>> {
+fn check_units(
+    source: &Path,
+    tracker: &StepTracker,
+    d: &CellDerivation,
+    extremes: &ExtremeRows,
+    opts: &IngestOptions,
+    name: &dyn Fn(u64) -> String,
+) -> Result<Option<String>> {
     let max_c = tracker.max_abs_current / d.nominal_capacity_ah;
     if !d.capacity_estimated && max_c > opts.max_c_rate {
         return Err(Error::Input {
@@ -625,7 +665,7 @@ fn check_units(source: &Path, tracker: &StepTracker, d: &CellDerivation, extreme
         // No capacity to compare with: take what the peak current moves in an hour.
         // Where no single discharge is implausible, the file's cycles are: each holds many.
         let largest_discharge_ah = tracker.steps().iter().map(|s| -s.charge_ah).fold(0.0, f64::max);
-        let (row, field, cause) = match extremes.gap(tracker.max_abs_current) {
+        let (row, field, cause) = match extremes.gap(tracker.max_abs_current, name) {
             Some(gap) => (Some(extremes.widest.2), "test_time", gap),
             None if largest_discharge_ah <= 1000.0 => (
                 None,
@@ -820,9 +860,9 @@ impl CounterFill {
         }
     }
 
-    fn warning(&self) -> Option<String> {
+    fn warning(&self, name: &dyn Fn(u64) -> String) -> Option<String> {
         let first = self.first_filled?;
-        Some(format!("{} rows (the first at row {first}) had no cycle or step index; each took the one of the row before", self.filled_rows))
+        Some(format!("{} rows (the first at {}) had no cycle or step index; each took the one of the row before", self.filled_rows, name(first)))
     }
 }
 
@@ -907,14 +947,15 @@ mod tests {
         for (row, v) in [3.6, 4.203, 4.19, 4.379, 3.0, 2.3].into_iter().enumerate() {
             extremes.push(row as f64, 1.0, v, row as u64 + 2);
         }
-        assert!(extremes.cutoff_warnings(cutoffs).is_empty());
+        let name = |r| format!("row {r}");
+        assert!(extremes.cutoff_warnings(cutoffs, &name).is_empty());
         extremes.push(10.0, 1.0, 5.4, 40);
-        let warnings = extremes.cutoff_warnings(cutoffs);
+        let warnings = extremes.cutoff_warnings(cutoffs, &name);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].starts_with("row 40: the voltage reaches 5.400 V, 1210 mV past the stated upper cut-off of 4.190 V"), "{}", warnings[0]);
         extremes.push(12.0, -1.0, 1.9, 42);
-        assert!(extremes.cutoff_warnings(cutoffs)[1].starts_with("row 42: the voltage reaches 1.900 V, 600 mV past the stated lower"));
-        assert!(extremes.cutoff_warnings(Cutoffs::default()).is_empty(), "no cut-off stated, none to pass");
+        assert!(extremes.cutoff_warnings(cutoffs, &name)[1].starts_with("row 42: the voltage reaches 1.900 V, 600 mV past the stated lower"));
+        assert!(extremes.cutoff_warnings(Cutoffs::default(), &name).is_empty(), "no cut-off stated, none to pass");
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub trait CyclerReader: Send {
     fn metadata_mut(&mut self) -> &mut SourceMetadata;
     /// The next run of rows, or `None` at the end. Rows are in file order.
     fn next_chunk(&mut self) -> Result<Option<RawChunk>>;
+    /// The sheet and the row a spreadsheet shows there for a chunk's `source_row`, for a source
+    /// whose rows live in sheets (a workbook); `None` where `source_row` is the file's own row.
+    fn sheet_row(&self, _source_row: u64) -> Option<(&str, u64)> {
+        None
+    }
 }
 
 /// The file formats VoltLens reads (DESIGN.md §1.2).

@@ -95,6 +95,10 @@ impl CyclerReader for WorkbookReader {
         }
         Ok(chunk)
     }
+
+    fn sheet_row(&self, source_row: u64) -> Option<(&str, u64)> {
+        Some(self.book.sheet_row(source_row))
+    }
 }
 
 /// One sheet of the CSV: its name, the CSV line its rows start at and that line's sheet row.
@@ -153,15 +157,20 @@ impl WorkbookCsv {
         Ok(WorkbookCsv { workbook: path.to_path_buf(), csv, format, parts })
     }
 
+    /// The sheet of the CSV's `line` and the row a spreadsheet shows for it there.
+    fn sheet_row(&self, line: u64) -> (&str, u64) {
+        let part = self.parts.iter().rev().find(|p| p.first_line <= line).unwrap_or(&self.parts[0]);
+        (&part.sheet, part.sheet_row + line.saturating_sub(part.first_line))
+    }
+
     /// `e` with the CSV's name and line replaced by the workbook's, the sheet's and its row.
     fn locate(&self, e: Error) -> Error {
         let sheets = || self.parts.iter().map(|p| format!("'{}'", p.sheet)).collect::<Vec<_>>().join(", ");
         let named = |sheets: String| PathBuf::from(format!("{} (sheet {sheets})", self.workbook.display()));
         match e {
             Error::Input { file, row: Some(line), field, message } if file == *self.csv => {
-                let part = self.parts.iter().rev().find(|p| p.first_line <= line).unwrap_or(&self.parts[0]);
-                let row = part.sheet_row + (line - part.first_line);
-                Error::Input { file: named(format!("'{}'", part.sheet)), row: Some(row), field, message }
+                let (sheet, row) = self.sheet_row(line);
+                Error::Input { file: named(format!("'{sheet}'")), row: Some(row), field, message }
             }
             Error::Input { file, row: None, field, message } if file == *self.csv => Error::Input { file: named(sheets()), row: None, field, message },
             Error::Io { path, source } if path == *self.csv => Error::Io { path: named(sheets()), source },
