@@ -17,6 +17,8 @@ chen2020-11-00-cccv, every third row (400 rows), written as
 - neware7.xls: BTS 7's layout: Info, Cycle, Statis and Detail sheets, the record in `Detail_1_1_8`
   (`Absolute Time` as Excel date-times, `Relative Time` the step's, `Cur(mA)` signed, `Status`);
 - bad.xlsx: arbin.xlsx's two record sheets with the text "n/a" in Voltage(V) at row 57 of the second;
+- milliamps.xlsx: arbin.xlsx's two record sheets with one current in mA (×1000) at row 60 of the
+  second, for an error found after reading (a 300C peak) to name its sheet and row;
 - channels.xlsx: two channels' records (the first 150 rows twice) on sheets of the same header;
 - notes.xlsx: a sheet of lab notes and no time series.
 
@@ -194,6 +196,14 @@ append(book.create_sheet("Channel_1-008_2"), arbin_header, bad[200:])
 book.save(os.path.join(out, "bad.xlsx"))
 
 book = openpyxl.Workbook()
+book.active.title = "Channel_1-008_1"
+milliamps = [list(r) for r in arbin]
+milliamps[200 + 58][6] *= 1000  # row 60 of the second sheet
+append(book.active, arbin_header, milliamps[:200])
+append(book.create_sheet("Channel_1-008_2"), arbin_header, milliamps[200:])
+book.save(os.path.join(out, "milliamps.xlsx"))
+
+book = openpyxl.Workbook()
 book.active.title = "Channel_1-001"
 append(book.active, arbin_header, arbin[:150])
 append(book.create_sheet("Channel_1-002"), arbin_header, arbin[:150])
@@ -204,4 +214,4 @@ book.active.title = "Notes"
 for row in [["Cell", "Operator", "Remark"], ["NW-0001", "A. B.", "tab welded twice"], ["NW-0002", "A. B.", "swelling after formation"]]:
     book.active.append(row)
 book.save(os.path.join(out, "notes.xlsx"))
-print(f"wrote {len(arbin)} rows as arbin.xlsx, arbin.xls, arbin.ods, neware.xlsx, landt.xlsx, neware7.xls, bad.xlsx and their CSV twins, channels.xlsx and notes.xlsx in {out}")
+print(f"wrote {len(arbin)} rows as arbin.xlsx, arbin.xls, arbin.ods, neware.xlsx, landt.xlsx, neware7.xls, bad.xlsx and their CSV twins, milliamps.xlsx, channels.xlsx and notes.xlsx in {out}")

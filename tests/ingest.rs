@@ -753,8 +753,8 @@ fn a_directory_of_workbooks_ingests_as_its_csv_exports() {
     }
 }
 
-/// A warning at a row of a workbook names the sheet and the row a spreadsheet shows there,
-/// also on a record's second sheet (arbin.xlsx: rows 1–200 of its CSV twin on
+/// A warning or error at a row of a workbook names the sheet and the row a spreadsheet shows
+/// there, also on a record's second sheet (arbin.xlsx: rows 1–200 of its CSV twin on
 /// `Channel_1-008_1`, the rest on `Channel_1-008_2`, each sheet under its own header).
 #[test]
 fn a_workbook_warning_names_the_sheet_and_its_row() {
@@ -780,6 +780,10 @@ fn a_workbook_warning_names_the_sheet_and_its_row() {
         sheets.push(sheet);
     }
     assert!(sheets.contains(&"Channel_1-008_2"), "neither warning falls on the second sheet: {book:?}");
+    // So does an error found after the rows were read: a current in mA among amps, a 300C peak.
+    let capacity = IngestOptions { nominal_capacity_ah: Some(5.0), ..opts() };
+    let err = ingest(&[fixtures.join("milliamps.xlsx")], &tmp.path().join("milliamps"), &capacity).unwrap_err().to_string();
+    assert!(err.contains("milliamps.xlsx (sheet 'Channel_1-008_2'), row 60, field 'current': peak current 1500.0 A"), "{err}");
 }
 
 /// A real Maccor file (BEEP PreDiag, shipped in data/) logs its CC-CV charge under one step
