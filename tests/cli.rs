@@ -233,6 +233,43 @@ fn every_command_runs_on_a_tiny_run() {
     assert!(!dir.join("bench-scratch").exists(), "bench transcoder removes its own scratch folder");
 }
 
+/// `[label] sample = N` in a pipeline: the label stage labels N live features, and mine's output
+/// effects and the report's pages are those same features, not every live one.
+#[test]
+fn a_sampled_pipeline_ablates_labels_and_pages_the_same_features() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pipeline = tiny_pipeline_named(dir, "sampled");
+    let text = std::fs::read_to_string(dir.join(&pipeline)).unwrap().replace("[label]\n", "[label]\nsample = 4\n");
+    write(dir, &pipeline, &text);
+    ok(dir, &["run", &pipeline]);
+    let run = dir.join("runs/sampled");
+    let labels: std::collections::BTreeSet<(u64, u64)> = std::fs::read_to_string(run.join("label/labels.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split(',').map(|v| v.parse::<u64>().unwrap());
+            (f.next().unwrap(), f.next().unwrap())
+        })
+        .collect();
+    let mined: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("mine/mined.json")).unwrap()).unwrap();
+    let features = mined["features"].as_array().unwrap();
+    let ablated: std::collections::BTreeSet<(u64, u64)> =
+        features.iter().filter(|f| f["output_effect_mv"].is_number()).map(|f| (f["layer"].as_u64().unwrap(), f["feature"].as_u64().unwrap())).collect();
+    assert!(labels.len() == 4 && features.len() > 4, "{} labelled of {} live", labels.len(), features.len());
+    assert_eq!(ablated, labels, "mine ablated other features than the label stage sampled");
+    let pages: std::collections::BTreeSet<(u64, u64)> = std::fs::read_dir(dir.join("reports/sampled/features"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".html").map(str::to_owned))
+        .map(|id| {
+            let (l, f) = id.trim_start_matches('L').split_once("_F").unwrap();
+            (l.parse().unwrap(), f.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(pages, labels);
+}
+
 /// A `cells.json` entry that names no file of the folder (a misspelt id) is said, with the ids
 /// there are: else its cell would go without what the entry states, silently.
 #[test]

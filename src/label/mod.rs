@@ -227,7 +227,7 @@ pub fn label_features_with_codings(acts: &dyn ActivationSource, covariates: Vec<
     let counts = acts.counts()?;
     // Each feature keeps the seed of its place among all live ones, sampled or not.
     let picked: Vec<usize> = match cfg.sample {
-        Some(n) => sample_by_layer(&counts, n, cfg.seed),
+        Some(n) => sample_by_layer(&counts.iter().map(|c| c.layer).collect::<Vec<_>>(), n, cfg.seed),
         None => (0..counts.len()).collect(),
     };
     let keys: Vec<(u32, u32)> = picked.iter().map(|&i| (counts[i].layer, counts[i].feature)).collect();
@@ -272,21 +272,23 @@ pub fn label_features_with_codings(acts: &dyn ActivationSource, covariates: Vec<
     Ok((labels, coded.codings))
 }
 
-/// Indices (ascending) of `n` of the live features `counts` (in layer order), drawn by `seed`:
-/// each layer gets its share of `n` by its live features (largest remainders round), so that
-/// every layer's coverage can be read off the sample.
-fn sample_by_layer(counts: &[crate::mine::FiringCounts], n: usize, seed: u64) -> Vec<usize> {
-    if n >= counts.len() {
-        return (0..counts.len()).collect();
+/// Indices (ascending) of `n` of the live features whose layers are `feature_layers` (in
+/// (layer, feature) order), drawn by `seed`: each layer gets its share of `n` by its live
+/// features (largest remainders round), so that every layer's coverage can be read off the
+/// sample. The label stage's sample, which mine's output effects follow.
+pub(crate) fn sample_by_layer(feature_layers: &[u32], n: usize, seed: u64) -> Vec<usize> {
+    let live = feature_layers.len();
+    if n >= live {
+        return (0..live).collect();
     }
     let mut layers: Vec<std::ops::Range<usize>> = Vec::new();
-    for (i, c) in counts.iter().enumerate() {
+    for (i, &layer) in feature_layers.iter().enumerate() {
         match layers.last_mut() {
-            Some(r) if counts[r.start].layer == c.layer => r.end = i + 1,
+            Some(r) if feature_layers[r.start] == layer => r.end = i + 1,
             _ => layers.push(i..i + 1),
         }
     }
-    let exact: Vec<f64> = layers.iter().map(|r| n as f64 * r.len() as f64 / counts.len() as f64).collect();
+    let exact: Vec<f64> = layers.iter().map(|r| n as f64 * r.len() as f64 / live as f64).collect();
     let mut quota: Vec<usize> = exact.iter().map(|q| q.floor() as usize).collect();
     let mut by_remainder: Vec<usize> = (0..layers.len()).collect();
     by_remainder.sort_by(|&a, &b| (exact[b] - exact[b].floor()).total_cmp(&(exact[a] - exact[a].floor())).then(a.cmp(&b)));

@@ -12,10 +12,9 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::circuits::intervene::{ablation_effect_mv, load_replacement, ProbeWindow};
 use crate::mine::stats::WindowKind;
-use crate::mine::MinedFeatures;
+use crate::mine::{MineConfig, MinedFeatures};
 use crate::model::backend::{run_on, BackendTask};
 use crate::model::inputs::cell_steps;
-use crate::model::DeviceChoice;
 use crate::transcoder::device_encode::Encoder;
 use crate::transcoder::sparse::SparseOps;
 use crate::transcoder::Variant;
@@ -30,21 +29,38 @@ pub struct EffectSources {
     pub transcoder: PathBuf,
 }
 
-/// Sets `output_effect_mv` of every feature from its first `windows` top windows, the model on
-/// `device` with the transcoder's encoder (its sparse decoding on the CPU), as replacement fidelity
-/// runs. Leaves it unset for an MLSAE, whose single encoder reads every layer and has no place to
-/// ablate, and for an SAE on mlp_out, which does not stand in for the MLP.
-pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: DeviceChoice) -> Result<()> {
-    if windows == 0 {
+/// Sets `output_effect_mv` of every feature (of `cfg.effect_sample`'s, where set) from its first
+/// `cfg.effect_windows` top windows, the model on `cfg.device` with the transcoder's encoder (its
+/// sparse decoding on the CPU), as replacement fidelity runs. Leaves it unset for an MLSAE, whose
+/// single encoder reads every layer and has no place to ablate, and for an SAE on mlp_out, which
+/// does not stand in for the MLP.
+pub fn output_effects(mined: &mut MinedFeatures, sources: &EffectSources, cfg: &MineConfig) -> Result<()> {
+    if cfg.effect_windows == 0 {
         return Ok(());
     }
-    run_on(device, EffectTask { mined, sources, windows })
+    let chosen = match cfg.effect_sample {
+        Some(n) => sampled(mined, n, cfg.seed),
+        None => (0..mined.features.len()).collect(),
+    };
+    run_on(cfg.device, EffectTask { mined, sources, windows: cfg.effect_windows, chosen })
+}
+
+/// The mined features (indices) the label stage's `sample = n` draws with `seed`.
+fn sampled(mined: &MinedFeatures, n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..mined.features.len()).collect();
+    order.sort_by_key(|&i| (mined.features[i].layer, mined.features[i].feature));
+    let layers: Vec<u32> = order.iter().map(|&i| mined.features[i].layer).collect();
+    let mut chosen: Vec<usize> = crate::label::sample_by_layer(&layers, n, seed).into_iter().map(|k| order[k]).collect();
+    chosen.sort_unstable();
+    chosen
 }
 
 struct EffectTask<'a> {
     mined: &'a mut MinedFeatures,
     sources: &'a EffectSources,
     windows: usize,
+    /// The features (indices, ascending) to ablate.
+    chosen: Vec<usize>,
 }
 
 impl BackendTask for EffectTask<'_> {
@@ -53,22 +69,20 @@ impl BackendTask for EffectTask<'_> {
         format!("ablating each of {} features on its top {} windows (one batch per feature); lower [mine] effect_windows", self.mined.features.len(), self.windows)
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<()> {
-        effects::<B>(self.mined, self.sources, self.windows, &device)
+        effects::<B>(self.mined, self.sources, self.windows, &self.chosen, &device)
     }
 }
 
-fn effects<A: AutodiffBackend + SparseOps>(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, device: &A::Device) -> Result<()> {
+fn effects<A: AutodiffBackend + SparseOps>(mined: &mut MinedFeatures, sources: &EffectSources, windows: usize, chosen: &[usize], device: &A::Device) -> Result<()> {
     let (loaded, tc) = load_replacement::<A::InnerBackend>(&sources.model, &sources.transcoder.join("circuit-tracer"), device)?;
     if matches!(tc.shape.variant, Variant::Mlsae | Variant::Sae) {
         return Ok(());
     }
     let encoder = Encoder::<A>::new(&tc, device);
     // (feature, cell, peak step) of every window to ablate on.
-    let jobs: Vec<(usize, usize, usize)> = mined
-        .features
+    let jobs: Vec<(usize, usize, usize)> = chosen
         .iter()
-        .enumerate()
-        .flat_map(|(i, m)| m.windows.iter().filter(|w| w.kind == WindowKind::Top).take(windows).map(move |w| (i, w.cell, w.peak_row as usize)))
+        .flat_map(|&i| mined.features[i].windows.iter().filter(|w| w.kind == WindowKind::Top).take(windows).map(move |w| (i, w.cell, w.peak_row as usize)))
         .collect();
     // Each cell is read once, and only its windows' inputs kept.
     let mut by_cell: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -82,9 +96,10 @@ fn effects<A: AutodiffBackend + SparseOps>(mined: &mut MinedFeatures, sources: &
             probes[j] = Some(ProbeWindow::around(&steps, jobs[j].2, loaded.model.context));
         }
     }
-    let bar = crate::progress::bar(mined.features.len() as u64, "effect", "features");
+    let bar = crate::progress::bar(chosen.len() as u64, "effect", "features");
     let mut next = 0;
-    for (i, m) in mined.features.iter_mut().enumerate() {
+    for &i in chosen {
+        let m = &mut mined.features[i];
         let count = jobs[next..].iter().take_while(|j| j.0 == i).count();
         let mine: Vec<ProbeWindow> = probes[next..next + count].iter_mut().map(|p| p.take().expect("every job has a probe")).collect();
         next += count;

@@ -24,7 +24,7 @@ pub fn run_mine_stage(record_dir: &Path, cfg: &MineConfig, effect: Option<&Effec
     let record = RecordDir::open(record_dir)?;
     let mut mined = mine_cells(&record, cfg)?;
     if let Some(sources) = effect {
-        output_effects(&mut mined, sources, cfg.effect_windows, cfg.device)?;
+        output_effects(&mut mined, sources, cfg)?;
     }
     write_mined(out_dir, &mined)?;
     write_json(&out_dir.join(MINED_FILE), &mined)?;

@@ -44,6 +44,11 @@ pub struct MineConfig {
     pub histogram_bins: usize,
     /// Top windows whose ablation gives the feature's output effect (`mine::effect`); 0 skips it.
     pub effect_windows: usize,
+    /// Output effects only for this many live features, the ones `[label] sample` draws with
+    /// the same seed (a pipeline sets it from there): the effects are the pages' and cost the
+    /// model twice per window, hours over a large dictionary's every feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect_sample: Option<usize>,
     /// Where the model and the transcoder's encoder run for the output effects (the sparse
     /// decoding stays on the CPU).
     #[serde(skip_serializing_if = "DeviceChoice::is_cpu")]
@@ -62,6 +67,7 @@ impl Default for MineConfig {
             n_non_firing: 5,
             histogram_bins: 32,
             effect_windows: 4,
+            effect_sample: None,
             device: DeviceChoice::Cpu,
         }
     }

@@ -71,6 +71,10 @@ fn seeded(config: &PipelineConfig) -> PipelineConfig {
     c.sweep.iter_mut().for_each(|s| s.base.seed = seed);
     c.mine.iter_mut().for_each(|m| m.seed = seed);
     c.label.iter_mut().for_each(|l| l.seed = seed);
+    // Output effects for the features the label stage will sample (its draw, by the same seed).
+    if let Some(sample) = c.label.as_ref().and_then(|l| l.sample) {
+        c.mine.iter_mut().for_each(|m| m.effect_sample = Some(sample));
+    }
     c
 }
 
