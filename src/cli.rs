@@ -439,6 +439,11 @@ enum Command {
         /// wgpu (--features wgpu), with the transcoder's encoder; its sparse decoding runs on the CPU.
         #[arg(long, default_value = "cpu")]
         device: crate::model::DeviceChoice,
+        /// Output effects for only the N live features that `voltlens label --sample N` labels
+        /// (the same draw, both seeds at their default; a pipeline's `[label] sample` does this
+        /// by itself): a large dictionary's every feature costs hours.
+        #[arg(long, value_name = "N", requires = "data")]
+        effect_sample: Option<usize>,
     },
     /// Label features automatically against physical covariates, scored on held-out cells;
     /// or, with --check, re-score an existing run's accepted labels on another dataset.
@@ -470,7 +475,8 @@ enum Command {
         #[arg(long, value_name = "LABELS")]
         check: Option<PathBuf>,
         /// Label N of the live features, drawn by the seed from each layer in proportion to its
-        /// live features (the settings' `sample`): a large dictionary's coverage in minutes.
+        /// live features (the settings' `sample`): a large dictionary's coverage in minutes
+        /// (`voltlens mine --effect-sample N` gives the same features their output effects).
         #[arg(long, value_name = "N", conflicts_with = "check")]
         sample: Option<usize>,
     },
@@ -1042,9 +1048,9 @@ fn execute(command: Command) -> Result<ExitCode> {
             let summary = crate::record::record(&data, &model, crate::record::TranscoderInput::Dir(&transcoder), &cfg, &out)?;
             println!("{}", serde_json::to_string_pretty(&summary).expect("serialisable"));
         }
-        Command::Mine { record, out, data, model, transcoder, device } => {
+        Command::Mine { record, out, data, model, transcoder, device, effect_sample } => {
             let effect = data.zip(model).zip(transcoder).map(|((dataset, model), transcoder)| crate::mine::effect::EffectSources { dataset, model, transcoder });
-            let cfg = crate::mine::MineConfig { device, ..Default::default() };
+            let cfg = crate::mine::MineConfig { device, effect_sample, ..Default::default() };
             let summary = crate::mine::stage::run_mine_stage(&record, &cfg, effect.as_ref(), &out)?;
             println!("{summary}");
         }

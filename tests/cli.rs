@@ -209,6 +209,15 @@ fn every_command_runs_on_a_tiny_run() {
     ok(dir, &["mine", "--record", "rec2", "--out", "mine2"]);
     write(dir, "label.toml", "n_shifts = 20\nn_bootstrap = 5\n");
     ok(dir, &["label", "--data", data, "--record", "rec2", "--out", "label2", "--config", "label.toml"]);
+    // Standalone, `mine --effect-sample` ablates the features `label --sample` labels.
+    ok(dir, &["mine", "--record", "rec2", "--out", "mine3", "--data", data, "--model", model, "--transcoder", tc, "--effect-sample", "3"]);
+    ok(dir, &["label", "--data", data, "--record", "rec2", "--out", "label3", "--config", "label.toml", "--sample", "3"]);
+    let mined: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("mine3/mined.json")).unwrap()).unwrap();
+    let mut ablated: Vec<String> = mined["features"].as_array().unwrap().iter().filter(|f| f["output_effect_mv"].is_number()).map(|f| format!("{},{}", f["layer"], f["feature"])).collect();
+    let mut labelled: Vec<String> = std::fs::read_to_string(dir.join("label3/labels.csv")).unwrap().lines().skip(1).map(|l| l.split(',').take(2).collect::<Vec<_>>().join(",")).collect();
+    ablated.sort();
+    labelled.sort();
+    assert!(ablated.len() == 3 && ablated == labelled, "ablated {ablated:?}, labelled {labelled:?}");
 
     // Circuits.
     let cell = cells_of(&dir.join(data))[0].clone();
