@@ -66,7 +66,7 @@ struct EffectTask<'a> {
 impl BackendTask for EffectTask<'_> {
     type Output = ();
     fn describe(&self) -> String {
-        format!("ablating each of {} features on its top {} windows (one batch per feature); lower [mine] effect_windows", self.mined.features.len(), self.windows)
+        format!("ablating each of {} features on its top {} windows (one batch per feature); lower [mine] effect_windows", self.chosen.len(), self.windows)
     }
     fn run<B: AutodiffBackend + SparseOps>(self, device: B::Device) -> Result<()> {
         effects::<B>(self.mined, self.sources, self.windows, &self.chosen, &device)
