@@ -217,8 +217,9 @@ fn write_sheet(workbook: &Path, name: &str, range: &calamine::Range<Data>) -> Re
 
 /// A cell as a CSV field: numbers as Rust writes them (shortest round trip, `.` decimals),
 /// durations (Excel's `[h]:mm:ss` cells, OpenDocument's `PT…`) as elapsed `H:MM:SS.fff` and
-/// date-times as `YYYY-MM-DD HH:MM:SS.fff` (both forms the delimited reader takes for time), an error cell as Excel shows it (`#DIV/0!`, which the
-/// reader then reports at its row), text quoted where it holds a comma or a quote.
+/// date-times as `YYYY-MM-DD HH:MM:SS.fff` (both forms the delimited reader takes for time), an
+/// error cell as Excel shows it (`#DIV/0!`, which the reader then reports at its row), text
+/// quoted where it holds a comma or a quote.
 fn push_cell(line: &mut String, cell: &Data) {
     use std::fmt::Write as _;
     match cell {
