@@ -41,8 +41,13 @@ const HOLD_FALL: f64 = 0.25;
 const HOLD_RAMP_ROWS: u32 = 2;
 /// In a file without a step index, a current change of more than this share of its size …
 const CURRENT_STEP: f64 = 0.1;
-/// … that moves the voltage its way by at least this (V) is a new step.
+/// … that moves the voltage its way by at least this (V) is a new step …
 const CURRENT_STEP_VOLTS: f64 = 0.001;
+/// … unless the power held to this share: a constant-power discharge's current jumps as the
+/// voltage collapses at its cut-off (Prada2013 at 10 s logging: 6.49 A at 2.29 V, then 7.41 A at
+/// 2.01 V, 14.9 W both), where a programmed current step moves the voltage by its IR drop only,
+/// a small share of its current change.
+const POWER_HELD: f64 = 0.01;
 /// A cycle whose discharge removes at least this share of nominal capacity counts as full (for soh).
 pub const FULL_CYCLE_SHARE: f64 = 0.6;
 
@@ -358,11 +363,17 @@ impl StepTracker {
     /// Whether the current was stepped since the last row, as a cycler moves to its next
     /// programmed step within one state (a multi-stage charge's 2C → 1C, a drive cycle's
     /// segments): it changes by more than `CURRENT_STEP` of its size and the voltage follows it
-    /// (the IR jump). A CV hold's falling current moves no voltage; noise moves too little current.
+    /// (the IR jump). A CV hold's falling current moves no voltage; noise moves too little current;
+    /// a constant-power step's current follows its voltage at the same power.
     fn current_stepped(&self, current: f32, voltage: f32) -> bool {
         let (Some((_, last_i, ..)), Some(step)) = (&self.last, self.steps.last()) else { return false };
-        let (di, dv) = (current as f64 - *last_i as f64, voltage as f64 - step.end_voltage);
-        di.abs() > CURRENT_STEP * (current as f64).abs().max(last_i.abs() as f64) && di * dv > 0.0 && dv.abs() >= CURRENT_STEP_VOLTS
+        let (i, last_i, v) = (current as f64, *last_i as f64, voltage as f64);
+        let (di, dv) = (i - last_i, v - step.end_voltage);
+        let (power, last_power) = ((i * v).abs(), (last_i * step.end_voltage).abs());
+        di.abs() > CURRENT_STEP * i.abs().max(last_i.abs())
+            && di * dv > 0.0
+            && dv.abs() >= CURRENT_STEP_VOLTS
+            && (power - last_power).abs() > POWER_HELD * last_power
     }
 
     /// A constant-current step whose current now falls while the voltage stays put has switched
@@ -786,6 +797,29 @@ mod tests {
             assert_eq!(d.step_method, vec![Method::ConstantCurrent, Method::ConstantVoltage, Method::Rest, Method::ConstantCurrent], "step index: {indexed}");
             // The hold starts where its current first falls: its first row (4.2 V, full current) ends the CC step.
             assert_eq!(tr.steps()[1].first_row, 61, "step index: {indexed}");
+        }
+    }
+
+    #[test]
+    fn a_constant_power_discharge_collapsing_at_its_cut_off_is_one_step_and_a_current_step_two() {
+        // Without a step index: a 14.9 W discharge logged every 10 s whose last rows jump in
+        // current as the voltage collapses to 2.0 V (Prada2013), then a rest; and a discharge
+        // stepped from 5 A to 6 A, its voltage dropping by the IR jump, then a rest.
+        for (stepped, want) in [(false, vec![Method::Other, Method::Rest]), (true, vec![Method::ConstantCurrent, Method::ConstantCurrent, Method::Rest])] {
+            let mut tr = StepTracker::new(Some(2.3));
+            let mut t = 0.0;
+            let mut push = |i: f64, v: f64| {
+                tr.push(t, i as f32, v as f32, Some(1), None);
+                t += 10.0;
+            };
+            let volts = (0..100).map(|k| 3.4 - 0.006 * k as f64).chain([2.49357, 2.29427, 2.01]);
+            for (k, v) in volts.enumerate() {
+                let i = if !stepped { -14.9 / v } else if k < 60 { -5.0 } else { -6.0 };
+                push(i, if stepped && k >= 60 { v - 0.05 } else { v });
+            }
+            (0..10).for_each(|_| push(0.0, 2.19));
+            let d = CellDerivation::from_steps(&tr, Some(2.3), Cutoffs::default());
+            assert_eq!(d.step_method, want, "stepped: {stepped}");
         }
     }
 
