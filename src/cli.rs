@@ -625,18 +625,26 @@ enum BenchCommand {
         work_dir: PathBuf,
     },
     /// Seconds and peak memory of an attribution graph on the dev model shape (random weights,
-    /// context 512) with a random CLT, over window lengths and feature counts.
+    /// context 512) with a random CLT, over window lengths, feature counts and depths.
     ///
     /// Example: voltlens bench graph --windows 64,256 --features 512
+    /// Example: voltlens bench graph --layers 3,4,5 --windows 64 --backward sweep --feature-counts
     Graph {
+        /// Blocks of the model, one timing set per depth.
+        #[arg(long, value_delimiter = ',', default_value = "3")]
+        layers: Vec<usize>,
+        /// How targets are carried back: auto (by depth: every path of head choices while there
+        /// are at most 3,125, else one sweep per target), paths or sweep, to compare the two.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "paths", "sweep"])]
+        backward: String,
         /// Window lengths (steps).
         #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
         windows: Vec<usize>,
         /// Features per layer for the window sweep.
         #[arg(long, default_value_t = 512)]
         features: usize,
-        /// Further feature counts, timed at the longest window.
-        #[arg(long, value_delimiter = ',', default_value = "256,1024")]
+        /// Further feature counts, timed at the longest window (none: `--feature-counts` alone).
+        #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "256,1024")]
         feature_counts: Vec<usize>,
         /// Active features per layer and step.
         #[arg(long, default_value_t = 20)]
@@ -978,10 +986,17 @@ fn execute(command: Command) -> Result<ExitCode> {
             std::fs::remove_dir_all(&work_dir).map_err(|e| Error::io(&work_dir, e))?;
             outcome?;
         }
-        Command::Bench { what: BenchCommand::Graph { windows, features, feature_counts, l0 } } => {
+        Command::Bench { what: BenchCommand::Graph { layers, backward, windows, features, feature_counts, l0 } } => {
+            use crate::circuits::Backward;
+            let backward = match backward.as_str() {
+                "paths" => Some(Backward::Paths),
+                "sweep" => Some(Backward::Sweep),
+                _ => None,
+            };
             let longest = windows.iter().copied().max().unwrap_or(512);
-            let runs = windows.iter().map(|&w| (w, features)).chain(feature_counts.iter().map(|&f| (longest, f)));
-            let rows = runs.map(|(window, f)| crate::circuits::bench::bench_graph(window, f, l0)).collect::<Result<Vec<_>>>()?;
+            let shapes: Vec<(usize, usize)> = windows.iter().map(|&w| (w, features)).chain(feature_counts.iter().map(|&f| (longest, f))).collect();
+            let runs = layers.iter().flat_map(|&l| shapes.iter().map(move |&(w, f)| (l, w, f)));
+            let rows = runs.map(|(l, window, f)| crate::circuits::bench::bench_graph(l, window, f, l0, backward)).collect::<Result<Vec<_>>>()?;
             print!("{}", crate::circuits::bench::format_graph_bench(&rows));
         }
         Command::Bench { what: BenchCommand::Model { forward, steps, device, .. } } if !forward.is_empty() => {

@@ -2,7 +2,8 @@
 //! and transcoder: the frozen model reproduces the real one, contributions add up to each node's
 //! value, the direct part is activation × pullback, and the graph prunes and exports as
 //! circuit-tracer's front end reads it; also for an imported-style model that reads other input
-//! channels and predicts the next voltage.
+//! channels and predicts the next voltage. Contributions are carried back by paths of head choices
+//! or by sweeps, which agree; a deep model is swept.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use burn::backend::Flex;
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
-use voltlens::circuits::{attribute, attribution_graph, pullback, write_graph, FrozenReplacement, GraphFile, GraphOptions, GraphWindow, NodeKind, Target};
+use voltlens::circuits::{attribute, attribution_graph, graph_of, pullback, Backward, write_graph, FrozenReplacement, GraphFile, GraphOptions, GraphWindow, NodeKind, Target};
 use voltlens::model::{HeadTarget, Lblm, ModelConfig, Positional, CHANNELS, N_CHANNELS};
 use voltlens::transcoder::{Transcoder, TranscoderConfig, Variant};
 
@@ -40,8 +41,13 @@ fn model(positional: Positional) -> Lblm<B> {
 /// [`model`] with other input channels and head; a next-voltage head gets a non-zero direct
 /// path from the inputs to the output.
 fn model_reading(positional: Positional, channels: &[&str], head: HeadTarget) -> Lblm<B> {
+    model_of(LAYERS, 2, positional, channels, head)
+}
+
+/// [`model_reading`] of any depth and number of heads.
+fn model_of(layers: usize, heads: usize, positional: Positional, channels: &[&str], head: HeadTarget) -> Lblm<B> {
     let channels = channels.iter().map(|c| c.to_string()).collect();
-    let cfg = ModelConfig { layers: LAYERS, d_model: D, heads: 2, d_mlp: 32, context: 16, positional, head, channels, ..ModelConfig::default() };
+    let cfg = ModelConfig { layers, d_model: D, heads, d_mlp: 32, context: 16, positional, head, channels, ..ModelConfig::default() };
     let mut m = Lblm::<B>::new(&cfg, 3, &Default::default());
     let vec = |n: usize, salt: usize, base: f32, scale: f32| (0..n).map(|i| base + scale * noise(i, salt)).collect::<Vec<_>>();
     m.embed.bias = Some(param(vec(D, 1, 0.0, 0.3), [D]));
@@ -67,8 +73,12 @@ fn model_reading(positional: Positional, channels: &[&str], head: HeadTarget) ->
 const OTHER_CHANNELS: [&str; 4] = ["current_a", "dt_next_s", "voltage", "soc"];
 
 fn transcoder(variant: Variant, skip: bool) -> Transcoder {
+    transcoder_of(LAYERS, variant, skip)
+}
+
+fn transcoder_of(layers: usize, variant: Variant, skip: bool) -> Transcoder {
     let cfg = TranscoderConfig { variant, features: FEATURES, skip, ..TranscoderConfig::default() };
-    let mut tc = Transcoder::zeros(&cfg, LAYERS, D);
+    let mut tc = Transcoder::zeros(&cfg, layers, D);
     tc.w_enc.iter_mut().enumerate().for_each(|(i, w)| *w = 0.6 * noise(i, 60));
     tc.b_enc.iter_mut().enumerate().for_each(|(i, b)| *b = -0.4 + 0.3 * noise(i, 61));
     for (e, dec) in tc.w_dec.iter_mut().enumerate() {
@@ -125,8 +135,8 @@ fn frozen_model_reproduces_the_real_one() {
 
 #[test]
 fn contributions_add_up_to_every_node_value() {
-    for (m, tc, x) in setups() {
-        let frozen = FrozenReplacement::new(&m, &tc, &x).unwrap();
+    for ((m, tc, x), backward) in setups().into_iter().flat_map(|s| [(s.clone(), Backward::Paths), (s, Backward::Sweep)]) {
+        let frozen = FrozenReplacement::new(&m, &tc, &x).unwrap().with_backward(backward);
         assert!(frozen.features.len() > 3 * SEQ, "too few active features to test: {}", frozen.features.len());
         let mut targets: Vec<Target> = (0..frozen.features.len()).map(|i| frozen.feature_target(i)).collect();
         targets.push(Target::Output { pos: SEQ - 1 });
@@ -152,6 +162,59 @@ fn contributions_add_up_to_every_node_value() {
             }
         }
     }
+}
+
+#[test]
+fn paths_and_sweeps_carry_the_same_contributions_into_the_same_graph() {
+    for (m, tc, x) in setups() {
+        let frozen = FrozenReplacement::new(&m, &tc, &x).unwrap();
+        assert_eq!(frozen.backward(), Backward::Paths, "three blocks of two heads: 27 paths");
+        let swept = FrozenReplacement::new(&m, &tc, &x).unwrap().with_backward(Backward::Sweep);
+        let mut targets: Vec<Target> = (0..frozen.features.len()).step_by(7).map(|i| frozen.feature_target(i)).collect();
+        targets.push(Target::Output { pos: SEQ - 1 });
+        for target in targets {
+            let (a, b) = (attribute(&frozen, target).unwrap(), attribute(&swept, target).unwrap());
+            assert_eq!(a.contributions.len(), b.contributions.len());
+            let scale: f32 = a.contributions.iter().map(|c| c.weight.abs()).sum();
+            for c in &a.contributions {
+                let other = b.contributions.iter().find(|o| o.node == c.node).expect("the same nodes");
+                assert!(close(c.weight, other.weight, scale) && c.direct == other.direct, "{}, {:?}: {c:?} vs {other:?}", a.target, c.node);
+            }
+        }
+        let window = GraphWindow { inputs: x.clone(), raw: x, ..window() };
+        let options = GraphOptions { node_threshold: 0.9, edge_threshold: 0.95 };
+        let (a, b) = (graph_of(&frozen, &window, &options).unwrap(), graph_of(&swept, &window, &options).unwrap());
+        let nodes = |g: &voltlens::circuits::Graph| g.nodes.iter().map(|n| n.node).collect::<Vec<_>>();
+        assert_eq!(nodes(&a), nodes(&b), "kept nodes");
+        assert_eq!(a.edges.len(), b.edges.len(), "kept edges");
+        for (e, f) in a.edges.iter().zip(&b.edges) {
+            assert!((e.source, e.target) == (f.source, f.target) && close(e.weight, f.weight, e.weight.abs()), "{e:?} vs {f:?}");
+        }
+    }
+}
+
+#[test]
+fn a_deep_model_is_swept_and_its_contributions_add_up() {
+    // Twelve blocks of four heads: 5^12 paths of head choices, which the expansion cannot hold.
+    let m = model_of(12, 4, Positional::Rotary, &CHANNELS, HeadTarget::DeltaV);
+    let tc = transcoder_of(12, Variant::Clt, true);
+    let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap();
+    assert_eq!(frozen.backward(), Backward::Sweep);
+    let run = frozen.run(false);
+    for (a, b) in run.output.iter().zip(&frozen.prediction) {
+        assert!(close(*a, *b, b.abs()), "output {a} vs {b}");
+    }
+    let deep: Vec<usize> = (0..frozen.features.len()).filter(|&i| frozen.features[i].layer >= 9).step_by(5).collect();
+    assert!(deep.len() >= 3, "too few deep features fire: {}", deep.len());
+    let targets = deep.iter().map(|&i| frozen.feature_target(i)).chain([Target::Output { pos: SEQ - 1 }]);
+    for target in targets {
+        let a = attribute(&frozen, target).unwrap();
+        let scale: f32 = a.contributions.iter().map(|c| c.weight.abs()).sum::<f32>() + a.constant.abs();
+        assert!(close(a.total(), a.value, scale), "{}: constant + contributions = {} but the value is {}", a.target, a.total(), a.value);
+        assert!(a.contributions.iter().any(|c| matches!(c.node, NodeKind::Feature { layer: 0, .. }) && c.weight != 0.0), "{}: nothing from layer 0", a.target);
+    }
+    let graph = attribution_graph(&m, &tc, &window(), &GraphOptions::default()).unwrap();
+    assert!(graph.nodes.iter().any(|n| matches!(n.node, NodeKind::Output { .. })) && !graph.edges.is_empty());
 }
 
 #[test]
@@ -331,17 +394,20 @@ fn graph_json_round_trips_with_circuit_tracer_field_names() {
 
 #[test]
 fn graphs_are_the_same_for_any_thread_count() {
-    let graph_json = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| {
-            let (m, tc) = (model(Positional::Learned), transcoder(Variant::Clt, true));
-            let graph = attribution_graph(&m, &tc, &window(), &GraphOptions { node_threshold: 0.9, edge_threshold: 0.95 }).unwrap();
-            serde_json::to_string(&graph.to_file(&BTreeMap::new())).unwrap()
-        })
-    };
-    let one = graph_json(1);
-    for threads in [2, 3, 8] {
-        assert!(graph_json(threads) == one, "the graph changes with {threads} threads");
+    for backward in [Backward::Paths, Backward::Sweep] {
+        let graph_json = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let (m, tc) = (model(Positional::Learned), transcoder(Variant::Clt, true));
+                let frozen = FrozenReplacement::new(&m, &tc, &inputs()).unwrap().with_backward(backward);
+                let graph = graph_of(&frozen, &window(), &GraphOptions { node_threshold: 0.9, edge_threshold: 0.95 }).unwrap();
+                serde_json::to_string(&graph.to_file(&BTreeMap::new())).unwrap()
+            })
+        };
+        let one = graph_json(1);
+        for threads in [2, 3, 8] {
+            assert!(graph_json(threads) == one, "the graph changes with {threads} threads ({backward:?})");
+        }
     }
 }
 

@@ -20,9 +20,12 @@
 //!   contribution(write v at step s) = Σ_paths c_path[s] · (v · q_path),
 //!
 //! where v · q_path for every active feature is a "virtual weight" computed once per target
-//! feature, and c_path once per target step. With (1 + H) choices per block the number of paths
-//! grows as (1 + H)^L, a few dozen at the LBLM's size, far fewer than a dense backward pass's
-//! d columns per step; a much deeper or wider model would want a dense backward instead.
+//! feature, and c_path once per target step ([`Backward::Paths`]). With (1 + H) choices per block
+//! the number of paths grows as (1 + H)^L: 25 for two blocks of four heads, 5^24 for the LBLM
+//! study's 24 (the expansion ran a 24-layer graph out of memory). Past [`MAX_PATHS`] each target
+//! is carried back instead by one sweep down the blocks ([`Backward::Sweep`]): the gradient of
+//! its read with respect to a write at every step and slot, g ← g + Σ_h Ã_hᵀ·(g·M_hᵀ) per block
+//! (and g ← g·(I + W_skip)ᵀ per transcoder), linear in depth but not shared between targets.
 
 use std::fmt::Write;
 
@@ -81,6 +84,50 @@ impl Target {
     }
 }
 
+/// How a target's read is carried back through the frozen blocks to the writes (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backward {
+    /// Every path of head choices, factored into steps and directions shared between targets.
+    Paths,
+    /// One sweep per target: the read's gradient at every step and slot.
+    Sweep,
+}
+
+/// The most paths of head choices expanded before targets are swept instead. `voltlens bench
+/// graph --backward paths|sweep` on the dev shape (four heads, d 64, 512 features, L0 20), 2 cores,
+/// seconds paths / sweep: 4 blocks 0.21 / 0.30 (64 steps), 1.18 / 6.24 (256); 5 blocks (3,125
+/// paths) 0.53 / 0.51, 2.64 / 10.39; 6 blocks 1.46 / 0.78, 2.83 / 3.28 (128); 7 blocks 4.70 /
+/// 1.16, 7.86 / 4.66 (128), the paths' memory growing fivefold a block (244 MB there).
+pub const MAX_PATHS: usize = 3125;
+
+impl Backward {
+    /// The faster way for a model of `layers` blocks of `heads` heads.
+    pub fn for_depth(layers: usize, heads: usize) -> Backward {
+        let paths = (0..layers).try_fold(1usize, |n, _| n.checked_mul(heads + 1).filter(|&n| n <= MAX_PATHS));
+        if paths.is_some() { Backward::Paths } else { Backward::Sweep }
+    }
+}
+
+/// A target's read carried back to the writes, by either way.
+#[derive(Clone, Copy)]
+pub(crate) enum Reads<'a> {
+    Paths(&'a ReadTables, &'a StepTables),
+    /// Per slot, the gradient [steps ≤ t, d].
+    Sweep(&'a [Vec<f32>]),
+}
+
+/// What writes into the residual stream at a slot and step.
+#[derive(Clone, Copy)]
+enum Writer {
+    /// Active feature `node` (its decoder row into the slot).
+    Feature(usize),
+    /// The error of the layer below the slot.
+    Error,
+    /// An input channel's embedding row (slot 0).
+    Input(usize),
+}
+
 /// One block's attention with its pattern and norm scale frozen.
 struct FrozenAttention {
     /// A_h[t, s] / σ_s, [H, T, T]: the pattern with the norm scale of the source step folded in.
@@ -127,15 +174,14 @@ pub struct FrozenReplacement<'a> {
     distinct: Vec<(usize, usize)>,
     /// First active feature of (layer, pos) at `starts[layer·(T+1) + pos]`.
     starts: Vec<usize>,
+    backward: Backward,
 }
 
 fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().expect("f32 tensors")
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
+use crate::transcoder::dense::dot;
 
 fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
@@ -354,11 +400,19 @@ impl<'a> FrozenReplacement<'a> {
             distinct_of,
             distinct,
             starts,
+            backward: Backward::for_depth(layers, model.blocks[0].attn.heads),
         })
     }
 
     pub fn layers(&self) -> usize {
         self.layers
+    }
+    /// How targets are carried back: by depth, unless set (to compare the two ways).
+    pub fn backward(&self) -> Backward {
+        self.backward
+    }
+    pub fn with_backward(self, backward: Backward) -> Self {
+        FrozenReplacement { backward, ..self }
     }
     /// Steps in the window.
     pub fn seq(&self) -> usize {
@@ -573,12 +627,8 @@ pub(crate) struct StepTables {
 impl FrozenReplacement<'_> {
     /// Virtual weights of every writer onto `target`'s read, for writes at steps ≤ `max_pos`.
     pub(crate) fn read_tables(&self, target: Target, max_pos: usize) -> ReadTables {
-        let d = self.d;
-        let skip = |b: usize, q: &Vec<f32>| match &self.tc.w_skip {
-            Some(w) => q.iter().zip(mat_vec(&w[b * d * d..(b + 1) * d * d], q)).map(|(a, b)| a + b).collect(),
-            None => q.clone(),
-        };
         let head = |b: usize, h: usize, q: &Vec<f32>| mat_vec(&self.attention[b].mix[h], q);
+        let skip = |b: usize, q: &Vec<f32>| self.skip_back(b, q);
         let slots = descend(self.read_vector(target), target, self.layers, self.heads, skip, head);
         let n: Vec<usize> = slots.iter().map(Vec::len).collect();
         let features = slots
@@ -601,7 +651,7 @@ impl FrozenReplacement<'_> {
                 _ => (0..=max_pos).flat_map(|s| qs.iter().map(move |q| (s, q))).map(|(s, q)| dot(self.error(b - 1, s), q)).collect(),
             })
             .collect();
-        let inputs = (0..self.width).flat_map(|c| slots[0].iter().map(move |q| (c, q))).map(|(c, q)| dot(&self.w_embed[c * d..(c + 1) * d], q)).collect();
+        let inputs = (0..self.width).flat_map(|c| slots[0].iter().map(move |q| (c, q))).map(|(c, q)| dot(&self.w_embed[c * self.d..(c + 1) * self.d], q)).collect();
         ReadTables { n, features, errors, inputs }
     }
 
@@ -626,24 +676,96 @@ impl FrozenReplacement<'_> {
         StepTables { n, coeffs }
     }
 
+    /// The read carried back by one sweep down the blocks: per slot b ≤ the target's top, the
+    /// gradient [steps ≤ t, d] of the read with respect to a write into slot b at each step.
+    pub(crate) fn sweep(&self, target: Target) -> Vec<Vec<f32>> {
+        let (d, t, top) = (self.d, target.pos(), target.top(self.layers));
+        let mut g = vec![0f32; (t + 1) * d];
+        g[t * d..].copy_from_slice(&self.read_vector(target));
+        // A feature reads after its own block's attention.
+        if let Target::Feature { layer, .. } = target {
+            self.attention_back(layer, &mut g);
+        }
+        let mut slots = vec![g.clone()];
+        for b in (0..top).rev() {
+            if self.tc.w_skip.is_some() {
+                for row in g.chunks_mut(d).filter(|r| r.iter().any(|&x| x != 0.0)) {
+                    let q = self.skip_back(b, row);
+                    row.copy_from_slice(&q);
+                }
+            }
+            self.attention_back(b, &mut g);
+            slots.push(g.clone());
+        }
+        slots.reverse();
+        slots
+    }
+
+    /// g += the backward of block b's frozen heads: into each step s, Σ_h Σ_{u ≥ s} Ã_h[u, s]·M_h·g[u].
+    fn attention_back(&self, b: usize, g: &mut [f32]) {
+        let (d, seq) = (self.d, self.seq);
+        let att = &self.attention[b];
+        let mut added = vec![0f32; g.len()];
+        for (u, gu) in g.chunks(d).enumerate().filter(|(_, r)| r.iter().any(|&x| x != 0.0)) {
+            for (h, mix) in att.mix.iter().enumerate() {
+                let y = mat_vec(mix, gu);
+                for (s, &p) in att.scaled[(h * seq + u) * seq..][..=u].iter().enumerate() {
+                    axpy(p, &y, &mut added[s * d..(s + 1) * d]);
+                }
+            }
+        }
+        g.iter_mut().zip(added).for_each(|(x, a)| *x += a);
+    }
+
+    /// q carried back through the transcoder's skip path of layer b: q + W_skip,b·q.
+    fn skip_back(&self, b: usize, q: &[f32]) -> Vec<f32> {
+        let d = self.d;
+        match &self.tc.w_skip {
+            Some(w) => q.iter().zip(mat_vec(&w[b * d * d..(b + 1) * d * d], q)).map(|(a, b)| a + b).collect(),
+            None => q.to_vec(),
+        }
+    }
+
+    /// The weight a writer's value is multiplied by in the target's read, for a write into slot
+    /// `b` at step `s`.
+    fn carried(&self, reads: Reads, b: usize, s: usize, writer: Writer) -> f32 {
+        match reads {
+            Reads::Paths(tables, steps) => {
+                let n = tables.n[b];
+                let virtual_weights = match writer {
+                    Writer::Feature(i) => &tables.features[b][self.distinct_of[i] * n..][..n],
+                    Writer::Error => &tables.errors[b][s * n..][..n],
+                    Writer::Input(c) => &tables.inputs[c * n..][..n],
+                };
+                dot(&steps.coeffs[b][s * steps.n[b]..(s + 1) * steps.n[b]], virtual_weights)
+            }
+            Reads::Sweep(grads) => {
+                let write = match writer {
+                    Writer::Feature(i) => self.decoder(self.features[i].layer, self.features[i].feature, b - 1),
+                    Writer::Error => self.error(b - 1, s),
+                    Writer::Input(c) => &self.w_embed[c * self.d..(c + 1) * self.d],
+                };
+                dot(write, &grads[b][s * self.d..(s + 1) * self.d])
+            }
+        }
+    }
+
     /// Every node's contribution to `target`, as (node, weight) pairs in node order: nodes that
     /// cannot reach it (later steps, later or same layers) are left out.
-    pub(crate) fn row(&self, target: Target, reads: &ReadTables, steps: &StepTables, out: &mut Vec<(u32, f32)>) {
+    pub(crate) fn row(&self, target: Target, reads: Reads, out: &mut Vec<(u32, f32)>) {
         out.clear();
         let (t, top) = (target.pos(), target.top(self.layers));
-        let terms = |b: usize, s: usize| &steps.coeffs[b][s * steps.n[b]..(s + 1) * steps.n[b]];
         for l in 0..top.min(self.layers) {
             let slots = self.write_slots(l).start..self.write_slots(l).end.min(top + 1);
             for i in self.layer_range(l, t) {
-                let (a, u) = (self.features[i], self.distinct_of[i]);
-                let w: f32 = slots.clone().map(|b| dot(terms(b, a.pos), &reads.features[b][u * reads.n[b]..(u + 1) * reads.n[b]])).sum();
+                let a = self.features[i];
+                let w: f32 = slots.clone().map(|b| self.carried(reads, b, a.pos, Writer::Feature(i))).sum();
                 out.push((i as u32, a.activation * w));
             }
         }
         for k in 0..top {
             for s in 0..=t {
-                let w = dot(terms(k + 1, s), &reads.errors[k + 1][s * reads.n[k + 1]..(s + 1) * reads.n[k + 1]]);
-                out.push((self.error_node(k, s) as u32, w));
+                out.push((self.error_node(k, s) as u32, self.carried(reads, k + 1, s, Writer::Error)));
             }
         }
         // A next-voltage head also reads the inputs at the output's own step directly.
@@ -653,23 +775,30 @@ impl FrozenReplacement<'_> {
         };
         for s in 0..=t {
             for c in 0..self.width {
-                let w = dot(terms(0, s), &reads.inputs[c * reads.n[0]..(c + 1) * reads.n[0]]) + skip(s, c);
+                let w = self.carried(reads, 0, s, Writer::Input(c)) + skip(s, c);
                 out.push((self.input_node(s, c) as u32, self.inputs[s * self.width + c] * w));
             }
         }
     }
 
+    /// The read carried down through no attention head: per slot, one direction [d].
+    fn straight(&self, target: Target) -> Vec<Vec<f32>> {
+        let skip = |b: usize, q: &Vec<f32>| self.skip_back(b, q);
+        let slots = descend(self.read_vector(target), target, self.layers, 0, skip, |_, _, q: &Vec<f32>| q.clone());
+        slots.into_iter().map(|mut terms| terms.swap_remove(0)).collect()
+    }
+
     /// The direct part of an active feature's contribution: the path through no attention head
     /// at the target's own step (z · pullback when there is no skip path); 0 from other steps.
-    fn direct(&self, node: usize, target: Target, reads: &ReadTables) -> f32 {
+    /// `straight` is the target's [`Self::straight`] read.
+    fn direct(&self, node: usize, target: Target, straight: &[Vec<f32>]) -> f32 {
         let a = self.features[node];
         if a.pos != target.pos() {
             return 0.0;
         }
-        let u = self.distinct_of[node];
         let top = target.top(self.layers);
         let slots = self.write_slots(a.layer).start..self.write_slots(a.layer).end.min(top + 1);
-        a.activation * slots.map(|b| reads.features[b][u * reads.n[b]]).sum::<f32>()
+        a.activation * slots.map(|b| dot(self.decoder(a.layer, a.feature, b - 1), &straight[b])).sum::<f32>()
     }
 }
 
@@ -713,16 +842,21 @@ pub fn attribute(frozen: &FrozenReplacement, target: Target) -> Result<Attributi
     if target.pos() >= frozen.seq {
         return Err(Error::Config(format!("step {} is outside the window of {} steps", target.pos(), frozen.seq)));
     }
-    let reads = frozen.read_tables(target, target.pos());
-    let steps = frozen.step_tables(target);
     let mut row = Vec::new();
-    frozen.row(target, &reads, &steps, &mut row);
+    match frozen.backward {
+        Backward::Paths => {
+            let (tables, steps) = (frozen.read_tables(target, target.pos()), frozen.step_tables(target));
+            frozen.row(target, Reads::Paths(&tables, &steps), &mut row);
+        }
+        Backward::Sweep => frozen.row(target, Reads::Sweep(&frozen.sweep(target)), &mut row),
+    }
+    let straight = frozen.straight(target);
     let is_feature = |i: usize| i < frozen.features.len();
     let mut contributions: Vec<Contribution> = row
         .par_iter()
         .map(|&(i, w)| {
             let i = i as usize;
-            let direct = if is_feature(i) { frozen.direct(i, target, &reads) } else { 0.0 };
+            let direct = if is_feature(i) { frozen.direct(i, target, &straight) } else { 0.0 };
             Contribution { node: frozen.node(i), weight: w, direct, value: frozen.node_value(i) }
         })
         .collect();

@@ -1,6 +1,7 @@
 //! `voltlens bench graph`: time and peak memory of an attribution graph on a model of the dev
-//! size with random weights and a random CLT of realistic sparsity, over window lengths and
-//! feature counts. Prints figures, asserts nothing.
+//! size (or deeper) with random weights and a random CLT of realistic sparsity, over window
+//! lengths, feature counts and depths, carried back by paths or sweeps. Prints figures, asserts
+//! nothing.
 
 use std::time::Instant;
 
@@ -9,7 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::graph::{attribution_graph, GraphOptions, GraphWindow};
+use super::attribution::{Backward, FrozenReplacement};
+use super::graph::{graph_of, GraphOptions, GraphWindow};
 use crate::model::{Lblm, ModelConfig, N_CHANNELS};
 use crate::transcoder::{Transcoder, TranscoderConfig, Variant};
 use crate::Result;
@@ -17,6 +19,8 @@ use crate::Result;
 /// One timed graph.
 #[derive(Debug, Clone, Serialize)]
 pub struct GraphBench {
+    pub layers: usize,
+    pub backward: Backward,
     pub window: usize,
     pub features: usize,
     /// Mean active features per layer and step.
@@ -29,9 +33,9 @@ pub struct GraphBench {
     pub peak_rss_mb: f64,
 }
 
-/// The dev model's shape with a context of `context` steps.
-pub fn bench_model_config(context: usize) -> ModelConfig {
-    ModelConfig { context, ..ModelConfig::dev() }
+/// The dev model's shape with `layers` blocks and a context of `context` steps.
+pub fn bench_model_config(layers: usize, context: usize) -> ModelConfig {
+    ModelConfig { layers, context, ..ModelConfig::dev() }
 }
 
 /// A random CLT for `model` with `features` per layer whose encoder biases are set so that about
@@ -66,12 +70,13 @@ pub fn random_clt(model: &Lblm<Flex>, inputs: &[f32], features: usize, l0: usize
     tc
 }
 
-/// Times one graph over a window of `window` random steps with a random CLT of `features`.
-pub fn bench_graph(window: usize, features: usize, l0: usize) -> Result<GraphBench> {
-    if window == 0 || features == 0 {
-        return Err(crate::Error::Config(format!("bench graph: window ({window}) and features ({features}) must be at least 1")));
+/// Times one graph over a window of `window` random steps of a model of `layers` blocks with a
+/// random CLT of `features`, carried back as `backward` says (by depth when `None`).
+pub fn bench_graph(layers: usize, window: usize, features: usize, l0: usize, backward: Option<Backward>) -> Result<GraphBench> {
+    if layers == 0 || window == 0 || features == 0 {
+        return Err(crate::Error::Config(format!("bench graph: layers ({layers}), window ({window}) and features ({features}) must be at least 1")));
     }
-    let cfg = bench_model_config(window.max(2));
+    let cfg = bench_model_config(layers, window.max(2));
     let model = Lblm::<Flex>::new(&cfg, 0, &Default::default());
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let inputs: Vec<f32> = (0..window * N_CHANNELS).map(|_| rng.random_range(-1.7f32..1.7)).collect();
@@ -88,9 +93,15 @@ pub fn bench_graph(window: usize, features: usize, l0: usize) -> Result<GraphBen
         target_scale: 1.0,
     };
     let t0 = Instant::now();
-    let graph = attribution_graph(&model, &tc, &graph_window, &GraphOptions::default())?;
+    let mut frozen = FrozenReplacement::new(&model, &tc, &graph_window.inputs)?;
+    if let Some(b) = backward {
+        frozen = frozen.with_backward(b);
+    }
+    let graph = graph_of(&frozen, &graph_window, &GraphOptions::default())?;
     let seconds = t0.elapsed().as_secs_f64();
     Ok(GraphBench {
+        layers,
+        backward: frozen.backward(),
         window,
         features,
         l0: graph.active_features as f64 / (window * cfg.layers) as f64,
@@ -104,11 +115,14 @@ pub fn bench_graph(window: usize, features: usize, l0: usize) -> Result<GraphBen
 
 /// The rows as a text table.
 pub fn format_graph_bench(rows: &[GraphBench]) -> String {
-    let mut out = format!("{:>6} {:>8} {:>6} {:>7} {:>6} {:>7} {:>8} {:>9}\n", "window", "features", "L0", "nodes", "kept", "edges", "seconds", "peak MB");
+    let mut out = format!(
+        "{:>6} {:>8} {:>6} {:>8} {:>6} {:>7} {:>6} {:>7} {:>8} {:>9}\n",
+        "layers", "backward", "window", "features", "L0", "nodes", "kept", "edges", "seconds", "peak MB"
+    );
     for r in rows {
         out.push_str(&format!(
-            "{:>6} {:>8} {:>6.1} {:>7} {:>6} {:>7} {:>8.2} {:>9.0}\n",
-            r.window, r.features, r.l0, r.nodes, r.kept_nodes, r.kept_edges, r.seconds, r.peak_rss_mb
+            "{:>6} {:>8} {:>6} {:>8} {:>6.1} {:>7} {:>6} {:>7} {:>8.2} {:>9.0}\n",
+            r.layers, format!("{:?}", r.backward).to_lowercase(), r.window, r.features, r.l0, r.nodes, r.kept_nodes, r.kept_edges, r.seconds, r.peak_rss_mb
         ));
     }
     out

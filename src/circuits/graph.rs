@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::attribution::{node_name, FrozenReplacement, NodeKind, Target};
+use super::attribution::{node_name, Backward, FrozenReplacement, NodeKind, Reads, Target};
 use crate::io::write_atomic;
 use crate::model::inputs::{read_dataset_cell, CellSteps};
 use burn::backend::Flex;
@@ -186,14 +186,28 @@ fn target_of(frozen: &FrozenReplacement, node: usize) -> Target {
 const MAX_PARTS: usize = 64;
 
 /// Rows of `targets` (one layer's features, or the output) in parallel, folded into one
-/// accumulator per part, parts in a fixed order. Targets of one feature share its virtual
-/// weights; targets of one step share its path coefficients.
+/// accumulator per part, parts in a fixed order. Carried back by paths, targets of one feature
+/// share its virtual weights and targets of one step its path coefficients; by sweeps, nothing.
 fn fold_rows<R: Send>(
     frozen: &FrozenReplacement,
     targets: &[usize],
     init: impl Fn() -> R + Sync + Send,
     fold: impl Fn(&mut R, usize, &[(u32, f32)]) + Sync + Send,
 ) -> Vec<R> {
+    if frozen.backward() == Backward::Sweep {
+        return targets
+            .par_chunks(targets.len().div_ceil(MAX_PARTS).max(1))
+            .map(|part| {
+                let (mut acc, mut row) = (init(), Vec::new());
+                for &node in part {
+                    let target = target_of(frozen, node);
+                    frozen.row(target, Reads::Sweep(&frozen.sweep(target)), &mut row);
+                    fold(&mut acc, node, &row);
+                }
+                acc
+            })
+            .collect();
+    }
     let mut positions: Vec<usize> = targets.iter().map(|&i| target_of(frozen, i).pos()).collect();
     positions.sort_unstable();
     positions.dedup();
@@ -224,7 +238,7 @@ fn fold_rows<R: Send>(
                 for &node in group.iter() {
                     let target = target_of(frozen, node);
                     let s = &steps[positions.binary_search(&target.pos()).expect("listed")];
-                    frozen.row(target, &reads, s, &mut row);
+                    frozen.row(target, Reads::Paths(&reads, s), &mut row);
                     fold(&mut acc, node, &row);
                 }
             }
@@ -277,21 +291,25 @@ pub fn attribution_graph<B: burn::tensor::backend::Backend>(
     window: &GraphWindow,
     options: &GraphOptions,
 ) -> Result<Graph> {
+    graph_of(&FrozenReplacement::new(model, tc, &window.inputs)?, window, options)
+}
+
+/// [`attribution_graph`] of a window already frozen (`frozen` ran `window`'s inputs).
+pub fn graph_of(frozen: &FrozenReplacement, window: &GraphWindow, options: &GraphOptions) -> Result<Graph> {
     for (name, v) in [("node", options.node_threshold), ("edge", options.edge_threshold)] {
         if !(0.0..=1.0).contains(&v) {
             return Err(Error::Config(format!("the {name} threshold must be between 0 and 1, got {v}")));
         }
     }
-    let frozen = FrozenReplacement::new(model, tc, &window.inputs)?;
     let n = frozen.n_nodes();
     let out = frozen.output_node();
     let is_error = |i: usize| matches!(frozen.node(i), NodeKind::Error { .. });
 
     // Pass 1: exact influence over the full graph, one layer of targets at a time.
     let (mut influence, mut error_share) = (vec![0f64; n], vec![0f64; n]);
-    for targets in target_layers(&frozen) {
+    for targets in target_layers(frozen) {
         let parts = fold_rows(
-            &frozen,
+            frozen,
             &targets,
             || (vec![0f64; n], Vec::new()),
             |(acc, shares), node, row| {
@@ -305,7 +323,7 @@ pub fn attribution_graph<B: burn::tensor::backend::Backend>(
         }
     }
     let everything = vec![true; n];
-    let (replacement, completeness) = scores(&frozen, &influence, &error_share, &everything);
+    let (replacement, completeness) = scores(frozen, &influence, &error_share, &everything);
 
     // Nodes by cumulative influence; the output always stays.
     let node_cut = threshold(&influence, options.node_threshold);
@@ -315,20 +333,20 @@ pub fn attribution_graph<B: burn::tensor::backend::Backend>(
     // Pass 2: rows of kept targets over kept sources.
     let mut rows: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
     let mut order = Vec::new();
-    for targets in target_layers(&frozen) {
+    for targets in target_layers(frozen) {
         let targets: Vec<usize> = targets.into_iter().filter(|&t| kept[t]).collect();
         if targets.is_empty() {
             continue;
         }
         order.extend(&targets);
-        let parts = fold_rows(&frozen, &targets, Vec::new, |acc: &mut Vec<(usize, Vec<(u32, f32)>)>, node, row| {
+        let parts = fold_rows(frozen, &targets, Vec::new, |acc: &mut Vec<(usize, Vec<(u32, f32)>)>, node, row| {
             acc.push((node, row.iter().copied().filter(|&(i, _)| kept[i as usize]).collect()));
         });
         parts.into_iter().flatten().for_each(|(node, row)| rows[node] = row);
     }
 
     // Edges by cumulative edge influence on the pruned graph.
-    let (pruned_influence, _) = propagate(&frozen, &rows, &order);
+    let (pruned_influence, _) = propagate(frozen, &rows, &order);
     let mut edges: Vec<(usize, usize, f32, f64)> = Vec::new();
     for &t in &order {
         let sum = rows[t].iter().map(|&(_, w)| w.abs() as f64).sum::<f64>().max(MIN_ROW_SUM);
@@ -337,13 +355,13 @@ pub fn attribution_graph<B: burn::tensor::backend::Backend>(
     }
     let edge_cut = threshold(&edges.iter().map(|e| e.3).collect::<Vec<_>>(), options.edge_threshold);
     edges.retain(|e| e.3 >= edge_cut && e.3 > 0.0);
-    prune_dangling(&frozen, &mut kept, &mut edges);
+    prune_dangling(frozen, &mut kept, &mut edges);
 
     // Scores of the pruned graph, over its kept edges only.
     let mut final_rows: Vec<Vec<(u32, f32)>> = vec![Vec::new(); n];
     edges.iter().for_each(|&(s, t, w, _)| final_rows[t].push((s as u32, w)));
-    let (final_influence, final_share) = propagate(&frozen, &final_rows, &order);
-    let (pruned_replacement, pruned_completeness) = scores(&frozen, &final_influence, &final_share, &kept);
+    let (final_influence, final_share) = propagate(frozen, &final_rows, &order);
+    let (pruned_replacement, pruned_completeness) = scores(frozen, &final_influence, &final_share, &kept);
 
     let cumulative = cumulative_scores(&influence);
     let index: Vec<Option<usize>> = kept.iter().scan(0, |k, &keep| Some(keep.then(|| { *k += 1; *k - 1 }))).collect();

@@ -32,8 +32,8 @@ pub mod paths;
 pub mod pullback;
 pub mod stage;
 
-pub use attribution::{attribute, format_attribution, node_name, Attribution, Contribution, FrozenReplacement, NodeKind, Target};
-pub use graph::{attribution_graph, graph_for_cell, Graph, GraphFiles, GraphFile, GraphOptions, GraphScores, GraphSources, GraphWindow};
+pub use attribution::{attribute, format_attribution, node_name, Attribution, Backward, Contribution, FrozenReplacement, NodeKind, Target};
+pub use graph::{attribution_graph, graph_for_cell, graph_of, Graph, GraphFiles, GraphFile, GraphOptions, GraphScores, GraphSources, GraphWindow};
 pub use deembed::{deembed, format_deembed, ChannelRow, Embedding};
 pub use mlsae::{format_mlsae, MlsaeAnalysis, MlsaeSources};
 pub use intervene::{ablate_or_steer, draw_intervention, format_intervention, Intervention, InterventionReport, SteeredMlps};

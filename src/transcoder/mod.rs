@@ -30,7 +30,7 @@ pub mod bench;
 pub mod cache;
 pub mod clt;
 pub mod config;
-mod dense;
+pub(crate) mod dense;
 pub mod device_encode;
 pub mod export;
 pub mod import;

@@ -405,6 +405,8 @@ pub fn fidelity<B: Backend>(
     let s = transcoder.shape;
     let ablation = MeanMlps::<B>::new(mean, s.layers, s.d_model, device);
     let mut mse = BTreeMap::new();
+    // A pass per layer and three more over every held-out window: minutes on a deep model.
+    let bar = crate::progress::bar(s.layers as u64 + 3, "fidelity", "passes");
     let fidelity = replacement_fidelity(s.layers, |mode| {
         let (name, value) = match mode {
             Replacement::Original => ("original".to_owned(), next_step_mse(model, data, None, device)),
@@ -419,7 +421,9 @@ pub fn fidelity<B: Backend>(
             }
         };
         mse.insert(name, value);
+        bar.inc(1);
         Ok(value)
     })?;
+    bar.finish_and_clear();
     Ok(FidelityReport { fidelity, mse })
 }
