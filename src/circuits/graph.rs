@@ -445,10 +445,23 @@ pub struct GraphSources {
 /// The model, the transcoder, and the window of `window` steps of cell `cell_id` ending at step
 /// `step` (shorter at the start of the cell; at most the model's context).
 pub fn load_window(sources: &GraphSources, cell_id: &str, step: usize, window: usize) -> Result<(LoadedModel<Flex>, Transcoder, GraphWindow)> {
+    let (loaded, tc) = load_pair(sources)?;
+    let graph_window = read_window(&loaded, &sources.dataset, cell_id, step, window)?;
+    Ok((loaded, tc, graph_window))
+}
+
+/// The model and the transcoder of `sources`, checked to fit each other: load them once for
+/// many windows (a 24-layer CLT of 8,192 features a layer takes a second).
+pub fn load_pair(sources: &GraphSources) -> Result<(LoadedModel<Flex>, Transcoder)> {
     let loaded = load_model::<Flex>(&sources.model, &Default::default())?;
     let tc = import_circuit_tracer(&sources.transcoder.join("circuit-tracer"))?;
     super::attribution::check_pair(&loaded.model, &tc)?;
-    let (info, data, file) = read_dataset_cell(&sources.dataset, cell_id)?;
+    Ok((loaded, tc))
+}
+
+/// The window of [`load_window`] from the dataset at `dataset`, normalised as `loaded` reads it.
+pub fn read_window(loaded: &LoadedModel<Flex>, dataset: &Path, cell_id: &str, step: usize, window: usize) -> Result<GraphWindow> {
+    let (info, data, file) = read_dataset_cell(dataset, cell_id)?;
     let raw = CellSteps::from_cell(&info, &data, &file, &loaded.norm.channels)?;
     if step >= raw.steps() {
         return Err(Error::Config(format!("cell {cell_id} has steps 0..{}, no step {step}", raw.steps())));
@@ -468,7 +481,7 @@ pub fn load_window(sources: &GraphSources, cell_id: &str, step: usize, window: u
         c_rate: data.c_rate[first..=step].to_vec(),
         target_scale: loaded.norm.target_scale,
     };
-    Ok((loaded, tc, graph_window))
+    Ok(graph_window)
 }
 
 /// The graph of the prediction at step `step` of cell `cell_id` over the `window` steps ending there.

@@ -77,10 +77,14 @@ pub struct FeaturePaths {
 pub fn paths_at_peaks(sources: &super::GraphSources, mined: &crate::mine::MinedFeatures, features: &[(u32, u32)], window: usize) -> Result<Vec<FeaturePaths>> {
     use crate::mine::stats::WindowKind;
     let mut out = Vec::new();
+    if features.is_empty() {
+        return Ok(out);
+    }
+    let (loaded, tc) = super::graph::load_pair(sources)?;
     for &(layer, feature) in features {
         let Some(peak) = mined.features.iter().find(|f| (f.layer, f.feature) == (layer, feature)).and_then(|f| f.windows.iter().find(|w| w.kind == WindowKind::Top)) else { continue };
         let (cell_id, step) = (mined.cell_ids[peak.cell].clone(), peak.peak_row as usize);
-        let (loaded, tc, w) = super::graph::load_window(sources, &cell_id, step, window)?;
+        let w = super::graph::read_window(&loaded, &sources.dataset, &cell_id, step, window)?;
         let frozen = FrozenReplacement::new(&loaded.model, &tc, &w.inputs)?;
         let target = Target::Feature { layer: layer as usize, pos: frozen.seq() - 1, feature: feature as usize };
         let paths = greedy_paths(&frozen, target, PAGE_WIDTH, PAGE_PATHS)?;
