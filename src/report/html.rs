@@ -106,10 +106,25 @@ pub(crate) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) 
         None => x.as_f64().map_or("–".into(), num),
     };
     match v {
-        Value::Object(map) => map.iter().filter(|(k, _)| k.as_str() != "flags").for_each(|(k, x)| {
-            let name = metric_words(k);
-            flatten(&if prefix.is_empty() { name } else { format!("{prefix} · {name}") }, x, out)
-        }),
+        Value::Object(map) => {
+            // Keys in the map's order, but a run of keys numbered alike in the order of their
+            // numbers: layer_2 before layer_10 (a sorted map puts it after).
+            let number = |k: &str| {
+                let head = k.trim_end_matches(|c: char| c.is_ascii_digit());
+                (head.len(), k[head.len()..].parse::<u64>().ok())
+            };
+            let mut entries: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| k.as_str() != "flags").collect();
+            for run in entries.chunk_by_mut(|a, b| {
+                let ((la, na), (lb, nb)) = (number(a.0), number(b.0));
+                na.is_some() && nb.is_some() && a.0[..la] == b.0[..lb]
+            }) {
+                run.sort_by_key(|(k, _)| number(k).1);
+            }
+            for (k, x) in entries {
+                let name = metric_words(k);
+                flatten(&if prefix.is_empty() { name } else { format!("{prefix} · {name}") }, x, out)
+            }
+        }
         Value::Array(a) if a.iter().all(Value::is_number) => out.push((prefix.to_owned(), a.iter().map(value).collect::<Vec<_>>().join(", "))),
         Value::Number(_) => out.push((prefix.to_owned(), value(v))),
         Value::String(s) => out.push((prefix.to_owned(), s.clone())),
@@ -454,6 +469,16 @@ mod tests {
                 ("next step · predictions".to_owned(), "12000".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn numbered_keys_read_in_the_order_of_their_numbers_the_rest_in_the_maps_order() {
+        let mut rows = Vec::new();
+        // As a sorted map writes a 12-layer fidelity run's MSEs.
+        let mse = json!({ "all_replaced": 1, "layer_0": 2, "layer_1": 3, "layer_10": 4, "layer_11": 5, "layer_2": 6, "mean_ablated": 7, "original": 8 });
+        flatten("", &json!({ "skill": 0, "mse": mse, "cells": 9 }), &mut rows);
+        let values: Vec<&str> = rows.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["9", "1", "2", "3", "6", "4", "5", "7", "8", "0"], "{rows:?}");
     }
 
     #[test]
