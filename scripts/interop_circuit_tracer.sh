@@ -66,12 +66,23 @@ voltlens -q circuits graph --data "$work/data" --model "$work/model" --transcode
 
 # The same graphs rebuilt independently in PyTorch: reference.py's model, the transcoders through
 # circuit-tracer's loaders, every direct effect by autograd in float64, circuit-tracer's prune_graph.
-voltlens -q export-model "$work/model" --out "$work/export" > /dev/null
+# attribution_check MODEL TRANSCODER NAME: a pruned and a full graph of MODEL with TRANSCODER.
+attribution_check() {
+    local model=$1 transcoder=$2 name=$3
+    voltlens -q export-model "$model" --out "$work/export-$name" > /dev/null
+    voltlens -q circuits graph --data "$work/data" --model "$model" --transcoder "$transcoder" --cell "$cell" --step 200 --window 32 --out "$work/attr-$name" > /dev/null
+    voltlens -q circuits graph --data "$work/data" --model "$model" --transcoder "$transcoder" --cell "$cell" --step 200 --window 32 --node-threshold 1.0 --edge-threshold 1.0 --out "$work/attr-$name-full" > /dev/null
+    "$python" "$root/scripts/interop_attribution.py" "$work/data" "$work/export-$name" "$transcoder/circuit-tracer" "$work/attr-$name" --full "$work/attr-$name-full" || status=1
+}
 for name in clt plt; do
-    voltlens -q circuits graph --data "$work/data" --model "$work/model" --transcoder "$work/$name" --cell "$cell" --step 200 --window 32 --out "$work/attr-$name" > /dev/null
-    voltlens -q circuits graph --data "$work/data" --model "$work/model" --transcoder "$work/$name" --cell "$cell" --step 200 --window 32 --node-threshold 1.0 --edge-threshold 1.0 --out "$work/attr-$name-full" > /dev/null
-    "$python" "$root/scripts/interop_attribution.py" "$work/data" "$work/export" "$work/$name/circuit-tracer" "$work/attr-$name" --full "$work/attr-$name-full" || status=1
+    attribution_check "$work/model" "$work/$name" "$name"
 done
+# A model of eight blocks of two heads (3^8 = 6,561 paths of head choices) is swept, not expanded.
+sed 's/^layers = 3$/layers = 8/; s/^steps = 200$/steps = 60/' "$work/model.toml" > "$work/deep-model.toml"
+voltlens -q train-model --data "$work/data" --config "$work/deep-model.toml" --out "$work/deep-model" --seed 3 > /dev/null
+sed 's/^steps = 300$/steps = 100/' "$work/clt.toml" > "$work/deep-clt.toml"
+voltlens -q train-transcoder --data "$work/data" --model "$work/deep-model" --config "$work/deep-clt.toml" --out "$work/deep-clt" --seed 3 > /dev/null
+attribution_check "$work/deep-model" "$work/deep-clt" deep-clt
 
 # The other way: circuit-tracer writes a CLT, VoltLens imports it, scores it and records with it.
 "$python" "$check" write "$work/clt/circuit-tracer" "$work/foreign" "$work/acts.safetensors"
