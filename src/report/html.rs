@@ -108,21 +108,27 @@ pub(crate) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) 
     match v {
         Value::Object(map) => {
             // Keys in the map's order, but a run of keys numbered alike in the order of their
-            // numbers: layer_2 before layer_10 (a sorted map puts it after).
+            // numbers (layer_2 before layer_10, which a sorted map puts first), and a run of
+            // numbers 0, 1, 2… on one line, as an array is: a 24-layer model's MSE per layer.
             let number = |k: &str| {
                 let head = k.trim_end_matches(|c: char| c.is_ascii_digit());
                 (head.len(), k[head.len()..].parse::<u64>().ok())
             };
+            let named = |name: String| if prefix.is_empty() { name } else { format!("{prefix} · {name}") };
             let mut entries: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| k.as_str() != "flags").collect();
             for run in entries.chunk_by_mut(|a, b| {
                 let ((la, na), (lb, nb)) = (number(a.0), number(b.0));
                 na.is_some() && nb.is_some() && a.0[..la] == b.0[..lb]
             }) {
                 run.sort_by_key(|(k, _)| number(k).1);
-            }
-            for (k, x) in entries {
-                let name = metric_words(k);
-                flatten(&if prefix.is_empty() { name } else { format!("{prefix} · {name}") }, x, out)
+                let counted = run.iter().enumerate().all(|(i, (k, x))| number(k).1 == Some(i as u64) && x.is_number());
+                if run.len() >= 3 && counted {
+                    let head = &run[0].0[..number(run[0].0).0];
+                    let name = format!("{} 0–{}", metric_words(head.trim_end_matches('_')), run.len() - 1);
+                    out.push((named(name), run.iter().map(|(_, x)| value(x)).collect::<Vec<_>>().join(", ")));
+                } else {
+                    run.iter().for_each(|(k, x)| flatten(&named(metric_words(k)), x, out));
+                }
             }
         }
         Value::Array(a) if a.iter().all(Value::is_number) => out.push((prefix.to_owned(), a.iter().map(value).collect::<Vec<_>>().join(", "))),
@@ -479,6 +485,10 @@ mod tests {
         flatten("", &json!({ "skill": 0, "mse": mse, "cells": 9 }), &mut rows);
         let values: Vec<&str> = rows.iter().map(|(_, v)| v.as_str()).collect();
         assert_eq!(values, ["9", "1", "2", "3", "6", "4", "5", "7", "8", "0"], "{rows:?}");
+        // Layers 0–3 of a fidelity run read on one line.
+        let mut rows = Vec::new();
+        flatten("", &json!({ "mse": { "layer_0": 2, "layer_1": 3, "layer_2": 4.5, "layer_3": 5, "original": 8 } }), &mut rows);
+        assert_eq!(rows, [("next-step MSE · layer 0–3".to_owned(), "2, 3, 4.50, 5".to_owned()), ("next-step MSE · original".to_owned(), "8".to_owned())]);
     }
 
     #[test]
