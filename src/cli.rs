@@ -628,6 +628,7 @@ enum BenchCommand {
     /// context 512) with a random CLT, over window lengths, feature counts and depths.
     ///
     /// Example: voltlens bench graph --windows 64,256 --features 512
+    ///
     /// Example: voltlens bench graph --layers 3,4,5 --windows 64 --backward sweep --feature-counts
     Graph {
         /// Blocks of the model, one timing set per depth.
