@@ -275,7 +275,7 @@ pub fn ingest_source(
 fn in_sheet(reader: &dyn CyclerReader, source: &Path, e: Error) -> Error {
     match e {
         Error::Input { file, row: Some(row), field, message } if file == source => match reader.sheet_row(row) {
-            Some((sheet, row)) => Error::Input { file: PathBuf::from(format!("{} (sheet '{sheet}')", source.display())), row: Some(row), field, message },
+            Some((sheet, row)) => Error::Input { file: crate::data::formats::in_sheets(source, &format!("'{sheet}'")), row: Some(row), field, message },
             None => Error::Input { file, row: Some(row), field, message },
         },
         other => other,

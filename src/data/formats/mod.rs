@@ -37,6 +37,7 @@ pub use column_map::{ColumnMap, CurrentUnit, MappedColumns, MappedUnits, Sign, T
 pub use battdat::{export_battdat, RAW_DATA_FILE};
 pub use cells_json::warn_unmatched as warn_unmatched_cells_json;
 pub use detect::detect;
+pub(crate) use workbook::in_sheets;
 
 /// A source of one cell's rows, read chunk by chunk so memory does not grow with file length.
 /// Vendor files, canonical/PyBaMM Parquet and the synthetic generator all implement it.

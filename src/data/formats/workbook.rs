@@ -101,6 +101,11 @@ impl CyclerReader for WorkbookReader {
     }
 }
 
+/// How an error names a place in a workbook: `book.xlsx (sheet 'S')`, `sheets` quoted as there.
+pub(crate) fn in_sheets(workbook: &Path, sheets: &str) -> PathBuf {
+    PathBuf::from(format!("{} (sheet {sheets})", workbook.display()))
+}
+
 /// One sheet of the CSV: its name, the CSV line its rows start at and that line's sheet row.
 struct Part {
     sheet: String,
@@ -166,7 +171,7 @@ impl WorkbookCsv {
     /// `e` with the CSV's name and line replaced by the workbook's, the sheet's and its row.
     fn locate(&self, e: Error) -> Error {
         let sheets = || self.parts.iter().map(|p| format!("'{}'", p.sheet)).collect::<Vec<_>>().join(", ");
-        let named = |sheets: String| PathBuf::from(format!("{} (sheet {sheets})", self.workbook.display()));
+        let named = |sheets: String| in_sheets(&self.workbook, &sheets);
         match e {
             Error::Input { file, row: Some(line), field, message } if file == *self.csv => {
                 let (sheet, row) = self.sheet_row(line);
